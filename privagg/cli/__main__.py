@@ -1,0 +1,5 @@
+import sys
+
+from privagg.cli import main
+
+sys.exit(main())

@@ -1,0 +1,196 @@
+"""The three randomness roles of privagg (see DESIGN.md), as small explicit helpers.
+
+1. **Secrets** (key pairs, seeds, Shamir coefficients, Paillier ``r``) come from a
+   :class:`SecretSource`; the default is the OS CSPRNG. Tests may inject
+   :class:`InsecureDeterministicSecrets` through the explicit ``secrets=`` seam, never
+   anything else.
+2. **Seed expansion** (masks) is :func:`prg_words`: HKDF-SHA256 derives an AES-256 key from
+   the full 32-byte seed and a domain-separation label (session, round, purpose), and the
+   AES-256-CTR keystream (OpenSSL, through ``cryptography``) is the mask.
+3. **Simulation** randomness (data splits, model init, attack restarts) comes from an
+   injected, seeded :func:`simulation_rng` / :func:`torch_generator`. It is never used for
+   secrets or for noise that protects people.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+__all__ = [
+    "SecretSource",
+    "SystemSecrets",
+    "SYSTEM_SECRETS",
+    "InsecureDeterministicSecrets",
+    "secret_below",
+    "label",
+    "hkdf",
+    "prg_bytes",
+    "prg_words",
+    "aes_ctr_keystream_rate",
+    "simulation_rng",
+    "torch_generator",
+    "SEED_BYTES",
+]
+
+SEED_BYTES = 32
+_ZERO_NONCE = bytes(16)
+
+
+@runtime_checkable
+class SecretSource(Protocol):
+    """Where secrets come from. ``token_bytes(n)`` returns ``n`` uniformly random bytes."""
+
+    def token_bytes(self, n: int) -> bytes: ...
+
+
+class SystemSecrets:
+    """The operating system's CSPRNG (``os.urandom``). The default everywhere."""
+
+    def token_bytes(self, n: int) -> bytes:
+        return os.urandom(n)
+
+    def __repr__(self) -> str:
+        return "SystemSecrets()"
+
+
+SYSTEM_SECRETS: SecretSource = SystemSecrets()
+
+
+class InsecureDeterministicSecrets:
+    """A *test seam*: reproducible "secrets" from a public seed (AES-256-CTR stream).
+
+    Only for known-answer tests and reproducible examples. Anything protected with these
+    bytes is protected by nothing: the seed is public.
+    """
+
+    def __init__(self, seed: int | bytes) -> None:
+        raw = seed if isinstance(seed, bytes) else str(seed).encode()
+        key = hashlib.sha256(b"privagg/insecure-test-secrets/" + raw).digest()
+        self._enc = Cipher(algorithms.AES(key), modes.CTR(_ZERO_NONCE)).encryptor()
+
+    def token_bytes(self, n: int) -> bytes:
+        return self._enc.update(bytes(n))
+
+    def __repr__(self) -> str:
+        return "InsecureDeterministicSecrets(<test seed>)"
+
+
+def secret_below(source: SecretSource, upper: int) -> int:
+    """A uniform integer in ``[0, upper)`` from ``source`` (rejection sampling, no bias)."""
+    if upper <= 0:
+        raise ValueError("upper must be positive")
+    nbits = upper.bit_length()
+    nbytes = (nbits + 7) // 8
+    mask = (1 << nbits) - 1
+    while True:
+        v = int.from_bytes(source.token_bytes(nbytes), "big") & mask
+        if v < upper:
+            return v
+
+
+def label(*parts: str | bytes | int) -> bytes:
+    """Unambiguous domain-separation label: each part length-prefixed.
+
+    ``label("privagg/secagg/v1", session_id, round, "self-mask")``.
+    """
+    out = bytearray()
+    for p in parts:
+        if isinstance(p, int):
+            b = p.to_bytes(8, "big", signed=True)
+        elif isinstance(p, str):
+            b = p.encode()
+        else:
+            b = bytes(p)
+        out += struct.pack(">I", len(b)) + b
+    return bytes(out)
+
+
+def hkdf(key_material: bytes, *, info: bytes, length: int = 32, salt: bytes | None = None) -> bytes:
+    """HKDF-SHA256 (RFC 5869)."""
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(key_material)
+
+
+def _check_seed(seed: bytes) -> None:
+    if len(seed) != SEED_BYTES:
+        raise ValueError(f"PRG seeds are {SEED_BYTES} bytes (got {len(seed)}); never fold or truncate a seed")
+
+
+def prg_bytes(seed: bytes, *, info: bytes, nbytes: int) -> bytes:
+    """``nbytes`` of AES-256-CTR keystream under ``HKDF(seed, info)``.
+
+    Each (seed, info) pair gives an independent stream; the nonce can be fixed because
+    the key itself is unique per label.
+    """
+    _check_seed(seed)
+    key = hkdf(seed, info=b"privagg/prg/aes-256-ctr/" + info)
+    enc = Cipher(algorithms.AES(key), modes.CTR(_ZERO_NONCE)).encryptor()
+    buf = bytearray(nbytes + 15)
+    n = enc.update_into(memoryview(bytes(nbytes)), buf) if nbytes else 0
+    return bytes(memoryview(buf)[:n])
+
+
+def prg_words(seed: bytes, *, info: bytes, count: int, bits: int) -> np.ndarray:
+    """``count`` uniform integers in ``[0, 2**bits)`` from the seed's AES-CTR stream.
+
+    ``bits <= 32`` draws 4 bytes a word (returned as ``uint32``), otherwise 8 (``uint64``);
+    masking the low bits of a uniform word keeps it uniform for a power-of-two modulus.
+    """
+    if not 1 <= bits <= 64:
+        raise ValueError("bits must be in 1..64")
+    _check_seed(seed)
+    dtype = np.dtype("<u4") if bits <= 32 else np.dtype("<u8")
+    nbytes = count * dtype.itemsize
+    key = hkdf(seed, info=b"privagg/prg/aes-256-ctr/" + info)
+    enc = Cipher(algorithms.AES(key), modes.CTR(_ZERO_NONCE)).encryptor()
+    out = np.empty(nbytes + 16, dtype=np.uint8)
+    zeros = np.zeros(nbytes, dtype=np.uint8)
+    enc.update_into(zeros.data, out.data)  # type: ignore[arg-type]
+    words = out[:nbytes].view(dtype)
+    if bits not in (32, 64):
+        words &= dtype.type((1 << bits) - 1)
+    return words
+
+
+def aes_ctr_keystream_rate(nbytes: int = 1 << 26, repeats: int = 3) -> float:
+    """Raw OpenSSL AES-256-CTR keystream rate in GB/s (median of ``repeats``), for benchmarks."""
+    import time
+
+    zeros = np.zeros(nbytes, dtype=np.uint8)
+    out = np.empty(nbytes + 16, dtype=np.uint8)
+    rates = []
+    for _ in range(repeats):
+        enc = Cipher(algorithms.AES(os.urandom(32)), modes.CTR(_ZERO_NONCE)).encryptor()
+        t = time.perf_counter()
+        enc.update_into(zeros.data, out.data)  # type: ignore[arg-type]
+        rates.append(nbytes / (time.perf_counter() - t) / 1e9)
+    rates.sort()
+    return rates[len(rates) // 2]
+
+
+def simulation_rng(seed: int | None, *stream: int | str) -> np.random.Generator:
+    """A seeded ``numpy.random.Generator`` for *simulation only*, one per named stream.
+
+    ``simulation_rng(7, "partition")`` and ``simulation_rng(7, "client", 3)`` are
+    independent streams derived from one run seed. ``seed=None`` draws fresh entropy.
+    """
+    keys = [
+        int.from_bytes(hashlib.sha256(s.encode()).digest()[:4], "big") if isinstance(s, str) else int(s) for s in stream
+    ]
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=tuple(keys))))
+
+
+def torch_generator(seed: int | None, *stream: int | str):  # type: ignore[no-untyped-def]
+    """A seeded ``torch.Generator`` for simulation (model init, batch order)."""
+    import torch
+
+    g = torch.Generator()
+    g.manual_seed(int(simulation_rng(seed, *stream).integers(0, 2**63 - 1)))
+    return g
