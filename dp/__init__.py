@@ -1,3 +1,62 @@
-"""Client-level differential privacy: clipping, secure noise, accounting."""
+"""Client-level differential privacy: clipping, secure noise, accounting, budget, adaptive clipping.
 
-__all__: list[str] = []
+``dp`` is a base layer: it never imports ``protocols``, ``secagg`` or ``attacks``. The FedAvg
+glue (the ``dp-fedavg`` aggregator wrapper) lives in :mod:`protocols.dp_fedavg`.
+"""
+
+from dp.accounting import (
+    ACCOUNTANTS,
+    Accountant,
+    PRVAccountant,
+    RDPAccountant,
+    Sampling,
+    calibrate,
+    epsilon_for,
+    make_accountant,
+)
+from dp.adaptive import AdaptiveClipConfig, AdaptiveClipper, split_noise_multiplier
+from dp.clipping import MAX_WEIGHT, ClipResult, client_weights, clip_l2, clip_updates, sum_sensitivity
+from dp.config import DPConfig
+from dp.ledger import LedgerEntry, PrivacyBudget, PrivacyLedger
+from dp.noise import (
+    GaussianGridMechanism,
+    InsecureNoiseWarning,
+    NoiseSampler,
+    SecureNoise,
+    SeededNoise,
+    discrete_gaussian,
+    discrete_laplace,
+    grid_for,
+)
+
+__all__ = [
+    "ACCOUNTANTS",
+    "Accountant",
+    "PRVAccountant",
+    "RDPAccountant",
+    "Sampling",
+    "calibrate",
+    "epsilon_for",
+    "make_accountant",
+    "AdaptiveClipConfig",
+    "AdaptiveClipper",
+    "split_noise_multiplier",
+    "MAX_WEIGHT",
+    "ClipResult",
+    "client_weights",
+    "clip_l2",
+    "clip_updates",
+    "sum_sensitivity",
+    "DPConfig",
+    "LedgerEntry",
+    "PrivacyBudget",
+    "PrivacyLedger",
+    "GaussianGridMechanism",
+    "InsecureNoiseWarning",
+    "NoiseSampler",
+    "SecureNoise",
+    "SeededNoise",
+    "discrete_gaussian",
+    "discrete_laplace",
+    "grid_for",
+]

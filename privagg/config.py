@@ -82,7 +82,7 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             return tuple(_convert(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
         if len(args) != len(value):
             raise ConfigurationError(f"expected {len(args)} items, got {len(value)}", field=path)
-        return tuple(_convert(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(args, value, strict=True)))
+        return tuple(_convert(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
     if tp is bool:
         if isinstance(value, bool):
             return value

@@ -34,6 +34,7 @@ __all__ = [
     "hkdf",
     "prg_bytes",
     "prg_words",
+    "prg_add_words",
     "aes_ctr_keystream_rate",
     "simulation_rng",
     "torch_generator",
@@ -123,40 +124,97 @@ def _check_seed(seed: bytes) -> None:
         raise ValueError(f"PRG seeds are {SEED_BYTES} bytes (got {len(seed)}); never fold or truncate a seed")
 
 
+_PRG_CHUNK_BYTES = 1 << 17  # keystream is generated and consumed in cache-sized chunks
+_ZEROS = np.zeros(_PRG_CHUNK_BYTES, dtype=np.uint8)
+_ZEROS.setflags(write=False)
+
+
+def _prg_encryptor(seed: bytes, info: bytes):  # type: ignore[no-untyped-def]
+    _check_seed(seed)
+    key = hkdf(seed, info=b"privagg/prg/aes-256-ctr/" + info)
+    return Cipher(algorithms.AES(key), modes.CTR(_ZERO_NONCE)).encryptor()
+
+
+def _keystream_into(enc, out: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    """Fill the uint8 array ``out`` (any length) with the next keystream bytes of ``enc``.
+
+    ``update_into`` needs an output buffer 15 bytes longer than its input; the chunks
+    leave that room inside ``out`` except for the last few bytes, which go through a
+    small scratch buffer. The stream position advances by exactly ``out.size`` bytes.
+    """
+    n = out.size
+    pos = 0
+    while n - pos > 64:
+        step = min(_PRG_CHUNK_BYTES, n - pos - 16)
+        enc.update_into(_ZEROS[:step].data, out[pos : pos + step + 16].data)
+        pos += step
+    if pos < n:
+        tail = np.empty(n - pos + 16, dtype=np.uint8)
+        enc.update_into(_ZEROS[: n - pos].data, tail.data)
+        out[pos:] = tail[: n - pos]
+
+
 def prg_bytes(seed: bytes, *, info: bytes, nbytes: int) -> bytes:
     """``nbytes`` of AES-256-CTR keystream under ``HKDF(seed, info)``.
 
     Each (seed, info) pair gives an independent stream; the nonce can be fixed because
     the key itself is unique per label.
     """
-    _check_seed(seed)
-    key = hkdf(seed, info=b"privagg/prg/aes-256-ctr/" + info)
-    enc = Cipher(algorithms.AES(key), modes.CTR(_ZERO_NONCE)).encryptor()
-    buf = bytearray(nbytes + 15)
-    n = enc.update_into(memoryview(bytes(nbytes)), buf) if nbytes else 0
-    return bytes(memoryview(buf)[:n])
+    enc = _prg_encryptor(seed, info)
+    if nbytes <= 0:
+        return b""
+    out = np.empty(nbytes, dtype=np.uint8)
+    _keystream_into(enc, out)
+    return out.tobytes()
 
 
-def prg_words(seed: bytes, *, info: bytes, count: int, bits: int) -> np.ndarray:
+def prg_words(seed: bytes, *, info: bytes, count: int, bits: int, out: np.ndarray | None = None) -> np.ndarray:
     """``count`` uniform integers in ``[0, 2**bits)`` from the seed's AES-CTR stream.
 
     ``bits <= 32`` draws 4 bytes a word (returned as ``uint32``), otherwise 8 (``uint64``);
     masking the low bits of a uniform word keeps it uniform for a power-of-two modulus.
+    ``out`` (optional, C-contiguous, of that dtype and ``count`` elements) is filled in place
+    and returned, so a caller can reuse one buffer for many masks.
     """
     if not 1 <= bits <= 64:
         raise ValueError("bits must be in 1..64")
-    _check_seed(seed)
     dtype = np.dtype("<u4") if bits <= 32 else np.dtype("<u8")
-    nbytes = count * dtype.itemsize
-    key = hkdf(seed, info=b"privagg/prg/aes-256-ctr/" + info)
-    enc = Cipher(algorithms.AES(key), modes.CTR(_ZERO_NONCE)).encryptor()
-    out = np.empty(nbytes + 16, dtype=np.uint8)
-    zeros = np.zeros(nbytes, dtype=np.uint8)
-    enc.update_into(zeros.data, out.data)  # type: ignore[arg-type]
-    words = out[:nbytes].view(dtype)
+    enc = _prg_encryptor(seed, info)
+    if out is None:
+        words = np.empty(count, dtype=dtype)
+    else:
+        if out.dtype != dtype or out.size != count or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous {dtype} array of {count} elements")
+        words = out
+    _keystream_into(enc, words.reshape(-1).view(np.uint8))
     if bits not in (32, 64):
         words &= dtype.type((1 << bits) - 1)
     return words
+
+
+def prg_add_words(acc: np.ndarray, seed: bytes, *, info: bytes, subtract: bool = False) -> None:
+    """``acc += prg_words(seed, info=info, count=acc.size, bits=W)`` (or ``-=``), in place.
+
+    ``acc`` is a C-contiguous ``uint32`` (``W = 32``) or ``uint64`` (``W = 64``) array;
+    arithmetic wraps modulo ``2**W``, so the result is also right modulo any ``2**k``
+    with ``k <= W``. The keystream is generated in cache-sized chunks into one scratch
+    buffer and added immediately, which runs close to the raw AES-CTR rate.
+    """
+    if acc.dtype not in (np.dtype("<u4"), np.dtype("<u8")) or not acc.flags.c_contiguous:
+        raise ValueError("acc must be a C-contiguous uint32 or uint64 array")
+    enc = _prg_encryptor(seed, info)
+    flat = acc.reshape(-1)
+    per = _PRG_CHUNK_BYTES // acc.itemsize
+    scratch = np.empty(_PRG_CHUNK_BYTES + 16, dtype=np.uint8)
+    op = np.subtract if subtract else np.add
+    n = flat.size
+    for start in range(0, n, per):
+        stop = min(n, start + per)
+        nb = (stop - start) * acc.itemsize
+        enc.update_into(_ZEROS[:nb].data, scratch[: nb + 16].data)
+        words = scratch[:nb].view(acc.dtype)
+        part = flat[start:stop]
+        op(part, words, out=part)
 
 
 def aes_ctr_keystream_rate(nbytes: int = 1 << 26, repeats: int = 3) -> float:

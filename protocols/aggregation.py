@@ -17,6 +17,7 @@ import numpy as np
 
 from privagg.errors import ConfigurationError
 from privagg.registry import Registry
+from privagg.report import Section
 
 __all__ = [
     "ClientUpdate",
@@ -83,9 +84,9 @@ class Aggregator(abc.ABC):
     @abc.abstractmethod
     def aggregate(self, updates: Sequence[ClientUpdate], ctx: RoundContext) -> AggregateResult: ...
 
-    def report_section(self) -> dict[str, Any]:
-        """Run-level facts for the report (parameters, totals). Override to add more."""
-        return {"aggregator": self.name}
+    def report_sections(self) -> list[Section]:
+        """Report sections this aggregator adds to a run's report (cost tables, plots)."""
+        return []
 
 
 AGGREGATORS: Registry[Callable[..., Aggregator]] = Registry("aggregator")

@@ -1,0 +1,182 @@
+"""Attack metrics: image reconstruction quality and membership/property classification.
+
+Images are float arrays in ``[0, 1]`` shaped ``(H, W)``, ``(C, H, W)`` or batched
+``(N, C, H, W)`` (batched metrics average over the batch). Scores are "higher means
+member / has the property".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from privagg.errors import ConfigurationError
+
+__all__ = [
+    "mse",
+    "psnr",
+    "ssim",
+    "label_accuracy",
+    "RocCurve",
+    "roc_curve",
+    "roc_auc",
+    "tpr_at_fpr",
+    "membership_metrics",
+]
+
+
+def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(a, dtype=np.float64)
+    y = np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape:
+        raise ConfigurationError(f"shape mismatch {x.shape} vs {y.shape}", field="images")
+    return x, y
+
+
+def _per_image(x: np.ndarray) -> np.ndarray:
+    """View as (N, C, H, W)."""
+    if x.ndim == 2:
+        return x[None, None]
+    if x.ndim == 3:
+        return x[None]
+    if x.ndim == 4:
+        return x
+    raise ConfigurationError(f"expected an image or a batch of images, got shape {x.shape}", field="images")
+
+
+def mse(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean squared error over all pixels."""
+    x, y = _pair(a, b)
+    return float(np.mean((x - y) ** 2))
+
+
+def psnr(a: np.ndarray, b: np.ndarray, *, data_range: float = 1.0, max_db: float = 100.0) -> float:
+    """Peak signal-to-noise ratio in dB, averaged over the images of a batch.
+
+    A perfect reconstruction is capped at ``max_db`` instead of ``inf``.
+    """
+    x, y = _pair(a, b)
+    xs, ys = _per_image(x), _per_image(y)
+    vals = []
+    for xi, yi in zip(xs, ys):
+        m = float(np.mean((xi - yi) ** 2))
+        vals.append(max_db if m <= 0 else min(max_db, 10.0 * math.log10(data_range**2 / m)))
+    return float(np.mean(vals))
+
+
+def _gaussian_window(size: int, sigma: float) -> np.ndarray:
+    ax = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
+    g = np.exp(-(ax**2) / (2 * sigma**2))
+    g /= g.sum()
+    return np.outer(g, g)
+
+
+def _filter_valid(img: np.ndarray, win: np.ndarray) -> np.ndarray:
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    patches = sliding_window_view(img, win.shape)
+    return np.einsum("ijkl,kl->ij", patches, win)
+
+
+def ssim(a: np.ndarray, b: np.ndarray, *, data_range: float = 1.0, win_size: int = 7, sigma: float = 1.5) -> float:
+    """Structural similarity (Wang et al. 2004), Gaussian window, averaged over channels and images.
+
+    The window shrinks (odd, >= 3) to fit small images such as 8x8 digits.
+    """
+    x, y = _pair(a, b)
+    xs, ys = _per_image(x), _per_image(y)
+    h, w = xs.shape[-2:]
+    size = min(win_size, h, w)
+    if size % 2 == 0:
+        size -= 1
+    if size < 3:
+        raise ConfigurationError("images are too small for SSIM (need at least 3x3)", field="images")
+    win = _gaussian_window(size, sigma)
+    c1 = (0.01 * data_range) ** 2
+    c2 = (0.03 * data_range) ** 2
+    vals = []
+    for xi, yi in zip(xs, ys):
+        for xc, yc in zip(xi, yi):
+            mx, my = _filter_valid(xc, win), _filter_valid(yc, win)
+            sxx = _filter_valid(xc * xc, win) - mx * mx
+            syy = _filter_valid(yc * yc, win) - my * my
+            sxy = _filter_valid(xc * yc, win) - mx * my
+            num = (2 * mx * my + c1) * (2 * sxy + c2)
+            den = (mx * mx + my * my + c1) * (sxx + syy + c2)
+            vals.append(float(np.mean(num / den)))
+    return float(np.mean(vals))
+
+
+def label_accuracy(true: np.ndarray, recovered: np.ndarray) -> float:
+    """Fraction of labels recovered, as multisets (order within a batch is unknown to the attacker)."""
+    t = np.sort(np.asarray(true).ravel())
+    r = np.sort(np.asarray(recovered).ravel())
+    if t.shape != r.shape:
+        raise ConfigurationError(f"{r.size} labels recovered for {t.size} examples", field="labels")
+    if t.size == 0:
+        return 1.0
+    tv, tc = np.unique(t, return_counts=True)
+    rc = dict(zip(*np.unique(r, return_counts=True)))
+    hit = sum(min(int(c), int(rc.get(v, 0))) for v, c in zip(tv, tc))
+    return hit / t.size
+
+
+@dataclass(frozen=True)
+class RocCurve:
+    fpr: np.ndarray
+    tpr: np.ndarray
+    thresholds: np.ndarray
+
+
+def _check_scores(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    y = np.asarray(labels).astype(bool).ravel()
+    if s.shape != y.shape:
+        raise ConfigurationError(f"{s.size} scores for {y.size} labels", field="scores")
+    if not y.any() or y.all():
+        raise ConfigurationError("need both positive and negative examples", field="labels")
+    if not np.all(np.isfinite(s)):
+        raise ConfigurationError("scores must be finite", field="scores")
+    return s, y
+
+
+def roc_curve(scores: np.ndarray, labels: np.ndarray) -> RocCurve:
+    """ROC curve over all distinct thresholds (ties handled as one step), starting at (0, 0)."""
+    s, y = _check_scores(scores, labels)
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    distinct = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]
+    tps = np.cumsum(y)[distinct]
+    fps = (distinct + 1) - tps
+    tpr = np.r_[0.0, tps / y.sum()]
+    fpr = np.r_[0.0, fps / (~y).sum()]
+    thr = np.r_[np.inf, s[distinct]]
+    return RocCurve(fpr=fpr, tpr=tpr, thresholds=thr)
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve (= P(score of a random positive > random negative), ties count 1/2)."""
+    c = roc_curve(scores, labels)
+    return float(np.trapezoid(c.tpr, c.fpr))
+
+
+def tpr_at_fpr(scores: np.ndarray, labels: np.ndarray, fpr: float) -> float:
+    """Largest TPR reachable with a threshold whose false-positive rate is <= ``fpr``."""
+    if not 0.0 <= fpr <= 1.0:
+        raise ConfigurationError("fpr must be in [0, 1]", field="fpr")
+    c = roc_curve(scores, labels)
+    ok = c.fpr <= fpr + 1e-12
+    return float(c.tpr[ok].max())
+
+
+def membership_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """AUC, balanced accuracy at the best threshold, TPR at 0.1% and 1% FPR."""
+    c = roc_curve(scores, labels)
+    return {
+        "auc": float(np.trapezoid(c.tpr, c.fpr)),
+        "accuracy": float(np.max(1 - (c.fpr + (1 - c.tpr)) / 2)),
+        "tpr@0.1%fpr": tpr_at_fpr(scores, labels, 0.001),
+        "tpr@1%fpr": tpr_at_fpr(scores, labels, 0.01),
+    }

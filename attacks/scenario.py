@@ -1,0 +1,207 @@
+"""Turn an :class:`~attacks.registry.AttackCase` into what the attacker observes.
+
+This is the bridge between a case (data, model, defense, threat model) and the federated
+simulation of :mod:`protocols`: it builds the federation, runs the clients' honest local
+training, pushes the updates through the defense's real aggregator (plain mean, secure
+aggregation, Paillier, DP-FedAvg) and returns what a curious server — or anyone who sees
+the released aggregate — gets to see.
+
+Threat model per defense (what ``observation`` holds):
+
+* ``none``: the server sees every client's update; the observation is the target's.
+* ``secagg`` / ``paillier``: the server learns only the cohort's aggregate.
+* ``dp``: client-level DP-FedAvg (clip + Gaussian noise); the observation is the released,
+  noised aggregate (the model update every participant and the server receive).
+* ``secagg+dp``: both; the server sees only the noised sum.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from attacks.registry import AttackCase
+from privagg.errors import ConfigurationError
+from privagg.randomness import simulation_rng, torch_generator
+
+__all__ = [
+    "DEFENSE_AGGREGATORS",
+    "InversionObservation",
+    "build_defense",
+    "dp_options",
+    "inversion_observation",
+    "make_run_config",
+    "unflatten",
+]
+
+#: Inner aggregator (registered name in ``protocols.aggregation.AGGREGATORS``) per defense.
+DEFENSE_AGGREGATORS: dict[str, str] = {
+    "none": "mean",
+    "dp": "mean",
+    "secagg": "secagg",
+    "secagg+dp": "secagg",
+    "paillier": "paillier",
+}
+
+
+def dp_options(case: AttackCase, *, clip: float | None = None) -> dict[str, Any]:
+    """Options for ``protocols.dp_fedavg.wrap_with_dp``: the case's client-level (epsilon, delta)."""
+    opts: dict[str, Any] = {"target_epsilon": case.dp_epsilon, "target_delta": case.dp_delta}
+    if clip is not None:
+        opts["clip_norm"] = clip
+    opts.update(dict(case.option("dp", {})))
+    return opts
+
+
+def make_run_config(case: AttackCase, *, train: Any, rounds: int = 1, partition: str = "iid",
+                    num_clients: int | None = None, dp_clip: float | None = None) -> Any:
+    """A ``protocols.fedavg.RunConfig`` for the case and its defense."""
+    from protocols.fedavg import AggregationConfig, DataConfig, FederationConfig, ModelConfig, RunConfig
+
+    n = num_clients or case.num_clients
+    return RunConfig(
+        seed=case.seed,
+        data=DataConfig(dataset=case.dataset, num_clients=n, partition=partition),  # type: ignore[arg-type]
+        model=ModelConfig(name=case.model, hidden=case.hidden),
+        train=train,
+        federation=FederationConfig(rounds=rounds),
+        aggregation=AggregationConfig(name=DEFENSE_AGGREGATORS[case.defense], options=dict(case.option("aggregation", {}))),
+        dp=dp_options(case, clip=dp_clip) if case.uses_dp else None,
+    )
+
+
+def build_defense(case: AttackCase) -> None:
+    """Fail early, with a clear error, if the defense's implementation is not installed."""
+    mods = {
+        "secagg": ["protocols.secagg_aggregator"],
+        "paillier": ["protocols.paillier"],
+        "dp": ["protocols.dp_fedavg"],
+        "secagg+dp": ["protocols.secagg_aggregator", "protocols.dp_fedavg"],
+    }.get(case.defense, [])
+    for m in mods:
+        try:
+            importlib.import_module(m)
+        except ModuleNotFoundError as e:
+            if e.name != m:
+                raise
+            raise ConfigurationError(f"defense {case.defense!r} needs {m}, which is not installed",
+                                     field="defense") from None
+
+
+def unflatten(model: nn.Module, vec: np.ndarray) -> list[torch.Tensor]:
+    """Split a flat parameter-order vector into tensors shaped like ``model.parameters()``."""
+    out = []
+    i = 0
+    t = torch.from_numpy(np.asarray(vec, dtype=np.float32))
+    for p in model.parameters():
+        n = p.numel()
+        out.append(t[i : i + n].view_as(p).clone())
+        i += n
+    if i != t.numel():
+        raise ConfigurationError(f"vector has {t.numel()} entries, model has {i}", field="update")
+    return out
+
+
+@dataclass
+class InversionObservation:
+    """Gradient-inversion setting: the model the victim used, the gradient the attacker infers
+    from what it observes, and the victim's real batch (ground truth, for the metrics only)."""
+
+    model: nn.Module
+    gradients: list[torch.Tensor]
+    images: np.ndarray
+    labels: np.ndarray
+    input_shape: tuple[int, ...]
+    num_classes: int
+    description: str
+    cohort_images: np.ndarray
+    metrics: dict[str, Any]
+
+
+def inversion_observation(case: AttackCase) -> InversionObservation:
+    """FedSGD round: every client sends one SGD step on ``batch_size`` of its own examples.
+
+    The target is ``case.options["target"]`` (default client 0). The attacker knows the
+    public learning rate and turns the observed delta into a gradient: ``g = -delta / lr``.
+    ``case.options["pretrain_rounds"]`` FedAvg rounds (plain mean) run first, so the attack
+    can hit a partially trained model; default 0 (the freshly initialised model).
+    """
+    from protocols.aggregation import ClientUpdate, RoundContext
+    from protocols.fedavg import FedAvgSimulation
+    from protocols.models import set_flat_params
+    from protocols.training import TrainConfig
+
+    build_defense(case)
+    lr = float(case.option("lr", 0.1))
+    train = TrainConfig(epochs=1, batch_size=case.batch_size, lr=lr)
+    dp_clip = float(case.option("dp_clip", 1.0))
+    cfg = make_run_config(case, train=train, rounds=max(1, int(case.option("rounds", 1))), dp_clip=dp_clip)
+    sim = FedAvgSimulation(cfg)
+    pre = int(case.option("pretrain_rounds", 0))
+    if pre:
+        from protocols.aggregation import MeanAggregator
+        from protocols.training import train_local
+
+        for r in range(1, pre + 1):
+            gp = sim.global_params.copy()
+            ups = []
+            for cid in range(cfg.data.num_clients):
+                m = sim._scratch
+                set_flat_params(m, gp)
+                x, y = sim.client_data(cid)
+                train_local(m, x, y, TrainConfig(epochs=1, batch_size=32, lr=0.1),
+                            generator=torch_generator(case.seed, "pretrain", cid, r))
+                from protocols.models import get_flat_params
+
+                ups.append(ClientUpdate(client_id=cid, delta=get_flat_params(m) - gp, num_examples=len(y)))
+            ctx = RoundContext(round=r, population=cfg.data.num_clients, sampled=tuple(range(cfg.data.num_clients)),
+                               sampling="fixed", sampling_rate=1.0, rng=simulation_rng(case.seed, "pre", r))
+            sim.global_params = gp + MeanAggregator().aggregate(ups, ctx).delta
+    target = int(case.option("target", 0))
+    if not 0 <= target < cfg.data.num_clients:
+        raise ConfigurationError(f"target client {target} is not in the federation", field="options.target")
+    rng = simulation_rng(case.seed, "inversion-batches")
+    gp = sim.global_params.copy()
+    updates = []
+    batches: list[tuple[np.ndarray, np.ndarray]] = []
+    for cid in range(cfg.data.num_clients):
+        x, y = sim.client_data(cid)
+        if len(y) < case.batch_size:
+            raise ConfigurationError(f"client {cid} has only {len(y)} examples", field="batch_size")
+        pick = np.sort(rng.choice(len(y), case.batch_size, replace=False))
+        batches.append((x[pick], y[pick]))
+        updates.append(sim.train_client(cid, gp, x=x[pick], y=y[pick], round=1))
+    ctx = RoundContext(round=1, population=cfg.data.num_clients, sampled=tuple(range(cfg.data.num_clients)),
+                       sampling="fixed", sampling_rate=1.0, rng=simulation_rng(case.seed, "aggregation", 1),
+                       global_params=gp)
+    if case.defense == "none":
+        observed = updates[target].delta
+        desc = f"client {target}'s own update (one SGD step on {case.batch_size} example(s))"
+        metrics: dict[str, Any] = {}
+    else:
+        result = sim.aggregator.aggregate(updates, ctx)
+        observed = result.delta
+        metrics = dict(result.metrics)
+        desc = (f"only the {case.defense} aggregate of {len(result.participants)} clients' updates "
+                f"({case.batch_size} example(s) each)")
+    model = sim._scratch
+    set_flat_params(model, gp)
+    model.eval()
+    grads = unflatten(model, -np.asarray(observed) / lr)
+    ds = sim.dataset
+    return InversionObservation(
+        model=model,
+        gradients=grads,
+        images=batches[target][0],
+        labels=batches[target][1],
+        input_shape=tuple(ds.input_shape),
+        num_classes=ds.num_classes,
+        description=desc,
+        cohort_images=np.concatenate([b[0] for b in batches]),
+        metrics=metrics,
+    )

@@ -1,0 +1,105 @@
+"""``DPConfig``: the ``[dp]`` table of a run configuration, validated with precise field names."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from privagg.config import load_config
+from privagg.errors import ConfigurationError
+
+__all__ = ["DPConfig"]
+
+
+@dataclass(frozen=True)
+class DPConfig:
+    """Client-level DP for FedAvg.
+
+    Give ``noise_multiplier`` directly, or ``target_epsilon`` and let the wrapper calibrate it
+    for the run's rounds and sampling (the budget then defaults to ``target_epsilon``).
+
+    * ``noise``: ``"central"`` (the server adds all the noise to the aggregate) or
+      ``"client"`` (each client adds a share, so a secure-aggregation sum carries the full
+      noise; assumes at least ``honest_fraction`` of each cohort is honest, see
+      :mod:`protocols.dp_fedavg`).
+    * ``weighting``: ``"uniform"`` or ``"capped"`` (``min(n_k / weight_cap, 1)``), both
+      with a fixed denominator ``q * total_weight`` (``total_weight`` defaults to the population).
+    * ``secure_noise=False`` with a ``seed`` gives reproducible, *insecure* simulation noise
+      (warns).
+    """
+
+    noise_multiplier: float | None = None
+    target_epsilon: float | None = None
+    delta: float = 1e-5
+    budget_epsilon: float | None = None
+    clip_norm: float = 1.0
+    noise: Literal["central", "client"] = "central"
+    honest_fraction: float = 1.0
+    weighting: Literal["uniform", "capped"] = "uniform"
+    weight_cap: float | None = None
+    total_weight: float | None = None
+    adaptive_clipping: bool = False
+    target_quantile: float = 0.5
+    clip_learning_rate: float = 0.2
+    count_noise_std: float | None = None
+    accountant: Literal["rdp", "prv"] = "rdp"
+    secure_noise: bool = True
+    seed: int | None = None
+    grid_resolution: float = 1000.0
+
+    def __post_init__(self) -> None:
+        def bad(field: str, msg: str, accepted: Any = None) -> ConfigurationError:
+            return ConfigurationError(msg, field=field, accepted=accepted)
+
+        if self.noise_multiplier is None and self.target_epsilon is None:
+            raise bad("noise_multiplier", "give noise_multiplier or target_epsilon")
+        if self.noise_multiplier is not None and self.target_epsilon is not None:
+            raise bad("target_epsilon", "give noise_multiplier or target_epsilon, not both")
+        if self.noise_multiplier is not None and not (
+            self.noise_multiplier > 0 and math.isfinite(self.noise_multiplier)
+        ):
+            raise bad("noise_multiplier", f"must be finite and > 0, got {self.noise_multiplier}")
+        if self.target_epsilon is not None and not (self.target_epsilon > 0 and math.isfinite(self.target_epsilon)):
+            raise bad("target_epsilon", f"must be finite and > 0, got {self.target_epsilon}")
+        if not 0 < self.delta < 1:
+            raise bad("delta", f"must be in (0, 1), got {self.delta}")
+        if self.budget_epsilon is not None and not self.budget_epsilon > 0:
+            raise bad("budget_epsilon", f"must be > 0, got {self.budget_epsilon}")
+        if not (self.clip_norm > 0 and math.isfinite(self.clip_norm)):
+            raise bad("clip_norm", f"must be finite and > 0, got {self.clip_norm}")
+        if not 0 < self.honest_fraction <= 1:
+            raise bad("honest_fraction", f"must be in (0, 1], got {self.honest_fraction}")
+        if self.honest_fraction < 1 and self.noise != "client":
+            raise bad("honest_fraction", "only meaningful with noise = 'client'")
+        if self.weighting == "capped" and (self.weight_cap is None or not self.weight_cap > 0):
+            raise bad("weight_cap", "capped weighting needs weight_cap > 0 (examples at which a weight reaches 1)")
+        if self.weighting == "uniform" and self.weight_cap is not None:
+            raise bad("weight_cap", "only used with weighting = 'capped'")
+        if self.total_weight is not None and not self.total_weight > 0:
+            raise bad("total_weight", f"must be > 0, got {self.total_weight}")
+        if not 0 < self.target_quantile < 1:
+            raise bad("target_quantile", f"must be in (0, 1), got {self.target_quantile}")
+        if not self.clip_learning_rate > 0:
+            raise bad("clip_learning_rate", f"must be > 0, got {self.clip_learning_rate}")
+        if self.count_noise_std is not None and not self.count_noise_std > 0:
+            raise bad("count_noise_std", f"must be > 0, got {self.count_noise_std}")
+        if self.count_noise_std is not None and not self.adaptive_clipping:
+            raise bad("count_noise_std", "only used with adaptive_clipping = true")
+        if self.secure_noise and self.seed is not None:
+            raise bad("seed", "a noise seed makes noise predictable; set secure_noise = false to ask for it explicitly")
+        if not self.secure_noise and self.seed is None:
+            raise bad("seed", "secure_noise = false needs an explicit seed (reproducible simulation only)")
+        if not self.grid_resolution >= 1:
+            raise bad("grid_resolution", f"must be >= 1, got {self.grid_resolution}")
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], *, path: str = "dp") -> DPConfig:
+        """Validate a ``[dp]`` table; errors name the field as ``dp.<field>``."""
+        return load_config(cls, options, path=path)
+
+    @property
+    def budget(self) -> float | None:
+        """The epsilon budget enforced before each round (``budget_epsilon`` or ``target_epsilon``)."""
+        return self.budget_epsilon if self.budget_epsilon is not None else self.target_epsilon

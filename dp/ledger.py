@@ -1,0 +1,125 @@
+"""The privacy ledger (every round, every accountant) and the budget that refuses a round in advance."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dp.accounting import Accountant, Sampling, make_accountant
+from privagg.errors import ConfigurationError, PrivacyBudgetExceeded
+
+__all__ = ["PrivacyBudget", "LedgerEntry", "PrivacyLedger"]
+
+
+@dataclass(frozen=True)
+class PrivacyBudget:
+    """At most ``epsilon`` at ``delta``, as bounded by the ``accountant`` named."""
+
+    epsilon: float
+    delta: float
+    accountant: str = "rdp"
+
+    def __post_init__(self) -> None:
+        if not (self.epsilon > 0):
+            raise ConfigurationError(f"must be > 0, got {self.epsilon}", field="budget_epsilon")
+        if not (0 < self.delta < 1):
+            raise ConfigurationError(f"must be in (0, 1), got {self.delta}", field="delta")
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One released round: its mechanism and the cumulative epsilon after it, per accountant."""
+
+    round: int
+    noise_multiplier: float
+    sampling: Sampling
+    epsilon: dict[str, float]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class PrivacyLedger:
+    """Records every round in every accountant; :meth:`check` refuses a round *before* it runs.
+
+    ``accountants`` are the names kept in step (``("rdp", "prv")`` by default); an accountant
+    without a valid bound for the round's sampling scheme is skipped for that ledger (its
+    epsilon reads ``nan``), never approximated. The budget, if any, is enforced with
+    ``budget.accountant``, which must support the sampling.
+    """
+
+    def __init__(
+        self,
+        *,
+        delta: float,
+        accountants: Sequence[str] = ("rdp", "prv"),
+        budget: PrivacyBudget | None = None,
+    ) -> None:
+        if not 0 < delta < 1:
+            raise ConfigurationError(f"must be in (0, 1), got {delta}", field="delta")
+        self.delta = delta
+        self.budget = budget
+        names = list(dict.fromkeys([*accountants, *([budget.accountant] if budget else [])]))
+        self._accountants: dict[str, Accountant] = {n: make_accountant(n) for n in names}
+        self._unsupported: set[str] = set()
+        self.entries: list[LedgerEntry] = []
+
+    @property
+    def accountant_names(self) -> list[str]:
+        return list(self._accountants)
+
+    def epsilon(self, accountant: str | None = None) -> float:
+        name = accountant or (self.budget.accountant if self.budget else next(iter(self._accountants)))
+        if name in self._unsupported:
+            return math.nan
+        return self._accountants[name].get_epsilon(self.delta)
+
+    def check(self, *, noise_multiplier: float, sampling: Sampling) -> float:
+        """Epsilon (budget accountant) if this round ran; raises :class:`PrivacyBudgetExceeded` if over budget."""
+        if self.budget is None:
+            return math.nan
+        acc = self._accountants[self.budget.accountant]
+        if not acc.supports(sampling):
+            raise ConfigurationError(
+                f"the budget accountant {acc.name!r} has no valid bound for {sampling.describe()}",
+                field="accountant",
+                accepted=["rdp"],
+            )
+        trial = acc.copy()
+        trial.step(noise_multiplier=noise_multiplier, sampling=sampling)
+        eps = trial.get_epsilon(self.budget.delta)
+        if eps > self.budget.epsilon:
+            spent = acc.get_epsilon(self.budget.delta)
+            raise PrivacyBudgetExceeded(
+                f"round {len(self.entries) + 1} would bring epsilon to {eps:.4g} > budget {self.budget.epsilon:.4g} "
+                f"(delta {self.budget.delta:g}, {acc.name}); spent so far {spent:.4g} over {len(self.entries)} rounds",
+                spent=spent,
+                budget=self.budget.epsilon,
+            )
+        return eps
+
+    def record(self, *, round: int, noise_multiplier: float, sampling: Sampling, **info: Any) -> LedgerEntry:
+        """Compose one released round into every accountant and append a ledger entry."""
+        self.check(noise_multiplier=noise_multiplier, sampling=sampling)
+        eps: dict[str, float] = {}
+        for name, acc in self._accountants.items():
+            if name in self._unsupported or not acc.supports(sampling):
+                self._unsupported.add(name)
+                eps[name] = math.nan
+                continue
+            acc.step(noise_multiplier=noise_multiplier, sampling=sampling)
+            eps[name] = acc.get_epsilon(self.delta)
+        entry = LedgerEntry(
+            round=round, noise_multiplier=float(noise_multiplier), sampling=sampling, epsilon=eps, info=dict(info)
+        )
+        self.entries.append(entry)
+        return entry
+
+    def rows(self) -> list[dict[str, Any]]:
+        out = []
+        for e in self.entries:
+            row: dict[str, Any] = {"round": e.round, "noise_multiplier": e.noise_multiplier, "q": e.sampling.rate}
+            row.update({f"epsilon_{k}": v for k, v in e.epsilon.items()})
+            row.update(e.info)
+            out.append(row)
+        return out

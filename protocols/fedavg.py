@@ -1,0 +1,485 @@
+"""Federated averaging simulation: clients, sampling, local training, pluggable aggregation.
+
+:class:`FedAvgSimulation` runs FedAvg (McMahan et al. 2017) on a registered dataset split
+among clients by a registered partitioner. Everything that combines updates — plain mean,
+secure aggregation, Paillier, DP wrappers, robust rules — is an
+:class:`~protocols.aggregation.Aggregator`; poisoning attacks enter through *update hooks*
+and curious-server observations through *observers*, so the loop itself never changes.
+
+Reproducible from ``RunConfig.seed``: every random choice (split, partition, model init,
+client sampling, batch order) comes from a named simulation stream of that seed.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from privagg.errors import ConfigurationError
+from privagg.randomness import simulation_rng, torch_generator
+from privagg.report import Figure, Section
+from protocols.aggregation import AGGREGATORS, AggregateResult, Aggregator, ClientUpdate, RoundContext
+from protocols.datasets import Dataset, load_dataset
+from protocols.models import build_model, get_flat_params, num_params, set_flat_params
+from protocols.partition import label_distribution, partition
+from protocols.training import TrainConfig, evaluate, per_class_accuracy, train_local
+
+__all__ = [
+    "AggregationConfig",
+    "DataConfig",
+    "FedAvgSimulation",
+    "FederationConfig",
+    "ModelConfig",
+    "Observer",
+    "RoundRecord",
+    "RunConfig",
+    "RunResult",
+    "UpdateHook",
+    "build_aggregator",
+]
+
+# Modules that register aggregators when imported (kept lazy: no import-time cost).
+_AGGREGATOR_MODULES = (
+    "protocols.secagg_aggregator",
+    "protocols.paillier",
+    "protocols.robust",
+    "protocols.dp_fedavg",
+)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "digits"
+    num_clients: int = 20
+    partition: Literal["iid", "dirichlet", "shards", "quantity"] = "dirichlet"
+    alpha: float = 0.5
+    shards_per_client: int = 2
+    test_fraction: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.num_clients < 1:
+            raise ConfigurationError(f"must be >= 1, got {self.num_clients}", field="data.num_clients")
+        if not self.alpha > 0:
+            raise ConfigurationError(f"must be > 0, got {self.alpha}", field="data.alpha")
+
+    def partition_options(self) -> dict[str, Any]:
+        if self.partition in ("dirichlet", "quantity"):
+            return {"alpha": self.alpha}
+        if self.partition == "shards":
+            return {"shards_per_client": self.shards_per_client}
+        return {}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "mlp"
+    hidden: tuple[int, ...] = (64,)
+    channels: tuple[int, int] = (16, 32)
+
+    def options(self) -> dict[str, Any]:
+        if self.name == "mlp":
+            return {"hidden": self.hidden}
+        if self.name == "cnn":
+            return {"channels": self.channels}
+        return {}
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """Rounds and client sampling.
+
+    ``sampling``: ``"all"`` (every client every round), ``"fixed"`` (``clients_per_round``
+    drawn without replacement), ``"poisson"`` (each client independently with
+    ``sampling_rate``; rounds may be empty). ``target_accuracy`` stops early, and so does
+    ``patience``: stop after that many rounds without a test-accuracy gain of ``min_delta``.
+    """
+
+    rounds: int = 40
+    sampling: Literal["all", "fixed", "poisson"] = "all"
+    clients_per_round: int | None = None
+    sampling_rate: float | None = None
+    target_accuracy: float | None = None
+    patience: int | None = None
+    min_delta: float = 0.002
+    server_lr: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ConfigurationError(f"must be >= 1, got {self.rounds}", field="federation.rounds")
+        if self.sampling == "fixed" and (self.clients_per_round is None or self.clients_per_round < 1):
+            raise ConfigurationError(
+                "fixed-size sampling needs clients_per_round >= 1", field="federation.clients_per_round"
+            )
+        if self.sampling == "poisson" and not (self.sampling_rate is not None and 0 < self.sampling_rate <= 1):
+            raise ConfigurationError(
+                "Poisson sampling needs sampling_rate in (0, 1]", field="federation.sampling_rate"
+            )
+        if self.target_accuracy is not None and not 0 < self.target_accuracy <= 1:
+            raise ConfigurationError("must be in (0, 1]", field="federation.target_accuracy")
+        if not self.server_lr > 0:
+            raise ConfigurationError("must be > 0", field="federation.server_lr")
+        if self.patience is not None and self.patience < 1:
+            raise ConfigurationError("must be >= 1", field="federation.patience")
+
+
+@dataclass(frozen=True)
+class AggregationConfig:
+    """Which registered aggregator combines the updates, and its options."""
+
+    name: str = "mean"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One federated training run. Load from TOML with ``privagg.config.load_config``."""
+
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(epochs=2, batch_size=16, lr=0.05, momentum=0.9)
+    )
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    aggregation: AggregationConfig = field(default_factory=AggregationConfig)
+    dp: dict[str, Any] | None = None
+
+
+@dataclass
+class RoundRecord:
+    round: int
+    accuracy: float
+    loss: float
+    client_accuracies: np.ndarray
+    sampled: tuple[int, ...]
+    participants: tuple[int, ...]
+    seconds: float
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        ca = self.client_accuracies
+        return {
+            "round": self.round,
+            "accuracy": self.accuracy,
+            "loss": self.loss,
+            "worst_client_accuracy": float(np.min(ca)) if ca.size else None,
+            "median_client_accuracy": float(np.median(ca)) if ca.size else None,
+            "num_sampled": len(self.sampled),
+            "num_participants": len(self.participants),
+            "seconds": self.seconds,
+            "metrics": self.metrics,
+        }
+
+
+UpdateHook = Callable[[list[ClientUpdate], RoundContext, "FedAvgSimulation"], list[ClientUpdate]]
+Observer = Callable[[RoundRecord, list[ClientUpdate], AggregateResult, "FedAvgSimulation"], None]
+
+
+def build_aggregator(name: str, options: Mapping[str, Any] | None = None) -> Aggregator:
+    """Look up a registered aggregator by name and build it with ``options``."""
+    for mod in _AGGREGATOR_MODULES:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod:
+                raise
+    factory = AGGREGATORS.get(name, field="aggregation.name")
+    try:
+        return factory(**dict(options or {}))
+    except TypeError as e:
+        raise ConfigurationError(f"invalid options for aggregator {name!r}: {e}", field="aggregation.options") from None
+
+
+@dataclass
+class RunResult:
+    config: RunConfig
+    history: list[RoundRecord]
+    seconds: float
+    global_params: np.ndarray
+    num_params: int
+    aggregator: Aggregator
+    dataset: str
+    client_sizes: list[int]
+    label_counts: np.ndarray
+
+    @property
+    def final_accuracy(self) -> float:
+        return self.history[-1].accuracy if self.history else float("nan")
+
+    @property
+    def final_loss(self) -> float:
+        return self.history[-1].loss if self.history else float("nan")
+
+    @property
+    def best_accuracy(self) -> float:
+        return max((h.accuracy for h in self.history), default=float("nan"))
+
+    def summary(self) -> dict[str, Any]:
+        last = self.history[-1] if self.history else None
+        return {
+            "final_accuracy": self.final_accuracy,
+            "final_loss": self.final_loss,
+            "best_accuracy": self.best_accuracy,
+            "rounds": len(self.history),
+            "worst_client_accuracy": float(np.min(last.client_accuracies)) if last else None,
+            "num_params": self.num_params,
+        }
+
+    def report_sections(self) -> list[Section]:
+        """The training section (curves, per-client accuracy) plus the aggregator's sections."""
+        rounds = [h.round for h in self.history]
+        acc = [h.accuracy for h in self.history]
+        loss = [h.loss for h in self.history]
+        clients = np.stack([h.client_accuracies for h in self.history]) if self.history else np.zeros((0, 0))
+
+        def curves(path: Path) -> None:
+            import matplotlib.pyplot as plt
+
+            fig, ax1 = plt.subplots(figsize=(6.4, 4))
+            ax1.plot(rounds, acc, "o-", ms=3, color="tab:blue", label="test accuracy")
+            if clients.size:
+                ax1.fill_between(rounds, clients.min(1), clients.max(1), alpha=0.15, color="tab:blue",
+                                 label="client accuracy range")
+            ax1.set_xlabel("round")
+            ax1.set_ylabel("accuracy")
+            ax1.set_ylim(0, 1)
+            ax2 = ax1.twinx()
+            ax2.plot(rounds, loss, "s--", ms=3, color="tab:red", label="test loss")
+            ax2.set_ylabel("loss")
+            h1, l1 = ax1.get_legend_handles_labels()
+            h2, l2 = ax2.get_legend_handles_labels()
+            ax1.legend(h1 + h2, l1 + l2, loc="center right")
+            ax1.set_title(f"FedAvg on {self.dataset}: accuracy and loss per round")
+            fig.tight_layout()
+            fig.savefig(path, dpi=110)
+
+        def per_client(path: Path) -> None:
+            import matplotlib.pyplot as plt
+
+            final = clients[-1] if clients.size else np.zeros(0)
+            order = np.argsort(final)
+            fig, ax = plt.subplots(figsize=(6.4, 4))
+            ax.bar(range(len(final)), final[order], color="tab:green")
+            ax.set_xticks(range(len(final)), [str(i) for i in order], fontsize=7)
+            ax.axhline(self.final_accuracy, color="k", ls="--", lw=1, label="global test accuracy")
+            ax.set_xlabel("client (sorted by accuracy)")
+            ax.set_ylabel("accuracy on the client's label mix")
+            ax.set_ylim(0, 1)
+            ax.legend(loc="lower right")
+            ax.set_title("Per-client accuracy of the final model")
+            fig.tight_layout()
+            fig.savefig(path, dpi=110)
+
+        s = self.summary()
+        cfg = self.config
+        sec = Section(
+            key="training",
+            title="Federated training",
+            text=(
+                "Per-client accuracy weighs the global model's per-class test accuracy by each client's "
+                "label mix: under label skew the worst client shows who the model serves badly."
+            ),
+            data={**s, "history": [h.to_dict() for h in self.history], "client_sizes": self.client_sizes},
+            summary=[
+                ("dataset", f"{self.dataset} ({sum(self.client_sizes)} training samples)"),
+                ("clients", f"{cfg.data.num_clients} ({cfg.data.partition}, alpha={cfg.data.alpha})"),
+                ("model", f"{cfg.model.name} ({self.num_params} parameters)"),
+                ("aggregator", self.aggregator.name),
+                ("rounds", str(s["rounds"])),
+                ("final test accuracy", f"{s['final_accuracy']:.4f}"),
+                ("worst client accuracy", f"{s['worst_client_accuracy']:.4f}" if s["worst_client_accuracy"] is not None
+                 else "-"),
+                ("wall time", f"{self.seconds:.1f} s"),
+            ],
+            figures=[
+                Figure("accuracy_loss.png", "Global test accuracy and loss per round", curves),
+                Figure("client_accuracy.png", "Per-client accuracy of the final model", per_client),
+            ],
+        )
+        return [sec, *self.aggregator.report_sections()]
+
+
+class FedAvgSimulation:
+    """An in-memory federation: one process plays the server and every client."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        *,
+        aggregator: Aggregator | None = None,
+        update_hooks: Sequence[UpdateHook] = (),
+        observers: Sequence[Observer] = (),
+        local_trainer: Callable[..., None] = train_local,
+        dataset: Dataset | None = None,
+    ) -> None:
+        self.config = config
+        seed = config.seed
+        self.dataset = dataset or load_dataset(config.data.dataset, seed=seed, test_fraction=config.data.test_fraction)
+        ds = self.dataset
+        self.client_indices = partition(
+            config.data.partition,
+            ds.y_train,
+            num_clients=config.data.num_clients,
+            rng=simulation_rng(seed, "partition"),
+            **config.data.partition_options(),
+        )
+        self.model = build_model(
+            config.model.name, ds.input_shape, ds.num_classes,
+            generator=torch_generator(seed, "model-init"), **config.model.options(),
+        )
+        self.global_params = get_flat_params(self.model)
+        self.num_params = num_params(self.model)
+        self.label_counts = label_distribution(ds.y_train, self.client_indices, ds.num_classes)
+        if aggregator is None:
+            aggregator = build_aggregator(config.aggregation.name, config.aggregation.options)
+        if config.dp is not None:
+            aggregator = self._wrap_dp(aggregator)
+        self.aggregator = aggregator
+        self.update_hooks = list(update_hooks)
+        self.observers = list(observers)
+        self.local_trainer = local_trainer
+        self.history: list[RoundRecord] = []
+        self._scratch = copy.deepcopy(self.model)
+
+    def _wrap_dp(self, inner: Aggregator) -> Aggregator:
+        from protocols.dp_fedavg import wrap_with_dp
+
+        assert self.config.dp is not None
+        return wrap_with_dp(
+            inner, self.config.dp, population=self.config.data.num_clients, rounds=self.config.federation.rounds
+        )
+
+    # -- clients -----------------------------------------------------------------------
+    def client_data(self, cid: int) -> tuple[np.ndarray, np.ndarray]:
+        idx = self.client_indices[cid]
+        return self.dataset.x_train[idx], self.dataset.y_train[idx]
+
+    def train_client(
+        self, cid: int, global_params: np.ndarray, *, x: np.ndarray | None = None, y: np.ndarray | None = None,
+        round: int | None = None,
+    ) -> ClientUpdate:
+        """Train a copy of the global model on client ``cid``'s data (or ``x``/``y``); return its delta."""
+        if x is None or y is None:
+            x, y = self.client_data(cid)
+        r = len(self.history) + 1 if round is None else round
+        model = self._scratch
+        set_flat_params(model, global_params)
+        self.local_trainer(model, x, y, self.config.train, generator=torch_generator(self.config.seed, "train", cid, r))
+        return ClientUpdate(client_id=cid, delta=get_flat_params(model) - global_params, num_examples=len(y))
+
+    # -- sampling ----------------------------------------------------------------------
+    def sample_clients(self, r: int) -> tuple[tuple[int, ...], float]:
+        fed = self.config.federation
+        n = self.config.data.num_clients
+        rng = simulation_rng(self.config.seed, "sampling", r)
+        if fed.sampling == "all":
+            return tuple(range(n)), 1.0
+        if fed.sampling == "fixed":
+            assert fed.clients_per_round is not None
+            if fed.clients_per_round > n:
+                raise ConfigurationError(
+                    f"{fed.clients_per_round} clients per round out of {n}", field="federation.clients_per_round"
+                )
+            return tuple(sorted(rng.choice(n, fed.clients_per_round, replace=False).tolist())), fed.clients_per_round / n
+        assert fed.sampling_rate is not None
+        return tuple(np.flatnonzero(rng.random(n) < fed.sampling_rate).tolist()), fed.sampling_rate
+
+    # -- evaluation --------------------------------------------------------------------
+    def evaluate_global(self) -> tuple[float, float, np.ndarray]:
+        ds = self.dataset
+        set_flat_params(self.model, self.global_params)
+        acc, loss = evaluate(self.model, ds.x_test, ds.y_test)
+        per_class = per_class_accuracy(self.model, ds.x_test, ds.y_test, ds.num_classes)
+        per_class = np.nan_to_num(per_class, nan=0.0)
+        mix = self.label_counts / np.maximum(self.label_counts.sum(1, keepdims=True), 1)
+        return acc, loss, mix @ per_class
+
+    # -- rounds ------------------------------------------------------------------------
+    def run_round(self, r: int) -> RoundRecord:
+        t0 = time.perf_counter()
+        sampled, rate = self.sample_clients(r)
+        gp = self.global_params.copy()
+        updates = [self.train_client(cid, gp, round=r) for cid in sampled]
+        ctx = RoundContext(
+            round=r,
+            population=self.config.data.num_clients,
+            sampled=sampled,
+            sampling="poisson" if self.config.federation.sampling == "poisson" else "fixed",
+            sampling_rate=rate,
+            rng=simulation_rng(self.config.seed, "aggregation", r),
+            global_params=gp,
+        )
+        for hook in self.update_hooks:
+            updates = hook(updates, ctx, self)
+        if updates:
+            result = self.aggregator.aggregate(updates, ctx)
+            self.global_params = gp + self.config.federation.server_lr * result.delta
+        else:
+            result = AggregateResult(delta=np.zeros_like(gp), participants=(), metrics={"empty_round": True})
+        acc, loss, client_acc = self.evaluate_global()
+        record = RoundRecord(
+            round=r,
+            accuracy=acc,
+            loss=loss,
+            client_accuracies=client_acc,
+            sampled=sampled,
+            participants=result.participants,
+            seconds=time.perf_counter() - t0,
+            metrics=dict(result.metrics),
+        )
+        self.history.append(record)
+        for obs in self.observers:
+            obs(record, updates, result, self)
+        return record
+
+    def _plateaued(self, patience: int, min_delta: float) -> bool:
+        if len(self.history) <= patience:
+            return False
+        best_before = max(h.accuracy for h in self.history[:-patience])
+        return max(h.accuracy for h in self.history[-patience:]) < best_before + min_delta
+
+    def run(self, *, progress: bool = False, description: str = "FedAvg") -> RunResult:
+        fed = self.config.federation
+        t0 = time.perf_counter()
+        prog = None
+        task = None
+        if progress:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            prog = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("acc {task.fields[acc]}"), TimeElapsedColumn(), transient=False,
+            )
+            prog.start()
+            task = prog.add_task(description, total=fed.rounds, acc="-")
+        try:
+            for r in range(len(self.history) + 1, fed.rounds + 1):
+                rec = self.run_round(r)
+                if prog is not None and task is not None:
+                    prog.update(task, advance=1, acc=f"{rec.accuracy:.3f}")
+                if fed.target_accuracy is not None and rec.accuracy >= fed.target_accuracy:
+                    break
+                if fed.patience is not None and self._plateaued(fed.patience, fed.min_delta):
+                    break
+        finally:
+            if prog is not None:
+                prog.stop()
+        return RunResult(
+            config=self.config,
+            history=list(self.history),
+            seconds=time.perf_counter() - t0,
+            global_params=self.global_params.copy(),
+            num_params=self.num_params,
+            aggregator=self.aggregator,
+            dataset=self.dataset.name,
+            client_sizes=[len(i) for i in self.client_indices],
+            label_counts=self.label_counts,
+        )

@@ -1,0 +1,314 @@
+"""Paillier keys: public key, CRT private key, and Damgård–Jurik/Shoup threshold key shares.
+
+Plaintexts live in ``Z_n``, ciphertexts in ``Z*_{n^2}``; ``g = n + 1`` so that
+``Enc(m; r) = (1 + m n) r^n mod n^2`` (the same convention as python-paillier, which the
+known-answer tests use as an independent reference).
+
+Threshold decryption (Damgård–Jurik 2001, ``s = 1``, after Shoup's threshold RSA) with a
+**trusted dealer**: ``n = p q`` with safe primes ``p = 2 p' + 1``, ``q = 2 q' + 1``,
+``m = p' q'``; the dealer picks ``d`` with ``d = 0 mod m`` and ``d = 1 mod n``, shares it with a
+random polynomial ``f`` of degree ``t - 1`` over ``Z_{n m}`` (``f(0) = d``), hands decryptor
+``i`` the share ``s_i = f(i)`` and forgets everything. Decryptor ``i`` publishes
+``c_i = c^{2 Δ s_i}`` (``Δ = k!``); any ``t`` of them combine with integer Lagrange
+coefficients ``μ_i = Δ λ_{0,i}`` into ``c^{4 Δ^2 d} = (1 + n)^{4 Δ^2 m}``, from which
+``m = L(.) (4 Δ^2)^{-1} mod n``. Fewer than ``t`` shares reveal nothing about ``d`` (the
+dealer assumption: the dealer is honest and erases ``p, q, d`` after dealing). Partial
+decryptions carry no zero-knowledge proof of correctness here: decryptors are trusted to
+compute correctly (a wrong partial corrupts the result, it does not leak more).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import gmpy2
+from gmpy2 import mpz
+
+from privagg.errors import ConfigurationError, ProtocolAbort
+from privagg.randomness import SYSTEM_SECRETS, SecretSource, label, secret_below
+
+from .primes import random_prime, random_safe_prime
+
+__all__ = [
+    "KEY_BITS_ACCEPTED",
+    "PaillierPublicKey",
+    "PaillierPrivateKey",
+    "ThresholdPublicKey",
+    "ThresholdKeyShare",
+    "generate_keypair",
+    "generate_threshold_key",
+    "deal_threshold_key",
+]
+
+#: Key sizes accepted for real use; smaller sizes are accepted with ``allow_insecure=True`` (tests).
+KEY_BITS_ACCEPTED = (2048, 3072)
+_MIN_TOY_BITS = 16
+
+
+def _check_key_bits(key_bits: int, allow_insecure: bool) -> None:
+    if key_bits in KEY_BITS_ACCEPTED:
+        return
+    if allow_insecure and key_bits >= _MIN_TOY_BITS and key_bits % 2 == 0:
+        return
+    raise ConfigurationError(
+        f"got {key_bits}; smaller even sizes only with allow_insecure=True (tests, demos)",
+        field="key_bits",
+        accepted=KEY_BITS_ACCEPTED,
+    )
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PaillierPublicKey:
+    """``n``; derived: ``n^2``, ``key_id`` (16-byte SHA-256 fingerprint), byte sizes."""
+
+    n: int
+    n2: mpz = field(init=False, repr=False)
+    nz: mpz = field(init=False, repr=False)
+    key_id: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        n = mpz(self.n)
+        if n < 15 or n % 2 == 0:
+            raise ConfigurationError("the modulus must be an odd integer >= 15", field="n")
+        object.__setattr__(self, "nz", n)
+        object.__setattr__(self, "n", int(n))
+        object.__setattr__(self, "n2", n * n)
+        nbytes = (n.bit_length() + 7) // 8
+        digest = hashlib.sha256(label("privagg/paillier/public-key/v1", int(n).to_bytes(nbytes, "big"))).digest()
+        object.__setattr__(self, "key_id", digest[:16])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PaillierPublicKey) and other.n == self.n
+
+    def __hash__(self) -> int:
+        return hash(self.key_id)
+
+    @property
+    def key_bits(self) -> int:
+        return int(self.nz.bit_length())
+
+    @property
+    def plaintext_bits(self) -> int:
+        """Every integer below ``2**plaintext_bits`` is a valid plaintext (``< n``)."""
+        return self.key_bits - 1
+
+    @property
+    def ciphertext_bytes(self) -> int:
+        return (int(self.n2.bit_length()) + 7) // 8
+
+    def random_r(self, secrets: SecretSource = SYSTEM_SECRETS) -> mpz:
+        """A uniform unit of ``Z*_n`` (the textbook randomness)."""
+        while True:
+            r = mpz(secret_below(secrets, self.n))
+            if r > 0 and gmpy2.gcd(r, self.nz) == 1:
+                return r
+
+    def obfuscator(self, r: int) -> mpz:
+        """``r^n mod n^2``: the expensive, data-independent part of an encryption."""
+        return gmpy2.powmod(mpz(r), self.nz, self.n2)
+
+    def encrypt_with(self, m: int, rn: int) -> mpz:
+        """``(1 + m n) * rn mod n^2`` for a precomputed obfuscator ``rn = r^n``; ``0 <= m < n``."""
+        if not 0 <= m < self.n:
+            raise ConfigurationError("plaintext out of range [0, n)", field="plaintext")
+        return (1 + mpz(m) * self.nz) * rn % self.n2
+
+    def encrypt(self, m: int, *, r: int | None = None, secrets: SecretSource = SYSTEM_SECRETS) -> mpz:
+        """Textbook encryption with fresh ``r`` (or the given ``r``, for known-answer tests)."""
+        rr = self.random_r(secrets) if r is None else mpz(r)
+        return self.encrypt_with(m, self.obfuscator(rr))
+
+    def add(self, c1: int, c2: int) -> mpz:
+        """Homomorphic addition of plaintexts: ``c1 c2 mod n^2``."""
+        return mpz(c1) * mpz(c2) % self.n2
+
+    def is_ciphertext(self, c: int) -> bool:
+        """``c`` is in ``Z*_{n^2}``."""
+        return 0 < c < self.n2 and gmpy2.gcd(mpz(c), self.nz) == 1
+
+
+class PaillierPrivateKey:
+    """``p, q`` with CRT decryption. The repr never shows the factors."""
+
+    __slots__ = ("_hp", "_hq", "_p", "_p2", "_q", "_q2", "_qinv", "public_key")
+
+    def __init__(self, p: int, q: int) -> None:
+        p, q = mpz(p), mpz(q)
+        if p == q or not (gmpy2.is_prime(p) and gmpy2.is_prime(q)):
+            raise ConfigurationError("p and q must be distinct primes", field="p, q")
+        n = p * q
+        if gmpy2.gcd(n, (p - 1) * (q - 1)) != 1:
+            raise ConfigurationError("gcd(n, phi(n)) must be 1", field="p, q")
+        self.public_key = PaillierPublicKey(int(n))
+        self._p, self._q = p, q
+        self._p2, self._q2 = p * p, q * q
+        g = n + 1
+        self._hp = gmpy2.invert((gmpy2.powmod(g, p - 1, self._p2) - 1) // p, p)
+        self._hq = gmpy2.invert((gmpy2.powmod(g, q - 1, self._q2) - 1) // q, q)
+        self._qinv = gmpy2.invert(q, p)
+
+    @classmethod
+    def from_primes(cls, p: int, q: int) -> PaillierPrivateKey:
+        return cls(p, q)
+
+    def decrypt(self, c: int) -> mpz:
+        """CRT decryption: two half-size exponentiations mod ``p^2`` and ``q^2``."""
+        c = mpz(c)
+        p, q = self._p, self._q
+        mp = (gmpy2.powmod(c % self._p2, p - 1, self._p2) - 1) // p * self._hp % p
+        mq = (gmpy2.powmod(c % self._q2, q - 1, self._q2) - 1) // q * self._hq % q
+        return mq + q * ((mp - mq) * self._qinv % p)
+
+    def __repr__(self) -> str:
+        return f"PaillierPrivateKey(<secret>, key_bits={self.public_key.key_bits})"
+
+
+def generate_keypair(
+    key_bits: int = 2048, *, secrets: SecretSource = SYSTEM_SECRETS, allow_insecure: bool = False
+) -> tuple[PaillierPublicKey, PaillierPrivateKey]:
+    """A fresh key pair with ``n`` of exactly ``key_bits`` bits (random primes, no safe-prime need)."""
+    _check_key_bits(key_bits, allow_insecure)
+    while True:
+        p = random_prime(key_bits // 2, secrets)
+        q = random_prime(key_bits // 2, secrets)
+        if p == q or (p * q).bit_length() != key_bits:
+            continue
+        try:
+            sk = PaillierPrivateKey(p, q)
+        except ConfigurationError:
+            continue
+        return sk.public_key, sk
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdPublicKey:
+    """The public part of a threshold key: ``n``, ``k`` decryptors, threshold ``t``, ``Δ = k!``."""
+
+    public_key: PaillierPublicKey
+    decryptors: int
+    threshold: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.threshold <= self.decryptors <= 255:
+            raise ConfigurationError(
+                f"need 1 <= threshold <= decryptors <= 255, got t={self.threshold}, k={self.decryptors}",
+                field="threshold",
+            )
+
+    @property
+    def delta(self) -> int:
+        return math.factorial(self.decryptors)
+
+    def combine(self, partials: Mapping[int, Sequence[int]]) -> list[mpz]:
+        """Plaintexts from partial decryptions ``{decryptor index: [c_i per ciphertext]}``.
+
+        Uses the ``t`` smallest indices given; raises :class:`ProtocolAbort` with fewer than ``t``.
+        """
+        idx = sorted(i for i in partials if 1 <= i <= self.decryptors)
+        if len(idx) < self.threshold:
+            raise ProtocolAbort(
+                f"threshold decryption needs {self.threshold} distinct partial decryptions, got {len(idx)}",
+                stage="combine",
+            )
+        use = idx[: self.threshold]
+        lengths = {len(partials[i]) for i in use}
+        if len(lengths) != 1:
+            raise ProtocolAbort("partial decryptions cover different numbers of ciphertexts", stage="combine")
+        delta = self.delta
+        mus: dict[int, int] = {}
+        for i in use:
+            num, den = delta, 1
+            for j in use:
+                if j != i:
+                    num *= j
+                    den *= j - i
+            if num % den:
+                raise AssertionError("Lagrange coefficient times k! must be an integer")
+            mus[i] = 2 * (num // den)
+        n = self.public_key.nz
+        n2 = self.public_key.n2
+        inv = gmpy2.invert(4 * mpz(delta) ** 2, n)
+        out: list[mpz] = []
+        for pos in range(lengths.pop()):
+            acc = mpz(1)
+            for i in use:
+                acc = acc * gmpy2.powmod(mpz(partials[i][pos]), mus[i], n2) % n2
+            if acc % n != 1:
+                raise ProtocolAbort("partial decryptions do not combine to a valid plaintext", stage="combine")
+            out.append((acc - 1) // n * inv % n)
+        return out
+
+
+class ThresholdKeyShare:
+    """Decryptor ``index``'s share ``s_i`` of ``d`` (held as the exponent ``2 Δ s_i``). Secret."""
+
+    __slots__ = ("_exp", "index", "threshold_key")
+
+    def __init__(self, *, threshold_key: ThresholdPublicKey, index: int, share: int) -> None:
+        if not 1 <= index <= threshold_key.decryptors:
+            raise ConfigurationError(f"index {index} out of range", field="index")
+        self.threshold_key = threshold_key
+        self.index = index
+        self._exp = 2 * threshold_key.delta * mpz(share)
+
+    @property
+    def public_key(self) -> PaillierPublicKey:
+        return self.threshold_key.public_key
+
+    def partial_decrypt(self, c: int) -> mpz:
+        """``c^{2 Δ s_i} mod n^2``."""
+        return gmpy2.powmod(mpz(c), self._exp, self.public_key.n2)
+
+    def __repr__(self) -> str:
+        tk = self.threshold_key
+        return f"ThresholdKeyShare(index={self.index}, t={tk.threshold}, k={tk.decryptors}, <secret>)"
+
+
+def deal_threshold_key(
+    p: int, q: int, *, decryptors: int, threshold: int, secrets: SecretSource = SYSTEM_SECRETS
+) -> tuple[ThresholdPublicKey, list[ThresholdKeyShare]]:
+    """The trusted dealer: share ``d`` for ``n = p q`` (safe primes) among ``decryptors``."""
+    p, q = mpz(p), mpz(q)
+    pp, qq = (p - 1) // 2, (q - 1) // 2
+    if p == q or not all(gmpy2.is_prime(x) for x in (p, q, pp, qq)):
+        raise ConfigurationError("threshold keys need two distinct safe primes", field="p, q")
+    n = p * q
+    m = pp * qq
+    if gmpy2.gcd(m, n) != 1:
+        raise ConfigurationError("gcd(p'q', n) must be 1", field="p, q")
+    tk = ThresholdPublicKey(PaillierPublicKey(int(n)), decryptors, threshold)
+    nm = n * m
+    d = m * gmpy2.invert(m, n)  # d = 0 mod m, d = 1 mod n
+    coeffs = [d] + [mpz(secret_below(secrets, int(nm))) for _ in range(threshold - 1)]
+    shares = []
+    for i in range(1, decryptors + 1):
+        s = mpz(0)
+        for a in reversed(coeffs):
+            s = (s * i + a) % nm
+        shares.append(ThresholdKeyShare(threshold_key=tk, index=i, share=int(s)))
+    return tk, shares
+
+
+def generate_threshold_key(
+    key_bits: int = 2048,
+    *,
+    decryptors: int,
+    threshold: int,
+    secrets: SecretSource = SYSTEM_SECRETS,
+    allow_insecure: bool = False,
+) -> tuple[ThresholdPublicKey, list[ThresholdKeyShare]]:
+    """Trusted-dealer threshold key generation (two safe primes of ``key_bits / 2`` bits)."""
+    _check_key_bits(key_bits, allow_insecure)
+    if not 1 <= threshold <= decryptors <= 255:
+        raise ConfigurationError(
+            f"need 1 <= threshold <= decryptors <= 255, got t={threshold}, k={decryptors}", field="threshold"
+        )
+    while True:
+        p = random_safe_prime(key_bits // 2, secrets)
+        q = random_safe_prime(key_bits // 2, secrets)
+        if p == q or (p * q).bit_length() != key_bits:
+            continue
+        return deal_threshold_key(p, q, decryptors=decryptors, threshold=threshold, secrets=secrets)

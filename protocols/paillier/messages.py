@@ -1,0 +1,249 @@
+"""Messages of the Paillier summation protocol and their one versioned binary codec.
+
+Every message starts with the same header::
+
+    magic "PGPA" | version u8 | type u8 | key_id 16 B | session 16 B | round u64
+
+followed by a type-specific body (big-endian integers, ciphertexts as fixed-width
+``ciphertext_bytes`` big-endian integers). :func:`decode_message` needs the public key: it
+refuses a wrong ``key_id``, any ciphertext outside ``Z*_{n^2}``, any length that does not
+match the bytes actually present (checked *before* allocating), trailing bytes and unknown
+versions or types, always with :class:`InvalidMessage`.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import gmpy2
+from gmpy2 import mpz
+
+from privagg.errors import InvalidMessage
+
+from .keys import PaillierPublicKey
+
+__all__ = [
+    "CODEC_VERSION",
+    "ClientContribution",
+    "AggregateRequest",
+    "PartialDecryption",
+    "PaillierMessage",
+    "encode_message",
+    "decode_message",
+    "PARTIAL_THRESHOLD",
+    "PARTIAL_PLAINTEXT",
+    "contribution_signed_bytes",
+]
+
+MAGIC = b"PGPA"
+CODEC_VERSION = 1
+_HEADER = struct.Struct(">4sBB16s16sQ")
+_T_CONTRIBUTION, _T_AGGREGATE, _T_PARTIAL = 1, 2, 3
+SIGNATURE_BYTES = 64
+PARTIAL_THRESHOLD = 0  # values are c^(2 Δ s_i) mod n^2
+PARTIAL_PLAINTEXT = 1  # values are plaintexts (a single key holder, CRT decryption)
+_MAX_U32 = (1 << 32) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class ClientContribution:
+    """One client's packed ciphertexts for one round, signed (Ed25519) by the client."""
+
+    key_id: bytes
+    session: bytes
+    round: int
+    client_id: int
+    count: int  # number of values packed
+    ciphertexts: tuple[int, ...]
+    signature: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateRequest:
+    """Server -> decryptors: the aggregate and the signed contributions it claims to multiply."""
+
+    key_id: bytes
+    session: bytes
+    round: int
+    count: int
+    aggregate: tuple[int, ...]
+    contributions: tuple[ClientContribution, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PartialDecryption:
+    """Decryptor -> server: one partial decryption per aggregate ciphertext."""
+
+    key_id: bytes
+    session: bytes
+    round: int
+    decryptor: int
+    kind: int
+    values: tuple[int, ...]
+
+
+PaillierMessage = ClientContribution | AggregateRequest | PartialDecryption
+
+
+def _header(msg_type: int, key_id: bytes, session: bytes, rnd: int) -> bytes:
+    if len(key_id) != 16 or len(session) != 16:
+        raise ValueError("key_id and session are 16 bytes")
+    if not 0 <= rnd < 1 << 64:
+        raise ValueError("round out of range")
+    return _HEADER.pack(MAGIC, CODEC_VERSION, msg_type, key_id, session, rnd)
+
+
+def _ints(values: tuple[int, ...], width: int) -> bytes:
+    return b"".join(int(v).to_bytes(width, "big") for v in values)
+
+
+def contribution_signed_bytes(msg: ClientContribution, public_key: PaillierPublicKey) -> bytes:
+    """What the client signs: the whole encoding except the signature."""
+    w = public_key.ciphertext_bytes
+    return (
+        _header(_T_CONTRIBUTION, msg.key_id, msg.session, msg.round)
+        + struct.pack(">III", msg.client_id, msg.count, len(msg.ciphertexts))
+        + _ints(msg.ciphertexts, w)
+    )
+
+
+def encode_message(msg: PaillierMessage, public_key: PaillierPublicKey) -> bytes:
+    """The canonical bytes of a message (widths from ``public_key``)."""
+    w = public_key.ciphertext_bytes
+    if isinstance(msg, ClientContribution):
+        if len(msg.signature) != SIGNATURE_BYTES:
+            raise ValueError("contribution is not signed")
+        return contribution_signed_bytes(msg, public_key) + msg.signature
+    if isinstance(msg, AggregateRequest):
+        parts = [
+            _header(_T_AGGREGATE, msg.key_id, msg.session, msg.round),
+            struct.pack(">II", msg.count, len(msg.aggregate)),
+            _ints(msg.aggregate, w),
+            struct.pack(">I", len(msg.contributions)),
+        ]
+        for c in msg.contributions:
+            body = encode_message(c, public_key)
+            parts.append(struct.pack(">I", len(body)))
+            parts.append(body)
+        return b"".join(parts)
+    if isinstance(msg, PartialDecryption):
+        return (
+            _header(_T_PARTIAL, msg.key_id, msg.session, msg.round)
+            + struct.pack(">HBI", msg.decryptor, msg.kind, len(msg.values))
+            + _ints(msg.values, w)
+        )
+    raise TypeError(f"not a Paillier message: {type(msg).__name__}")
+
+
+class _Reader:
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise InvalidMessage("truncated message", stage="decode")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def unpack(self, fmt: struct.Struct) -> tuple[int, ...]:
+        return fmt.unpack(self.take(fmt.size))
+
+    @property
+    def remaining(self) -> int:
+        return len(self.data) - self.pos
+
+
+_U32 = struct.Struct(">I")
+_III = struct.Struct(">III")
+_II = struct.Struct(">II")
+_HBI = struct.Struct(">HBI")
+
+
+def _read_ciphertexts(r: _Reader, count: int, pk: PaillierPublicKey) -> tuple[int, ...]:
+    w = pk.ciphertext_bytes
+    if count > r.remaining // w:
+        raise InvalidMessage(f"declares {count} ciphertexts, only {r.remaining} bytes follow", stage="decode")
+    raw = r.take(count * w)
+    out = []
+    n, n2 = pk.nz, pk.n2
+    for i in range(count):
+        c = mpz(int.from_bytes(raw[i * w : (i + 1) * w], "big"))
+        if not (0 < c < n2) or gmpy2.gcd(c, n) != 1:
+            raise InvalidMessage("ciphertext outside Z*_{n^2}", stage="decode")
+        out.append(c)
+    return tuple(out)
+
+
+def _read_header(r: _Reader, pk: PaillierPublicKey) -> tuple[int, bytes, bytes, int]:
+    fields: tuple[Any, ...] = _HEADER.unpack(r.take(_HEADER.size))
+    magic, version, mtype, key_id, session, rnd = fields
+    if magic != MAGIC:
+        raise InvalidMessage("not a privagg Paillier message (bad magic)", stage="decode")
+    if version != CODEC_VERSION:
+        raise InvalidMessage(f"unsupported codec version {version} (supported: {CODEC_VERSION})", stage="decode")
+    if key_id != pk.key_id:
+        raise InvalidMessage("message is for a different key (key id mismatch)", stage="decode")
+    return mtype, key_id, session, rnd
+
+
+def _decode(r: _Reader, pk: PaillierPublicKey, depth: int) -> PaillierMessage:
+    mtype, key_id, session, rnd = _read_header(r, pk)
+    if mtype == _T_CONTRIBUTION:
+        client_id, count, nct = r.unpack(_III)
+        cts = _read_ciphertexts(r, nct, pk)
+        sig = r.take(SIGNATURE_BYTES)
+        return ClientContribution(key_id, session, rnd, client_id, count, cts, sig)
+    if mtype == _T_AGGREGATE and depth == 0:
+        count, nct = r.unpack(_II)
+        agg = _read_ciphertexts(r, nct, pk)
+        (ncontrib,) = r.unpack(_U32)
+        if ncontrib > r.remaining // (_U32.size + _HEADER.size):
+            raise InvalidMessage(f"declares {ncontrib} contributions, too few bytes follow", stage="decode")
+        contribs = []
+        for _ in range(ncontrib):
+            (length,) = r.unpack(_U32)
+            sub = _Reader(r.take(length))
+            c = _decode(sub, pk, depth + 1)
+            if sub.remaining or not isinstance(c, ClientContribution):
+                raise InvalidMessage("malformed embedded contribution", stage="decode")
+            contribs.append(c)
+        return AggregateRequest(key_id, session, rnd, count, agg, tuple(contribs))
+    if mtype == _T_PARTIAL:
+        decryptor, kind, nval = r.unpack(_HBI)
+        if kind == PARTIAL_THRESHOLD:
+            values = _read_ciphertexts(r, nval, pk)
+        elif kind == PARTIAL_PLAINTEXT:
+            w = pk.ciphertext_bytes
+            if nval > r.remaining // w:
+                raise InvalidMessage("declares more values than bytes follow", stage="decode")
+            raw = r.take(nval * w)
+            vals = [int.from_bytes(raw[i * w : (i + 1) * w], "big") for i in range(nval)]
+            if any(v >= pk.n for v in vals):
+                raise InvalidMessage("plaintext outside Z_n", stage="decode")
+            values = tuple(vals)
+        else:
+            raise InvalidMessage(f"unknown partial decryption kind {kind}", stage="decode")
+        return PartialDecryption(key_id, session, rnd, decryptor, kind, values)
+    raise InvalidMessage(f"unknown message type {mtype}", stage="decode")
+
+
+def decode_message(data: bytes, *, public_key: PaillierPublicKey) -> PaillierMessage:
+    """Parse untrusted bytes; returns a message or raises :class:`InvalidMessage` (nothing else)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InvalidMessage("expected bytes", stage="decode")
+    r = _Reader(bytes(data))
+    try:
+        msg = _decode(r, public_key, 0)
+    except InvalidMessage:
+        raise
+    except (struct.error, ValueError, OverflowError) as e:  # defensive: never leak another error type
+        raise InvalidMessage(f"malformed message ({type(e).__name__})", stage="decode") from None
+    if r.remaining:
+        raise InvalidMessage(f"{r.remaining} trailing bytes", stage="decode")
+    return msg

@@ -1,0 +1,272 @@
+"""In-memory driver: key setup once, then rounds of packed Paillier summation with costs.
+
+:class:`PaillierConfig` (frozen) -> :meth:`PaillierSetup.generate` (keys, threshold shares,
+fixed-base table: once per key) -> :class:`PaillierSession` (long-lived parties, the client
+signature directory) -> :meth:`PaillierSession.run_round` (every message goes through the
+binary codec, so byte counts are real). Timings are CPU-serial wall clock per phase; the
+sum over phases is the per-core cost.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from privagg.errors import ConfigurationError
+from privagg.randomness import SYSTEM_SECRETS, SecretSource
+
+from .keys import (
+    PaillierPrivateKey,
+    PaillierPublicKey,
+    ThresholdKeyShare,
+    ThresholdPublicKey,
+    _check_key_bits,
+    generate_keypair,
+    generate_threshold_key,
+)
+from .messages import AggregateRequest, ClientContribution, PartialDecryption, decode_message, encode_message
+from .obfuscators import (
+    RANDOMNESS_MODES,
+    FixedBaseTable,
+    check_exponent_bits,
+    default_exponent_bits,
+    make_randomness,
+)
+from .packing import PackingLayout
+from .parties import PaillierClient, PaillierDecryptor, PaillierServer
+
+__all__ = ["PaillierConfig", "PaillierSetup", "PaillierSession", "RoundOutcome", "PHASES"]
+
+PHASES = ("offline", "encrypt", "aggregate", "verify", "decrypt", "combine")
+
+
+@dataclass(frozen=True, slots=True)
+class PaillierConfig:
+    """Everything fixed per key: sizes, decryptors, threshold, randomness mode."""
+
+    key_bits: int = 2048
+    value_bits: int = 16
+    max_clients: int = 100
+    decryptors: int = 3
+    threshold: int = 2
+    min_clients: int = 2
+    randomness: str = "fresh"
+    exponent_bits: int | None = None
+    window: int = 6
+    allow_insecure: bool = False
+
+    def __post_init__(self) -> None:
+        _check_key_bits(self.key_bits, self.allow_insecure)
+        if not 1 <= self.threshold <= self.decryptors <= 255:
+            raise ConfigurationError(
+                f"need 1 <= threshold <= decryptors <= 255, got threshold={self.threshold}, "
+                f"decryptors={self.decryptors}",
+                field="threshold",
+            )
+        if self.min_clients < 2:
+            raise ConfigurationError(
+                f"got {self.min_clients}: decrypting fewer than 2 clients' data reveals a single update",
+                field="min_clients",
+                accepted=">= 2",
+            )
+        if self.max_clients < self.min_clients:
+            raise ConfigurationError(
+                f"max_clients={self.max_clients} is below min_clients={self.min_clients}",
+                field="max_clients",
+                accepted=f">= {self.min_clients}",
+            )
+        if self.randomness not in RANDOMNESS_MODES:
+            raise ConfigurationError(f"got {self.randomness!r}", field="randomness", accepted=RANDOMNESS_MODES)
+        if self.exponent_bits is not None:
+            check_exponent_bits(self.exponent_bits, self.key_bits, allow_insecure=self.allow_insecure)
+        self.layout  # noqa: B018  (validates the packing: refuses layouts that could overflow)
+
+    @property
+    def layout(self) -> PackingLayout:
+        return PackingLayout.derive(key_bits=self.key_bits, value_bits=self.value_bits, max_clients=self.max_clients)
+
+    @property
+    def effective_exponent_bits(self) -> int:
+        return self.exponent_bits or default_exponent_bits(self.key_bits)
+
+
+@dataclass
+class PaillierSetup:
+    """Keys for one configuration, made once (trusted dealer for threshold keys)."""
+
+    config: PaillierConfig
+    public_key: PaillierPublicKey
+    threshold_key: ThresholdPublicKey | None
+    decryption_keys: list[ThresholdKeyShare] | list[PaillierPrivateKey]
+    table: FixedBaseTable | None
+    keygen_seconds: float
+    table_seconds: float
+
+    @classmethod
+    def generate(cls, config: PaillierConfig, *, secrets: SecretSource = SYSTEM_SECRETS) -> PaillierSetup:
+        t0 = time.perf_counter()
+        keys: list[ThresholdKeyShare] | list[PaillierPrivateKey]
+        if config.decryptors == 1:
+            pk, sk = generate_keypair(config.key_bits, secrets=secrets, allow_insecure=config.allow_insecure)
+            tk, keys = None, [sk]
+        else:
+            tk, shares = generate_threshold_key(
+                config.key_bits,
+                decryptors=config.decryptors,
+                threshold=config.threshold,
+                secrets=secrets,
+                allow_insecure=config.allow_insecure,
+            )
+            pk, keys = tk.public_key, shares
+        keygen = time.perf_counter() - t0
+        table = None
+        t0 = time.perf_counter()
+        if config.randomness == "fixed-base":
+            base = FixedBaseTable.new_base(pk, secrets=secrets)
+            table = FixedBaseTable(pk, base, exponent_bits=config.effective_exponent_bits, window=config.window)
+        return cls(config, pk, tk, keys, table, keygen, time.perf_counter() - t0)
+
+
+@dataclass
+class RoundOutcome:
+    """The decoded integer sums and what the round cost."""
+
+    sums: np.ndarray
+    participants: tuple[int, ...]
+    seconds: dict[str, float]
+    bytes_client_to_server: int
+    bytes_server_to_decryptors: int
+    bytes_decryptors_to_server: int
+    ciphertexts_per_client: int
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total_seconds(self) -> float:
+        return float(sum(self.seconds.values()))
+
+    @property
+    def online_seconds(self) -> float:
+        return float(sum(v for k, v in self.seconds.items() if k != "offline"))
+
+
+class PaillierSession:
+    """Long-lived parties for one key: clients (created on first use), server, decryptors."""
+
+    def __init__(self, setup: PaillierSetup, *, session: bytes | None = None, secrets: SecretSource = SYSTEM_SECRETS):
+        self.setup = setup
+        self.config = setup.config
+        self.layout = setup.config.layout
+        self._secrets = secrets
+        self.session = session if session is not None else secrets.token_bytes(16)
+        self.server = PaillierServer(
+            public_key=setup.public_key,
+            layout=self.layout,
+            session=self.session,
+            min_clients=self.config.min_clients,
+            threshold_key=setup.threshold_key,
+        )
+        self.directory: dict[int, Ed25519PublicKey] = {}
+        self.clients: dict[int, PaillierClient] = {}
+        self.decryptors = [
+            PaillierDecryptor(
+                key=k,
+                client_keys=self.directory,
+                layout=self.layout,
+                min_clients=self.config.min_clients,
+                session=self.session,
+            )
+            for k in setup.decryption_keys
+        ]
+        self._round = -1
+
+    def client(self, client_id: int) -> PaillierClient:
+        """The client's party; registering it puts its Ed25519 key in the directory (the PKI)."""
+        c = self.clients.get(client_id)
+        if c is None:
+            sk = Ed25519PrivateKey.from_private_bytes(self._secrets.token_bytes(32))
+            self.directory[client_id] = sk.public_key()
+            c = PaillierClient(
+                client_id=client_id,
+                public_key=self.setup.public_key,
+                layout=self.layout,
+                signing_key=sk,
+                randomness=make_randomness(
+                    self.config.randomness, self.setup.public_key, table=self.setup.table, secrets=self._secrets
+                ),
+                session=self.session,
+            )
+            self.clients[client_id] = c
+        return c
+
+    def run_round(self, values: Mapping[int, np.ndarray], *, round: int | None = None) -> RoundOutcome:
+        """Sum integer vectors (each in ``[-q, q]``, one per client id) through the whole protocol."""
+        if not values:
+            raise ConfigurationError("no client vectors", field="values")
+        counts = {int(np.size(v)) for v in values.values()}
+        if len(counts) != 1:
+            raise ConfigurationError("all client vectors must have the same length", field="values")
+        count = counts.pop()
+        if len(values) > self.layout.max_clients:
+            raise ConfigurationError(
+                f"{len(values)} clients exceed max_clients={self.layout.max_clients} (slots could overflow)",
+                field="max_clients",
+                accepted=f">= {len(values)}",
+            )
+        rnd = self._round + 1 if round is None else round
+        self._round = rnd
+        pk = self.setup.public_key
+        secs = dict.fromkeys(PHASES, 0.0)
+        parties = [self.client(cid) for cid in values]
+
+        t0 = time.perf_counter()
+        for c in parties:
+            c.precompute(count)
+        secs["offline"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        wires = [encode_message(c.contribute(round=rnd, values=values[c.client_id]), pk) for c in parties]
+        secs["encrypt"] = time.perf_counter() - t0
+        up = sum(len(w) for w in wires)
+
+        t0 = time.perf_counter()
+        self.server.start_round(round=rnd, count=count)
+        for w in wires:
+            msg = decode_message(w, public_key=pk)
+            assert isinstance(msg, ClientContribution)
+            self.server.receive(msg)
+        request_wire = encode_message(self.server.aggregate(), pk)
+        secs["aggregate"] = time.perf_counter() - t0
+
+        # the t lowest-indexed decryptors answer (any t work; the others stay idle)
+        partial_wires = []
+        for d in self.decryptors[: self.config.threshold]:
+            t0 = time.perf_counter()
+            req = decode_message(request_wire, public_key=pk)
+            assert isinstance(req, AggregateRequest)
+            t1 = time.perf_counter()
+            partial = d.step(req)
+            partial_wires.append(encode_message(partial, pk))
+            t3 = time.perf_counter()
+            secs["verify"] += t1 - t0
+            secs["decrypt"] += t3 - t1
+        t0 = time.perf_counter()
+        partials = []
+        for w in partial_wires:
+            p = decode_message(w, public_key=pk)
+            assert isinstance(p, PartialDecryption)
+            partials.append(p)
+        sums = self.server.finish(partials)
+        secs["combine"] = time.perf_counter() - t0
+        return RoundOutcome(
+            sums=sums,
+            participants=self.server.participants,
+            seconds=secs,
+            bytes_client_to_server=up,
+            bytes_server_to_decryptors=len(request_wire) * len(partial_wires),
+            bytes_decryptors_to_server=sum(len(w) for w in partial_wires),
+            ciphertexts_per_client=self.layout.num_plaintexts(count),
+        )

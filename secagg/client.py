@@ -1,0 +1,449 @@
+"""The SecAgg+ client: a pure state machine (no I/O), ``outbox = client.step(message)``.
+
+Stages and the one transition table (``_TRANSITIONS``)::
+
+    AWAIT_SETUP        --RoundSetup-->          AWAIT_ROSTER        (sends KeyAdvertisement)
+    AWAIT_ROSTER       --KeyRoster-->           AWAIT_SHARES        (sends EncryptedShares)
+    AWAIT_SHARES       --ShareDelivery-->       AWAIT_CONSISTENCY   (active; sends MaskedInput)
+                                                AWAIT_UNMASK        (semi-honest)
+    AWAIT_CONSISTENCY  --ConsistencyRequest-->  AWAIT_UNMASK        (sends ConsistencySignature)
+    AWAIT_UNMASK       --UnmaskRequest-->       DONE                (sends UnmaskResponse)
+
+Any other message, any failed check, any message of another round or session moves the
+client to ``ABORTED`` and raises :class:`~privagg.errors.ProtocolAbort` (or its subclass
+:class:`~privagg.errors.InvalidMessage`); an aborted client reveals nothing further and
+forgets its secrets.
+
+Checks (``hardened=True``, always on in active mode): the unmask lists must not repeat,
+overlap, omit or contradict what the client saw, the client must be a survivor, and at
+least ``threshold`` neighbours must have survived. In active mode, additionally: the setup
+must be of the threat model the client requires (no downgrade), every advertisement must
+carry the client's own config hash (same parameters, round and model digest), the
+neighbours' advertisements must be signed by their identity keys, and before revealing
+anything about a neighbour ``w`` the client needs ``threshold`` valid signatures from
+``w``'s neighbours on the very survivor set it signed itself.
+``hardened=False`` (semi-honest only) is the textbook client that obeys the server's lists;
+it exists to demonstrate attacks, never use it to protect anyone.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
+
+from privagg.errors import ConfigurationError, InvalidMessage, ProtocolAbort, VerificationError
+from privagg.randomness import SYSTEM_SECRETS, SecretSource
+from secagg import crypto
+from secagg.messages import (
+    SHARE_BYTES,
+    ConsistencyRequest,
+    ConsistencySignature,
+    EncryptedShares,
+    KeyAdvertisement,
+    KeyRoster,
+    MaskedInput,
+    Message,
+    RevealedShare,
+    RoundSetup,
+    ShareDelivery,
+    ShareEnvelope,
+    UnmaskRequest,
+    UnmaskResponse,
+    decode_message,
+)
+from secagg.params import MAX_CLIENT_ID, SecAggParams, ThreatModel
+from secagg.shamir import share_bytes
+
+__all__ = ["ClientStage", "SecAggClient"]
+
+
+class ClientStage(enum.Enum):
+    AWAIT_SETUP = "await_setup"
+    AWAIT_ROSTER = "await_roster"
+    AWAIT_SHARES = "await_shares"
+    AWAIT_CONSISTENCY = "await_consistency"
+    AWAIT_UNMASK = "await_unmask"
+    DONE = "done"
+    ABORTED = "aborted"
+
+
+@dataclass(frozen=True, slots=True)
+class _Transition:
+    handler: str
+    next_semi_honest: ClientStage
+    next_active: ClientStage
+
+
+_TRANSITIONS: dict[tuple[ClientStage, type], _Transition] = {
+    (ClientStage.AWAIT_SETUP, RoundSetup): _Transition("_on_setup", ClientStage.AWAIT_ROSTER, ClientStage.AWAIT_ROSTER),
+    (ClientStage.AWAIT_ROSTER, KeyRoster): _Transition("_on_roster", ClientStage.AWAIT_SHARES, ClientStage.AWAIT_SHARES),
+    (ClientStage.AWAIT_SHARES, ShareDelivery): _Transition(
+        "_on_delivery", ClientStage.AWAIT_UNMASK, ClientStage.AWAIT_CONSISTENCY
+    ),
+    (ClientStage.AWAIT_CONSISTENCY, ConsistencyRequest): _Transition(
+        "_on_consistency", ClientStage.ABORTED, ClientStage.AWAIT_UNMASK
+    ),
+    (ClientStage.AWAIT_UNMASK, UnmaskRequest): _Transition("_on_unmask", ClientStage.DONE, ClientStage.DONE),
+}
+
+
+class SecAggClient:
+    """One client of one round. Create a fresh client every round (fresh keys and seeds).
+
+    ``identity_key`` (this client's Ed25519 key) and ``directory`` (client id -> raw Ed25519
+    public key of every client, the PKI) are required in active mode. ``input_vector``
+    (ring elements ``< 2**modulus_bits``) can be given now or with :meth:`set_input` any time
+    before the share delivery arrives. ``round`` pins the round number the client expects.
+    """
+
+    def __init__(
+        self,
+        client_id: int,
+        *,
+        threat: ThreatModel | str = ThreatModel.ACTIVE,
+        identity_key: ed25519.Ed25519PrivateKey | None = None,
+        directory: Mapping[int, bytes] | None = None,
+        input_vector: np.ndarray | None = None,
+        round: int | None = None,
+        hardened: bool = True,
+        secrets: SecretSource = SYSTEM_SECRETS,
+    ) -> None:
+        if not (isinstance(client_id, int) and 0 <= client_id <= MAX_CLIENT_ID):
+            raise ConfigurationError(f"got {client_id!r}", field="client_id", accepted=f"0..{MAX_CLIENT_ID}")
+        self.client_id = client_id
+        self.threat = ThreatModel.parse(threat)
+        if self.threat is ThreatModel.ACTIVE:
+            if identity_key is None or directory is None:
+                raise ConfigurationError(
+                    "active mode needs the client's identity_key and the directory of identity public keys",
+                    field="identity_key",
+                )
+            if not hardened:
+                raise ConfigurationError("active mode cannot be unhardened", field="hardened", accepted="True")
+            own = identity_key.public_key().public_bytes_raw()
+            if directory.get(client_id) != own:
+                raise ConfigurationError("directory does not hold this client's identity key", field="directory")
+        self._identity = identity_key
+        self._directory = dict(directory) if directory is not None else {}
+        self.hardened = hardened
+        self._secrets = secrets
+        self._expected_round = round
+        self.stage = ClientStage.AWAIT_SETUP
+        self._input: np.ndarray | None = None
+        if input_vector is not None:
+            self.set_input(input_vector)
+        # round state
+        self.round: int | None = None
+        self.params: SecAggParams | None = None
+        self.dimension = 0
+        self.config_hash = b""
+        self.session_id = b""
+        self.neighbours: tuple[int, ...] = ()
+        self.graph: crypto.NeighbourGraph | None = None
+        self._advert: KeyAdvertisement | None = None
+        self._enc_sk: x25519.X25519PrivateKey | None = None
+        self._mask_sk: x25519.X25519PrivateKey | None = None
+        self._self_seed: bytes | None = None
+        self._peers: dict[int, KeyAdvertisement] = {}
+        self._held: dict[int, tuple[bytes, bytes]] = {}  # owner -> (self-seed share, key share)
+        self.shared_with_me: tuple[int, ...] = ()  # U2 as this client saw it
+        self.signed_survivors: tuple[int, ...] | None = None
+
+    def __repr__(self) -> str:
+        return f"SecAggClient(id={self.client_id}, threat={self.threat.value}, stage={self.stage.value})"
+
+    # ------------------------------------------------------------------ public API
+    def set_input(self, vector: np.ndarray) -> None:
+        """The client's input: ring elements (unsigned integers), one per coordinate."""
+        if self.stage not in (ClientStage.AWAIT_SETUP, ClientStage.AWAIT_ROSTER, ClientStage.AWAIT_SHARES):
+            raise ConfigurationError("the input can only be set before masking", field="input_vector")
+        v = np.asarray(vector)
+        if v.ndim != 1 or v.dtype.kind not in "ui":
+            raise ConfigurationError("expected a flat vector of unsigned ring elements", field="input_vector")
+        if v.size and int(v.min()) < 0:
+            raise ConfigurationError("ring elements are non-negative", field="input_vector")
+        self._input = v
+
+    def step(self, message: Message | bytes) -> list[Message]:
+        """Handle one message from the server; return the messages to send back (0 or 1)."""
+        if self.stage in (ClientStage.ABORTED, ClientStage.DONE):
+            raise ProtocolAbort(
+                f"no message is accepted in stage {self.stage.value}", stage=self.stage.value, party=self.client_id
+            )
+        try:
+            msg = decode_message(message) if isinstance(message, (bytes, bytearray, memoryview)) else message
+            tr = _TRANSITIONS.get((self.stage, type(msg)))
+            if tr is None:
+                raise InvalidMessage(f"unexpected {type(msg).__name__} in stage {self.stage.value}")
+            handler: Callable[[Any], list[Message]] = getattr(self, tr.handler)
+            out = handler(msg)
+            nxt = tr.next_active if self.threat is ThreatModel.ACTIVE else tr.next_semi_honest
+            if nxt is ClientStage.ABORTED:
+                raise InvalidMessage(f"{type(msg).__name__} is not part of the {self.threat.value} protocol")
+            self.stage = nxt
+            if nxt is ClientStage.DONE:
+                self._forget()
+            return out
+        except ProtocolAbort as e:
+            stage = self.stage.value
+            self._abort()
+            if e.stage is None:
+                raise type(e)(e.reason, stage=stage, party=self.client_id) from None
+            raise
+        except VerificationError:
+            stage = self.stage.value
+            self._abort()
+            raise ProtocolAbort("a signature, tag or key check failed", stage=stage, party=self.client_id) from None
+
+    # ------------------------------------------------------------------ helpers
+    def _abort(self) -> None:
+        self.stage = ClientStage.ABORTED
+        self._forget()
+
+    def _forget(self) -> None:
+        self._enc_sk = self._mask_sk = None
+        self._self_seed = None
+        self._held = {}
+        self._input = None
+
+    def _fail(self, reason: str) -> ProtocolAbort:
+        return ProtocolAbort(reason, stage=self.stage.value, party=self.client_id)
+
+    def _check_round(self, rnd: int, session: bytes | None = None) -> None:
+        if rnd != self.round:
+            raise InvalidMessage(f"message of round {rnd}, this is round {self.round}")
+        if session is not None and session != self.session_id:
+            raise InvalidMessage("message of another session")
+
+    @property
+    def _strict(self) -> bool:
+        return self.hardened or self.threat is ThreatModel.ACTIVE
+
+    # ------------------------------------------------------------------ stages
+    def _on_setup(self, msg: RoundSetup) -> list[Message]:
+        if self._expected_round is not None and msg.round != self._expected_round:
+            raise InvalidMessage(f"setup for round {msg.round}, expected round {self._expected_round}")
+        if msg.params.threat is not self.threat:
+            raise self._fail(f"server asked for {msg.params.threat.value} mode, this client requires {self.threat.value}")
+        if self._input is not None and self._input.size != msg.dimension:
+            raise self._fail(f"vector length {msg.dimension} does not match the input ({self._input.size})")
+        self.round, self.params, self.dimension = msg.round, msg.params, msg.dimension
+        self.config_hash = crypto.config_hash(msg)
+        self._enc_sk = x25519.X25519PrivateKey.from_private_bytes(self._secrets.token_bytes(32))
+        self._mask_sk = x25519.X25519PrivateKey.from_private_bytes(self._secrets.token_bytes(32))
+        self._self_seed = self._secrets.token_bytes(32)
+        adv = KeyAdvertisement(
+            round=msg.round,
+            client_id=self.client_id,
+            config_hash=self.config_hash,
+            enc_public_key=crypto.x25519_public(self._enc_sk),
+            mask_public_key=crypto.x25519_public(self._mask_sk),
+        )
+        if self.threat is ThreatModel.ACTIVE:
+            assert self._identity is not None
+            adv = KeyAdvertisement(
+                adv.round,
+                adv.client_id,
+                adv.config_hash,
+                adv.enc_public_key,
+                adv.mask_public_key,
+                crypto.sign(self._identity, crypto.advertisement_payload(adv)),
+            )
+        self._advert = adv
+        return [adv]
+
+    def _on_roster(self, msg: KeyRoster) -> list[Message]:
+        assert self.params is not None and self._enc_sk is not None and self._mask_sk is not None
+        assert self._self_seed is not None and self.round is not None
+        self._check_round(msg.round)
+        p, me = self.params, self.client_id
+        by_id: dict[int, KeyAdvertisement] = {}
+        for a in msg.advertisements:
+            if a.client_id in by_id:
+                raise self._fail(f"client {a.client_id} appears twice in the roster")
+            if a.round != self.round:
+                raise InvalidMessage("roster holds an advertisement of another round")
+            by_id[a.client_id] = a
+        if by_id.get(me) != self._advert:
+            raise self._fail("the roster does not hold this client's own advertisement unchanged")
+        active = self.threat is ThreatModel.ACTIVE
+        if active:
+            for a in msg.advertisements:
+                if a.config_hash != self.config_hash:
+                    raise self._fail(f"client {a.client_id} joined a different configuration or model")
+                if a.client_id not in self._directory:
+                    raise self._fail(f"client {a.client_id} is not in the identity directory")
+        self.session_id = crypto.session_id(self.round, msg.advertisements)
+        self.graph = crypto.NeighbourGraph(by_id, session=self.session_id, degree=p.degree)
+        self.neighbours = self.graph.neighbours(me)
+        if len(self.neighbours) < p.threshold:
+            raise self._fail(f"only {len(self.neighbours)} neighbours, the threshold is {p.threshold}")
+        for v in self.neighbours:
+            a = by_id[v]
+            if active and not crypto.verify(self._directory[v], a.signature, crypto.advertisement_payload(a)):
+                raise self._fail(f"advertisement of client {v} has no valid signature")
+            self._peers[v] = a
+        xs = np.array([v + 1 for v in self.neighbours], dtype=np.uint64)
+        secret_key = self._mask_sk.private_bytes_raw()
+        shares = share_bytes([self._self_seed, secret_key], xs=xs, threshold=p.threshold, source=self._secrets)
+        envelopes = []
+        for i, v in enumerate(self.neighbours):
+            s_self = shares[i, 0].astype("<u4").tobytes()
+            s_key = shares[i, 1].astype("<u4").tobytes()
+            shared = crypto.x25519_shared(self._enc_sk, self._peers[v].enc_public_key)
+            key = crypto.share_cipher_key(shared, session=self.session_id, round=self.round, sender=me, recipient=v)
+            ct = crypto.encrypt_shares(key, s_self + s_key, session=self.session_id, round=self.round, sender=me, recipient=v)
+            envelopes.append(
+                ShareEnvelope(
+                    recipient=v,
+                    self_share_commitment=crypto.share_commitment(
+                        session=self.session_id, owner=me, holder=v, kind="self", share=s_self
+                    ),
+                    key_share_commitment=crypto.share_commitment(
+                        session=self.session_id, owner=me, holder=v, kind="key", share=s_key
+                    ),
+                    ciphertext=ct,
+                )
+            )
+        return [
+            EncryptedShares(
+                round=self.round,
+                session_id=self.session_id,
+                sender=me,
+                self_seed_commitment=crypto.seed_commitment(session=self.session_id, owner=me, seed=self._self_seed),
+                envelopes=tuple(envelopes),
+            )
+        ]
+
+    def _on_delivery(self, msg: ShareDelivery) -> list[Message]:
+        assert self.params is not None and self._enc_sk is not None and self._mask_sk is not None
+        assert self._self_seed is not None and self.round is not None
+        self._check_round(msg.round, msg.session_id)
+        p, me = self.params, self.client_id
+        if msg.recipient != me:
+            raise InvalidMessage("share delivery addressed to another client")
+        nb = set(self.neighbours)
+        for s in msg.shares:
+            if s.sender not in nb:
+                raise self._fail(f"shares from client {s.sender}, which is not a neighbour")
+            if s.sender in self._held:
+                raise self._fail(f"shares from client {s.sender} delivered twice")
+            shared = crypto.x25519_shared(self._enc_sk, self._peers[s.sender].enc_public_key)
+            key = crypto.share_cipher_key(shared, session=self.session_id, round=self.round, sender=s.sender, recipient=me)
+            pt = crypto.decrypt_shares(
+                key, s.ciphertext, session=self.session_id, round=self.round, sender=s.sender, recipient=me
+            )
+            self._held[s.sender] = (pt[:SHARE_BYTES], pt[SHARE_BYTES:])
+        self.shared_with_me = tuple(sorted(self._held))
+        if len(self._held) < p.threshold:
+            raise self._fail(f"only {len(self._held)} neighbours shared keys, the threshold is {p.threshold}")
+        if self._input is None:
+            raise self._fail("no input vector was set before masking")
+        if self._input.size != self.dimension:
+            raise self._fail(f"input has {self._input.size} elements, the round expects {self.dimension}")
+        if p.modulus_bits < 64 and int(self._input.max()) >> p.modulus_bits:
+            raise self._fail(f"an input element does not fit the {p.modulus_bits}-bit ring")
+        dtype = np.uint32 if p.word_bits == 32 else np.uint64
+        acc = self._input.astype(dtype, copy=True)
+        self._input = None
+        crypto.add_self_mask(acc, self._self_seed, session=self.session_id, round=self.round)
+        for v in self.shared_with_me:
+            shared = crypto.x25519_shared(self._mask_sk, self._peers[v].mask_public_key)
+            seed = crypto.pair_seed(shared, session=self.session_id, round=self.round, a=me, b=v)
+            crypto.add_pair_mask(acc, seed, session=self.session_id, round=self.round, me=me, peer=v)
+        if p.modulus_bits < p.word_bits:
+            acc &= dtype((1 << p.modulus_bits) - 1)
+        return [
+            MaskedInput.from_values(
+                round=self.round, session_id=self.session_id, sender=me, modulus_bits=p.modulus_bits, values=acc
+            )
+        ]
+
+    def _check_survivors(self, survivors: tuple[int, ...]) -> None:
+        assert self.params is not None
+        if len(set(survivors)) != len(survivors):
+            raise self._fail("the survivor list repeats a client")
+        if self.client_id not in survivors:
+            raise self._fail("this client is missing from the survivor list")
+        alive_nb = set(survivors) & set(self.neighbours)
+        if not alive_nb <= set(self._held):
+            raise self._fail("a surviving neighbour never shared keys with this client")
+        if len(alive_nb) < self.params.threshold:
+            raise self._fail(f"only {len(alive_nb)} neighbours survived, the threshold is {self.params.threshold}")
+
+    def _on_consistency(self, msg: ConsistencyRequest) -> list[Message]:
+        assert self.round is not None and self._identity is not None
+        self._check_round(msg.round, msg.session_id)
+        self._check_survivors(msg.survivors)
+        assert self.graph is not None
+        if not set(msg.survivors) <= set(self.graph.ids):
+            raise self._fail("the survivor list names clients outside the roster")
+        self.signed_survivors = tuple(sorted(msg.survivors))
+        sig = crypto.sign(self._identity, crypto.consistency_payload(self.session_id, self.round, self.signed_survivors))
+        return [ConsistencySignature(round=self.round, session_id=self.session_id, sender=self.client_id, signature=sig)]
+
+    def _on_unmask(self, msg: UnmaskRequest) -> list[Message]:
+        assert self.params is not None and self.round is not None and self.graph is not None
+        self._check_round(msg.round, msg.session_id)
+        held = self._held
+        if self._strict:
+            self._check_survivors(msg.survivors)
+            if len(set(msg.dropped)) != len(msg.dropped):
+                raise self._fail("the dropped list repeats a client")
+            surv, drop = set(msg.survivors), set(msg.dropped)
+            if surv & drop:
+                raise self._fail("a client is listed both as survivor and as dropped")
+            nb = set(self.neighbours)
+            if not (drop & nb) <= set(held):
+                raise self._fail("a dropped neighbour never shared keys with this client")
+            if not set(held) <= surv | drop:
+                raise self._fail("the lists omit a neighbour that shared keys with this client")
+            if self.threat is ThreatModel.ACTIVE:
+                self._check_signatures(msg)
+        self_shares = [RevealedShare(w, held[w][0]) for w in msg.survivors if w in held]
+        key_shares = [RevealedShare(w, held[w][1]) for w in msg.dropped if w in held]
+        return [
+            UnmaskResponse(
+                round=self.round,
+                session_id=self.session_id,
+                sender=self.client_id,
+                self_shares=tuple(self_shares),
+                key_shares=tuple(key_shares),
+            )
+        ]
+
+    def _check_signatures(self, msg: UnmaskRequest) -> None:
+        assert self.params is not None and self.graph is not None and self.round is not None
+        if self.signed_survivors is None or tuple(sorted(msg.survivors)) != self.signed_survivors:
+            raise self._fail("the survivor list differs from the one this client signed")
+        sigs: dict[int, bytes] = {}
+        for cid, sig in msg.signatures:
+            if cid in sigs:
+                raise self._fail(f"two consistency signatures from client {cid}")
+            sigs[cid] = sig
+        survivors = set(msg.survivors)
+        payload = crypto.consistency_payload(self.session_id, self.round, self.signed_survivors)
+        valid: dict[int, bool] = {}
+
+        def ok(cid: int) -> bool:
+            if cid not in valid:
+                valid[cid] = (
+                    cid in sigs
+                    and cid in survivors
+                    and cid in self._directory
+                    and crypto.verify(self._directory[cid], sigs[cid], payload)
+                )
+            return valid[cid]
+
+        for w in self._held:
+            count = sum(1 for u in self.graph.neighbours(w) if ok(u))
+            if count < self.params.threshold:
+                raise self._fail(
+                    f"only {count} neighbours of client {w} signed the survivor set, the threshold is "
+                    f"{self.params.threshold}"
+                )

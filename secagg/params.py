@@ -1,0 +1,269 @@
+"""Round parameters of SecAgg+: neighbour-graph degree, threshold and ring, derived or validated.
+
+How :meth:`SecAggParams.derive` picks them
+------------------------------------------
+Clients sit on a ring in an order drawn from the session id; each is joined to the
+``degree/2`` clients on either side (a Harary graph, as in Flower's SecAgg+), and shares
+its two secrets ``threshold``-of-``degree`` with those neighbours. With ``n`` clients, a
+dropout rate ``delta`` and a corruption rate ``gamma`` (clients colluding with the server),
+``derive`` returns the smallest even ``degree`` (then the smallest ``threshold``) meeting
+
+1. *two reconstructions never coexist*: ``2 t > k`` (structural, always enforced);
+2. *privacy against the threshold* (``<= 2**-security_bits`` over all ``n`` clients, union
+   bound): with ``c ~ Bin(k, gamma)`` corrupted neighbours, semi-honest needs ``c < t``;
+   active (malicious server) needs ``c < 2t - k``: honest neighbours each accept one
+   signed survivor set, so two contradicting sets need ``2 (t - c) <= k - c`` of them;
+   ``n * P[c >= bound] <= 2**-security_bits``;
+3. *no partial sums*: the honest survivors stay connected. Removing a set from the ring
+   graph disconnects it only if the set holds two runs of ``k/2`` consecutive clients;
+   each run is bad with probability ``(delta + gamma)**(k/2)``, so
+   ``n**2 / 2 * (delta + gamma)**k <= 2**-security_bits``;
+4. *the round completes* (``<= 2**-failure_bits``): every client's secrets need ``t``
+   neighbours alive at unmasking, ``n * P[Bin(k, 1 - delta) < t] <= 2**-failure_bits``.
+
+When ``k >= n - 1`` the graph is complete (Bonawitz et al. 2017) and condition 3 is moot.
+The ring is ``modulus_bits = sum_bits(n, value_bits)`` so a sum of ``n`` encodings never
+wraps. User-supplied values are validated structurally (1, a connected graph, a ring that
+holds the sum) with a :class:`~privagg.errors.ConfigurationError` naming what would work.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+from privagg.encoding import MAX_MODULUS_BITS, sum_bits
+from privagg.errors import ConfigurationError
+
+__all__ = ["ThreatModel", "SecAggParams", "MAX_CLIENT_ID"]
+
+#: client ids are Shamir evaluation points ``id + 1`` in GF(2**31 - 1)
+MAX_CLIENT_ID = (1 << 31) - 3
+
+
+class ThreatModel(enum.Enum):
+    """``SEMI_HONEST``: the server follows the protocol (Flower's model).
+    ``ACTIVE``: the server may deviate; clients sign, check and abort (the default)."""
+
+    SEMI_HONEST = "semi-honest"
+    ACTIVE = "active"
+
+    @classmethod
+    def parse(cls, value: ThreatModel | str) -> ThreatModel:
+        if isinstance(value, ThreatModel):
+            return value
+        try:
+            return cls(value)
+        except ValueError:
+            raise ConfigurationError(
+                f"unknown threat model {value!r}", field="threat", accepted=[m.value for m in cls]
+            ) from None
+
+
+def _log2_binom_sf(x: int, k: int, p: float) -> float:
+    """log2 P[Bin(k, p) >= x]."""
+    if x <= 0:
+        return 0.0
+    if x > k or p <= 0.0:
+        return -math.inf
+    from scipy.stats import binom
+
+    return float(binom.logsf(x - 1, k, p)) / math.log(2)
+
+
+def _log2_binom_cdf(x: int, k: int, p: float) -> float:
+    """log2 P[Bin(k, p) <= x]."""
+    if x < 0:
+        return -math.inf
+    if x >= k:
+        return 0.0
+    if p >= 1.0:
+        return -math.inf
+    from scipy.stats import binom
+
+    return float(binom.logcdf(x, k, p)) / math.log(2)
+
+
+@dataclass(frozen=True, slots=True)
+class SecAggParams:
+    """Parameters of one SecAgg+ round (shared by server and clients; on the wire).
+
+    ``degree`` counts neighbours (not the client itself); ``threshold`` is the number of
+    neighbours' shares that reconstruct a secret. Build with :meth:`derive` or
+    :meth:`manual`; the constructor validates.
+    """
+
+    num_clients: int
+    degree: int
+    threshold: int
+    modulus_bits: int
+    threat: ThreatModel = ThreatModel.ACTIVE
+    value_bits: int = 16
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "threat", ThreatModel.parse(self.threat))
+        n, k, t = self.num_clients, self.degree, self.threshold
+        if not 2 <= n <= MAX_CLIENT_ID:
+            raise ConfigurationError(f"got {n}", field="num_clients", accepted=f"2..{MAX_CLIENT_ID}")
+        if not 1 <= k <= n - 1:
+            raise ConfigurationError(
+                f"a client has between 1 and n-1 = {n - 1} neighbours, got {k}",
+                field="degree",
+                accepted=f"2..{n - 1} (even, or exactly {n - 1} for the complete graph)",
+            )
+        if k < n - 1 and k % 2:
+            raise ConfigurationError(
+                f"the ring graph joins degree/2 clients on each side, so degree must be even (got {k})",
+                field="degree",
+                accepted=f"{k - 1} or {k + 1}" + (f", or {n - 1} (complete graph)" if k + 1 != n - 1 else ""),
+            )
+        if k < 2 and n > 2:
+            raise ConfigurationError(
+                "degree 1 leaves the graph disconnected", field="degree", accepted=f"2..{n - 1}"
+            )
+        if not 1 <= t <= k:
+            raise ConfigurationError(
+                f"threshold must be between 1 and the degree {k}, got {t}", field="threshold", accepted=f"1..{k}"
+            )
+        if 2 * t <= k:
+            raise ConfigurationError(
+                f"threshold {t} of {k} lets two disjoint sets of neighbours reconstruct both secrets of a client",
+                field="threshold",
+                accepted=f"{k // 2 + 1}..{k}",
+            )
+        if not 2 <= self.value_bits <= 48:
+            raise ConfigurationError(f"got {self.value_bits}", field="value_bits", accepted="2..48")
+        need = sum_bits(n, self.value_bits)
+        if self.modulus_bits < need or self.modulus_bits > MAX_MODULUS_BITS:
+            raise ConfigurationError(
+                f"a sum of {n} values of {self.value_bits} bits needs a ring of at least {need} bits "
+                f"(got {self.modulus_bits}); the ring would wrap"
+                if self.modulus_bits < need
+                else f"at most {MAX_MODULUS_BITS} bits are supported (got {self.modulus_bits})",
+                field="modulus_bits",
+                accepted=f"{need}..{MAX_MODULUS_BITS}" if need <= MAX_MODULUS_BITS else "fewer clients or value_bits",
+            )
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def manual(
+        cls,
+        *,
+        num_clients: int,
+        degree: int,
+        threshold: int,
+        threat: ThreatModel | str = ThreatModel.ACTIVE,
+        value_bits: int = 16,
+        modulus_bits: int | None = None,
+    ) -> SecAggParams:
+        """User-chosen degree/threshold (e.g. to match another implementation), validated."""
+        if modulus_bits is None:
+            modulus_bits = sum_bits(num_clients, value_bits)
+        return cls(
+            num_clients=num_clients,
+            degree=degree,
+            threshold=threshold,
+            modulus_bits=modulus_bits,
+            threat=ThreatModel.parse(threat),
+            value_bits=value_bits,
+        )
+
+    @classmethod
+    def derive(
+        cls,
+        *,
+        num_clients: int,
+        dropout_rate: float,
+        corruption_rate: float = 0.0,
+        security_bits: int = 40,
+        failure_bits: int = 20,
+        threat: ThreatModel | str = ThreatModel.ACTIVE,
+        value_bits: int = 16,
+    ) -> SecAggParams:
+        """The smallest graph meeting the conditions of the module docstring."""
+        threat = ThreatModel.parse(threat)
+        n = num_clients
+        if not isinstance(n, int) or n < 2:
+            raise ConfigurationError(f"got {n!r}", field="num_clients", accepted="an integer >= 2")
+        for name, v in (("dropout_rate", dropout_rate), ("corruption_rate", corruption_rate)):
+            if not (isinstance(v, (int, float)) and 0.0 <= v < 1.0):
+                raise ConfigurationError(f"got {v!r}", field=name, accepted="0 <= rate < 1")
+        if dropout_rate + corruption_rate >= 1.0:
+            raise ConfigurationError(
+                "dropout_rate + corruption_rate must stay below 1", field="dropout_rate", accepted="a sum < 1"
+            )
+        for name, b in (("security_bits", security_bits), ("failure_bits", failure_bits)):
+            if not (isinstance(b, int) and 1 <= b <= 256):
+                raise ConfigurationError(f"got {b!r}", field=name, accepted="1..256")
+        found = cls._search(n, dropout_rate, corruption_rate, security_bits, failure_bits, threat)
+        if found is None:
+            best = cls._search(n, dropout_rate, corruption_rate, security_bits, 1, threat)
+            hint = "fewer dropouts or corrupted clients, a smaller failure_bits/security_bits"
+            if best is None:
+                hint += " (even failure_bits=1 has no solution)"
+            raise ConfigurationError(
+                f"no degree <= {n - 1} gives 2^-{security_bits} security and 2^-{failure_bits} failure "
+                f"for {n} clients at dropout {dropout_rate} and corruption {corruption_rate} ({threat.value})",
+                field="dropout_rate",
+                accepted=hint,
+            )
+        k, t = found
+        return cls(
+            num_clients=n,
+            degree=k,
+            threshold=t,
+            modulus_bits=sum_bits(n, value_bits),
+            threat=threat,
+            value_bits=value_bits,
+        )
+
+    @staticmethod
+    def _search(n: int, delta: float, gamma: float, sec: int, fail: int, threat: ThreatModel) -> tuple[int, int] | None:
+        log2n = math.log2(n)
+        bad = delta + gamma
+        degrees = [*range(2, n - 1, 2), n - 1]
+        for k in degrees:
+            complete = k == n - 1
+            if not complete and bad > 0 and math.log2(n * n / 2) + k * math.log2(bad) > -sec:
+                continue
+            t = SecAggParams._min_threshold(k, gamma, sec, log2n, threat)
+            if t is None:
+                continue
+            # largest dropout tolerance: the round fails if < t neighbours are alive
+            if log2n + _log2_binom_cdf(t - 1, k, 1.0 - delta) <= -fail:
+                return k, t
+        return None
+
+    @staticmethod
+    def _min_threshold(k: int, gamma: float, sec: int, log2n: float, threat: ThreatModel) -> int | None:
+        for t in range(k // 2 + 1, k + 1):
+            bound = 2 * t - k if threat is ThreatModel.ACTIVE else t
+            if log2n + _log2_binom_sf(bound, k, gamma) <= -sec:
+                return t
+        return None
+
+    # ------------------------------------------------------------------ analysis
+    def failure_log2(self, dropout_rate: float) -> float:
+        """log2 of the probability (union bound) that some client lacks ``threshold`` live neighbours."""
+        return min(0.0, math.log2(self.num_clients) + _log2_binom_cdf(self.threshold - 1, self.degree, 1 - dropout_rate))
+
+    def security_log2(self, corruption_rate: float, dropout_rate: float = 0.0) -> float:
+        """log2 of the probability (union bound) of a privacy failure (threshold or partial sums)."""
+        n, k, t = self.num_clients, self.degree, self.threshold
+        bound = 2 * t - k if self.threat is ThreatModel.ACTIVE else t
+        thr = math.log2(n) + _log2_binom_sf(bound, k, corruption_rate)
+        bad = dropout_rate + corruption_rate
+        conn = -math.inf
+        if k < n - 1 and bad > 0:
+            conn = math.log2(n * n / 2) + k * math.log2(bad)
+        return min(0.0, max(thr, conn))
+
+    @property
+    def complete_graph(self) -> bool:
+        return self.degree == self.num_clients - 1
+
+    @property
+    def word_bits(self) -> int:
+        """Width of the machine words used for masking (arithmetic wraps mod 2**word_bits)."""
+        return 32 if self.modulus_bits <= 32 else 64

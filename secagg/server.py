@@ -1,0 +1,389 @@
+"""The SecAgg+ server: a pure state machine (no I/O).
+
+``envelopes = server.start()`` sends the setup; ``envelopes = server.step(inbox)`` absorbs
+client messages (objects or bytes) and, once every client expected at the current stage has
+answered, moves on and returns the next stage's messages; ``server.close_stage()`` is the
+deadline (move on with whoever answered; the others have dropped out). Stages and the one
+transition table (``_TRANSITIONS``: which message each stage accepts, its handler, and the
+method that closes the stage and the stage that follows)::
+
+    COLLECT_KEYS        KeyAdvertisement      -> KeyRoster to U1
+    COLLECT_SHARES      EncryptedShares       -> ShareDelivery to each of U2
+    COLLECT_MASKED      MaskedInput           -> ConsistencyRequest to U3 (active)
+                                                 or UnmaskRequest to U3 (semi-honest)
+    COLLECT_SIGNATURES  ConsistencySignature  -> UnmaskRequest (with signatures) to U4
+    COLLECT_UNMASK      UnmaskResponse        -> DONE: ``server.result``
+
+Masked vectors are added into one accumulator as they arrive (memory O(vector length)).
+A client message from another round or session, from a client not expected at this stage,
+or repeated, is *rejected* (recorded in ``server.rejected``) without disturbing the round.
+Every revealed share is checked against the commitment its dealer made; a wrong share is
+recorded in ``server.corrupt_shares`` (attributed to the holder) and ignored; a secret that
+does not match its dealer's commitment aborts the round naming the dealer.
+
+Everything the server knows is public attribute state (``roster``, ``session_id``,
+``graph``, ``delivered_to``, ``survivors``, ``dropped``, ``revealed_self_shares``,
+``revealed_key_shares``): a malicious server for attack studies is code that reads this
+state and sends its own messages (see the driver's ``server_hook``).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric import x25519
+
+from privagg.errors import InvalidMessage, ProtocolAbort, VerificationError
+from secagg import crypto
+from secagg.messages import (
+    DIGEST_BYTES,
+    ClientMessage,
+    ConsistencyRequest,
+    ConsistencySignature,
+    DeliveredShare,
+    EncryptedShares,
+    KeyAdvertisement,
+    KeyRoster,
+    MaskedInput,
+    RoundSetup,
+    ServerMessage,
+    ShareDelivery,
+    UnmaskRequest,
+    UnmaskResponse,
+    decode_message,
+)
+from secagg.params import SecAggParams, ThreatModel
+from secagg.shamir import reconstruct_bytes
+from secagg.wire import add_packed
+
+__all__ = ["ServerStage", "Envelope", "AggregationOutcome", "SecAggServer"]
+
+
+class ServerStage(enum.Enum):
+    COLLECT_KEYS = "collect_keys"
+    COLLECT_SHARES = "collect_shares"
+    COLLECT_MASKED = "collect_masked"
+    COLLECT_SIGNATURES = "collect_signatures"
+    COLLECT_UNMASK = "collect_unmask"
+    DONE = "done"
+    ABORTED = "aborted"
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A server message addressed to one client."""
+
+    recipient: int
+    message: ServerMessage
+
+
+@dataclass(frozen=True, slots=True)
+class AggregationOutcome:
+    """The unmasked sum (ring elements, ``uint64``) of the survivors' inputs."""
+
+    sum: np.ndarray
+    survivors: tuple[int, ...]
+    dropped: tuple[int, ...]
+    modulus_bits: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Stage:
+    accepts: type
+    handler: str
+    close: str
+    next_semi_honest: ServerStage
+    next_active: ServerStage
+
+
+_TRANSITIONS: dict[ServerStage, _Stage] = {
+    ServerStage.COLLECT_KEYS: _Stage(
+        KeyAdvertisement, "_on_advert", "_close_keys", ServerStage.COLLECT_SHARES, ServerStage.COLLECT_SHARES
+    ),
+    ServerStage.COLLECT_SHARES: _Stage(
+        EncryptedShares, "_on_shares", "_close_shares", ServerStage.COLLECT_MASKED, ServerStage.COLLECT_MASKED
+    ),
+    ServerStage.COLLECT_MASKED: _Stage(
+        MaskedInput, "_on_masked", "_close_masked", ServerStage.COLLECT_UNMASK, ServerStage.COLLECT_SIGNATURES
+    ),
+    ServerStage.COLLECT_SIGNATURES: _Stage(
+        ConsistencySignature, "_on_signature", "_close_signatures", ServerStage.ABORTED, ServerStage.COLLECT_UNMASK
+    ),
+    ServerStage.COLLECT_UNMASK: _Stage(
+        UnmaskResponse, "_on_unmask", "_close_unmask", ServerStage.DONE, ServerStage.DONE
+    ),
+}
+
+
+class SecAggServer:
+    """The server of one round over the cohort ``clients``."""
+
+    def __init__(
+        self,
+        params: SecAggParams,
+        *,
+        clients: Sequence[int],
+        dimension: int,
+        round: int = 0,
+        model_digest: bytes = bytes(DIGEST_BYTES),
+    ) -> None:
+        ids = [int(c) for c in clients]
+        if len(set(ids)) != len(ids):
+            from privagg.errors import ConfigurationError
+
+            raise ConfigurationError("client ids repeat", field="clients")
+        if len(ids) > params.num_clients:
+            from privagg.errors import ConfigurationError
+
+            raise ConfigurationError(
+                f"{len(ids)} clients but the ring is sized for {params.num_clients}", field="clients"
+            )
+        self.params = params
+        self.clients = tuple(ids)
+        self.setup = RoundSetup(round=round, params=params, dimension=dimension, model_digest=model_digest)
+        self.round = round
+        self.dimension = dimension
+        self.stage = ServerStage.COLLECT_KEYS
+        self.rejected: list[tuple[int | None, str]] = []
+        self.corrupt_shares: list[tuple[int, int, str]] = []  # (holder, owner, kind)
+        self._expected: set[int] = set(ids)
+        self._answered: set[int] = set()
+        self.advertisements: dict[int, KeyAdvertisement] = {}
+        self.roster: KeyRoster | None = None
+        self.session_id = b""
+        self.graph: crypto.NeighbourGraph | None = None
+        self.shares: dict[int, EncryptedShares] = {}
+        self.delivered_to: dict[int, frozenset[int]] = {}
+        self.survivors: tuple[int, ...] = ()
+        self.dropped: tuple[int, ...] = ()
+        self.signatures: dict[int, bytes] = {}
+        self.responders: set[int] = set()
+        self.revealed_self_shares: dict[int, dict[int, bytes]] = {}
+        self.revealed_key_shares: dict[int, dict[int, bytes]] = {}
+        self._acc: np.ndarray | None = None
+        self.result: AggregationOutcome | None = None
+
+    def __repr__(self) -> str:
+        return f"SecAggServer(round={self.round}, stage={self.stage.value}, clients={len(self.clients)})"
+
+    # ------------------------------------------------------------------ public API
+    def start(self) -> list[Envelope]:
+        return [Envelope(c, self.setup) for c in self.clients]
+
+    @property
+    def waiting_for(self) -> frozenset[int]:
+        """Clients that have not answered the current stage yet."""
+        return frozenset(self._expected - self._answered)
+
+    def held_bytes(self) -> int:
+        """Explicit accounting of the large buffers the server holds between steps."""
+        n = self._acc.nbytes if self._acc is not None else 0
+        n += sum(len(e.envelopes) for e in self.shares.values()) * 240
+        return n
+
+    def step(self, inbox: Iterable[ClientMessage | bytes]) -> list[Envelope]:
+        out: list[Envelope] = []
+        for item in inbox:
+            if self.stage in (ServerStage.DONE, ServerStage.ABORTED):
+                self.rejected.append((None, f"message after the round ended ({self.stage.value})"))
+                continue
+            try:
+                msg = decode_message(item) if isinstance(item, (bytes, bytearray, memoryview)) else item
+            except InvalidMessage as e:
+                self.rejected.append((None, e.reason))
+                continue
+            sender = getattr(msg, "sender", getattr(msg, "client_id", None))
+            spec = _TRANSITIONS[self.stage]
+            if not isinstance(msg, spec.accepts):
+                self.rejected.append((sender, f"unexpected {type(msg).__name__} in stage {self.stage.value}"))
+                continue
+            reason = self._screen(msg, sender)
+            if reason is not None:
+                self.rejected.append((sender, reason))
+                continue
+            try:
+                getattr(self, spec.handler)(msg)
+            except InvalidMessage as e:
+                self.rejected.append((sender, e.reason))
+                continue
+            assert sender is not None
+            self._answered.add(sender)
+            if self._answered >= self._expected:
+                out.extend(self.close_stage())
+        return out
+
+    def close_stage(self) -> list[Envelope]:
+        """The stage's deadline: clients that have not answered have dropped out."""
+        if self.stage in (ServerStage.DONE, ServerStage.ABORTED):
+            return []
+        spec = _TRANSITIONS[self.stage]
+        try:
+            out: list[Envelope] = getattr(self, spec.close)()
+        except ProtocolAbort as e:
+            stage = self.stage.value
+            self.stage = ServerStage.ABORTED
+            self._acc = None
+            if e.stage is None:
+                raise ProtocolAbort(e.reason, stage=stage, party=e.party if e.party is not None else "server") from None
+            raise
+        nxt = spec.next_active if self.params.threat is ThreatModel.ACTIVE else spec.next_semi_honest
+        self.stage = nxt
+        self._answered = set()
+        return out
+
+    # ------------------------------------------------------------------ helpers
+    def _screen(self, msg: ClientMessage, sender: int | None) -> str | None:
+        if sender is None or sender not in self._expected:
+            return f"client {sender} is not expected in stage {self.stage.value}"
+        if sender in self._answered:
+            return f"client {sender} already answered stage {self.stage.value}"
+        if msg.round != self.round:
+            return f"message of round {msg.round}, this is round {self.round}"
+        sid = getattr(msg, "session_id", None)
+        if sid is not None and sid != self.session_id:
+            return "message of another session"
+        return None
+
+    def _abort(self, reason: str, party: object = "server") -> ProtocolAbort:
+        return ProtocolAbort(reason, stage=self.stage.value, party=party)
+
+    def _need(self, ids: Iterable[int], what: str) -> None:
+        n = len(set(ids))
+        if n < self.params.threshold + 1:
+            raise self._abort(f"only {n} clients {what}; at least threshold + 1 = {self.params.threshold + 1} needed")
+
+    # ------------------------------------------------------------------ stage handlers
+    def _on_advert(self, msg: KeyAdvertisement) -> None:
+        self.advertisements[msg.client_id] = msg
+
+    def _close_keys(self) -> list[Envelope]:
+        self._need(self.advertisements, "advertised keys")
+        advs = tuple(self.advertisements[c] for c in sorted(self.advertisements))
+        self.roster = KeyRoster(round=self.round, advertisements=advs)
+        self.session_id = crypto.session_id(self.round, advs)
+        self.graph = crypto.NeighbourGraph(self.advertisements, session=self.session_id, degree=self.params.degree)
+        self._expected = set(self.advertisements)
+        return [Envelope(c, self.roster) for c in sorted(self._expected)]
+
+    def _on_shares(self, msg: EncryptedShares) -> None:
+        assert self.graph is not None
+        recipients = [e.recipient for e in msg.envelopes]
+        if sorted(recipients) != sorted(self.graph.neighbours(msg.sender)):
+            raise InvalidMessage("shares are not addressed to exactly the sender's neighbours")
+        self.shares[msg.sender] = msg
+
+    def _close_shares(self) -> list[Envelope]:
+        self._need(self.shares, "shared keys")
+        u2 = set(self.shares)
+        inbox: dict[int, list[DeliveredShare]] = {c: [] for c in u2}
+        for sender in sorted(u2):
+            for e in self.shares[sender].envelopes:
+                if e.recipient in u2:
+                    inbox[e.recipient].append(DeliveredShare(sender, e.ciphertext))
+        self.delivered_to = {c: frozenset(d.sender for d in lst) for c, lst in inbox.items()}
+        self._expected = u2
+        self._acc = np.zeros(self.dimension, dtype=np.uint32 if self.params.word_bits == 32 else np.uint64)
+        return [
+            Envelope(c, ShareDelivery(round=self.round, session_id=self.session_id, recipient=c, shares=tuple(inbox[c])))
+            for c in sorted(u2)
+        ]
+
+    def _on_masked(self, msg: MaskedInput) -> None:
+        assert self._acc is not None
+        if msg.modulus_bits != self.params.modulus_bits or msg.count != self.dimension:
+            raise InvalidMessage("masked input of the wrong length or ring")
+        add_packed(self._acc, msg.data, msg.modulus_bits)
+
+    def _close_masked(self) -> list[Envelope]:
+        u3 = self._answered
+        self._need(u3, "sent masked inputs")
+        self.survivors = tuple(sorted(u3))
+        self.dropped = tuple(sorted(set(self.shares) - u3))
+        self._expected = set(u3)
+        if self.params.threat is ThreatModel.ACTIVE:
+            req: ServerMessage = ConsistencyRequest(round=self.round, session_id=self.session_id, survivors=self.survivors)
+        else:
+            req = UnmaskRequest(round=self.round, session_id=self.session_id, survivors=self.survivors, dropped=self.dropped)
+        return [Envelope(c, req) for c in self.survivors]
+
+    def _on_signature(self, msg: ConsistencySignature) -> None:
+        self.signatures[msg.sender] = msg.signature
+
+    def _close_signatures(self) -> list[Envelope]:
+        self._need(self.signatures, "signed the survivor set")
+        req = UnmaskRequest(
+            round=self.round,
+            session_id=self.session_id,
+            survivors=self.survivors,
+            dropped=self.dropped,
+            signatures=tuple(sorted(self.signatures.items())),
+        )
+        self._expected = set(self.signatures)
+        return [Envelope(c, req) for c in sorted(self.signatures)]
+
+    def _on_unmask(self, msg: UnmaskResponse) -> None:
+        assert self.graph is not None
+        holder = msg.sender
+        surv, drop = set(self.survivors), set(self.dropped)
+        for kind, lst, allowed, store in (
+            ("self", msg.self_shares, surv, self.revealed_self_shares),
+            ("key", msg.key_shares, drop, self.revealed_key_shares),
+        ):
+            for rs in lst:
+                owner = rs.owner
+                if owner not in allowed or owner not in self.delivered_to.get(holder, ()):
+                    self.rejected.append((holder, f"unrequested {kind} share of client {owner}"))
+                    continue
+                env = next(e for e in self.shares[owner].envelopes if e.recipient == holder)
+                want = env.self_share_commitment if kind == "self" else env.key_share_commitment
+                got = crypto.share_commitment(session=self.session_id, owner=owner, holder=holder, kind=kind, share=rs.share)
+                if got != want:
+                    self.corrupt_shares.append((holder, owner, kind))
+                    continue
+                store.setdefault(owner, {})[holder] = rs.share
+        self.responders.add(holder)
+
+    def _reconstruct(self, owner: int, shares: dict[int, bytes], kind: str) -> bytes:
+        t = self.params.threshold
+        if len(shares) < t:
+            raise self._abort(
+                f"only {len(shares)} valid {kind} shares of client {owner}, the threshold is {t}", party="server"
+            )
+        holders = sorted(shares)[:t]
+        arr = np.stack([np.frombuffer(shares[h], dtype="<u4").astype(np.uint64) for h in holders])
+        xs = np.array([h + 1 for h in holders], dtype=np.uint64)
+        try:
+            (secret,) = reconstruct_bytes(arr[:, None, :], xs=xs)
+        except VerificationError:
+            raise self._abort(f"client {owner} dealt inconsistent shares", party=owner) from None
+        return secret
+
+    def _close_unmask(self) -> list[Envelope]:
+        assert self._acc is not None and self.graph is not None
+        acc = self._acc
+        for w in self.survivors:
+            seed = self._reconstruct(w, self.revealed_self_shares.get(w, {}), "self-mask")
+            if crypto.seed_commitment(session=self.session_id, owner=w, seed=seed) != self.shares[w].self_seed_commitment:
+                raise self._abort(f"client {w} dealt inconsistent self-mask shares", party=w)
+            crypto.add_self_mask(acc, seed, session=self.session_id, round=self.round, subtract=True)
+        for w in self.dropped:
+            raw = self._reconstruct(w, self.revealed_key_shares.get(w, {}), "mask-key")
+            sk = x25519.X25519PrivateKey.from_private_bytes(raw)
+            if crypto.x25519_public(sk) != self.advertisements[w].mask_public_key:
+                raise self._abort(f"client {w} dealt inconsistent key shares", party=w)
+            for v in self.survivors:
+                if w in self.delivered_to.get(v, ()):
+                    shared = crypto.x25519_shared(sk, self.advertisements[v].mask_public_key)
+                    seed = crypto.pair_seed(shared, session=self.session_id, round=self.round, a=v, b=w)
+                    crypto.add_pair_mask(acc, seed, session=self.session_id, round=self.round, me=v, peer=w, subtract=True)
+        mb = self.params.modulus_bits
+        if mb < acc.dtype.itemsize * 8:
+            acc &= acc.dtype.type((1 << mb) - 1)
+        self.result = AggregationOutcome(
+            sum=acc.astype(np.uint64), survivors=self.survivors, dropped=self.dropped, modulus_bits=mb
+        )
+        self._acc = None
+        return []

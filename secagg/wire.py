@@ -1,0 +1,186 @@
+"""Low-level wire helpers: bounds-checked reader/writer and fast bit packing.
+
+:func:`pack_ring` / :func:`unpack_ring` produce exactly the layout of
+:func:`privagg.encoding.pack_bits` (value ``i`` at bits ``[i b, (i+1) b)``, little-endian),
+vectorised over groups of 8 values (8 values of ``b`` bits fill exactly ``b`` bytes).
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from privagg.encoding import packed_size
+from privagg.errors import InvalidMessage
+
+__all__ = ["Writer", "Reader", "pack_ring", "unpack_ring", "add_packed"]
+
+
+def pack_ring(values: np.ndarray, bits: int) -> bytes:
+    """Bit-pack ``values`` (each ``< 2**bits``, ``1 <= bits <= 64``) little-endian."""
+    if not 1 <= bits <= 64:
+        raise ValueError("bits must be in 1..64")
+    v = np.ascontiguousarray(values).ravel()
+    n = v.size
+    if bits in (8, 16, 32, 64):
+        return v.astype(f"<u{bits // 8}").tobytes()
+    g = (n + 7) // 8
+    vv = np.zeros(g * 8, dtype=np.uint64)
+    vv[:n] = v
+    cols = vv.reshape(g, 8).T.copy()  # (8, g): value p of every group, contiguous
+    lanes_n = (8 * bits + 63) // 64
+    lanes = np.zeros((lanes_n, g), dtype=np.uint64)
+    tmp = np.empty(g, dtype=np.uint64)
+    for p in range(8):
+        w, s = divmod(p * bits, 64)
+        np.left_shift(cols[p], np.uint64(s), out=tmp)
+        lanes[w] |= tmp
+        if s + bits > 64:
+            np.right_shift(cols[p], np.uint64(64 - s), out=tmp)
+            lanes[w + 1] |= tmp
+    raw = np.ascontiguousarray(lanes.T).view(np.uint8).reshape(g, lanes_n * 8)[:, :bits]
+    return raw.tobytes()[: packed_size(n, bits)]
+
+
+def unpack_ring(data: bytes, bits: int, count: int) -> np.ndarray:
+    """Inverse of :func:`pack_ring` -> ``uint64``; ``ValueError`` unless the size is exact."""
+    if not 1 <= bits <= 64:
+        raise ValueError("bits must be in 1..64")
+    if len(data) != packed_size(count, bits):
+        raise ValueError(f"expected {packed_size(count, bits)} bytes for {count} values of {bits} bits")
+    if bits in (8, 16, 32, 64):
+        return np.frombuffer(data, dtype=f"<u{bits // 8}").astype(np.uint64)
+    g = (count + 7) // 8
+    lanes_n = (8 * bits + 63) // 64
+    buf = np.zeros((g, lanes_n * 8), dtype=np.uint8)
+    flat = np.frombuffer(data, dtype=np.uint8)
+    full = np.zeros(g * bits, dtype=np.uint8)
+    full[: flat.size] = flat
+    buf[:, :bits] = full.reshape(g, bits)
+    lanes = buf.view("<u8").T.copy()  # (lanes_n, g)
+    mask = np.uint64((1 << bits) - 1)
+    out = np.empty((8, g), dtype=np.uint64)
+    tmp = np.empty(g, dtype=np.uint64)
+    for p in range(8):
+        w, s = divmod(p * bits, 64)
+        col = out[p]
+        np.right_shift(lanes[w], np.uint64(s), out=col)
+        if s + bits > 64:
+            np.left_shift(lanes[w + 1], np.uint64(64 - s), out=tmp)
+            col |= tmp
+        col &= mask
+    out = out.T.ravel()
+    return out[:count]
+
+
+class Writer:
+    """Append big-endian fields to a byte buffer."""
+
+    __slots__ = ("_parts",)
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def u8(self, v: int) -> Writer:
+        self._parts.append(struct.pack(">B", v))
+        return self
+
+    def u32(self, v: int) -> Writer:
+        self._parts.append(struct.pack(">I", v))
+        return self
+
+    def u64(self, v: int) -> Writer:
+        self._parts.append(struct.pack(">Q", v))
+        return self
+
+    def fixed(self, b: bytes, n: int) -> Writer:
+        if len(b) != n:
+            raise ValueError(f"field must be {n} bytes, got {len(b)}")
+        self._parts.append(bytes(b))
+        return self
+
+    def var(self, b: bytes) -> Writer:
+        self._parts.append(struct.pack(">I", len(b)))
+        self._parts.append(bytes(b))
+        return self
+
+    def raw(self, b: bytes) -> Writer:
+        self._parts.append(b)
+        return self
+
+    def getvalue(self) -> bytes:
+        return b"".join(self._parts)
+
+
+class Reader:
+    """Read big-endian fields from untrusted bytes; every failure is :class:`InvalidMessage`."""
+
+    __slots__ = ("_buf", "_pos", "_what")
+
+    def __init__(self, data: bytes, what: str) -> None:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise InvalidMessage(f"{what}: expected bytes")
+        self._buf = bytes(data)
+        self._pos = 0
+        self._what = what
+
+    def _take(self, n: int) -> bytes:
+        if n < 0 or self._pos + n > len(self._buf):
+            raise InvalidMessage(f"{self._what}: truncated")
+        b = self._buf[self._pos : self._pos + n]
+        self._pos += n
+        return b
+
+    def remaining(self) -> int:
+        return len(self._buf) - self._pos
+
+    def u8(self) -> int:
+        return self._take(1)[0]
+
+    def u32(self) -> int:
+        return int(struct.unpack(">I", self._take(4))[0])
+
+    def u64(self) -> int:
+        return int(struct.unpack(">Q", self._take(8))[0])
+
+    def fixed(self, n: int) -> bytes:
+        return self._take(n)
+
+    def var(self, max_len: int) -> bytes:
+        n = self.u32()
+        if n > max_len:
+            raise InvalidMessage(f"{self._what}: field of {n} bytes exceeds {max_len}")
+        return self._take(n)
+
+    def count(self, min_item_bytes: int, max_count: int) -> int:
+        """A list length, checked against the bytes left before anything is allocated."""
+        n = self.u32()
+        if n > max_count or n * min_item_bytes > self.remaining():
+            raise InvalidMessage(f"{self._what}: list of {n} items does not fit the message")
+        return n
+
+    def rest(self) -> bytes:
+        return self._take(self.remaining())
+
+    def end(self) -> None:
+        if self._pos != len(self._buf):
+            raise InvalidMessage(f"{self._what}: {len(self._buf) - self._pos} trailing bytes")
+
+
+_ADD_CHUNK = 1 << 16  # values per chunk (a multiple of 8: chunks start on byte boundaries)
+
+
+def add_packed(acc: np.ndarray, data: bytes, bits: int) -> None:
+    """``acc += unpack_ring(data, bits, acc.size)`` (wrapping), chunk by chunk: O(chunk) extra memory."""
+    n = acc.size
+    if len(data) != packed_size(n, bits):
+        raise ValueError(f"expected {packed_size(n, bits)} bytes for {n} values of {bits} bits")
+    mv = memoryview(data)
+    step_bytes = _ADD_CHUNK * bits // 8
+    for i, start in enumerate(range(0, n, _ADD_CHUNK)):
+        cnt = min(_ADD_CHUNK, n - start)
+        part = mv[i * step_bytes : i * step_bytes + packed_size(cnt, bits)]
+        vals = unpack_ring(bytes(part), bits, cnt)
+        seg = acc[start : start + cnt]
+        np.add(seg, vals.astype(acc.dtype, copy=False), out=seg)

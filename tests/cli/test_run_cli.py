@@ -1,0 +1,66 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from privagg.cli import main
+
+
+def _strip_timing(obj):
+    if isinstance(obj, dict):
+        return {k: _strip_timing(v) for k, v in obj.items() if k not in ("seconds",)}
+    if isinstance(obj, list):
+        return [_strip_timing(v) for v in obj]
+    return obj
+
+
+def test_run_writes_report_and_is_deterministic(tmp_path, capsys):
+    args = ["run", "--rounds", "3", "--no-progress", "--json"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    second = json.loads(capsys.readouterr().out)
+    for key in ("final_accuracy", "rounds", "seconds", "config"):
+        assert key in first
+    assert 0.0 <= first["final_accuracy"] <= 1.0 and first["rounds"] == 3
+    assert _strip_timing(first) == _strip_timing(second)
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert files == ["accuracy_loss.png", "client_accuracy.png", "report.html", "report.json"]
+    assert json.loads((tmp_path / "a" / "report.json").read_text())["final_accuracy"] == first["final_accuracy"]
+
+
+@pytest.mark.parametrize(
+    ("toml", "argv", "fragment"),
+    [
+        (None, ["--dataset", "cifar"], "data.dataset: unknown dataset 'cifar' (accepted: breast-cancer, digits, mnist-5k)"),
+        (None, ["--aggregator", "nope"], "aggregation.name: unknown aggregator 'nope'"),
+        ("[data]\nalpah = 1\n", [], "data.alpah: unknown setting (accepted: alpha,"),
+        ("[data]\nalpha = -1\n", [], "data.alpha: must be > 0"),
+        ("[data]\npartition = 'x'\n", [], "data.partition: invalid value 'x' (accepted: 'iid', 'dirichlet'"),
+        ("[train]\nlr = 'fast'\n", [], "train.lr: expected a number"),
+        ("[model]\nname = 'resnet'\n", [], "model.name: unknown model 'resnet' (accepted: cnn, logreg, mlp)"),
+        ("[federation\n", [], "is not valid TOML"),
+        ("[federation]\nsampling = 'fixed'\n", [], "federation.clients_per_round"),
+    ],
+)
+def test_bad_input_is_one_clear_line_exit_2_nothing_written(tmp_path, capsys, toml, argv, fragment):
+    out = tmp_path / "report"
+    cmd = ["run", "--out", str(out), "--no-progress", "--rounds", "1", *argv]
+    if toml is not None:
+        cfg = tmp_path / "run.toml"
+        cfg.write_text(toml)
+        cmd += ["--config", str(cfg)]
+    assert main(cmd) == 2
+    err = capsys.readouterr().err
+    assert fragment in err
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_console_script_usage_errors_exit_2():
+    r = subprocess.run([sys.executable, "-m", "privagg.cli", "run", "--rounds", "x"], capture_output=True, text=True)
+    assert r.returncode == 2 and "invalid int value" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "privagg.cli", "bogus"], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr

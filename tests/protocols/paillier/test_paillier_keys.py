@@ -1,0 +1,137 @@
+"""Keys, CRT decryption and threshold decryption: known answers, homomorphism, any t of k."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+
+import gmpy2
+import phe
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from privagg.errors import ConfigurationError, ProtocolAbort
+from privagg.randomness import InsecureDeterministicSecrets
+from protocols.paillier import (
+    PaillierPrivateKey,
+    PaillierPublicKey,
+    deal_threshold_key,
+    generate_keypair,
+    generate_threshold_key,
+)
+from protocols.paillier.primes import random_prime, random_safe_prime
+
+# Toy key: p = 23 = 2*11+1, q = 59 = 2*29+1 (both safe primes), n = 1357.
+P, Q, N = 23, 59, 1357
+
+
+def test_known_answer_toy_encryption_with_fixed_r():
+    # (1 + 42 n) * 5^n mod n^2, checked by hand-free independent code: python-paillier gives the same
+    pk = PaillierPublicKey(N)
+    c = pk.encrypt(42, r=5)
+    assert c == 1064413
+    assert phe.PaillierPublicKey(N).raw_encrypt(42, r_value=5) == 1064413
+    assert PaillierPrivateKey(P, Q).decrypt(1064413) == 42
+
+
+def test_known_answer_toy_threshold_partials():
+    tk, shares = deal_threshold_key(P, Q, decryptors=3, threshold=2, secrets=InsecureDeterministicSecrets(3))
+    c = tk.public_key.encrypt(42, r=5)
+    partials = [int(s.partial_decrypt(c)) for s in shares]
+    assert partials == [861628, 91337, 1687242]
+    assert tk.delta == 6
+    for a, b in itertools.combinations(range(3), 2):
+        assert tk.combine({a + 1: [partials[a]], b + 1: [partials[b]]}) == [42]
+
+
+def test_known_answer_deterministic_keygen():
+    pk, _ = generate_keypair(256, secrets=InsecureDeterministicSecrets(1), allow_insecure=True)
+    assert pk.n == 88974501482989127297995466126942948614470359280060648339551629023940645763719
+    assert pk.key_id == hashlib.sha256(
+        b"\x00\x00\x00\x1eprivagg/paillier/public-key/v1\x00\x00\x00\x20" + pk.n.to_bytes(32, "big")
+    ).digest()[:16]
+
+
+def test_matches_python_paillier_on_a_real_size_key(toy_keypair):
+    pk, sk = toy_keypair
+    ppk = phe.PaillierPublicKey(pk.n)
+    r = 123456789123456789
+    for m in (0, 1, 2**100 + 7, pk.n - 1):
+        c = pk.encrypt(m, r=r)
+        assert c == ppk.raw_encrypt(m, r_value=r)
+        assert sk.decrypt(c) == m
+
+
+@settings(max_examples=40, deadline=None)
+@given(a=st.integers(min_value=0), b=st.integers(min_value=0))
+def test_additively_homomorphic(toy_keypair, a, b):
+    pk, sk = toy_keypair
+    a %= pk.n
+    b %= pk.n
+    assert sk.decrypt(pk.add(pk.encrypt(a), pk.encrypt(b))) == (a + b) % pk.n
+
+
+def test_key_sizes_and_bits():
+    pk, _ = generate_keypair(256, allow_insecure=True)
+    assert pk.key_bits == 256 and pk.plaintext_bits == 255 and pk.ciphertext_bytes == 64
+    with pytest.raises(ConfigurationError, match="key_bits"):
+        generate_keypair(1024)
+    with pytest.raises(ConfigurationError, match="key_bits"):
+        generate_threshold_key(512, decryptors=3, threshold=2)
+    with pytest.raises(ConfigurationError):
+        PaillierPrivateKey(23, 23)
+    with pytest.raises(ConfigurationError):
+        PaillierPublicKey(1000)
+
+
+def test_primes_are_what_they_claim():
+    s = InsecureDeterministicSecrets("primes")
+    for bits in (16, 64, 256):
+        p = random_safe_prime(bits, s)
+        assert p.bit_length() == bits and gmpy2.is_prime(p) and gmpy2.is_prime((p - 1) // 2)
+        q = random_prime(bits, s)
+        assert q.bit_length() == bits and gmpy2.is_prime(q)
+
+
+@pytest.mark.parametrize(("k", "t"), [(1, 1), (3, 1), (3, 2), (4, 4), (5, 3)])
+def test_threshold_any_t_of_k_and_t_minus_1_fails(k, t):
+    tk, shares = generate_threshold_key(
+        256, decryptors=k, threshold=t, secrets=InsecureDeterministicSecrets(f"t{t}k{k}"), allow_insecure=True
+    )
+    pk = tk.public_key
+    msgs = [0, 1, 123456789, pk.n - 1]
+    cts = [pk.encrypt(m) for m in msgs]
+    parts = {s.index: [s.partial_decrypt(c) for c in cts] for s in shares}
+    for subset in itertools.combinations(range(1, k + 1), t):
+        assert tk.combine({i: parts[i] for i in subset}) == msgs
+    if t > 1:
+        for subset in itertools.combinations(range(1, k + 1), t - 1):
+            with pytest.raises(ProtocolAbort, match=f"needs {t} distinct"):
+                tk.combine({i: parts[i] for i in subset})
+
+
+def test_wrong_partials_are_detected(toy_threshold_key):
+    tk, shares = toy_threshold_key
+    c = tk.public_key.encrypt(5)
+    parts = {s.index: [s.partial_decrypt(c)] for s in shares[:3]}
+    parts[2] = [parts[2][0] * 3 % tk.public_key.n2]
+    with pytest.raises(ProtocolAbort, match="do not combine"):
+        tk.combine(parts)
+
+
+def test_threshold_parameters_validated():
+    with pytest.raises(ConfigurationError, match="threshold"):
+        generate_threshold_key(256, decryptors=2, threshold=3, allow_insecure=True)
+    with pytest.raises(ConfigurationError, match="safe primes"):
+        deal_threshold_key(29, 59, decryptors=3, threshold=2)  # 29 = 2*14+1 is not safe
+
+
+def test_secrets_never_in_repr(toy_keypair, toy_threshold_key):
+    _, sk = toy_keypair
+    tk, shares = toy_threshold_key
+    for obj in (sk, *shares):
+        text = repr(obj)
+        assert "secret" in text
+        for digit_run in (str(sk._p), str(sk._q)):
+            assert digit_run not in text

@@ -1,0 +1,124 @@
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from privagg.config import load_config
+from privagg.errors import ConfigurationError
+from protocols.aggregation import ClientUpdate, MeanAggregator, RoundContext
+from protocols.datasets import load_dataset
+from protocols.fedavg import FedAvgSimulation, RunConfig, build_aggregator
+from protocols.models import build_model, get_flat_params, num_params, set_flat_params
+
+
+def _ctx(ids):
+    return RoundContext(round=1, population=10, sampled=tuple(ids), sampling="fixed", sampling_rate=1.0,
+                        rng=np.random.default_rng(0))
+
+
+def test_mean_aggregator_matches_hand_computed_weighted_mean():
+    ups = [
+        ClientUpdate(0, np.array([1.0, 2.0]), 1),
+        ClientUpdate(1, np.array([3.0, -2.0]), 3),
+        ClientUpdate(2, np.array([0.0, 4.0]), 0),
+    ]
+    res = MeanAggregator().aggregate(ups, _ctx([0, 1, 2]))
+    # (1*[1,2] + 3*[3,-2] + 0*[0,4]) / 4 = [10/4, -4/4]
+    np.testing.assert_allclose(res.delta, [2.5, -1.0])
+    assert res.participants == (0, 1, 2)
+    res = MeanAggregator(weighted=False).aggregate(ups, _ctx([0, 1, 2]))
+    np.testing.assert_allclose(res.delta, [4 / 3, 4 / 3])
+
+
+def test_mean_aggregator_rejects_bad_rounds():
+    agg = MeanAggregator()
+    with pytest.raises(ConfigurationError, match="no client updates"):
+        agg.aggregate([], _ctx([]))
+    with pytest.raises(ConfigurationError, match="shape"):
+        agg.aggregate([ClientUpdate(0, np.zeros(2), 1), ClientUpdate(1, np.zeros(3), 1)], _ctx([0, 1]))
+    with pytest.raises(ConfigurationError, match="duplicate"):
+        agg.aggregate([ClientUpdate(0, np.zeros(2), 1), ClientUpdate(0, np.zeros(2), 1)], _ctx([0]))
+    with pytest.raises(ConfigurationError, match="zero examples"):
+        agg.aggregate([ClientUpdate(0, np.zeros(2), 0)], _ctx([0]))
+
+
+def test_one_fedavg_round_equals_weighted_mean_of_local_models():
+    cfg = load_config(RunConfig, {"data": {"num_clients": 4}, "federation": {"rounds": 1}})
+    sim = FedAvgSimulation(cfg)
+    g0 = sim.global_params.copy()
+    seen = {}
+
+    def observer(record, updates, result, s):
+        seen["updates"] = updates
+
+    sim.observers.append(observer)
+    sim.run_round(1)
+    ups = seen["updates"]
+    w = np.array([u.num_examples for u in ups], dtype=float)
+    expected = g0 + (w / w.sum()) @ np.stack([u.delta for u in ups])
+    np.testing.assert_allclose(sim.global_params, expected, rtol=1e-12, atol=1e-12)
+    assert sum(w) == len(sim.dataset.y_train)
+
+
+def test_same_seed_same_history_and_hooks_can_replace_updates():
+    cfg = load_config(RunConfig, {"seed": 11, "data": {"num_clients": 5}, "federation": {"rounds": 2}})
+    a = FedAvgSimulation(cfg).run()
+    b = FedAvgSimulation(cfg).run()
+    assert [h.accuracy for h in a.history] == [h.accuracy for h in b.history]
+    np.testing.assert_array_equal(a.global_params, b.global_params)
+
+    def zero_hook(updates, ctx, sim):
+        return [dataclasses.replace(u, delta=np.zeros_like(u.delta)) for u in updates]
+
+    sim = FedAvgSimulation(cfg, update_hooks=[zero_hook])
+    g0 = sim.global_params.copy()
+    sim.run()
+    np.testing.assert_array_equal(sim.global_params, g0)
+
+
+def test_sampling_schemes():
+    base = {"data": {"num_clients": 10}, "federation": {"rounds": 1}}
+    fixed = FedAvgSimulation(load_config(RunConfig, {**base, "federation": {"sampling": "fixed", "clients_per_round": 3}}))
+    s, rate = fixed.sample_clients(1)
+    assert len(s) == 3 and rate == 0.3
+    pois = FedAvgSimulation(load_config(RunConfig, {**base, "federation": {"sampling": "poisson", "sampling_rate": 0.5}}))
+    sizes = [len(pois.sample_clients(r)[0]) for r in range(1, 200)]
+    assert 4.0 < np.mean(sizes) < 6.0  # Binomial(10, 0.5): mean 5, sd of the mean ~0.11
+    with pytest.raises(ConfigurationError, match="clients_per_round"):
+        load_config(RunConfig, {"federation": {"sampling": "fixed"}})
+    with pytest.raises(ConfigurationError, match="sampling_rate"):
+        load_config(RunConfig, {"federation": {"sampling": "poisson", "sampling_rate": 1.5}})
+
+
+@pytest.mark.parametrize(("name", "shape"), [("digits", (1, 8, 8)), ("breast-cancer", (30,)), ("mnist-5k", (1, 28, 28))])
+def test_datasets_load_real_data(name, shape):
+    ds = load_dataset(name, seed=0)
+    assert ds.input_shape == shape
+    assert ds.x_train.dtype == np.float32 and ds.y_train.dtype == np.int64
+    assert len(ds.y_train) + len(ds.y_test) == {"digits": 1797, "breast-cancer": 569, "mnist-5k": 5000}[name]
+    assert set(np.unique(ds.y_test)) == set(range(ds.num_classes))  # stratified
+    if ds.kind == "image":
+        assert ds.x_train.min() >= 0 and ds.x_train.max() <= 1
+    with pytest.raises(ConfigurationError, match="accepted: breast-cancer, digits, mnist-5k"):
+        load_dataset("cifar")
+
+
+@pytest.mark.parametrize("model", ["logreg", "mlp", "cnn"])
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28)])
+def test_models_fit_inputs_and_flat_params_roundtrip(model, shape):
+    m = build_model(model, shape, 10, generator=torch.Generator().manual_seed(0))
+    assert m(torch.zeros(2, *shape)).shape == (2, 10)
+    v = get_flat_params(m)
+    assert v.shape == (num_params(m),)
+    set_flat_params(m, v * 2)
+    np.testing.assert_allclose(get_flat_params(m), (v * 2).astype(np.float32))
+    m2 = build_model(model, shape, 10, generator=torch.Generator().manual_seed(0))
+    np.testing.assert_array_equal(get_flat_params(m2), v)
+
+
+def test_unknown_aggregator_lists_names():
+    with pytest.raises(ConfigurationError, match="aggregation.name"):
+        build_aggregator("nope")
+    with pytest.raises(ConfigurationError, match="invalid options"):
+        build_aggregator("mean", {"bogus": 1})
