@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Figure", "Section", "Report", "to_jsonable"]
+__all__ = ["Figure", "Section", "Report", "environment_section", "to_jsonable"]
 
 
 @dataclass
@@ -150,6 +150,32 @@ class Report:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return out
+
+
+def environment_section() -> Section:
+    """Versions and machine facts, so a reader can tell where figures were measured."""
+    import platform
+    from importlib import metadata
+
+    versions = {}
+    for pkg in ("privagg", "numpy", "torch", "opacus", "cryptography", "phe", "gmpy2", "scikit-learn", "flwr"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    data = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "versions": versions,
+    }
+    return Section(
+        key="environment",
+        title="Environment",
+        data=data,
+        summary=[("python", data["python"]), ("platform", str(data["platform"])), ("cpus", str(data["cpus"]))]
+        + [(k, v) for k, v in versions.items()],
+    )
 
 
 def _fmt(v: Any) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from privagg.config import config_to_dict, load_config, override, read_toml
-from privagg.report import Report, Section
+from privagg.report import Report, Section, environment_section
 
 __all__ = ["DEFAULT_RUN", "add_parser", "default_run_config", "execute_run"]
 
@@ -94,6 +94,7 @@ def execute_run(cfg: Any, *, progress: bool = True, baseline: bool = True) -> Re
     )
     for s in sections:
         report.add(s)
+    report.add(environment_section())
     return report
 
 
