@@ -1,0 +1,67 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from privagg.cli import main
+from privagg.cli.audit import FLOWER_DEFAULTS, AuditConfig, run_audit
+from privagg.config import load_config
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "audit"
+
+
+def _ids(findings, severity):
+    return {f.id for f in findings if f.severity == severity}
+
+
+def test_flower_defaults_fail_and_attacks_are_really_run():
+    cfg = load_config(AuditConfig, {**FLOWER_DEFAULTS, "attack_clients": 5})
+    report, findings = run_audit(cfg)
+    fails = _ids(findings, "fail")
+    # 14 neighbours / threshold 10 at 5% corruption misses 2^-40; semi-honest mode lets a
+    # malicious server isolate a client (the attacks run against real state machines)
+    assert {"secagg.parameters", "secagg.threat-model"} <= fails
+    threat = next(f for f in findings if f.id == "secagg.threat-model")
+    assert "model-inconsistency" in threat.data["succeeded"]
+    rows = report.to_dict()["sections"]["protocol_attacks"]["rows"]
+    active = [r for r in rows if r[1] == "active"]
+    assert active and all(r[2] == "stopped" for r in active)
+    assert "dp.budget" in _ids(findings, "warn")
+
+
+def test_hardened_example_passes(tmp_path, capsys):
+    out = tmp_path / "audit"
+    rc = main(["audit", "--config", str(EXAMPLES / "hardened.toml"), "--no-attacks", "--strict", "--json",
+               "--out", str(out)])
+    assert rc == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["verdict"] == "pass"
+    eps = next(f for f in d["sections"]["findings"]["findings"] if f["id"] == "dp.budget")["data"]["epsilon"]
+    assert 0 < eps["prv"] <= eps["rdp"] <= 8.0
+    assert (out / "epsilon.png").exists() and (out / "report.html").exists()
+
+
+def test_strict_exit_code_and_incompatible_robust_rule(tmp_path, capsys):
+    cfg = tmp_path / "d.toml"
+    cfg.write_text('[deployment]\nnum_clients = 50\nthreat = "active"\nrobust_rule = "krum"\n')
+    rc = main(["audit", "--config", str(cfg), "--no-attacks", "--strict", "--out", str(tmp_path / "o")])
+    assert rc == 1
+    out = capsys.readouterr().out
+    assert "[FAIL] 'krum' cannot run under secagg" in out
+
+
+@pytest.mark.parametrize(
+    ("toml", "fragment"),
+    [
+        ('[deployment]\nthreat = "paranoid"\n', "deployment.threat: invalid value 'paranoid'"),
+        ("[deployment]\ndegree = 10\n", "deployment.threshold: give both degree and threshold"),
+        ("[dp]\nsampling_rate = 2.0\n", "dp.sampling_rate: must be in (0, 1]"),
+        ("[deploy]\n", "deploy: unknown setting"),
+    ],
+)
+def test_bad_config_exit_2(tmp_path, capsys, toml, fragment):
+    cfg = tmp_path / "d.toml"
+    cfg.write_text(toml)
+    assert main(["audit", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 2
+    assert fragment in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
