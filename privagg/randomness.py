@@ -124,8 +124,9 @@ def _check_seed(seed: bytes) -> None:
         raise ValueError(f"PRG seeds are {SEED_BYTES} bytes (got {len(seed)}); never fold or truncate a seed")
 
 
-_PRG_CHUNK_BYTES = 1 << 17  # keystream is generated and consumed in cache-sized chunks
-_ZEROS = np.zeros(_PRG_CHUNK_BYTES, dtype=np.uint8)
+_PRG_CHUNK_BYTES = 1 << 17  # prg_add_words: keystream generated and added in cache-sized chunks
+_ZERO_BYTES = 1 << 20  # a read-only zero input for the keystream (CTR encrypts zeros)
+_ZEROS = np.zeros(_ZERO_BYTES, dtype=np.uint8)
 _ZEROS.setflags(write=False)
 
 
@@ -145,7 +146,7 @@ def _keystream_into(enc, out: np.ndarray) -> None:  # type: ignore[no-untyped-de
     n = out.size
     pos = 0
     while n - pos > 64:
-        step = min(_PRG_CHUNK_BYTES, n - pos - 16)
+        step = min(_ZERO_BYTES, n - pos - 16)
         enc.update_into(_ZEROS[:step].data, out[pos : pos + step + 16].data)
         pos += step
     if pos < n:

@@ -132,6 +132,8 @@ def _check_secagg(dep: Deployment) -> tuple[list[Finding], Any]:
     from secagg import SecAggParams
 
     findings: list[Finding] = []
+    derived: SecAggParams | None
+    params: SecAggParams | None
     try:
         derived = SecAggParams.derive(
             num_clients=dep.num_clients, dropout_rate=dep.dropout_rate, corruption_rate=dep.corruption_rate,

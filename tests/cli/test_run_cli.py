@@ -33,7 +33,7 @@ def test_run_writes_report_and_is_deterministic(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("toml", "argv", "fragment"),
     [
-        (None, ["--dataset", "cifar"], "data.dataset: unknown dataset 'cifar' (accepted: breast-cancer, digits, mnist-5k)"),
+        (None, ["--dataset", "cifar"], "data.dataset: unknown dataset 'cifar' (accepted: breast-cancer, digits, mnist"),
         (None, ["--aggregator", "nope"], "aggregation.name: unknown aggregator 'nope'"),
         ("[data]\nalpah = 1\n", [], "data.alpah: unknown setting (accepted: alpha,"),
         ("[data]\nalpha = -1\n", [], "data.alpha: must be > 0"),
