@@ -46,7 +46,9 @@ def clip_updates(vectors: Sequence[np.ndarray] | np.ndarray, clip: float) -> Cli
     if not np.all(np.isfinite(stack)):
         raise ConfigurationError("an update is not finite", field="updates")
     norms = np.linalg.norm(stack, axis=1)
-    scale = np.minimum(1.0, clip / np.maximum(norms, np.finfo(np.float64).tiny))
+    over_clip = norms > clip
+    scale = np.ones_like(norms)
+    scale[over_clip] = clip / norms[over_clip]
     clipped = stack * scale[:, None]
     # floating-point rounding can leave a clipped norm a few ulps above clip: shave it
     over = np.linalg.norm(clipped, axis=1) > clip

@@ -37,7 +37,7 @@ class DPConfig:
     clip_norm: float = 1.0
     noise: Literal["central", "client"] = "central"
     honest_fraction: float = 1.0
-    weighting: Literal["uniform", "capped"] = "uniform"
+    weighting: Literal["uniform", "capped", "examples"] = "uniform"
     weight_cap: float | None = None
     total_weight: float | None = None
     adaptive_clipping: bool = False
@@ -73,6 +73,13 @@ class DPConfig:
             raise bad("honest_fraction", f"must be in (0, 1], got {self.honest_fraction}")
         if self.honest_fraction < 1 and self.noise != "client":
             raise bad("honest_fraction", "only meaningful with noise = 'client'")
+        if self.weighting == "examples":
+            raise bad(
+                "weighting",
+                "example-count weights n_k / sum(n) have no a-priori bound, so no finite sensitivity: "
+                "use 'capped' (min(n_k / weight_cap, 1), fixed denominator) or 'uniform'",
+                accepted=["uniform", "capped"],
+            )
         if self.weighting == "capped" and (self.weight_cap is None or not self.weight_cap > 0):
             raise bad("weight_cap", "capped weighting needs weight_cap > 0 (examples at which a weight reaches 1)")
         if self.weighting == "uniform" and self.weight_cap is not None:

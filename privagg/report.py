@@ -163,18 +163,12 @@ def environment_section() -> Section:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             continue
-    data = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "versions": versions,
-    }
+    python, plat, cpus = platform.python_version(), platform.platform(), os.cpu_count()
     return Section(
         key="environment",
         title="Environment",
-        data=data,
-        summary=[("python", data["python"]), ("platform", str(data["platform"])), ("cpus", str(data["cpus"]))]
-        + [(k, v) for k, v in versions.items()],
+        data={"python": python, "platform": plat, "cpus": cpus, "versions": versions},
+        summary=[("python", python), ("platform", plat), ("cpus", str(cpus)), *versions.items()],
     )
 
 
