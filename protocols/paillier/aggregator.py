@@ -48,7 +48,8 @@ class PaillierAggregator(Aggregator):
     (per-coordinate bound), ``value_bits`` (quantisation), ``decryptors`` / ``threshold``
     (``decryptors=1`` means one key holder with CRT decryption), ``min_clients`` (>= 2),
     ``max_clients`` (slot headroom; default the population), ``randomness``
-    ("fresh" | "fixed-base"), ``exponent_bits`` (fixed-base only), ``weighted``.
+    ("fresh" | "fixed-base"), ``exponent_bits`` (fixed-base only), ``weighted``, ``proofs``
+    (threshold partial decryptions carry proofs of correctness).
     """
 
     name = "paillier"
@@ -67,6 +68,7 @@ class PaillierAggregator(Aggregator):
         randomness: str = "fresh",
         exponent_bits: int | None = None,
         weighted: bool = True,
+        proofs: bool = True,
         allow_insecure: bool = False,
         secrets: SecretSource = SYSTEM_SECRETS,
     ) -> None:
@@ -89,6 +91,7 @@ class PaillierAggregator(Aggregator):
             min_clients=min_clients,
             randomness=randomness,
             exponent_bits=exponent_bits,
+            proofs=proofs,
             allow_insecure=allow_insecure,
         )
         # validate everything now (a probe layout for max(min_clients, max_clients) summands)
@@ -211,12 +214,16 @@ class PaillierAggregator(Aggregator):
             summary.append(("upload expansion vs float32", f"{med('paillier_bytes_per_client') / (4 * dim):.2f}x"))
         rows = [[phase, f"{med(f'paillier_{phase}_seconds'):.4f}"] for phase in PHASES]
         rows.insert(0, ["encode (clip + quantise)", f"{med('paillier_encode_seconds'):.4f}"])
+        proofs = (
+            "partial decryptions carry batch proofs of correctness (a cheating decryptor is detected)"
+            if cfg.proofs and cfg.decryptors > 1
+            else "partial decryptions carry no correctness proofs"
+        )
         text = (
             "The server sees only ciphertexts; the decryptors decrypt only an aggregate of at least "
-            f"{cfg.min_clients} distinct clients whose Ed25519-signed contributions they re-multiply. "
-            "Assumptions: the threshold key comes from a trusted dealer who erases p, q; partial "
-            "decryptions carry no correctness proofs; clients are not range-checked (a malicious client "
-            "can corrupt, not read, the sum)."
+            f"{cfg.min_clients} distinct clients whose Ed25519-signed contributions they re-multiply, once per "
+            f"round. Assumptions: the threshold key comes from a trusted dealer who erases p, q; {proofs}; "
+            "clients are not range-checked (a malicious client can corrupt, not read, the sum)."
         )
         if cfg.randomness == "fixed-base":
             text += " Randomness h_s^x with a public fixed base (DJN variant): rests on an assumption beyond DCR."

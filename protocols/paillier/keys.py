@@ -12,9 +12,12 @@ random polynomial ``f`` of degree ``t - 1`` over ``Z_{n m}`` (``f(0) = d``), han
 ``c_i = c^{2 Δ s_i}`` (``Δ = k!``); any ``t`` of them combine with integer Lagrange
 coefficients ``μ_i = Δ λ_{0,i}`` into ``c^{4 Δ^2 d} = (1 + n)^{4 Δ^2 m}``, from which
 ``m = L(.) (4 Δ^2)^{-1} mod n``. Fewer than ``t`` shares reveal nothing about ``d`` (the
-dealer assumption: the dealer is honest and erases ``p, q, d`` after dealing). Partial
-decryptions carry no zero-knowledge proof of correctness here: decryptors are trusted to
-compute correctly (a wrong partial corrupts the result, it does not leak more).
+dealer assumption: the dealer is honest and erases ``p, q, d`` after dealing).
+
+Each partial decryption comes with a proof of correctness (Shoup's verification keys
+``v_i = v^{Δ s_i}`` and a Fiat–Shamir Chaum–Pedersen proof of equal discrete logs), batched
+over all ciphertexts of an aggregate with random 128-bit weights (Bellare–Garay–Rabin), so
+the combiner can detect a cheating decryptor and use another one's partial.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import gmpy2
 from gmpy2 import mpz
 
 from privagg.errors import ConfigurationError, ProtocolAbort
-from privagg.randomness import SYSTEM_SECRETS, SecretSource, label, secret_below
+from privagg.randomness import SYSTEM_SECRETS, SecretSource, label, prg_bytes, secret_below
 
 from .primes import random_prime, random_safe_prime
 
@@ -190,8 +193,12 @@ class ThresholdPublicKey:
     public_key: PaillierPublicKey
     decryptors: int
     threshold: int
+    verification_base: int = 0
+    verification_keys: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.verification_keys and len(self.verification_keys) != self.decryptors:
+            raise ConfigurationError("one verification key per decryptor", field="verification_keys")
         if not 1 <= self.threshold <= self.decryptors <= 255:
             raise ConfigurationError(
                 f"need 1 <= threshold <= decryptors <= 255, got t={self.threshold}, k={self.decryptors}",
@@ -201,6 +208,36 @@ class ThresholdPublicKey:
     @property
     def delta(self) -> int:
         return math.factorial(self.decryptors)
+
+    @property
+    def has_proofs(self) -> bool:
+        """Whether partial decryptions carry (and must carry) proofs of correctness."""
+        return bool(self.verification_keys)
+
+    def verify_partials(
+        self, index: int, ciphertexts: Sequence[int], partials: Sequence[int], proof: bytes, *, context: bytes
+    ) -> bool:
+        """Check decryptor ``index``'s batch proof that ``partials[j] = ciphertexts[j]^(2 Δ s_i)`` for all ``j``."""
+        if not self.has_proofs or not 1 <= index <= self.decryptors or len(ciphertexts) != len(partials):
+            return False
+        pk = self.public_key
+        n2 = pk.n2
+        zbytes = _proof_z_bytes(self)
+        if len(proof) != _CHALLENGE_BYTES + zbytes or not ciphertexts:
+            return False
+        e = mpz(int.from_bytes(proof[:_CHALLENGE_BYTES], "big"))
+        z = mpz(int.from_bytes(proof[_CHALLENGE_BYTES:], "big"))
+        try:
+            big_c, big_ci = _batch(self, index, ciphertexts, partials, context)
+            c4 = gmpy2.powmod(big_c, 4, n2)
+            ci2 = gmpy2.powmod(big_ci, 2, n2)
+            v = mpz(self.verification_base)
+            vi = mpz(self.verification_keys[index - 1])
+            a = gmpy2.powmod(c4, z, n2) * gmpy2.powmod(ci2, -e, n2) % n2
+            b = gmpy2.powmod(v, z, n2) * gmpy2.powmod(vi, -e, n2) % n2
+        except (ValueError, ZeroDivisionError):
+            return False
+        return e == _challenge(self, context, index, c4, ci2, a, b)
 
     def combine(self, partials: Mapping[int, Sequence[int]]) -> list[mpz]:
         """Plaintexts from partial decryptions ``{decryptor index: [c_i per ciphertext]}``.
@@ -242,17 +279,62 @@ class ThresholdPublicKey:
         return out
 
 
+_CHALLENGE_BYTES = 32
+_STAT_BITS = 128
+
+
+def _proof_r_bits(tk: ThresholdPublicKey) -> int:
+    # r hides e * Δ s_i (Δ s_i < Δ n m < Δ n^2) statistically
+    return int(tk.public_key.n2.bit_length()) + tk.delta.bit_length() + 8 * _CHALLENGE_BYTES + _STAT_BITS
+
+
+def _proof_z_bytes(tk: ThresholdPublicKey) -> int:
+    return (_proof_r_bits(tk) + 1 + 7) // 8 + 1
+
+
+def _fixed(x: int, tk: ThresholdPublicKey) -> bytes:
+    return int(x).to_bytes(tk.public_key.ciphertext_bytes, "big")
+
+
+def _batch(
+    tk: ThresholdPublicKey, index: int, ciphertexts: Sequence[int], partials: Sequence[int], context: bytes
+) -> tuple[mpz, mpz]:
+    """Random-linear-combination batch (Bellare–Garay–Rabin small exponents, Fiat–Shamir weights)."""
+    h = hashlib.sha256(label("privagg/paillier/batch/v1", context, index))
+    for c in ciphertexts:
+        h.update(_fixed(c, tk))
+    for c in partials:
+        h.update(_fixed(c, tk))
+    weights = prg_bytes(h.digest(), info=b"privagg/paillier/batch-weights/v1", nbytes=16 * len(ciphertexts))
+    n2 = tk.public_key.n2
+    big_c, big_ci = mpz(1), mpz(1)
+    for j, (c, ci) in enumerate(zip(ciphertexts, partials)):
+        rho = mpz(int.from_bytes(weights[16 * j : 16 * j + 16], "big"))
+        big_c = big_c * gmpy2.powmod(mpz(c), rho, n2) % n2
+        big_ci = big_ci * gmpy2.powmod(mpz(ci), rho, n2) % n2
+    return big_c, big_ci
+
+
+def _challenge(tk: ThresholdPublicKey, context: bytes, index: int, c4: mpz, ci2: mpz, a: mpz, b: mpz) -> mpz:
+    parts = [tk.verification_base, c4, tk.verification_keys[index - 1], ci2, a, b]
+    digest = hashlib.sha256(
+        label("privagg/paillier/partial-proof/v1", context, index, *(_fixed(x, tk) for x in parts))
+    ).digest()
+    return mpz(int.from_bytes(digest, "big"))
+
+
 class ThresholdKeyShare:
     """Decryptor ``index``'s share ``s_i`` of ``d`` (held as the exponent ``2 Δ s_i``). Secret."""
 
-    __slots__ = ("_exp", "index", "threshold_key")
+    __slots__ = ("_ds", "_exp", "index", "threshold_key")
 
     def __init__(self, *, threshold_key: ThresholdPublicKey, index: int, share: int) -> None:
         if not 1 <= index <= threshold_key.decryptors:
             raise ConfigurationError(f"index {index} out of range", field="index")
         self.threshold_key = threshold_key
         self.index = index
-        self._exp = 2 * threshold_key.delta * mpz(share)
+        self._ds = threshold_key.delta * mpz(share)
+        self._exp = 2 * self._ds
 
     @property
     def public_key(self) -> PaillierPublicKey:
@@ -262,15 +344,52 @@ class ThresholdKeyShare:
         """``c^{2 Δ s_i} mod n^2``."""
         return gmpy2.powmod(mpz(c), self._exp, self.public_key.n2)
 
+    def prove_partials(
+        self,
+        ciphertexts: Sequence[int],
+        partials: Sequence[int],
+        *,
+        context: bytes,
+        secrets: SecretSource = SYSTEM_SECRETS,
+    ) -> bytes:
+        """A non-interactive proof that every partial is ``c^(2 Δ s_i)`` (equal discrete logs).
+
+        The partials are batched into ``C_i = prod partial_j^rho_j`` and ``C = prod c_j^rho_j``;
+        a Chaum–Pedersen proof (Fiat–Shamir) shows ``log_{C^4} C_i^2 = log_v v_i = Δ s_i``, as in
+        Shoup / Damgård–Jurik. Empty if the key was dealt without verification keys.
+        """
+        tk = self.threshold_key
+        if not tk.has_proofs:
+            return b""
+        n2 = tk.public_key.n2
+        big_c, big_ci = _batch(tk, self.index, ciphertexts, partials, context)
+        c4 = gmpy2.powmod(big_c, 4, n2)
+        ci2 = gmpy2.powmod(big_ci, 2, n2)
+        r = mpz(secret_below(secrets, 1 << _proof_r_bits(tk)))
+        a = gmpy2.powmod(c4, r, n2)
+        b = gmpy2.powmod(mpz(tk.verification_base), r, n2)
+        e = _challenge(tk, context, self.index, c4, ci2, a, b)
+        z = r + e * self._ds
+        return int(e).to_bytes(_CHALLENGE_BYTES, "big") + int(z).to_bytes(_proof_z_bytes(tk), "big")
+
     def __repr__(self) -> str:
         tk = self.threshold_key
         return f"ThresholdKeyShare(index={self.index}, t={tk.threshold}, k={tk.decryptors}, <secret>)"
 
 
 def deal_threshold_key(
-    p: int, q: int, *, decryptors: int, threshold: int, secrets: SecretSource = SYSTEM_SECRETS
+    p: int,
+    q: int,
+    *,
+    decryptors: int,
+    threshold: int,
+    secrets: SecretSource = SYSTEM_SECRETS,
+    proofs: bool = True,
 ) -> tuple[ThresholdPublicKey, list[ThresholdKeyShare]]:
-    """The trusted dealer: share ``d`` for ``n = p q`` (safe primes) among ``decryptors``."""
+    """The trusted dealer: share ``d`` for ``n = p q`` (safe primes) among ``decryptors``.
+
+    ``proofs=True`` also publishes verification keys, so partial decryptions carry proofs.
+    """
     p, q = mpz(p), mpz(q)
     pp, qq = (p - 1) // 2, (q - 1) // 2
     if p == q or not all(gmpy2.is_prime(x) for x in (p, q, pp, qq)):
@@ -279,17 +398,32 @@ def deal_threshold_key(
     m = pp * qq
     if gmpy2.gcd(m, n) != 1:
         raise ConfigurationError("gcd(p'q', n) must be 1", field="p, q")
-    tk = ThresholdPublicKey(PaillierPublicKey(int(n)), decryptors, threshold)
+    pk = PaillierPublicKey(int(n))
+    bare = ThresholdPublicKey(pk, decryptors, threshold)
     nm = n * m
     d = m * gmpy2.invert(m, n)  # d = 0 mod m, d = 1 mod n
     coeffs = [d] + [mpz(secret_below(secrets, int(nm))) for _ in range(threshold - 1)]
-    shares = []
+    raw_shares = []
     for i in range(1, decryptors + 1):
         s = mpz(0)
         for a in reversed(coeffs):
             s = (s * i + a) % nm
-        shares.append(ThresholdKeyShare(threshold_key=tk, index=i, share=int(s)))
-    return tk, shares
+        raw_shares.append(s)
+    if not proofs:
+        return bare, [
+            ThresholdKeyShare(threshold_key=bare, index=i + 1, share=int(s)) for i, s in enumerate(raw_shares)
+        ]
+    # verification keys: v a random square of Z*_{n^2} (a generator of the squares w.h.p.), v_i = v^(Δ s_i)
+    n2 = n * n
+    while True:
+        u = mpz(secret_below(secrets, int(n2)))
+        if u > 1 and gmpy2.gcd(u, n) == 1:
+            break
+    v = u * u % n2
+    delta = bare.delta
+    vks = tuple(int(gmpy2.powmod(v, delta * s, n2)) for s in raw_shares)
+    tk = ThresholdPublicKey(pk, decryptors, threshold, verification_base=int(v), verification_keys=vks)
+    return tk, [ThresholdKeyShare(threshold_key=tk, index=i + 1, share=int(s)) for i, s in enumerate(raw_shares)]
 
 
 def generate_threshold_key(
@@ -299,6 +433,7 @@ def generate_threshold_key(
     threshold: int,
     secrets: SecretSource = SYSTEM_SECRETS,
     allow_insecure: bool = False,
+    proofs: bool = True,
 ) -> tuple[ThresholdPublicKey, list[ThresholdKeyShare]]:
     """Trusted-dealer threshold key generation (two safe primes of ``key_bits / 2`` bits)."""
     _check_key_bits(key_bits, allow_insecure)
@@ -311,4 +446,4 @@ def generate_threshold_key(
         q = random_safe_prime(key_bits // 2, secrets)
         if p == q or (p * q).bit_length() != key_bits:
             continue
-        return deal_threshold_key(p, q, decryptors=decryptors, threshold=threshold, secrets=secrets)
+        return deal_threshold_key(p, q, decryptors=decryptors, threshold=threshold, secrets=secrets, proofs=proofs)

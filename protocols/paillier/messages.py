@@ -21,6 +21,7 @@ import gmpy2
 from gmpy2 import mpz
 
 from privagg.errors import InvalidMessage
+from privagg.randomness import label
 
 from .keys import PaillierPublicKey
 
@@ -35,6 +36,7 @@ __all__ = [
     "PARTIAL_THRESHOLD",
     "PARTIAL_PLAINTEXT",
     "contribution_signed_bytes",
+    "partial_context",
 ]
 
 MAGIC = b"PGPA"
@@ -82,6 +84,7 @@ class PartialDecryption:
     decryptor: int
     kind: int
     values: tuple[int, ...]
+    proof: bytes = b""  # batch proof of correct partial decryption (threshold keys with verification keys)
 
 
 PaillierMessage = ClientContribution | AggregateRequest | PartialDecryption
@@ -99,6 +102,11 @@ def _ints(values: tuple[int, ...], width: int) -> bytes:
     return b"".join(int(v).to_bytes(width, "big") for v in values)
 
 
+def partial_context(key_id: bytes, session: bytes, round: int) -> bytes:
+    """Domain separation of partial-decryption proofs: bound to key, session and round."""
+    return label("privagg/paillier/partial/v1", key_id, session, round)
+
+
 def contribution_signed_bytes(msg: ClientContribution, public_key: PaillierPublicKey) -> bytes:
     """What the client signs: the whole encoding except the signature."""
     w = public_key.ciphertext_bytes
@@ -112,6 +120,8 @@ def contribution_signed_bytes(msg: ClientContribution, public_key: PaillierPubli
 def encode_message(msg: PaillierMessage, public_key: PaillierPublicKey) -> bytes:
     """The canonical bytes of a message (widths from ``public_key``)."""
     w = public_key.ciphertext_bytes
+    if isinstance(msg, PartialDecryption) and len(msg.proof) > 0xFFFF:
+        raise ValueError("proof too long")
     if isinstance(msg, ClientContribution):
         if len(msg.signature) != SIGNATURE_BYTES:
             raise ValueError("contribution is not signed")
@@ -133,6 +143,8 @@ def encode_message(msg: PaillierMessage, public_key: PaillierPublicKey) -> bytes
             _header(_T_PARTIAL, msg.key_id, msg.session, msg.round)
             + struct.pack(">HBI", msg.decryptor, msg.kind, len(msg.values))
             + _ints(msg.values, w)
+            + struct.pack(">H", len(msg.proof))
+            + msg.proof
         )
     raise TypeError(f"not a Paillier message: {type(msg).__name__}")
 
@@ -160,6 +172,7 @@ class _Reader:
 
 
 _U32 = struct.Struct(">I")
+_U16 = struct.Struct(">H")
 _III = struct.Struct(">III")
 _II = struct.Struct(">II")
 _HBI = struct.Struct(">HBI")
@@ -229,7 +242,9 @@ def _decode(r: _Reader, pk: PaillierPublicKey, depth: int) -> PaillierMessage:
             values = tuple(vals)
         else:
             raise InvalidMessage(f"unknown partial decryption kind {kind}", stage="decode")
-        return PartialDecryption(key_id, session, rnd, decryptor, kind, values)
+        (plen,) = r.unpack(_U16)
+        proof = r.take(plen)
+        return PartialDecryption(key_id, session, rnd, decryptor, kind, values, proof)
     raise InvalidMessage(f"unknown message type {mtype}", stage="decode")
 
 

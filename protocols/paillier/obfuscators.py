@@ -12,9 +12,10 @@ exists) into a pool and consumed *online*.
   ``x`` uniform of ``exponent_bits`` bits, computed with a fixed-base window table (one
   multiplication per window). With ``exponent_bits = key_bits / 2`` (the default) this is
   DJN's variant, secure under DCR plus the assumption that ``h^x`` for such ``x`` is
-  indistinguishable from a random element of the subgroup ``<h>`` (as in DJN, "A
-  generalization of Paillier's public-key system", §4.2); shorter exponents (>= 256 bits)
-  rest on the stronger short-exponent assumption. The table is a public per-key
+  indistinguishable from a random element of the subgroup ``<h>`` (the simplification
+  proposed by Damgård, Jurik and Nielsen, "A generalization of Paillier's public-key
+  system with applications to electronic voting"); shorter exponents (>= 256 bits) rest on
+  the stronger short-exponent assumption. The table is a public per-key
   precomputation (like the key itself); its cost is reported separately.
 """
 

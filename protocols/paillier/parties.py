@@ -13,7 +13,8 @@ Round ``r`` (one session, one key):
    least ``min_clients`` of them (never fewer than 2: never a single client's ciphertext);
    the aggregate equal to the product it recomputes. Only then it returns its partial
    decryption; otherwise it raises :class:`ProtocolAbort` and reveals nothing.
-4. The server combines any ``t`` partials into the packed sums (``finish``).
+4. The server checks each partial's proof of correct decryption, drops the invalid ones
+   (``rejected_decryptors``) and combines any ``t`` valid partials into the sums (``finish``).
 
 Trust: decryptors trust the client directory (client id -> Ed25519 public key, a PKI). The
 server never sees an individual plaintext; fewer than ``t`` colluding decryptors learn
@@ -32,7 +33,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from gmpy2 import mpz
 
-from privagg.errors import InvalidMessage, ProtocolAbort
+from privagg.errors import ConfigurationError, InvalidMessage, ProtocolAbort
+from privagg.randomness import SYSTEM_SECRETS, SecretSource
 
 from .keys import PaillierPrivateKey, PaillierPublicKey, ThresholdKeyShare, ThresholdPublicKey
 from .messages import (
@@ -42,6 +44,7 @@ from .messages import (
     ClientContribution,
     PartialDecryption,
     contribution_signed_bytes,
+    partial_context,
 )
 from .obfuscators import FixedBaseRandomness, FreshRandomness
 from .packing import PackingLayout
@@ -158,6 +161,7 @@ class PaillierServer:
         self.count = 0
         self._received: dict[int, ClientContribution] = {}
         self._request: AggregateRequest | None = None
+        self.rejected_decryptors: tuple[int, ...] = ()
 
     def start_round(self, *, round: int, count: int) -> None:
         if round <= self.round:
@@ -165,6 +169,7 @@ class PaillierServer:
         self.round, self.count = round, count
         self._received = {}
         self._request = None
+        self.rejected_decryptors = ()
         self.stage = ServerStage.COLLECTING
 
     def receive(self, msg: ClientContribution) -> None:
@@ -220,18 +225,36 @@ class PaillierServer:
             if p.round != self.round or len(p.values) != len(self._request.aggregate):
                 raise InvalidMessage("partial decryption for another round or aggregate", stage="finish")
             good.setdefault(p.decryptor, p)
-        plain = [p for p in good.values() if p.kind == PARTIAL_PLAINTEXT]
-        if plain:
+        if self.threshold_key is None:
+            # one key holder: its answer is the plaintexts themselves
+            plain = [p for p in good.values() if p.kind == PARTIAL_PLAINTEXT]
+            if not plain:
+                raise ProtocolAbort("no decryption from the key holder", stage="finish", party="server")
             plaintexts = list(plain[0].values)
         else:
-            if self.threshold_key is None:
-                raise ProtocolAbort("no threshold key to combine partial decryptions", stage="finish", party="server")
-            plaintexts = self.threshold_key.combine(
-                {i: p.values for i, p in good.items() if p.kind == PARTIAL_THRESHOLD}
+            tk = self.threshold_key
+            usable = {i: p for i, p in good.items() if p.kind == PARTIAL_THRESHOLD}
+            if tk.has_proofs:
+                context = partial_context(self.public_key.key_id, self.session, self.round)
+                agg = self._request.aggregate
+                bad = sorted(
+                    i for i, p in usable.items() if not tk.verify_partials(i, agg, p.values, p.proof, context=context)
+                )
+                self.rejected_decryptors = tuple(bad)
+                for i in bad:
+                    del usable[i]
+            plaintexts = tk.combine({i: p.values for i, p in usable.items()})
+        try:
+            sums = self.layout.unpack(
+                [int(x) for x in plaintexts], count=self.count, num_summands=len(self._request.contributions)
             )
-        sums = self.layout.unpack(
-            [int(x) for x in plaintexts], count=self.count, num_summands=len(self._request.contributions)
-        )
+        except ConfigurationError:
+            # only a client encrypting a plaintext outside the packing can cause this (no range proofs)
+            raise ProtocolAbort(
+                "the decrypted sum does not fit the packing: a client encrypted an out-of-range plaintext",
+                stage="finish",
+                party="server",
+            ) from None
         self.stage = ServerStage.DONE
         return sums
 
@@ -247,8 +270,10 @@ class PaillierDecryptor:
         layout: PackingLayout,
         min_clients: int,
         session: bytes,
+        secrets: SecretSource = SYSTEM_SECRETS,
     ) -> None:
         self._key = key
+        self._secrets = secrets
         self.public_key = key.public_key
         self.index = key.index if isinstance(key, ThresholdKeyShare) else 1
         self.client_keys = client_keys
@@ -298,15 +323,19 @@ class PaillierDecryptor:
                 agg[i] = agg[i] * x % n2
         if any(a != b for a, b in zip(agg, msg.aggregate)):
             raise self._abort("aggregate is not the product of the listed contributions")
+        proof = b""
         if isinstance(self._key, ThresholdKeyShare):
             values = tuple(self._key.partial_decrypt(a) for a in agg)
             kind = PARTIAL_THRESHOLD
+            proof = self._key.prove_partials(
+                agg, values, context=partial_context(pk.key_id, self.session, msg.round), secrets=self._secrets
+            )
         else:
             values = tuple(self._key.decrypt(a) for a in agg)
             kind = PARTIAL_PLAINTEXT
         self.last_round = msg.round
         self.stage = DecryptorStage.DECRYPTED
-        return PartialDecryption(pk.key_id, self.session, msg.round, self.index, kind, values)
+        return PartialDecryption(pk.key_id, self.session, msg.round, self.index, kind, values, proof)
 
     def __repr__(self) -> str:
         return f"PaillierDecryptor(index={self.index}, stage={self.stage.value}, last_round={self.last_round})"

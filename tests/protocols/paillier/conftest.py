@@ -15,18 +15,19 @@ from protocols.paillier import (
 
 @pytest.fixture(scope="session")
 def toy_keypair():
-    return generate_keypair(512, secrets=InsecureDeterministicSecrets("toy-512"), allow_insecure=True)
+    return generate_keypair(512, secrets=InsecureDeterministicSecrets(b"toy-512"), allow_insecure=True)
 
 
 @pytest.fixture(scope="session")
 def toy_threshold_key():
     return generate_threshold_key(
-        512, decryptors=5, threshold=3, secrets=InsecureDeterministicSecrets("toy-threshold"), allow_insecure=True
+        512, decryptors=5, threshold=3, secrets=InsecureDeterministicSecrets(b"toy-threshold"), allow_insecure=True
     )
 
 
 @pytest.fixture(scope="session")
 def threshold_setup():
-    cfg = PaillierConfig(key_bits=512, value_bits=12, max_clients=6, decryptors=3, threshold=2, min_clients=3,
-                         allow_insecure=True)
-    return PaillierSetup.generate(cfg, secrets=InsecureDeterministicSecrets("setup-3-2"))
+    cfg = PaillierConfig(
+        key_bits=512, value_bits=12, max_clients=6, decryptors=3, threshold=2, min_clients=3, allow_insecure=True
+    )
+    return PaillierSetup.generate(cfg, secrets=InsecureDeterministicSecrets(b"setup-3-2"))

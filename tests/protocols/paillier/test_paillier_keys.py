@@ -48,9 +48,12 @@ def test_known_answer_toy_threshold_partials():
 def test_known_answer_deterministic_keygen():
     pk, _ = generate_keypair(256, secrets=InsecureDeterministicSecrets(1), allow_insecure=True)
     assert pk.n == 88974501482989127297995466126942948614470359280060648339551629023940645763719
-    assert pk.key_id == hashlib.sha256(
-        b"\x00\x00\x00\x1eprivagg/paillier/public-key/v1\x00\x00\x00\x20" + pk.n.to_bytes(32, "big")
-    ).digest()[:16]
+    assert (
+        pk.key_id
+        == hashlib.sha256(
+            b"\x00\x00\x00\x1eprivagg/paillier/public-key/v1\x00\x00\x00\x20" + pk.n.to_bytes(32, "big")
+        ).digest()[:16]
+    )
 
 
 def test_matches_python_paillier_on_a_real_size_key(toy_keypair):
@@ -86,7 +89,7 @@ def test_key_sizes_and_bits():
 
 
 def test_primes_are_what_they_claim():
-    s = InsecureDeterministicSecrets("primes")
+    s = InsecureDeterministicSecrets(b"primes")
     for bits in (16, 64, 256):
         p = random_safe_prime(bits, s)
         assert p.bit_length() == bits and gmpy2.is_prime(p) and gmpy2.is_prime((p - 1) // 2)
@@ -97,7 +100,7 @@ def test_primes_are_what_they_claim():
 @pytest.mark.parametrize(("k", "t"), [(1, 1), (3, 1), (3, 2), (4, 4), (5, 3)])
 def test_threshold_any_t_of_k_and_t_minus_1_fails(k, t):
     tk, shares = generate_threshold_key(
-        256, decryptors=k, threshold=t, secrets=InsecureDeterministicSecrets(f"t{t}k{k}"), allow_insecure=True
+        256, decryptors=k, threshold=t, secrets=InsecureDeterministicSecrets(f"t{t}k{k}".encode()), allow_insecure=True
     )
     pk = tk.public_key
     msgs = [0, 1, 123456789, pk.n - 1]
@@ -129,9 +132,34 @@ def test_threshold_parameters_validated():
 
 def test_secrets_never_in_repr(toy_keypair, toy_threshold_key):
     _, sk = toy_keypair
-    tk, shares = toy_threshold_key
+    _, shares = toy_threshold_key
     for obj in (sk, *shares):
         text = repr(obj)
         assert "secret" in text
         for digit_run in (str(sk._p), str(sk._q)):
             assert digit_run not in text
+
+
+def test_partial_decryption_proofs(toy_threshold_key):
+    tk, shares = toy_threshold_key
+    pk = tk.public_key
+    assert tk.has_proofs and len(tk.verification_keys) == 5
+    cts = [pk.encrypt(m) for m in (3, 1, 4, 1, 5, 9)]
+    parts = [shares[1].partial_decrypt(c) for c in cts]
+    proof = shares[1].prove_partials(cts, parts, context=b"round-0")
+    assert tk.verify_partials(2, cts, parts, proof, context=b"round-0")
+    # bound to the decryptor, the context, the ciphertexts and every partial
+    assert not tk.verify_partials(3, cts, parts, proof, context=b"round-0")
+    assert not tk.verify_partials(2, cts, parts, proof, context=b"round-1")
+    assert not tk.verify_partials(2, cts[::-1], parts[::-1], proof, context=b"round-0")
+    assert not tk.verify_partials(2, cts, parts, proof[:-1], context=b"round-0")
+    assert not tk.verify_partials(2, cts, parts, bytes(len(proof)), context=b"round-0")
+    for j in range(len(cts)):
+        bad = list(parts)
+        bad[j] = bad[j] * pk.encrypt(0) % pk.n2  # still a valid-looking element of Z*_{n^2}
+        assert not tk.verify_partials(2, cts, bad, proof, context=b"round-0")
+        # and the cheater cannot prove a wrong partial either
+        assert not tk.verify_partials(2, cts, bad, shares[1].prove_partials(cts, bad, context=b"c"), context=b"c")
+    # another share's partials do not pass under this index
+    other = [shares[0].partial_decrypt(c) for c in cts]
+    assert not tk.verify_partials(2, cts, other, shares[0].prove_partials(cts, other, context=b"x"), context=b"x")

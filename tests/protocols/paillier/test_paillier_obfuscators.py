@@ -16,7 +16,7 @@ from protocols.paillier.obfuscators import check_exponent_bits
 @pytest.fixture(scope="module")
 def table(toy_keypair):
     pk, _ = toy_keypair
-    base = FixedBaseTable.new_base(pk, secrets=InsecureDeterministicSecrets("base"))
+    base = FixedBaseTable.new_base(pk, secrets=InsecureDeterministicSecrets(b"base"))
     return FixedBaseTable(pk, base, exponent_bits=256, window=5)
 
 
@@ -36,7 +36,7 @@ def test_fixed_base_base_is_an_nth_residue(table, toy_keypair):
 @pytest.mark.parametrize("mode", ["fresh", "fixed-base"])
 def test_encryptions_with_pooled_randomness_decrypt(mode, table, toy_keypair):
     pk, sk = toy_keypair
-    src = make_randomness(mode, pk, table=table, secrets=InsecureDeterministicSecrets(mode))
+    src = make_randomness(mode, pk, table=table, secrets=InsecureDeterministicSecrets(mode.encode()))
     src.precompute(5)
     assert src.available == 5
     rns = src.take(7)  # 5 from the pool, 2 computed on the spot

@@ -15,7 +15,7 @@ from protocols.paillier import PackingLayout, generate_keypair
 
 @pytest.fixture(scope="module")
 def key256():
-    return generate_keypair(256, secrets=InsecureDeterministicSecrets("pack"), allow_insecure=True)
+    return generate_keypair(256, secrets=InsecureDeterministicSecrets(b"pack"), allow_insecure=True)
 
 
 def test_layout_derivation():
@@ -49,10 +49,9 @@ def test_pack_refuses_out_of_range_and_too_many_summands():
 
 def _encrypted_sum(key, lay, vectors):
     pk, sk = key
-    acc = None
-    for v in vectors:
-        cts = [pk.encrypt(m) for m in lay.pack(v)]
-        acc = cts if acc is None else [pk.add(a, c) for a, c in zip(acc, cts)]
+    acc = [pk.encrypt(m) for m in lay.pack(vectors[0])]
+    for v in vectors[1:]:
+        acc = [pk.add(a, pk.encrypt(m)) for a, m in zip(acc, lay.pack(v))]
     return lay.unpack([int(sk.decrypt(c)) for c in acc], count=len(vectors[0]), num_summands=len(vectors))
 
 
@@ -84,7 +83,9 @@ def test_homomorphic_packed_sums_exact_per_slot(key256, value_bits, max_clients,
     q = lay.q
     extreme = st.sampled_from([-q, q, 0, -q + 1, q - 1])
     value = st.one_of(extreme, st.integers(min_value=-q, max_value=q))
-    vecs = [np.array(data.draw(st.lists(value, min_size=count, max_size=count)), dtype=np.int64) for _ in range(clients)]
+    vecs = [
+        np.array(data.draw(st.lists(value, min_size=count, max_size=count)), dtype=np.int64) for _ in range(clients)
+    ]
     assert np.array_equal(_encrypted_sum(key256, lay, vecs), np.sum(vecs, axis=0))
 
 
@@ -92,9 +93,27 @@ def test_overflow_would_corrupt_a_neighbour_without_headroom(key256):
     # the reason for the refusal: one bit less headroom and the max-client worst case carries over
     lay = PackingLayout.derive(key_bits=256, value_bits=8, max_clients=4)
     tight = object.__new__(PackingLayout)
-    for f, v in (("key_bits", 256), ("value_bits", 8), ("max_clients", 4), ("slot_bits", lay.slot_bits - 1),
-                 ("slots", lay.slots)):
+    for f, v in (
+        ("key_bits", 256),
+        ("value_bits", 8),
+        ("max_clients", 4),
+        ("slot_bits", lay.slot_bits - 1),
+        ("slots", lay.slots),
+    ):
         object.__setattr__(tight, f, v)
     vecs = [np.full(3, lay.q, dtype=np.int64) for _ in range(4)]
     got = _encrypted_sum(key256, tight, vecs)
     assert not np.array_equal(got, np.full(3, 4 * lay.q))
+
+
+def test_worst_case_at_a_thousand_clients_is_exact(key256):
+    # the largest sum the layout admits: 1000 clients, every value at +q (then at -q)
+    lay = PackingLayout.derive(key_bits=256, value_bits=16, max_clients=1000)
+    pk, sk = key256
+    for fill in (lay.q, -lay.q):
+        pts = lay.pack(np.full(lay.slots + 1, fill, dtype=np.int64))
+        acc = [pk.encrypt(m) for m in pts]
+        for _ in range(999):
+            acc = [pk.add(a, pk.encrypt(m)) for a, m in zip(acc, pts)]
+        sums = lay.unpack([int(sk.decrypt(c)) for c in acc], count=lay.slots + 1, num_summands=1000)
+        assert np.array_equal(sums, np.full(lay.slots + 1, 1000 * fill))

@@ -1,0 +1,139 @@
+"""The binary codec: round trips, and untrusted bytes -> a message or InvalidMessage, nothing else."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from privagg.errors import InvalidMessage
+from privagg.randomness import InsecureDeterministicSecrets
+from protocols.paillier import (
+    CODEC_VERSION,
+    ClientContribution,
+    PaillierConfig,
+    PaillierSession,
+    PaillierSetup,
+    PartialDecryption,
+    decode_message,
+    encode_message,
+)
+from protocols.paillier.messages import PARTIAL_PLAINTEXT, PARTIAL_THRESHOLD, PaillierMessage
+
+
+@pytest.fixture(scope="module")
+def wires():
+    cfg = PaillierConfig(key_bits=128, value_bits=8, max_clients=3, decryptors=2, threshold=2, allow_insecure=True)
+    setup = PaillierSetup.generate(cfg, secrets=InsecureDeterministicSecrets(b"codec"))
+    s = PaillierSession(setup, secrets=InsecureDeterministicSecrets(b"codec-s"))
+    pk = setup.public_key
+    s.server.start_round(round=0, count=10)
+    contribs = [s.client(c).contribute(round=0, values=np.arange(10) - c) for c in (1, 2)]
+    for c in contribs:
+        s.server.receive(c)
+    req = s.server.aggregate()
+    part = s.decryptors[0].step(req)
+    plain = PartialDecryption(pk.key_id, s.session, 0, 1, PARTIAL_PLAINTEXT, (0, 5, pk.n - 1))
+    msgs: list[PaillierMessage] = [contribs[0], req, part, plain]
+    return pk, msgs, [encode_message(m, pk) for m in msgs]
+
+
+def test_round_trip(wires):
+    pk, msgs, encoded = wires
+    for m, w in zip(msgs, encoded):
+        assert decode_message(w, public_key=pk) == m
+        assert w[:4] == b"PGPA" and w[4] == CODEC_VERSION
+
+
+def _decode_or_invalid(data, pk):
+    try:
+        decode_message(data, public_key=pk)
+    except InvalidMessage:
+        pass
+
+
+def test_every_truncation_is_invalid(wires):
+    pk, _, encoded = wires
+    for w in encoded:
+        for cut in range(len(w)):
+            with pytest.raises(InvalidMessage):
+                decode_message(w[:cut], public_key=pk)
+
+
+def test_trailing_bytes_version_type_and_key_id(wires):
+    pk, _, encoded = wires
+    w = encoded[0]
+    with pytest.raises(InvalidMessage, match="trailing"):
+        decode_message(w + b"\x00", public_key=pk)
+    with pytest.raises(InvalidMessage, match="version"):
+        decode_message(w[:4] + bytes([CODEC_VERSION + 1]) + w[5:], public_key=pk)
+    with pytest.raises(InvalidMessage, match="type"):
+        decode_message(w[:5] + b"\x09" + w[6:], public_key=pk)
+    with pytest.raises(InvalidMessage, match="magic"):
+        decode_message(b"XXXX" + w[4:], public_key=pk)
+    with pytest.raises(InvalidMessage, match="key id"):
+        decode_message(w[:6] + bytes(16) + w[22:], public_key=pk)
+    with pytest.raises(InvalidMessage):
+        decode_message("text", public_key=pk)  # type: ignore[arg-type]
+
+
+def test_ciphertexts_outside_z_star_n2_are_refused(wires):
+    pk, msgs, _ = wires
+    c0 = msgs[0]
+    n = pk.n
+    for bad in (0, n, 2 * n, pk.n2 - n, (1 << (8 * pk.ciphertext_bytes)) - 1):
+        raw = ClientContribution(c0.key_id, c0.session, 0, 1, c0.count, (bad, *c0.ciphertexts[1:]), c0.signature)
+        w = _raw_encode_contribution(raw, pk)
+        with pytest.raises(InvalidMessage, match="Z\\*"):
+            decode_message(w, public_key=pk)
+    bad_part = PartialDecryption(pk.key_id, c0.session, 0, 1, PARTIAL_THRESHOLD, (n,))
+    with pytest.raises(InvalidMessage, match="Z\\*"):
+        decode_message(encode_message(bad_part, pk), public_key=pk)
+    bad_plain = PartialDecryption(pk.key_id, c0.session, 0, 1, PARTIAL_PLAINTEXT, (n,))
+    with pytest.raises(InvalidMessage, match="Z_n"):
+        decode_message(encode_message(bad_plain, pk), public_key=pk)
+    bad_kind = PartialDecryption(pk.key_id, c0.session, 0, 1, 7, ())
+    with pytest.raises(InvalidMessage, match="kind"):
+        decode_message(encode_message(bad_kind, pk), public_key=pk)
+
+
+def _raw_encode_contribution(msg, pk):
+    from protocols.paillier.messages import contribution_signed_bytes
+
+    return contribution_signed_bytes(msg, pk) + msg.signature
+
+
+def test_huge_declared_lengths_do_not_allocate(wires):
+    pk, _, encoded = wires
+    w = encoded[0]
+    header = 4 + 1 + 1 + 16 + 16 + 8
+    huge = w[:header] + struct.pack(">III", 1, 10, 0xFFFFFFFF) + w[header + 12 :]
+    with pytest.raises(InvalidMessage, match="declares"):
+        decode_message(huge, public_key=pk)
+    agg = encoded[1]
+    # aggregate: count u32, nct u32 after the header; claim 2^32-1 contributions
+    nct = struct.unpack(">I", agg[header + 4 : header + 8])[0]
+    pos = header + 8 + nct * pk.ciphertext_bytes
+    bad = agg[:pos] + struct.pack(">I", 0xFFFFFFFF) + agg[pos + 4 :]
+    with pytest.raises(InvalidMessage, match="declares"):
+        decode_message(bad, public_key=pk)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=400))
+def test_fuzz_random_bytes(wires, data):
+    pk, _, encoded = wires
+    _decode_or_invalid(data, pk)
+    _decode_or_invalid(encoded[0][:46] + data, pk)  # valid header, random body
+
+
+@settings(max_examples=300, deadline=None)
+@given(which=st.integers(0, 3), pos=st.integers(0, 10_000), byte=st.integers(0, 255))
+def test_fuzz_mutations(wires, which, pos, byte):
+    pk, _, encoded = wires
+    w = bytearray(encoded[which])
+    w[pos % len(w)] = byte
+    _decode_or_invalid(bytes(w), pk)
