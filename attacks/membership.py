@@ -105,7 +105,7 @@ def _loo_stats(phi: np.ndarray, members: np.ndarray, t: int) -> tuple[np.ndarray
     n_out = (~m).sum(0)
     mu_in = np.where(n_in > 0, (p * m).sum(0) / np.maximum(n_in, 1), np.nan)
     mu_out = np.where(n_out > 0, (p * ~m).sum(0) / np.maximum(n_out, 1), np.nan)
-    res_in = (p - mu_in[None]) [m & (n_in > 0)[None]]
+    res_in = (p - mu_in[None])[m & (n_in > 0)[None]]
     res_out = (p - mu_out[None])[~m & (n_out > 0)[None]]
     sd_in = float(np.std(res_in)) if res_in.size > 1 else 1.0
     sd_out = float(np.std(res_out)) if res_out.size > 1 else 1.0
@@ -179,30 +179,30 @@ def shadow_model_scores(s: MembershipScores, targets: np.ndarray, *, seed: int =
 def collect_membership_scores(case: AttackCase, *, progress: bool = False) -> MembershipScores:
     """Train the ``num_models`` federated models of the experiment and record their outputs.
 
-    Options (``case.options``): ``num_models`` (16), ``population`` (500 examples drawn from
-    the dataset's train+test pool), ``rounds`` (20), ``local_epochs`` (4), ``lr`` (0.1),
+    Options (``case.options``): ``num_models`` (16), ``population`` (400 examples drawn from
+    the dataset's train+test pool), ``rounds`` (8), ``local_epochs`` (12), ``lr`` (0.5), ``optimizer`` ("sgd"),
     ``local_batch`` (16), ``target_model`` ("global" | "client"), ``target`` (client id, 0).
     The defense is the case's (``none``, ``dp``, ``secagg``...): the same real aggregator
     the deployment would use trains every model.
     """
+    from attacks.scenario import build_defense, make_run_config
     from protocols.datasets import Dataset, load_dataset
     from protocols.fedavg import FedAvgSimulation
     from protocols.models import set_flat_params
     from protocols.training import TrainConfig, evaluate, predict_logits
 
-    from attacks.scenario import build_defense, make_run_config
-
     build_defense(case)
     num_models = int(case.option("num_models", 16))
-    pop_size = int(case.option("population", 500))
-    rounds = int(case.option("rounds", 20))
+    pop_size = int(case.option("population", 400))
+    rounds = int(case.option("rounds", 8))
     target_model = str(case.option("target_model", "global"))
     target = int(case.option("target", 0))
     if num_models < 4:
         raise ConfigurationError("membership inference needs at least 4 models", field="options.num_models")
     if target_model not in ("global", "client"):
-        raise ConfigurationError(f"unknown target model {target_model!r}", field="options.target_model",
-                                 accepted=["global", "client"])
+        raise ConfigurationError(
+            f"unknown target model {target_model!r}", field="options.target_model", accepted=["global", "client"]
+        )
     from privagg.randomness import simulation_rng
 
     base = load_dataset(case.dataset, seed=case.seed)
@@ -213,8 +213,12 @@ def collect_membership_scores(case: AttackCase, *, progress: bool = False) -> Me
         raise ConfigurationError(f"population {pop_size} > {len(y_all)} examples", field="options.population")
     pop = np.sort(rng.choice(len(y_all), pop_size, replace=False))
     x, y = x_all[pop], y_all[pop]
-    train = TrainConfig(epochs=int(case.option("local_epochs", 4)), batch_size=int(case.option("local_batch", 16)),
-                        lr=float(case.option("lr", 0.1)))
+    train = TrainConfig(
+        epochs=int(case.option("local_epochs", 12)),
+        batch_size=int(case.option("local_batch", 16)),
+        lr=float(case.option("lr", 0.5)),
+        optimizer=str(case.option("optimizer", "sgd")),  # type: ignore[arg-type]
+    )
     logits = np.empty((num_models, pop_size, base.num_classes), dtype=np.float32)
     members = np.zeros((num_models, pop_size), dtype=bool)
     tr_acc = np.empty(num_models)
@@ -224,10 +228,22 @@ def collect_membership_scores(case: AttackCase, *, progress: bool = False) -> Me
         inn = mrng.random(pop_size) < 0.5
         idx_in = np.flatnonzero(inn)
         idx_out = np.flatnonzero(~inn)
-        ds = Dataset(name=f"{case.dataset}-mia-{k}", x_train=x[idx_in], y_train=y[idx_in], x_test=x[idx_out],
-                     y_test=y[idx_out], num_classes=base.num_classes, input_shape=base.input_shape, kind=base.kind)
-        cfg = make_run_config(case.with_(seed=case.seed * 1000 + k), train=train, rounds=rounds,
-                              dp_clip=float(case.option("dp_clip", 1.0)))
+        ds = Dataset(
+            name=f"{case.dataset}-mia-{k}",
+            x_train=x[idx_in],
+            y_train=y[idx_in],
+            x_test=x[idx_out],
+            y_test=y[idx_out],
+            num_classes=base.num_classes,
+            input_shape=base.input_shape,
+            kind=base.kind,
+        )
+        cfg = make_run_config(
+            case.with_(seed=case.seed * 1000 + k),
+            train=train,
+            rounds=rounds,
+            dp_clip=float(case.option("dp_clip", 1.0)),
+        )
         sim = FedAvgSimulation(cfg, dataset=ds)
         sim.run(progress=False)
         model = sim.model
@@ -243,10 +259,13 @@ def collect_membership_scores(case: AttackCase, *, progress: bool = False) -> Me
         logits[k] = predict_logits(model, x)
         tr_acc[k] = evaluate(model, x[members[k]], y[members[k]])[0]
         te_acc[k] = evaluate(model, x[~inn], y[~inn])[0]
-    desc = (f"{num_models} FedAvg models ({case.num_clients} clients, {rounds} rounds, defense {case.defense}), "
-            f"each trained on a random half of {pop_size} {case.dataset} examples; target: {target_model} model")
-    return MembershipScores(logits=logits, labels=y, members=members, train_accuracy=tr_acc, test_accuracy=te_acc,
-                            description=desc)
+    desc = (
+        f"{num_models} FedAvg models ({case.num_clients} clients, {rounds} rounds, defense {case.defense}), "
+        f"each trained on a random half of {pop_size} {case.dataset} examples; target: {target_model} model"
+    )
+    return MembershipScores(
+        logits=logits, labels=y, members=members, train_accuracy=tr_acc, test_accuracy=te_acc, description=desc
+    )
 
 
 def roc_figure(filename: str, caption: str, curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> Figure:
@@ -300,11 +319,27 @@ class MembershipAttack(Attack):
         metrics["model_train_accuracy"] = float(np.mean(s.train_accuracy))
         metrics["model_test_accuracy"] = float(np.mean(s.test_accuracy))
         metrics["tpr@1%fpr / fpr"] = metrics["tpr@1%fpr"] / 0.01
-        fig = roc_figure(f"mia_roc_{self.name}_{case.defense}.png",
-                         f"{self.name} against defense {case.defense}: log-log ROC", {self.name: (sc, lb)})
-        return AttackResult(attack=self.name, case=case, metrics=metrics, figures=[fig],
-                            data={"setting": s.description, "pairs": int(lb.size), "members": int(lb.sum())},
-                            seconds=time.perf_counter() - t0, text=s.description)
+        target_model = str(case.option("target_model", "global"))
+        fig = roc_figure(
+            f"mia_roc_{self.name}_{case.defense}_{target_model}.png",
+            f"{self.name} against the {target_model} model, defense {case.defense}: log-log ROC",
+            {self.name: (sc, lb)},
+        )
+        return AttackResult(
+            attack=self.name,
+            case=case,
+            metrics=metrics,
+            figures=[fig],
+            data={
+                "setting": s.description,
+                "target_model": target_model,
+                "pairs": int(lb.size),
+                "members": int(lb.sum()),
+            },
+            seconds=time.perf_counter() - t0,
+            text=s.description,
+            raw={"scores": sc, "labels": lb},
+        )
 
 
 @register_attack("loss-threshold")

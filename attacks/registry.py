@@ -145,7 +145,8 @@ class AttackResult:
     """What an attack measured: metrics (numbers), figures, tables and free-form data.
 
     ``success`` is the attack's own verdict against its stated goal when it has one
-    (e.g. a protocol attack isolated its target), else ``None``.
+    (e.g. a protocol attack isolated its target), else ``None``. ``raw`` keeps large
+    in-memory outputs (scores, reconstructions) for runners; reports never include it.
     """
 
     attack: str
@@ -157,6 +158,7 @@ class AttackResult:
     success: bool | None = None
     seconds: float = 0.0
     text: str = ""
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)  # in-memory outputs, never written to reports
 
     def to_section(self, *, key: str | None = None) -> Section:
         """This result as a report section (JSON data + summary table + figures)."""

@@ -27,12 +27,14 @@ from torch import nn
 
 from attacks.registry import AttackCase
 from privagg.errors import ConfigurationError
-from privagg.randomness import simulation_rng, torch_generator
+from privagg.randomness import simulation_rng
 
 __all__ = [
     "DEFENSE_AGGREGATORS",
     "InversionObservation",
+    "aggregation_options",
     "build_defense",
+    "fresh_aggregator",
     "dp_options",
     "inversion_observation",
     "make_run_config",
@@ -49,17 +51,47 @@ DEFENSE_AGGREGATORS: dict[str, str] = {
 }
 
 
+def aggregation_options(case: AttackCase) -> dict[str, Any]:
+    """Options of the defense's inner aggregator; ``case.options["aggregation"]`` overrides them.
+
+    Under ``secagg+dp`` the clients add DP noise shares before encoding, so the fixed-point
+    range must hold update + noise (DP-FedAvg checks it): a wider clip and more bits.
+    """
+    opts: dict[str, Any] = {"clip": 16.0, "value_bits": 24} if case.defense == "secagg+dp" else {}
+    opts.update(dict(case.option("aggregation", {})))
+    return opts
+
+
 def dp_options(case: AttackCase, *, clip: float | None = None) -> dict[str, Any]:
-    """Options for ``protocols.dp_fedavg.wrap_with_dp``: the case's client-level (epsilon, delta)."""
-    opts: dict[str, Any] = {"target_epsilon": case.dp_epsilon, "target_delta": case.dp_delta}
+    """``[dp]`` options for ``protocols.dp_fedavg.wrap_with_dp``: the case's client-level (epsilon, delta).
+
+    Noise is central for ``dp`` (the released aggregate is protected) and client-side for
+    ``secagg+dp`` (the secure sum carries the full noise, so the server sees only a noised
+    sum). Measurement runs use DP-FedAvg's *seeded* simulation noise so an attack result is
+    reproducible from the case seed; deployments keep the default secure sampler.
+    """
+    opts: dict[str, Any] = {
+        "target_epsilon": case.dp_epsilon,
+        "delta": case.dp_delta,
+        "noise": "client" if case.uses_secure_aggregation else "central",
+        "secure_noise": False,
+        "seed": case.seed,
+    }
     if clip is not None:
         opts["clip_norm"] = clip
     opts.update(dict(case.option("dp", {})))
     return opts
 
 
-def make_run_config(case: AttackCase, *, train: Any, rounds: int = 1, partition: str = "iid",
-                    num_clients: int | None = None, dp_clip: float | None = None) -> Any:
+def make_run_config(
+    case: AttackCase,
+    *,
+    train: Any,
+    rounds: int = 1,
+    partition: str = "iid",
+    num_clients: int | None = None,
+    dp_clip: float | None = None,
+) -> Any:
     """A ``protocols.fedavg.RunConfig`` for the case and its defense."""
     from protocols.fedavg import AggregationConfig, DataConfig, FederationConfig, ModelConfig, RunConfig
 
@@ -70,9 +102,28 @@ def make_run_config(case: AttackCase, *, train: Any, rounds: int = 1, partition:
         model=ModelConfig(name=case.model, hidden=case.hidden),
         train=train,
         federation=FederationConfig(rounds=rounds),
-        aggregation=AggregationConfig(name=DEFENSE_AGGREGATORS[case.defense], options=dict(case.option("aggregation", {}))),
+        aggregation=AggregationConfig(name=DEFENSE_AGGREGATORS[case.defense], options=aggregation_options(case)),
         dp=dp_options(case, clip=dp_clip) if case.uses_dp else None,
     )
+
+
+def fresh_aggregator(case: AttackCase, *, rounds: int = 1, dp_clip: float = 1.0, stream: int = 0) -> Any:
+    """A new aggregator for the case's defense (DP-FedAvg with a fresh budget for ``rounds`` rounds).
+
+    ``stream`` selects an independent (seeded) DP noise stream: separate deployments never share noise.
+    """
+    from protocols.fedavg import build_aggregator
+
+    build_defense(case)
+    agg = build_aggregator(DEFENSE_AGGREGATORS[case.defense], aggregation_options(case))
+    if case.uses_dp:
+        from protocols.dp_fedavg import wrap_with_dp
+
+        opts = dp_options(case, clip=dp_clip)
+        if stream:
+            opts["seed"] = int(simulation_rng(case.seed, "dp-noise", stream).integers(0, 2**62))
+        agg = wrap_with_dp(agg, opts, population=case.num_clients, rounds=rounds)
+    return agg
 
 
 def build_defense(case: AttackCase) -> None:
@@ -89,8 +140,9 @@ def build_defense(case: AttackCase) -> None:
         except ModuleNotFoundError as e:
             if e.name != m:
                 raise
-            raise ConfigurationError(f"defense {case.defense!r} needs {m}, which is not installed",
-                                     field="defense") from None
+            raise ConfigurationError(
+                f"defense {case.defense!r} needs {m}, which is not installed", field="defense"
+            ) from None
 
 
 def unflatten(model: nn.Module, vec: np.ndarray) -> list[torch.Tensor]:
@@ -121,6 +173,8 @@ class InversionObservation:
     description: str
     cohort_images: np.ndarray
     metrics: dict[str, Any]
+    dataset_images: np.ndarray
+    dataset_labels: np.ndarray
 
 
 def inversion_observation(case: AttackCase) -> InversionObservation:
@@ -131,7 +185,7 @@ def inversion_observation(case: AttackCase) -> InversionObservation:
     ``case.options["pretrain_rounds"]`` FedAvg rounds (plain mean) run first, so the attack
     can hit a partially trained model; default 0 (the freshly initialised model).
     """
-    from protocols.aggregation import ClientUpdate, RoundContext
+    from protocols.aggregation import RoundContext
     from protocols.fedavg import FedAvgSimulation
     from protocols.models import set_flat_params
     from protocols.training import TrainConfig
@@ -143,25 +197,13 @@ def inversion_observation(case: AttackCase) -> InversionObservation:
     cfg = make_run_config(case, train=train, rounds=max(1, int(case.option("rounds", 1))), dp_clip=dp_clip)
     sim = FedAvgSimulation(cfg)
     pre = int(case.option("pretrain_rounds", 0))
-    if pre:
-        from protocols.aggregation import MeanAggregator
-        from protocols.training import train_local
-
-        for r in range(1, pre + 1):
-            gp = sim.global_params.copy()
-            ups = []
-            for cid in range(cfg.data.num_clients):
-                m = sim._scratch
-                set_flat_params(m, gp)
-                x, y = sim.client_data(cid)
-                train_local(m, x, y, TrainConfig(epochs=1, batch_size=32, lr=0.1),
-                            generator=torch_generator(case.seed, "pretrain", cid, r))
-                from protocols.models import get_flat_params
-
-                ups.append(ClientUpdate(client_id=cid, delta=get_flat_params(m) - gp, num_examples=len(y)))
-            ctx = RoundContext(round=r, population=cfg.data.num_clients, sampled=tuple(range(cfg.data.num_clients)),
-                               sampling="fixed", sampling_rate=1.0, rng=simulation_rng(case.seed, "pre", r))
-            sim.global_params = gp + MeanAggregator().aggregate(ups, ctx).delta
+    if pre:  # same seed: same split, partition and initial model, trained by plain FedAvg first
+        warm_cfg = make_run_config(
+            case.with_(defense="none"), train=TrainConfig(epochs=1, batch_size=32, lr=0.1), rounds=pre
+        )
+        warm = FedAvgSimulation(warm_cfg)
+        warm.run()
+        sim.global_params = warm.global_params.copy()
     target = int(case.option("target", 0))
     if not 0 <= target < cfg.data.num_clients:
         raise ConfigurationError(f"target client {target} is not in the federation", field="options.target")
@@ -176,9 +218,15 @@ def inversion_observation(case: AttackCase) -> InversionObservation:
         pick = np.sort(rng.choice(len(y), case.batch_size, replace=False))
         batches.append((x[pick], y[pick]))
         updates.append(sim.train_client(cid, gp, x=x[pick], y=y[pick], round=1))
-    ctx = RoundContext(round=1, population=cfg.data.num_clients, sampled=tuple(range(cfg.data.num_clients)),
-                       sampling="fixed", sampling_rate=1.0, rng=simulation_rng(case.seed, "aggregation", 1),
-                       global_params=gp)
+    ctx = RoundContext(
+        round=1,
+        population=cfg.data.num_clients,
+        sampled=tuple(range(cfg.data.num_clients)),
+        sampling="fixed",
+        sampling_rate=1.0,
+        rng=simulation_rng(case.seed, "aggregation", 1),
+        global_params=gp,
+    )
     if case.defense == "none":
         observed = updates[target].delta
         desc = f"client {target}'s own update (one SGD step on {case.batch_size} example(s))"
@@ -187,9 +235,11 @@ def inversion_observation(case: AttackCase) -> InversionObservation:
         result = sim.aggregator.aggregate(updates, ctx)
         observed = result.delta
         metrics = dict(result.metrics)
-        desc = (f"only the {case.defense} aggregate of {len(result.participants)} clients' updates "
-                f"({case.batch_size} example(s) each)")
-    model = sim._scratch
+        desc = (
+            f"only the {case.defense} aggregate of {len(result.participants)} clients' updates "
+            f"({case.batch_size} example(s) each)"
+        )
+    model = sim.model
     set_flat_params(model, gp)
     model.eval()
     grads = unflatten(model, -np.asarray(observed) / lr)
@@ -204,4 +254,6 @@ def inversion_observation(case: AttackCase) -> InversionObservation:
         description=desc,
         cohort_images=np.concatenate([b[0] for b in batches]),
         metrics=metrics,
+        dataset_images=ds.x_train,
+        dataset_labels=ds.y_train,
     )

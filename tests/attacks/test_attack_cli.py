@@ -1,0 +1,78 @@
+"""``privagg attack``: listing, a run writing its report, JSON output, config files and bad input."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from privagg.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def test_list(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["attack", "--list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("dlg", "idlg", "inverting-gradients", "lira-online", "property-inference", "protocol"):
+        assert name in out
+
+
+def test_run_writes_report_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "rep"
+    assert main(["attack", "linear-leakage", "--json", "--out", str(out), "--seed", "1"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["attack"] == "linear-leakage" and data["defense"] == "none"
+    assert data["metrics"]["psnr"] >= 30.0
+    assert (out / "report.html").exists() and (out / "report.json").exists()
+    assert list(out.glob("inversion_*.png"))
+
+
+def test_config_file_and_batch_size_curve(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "a.toml"
+    cfg.write_text("[case]\nseed = 2\nnum_clients = 4\n[case.threat]\nknows_labels = true\n[attack]\n", "utf-8")
+    out = tmp_path / "curve"
+    rc = main(["attack", "linear-leakage", "--config", str(cfg), "--batch-sizes", "1,2", "--out", str(out), "--json"])
+    assert rc == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data["metrics"]) >= {"psnr@b1", "psnr@b2"}
+    assert (out / "psnr_vs_batch_linear-leakage_none.png").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["attack"],
+        ["attack", "no-such-attack"],
+        ["attack", "idlg", "--defense", "tls"],
+        ["attack", "idlg", "--batch-sizes", "1,x"],
+        ["attack", "idlg", "--num-clients", "0"],
+    ],
+)
+def test_bad_input_is_exit_code_2(argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) if "--defense" in argv else _nothing():
+        rc = main([*argv, "--out", str(tmp_path / "x")])
+        assert rc == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_unknown_config_table(tmp_path: Path) -> None:
+    cfg = tmp_path / "a.toml"
+    cfg.write_text("[cases]\nseed = 1\n", "utf-8")
+    assert main(["attack", "idlg", "--config", str(cfg), "--out", str(tmp_path / "x")]) == 2
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *a: object) -> bool:
+        return False
