@@ -436,7 +436,7 @@ class _Shejwalkar(PoisoningAttack):
     def gamma_search(self, mu: np.ndarray, p: np.ndarray, ref: np.ndarray) -> float:
         sq = np.einsum("ij,ij->i", ref, ref)
         d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * ref @ ref.T, 0.0)
-        gamma, step, best = self.gamma_init, self.gamma_init / 2, 0.0
+        gamma, step, best = self.gamma_init, self.gamma_init, 0.0
         while abs(best - gamma) > self.tau and step > self.tau / 4:
             if self._ok(mu + gamma * p, ref, d2):
                 best = gamma

@@ -21,7 +21,8 @@ from __future__ import annotations
 import csv
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,8 @@ __all__ = [
     "matrix_report",
     "run_cell",
     "run_matrix",
+    "single_threaded",
+    "worst_case",
     "write_csv",
 ]
 
@@ -258,6 +261,24 @@ def _client_clip_hook(agg: NormBound, malicious: frozenset[int]) -> Callable[...
     return hook
 
 
+@contextmanager
+def single_threaded() -> Iterator[None]:
+    """Run torch and BLAS on one thread: the models are tiny and the machine is shared.
+
+    With two contended BLAS threads a 20 x d Gram matrix (Krum, FLAME...) takes ~100x longer.
+    """
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def run_cell(
     cfg: RobustnessConfig,
     attack: str,
@@ -268,6 +289,19 @@ def run_cell(
     dataset: Dataset | None = None,
 ) -> CellResult:
     """One FedAvg run of ``attack`` against ``defense``; refusals become a ``refused`` cell."""
+    with single_threaded():
+        return _run_cell(cfg, attack, defense, fraction, alpha, dataset=dataset)
+
+
+def _run_cell(
+    cfg: RobustnessConfig,
+    attack: str,
+    defense: str,
+    fraction: float,
+    alpha: float,
+    *,
+    dataset: Dataset | None,
+) -> CellResult:
     f = cfg.num_malicious(fraction)
     common: dict[str, Any] = {
         "attack": attack,
@@ -361,18 +395,25 @@ def run_cell(
     )
 
 
+def _cell_worker(args: tuple[RobustnessConfig, str, str, float, float]) -> CellResult:
+    cfg, attack, defense, frac, alpha = args
+    return run_cell(cfg, attack, defense, frac, alpha)
+
+
 def run_matrix(
     cfg: RobustnessConfig,
     *,
     progress: bool = False,
     on_cell: Callable[[CellResult], None] | None = None,
+    workers: int = 1,
 ) -> list[CellResult]:
-    """Run every cell of ``cfg`` (clean baselines first) and fill in ``clean_accuracy``."""
-    import torch
+    """Run every cell of ``cfg`` (clean baselines first) and fill in ``clean_accuracy``.
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small models: threads cost more than they give, and the machine is shared
-    datasets = {cfg.dataset: load_dataset(cfg.dataset, seed=cfg.seed)}
+    ``workers > 1`` runs cells in that many processes; every cell is seeded on its own, so
+    the results do not depend on the number of workers (only their order of completion).
+    """
+    if workers < 1:
+        raise ConfigurationError("must be >= 1", field="workers")
     cells = sorted(cfg.cells(), key=lambda c: c[0] != NO_ATTACK)
     results: list[CellResult] = []
     prog = None
@@ -397,20 +438,35 @@ def run_matrix(
         )
         prog.start()
         task = prog.add_task("matrix", total=len(cells), cell="")
+
+    def done(r: CellResult) -> None:
+        results.append(r)
+        if on_cell is not None:
+            on_cell(r)
+        if prog is not None and task is not None:
+            prog.update(
+                task, advance=1, cell=f"{r.attack} vs {r.defense} (m={r.malicious_fraction:g}, alpha={r.alpha:g})"
+            )
+
     try:
-        for attack, defense, frac, alpha in cells:
-            if prog is not None and task is not None:
-                prog.update(task, cell=f"{attack} vs {defense} (m={frac:g}, alpha={alpha:g})")
-            r = run_cell(cfg, attack, defense, frac, alpha, dataset=datasets[cfg.dataset])
-            results.append(r)
-            if on_cell is not None:
-                on_cell(r)
-            if prog is not None and task is not None:
-                prog.advance(task)
+        if workers == 1:
+            ds = load_dataset(cfg.dataset, seed=cfg.seed)
+            for attack, defense, frac, alpha in cells:
+                done(run_cell(cfg, attack, defense, frac, alpha, dataset=ds))
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                futures = [pool.submit(_cell_worker, (cfg, *c)) for c in cells]
+                for fut in as_completed(futures):
+                    done(fut.result())
     finally:
         if prog is not None:
             prog.stop()
-        torch.set_num_threads(threads)
+    order = {c: i for i, c in enumerate(cells)}
+    results.sort(key=lambda r: order[(r.attack, r.defense, r.malicious_fraction, r.alpha)])
     clean = {(r.defense, r.alpha): r.accuracy for r in results if r.attack == NO_ATTACK}
     return [replace(r, clean_accuracy=clean.get((r.defense, r.alpha), math.nan)) for r in results]
 
@@ -476,7 +532,15 @@ def _heatmap(
             for j in range(len(cols)):
                 v = mat[i, j]
                 txt = "–" if not np.isfinite(v) else f"{v:.2f}"
-                ax.text(j, i, txt, ha="center", va="center", fontsize=6.5, color="k" if 0.3 < v < 0.85 else "w")
+                ax.text(
+                    j,
+                    i,
+                    txt,
+                    ha="center",
+                    va="center",
+                    fontsize=6.5,
+                    color="k" if not np.isfinite(v) or v >= 0.5 else "w",
+                )
         fig.colorbar(im, ax=ax, label=cbar, fraction=0.04)
         ax.set_title(title, fontsize=10)
         fig.tight_layout()

@@ -626,7 +626,7 @@ class FLAME(RobustAggregator):
         from sklearn.cluster import HDBSCAN
 
         labels = HDBSCAN(
-            metric="precomputed", min_cluster_size=n // 2 + 1, min_samples=1, allow_single_cluster=True
+            metric="precomputed", min_cluster_size=n // 2 + 1, min_samples=1, allow_single_cluster=True, copy=True
         ).fit_predict(dist)
         valid = labels[labels >= 0]
         if valid.size == 0:

@@ -1,0 +1,309 @@
+"""Poisoning attacks on tiny cases: each attack's crafted update, threat-model handling, backdoors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+import attacks.poisoning as P
+from attacks.registry import ATTACKS, AttackCase, ThreatModel
+from privagg.errors import ConfigurationError
+from protocols.aggregation import ClientUpdate, RoundContext
+from protocols.fedavg import DataConfig, FedAvgSimulation, FederationConfig, ModelConfig, RunConfig
+from protocols.robust import Krum
+from protocols.training import TrainConfig
+
+N = 10
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():  # tiny models: contended threads only slow them down
+    from attacks.robustness import single_threaded
+
+    with single_threaded():
+        yield
+
+
+def tiny_config(*, rounds: int = 2, clients: int = N, model: str = "logreg", dataset: str = "digits") -> RunConfig:
+    return RunConfig(
+        seed=0,
+        data=DataConfig(dataset=dataset, num_clients=clients, alpha=1.0),
+        model=ModelConfig(name=model, hidden=(32,)),
+        train=TrainConfig(epochs=1, batch_size=32, lr=0.1),
+        federation=FederationConfig(rounds=rounds),
+    )
+
+
+@pytest.fixture(scope="module")
+def sim() -> FedAvgSimulation:
+    return FedAvgSimulation(tiny_config())
+
+
+def ctx(n: int = N, r: int = 1, d: int = 8) -> RoundContext:
+    return RoundContext(
+        round=r,
+        population=n,
+        sampled=tuple(range(n)),
+        sampling="fixed",
+        sampling_rate=1.0,
+        rng=np.random.default_rng(0),
+        global_params=np.zeros(d),
+    )
+
+
+def synthetic(n: int = N, d: int = 8, seed: int = 0, mean: float = 0.5) -> list[ClientUpdate]:
+    rng = np.random.default_rng(seed)
+    x = mean + 0.2 * rng.standard_normal((n, d))
+    return [ClientUpdate(client_id=i, delta=x[i], num_examples=10) for i in range(n)]
+
+
+def armed(name: str, sim: FedAvgSimulation, threat: P.PoisoningThreat, **opts: object) -> P.PoisoningAttack:
+    atk = ATTACKS.get(name)(**opts)
+    assert isinstance(atk, P.PoisoningAttack)
+    return atk.setup(sim, threat, seed=0)
+
+
+def split(atk: P.PoisoningAttack, updates: list[ClientUpdate]) -> tuple[list[int], list[int]]:
+    mal = [i for i, u in enumerate(updates) if u.client_id in atk.malicious]
+    return mal, [i for i in range(len(updates)) if i not in mal]
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_every_poisoning_attack_is_registered_with_the_poisoning_kind() -> None:
+    for name in P.POISONING_ATTACKS:
+        cls = ATTACKS.get(name)
+        assert cls.kind == "poisoning" and cls.name == name
+
+
+def test_threat_model_counts_and_validation() -> None:
+    assert P.PoisoningThreat(fraction=0.2).count(20) == 4
+    assert P.PoisoningThreat(fraction=0.01).count(20) == 1
+    assert P.PoisoningThreat(fraction=0.0).count(20) == 0
+    assert P.PoisoningThreat(num_malicious=3).count(20) == 3
+    with pytest.raises(ConfigurationError):
+        P.PoisoningThreat(fraction=1.0)
+    with pytest.raises(ConfigurationError):
+        P.PoisoningThreat(num_malicious=5).count(5)
+    assert "colluding" in P.PoisoningThreat().describe()
+
+
+def test_malicious_clients_are_a_seeded_draw_and_only_they_change(sim: FedAvgSimulation) -> None:
+    a = armed("sign-flip", sim, P.PoisoningThreat(fraction=0.3))
+    b = armed("sign-flip", sim, P.PoisoningThreat(fraction=0.3))
+    assert a.malicious == b.malicious and len(a.malicious) == 3
+    updates = synthetic()
+    out = a(updates, ctx(), sim)
+    for u, v in zip(updates, out):
+        if u.client_id in a.malicious:
+            np.testing.assert_allclose(v.delta, -u.delta)
+        else:
+            assert v is u
+
+
+def test_inactive_rounds_leave_updates_alone(sim: FedAvgSimulation) -> None:
+    atk = armed("sign-flip", sim, P.PoisoningThreat(fraction=0.3), start_round=3)
+    updates = synthetic()
+    assert atk(updates, ctx(r=2), sim) is updates
+    only = armed("sign-flip", sim, P.PoisoningThreat(fraction=0.3), attack_rounds=[5])
+    assert only(updates, ctx(r=4), sim) is updates
+    assert only(updates, ctx(r=5), sim) is not updates
+
+
+def test_gaussian_noise_scale_and_reproducibility(sim: FedAvgSimulation) -> None:
+    d = 20_000
+    updates = synthetic(d=d)
+    atk = armed("gaussian", sim, P.PoisoningThreat(fraction=0.2), scale=3.0)
+    out = atk(updates, ctx(d=d), sim)
+    again = armed("gaussian", sim, P.PoisoningThreat(fraction=0.2), scale=3.0)(updates, ctx(d=d), sim)
+    for i in split(atk, updates)[0]:
+        expected = 3.0 * np.linalg.norm(updates[i].delta)
+        assert abs(np.linalg.norm(out[i].delta) - expected) < 0.05 * expected  # seeded; chi with 20k dof: <1%
+        np.testing.assert_array_equal(out[i].delta, again[i].delta)
+
+
+def test_alie_z_from_the_paper() -> None:
+    assert P.alie_z(20, 4) == pytest.approx(norm.ppf(0.65))  # s = 11 - 4 = 7, (20 - 7) / 20
+    assert P.alie_z(50, 12) == pytest.approx(norm.ppf(0.72))
+    assert P.alie_z(20, 1) == 0.0
+    with pytest.raises(ConfigurationError):
+        P.alie_z(5, 6)
+
+
+@pytest.mark.parametrize("omniscient", [False, True])
+def test_alie_uses_the_known_benign_statistics(sim: FedAvgSimulation, omniscient: bool) -> None:
+    atk = armed("alie", sim, P.PoisoningThreat(fraction=0.3, omniscient=omniscient))
+    updates = synthetic()
+    mal, hon = split(atk, updates)
+    ref = np.stack([updates[i].delta for i in (hon if omniscient else mal)])
+    out = atk(updates, ctx(), sim)
+    z = P.alie_z(N, 3)
+    for i in mal:
+        np.testing.assert_allclose(out[i].delta, ref.mean(0) - z * ref.std(0))
+
+
+def test_statistics_attacks_need_collusion_or_omniscience(sim: FedAvgSimulation) -> None:
+    for name in ("alie", "min-max", "min-sum"):
+        with pytest.raises(ConfigurationError, match="colluding or omniscient"):
+            armed(name, sim, P.PoisoningThreat(fraction=0.3, colluding=False))
+    armed("alie", sim, P.PoisoningThreat(fraction=0.3, colluding=False, omniscient=True))
+
+
+def test_ipm_non_colluding_attackers_use_their_own_update(sim: FedAvgSimulation) -> None:
+    atk = armed("ipm", sim, P.PoisoningThreat(fraction=0.3, colluding=False), epsilon=0.1)
+    updates = synthetic()
+    out = atk(updates, ctx(), sim)
+    for i in split(atk, updates)[0]:
+        np.testing.assert_allclose(out[i].delta, -0.1 * updates[i].delta)
+    omni = armed("ipm", sim, P.PoisoningThreat(fraction=0.3, omniscient=True), epsilon=0.1)
+    mal, hon = split(omni, updates)
+    hm = np.mean([updates[i].delta for i in hon], axis=0)
+    np.testing.assert_allclose(omni(updates, ctx(), sim)[mal[0]].delta, -0.1 * hm)
+
+
+@pytest.mark.parametrize("name", ["min-max", "min-sum"])
+def test_min_max_min_sum_gamma_is_the_largest_feasible(sim: FedAvgSimulation, name: str) -> None:
+    atk = armed(name, sim, P.PoisoningThreat(fraction=0.3, omniscient=True))
+    assert isinstance(atk, P._Shejwalkar)
+    updates = synthetic()
+    mal, hon = split(atk, updates)
+    out = atk(updates, ctx(), sim)
+    ref = np.stack([updates[i].delta for i in hon])
+    mu, p = ref.mean(0), -ref.std(0)
+    gamma = atk.last_gamma
+    assert gamma is not None and gamma > 0
+    np.testing.assert_allclose(out[mal[0]].delta, mu + gamma * p)
+    d2 = ((ref[:, None] - ref[None]) ** 2).sum(-1)
+    assert atk._ok(mu + gamma * p, ref, d2)
+    assert not atk._ok(mu + (gamma * 1.01 + 1e-3) * p, ref, d2)
+
+
+def test_fang_krum_gets_a_malicious_update_selected(sim: FedAvgSimulation) -> None:
+    atk = armed("fang-krum", sim, P.PoisoningThreat(fraction=0.3, omniscient=True))
+    updates = synthetic(mean=0.05, d=50)  # as in training: the mean update is small next to its spread
+    out = atk(updates, ctx(d=50), sim)
+    mal, _ = split(atk, updates)
+    s = np.sign(np.mean([u.delta for i, u in enumerate(updates) if i not in mal], axis=0))
+    assert atk.last_lambda is not None and atk.last_lambda > 1e-5
+    np.testing.assert_allclose(out[mal[0]].delta, -atk.last_lambda * s)
+    chosen = Krum(num_byzantine=3).aggregate(out, ctx(d=50)).participants[0]
+    assert chosen in atk.malicious
+
+
+def test_fang_median_goes_beyond_the_benign_extremes(sim: FedAvgSimulation) -> None:
+    atk = armed("fang-median", sim, P.PoisoningThreat(fraction=0.3, omniscient=True))
+    updates = synthetic()
+    mal, hon = split(atk, updates)
+    ref = np.stack([updates[i].delta for i in hon])
+    out = atk(updates, ctx(), sim)
+    s = np.sign(ref.mean(0))
+    for i in mal:
+        v = out[i].delta
+        assert np.all(np.where(s > 0, v <= ref.min(0) + 1e-12, v >= ref.max(0) - 1e-12))
+        assert np.all(np.where(s > 0, v >= np.minimum(ref.min(0) / 2, 2 * ref.min(0)) - 1e-12, True))
+
+
+def test_label_flip_trains_on_flipped_labels(sim: FedAvgSimulation) -> None:
+    atk = armed("label-flip", sim, P.PoisoningThreat(num_malicious=1))
+    gp = sim.global_params.copy()
+    updates = [sim.train_client(c, gp, round=1) for c in range(N)]
+    c = ctx(r=1, d=gp.size)
+    c = RoundContext(**{**{k: getattr(c, k) for k in c.__slots__}, "global_params": gp})
+    out = atk(updates, c, sim)
+    (m,) = atk.malicious
+    x, y = sim.client_data(m)
+    expected = sim.train_client(m, gp, x=x, y=9 - y, round=1)
+    np.testing.assert_allclose(out[m].delta, expected.delta)
+    assert not np.allclose(out[m].delta, updates[m].delta)
+
+
+# ---------------------------------------------------------------------------------------------
+# Backdoors
+# ---------------------------------------------------------------------------------------------
+
+
+def test_trigger_is_split_into_disjoint_local_parts() -> None:
+    groups = P.trigger_groups((1, 8, 8), 4)
+    assert len(groups) == 4 and all(len(g) == 2 for g in groups)
+    flat = [p for g in groups for p in g]
+    assert len(set(flat)) == 8
+    x = np.zeros((3, 1, 8, 8), dtype=np.float32)
+    t = P.apply_trigger(x, flat)
+    assert t.sum() == 3 * 8 and x.sum() == 0
+    assert len(P.trigger_groups((1, 28, 28), 4)[0]) == 4
+    with pytest.raises(ConfigurationError):
+        P.trigger_groups((30,), 4)
+
+
+def test_backdoors_refuse_tabular_data() -> None:
+    tab = FedAvgSimulation(tiny_config(dataset="breast-cancer", clients=4))
+    with pytest.raises(ConfigurationError, match="image"):
+        armed("model-replacement", tab, P.PoisoningThreat(num_malicious=1))
+
+
+def test_dba_attackers_stamp_only_their_local_trigger(sim: FedAvgSimulation) -> None:
+    atk = armed("dba", sim, P.PoisoningThreat(fraction=0.4))
+    assert isinstance(atk, P.DistributedBackdoor)
+    assert [atk.trigger_for(k) for k in range(4)] == atk.groups
+    assert atk.trigger_for(4) == atk.groups[0]
+    mr = armed("model-replacement", sim, P.PoisoningThreat(fraction=0.4))
+    assert isinstance(mr, P.BackdoorAttack)
+    assert mr.trigger_for(2) == mr.global_trigger
+
+
+def test_constrain_and_scale_respects_the_assumed_norm_bound(sim: FedAvgSimulation) -> None:
+    atk = armed("constrain-and-scale", sim, P.PoisoningThreat(num_malicious=1), norm_bound=0.5, local_epochs=1)
+    gp = sim.global_params.copy()
+    updates = [sim.train_client(c, gp, round=1) for c in range(N)]
+    c = RoundContext(
+        round=1,
+        population=N,
+        sampled=tuple(range(N)),
+        sampling="fixed",
+        sampling_rate=1.0,
+        rng=np.random.default_rng(0),
+        global_params=gp,
+    )
+    out = atk(updates, c, sim)
+    (m,) = atk.malicious
+    assert np.linalg.norm(out[m].delta) <= 0.5 * (1 + 1e-4)
+
+
+def test_model_replacement_implants_a_backdoor_in_one_round() -> None:
+    s = FedAvgSimulation(tiny_config(rounds=4, clients=8, model="mlp"))
+    atk = armed("model-replacement", s, P.PoisoningThreat(num_malicious=1, omniscient=True), attack_rounds=[4])
+    s.update_hooks.append(atk)
+    for r in range(1, 4):
+        s.run_round(r)
+    clean_asr = atk.success(s)
+    s.run_round(4)
+    asr = atk.success(s)
+    assert clean_asr is not None and asr is not None
+    assert asr >= 0.9 and asr > clean_asr + 0.3  # seeded run
+    assert atk.rounds_attacked == 1
+
+
+def test_attack_run_on_an_attack_case() -> None:
+    atk = ATTACKS.get("sign-flip")()
+    case = AttackCase(num_clients=5, threat=ThreatModel(malicious_fraction=0.2), options={"rounds": 1})
+    res = atk.run(case)
+    assert 0.0 <= res.metrics["accuracy"] <= 1.0 and res.success is None
+    with pytest.raises(ConfigurationError):
+        atk.run(case.with_(defense="dp"))
+
+
+def test_invalid_attack_options() -> None:
+    for name, opts in [
+        ("sign-flip", {"scale": 0}),
+        ("gaussian", {"std": -1.0}),
+        ("ipm", {"epsilon": 0}),
+        ("min-max", {"perturbation": "nope"}),
+        ("fang-median", {"b": 1.0}),
+        ("model-replacement", {"poison_fraction": 0}),
+        ("constrain-and-scale", {"alpha": 0}),
+        ("dba", {"boost": -1.0}),
+    ]:
+        with pytest.raises(ConfigurationError):
+            ATTACKS.get(name)(**opts)

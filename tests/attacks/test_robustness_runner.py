@@ -1,0 +1,173 @@
+"""The attack x defense runner and ``privagg evaluate robustness`` on tiny sweeps."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import attacks.robustness as R
+from attacks.registry import ATTACKS
+from privagg.cli import main
+from privagg.errors import ConfigurationError
+from protocols.aggregation import ClientUpdate, RoundContext
+from protocols.robust import NormBound
+from protocols.training import TrainConfig
+
+
+def tiny(**kw: object) -> R.RobustnessConfig:
+    base: dict[str, object] = {
+        "rounds": 2,
+        "num_clients": 6,
+        "model": "logreg",
+        "train": TrainConfig(epochs=1, batch_size=32, lr=0.1),
+        "malicious": (0.2,),
+    }
+    base.update(kw)
+    return R.RobustnessConfig(**base)  # type: ignore[arg-type]
+
+
+def test_defaults_cover_every_attack_and_defense() -> None:
+    cfg = R.RobustnessConfig()
+    assert set(cfg.attacks) == {R.NO_ATTACK, *ATTACKS.names()} & set(cfg.attacks)
+    assert len(cfg.attacks) == 13 and len(cfg.defenses) == 12
+    cells = cfg.cells()
+    assert sum(1 for c in cells if c[0] == R.NO_ATTACK) == len(cfg.defenses)
+    assert len(cells) == 13 * 12
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ConfigurationError, match="unknown attack"):
+        tiny(attacks=("nope",))
+    with pytest.raises(ConfigurationError, match="unknown aggregator"):
+        tiny(defenses=("nope",))
+    with pytest.raises(ConfigurationError, match="malicious"):
+        tiny(malicious=(0.5,))
+    with pytest.raises(ConfigurationError):
+        tiny(alphas=(0.0,))
+    with pytest.raises(ConfigurationError):
+        tiny(rounds=0)
+
+
+def test_inference_attacks_are_not_poisoning_attacks() -> None:
+    import attacks.inversion  # noqa: F401  (registers inference attacks)
+
+    other = [n for n in ATTACKS.names() if ATTACKS.get(n).kind != "poisoning"]
+    if not other:
+        pytest.skip("no inference attack registered")
+    with pytest.raises(ConfigurationError, match="not a poisoning attack"):
+        tiny(attacks=(other[0],))
+
+
+def test_secure_aggregation_refuses_plaintext_defenses() -> None:
+    with pytest.raises(ConfigurationError, match="krum") as e:
+        tiny(defenses=("mean", "krum"), secure_aggregation=True)
+    assert "secure aggregation" in str(e.value) and "norm-bound" in str(e.value)
+    tiny(defenses=("mean", "norm-bound"), secure_aggregation=True)
+    info = R.defense_info("krum")
+    assert info["secure_aggregation_compatible"] is False and "incompatible" in info["note"]
+    assert R.defense_info("norm-bound")["secure_aggregation_compatible"] is True
+
+
+def test_refused_cell_when_f_exceeds_the_bound() -> None:
+    cfg = tiny(num_clients=10, defenses=("bulyan",))
+    r = R.run_cell(cfg, "sign-flip", "bulyan", 0.2, 0.5)  # f = 2 > (10 - 3) // 4
+    assert r.status.startswith("refused") and "at most 1" in r.status and math.isnan(r.accuracy)
+
+
+def test_under_secure_aggregation_only_honest_clients_clip() -> None:
+    hook = R._client_clip_hook(NormBound(norm_bound=1.0), frozenset({1}))
+    ups = [ClientUpdate(client_id=i, delta=np.array([3.0, 4.0]), num_examples=1) for i in range(3)]
+    c = RoundContext(
+        round=1, population=3, sampled=(0, 1, 2), sampling="fixed", sampling_rate=1.0, rng=np.random.default_rng(0)
+    )
+    out = hook(ups, c, None)  # type: ignore[arg-type]
+    np.testing.assert_allclose(out[0].delta, [0.6, 0.8])
+    np.testing.assert_allclose(out[1].delta, [3.0, 4.0])
+
+
+def test_tiny_matrix_end_to_end(tmp_path: Path) -> None:
+    cfg = tiny(attacks=("none", "sign-flip", "model-replacement"), defenses=("mean", "median", "fltrust"))
+    seen: list[R.CellResult] = []
+    res = R.run_matrix(cfg, on_cell=seen.append)
+    assert len(res) == len(seen) == 9
+    assert all(r.status == "ok" for r in res)
+    for r in res:
+        assert 0.0 <= r.accuracy <= 1.0 and r.seed == 0
+        assert r.clean_accuracy == next(c.accuracy for c in res if c.attack == "none" and c.defense == r.defense)
+        if r.attack == "model-replacement":
+            assert r.attack_success_rate is not None and 0 <= r.attack_success_rate <= 1
+        if r.attack == "sign-flip":
+            assert r.attack_success_rate is None and r.num_malicious == 1
+    # deterministic from the seed
+    again = R.run_cell(cfg, "sign-flip", "median", 0.2, 0.5)
+    assert again.accuracy == next(r.accuracy for r in res if r.attack == "sign-flip" and r.defense == "median")
+    rep = R.matrix_report(cfg, res, seconds=1.0)
+    out = rep.write(tmp_path / "rep")
+    R.write_csv(res, out / "robustness.csv")
+    names = {p.name for p in out.iterdir()}
+    assert {
+        "report.json",
+        "report.html",
+        "robustness.csv",
+        "accuracy_m0p2_a0p5.png",
+        "backdoor_asr_m0p2_a0p5.png",
+        "worst_case_m0p2_a0p5.png",
+    } <= names
+    data = json.loads((out / "report.json").read_text())
+    assert data["seeds"]["run_seed"] == 0
+    assert len(data["sections"]["robustness"]["cells"]) == 9
+    rows = list(csv.DictReader((out / "robustness.csv").open()))
+    assert len(rows) == 9 and {"attack", "defense", "accuracy", "attack_success_rate", "seed"} <= set(rows[0])
+    wc = R.worst_case(res)
+    assert set(wc) == {("mean", 0.2, 0.5), ("median", 0.2, 0.5), ("fltrust", 0.2, 0.5)}
+
+
+def test_cli_evaluate_robustness(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cli"
+    code = main(
+        [
+            "evaluate",
+            "robustness",
+            "--attacks",
+            "sign-flip,gaussian",
+            "--defenses",
+            "mean",
+            "norm-bound",
+            "--malicious",
+            "0.2",
+            "--rounds",
+            "1",
+            "--clients",
+            "5",
+            "--model",
+            "logreg",
+            "--out",
+            str(out),
+            "--json",
+            "--secure-aggregation",
+        ]
+    )
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["config"]["secure_aggregation"] is True
+    assert (out / "robustness.csv").exists()
+    code = main(["evaluate", "robustness", "--defenses", "krum", "--secure-aggregation", "--out", str(tmp_path / "x")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "krum" in err and "secure aggregation" in err and not (tmp_path / "x").exists()
+    assert main(["evaluate", "robustness", "--malicious", "abc", "--out", str(tmp_path / "y")]) == 2
+
+
+@pytest.mark.slow  # spawning two interpreters that import torch takes tens of seconds on a loaded machine
+def test_parallel_workers_give_the_same_cells() -> None:
+    cfg = tiny(attacks=("none", "gaussian"), defenses=("median",))
+    one = R.run_matrix(cfg)
+    two = R.run_matrix(cfg, workers=2)
+    assert [(r.attack, r.accuracy) for r in one] == [(r.attack, r.accuracy) for r in two]
+    with pytest.raises(ConfigurationError):
+        R.run_matrix(cfg, workers=0)

@@ -1,0 +1,374 @@
+"""Robust aggregators: one conformance class every aggregator passes, then rule-specific cases."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import protocols.robust as robust
+from privagg.errors import ConfigurationError
+from protocols.aggregation import AGGREGATORS, Aggregator, ClientUpdate, RoundContext
+
+
+def ctx(n: int, *, seed: int = 0, d: int | None = None) -> RoundContext:
+    return RoundContext(
+        round=1,
+        population=n,
+        sampled=tuple(range(n)),
+        sampling="fixed",
+        sampling_rate=1.0,
+        rng=np.random.default_rng(seed),
+        global_params=None if d is None else np.zeros(d),
+    )
+
+
+def ups(x: np.ndarray, ids: list[int] | None = None, sizes: list[int] | None = None) -> list[ClientUpdate]:
+    ids = list(range(len(x))) if ids is None else ids
+    sizes = [10] * len(x) if sizes is None else sizes
+    return [
+        ClientUpdate(client_id=i, delta=np.array(v, dtype=np.float64), num_examples=s) for i, v, s in zip(ids, x, sizes)
+    ]
+
+
+def honest_cloud(n: int, d: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return 1.0 + 0.1 * rng.standard_normal((n, d))
+
+
+# ---------------------------------------------------------------------------------------------
+# Conformance
+# ---------------------------------------------------------------------------------------------
+
+
+class AggregatorConformance:
+    """The contract every aggregator honours. Subclasses set ``name`` and ``options``.
+
+    ``robust``: the aggregator documents a Byzantine bound (``max_byzantine``) and accepts
+    ``num_byzantine``. Noise is switched off through ``options`` where a rule adds it, so
+    that "equals the mean" is exact.
+    """
+
+    name: ClassVar[str]
+    options: ClassVar[dict[str, Any]] = {}
+    robust: ClassVar[bool] = True
+    n: ClassVar[int] = 11
+    d: ClassVar[int] = 6
+
+    def make(self, **kw: Any) -> Aggregator:
+        agg = AGGREGATORS.get(self.name)(**{**self.options, **kw})
+        return agg
+
+    def prepare(self, agg: Aggregator, updates: list[ClientUpdate], honest: np.ndarray | None = None) -> None:
+        """FLTrust: the server's root update points where the clean data points (the honest mean)."""
+        if isinstance(agg, robust.FLTrust):
+            ref = np.mean([u.delta for u in updates], axis=0) if honest is None else honest.mean(axis=0)
+            agg.root_update = lambda c: ref
+
+    def run(self, agg: Aggregator, updates: list[ClientUpdate], honest: np.ndarray | None = None) -> np.ndarray:
+        self.prepare(agg, updates, honest)
+        res = agg.aggregate(updates, ctx(len(updates), d=self.d))
+        return res.delta
+
+    def test_registered_with_truthful_plaintext_flag(self) -> None:
+        factory = AGGREGATORS.get(self.name)
+        assert isinstance(factory.needs_plaintext_updates, bool)
+        assert robust.secure_aggregation_compatible(self.name) is (not factory.needs_plaintext_updates)
+
+    def test_permutation_invariance(self) -> None:
+        x = honest_cloud(self.n, self.d, seed=1)
+        x[:2] = -5.0 + np.arange(self.d)  # two outliers, same for both orders
+        ids = list(range(100, 100 + self.n))
+        perm = np.random.default_rng(2).permutation(self.n)
+        a = self.run(self.make(), ups(x, ids))
+        b = self.run(self.make(), ups(x[perm], [ids[i] for i in perm]))
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+    def test_identical_honest_inputs_give_the_mean(self) -> None:
+        v = np.linspace(-0.3, 0.4, self.d)
+        x = np.tile(v, (self.n, 1))
+        out = self.run(self.make(), ups(x))
+        np.testing.assert_allclose(out, v, rtol=1e-9, atol=1e-12)
+
+    def test_shape_dtype_contract(self) -> None:
+        x = honest_cloud(self.n, self.d, seed=3).astype(np.float32)
+        updates = ups(x)
+        self.prepare(agg := self.make(), updates)
+        res = agg.aggregate(updates, ctx(self.n, d=self.d))
+        assert res.delta.shape == (self.d,)
+        assert res.delta.dtype == np.float64
+        assert np.all(np.isfinite(res.delta))
+        assert set(res.participants) <= {u.client_id for u in updates}
+        assert len(set(res.participants)) == len(res.participants)
+        for u, row in zip(updates, x):  # inputs untouched
+            np.testing.assert_array_equal(u.delta, row)
+
+    def test_empty_input_is_a_clear_error(self) -> None:
+        with pytest.raises(ConfigurationError, match="no client updates"):
+            self.make().aggregate([], ctx(0))
+
+    def test_mismatched_shapes_are_a_clear_error(self) -> None:
+        updates = ups(honest_cloud(self.n, self.d, seed=4))
+        updates[3] = ClientUpdate(client_id=3, delta=np.zeros(self.d + 1), num_examples=10)
+        with pytest.raises(ConfigurationError, match="shape"):
+            self.make().aggregate(updates, ctx(self.n))
+
+    def test_duplicate_clients_are_a_clear_error(self) -> None:
+        updates = ups(honest_cloud(4, self.d, seed=5), ids=[1, 2, 2, 3])
+        with pytest.raises(ConfigurationError, match="duplicate"):
+            self.make().aggregate(updates, ctx(4))
+
+    def test_handles_f_up_to_its_bound(self) -> None:
+        if not self.robust:
+            pytest.skip("no Byzantine bound: the plain mean tolerates no Byzantine client")
+        f = AGGREGATORS.get(self.name).max_byzantine(self.n)
+        assert 0 <= f < self.n
+        honest = honest_cloud(self.n - f, self.d, seed=6)
+        bad = np.tile(np.full(self.d, 1e4), (f, 1))  # colluding outliers, far away
+        x = np.vstack([bad, honest])
+        out = self.run(self.make(num_byzantine=f), ups(x), honest=honest)
+        assert np.all(np.isfinite(out))
+        # the aggregate stays within the honest range's scale, far from the outliers
+        assert np.linalg.norm(out) <= 3 * np.linalg.norm(honest, axis=1).max()
+
+    def test_refuses_f_beyond_its_bound(self) -> None:
+        if not self.robust:
+            pytest.skip("no num_byzantine option")
+        f = AGGREGATORS.get(self.name).max_byzantine(self.n)
+        x = honest_cloud(self.n, self.d, seed=7)
+        agg = self.make(num_byzantine=f + 1)
+        with pytest.raises(ConfigurationError, match="tolerates at most") as e:
+            self.run(agg, ups(x))
+        assert e.value.field == "num_byzantine"
+
+    def test_rejects_negative_f(self) -> None:
+        if not self.robust:
+            pytest.skip("no num_byzantine option")
+        with pytest.raises(ConfigurationError):
+            self.make(num_byzantine=-1)
+
+
+class TestMean(AggregatorConformance):
+    name = "mean"
+    robust = False
+
+
+class TestMedian(AggregatorConformance):
+    name = "median"
+
+
+class TestTrimmedMean(AggregatorConformance):
+    name = "trimmed-mean"
+
+
+class TestKrum(AggregatorConformance):
+    name = "krum"
+
+
+class TestMultiKrum(AggregatorConformance):
+    name = "multi-krum"
+
+
+class TestBulyan(AggregatorConformance):
+    name = "bulyan"
+
+
+class TestGeometricMedian(AggregatorConformance):
+    name = "geometric-median"
+
+
+class TestCenteredClipping(AggregatorConformance):
+    name = "centered-clipping"
+
+
+class TestNormBound(AggregatorConformance):
+    name = "norm-bound"
+    options: ClassVar[dict[str, Any]] = {"norm_bound": 10.0, "noise_multiplier": 0.0}
+
+
+class TestFLTrust(AggregatorConformance):
+    name = "fltrust"
+
+
+class TestFoolsGold(AggregatorConformance):
+    name = "foolsgold"
+
+
+class TestFLAME(AggregatorConformance):
+    name = "flame"
+    options: ClassVar[dict[str, Any]] = {"noise_lambda": 0.0}
+
+
+def test_every_registered_robust_aggregator_has_a_conformance_class() -> None:
+    covered = {c.name for c in AggregatorConformance.__subclasses__()}
+    assert set(robust.ROBUST_AGGREGATORS) | {"mean"} <= covered
+
+
+# ---------------------------------------------------------------------------------------------
+# Rule-specific cases (tiny, known answers)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_bounds_and_secagg_flags() -> None:
+    assert robust.max_byzantine("krum", 7) == 2 and robust.max_byzantine("krum", 6) == 1
+    assert robust.max_byzantine("bulyan", 7) == 1 and robust.max_byzantine("bulyan", 11) == 2
+    assert robust.max_byzantine("median", 5) == 2
+    assert robust.max_byzantine("fltrust", 5) == 4
+    assert robust.max_byzantine("mean", 5) == 0
+    assert robust.secure_aggregation_compatible("mean")
+    assert robust.secure_aggregation_compatible("norm-bound")
+    for name in set(robust.ROBUST_AGGREGATORS) - {"norm-bound"}:
+        assert not robust.secure_aggregation_compatible(name), name
+
+
+def test_too_few_clients_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="at least 3 clients"):
+        robust.Krum(num_byzantine=0).aggregate(ups(np.ones((2, 3))), ctx(2))
+    with pytest.raises(ConfigurationError, match="needs n >= 7"):
+        robust.Bulyan(num_byzantine=1).aggregate(ups(np.ones((6, 3))), ctx(6))
+
+
+def test_non_finite_updates_are_rejected() -> None:
+    x = np.ones((5, 3))
+    x[2, 1] = np.nan
+    with pytest.raises(ConfigurationError, match="non-finite"):
+        robust.CoordinateMedian().aggregate(ups(x), ctx(5))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.floats(-100, 100), min_size=3, max_size=9))
+def test_median_and_trimmed_mean_match_numpy(vals: list[float]) -> None:
+    x = np.array(vals)[:, None] * np.array([[1.0, -2.0]])
+    n = len(vals)
+    med = robust.CoordinateMedian().aggregate(ups(x), ctx(n)).delta
+    np.testing.assert_allclose(med, np.median(x, axis=0))
+    b = (n - 1) // 2
+    tm = robust.TrimmedMean(num_byzantine=b).aggregate(ups(x), ctx(n)).delta
+    np.testing.assert_allclose(tm, np.sort(x, axis=0)[b : n - b].mean(axis=0), atol=1e-9)
+
+
+def test_trimmed_mean_known_answer() -> None:
+    x = np.array([[1.0], [2.0], [3.0], [4.0], [100.0]])
+    out = robust.TrimmedMean(num_byzantine=1).aggregate(ups(x), ctx(5)).delta
+    np.testing.assert_allclose(out, [3.0])
+
+
+def test_krum_picks_the_central_update_and_multi_krum_averages_the_best() -> None:
+    x = np.array([[0.0, 0.0], [0.1, 0.0], [0.0, 0.1], [0.1, 0.1], [0.05, 0.05], [9.0, 9.0], [-9.0, 9.0]])
+    res = robust.Krum(num_byzantine=2).aggregate(ups(x), ctx(7))
+    assert res.participants == (4,)
+    np.testing.assert_allclose(res.delta, [0.05, 0.05])
+    mk = robust.MultiKrum(num_byzantine=2).aggregate(ups(x), ctx(7))
+    assert set(mk.participants) == {0, 1, 2, 3, 4}
+    np.testing.assert_allclose(mk.delta, x[:5].mean(axis=0))
+
+
+def test_bulyan_discards_outliers() -> None:
+    rng = np.random.default_rng(0)
+    honest = rng.normal(0.0, 0.1, size=(9, 4))
+    x = np.vstack([honest, np.full((1, 4), 50.0), np.full((1, 4), -50.0)])
+    res = robust.Bulyan(num_byzantine=2).aggregate(ups(x), ctx(11))
+    assert not {9, 10} & set(res.participants)
+    assert np.abs(res.delta).max() < 0.3
+    # identical colluding outliers can slip through the Krum stage; the trimmed stage removes them
+    x2 = np.vstack([honest, np.full((2, 4), 50.0)])
+    assert np.abs(robust.Bulyan(num_byzantine=2).aggregate(ups(x2), ctx(11)).delta).max() < 0.3
+
+
+def test_geometric_median_of_collinear_points_is_the_middle() -> None:
+    x = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0], [3.0, 3.0], [100.0, 100.0]])
+    out = robust.GeometricMedian(tol=1e-10, max_iter=1000).aggregate(ups(x), ctx(5)).delta
+    np.testing.assert_allclose(out, [2.0, 2.0], atol=1e-3)
+
+
+def test_centered_clipping_fixed_radius_and_momentum() -> None:
+    x = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [100.0, 0.0]])
+    cc = robust.CenteredClipping(tau=0.5, iterations=1)
+    out = cc.aggregate(ups(x), ctx(4)).delta
+    np.testing.assert_allclose(out, [0.5, 0.0])  # every difference clipped to 0.5 from the centre 0
+    out2 = cc.aggregate(ups(x), ctx(4)).delta  # the centre moved to the last aggregate
+    np.testing.assert_allclose(out2, [1.0, 0.0])
+
+
+def test_norm_bound_clips_and_adds_seeded_noise() -> None:
+    x = np.array([[3.0, 4.0], [0.3, 0.4], [0.0, 0.0]])
+    nb = robust.NormBound(norm_bound=1.0)
+    res = nb.aggregate(ups(x), ctx(3))
+    np.testing.assert_allclose(res.delta, (np.array([0.6, 0.8]) + np.array([0.3, 0.4])) / 3)
+    assert res.metrics["clipped"] == 1
+    # server does not clip (secure aggregation: clients clipped): plain mean
+    off = robust.NormBound(norm_bound=1.0, clip_on_server=False).aggregate(ups(x), ctx(3)).delta
+    np.testing.assert_allclose(off, x.mean(axis=0))
+    np.testing.assert_allclose(nb.clip(np.array([3.0, 4.0])), [0.6, 0.8])
+    # noise: std = z * M / n per coordinate; seeded, tolerance 10% on 20,000 draws
+    big = ups(np.zeros((4, 20_000)))
+    noisy = robust.NormBound(norm_bound=2.0, noise_multiplier=0.5).aggregate(big, ctx(4, seed=1)).delta
+    assert abs(noisy.std() - 0.5 * 2.0 / 4) < 0.1 * 0.25
+    again = robust.NormBound(norm_bound=2.0, noise_multiplier=0.5).aggregate(big, ctx(4, seed=1)).delta
+    np.testing.assert_array_equal(noisy, again)
+
+
+def test_fltrust_trusts_by_direction_and_needs_a_root_update() -> None:
+    g0 = np.array([1.0, 0.0])
+    x = np.array([[2.0, 0.0], [0.0, 3.0], [-5.0, 0.0], [1.0, 1.0]])
+    res = robust.FLTrust(root_update=lambda c: g0).aggregate(ups(x), ctx(4))
+    trust = res.metrics["trust"]
+    assert trust[1] == 0.0 and trust[2] == 0.0 and trust[0] == pytest.approx(1.0)
+    # (1*[1,0] + cos45*[1,1]/sqrt2) / (1 + cos45)
+    c = np.sqrt(0.5)
+    np.testing.assert_allclose(res.delta, (np.array([1.0, 0.0]) + c * np.array([c, c])) / (1 + c))
+    assert set(res.participants) == {0, 3}
+    with pytest.raises(ConfigurationError, match="root update"):
+        robust.FLTrust().aggregate(ups(x), ctx(4))
+    with pytest.raises(ConfigurationError, match="shape"):
+        robust.FLTrust(root_update=lambda c: np.zeros(3)).aggregate(ups(x), ctx(4))
+
+
+def test_foolsgold_zeroes_sybils_and_keeps_diverse_clients() -> None:
+    rng = np.random.default_rng(0)
+    honest = rng.normal(size=(5, 20))
+    sybil = rng.normal(size=20)
+    x = np.vstack([honest, np.tile(sybil, (3, 1)) + 1e-6 * rng.normal(size=(3, 20))])
+    fg = robust.FoolsGold()
+    res = fg.aggregate(ups(x), ctx(8))
+    w = np.array(res.metrics["weights"])
+    assert np.all(w[5:] == 0.0)
+    assert np.all(w[:5] > 0.0)
+    assert set(res.participants) == set(range(5))
+
+
+def test_flame_excludes_the_minority_cluster_and_clips_to_the_median_norm() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=30)
+    honest = base + 0.2 * rng.normal(size=(7, 30))
+    bad = -3 * base + 0.2 * rng.normal(size=(3, 30))
+    x = np.vstack([honest, bad])
+    res = robust.FLAME(noise_lambda=0.0).aggregate(ups(x), ctx(10))
+    admitted = set(res.participants)
+    assert admitted <= set(range(7)) and len(admitted) >= 10 // 2 + 1  # HDBSCAN may call an honest edge point noise
+    s = np.median(np.linalg.norm(x, axis=1))
+    assert res.metrics["clip_bound"] == pytest.approx(s)
+    assert np.linalg.norm(res.delta) <= s + 1e-9
+    noisy = robust.FLAME(noise_lambda=0.01).aggregate(ups(x), ctx(10, seed=3)).delta
+    assert not np.allclose(noisy, res.delta)
+
+
+def test_invalid_options_are_configuration_errors() -> None:
+    for make in (
+        lambda: robust.TrimmedMean(trim=-1),
+        lambda: robust.MultiKrum(m=0),
+        lambda: robust.GeometricMedian(nu=0.0),
+        lambda: robust.CenteredClipping(tau=-1.0),
+        lambda: robust.CenteredClipping(iterations=0),
+        lambda: robust.NormBound(norm_bound=0.0),
+        lambda: robust.NormBound(noise_multiplier=-1.0),
+        lambda: robust.FoolsGold(kappa=0.0),
+        lambda: robust.FLAME(noise_lambda=-1.0),
+    ):
+        with pytest.raises(ConfigurationError):
+            make()
+    with pytest.raises(ConfigurationError, match="cannot trim"):
+        robust.TrimmedMean(num_byzantine=0, trim=3).aggregate(ups(np.ones((5, 2))), ctx(5))
