@@ -1,0 +1,46 @@
+"""privagg inside Flower (extra ``privagg[flower]``): secure aggregation, client-level DP, Paillier.
+
+Drop-in for Flower's ``secaggplus_mod`` / ``SecAggPlusWorkflow``::
+
+    ClientApp(client_fn=client_fn, mods=[privagg_secagg_mod, privagg_dp_mod])
+    DefaultWorkflow(fit_workflow=PrivAggSecAggWorkflow(dropout_rate=0.1))(grid, LegacyContext(...))
+
+Only import this package when Flower is installed; nothing else in privagg imports it.
+Submodules: :mod:`.secagg` (SecAgg mod + workflow), :mod:`.dp` (DP mod + strategy wrapper),
+:mod:`.paillier` (Paillier mod + workflow + provisioning), :mod:`.pki` (identity files),
+:mod:`.inproc` (a synchronous in-process Grid), :mod:`.apps` (small test/benchmark apps).
+"""
+
+from .dp import PrivAggDPStrategy, make_dp_mod, privagg_dp_mod
+from .inproc import InProcessGrid, run_inprocess
+from .paillier import PrivAggPaillierWorkflow, load_paillier, make_paillier_mod, provision_paillier
+from .pki import create_identities, load_directory, load_identity
+from .secagg import (
+    RECORD,
+    STAGES,
+    PrivAggSecAggWorkflow,
+    SecAggRoundRecord,
+    make_secagg_mod,
+    privagg_secagg_mod,
+)
+
+__all__ = [
+    "RECORD",
+    "STAGES",
+    "PrivAggSecAggWorkflow",
+    "SecAggRoundRecord",
+    "make_secagg_mod",
+    "privagg_secagg_mod",
+    "PrivAggDPStrategy",
+    "make_dp_mod",
+    "privagg_dp_mod",
+    "PrivAggPaillierWorkflow",
+    "make_paillier_mod",
+    "provision_paillier",
+    "load_paillier",
+    "create_identities",
+    "load_directory",
+    "load_identity",
+    "InProcessGrid",
+    "run_inprocess",
+]

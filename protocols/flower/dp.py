@@ -1,0 +1,337 @@
+"""Client-level DP in Flower, composing with secure aggregation: a client mod and a strategy wrapper.
+
+The mechanism is privagg's DP-FedAvg (:mod:`protocols.dp_fedavg`) split across the wire:
+
+* :class:`PrivAggDPStrategy` wraps any legacy Flower ``Strategy`` (e.g. ``FedAvg``). Before a
+  round it checks the privacy budget (a round that would exceed it is not started: no
+  client is selected), then adds the round's DP settings to every ``FitIns.config``: the
+  clip ``C`` (fixed, or the adaptive clip of Andrew et al. 2021), the update noise
+  multiplier, the number ``t`` of noise shares (``ceil(honest_fraction * cohort)``), the
+  sensitivity factor of the sampling scheme and the grid resolution. After the round it
+  turns the securely aggregated mean of the *noised, clipped deltas* back into their sum,
+  divides by the fixed denominator ``q * W`` (McMahan et al. 2018), updates the model,
+  records the round in the :class:`~dp.ledger.PrivacyLedger` (RDP and PRV) and moves the
+  adaptive clip from the noised unclipped count. If fewer than ``t`` honest clients survived,
+  the accounted noise multiplier is reduced to ``z sqrt(survivors / t)``; if none did, the
+  aggregate is withheld.
+* :func:`make_dp_mod` runs on the client, *inside* the secure-aggregation mod
+  (``mods=[privagg_secagg_mod, privagg_dp_mod]``): it computes the delta ``fit - global``,
+  clips it to L2 norm ``C``, and adds its share of discrete Gaussian noise on a fine grid
+  (``std / sqrt(t)``, CSPRNG-backed :class:`~dp.noise.SecureNoise`), so the secure sum of
+  ``t`` honest clients carries the full noise and the server never sees an un-noised
+  update. With adaptive clipping the client also contributes its noised clip bit
+  ``1[||delta|| <= C] - 1/2`` as one extra coordinate, summed by the same secure aggregation.
+
+A malicious server could ask for no noise: the mod enforces the client's own floor
+(``min_noise_multiplier``) and ceiling on the clip (``max_clip``) and aborts otherwise.
+Weights are uniform (each client reports ``num_examples = 1``); use the secure-aggregation
+workflow with ``weighting="uniform"``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from flwr.app import Context, Message, RecordDict
+from flwr.app.message_type import MessageType
+from flwr.common import FitIns, FitRes, Parameters, Scalar, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.compat.common import recorddict_compat as compat
+from flwr.server.strategy import Strategy
+
+from dp.accounting import Sampling
+from dp.adaptive import AdaptiveClipConfig, AdaptiveClipper, split_noise_multiplier
+from dp.clipping import MAX_WEIGHT, clip_l2, sum_sensitivity
+from dp.ledger import PrivacyBudget, PrivacyLedger
+from dp.noise import GaussianGridMechanism, NoiseSampler, SecureNoise
+from privagg.errors import ConfigurationError, PrivacyBudgetExceeded, ProtocolAbort
+
+__all__ = ["PrivAggDPStrategy", "make_dp_mod", "privagg_dp_mod", "DP_KEYS"]
+
+log = logging.getLogger("privagg.flower")
+
+#: FitIns.config keys the strategy sets and the mod reads
+DP_KEYS = {
+    "clip": "privagg-dp-clip",
+    "z": "privagg-dp-z",
+    "z_count": "privagg-dp-z-count",
+    "shares": "privagg-dp-shares",
+    "factor": "privagg-dp-sensitivity-factor",
+    "resolution": "privagg-dp-grid-resolution",
+    "adaptive": "privagg-dp-adaptive",
+}
+
+
+# ---------------------------------------------------------------------------------- server
+class PrivAggDPStrategy(Strategy):  # type: ignore[misc]
+    """Client-level DP-FedAvg around a legacy Flower strategy (see the module docstring).
+
+    ``sampling`` states how cohorts are drawn for the accountant; by default each round is
+    ``Sampling.fixed(sample_size=cohort, population=available clients)`` (replace-one
+    neighbours, sensitivity ``2 C``). ``adaptive`` turns on adaptive clipping starting at
+    ``clip_norm``.
+    """
+
+    def __init__(
+        self,
+        strategy: Strategy,
+        *,
+        noise_multiplier: float,
+        clip_norm: float,
+        delta: float = 1e-5,
+        budget_epsilon: float | None = None,
+        accountant: str = "rdp",
+        sampling: Sampling | None = None,
+        population: int | None = None,
+        honest_fraction: float = 1.0,
+        adaptive: bool = False,
+        target_quantile: float = 0.5,
+        clip_learning_rate: float = 0.2,
+        count_noise_std: float | None = None,
+        grid_resolution: float = 1000.0,
+    ) -> None:
+        super().__init__()
+        if not (noise_multiplier > 0 and math.isfinite(noise_multiplier)):
+            raise ConfigurationError(f"got {noise_multiplier}", field="noise_multiplier", accepted="> 0")
+        if not (clip_norm > 0 and math.isfinite(clip_norm)):
+            raise ConfigurationError(f"got {clip_norm}", field="clip_norm", accepted="> 0")
+        if not 0 < honest_fraction <= 1:
+            raise ConfigurationError(f"got {honest_fraction}", field="honest_fraction", accepted="(0, 1]")
+        self.inner = strategy
+        self.noise_multiplier = float(noise_multiplier)
+        self.clip_norm = float(clip_norm)
+        self.honest_fraction = honest_fraction
+        self.sampling = sampling
+        self.population = population
+        self.grid_resolution = grid_resolution
+        budget = PrivacyBudget(epsilon=budget_epsilon, delta=delta, accountant=accountant) if budget_epsilon else None
+        self.ledger = PrivacyLedger(delta=delta, accountants=("rdp", "prv"), budget=budget)
+        self.clipper = (
+            AdaptiveClipper(
+                AdaptiveClipConfig(
+                    initial_clip=clip_norm,
+                    target_quantile=target_quantile,
+                    learning_rate=clip_learning_rate,
+                    count_noise_std=count_noise_std,
+                )
+            )
+            if adaptive
+            else None
+        )
+        self._round: dict[str, Any] = {}
+        self.last_parameters: list[np.ndarray] | None = None  # the model this wrapper released last
+
+    def __repr__(self) -> str:
+        return f"PrivAggDPStrategy({self.inner!r}, z={self.noise_multiplier}, clip={self.clip_norm})"
+
+    @property
+    def clip(self) -> float:
+        return self.clipper.clip if self.clipper is not None else self.clip_norm
+
+    def _sampling_for(self, cohort: int, available: int) -> Sampling:
+        if self.sampling is not None:
+            return self.sampling
+        return Sampling.fixed(sample_size=cohort, population=max(self.population or available, cohort))
+
+    def initialize_parameters(self, client_manager: Any) -> Parameters | None:
+        return self.inner.initialize_parameters(client_manager)
+
+    def configure_fit(self, server_round: int, parameters: Parameters, client_manager: Any) -> list[tuple[Any, FitIns]]:
+        pairs = self.inner.configure_fit(server_round, parameters, client_manager)
+        if not pairs:
+            return []
+        n = len(pairs)
+        sampling = self._sampling_for(n, client_manager.num_available())
+        try:
+            self.ledger.check(noise_multiplier=self.noise_multiplier, sampling=sampling)
+        except PrivacyBudgetExceeded as e:
+            log.warning("round %s not started: %s", server_round, e)
+            self._round = {}
+            return []
+        z_update, z_count = self.noise_multiplier, 0.0
+        expected = sampling.rate * (sampling.population or n)
+        if self.clipper is not None:
+            z_count = self.clipper.config.count_std(expected) / (0.5 * sampling.sensitivity_factor)
+            z_update = split_noise_multiplier(self.noise_multiplier, z_count)
+        shares = max(1, math.ceil(self.honest_fraction * n - 1e-9))
+        arrays = parameters_to_ndarrays(parameters)
+        sent = parameters
+        if self.clipper is not None:  # a slot for the clip bit, summed with the update
+            sent = ndarrays_to_parameters([*arrays, np.zeros(1, dtype=np.float64)])
+        extra: dict[str, Scalar] = {
+            DP_KEYS["clip"]: float(self.clip),
+            DP_KEYS["z"]: float(z_update),
+            DP_KEYS["z_count"]: float(z_count),
+            DP_KEYS["shares"]: int(shares),
+            DP_KEYS["factor"]: float(sampling.sensitivity_factor),
+            DP_KEYS["resolution"]: float(self.grid_resolution),
+            DP_KEYS["adaptive"]: self.clipper is not None,
+        }
+        self._round = {
+            "global": [np.asarray(a, dtype=np.float64) for a in arrays],
+            "dtypes": [a.dtype for a in arrays],
+            "sampling": sampling,
+            "cohort": n,
+            "shares": shares,
+            "expected": expected,
+            "z_update": z_update,
+            "clip": self.clip,
+        }
+        return [(proxy, FitIns(sent, {**fi.config, **extra})) for proxy, fi in pairs]
+
+    def aggregate_fit(
+        self, server_round: int, results: list[tuple[Any, FitRes]], failures: list[Any]
+    ) -> tuple[Parameters | None, dict[str, Scalar]]:
+        st = self._round
+        if not st or not results:
+            return None, {}
+        n, shares, sampling = st["cohort"], st["shares"], st["sampling"]
+        mean = parameters_to_ndarrays(results[0][1].parameters)  # the secure aggregate (same in every result)
+        survivors = len(results)
+        count_sum = math.nan
+        if self.clipper is not None:
+            count_sum = float(np.asarray(mean[-1], dtype=np.float64).ravel()[0]) * survivors
+            mean = mean[:-1]
+        dishonest = math.floor((1.0 - self.honest_fraction) * n + 1e-9)
+        honest_survivors = survivors - dishonest
+        if honest_survivors <= 0:
+            raise ProtocolAbort(
+                "too few honest noise contributors survived; aggregate withheld", stage="dp", party="server"
+            )
+        z_eff = self.noise_multiplier
+        if honest_survivors < shares:
+            z_eff = self.noise_multiplier * math.sqrt(honest_survivors / shares)
+        population = sampling.population or n
+        denominator = sampling.rate * population * MAX_WEIGHT
+        new = [
+            (g + np.asarray(m, dtype=np.float64) * survivors / denominator).astype(dt)
+            for g, m, dt in zip(st["global"], mean, st["dtypes"], strict=True)
+        ]
+        clip = st["clip"]
+        unclipped_est, new_clip = math.nan, clip
+        if self.clipper is not None:
+            unclipped_est = self.clipper.unclipped_fraction(count_sum, st["expected"])
+            new_clip = self.clipper.update(unclipped_est)
+        entry = self.ledger.record(
+            round=server_round,
+            noise_multiplier=z_eff,
+            sampling=sampling,
+            clip_norm=clip,
+            cohort=n,
+            participants=survivors,
+            noise_shares=shares,
+        )
+        self._round = {}
+        self.last_parameters = new
+        metrics: dict[str, Scalar] = {
+            "dp_epsilon_rdp": float(entry.epsilon.get("rdp", math.nan)),
+            "dp_epsilon_prv": float(entry.epsilon.get("prv", math.nan)),
+            "dp_noise_multiplier_effective": float(z_eff),
+            "dp_clip_norm": float(clip),
+            "dp_next_clip_norm": float(new_clip),
+            "dp_unclipped_estimate": float(unclipped_est),
+            "dp_participants": survivors,
+        }
+        return ndarrays_to_parameters(new), metrics
+
+    def configure_evaluate(self, server_round: int, parameters: Parameters, client_manager: Any) -> Any:
+        return self.inner.configure_evaluate(server_round, parameters, client_manager)
+
+    def aggregate_evaluate(self, server_round: int, results: Any, failures: Any) -> Any:
+        return self.inner.aggregate_evaluate(server_round, results, failures)
+
+    def evaluate(self, server_round: int, parameters: Parameters) -> Any:
+        return self.inner.evaluate(server_round, parameters)
+
+
+# ---------------------------------------------------------------------------------- client
+def make_dp_mod(
+    *,
+    min_noise_multiplier: float = 0.0,
+    max_clip: float = math.inf,
+    noise_sampler: NoiseSampler | None = None,
+) -> Callable[[Message, Context, Callable[[Message, Context], Message]], Message]:
+    """The client mod: clip the delta, add this client's noise share (see the module docstring).
+
+    The client refuses a round whose update noise multiplier is below
+    ``min_noise_multiplier`` or whose clip exceeds ``max_clip`` (its own privacy policy,
+    whatever the server asks).
+    """
+    sampler_override = noise_sampler
+
+    def mod(msg: Message, ctxt: Context, call_next: Callable[[Message, Context], Message]) -> Message:
+        if msg.metadata.message_type != MessageType.TRAIN or "fitins.config" not in msg.content.config_records:
+            return call_next(msg, ctxt)
+        cfg = msg.content.config_records["fitins.config"]
+        if DP_KEYS["clip"] not in cfg:
+            return call_next(msg, ctxt)
+        try:
+            clip = float(cfg[DP_KEYS["clip"]])  # type: ignore[arg-type]
+            z = float(cfg[DP_KEYS["z"]])  # type: ignore[arg-type]
+            z_count = float(cfg[DP_KEYS["z_count"]])  # type: ignore[arg-type]
+            shares = int(cfg[DP_KEYS["shares"]])  # type: ignore[arg-type]
+            factor = float(cfg[DP_KEYS["factor"]])  # type: ignore[arg-type]
+            resolution = float(cfg[DP_KEYS["resolution"]])  # type: ignore[arg-type]
+            adaptive = bool(cfg[DP_KEYS["adaptive"]])
+        except (KeyError, TypeError, ValueError):
+            raise ProtocolAbort("malformed DP settings", stage="dp", party="client") from None
+        if not (math.isfinite(clip) and 0 < clip <= max_clip):
+            raise ProtocolAbort(f"clip {clip} outside this client's policy (<= {max_clip})", stage="dp", party="client")
+        if not (math.isfinite(z) and z > 0 and z >= min_noise_multiplier) or shares < 1 or factor not in (1.0, 2.0):
+            raise ProtocolAbort("noise settings below this client's policy", stage="dp", party="client")
+        if adaptive and not (math.isfinite(z_count) and z_count > 0):
+            raise ProtocolAbort("adaptive clipping without count noise", stage="dp", party="client")
+        sampler = sampler_override if sampler_override is not None else SecureNoise()
+
+        fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
+        global_arrays = parameters_to_ndarrays(fitins.parameters)
+        if adaptive:
+            if not global_arrays or global_arrays[-1].shape != (1,):
+                raise ProtocolAbort("no clip-bit slot in the parameters", stage="dp", party="client")
+            global_arrays = global_arrays[:-1]
+            inner_content = RecordDict(dict(msg.content.items()))
+            inner_content.array_records["fitins.parameters"] = compat.parameters_to_arrayrecord(
+                ndarrays_to_parameters(global_arrays), True
+            )
+            msg.content = inner_content  # the user's fit sees the model without the clip-bit slot
+        out = call_next(msg, ctxt)
+        if out.has_error():
+            return out
+        fitres = compat.recorddict_to_fitres(out.content, keep_input=True)
+        new_arrays = parameters_to_ndarrays(fitres.parameters)
+        if [a.shape for a in new_arrays] != [a.shape for a in global_arrays]:
+            raise ProtocolAbort("the trained model has another shape than the global model", stage="dp", party="client")
+        g = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in global_arrays])
+        x = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in new_arrays])
+        clipped, norm = clip_l2(x - g, clip)
+        sens = sum_sensitivity(clip=clip, sensitivity_factor=factor)
+        mech = GaussianGridMechanism.create(sensitivity=sens, noise_multiplier=z, dim=g.size, resolution=resolution)
+        noised = mech.release(clipped, sampler, shares=shares)
+        pieces: list[np.ndarray] = []
+        off = 0
+        for a in global_arrays:
+            pieces.append(noised[off : off + a.size].reshape(a.shape))
+            off += a.size
+        if adaptive:
+            count_mech = GaussianGridMechanism.create(
+                sensitivity=0.5 * factor, noise_multiplier=z_count, dim=1, resolution=resolution
+            )
+            bit = np.array([float(norm <= clip) - 0.5])
+            pieces.append(count_mech.release(bit, sampler, shares=shares))
+        metrics = dict(fitres.metrics)
+        metrics["privagg-dp"] = True
+        res = FitRes(fitres.status, ndarrays_to_parameters(pieces), 1, metrics)
+        content = compat.fitres_to_recorddict(res, keep_input=True)
+        for name, rec in out.content.config_records.items():  # keep what other mods added
+            if name not in content.config_records:
+                content.config_records[name] = rec
+        return Message(content, reply_to=msg)
+
+    return mod
+
+
+#: the client mod with no local floor (trusts the server's noise settings; set a floor in production)
+privagg_dp_mod = make_dp_mod()

@@ -1,0 +1,148 @@
+"""privagg secure aggregation over Flower messages, on the in-process grid (no Ray).
+
+Correctness: the aggregate equals the plain mean of the clients that survived, within the
+quantisation bound (one step ``clip / q`` of the mean, since every client has weight 1),
+with clients dropping mid-round (after key sharing, before masking; at unmasking; silent
+nodes). Safety: below the threshold the round aborts cleanly and the model is unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flwr")
+
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app.message_type import MessageType
+
+from privagg.errors import ConfigurationError, InvalidMessage, ProtocolAbort
+from protocols.flower import PrivAggSecAggWorkflow, create_identities, load_identity, make_secagg_mod
+from protocols.flower.apps import dropout_mod, expected_mean, vector_client_app, vector_server_app
+from protocols.flower.inproc import run_inprocess
+from protocols.flower.secagg import RECORD
+
+logging.getLogger("flwr").setLevel(logging.WARNING)
+
+N, M, SEED = 8, 40, 7
+CLIP = 8.0
+
+
+def _run(threat: str, pki: Path | None, *, mods=(), drop=None, rounds=1, degree=7, threshold=5, timeout=None):
+    wf = PrivAggSecAggWorkflow(threat=threat, degree=degree, threshold=threshold, clipping_range=CLIP, timeout=timeout)
+    capp = vector_client_app(
+        dimension=M, seed=SEED, mods=[*mods, make_secagg_mod(threat=threat, pki=str(pki) if pki else None)]
+    )
+    grid = run_inprocess(vector_server_app(wf, num_clients=N, dimension=M, rounds=rounds), capp, num_nodes=N, drop=drop)
+    return wf, grid
+
+
+def _check_mean(wf, grid):
+    for rec in wf.history:
+        assert rec.ok, rec.abort
+        pids = sorted(grid.partition_of[n] for n in rec.survivors)
+        exp = expected_mean(SEED, rec.round, pids, M)
+        step = CLIP / ((1 << (rec.params.value_bits - 1)) - 1)
+        assert np.max(np.abs(rec.aggregate[0] - exp)) < step  # quantisation bound of the mean (unit weights)
+        assert rec.total_weight == pytest.approx(len(pids), abs=len(pids) * step)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("pki")
+    create_identities(d, range(N))
+    return d
+
+
+@pytest.mark.parametrize("threat", ["semi-honest", "active"])
+def test_mean_of_survivors_with_mid_round_dropouts(threat: str, pki: Path) -> None:
+    mods = [dropout_mod(partitions=[1], stage="delivery"), dropout_mod(partitions=[4], stage="unmask")]
+    wf, grid = _run(threat, pki, mods=mods, rounds=2)
+    _check_mean(wf, grid)
+    for rec in wf.history:
+        surv = {grid.partition_of[n] for n in rec.survivors}
+        assert surv == set(range(N)) - {1}  # 4 sent its masked input: it is in the sum
+        assert {grid.partition_of[n] for n in rec.dropped} == {1}
+
+
+def test_silent_node_is_dropped(pki: Path) -> None:
+    """Partition 0 dies after key sharing: its messages are lost, no reply at all."""
+
+    def drop(pid: int, msg: Message) -> bool:
+        cfg = msg.content.config_records.get(RECORD)
+        return pid == 0 and cfg is not None and cfg.get("stage") in ("delivery", "consistency", "unmask")
+
+    wf, grid = _run("active", pki, drop=drop)
+    _check_mean(wf, grid)
+    assert {grid.partition_of[n] for n in wf.history[0].dropped} == {0}
+
+
+def test_below_threshold_aborts_cleanly(pki: Path) -> None:
+    wf, _grid = _run("active", pki, mods=[dropout_mod(partitions=[0, 1, 2], stage="delivery")])
+    rec = wf.history[0]
+    assert not rec.ok and rec.aggregate is None
+    assert "threshold" in (rec.abort or "")
+
+
+def test_client_refuses_downgrade(pki: Path) -> None:
+    """An active client never joins a semi-honest round (no signatures, no checks)."""
+    wf = PrivAggSecAggWorkflow(threat="semi-honest", degree=7, threshold=5)
+    capp = vector_client_app(dimension=M, seed=SEED, mods=[make_secagg_mod(threat="active", pki=str(pki))])
+    run_inprocess(vector_server_app(wf, num_clients=N, dimension=M), capp, num_nodes=N)
+    rec = wf.history[0]
+    assert not rec.ok
+    assert len(rec.client_errors) == N and all("requires active" in e for e in rec.client_errors.values())
+
+
+def test_mod_passes_other_messages_through() -> None:
+    mod = make_secagg_mod(threat="semi-honest")
+    msg = Message(RecordDict({"x": ConfigRecord({"a": 1})}), 5, MessageType.EVALUATE, group_id="1")
+    ctx = Context(run_id=1, node_id=5, node_config={}, state=RecordDict(), run_config={})
+    sentinel = Message(RecordDict(), reply_to=_as_received(msg))
+    assert mod(_as_received(msg), ctx, lambda m, c: sentinel) is sentinel
+
+
+def _as_received(msg: Message) -> Message:
+    msg.metadata.__dict__["_message_id"] = "m1"
+    return msg
+
+
+def test_mod_rejects_malformed_records() -> None:
+    mod = make_secagg_mod(threat="semi-honest")
+    ctx = Context(run_id=1, node_id=5, node_config={}, state=RecordDict(), run_config={})
+    for cfg in ({"stage": "setup", "msg": b"\x00"}, {"stage": "nope", "msg": b"PS\x01\x01"}, {"stage": "setup"}):
+        msg = _as_received(Message(RecordDict({RECORD: ConfigRecord(cfg)}), 5, MessageType.TRAIN, group_id="1"))
+        with pytest.raises(InvalidMessage):
+            mod(msg, ctx, lambda m, c: pytest.fail("fit must not run"))
+    # a later stage without a round in progress
+    msg = _as_received(
+        Message(RecordDict({RECORD: ConfigRecord({"stage": "unmask", "msg": b"PS\x01\x09"})}), 5, "train", group_id="1")
+    )
+    with pytest.raises(ProtocolAbort):
+        mod(msg, ctx, lambda m, c: pytest.fail("fit must not run"))
+
+
+def test_pki_roundtrip_and_errors(tmp_path: Path) -> None:
+    directory = create_identities(tmp_path, [3, 9])
+    key, d = load_identity(tmp_path, 9)
+    assert d == directory and key.public_key().public_bytes_raw() == directory[9]
+    with pytest.raises(ConfigurationError):
+        load_identity(tmp_path, 4)
+    (tmp_path / "client-3.key").write_bytes(b"\x01" * 32)  # key no longer matches the directory
+    with pytest.raises(ConfigurationError):
+        load_identity(tmp_path, 3)
+    (tmp_path / "directory.json").write_text("{not json")
+    with pytest.raises(ConfigurationError):
+        load_identity(tmp_path, 9)
+
+
+def test_workflow_validates_settings() -> None:
+    with pytest.raises(ConfigurationError):
+        PrivAggSecAggWorkflow(degree=4)
+    with pytest.raises(ConfigurationError):
+        PrivAggSecAggWorkflow(clipping_range=0.0)
+    with pytest.raises(ConfigurationError):
+        PrivAggSecAggWorkflow(weighting="median")  # type: ignore[arg-type]
