@@ -1,3 +1,61 @@
-"""Pairwise-mask secure aggregation (Bonawitz et al. 2017; SecAgg+ of Bell et al. 2020)."""
+"""Pairwise-mask secure aggregation (Bonawitz et al. 2017; SecAgg+ of Bell et al. 2020).
 
-__all__: list[str] = []
+The server learns only the sum of the surviving clients' vectors, in two threat models:
+``semi-honest`` (Flower's) and ``active`` (the default: signed key advertisements bound to a
+session id, a signed consistency round, clients abort on any inconsistency).
+
+- :class:`SecAggParams` (``derive`` / ``manual``): graph degree, threshold, ring.
+- :class:`SecAggClient`, :class:`SecAggServer`: pure state machines over the messages of
+  :mod:`secagg.messages` (each with a versioned binary codec).
+- :func:`run_round`: the in-memory driver (dropouts at every stage, costs, hooks).
+"""
+
+from secagg.client import ClientStage, SecAggClient
+from secagg.driver import DropStage, RoundReport, make_identities, run_round
+from secagg.messages import (
+    ConsistencyRequest,
+    ConsistencySignature,
+    DeliveredShare,
+    EncryptedShares,
+    KeyAdvertisement,
+    KeyRoster,
+    MaskedInput,
+    RevealedShare,
+    RoundSetup,
+    ShareDelivery,
+    ShareEnvelope,
+    UnmaskRequest,
+    UnmaskResponse,
+    decode_message,
+)
+from secagg.params import SecAggParams, ThreatModel
+from secagg.server import AggregationOutcome, Envelope, SecAggServer, ServerStage
+
+__all__ = [
+    "SecAggParams",
+    "ThreatModel",
+    "SecAggClient",
+    "ClientStage",
+    "SecAggServer",
+    "ServerStage",
+    "Envelope",
+    "AggregationOutcome",
+    "run_round",
+    "RoundReport",
+    "DropStage",
+    "make_identities",
+    "RoundSetup",
+    "KeyAdvertisement",
+    "KeyRoster",
+    "EncryptedShares",
+    "ShareEnvelope",
+    "ShareDelivery",
+    "DeliveredShare",
+    "MaskedInput",
+    "ConsistencyRequest",
+    "ConsistencySignature",
+    "UnmaskRequest",
+    "UnmaskResponse",
+    "RevealedShare",
+    "decode_message",
+]

@@ -20,8 +20,9 @@ least ``threshold`` neighbours must have survived. In active mode, additionally:
 must be of the threat model the client requires (no downgrade), every advertisement must
 carry the client's own config hash (same parameters, round and model digest), the
 neighbours' advertisements must be signed by their identity keys, and before revealing
-anything about a neighbour ``w`` the client needs ``threshold`` valid signatures from
-``w``'s neighbours on the very survivor set it signed itself.
+a key share of a dropped neighbour ``w`` the client needs ``threshold`` valid signatures
+from ``w``'s neighbours on the very survivor set it signed itself (a self-mask share needs
+none: the revealing client's own signature already commits it to "``w`` survived").
 ``hardened=False`` (semi-honest only) is the textbook client that obeys the server's lists;
 it exists to demonstrate attacks, never use it to protect anyone.
 """
@@ -81,7 +82,9 @@ class _Transition:
 
 _TRANSITIONS: dict[tuple[ClientStage, type], _Transition] = {
     (ClientStage.AWAIT_SETUP, RoundSetup): _Transition("_on_setup", ClientStage.AWAIT_ROSTER, ClientStage.AWAIT_ROSTER),
-    (ClientStage.AWAIT_ROSTER, KeyRoster): _Transition("_on_roster", ClientStage.AWAIT_SHARES, ClientStage.AWAIT_SHARES),
+    (ClientStage.AWAIT_ROSTER, KeyRoster): _Transition(
+        "_on_roster", ClientStage.AWAIT_SHARES, ClientStage.AWAIT_SHARES
+    ),
     (ClientStage.AWAIT_SHARES, ShareDelivery): _Transition(
         "_on_delivery", ClientStage.AWAIT_UNMASK, ClientStage.AWAIT_CONSISTENCY
     ),
@@ -151,6 +154,8 @@ class SecAggClient:
         self._self_seed: bytes | None = None
         self._peers: dict[int, KeyAdvertisement] = {}
         self._held: dict[int, tuple[bytes, bytes]] = {}  # owner -> (self-seed share, key share)
+        self._enc_shared: dict[int, bytes] = {}  # neighbour -> X25519 secret of the encryption keys
+        self._own_share = b""  # this client's own share of its self-mask seed
         self.shared_with_me: tuple[int, ...] = ()  # U2 as this client saw it
         self.signed_survivors: tuple[int, ...] | None = None
 
@@ -209,6 +214,8 @@ class SecAggClient:
         self._enc_sk = self._mask_sk = None
         self._self_seed = None
         self._held = {}
+        self._enc_shared = {}
+        self._own_share = b""
         self._input = None
 
     def _fail(self, reason: str) -> ProtocolAbort:
@@ -229,7 +236,9 @@ class SecAggClient:
         if self._expected_round is not None and msg.round != self._expected_round:
             raise InvalidMessage(f"setup for round {msg.round}, expected round {self._expected_round}")
         if msg.params.threat is not self.threat:
-            raise self._fail(f"server asked for {msg.params.threat.value} mode, this client requires {self.threat.value}")
+            raise self._fail(
+                f"server asked for {msg.params.threat.value} mode, this client requires {self.threat.value}"
+            )
         if self._input is not None and self._input.size != msg.dimension:
             raise self._fail(f"vector length {msg.dimension} does not match the input ({self._input.size})")
         self.round, self.params, self.dimension = msg.round, msg.params, msg.dimension
@@ -288,16 +297,21 @@ class SecAggClient:
             if active and not crypto.verify(self._directory[v], a.signature, crypto.advertisement_payload(a)):
                 raise self._fail(f"advertisement of client {v} has no valid signature")
             self._peers[v] = a
-        xs = np.array([v + 1 for v in self.neighbours], dtype=np.uint64)
+        # holders: the neighbours, then this client itself (it keeps its own self-seed share)
+        xs = np.array([v + 1 for v in self.neighbours] + [me + 1], dtype=np.uint64)
         secret_key = self._mask_sk.private_bytes_raw()
         shares = share_bytes([self._self_seed, secret_key], xs=xs, threshold=p.threshold, source=self._secrets)
+        self._own_share = shares[-1, 0].astype("<u4").tobytes()
         envelopes = []
         for i, v in enumerate(self.neighbours):
             s_self = shares[i, 0].astype("<u4").tobytes()
             s_key = shares[i, 1].astype("<u4").tobytes()
             shared = crypto.x25519_shared(self._enc_sk, self._peers[v].enc_public_key)
+            self._enc_shared[v] = shared  # reused to decrypt v's shares to this client
             key = crypto.share_cipher_key(shared, session=self.session_id, round=self.round, sender=me, recipient=v)
-            ct = crypto.encrypt_shares(key, s_self + s_key, session=self.session_id, round=self.round, sender=me, recipient=v)
+            ct = crypto.encrypt_shares(
+                key, s_self + s_key, session=self.session_id, round=self.round, sender=me, recipient=v
+            )
             envelopes.append(
                 ShareEnvelope(
                     recipient=v,
@@ -333,13 +347,16 @@ class SecAggClient:
                 raise self._fail(f"shares from client {s.sender}, which is not a neighbour")
             if s.sender in self._held:
                 raise self._fail(f"shares from client {s.sender} delivered twice")
-            shared = crypto.x25519_shared(self._enc_sk, self._peers[s.sender].enc_public_key)
-            key = crypto.share_cipher_key(shared, session=self.session_id, round=self.round, sender=s.sender, recipient=me)
+            shared = self._enc_shared[s.sender]
+            key = crypto.share_cipher_key(
+                shared, session=self.session_id, round=self.round, sender=s.sender, recipient=me
+            )
             pt = crypto.decrypt_shares(
                 key, s.ciphertext, session=self.session_id, round=self.round, sender=s.sender, recipient=me
             )
             self._held[s.sender] = (pt[:SHARE_BYTES], pt[SHARE_BYTES:])
         self.shared_with_me = tuple(sorted(self._held))
+        self._enc_shared = {}
         if len(self._held) < p.threshold:
             raise self._fail(f"only {len(self._held)} neighbours shared keys, the threshold is {p.threshold}")
         if self._input is None:
@@ -348,8 +365,8 @@ class SecAggClient:
             raise self._fail(f"input has {self._input.size} elements, the round expects {self.dimension}")
         if p.modulus_bits < 64 and int(self._input.max()) >> p.modulus_bits:
             raise self._fail(f"an input element does not fit the {p.modulus_bits}-bit ring")
-        dtype = np.uint32 if p.word_bits == 32 else np.uint64
-        acc = self._input.astype(dtype, copy=True)
+        dtype: type[np.unsignedinteger[Any]] = np.uint32 if p.word_bits == 32 else np.uint64
+        acc: np.ndarray = self._input.astype(dtype, copy=True)
         self._input = None
         crypto.add_self_mask(acc, self._self_seed, session=self.session_id, round=self.round)
         for v in self.shared_with_me:
@@ -357,7 +374,7 @@ class SecAggClient:
             seed = crypto.pair_seed(shared, session=self.session_id, round=self.round, a=me, b=v)
             crypto.add_pair_mask(acc, seed, session=self.session_id, round=self.round, me=me, peer=v)
         if p.modulus_bits < p.word_bits:
-            acc &= dtype((1 << p.modulus_bits) - 1)
+            np.bitwise_and(acc, dtype((1 << p.modulus_bits) - 1), out=acc)
         return [
             MaskedInput.from_values(
                 round=self.round, session_id=self.session_id, sender=me, modulus_bits=p.modulus_bits, values=acc
@@ -373,8 +390,10 @@ class SecAggClient:
         alive_nb = set(survivors) & set(self.neighbours)
         if not alive_nb <= set(self._held):
             raise self._fail("a surviving neighbour never shared keys with this client")
-        if len(alive_nb) < self.params.threshold:
-            raise self._fail(f"only {len(alive_nb)} neighbours survived, the threshold is {self.params.threshold}")
+        if len(alive_nb) + 1 < self.params.threshold:
+            raise self._fail(
+                f"only {len(alive_nb)} neighbours survived (+ this client), the threshold is {self.params.threshold}"
+            )
 
     def _on_consistency(self, msg: ConsistencyRequest) -> list[Message]:
         assert self.round is not None and self._identity is not None
@@ -384,8 +403,12 @@ class SecAggClient:
         if not set(msg.survivors) <= set(self.graph.ids):
             raise self._fail("the survivor list names clients outside the roster")
         self.signed_survivors = tuple(sorted(msg.survivors))
-        sig = crypto.sign(self._identity, crypto.consistency_payload(self.session_id, self.round, self.signed_survivors))
-        return [ConsistencySignature(round=self.round, session_id=self.session_id, sender=self.client_id, signature=sig)]
+        sig = crypto.sign(
+            self._identity, crypto.consistency_payload(self.session_id, self.round, self.signed_survivors)
+        )
+        return [
+            ConsistencySignature(round=self.round, session_id=self.session_id, sender=self.client_id, signature=sig)
+        ]
 
     def _on_unmask(self, msg: UnmaskRequest) -> list[Message]:
         assert self.params is not None and self.round is not None and self.graph is not None
@@ -406,6 +429,8 @@ class SecAggClient:
             if self.threat is ThreatModel.ACTIVE:
                 self._check_signatures(msg)
         self_shares = [RevealedShare(w, held[w][0]) for w in msg.survivors if w in held]
+        if self.client_id in msg.survivors:
+            self_shares.append(RevealedShare(self.client_id, self._own_share))
         key_shares = [RevealedShare(w, held[w][1]) for w in msg.dropped if w in held]
         return [
             UnmaskResponse(
@@ -440,10 +465,22 @@ class SecAggClient:
                 )
             return valid[cid]
 
-        for w in self._held:
-            count = sum(1 for u in self.graph.neighbours(w) if ok(u))
-            if count < self.params.threshold:
+        t = self.params.threshold
+        # Only key-share reveals need the others' signatures: an honest client that reveals a
+        # self-mask share of w signed a survivor set holding w itself, so it cannot count among
+        # t honest signers of a set without w; with 2t > k + 1 + (corrupted neighbours) the
+        # two groups cannot both reach the threshold (see secagg.params).
+        for w in sorted(set(self._held) & set(msg.dropped)):
+            group = self.graph.neighbours(w)
+            # signatures already checked first; stop as soon as t are valid
+            count = sum(1 for u in group if valid.get(u))
+            for u in group:
+                if count >= t:
+                    break
+                if u not in valid and ok(u):
+                    count += 1
+            if count < t:
                 raise self._fail(
-                    f"only {count} neighbours of client {w} signed the survivor set, the threshold is "
+                    f"only {count} neighbours of dropped client {w} signed the survivor set, the threshold is "
                     f"{self.params.threshold}"
                 )

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Sequence
 
@@ -44,6 +45,8 @@ __all__ = [
     "add_self_mask",
     "add_pair_mask",
     "NeighbourGraph",
+    "reconstruct_secret",
+    "strip_masks",
 ]
 
 DOMAIN = "privagg/secagg/v1"
@@ -54,21 +57,39 @@ def digest(*parts: str | bytes | int) -> bytes:
     return hashlib.sha256(label(DOMAIN, *parts)).digest()
 
 
+@functools.lru_cache(maxsize=4096)
+def _prefix(*parts: str | bytes | int) -> bytes:
+    """``label(DOMAIN, *parts)``, cached: hot paths append fixed-width fields to it."""
+    return label(DOMAIN, *parts)
+
+
+def _ids(*ids: int) -> bytes:
+    return b"".join(i.to_bytes(4, "big") for i in ids)
+
+
 def config_hash(setup: RoundSetup) -> bytes:
     """What a client signs as "the round I was asked to join": parameters, round, dimension, model."""
     return digest("config", setup.encode())
 
 
 def session_id(round: int, advertisements: Iterable[KeyAdvertisement]) -> bytes:
-    """Hash of the round, every client's config hash and both public keys (sorted by id)."""
-    parts: list[str | bytes | int] = ["session", round]
-    for a in sorted(advertisements, key=lambda a: a.client_id):
-        parts += [a.client_id, a.config_hash, a.enc_public_key, a.mask_public_key]
-    return digest(*parts)
+    """Hash of the round, every client's config hash and both public keys (sorted by id).
+
+    Every per-client field has a fixed size (4 + 32 + 32 + 32 bytes), so the concatenation
+    after the label is unambiguous.
+    """
+    advs = sorted(advertisements, key=lambda a: a.client_id)
+    h = hashlib.sha256(label(DOMAIN, "session", round, len(advs)))
+    h.update(
+        b"".join(a.client_id.to_bytes(4, "big") + a.config_hash + a.enc_public_key + a.mask_public_key for a in advs)
+    )
+    return h.digest()
 
 
 def advertisement_payload(adv: KeyAdvertisement) -> bytes:
-    return label(DOMAIN, "advertise", adv.round, adv.client_id, adv.config_hash, adv.enc_public_key, adv.mask_public_key)
+    return label(
+        DOMAIN, "advertise", adv.round, adv.client_id, adv.config_hash, adv.enc_public_key, adv.mask_public_key
+    )
 
 
 def consistency_payload(session: bytes, round: int, survivors: Sequence[int]) -> bytes:
@@ -101,11 +122,11 @@ def x25519_shared(private: x25519.X25519PrivateKey, peer_public: bytes) -> bytes
 
 def share_cipher_key(shared: bytes, *, session: bytes, round: int, sender: int, recipient: int) -> bytes:
     """AES-256-GCM key for shares sent by ``sender`` to ``recipient`` (one key per direction)."""
-    return hkdf(shared, info=label(DOMAIN, "share-key", session, round, sender, recipient))
+    return hkdf(shared, info=_prefix("share-key", session, round) + _ids(sender, recipient))
 
 
 def _aad(session: bytes, round: int, sender: int, recipient: int) -> bytes:
-    return label(DOMAIN, "share", session, round, sender, recipient)
+    return _prefix("share", session, round) + _ids(sender, recipient)
 
 
 def encrypt_shares(key: bytes, plaintext: bytes, *, session: bytes, round: int, sender: int, recipient: int) -> bytes:
@@ -121,13 +142,20 @@ def decrypt_shares(key: bytes, ciphertext: bytes, *, session: bytes, round: int,
 
 
 def pair_seed(shared: bytes, *, session: bytes, round: int, a: int, b: int) -> bytes:
-    """32-byte seed of the pairwise mask between clients ``a`` and ``b`` (symmetric)."""
-    lo, hi = min(a, b), max(a, b)
-    return hkdf(shared, info=label(DOMAIN, "pair-seed", session, round, lo, hi))
+    """The 32-byte seed of the pairwise mask between clients ``a`` and ``b`` (symmetric).
+
+    It is the X25519 output itself: the mask PRG's HKDF-Extract turns it into a uniform
+    AES key, with a label binding the session, the round and the pair (see
+    :func:`add_pair_mask`), so no second key derivation is needed here.
+    """
+    if len(shared) != 32:
+        raise ValueError("X25519 outputs are 32 bytes")
+    return shared
 
 
 def share_commitment(*, session: bytes, owner: int, holder: int, kind: str, share: bytes) -> bytes:
-    return digest("share-commitment", session, owner, holder, kind, share)
+    """SHA-256 over the labelled (session, kind) prefix, both ids (fixed width) and the share."""
+    return hashlib.sha256(_prefix("share-commitment", session, kind) + _ids(owner, holder) + share).digest()
 
 
 def seed_commitment(*, session: bytes, owner: int, seed: bytes) -> bytes:
@@ -135,7 +163,7 @@ def seed_commitment(*, session: bytes, owner: int, seed: bytes) -> bytes:
 
 
 def _mask_info(kind: str, session: bytes, round: int) -> bytes:
-    return label(DOMAIN, "mask", kind, session, round)
+    return _prefix("mask", kind, session, round)
 
 
 def add_self_mask(acc: np.ndarray, seed: bytes, *, session: bytes, round: int, subtract: bool = False) -> None:
@@ -147,14 +175,15 @@ def add_pair_mask(
 ) -> None:
     """Client ``me`` adds ``+PRG(s)`` if ``me < peer`` else ``-PRG(s)``; ``subtract`` removes it."""
     positive = (me < peer) != subtract
-    prg_add_words(acc, seed, info=_mask_info("pair", session, round), subtract=not positive)
+    info = _mask_info("pair", session, round) + _ids(min(me, peer), max(me, peer))
+    prg_add_words(acc, seed, info=info, subtract=not positive)
 
 
 class NeighbourGraph:
     """The SecAgg+ graph: a ring of the roster's clients in an order drawn from the session id,
     each joined to ``degree/2`` clients on either side (complete graph when ``degree >= n-1``)."""
 
-    __slots__ = ("_ids", "_pos", "degree", "complete")
+    __slots__ = ("_ids", "_pos", "complete", "degree")
 
     def __init__(self, ids: Iterable[int], *, session: bytes, degree: int) -> None:
         sorted_ids = np.array(sorted(set(ids)), dtype=np.int64)
@@ -181,3 +210,48 @@ class NeighbourGraph:
         h = self.degree // 2
         idx = [(i + d) % n for d in range(-h, h + 1) if d != 0]
         return tuple(int(self._ids[j]) for j in idx)
+
+
+def reconstruct_secret(shares: dict[int, bytes], *, threshold: int) -> bytes:
+    """A 32-byte secret from ``threshold`` revealed shares ``{holder id: share bytes}``.
+
+    Raises :class:`VerificationError` if the shares are inconsistent (cheap limb check; the
+    protocol additionally checks the result against the dealer's commitment).
+    """
+    from secagg.shamir import reconstruct_bytes
+
+    if len(shares) < threshold:
+        raise ValueError(f"{len(shares)} shares, {threshold} needed")
+    holders = sorted(shares)[:threshold]
+    arr = np.stack([np.frombuffer(shares[h], dtype="<u4").astype(np.uint64) for h in holders])
+    xs = np.array([h + 1 for h in holders], dtype=np.uint64)
+    (secret,) = reconstruct_bytes(arr[:, None, :], xs=xs)
+    return secret
+
+
+def strip_masks(
+    masked: np.ndarray,
+    *,
+    owner: int,
+    self_seed: bytes,
+    mask_key: bytes,
+    peers: dict[int, bytes],
+    session: bytes,
+    round: int,
+    modulus_bits: int,
+) -> np.ndarray:
+    """One client's input from its masked vector, its self-mask seed and its mask key.
+
+    ``peers`` maps the neighbours it masked with to their mask public keys. This is what a
+    server holding *both* secrets of a client can do; the protocol exists to prevent it.
+    """
+    word = np.uint32 if modulus_bits <= 32 else np.uint64
+    acc = np.asarray(masked).astype(word)
+    add_self_mask(acc, self_seed, session=session, round=round, subtract=True)
+    sk = x25519.X25519PrivateKey.from_private_bytes(mask_key)
+    for v, pk in peers.items():
+        seed = pair_seed(x25519_shared(sk, pk), session=session, round=round, a=owner, b=v)
+        add_pair_mask(acc, seed, session=session, round=round, me=owner, peer=v, subtract=True)
+    if modulus_bits < acc.dtype.itemsize * 8:
+        np.bitwise_and(acc, word((1 << modulus_bits) - 1), out=acc)
+    return acc.astype(np.uint64)

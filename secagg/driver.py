@@ -1,4 +1,7 @@
-"""In-memory driver: runs one SecAgg+ round between a server and clients in this process.
+"""In-memory driver: runs one SecAgg+ round between a server and its clients on this machine.
+
+The server and the message routing live in the calling process; the clients too, or in
+``workers`` forked processes (``run_round(..., workers=2)``) for large simulations.
 
 Messages travel as bytes through their codecs (so byte counts are real wire sizes).
 Dropouts are injectable at every stage: a client listed under a :class:`DropStage` stops
@@ -6,18 +9,23 @@ answering from that stage on. ``server_hook`` / ``client_hook`` let a study play
 malicious server or a meddling network: each sees every envelope (server -> client) or
 client message, and returns the list of messages to deliver instead (``[]`` drops it).
 
-Server memory: ``server_peak_bytes`` is measured as the buffers the server holds between
-steps (explicit accounting: accumulator, stored commitments/ciphertexts) plus the input
-bytes of the step, plus the peak of new allocations during each server step
-(``tracemalloc``, which numpy reports its buffers to), maximised over the round.
+Server memory: ``server_peak_bytes`` is the buffers the server holds between steps
+(explicit accounting: accumulator, ciphertexts awaiting delivery, share commitments, revealed
+shares) plus the input bytes of
+the step, plus the peak of new allocations during the step (``tracemalloc``, to which numpy
+reports its buffers), maximised over the round. Tracing slows allocation, so every stage
+close and the first three messages of each stage are traced; later messages of the same
+stage (same work, same size) are charged the traced peak.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import functools
 import time
 import tracemalloc
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,12 +34,22 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from privagg.errors import ConfigurationError, ProtocolAbort
 from privagg.randomness import SYSTEM_SECRETS, SecretSource
-from secagg.client import SecAggClient
-from secagg.messages import DIGEST_BYTES, ClientMessage, Message
+from secagg.client import ClientStage, SecAggClient
+from secagg.messages import DIGEST_BYTES, ClientMessage, decode_message
 from secagg.params import SecAggParams, ThreatModel
 from secagg.server import Envelope, SecAggServer
 
 __all__ = ["DropStage", "RoundReport", "run_round", "make_identities", "STAGE_NAMES"]
+
+_TRACED_CALLS_PER_STAGE = 3
+
+
+def _named(fn: Callable[[], list[Envelope]], name: str) -> Callable[[], list[Envelope]]:
+    def call() -> list[Envelope]:
+        return fn()
+
+    call.__name__ = name
+    return call
 
 
 class DropStage(enum.Enum):
@@ -74,7 +92,11 @@ class RoundReport:
     round_seconds: float
     server_peak_bytes: int
     server: SecAggServer
-    memory_method: str = "explicit accounting of held buffers + tracemalloc peak within each server step"
+    memory_method: str = (
+        "explicit accounting of the buffers the server holds + message size + tracemalloc peak of "
+        "allocations within server steps (every stage close and the first 3 messages of each stage "
+        "traced; later same-stage steps use the traced peak)"
+    )
     clients: dict[int, SecAggClient] = field(default_factory=dict)
 
     @property
@@ -94,6 +116,127 @@ def make_identities(
     return keys, {c: k.public_key().public_bytes_raw() for c, k in keys.items()}
 
 
+@dataclass(frozen=True)
+class _ClientSpec:
+    threat: ThreatModel
+    keys: dict[int, bytes]
+    directory: dict[int, bytes]
+    round: int
+    hardened: bool
+
+    def make(self, c: int, secrets: SecretSource) -> SecAggClient:
+        active = self.threat is ThreatModel.ACTIVE
+        return SecAggClient(
+            c,
+            threat=self.threat,
+            identity_key=ed25519.Ed25519PrivateKey.from_private_bytes(self.keys[c]) if active else None,
+            directory=self.directory if active else None,
+            round=self.round,
+            hardened=self.hardened,
+            secrets=secrets,
+        )
+
+
+_Result = list[bytes] | ProtocolAbort
+
+
+def _step_one(client: SecAggClient, wire: bytes) -> _Result:
+    try:
+        return [m.encode() for m in client.step(wire)]
+    except ProtocolAbort as e:
+        return e
+
+
+class _Pool:
+    def run(self, items: list[tuple[int, bytes]], *, set_inputs: bool) -> Iterator[tuple[int, _Result]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class _LocalPool(_Pool):
+    def __init__(self, spec: _ClientSpec, ids: list[int], inputs: Any, secrets: SecretSource) -> None:
+        self.clients = {c: spec.make(c, secrets) for c in ids}
+        self._get = inputs if callable(inputs) else inputs.__getitem__
+
+    def run(self, items: list[tuple[int, bytes]], *, set_inputs: bool) -> Iterator[tuple[int, _Result]]:
+        for c, wire in items:
+            client = self.clients[c]
+            if set_inputs and client.stage is ClientStage.AWAIT_SHARES and client._input is None:
+                client.set_input(np.asarray(self._get(c)))
+            yield c, _step_one(client, wire)
+
+
+def _worker_main(conn: Any, spec: _ClientSpec, ids: list[int], inputs: Any) -> None:
+    pool = _LocalPool(spec, ids, inputs, SYSTEM_SECRETS)
+    while True:
+        cmd = conn.recv()
+        if cmd is None:
+            return
+        items, set_inputs = cmd
+        for c, res in pool.run(items, set_inputs=set_inputs):
+            if isinstance(res, ProtocolAbort):
+                conn.send((c, ("abort", res.reason, res.stage)))
+            else:
+                conn.send((c, res))
+        conn.send(None)
+
+
+class _WorkerPool(_Pool):
+    """Clients in forked worker processes; replies stream back as they are produced."""
+
+    def __init__(self, spec: _ClientSpec, ids: list[int], inputs: Any, workers: int) -> None:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork")
+        self._conns = []
+        self._procs = []
+        self._owner: dict[int, int] = {}
+        for w in range(workers):
+            mine = ids[w::workers]
+            for c in mine:
+                self._owner[c] = w
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker_main, args=(child, spec, mine, inputs), daemon=True)
+            proc.start()
+            child.close()
+            self._conns.append(parent)
+            self._procs.append(proc)
+
+    def run(self, items: list[tuple[int, bytes]], *, set_inputs: bool) -> Iterator[tuple[int, _Result]]:
+        from multiprocessing.connection import wait
+
+        per: list[list[tuple[int, bytes]]] = [[] for _ in self._conns]
+        for c, wire in items:
+            per[self._owner[c]].append((c, wire))
+        for conn, lst in zip(self._conns, per):
+            conn.send((lst, set_inputs))
+        pending = set(range(len(self._conns)))
+        index = {id(c): i for i, c in enumerate(self._conns)}
+        while pending:
+            for ready in wait([self._conns[i] for i in pending]):
+                msg = ready.recv()  # type: ignore[union-attr,call-arg]
+                if msg is None:
+                    pending.discard(index[id(ready)])
+                    continue
+                cid: int = msg[0]
+                res: Any = msg[1]
+                if isinstance(res, tuple):
+                    yield cid, ProtocolAbort(res[1], stage=res[2], party=cid)
+                else:
+                    yield cid, list(res)
+
+    def close(self) -> None:
+        for conn in self._conns:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                conn.send(None)
+        for p in self._procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.terminate()
+
+
 def run_round(
     params: SecAggParams,
     *,
@@ -111,11 +254,15 @@ def run_round(
     client_hook: Callable[[int, ClientMessage], list[ClientMessage]] | None = None,
     measure_memory: bool = True,
     keep_clients: bool = False,
+    workers: int = 1,
 ) -> RoundReport:
     """Run one round; a :class:`ProtocolAbort` of the server ends it (``report.abort``).
 
     ``inputs`` maps (or is called with) each client id to its ring vector, fetched just
     before that client masks (so a large simulation never holds every input at once).
+    ``workers > 1`` runs the clients in that many forked processes (the server and all
+    message routing stay here; client replies stream back one by one, so the server still
+    adds masked vectors as they arrive).
     """
     drops: dict[DropStage, set[int]] = {s: set() for s in DropStage}
     for k, v in (dropouts or {}).items():
@@ -134,18 +281,23 @@ def run_round(
         keys, directory = identities if identities is not None else make_identities(client_ids, secrets=secrets)
     else:
         keys, directory = {}, {}
-    clients = {
-        c: SecAggClient(
-            c,
-            threat=threat,
-            identity_key=keys.get(c),
-            directory=directory if threat is ThreatModel.ACTIVE else None,
-            round=round,
-            hardened=hardened,
-            secrets=secrets,
-        )
-        for c in client_ids
-    }
+    if workers < 1:
+        raise ConfigurationError(f"got {workers}", field="workers", accepted="an integer >= 1")
+    spec = _ClientSpec(
+        threat=threat,
+        keys={c: keys[c].private_bytes_raw() for c in client_ids if c in keys} if keys else {},
+        directory=dict(directory),
+        round=round,
+        hardened=hardened,
+    )
+    if workers > 1:
+        if secrets is not SYSTEM_SECRETS:
+            raise ConfigurationError("worker processes draw secrets from the OS only", field="secrets")
+        if keep_clients:
+            raise ConfigurationError("keep_clients needs workers=1", field="keep_clients")
+        pool: _Pool = _WorkerPool(spec, list(client_ids), inputs, workers)
+    else:
+        pool = _LocalPool(spec, list(client_ids), inputs, secrets)
     srv = server or SecAggServer(
         params, clients=client_ids, dimension=dimension, round=round, model_digest=model_digest
     )
@@ -154,20 +306,32 @@ def run_round(
     stage_seconds: dict[str, float] = {}
     client_aborts: dict[int, ProtocolAbort] = {}
     peak = [0]
-    get_input = inputs if callable(inputs) else inputs.__getitem__
+
+    traced: dict[Any, int] = {}  # calls traced per server stage; transient peak per stage
 
     def server_call(fn: Callable[[], list[Envelope]], extra: int = 0) -> list[Envelope]:
         if not measure_memory:
             return fn()
+        key = srv.stage
         held = srv.held_bytes() + extra
+        # tracemalloc slows every allocation: trace the first calls of each stage (the steps of
+        # one stage do the same work on same-sized messages) and every stage change
+        if traced.get(key, 0) >= _TRACED_CALLS_PER_STAGE and fn.__name__ != "close_stage":
+            out = fn()
+            peak[0] = max(peak[0], held + transient.get(key, 0), srv.held_bytes())
+            return out
+        traced[key] = traced.get(key, 0) + 1
         tracemalloc.start()
         try:
             out = fn()
         finally:
             _, p = tracemalloc.get_traced_memory()
             tracemalloc.stop()
+        transient[key] = max(transient.get(key, 0), p)
         peak[0] = max(peak[0], held + p, srv.held_bytes())
         return out
+
+    transient: dict[Any, int] = {}
 
     def deliver(envelopes: list[Envelope], stage: DropStage) -> list[Envelope]:
         """Server -> clients, clients answer, answers -> server; returns the server's next envelopes."""
@@ -175,31 +339,29 @@ def run_round(
             envelopes = [e2 for e in envelopes for e2 in server_hook(e)]
         cache: dict[int, bytes] = {}
         nxt: list[Envelope] = []
+        items: list[tuple[int, bytes]] = []
         for env in envelopes:
             c = env.recipient
             wire = cache.get(id(env.message))
             if wire is None:
                 wire = cache[id(env.message)] = env.message.encode()
             sent["server"] += len(wire)
-            if c not in clients or not alive(c, stage) or c in client_aborts:
+            if c not in sent or not alive(c, stage) or c in client_aborts:
                 continue
             recv[c] += len(wire)
-            if stage is DropStage.MASKED_INPUT and clients[c]._input is None:
-                clients[c].set_input(np.asarray(get_input(c)))
-            try:
-                replies: list[Message] = clients[c].step(wire)
-            except ProtocolAbort as e:
-                client_aborts[c] = e
+            items.append((c, wire))
+        for c, result in pool.run(items, set_inputs=stage is DropStage.MASKED_INPUT):
+            if isinstance(result, ProtocolAbort):
+                client_aborts[c] = result
                 continue
-            for r in replies:
-                outs: list[Any] = [r]
+            for wire in result:
+                outs: list[bytes] = [wire]
                 if client_hook is not None:
-                    outs = client_hook(c, r)  # type: ignore[arg-type]
-                for m in outs:
-                    b = m.encode()
+                    outs = [m.encode() for m in client_hook(c, decode_message(wire))]  # type: ignore[arg-type]
+                for b in outs:
                     sent[c] += len(b)
                     recv["server"] += len(b)
-                    nxt.extend(server_call(lambda b=b: srv.step([b]), extra=len(b)))
+                    nxt.extend(server_call(_named(functools.partial(srv.step, [b]), "step"), extra=len(b)))
         return nxt
 
     t_round = time.perf_counter()
@@ -228,6 +390,8 @@ def run_round(
     except ProtocolAbort as e:
         abort = e
         stage_seconds.setdefault("aborted", time.perf_counter() - t0)
+    finally:
+        pool.close()
     round_seconds = time.perf_counter() - t_round
     res = srv.result
     return RoundReport(
@@ -243,6 +407,5 @@ def run_round(
         round_seconds=round_seconds,
         server_peak_bytes=peak[0],
         server=srv,
-        clients=clients if keep_clients else {},
+        clients=pool.clients if keep_clients and isinstance(pool, _LocalPool) else {},
     )
-

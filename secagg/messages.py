@@ -10,6 +10,7 @@ and clients must refuse them).
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeAlias
@@ -59,6 +60,8 @@ SHARE_BYTES = 64
 CIPHERTEXT_BYTES = 2 * SHARE_BYTES + 16
 MAX_DIMENSION = 1 << 31
 _MAX_LIST = 1 << 24
+_DELIVERED = struct.Struct(f">I{CIPHERTEXT_BYTES}s")
+_ENVELOPE = struct.Struct(f">I{DIGEST_BYTES}s{DIGEST_BYTES}s{CIPHERTEXT_BYTES}s")
 _THREAT_CODE = {ThreatModel.SEMI_HONEST: 0, ThreatModel.ACTIVE: 1}
 _THREAT_FROM = {v: k for k, v in _THREAT_CODE.items()}
 
@@ -174,9 +177,9 @@ class KeyAdvertisement:
 
     @classmethod
     def _read(cls, r: Reader) -> KeyAdvertisement:
-        rnd, cid, ch = r.u64(), _cid(r), r.fixed(DIGEST_BYTES)
-        epk, mpk = r.fixed(KEY_BYTES), r.fixed(KEY_BYTES)
-        slen = r.u8()
+        rnd, cid, ch, epk, mpk, slen = r.unpack(_ADV_STRUCT)
+        if cid > MAX_CLIENT_ID:
+            raise InvalidMessage(f"client id {cid} out of range")
         if slen not in (0, SIGNATURE_BYTES):
             raise InvalidMessage("KeyAdvertisement: bad signature length")
         return cls(rnd, cid, ch, epk, mpk, r.fixed(slen))
@@ -189,7 +192,8 @@ class KeyAdvertisement:
         return m
 
 
-_ADV_MIN = 8 + 4 + DIGEST_BYTES + 2 * KEY_BYTES + 1
+_ADV_STRUCT = struct.Struct(f">QI{DIGEST_BYTES}s{KEY_BYTES}s{KEY_BYTES}sB")
+_ADV_MIN = _ADV_STRUCT.size
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,8 +247,10 @@ class ShareDelivery:
     def decode(cls, data: bytes) -> ShareDelivery:
         r = _open(data, cls.TYPE, "ShareDelivery")
         rnd, sid, rcp = r.u64(), r.fixed(DIGEST_BYTES), _cid(r)
-        n = r.count(4 + CIPHERTEXT_BYTES, _MAX_LIST)
-        shares = tuple(DeliveredShare(_cid(r), r.fixed(CIPHERTEXT_BYTES)) for _ in range(n))
+        n = r.count(_DELIVERED.size, _MAX_LIST)
+        shares = tuple(DeliveredShare(*r.unpack(_DELIVERED)) for _ in range(n))
+        if any(s.sender > MAX_CLIENT_ID for s in shares):
+            raise InvalidMessage("ShareDelivery: client id out of range")
         r.end()
         return cls(rnd, sid, rcp, shares)
 
@@ -340,11 +346,10 @@ class EncryptedShares:
     def decode(cls, data: bytes) -> EncryptedShares:
         r = _open(data, cls.TYPE, "EncryptedShares")
         rnd, sid, snd, com = r.u64(), r.fixed(DIGEST_BYTES), _cid(r), r.fixed(DIGEST_BYTES)
-        n = r.count(4 + 2 * DIGEST_BYTES + CIPHERTEXT_BYTES, _MAX_LIST)
-        envs = tuple(
-            ShareEnvelope(_cid(r), r.fixed(DIGEST_BYTES), r.fixed(DIGEST_BYTES), r.fixed(CIPHERTEXT_BYTES))
-            for _ in range(n)
-        )
+        n = r.count(_ENVELOPE.size, _MAX_LIST)
+        envs = tuple(ShareEnvelope(*r.unpack(_ENVELOPE)) for _ in range(n))
+        if any(e.recipient > MAX_CLIENT_ID for e in envs):
+            raise InvalidMessage("EncryptedShares: client id out of range")
         r.end()
         return cls(rnd, sid, snd, com, envs)
 

@@ -4,15 +4,17 @@ How :meth:`SecAggParams.derive` picks them
 ------------------------------------------
 Clients sit on a ring in an order drawn from the session id; each is joined to the
 ``degree/2`` clients on either side (a Harary graph, as in Flower's SecAgg+), and shares
-its two secrets ``threshold``-of-``degree`` with those neighbours. With ``n`` clients, a
+its two secrets ``threshold``-out-of-``degree + 1`` with those neighbours and itself (its
+own share of the self-mask seed counts when it survives, as in Flower, where
+``num_shares = degree + 1``; a dropped client's key needs ``threshold`` neighbours). With ``n`` clients, a
 dropout rate ``delta`` and a corruption rate ``gamma`` (clients colluding with the server),
 ``derive`` returns the smallest even ``degree`` (then the smallest ``threshold``) meeting
 
-1. *two reconstructions never coexist*: ``2 t > k`` (structural, always enforced);
+1. *two reconstructions never coexist*: ``2 t > k + 1`` (structural, always enforced);
 2. *privacy against the threshold* (``<= 2**-security_bits`` over all ``n`` clients, union
    bound): with ``c ~ Bin(k, gamma)`` corrupted neighbours, semi-honest needs ``c < t``;
-   active (malicious server) needs ``c < 2t - k``: honest neighbours each accept one
-   signed survivor set, so two contradicting sets need ``2 (t - c) <= k - c`` of them;
+   active (malicious server) needs ``c < 2t - k - 1``: honest holders each accept one
+   signed survivor set, so two contradicting sets need ``2 (t - c) <= k + 1 - c`` of them;
    ``n * P[c >= bound] <= 2**-security_bits``;
 3. *no partial sums*: the honest survivors stay connected. Removing a set from the ring
    graph disconnects it only if the set holds two runs of ``k/2`` consecutive clients;
@@ -90,8 +92,8 @@ class SecAggParams:
     """Parameters of one SecAgg+ round (shared by server and clients; on the wire).
 
     ``degree`` counts neighbours (not the client itself); ``threshold`` is the number of
-    neighbours' shares that reconstruct a secret. Build with :meth:`derive` or
-    :meth:`manual`; the constructor validates.
+    shares (of ``degree + 1``: the neighbours' and the client's own) that reconstruct a
+    secret. Build with :meth:`derive` or :meth:`manual`; the constructor validates.
     """
 
     num_clients: int
@@ -119,18 +121,17 @@ class SecAggParams:
                 accepted=f"{k - 1} or {k + 1}" + (f", or {n - 1} (complete graph)" if k + 1 != n - 1 else ""),
             )
         if k < 2 and n > 2:
-            raise ConfigurationError(
-                "degree 1 leaves the graph disconnected", field="degree", accepted=f"2..{n - 1}"
-            )
+            raise ConfigurationError("degree 1 leaves the graph disconnected", field="degree", accepted=f"2..{n - 1}")
         if not 1 <= t <= k:
             raise ConfigurationError(
                 f"threshold must be between 1 and the degree {k}, got {t}", field="threshold", accepted=f"1..{k}"
             )
-        if 2 * t <= k:
+        if 2 * t <= k + 1:
             raise ConfigurationError(
-                f"threshold {t} of {k} lets two disjoint sets of neighbours reconstruct both secrets of a client",
+                f"threshold {t} with {k} neighbours (+1 share the client keeps) lets two disjoint sets of holders "
+                "reconstruct both secrets of a client",
                 field="threshold",
-                accepted=f"{k // 2 + 1}..{k}",
+                accepted=f"{(k + 1) // 2 + 1}..{k}",
             )
         if not 2 <= self.value_bits <= 48:
             raise ConfigurationError(f"got {self.value_bits}", field="value_bits", accepted="2..48")
@@ -175,13 +176,17 @@ class SecAggParams:
         *,
         num_clients: int,
         dropout_rate: float,
-        corruption_rate: float = 0.0,
+        corruption_rate: float,
         security_bits: int = 40,
         failure_bits: int = 20,
         threat: ThreatModel | str = ThreatModel.ACTIVE,
         value_bits: int = 16,
     ) -> SecAggParams:
-        """The smallest graph meeting the conditions of the module docstring."""
+        """The smallest graph meeting the conditions of the module docstring.
+
+        ``corruption_rate`` has no default on purpose: it is the fraction of clients assumed to
+        collude with the server, and ``0.0`` (nobody colludes) must be a conscious choice.
+        """
         threat = ThreatModel.parse(threat)
         n = num_clients
         if not isinstance(n, int) or n < 2:
@@ -198,10 +203,12 @@ class SecAggParams:
                 raise ConfigurationError(f"got {b!r}", field=name, accepted="1..256")
         found = cls._search(n, dropout_rate, corruption_rate, security_bits, failure_bits, threat)
         if found is None:
-            best = cls._search(n, dropout_rate, corruption_rate, security_bits, 1, threat)
-            hint = "fewer dropouts or corrupted clients, a smaller failure_bits/security_bits"
-            if best is None:
-                hint += " (even failure_bits=1 has no solution)"
+            hint = "fewer dropouts or corrupted clients, or smaller failure_bits/security_bits"
+            for scale in (0.5, 0.25, 0.1, 0.01, 0.001):
+                d, g = dropout_rate * scale, corruption_rate * scale
+                if cls._search(n, d, g, security_bits, failure_bits, threat) is not None:
+                    hint = f"dropout_rate <= {d:g} and corruption_rate <= {g:g} work for {n} clients"
+                    break
             raise ConfigurationError(
                 f"no degree <= {n - 1} gives 2^-{security_bits} security and 2^-{failure_bits} failure "
                 f"for {n} clients at dropout {dropout_rate} and corruption {corruption_rate} ({threat.value})",
@@ -237,8 +244,8 @@ class SecAggParams:
 
     @staticmethod
     def _min_threshold(k: int, gamma: float, sec: int, log2n: float, threat: ThreatModel) -> int | None:
-        for t in range(k // 2 + 1, k + 1):
-            bound = 2 * t - k if threat is ThreatModel.ACTIVE else t
+        for t in range((k + 1) // 2 + 1, k + 1):
+            bound = 2 * t - k - 1 if threat is ThreatModel.ACTIVE else t
             if log2n + _log2_binom_sf(bound, k, gamma) <= -sec:
                 return t
         return None
@@ -246,12 +253,14 @@ class SecAggParams:
     # ------------------------------------------------------------------ analysis
     def failure_log2(self, dropout_rate: float) -> float:
         """log2 of the probability (union bound) that some client lacks ``threshold`` live neighbours."""
-        return min(0.0, math.log2(self.num_clients) + _log2_binom_cdf(self.threshold - 1, self.degree, 1 - dropout_rate))
+        return min(
+            0.0, math.log2(self.num_clients) + _log2_binom_cdf(self.threshold - 1, self.degree, 1 - dropout_rate)
+        )
 
     def security_log2(self, corruption_rate: float, dropout_rate: float = 0.0) -> float:
         """log2 of the probability (union bound) of a privacy failure (threshold or partial sums)."""
         n, k, t = self.num_clients, self.degree, self.threshold
-        bound = 2 * t - k if self.threat is ThreatModel.ACTIVE else t
+        bound = 2 * t - k - 1 if self.threat is ThreatModel.ACTIVE else t
         thr = math.log2(n) + _log2_binom_sf(bound, k, corruption_rate)
         bad = dropout_rate + corruption_rate
         conn = -math.inf

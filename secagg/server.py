@@ -21,14 +21,17 @@ Every revealed share is checked against the commitment its dealer made; a wrong 
 recorded in ``server.corrupt_shares`` (attributed to the holder) and ignored; a secret that
 does not match its dealer's commitment aborts the round naming the dealer.
 
-Everything the server knows is public attribute state (``roster``, ``session_id``,
-``graph``, ``delivered_to``, ``survivors``, ``dropped``, ``revealed_self_shares``,
-``revealed_key_shares``): a malicious server for attack studies is code that reads this
-state and sends its own messages (see the driver's ``server_hook``).
+Everything the server knows is public attribute state (``advertisements``, ``roster``,
+``session_id``, ``graph``, ``delivered_to``, ``survivors``, ``dropped``, ``signatures``,
+``revealed_self_shares``, ``revealed_key_shares``): a malicious server for attack studies is
+code that reads this state and sends its own messages: edit any outgoing message per
+recipient with the driver's ``server_hook``, or subclass and override :meth:`build_roster`
+(e.g. Sybil clients) or any ``_close_*`` stage method.
 """
 
 from __future__ import annotations
 
+import array
 import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -39,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import x25519
 from privagg.errors import InvalidMessage, ProtocolAbort, VerificationError
 from secagg import crypto
 from secagg.messages import (
+    CIPHERTEXT_BYTES,
     DIGEST_BYTES,
     ClientMessage,
     ConsistencyRequest,
@@ -62,6 +66,9 @@ from secagg.wire import add_packed
 __all__ = ["ServerStage", "Envelope", "AggregationOutcome", "SecAggServer"]
 
 
+_ENVELOPE_BYTES = 4 + 2 * DIGEST_BYTES + CIPHERTEXT_BYTES
+
+
 class ServerStage(enum.Enum):
     COLLECT_KEYS = "collect_keys"
     COLLECT_SHARES = "collect_shares"
@@ -82,7 +89,8 @@ class Envelope:
 
 @dataclass(frozen=True, slots=True)
 class AggregationOutcome:
-    """The unmasked sum (ring elements, ``uint64``) of the survivors' inputs."""
+    """The unmasked sum of the survivors' inputs: ring elements (``uint32`` when the ring has at
+    most 32 bits, else ``uint64``)."""
 
     sum: np.ndarray
     survivors: tuple[int, ...]
@@ -155,14 +163,18 @@ class SecAggServer:
         self.roster: KeyRoster | None = None
         self.session_id = b""
         self.graph: crypto.NeighbourGraph | None = None
-        self.shares: dict[int, EncryptedShares] = {}
+        self.shares: dict[int, EncryptedShares] = {}  # until delivery; then only the commitments stay
+        self.shared: frozenset[int] = frozenset()  # U2
+        self._seed_commitments: dict[int, bytes] = {}
+        self._share_commitments: dict[int, tuple[np.ndarray, bytes]] = {}  # owner -> (holders, 64 B each)
         self.delivered_to: dict[int, frozenset[int]] = {}
         self.survivors: tuple[int, ...] = ()
         self.dropped: tuple[int, ...] = ()
         self.signatures: dict[int, bytes] = {}
         self.responders: set[int] = set()
-        self.revealed_self_shares: dict[int, dict[int, bytes]] = {}
-        self.revealed_key_shares: dict[int, dict[int, bytes]] = {}
+        # revealed shares, compact: kind -> owner -> (holder ids, 64 bytes per share); at most
+        # ``threshold`` valid shares are kept per owner (more are checked, then discarded)
+        self._revealed: dict[str, dict[int, tuple[array.array[int], bytearray]]] = {"self": {}, "key": {}}
         self._acc: np.ndarray | None = None
         self.result: AggregationOutcome | None = None
 
@@ -179,10 +191,36 @@ class SecAggServer:
         return frozenset(self._expected - self._answered)
 
     def held_bytes(self) -> int:
-        """Explicit accounting of the large buffers the server holds between steps."""
+        """Explicit accounting of what the server holds between steps: the accumulator, the
+        shares waiting for delivery, the share commitments and the revealed shares."""
         n = self._acc.nbytes if self._acc is not None else 0
-        n += sum(len(e.envelopes) for e in self.shares.values()) * 240
+        n += sum(len(e.envelopes) for e in self.shares.values()) * _ENVELOPE_BYTES
+        n += sum(h.nbytes + len(b) + 32 for h, b in self._share_commitments.values())
+        for store in self._revealed.values():
+            n += sum(len(blob) + 4 * len(ids) + 200 for ids, blob in store.values())
         return n
+
+    @property
+    def revealed_self_shares(self) -> dict[int, dict[int, bytes]]:
+        """Valid revealed shares of survivors' self-mask seeds: ``{owner: {holder: share}}``."""
+        return self._revealed_view("self")
+
+    @property
+    def revealed_key_shares(self) -> dict[int, dict[int, bytes]]:
+        """Valid revealed shares of dropped clients' mask keys: ``{owner: {holder: share}}``."""
+        return self._revealed_view("key")
+
+    def _revealed_view(self, kind: str) -> dict[int, dict[int, bytes]]:
+        return {
+            owner: {h: bytes(blob[64 * i : 64 * i + 64]) for i, h in enumerate(ids)}
+            for owner, (ids, blob) in self._revealed[kind].items()
+        }
+
+    def _store_share(self, kind: str, owner: int, holder: int, share: bytes) -> None:
+        ids, blob = self._revealed[kind].setdefault(owner, (array.array("i"), bytearray()))
+        if len(ids) < self.params.threshold and holder not in ids:
+            ids.append(holder)
+            blob += share
 
     def step(self, inbox: Iterable[ClientMessage | bytes]) -> list[Envelope]:
         out: list[Envelope] = []
@@ -200,7 +238,7 @@ class SecAggServer:
             if not isinstance(msg, spec.accepts):
                 self.rejected.append((sender, f"unexpected {type(msg).__name__} in stage {self.stage.value}"))
                 continue
-            reason = self._screen(msg, sender)
+            reason = self._screen(msg, sender)  # type: ignore[arg-type]
             if reason is not None:
                 self.rejected.append((sender, reason))
                 continue
@@ -259,10 +297,20 @@ class SecAggServer:
     def _on_advert(self, msg: KeyAdvertisement) -> None:
         self.advertisements[msg.client_id] = msg
 
+    def build_roster(self, advertisements: dict[int, KeyAdvertisement]) -> KeyRoster:
+        """The roster to send (an honest server: every advertisement it received, by id).
+
+        A study of a malicious server overrides this (e.g. to add Sybil clients); the server
+        then derives its session id and graph from the roster it sent, and expects the
+        roster's clients at the next stage.
+        """
+        return KeyRoster(round=self.round, advertisements=tuple(advertisements[c] for c in sorted(advertisements)))
+
     def _close_keys(self) -> list[Envelope]:
         self._need(self.advertisements, "advertised keys")
-        advs = tuple(self.advertisements[c] for c in sorted(self.advertisements))
-        self.roster = KeyRoster(round=self.round, advertisements=advs)
+        self.roster = self.build_roster(dict(self.advertisements))
+        advs = self.roster.advertisements
+        self.advertisements = {a.client_id: a for a in advs}
         self.session_id = crypto.session_id(self.round, advs)
         self.graph = crypto.NeighbourGraph(self.advertisements, session=self.session_id, degree=self.params.degree)
         self._expected = set(self.advertisements)
@@ -284,10 +332,21 @@ class SecAggServer:
                 if e.recipient in u2:
                     inbox[e.recipient].append(DeliveredShare(sender, e.ciphertext))
         self.delivered_to = {c: frozenset(d.sender for d in lst) for c, lst in inbox.items()}
+        # keep only what unmasking needs: the commitments (the ciphertexts leave with the deliveries)
+        for sender in u2:
+            msg = self.shares[sender]
+            holders = np.array([e.recipient for e in msg.envelopes], dtype=np.int32)
+            blob = b"".join(e.self_share_commitment + e.key_share_commitment for e in msg.envelopes)
+            self._share_commitments[sender] = (holders, blob)
+            self._seed_commitments[sender] = msg.self_seed_commitment
+        self.shared = frozenset(u2)
+        self.shares = {}
         self._expected = u2
         self._acc = np.zeros(self.dimension, dtype=np.uint32 if self.params.word_bits == 32 else np.uint64)
         return [
-            Envelope(c, ShareDelivery(round=self.round, session_id=self.session_id, recipient=c, shares=tuple(inbox[c])))
+            Envelope(
+                c, ShareDelivery(round=self.round, session_id=self.session_id, recipient=c, shares=tuple(inbox[c]))
+            )
             for c in sorted(u2)
         ]
 
@@ -301,12 +360,16 @@ class SecAggServer:
         u3 = self._answered
         self._need(u3, "sent masked inputs")
         self.survivors = tuple(sorted(u3))
-        self.dropped = tuple(sorted(set(self.shares) - u3))
+        self.dropped = tuple(sorted(self.shared - u3))
         self._expected = set(u3)
         if self.params.threat is ThreatModel.ACTIVE:
-            req: ServerMessage = ConsistencyRequest(round=self.round, session_id=self.session_id, survivors=self.survivors)
+            req: ServerMessage = ConsistencyRequest(
+                round=self.round, session_id=self.session_id, survivors=self.survivors
+            )
         else:
-            req = UnmaskRequest(round=self.round, session_id=self.session_id, survivors=self.survivors, dropped=self.dropped)
+            req = UnmaskRequest(
+                round=self.round, session_id=self.session_id, survivors=self.survivors, dropped=self.dropped
+            )
         return [Envelope(c, req) for c in self.survivors]
 
     def _on_signature(self, msg: ConsistencySignature) -> None:
@@ -328,23 +391,32 @@ class SecAggServer:
         assert self.graph is not None
         holder = msg.sender
         surv, drop = set(self.survivors), set(self.dropped)
-        for kind, lst, allowed, store in (
-            ("self", msg.self_shares, surv, self.revealed_self_shares),
-            ("key", msg.key_shares, drop, self.revealed_key_shares),
-        ):
+        for kind, lst, allowed in (("self", msg.self_shares, surv), ("key", msg.key_shares, drop)):
             for rs in lst:
                 owner = rs.owner
+                if kind == "self" and owner == holder:
+                    # a survivor's own share of its seed: no commitment; a wrong one fails the
+                    # reconstruction check, which blames this same client
+                    self._store_share(kind, owner, holder, rs.share)
+                    continue
                 if owner not in allowed or owner not in self.delivered_to.get(holder, ()):
                     self.rejected.append((holder, f"unrequested {kind} share of client {owner}"))
                     continue
-                env = next(e for e in self.shares[owner].envelopes if e.recipient == holder)
-                want = env.self_share_commitment if kind == "self" else env.key_share_commitment
-                got = crypto.share_commitment(session=self.session_id, owner=owner, holder=holder, kind=kind, share=rs.share)
+                holders, blob = self._share_commitments[owner]
+                i = int(np.flatnonzero(holders == holder)[0]) * 64 + (0 if kind == "self" else 32)
+                want = blob[i : i + 32]
+                got = crypto.share_commitment(
+                    session=self.session_id, owner=owner, holder=holder, kind=kind, share=rs.share
+                )
                 if got != want:
                     self.corrupt_shares.append((holder, owner, kind))
                     continue
-                store.setdefault(owner, {})[holder] = rs.share
+                self._store_share(kind, owner, holder, rs.share)
         self.responders.add(holder)
+
+    def _shares_of(self, kind: str, owner: int) -> dict[int, bytes]:
+        ids, blob = self._revealed[kind].get(owner, (array.array("i"), bytearray()))
+        return {h: bytes(blob[64 * i : 64 * i + 64]) for i, h in enumerate(ids)}
 
     def _reconstruct(self, owner: int, shares: dict[int, bytes], kind: str) -> bytes:
         t = self.params.threshold
@@ -365,25 +437,26 @@ class SecAggServer:
         assert self._acc is not None and self.graph is not None
         acc = self._acc
         for w in self.survivors:
-            seed = self._reconstruct(w, self.revealed_self_shares.get(w, {}), "self-mask")
-            if crypto.seed_commitment(session=self.session_id, owner=w, seed=seed) != self.shares[w].self_seed_commitment:
+            seed = self._reconstruct(w, self._shares_of("self", w), "self-mask")
+            if crypto.seed_commitment(session=self.session_id, owner=w, seed=seed) != self._seed_commitments[w]:
                 raise self._abort(f"client {w} dealt inconsistent self-mask shares", party=w)
             crypto.add_self_mask(acc, seed, session=self.session_id, round=self.round, subtract=True)
+        surv = set(self.survivors)
         for w in self.dropped:
-            raw = self._reconstruct(w, self.revealed_key_shares.get(w, {}), "mask-key")
+            raw = self._reconstruct(w, self._shares_of("key", w), "mask-key")
             sk = x25519.X25519PrivateKey.from_private_bytes(raw)
             if crypto.x25519_public(sk) != self.advertisements[w].mask_public_key:
                 raise self._abort(f"client {w} dealt inconsistent key shares", party=w)
-            for v in self.survivors:
-                if w in self.delivered_to.get(v, ()):
+            for v in self.graph.neighbours(w):
+                if v in surv and w in self.delivered_to.get(v, ()):
                     shared = crypto.x25519_shared(sk, self.advertisements[v].mask_public_key)
                     seed = crypto.pair_seed(shared, session=self.session_id, round=self.round, a=v, b=w)
-                    crypto.add_pair_mask(acc, seed, session=self.session_id, round=self.round, me=v, peer=w, subtract=True)
+                    crypto.add_pair_mask(
+                        acc, seed, session=self.session_id, round=self.round, me=v, peer=w, subtract=True
+                    )
         mb = self.params.modulus_bits
         if mb < acc.dtype.itemsize * 8:
             acc &= acc.dtype.type((1 << mb) - 1)
-        self.result = AggregationOutcome(
-            sum=acc.astype(np.uint64), survivors=self.survivors, dropped=self.dropped, modulus_bits=mb
-        )
+        self.result = AggregationOutcome(sum=acc, survivors=self.survivors, dropped=self.dropped, modulus_bits=mb)
         self._acc = None
         return []

@@ -8,6 +8,7 @@ vectorised over groups of 8 values (8 values of ``b`` bits fill exactly ``b`` by
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import numpy as np
 
@@ -15,6 +16,45 @@ from privagg.encoding import packed_size
 from privagg.errors import InvalidMessage
 
 __all__ = ["Writer", "Reader", "pack_ring", "unpack_ring", "add_packed"]
+
+
+def _strided_u64(buf: np.ndarray, offset: int, count: int, stride: int) -> np.ndarray:
+    """``count`` (unaligned) little-endian 8-byte windows of ``buf`` at ``offset + j * stride``."""
+    return np.ndarray((count,), dtype="<u8", buffer=buf, offset=offset, strides=(stride,))
+
+
+def _pack_windows(v: np.ndarray, bits: int) -> bytes:
+    """8 <= bits <= 56: value ``i`` is OR-ed into the 8-byte window at byte ``i*bits // 8``.
+
+    Values ``i = p (mod 8)`` sit ``bits`` bytes apart, so for one ``p`` the windows never
+    overlap: 8 strided numpy operations pack the whole vector.
+    """
+    n = v.size
+    size = packed_size(n, bits)
+    buf = np.zeros(size + 8, dtype=np.uint8)
+    for p in range(min(8, n)):
+        off, shift = divmod(p * bits, 8)
+        col = v[p::8].astype(np.uint64)
+        if shift:
+            col <<= np.uint64(shift)
+        win = _strided_u64(buf, off, col.size, bits)
+        win |= col
+    return buf[:size].tobytes()
+
+
+def _unpack_windows(data: bytes, bits: int, count: int, out_dtype: type = np.uint64) -> np.ndarray:
+    buf = np.zeros(len(data) + 8, dtype=np.uint8)
+    buf[: len(data)] = np.frombuffer(data, dtype=np.uint8)
+    out: np.ndarray = np.empty(count, dtype=out_dtype)
+    mask = np.uint64((1 << bits) - 1)
+    for p in range(min(8, count)):
+        off, shift = divmod(p * bits, 8)
+        k = len(range(p, count, 8))
+        win = _strided_u64(buf, off, k, bits)
+        col = win >> np.uint64(shift) if shift else win.copy()
+        col &= mask
+        out[p::8] = col
+    return out
 
 
 def pack_ring(values: np.ndarray, bits: int) -> bytes:
@@ -25,6 +65,8 @@ def pack_ring(values: np.ndarray, bits: int) -> bytes:
     n = v.size
     if bits in (8, 16, 32, 64):
         return v.astype(f"<u{bits // 8}").tobytes()
+    if 8 <= bits <= 56:
+        return _pack_windows(v, bits)
     g = (n + 7) // 8
     vv = np.zeros(g * 8, dtype=np.uint64)
     vv[:n] = v
@@ -51,6 +93,8 @@ def unpack_ring(data: bytes, bits: int, count: int) -> np.ndarray:
         raise ValueError(f"expected {packed_size(count, bits)} bytes for {count} values of {bits} bits")
     if bits in (8, 16, 32, 64):
         return np.frombuffer(data, dtype=f"<u{bits // 8}").astype(np.uint64)
+    if 8 <= bits <= 56:
+        return _unpack_windows(data, bits, count)
     g = (count + 7) // 8
     lanes_n = (8 * bits + 63) // 64
     buf = np.zeros((g, lanes_n * 8), dtype=np.uint8)
@@ -70,8 +114,8 @@ def unpack_ring(data: bytes, bits: int, count: int) -> np.ndarray:
             np.left_shift(lanes[w + 1], np.uint64(64 - s), out=tmp)
             col |= tmp
         col &= mask
-    out = out.T.ravel()
-    return out[:count]
+    result: np.ndarray = out.T.ravel()
+    return result[:count]
 
 
 class Writer:
@@ -132,6 +176,13 @@ class Reader:
         self._pos += n
         return b
 
+    def unpack(self, st: struct.Struct) -> tuple[Any, ...]:
+        if self._pos + st.size > len(self._buf):
+            raise InvalidMessage(f"{self._what}: truncated")
+        vals = st.unpack_from(self._buf, self._pos)
+        self._pos += st.size
+        return vals
+
     def remaining(self) -> int:
         return len(self._buf) - self._pos
 
@@ -168,7 +219,7 @@ class Reader:
             raise InvalidMessage(f"{self._what}: {len(self._buf) - self._pos} trailing bytes")
 
 
-_ADD_CHUNK = 1 << 16  # values per chunk (a multiple of 8: chunks start on byte boundaries)
+_ADD_CHUNK = 1 << 14  # values per chunk (a multiple of 8: chunks start on byte boundaries)
 
 
 def add_packed(acc: np.ndarray, data: bytes, bits: int) -> None:
@@ -176,6 +227,19 @@ def add_packed(acc: np.ndarray, data: bytes, bits: int) -> None:
     n = acc.size
     if len(data) != packed_size(n, bits):
         raise ValueError(f"expected {packed_size(n, bits)} bytes for {n} values of {bits} bits")
+    if 8 <= bits <= 56:
+        # one eighth of the vector at a time: O(n/8) temporaries
+        buf = np.zeros(len(data) + 8, dtype=np.uint8)
+        buf[: len(data)] = np.frombuffer(data, dtype=np.uint8)
+        mask = np.uint64((1 << bits) - 1)
+        for p in range(min(8, n)):
+            off, shift = divmod(p * bits, 8)
+            win = _strided_u64(buf, off, len(range(p, n, 8)), bits)
+            col = win >> np.uint64(shift) if shift else win.copy()
+            col &= mask
+            seg = acc[p::8]
+            np.add(seg, col.astype(acc.dtype, copy=False), out=seg)
+        return
     mv = memoryview(data)
     step_bytes = _ADD_CHUNK * bits // 8
     for i, start in enumerate(range(0, n, _ADD_CHUNK)):

@@ -1,0 +1,53 @@
+import json
+
+from privagg.cli import main
+
+
+def test_bench_secagg_json(capsys):
+    rc = main(
+        [
+            "bench",
+            "secagg",
+            "--clients",
+            "12",
+            "--params",
+            "3000",
+            "--dropout",
+            "0.1",
+            "--degree",
+            "6",
+            "--threshold",
+            "4",
+            "--threat",
+            "semi-honest",
+            "--json",
+        ]
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["correct"] is True
+    for key in (
+        "max_abs_error",
+        "round_seconds",
+        "stage_seconds",
+        "client_upload_bytes",
+        "expansion",
+        "server_peak_bytes",
+        "degree",
+        "threshold",
+        "modulus_bits",
+        "prg_gbps",
+        "aes_ctr_gbps",
+    ):
+        assert key in out
+    assert out["degree"] == 6 and out["survivors"] == 11
+
+
+def test_bench_secagg_derived_and_text(capsys):
+    rc = main(["bench", "secagg", "--clients", "8", "--params", "500", "--dropout", "0.0", "--threat", "active"])
+    text = capsys.readouterr().out
+    assert rc == 0 and "correct: True" in text
+
+
+def test_bench_secagg_bad_threshold_is_a_clean_error(capsys):
+    rc = main(["bench", "secagg", "--clients", "20", "--params", "10", "--degree", "6", "--threshold", "3"])
+    assert rc == 2 and "threshold" in capsys.readouterr().err

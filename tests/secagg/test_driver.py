@@ -1,0 +1,78 @@
+import numpy as np
+
+from privagg.encoding import packed_size
+from secagg import SecAggParams, run_round
+
+
+def _round(n: int, m: int, threat: str = "active"):
+    p = SecAggParams.manual(num_clients=n, degree=4, threshold=3, threat=threat)
+    rng = np.random.default_rng(n)
+    base = [rng.integers(0, 2**16, m, dtype=np.uint64) for _ in range(3)]
+    rep = run_round(
+        p, client_ids=list(range(n)), inputs=lambda c: base[c % 3], dimension=m, dropouts={"masked_input": [0]}
+    )
+    return rep, p, base
+
+
+def test_report_costs_and_correctness():
+    m = 5000
+    rep, p, base = _round(10, m)
+    assert rep.ok
+    want = sum(base[c % 3] for c in rep.survivors) % (1 << p.modulus_bits)
+    assert np.array_equal(rep.sum, want)
+    assert set(rep.stage_seconds) == {"advertise", "share_keys", "masked_input", "consistency", "unmask"}
+    for c in rep.survivors:
+        assert rep.bytes_sent[c] > packed_size(m, p.modulus_bits)
+        assert rep.bytes_received[c] > 0
+    assert rep.bytes_sent[0] < packed_size(m, p.modulus_bits)  # client 0 never uploaded its vector
+    # the server also sends to clients that have dropped (they never receive it)
+    assert rep.bytes_sent["server"] >= sum(v for k, v in rep.bytes_received.items() if k != "server")
+    assert rep.client_upload_bytes() > 0 and rep.round_seconds > 0
+
+
+def test_server_memory_does_not_grow_with_clients():
+    """The server adds masked vectors as they arrive: its peak is O(M), not O(N M)."""
+    m = 100_000
+    one_vector = 8 * m
+    peaks = {}
+    for n in (6, 24):
+        rep, _, _ = _round(n, m, threat="semi-honest")
+        assert rep.ok
+        peaks[n] = rep.server_peak_bytes
+    assert peaks[24] < 4 * one_vector
+    assert peaks[24] < 1.5 * peaks[6]
+
+
+def test_worker_processes_give_the_same_protocol():
+    m, n = 2000, 9
+    p = SecAggParams.manual(num_clients=n, degree=4, threshold=3, threat="active")
+    rng = np.random.default_rng(3)
+    inputs = {c: rng.integers(0, 2**16, m, dtype=np.uint64) for c in range(n)}
+    rep = run_round(
+        p,
+        client_ids=list(range(n)),
+        inputs=inputs,
+        dimension=m,
+        dropouts={"masked_input": [1], "unmask": [2]},
+        workers=2,
+    )
+    assert rep.ok
+    assert np.array_equal(rep.sum, sum(inputs[c] for c in rep.survivors) % (1 << p.modulus_bits))
+    assert rep.survivors == tuple(c for c in range(n) if c != 1)
+
+
+def test_worker_processes_report_client_aborts():
+    import dataclasses
+
+    from secagg import Envelope, UnmaskRequest
+
+    def both(env):
+        if isinstance(env.message, UnmaskRequest):
+            m = env.message
+            return [Envelope(env.recipient, dataclasses.replace(m, dropped=m.survivors))]
+        return [env]
+
+    p = SecAggParams.manual(num_clients=6, degree=4, threshold=3, threat="semi-honest")
+    inputs = {c: np.zeros(10, dtype=np.uint64) for c in range(6)}
+    rep = run_round(p, client_ids=list(range(6)), inputs=inputs, dimension=10, server_hook=both, workers=2)
+    assert not rep.ok and len(rep.client_aborts) == 6

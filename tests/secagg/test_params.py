@@ -1,0 +1,88 @@
+import math
+
+import pytest
+
+from privagg.encoding import sum_bits
+from privagg.errors import ConfigurationError
+from secagg import SecAggParams, ThreatModel
+
+
+def test_flower_defaults_are_valid():
+    p = SecAggParams.manual(num_clients=100, degree=14, threshold=10, threat="semi-honest")
+    assert p.modulus_bits == sum_bits(100, 16)
+    assert p.threat is ThreatModel.SEMI_HONEST
+    assert not p.complete_graph
+
+
+@pytest.mark.parametrize(
+    ("n", "delta", "gamma", "threat"),
+    [
+        (100, 0.1, 0.0, "semi-honest"),
+        (100, 0.1, 0.05, "active"),
+        (1000, 0.1, 0.05, "active"),
+        (1000, 0.3, 0.0, "active"),
+    ],
+)
+def test_derive_meets_its_own_bounds(n, delta, gamma, threat):
+    p = SecAggParams.derive(num_clients=n, dropout_rate=delta, corruption_rate=gamma, threat=threat)
+    assert p.failure_log2(delta) <= -20
+    assert p.security_log2(gamma, delta) <= -40
+    assert 2 * p.threshold > p.degree + 1
+    # minimal: the next smaller even degree cannot meet both bounds with any threshold
+    if p.degree > 2 and not p.complete_graph:
+        k = p.degree - 2
+        ok = False
+        for t in range((k + 1) // 2 + 1, k + 1):
+            q = SecAggParams.manual(num_clients=n, degree=k, threshold=t, threat=threat)
+            if q.failure_log2(delta) <= -20 and q.security_log2(gamma, delta) <= -40:
+                ok = True
+        assert not ok
+
+
+def test_derive_small_population_uses_complete_graph():
+    p = SecAggParams.derive(num_clients=3, dropout_rate=1e-8, corruption_rate=0.0)
+    assert p.complete_graph and p.degree == 2 and p.threshold == 2
+    q = SecAggParams.derive(num_clients=8, dropout_rate=0.001, corruption_rate=0.0)
+    assert q.degree == 6 and q.threshold == 4  # the ring already meets both bounds
+
+
+def test_derive_impossible_says_what_would_work():
+    with pytest.raises(ConfigurationError) as e:
+        SecAggParams.derive(num_clients=50, dropout_rate=0.6, corruption_rate=0.2)
+    assert "dropout" in str(e.value)
+    assert "work for 50 clients" in (e.value.accepted or "")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "hint"),
+    [
+        ({"degree": 14, "threshold": 7}, "threshold", "8..14"),  # two disjoint reconstructions
+        ({"degree": 14, "threshold": 15}, "threshold", "1..14"),
+        ({"degree": 13, "threshold": 10}, "degree", "12 or 14"),  # odd: ring needs k/2 per side
+        ({"degree": 1, "threshold": 1}, "degree", None),  # disconnected
+        ({"degree": 100, "threshold": 60}, "degree", "2..99"),
+        ({"degree": 14, "threshold": 10, "modulus_bits": 20}, "modulus_bits", "23..62"),  # the sum would wrap
+    ],
+)
+def test_manual_validation(kwargs, field, hint):
+    with pytest.raises(ConfigurationError) as e:
+        SecAggParams.manual(num_clients=100, **kwargs)
+    assert e.value.field == field
+    if hint:
+        assert hint in (e.value.accepted or "")
+
+
+def test_bad_threat_and_rates():
+    with pytest.raises(ConfigurationError):
+        SecAggParams.derive(num_clients=10, dropout_rate=0.1, corruption_rate=0.0, threat="paranoid")
+    with pytest.raises(ConfigurationError):
+        SecAggParams.derive(num_clients=10, dropout_rate=1.2, corruption_rate=0.0)
+    with pytest.raises(ConfigurationError):
+        SecAggParams.derive(num_clients=1, dropout_rate=0.1, corruption_rate=0.0)
+
+
+def test_analysis_numbers_are_log2_probabilities():
+    p = SecAggParams.manual(num_clients=100, degree=14, threshold=10)
+    f = p.failure_log2(0.1)
+    assert -20 < f <= 0  # Flower's defaults fail a 10%-dropout round far more often than 2^-20
+    assert math.isinf(p.security_log2(0.0, 0.0)) or p.security_log2(0.0, 0.0) < -40

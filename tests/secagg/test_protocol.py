@@ -1,0 +1,591 @@
+"""Full rounds through the state machines: correctness under dropouts, and every abort path."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import secagg.client as client_mod
+from privagg.errors import InvalidMessage, ProtocolAbort
+from privagg.randomness import InsecureDeterministicSecrets
+from secagg import (
+    ClientStage,
+    ConsistencyRequest,
+    DropStage,
+    Envelope,
+    KeyAdvertisement,
+    KeyRoster,
+    MaskedInput,
+    RoundSetup,
+    SecAggClient,
+    SecAggParams,
+    SecAggServer,
+    ShareDelivery,
+    UnmaskRequest,
+    UnmaskResponse,
+    crypto,
+    make_identities,
+    run_round,
+)
+from secagg.messages import RevealedShare
+
+M = 16
+
+
+def _inputs(n: int, bits: int = 10, seed: int = 0) -> dict[int, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {c: rng.integers(0, 2**bits, M, dtype=np.uint64) for c in range(n)}
+
+
+def _run(n=8, k=4, t=3, threat="active", drops=None, **kw):
+    p = SecAggParams.manual(num_clients=n, degree=k, threshold=t, threat=threat)
+    inputs = kw.pop("inputs", None) or _inputs(n)
+    rep = run_round(p, client_ids=list(range(n)), inputs=inputs, dimension=M, dropouts=drops or {}, **kw)
+    return rep, inputs, p
+
+
+def _expected(rep, inputs, p):
+    return sum(inputs[c] for c in rep.survivors) % (1 << p.modulus_bits)
+
+
+@pytest.mark.parametrize("threat", ["semi-honest", "active"])
+@pytest.mark.parametrize(
+    "drops",
+    [
+        {},
+        {"advertise": [0]},
+        {"share_keys": [1]},
+        {"masked_input": [2]},
+        {"consistency": [3]},
+        {"unmask": [4]},
+        {"advertise": [5], "masked_input": [6]},
+    ],
+)
+def test_round_is_exact_under_dropouts(threat, drops):
+    rep, inputs, p = _run(n=10, k=6, t=4, threat=threat, drops=drops)
+    assert rep.ok, rep.abort
+    assert np.array_equal(rep.sum, _expected(rep, inputs, p))
+    gone_before_input = (
+        set(drops.get("advertise", [])) | set(drops.get("share_keys", [])) | set(drops.get("masked_input", []))
+    )
+    assert set(rep.survivors) == set(range(10)) - gone_before_input
+    assert rep.server.rejected == [] and rep.server.corrupt_shares == []
+
+
+def _complete_graph_ok(n: int, t: int, fate: list[int | None], active: bool) -> bool:
+    order = list(DropStage)
+    alive = [set(c for c in range(n) if fate[c] is None or fate[c] > i) for i in range(len(order))]
+    u1, u2, u3, u4, u5 = alive[0], alive[1], alive[2], alive[3] if active else alive[2], alive[4]
+    if not active:
+        u5 = u5 & u3
+    return len(u1) > t and len(u2) > t and len(u3) > t and len(u4) > t and len(u5 & u4) >= t
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    threat=st.sampled_from(["semi-honest", "active"]),
+    fate=st.lists(st.one_of(st.none(), st.integers(0, 4)), min_size=7, max_size=7),
+)
+def test_every_dropout_pattern_complete_graph(threat, fate):
+    """n=7, complete graph (k=6), t=4: correct iff every stage keeps enough clients, else a clean abort."""
+    n, t = 7, 4
+    active = threat == "active"
+    if not active:
+        fate = [None if f == 3 else f for f in fate]  # no consistency stage in semi-honest mode
+    order = list(DropStage)
+    drops: dict[DropStage, list[int]] = {}
+    for c, f in enumerate(fate):
+        if f is not None:
+            drops.setdefault(order[f], []).append(c)
+    rep, inputs, p = _run(n=n, k=6, t=t, threat=threat, drops=drops)
+    want_ok = _complete_graph_ok(n, t, fate, active)
+    assert rep.ok == want_ok, (fate, rep.abort)
+    if rep.ok:
+        assert np.array_equal(rep.sum, _expected(rep, inputs, p))
+    else:
+        assert isinstance(rep.abort, ProtocolAbort) and rep.sum is None
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    threat=st.sampled_from(["semi-honest", "active"]),
+    fate=st.lists(st.one_of(st.none(), st.none(), st.none(), st.integers(0, 4)), min_size=12, max_size=12),
+)
+def test_sparse_graph_correct_or_clean_abort(threat, fate):
+    order = list(DropStage)
+    drops: dict[DropStage, list[int]] = {}
+    for c, f in enumerate(fate):
+        if f is not None:
+            drops.setdefault(order[f], []).append(c)
+    rep, inputs, p = _run(n=12, k=6, t=5, threat=threat, drops=drops)
+    if rep.ok:
+        assert np.array_equal(rep.sum, _expected(rep, inputs, p))
+    else:
+        assert isinstance(rep.abort, ProtocolAbort)
+        assert rep.server.result is None
+
+
+def test_too_few_survivors_abort():
+    rep, _, _ = _run(n=8, k=4, t=3, drops={"masked_input": [0, 1, 2, 3, 4]})
+    assert not rep.ok and "masked inputs" in rep.abort.reason
+
+
+def test_too_few_shares_abort_names_the_client():
+    rep, _, _ = _run(n=10, k=4, t=4, drops={"unmask": [0, 1, 2, 3, 4, 5]})
+    assert not rep.ok and "shares of client" in rep.abort.reason
+
+
+# ---------------------------------------------------------------------------- malicious server
+def _edit(kind, recipients, fn):
+    """A server hook editing messages of ``kind`` sent to ``recipients`` (None = everyone)."""
+
+    def hook(env: Envelope) -> list[Envelope]:
+        if isinstance(env.message, kind) and (recipients is None or env.recipient in recipients):
+            return [Envelope(env.recipient, fn(env))]
+        return [env]
+
+    return hook
+
+
+def _neighbour_of(rep, c):
+    return rep.server.graph.neighbours(c)[0]
+
+
+@pytest.mark.parametrize("threat", ["semi-honest", "active"])
+def test_overlapping_unmask_lists_abort(threat):
+    def both(env):
+        m = env.message
+        # the survivor "1" also listed as dropped: asks for its key share too
+        return dataclasses.replace(m, dropped=(*m.dropped, *m.survivors))
+
+    rep, _, _ = _run(threat=threat, server_hook=_edit(UnmaskRequest, None, both))
+    assert not rep.ok
+    assert rep.client_aborts and all("both as survivor and as dropped" in e.reason for e in rep.client_aborts.values())
+    assert rep.server.revealed_key_shares == {}
+
+
+def test_repeated_ids_abort():
+    def rep_ids(env):
+        m = env.message
+        return dataclasses.replace(m, survivors=m.survivors + m.survivors[:1])
+
+    rep, _, _ = _run(threat="semi-honest", server_hook=_edit(UnmaskRequest, None, rep_ids))
+    assert rep.client_aborts and all("repeats" in e.reason for e in rep.client_aborts.values())
+
+
+def test_omitted_neighbour_aborts():
+    def omit(env):
+        m = env.message
+        return dataclasses.replace(m, survivors=tuple(c for c in m.survivors if c in (env.recipient,)))
+
+    rep, _, _ = _run(threat="semi-honest", server_hook=_edit(UnmaskRequest, None, omit))
+    assert len(rep.client_aborts) == 8 and rep.server.revealed_self_shares == {}
+    assert all(
+        "missing" in e.reason or "survived" in e.reason or "omit" in e.reason for e in rep.client_aborts.values()
+    )
+
+
+def test_unhardened_semi_honest_client_reveals_both_shares():
+    """The attack a hardened client refuses: the textbook client hands over both shares of a survivor."""
+
+    def both(env):
+        m = env.message
+        return dataclasses.replace(m, dropped=(*m.dropped, 0))
+
+    rep, _, _ = _run(threat="semi-honest", hardened=False, server_hook=_edit(UnmaskRequest, None, both))
+    assert not rep.client_aborts
+    assert 0 in rep.server.revealed_self_shares and len(rep.server.revealed_key_shares.get(0, {})) == 0
+    # the honest server ignores the unrequested key shares, but they did arrive:
+    assert any("unrequested key share of client 0" in r for _, r in rep.server.rejected)
+
+
+def test_both_shares_attack_recovers_an_input_only_when_unhardened():
+    """Attack (c) end to end: with both shares of client 0 the server strips its masks."""
+    seen: dict[str, list] = {"resp": [], "masked": []}
+
+    def grab(cid, msg):
+        if isinstance(msg, UnmaskResponse):
+            seen["resp"].append(msg)
+        if isinstance(msg, MaskedInput) and cid == 0:
+            seen["masked"].append(msg)
+        return [msg]
+
+    def both(env):
+        m = env.message
+        return dataclasses.replace(m, dropped=(*m.dropped, 0))
+
+    rep, inputs, p = _run(
+        threat="semi-honest", hardened=False, server_hook=_edit(UnmaskRequest, None, both), client_hook=grab
+    )
+    srv = rep.server
+    self_sh = {r.sender: s.share for r in seen["resp"] for s in r.self_shares if s.owner == 0}
+    key_sh = {r.sender: s.share for r in seen["resp"] for s in r.key_shares if s.owner == 0}
+    seed = crypto.reconstruct_secret(self_sh, threshold=p.threshold)
+    key = crypto.reconstruct_secret(key_sh, threshold=p.threshold)
+    peers = {v: srv.advertisements[v].mask_public_key for v in srv.delivered_to[0]}
+    x0 = crypto.strip_masks(
+        seen["masked"][0].values(),
+        owner=0,
+        self_seed=seed,
+        mask_key=key,
+        peers=peers,
+        session=srv.session_id,
+        round=0,
+        modulus_bits=p.modulus_bits,
+    )
+    assert np.array_equal(x0, inputs[0])
+    # hardened clients (the default) refuse the same request: no key share of a survivor leaves
+    seen["resp"].clear()
+    rep, _, _ = _run(threat="semi-honest", server_hook=_edit(UnmaskRequest, None, both), client_hook=grab)
+    assert not any(s.owner == 0 for r in seen["resp"] for s in r.key_shares)
+    assert rep.client_aborts
+
+
+def test_forged_consistency_signatures_abort():
+    """Key shares of a dropped client are only revealed against t valid signatures of its neighbours."""
+
+    def forge(env):
+        m = env.message
+        return dataclasses.replace(m, signatures=tuple((c, _flip(sig)) for c, sig in m.signatures))
+
+    rep, _, _ = _run(threat="active", drops={"masked_input": [5]}, server_hook=_edit(UnmaskRequest, None, forge))
+    assert not rep.ok
+    holders = set(rep.server.graph.neighbours(5))
+    assert holders <= set(rep.client_aborts)
+    assert all("signed the survivor set" in rep.client_aborts[c].reason for c in holders)
+    assert 5 not in rep.server.revealed_key_shares
+
+
+def test_missing_consistency_signatures_abort():
+    def drop_sigs(env):
+        return dataclasses.replace(env.message, signatures=())
+
+    rep, _, _ = _run(threat="active", drops={"masked_input": [5]}, server_hook=_edit(UnmaskRequest, None, drop_sigs))
+    assert not rep.ok and set(rep.server.graph.neighbours(5)) <= set(rep.client_aborts)
+    assert 5 not in rep.server.revealed_key_shares
+
+
+def test_hardened_is_mandatory_in_active_mode():
+    from privagg.errors import ConfigurationError
+
+    keys, directory = make_identities([0, 1])
+    with pytest.raises(ConfigurationError):
+        SecAggClient(0, threat="active", identity_key=keys[0], directory=directory, hardened=False)
+    with pytest.raises(ConfigurationError):
+        SecAggClient(0, threat="active")
+
+
+def _flip(b: bytes) -> bytes:
+    return bytes([b[0] ^ 1]) + b[1:]
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda a: dataclasses.replace(a, signature=_flip(a.signature)),  # forged
+        lambda a: dataclasses.replace(a, signature=b""),  # missing
+        lambda a: dataclasses.replace(a, mask_public_key=_flip(a.mask_public_key)),  # substituted key
+        lambda a: dataclasses.replace(a, enc_public_key=_flip(a.enc_public_key)),  # substituted key
+    ],
+    ids=["forged", "missing", "mask-key", "enc-key"],
+)
+def test_tampered_advertisement_aborts_neighbours(tamper):
+    def edit(env):
+        m = env.message
+        return dataclasses.replace(
+            m, advertisements=tuple(tamper(a) if a.client_id == 3 else a for a in m.advertisements)
+        )
+
+    rep, _, _ = _run(n=8, k=4, t=3, server_hook=_edit(KeyRoster, None, edit))
+    assert not rep.ok
+    # client 3 sees its own advertisement altered; its neighbours (in the graph of the tampered
+    # roster's session) find no valid signature
+    assert "own advertisement" in rep.client_aborts[3].reason
+    others = [e.reason for c, e in rep.client_aborts.items() if c != 3]
+    assert len(others) >= 4 and all("signature" in r for r in others)
+
+
+def test_different_model_digests():
+    """Attack (a): a different model for client 0. Active clients abort; semi-honest ones carry on."""
+
+    def other_model(env):
+        return dataclasses.replace(env.message, model_digest=b"\x01" * 32)
+
+    rep, _, _ = _run(threat="active", server_hook=_edit(RoundSetup, {0}, other_model))
+    assert not rep.ok and len(rep.client_aborts) == 8
+    assert all("different configuration or model" in e.reason for e in rep.client_aborts.values())
+    rep, inputs, p = _run(threat="semi-honest", server_hook=_edit(RoundSetup, {0}, other_model))
+    assert rep.ok and np.array_equal(rep.sum, _expected(rep, inputs, p))
+
+
+def test_different_config_to_one_client_aborts_active():
+    def lower_threshold(env):
+        m = env.message
+        return dataclasses.replace(m, params=SecAggParams.manual(num_clients=8, degree=4, threshold=4))
+
+    rep, _, _ = _run(threat="active", server_hook=_edit(RoundSetup, {2}, lower_threshold))
+    assert not rep.ok and rep.client_aborts
+
+
+def test_downgrade_to_semi_honest_aborts():
+    def downgrade(env):
+        m = env.message
+        return dataclasses.replace(m, params=dataclasses.replace(m.params, threat="semi-honest"))
+
+    rep, _, _ = _run(threat="active", server_hook=_edit(RoundSetup, None, downgrade))
+    assert not rep.ok and len(rep.client_aborts) == 8
+    assert all("requires active" in e.reason for e in rep.client_aborts.values())
+
+
+class _SybilServer(SecAggServer):
+    """Attack (b): the server slips a client of its own (id 99) into the roster."""
+
+    sybil_adv: KeyAdvertisement
+
+    def build_roster(self, advertisements):
+        roster = super().build_roster(advertisements)
+        return dataclasses.replace(roster, advertisements=(*roster.advertisements, self.sybil_adv))
+
+
+@pytest.mark.parametrize("threat", ["semi-honest", "active"])
+def test_sybil_in_roster(threat):
+    n = 8
+    p = SecAggParams.manual(num_clients=n + 1, degree=4, threshold=3, threat=threat)
+    sybil = SecAggClient(99, threat="semi-honest", secrets=InsecureDeterministicSecrets(9))
+    (adv,) = sybil.step(RoundSetup(0, dataclasses.replace(p, threat="semi-honest"), M, bytes(32)))
+    srv = _SybilServer(p, clients=list(range(n)), dimension=M)
+    srv.sybil_adv = dataclasses.replace(adv, config_hash=crypto.config_hash(srv.setup))
+    inputs = _inputs(n)
+    rep = run_round(p, client_ids=list(range(n)), inputs=inputs, dimension=M, server=srv)
+    assert 99 in srv.graph
+    if threat == "semi-honest":
+        # accepted: the sybil is somebody's neighbour and receives its shares (it then stays silent here)
+        assert rep.ok and not rep.client_aborts
+        assert any(99 in srv.graph.neighbours(c) for c in range(n))
+        assert np.array_equal(rep.sum, _expected(rep, inputs, p))
+    else:
+        assert not rep.ok and len(rep.client_aborts) == n
+        assert all("identity directory" in e.reason for e in rep.client_aborts.values())
+
+
+def test_inconsistent_survivor_sets_abort():
+    """Attack (b) on the consistency round: client 0 is 'dropped' for some, 'survived' for others."""
+
+    def split(env):
+        m = env.message
+        if env.recipient % 2:
+            return dataclasses.replace(m, survivors=tuple(c for c in m.survivors if c != 0))
+        return m
+
+    rep, _, _ = _run(threat="active", server_hook=_edit(ConsistencyRequest, None, split))
+    assert not rep.ok
+    assert rep.client_aborts  # odd clients: not all of their views agree, even ones: too few signatures
+    assert rep.server.revealed_key_shares == {}
+
+
+def test_fake_dropout_in_unmask_request_active():
+    def fake(env):
+        m = env.message
+        if env.recipient in (1, 3, 5, 7):
+            return dataclasses.replace(m, survivors=tuple(c for c in m.survivors if c != 0), dropped=(*m.dropped, 0))
+        return m
+
+    rep, _, _ = _run(threat="active", server_hook=_edit(UnmaskRequest, None, fake))
+    assert not rep.ok
+    assert {1, 3, 5, 7} <= set(rep.client_aborts)
+    assert all("differs from the one this client signed" in rep.client_aborts[c].reason for c in (1, 3, 5, 7))
+    assert 0 not in rep.server.revealed_key_shares
+
+
+def test_corrupted_share_is_detected_and_attributed():
+    def corrupt(cid, msg):
+        if isinstance(msg, UnmaskResponse) and cid == 2 and msg.self_shares:
+            s = msg.self_shares[0]
+            bad = RevealedShare(s.owner, _flip(s.share))
+            return [dataclasses.replace(msg, self_shares=(bad, *msg.self_shares[1:]))]
+        return [msg]
+
+    rep, inputs, p = _run(n=10, k=6, t=4, client_hook=corrupt)
+    assert rep.ok and np.array_equal(rep.sum, _expected(rep, inputs, p))
+    assert len(rep.server.corrupt_shares) == 1 and rep.server.corrupt_shares[0][0] == 2
+
+
+def test_tampered_ciphertext_aborts_recipient():
+    def tamper(env):
+        m = env.message
+        sh = m.shares[0]
+        return dataclasses.replace(m, shares=(dataclasses.replace(sh, ciphertext=_flip(sh.ciphertext)), *m.shares[1:]))
+
+    rep, _, _ = _run(n=10, k=6, t=4, server_hook=_edit(ShareDelivery, {1}, tamper))
+    assert 1 in rep.client_aborts and "check failed" in rep.client_aborts[1].reason
+    assert rep.ok  # client 1 became a dropout; its masks were removed
+
+
+def test_inconsistent_dealer_is_blamed(monkeypatch):
+    real = client_mod.share_bytes
+
+    def cheat(secrets, *, xs, threshold, source):
+        sh = real(secrets, xs=xs, threshold=threshold, source=source)
+        sh[0, 0, 0] = (sh[0, 0, 0] + 12345) % ((1 << 31) - 1)
+        return sh
+
+    monkeypatch.setattr(client_mod, "share_bytes", cheat)
+    rep, _, _ = _run(n=8, k=4, t=3)
+    assert not rep.ok and isinstance(rep.abort.party, int)
+    assert "inconsistent" in rep.abort.reason or "shares of client" in rep.abort.reason
+
+
+# ---------------------------------------------------------------------------- replays
+def test_replay_from_another_round_and_session():
+    captured: dict[str, list] = {"masked": [], "server": []}
+
+    def grab(cid, msg):
+        if isinstance(msg, MaskedInput):
+            captured["masked"].append(msg)
+        return [msg]
+
+    def grab_server(env):
+        captured["server"].append(env)
+        return [env]
+
+    rep0, _inputs0, _p = _run(round=0, client_hook=grab, server_hook=grab_server)
+    assert rep0.ok
+    old = captured["masked"][0]
+
+    def inject(cid, msg):
+        if isinstance(msg, MaskedInput) and cid == old.sender:
+            # replay of round 0 (and a same-round replay from another session)
+            return [old, dataclasses.replace(old, round=msg.round), msg]
+        return [msg]
+
+    rep1, inputs1, p1 = _run(round=1, client_hook=inject)
+    assert rep1.ok and np.array_equal(rep1.sum, _expected(rep1, inputs1, p1))
+    reasons = [r for _, r in rep1.server.rejected]
+    assert any("round 0" in r for r in reasons) and any("another session" in r for r in reasons)
+    # a client refuses server messages of another round
+    keys, directory = make_identities([0])
+    c = SecAggClient(0, threat="active", identity_key=keys[0], directory=directory, round=1)
+    setup0 = next(e.message for e in captured["server"] if isinstance(e.message, RoundSetup))
+    with pytest.raises(InvalidMessage):
+        c.step(setup0)
+    assert c.stage is ClientStage.ABORTED
+
+
+def test_fresh_masks_and_sessions_every_round():
+    seen: dict[int, list] = {0: [], 1: []}
+    for r in (0, 1):
+
+        def grab(cid, msg, r=r):
+            if isinstance(msg, MaskedInput):
+                seen[r].append(msg)
+            return [msg]
+
+        rep, _, _ = _run(round=r, client_hook=grab, inputs=_inputs(8, seed=5))
+        assert rep.ok
+    assert seen[0][0].session_id != seen[1][0].session_id
+    assert seen[0][0].data != seen[1][0].data  # same input, fresh masks
+
+
+# ---------------------------------------------------------------------------- transition table
+def _scripted(threat: str):
+    """An honest round recorded with deterministic test secrets, to replay to a fresh client 0."""
+    n = 6
+    p = SecAggParams.manual(num_clients=n, degree=4, threshold=3, threat=threat)
+    idents = make_identities(range(n), secrets=InsecureDeterministicSecrets(b"ids"))
+    log: list = []
+
+    def grab(env):
+        if env.recipient == 0:
+            log.append(env.message)
+        return [env]
+
+    def make_secrets():
+        return InsecureDeterministicSecrets(b"round")
+
+    rep = run_round(
+        p,
+        client_ids=list(range(n)),
+        inputs=_inputs(n),
+        dimension=M,
+        identities=idents if threat == "active" else None,
+        server_hook=grab,
+        secrets=make_secrets(),
+    )
+    assert rep.ok
+    return p, idents, log
+
+
+ALL_TYPES = [RoundSetup, KeyRoster, ShareDelivery, ConsistencyRequest, UnmaskRequest]
+
+
+@pytest.mark.parametrize("threat", ["semi-honest", "active"])
+def test_exhaustive_stage_transitions(threat):
+    """Every (stage, message type) pair outside the table aborts; the ones inside advance."""
+    p, idents, log = _scripted(threat)
+    by_type = {type(m): m for m in log}
+    samples = {
+        RoundSetup: RoundSetup(0, p, M, bytes(32)),
+        KeyRoster: by_type[KeyRoster],
+        ShareDelivery: by_type[ShareDelivery],
+        ConsistencyRequest: ConsistencyRequest(0, by_type[ShareDelivery].session_id, (0, 1, 2)),
+        UnmaskRequest: by_type[UnmaskRequest],
+    }
+    stages_seen = []
+    for depth in range(len(log) + 1):
+        for wrong in ALL_TYPES:
+            if depth < len(log) and isinstance(log[depth], wrong):
+                continue
+            c = _fresh_client(threat, idents)
+            _feed(c, log[:depth])
+            stage = c.stage
+            with pytest.raises(ProtocolAbort):
+                c.step(samples[wrong])
+            # a finished client stays finished (its secrets are already gone)
+            assert c.stage is (ClientStage.DONE if stage is ClientStage.DONE else ClientStage.ABORTED), (stage, wrong)
+        c = _fresh_client(threat, idents)
+        _feed(c, log[:depth])
+        stages_seen.append(c.stage)
+    expected = [ClientStage.AWAIT_SETUP, ClientStage.AWAIT_ROSTER, ClientStage.AWAIT_SHARES]
+    expected += [ClientStage.AWAIT_CONSISTENCY] if threat == "active" else []
+    expected += [ClientStage.AWAIT_UNMASK, ClientStage.DONE]
+    assert stages_seen == expected
+
+
+def _fresh_client(threat, idents):
+    keys, directory = idents
+    # the same deterministic stream the driver used: client 0 draws its secrets first
+    c = SecAggClient(
+        0,
+        threat=threat,
+        identity_key=keys[0] if threat == "active" else None,
+        directory=directory if threat == "active" else None,
+        secrets=InsecureDeterministicSecrets(b"round"),
+    )
+    c.set_input(_inputs(6)[0])
+    return c
+
+
+def _feed(c, msgs):
+    for m in msgs:
+        c.step(m)
+
+
+def test_message_after_done_is_refused():
+    _p, idents, log = _scripted("semi-honest")
+    c = _fresh_client("semi-honest", idents)
+    _feed(c, log)
+    assert c.stage is ClientStage.DONE
+    with pytest.raises(ProtocolAbort):
+        c.step(log[-1])
+
+
+def test_setup_advertisement_roundtrip_types():
+    p = SecAggParams.manual(num_clients=4, degree=2, threshold=2, threat="semi-honest")
+    c = SecAggClient(1, threat="semi-honest")
+    (adv,) = c.step(RoundSetup(0, p, M, bytes(32)).encode())
+    assert isinstance(adv, KeyAdvertisement) and adv.signature == b""
+    assert repr(c) == "SecAggClient(id=1, threat=semi-honest, stage=await_roster)"  # no secrets in reprs
