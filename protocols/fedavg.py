@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 
 from privagg.errors import ConfigurationError
 from privagg.randomness import simulation_rng, torch_generator
@@ -388,7 +387,8 @@ class FedAvgSimulation:
                 raise ConfigurationError(
                     f"{fed.clients_per_round} clients per round out of {n}", field="federation.clients_per_round"
                 )
-            return tuple(sorted(rng.choice(n, fed.clients_per_round, replace=False).tolist())), fed.clients_per_round / n
+            chosen = rng.choice(n, fed.clients_per_round, replace=False)
+            return tuple(sorted(chosen.tolist())), fed.clients_per_round / n
         assert fed.sampling_rate is not None
         return tuple(np.flatnonzero(rng.random(n) < fed.sampling_rate).tolist()), fed.sampling_rate
 

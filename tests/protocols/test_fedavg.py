@@ -79,10 +79,12 @@ def test_same_seed_same_history_and_hooks_can_replace_updates():
 
 def test_sampling_schemes():
     base = {"data": {"num_clients": 10}, "federation": {"rounds": 1}}
-    fixed = FedAvgSimulation(load_config(RunConfig, {**base, "federation": {"sampling": "fixed", "clients_per_round": 3}}))
+    fixed_cfg = {**base, "federation": {"sampling": "fixed", "clients_per_round": 3}}
+    fixed = FedAvgSimulation(load_config(RunConfig, fixed_cfg))
     s, rate = fixed.sample_clients(1)
     assert len(s) == 3 and rate == 0.3
-    pois = FedAvgSimulation(load_config(RunConfig, {**base, "federation": {"sampling": "poisson", "sampling_rate": 0.5}}))
+    pois_cfg = {**base, "federation": {"sampling": "poisson", "sampling_rate": 0.5}}
+    pois = FedAvgSimulation(load_config(RunConfig, pois_cfg))
     sizes = [len(pois.sample_clients(r)[0]) for r in range(1, 200)]
     assert 4.0 < np.mean(sizes) < 6.0  # Binomial(10, 0.5): mean 5, sd of the mean ~0.11
     with pytest.raises(ConfigurationError, match="clients_per_round"):
@@ -91,7 +93,9 @@ def test_sampling_schemes():
         load_config(RunConfig, {"federation": {"sampling": "poisson", "sampling_rate": 1.5}})
 
 
-@pytest.mark.parametrize(("name", "shape"), [("digits", (1, 8, 8)), ("breast-cancer", (30,)), ("mnist-5k", (1, 28, 28))])
+@pytest.mark.parametrize(
+    ("name", "shape"), [("digits", (1, 8, 8)), ("breast-cancer", (30,)), ("mnist-5k", (1, 28, 28))]
+)
 def test_datasets_load_real_data(name, shape):
     ds = load_dataset(name, seed=0)
     assert ds.input_shape == shape
@@ -118,7 +122,7 @@ def test_models_fit_inputs_and_flat_params_roundtrip(model, shape):
 
 
 def test_unknown_aggregator_lists_names():
-    with pytest.raises(ConfigurationError, match="aggregation.name"):
+    with pytest.raises(ConfigurationError, match=r"aggregation\.name"):
         build_aggregator("nope")
     with pytest.raises(ConfigurationError, match="invalid options"):
         build_aggregator("mean", {"bogus": 1})
