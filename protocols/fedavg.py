@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import torch
 
 from privagg.errors import ConfigurationError
 from privagg.randomness import simulation_rng, torch_generator
@@ -150,6 +151,8 @@ class RunConfig:
     federation: FederationConfig = field(default_factory=FederationConfig)
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     dp: dict[str, Any] | None = None
+    # Small models train fastest on one thread; more threads only contend (None: torch's setting).
+    torch_threads: int | None = 1
 
 
 @dataclass
@@ -404,6 +407,17 @@ class FedAvgSimulation:
 
     # -- rounds ------------------------------------------------------------------------
     def run_round(self, r: int) -> RoundRecord:
+        threads = self.config.torch_threads
+        previous = torch.get_num_threads()
+        if threads is not None:
+            torch.set_num_threads(threads)
+        try:
+            return self._run_round(r)
+        finally:
+            if threads is not None:
+                torch.set_num_threads(previous)
+
+    def _run_round(self, r: int) -> RoundRecord:
         t0 = time.perf_counter()
         sampled, rate = self.sample_clients(r)
         gp = self.global_params.copy()

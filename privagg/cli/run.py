@@ -71,11 +71,8 @@ def _cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def execute_run(cfg: Any, *, progress: bool = True, baseline: bool = True) -> Report:
     """Run the configured federation (and, with DP, the same run without it) into a Report."""
-    import torch
-
     from protocols.fedavg import FedAvgSimulation
 
-    torch.set_num_threads(1)  # small models: threads cost more than they give
     t0 = time.perf_counter()
     result = FedAvgSimulation(cfg).run(progress=progress, description="FedAvg")
     sections = result.report_sections()
