@@ -6,7 +6,7 @@
     python benchmarks/secagg_vs_flower.py --scenario expansion  # N=1024, M=2^20 upload expansion
     python benchmarks/secagg_vs_flower.py --scenario all
 
-Flower runs through ``/work/shared/peers/flower_secaggplus.py --engine inproc`` (its unmodified
+Flower runs through ``../shared/peers/flower_secaggplus.py --engine inproc`` (its unmodified
 ``SecAggPlusWorkflow`` + ``secaggplus_mod``, all clients in one process, one core), in a
 subprocess *between* our repetitions so both see the same machine load. Ours runs the same
 setting (N clients, M parameters, 10% of clients dropping after sharing keys, 14 neighbours and
@@ -29,7 +29,12 @@ from typing import Any
 
 from privagg.cli.bench_secagg import run_bench
 
-FLOWER = Path(os.environ.get("PRIVAGG_FLOWER_HARNESS", "/work/shared/peers/flower_secaggplus.py"))
+# ../shared/peers beside the repository (override with PRIVAGG_FLOWER_HARNESS)
+FLOWER = Path(
+    os.environ.get(
+        "PRIVAGG_FLOWER_HARNESS", Path(__file__).resolve().parents[2] / "shared" / "peers" / "flower_secaggplus.py"
+    )
+)
 
 
 def _flower(n: int, m: int, dropout: float, repeat: int) -> dict[str, Any]:
