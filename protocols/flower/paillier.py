@@ -16,22 +16,33 @@ partition id, from ``run_config["privagg-paillier-decryptors"] = "p1,p2,p3"`` (p
 
 Keys are dealt once by a trusted dealer (:func:`provision_paillier`, threshold keys as in
 :mod:`protocols.paillier`) and provisioned out of band as files, like the PKI of
-:mod:`.pki`: ``paillier-public.json`` (public key, sizes, session), ``paillier-clients.json``
-(client id -> Ed25519 verification key), ``paillier-client-<id>.key`` (a client's signing
-key) and ``paillier-decryptor-<i>.key`` (decryptor ``i``'s share). A node reads only its
-own secret file.
+:mod:`.pki`: ``paillier-public.json`` (public key, verification keys, sizes, session),
+``paillier-clients.json`` (client id -> Ed25519 verification key), ``paillier-client-<id>.key``
+(a client's signing key) and ``paillier-decryptor-<i>.key`` (decryptor ``i``'s share,
+:meth:`~protocols.paillier.ThresholdKeyShare.to_bytes`). A node reads only its own secret file.
 
-Round: ``roles`` (QUERY, once per run) -> ``contribute`` (TRAIN + FitIns to the training
-nodes: each runs fit, encodes ``[w * params, w]`` with :class:`~privagg.encoding.RingEncoding`
-and returns a signed packed-Paillier contribution) -> the server multiplies them ->
-``decrypt`` (QUERY to the decryptors: each verifies every signature and the product, and
-returns a partial decryption; a decryptor decrypts each round at most once) -> the server
-combines ``t`` partials into the sum, divides by the total weight and hands the mean to
-``Strategy.aggregate_fit``.
+Round: ``roles`` (QUERY, once per run) -> ``contribute`` (TRAIN + FitIns + a
+:class:`~protocols.paillier.RoundSetup` carrying the digest of the global model and fit config
+to the training nodes: each computes the digest of the model *and fit config* it received and
+refuses a mismatch, runs fit, encodes ``[w * params, w]`` with
+:class:`~privagg.encoding.RingEncoding` and returns a packed-Paillier contribution signed over
+session, round, key id and that digest) ->
+the server multiplies them -> ``decrypt`` (QUERY to the decryptors: each verifies every
+signature, that all contributions signed the same model digest, and the product, and returns
+a partial decryption with its proof; a decryptor decrypts each round at most once) -> the
+server checks the proofs, combines ``t`` partials into the sum, divides by the total weight
+and hands the mean to ``Strategy.aggregate_fit``.
+
+Sessions: the protocol session of a run is derived from the provisioned session and the Flower
+run id (:meth:`PaillierMaterial.run_session`), on the server and on every node. Round numbers
+restart at 1 in every run and a node's "last round decrypted" lives in its per-run state, so
+with one session for all runs a server could replay an earlier run's signed contributions
+(another subset of them) to decryptors that have not decrypted that round number in this run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -53,7 +64,7 @@ from flwr.server.workflow.constant import Key as WorkflowKey
 
 from privagg.encoding import RingEncoding
 from privagg.errors import ConfigurationError, InvalidMessage, ProtocolAbort
-from privagg.randomness import SYSTEM_SECRETS, SecretSource
+from privagg.randomness import SYSTEM_SECRETS, SecretSource, label
 from protocols.paillier import (
     AggregateRequest,
     ClientContribution,
@@ -63,12 +74,14 @@ from protocols.paillier import (
     PaillierPublicKey,
     PaillierServer,
     PartialDecryption,
+    RoundSetup,
     ThresholdKeyShare,
     ThresholdPublicKey,
     decode_message,
     encode_message,
     generate_threshold_key,
     make_randomness,
+    model_digest,
 )
 
 __all__ = [
@@ -87,6 +100,7 @@ PAILLIER_RECORD = "privagg_paillier"
 _STATE = "privagg_paillier_state"
 _PUBLIC = "paillier-public.json"
 _CLIENTS = "paillier-clients.json"
+_MATERIAL_VERSION = 2  # 2: binary key shares (ThresholdKeyShare.to_bytes), verification keys in the public file
 
 
 def _write_secret(path: Path, data: bytes) -> None:
@@ -117,15 +131,10 @@ def provision_paillier(
         threshold=config.threshold,
         secrets=secrets,
         allow_insecure=config.allow_insecure,
+        proofs=config.proofs,
     )
     for sh in shares:
-        # the share s_i is held as the exponent 2 * delta * s_i (exact integer product)
-        exp = int(sh._exp)
-        s, rem = divmod(exp, 2 * tk.delta)
-        assert rem == 0
-        _write_secret(
-            path / f"paillier-decryptor-{sh.index}.key", json.dumps({"index": sh.index, "share": str(s)}).encode()
-        )
+        _write_secret(path / f"paillier-decryptor-{sh.index}.key", sh.to_bytes())
     directory = {}
     for cid in client_ids:
         raw = secrets.token_bytes(32)
@@ -133,10 +142,12 @@ def provision_paillier(
         directory[str(int(cid))] = Ed25519PrivateKey.from_private_bytes(raw).public_key().public_bytes_raw().hex()
     (path / _CLIENTS).write_text(json.dumps({"version": 1, "clients": directory}))
     public = {
-        "version": 1,
+        "version": _MATERIAL_VERSION,
         "n": str(tk.public_key.n),
         "decryptors": tk.decryptors,
         "threshold": tk.threshold,
+        "verification_base": str(tk.verification_base),
+        "verification_keys": [str(v) for v in tk.verification_keys],
         "key_bits": config.key_bits,
         "value_bits": config.value_bits,
         "max_clients": config.max_clients,
@@ -169,6 +180,15 @@ class PaillierMaterial:
             clip=self.clip, max_summands=self.config.max_clients, value_bits=self.config.value_bits
         )
 
+    def run_session(self, run_id: int) -> bytes:
+        """The protocol session of Flower run ``run_id``: a 16-byte hash of the provisioned session and the run."""
+        if not 0 <= int(run_id) < 1 << 64:
+            raise ConfigurationError(f"got {run_id}", field="run_id", accepted="0..2^64-1")
+        digest = hashlib.sha256(
+            label("privagg/paillier/flower-run-session/v1", self.session, int(run_id).to_bytes(8, "big"))
+        )
+        return digest.digest()[:16]
+
     def signing_key(self, client_id: int) -> Ed25519PrivateKey:
         try:
             raw = (self.folder / f"paillier-client-{int(client_id)}.key").read_bytes()
@@ -180,10 +200,21 @@ class PaillierMaterial:
 
     def key_share(self, index: int) -> ThresholdKeyShare:
         try:
-            doc = json.loads((self.folder / f"paillier-decryptor-{int(index)}.key").read_text())
-            return ThresholdKeyShare(threshold_key=self.threshold_key, index=int(doc["index"]), share=int(doc["share"]))
-        except (OSError, ValueError, KeyError, TypeError):
+            raw = (self.folder / f"paillier-decryptor-{int(index)}.key").read_bytes()
+        except OSError:
             raise ConfigurationError(f"no key share for decryptor {index}", field="privagg-paillier") from None
+        try:
+            share = ThresholdKeyShare.from_bytes(raw, threshold_key=self.threshold_key)
+        except InvalidMessage as e:
+            raise ConfigurationError(
+                f"the key share file of decryptor {index} is not valid: {e.reason}", field="privagg-paillier"
+            ) from None
+        if share.index != int(index):
+            raise ConfigurationError(
+                f"the key share file of decryptor {index} holds decryptor {share.index}'s share",
+                field="privagg-paillier",
+            )
+        return share
 
 
 def load_paillier(folder: str | os.PathLike[str]) -> PaillierMaterial:
@@ -191,6 +222,14 @@ def load_paillier(folder: str | os.PathLike[str]) -> PaillierMaterial:
     try:
         pub = json.loads((path / _PUBLIC).read_text())
         clients = json.loads((path / _CLIENTS).read_text())
+        if pub.get("version") != _MATERIAL_VERSION:
+            raise ConfigurationError(
+                f"Paillier material version {pub.get('version')!r} in {path}; re-provision it "
+                f"(provision_paillier writes version {_MATERIAL_VERSION})",
+                field="privagg-paillier",
+                accepted=[_MATERIAL_VERSION],
+            )
+        vks = tuple(int(v) for v in pub["verification_keys"])
         config = PaillierConfig(
             key_bits=int(pub["key_bits"]),
             value_bits=int(pub["value_bits"]),
@@ -199,13 +238,22 @@ def load_paillier(folder: str | os.PathLike[str]) -> PaillierMaterial:
             threshold=int(pub["threshold"]),
             min_clients=int(pub["min_clients"]),
             allow_insecure=bool(pub["allow_insecure"]),
+            proofs=bool(vks),
         )
-        tk = ThresholdPublicKey(PaillierPublicKey(int(pub["n"])), config.decryptors, config.threshold)
+        tk = ThresholdPublicKey(
+            PaillierPublicKey(int(pub["n"])),
+            config.decryptors,
+            config.threshold,
+            verification_base=int(pub["verification_base"]),
+            verification_keys=vks,
+        )
         directory = {
             int(c): Ed25519PublicKey.from_public_bytes(bytes.fromhex(h)) for c, h in clients["clients"].items()
         }
         session = bytes.fromhex(pub["session"])
         clip = float(pub["clip"])
+    except ConfigurationError:
+        raise
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ConfigurationError(
             f"cannot read Paillier material in {path} ({type(e).__name__})", field="privagg-paillier"
@@ -317,10 +365,33 @@ class PrivAggPaillierWorkflow:
             raise ProtocolAbort("more clients than the packed slots hold", stage="contribute", party="server")
         fitins = {p.node_id: fi for p, fi in pairs}
         proxies = {p.node_id: p for p, _ in pairs}
-        arrays = parameters_to_ndarrays(next(iter(fitins.values())).parameters)
+        models = {n: parameters_to_ndarrays(fi.parameters) for n, fi in fitins.items()}
+        try:
+            digests = {model_digest(models[n], config=fi.config) for n, fi in fitins.items()}
+        except ConfigurationError as e:
+            raise ProtocolAbort(
+                f"cannot digest the fit instructions: {e}", stage="contribute", party="server"
+            ) from None
+        if len(digests) != 1:
+            # the contributions would sign different models and the decryptors refuse; do not even send
+            raise ProtocolAbort(
+                "the strategy configured different models or fit configs for different clients",
+                stage="contribute",
+                party="server",
+            )
+        arrays = next(iter(models.values()))
         shapes, dtypes = [a.shape for a in arrays], [a.dtype for a in arrays]
         count = int(sum(a.size for a in arrays)) + 1
-        extra = {"round": rnd, "count": count, "weighting": self.weighting, "max-weight": self.max_weight}
+        pk = mat.public_key
+        server = PaillierServer(
+            public_key=pk,
+            layout=mat.config.layout,
+            session=mat.run_session(context.run_id),
+            min_clients=mat.config.min_clients,
+            threshold_key=mat.threshold_key,
+        )
+        setup = server.start_round(round=rnd, count=count, model_digest=digests.pop())
+        extra = {"setup": encode_message(setup, pk), "weighting": self.weighting, "max-weight": self.max_weight}
         replies = self._send(
             grid,
             rec,
@@ -328,15 +399,6 @@ class PrivAggPaillierWorkflow:
             MessageType.TRAIN,
             {n: (compat.fitins_to_recorddict(fi, keep_input=True), dict(extra)) for n, fi in fitins.items()},
         )
-        pk = mat.public_key
-        server = PaillierServer(
-            public_key=pk,
-            layout=mat.config.layout,
-            session=mat.session,
-            min_clients=mat.config.min_clients,
-            threshold_key=mat.threshold_key,
-        )
-        server.start_round(round=rnd, count=count)
         node_of: dict[int, int] = {}
         fit_results: dict[int, FitRes] = {}
         for nid, r in sorted(replies.items()):
@@ -440,14 +502,27 @@ def make_paillier_mod(
         if stage == "roles":
             return Message(RecordDict({PAILLIER_RECORD: ConfigRecord({"role": role, "id": ident})}), reply_to=msg)
         if stage == "contribute" and role == "client" and msg.metadata.message_type == MessageType.TRAIN:
-            rnd, count = cfg.get("round"), cfg.get("count")
+            wire = cfg.get("setup")
             weighting, max_weight = cfg.get("weighting"), cfg.get("max-weight")
-            if not (
-                isinstance(rnd, int) and isinstance(count, int) and isinstance(max_weight, float) and max_weight > 0
-            ):
+            setup = decode_message(wire if isinstance(wire, bytes) else b"", public_key=mat.public_key)
+            if not (isinstance(setup, RoundSetup) and isinstance(max_weight, float) and max_weight > 0):
                 raise InvalidMessage("malformed contribute request", stage="contribute", party="client")
+            rnd, count = setup.round, setup.count
             if rnd <= last:
                 raise ProtocolAbort(f"already contributed to round {last}", stage="contribute", party="client")
+            # the digest of the model this node received, computed here: the contribution signs it
+            try:
+                fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
+                digest = model_digest(parameters_to_ndarrays(fitins.parameters), config=fitins.config)
+            except Exception:
+                raise InvalidMessage("no valid fit instructions", stage="contribute", party="client") from None
+            if digest != setup.model_digest:
+                raise ProtocolAbort(
+                    f"the model sent for round {rnd} is not the model its round setup announces "
+                    "(model or fit config differ)",
+                    stage="contribute",
+                    party="client",
+                )
             out = call_next(msg, ctxt)
             if out.has_error():
                 return out
@@ -466,10 +541,10 @@ def make_paillier_mod(
                 layout=mat.config.layout,
                 signing_key=mat.signing_key(ident),
                 randomness=make_randomness("fresh", mat.public_key, secrets=secrets),
-                session=mat.session,
+                session=mat.run_session(ctxt.run_id),
             )
             client.last_round = last
-            contribution = client.contribute(round=rnd, values=ints)
+            contribution = client.contribute(setup=setup, model_digest=digest, values=ints)
             ctxt.state.config_records[_STATE] = ConfigRecord({"last-round": rnd})
             for arr in out.content.array_records.values():
                 arr.clear()  # only ciphertexts leave the node
@@ -487,7 +562,7 @@ def make_paillier_mod(
                 client_keys=mat.directory,
                 layout=mat.config.layout,
                 min_clients=mat.config.min_clients,
-                session=mat.session,
+                session=mat.run_session(ctxt.run_id),
             )
             dec.last_round = last
             partial = dec.step(req)

@@ -19,11 +19,15 @@ from .keys import (
 )
 from .messages import (
     CODEC_VERSION,
+    DIGEST_BYTES,
+    NO_MODEL_DIGEST,
     AggregateRequest,
     ClientContribution,
     PartialDecryption,
+    RoundSetup,
     decode_message,
     encode_message,
+    model_digest,
 )
 from .obfuscators import RANDOMNESS_MODES, FixedBaseRandomness, FixedBaseTable, FreshRandomness, make_randomness
 from .packing import PackingLayout
@@ -46,6 +50,10 @@ __all__ = [
     "FixedBaseTable",
     "make_randomness",
     "PackingLayout",
+    "DIGEST_BYTES",
+    "NO_MODEL_DIGEST",
+    "model_digest",
+    "RoundSetup",
     "ClientContribution",
     "AggregateRequest",
     "PartialDecryption",

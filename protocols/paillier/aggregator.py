@@ -35,6 +35,7 @@ from protocols.aggregation import (
     register_aggregator,
 )
 
+from .messages import NO_MODEL_DIGEST, model_digest
 from .protocol import PHASES, PaillierConfig, PaillierSession, PaillierSetup
 
 __all__ = ["PaillierAggregator"]
@@ -154,7 +155,8 @@ class PaillierAggregator(Aggregator):
             metrics["paillier_keygen_seconds"] = self.setup.keygen_seconds
             metrics["paillier_table_seconds"] = self.setup.table_seconds
         try:
-            out = session.run_round(ints, round=ctx.round)
+            digest = NO_MODEL_DIGEST if ctx.global_params is None else model_digest([ctx.global_params])
+            out = session.run_round(ints, round=ctx.round, model_digest=digest)
         except ProtocolAbort as e:
             # the decryptors refused (e.g. fewer than min_clients): the round is skipped, nothing decrypted
             metrics["paillier_aborted"] = e.reason

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import hashlib
 import math
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import gmpy2
 from gmpy2 import mpz
 
-from privagg.errors import ConfigurationError, ProtocolAbort
+from privagg.errors import ConfigurationError, InvalidMessage, ProtocolAbort
 from privagg.randomness import SYSTEM_SECRETS, SecretSource, label, prg_bytes, secret_below
 
 from .primes import random_prime, random_safe_prime
@@ -323,18 +324,84 @@ def _challenge(tk: ThresholdPublicKey, context: bytes, index: int, c4: mpz, ci2:
     return mpz(int.from_bytes(digest, "big"))
 
 
-class ThresholdKeyShare:
-    """Decryptor ``index``'s share ``s_i`` of ``d`` (held as the exponent ``2 Δ s_i``). Secret."""
+_SHARE_MAGIC = b"PGKS"
+_SHARE_VERSION = 1
+_SHARE_HEADER = struct.Struct(">4sBBBB16s")
 
-    __slots__ = ("_ds", "_exp", "index", "threshold_key")
+
+class ThresholdKeyShare:
+    """Decryptor ``index``'s share ``s_i`` of ``d`` (held as the exponent ``2 Δ s_i``). Secret.
+
+    :meth:`to_bytes` / :meth:`from_bytes` store it (e.g. in a file only the decryptor can read)::
+
+        magic "PGKS" | version u8 | index u8 | threshold u8 | decryptors u8 | key_id 16 B | s_i (n^2 bytes)
+    """
+
+    __slots__ = ("_ds", "_exp", "_share", "index", "threshold_key")
 
     def __init__(self, *, threshold_key: ThresholdPublicKey, index: int, share: int) -> None:
         if not 1 <= index <= threshold_key.decryptors:
             raise ConfigurationError(f"index {index} out of range", field="index")
+        if not 0 <= share < threshold_key.public_key.n2:
+            raise ConfigurationError("the share is out of range (not a share of this key)", field="share")
         self.threshold_key = threshold_key
         self.index = index
-        self._ds = threshold_key.delta * mpz(share)
+        self._share = mpz(share)
+        self._ds = threshold_key.delta * self._share
         self._exp = 2 * self._ds
+
+    def to_bytes(self) -> bytes:
+        """The versioned, fixed-length encoding of this share (secret: store it like a private key)."""
+        tk = self.threshold_key
+        pk = tk.public_key
+        head = _SHARE_HEADER.pack(_SHARE_MAGIC, _SHARE_VERSION, self.index, tk.threshold, tk.decryptors, pk.key_id)
+        return head + int(self._share).to_bytes(pk.ciphertext_bytes, "big")
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, threshold_key: ThresholdPublicKey) -> ThresholdKeyShare:
+        """Parse :meth:`to_bytes` output for ``threshold_key``; anything else raises :class:`InvalidMessage`.
+
+        Checks the length (exact), magic, version, key id, threshold and decryptor count, the
+        index and the share's range; with verification keys, also that ``v^(Δ s_i) = v_i`` (the
+        share is the one dealt to this index). Errors never contain the share.
+        """
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise InvalidMessage("a key share must be bytes", stage="load-key-share")
+        raw = bytes(data)
+        pk = threshold_key.public_key
+        if len(raw) != _SHARE_HEADER.size + pk.ciphertext_bytes:
+            raise InvalidMessage(
+                f"a key share for this key is {_SHARE_HEADER.size + pk.ciphertext_bytes} bytes, got {len(raw)}",
+                stage="load-key-share",
+            )
+        magic, version, index, t, k, key_id = _SHARE_HEADER.unpack(raw[: _SHARE_HEADER.size])
+        if magic != _SHARE_MAGIC:
+            raise InvalidMessage("not a privagg threshold key share (bad magic)", stage="load-key-share")
+        if version != _SHARE_VERSION:
+            raise InvalidMessage(
+                f"unsupported key share version {version} (supported: {_SHARE_VERSION})", stage="load-key-share"
+            )
+        if key_id != pk.key_id:
+            raise InvalidMessage("the key share is for a different key (key id mismatch)", stage="load-key-share")
+        if (t, k) != (threshold_key.threshold, threshold_key.decryptors):
+            raise InvalidMessage(
+                f"the key share is for a {t}-of-{k} key, expected "
+                f"{threshold_key.threshold}-of-{threshold_key.decryptors}",
+                stage="load-key-share",
+            )
+        if not 1 <= index <= k:
+            raise InvalidMessage(f"key share index {index} out of range 1..{k}", stage="load-key-share")
+        share = mpz(int.from_bytes(raw[_SHARE_HEADER.size :], "big"))
+        if share >= pk.n2:
+            raise InvalidMessage("the key share is out of range", stage="load-key-share")
+        if threshold_key.has_proofs:
+            expect = mpz(threshold_key.verification_keys[index - 1])
+            got = gmpy2.powmod(mpz(threshold_key.verification_base), threshold_key.delta * share, pk.n2)
+            if got != expect:
+                raise InvalidMessage(
+                    f"the key share does not match decryptor {index}'s verification key", stage="load-key-share"
+                )
+        return cls(threshold_key=threshold_key, index=index, share=int(share))
 
     @property
     def public_key(self) -> PaillierPublicKey:

@@ -5,7 +5,17 @@ Every message starts with the same header::
     magic "PGPA" | version u8 | type u8 | key_id 16 B | session 16 B | round u64
 
 followed by a type-specific body (big-endian integers, ciphertexts as fixed-width
-``ciphertext_bytes`` big-endian integers). :func:`decode_message` needs the public key: it
+``ciphertext_bytes`` big-endian integers)::
+
+    RoundSetup          count u32 | model_digest 32 B
+    ClientContribution  client_id u32 | count u32 | model_digest 32 B | n u32 | n ciphertexts | Ed25519 sig 64 B
+    AggregateRequest    count u32 | model_digest 32 B | n u32 | n ciphertexts | m u32 | m x (len u32 | contribution)
+    PartialDecryption   decryptor u16 | kind u8 | n u32 | n values | proof_len u16 | proof
+
+Version 2 (this one) added the model digest: a client signs the digest of the global model it
+trained on (:func:`model_digest`), so decryptors can refuse an aggregate mixing contributions
+made on different models (a server sending a crafted model to one client). Version-1 bytes are
+refused. :func:`decode_message` needs the public key: it
 refuses a wrong ``key_id``, any ciphertext outside ``Z*_{n^2}``, any length that does not
 match the bytes actually present (checked *before* allocating), trailing bytes and unknown
 versions or types, always with :class:`InvalidMessage`.
@@ -13,20 +23,27 @@ versions or types, always with :class:`InvalidMessage`.
 
 from __future__ import annotations
 
+import hashlib
 import struct
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import gmpy2
+import numpy as np
 from gmpy2 import mpz
 
-from privagg.errors import InvalidMessage
+from privagg.errors import ConfigurationError, InvalidMessage
 from privagg.randomness import label
 
 from .keys import PaillierPublicKey
 
 __all__ = [
     "CODEC_VERSION",
+    "DIGEST_BYTES",
+    "NO_MODEL_DIGEST",
+    "model_digest",
+    "RoundSetup",
     "ClientContribution",
     "AggregateRequest",
     "PartialDecryption",
@@ -40,24 +57,92 @@ __all__ = [
 ]
 
 MAGIC = b"PGPA"
-CODEC_VERSION = 1
+CODEC_VERSION = 2
 _HEADER = struct.Struct(">4sBB16s16sQ")
-_T_CONTRIBUTION, _T_AGGREGATE, _T_PARTIAL = 1, 2, 3
+_T_CONTRIBUTION, _T_AGGREGATE, _T_PARTIAL, _T_SETUP = 1, 2, 3, 4
 SIGNATURE_BYTES = 64
+DIGEST_BYTES = 32
 PARTIAL_THRESHOLD = 0  # values are c^(2 Δ s_i) mod n^2
 PARTIAL_PLAINTEXT = 1  # values are plaintexts (a single key holder, CRT decryption)
 _MAX_U32 = (1 << 32) - 1
 
 
+def _config_value(v: object) -> bytes:
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, bool):
+        return label("bool", int(v))
+    if isinstance(v, int):
+        return label("int", str(v))
+    if isinstance(v, float):
+        return label("float", struct.pack(">d", v))
+    if isinstance(v, str):
+        return label("str", v)
+    if isinstance(v, (bytes, bytearray)):
+        return label("bytes", bytes(v))
+    if isinstance(v, (list, tuple)):
+        return label("list", len(v)) + b"".join(_config_value(x) for x in v)
+    raise ConfigurationError(f"cannot digest a {type(v).__name__} in the training config", field="config")
+
+
+def model_digest(arrays: Iterable[np.ndarray], *, config: Mapping[str, object] | None = None) -> bytes:
+    """SHA-256 of what a client is asked to train: the model (arrays) and the training config.
+
+    Each array contributes its dtype, shape and bytes (the same bytes reinterpreted as another
+    model do not collide); object arrays are refused (their bytes are pointers, not values).
+    ``config`` (e.g. Flower's ``FitIns.config``: learning rate, epochs...) is hashed too, keys
+    sorted, values typed: a server could otherwise single out a client with another config
+    (e.g. zero epochs for everybody else) instead of another model. ``None`` means ``{}``.
+    """
+    h = hashlib.sha256(label("privagg/paillier/model/v1"))
+    count = 0
+    for a in arrays:
+        arr = np.asarray(a)
+        if arr.dtype.hasobject:
+            raise ConfigurationError("model arrays must have a numeric dtype", field="model")
+        raw = np.ascontiguousarray(arr).tobytes()
+        h.update(label(arr.dtype.str, arr.ndim, *(int(d) for d in arr.shape), len(raw)))
+        h.update(raw)
+        count += 1
+    h.update(label("arrays", count))
+    cfg = dict(config or {})
+    h.update(label("config", len(cfg)))
+    for key in sorted(cfg):
+        if not isinstance(key, str):
+            raise ConfigurationError("training config keys must be strings", field="config")
+        h.update(label(key) + _config_value(cfg[key]))
+    return h.digest()
+
+
+#: The digest of the empty model: the in-memory driver's rounds when no model is given.
+NO_MODEL_DIGEST = model_digest(())
+
+
+@dataclass(frozen=True, slots=True)
+class RoundSetup:
+    """Server -> clients: the round, the vector length and the digest of the model to train on."""
+
+    key_id: bytes
+    session: bytes
+    round: int
+    count: int
+    model_digest: bytes
+
+
 @dataclass(frozen=True, slots=True)
 class ClientContribution:
-    """One client's packed ciphertexts for one round, signed (Ed25519) by the client."""
+    """One client's packed ciphertexts for one round, signed (Ed25519) by the client.
+
+    The signature covers everything but itself: key id, session, round, client id, count, the
+    digest of the model the client trained on, and the ciphertexts.
+    """
 
     key_id: bytes
     session: bytes
     round: int
     client_id: int
     count: int  # number of values packed
+    model_digest: bytes
     ciphertexts: tuple[int, ...]
     signature: bytes = b""
 
@@ -70,6 +155,7 @@ class AggregateRequest:
     session: bytes
     round: int
     count: int
+    model_digest: bytes  # the model every listed contribution must have signed
     aggregate: tuple[int, ...]
     contributions: tuple[ClientContribution, ...]
 
@@ -87,7 +173,7 @@ class PartialDecryption:
     proof: bytes = b""  # batch proof of correct partial decryption (threshold keys with verification keys)
 
 
-PaillierMessage = ClientContribution | AggregateRequest | PartialDecryption
+PaillierMessage = RoundSetup | ClientContribution | AggregateRequest | PartialDecryption
 
 
 def _header(msg_type: int, key_id: bytes, session: bytes, rnd: int) -> bytes:
@@ -96,6 +182,12 @@ def _header(msg_type: int, key_id: bytes, session: bytes, rnd: int) -> bytes:
     if not 0 <= rnd < 1 << 64:
         raise ValueError("round out of range")
     return _HEADER.pack(MAGIC, CODEC_VERSION, msg_type, key_id, session, rnd)
+
+
+def _digest(d: bytes) -> bytes:
+    if len(d) != DIGEST_BYTES:
+        raise ValueError(f"model digest must be {DIGEST_BYTES} bytes")
+    return bytes(d)
 
 
 def _ints(values: tuple[int, ...], width: int) -> bytes:
@@ -112,7 +204,9 @@ def contribution_signed_bytes(msg: ClientContribution, public_key: PaillierPubli
     w = public_key.ciphertext_bytes
     return (
         _header(_T_CONTRIBUTION, msg.key_id, msg.session, msg.round)
-        + struct.pack(">III", msg.client_id, msg.count, len(msg.ciphertexts))
+        + struct.pack(">II", msg.client_id, msg.count)
+        + _digest(msg.model_digest)
+        + struct.pack(">I", len(msg.ciphertexts))
         + _ints(msg.ciphertexts, w)
     )
 
@@ -122,6 +216,12 @@ def encode_message(msg: PaillierMessage, public_key: PaillierPublicKey) -> bytes
     w = public_key.ciphertext_bytes
     if isinstance(msg, PartialDecryption) and len(msg.proof) > 0xFFFF:
         raise ValueError("proof too long")
+    if isinstance(msg, RoundSetup):
+        return (
+            _header(_T_SETUP, msg.key_id, msg.session, msg.round)
+            + struct.pack(">I", msg.count)
+            + _digest(msg.model_digest)
+        )
     if isinstance(msg, ClientContribution):
         if len(msg.signature) != SIGNATURE_BYTES:
             raise ValueError("contribution is not signed")
@@ -129,7 +229,9 @@ def encode_message(msg: PaillierMessage, public_key: PaillierPublicKey) -> bytes
     if isinstance(msg, AggregateRequest):
         parts = [
             _header(_T_AGGREGATE, msg.key_id, msg.session, msg.round),
-            struct.pack(">II", msg.count, len(msg.aggregate)),
+            struct.pack(">I", msg.count),
+            _digest(msg.model_digest),
+            struct.pack(">I", len(msg.aggregate)),
             _ints(msg.aggregate, w),
             struct.pack(">I", len(msg.contributions)),
         ]
@@ -173,7 +275,6 @@ class _Reader:
 
 _U32 = struct.Struct(">I")
 _U16 = struct.Struct(">H")
-_III = struct.Struct(">III")
 _II = struct.Struct(">II")
 _HBI = struct.Struct(">HBI")
 
@@ -207,13 +308,21 @@ def _read_header(r: _Reader, pk: PaillierPublicKey) -> tuple[int, bytes, bytes, 
 
 def _decode(r: _Reader, pk: PaillierPublicKey, depth: int) -> PaillierMessage:
     mtype, key_id, session, rnd = _read_header(r, pk)
+    if mtype == _T_SETUP and depth == 0:
+        (count,) = r.unpack(_U32)
+        digest = r.take(DIGEST_BYTES)
+        return RoundSetup(key_id, session, rnd, count, digest)
     if mtype == _T_CONTRIBUTION:
-        client_id, count, nct = r.unpack(_III)
+        client_id, count = r.unpack(_II)
+        digest = r.take(DIGEST_BYTES)
+        (nct,) = r.unpack(_U32)
         cts = _read_ciphertexts(r, nct, pk)
         sig = r.take(SIGNATURE_BYTES)
-        return ClientContribution(key_id, session, rnd, client_id, count, cts, sig)
+        return ClientContribution(key_id, session, rnd, client_id, count, digest, cts, sig)
     if mtype == _T_AGGREGATE and depth == 0:
-        count, nct = r.unpack(_II)
+        (count,) = r.unpack(_U32)
+        digest = r.take(DIGEST_BYTES)
+        (nct,) = r.unpack(_U32)
         agg = _read_ciphertexts(r, nct, pk)
         (ncontrib,) = r.unpack(_U32)
         if ncontrib > r.remaining // (_U32.size + _HEADER.size):
@@ -226,7 +335,7 @@ def _decode(r: _Reader, pk: PaillierPublicKey, depth: int) -> PaillierMessage:
             if sub.remaining or not isinstance(c, ClientContribution):
                 raise InvalidMessage("malformed embedded contribution", stage="decode")
             contribs.append(c)
-        return AggregateRequest(key_id, session, rnd, count, agg, tuple(contribs))
+        return AggregateRequest(key_id, session, rnd, count, digest, agg, tuple(contribs))
     if mtype == _T_PARTIAL:
         decryptor, kind, nval = r.unpack(_HBI)
         if kind == PARTIAL_THRESHOLD:

@@ -2,17 +2,24 @@
 
 Round ``r`` (one session, one key):
 
-1. :class:`PaillierClient` packs its quantised vector, encrypts each plaintext with a
-   precomputed obfuscator, and signs the encoded contribution with its Ed25519 key
-   (``contribute``). A client contributes at most once per round.
+0. :class:`PaillierServer` opens the round (``start_round``) with a :class:`RoundSetup`:
+   round, vector length and the digest of the global model the clients are to train on.
+1. :class:`PaillierClient` computes the digest of the model it actually received, refuses a
+   setup announcing another one, packs its quantised vector, encrypts each plaintext with a
+   precomputed obfuscator, and signs the contribution — key id, session, round, client id,
+   model digest and ciphertexts — with its Ed25519 key (``contribute``). A client
+   contributes at most once per round.
 2. :class:`PaillierServer` checks and collects contributions (``receive``), multiplies them
-   slot-wise into the aggregate and sends an :class:`AggregateRequest` carrying the aggregate
-   *and* every signed contribution (``aggregate``).
+   slot-wise into the aggregate and sends an :class:`AggregateRequest` carrying the aggregate,
+   the model digest *and* every signed contribution (``aggregate``).
 3. :class:`PaillierDecryptor` (``step``) checks the request: right key, session and a round
-   it has not decrypted yet; every contribution signed by a distinct registered client; at
-   least ``min_clients`` of them (never fewer than 2: never a single client's ciphertext);
-   the aggregate equal to the product it recomputes. Only then it returns its partial
-   decryption; otherwise it raises :class:`ProtocolAbort` and reveals nothing.
+   it has not decrypted yet; every contribution for this key, session and round (no replay
+   from another round or session) and signed by a distinct registered client; all of them
+   signed on the same model digest (else a server could send a crafted model to all clients
+   but one and difference the aggregate: model inconsistency); at least ``min_clients`` of
+   them (never fewer than 2: never a single client's ciphertext); the aggregate equal to the
+   product it recomputes. Only then it returns its partial decryption; otherwise it raises
+   :class:`ProtocolAbort` and reveals nothing.
 4. The server checks each partial's proof of correct decryption, drops the invalid ones
    (``rejected_decryptors``) and combines any ``t`` valid partials into the sums (``finish``).
 
@@ -38,11 +45,13 @@ from privagg.randomness import SYSTEM_SECRETS, SecretSource
 
 from .keys import PaillierPrivateKey, PaillierPublicKey, ThresholdKeyShare, ThresholdPublicKey
 from .messages import (
+    DIGEST_BYTES,
     PARTIAL_PLAINTEXT,
     PARTIAL_THRESHOLD,
     AggregateRequest,
     ClientContribution,
     PartialDecryption,
+    RoundSetup,
     contribution_signed_bytes,
     partial_context,
 )
@@ -59,7 +68,8 @@ __all__ = [
     "SIGNATURE_CONTEXT",
 ]
 
-SIGNATURE_CONTEXT = b"privagg/paillier/contribution/v1\x00"
+SIGNATURE_CONTEXT = b"privagg/paillier/contribution/v2\x00"
+_MAX_COUNT = (1 << 32) - 1
 
 
 class ClientStage(enum.Enum):
@@ -77,6 +87,12 @@ class ServerStage(enum.Enum):
 class DecryptorStage(enum.Enum):
     READY = "ready"
     DECRYPTED = "decrypted"  # for the last round; ready for a later round
+
+
+def _check_digest(d: bytes) -> bytes:
+    if not isinstance(d, bytes) or len(d) != DIGEST_BYTES:
+        raise ConfigurationError(f"a model digest is {DIGEST_BYTES} bytes (see model_digest)", field="model_digest")
+    return d
 
 
 def _check_ids(key_id: bytes, session: bytes, pk: PaillierPublicKey, own_session: bytes, stage: str) -> None:
@@ -116,24 +132,47 @@ class PaillierClient:
         if need > 0:
             self.randomness.precompute(need)
 
-    def contribute(self, *, round: int, values: np.ndarray) -> ClientContribution:
-        """Pack, encrypt and sign ``values`` (signed integers in ``[-q, q]``) for ``round``."""
-        if round <= self.last_round:
+    def contribute(self, *, setup: RoundSetup, model_digest: bytes, values: np.ndarray) -> ClientContribution:
+        """Pack, encrypt and sign ``values`` (signed integers in ``[-q, q]``) for ``setup.round``.
+
+        ``model_digest`` is :func:`~.messages.model_digest` of the model this client *received*
+        and trained on, computed by the client itself; a setup announcing another digest is
+        refused, and the contribution signs the client's own digest.
+        """
+        party = f"client {self.client_id}"
+        pk = self.public_key
+        if not isinstance(setup, RoundSetup):
+            raise InvalidMessage("clients accept only a round setup", stage="contribute", party=party)
+        _check_ids(setup.key_id, setup.session, pk, self.session, "contribute")
+        _check_digest(model_digest)
+        rnd = setup.round
+        if rnd <= self.last_round:
             raise ProtocolAbort(
-                f"already contributed to round {self.last_round}; refusing round {round}",
+                f"already contributed to round {self.last_round}; refusing round {rnd}",
                 stage="contribute",
-                party=f"client {self.client_id}",
+                party=party,
+            )
+        if setup.model_digest != model_digest:
+            raise ProtocolAbort(
+                f"the model received for round {rnd} is not the model the round setup announces (model digests differ)",
+                stage="contribute",
+                party=party,
+            )
+        if int(np.size(values)) != setup.count:
+            raise ProtocolAbort(
+                f"{int(np.size(values))} values, the round setup expects {setup.count}",
+                stage="contribute",
+                party=party,
             )
         plaintexts = self.layout.pack(values)
-        pk = self.public_key
         rns = self.randomness.take(len(plaintexts))
         n, n2 = pk.nz, pk.n2
         cts = tuple((1 + mpz(m) * n) * rn % n2 for m, rn in zip(plaintexts, rns))
-        unsigned = ClientContribution(pk.key_id, self.session, round, self.client_id, int(np.size(values)), cts)
+        unsigned = ClientContribution(pk.key_id, self.session, rnd, self.client_id, setup.count, model_digest, cts)
         sig = self._signing_key.sign(SIGNATURE_CONTEXT + contribution_signed_bytes(unsigned, pk))
         self.stage = ClientStage.SUBMITTED
-        self.last_round = round
-        return ClientContribution(pk.key_id, self.session, round, self.client_id, unsigned.count, cts, sig)
+        self.last_round = rnd
+        return ClientContribution(pk.key_id, self.session, rnd, self.client_id, setup.count, model_digest, cts, sig)
 
     def __repr__(self) -> str:
         return f"PaillierClient(id={self.client_id}, stage={self.stage.value})"
@@ -159,18 +198,27 @@ class PaillierServer:
         self.stage = ServerStage.IDLE
         self.round = -1
         self.count = 0
+        self.model_digest = b""
         self._received: dict[int, ClientContribution] = {}
         self._request: AggregateRequest | None = None
         self.rejected_decryptors: tuple[int, ...] = ()
 
-    def start_round(self, *, round: int, count: int) -> None:
+    def start_round(self, *, round: int, count: int, model_digest: bytes) -> RoundSetup:
+        """Open ``round`` for vectors of ``count`` values trained on the model with ``model_digest``.
+
+        Returns the :class:`RoundSetup` to send to every client (with the model itself).
+        """
         if round <= self.round:
             raise ProtocolAbort(f"round {round} is not after {self.round}", stage="start", party="server")
-        self.round, self.count = round, count
+        _check_digest(model_digest)
+        if not 0 < count <= _MAX_COUNT:
+            raise ConfigurationError(f"got {count}", field="count", accepted=f"1..{_MAX_COUNT}")
+        self.round, self.count, self.model_digest = round, count, model_digest
         self._received = {}
         self._request = None
         self.rejected_decryptors = ()
         self.stage = ServerStage.COLLECTING
+        return RoundSetup(self.public_key.key_id, self.session, round, count, model_digest)
 
     def receive(self, msg: ClientContribution) -> None:
         if self.stage is not ServerStage.COLLECTING:
@@ -180,6 +228,11 @@ class PaillierServer:
             raise InvalidMessage(f"contribution for round {msg.round}, collecting {self.round}", stage="receive")
         if msg.count != self.count or len(msg.ciphertexts) != self.layout.num_plaintexts(self.count):
             raise InvalidMessage("contribution has the wrong number of values or ciphertexts", stage="receive")
+        if msg.model_digest != self.model_digest:
+            raise InvalidMessage(
+                f"client {msg.client_id} contributed on another model than this round's (model digest mismatch)",
+                stage="receive",
+            )
         if msg.client_id in self._received:
             raise InvalidMessage(f"client {msg.client_id} contributed twice", stage="receive")
         if len(self._received) >= self.layout.max_clients:
@@ -206,7 +259,7 @@ class PaillierServer:
             for i, c in enumerate(msg.ciphertexts):
                 agg[i] = agg[i] * c % n2
         self._request = AggregateRequest(
-            self.public_key.key_id, self.session, self.round, self.count, tuple(agg), contribs
+            self.public_key.key_id, self.session, self.round, self.count, self.model_digest, tuple(agg), contribs
         )
         self.stage = ServerStage.AWAITING_PARTIALS
         return self._request
@@ -298,8 +351,16 @@ class PaillierDecryptor:
             raise self._abort("aggregate has the wrong number of ciphertexts")
         seen: set[int] = set()
         for c in msg.contributions:
-            if c.key_id != pk.key_id or c.session != self.session or c.round != msg.round:
-                raise self._abort("a contribution is for another key, session or round")
+            for what, got, want in (
+                ("key", c.key_id, pk.key_id),
+                ("session", c.session, self.session),
+                ("round", c.round, msg.round),
+            ):
+                if got != want:
+                    raise self._abort(
+                        f"the contribution of client {c.client_id} was made for another {what} "
+                        f"(replayed?); refusing the aggregate"
+                    )
             if c.count != msg.count or len(c.ciphertexts) != nct:
                 raise self._abort("a contribution has the wrong number of values")
             if c.client_id in seen:
@@ -312,6 +373,15 @@ class PaillierDecryptor:
             except (InvalidSignature, ValueError):
                 raise self._abort(f"signature of client {c.client_id} does not verify") from None
             seen.add(c.client_id)
+        # model consistency: every authenticated contribution signed the same global model
+        digests = {c.model_digest for c in msg.contributions}
+        if len(digests) > 1:
+            raise self._abort(
+                f"the contributions sign {len(digests)} different model digests: clients trained on different "
+                "global models (model-inconsistency attack?); refusing the aggregate"
+            )
+        if digests and digests != {msg.model_digest}:
+            raise self._abort("the aggregate request names a model digest that no contribution signed")
         if len(seen) < self.min_clients:
             raise self._abort(f"aggregate of {len(seen)} authenticated clients; at least {self.min_clients} required")
         if len(seen) > self.layout.max_clients:

@@ -29,7 +29,15 @@ from .keys import (
     generate_keypair,
     generate_threshold_key,
 )
-from .messages import AggregateRequest, ClientContribution, PartialDecryption, decode_message, encode_message
+from .messages import (
+    NO_MODEL_DIGEST,
+    AggregateRequest,
+    ClientContribution,
+    PartialDecryption,
+    RoundSetup,
+    decode_message,
+    encode_message,
+)
 from .obfuscators import (
     RANDOMNESS_MODES,
     FixedBaseTable,
@@ -224,8 +232,18 @@ class PaillierSession:
             self.clients[client_id] = c
         return c
 
-    def run_round(self, values: Mapping[int, np.ndarray], *, round: int | None = None) -> RoundOutcome:
-        """Sum integer vectors (each in ``[-q, q]``, one per client id) through the whole protocol."""
+    def run_round(
+        self,
+        values: Mapping[int, np.ndarray],
+        *,
+        round: int | None = None,
+        model_digest: bytes = NO_MODEL_DIGEST,
+    ) -> RoundOutcome:
+        """Sum integer vectors (each in ``[-q, q]``, one per client id) through the whole protocol.
+
+        ``model_digest`` (:func:`~.messages.model_digest` of the global model the clients trained
+        on) goes into the round setup, and every (simulated, honest) client signs it.
+        """
         if not values:
             raise ConfigurationError("no client vectors", field="values")
         counts = {int(np.size(v)) for v in values.values()}
@@ -250,18 +268,26 @@ class PaillierSession:
         secs["offline"] = self.clock() - t0
 
         t0 = self.clock()
-        wires = [encode_message(c.contribute(round=rnd, values=values[c.client_id]), pk) for c in parties]
+        setup_wire = encode_message(self.server.start_round(round=rnd, count=count, model_digest=model_digest), pk)
+        t_setup = self.clock() - t0
+
+        t0 = self.clock()
+        wires = []
+        for c in parties:
+            setup = decode_message(setup_wire, public_key=pk)
+            assert isinstance(setup, RoundSetup)
+            contribution = c.contribute(setup=setup, model_digest=model_digest, values=values[c.client_id])
+            wires.append(encode_message(contribution, pk))
         secs["encrypt"] = self.clock() - t0
         up = sum(len(w) for w in wires)
 
         t0 = self.clock()
-        self.server.start_round(round=rnd, count=count)
         for w in wires:
             msg = decode_message(w, public_key=pk)
             assert isinstance(msg, ClientContribution)
             self.server.receive(msg)
         request_wire = encode_message(self.server.aggregate(), pk)
-        secs["aggregate"] = self.clock() - t0
+        secs["aggregate"] = self.clock() - t0 + t_setup
 
         # the t lowest-indexed decryptors answer (any t work; the others stay idle)
         partial_wires = []

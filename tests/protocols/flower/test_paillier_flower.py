@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,7 +33,7 @@ def material(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def _run(material: Path, mods=(), rounds: int = 2):
+def _run(material: Path, mods: tuple[Any, ...] | list[Any] = (), rounds: int = 2) -> tuple[Any, Any]:
     wf = PrivAggPaillierWorkflow(material)
     capp = vector_client_app(dimension=M, seed=SEED, mods=[*mods, make_paillier_mod(material=str(material))])
     sapp = vector_server_app(wf, num_clients=N, dimension=M, rounds=rounds)
@@ -68,12 +72,13 @@ def test_decryptors_refuse_a_single_client_aggregate(material: Path) -> None:
 
     pk = load_paillier(material).public_key
 
-    def intercept(pid, msg):
+    def intercept(pid: int, msg: Any) -> list[Any]:
         cfg = msg.content.config_records.get(PAILLIER_RECORD)
         if cfg is not None and cfg.get("stage") == "decrypt":
             req = decode_message(cfg["msg"], public_key=pk)
+            assert isinstance(req, AggregateRequest)
             one = req.contributions[0]
-            forged = AggregateRequest(req.key_id, req.session, req.round, req.count, one.ciphertexts, (one,))
+            forged = dataclasses.replace(req, aggregate=one.ciphertexts, contributions=(one,))
             msg.content.config_records[PAILLIER_RECORD] = ConfigRecord(
                 {"stage": "decrypt", "msg": encode_message(forged, pk)}
             )
@@ -88,3 +93,224 @@ def test_decryptors_refuse_a_single_client_aggregate(material: Path) -> None:
     assert not rec.ok and rec.decryptors == ()
     errs = [e for e in rec.node_errors.values() if e.startswith("decrypt")]
     assert len(errs) == 2 and all("at least 2" in e for e in errs)
+
+
+# ------------------------------------------------------------------ model inconsistency (a malicious server)
+TARGET = 4  # partition id of the client the server singles out
+
+
+def _craft_for_target(material: Path, *, announce: bool, what: str = "model") -> Callable[[int, Any], list[Any]]:
+    """An intercept: the target gets a crafted model or fit config (and, if ``announce``, a setup naming it)."""
+    from flwr.app import ConfigRecord
+    from flwr.common import FitIns, ndarrays_to_parameters, parameters_to_ndarrays
+    from flwr.compat.common import recorddict_compat as compat
+
+    from protocols.flower.paillier import PAILLIER_RECORD, load_paillier
+    from protocols.paillier import RoundSetup, decode_message, encode_message, model_digest
+
+    pk = load_paillier(material).public_key
+
+    def intercept(pid: int, msg: Any) -> list[Any]:
+        cfg = msg.content.config_records.get(PAILLIER_RECORD)
+        if pid != TARGET or cfg is None or cfg.get("stage") != "contribute":
+            return [msg]
+        fi = compat.recorddict_to_fitins(msg.content, keep_input=True)
+        crafted = parameters_to_ndarrays(fi.parameters)
+        config = dict(fi.config)
+        if what == "model":
+            crafted = [a + np.float32(1000.0) for a in crafted]
+        else:  # e.g. zero local epochs for everybody but the target: the sum is then the target's model
+            config["local-epochs"] = 0
+        new = compat.fitins_to_recorddict(FitIns(ndarrays_to_parameters(crafted), config), keep_input=True)
+        for key, arr in new.array_records.items():
+            msg.content.array_records[key] = arr
+        for key, rec in new.config_records.items():
+            msg.content.config_records[key] = rec
+        if announce:
+            setup = decode_message(cfg["setup"], public_key=pk)
+            assert isinstance(setup, RoundSetup)
+            forged = dataclasses.replace(setup, model_digest=model_digest(crafted, config=config))
+            msg.content.config_records[PAILLIER_RECORD] = ConfigRecord({**cfg, "setup": encode_message(forged, pk)})
+        return [msg]
+
+    return intercept
+
+
+def _run_attacked(material: Path, intercept: Callable[[int, Any], list[Any]]) -> tuple[Any, Any]:
+    wf = PrivAggPaillierWorkflow(material)
+    capp = vector_client_app(dimension=M, seed=SEED, mods=[make_paillier_mod(material=str(material))])
+    sapp = vector_server_app(wf, num_clients=N, dimension=M, rounds=1)
+    run_cfg = {"privagg-paillier-decryptors": ",".join(map(str, DECRYPTORS))}
+    grid = run_inprocess(sapp, capp, num_nodes=N, run_config=run_cfg, intercept=intercept)
+    return wf.history[0], grid
+
+
+@pytest.mark.parametrize("what", ["model", "config"])
+def test_client_refuses_a_model_its_setup_does_not_announce(material: Path, what: str) -> None:
+    rec, grid = _run_attacked(material, _craft_for_target(material, announce=False, what=what))
+    target = next(n for n, p in grid.partition_of.items() if p == TARGET)
+    assert "not the model its round setup announces" in rec.node_errors[target]
+    assert rec.ok and target not in rec.contributors and len(rec.contributors) == 3
+
+
+@pytest.mark.parametrize("what", ["model", "config"])
+def test_honest_server_drops_a_contribution_on_another_model(material: Path, what: str) -> None:
+    rec, grid = _run_attacked(material, _craft_for_target(material, announce=True, what=what))
+    target = next(n for n, p in grid.partition_of.items() if p == TARGET)
+    assert "model digest mismatch" in rec.node_errors[target]
+    assert rec.ok and target not in rec.contributors
+
+
+def test_decryptors_refuse_an_aggregate_over_different_models(material: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The full attack: the server also aggregates the target's contribution on the crafted model."""
+    import protocols.flower.paillier as fp
+    from protocols.paillier import PaillierServer
+
+    class LaxServer(PaillierServer):
+        def receive(self, msg: Any) -> None:  # accepts a contribution on any model
+            honest = self.model_digest
+            self.model_digest = msg.model_digest
+            try:
+                super().receive(msg)
+            finally:
+                self.model_digest = honest
+
+    monkeypatch.setattr(fp, "PaillierServer", LaxServer)
+    rec, _ = _run_attacked(material, _craft_for_target(material, announce=True))
+    assert not rec.ok and rec.decryptors == () and len(rec.contributors) == 0
+    errs = [e for e in rec.node_errors.values() if e.startswith("decrypt")]
+    assert len(errs) == 2 and all("different model digests" in e for e in errs)
+
+
+# ------------------------------------------------------------------ key share files
+def test_key_share_files(material: Path, tmp_path: Path) -> None:
+    import os
+
+    from privagg.errors import ConfigurationError
+    from protocols.flower.paillier import load_paillier
+
+    mat = load_paillier(material)
+    assert mat.threshold_key.has_proofs
+    for i in (1, 2):
+        f = material / f"paillier-decryptor-{i}.key"
+        assert os.stat(f).st_mode & 0o077 == 0
+        assert f.read_bytes()[:4] == b"PGKS"
+        assert mat.key_share(i).index == i
+    copy = tmp_path / "m"
+    shutil.copytree(material, copy)
+    share2 = (copy / "paillier-decryptor-2.key").read_bytes()
+    (copy / "paillier-decryptor-1.key").write_bytes(share2)
+    with pytest.raises(ConfigurationError, match="holds decryptor 2's share"):
+        load_paillier(copy).key_share(1)
+    (copy / "paillier-decryptor-2.key").write_bytes(share2[:-1])
+    with pytest.raises(ConfigurationError, match="not valid") as info:
+        load_paillier(copy).key_share(2)
+    secret = int.from_bytes(share2[24:], "big")
+    assert str(secret) not in str(info.value) and f"{secret:x}" not in str(info.value)
+    with pytest.raises(ConfigurationError, match="no key share"):
+        load_paillier(copy).key_share(3)
+
+
+def test_workflow_refuses_a_strategy_that_sends_different_models(material: Path) -> None:
+    from flwr.common import FitIns, ndarrays_to_parameters, parameters_to_ndarrays
+
+    def wrap(strategy: Any) -> Any:
+        configure = strategy.configure_fit
+
+        def configure_fit(server_round: int, parameters: Any, client_manager: Any) -> list[Any]:
+            out = []
+            for i, (proxy, fi) in enumerate(configure(server_round, parameters, client_manager)):
+                shifted = [a + np.float32(i) for a in parameters_to_ndarrays(fi.parameters)]
+                out.append((proxy, FitIns(ndarrays_to_parameters(shifted), fi.config)))
+            return out
+
+        strategy.configure_fit = configure_fit
+        return strategy
+
+    wf = PrivAggPaillierWorkflow(material)
+    capp = vector_client_app(dimension=M, seed=SEED, mods=[make_paillier_mod(material=str(material))])
+    sapp = vector_server_app(wf, num_clients=N, dimension=M, rounds=1, wrap_strategy=wrap)
+    run_cfg = {"privagg-paillier-decryptors": ",".join(map(str, DECRYPTORS))}
+    run_inprocess(sapp, capp, num_nodes=N, run_config=run_cfg)
+    rec = wf.history[0]
+    assert not rec.ok and "different models or fit configs for different clients" in (rec.abort or "")
+    assert not any(e.startswith("contribute") for e in rec.node_errors.values())  # nothing was sent
+
+
+def test_contributions_replayed_from_an_earlier_run_are_refused(material: Path) -> None:
+    """Run B's server replays run A's round-1 contributions minus one (a differencing attack)."""
+    from flwr.app import ConfigRecord
+
+    from protocols.flower.paillier import PAILLIER_RECORD, load_paillier
+    from protocols.paillier import AggregateRequest, decode_message, encode_message
+
+    mat = load_paillier(material)
+    pk = mat.public_key
+    captured: list[bytes] = []
+
+    def capture(pid: int, msg: Any) -> list[Any]:
+        cfg = msg.content.config_records.get(PAILLIER_RECORD)
+        if cfg is not None and cfg.get("stage") == "decrypt" and not captured:
+            captured.append(cfg["msg"])
+        return [msg]
+
+    rec_a, _ = _run_attacked(material, capture)
+    assert rec_a.ok and captured
+    old = decode_message(captured[0], public_key=pk)
+    assert isinstance(old, AggregateRequest)
+    subset = old.contributions[:-1]
+    agg = [1] * len(old.aggregate)
+    for c in subset:
+        agg = [a * x % pk.n2 for a, x in zip(agg, c.ciphertexts)]
+    replay = encode_message(dataclasses.replace(old, aggregate=tuple(agg), contributions=subset), pk)
+
+    def inject(pid: int, msg: Any) -> list[Any]:
+        cfg = msg.content.config_records.get(PAILLIER_RECORD)
+        if cfg is not None and cfg.get("stage") == "decrypt":
+            msg.content.config_records[PAILLIER_RECORD] = ConfigRecord({"stage": "decrypt", "msg": replay})
+        return [msg]
+
+    rec_b, grid_b = _run_attacked(material, inject)
+    assert mat.run_session(next(iter(grid_b.contexts.values())).run_id) != old.session
+    assert not rec_b.ok and rec_b.decryptors == ()
+    errs = [e for e in rec_b.node_errors.values() if e.startswith("decrypt")]
+    assert len(errs) == 2 and all("wrong session" in e for e in errs)
+
+
+def test_run_sessions_differ_per_run(material: Path) -> None:
+    from privagg.errors import ConfigurationError
+    from protocols.flower.paillier import load_paillier
+
+    mat = load_paillier(material)
+    sessions = {mat.run_session(r) for r in (0, 1, 2, (1 << 64) - 1)}
+    assert len(sessions) == 4 and all(len(s) == 16 for s in sessions) and mat.session not in sessions
+    with pytest.raises(ConfigurationError, match="run_id"):
+        mat.run_session(1 << 64)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason"),
+    [("setup", "bad magic"), ("no-setup", "truncated"), ("no-model", "no valid fit instructions")],
+)
+def test_client_refuses_a_malformed_contribute_request(material: Path, tamper: str, reason: str) -> None:
+    from flwr.app import ConfigRecord
+
+    from protocols.flower.paillier import PAILLIER_RECORD
+
+    def intercept(pid: int, msg: Any) -> list[Any]:
+        cfg = msg.content.config_records.get(PAILLIER_RECORD)
+        if pid != TARGET or cfg is None or cfg.get("stage") != "contribute":
+            return [msg]
+        if tamper == "setup":
+            msg.content.config_records[PAILLIER_RECORD] = ConfigRecord({**cfg, "setup": b"XXXX" + cfg["setup"][4:]})
+        elif tamper == "no-setup":
+            msg.content.config_records[PAILLIER_RECORD] = ConfigRecord({k: v for k, v in cfg.items() if k != "setup"})
+        else:
+            for key in list(msg.content.array_records):
+                del msg.content.array_records[key]
+        return [msg]
+
+    rec, grid = _run_attacked(material, intercept)
+    target = next(n for n, p in grid.partition_of.items() if p == TARGET)
+    assert reason in rec.node_errors[target]
+    assert rec.ok and target not in rec.contributors

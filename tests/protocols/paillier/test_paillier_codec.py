@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 
 import numpy as np
@@ -13,13 +14,16 @@ from privagg.errors import InvalidMessage
 from privagg.randomness import InsecureDeterministicSecrets
 from protocols.paillier import (
     CODEC_VERSION,
+    DIGEST_BYTES,
     ClientContribution,
     PaillierConfig,
     PaillierSession,
     PaillierSetup,
     PartialDecryption,
+    RoundSetup,
     decode_message,
     encode_message,
+    model_digest,
 )
 from protocols.paillier.messages import PARTIAL_PLAINTEXT, PARTIAL_THRESHOLD, PaillierMessage
 
@@ -30,15 +34,36 @@ def wires():
     setup = PaillierSetup.generate(cfg, secrets=InsecureDeterministicSecrets(b"codec"))
     s = PaillierSession(setup, secrets=InsecureDeterministicSecrets(b"codec-s"))
     pk = setup.public_key
-    s.server.start_round(round=0, count=10)
-    contribs = [s.client(c).contribute(round=0, values=np.arange(10) - c) for c in (1, 2)]
+    rs = s.server.start_round(round=0, count=10, model_digest=model_digest([np.arange(3.0)]))
+    contribs = [
+        s.client(c).contribute(setup=rs, model_digest=rs.model_digest, values=np.arange(10) - c) for c in (1, 2)
+    ]
     for c in contribs:
         s.server.receive(c)
     req = s.server.aggregate()
     part = s.decryptors[0].step(req)
     plain = PartialDecryption(pk.key_id, s.session, 0, 1, PARTIAL_PLAINTEXT, (0, 5, pk.n - 1))
-    msgs: list[PaillierMessage] = [contribs[0], req, part, plain]
+    msgs: list[PaillierMessage] = [contribs[0], req, part, plain, rs]
     return pk, msgs, [encode_message(m, pk) for m in msgs]
+
+
+def test_setup_and_contribution_carry_the_model_digest(wires):
+    pk, msgs, encoded = wires
+    contribution, request, setup = msgs[0], msgs[1], msgs[4]
+    assert isinstance(setup, RoundSetup) and len(setup.model_digest) == DIGEST_BYTES
+    assert contribution.model_digest == request.model_digest == setup.model_digest
+    assert setup.model_digest in encoded[0] and setup.model_digest in encoded[4]
+    with pytest.raises(ValueError, match="digest"):
+        encode_message(dataclasses.replace(setup, model_digest=b"short"), pk)
+    # a setup cannot be smuggled inside an aggregate request as a contribution
+    header = 4 + 1 + 1 + 16 + 16 + 8
+    req = encoded[1]
+    at = header + 4 + DIGEST_BYTES
+    nct = struct.unpack(">I", req[at : at + 4])[0]
+    pos = at + 4 + nct * pk.ciphertext_bytes
+    smuggled = req[:pos] + struct.pack(">II", 1, len(encoded[4])) + encoded[4]
+    with pytest.raises(InvalidMessage):
+        decode_message(smuggled, public_key=pk)
 
 
 def test_round_trip(wires):
@@ -70,6 +95,9 @@ def test_trailing_bytes_version_type_and_key_id(wires):
         decode_message(w + b"\x00", public_key=pk)
     with pytest.raises(InvalidMessage, match="version"):
         decode_message(w[:4] + bytes([CODEC_VERSION + 1]) + w[5:], public_key=pk)
+    assert CODEC_VERSION == 2
+    with pytest.raises(InvalidMessage, match="unsupported codec version 1"):  # before the model digest
+        decode_message(w[:4] + b"\x01" + w[5:], public_key=pk)
     with pytest.raises(InvalidMessage, match="type"):
         decode_message(w[:5] + b"\x09" + w[6:], public_key=pk)
     with pytest.raises(InvalidMessage, match="magic"):
@@ -85,7 +113,9 @@ def test_ciphertexts_outside_z_star_n2_are_refused(wires):
     c0 = msgs[0]
     n = pk.n
     for bad in (0, n, 2 * n, pk.n2 - n, (1 << (8 * pk.ciphertext_bytes)) - 1):
-        raw = ClientContribution(c0.key_id, c0.session, 0, 1, c0.count, (bad, *c0.ciphertexts[1:]), c0.signature)
+        raw = ClientContribution(
+            c0.key_id, c0.session, 0, 1, c0.count, c0.model_digest, (bad, *c0.ciphertexts[1:]), c0.signature
+        )
         w = _raw_encode_contribution(raw, pk)
         with pytest.raises(InvalidMessage, match="Z\\*"):
             decode_message(w, public_key=pk)
@@ -110,13 +140,16 @@ def test_huge_declared_lengths_do_not_allocate(wires):
     pk, _, encoded = wires
     w = encoded[0]
     header = 4 + 1 + 1 + 16 + 16 + 8
-    huge = w[:header] + struct.pack(">III", 1, 10, 0xFFFFFFFF) + w[header + 12 :]
+    # contribution: client_id u32, count u32, digest 32 B, nct u32 after the header; claim 2^32-1 ciphertexts
+    at = header + 8 + DIGEST_BYTES
+    huge = w[:at] + struct.pack(">I", 0xFFFFFFFF) + w[at + 4 :]
     with pytest.raises(InvalidMessage, match="declares"):
         decode_message(huge, public_key=pk)
     agg = encoded[1]
-    # aggregate: count u32, nct u32 after the header; claim 2^32-1 contributions
-    nct = struct.unpack(">I", agg[header + 4 : header + 8])[0]
-    pos = header + 8 + nct * pk.ciphertext_bytes
+    # aggregate: count u32, digest 32 B, nct u32 after the header; claim 2^32-1 contributions
+    at = header + 4 + DIGEST_BYTES
+    nct = struct.unpack(">I", agg[at : at + 4])[0]
+    pos = at + 4 + nct * pk.ciphertext_bytes
     bad = agg[:pos] + struct.pack(">I", 0xFFFFFFFF) + agg[pos + 4 :]
     with pytest.raises(InvalidMessage, match="declares"):
         decode_message(bad, public_key=pk)
@@ -131,7 +164,7 @@ def test_fuzz_random_bytes(wires, data):
 
 
 @settings(max_examples=300, deadline=None)
-@given(which=st.integers(0, 3), pos=st.integers(0, 10_000), byte=st.integers(0, 255))
+@given(which=st.integers(0, 4), pos=st.integers(0, 10_000), byte=st.integers(0, 255))
 def test_fuzz_mutations(wires, which, pos, byte):
     pk, _, encoded = wires
     w = bytearray(encoded[which])

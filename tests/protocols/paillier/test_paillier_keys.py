@@ -11,11 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from privagg.errors import ConfigurationError, ProtocolAbort
+from privagg.errors import ConfigurationError, InvalidMessage, ProtocolAbort
 from privagg.randomness import InsecureDeterministicSecrets
 from protocols.paillier import (
     PaillierPrivateKey,
     PaillierPublicKey,
+    ThresholdKeyShare,
     deal_threshold_key,
     generate_keypair,
     generate_threshold_key,
@@ -163,3 +164,91 @@ def test_partial_decryption_proofs(toy_threshold_key):
     # another share's partials do not pass under this index
     other = [shares[0].partial_decrypt(c) for c in cts]
     assert not tk.verify_partials(2, cts, other, shares[0].prove_partials(cts, other, context=b"x"), context=b"x")
+
+
+# ------------------------------------------------------------------ key share serialisation
+def _share_secret_texts(share):
+    s = int(share._share)
+    return [str(s), f"{s:x}", f"{s:X}", str(int(share._exp))]
+
+
+def test_key_share_round_trip_decrypts_the_same(toy_threshold_key):
+    tk, shares = toy_threshold_key
+    pk = tk.public_key
+    c = pk.encrypt(2024)
+    loaded = [ThresholdKeyShare.from_bytes(sh.to_bytes(), threshold_key=tk) for sh in shares]
+    for a, b in zip(shares, loaded):
+        assert b.index == a.index and b.threshold_key == tk
+        assert b.to_bytes() == a.to_bytes()
+        assert b.partial_decrypt(c) == a.partial_decrypt(c)
+    assert tk.combine({b.index: [b.partial_decrypt(c)] for b in loaded[2:]}) == [2024]
+    blob = shares[0].to_bytes()
+    assert blob[:4] == b"PGKS" and blob[4] == 1 and len(blob) == 4 + 4 + 16 + pk.ciphertext_bytes
+    # also for keys dealt without verification keys
+    bare, plain = deal_threshold_key(
+        P, Q, decryptors=3, threshold=2, secrets=InsecureDeterministicSecrets(9), proofs=False
+    )
+    for sh in plain:
+        back = ThresholdKeyShare.from_bytes(sh.to_bytes(), threshold_key=bare)
+        assert back.partial_decrypt(1064413) == sh.partial_decrypt(1064413)
+
+
+def test_key_share_never_in_repr_or_errors(toy_threshold_key):
+    tk, shares = toy_threshold_key
+    sh = shares[1]
+    blob = sh.to_bytes()
+    hidden = _share_secret_texts(sh)
+    assert not any(h in repr(sh) or h in str(sh) for h in hidden)
+    bad_inputs = [blob[:-1], blob + b"\x00", b"XXXX" + blob[4:], blob[:4] + b"\x07" + blob[5:]]
+    bad_inputs.append(blob[:5] + bytes([3]) + blob[6:])  # index 3 with share 2: does not match v_3
+    for bad in bad_inputs:
+        with pytest.raises(InvalidMessage) as info:
+            ThresholdKeyShare.from_bytes(bad, threshold_key=tk)
+        text = f"{info.value} {info.value!r} {info.value.reason}"
+        assert not any(h in text for h in hidden)
+
+
+def test_key_share_from_bytes_refusals(toy_threshold_key, threshold_setup):
+    tk, shares = toy_threshold_key
+    blob = shares[0].to_bytes()
+    head = 4 + 4 + 16
+    cases = {
+        "bytes": "not bytes",
+        "bytes, got 0": b"",
+        "magic": b"XXXX" + blob[4:],
+        "version": blob[:4] + b"\x02" + blob[5:],
+        "out of range 1..5": blob[:5] + b"\x00" + blob[6:],
+        "1..5": blob[:5] + b"\x06" + blob[6:],
+        "3-of-5": blob[:6] + b"\x02" + blob[7:],  # threshold byte changed
+        "key id": blob[:8] + bytes(16) + blob[24:],
+        "out of range": blob[:head] + b"\xff" * (len(blob) - head),
+        "verification key": blob[:5] + b"\x02" + blob[6:],  # share 1 claimed as decryptor 2's
+    }
+    for match, bad in cases.items():
+        with pytest.raises(InvalidMessage, match=match):
+            ThresholdKeyShare.from_bytes(bad, threshold_key=tk)  # type: ignore[arg-type]
+    for cut in range(len(blob)):
+        with pytest.raises(InvalidMessage):
+            ThresholdKeyShare.from_bytes(blob[:cut], threshold_key=tk)
+    # a share of another key (another n): refused by length or key id, never accepted
+    other_tk = threshold_setup.threshold_key
+    with pytest.raises(InvalidMessage):
+        ThresholdKeyShare.from_bytes(blob, threshold_key=other_tk)
+    with pytest.raises(InvalidMessage, match="key id"):
+        ThresholdKeyShare.from_bytes(threshold_setup.decryption_keys[0].to_bytes(), threshold_key=tk)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=200), pos=st.integers(0, 10_000), byte=st.integers(0, 255))
+def test_key_share_fuzz(toy_threshold_key, data, pos, byte):
+    tk, shares = toy_threshold_key
+    for raw in (data, shares[2].to_bytes()[:24] + data):
+        with pytest.raises(InvalidMessage):
+            ThresholdKeyShare.from_bytes(raw, threshold_key=tk)
+    blob = bytearray(shares[2].to_bytes())
+    blob[pos % len(blob)] = byte
+    try:
+        back = ThresholdKeyShare.from_bytes(bytes(blob), threshold_key=tk)
+    except InvalidMessage:
+        return
+    assert back.to_bytes() == shares[2].to_bytes()  # only the unchanged share is accepted

@@ -17,12 +17,16 @@ from protocols.paillier import (
     PaillierDecryptor,
     PaillierSession,
     PaillierSetup,
+    RoundSetup,
     decode_message,
     encode_message,
+    model_digest,
 )
 from protocols.paillier.parties import ClientStage, DecryptorStage, ServerStage
 
 COUNT = 50
+MODEL = model_digest([np.arange(4.0), np.ones((2, 3), dtype=np.float32)])  # the global model of the round
+CRAFTED = model_digest([np.arange(4.0) * 1e3, np.ones((2, 3), dtype=np.float32)])  # a malicious server's variant
 
 
 def _vectors(setup, clients, seed=0):
@@ -31,8 +35,16 @@ def _vectors(setup, clients, seed=0):
     return {c: rng.integers(-q, q + 1, COUNT) for c in clients}
 
 
-def _contributions(session, vectors, rnd):
-    return [session.client(c).contribute(round=rnd, values=v) for c, v in vectors.items()]
+def _setup(session, rnd, digest=MODEL):
+    """The round setup a server sends (here built directly: the server may be malicious)."""
+    return RoundSetup(session.setup.public_key.key_id, session.session, rnd, COUNT, digest)
+
+
+def _contributions(session, vectors, rnd, digest=MODEL):
+    return [
+        session.client(c).contribute(setup=_setup(session, rnd, digest), model_digest=digest, values=v)
+        for c, v in vectors.items()
+    ]
 
 
 def test_full_round_threshold(threshold_setup):
@@ -52,7 +64,7 @@ def test_full_round_threshold(threshold_setup):
 def test_any_two_of_three_decryptors(threshold_setup, subset):
     s = PaillierSession(threshold_setup, secrets=InsecureDeterministicSecrets(b"any"))
     vec = _vectors(threshold_setup, [1, 2, 3])
-    s.server.start_round(round=0, count=COUNT)
+    s.server.start_round(round=0, count=COUNT, model_digest=MODEL)
     for c in _contributions(s, vec, 0):
         s.server.receive(c)
     req = s.server.aggregate()
@@ -63,7 +75,7 @@ def test_any_two_of_three_decryptors(threshold_setup, subset):
 def test_one_decryptor_is_not_enough(threshold_setup):
     s = PaillierSession(threshold_setup, secrets=InsecureDeterministicSecrets(b"one"))
     vec = _vectors(threshold_setup, [1, 2, 3])
-    s.server.start_round(round=0, count=COUNT)
+    s.server.start_round(round=0, count=COUNT, model_digest=MODEL)
     for c in _contributions(s, vec, 0):
         s.server.receive(c)
     req = s.server.aggregate()
@@ -103,7 +115,8 @@ def _request(s, contribs, rnd=0, aggregate=None):
     agg = [1] * len(contribs[0].ciphertexts)
     for c in contribs:
         agg = [a * x % pk.n2 for a, x in zip(agg, c.ciphertexts)]
-    return AggregateRequest(pk.key_id, s.session, rnd, COUNT, tuple(aggregate or agg), tuple(contribs))
+    digest = contribs[0].model_digest if contribs else MODEL
+    return AggregateRequest(pk.key_id, s.session, rnd, COUNT, digest, tuple(aggregate or agg), tuple(contribs))
 
 
 def test_decryptor_refuses_a_single_clients_ciphertext(pending):
@@ -117,7 +130,7 @@ def test_decryptor_refuses_too_few_clients(pending):
     with pytest.raises(ProtocolAbort, match="2 authenticated clients; at least 3"):
         s.decryptors[0].step(_request(s, contribs[:2]))
     # and the server does not even ask
-    s.server.start_round(round=0, count=COUNT)
+    s.server.start_round(round=0, count=COUNT, model_digest=MODEL)
     for c in contribs[:2]:
         s.server.receive(c)
     with pytest.raises(ProtocolAbort, match="at least 3 needed"):
@@ -163,7 +176,7 @@ def test_decryptor_refuses_wrong_key_session_or_round(pending, threshold_setup):
         s.decryptors[0].step(dataclasses.replace(req, key_id=bytes(16)))
     with pytest.raises(InvalidMessage, match="wrong session"):
         s.decryptors[0].step(dataclasses.replace(req, session=bytes(16)))
-    with pytest.raises(ProtocolAbort, match="another key, session or round"):
+    with pytest.raises(ProtocolAbort, match="another round"):
         s.decryptors[0].step(dataclasses.replace(req, round=5))
 
 
@@ -187,7 +200,7 @@ def test_server_refusals(pending):
     srv = s.server
     with pytest.raises(ProtocolAbort, match="not collecting"):
         srv.receive(contribs[0])
-    srv.start_round(round=0, count=COUNT)
+    srv.start_round(round=0, count=COUNT, model_digest=MODEL)
     srv.receive(contribs[0])
     with pytest.raises(InvalidMessage, match="twice"):
         srv.receive(contribs[0])
@@ -200,13 +213,13 @@ def test_server_refusals(pending):
     with pytest.raises(ProtocolAbort, match="no aggregate pending"):
         srv.finish([])
     with pytest.raises(ProtocolAbort, match="not after"):
-        srv.start_round(round=0, count=COUNT)
+        srv.start_round(round=0, count=COUNT, model_digest=MODEL)
 
 
 def test_server_refuses_more_clients_than_the_slots_hold(threshold_setup):
     s = PaillierSession(threshold_setup, secrets=InsecureDeterministicSecrets(b"many"))
     vec = _vectors(threshold_setup, range(1, 8))  # 7 > max_clients = 6
-    s.server.start_round(round=0, count=COUNT)
+    s.server.start_round(round=0, count=COUNT, model_digest=MODEL)
     contribs = _contributions(s, vec, 0)
     for c in contribs[:6]:
         s.server.receive(c)
@@ -219,7 +232,7 @@ def test_server_refuses_more_clients_than_the_slots_hold(threshold_setup):
 def test_client_contributes_once_per_round(pending):
     s, _ = pending
     with pytest.raises(ProtocolAbort, match="already contributed"):
-        s.client(1).contribute(round=0, values=np.zeros(COUNT, dtype=np.int64))
+        s.client(1).contribute(setup=_setup(s, 0), model_digest=MODEL, values=np.zeros(COUNT, dtype=np.int64))
 
 
 def test_messages_survive_the_codec_in_a_round(pending):
@@ -265,7 +278,7 @@ def test_server_ignores_plaintext_claims_under_a_threshold_key(threshold_setup):
 
     s = PaillierSession(threshold_setup, secrets=InsecureDeterministicSecrets(b"claims"))
     vec = _vectors(threshold_setup, [1, 2, 3])
-    s.server.start_round(round=0, count=COUNT)
+    s.server.start_round(round=0, count=COUNT, model_digest=MODEL)
     for c in _contributions(s, vec, 0):
         s.server.receive(c)
     req = s.server.aggregate()
@@ -296,7 +309,7 @@ def test_server_stage_transitions_exhaustive(threshold_setup):
     finish = lambda: srv.finish([])  # noqa: E731
     assert srv.stage is ServerStage.IDLE
     assert not attempt(receive) and not attempt(aggregate) and not attempt(finish)
-    srv.start_round(round=0, count=COUNT)
+    srv.start_round(round=0, count=COUNT, model_digest=MODEL)
     assert srv.stage is ServerStage.COLLECTING
     assert not attempt(finish)
     for c in contribs:
@@ -307,14 +320,14 @@ def test_server_stage_transitions_exhaustive(threshold_setup):
     srv.finish([d.step(req) for d in s.decryptors[:2]])
     assert srv.stage is ServerStage.DONE
     assert not attempt(receive) and not attempt(aggregate) and not attempt(finish)
-    srv.start_round(round=1, count=COUNT)
+    srv.start_round(round=1, count=COUNT, model_digest=MODEL)
     assert srv.stage is ServerStage.COLLECTING
 
 
 def test_server_drops_a_cheating_decryptor(threshold_setup):
     s = PaillierSession(threshold_setup, secrets=InsecureDeterministicSecrets(b"cheat"))
     vec = _vectors(threshold_setup, [1, 2, 3])
-    s.server.start_round(round=0, count=COUNT)
+    s.server.start_round(round=0, count=COUNT, model_digest=MODEL)
     for c in _contributions(s, vec, 0):
         s.server.receive(c)
     req = s.server.aggregate()
@@ -330,7 +343,7 @@ def test_server_drops_a_cheating_decryptor(threshold_setup):
 def test_cheating_decryptor_with_only_t_answers_aborts(threshold_setup):
     s = PaillierSession(threshold_setup, secrets=InsecureDeterministicSecrets(b"cheat2"))
     vec = _vectors(threshold_setup, [1, 2, 3])
-    s.server.start_round(round=0, count=COUNT)
+    s.server.start_round(round=0, count=COUNT, model_digest=MODEL)
     for c in _contributions(s, vec, 0):
         s.server.receive(c)
     req = s.server.aggregate()
@@ -364,9 +377,149 @@ def test_out_of_range_plaintext_from_a_malicious_client_aborts_cleanly(threshold
     evil = dataclasses.replace(contribs[2], ciphertexts=(junk, *contribs[2].ciphertexts[1:]), signature=b"")
     sk = s.clients[3]._signing_key
     evil = dataclasses.replace(evil, signature=sk.sign(SIGNATURE_CONTEXT + contribution_signed_bytes(evil, pk)))
-    s.server.start_round(round=0, count=COUNT)
+    s.server.start_round(round=0, count=COUNT, model_digest=MODEL)
     for c in (*contribs[:2], evil):
         s.server.receive(c)
     req = s.server.aggregate()
     with pytest.raises(ProtocolAbort, match="out-of-range"):
         s.server.finish([d.step(req) for d in s.decryptors[:2]])
+
+
+# ------------------------------------------------------------------ model consistency and replay
+def test_round_with_a_model_digest(threshold_setup):
+    s = PaillierSession(threshold_setup, secrets=InsecureDeterministicSecrets(b"digest"))
+    vec = _vectors(threshold_setup, [1, 2, 3])
+    assert np.array_equal(s.run_round(vec, model_digest=MODEL).sums, sum(vec.values()))
+    assert s.server.model_digest == MODEL
+
+
+def test_model_digest_binds_dtype_shape_and_values():
+    a = np.arange(6.0)
+    assert len(MODEL) == 32 and model_digest([a]) == model_digest([a.copy()])
+    others: list[list[np.ndarray]] = [
+        [a.reshape(2, 3)],  # same bytes, another shape
+        [a.view(np.int64)],  # same bytes, another dtype
+        [a[:3], a[3:]],  # same bytes, split into two arrays
+        [a + 1e-9],
+        [a, np.zeros(0)],
+    ]
+    assert len({model_digest([a]), *(model_digest(o) for o in others)}) == len(others) + 1
+    with pytest.raises(ConfigurationError, match="dtype"):
+        model_digest([np.array([object()], dtype=object)])
+
+
+def test_model_digest_binds_the_training_config():
+    a = [np.arange(3.0)]
+    base = model_digest(a)
+    assert model_digest(a, config={}) == base
+    cfg = {"lr": 0.1, "epochs": 2, "name": "x", "tags": [1, 2], "flag": True, "blob": b"\x00"}
+    d = model_digest(a, config=cfg)
+    assert d != base and model_digest(a, config=dict(reversed(list(cfg.items())))) == d  # key order is irrelevant
+    variants = [{"epochs": v} for v in (1, 1.0, True, "1", b"1", [1], np.int64(2))]
+    digests = {model_digest(a, config=v) for v in variants}
+    assert len(digests) == len(variants)  # 1, 1.0, True, "1", b"1", [1] differ by type
+    assert model_digest(a, config={"epochs": np.int64(2)}) == model_digest(a, config={"epochs": 2})
+    with pytest.raises(ConfigurationError, match="config"):
+        model_digest(a, config={"f": {1, 2}})
+
+
+def test_client_refuses_a_setup_announcing_another_model(pending):
+    s, _ = pending
+    c = s.clients[1]
+    zeros = np.zeros(COUNT, dtype=np.int64)
+    with pytest.raises(ProtocolAbort, match="not the model the round setup announces"):
+        c.contribute(setup=_setup(s, 1, CRAFTED), model_digest=MODEL, values=zeros)
+    assert c.last_round == 0  # nothing signed, the client can still take the honest setup
+    with pytest.raises(ProtocolAbort, match="50 values, the round setup expects 51"):
+        c.contribute(setup=dataclasses.replace(_setup(s, 1), count=COUNT + 1), model_digest=MODEL, values=zeros)
+    with pytest.raises(InvalidMessage, match="wrong session"):
+        c.contribute(setup=dataclasses.replace(_setup(s, 1), session=bytes(16)), model_digest=MODEL, values=zeros)
+    with pytest.raises(InvalidMessage, match="wrong key id"):
+        c.contribute(setup=dataclasses.replace(_setup(s, 1), key_id=bytes(16)), model_digest=MODEL, values=zeros)
+    with pytest.raises(ConfigurationError, match="digest"):
+        c.contribute(setup=_setup(s, 1), model_digest=MODEL[:16], values=zeros)
+    out = c.contribute(setup=_setup(s, 1), model_digest=MODEL, values=zeros)
+    assert out.round == 1 and out.model_digest == MODEL
+
+
+def test_decryptor_refuses_contributions_on_different_models(pending):
+    """Model inconsistency: the server sends a crafted model to client 1 and the real one to the others."""
+    s, honest = pending
+    target = _contributions(s, {1: np.zeros(COUNT, dtype=np.int64)}, 1, digest=CRAFTED)[0]
+    others = _contributions(s, {c: np.ones(COUNT, dtype=np.int64) for c in (2, 3, 4)}, 1, digest=MODEL)
+    mixed = [target, *others]
+    for named in (MODEL, CRAFTED):
+        req = dataclasses.replace(_request(s, mixed, rnd=1), model_digest=named)
+        for d in s.decryptors:
+            with pytest.raises(ProtocolAbort, match="2 different model digests") as info:
+                d.step(req)
+            assert info.value.stage == "verify"
+            assert d.last_round == -1 and d.stage is DecryptorStage.READY  # nothing decrypted
+    # an honest server does not even accept the odd one out
+    s.server.start_round(round=1, count=COUNT, model_digest=MODEL)
+    with pytest.raises(InvalidMessage, match="model digest mismatch"):
+        s.server.receive(target)
+    for c in others:
+        s.server.receive(c)
+    assert s.server.aggregate().model_digest == MODEL
+    # the consistent aggregate decrypts
+    assert honest[0].model_digest == MODEL
+    s.decryptors[0].step(_request(s, others, rnd=1))
+
+
+def test_decryptor_refuses_a_request_naming_another_model(pending):
+    s, contribs = pending
+    req = dataclasses.replace(_request(s, contribs[:3]), model_digest=CRAFTED)
+    with pytest.raises(ProtocolAbort, match="names a model digest that no contribution signed"):
+        s.decryptors[0].step(req)
+
+
+def test_signature_covers_the_model_digest(pending):
+    s, contribs = pending
+    # a server relabelling every contribution's model digest (to hide a crafted model) breaks the signatures
+    relabelled = [dataclasses.replace(c, model_digest=CRAFTED) for c in contribs[:3]]
+    with pytest.raises(ProtocolAbort, match="signature of client 1"):
+        s.decryptors[0].step(_request(s, relabelled))
+
+
+def test_decryptor_refuses_a_contribution_replayed_from_another_round(pending):
+    s, round0 = pending
+    round1 = _contributions(s, _vectors(s.setup, [1, 2, 3], seed=1), 1)
+    old = round0[3]  # client 4's round-0 contribution, replayed into round 1
+    with pytest.raises(ProtocolAbort, match="client 4 was made for another round") as info:
+        s.decryptors[0].step(_request(s, [*round1, old], rnd=1))
+    assert "replayed" in info.value.reason
+    # relabelling its round breaks its signature
+    with pytest.raises(ProtocolAbort, match="signature of client 4"):
+        s.decryptors[0].step(_request(s, [*round1, dataclasses.replace(old, round=1)], rnd=1))
+    # a whole round replayed after it was decrypted is refused too
+    s.decryptors[1].step(_request(s, round0))
+    with pytest.raises(ProtocolAbort, match="already decrypted"):
+        s.decryptors[1].step(_request(s, round0[:3]))
+    assert s.decryptors[0].last_round == -1
+    s.decryptors[0].step(_request(s, round1, rnd=1))
+
+
+def test_decryptor_refuses_a_contribution_replayed_from_another_session(pending):
+    """Client 4 (same signing key) also takes part in another session; its contribution there is replayed."""
+    from protocols.paillier import PaillierClient, make_randomness
+
+    s, contribs = pending
+    pk = s.setup.public_key
+    elsewhere = PaillierClient(
+        client_id=4,
+        public_key=pk,
+        layout=s.layout,
+        signing_key=s.clients[4]._signing_key,
+        randomness=make_randomness("fresh", pk, secrets=InsecureDeterministicSecrets(b"other")),
+        session=b"another-session!",
+    )
+    setup = RoundSetup(pk.key_id, b"another-session!", 0, COUNT, MODEL)
+    foreign = elsewhere.contribute(setup=setup, model_digest=MODEL, values=np.zeros(COUNT, dtype=np.int64))
+    with pytest.raises(ProtocolAbort, match="client 4 was made for another session"):
+        s.decryptors[0].step(_request(s, [*contribs[:3], foreign]))
+    with pytest.raises(ProtocolAbort, match="signature of client 4"):
+        s.decryptors[0].step(_request(s, [*contribs[:3], dataclasses.replace(foreign, session=s.session)]))
+    with pytest.raises(ProtocolAbort, match="client 4 was made for another key"):
+        s.decryptors[0].step(_request(s, [*contribs[:3], dataclasses.replace(foreign, key_id=bytes(16))]))
+    assert s.decryptors[0].last_round == -1
