@@ -38,7 +38,6 @@ Threat models: ``"active"`` (default; clients sign with identity keys from a PKI
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import math
 import time
@@ -55,13 +54,13 @@ from flwr.server.compat.legacy_context import LegacyContext
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
 from flwr.server.workflow.constant import Key as WorkflowKey
 
+from privagg.digest import model_digest
 from privagg.encoding import RingEncoding
 from privagg.errors import ConfigurationError, InvalidMessage, ProtocolAbort
 from privagg.randomness import SYSTEM_SECRETS, SecretSource
 from secagg import crypto
 from secagg.client import ClientStage, SecAggClient
 from secagg.messages import (
-    DIGEST_BYTES,
     ConsistencyRequest,
     KeyAdvertisement,
     KeyRoster,
@@ -109,14 +108,6 @@ _TYPE_CODE.update({"consistency": ConsistencyRequest.TYPE, "unmask": UnmaskReque
 def stage_of(message: ServerMessage) -> str:
     """The wire stage name of a server message."""
     return _STAGE_OF[type(message)]
-
-
-def model_digest(arrays: Sequence[np.ndarray]) -> bytes:
-    """SHA-256 over the arrays' raw bytes: binds a round to the model the clients train on."""
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.digest()[:DIGEST_BYTES]
 
 
 def _weight(num_examples: int, weighting: str, max_weight: float) -> float:
@@ -307,7 +298,8 @@ class PrivAggSecAggWorkflow:
         rec.sampled = tuple(nodes)
         if len(nodes) < 2:
             raise ProtocolAbort("secure aggregation needs at least 2 clients", stage="setup", party="server")
-        arrays = parameters_to_ndarrays(next(iter(fitins.values())).parameters)
+        first = next(iter(fitins.values()))
+        arrays = parameters_to_ndarrays(first.parameters)
         shapes = [a.shape for a in arrays]
         dtypes = [a.dtype for a in arrays]
         dim = int(sum(a.size for a in arrays)) + 1
@@ -316,7 +308,9 @@ class PrivAggSecAggWorkflow:
         except ConfigurationError as e:
             raise ProtocolAbort(f"no secure parameters for this cohort: {e}", stage="setup", party="server") from None
         rec.params = params
-        setup = RoundSetup(round=rnd, params=params, dimension=dim, model_digest=model_digest(arrays))
+        # the digest covers the model and the fit config: every client checks both before it trains
+        digest = model_digest(arrays, config=first.config)
+        setup = RoundSetup(round=rnd, params=params, dimension=dim, model_digest=digest)
         extra = {"clip": self.clipping_range, "weighting": self.weighting, "max-weight": self.max_weight}
         wire = setup.encode()
         replies = self._exchange(
@@ -503,7 +497,7 @@ def make_secagg_mod(
                 # the model to train must be the one every client signed for (model inconsistency)
                 try:
                     fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
-                    got = model_digest(parameters_to_ndarrays(fitins.parameters))
+                    got = model_digest(parameters_to_ndarrays(fitins.parameters), config=fitins.config)
                 except Exception:
                     raise InvalidMessage("no valid fit instructions", stage="delivery", party="client") from None
                 if got != local.model_digest:

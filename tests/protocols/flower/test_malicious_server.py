@@ -263,3 +263,27 @@ def test_model_inconsistency_through_fit_instructions(threat: str, pki: Path) ->
     assert not rec.ok
     errs = list(rec.client_errors.values())
     assert len(errs) == N - 1 and all("not the model of this round" in e for e in errs)
+
+
+@pytest.mark.parametrize("threat", ["semi-honest", "active"])
+def test_config_inconsistency_through_fit_instructions(threat: str, pki: Path) -> None:
+    """Same model for everybody, but all clients except the victim are told to train with a
+    different fit config (e.g. zero epochs): the digest covers the config, so they refuse."""
+    from flwr.app import ConfigRecord as _ConfigRecord
+    from flwr.compat.common import recorddict_compat as compat
+
+    def intercept(pid: int, msg: Message) -> list[Message]:
+        cfg = msg.content.config_records.get(RECORD)
+        if cfg is not None and cfg.get("stage") == "delivery" and pid != VICTIM:
+            fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
+            crafted = {**dict(fitins.config), "local-epochs": 0}
+            msg.content.config_records["fitins.config"] = _ConfigRecord(crafted)
+        return [msg]
+
+    wf = PrivAggSecAggWorkflow(threat=threat, degree=7, threshold=5)
+    capp = vector_client_app(dimension=M, seed=1, mods=[make_secagg_mod(threat=threat, pki=str(pki))])
+    run_inprocess(vector_server_app(wf, num_clients=N, dimension=M), capp, num_nodes=N, intercept=intercept)
+    rec = wf.history[0]
+    assert not rec.ok
+    errs = list(rec.client_errors.values())
+    assert len(errs) == N - 1 and all("not the model of this round" in e for e in errs)
