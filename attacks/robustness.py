@@ -14,6 +14,13 @@ aggregator needs no individual update (``needs_plaintext_updates = False``: ``me
 Under secure aggregation norm bounding happens on the clients: honest clients clip before
 masking, malicious clients simply do not (the server cannot check), and the server adds
 the noise to the sum.
+
+Two training regimes: by default every sampled client trains ``train.epochs`` full passes
+over its data and sends the model delta (FedAvg). With ``local_steps=k`` it takes exactly
+``k`` mini-batch SGD steps instead; ``local_steps=1`` is synchronous distributed SGD
+(FedSGD), the regime of the Byzantine-robustness papers (ALIE, Baruch et al. 2019): every
+round each worker sends one mini-batch gradient, scaled by ``-lr``.
+:meth:`RobustnessConfig.fedsgd` builds that regime (IID split, one step per round).
 """
 
 from __future__ import annotations
@@ -25,9 +32,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+import torch
 
 from attacks.poisoning import POISONING_ATTACKS, BackdoorAttack, ModelReplacement, PoisoningAttack, PoisoningThreat
 from attacks.registry import ATTACKS
@@ -39,7 +47,7 @@ from protocols.datasets import Dataset, load_dataset
 from protocols.fedavg import DataConfig, FedAvgSimulation, FederationConfig, ModelConfig, RunConfig
 from protocols.robust import ROBUST_AGGREGATORS as _ROBUST
 from protocols.robust import FLTrust, NormBound, RobustAggregator, max_byzantine, secure_aggregation_compatible
-from protocols.training import TrainConfig
+from protocols.training import TrainConfig, train_local
 
 __all__ = [
     "DEFAULT_ATTACKS",
@@ -48,6 +56,7 @@ __all__ = [
     "CellResult",
     "RobustnessConfig",
     "defense_info",
+    "local_steps_trainer",
     "matrix_report",
     "run_cell",
     "run_matrix",
@@ -91,6 +100,12 @@ class RobustnessConfig:
     ``noise_multiplier`` configure ``norm-bound`` (Sun et al.'s ``M`` and weak-DP noise);
     ``root_size`` is the size of FLTrust's server-held clean sample of the training set.
     ``attack_options`` / ``defense_options`` pass extra keyword options by name.
+
+    ``partition``: how the training set is split (``"dirichlet"`` with the cell's ``alpha``,
+    or ``"iid"``, where ``alpha`` is recorded but unused). ``local_steps``: ``None`` trains
+    ``train.epochs`` full local passes per round (FedAvg, the default); ``k`` takes exactly
+    ``k`` mini-batch steps of ``train.batch_size`` samples per round (``1`` = FedSGD, one
+    mini-batch gradient per client per round).
     """
 
     attacks: tuple[str, ...] = DEFAULT_ATTACKS
@@ -110,6 +125,8 @@ class RobustnessConfig:
     norm_bound: float = 2.0
     noise_multiplier: float = 0.1
     root_size: int = 100
+    partition: Literal["dirichlet", "iid"] = "dirichlet"
+    local_steps: int | None = None
     attack_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     defense_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
@@ -147,6 +164,12 @@ class RobustnessConfig:
             raise ConfigurationError("must be > 0", field="norm_bound")
         if self.root_size < 1:
             raise ConfigurationError("must be >= 1", field="root_size")
+        if self.partition not in ("dirichlet", "iid"):
+            raise ConfigurationError(
+                f"unknown partition {self.partition!r}", field="partition", accepted=["dirichlet", "iid"]
+            )
+        if self.local_steps is not None and self.local_steps < 1:
+            raise ConfigurationError(f"must be >= 1 or None, got {self.local_steps}", field="local_steps")
         if self.secure_aggregation:
             bad = [d for d in self.defenses if not secure_aggregation_compatible(d)]
             if bad:
@@ -163,6 +186,36 @@ class RobustnessConfig:
         base: dict[str, Any] = {"rounds": 3, "num_clients": 10, "train": TrainConfig(epochs=1, batch_size=32, lr=0.1)}
         base.update(changes)
         return cls(**base)
+
+    @classmethod
+    def fedsgd(cls, **changes: Any) -> RobustnessConfig:
+        """Synchronous distributed SGD, the regime of ALIE (Baruch et al. 2019) and its defenses.
+
+        IID split (the cells' ``alpha`` is then unused), every client sends one mini-batch
+        gradient step per round (``local_steps=1``, batch 16, lr 0.1, no momentum), many short
+        rounds. ``changes`` override any field.
+        """
+        base: dict[str, Any] = {
+            "partition": "iid",
+            "local_steps": 1,
+            "rounds": 300,
+            "train": TrainConfig(epochs=1, batch_size=16, lr=0.1),
+        }
+        base.update(changes)
+        return cls(**base)
+
+    @property
+    def regime(self) -> str:
+        """A one-line description of the training regime (for tables and reports)."""
+        split = "IID" if self.partition == "iid" else "Dirichlet"
+        t = self.train
+        if self.local_steps is None:
+            local = f"{t.epochs} local epoch(s)"
+        elif self.local_steps == 1:
+            local = "FedSGD (1 mini-batch step)"
+        else:
+            local = f"{self.local_steps} local steps"
+        return f"{local}, batch {t.batch_size}, lr {t.lr:g}, {split} split, {self.rounds} rounds"
 
     def num_malicious(self, fraction: float) -> int:
         return PoisoningThreat(fraction=fraction).count(self.num_clients)
@@ -228,6 +281,42 @@ def _root_update_fn(sim: FedAvgSimulation, cfg: RobustnessConfig, alpha: float) 
         return sim.train_client(server_id, ctx.global_params, x=x, y=y, round=ctx.round).delta
 
     return root_update
+
+
+def local_steps_trainer(steps: int) -> Callable[..., None]:
+    """A local trainer taking exactly ``steps`` mini-batch steps (``steps=1``: FedSGD).
+
+    Same signature as :func:`protocols.training.train_local`; batches of ``cfg.batch_size``
+    samples are drawn without replacement from a fresh permutation of the client's data
+    (a new permutation when one is used up), from the injected generator. One step with
+    plain SGD makes the client's delta ``-lr`` times its mini-batch gradient.
+    """
+    if steps < 1:
+        raise ConfigurationError(f"must be >= 1, got {steps}", field="local_steps")
+
+    def train(
+        model: torch.nn.Module, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, *, generator: torch.Generator | None
+    ) -> None:
+        n = len(x)
+        if n == 0:
+            return
+        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
+        opt = cfg.make_optimizer([p for p in model.parameters() if p.requires_grad])
+        loss_fn = torch.nn.CrossEntropyLoss()
+        model.train()
+        order = torch.randperm(n, generator=generator)
+        pos = 0
+        for _ in range(steps):
+            if pos >= n:
+                order, pos = torch.randperm(n, generator=generator), 0
+            b = order[pos : pos + cfg.batch_size]
+            pos += cfg.batch_size
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model(xt[b]), yt[b]).backward()
+            opt.step()
+
+    return train
 
 
 def _build_defense(name: str, cfg: RobustnessConfig, f: int) -> Aggregator:
@@ -327,7 +416,7 @@ def _run_cell(
         )
     run_cfg = RunConfig(
         seed=cfg.seed,
-        data=DataConfig(dataset=cfg.dataset, num_clients=cfg.num_clients, partition="dirichlet", alpha=alpha),
+        data=DataConfig(dataset=cfg.dataset, num_clients=cfg.num_clients, partition=cfg.partition, alpha=alpha),
         model=ModelConfig(name=cfg.model, hidden=cfg.hidden),
         train=cfg.train,
         federation=FederationConfig(rounds=cfg.rounds),
@@ -343,7 +432,8 @@ def _run_cell(
             atk = ATTACKS.get(attack, field="attacks")(**opts)  # type: ignore[assignment]
         except TypeError as e:
             raise ConfigurationError(f"invalid options for attack {attack!r}: {e}", field="attack_options") from None
-    sim = FedAvgSimulation(run_cfg, aggregator=agg, dataset=dataset)
+    trainer = train_local if cfg.local_steps is None else local_steps_trainer(cfg.local_steps)
+    sim = FedAvgSimulation(run_cfg, aggregator=agg, dataset=dataset, local_trainer=trainer)
     if isinstance(agg, FLTrust) and agg.root_update is None:
         agg.root_update = _root_update_fn(sim, cfg, alpha)
     malicious: frozenset[int] = frozenset()
@@ -694,6 +784,7 @@ def matrix_report(cfg: RobustnessConfig, results: Sequence[CellResult], *, secon
             },
             summary=[
                 ("task", f"{cfg.dataset}, {cfg.num_clients} clients, {cfg.model}, {cfg.rounds} rounds"),
+                ("training regime", cfg.regime),
                 ("threat model", threat.describe().replace(f"{cfg.malicious[0]:.0%} of clients", "fraction per run")),
                 ("malicious fractions", ", ".join(f"{m:g}" for m in cfg.malicious)),
                 ("Dirichlet alpha", ", ".join(f"{a:g}" for a in cfg.alphas)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -171,3 +172,98 @@ def test_parallel_workers_give_the_same_cells() -> None:
     assert [(r.attack, r.accuracy) for r in one] == [(r.attack, r.accuracy) for r in two]
     with pytest.raises(ConfigurationError):
         R.run_matrix(cfg, workers=0)
+
+
+# --- the FedSGD regime (local_steps, IID partition) -----------------------------------------------
+
+
+def test_one_local_step_is_minus_lr_times_the_minibatch_gradient() -> None:
+    import torch
+
+    from privagg.randomness import torch_generator
+    from protocols.models import build_model, get_flat_params
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(10, 4)).astype(np.float32)
+    y = rng.integers(0, 3, size=10)
+    cfg = TrainConfig(epochs=5, batch_size=4, lr=0.3)  # epochs is ignored by the local-steps trainer
+    model = build_model("logreg", (4,), 3, generator=torch_generator(0, "init"))
+    before = get_flat_params(model)
+    # the expected step: the first batch_size indices of the generator's first permutation
+    b = torch.randperm(10, generator=torch_generator(0, "batches"))[:4]
+    ref = build_model("logreg", (4,), 3, generator=torch_generator(0, "init"))
+    loss = torch.nn.functional.cross_entropy(ref(torch.from_numpy(x)[b]), torch.from_numpy(y)[b])
+    grad = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(ref.parameters()))]).double().numpy()
+    R.local_steps_trainer(1)(model, x, y, cfg, generator=torch_generator(0, "batches"))
+    np.testing.assert_allclose(get_flat_params(model) - before, -0.3 * grad, rtol=1e-5, atol=1e-7)
+
+
+def test_local_steps_take_exactly_that_many_batches_and_wrap_around() -> None:
+    import torch
+
+    from privagg.randomness import torch_generator
+
+    seen: list[int] = []
+
+    class Counting(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(2, 2)
+
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            seen.append(len(t))
+            return self.lin(t)
+
+    x = np.zeros((5, 2), dtype=np.float32)
+    y = np.array([0, 1, 0, 1, 0])
+    R.local_steps_trainer(4)(Counting(), x, y, TrainConfig(batch_size=2), generator=torch_generator(0, "b"))
+    assert seen == [2, 2, 1, 2]  # 5 samples: two full batches, the remainder, then a fresh permutation
+    with pytest.raises(ConfigurationError, match="local_steps"):
+        R.local_steps_trainer(0)
+
+
+def test_fedsgd_regime_config_and_cell(monkeypatch: pytest.MonkeyPatch) -> None:
+    from attacks.poisoning import alie_z
+
+    default = R.RobustnessConfig()
+    assert default.local_steps is None and default.partition == "dirichlet"  # the matrix's regime is unchanged
+    cfg = R.RobustnessConfig.fedsgd(rounds=3, num_clients=10, model="logreg", defenses=("median",))
+    assert cfg.local_steps == 1 and cfg.partition == "iid" and "FedSGD" in cfg.regime and "IID" in cfg.regime
+    with pytest.raises(ConfigurationError, match="local_steps"):
+        tiny(local_steps=0)
+    with pytest.raises(ConfigurationError, match="partition"):
+        tiny(partition="shards")
+    # the cell runs the simulation on an IID split with the one-step trainer, once per client and round
+    sims: list[R.FedAvgSimulation] = []
+    steps: list[int] = []
+    real = R.local_steps_trainer
+
+    def spy(k: int) -> object:
+        inner = real(k)
+
+        def train(*a: object, **kw: object) -> None:
+            steps.append(k)
+            inner(*a, **kw)
+
+        return train
+
+    class Spy(R.FedAvgSimulation):
+        def __init__(self, *a: object, **kw: object) -> None:
+            super().__init__(*a, **kw)  # type: ignore[arg-type]
+            sims.append(self)
+
+    monkeypatch.setattr(R, "local_steps_trainer", spy)
+    monkeypatch.setattr(R, "FedAvgSimulation", Spy)
+    clean = R.run_cell(cfg, "none", "median", 0.2, 0.5)
+    assert sims[0].config.data.partition == "iid" and steps == [1] * (3 * 10)
+    assert sorted(len(i) for i in sims[0].client_indices) == sorted(
+        len(i) for i in np.array_split(np.arange(len(sims[0].dataset.y_train)), 10)
+    )
+    alie = R.run_cell(replace(cfg, omniscient=True), "alie", "median", 0.2, 0.5)
+    assert clean.status == alie.status == "ok"
+    assert len(clean.details["accuracy_curve"]) == len(alie.details["accuracy_curve"]) == 3
+    assert alie.num_malicious == 2 and alie.details["last_z"] == pytest.approx(alie_z(10, 2))
+    # the default regime keeps the multi-epoch trainer (no local-steps trainer built)
+    steps.clear()
+    R.run_cell(replace(cfg, local_steps=None, partition="dirichlet"), "none", "median", 0.2, 0.5)
+    assert steps == [] and sims[-1].config.data.partition == "dirichlet"
