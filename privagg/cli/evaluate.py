@@ -66,6 +66,16 @@ def add_parser(sub: Any) -> None:
     )
     r.add_argument("--norm-bound", type=float, default=None, help="norm-bound defense: clipping bound M (default 2.0)")
     r.add_argument("--noise-multiplier", type=float, default=None, help="norm-bound: weak-DP noise multiplier (0.1)")
+    r.add_argument(
+        "--partition", choices=["dirichlet", "iid"], default=None, help="how clients' data is split (dirichlet)"
+    )
+    r.add_argument(
+        "--local-steps",
+        type=int,
+        default=None,
+        metavar="K",
+        help="K mini-batch steps per round instead of full local epochs (1 = FedSGD, the ALIE paper's regime)",
+    )
     r.add_argument("--workers", type=int, default=1, help="processes running cells in parallel (%(default)s)")
     r.add_argument("--out", default="privagg-robustness", metavar="DIR", help="report directory (default: %(default)s)")
     r.add_argument("--json", action="store_true", help="print report.json to stdout")
@@ -101,6 +111,8 @@ def _robustness(args: argparse.Namespace) -> int:
         ("model", "model"),
         ("norm_bound", "norm_bound"),
         ("noise_multiplier", "noise_multiplier"),
+        ("partition", "partition"),
+        ("local_steps", "local_steps"),
     ):
         v = getattr(args, opt)
         if v is not None:

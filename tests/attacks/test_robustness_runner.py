@@ -267,3 +267,34 @@ def test_fedsgd_regime_config_and_cell(monkeypatch: pytest.MonkeyPatch) -> None:
     steps.clear()
     R.run_cell(replace(cfg, local_steps=None, partition="dirichlet"), "none", "median", 0.2, 0.5)
     assert steps == [] and sims[-1].config.data.partition == "dirichlet"
+
+
+def test_cli_fedsgd_regime_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from privagg.cli import main
+
+    out = tmp_path / "fedsgd"
+    args = [
+        "evaluate",
+        "robustness",
+        "--attacks",
+        "alie",
+        "--defenses",
+        "mean",
+        "--partition",
+        "iid",
+        "--local-steps",
+        "1",
+        "--rounds",
+        "2",
+        "--clients",
+        "6",
+        "--no-progress",
+        "--json",
+        "--out",
+        str(out),
+    ]
+    assert main(args) == 0
+    cfg = json.loads(capsys.readouterr().out)["config"]
+    assert cfg["partition"] == "iid" and cfg["local_steps"] == 1
+    assert main([*args[:8], "--local-steps", "0", "--out", str(tmp_path / "bad")]) == 2
+    assert "local_steps: must be >= 1" in capsys.readouterr().err
