@@ -11,6 +11,7 @@ The blob is read back only from the node's own state, never from a message.
 from __future__ import annotations
 
 import copyreg
+import functools
 import io
 import pickle
 from typing import Any
@@ -28,7 +29,9 @@ def _ed25519(key: ed25519.Ed25519PrivateKey) -> tuple[Any, tuple[bytes]]:
     return ed25519.Ed25519PrivateKey.from_private_bytes, (key.private_bytes_raw(),)
 
 
+@functools.cache
 def _table() -> dict[type, Any]:
+    """Built once per process, on first use (finding the key classes needs two throw-away keys)."""
     table: dict[type, Any] = dict(copyreg.dispatch_table)
     # the concrete (Rust-backed) classes, found from live instances
     table[type(x25519.X25519PrivateKey.generate())] = _x25519
