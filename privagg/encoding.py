@@ -27,6 +27,7 @@ __all__ = [
     "pack_bits",
     "unpack_bits",
     "packed_size",
+    "strided_u64",
 ]
 
 MAX_MODULUS_BITS = 62
@@ -161,29 +162,84 @@ def packed_size(count: int, bits: int) -> int:
     return (count * bits + 7) // 8
 
 
-_CHUNK = 1 << 16
+def strided_u64(buf: np.ndarray, offset: int, count: int, stride: int) -> np.ndarray:
+    """``count`` (unaligned) little-endian 8-byte windows of ``buf`` at ``offset + j * stride``."""
+    return np.ndarray((count,), dtype="<u8", buffer=buf, offset=offset, strides=(stride,))
 
 
-def pack_bits(values: np.ndarray, bits: int) -> bytes:
-    """Bit-pack unsigned integers (each ``< 2**bits``) little-endian, ``bits`` per value."""
+def _pack_windows(v: np.ndarray, bits: int) -> bytes:
+    """8 <= bits <= 56: value ``i`` is OR-ed into the 8-byte window at byte ``i*bits // 8``.
+
+    Values ``i = p (mod 8)`` sit ``bits`` bytes apart, so for one ``p`` the windows never
+    overlap: 8 strided numpy operations pack the whole vector.
+    """
+    n = v.size
+    size = packed_size(n, bits)
+    buf = np.zeros(size + 8, dtype=np.uint8)
+    for p in range(min(8, n)):
+        off, shift = divmod(p * bits, 8)
+        col = v[p::8].astype(np.uint64)
+        if shift:
+            col <<= np.uint64(shift)
+        win = strided_u64(buf, off, col.size, bits)
+        win |= col
+    return buf[:size].tobytes()
+
+
+def _unpack_windows(data: bytes, bits: int, count: int, out_dtype: type = np.uint64) -> np.ndarray:
+    buf = np.zeros(len(data) + 8, dtype=np.uint8)
+    buf[: len(data)] = np.frombuffer(data, dtype=np.uint8)
+    out: np.ndarray = np.empty(count, dtype=out_dtype)
+    mask = np.uint64((1 << bits) - 1)
+    for p in range(min(8, count)):
+        off, shift = divmod(p * bits, 8)
+        k = len(range(p, count, 8))
+        win = strided_u64(buf, off, k, bits)
+        col = win >> np.uint64(shift) if shift else win.copy()
+        col &= mask
+        out[p::8] = col
+    return out
+
+
+def pack_bits(values: np.ndarray, bits: int, *, check: bool = True) -> bytes:
+    """Bit-pack unsigned integers (each ``< 2**bits``) little-endian, ``bits`` per value.
+
+    Value ``i`` sits at bits ``[i b, (i+1) b)``; 8 values of ``b`` bits fill exactly ``b`` bytes,
+    which the vectorised paths below use. ``check=False`` skips the range check (callers that
+    already reduced their values mod ``2**bits``).
+    """
     if not 1 <= bits <= 64:
         raise ValueError("bits must be in 1..64")
-    v = np.ascontiguousarray(values, dtype=np.uint64).ravel()
-    if bits < 64 and v.size and int(v.max()) >> bits:
+    v = np.ascontiguousarray(values).ravel()
+    if v.dtype.kind != "u":
+        v = v.astype(np.uint64)  # negative values wrap and fail the range check below
+    if check and bits < 64 and v.size and int(v.max()) >> bits:
         raise ValueError(f"a value does not fit in {bits} bits")
+    n = v.size
     if bits in (8, 16, 32, 64):
         return v.astype(f"<u{bits // 8}").tobytes()
-    out = bytearray()
-    # chunks of a multiple of 8 values end on a byte boundary
-    for start in range(0, v.size, _CHUNK):
-        chunk = v[start : start + _CHUNK].astype("<u8")
-        b = np.unpackbits(chunk.view(np.uint8).reshape(-1, 8), axis=1, bitorder="little")[:, :bits]
-        out += np.packbits(b.ravel(), bitorder="little").tobytes()
-    return bytes(out)
+    if 8 <= bits <= 56:
+        return _pack_windows(v, bits)
+    g = (n + 7) // 8
+    vv = np.zeros(g * 8, dtype=np.uint64)
+    vv[:n] = v
+    cols = vv.reshape(g, 8).T.copy()  # (8, g): value p of every group, contiguous
+    lanes_n = (8 * bits + 63) // 64
+    lanes = np.zeros((lanes_n, g), dtype=np.uint64)
+    tmp = np.empty(g, dtype=np.uint64)
+    for p in range(8):
+        w, s = divmod(p * bits, 64)
+        np.left_shift(cols[p], np.uint64(s), out=tmp)
+        lanes[w] |= tmp
+        if s + bits > 64:
+            np.right_shift(cols[p], np.uint64(64 - s), out=tmp)
+            lanes[w + 1] |= tmp
+    raw = np.ascontiguousarray(lanes.T).view(np.uint8).reshape(g, lanes_n * 8)[:, :bits]
+    return raw.tobytes()[: packed_size(n, bits)]
 
 
 def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
-    """Inverse of :func:`pack_bits`; raises ``ValueError`` unless ``data`` has the exact size."""
+    """Inverse of :func:`pack_bits` -> ``uint64``; ``ValueError`` unless ``data`` has the exact size."""
     if not 1 <= bits <= 64:
         raise ValueError("bits must be in 1..64")
     if len(data) != packed_size(count, bits):
@@ -192,14 +248,26 @@ def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
         )
     if bits in (8, 16, 32, 64):
         return np.frombuffer(data, dtype=f"<u{bits // 8}").astype(np.uint64)
-    raw = np.frombuffer(data, dtype=np.uint8)
-    out = np.empty(count, dtype=np.uint64)
-    chunk_bytes = _CHUNK * bits // 8
-    for i, start in enumerate(range(0, count, _CHUNK)):
-        n = min(_CHUNK, count - start)
-        part = raw[i * chunk_bytes : i * chunk_bytes + packed_size(n, bits)]
-        b = np.unpackbits(part, bitorder="little")[: n * bits].reshape(n, bits)
-        full = np.zeros((n, 64), dtype=np.uint8)
-        full[:, :bits] = b
-        out[start : start + n] = np.packbits(full, axis=1, bitorder="little").view("<u8").ravel()
-    return out
+    if 8 <= bits <= 56:
+        return _unpack_windows(data, bits, count)
+    g = (count + 7) // 8
+    lanes_n = (8 * bits + 63) // 64
+    buf = np.zeros((g, lanes_n * 8), dtype=np.uint8)
+    flat = np.frombuffer(data, dtype=np.uint8)
+    full = np.zeros(g * bits, dtype=np.uint8)
+    full[: flat.size] = flat
+    buf[:, :bits] = full.reshape(g, bits)
+    lanes = buf.view("<u8").T.copy()  # (lanes_n, g)
+    mask = np.uint64((1 << bits) - 1)
+    out = np.empty((8, g), dtype=np.uint64)
+    tmp = np.empty(g, dtype=np.uint64)
+    for p in range(8):
+        w, s = divmod(p * bits, 64)
+        col = out[p]
+        np.right_shift(lanes[w], np.uint64(s), out=col)
+        if s + bits > 64:
+            np.left_shift(lanes[w + 1], np.uint64(64 - s), out=tmp)
+            col |= tmp
+        col &= mask
+    result: np.ndarray = out.T.ravel()
+    return result[:count]

@@ -12,110 +12,19 @@ from typing import Any
 
 import numpy as np
 
-from privagg.encoding import packed_size
+from privagg.encoding import pack_bits, packed_size, strided_u64, unpack_bits
 from privagg.errors import InvalidMessage
 
 __all__ = ["Writer", "Reader", "pack_ring", "unpack_ring", "add_packed"]
 
 
-def _strided_u64(buf: np.ndarray, offset: int, count: int, stride: int) -> np.ndarray:
-    """``count`` (unaligned) little-endian 8-byte windows of ``buf`` at ``offset + j * stride``."""
-    return np.ndarray((count,), dtype="<u8", buffer=buf, offset=offset, strides=(stride,))
-
-
-def _pack_windows(v: np.ndarray, bits: int) -> bytes:
-    """8 <= bits <= 56: value ``i`` is OR-ed into the 8-byte window at byte ``i*bits // 8``.
-
-    Values ``i = p (mod 8)`` sit ``bits`` bytes apart, so for one ``p`` the windows never
-    overlap: 8 strided numpy operations pack the whole vector.
-    """
-    n = v.size
-    size = packed_size(n, bits)
-    buf = np.zeros(size + 8, dtype=np.uint8)
-    for p in range(min(8, n)):
-        off, shift = divmod(p * bits, 8)
-        col = v[p::8].astype(np.uint64)
-        if shift:
-            col <<= np.uint64(shift)
-        win = _strided_u64(buf, off, col.size, bits)
-        win |= col
-    return buf[:size].tobytes()
-
-
-def _unpack_windows(data: bytes, bits: int, count: int, out_dtype: type = np.uint64) -> np.ndarray:
-    buf = np.zeros(len(data) + 8, dtype=np.uint8)
-    buf[: len(data)] = np.frombuffer(data, dtype=np.uint8)
-    out: np.ndarray = np.empty(count, dtype=out_dtype)
-    mask = np.uint64((1 << bits) - 1)
-    for p in range(min(8, count)):
-        off, shift = divmod(p * bits, 8)
-        k = len(range(p, count, 8))
-        win = _strided_u64(buf, off, k, bits)
-        col = win >> np.uint64(shift) if shift else win.copy()
-        col &= mask
-        out[p::8] = col
-    return out
-
-
 def pack_ring(values: np.ndarray, bits: int) -> bytes:
-    """Bit-pack ``values`` (each ``< 2**bits``, ``1 <= bits <= 64``) little-endian."""
-    if not 1 <= bits <= 64:
-        raise ValueError("bits must be in 1..64")
-    v = np.ascontiguousarray(values).ravel()
-    n = v.size
-    if bits in (8, 16, 32, 64):
-        return v.astype(f"<u{bits // 8}").tobytes()
-    if 8 <= bits <= 56:
-        return _pack_windows(v, bits)
-    g = (n + 7) // 8
-    vv = np.zeros(g * 8, dtype=np.uint64)
-    vv[:n] = v
-    cols = vv.reshape(g, 8).T.copy()  # (8, g): value p of every group, contiguous
-    lanes_n = (8 * bits + 63) // 64
-    lanes = np.zeros((lanes_n, g), dtype=np.uint64)
-    tmp = np.empty(g, dtype=np.uint64)
-    for p in range(8):
-        w, s = divmod(p * bits, 64)
-        np.left_shift(cols[p], np.uint64(s), out=tmp)
-        lanes[w] |= tmp
-        if s + bits > 64:
-            np.right_shift(cols[p], np.uint64(64 - s), out=tmp)
-            lanes[w + 1] |= tmp
-    raw = np.ascontiguousarray(lanes.T).view(np.uint8).reshape(g, lanes_n * 8)[:, :bits]
-    return raw.tobytes()[: packed_size(n, bits)]
+    """Bit-pack ring elements (already reduced mod ``2**bits``): :func:`privagg.encoding.pack_bits`."""
+    return pack_bits(values, bits, check=False)
 
 
-def unpack_ring(data: bytes, bits: int, count: int) -> np.ndarray:
-    """Inverse of :func:`pack_ring` -> ``uint64``; ``ValueError`` unless the size is exact."""
-    if not 1 <= bits <= 64:
-        raise ValueError("bits must be in 1..64")
-    if len(data) != packed_size(count, bits):
-        raise ValueError(f"expected {packed_size(count, bits)} bytes for {count} values of {bits} bits")
-    if bits in (8, 16, 32, 64):
-        return np.frombuffer(data, dtype=f"<u{bits // 8}").astype(np.uint64)
-    if 8 <= bits <= 56:
-        return _unpack_windows(data, bits, count)
-    g = (count + 7) // 8
-    lanes_n = (8 * bits + 63) // 64
-    buf = np.zeros((g, lanes_n * 8), dtype=np.uint8)
-    flat = np.frombuffer(data, dtype=np.uint8)
-    full = np.zeros(g * bits, dtype=np.uint8)
-    full[: flat.size] = flat
-    buf[:, :bits] = full.reshape(g, bits)
-    lanes = buf.view("<u8").T.copy()  # (lanes_n, g)
-    mask = np.uint64((1 << bits) - 1)
-    out = np.empty((8, g), dtype=np.uint64)
-    tmp = np.empty(g, dtype=np.uint64)
-    for p in range(8):
-        w, s = divmod(p * bits, 64)
-        col = out[p]
-        np.right_shift(lanes[w], np.uint64(s), out=col)
-        if s + bits > 64:
-            np.left_shift(lanes[w + 1], np.uint64(64 - s), out=tmp)
-            col |= tmp
-        col &= mask
-    result: np.ndarray = out.T.ravel()
-    return result[:count]
+#: Inverse of :func:`pack_ring` (the base layer's decoder: one wire layout in the code base).
+unpack_ring = unpack_bits
 
 
 class Writer:
@@ -234,7 +143,7 @@ def add_packed(acc: np.ndarray, data: bytes, bits: int) -> None:
         mask = np.uint64((1 << bits) - 1)
         for p in range(min(8, n)):
             off, shift = divmod(p * bits, 8)
-            win = _strided_u64(buf, off, len(range(p, n, 8)), bits)
+            win = strided_u64(buf, off, len(range(p, n, 8)), bits)
             col = win >> np.uint64(shift) if shift else win.copy()
             col &= mask
             seg = acc[p::8]
