@@ -84,6 +84,8 @@ from protocols.paillier import (
     model_digest,
 )
 
+from ._grid import round_trip
+
 __all__ = [
     "PAILLIER_RECORD",
     "PaillierMaterial",
@@ -314,17 +316,9 @@ class PrivAggPaillierWorkflow:
         for nid, (rd, cfg) in out.items():
             rd.config_records[PAILLIER_RECORD] = ConfigRecord({"stage": stage, **cfg})
             msgs.append(Message(content=rd, dst_node_id=nid, message_type=mtype, group_id=str(rec.round)))
-        t0 = time.perf_counter()
-        replies = grid.send_and_receive(msgs, timeout=self.timeout)
-        rec.stage_seconds[stage] = time.perf_counter() - t0
-        got: dict[int, Message] = {}
-        for r in replies:
-            nid = r.metadata.src_node_id
-            if nid in out and nid not in got:
-                if r.has_error():
-                    rec.node_errors[nid] = f"{stage}: {r.error.reason}"
-                else:
-                    got[nid] = r
+        got, rec.stage_seconds[stage] = round_trip(
+            grid, msgs, timeout=self.timeout, stage=stage, errors=rec.node_errors
+        )
         return got
 
     def __call__(self, grid: Any, context: Context) -> None:

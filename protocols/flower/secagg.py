@@ -72,6 +72,7 @@ from secagg.messages import (
 from secagg.params import MAX_CLIENT_ID, SecAggParams, ThreatModel
 from secagg.server import Envelope, SecAggServer
 
+from ._grid import round_trip
 from ._state import dump_party, load_party
 from .pki import load_directory, load_identity
 
@@ -248,18 +249,9 @@ class PrivAggSecAggWorkflow:
             rd.config_records[RECORD] = ConfigRecord({"stage": stage, "msg": wire, **extra})
             rec.bytes_down += len(wire)
             msgs.append(Message(content=rd, dst_node_id=nid, message_type=MessageType.TRAIN, group_id=str(rec.round)))
-        t0 = time.perf_counter()
-        replies = grid.send_and_receive(msgs, timeout=self.timeout)
-        rec.stage_seconds[stage] = time.perf_counter() - t0
-        out: dict[int, Message] = {}
-        for r in replies:
-            nid = r.metadata.src_node_id
-            if nid not in outgoing or nid in out:
-                continue
-            if r.has_error():
-                rec.client_errors[nid] = f"{stage}: {r.error.reason}"
-                continue
-            out[nid] = r
+        out, rec.stage_seconds[stage] = round_trip(
+            grid, msgs, timeout=self.timeout, stage=stage, errors=rec.client_errors
+        )
         return out
 
     @staticmethod
