@@ -17,7 +17,6 @@ Threat model per defense (what ``observation`` holds):
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,22 +126,10 @@ def fresh_aggregator(case: AttackCase, *, rounds: int = 1, dp_clip: float = 1.0,
 
 
 def build_defense(case: AttackCase) -> None:
-    """Fail early, with a clear error, if the defense's implementation is not installed."""
-    mods = {
-        "secagg": ["protocols.secagg_aggregator"],
-        "paillier": ["protocols.paillier"],
-        "dp": ["protocols.dp_fedavg"],
-        "secagg+dp": ["protocols.secagg_aggregator", "protocols.dp_fedavg"],
-    }.get(case.defense, [])
-    for m in mods:
-        try:
-            importlib.import_module(m)
-        except ModuleNotFoundError as e:
-            if e.name != m:
-                raise
-            raise ConfigurationError(
-                f"defense {case.defense!r} needs {m}, which is not installed", field="defense"
-            ) from None
+    """Register every built-in defense, so an unknown or broken one fails early and clearly."""
+    from protocols.fedavg import load_builtin_aggregators
+
+    load_builtin_aggregators()
 
 
 def unflatten(model: nn.Module, vec: np.ndarray) -> list[torch.Tensor]:

@@ -44,6 +44,7 @@ __all__ = [
     "RunResult",
     "UpdateHook",
     "build_aggregator",
+    "load_builtin_aggregators",
 ]
 
 # Modules that register aggregators when imported (kept lazy: no import-time cost).
@@ -119,9 +120,7 @@ class FederationConfig:
                 "fixed-size sampling needs clients_per_round >= 1", field="federation.clients_per_round"
             )
         if self.sampling == "poisson" and not (self.sampling_rate is not None and 0 < self.sampling_rate <= 1):
-            raise ConfigurationError(
-                "Poisson sampling needs sampling_rate in (0, 1]", field="federation.sampling_rate"
-            )
+            raise ConfigurationError("Poisson sampling needs sampling_rate in (0, 1]", field="federation.sampling_rate")
         if self.target_accuracy is not None and not 0 < self.target_accuracy <= 1:
             raise ConfigurationError("must be in (0, 1]", field="federation.target_accuracy")
         if not self.server_lr > 0:
@@ -145,9 +144,7 @@ class RunConfig:
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(epochs=2, batch_size=16, lr=0.05, momentum=0.9)
-    )
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, batch_size=16, lr=0.05, momentum=0.9))
     federation: FederationConfig = field(default_factory=FederationConfig)
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     dp: dict[str, Any] | None = None
@@ -185,14 +182,15 @@ UpdateHook = Callable[[list[ClientUpdate], RoundContext, "FedAvgSimulation"], li
 Observer = Callable[[RoundRecord, list[ClientUpdate], AggregateResult, "FedAvgSimulation"], None]
 
 
+def load_builtin_aggregators() -> None:
+    """Import every module that registers privagg's own aggregators (idempotent, cheap after the first call)."""
+    for mod in _AGGREGATOR_MODULES:
+        importlib.import_module(mod)
+
+
 def build_aggregator(name: str, options: Mapping[str, Any] | None = None) -> Aggregator:
     """Look up a registered aggregator by name and build it with ``options``."""
-    for mod in _AGGREGATOR_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
+    load_builtin_aggregators()
     factory = AGGREGATORS.get(name, field="aggregation.name")
     try:
         return factory(**dict(options or {}))
@@ -248,8 +246,9 @@ class RunResult:
             fig, ax1 = plt.subplots(figsize=(6.4, 4))
             ax1.plot(rounds, acc, "o-", ms=3, color="tab:blue", label="test accuracy")
             if clients.size:
-                ax1.fill_between(rounds, clients.min(1), clients.max(1), alpha=0.15, color="tab:blue",
-                                 label="client accuracy range")
+                ax1.fill_between(
+                    rounds, clients.min(1), clients.max(1), alpha=0.15, color="tab:blue", label="client accuracy range"
+                )
             ax1.set_xlabel("round")
             ax1.set_ylabel("accuracy")
             ax1.set_ylim(0, 1)
@@ -297,8 +296,10 @@ class RunResult:
                 ("aggregator", self.aggregator.name),
                 ("rounds", str(s["rounds"])),
                 ("final test accuracy", f"{s['final_accuracy']:.4f}"),
-                ("worst client accuracy", f"{s['worst_client_accuracy']:.4f}" if s["worst_client_accuracy"] is not None
-                 else "-"),
+                (
+                    "worst client accuracy",
+                    f"{s['worst_client_accuracy']:.4f}" if s["worst_client_accuracy"] is not None else "-",
+                ),
                 ("wall time", f"{self.seconds:.1f} s"),
             ],
             figures=[
@@ -334,8 +335,11 @@ class FedAvgSimulation:
             **config.data.partition_options(),
         )
         self.model = build_model(
-            config.model.name, ds.input_shape, ds.num_classes,
-            generator=torch_generator(seed, "model-init"), **config.model.options(),
+            config.model.name,
+            ds.input_shape,
+            ds.num_classes,
+            generator=torch_generator(seed, "model-init"),
+            **config.model.options(),
         )
         self.global_params = get_flat_params(self.model)
         self.num_params = num_params(self.model)
@@ -365,7 +369,12 @@ class FedAvgSimulation:
         return self.dataset.x_train[idx], self.dataset.y_train[idx]
 
     def train_client(
-        self, cid: int, global_params: np.ndarray, *, x: np.ndarray | None = None, y: np.ndarray | None = None,
+        self,
+        cid: int,
+        global_params: np.ndarray,
+        *,
+        x: np.ndarray | None = None,
+        y: np.ndarray | None = None,
         round: int | None = None,
     ) -> ClientUpdate:
         """Train a copy of the global model on client ``cid``'s data (or ``x``/``y``); return its delta."""
@@ -469,8 +478,12 @@ class FedAvgSimulation:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             prog = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("acc {task.fields[acc]}"), TimeElapsedColumn(), transient=False,
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("acc {task.fields[acc]}"),
+                TimeElapsedColumn(),
+                transient=False,
             )
             prog.start()
             task = prog.add_task(description, total=fed.rounds, acc="-")
