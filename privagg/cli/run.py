@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from privagg.config import config_to_dict, load_config, override, read_toml
-from privagg.report import Report, Section, environment_section
+from privagg.report import Report, environment_section
 
 __all__ = ["DEFAULT_RUN", "add_parser", "default_run_config", "execute_run"]
 
@@ -79,7 +79,9 @@ def execute_run(cfg: Any, *, progress: bool = True, baseline: bool = True) -> Re
     if cfg.dp is not None and baseline:
         base_cfg = dataclasses.replace(cfg, dp=None)
         base = FedAvgSimulation(base_cfg).run(progress=progress, description="baseline (no DP)")
-        sections.append(_dp_cost_section(result, base))
+        from protocols.dp_fedavg import accuracy_cost_section
+
+        sections.append(accuracy_cost_section(result, base, key="dp_cost"))
     report = Report(
         "privagg run",
         top={
@@ -93,38 +95,6 @@ def execute_run(cfg: Any, *, progress: bool = True, baseline: bool = True) -> Re
         report.add(s)
     report.add(environment_section())
     return report
-
-
-def _dp_cost_section(dp_run: Any, base: Any) -> Section:
-    from privagg.report import Figure
-
-    def draw(path: Path) -> None:
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6.4, 4))
-        ax.plot([h.round for h in base.history], [h.accuracy for h in base.history], label="without DP")
-        ax.plot([h.round for h in dp_run.history], [h.accuracy for h in dp_run.history], label="with DP")
-        ax.set_xlabel("round")
-        ax.set_ylabel("test accuracy")
-        ax.set_ylim(0, 1)
-        ax.legend()
-        ax.set_title("Accuracy cost of differential privacy")
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-
-    cost = base.final_accuracy - dp_run.final_accuracy
-    return Section(
-        key="dp_cost",
-        title="Accuracy cost of DP (same configuration without DP)",
-        data={"accuracy_with_dp": dp_run.final_accuracy, "accuracy_without_dp": base.final_accuracy,
-              "accuracy_cost": cost},
-        summary=[
-            ("with DP", f"{dp_run.final_accuracy:.4f}"),
-            ("without DP", f"{base.final_accuracy:.4f}"),
-            ("cost (points)", f"{100 * cost:.1f}"),
-        ],
-        figures=[Figure("dp_accuracy_cost.png", "Test accuracy with and without DP", draw)],
-    )
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -151,4 +121,3 @@ def _main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
-

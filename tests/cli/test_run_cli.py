@@ -64,3 +64,15 @@ def test_console_script_usage_errors_exit_2():
     assert r.returncode == 2 and "invalid int value" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run([sys.executable, "-m", "privagg.cli", "bogus"], capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_dp_run_reports_budget_and_cost_against_the_same_run_without_dp(tmp_path, capsys):
+    cfg = tmp_path / "dp.toml"
+    cfg.write_text('[dp]\nnoise_multiplier = 1.0\nclip_norm = 0.5\nnoise = "central"\ndelta = 1e-5\n')
+    out = tmp_path / "r"
+    assert main(["run", "--config", str(cfg), "--rounds", "2", "--no-progress", "--json", "--out", str(out)]) == 0
+    sections = json.loads(capsys.readouterr().out)["sections"]
+    cost = sections["dp_cost"]
+    assert cost["accuracy_cost"] == cost["baseline_final_accuracy"] - cost["dp_final_accuracy"]
+    assert cost["epsilon_rdp"] > 0
+    assert (out / "dp_accuracy_cost.png").exists()
