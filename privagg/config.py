@@ -59,6 +59,9 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
+        alternatives = [a for a in args if a is not type(None)]
+        if len(alternatives) == 1:  # ``X | None``: X's own error names the field precisely
+            return _convert(value, alternatives[0], path)
         errors = []
         for a in args:
             if a is type(None):
@@ -121,9 +124,26 @@ def load_config(cls: type[T], data: Mapping[str, Any], *, path: str = "") -> T:
     try:
         return cls(**kwargs)
     except ConfigurationError as e:
-        if path and e.field and not e.field.startswith(path):
-            raise ConfigurationError(e.message, field=f"{path}.{e.field}", accepted=e.accepted) from None
+        field = _qualify(path, e.field)
+        if field != e.field:
+            raise ConfigurationError(e.message, field=field, accepted=e.accepted) from None
         raise
+
+
+def _qualify(path: str, field: str | None) -> str | None:
+    """``field`` under ``path``, where ``field`` may already name the tail of ``path`` itself.
+
+    A dataclass that names its fields absolutely (``data.num_clients``) nested at ``run.data``
+    gives ``run.data.num_clients``, never ``run.data.data.num_clients``.
+    """
+    if not path or not field:
+        return field
+    parts = path.split(".")
+    for i in range(len(parts)):
+        tail = ".".join(parts[i:])
+        if field == tail or field.startswith(tail + "."):
+            return ".".join([*parts[:i], field])
+    return f"{path}.{field}"
 
 
 def config_to_dict(obj: Any) -> Any:

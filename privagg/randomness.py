@@ -35,7 +35,6 @@ __all__ = [
     "prg_bytes",
     "prg_words",
     "prg_add_words",
-    "aes_ctr_keystream_rate",
     "simulation_rng",
     "torch_generator",
     "SEED_BYTES",
@@ -216,22 +215,6 @@ def prg_add_words(acc: np.ndarray, seed: bytes, *, info: bytes, subtract: bool =
         words = scratch[:nb].view(acc.dtype)
         part = flat[start:stop]
         op(part, words, out=part)
-
-
-def aes_ctr_keystream_rate(nbytes: int = 1 << 26, repeats: int = 3) -> float:
-    """Raw OpenSSL AES-256-CTR keystream rate in GB/s (median of ``repeats``), for benchmarks."""
-    import time
-
-    zeros = np.zeros(nbytes, dtype=np.uint8)
-    out = np.empty(nbytes + 16, dtype=np.uint8)
-    rates = []
-    for _ in range(repeats):
-        enc = Cipher(algorithms.AES(os.urandom(32)), modes.CTR(_ZERO_NONCE)).encryptor()
-        t = time.perf_counter()
-        enc.update_into(zeros.data, out.data)  # type: ignore[arg-type]
-        rates.append(nbytes / (time.perf_counter() - t) / 1e9)
-    rates.sort()
-    return rates[len(rates) // 2]
 
 
 def simulation_rng(seed: int | None, *stream: int | str) -> np.random.Generator:

@@ -47,6 +47,10 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._items)
 
+    def entries(self) -> list[tuple[str, T]]:
+        """``(name, entry)`` pairs in registration order (the order defaults and reports list them)."""
+        return list(self._items.items())
+
     def __contains__(self, name: object) -> bool:
         return name in self._items
 

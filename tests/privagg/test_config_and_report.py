@@ -108,3 +108,61 @@ def test_fixed_length_tuples():
         load_config(Pair, {"channels": [1]})
     with pytest.raises(ConfigurationError, match=r"channels\[1\]: expected an integer"):
         load_config(Pair, {"channels": [1, "x"]})
+
+
+@dataclass(frozen=True)
+class WithOptional:
+    inner: Inner | None = None
+    count: int | None = None
+    either: int | str | None = None
+
+
+def test_optional_nested_dataclass_keeps_precise_errors():
+    assert load_config(WithOptional, {}) == WithOptional()
+    assert load_config(WithOptional, {"inner": None}).inner is None
+    cfg = load_config(WithOptional, {"inner": {"alpha": 2}})
+    assert cfg.inner == Inner(alpha=2.0)
+    assert load_config(WithOptional, config_to_dict(cfg)) == cfg
+    assert override(WithOptional(), {"inner": {"mode": "b"}}).inner == Inner(mode="b")
+    for data, field_name, fragment in [
+        ({"inner": {"alpha": -1}}, "inner.alpha", "must be > 0"),
+        ({"inner": {"mode": "c"}}, "inner.mode", "'a', 'b'"),
+        ({"inner": {"beta": 1}}, "inner.beta", "unknown setting"),
+        ({"inner": 5}, "inner", "expected a table"),
+        ({"count": "x"}, "count", "expected an integer"),
+        ({"either": 1.5}, "either", "accepted: int or str or NoneType"),
+    ]:
+        with pytest.raises(ConfigurationError) as ei:
+            load_config(WithOptional, data)
+        assert ei.value.field == field_name
+        assert fragment in str(ei.value)
+
+
+@dataclass(frozen=True)
+class _Absolute:
+    """Validates with an absolute field name, like protocols.fedavg.DataConfig."""
+
+    n: int = 1
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ConfigurationError("must be >= 1", field="data.n")
+
+
+@dataclass(frozen=True)
+class _Run:
+    data: _Absolute = field(default_factory=_Absolute)
+
+
+@dataclass(frozen=True)
+class _Case:
+    run: _Run = field(default_factory=_Run)
+
+
+def test_nested_errors_name_each_field_once():
+    with pytest.raises(ConfigurationError) as e:
+        load_config(_Run, {"data": {"n": 0}})
+    assert e.value.field == "data.n"
+    with pytest.raises(ConfigurationError) as e:
+        load_config(_Case, {"run": {"data": {"n": 0}}})
+    assert e.value.field == "run.data.n"
