@@ -9,7 +9,23 @@
   rules (:mod:`protocols.robust`); Flower adapters in :mod:`protocols.flower` (extra
   ``privagg[flower]``).
 
-Submodules are imported on demand: ``import protocols`` is cheap and has no side effects.
+Importing the package loads the built-in aggregators, so the registry
+(:data:`protocols.aggregation.AGGREGATORS`) is complete after ``import protocols`` or the
+import of any submodule. No other import-time side effects.
 """
 
-__all__ = ["aggregation", "datasets", "fedavg", "models", "partition", "training"]
+# The built-ins: each module registers its aggregators when imported (the registry is complete on import).
+from protocols import dp_fedavg, paillier, robust, secagg_aggregator
+
+__all__ = [
+    "aggregation",
+    "datasets",
+    "dp_fedavg",
+    "fedavg",
+    "models",
+    "paillier",
+    "partition",
+    "robust",
+    "secagg_aggregator",
+    "training",
+]

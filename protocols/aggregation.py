@@ -4,20 +4,34 @@ Every way of combining client updates — plain mean, secure aggregation, Pailli
 differential privacy wrappers, robust aggregators — implements :class:`Aggregator` and
 registers by name in :data:`AGGREGATORS`. The FedAvg loop (``protocols.fedavg``) calls
 ``aggregate(updates, ctx)`` once per round and never needs to know which one it has.
+
+Typed options: a registered class may declare ``Options`` (a frozen dataclass of its options,
+validated in ``__post_init__``) and a classmethod ``from_options(options)``. Building by name
+(:func:`build_aggregator`) then validates a configuration mapping through that dataclass, so
+errors name ``aggregation.options.<field>``; keyword construction (``MeanAggregator(weighted=False)``)
+goes through the same dataclass (:func:`resolve_options`). A class without ``Options`` is built
+with ``cls(**options)``.
+
+Aggregators return typed results and keep typed per-round records; they know nothing of
+reports (``privagg.report`` renders them).
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 
+from privagg.config import load_config
 from privagg.errors import ConfigurationError
 from privagg.registry import Registry
-from privagg.report import Section
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 __all__ = [
     "ClientUpdate",
@@ -25,10 +39,15 @@ __all__ = [
     "AggregateResult",
     "Aggregator",
     "MeanAggregator",
+    "MeanOptions",
     "AGGREGATORS",
     "register_aggregator",
+    "build_aggregator",
+    "resolve_options",
     "check_updates",
 ]
+
+OptionsT = TypeVar("OptionsT", bound="DataclassInstance")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +103,11 @@ class Aggregator(abc.ABC):
     @abc.abstractmethod
     def aggregate(self, updates: Sequence[ClientUpdate], ctx: RoundContext) -> AggregateResult: ...
 
-    def report_sections(self) -> list[Section]:
-        """Report sections this aggregator adds to a run's report (cost tables, plots)."""
-        return []
+    def prepare(self, sim: Any, *, deviating: frozenset[int] = frozenset()) -> None:
+        """Set up on the simulation ``sim`` before its first round; ``deviating`` are the clients an
+        experiment makes malicious. The default needs nothing (FLTrust takes its root data here,
+        norm bounding installs its client-side clipping)."""
+        return None
 
 
 AGGREGATORS: Registry[Callable[..., Aggregator]] = Registry("aggregator")
@@ -94,6 +115,44 @@ AGGREGATORS: Registry[Callable[..., Aggregator]] = Registry("aggregator")
 
 def register_aggregator(name: str) -> Callable[[Any], Any]:
     return AGGREGATORS.register(name)
+
+
+def resolve_options(cls: type[OptionsT], options: OptionsT | None, overrides: Mapping[str, Any]) -> OptionsT:
+    """``options`` (default ``cls()``) with keyword ``overrides`` applied, re-validated by ``cls``.
+
+    An unknown keyword raises :class:`ConfigurationError` listing the accepted options.
+    """
+    if options is not None and not isinstance(options, cls):
+        raise ConfigurationError(f"expected {cls.__name__}, got {type(options).__name__}", field="options")
+    base = options if options is not None else cls()
+    if not overrides:
+        return base
+    known = {f.name for f in dataclasses.fields(base)}
+    for key in overrides:
+        if key not in known:
+            raise ConfigurationError("unknown option", field=key, accepted=sorted(known))
+    return dataclasses.replace(base, **overrides)
+
+
+def build_aggregator(
+    name: str, options: Mapping[str, Any] | None = None, *, path: str = "aggregation"
+) -> Aggregator:
+    """Build the aggregator registered as ``name`` from a configuration mapping of its options.
+
+    A class with typed ``Options`` validates the mapping through them (errors name
+    ``<path>.options.<field>``); any other factory is called with the options as keywords.
+    """
+    factory = AGGREGATORS.get(name, field=f"{path}.name")
+    mapping = dict(options or {})
+    options_type = getattr(factory, "Options", None)
+    if options_type is not None:
+        typed = load_config(options_type, mapping, path=f"{path}.options")
+        built: Aggregator = factory.from_options(typed)  # type: ignore[attr-defined]
+        return built
+    try:
+        return factory(**mapping)
+    except TypeError as e:
+        raise ConfigurationError(f"invalid options for aggregator {name!r}: {e}", field=f"{path}.options") from None
 
 
 def check_updates(updates: Sequence[ClientUpdate]) -> int:
@@ -116,15 +175,28 @@ def check_updates(updates: Sequence[ClientUpdate]) -> int:
     return int(dim[0])
 
 
+@dataclass(frozen=True)
+class MeanOptions:
+    """``weighted``: weight each update by its ``num_examples`` (FedAvg) or not (uniform mean)."""
+
+    weighted: bool = True
+
+
 @register_aggregator("mean")
 class MeanAggregator(Aggregator):
     """FedAvg's mean: weighted by ``num_examples`` (``weighted=True``) or uniform."""
 
     name = "mean"
     needs_plaintext_updates = False  # a (weighted) sum suffices: secure aggregation can compute it
+    Options: ClassVar[type[MeanOptions]] = MeanOptions
 
-    def __init__(self, *, weighted: bool = True) -> None:
-        self.weighted = weighted
+    def __init__(self, options: MeanOptions | None = None, **overrides: Any) -> None:
+        self.options = resolve_options(MeanOptions, options, overrides)
+        self.weighted = self.options.weighted
+
+    @classmethod
+    def from_options(cls, options: MeanOptions) -> MeanAggregator:
+        return cls(options)
 
     def aggregate(self, updates: Sequence[ClientUpdate], ctx: RoundContext) -> AggregateResult:
         check_updates(updates)

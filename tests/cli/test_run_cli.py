@@ -42,6 +42,10 @@ def test_run_writes_report_and_is_deterministic(tmp_path, capsys):
         ("[model]\nname = 'resnet'\n", [], "model.name: unknown model 'resnet' (accepted: cnn, logreg, mlp)"),
         ("[federation\n", [], "is not valid TOML"),
         ("[federation]\nsampling = 'fixed'\n", [], "federation.clients_per_round"),
+        ("[dp]\nnoise_multiplier = 0\n", [], "dp.noise_multiplier: must be finite and > 0"),
+        ("[dp]\nnoise_multiplier = 1.0\nnosie = 'central'\n", [], "dp.nosie: unknown setting (accepted: accountant,"),
+        ("[aggregation]\nname = 'secagg'\noptions = {clip = 'x'}\n", [], "aggregation.options.clip: expected a number"),
+        ("[aggregation]\noptions = {wieghted = true}\n", [], "aggregation.options.wieghted: unknown setting"),
     ],
 )
 def test_bad_input_is_one_clear_line_exit_2_nothing_written(tmp_path, capsys, toml, argv, fragment):

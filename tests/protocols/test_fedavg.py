@@ -1,14 +1,25 @@
 import dataclasses
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from privagg.config import load_config
+from dp.config import DPConfig
+from privagg.config import config_to_dict, load_config, override
 from privagg.errors import ConfigurationError
-from protocols.aggregation import ClientUpdate, MeanAggregator, RoundContext
+from protocols.aggregation import (
+    AGGREGATORS,
+    Aggregator,
+    ClientUpdate,
+    MeanAggregator,
+    MeanOptions,
+    RoundContext,
+    build_aggregator,
+)
 from protocols.datasets import load_dataset
-from protocols.fedavg import FedAvgSimulation, RunConfig, build_aggregator
+from protocols.fedavg import FedAvgSimulation, FederationConfig, RunConfig
 from protocols.models import build_model, get_flat_params, num_params, set_flat_params
 
 
@@ -121,8 +132,72 @@ def test_models_fit_inputs_and_flat_params_roundtrip(model, shape):
     np.testing.assert_array_equal(get_flat_params(m2), v)
 
 
-def test_unknown_aggregator_lists_names():
+def test_unknown_aggregator_lists_names(monkeypatch):
     with pytest.raises(ConfigurationError, match=r"aggregation\.name"):
         build_aggregator("nope")
-    with pytest.raises(ConfigurationError, match="invalid options"):
+    with pytest.raises(ConfigurationError, match="unknown setting") as info:
         build_aggregator("mean", {"bogus": 1})
+    assert info.value.field == "aggregation.options.bogus" and info.value.accepted == "weighted"
+    with pytest.raises(ConfigurationError, match="expected true or false") as info:
+        build_aggregator("mean", {"weighted": "yes"})
+    assert info.value.field == "aggregation.options.weighted"
+    # a registered factory without typed Options is called with the mapping as keywords
+    class Untyped(Aggregator):  # keyword options, no Options class
+        def __init__(self, *, scale: float = 1.0) -> None:
+            self.scale = scale
+
+        def aggregate(self, updates, ctx):
+            raise NotImplementedError
+
+    monkeypatch.setitem(AGGREGATORS._items, "untyped-test", Untyped)
+    assert build_aggregator("untyped-test", {"scale": 2.0}).scale == 2.0
+    with pytest.raises(ConfigurationError, match="invalid options for aggregator 'untyped-test'") as info:
+        build_aggregator("untyped-test", {"bogus": 1})
+    assert info.value.field == "aggregation.options"
+
+
+def test_typed_options_build_the_same_aggregator_by_name_and_by_keyword():
+    by_name = build_aggregator("mean", {"weighted": False})
+    assert isinstance(by_name, MeanAggregator) and by_name.options == MeanOptions(weighted=False)
+    assert MeanAggregator(weighted=False).options == by_name.options == MeanAggregator(MeanOptions(False)).options
+    with pytest.raises(ConfigurationError, match="unknown option"):
+        MeanAggregator(bogus=1)
+
+
+def test_registry_is_complete_on_import_of_any_submodule():
+    code = "import protocols.aggregation as a; print(' '.join(a.AGGREGATORS.names()))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert {"mean", "secagg", "paillier", "dp-fedavg", "krum", "median", "norm-bound"} <= set(out)
+
+
+def test_run_config_defaults_are_the_main_job():
+    cfg = RunConfig()
+    assert (cfg.federation.rounds, cfg.federation.patience, cfg.federation.sampling) == (50, 10, "all")
+    data = cfg.data
+    assert (data.dataset, data.num_clients, data.partition, data.alpha) == ("digits", 20, "dirichlet", 0.5)
+    assert (cfg.model.name, cfg.model.hidden) == ("mlp", (64,))
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.momentum) == (2, 16, 0.05, 0.9)
+    assert cfg.aggregation.name == "mean" and cfg.dp is None and cfg.seed == 0
+    # a bare federation runs its whole budget; only the main job stops on a plateau
+    assert FederationConfig().patience is None and FederationConfig().rounds == 50
+    # overriding a table keeps the main job's other settings
+    assert override(cfg, {"federation": {"rounds": 7}}).federation == FederationConfig(rounds=7, patience=10)
+
+
+def test_dp_table_is_a_typed_dp_config():
+    cfg = load_config(RunConfig, {"dp": {"noise_multiplier": 1.0, "clip_norm": 0.5}})
+    assert cfg.dp == DPConfig(noise_multiplier=1.0, clip_norm=0.5)
+    assert load_config(RunConfig, config_to_dict(cfg)) == cfg
+    assert override(cfg, {"dp": {"clip_norm": 0.25}}).dp == DPConfig(noise_multiplier=1.0, clip_norm=0.25)
+    for table, field in [
+        ({"noise_multiplier": 0}, "dp.noise_multiplier"),
+        ({"noise_multiplier": "lots"}, "dp.noise_multiplier"),
+        ({"noise_multiplier": 1.0, "nosie": "central"}, "dp.nosie"),
+        ({"noise_multiplier": 1.0, "weighting": "examples"}, "dp.weighting"),
+    ]:
+        with pytest.raises(ConfigurationError) as info:
+            load_config(RunConfig, {"dp": table})
+        assert info.value.field == field
+    with pytest.raises(ConfigurationError) as info:
+        load_config(RunConfig, {"dp": 3})
+    assert info.value.field == "dp"

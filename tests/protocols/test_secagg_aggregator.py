@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from privagg.errors import ConfigurationError
-from protocols.aggregation import AGGREGATORS, ClientUpdate, MeanAggregator, RoundContext
-from protocols.secagg_aggregator import SecAggAggregator
+from protocols.aggregation import AGGREGATORS, ClientUpdate, MeanAggregator, RoundContext, build_aggregator
+from protocols.secagg_aggregator import SecAggAggregator, SecAggOptions, SecAggRoundStats
 
 
 def _ctx(r=0, seed=0, n=8):
@@ -45,8 +45,23 @@ def test_dropouts_average_the_survivors():
     surv = [u for u in ups if u.client_id in res.participants]
     want = np.mean([u.delta for u in surv], axis=0)
     assert np.max(np.abs(res.delta - want)) < 2 / (2**15 - 1)
-    sec = agg.report_sections()
-    assert sec and sec[0].key == "secagg" and sec[0].tables[0][2][0][2] == 9
+    (stats,) = agg.rounds
+    assert isinstance(stats, SecAggRoundStats)
+    assert (stats.clients, stats.survivors, stats.dropped) == (12, 9, 3)
+    assert stats.metrics() == res.metrics and res.metrics["secagg_survivors"] == 9
+
+
+def test_weighted_mean_goes_through_the_codec_with_a_public_max_weight():
+    # a client above max_weight counts as max_weight examples: the codec caps its factor at 1
+    ups = [ClientUpdate(c, np.full(6, 0.1 * (c + 1)), n) for c, n in enumerate([10, 20, 400])]
+    res = SecAggAggregator(threat="semi-honest", max_weight=40.0).aggregate(ups, _ctx(n=3))
+    w = np.array([10.0, 20.0, 40.0])
+    want = (w / w.sum()) @ np.stack([u.delta for u in ups])
+    assert np.max(np.abs(res.delta - want)) < 4 / (2**15 - 1)
+    # without max_weight the round's largest count is the normaliser: the plain weighted mean
+    res = SecAggAggregator(threat="semi-honest").aggregate(ups, _ctx(n=3))
+    want = MeanAggregator().aggregate(ups, _ctx(n=3)).delta
+    assert np.max(np.abs(res.delta - want)) < 4 / (2**15 - 1)
 
 
 def test_clipping_is_counted():
@@ -78,3 +93,25 @@ def test_derived_parameters_by_default():
 def test_option_validation(kwargs):
     with pytest.raises(ConfigurationError):
         SecAggAggregator(**kwargs)
+    with pytest.raises(ConfigurationError):
+        SecAggOptions(**kwargs)
+
+
+def test_typed_options_by_name_and_by_keyword():
+    agg = build_aggregator("secagg", {"clip": 2, "threat": "semi-honest", "degree": 4, "threshold": 3})
+    assert isinstance(agg, SecAggAggregator)
+    assert agg.options == SecAggOptions(clip=2.0, threat="semi-honest", degree=4, threshold=3) and agg.clip == 2.0
+    assert SecAggAggregator(clip=2.0, threat="semi-honest", degree=4, threshold=3).options == agg.options
+    assert SecAggAggregator.from_options(agg.options).options == agg.options
+    for options, field in [
+        ({"clip": "wide"}, "aggregation.options.clip"),
+        ({"clip": -1.0}, "aggregation.options.clip"),
+        ({"threat": "nope"}, "aggregation.options.threat"),
+        ({"degree": 4}, "aggregation.options.threshold"),
+        ({"colour": 1}, "aggregation.options.colour"),
+    ]:
+        with pytest.raises(ConfigurationError) as info:
+            build_aggregator("secagg", options)
+        assert info.value.field == field
+    with pytest.raises(ConfigurationError, match="unknown option"):
+        SecAggAggregator(colour=1)

@@ -9,8 +9,9 @@ import pytest
 
 from privagg.errors import ConfigurationError
 from privagg.randomness import InsecureDeterministicSecrets
-from protocols.aggregation import AGGREGATORS, ClientUpdate, RoundContext
+from protocols.aggregation import AGGREGATORS, ClientUpdate, RoundContext, build_aggregator
 from protocols.paillier import PaillierAggregator
+from protocols.paillier.aggregator import PaillierOptions, PaillierRoundStats
 
 OPTS: dict[str, Any] = dict(key_bits=512, allow_insecure=True, clip=1.0, value_bits=16, decryptors=3, threshold=2)
 
@@ -50,8 +51,14 @@ def test_mean_matches_plaintext_within_quantisation(weighted):
         expect = (w / w.sum()) @ stack
     else:
         expect = stack.mean(axis=0)
+    # the server decodes the mean from the weight slot: numerator error <= k steps, and
+    # weighted the slot's (<= k steps) too, over the decoded total weight sum(n_i / max n)
     bound = res.metrics["paillier_error_bound"]
-    assert bound == pytest.approx(len(ups) / 32767 / (1 if weighted else len(ups)))
+    (stats,) = agg.rounds
+    n = np.array([u.num_examples for u in ups], dtype=float)
+    total = n.sum() / n.max() if weighted else len(ups)
+    assert stats.total_weight == pytest.approx(total, abs=2 * len(ups) / 32767)
+    assert bound == pytest.approx(len(ups) / 32767 * (2 if weighted else 1) / stats.total_weight)
     assert np.max(np.abs(res.delta - expect)) <= bound
     assert res.participants == tuple(range(5))
     assert res.metrics["paillier_clipped"] == int(np.count_nonzero(np.abs(np.stack([u.delta for u in ups])) > 1))
@@ -67,10 +74,18 @@ def test_keys_made_once_and_rounds_continue():
     key = setup.public_key
     res = agg.aggregate(_updates(seed=2), _ctx(1))
     assert agg.setup is setup and setup.public_key is key and "paillier_keygen_seconds" not in res.metrics
-    sections = agg.report_sections()
-    assert sections and sections[0].key == "paillier"
-    text = dict(sections[0].summary)
-    assert "threshold 2-of-3" in text["key"] and text["rounds decrypted / refused"] == "2 / 0"
+    assert [r.round for r in agg.rounds] == [0, 1] and all(isinstance(r, PaillierRoundStats) for r in agg.rounds)
+    assert agg.rounds[0].keygen_seconds == setup.keygen_seconds and agg.rounds[1].keygen_seconds is None
+    assert agg.rounds[1].metrics() == res.metrics
+
+
+def test_max_weight_caps_the_weights():
+    agg = PaillierAggregator(max_weight=10.0, secrets=InsecureDeterministicSecrets(b"cap"), **OPTS)
+    ups = _updates()
+    res = agg.aggregate(ups, _ctx())
+    w = np.array([min(u.num_examples, 10) for u in ups], dtype=float)
+    expect = (w / w.sum()) @ np.clip(np.stack([u.delta for u in ups]), -1, 1)
+    assert np.max(np.abs(res.delta - expect)) <= res.metrics["paillier_error_bound"]
 
 
 def test_too_few_clients_round_is_refused_not_decrypted():
@@ -78,6 +93,7 @@ def test_too_few_clients_round_is_refused_not_decrypted():
     res = agg.aggregate(_updates(k=2), _ctx())
     assert "paillier_aborted" in res.metrics and res.participants == ()
     assert not res.delta.any()
+    assert agg.rounds[0].aborted == res.metrics["paillier_aborted"]
 
 
 def test_cohort_larger_than_slot_headroom_is_refused():
@@ -103,6 +119,18 @@ def test_options_validated(opts, field):
     with pytest.raises(ConfigurationError) as e:
         PaillierAggregator(**opts)
     assert e.value.field == field
+    with pytest.raises(ConfigurationError) as e:
+        build_aggregator("paillier", opts)
+    assert e.value.field == f"aggregation.options.{field}"
+
+
+def test_typed_options():
+    agg = build_aggregator("paillier", {**OPTS, "max_weight": 20})
+    assert isinstance(agg, PaillierAggregator) and agg.options == PaillierOptions(**OPTS, max_weight=20.0)
+    assert PaillierAggregator(**OPTS, max_weight=20.0).options == agg.options
+    with pytest.raises(ConfigurationError) as e:
+        PaillierAggregator(max_weight=-1.0, **OPTS)
+    assert e.value.field == "max_weight"
 
 
 def test_nan_update_refused():
@@ -133,4 +161,4 @@ def test_fedavg_run_with_paillier():
     sim = FedAvgSimulation(cfg)
     res = sim.run(progress=False)
     assert res.final_accuracy > 0.8
-    assert any(s.key == "paillier" for s in res.report_sections())
+    assert isinstance(res.aggregator, PaillierAggregator) and len(res.aggregator.rounds) == 2

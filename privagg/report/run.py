@@ -1,0 +1,123 @@
+"""The report of a federated run: training curves, per-client accuracy, aggregation cost sections.
+
+* :func:`run_report`: a :class:`~privagg.run.RunOutcome` -> the ``privagg run`` report
+  (training, the aggregator's sections, with DP the accuracy cost, the environment);
+* :func:`run_sections` / :func:`training_section`: the sections of one
+  :class:`~protocols.fedavg.RunResult`;
+* the aggregator's own sections come from :func:`~privagg.report.aggregators.aggregator_sections`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from privagg.config import config_to_dict
+from privagg.report import Figure, Report, Section, environment_section
+from privagg.report.aggregators import aggregator_sections
+from privagg.report.dp import accuracy_cost_section
+from privagg.run import RunOutcome
+from protocols.fedavg import RunResult
+
+__all__ = ["run_report", "run_sections", "training_section"]
+
+
+def run_report(outcome: RunOutcome) -> Report:
+    """The ``privagg run`` report: headline numbers, the run's sections, the DP cost, the environment."""
+    result = outcome.result
+    report = Report(
+        "privagg run",
+        top={
+            "final_accuracy": result.final_accuracy,
+            "rounds": len(result.history),
+            "seconds": outcome.seconds,
+            "config": config_to_dict(outcome.config),
+        },
+    )
+    for s in run_sections(result):
+        report.add(s)
+    if outcome.baseline is not None:
+        report.add(accuracy_cost_section(result, outcome.baseline, key="dp_cost"))
+    report.add(environment_section())
+    return report
+
+
+def run_sections(result: RunResult) -> list[Section]:
+    """The training section, then the aggregator's sections (cost tables, privacy ledger)."""
+    return [training_section(result), *aggregator_sections(result.aggregator)]
+
+
+def training_section(result: RunResult) -> Section:
+    """Accuracy and loss per round, the per-client accuracy of the final model, the summary."""
+    history = result.history
+    rounds = [h.round for h in history]
+    acc = [h.accuracy for h in history]
+    loss = [h.loss for h in history]
+    clients = np.stack([h.client_accuracies for h in history]) if history else np.zeros((0, 0))
+
+    def curves(path: Path) -> None:
+        import matplotlib.pyplot as plt
+
+        fig, ax1 = plt.subplots(figsize=(6.4, 4))
+        ax1.plot(rounds, acc, "o-", ms=3, color="tab:blue", label="test accuracy")
+        if clients.size:
+            ax1.fill_between(
+                rounds, clients.min(1), clients.max(1), alpha=0.15, color="tab:blue", label="client accuracy range"
+            )
+        ax1.set_xlabel("round")
+        ax1.set_ylabel("accuracy")
+        ax1.set_ylim(0, 1)
+        ax2 = ax1.twinx()
+        ax2.plot(rounds, loss, "s--", ms=3, color="tab:red", label="test loss")
+        ax2.set_ylabel("loss")
+        h1, l1 = ax1.get_legend_handles_labels()
+        h2, l2 = ax2.get_legend_handles_labels()
+        ax1.legend(h1 + h2, l1 + l2, loc="center right")
+        ax1.set_title(f"FedAvg on {result.dataset}: accuracy and loss per round")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+
+    def per_client(path: Path) -> None:
+        import matplotlib.pyplot as plt
+
+        final = clients[-1] if clients.size else np.zeros(0)
+        order = np.argsort(final)
+        fig, ax = plt.subplots(figsize=(6.4, 4))
+        ax.bar(range(len(final)), final[order], color="tab:green")
+        ax.set_xticks(range(len(final)), [str(i) for i in order], fontsize=7)
+        ax.axhline(result.final_accuracy, color="k", ls="--", lw=1, label="global test accuracy")
+        ax.set_xlabel("client (sorted by accuracy)")
+        ax.set_ylabel("accuracy on the client's label mix")
+        ax.set_ylim(0, 1)
+        ax.legend(loc="lower right")
+        ax.set_title("Per-client accuracy of the final model")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+
+    s = result.summary()
+    cfg = result.config
+    worst = s["worst_client_accuracy"]
+    return Section(
+        key="training",
+        title="Federated training",
+        text=(
+            "Per-client accuracy weighs the global model's per-class test accuracy by each client's "
+            "label mix: under label skew the worst client shows who the model serves badly."
+        ),
+        data={**s, "history": [h.to_dict() for h in history], "client_sizes": result.client_sizes},
+        summary=[
+            ("dataset", f"{result.dataset} ({sum(result.client_sizes)} training samples)"),
+            ("clients", f"{cfg.data.num_clients} ({cfg.data.partition}, alpha={cfg.data.alpha})"),
+            ("model", f"{cfg.model.name} ({result.num_params} parameters)"),
+            ("aggregator", result.aggregator.name),
+            ("rounds", str(s["rounds"])),
+            ("final test accuracy", f"{s['final_accuracy']:.4f}"),
+            ("worst client accuracy", f"{worst:.4f}" if worst is not None else "-"),
+            ("wall time", f"{result.seconds:.1f} s"),
+        ],
+        figures=[
+            Figure("accuracy_loss.png", "Global test accuracy and loss per round", curves),
+            Figure("client_accuracy.png", "Per-client accuracy of the final model", per_client),
+        ],
+    )

@@ -1,0 +1,108 @@
+"""The run report: training section, secagg / Paillier cost sections from typed records, the DP cost."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from privagg.randomness import InsecureDeterministicSecrets
+from privagg.report.aggregators import aggregator_sections, paillier_sections, secagg_sections
+from privagg.report.run import run_report, run_sections, training_section
+from privagg.run import RunOutcome, execute_run, run_config
+from protocols.aggregation import ClientUpdate, MeanAggregator, RoundContext
+from protocols.dp_fedavg import DPFedAvg
+from protocols.paillier import PaillierAggregator
+from protocols.secagg_aggregator import SecAggAggregator
+
+SMALL = {"data": {"num_clients": 5}, "model": {"name": "logreg"}, "federation": {"rounds": 2}}
+
+
+def _ctx(r: int = 1, n: int = 6) -> RoundContext:
+    return RoundContext(
+        round=r, population=n, sampled=tuple(range(n)), sampling="fixed", sampling_rate=1.0,
+        rng=np.random.default_rng(r),
+    )
+
+
+def _updates(n: int = 6, dim: int = 40, seed: int = 0) -> list[ClientUpdate]:
+    rng = np.random.default_rng(seed)
+    return [ClientUpdate(c, rng.normal(0, 0.1, dim), int(rng.integers(5, 50))) for c in range(n)]
+
+
+def test_run_outcome_renders_the_training_section_and_writes_the_page(tmp_path: Path) -> None:
+    outcome = execute_run(run_config(overrides=SMALL), progress=False)
+    assert isinstance(outcome, RunOutcome) and outcome.baseline is None
+    report = run_report(outcome)
+    d = report.to_dict()
+    assert d["final_accuracy"] == outcome.result.final_accuracy and d["rounds"] == 2
+    assert d["config"]["federation"] == {**d["config"]["federation"], "rounds": 2, "patience": 10}
+    assert list(d["sections"]) == ["training", "environment"]
+    sec = training_section(outcome.result)
+    assert sec.key == "training" and sec.title == "Federated training"
+    assert [f.filename for f in sec.figures] == ["accuracy_loss.png", "client_accuracy.png"]
+    assert [k for k, _ in sec.summary] == [
+        "dataset", "clients", "model", "aggregator", "rounds", "final test accuracy", "worst client accuracy",
+        "wall time",
+    ]
+    assert list(sec.data) == [
+        "final_accuracy", "final_loss", "best_accuracy", "rounds", "worst_client_accuracy", "num_params",
+        "history", "client_sizes",
+    ]
+    out = report.write(tmp_path / "r")
+    assert sorted(p.name for p in out.iterdir()) == ["accuracy_loss.png", "client_accuracy.png", "report.html",
+                                                     "report.json"]
+
+
+def test_secagg_section_from_typed_rounds() -> None:
+    agg = SecAggAggregator(threat="active", degree=4, threshold=3, secrets=InsecureDeterministicSecrets(b"s"))
+    assert secagg_sections(agg) == []  # nothing to show before a round
+    res = agg.aggregate(_updates(), _ctx(1))
+    agg.aggregate(_updates(seed=1), _ctx(2))
+    (sec,) = aggregator_sections(agg)
+    assert sec.key == "secagg" and sec.title == "Secure aggregation (SecAgg+) cost"
+    first = sec.data["rounds"][0]
+    assert list(first) == ["round", "clients", *res.metrics]  # the page's JSON: round, clients, secagg_* metrics
+    assert first == {"round": 1, "clients": 6, **res.metrics} and sec.data["threat"] == "active"
+    assert dict(sec.summary)["rounds"] == "2" and dict(sec.summary)["threat model"] == "active"
+    _caption, header, rows = sec.tables[0]
+    assert header[2] == "survivors" and rows[0][:6] == [1, 6, 6, 4, 3, res.metrics["secagg_modulus_bits"]]
+
+
+def test_paillier_section_from_typed_rounds() -> None:
+    opts = dict(key_bits=512, allow_insecure=True, decryptors=3, threshold=2, min_clients=3)
+    agg = PaillierAggregator(secrets=InsecureDeterministicSecrets(b"p"), **opts)
+    assert paillier_sections(agg) == []
+    res = agg.aggregate(_updates(), _ctx(1))
+    refused = agg.aggregate(_updates(n=2), _ctx(2))
+    (sec,) = aggregator_sections(agg)
+    assert sec.key == "paillier" and sec.title == "Paillier aggregation cost"
+    summary = dict(sec.summary)
+    assert "threshold 2-of-3" in summary["key"] and summary["rounds decrypted / refused"] == "1 / 1"
+    assert sec.data["rounds"][0] == {"round": 1, "clients": 6, "dim": 40, **res.metrics}
+    assert sec.data["rounds"][1] == {"round": 2, "aborted": refused.metrics["paillier_aborted"]}
+    assert sec.data["config"]["key_bits"] == 512 and sec.data["config"]["max_clients"] == 6
+    assert [r[0] for r in sec.tables[0][2]][:2] == ["encode (clip + quantise)", "offline"]
+
+
+def test_dp_run_adds_ledger_inner_cost_and_accuracy_cost(tmp_path: Path) -> None:
+    dp = {"noise_multiplier": 1.0, "clip_norm": 0.5}
+    agg_opts = {"name": "secagg", "options": {"threat": "semi-honest", "clip": 8.0}}
+    outcome = execute_run(run_config(overrides={**SMALL, "dp": dp, "aggregation": agg_opts}), progress=False)
+    assert outcome.baseline is not None and outcome.baseline.config.dp is None
+    assert isinstance(outcome.result.aggregator, DPFedAvg)
+    assert [s.key for s in run_sections(outcome.result)] == ["training", "dp", "secagg"]
+    d = run_report(outcome).to_dict()
+    assert list(d["sections"]) == ["training", "dp", "secagg", "dp_cost", "environment"]
+    cost = d["sections"]["dp_cost"]
+    assert cost["accuracy_cost"] == pytest.approx(cost["baseline_final_accuracy"] - cost["dp_final_accuracy"])
+    assert d["config"]["dp"]["noise_multiplier"] == 1.0 and d["config"]["dp"]["clip_norm"] == 0.5
+    json.dumps(d)
+    no_base = execute_run(run_config(overrides={**SMALL, "dp": dp}), progress=False, baseline=False)
+    assert no_base.baseline is None and "dp_cost" not in run_report(no_base).to_dict()["sections"]
+
+
+def test_an_aggregator_without_a_renderer_adds_no_section() -> None:
+    assert aggregator_sections(MeanAggregator()) == []
