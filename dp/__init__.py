@@ -1,7 +1,10 @@
 """Client-level differential privacy: clipping, secure noise, accounting, budget, adaptive clipping.
 
-``dp`` is a base layer: it never imports ``protocols``, ``secagg`` or ``attacks``. The FedAvg
-glue (the ``dp-fedavg`` aggregator wrapper) lives in :mod:`protocols.dp_fedavg`.
+``dp`` is a base layer: it never imports ``protocols``, ``secagg`` or ``attacks``. The server
+side of a DP-FedAvg round (budget check, noise split, honest survivors, fixed denominator,
+adaptive clip, ledger, metrics) is :class:`dp.rounds.DPRounds`, shared by every driver: the
+``dp-fedavg`` aggregator wrapper (:mod:`protocols.dp_fedavg`) and the Flower strategy
+(:mod:`protocols.flower.dp`).
 """
 
 from dp.accounting import (
@@ -27,6 +30,16 @@ from dp.noise import (
     discrete_gaussian,
     discrete_laplace,
     grid_for,
+)
+from dp.rounds import (
+    DPRounds,
+    DPRoundsDriver,
+    RoundOutcome,
+    RoundPlan,
+    count_mechanism,
+    count_sensitivity,
+    noise_shares,
+    update_mechanism,
 )
 
 __all__ = [
@@ -59,4 +72,12 @@ __all__ = [
     "discrete_gaussian",
     "discrete_laplace",
     "grid_for",
+    "DPRounds",
+    "DPRoundsDriver",
+    "RoundOutcome",
+    "RoundPlan",
+    "count_mechanism",
+    "count_sensitivity",
+    "noise_shares",
+    "update_mechanism",
 ]

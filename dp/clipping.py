@@ -50,10 +50,11 @@ def clip_updates(vectors: Sequence[np.ndarray] | np.ndarray, clip: float) -> Cli
     scale = np.ones_like(norms)
     scale[over_clip] = clip / norms[over_clip]
     clipped = stack * scale[:, None]
-    # floating-point rounding can leave a clipped norm a few ulps above clip: shave it
+    # floating-point rounding can leave a clipped norm a few ulps above clip: shave it until it is not
     over = np.linalg.norm(clipped, axis=1) > clip
-    if np.any(over):
+    while np.any(over):
         clipped[over] *= np.nextafter(1.0, 0.0) ** 4
+        over = np.linalg.norm(clipped, axis=1) > clip
     return ClipResult(clipped=clipped, norms=norms, unclipped=norms <= clip)
 
 

@@ -13,7 +13,8 @@ The mechanism is privagg's DP-FedAvg (:mod:`protocols.dp_fedavg`) split across t
   records the round in the :class:`~dp.ledger.PrivacyLedger` (RDP and PRV) and moves the
   adaptive clip from the noised unclipped count. If fewer than ``t`` honest clients survived,
   the accounted noise multiplier is reduced to ``z sqrt(survivors / t)``; if none did, the
-  aggregate is withheld.
+  aggregate is withheld. Planning and finishing a round is :class:`dp.rounds.DPRounds`, the
+  same code as :class:`~protocols.dp_fedavg.DPFedAvg`'s; this module only moves it over Flower.
 * :func:`make_dp_mod` runs on the client, *inside* the secure-aggregation mod
   (``mods=[privagg_secagg_mod, privagg_dp_mod]``): it computes the delta ``fit - global``,
   clips it to L2 norm ``C``, and adds its share of discrete Gaussian noise on a fine grid
@@ -43,11 +44,11 @@ from flwr.compat.common import recorddict_compat as compat
 from flwr.server.strategy import Strategy
 
 from dp.accounting import Sampling
-from dp.adaptive import AdaptiveClipConfig, AdaptiveClipper, split_noise_multiplier
-from dp.clipping import MAX_WEIGHT, clip_l2, sum_sensitivity
-from dp.ledger import PrivacyBudget, PrivacyLedger
-from dp.noise import GaussianGridMechanism, NoiseSampler, SecureNoise
-from privagg.errors import ConfigurationError, PrivacyBudgetExceeded, ProtocolAbort
+from dp.clipping import clip_l2
+from dp.config import DPConfig
+from dp.noise import NoiseSampler, SecureNoise
+from dp.rounds import DPRounds, DPRoundsDriver, RoundPlan, count_mechanism, update_mechanism
+from privagg.errors import PrivacyBudgetExceeded, ProtocolAbort
 
 __all__ = ["PrivAggDPStrategy", "make_dp_mod", "privagg_dp_mod", "DP_KEYS"]
 
@@ -66,7 +67,7 @@ DP_KEYS = {
 
 
 # ---------------------------------------------------------------------------------- server
-class PrivAggDPStrategy(Strategy):  # type: ignore[misc]
+class PrivAggDPStrategy(DPRoundsDriver, Strategy):  # type: ignore[misc]
     """Client-level DP-FedAvg around a legacy Flower strategy (see the module docstring).
 
     ``sampling`` states how cohorts are drawn for the accountant; by default each round is
@@ -94,12 +95,20 @@ class PrivAggDPStrategy(Strategy):  # type: ignore[misc]
         grid_resolution: float = 1000.0,
     ) -> None:
         super().__init__()
-        if not (noise_multiplier > 0 and math.isfinite(noise_multiplier)):
-            raise ConfigurationError(f"got {noise_multiplier}", field="noise_multiplier", accepted="> 0")
-        if not (clip_norm > 0 and math.isfinite(clip_norm)):
-            raise ConfigurationError(f"got {clip_norm}", field="clip_norm", accepted="> 0")
-        if not 0 < honest_fraction <= 1:
-            raise ConfigurationError(f"got {honest_fraction}", field="honest_fraction", accepted="(0, 1]")
+        config = DPConfig(  # validates every setting (errors name the keyword)
+            noise_multiplier=noise_multiplier,
+            delta=delta,
+            budget_epsilon=budget_epsilon,
+            clip_norm=clip_norm,
+            noise="client",
+            honest_fraction=honest_fraction,
+            adaptive_clipping=adaptive,
+            target_quantile=target_quantile,
+            clip_learning_rate=clip_learning_rate,
+            count_noise_std=count_noise_std,
+            accountant=accountant,  # type: ignore[arg-type]
+            grid_resolution=grid_resolution,
+        )
         self.inner = strategy
         self.noise_multiplier = float(noise_multiplier)
         self.clip_norm = float(clip_norm)
@@ -107,20 +116,7 @@ class PrivAggDPStrategy(Strategy):  # type: ignore[misc]
         self.sampling = sampling
         self.population = population
         self.grid_resolution = grid_resolution
-        budget = PrivacyBudget(epsilon=budget_epsilon, delta=delta, accountant=accountant) if budget_epsilon else None
-        self.ledger = PrivacyLedger(delta=delta, accountants=("rdp", "prv"), budget=budget)
-        self.clipper = (
-            AdaptiveClipper(
-                AdaptiveClipConfig(
-                    initial_clip=clip_norm,
-                    target_quantile=target_quantile,
-                    learning_rate=clip_learning_rate,
-                    count_noise_std=count_noise_std,
-                )
-            )
-            if adaptive
-            else None
-        )
+        self.dp_rounds = DPRounds.from_config(config)  # secure_noise unknown: the clients draw the noise
         self._round: dict[str, Any] = {}
         self.last_parameters: list[np.ndarray] | None = None  # the model this wrapper released last
 
@@ -129,7 +125,8 @@ class PrivAggDPStrategy(Strategy):  # type: ignore[misc]
 
     @property
     def clip(self) -> float:
-        return self.clipper.clip if self.clipper is not None else self.clip_norm
+        """The clip norm of the next round (adaptive or fixed)."""
+        return self.dp_rounds.clip
 
     def _sampling_for(self, cohort: int, available: int) -> Sampling:
         if self.sampling is not None:
@@ -145,27 +142,26 @@ class PrivAggDPStrategy(Strategy):  # type: ignore[misc]
             return []
         n = len(pairs)
         sampling = self._sampling_for(n, client_manager.num_available())
+        arrays = parameters_to_ndarrays(parameters)
         try:
-            self.ledger.check(noise_multiplier=self.noise_multiplier, sampling=sampling)
+            plan = self.dp_rounds.plan(
+                noise_multiplier=self.noise_multiplier,
+                sampling=sampling,
+                cohort=n,
+                dim=sum(int(np.asarray(a).size) for a in arrays),
+            )
         except PrivacyBudgetExceeded as e:
             log.warning("round %s not started: %s", server_round, e)
             self._round = {}
             return []
-        z_update, z_count = self.noise_multiplier, 0.0
-        expected = sampling.rate * (sampling.population or n)
-        if self.clipper is not None:
-            z_count = self.clipper.config.count_std(expected) / (0.5 * sampling.sensitivity_factor)
-            z_update = split_noise_multiplier(self.noise_multiplier, z_count)
-        shares = max(1, math.ceil(self.honest_fraction * n - 1e-9))
-        arrays = parameters_to_ndarrays(parameters)
         sent = parameters
         if self.clipper is not None:  # a slot for the clip bit, summed with the update
             sent = ndarrays_to_parameters([*arrays, np.zeros(1, dtype=np.float64)])
         extra: dict[str, Scalar] = {
-            DP_KEYS["clip"]: float(self.clip),
-            DP_KEYS["z"]: float(z_update),
-            DP_KEYS["z_count"]: float(z_count),
-            DP_KEYS["shares"]: int(shares),
+            DP_KEYS["clip"]: float(plan.clip),
+            DP_KEYS["z"]: float(plan.update_noise_multiplier),
+            DP_KEYS["z_count"]: float(plan.count_noise_multiplier),
+            DP_KEYS["shares"]: int(plan.shares),
             DP_KEYS["factor"]: float(sampling.sensitivity_factor),
             DP_KEYS["resolution"]: float(self.grid_resolution),
             DP_KEYS["adaptive"]: self.clipper is not None,
@@ -173,12 +169,7 @@ class PrivAggDPStrategy(Strategy):  # type: ignore[misc]
         self._round = {
             "global": [np.asarray(a, dtype=np.float64) for a in arrays],
             "dtypes": [a.dtype for a in arrays],
-            "sampling": sampling,
-            "cohort": n,
-            "shares": shares,
-            "expected": expected,
-            "z_update": z_update,
-            "clip": self.clip,
+            "plan": plan,
         }
         return [(proxy, FitIns(sent, {**fi.config, **extra})) for proxy, fi in pairs]
 
@@ -188,53 +179,27 @@ class PrivAggDPStrategy(Strategy):  # type: ignore[misc]
         st = self._round
         if not st or not results:
             return None, {}
-        n, shares, sampling = st["cohort"], st["shares"], st["sampling"]
+        plan: RoundPlan = st["plan"]
         mean = parameters_to_ndarrays(results[0][1].parameters)  # the secure aggregate (same in every result)
         survivors = len(results)
         count_sum = math.nan
         if self.clipper is not None:
             count_sum = float(np.asarray(mean[-1], dtype=np.float64).ravel()[0]) * survivors
             mean = mean[:-1]
-        dishonest = math.floor((1.0 - self.honest_fraction) * n + 1e-9)
-        honest_survivors = survivors - dishonest
-        if honest_survivors <= 0:
-            raise ProtocolAbort(
-                "too few honest noise contributors survived; aggregate withheld", stage="dp", party="server"
-            )
-        z_eff = self.noise_multiplier
-        if honest_survivors < shares:
-            z_eff = self.noise_multiplier * math.sqrt(honest_survivors / shares)
-        population = sampling.population or n
-        denominator = sampling.rate * population * MAX_WEIGHT
+        outcome = self.dp_rounds.finish(
+            plan, round=server_round, survivors=survivors, noised_count=count_sum, noise_shares=plan.shares
+        )
         new = [
-            (g + np.asarray(m, dtype=np.float64) * survivors / denominator).astype(dt)
+            (g + np.asarray(m, dtype=np.float64) * survivors / outcome.denominator).astype(dt)
             for g, m, dt in zip(st["global"], mean, st["dtypes"], strict=True)
         ]
-        clip = st["clip"]
-        unclipped_est, new_clip = math.nan, clip
-        if self.clipper is not None:
-            unclipped_est = self.clipper.unclipped_fraction(count_sum, st["expected"])
-            new_clip = self.clipper.update(unclipped_est)
-        entry = self.ledger.record(
-            round=server_round,
-            noise_multiplier=z_eff,
-            sampling=sampling,
-            clip_norm=clip,
-            cohort=n,
-            participants=survivors,
-            noise_shares=shares,
-        )
         self._round = {}
         self.last_parameters = new
         metrics: dict[str, Scalar] = {
-            "dp_epsilon_rdp": float(entry.epsilon.get("rdp", math.nan)),
-            "dp_epsilon_prv": float(entry.epsilon.get("prv", math.nan)),
-            "dp_noise_multiplier_effective": float(z_eff),
-            "dp_clip_norm": float(clip),
-            "dp_next_clip_norm": float(new_clip),
-            "dp_unclipped_estimate": float(unclipped_est),
-            "dp_participants": survivors,
+            k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
+            for k, v in outcome.metrics.items()
         }
+        metrics["dp_participants"] = survivors
         return ndarrays_to_parameters(new), metrics
 
     def configure_evaluate(self, server_round: int, parameters: Parameters, client_manager: Any) -> Any:
@@ -307,8 +272,9 @@ def make_dp_mod(
         g = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in global_arrays])
         x = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in new_arrays])
         clipped, norm = clip_l2(x - g, clip)
-        sens = sum_sensitivity(clip=clip, sensitivity_factor=factor)
-        mech = GaussianGridMechanism.create(sensitivity=sens, noise_multiplier=z, dim=g.size, resolution=resolution)
+        mech = update_mechanism(
+            clip=clip, sensitivity_factor=factor, noise_multiplier=z, dim=g.size, resolution=resolution
+        )
         noised = mech.release(clipped, sampler, shares=shares)
         pieces: list[np.ndarray] = []
         off = 0
@@ -316,9 +282,7 @@ def make_dp_mod(
             pieces.append(noised[off : off + a.size].reshape(a.shape))
             off += a.size
         if adaptive:
-            count_mech = GaussianGridMechanism.create(
-                sensitivity=0.5 * factor, noise_multiplier=z_count, dim=1, resolution=resolution
-            )
+            count_mech = count_mechanism(sensitivity_factor=factor, noise_multiplier=z_count, resolution=resolution)
             bit = np.array([float(norm <= clip) - 0.5])
             pieces.append(count_mech.release(bit, sampler, shares=shares))
         metrics = dict(fitres.metrics)

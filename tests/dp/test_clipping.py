@@ -58,3 +58,13 @@ def test_sum_sensitivity_add_remove_and_replace() -> None:
     assert sum_sensitivity(clip=0.5, sensitivity_factor=1.0) == 0.5
     assert sum_sensitivity(clip=0.5, sensitivity_factor=2.0) == 1.0
     assert sum_sensitivity(clip=0.5, sensitivity_factor=1.0, max_weight=0.25) == 0.125
+
+
+def test_clipping_shaves_until_the_bound_holds() -> None:
+    # one shave of 4 ulps was not enough here: the norm stayed 1 ulp above the clip
+    big, mid, small, other = 779818.09375, 181571.26660698, 942.35546875, 595891.2021367324
+    row = [-big, -big, mid, -small, -small, -big, big, -other, small, big, big, big, -small, small, small, -other]
+    row += [-small, small, other, -small, -mid, -small, mid]
+    clip = 926.926266890088
+    res = clip_updates([np.array(row)], clip)
+    assert np.linalg.norm(res.clipped, axis=1)[0] <= clip

@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 
 from dp.accounting import Sampling, epsilon_for
+from dp.config import DPConfig
 from dp.noise import SecureNoise
 from privagg.errors import ConfigurationError, PrivacyBudgetExceeded, ProtocolAbort
 from privagg.randomness import InsecureDeterministicSecrets
-from protocols.aggregation import AGGREGATORS, AggregateResult, ClientUpdate, MeanAggregator, RoundContext
+from privagg.report.aggregators import aggregator_sections
+from privagg.report.dp import accuracy_cost_section, sample_level_section
+from protocols.aggregation import AggregateResult, ClientUpdate, MeanAggregator, RoundContext, build_aggregator
 from protocols.dp_fedavg import DPFedAvg, SampleLevelDP, sampling_from_context, wrap_with_dp
 
 
@@ -74,7 +77,7 @@ def updates(
 
 def test_clipping_bound_holds_for_every_client() -> None:
     inner = Recording()
-    agg = DPFedAvg(inner, noise_multiplier=1.0, clip_norm=0.3, noise_sampler=noise())
+    agg = DPFedAvg(inner, config=DPConfig(noise_multiplier=1.0, clip_norm=0.3), noise_sampler=noise())
     ups = updates(12, 40, scale=1.0)
     res = agg.aggregate(ups, ctx(range(12), population=100))
     (seen,) = inner.seen
@@ -101,7 +104,11 @@ def test_noise_scale_matches_sensitivity_under_weighting(
     # (std error of a std estimate is 1/sqrt(2d) = 0.22 %).
     d, n, pop, z, clip = 100_000, 10, 200, 1.7, 0.4
     ups = [ClientUpdate(i, np.zeros(d), 5 + 10 * i) for i in range(n)]
-    agg = DPFedAvg("mean", noise_multiplier=z, clip_norm=clip, weighting=weighting, noise_sampler=noise(3), **extra)
+    agg = DPFedAvg(
+        MeanAggregator(),
+        config=DPConfig(noise_multiplier=z, clip_norm=clip, weighting=weighting, **extra),  # type: ignore[arg-type]
+        noise_sampler=noise(3),
+    )
     res = agg.aggregate(ups, ctx(range(n), population=pop, sampling=sampling))
     q = n / pop
     total_weight = extra.get("total_weight", pop)
@@ -118,12 +125,8 @@ def test_weighted_estimate_is_fixed_denominator_sum() -> None:
     d, pop = 30, 50
     ups = updates(5, d, scale=0.01, examples=[1, 5, 20, 40, 100])
     agg = DPFedAvg(
-        "mean",
-        noise_multiplier=1e-7,
-        clip_norm=10.0,
-        weighting="capped",
-        weight_cap=20.0,
-        total_weight=25.0,
+        MeanAggregator(),
+        config=DPConfig(noise_multiplier=1e-7, clip_norm=10.0, weighting="capped", weight_cap=20.0, total_weight=25.0),
         noise_sampler=noise(),
     )
     res = agg.aggregate(ups, ctx(range(5), population=pop))
@@ -136,7 +139,7 @@ def test_weighted_estimate_is_fixed_denominator_sum() -> None:
 
 def test_budget_stops_a_round_before_overspending() -> None:
     d, pop = 20, 100
-    agg = DPFedAvg("mean", noise_multiplier=1.0, budget_epsilon=3.0, noise_sampler=noise())
+    agg = DPFedAvg(MeanAggregator(), config=DPConfig(noise_multiplier=1.0, budget_epsilon=3.0), noise_sampler=noise())
     done = 0
     with pytest.raises(PrivacyBudgetExceeded):
         for r in range(1, 200):
@@ -150,7 +153,7 @@ def test_budget_stops_a_round_before_overspending() -> None:
 
 def test_target_epsilon_calibrates_and_never_exceeds() -> None:
     pop, rounds = 100, 8
-    agg = DPFedAvg("mean", target_epsilon=2.0, rounds=rounds, noise_sampler=noise())
+    agg = DPFedAvg(MeanAggregator(), config=DPConfig(target_epsilon=2.0), rounds=rounds, noise_sampler=noise())
     for r in range(1, rounds + 1):
         res = agg.aggregate(updates(10, 8, seed=r), ctx(range(10), population=pop, r=r))
     assert res.metrics["dp_epsilon_rdp"] <= 2.0
@@ -160,10 +163,10 @@ def test_target_epsilon_calibrates_and_never_exceeds() -> None:
 
 
 def test_metrics_report_both_accountants() -> None:
-    agg = DPFedAvg("mean", noise_multiplier=1.2, noise_sampler=noise())
+    agg = DPFedAvg(MeanAggregator(), config=DPConfig(noise_multiplier=1.2), noise_sampler=noise())
     res = agg.aggregate(updates(4, 8), ctx(range(4), population=4 * 3383 // 120))
     assert res.metrics["dp_epsilon_prv"] < res.metrics["dp_epsilon_rdp"]
-    fixed = DPFedAvg("mean", noise_multiplier=1.2, noise_sampler=noise())
+    fixed = DPFedAvg(MeanAggregator(), config=DPConfig(noise_multiplier=1.2), noise_sampler=noise())
     res = fixed.aggregate(updates(4, 8), ctx(range(4), population=40, sampling="fixed"))
     assert math.isnan(res.metrics["dp_epsilon_prv"]) and res.metrics["dp_epsilon_rdp"] > 0
 
@@ -173,7 +176,7 @@ def test_client_side_noise_sum_carries_full_noise() -> None:
     # sees individual shares, and the sum has the full variance (within 3 %, d = 50k)
     d, n, pop, z, clip = 50_000, 8, 80, 1.3, 0.5
     inner = Recording()
-    agg = DPFedAvg(inner, noise_multiplier=z, clip_norm=clip, noise="client", noise_sampler=noise(5))
+    agg = DPFedAvg(inner, config=DPConfig(noise_multiplier=z, clip_norm=clip, noise="client"), noise_sampler=noise(5))
     ups = [ClientUpdate(i, np.zeros(d), 1) for i in range(n)]
     res = agg.aggregate(ups, ctx(range(n), population=pop))
     g = res.metrics["dp_grid"]
@@ -186,20 +189,24 @@ def test_client_side_noise_sum_carries_full_noise() -> None:
 
 def test_client_side_noise_dropouts_reduce_accounted_noise_or_abort() -> None:
     d, n, pop, z = 16, 10, 100, 2.0
-    agg = DPFedAvg(Dropping({0, 1}), noise_multiplier=z, noise="client", noise_sampler=noise())
+    agg = DPFedAvg(Dropping({0, 1}), config=DPConfig(noise_multiplier=z, noise="client"), noise_sampler=noise())
     res = agg.aggregate(updates(n, d), ctx(range(n), population=pop))
     assert res.participants == tuple(range(2, 10))
     assert res.metrics["dp_noise_multiplier_effective"] == pytest.approx(z * math.sqrt(8 / 10))
     assert agg.ledger.entries[-1].noise_multiplier == pytest.approx(z * math.sqrt(8 / 10))
     # honest fraction 0.5: t = 5 shares needed, up to 5 dishonest; 6 survivors -> at least 1 honest
     agg = DPFedAvg(
-        Dropping({0, 1, 2, 3}), noise_multiplier=z, noise="client", honest_fraction=0.5, noise_sampler=noise()
+        Dropping({0, 1, 2, 3}),
+        config=DPConfig(noise_multiplier=z, noise="client", honest_fraction=0.5),
+        noise_sampler=noise(),
     )
     res = agg.aggregate(updates(n, d), ctx(range(n), population=pop))
     assert res.metrics["dp_noise_multiplier_effective"] == pytest.approx(z * math.sqrt(1 / 5))
     # 5 survivors, up to 5 dishonest: no honest noise guaranteed -> withheld, nothing recorded
     agg = DPFedAvg(
-        Dropping({0, 1, 2, 3, 4}), noise_multiplier=z, noise="client", honest_fraction=0.5, noise_sampler=noise()
+        Dropping({0, 1, 2, 3, 4}),
+        config=DPConfig(noise_multiplier=z, noise="client", honest_fraction=0.5),
+        noise_sampler=noise(),
     )
     with pytest.raises(ProtocolAbort, match="honest"):
         agg.aggregate(updates(n, d), ctx(range(n), population=pop))
@@ -209,7 +216,11 @@ def test_client_side_noise_dropouts_reduce_accounted_noise_or_abort() -> None:
 def test_adaptive_clip_moves_the_right_way() -> None:
     pop, n = 400, 100
     big = [ClientUpdate(i, np.full(4, 10.0), 1) for i in range(n)]  # norm 20 >> clip 1: all clipped
-    agg = DPFedAvg("mean", noise_multiplier=1.0, clip_norm=1.0, adaptive_clipping=True, noise_sampler=noise())
+    agg = DPFedAvg(
+        MeanAggregator(),
+        config=DPConfig(noise_multiplier=1.0, clip_norm=1.0, adaptive_clipping=True),
+        noise_sampler=noise(),
+    )
     clips = [agg.clipper.clip]  # type: ignore[union-attr]
     for r in range(1, 4):
         res = agg.aggregate(big, ctx(range(n), population=pop, r=r))
@@ -218,7 +229,11 @@ def test_adaptive_clip_moves_the_right_way() -> None:
     # the count's privacy cost is in the accounting: update noise multiplier > the accounted one
     assert res.metrics["dp_update_noise_multiplier"] > res.metrics["dp_noise_multiplier"] == 1.0
     small = [ClientUpdate(i, np.full(4, 1e-3), 1) for i in range(n)]
-    agg = DPFedAvg("mean", noise_multiplier=1.0, clip_norm=1.0, adaptive_clipping=True, noise_sampler=noise(1))
+    agg = DPFedAvg(
+        MeanAggregator(),
+        config=DPConfig(noise_multiplier=1.0, clip_norm=1.0, adaptive_clipping=True),
+        noise_sampler=noise(1),
+    )
     res = agg.aggregate(small, ctx(range(n), population=pop))
     assert res.metrics["dp_next_clip_norm"] < 1.0  # down when nearly all pass unclipped
 
@@ -227,7 +242,9 @@ def test_adaptive_with_client_noise_hides_the_count() -> None:
     inner = Recording()
     pop, n = 400, 100
     agg = DPFedAvg(
-        inner, noise_multiplier=1.0, clip_norm=1.0, adaptive_clipping=True, noise="client", noise_sampler=noise()
+        inner,
+        config=DPConfig(noise_multiplier=1.0, clip_norm=1.0, adaptive_clipping=True, noise="client"),
+        noise_sampler=noise(),
     )
     ups = [ClientUpdate(i, np.full(4, 10.0), 1) for i in range(n)]
     res = agg.aggregate(ups, ctx(range(n), population=pop))
@@ -237,28 +254,48 @@ def test_adaptive_with_client_noise_hides_the_count() -> None:
 
 
 def test_registry_wrap_and_refusals(tmp_path: Path) -> None:
-    agg = AGGREGATORS.get("dp-fedavg")(inner="mean", noise_multiplier=1.0)
+    agg = build_aggregator("dp-fedavg", {"inner": "mean", "dp": {"noise_multiplier": 1.0}})
     assert isinstance(agg, DPFedAvg) and isinstance(agg.inner, MeanAggregator)
     assert isinstance(agg.sampler, SecureNoise) and agg.sampler.secure  # secure noise by default
-    wrapped = wrap_with_dp(MeanAggregator(), {"target_epsilon": 2.0, "clip_norm": 0.2}, population=50, rounds=5)
-    assert isinstance(wrapped, DPFedAvg) and wrapped.config.clip_norm == 0.2
+    agg = build_aggregator(
+        "dp-fedavg",
+        {"inner": "mean", "inner_options": {"weighted": False}, "dp": {"target_epsilon": 2.0}, "rounds": 4},
+    )
+    assert isinstance(agg, DPFedAvg) and agg.inner.weighted is False and agg.rounds == 4  # type: ignore[attr-defined]
     with pytest.raises(ConfigurationError) as info:
-        wrap_with_dp(MeanAggregator(), {"noise_multiplier": -2.0}, population=50, rounds=5)
-    assert info.value.field == "dp.noise_multiplier"
+        build_aggregator("dp-fedavg", {"dp": {"noise_multiplier": -2.0}})
+    assert info.value.field == "aggregation.options.dp.noise_multiplier"
+    with pytest.raises(ConfigurationError) as info:
+        build_aggregator("dp-fedavg", {"inner": "mean"})
+    assert info.value.field == "aggregation.options.dp"
+    with pytest.raises(ConfigurationError) as info:
+        build_aggregator("dp-fedavg", {"noise_multiplier": 1.0})  # the DP settings are a table of their own
+    assert info.value.field == "aggregation.options.noise_multiplier"
+    with pytest.raises(ConfigurationError) as info:
+        build_aggregator("dp-fedavg", {"inner": "nope", "dp": {"noise_multiplier": 1.0}})
+    assert info.value.field == "aggregation.options.inner.name"
+    wrapped = wrap_with_dp(MeanAggregator(), DPConfig(target_epsilon=2.0, clip_norm=0.2), population=50, rounds=5)
+    assert isinstance(wrapped, DPFedAvg) and wrapped.config.clip_norm == 0.2
+    assert wrapped.population == 50 and wrapped.rounds == 5
+    with pytest.raises(ConfigurationError) as info:
+        DPFedAvg(MeanAggregator(), config={"noise_multiplier": 1.0})  # type: ignore[arg-type]
+    assert info.value.field == "dp"
     with pytest.raises(ConfigurationError, match="not a"):
-        DPFedAvg(Robust(), noise_multiplier=1.0)
+        DPFedAvg(Robust(), config=DPConfig(noise_multiplier=1.0))
     with pytest.raises(ConfigurationError):
-        DPFedAvg("mean", target_epsilon=1.0).aggregate(updates(3, 4), ctx(range(3), population=10))
-    with pytest.raises(ConfigurationError, match="prv"):
-        DPFedAvg("mean", target_epsilon=5.0, rounds=3, accountant="prv", noise_sampler=noise()).aggregate(
-            updates(3, 4), ctx(range(3), population=10, sampling="fixed")
+        DPFedAvg(MeanAggregator(), config=DPConfig(target_epsilon=1.0)).aggregate(
+            updates(3, 4), ctx(range(3), population=10)
         )
-    agg = DPFedAvg("mean", noise_multiplier=1.0, noise_sampler=noise())
+    with pytest.raises(ConfigurationError, match="prv"):
+        DPFedAvg(
+            MeanAggregator(), config=DPConfig(target_epsilon=5.0, accountant="prv"), rounds=3, noise_sampler=noise()
+        ).aggregate(updates(3, 4), ctx(range(3), population=10, sampling="fixed"))
+    agg = DPFedAvg(MeanAggregator(), config=DPConfig(noise_multiplier=1.0), noise_sampler=noise())
     agg.aggregate(updates(3, 4), ctx(range(3), population=10))
     with pytest.raises(ConfigurationError, match="sampling"):
         agg.aggregate(updates(3, 4), ctx(range(3), population=10, sampling="fixed", r=2))
     with pytest.warns(UserWarning, match="public seed"):
-        DPFedAvg("mean", noise_multiplier=1.0, secure_noise=False, seed=1)
+        DPFedAvg(MeanAggregator(), config=DPConfig(noise_multiplier=1.0, secure_noise=False, seed=1))
 
 
 def test_sampling_from_context() -> None:
@@ -269,11 +306,13 @@ def test_sampling_from_context() -> None:
 
 
 def test_report_sections(tmp_path: Path) -> None:
-    agg = DPFedAvg("mean", noise_multiplier=1.0, budget_epsilon=50.0, noise_sampler=noise())
+    agg = DPFedAvg(MeanAggregator(), config=DPConfig(noise_multiplier=1.0, budget_epsilon=50.0), noise_sampler=noise())
     for r in range(1, 4):
         agg.aggregate(updates(5, 6, seed=r), ctx(range(5), population=50, r=r))
-    (sec,) = agg.report_sections()
+    (sec,) = aggregator_sections(agg)  # the inner mean adds no section
     assert sec.key == "dp" and "Client-level" in sec.text
+    assert sec.title == "Differential privacy (client-level DP-FedAvg)"
+    assert [r["round"] for r in sec.data["ledger"]] == [1, 2, 3] and sec.data["config"]["budget_epsilon"] == 50.0
     assert len(sec.data["ledger"]) == 3 and len(sec.tables[0][2]) == 3
     (fig,) = sec.figures
     fig.draw(tmp_path / fig.filename)
@@ -299,7 +338,8 @@ def test_sample_level_dp_trainer_trains_and_accounts() -> None:
     trainer(model, x, y, TrainConfig(epochs=2, batch_size=16, lr=0.1), generator=g)
     assert 0 < e1 < trainer.epsilon()  # same client data: the two calls compose
     assert len(trainer.accountants) == 1
-    sec = trainer.report_section()
+    assert trainer.epsilons() == [trainer.epsilon()]
+    sec = sample_level_section(trainer)
     assert sec.data["epsilon_per_client"] == [trainer.epsilon()] and "single training example" in sec.text
     # Opacus worked on a copy: the caller's model carries no grad-sample hooks afterwards
     assert type(model) is torch.nn.Sequential
@@ -310,7 +350,6 @@ def test_fedavg_simulation_with_dp_table(tmp_path: Path) -> None:
     # the real loop: RunConfig's [dp] table -> wrap_with_dp -> DP-FedAvg rounds, report sections
     from privagg.config import load_config
     from privagg.report import Report
-    from protocols.dp_fedavg import accuracy_cost_section
     from protocols.fedavg import FedAvgSimulation, RunConfig
 
     base = {"data": {"num_clients": 20}, "model": {"name": "logreg"}, "federation": {"rounds": 2}}
@@ -322,7 +361,7 @@ def test_fedavg_simulation_with_dp_table(tmp_path: Path) -> None:
     assert 0 < m["dp_epsilon_rdp"] <= 50.0 and m["dp_clip_norm"] == 0.5 and m["dp_secure_noise"]
     baseline = FedAvgSimulation(load_config(RunConfig, base)).run()
     report = Report("dp test")
-    for sec in [*sim.aggregator.report_sections(), accuracy_cost_section(res, baseline)]:
+    for sec in [*aggregator_sections(sim.aggregator), accuracy_cost_section(res, baseline)]:
         report.add(sec)
     out = report.write(tmp_path / "report")
     assert (out / "dp_epsilon.png").exists() and (out / "dp_accuracy_cost.png").exists()
@@ -343,10 +382,12 @@ def test_client_noise_refuses_an_inner_range_that_would_clip_the_noise() -> None
     ups = updates(10, 50)
     c = ctx(range(10), population=100)
     with pytest.raises(ConfigurationError) as info:
-        DPFedAvg(Ranged(1.0), noise_multiplier=3.0, clip_norm=0.5, noise="client", noise_sampler=noise()).aggregate(
-            ups, c
-        )
+        DPFedAvg(
+            Ranged(1.0), config=DPConfig(noise_multiplier=3.0, clip_norm=0.5, noise="client"), noise_sampler=noise()
+        ).aggregate(ups, c)
     assert info.value.field == "aggregation.clip"
     # wide enough: accepted; central noise never needs it (the inner sees clipped updates only)
-    DPFedAvg(Ranged(20.0), noise_multiplier=3.0, clip_norm=0.5, noise="client", noise_sampler=noise()).aggregate(ups, c)
-    DPFedAvg(Ranged(1.0), noise_multiplier=3.0, clip_norm=0.5, noise_sampler=noise()).aggregate(ups, c)
+    DPFedAvg(
+        Ranged(20.0), config=DPConfig(noise_multiplier=3.0, clip_norm=0.5, noise="client"), noise_sampler=noise()
+    ).aggregate(ups, c)
+    DPFedAvg(Ranged(1.0), config=DPConfig(noise_multiplier=3.0, clip_norm=0.5), noise_sampler=noise()).aggregate(ups, c)

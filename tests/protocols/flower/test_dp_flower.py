@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,10 +13,11 @@ import pytest
 pytest.importorskip("flwr")
 
 from dp.noise import InsecureNoiseWarning, SeededNoise
-from protocols.flower import PrivAggSecAggWorkflow, create_identities, make_secagg_mod
+from protocols.flower import PrivAggSecAggWorkflow, SecAggWorkflowConfig, create_identities, make_secagg_mod
 from protocols.flower.apps import client_vector, vector_client_app, vector_server_app
 from protocols.flower.dp import PrivAggDPStrategy, make_dp_mod
 from protocols.flower.inproc import run_inprocess
+from secagg.params import ThreatModel
 
 logging.getLogger("flwr").setLevel(logging.WARNING)
 
@@ -29,14 +31,18 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def _run(pki: Path, *, rounds: int = 1, dp_mod=None, **dp):
+def _run(pki: Path, *, rounds: int = 1, dp_mod: Any = None, **dp: Any) -> tuple[Any, PrivAggDPStrategy, Any]:
     holder: dict[str, PrivAggDPStrategy] = {}
 
-    def wrap(strategy):
+    def wrap(strategy: Any) -> PrivAggDPStrategy:
         holder["s"] = PrivAggDPStrategy(strategy, **dp)
         return holder["s"]
 
-    wf = PrivAggSecAggWorkflow(threat="active", degree=5, threshold=4, clipping_range=8.0, weighting="uniform")
+    wf = PrivAggSecAggWorkflow(
+        SecAggWorkflowConfig.manual(
+            degree=5, threshold=4, threat=ThreatModel.ACTIVE, clipping_range=8.0, weighting="uniform"
+        )
+    )
     capp = vector_client_app(
         dimension=M, seed=SEED, mods=[make_secagg_mod(threat="active", pki=str(pki)), dp_mod or make_dp_mod()]
     )
@@ -54,7 +60,7 @@ def test_fixed_clipping_mean_and_ledger(pki: Path) -> None:
     clipped = []
     for p in range(N):
         v = client_vector(SEED, 1, p, M).astype(np.float64)
-        clipped.append(v * min(1.0, clip / np.linalg.norm(v)))
+        clipped.append(v * min(1.0, clip / float(np.linalg.norm(v))))
     expected = np.sum(clipped, axis=0) / N  # fixed denominator q * W = N (all clients, no dropout)
     # the secure sum carries noise of std z * 2C (fixed sampling: replace-one) = 2e-3, plus quantisation
     assert strat.last_parameters is not None
@@ -87,5 +93,58 @@ def test_client_refuses_too_little_noise(pki: Path) -> None:
     wf, strat, _ = _run(pki, noise_multiplier=0.1, clip_norm=1.0, dp_mod=make_dp_mod(min_noise_multiplier=0.5))
     rec = wf.history[0]
     assert not rec.ok
-    assert all("policy" in e for e in rec.client_errors.values())
+    assert all("policy" in e for e in rec.node_errors.values())
     assert strat.ledger.entries == []
+
+
+class _Cohort:
+    """A stand-in legacy strategy: every round, the same ``k`` clients with the global model."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def configure_fit(self, server_round, parameters, client_manager):  # type: ignore[no-untyped-def]
+        from flwr.common import FitIns
+
+        return [(i, FitIns(parameters, {})) for i in range(self.k)]
+
+
+class _Available:
+    def num_available(self) -> int:
+        return 10
+
+
+def test_strategy_finishes_rounds_with_the_shared_dp_finisher() -> None:
+    """Survivors, effective noise, fixed denominator and ledger: the DP-FedAvg round logic (dp.rounds)."""
+    from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+
+    from privagg.errors import ProtocolAbort
+
+    strat = PrivAggDPStrategy(
+        _Cohort(8),  # type: ignore[arg-type]
+        noise_multiplier=1.0,
+        clip_norm=0.5,
+        honest_fraction=0.7,
+        population=20,
+    )
+    global_model: list[np.ndarray] = [np.ones((2, 3), dtype=np.float32), np.zeros(4)]
+    pairs = strat.configure_fit(1, ndarrays_to_parameters(global_model), _Available())
+    cfg = pairs[0][1].config
+    assert cfg["privagg-dp-shares"] == 6 and cfg["privagg-dp-sensitivity-factor"] == 2.0  # ceil(0.7 * 8); replace-one
+    mean = [np.full((2, 3), 0.1), np.full(4, -0.2)]
+    res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(mean), 1, {})
+    # 3 survivors, up to floor(0.3 * 8) = 2 dishonest: 1 honest share of 6
+    params, metrics = strat.aggregate_fit(1, [(i, res) for i in range(3)], [])
+    assert params is not None
+    assert metrics["dp_noise_multiplier_effective"] == pytest.approx(math.sqrt(1 / 6))
+    assert metrics["dp_denominator"] == pytest.approx(8 / 20 * 20) and metrics["dp_participants"] == 3
+    assert metrics["dp_noise"] == "client" and "dp_secure_noise" not in metrics  # the clients draw the noise
+    new = parameters_to_ndarrays(params)
+    np.testing.assert_allclose(new[0], 1.0 + 0.1 * 3 / 8, rtol=1e-6)
+    assert new[0].dtype == np.float32
+    (row,) = strat.ledger.rows()
+    assert row["noise_shares"] == 6 and row["participants"] == 3 and row["cohort"] == 8
+    strat.configure_fit(2, params, _Available())
+    with pytest.raises(ProtocolAbort, match="honest"):
+        strat.aggregate_fit(2, [(i, res) for i in range(2)], [])
+    assert len(strat.ledger.entries) == 1
