@@ -37,6 +37,7 @@ Prints one JSON ``SUMMARY`` line: per system the median round seconds, and the r
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -82,9 +83,10 @@ def run_system(name: str, args: argparse.Namespace, pki: str) -> dict[str, Any]:
     from flwr.client.mod import secaggplus_mod
     from flwr.server.workflow import SecAggPlusWorkflow
 
-    from protocols.flower import PrivAggSecAggWorkflow, make_secagg_mod
+    from protocols.flower import PrivAggSecAggWorkflow, SecAggWorkflowConfig, make_secagg_mod
     from protocols.flower.apps import dropout_mod, expected_mean, vector_client_app, vector_server_app
     from protocols.flower.inproc import run_inprocess
+    from secagg.params import ThreatModel
 
     n, m = args.clients, args.params
     k = args.num_shares or _flower_k(n)
@@ -138,17 +140,13 @@ def run_system(name: str, args: argparse.Namespace, pki: str) -> dict[str, Any]:
                 errors.append(math.inf)
 
     else:
-        threat = "semi-honest" if name == "privagg-sh" else "active"
-        graph: dict[str, int] = {} if name.endswith("derived") else {"degree": k - 1, "threshold": t}
-        inner = PrivAggSecAggWorkflow(
-            threat=threat,
-            dropout_rate=args.dropout,
-            clipping_range=8.0,
-            value_bits=23,
-            modulus_bits=args.modulus_bits,
-            degree=graph.get("degree"),
-            threshold=graph.get("threshold"),
+        threat = ThreatModel.SEMI_HONEST if name == "privagg-sh" else ThreatModel.ACTIVE
+        config = SecAggWorkflowConfig(
+            threat=threat, dropout_rate=args.dropout, clipping_range=8.0, value_bits=23, modulus_bits=args.modulus_bits
         )
+        if not name.endswith("derived"):  # Flower's graph: K - 1 neighbours, threshold T
+            config = dataclasses.replace(config, degree=k - 1, threshold=t)
+        inner = PrivAggSecAggWorkflow(config)
         mods = [dropout_mod(partitions=range(n_drop), stage="delivery")]
         mods.append(make_secagg_mod(threat=threat, pki=pki))
 

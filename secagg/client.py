@@ -138,6 +138,7 @@ class SecAggClient:
         self._expected_round = round
         self.stage = ClientStage.AWAIT_SETUP
         self._input: np.ndarray | None = None
+        self.model_digest = b""  # announced by the setup
         if input_vector is not None:
             self.set_input(input_vector)
         # round state
@@ -163,15 +164,25 @@ class SecAggClient:
         return f"SecAggClient(id={self.client_id}, threat={self.threat.value}, stage={self.stage.value})"
 
     # ------------------------------------------------------------------ public API
-    def set_input(self, vector: np.ndarray) -> None:
-        """The client's input: ring elements (unsigned integers), one per coordinate."""
+    def set_input(self, vector: np.ndarray, *, model_digest: bytes | None = None) -> None:
+        """The client's input: ring elements (unsigned integers), one per coordinate. ``model_digest``
+        (after the setup): :func:`privagg.digest.model_digest` of the model and training config the
+        input comes from; another model than the setup announces aborts the client (a server singling
+        out a client with a crafted model, Pasquini et al. 2022)."""
         if self.stage not in (ClientStage.AWAIT_SETUP, ClientStage.AWAIT_ROSTER, ClientStage.AWAIT_SHARES):
             raise ConfigurationError("the input can only be set before masking", field="input_vector")
+        if model_digest is not None and self.stage is ClientStage.AWAIT_SETUP:
+            raise ConfigurationError("a model digest needs the setup first", field="model_digest")
         v = np.asarray(vector)
         if v.ndim != 1 or v.dtype.kind not in "ui":
             raise ConfigurationError("expected a flat vector of unsigned ring elements", field="input_vector")
         if v.size and int(v.min()) < 0:
             raise ConfigurationError("ring elements are non-negative", field="input_vector")
+        if model_digest is not None and model_digest != self.model_digest:
+            stage = self.stage.value
+            self._abort()
+            reason = "the model the input comes from is not the model of this round (model or training config differ)"
+            raise ProtocolAbort(reason, stage=stage, party=self.client_id)
         self._input = v
 
     def step(self, message: Message | bytes) -> list[Message]:
@@ -242,6 +253,7 @@ class SecAggClient:
         if self._input is not None and self._input.size != msg.dimension:
             raise self._fail(f"vector length {msg.dimension} does not match the input ({self._input.size})")
         self.round, self.params, self.dimension = msg.round, msg.params, msg.dimension
+        self.model_digest = msg.model_digest
         self.config_hash = crypto.config_hash(msg)
         self._enc_sk = x25519.X25519PrivateKey.from_private_bytes(self._secrets.token_bytes(32))
         self._mask_sk = x25519.X25519PrivateKey.from_private_bytes(self._secrets.token_bytes(32))

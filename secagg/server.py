@@ -17,6 +17,11 @@ method that closes the stage and the stage that follows)::
 Masked vectors are added into one accumulator as they arrive (memory O(vector length)).
 A client message from another round or session, from a client not expected at this stage,
 or repeated, is *rejected* (recorded in ``server.rejected``) without disturbing the round.
+Given the identity ``directory`` (active mode: client id -> raw Ed25519 public key, the PKI
+the clients check against), the server also rejects every key advertisement no honest
+client would accept -- another configuration or model (config hash), an id outside the
+directory, no valid signature -- so one such client cannot make every honest client abort
+on the roster; without it those advertisements reach the roster and the clients abort.
 Every revealed share is checked against the commitment its dealer made; a wrong share is
 recorded in ``server.corrupt_shares`` (attributed to the holder) and ignored; a secret that
 does not match its dealer's commitment aborts the round naming the dealer.
@@ -33,13 +38,13 @@ from __future__ import annotations
 
 import array
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric import x25519
 
-from privagg.errors import InvalidMessage, ProtocolAbort, VerificationError
+from privagg.errors import ConfigurationError, InvalidMessage, ProtocolAbort, VerificationError
 from secagg import crypto
 from secagg.messages import (
     CIPHERTEXT_BYTES,
@@ -127,7 +132,12 @@ _TRANSITIONS: dict[ServerStage, _Stage] = {
 
 
 class SecAggServer:
-    """The server of one round over the cohort ``clients``."""
+    """The server of one round over the cohort ``clients``.
+
+    ``directory`` (active mode only, optional): the clients' identity public keys (client id
+    -> raw Ed25519 key), the same PKI the clients hold; with it, advertisements no honest
+    client would accept are rejected at the key stage instead of reaching the roster.
+    """
 
     def __init__(
         self,
@@ -137,21 +147,25 @@ class SecAggServer:
         dimension: int,
         round: int = 0,
         model_digest: bytes = bytes(DIGEST_BYTES),
+        directory: Mapping[int, bytes] | None = None,
     ) -> None:
         ids = [int(c) for c in clients]
         if len(set(ids)) != len(ids):
-            from privagg.errors import ConfigurationError
-
             raise ConfigurationError("client ids repeat", field="clients")
         if len(ids) > params.num_clients:
-            from privagg.errors import ConfigurationError
-
             raise ConfigurationError(
                 f"{len(ids)} clients but the ring is sized for {params.num_clients}", field="clients"
+            )
+        if directory is not None and params.threat is not ThreatModel.ACTIVE:
+            raise ConfigurationError(
+                "semi-honest clients do not sign their keys: an identity directory screens nothing",
+                field="directory",
+                accepted="None in semi-honest mode",
             )
         self.params = params
         self.clients = tuple(ids)
         self.setup = RoundSetup(round=round, params=params, dimension=dimension, model_digest=model_digest)
+        self.directory: dict[int, bytes] | None = dict(directory) if directory is not None else None
         self.round = round
         self.dimension = dimension
         self.stage = ServerStage.COLLECT_KEYS
@@ -295,7 +309,21 @@ class SecAggServer:
 
     # ------------------------------------------------------------------ stage handlers
     def _on_advert(self, msg: KeyAdvertisement) -> None:
+        if self.directory is not None:
+            self._screen_advert(msg)
         self.advertisements[msg.client_id] = msg
+
+    def _screen_advert(self, msg: KeyAdvertisement) -> None:
+        """What every honest active client checks on the roster, checked here first (same reasons)."""
+        assert self.directory is not None
+        c = msg.client_id
+        if msg.config_hash != crypto.config_hash(self.setup):
+            raise InvalidMessage(f"client {c} joined a different configuration or model")
+        key = self.directory.get(c)
+        if key is None:
+            raise InvalidMessage(f"client {c} is not in the identity directory")
+        if not crypto.verify(key, msg.signature, crypto.advertisement_payload(msg)):
+            raise InvalidMessage(f"advertisement of client {c} has no valid signature")
 
     def build_roster(self, advertisements: dict[int, KeyAdvertisement]) -> KeyRoster:
         """The roster to send (an honest server: every advertisement it received, by id).

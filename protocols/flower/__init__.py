@@ -3,17 +3,21 @@
 Drop-in for Flower's ``secaggplus_mod`` / ``SecAggPlusWorkflow``::
 
     ClientApp(client_fn=client_fn, mods=[privagg_secagg_mod, privagg_dp_mod])
-    DefaultWorkflow(fit_workflow=PrivAggSecAggWorkflow(dropout_rate=0.1))(grid, LegacyContext(...))
+    DefaultWorkflow(fit_workflow=PrivAggSecAggWorkflow(SecAggWorkflowConfig(dropout_rate=0.1)))(grid, context)
 
 Only import this package when Flower is installed; nothing else in privagg imports it.
 Submodules: :mod:`.secagg` (SecAgg mod + workflow), :mod:`.dp` (DP mod + strategy wrapper),
-:mod:`.paillier` (Paillier mod + workflow + provisioning), :mod:`.pki` (identity files),
+:mod:`.paillier` (Paillier mod + workflow), :mod:`.paillier_material` (Paillier provisioning),
+:mod:`.config` (the workflows' typed configuration), :mod:`.pki` (identity files),
 :mod:`.inproc` (a synchronous in-process Grid), :mod:`.apps` (small test/benchmark apps).
+Both workflows run the one fit-round template of :mod:`._fit_round`.
 """
 
+from .config import PaillierWorkflowConfig, SecAggWorkflowConfig
 from .dp import PrivAggDPStrategy, make_dp_mod, privagg_dp_mod
 from .inproc import InProcessGrid, run_inprocess
-from .paillier import PrivAggPaillierWorkflow, load_paillier, make_paillier_mod, provision_paillier
+from .paillier import PrivAggPaillierWorkflow, make_paillier_mod
+from .paillier_material import PaillierMaterial, load_paillier, provision_paillier
 from .pki import create_identities, load_directory, load_identity
 from .secagg import (
     RECORD,
@@ -28,6 +32,7 @@ __all__ = [
     "RECORD",
     "STAGES",
     "PrivAggSecAggWorkflow",
+    "SecAggWorkflowConfig",
     "SecAggRoundRecord",
     "make_secagg_mod",
     "privagg_secagg_mod",
@@ -35,9 +40,11 @@ __all__ = [
     "make_dp_mod",
     "privagg_dp_mod",
     "PrivAggPaillierWorkflow",
+    "PaillierWorkflowConfig",
     "make_paillier_mod",
     "provision_paillier",
     "load_paillier",
+    "PaillierMaterial",
     "create_identities",
     "load_directory",
     "load_identity",

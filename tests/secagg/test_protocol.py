@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import secagg.client as client_mod
-from privagg.errors import InvalidMessage, ProtocolAbort
+from privagg.errors import ConfigurationError, InvalidMessage, ProtocolAbort
 from privagg.randomness import InsecureDeterministicSecrets
 from secagg import (
     ClientStage,
@@ -24,6 +24,7 @@ from secagg import (
     SecAggClient,
     SecAggParams,
     SecAggServer,
+    ServerStage,
     ShareDelivery,
     UnmaskRequest,
     UnmaskResponse,
@@ -437,6 +438,134 @@ def test_inconsistent_dealer_is_blamed(monkeypatch):
     rep, _, _ = _run(n=8, k=4, t=3)
     assert not rep.ok and isinstance(rep.abort.party, int)
     assert "inconsistent" in rep.abort.reason or "shares of client" in rep.abort.reason
+
+
+# ---------------------------------------------------------------------------- advertisement screening
+def _other_model(env):
+    return dataclasses.replace(env.message, model_digest=b"\x01" * 32)
+
+
+def _advert_hook(victim, fn):
+    def hook(cid, msg):
+        return [fn(msg)] if isinstance(msg, KeyAdvertisement) and cid == victim else [msg]
+
+    return hook
+
+
+_OUTSIDE_PKI = "outside-pki"
+BAD_ADVERTISEMENTS = {
+    # a client whose key is not in the server's PKI (e.g. a node claiming an id with a self-made key)
+    _OUTSIDE_PKI: (5, {}, "client 5 is not in the identity directory"),
+    "forged-signature": (
+        3,
+        {"client_hook": _advert_hook(3, lambda a: dataclasses.replace(a, signature=_flip(a.signature)))},
+        "advertisement of client 3 has no valid signature",
+    ),
+    "unsigned": (
+        3,
+        {"client_hook": _advert_hook(3, lambda a: dataclasses.replace(a, signature=b""))},
+        "advertisement of client 3 has no valid signature",
+    ),
+    "substituted-mask-key": (  # a network attacker's key in place of client 3's
+        3,
+        {"client_hook": _advert_hook(3, lambda a: dataclasses.replace(a, mask_public_key=_flip(a.mask_public_key)))},
+        "advertisement of client 3 has no valid signature",
+    ),
+    "other-model": (  # client 0 was sent a setup for another model (model inconsistency)
+        0,
+        {"server_hook": _edit(RoundSetup, {0}, _other_model)},
+        "client 0 joined a different configuration or model",
+    ),
+    "other-parameters": (
+        2,
+        {
+            "server_hook": _edit(
+                RoundSetup,
+                {2},
+                lambda env: dataclasses.replace(
+                    env.message, params=SecAggParams.manual(num_clients=8, degree=4, threshold=4)
+                ),
+            )
+        },
+        "client 2 joined a different configuration or model",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ADVERTISEMENTS))
+def test_server_screens_bad_advertisements_with_the_directory(case):
+    """What the Flower workflow screened itself, the server core screens for every driver: a bad
+    advertisement is rejected at the key stage, the round completes exactly without its client,
+    and no honest client aborts. Without the directory, the same advertisement reaches the
+    roster and every honest client aborts (nothing is revealed either way)."""
+    victim, hooks, reason = BAD_ADVERTISEMENTS[case]
+    n = 8
+    p = SecAggParams.manual(num_clients=n, degree=4, threshold=3)
+    keys, directory = make_identities(range(n))
+    pki = {c: k for c, k in directory.items() if not (case == _OUTSIDE_PKI and c == victim)}
+    srv = SecAggServer(p, clients=list(range(n)), dimension=M, directory=pki)
+    inputs = _inputs(n)
+    rep = run_round(
+        p, client_ids=list(range(n)), inputs=inputs, dimension=M, identities=(keys, directory), server=srv, **hooks
+    )
+    assert rep.ok, rep.abort
+    assert srv.rejected == [(victim, reason)]
+    assert victim not in srv.advertisements and victim not in {a.client_id for a in srv.roster.advertisements}
+    assert rep.survivors == tuple(c for c in range(n) if c != victim) and rep.dropped == ()
+    assert rep.client_aborts == {} and srv.corrupt_shares == []
+    assert np.array_equal(rep.sum, _expected(rep, inputs, p))
+    if case != _OUTSIDE_PKI:
+        rep, _, _ = _run(n=n, k=4, t=3, **hooks)  # no directory: the clients catch it, the round aborts
+        assert not rep.ok and rep.server.rejected == []
+        assert rep.client_aborts and set(rep.client_aborts) <= set(range(n))
+
+
+def test_screened_advertisement_does_not_lock_out_its_client():
+    """A forged advertisement under client 1's id is rejected without counting as client 1's
+    answer: the genuine one, arriving later, is accepted and the stage closes on its own."""
+    n = 4
+    p = SecAggParams.manual(num_clients=n, degree=3, threshold=3)
+    keys, directory = make_identities(range(n))
+    srv = SecAggServer(p, clients=list(range(n)), dimension=M, directory=directory)
+    adverts = []
+    for c in range(n):
+        client = SecAggClient(c, identity_key=keys[c], directory=directory)
+        (adv,) = client.step(srv.setup)
+        adverts.append(adv)
+    forged = dataclasses.replace(adverts[1], enc_public_key=_flip(adverts[1].enc_public_key))
+    assert srv.step([adverts[0], forged.encode()]) == []
+    assert srv.rejected == [(1, "advertisement of client 1 has no valid signature")]
+    assert srv.stage is ServerStage.COLLECT_KEYS and srv.waiting_for == {1, 2, 3}
+    envs = srv.step(adverts[1:])
+    assert srv.stage is ServerStage.COLLECT_SHARES and srv.advertisements[1] == adverts[1]
+    assert sorted(e.recipient for e in envs) == [0, 1, 2, 3] and len(srv.rejected) == 1
+
+
+def test_directory_is_for_the_active_mode_only():
+    p = SecAggParams.manual(num_clients=4, degree=3, threshold=3, threat="semi-honest")
+    _, directory = make_identities(range(4))
+    with pytest.raises(ConfigurationError, match="directory"):
+        SecAggServer(p, clients=range(4), dimension=M, directory=directory)
+
+
+# ---------------------------------------------------------------------------- the model an input came from
+def test_client_refuses_an_input_from_another_model():
+    """The digest of the model a client trained on must be the one its setup announces
+    (model inconsistency through the training instructions, Pasquini et al. 2022)."""
+    p = SecAggParams.manual(num_clients=4, degree=3, threshold=3, threat="semi-honest")
+    setup = RoundSetup(0, p, M, b"\x07" * 32)
+    c = SecAggClient(0, threat="semi-honest")
+    with pytest.raises(ConfigurationError, match="setup first"):  # nothing to check against yet
+        c.set_input(_inputs(1)[0], model_digest=setup.model_digest)
+    c.step(setup)
+    c.set_input(_inputs(1)[0], model_digest=setup.model_digest)
+    assert c.stage is ClientStage.AWAIT_ROSTER and c.model_digest == setup.model_digest
+    c = SecAggClient(0, threat="semi-honest")
+    c.step(setup)
+    with pytest.raises(ProtocolAbort, match="not the model of this round") as info:
+        c.set_input(_inputs(1)[0], model_digest=b"\x08" * 32)
+    assert info.value.stage == "await_roster" and info.value.party == 0
+    assert c.stage is ClientStage.ABORTED and c._input is None and c._self_seed is None
 
 
 # ---------------------------------------------------------------------------- replays

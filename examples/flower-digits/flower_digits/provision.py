@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from protocols.flower.paillier import provision_paillier
+from protocols.flower.paillier_material import provision_paillier
 from protocols.flower.pki import create_identities
 from protocols.paillier import PaillierConfig
 

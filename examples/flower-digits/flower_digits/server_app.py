@@ -1,8 +1,9 @@
 """ServerApp: FedAvg (legacy strategy API) with privagg's aggregation workflow and DP wrapper.
 
-Switching protection is one line: ``fit_workflow=PrivAggSecAggWorkflow(...)`` instead of
-Flower's ``SecAggPlusWorkflow(...)``; ``PrivAggPaillierWorkflow(folder)`` for packed
-threshold Paillier. ``PrivAggDPStrategy`` wraps the strategy for client-level DP.
+Switching protection is one line: ``fit_workflow=PrivAggSecAggWorkflow(SecAggWorkflowConfig(...))``
+instead of Flower's ``SecAggPlusWorkflow(...)``;
+``PrivAggPaillierWorkflow(PaillierWorkflowConfig.from_folder(folder))`` for packed threshold
+Paillier. ``PrivAggDPStrategy`` wraps the strategy for client-level DP.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from flwr.server.workflow import DefaultWorkflow
 from flwr.serverapp import Grid, ServerApp
 
 from flower_digits.task import initial_vector, test
-from protocols.flower import PrivAggSecAggWorkflow
+from protocols.flower import PaillierWorkflowConfig, PrivAggSecAggWorkflow, SecAggWorkflowConfig
 from protocols.flower.dp import PrivAggDPStrategy
 from protocols.flower.paillier import PrivAggPaillierWorkflow
+from secagg.params import ThreatModel
 
 __all__ = ["app"]
 
@@ -79,25 +81,29 @@ def main(grid: Grid, context: Context) -> None:
             "ok" if rec.ok else f"aborted ({rec.abort})",
             len(getattr(rec, "survivors", getattr(rec, "contributors", ()))),
             list(getattr(rec, "dropped", ())),
-            sorted(set(getattr(rec, "client_errors", {}).values())),
+            sorted(set(rec.node_errors.values())),
         )
 
     degree, threshold = int(cfg.get("secagg-degree", 0)), int(cfg.get("secagg-threshold", 0))
-    graph = {"degree": degree, "threshold": threshold} if degree > 0 else {}
     if mode == "secagg":
-        workflow: Any = PrivAggSecAggWorkflow(
-            threat=str(cfg["privagg-threat"]),
+        threat = ThreatModel.parse(str(cfg["privagg-threat"]))
+        config = SecAggWorkflowConfig(
+            threat=threat,
             dropout_rate=float(cfg["secagg-dropout-rate"]),
             failure_bits=int(cfg["secagg-failure-bits"]),
+            degree=degree if degree > 0 else None,  # 0: derived from the cohort, dropout and failure bits
+            threshold=threshold if degree > 0 else None,
             clipping_range=8.0,
             weighting=weighting,
             timeout=timeout,
-            round_hook=report,
-            pki=str(cfg["privagg-pki"]) if str(cfg["privagg-threat"]) == "active" else None,
-            **graph,
+            pki=str(cfg["privagg-pki"]) if threat is ThreatModel.ACTIVE else None,
         )
+        workflow: Any = PrivAggSecAggWorkflow(config, round_hook=report)
     elif mode == "paillier":
-        workflow = PrivAggPaillierWorkflow(str(cfg["privagg-paillier"]), weighting=weighting, timeout=timeout)
+        paillier = PaillierWorkflowConfig.from_folder(
+            str(cfg["privagg-paillier"]), weighting=weighting, timeout=timeout
+        )
+        workflow = PrivAggPaillierWorkflow(paillier, round_hook=report)
     else:
         workflow = None  # Flower's plain FedAvg fit (no protection), for comparison
     lctx = LegacyContext(

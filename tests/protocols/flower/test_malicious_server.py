@@ -21,7 +21,7 @@ pytest.importorskip("flwr")
 
 from flwr.app import ConfigRecord, Context, Message
 
-from protocols.flower import PrivAggSecAggWorkflow, create_identities, make_secagg_mod
+from protocols.flower import PrivAggSecAggWorkflow, SecAggWorkflowConfig, create_identities, make_secagg_mod
 from protocols.flower.apps import vector_client_app, vector_server_app
 from protocols.flower.inproc import run_inprocess
 from protocols.flower.secagg import RECORD
@@ -66,7 +66,7 @@ def _attack(threat: str, pki: Path, rewrite: Callable[[int, object], object | No
                 msg.content.config_records[RECORD] = ConfigRecord({**dict(cfg), "msg": new.encode()})
         return [msg]
 
-    wf = PrivAggSecAggWorkflow(threat=threat, degree=7, threshold=5)
+    wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=7, threshold=5, threat=threat))
     capp = vector_client_app(dimension=M, seed=1, mods=[recorder, make_secagg_mod(threat=threat, pki=str(pki))])
     run_inprocess(vector_server_app(wf, num_clients=N, dimension=M), capp, num_nodes=N, intercept=intercept)
     return wf.history[0], revealed
@@ -127,7 +127,7 @@ def test_model_inconsistency_active(pki: Path) -> None:
 
     rec, revealed = _attack("active", pki, rewrite)
     assert not rec.ok and revealed == []
-    assert any("different configuration or model" in e for e in rec.client_errors.values())
+    assert any("different configuration or model" in e for e in rec.node_errors.values())
 
 
 def test_sybil_isolation_active(pki: Path) -> None:
@@ -159,7 +159,7 @@ def test_sybil_isolation_active(pki: Path) -> None:
     rec, revealed = _attack("active", pki, rewrite)
     # the victim refuses the roster and leaves; the others may finish the round without it
     victim_node = rec.node_of_client[VICTIM]
-    assert "not in the identity directory" in rec.client_errors[victim_node]
+    assert "not in the identity directory" in rec.node_errors[victim_node]
     assert victim_node not in rec.survivors and not _exposed(revealed)
 
 
@@ -174,7 +174,7 @@ def test_both_shares_request_semi_honest(pki: Path) -> None:
     rec, revealed = _attack("semi-honest", pki, rewrite)
     assert not rec.ok
     assert revealed == [] and not _victim_exposed(revealed)
-    assert all("both as survivor and as dropped" in e for e in rec.client_errors.values())
+    assert all("both as survivor and as dropped" in e for e in rec.node_errors.values())
 
 
 def test_split_survivor_sets_active(pki: Path) -> None:
@@ -212,7 +212,7 @@ def test_forged_roster_key_active(pki: Path) -> None:
 
     rec, revealed = _attack("active", pki, rewrite)
     assert not rec.ok and revealed == []
-    assert any("signature" in e for e in rec.client_errors.values())
+    assert any("signature" in e for e in rec.node_errors.values())
 
 
 @pytest.mark.parametrize("screen", [True, False])
@@ -229,16 +229,19 @@ def test_server_screens_a_client_outside_the_pki(screen: bool, pki: Path, tmp_pa
             return rogue(msg, ctxt, call_next)
         return call_next(msg, ctxt)
 
-    wf = PrivAggSecAggWorkflow(threat="active", degree=6, threshold=4, pki=str(pki) if screen else None)
+    cfg = SecAggWorkflowConfig.manual(degree=6, threshold=4, threat="active", pki=str(pki) if screen else None)
+    wf = PrivAggSecAggWorkflow(cfg)
     capp = vector_client_app(dimension=M, seed=1, mods=[squat, make_secagg_mod(threat="active", pki=str(pki))])
     run_inprocess(vector_server_app(wf, num_clients=N, dimension=M), capp, num_nodes=N)
     rec = wf.history[0]
-    if screen:
+    if screen:  # the SecAggServer core screens the advertisement (the workflow only moves bytes)
         assert rec.ok, rec.abort
         assert len(rec.survivors) == N - 1 and 99 not in rec.node_of_client
+        assert rec.rejected == [(99, "client 99 is not in the identity directory")]
+        assert list(rec.node_errors.values()) == ["setup: client 99 is not in the identity directory"]
     else:
         assert not rec.ok
-        assert any("not in the identity directory" in e for e in rec.client_errors.values())
+        assert any("not in the identity directory" in e for e in rec.node_errors.values())
 
 
 @pytest.mark.parametrize("threat", ["semi-honest", "active"])
@@ -256,12 +259,12 @@ def test_model_inconsistency_through_fit_instructions(threat: str, pki: Path) ->
             msg.content.array_records["fitins.parameters"] = compat.parameters_to_arrayrecord(crafted, True)
         return [msg]
 
-    wf = PrivAggSecAggWorkflow(threat=threat, degree=7, threshold=5)
+    wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=7, threshold=5, threat=threat))
     capp = vector_client_app(dimension=M, seed=1, mods=[make_secagg_mod(threat=threat, pki=str(pki))])
     run_inprocess(vector_server_app(wf, num_clients=N, dimension=M), capp, num_nodes=N, intercept=intercept)
     rec = wf.history[0]
     assert not rec.ok
-    errs = list(rec.client_errors.values())
+    errs = list(rec.node_errors.values())
     assert len(errs) == N - 1 and all("not the model of this round" in e for e in errs)
 
 
@@ -280,10 +283,10 @@ def test_config_inconsistency_through_fit_instructions(threat: str, pki: Path) -
             msg.content.config_records["fitins.config"] = _ConfigRecord(crafted)
         return [msg]
 
-    wf = PrivAggSecAggWorkflow(threat=threat, degree=7, threshold=5)
+    wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=7, threshold=5, threat=threat))
     capp = vector_client_app(dimension=M, seed=1, mods=[make_secagg_mod(threat=threat, pki=str(pki))])
     run_inprocess(vector_server_app(wf, num_clients=N, dimension=M), capp, num_nodes=N, intercept=intercept)
     rec = wf.history[0]
     assert not rec.ok
-    errs = list(rec.client_errors.values())
+    errs = list(rec.node_errors.values())
     assert len(errs) == N - 1 and all("not the model of this round" in e for e in errs)

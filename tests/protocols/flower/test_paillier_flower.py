@@ -14,9 +14,11 @@ import pytest
 
 pytest.importorskip("flwr")
 
+from protocols.flower import PaillierWorkflowConfig
 from protocols.flower.apps import expected_mean, vector_client_app, vector_server_app
 from protocols.flower.inproc import run_inprocess
-from protocols.flower.paillier import PrivAggPaillierWorkflow, make_paillier_mod, provision_paillier
+from protocols.flower.paillier import PrivAggPaillierWorkflow, make_paillier_mod
+from protocols.flower.paillier_material import provision_paillier
 from protocols.paillier import PaillierConfig
 
 logging.getLogger("flwr").setLevel(logging.WARNING)
@@ -34,7 +36,7 @@ def material(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _run(material: Path, mods: tuple[Any, ...] | list[Any] = (), rounds: int = 2) -> tuple[Any, Any]:
-    wf = PrivAggPaillierWorkflow(material)
+    wf = PrivAggPaillierWorkflow(PaillierWorkflowConfig.from_folder(material))
     capp = vector_client_app(dimension=M, seed=SEED, mods=[*mods, make_paillier_mod(material=str(material))])
     sapp = vector_server_app(wf, num_clients=N, dimension=M, rounds=rounds)
     run_cfg = {"privagg-paillier-decryptors": ",".join(map(str, DECRYPTORS))}
@@ -67,7 +69,8 @@ def test_decryptors_refuse_a_single_client_aggregate(material: Path) -> None:
     """A malicious server asks the decryptors to decrypt one client's ciphertexts alone."""
     from flwr.app import ConfigRecord
 
-    from protocols.flower.paillier import PAILLIER_RECORD, load_paillier
+    from protocols.flower.paillier import PAILLIER_RECORD
+    from protocols.flower.paillier_material import load_paillier
     from protocols.paillier import AggregateRequest, decode_message, encode_message
 
     pk = load_paillier(material).public_key
@@ -84,7 +87,7 @@ def test_decryptors_refuse_a_single_client_aggregate(material: Path) -> None:
             )
         return [msg]
 
-    wf = PrivAggPaillierWorkflow(material)
+    wf = PrivAggPaillierWorkflow(PaillierWorkflowConfig.from_folder(material))
     capp = vector_client_app(dimension=M, seed=SEED, mods=[make_paillier_mod(material=str(material))])
     sapp = vector_server_app(wf, num_clients=N, dimension=M, rounds=1)
     run_cfg = {"privagg-paillier-decryptors": ",".join(map(str, DECRYPTORS))}
@@ -105,7 +108,8 @@ def _craft_for_target(material: Path, *, announce: bool, what: str = "model") ->
     from flwr.common import FitIns, ndarrays_to_parameters, parameters_to_ndarrays
     from flwr.compat.common import recorddict_compat as compat
 
-    from protocols.flower.paillier import PAILLIER_RECORD, load_paillier
+    from protocols.flower.paillier import PAILLIER_RECORD
+    from protocols.flower.paillier_material import load_paillier
     from protocols.paillier import RoundSetup, decode_message, encode_message, model_digest
 
     pk = load_paillier(material).public_key
@@ -137,7 +141,7 @@ def _craft_for_target(material: Path, *, announce: bool, what: str = "model") ->
 
 
 def _run_attacked(material: Path, intercept: Callable[[int, Any], list[Any]]) -> tuple[Any, Any]:
-    wf = PrivAggPaillierWorkflow(material)
+    wf = PrivAggPaillierWorkflow(PaillierWorkflowConfig.from_folder(material))
     capp = vector_client_app(dimension=M, seed=SEED, mods=[make_paillier_mod(material=str(material))])
     sapp = vector_server_app(wf, num_clients=N, dimension=M, rounds=1)
     run_cfg = {"privagg-paillier-decryptors": ",".join(map(str, DECRYPTORS))}
@@ -149,7 +153,7 @@ def _run_attacked(material: Path, intercept: Callable[[int, Any], list[Any]]) ->
 def test_client_refuses_a_model_its_setup_does_not_announce(material: Path, what: str) -> None:
     rec, grid = _run_attacked(material, _craft_for_target(material, announce=False, what=what))
     target = next(n for n, p in grid.partition_of.items() if p == TARGET)
-    assert "not the model its round setup announces" in rec.node_errors[target]
+    assert "is not the model the round setup announces" in rec.node_errors[target]
     assert rec.ok and target not in rec.contributors and len(rec.contributors) == 3
 
 
@@ -187,7 +191,7 @@ def test_key_share_files(material: Path, tmp_path: Path) -> None:
     import os
 
     from privagg.errors import ConfigurationError
-    from protocols.flower.paillier import load_paillier
+    from protocols.flower.paillier_material import load_paillier
 
     mat = load_paillier(material)
     assert mat.threshold_key.has_proofs
@@ -227,7 +231,7 @@ def test_workflow_refuses_a_strategy_that_sends_different_models(material: Path)
         strategy.configure_fit = configure_fit
         return strategy
 
-    wf = PrivAggPaillierWorkflow(material)
+    wf = PrivAggPaillierWorkflow(PaillierWorkflowConfig.from_folder(material))
     capp = vector_client_app(dimension=M, seed=SEED, mods=[make_paillier_mod(material=str(material))])
     sapp = vector_server_app(wf, num_clients=N, dimension=M, rounds=1, wrap_strategy=wrap)
     run_cfg = {"privagg-paillier-decryptors": ",".join(map(str, DECRYPTORS))}
@@ -241,7 +245,8 @@ def test_contributions_replayed_from_an_earlier_run_are_refused(material: Path) 
     """Run B's server replays run A's round-1 contributions minus one (a differencing attack)."""
     from flwr.app import ConfigRecord
 
-    from protocols.flower.paillier import PAILLIER_RECORD, load_paillier
+    from protocols.flower.paillier import PAILLIER_RECORD
+    from protocols.flower.paillier_material import load_paillier
     from protocols.paillier import AggregateRequest, decode_message, encode_message
 
     mat = load_paillier(material)
@@ -279,7 +284,7 @@ def test_contributions_replayed_from_an_earlier_run_are_refused(material: Path) 
 
 def test_run_sessions_differ_per_run(material: Path) -> None:
     from privagg.errors import ConfigurationError
-    from protocols.flower.paillier import load_paillier
+    from protocols.flower.paillier_material import load_paillier
 
     mat = load_paillier(material)
     sessions = {mat.run_session(r) for r in (0, 1, 2, (1 << 64) - 1)}

@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("flwr")
 pytest.importorskip("ray")
 
-from protocols.flower import PrivAggSecAggWorkflow, create_identities, make_secagg_mod
+from protocols.flower import PrivAggSecAggWorkflow, SecAggWorkflowConfig, create_identities, make_secagg_mod
 from protocols.flower.apps import client_vector, dropout_mod, vector_client_app, vector_server_app
 
 N, M, SEED, CLIP = 5, 24, 3, 8.0
@@ -27,7 +27,7 @@ def test_ray_round_equals_mean_of_survivors(tmp_path: Path) -> None:
     from flwr.simulation import run_simulation
 
     create_identities(tmp_path, range(N))
-    wf = PrivAggSecAggWorkflow(threat="active", degree=4, threshold=3, clipping_range=CLIP)
+    wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=4, threshold=3, threat="active", clipping_range=CLIP))
     capp = vector_client_app(
         dimension=M,
         seed=SEED,

@@ -20,7 +20,13 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.app.message_type import MessageType
 
 from privagg.errors import ConfigurationError, InvalidMessage, ProtocolAbort
-from protocols.flower import PrivAggSecAggWorkflow, create_identities, load_identity, make_secagg_mod
+from protocols.flower import (
+    PrivAggSecAggWorkflow,
+    SecAggWorkflowConfig,
+    create_identities,
+    load_identity,
+    make_secagg_mod,
+)
 from protocols.flower.apps import dropout_mod, expected_mean, vector_client_app, vector_server_app
 from protocols.flower.inproc import run_inprocess
 from protocols.flower.secagg import RECORD
@@ -32,7 +38,10 @@ CLIP = 8.0
 
 
 def _run(threat: str, pki: Path | None, *, mods=(), drop=None, rounds=1, degree=7, threshold=5, timeout=None):
-    wf = PrivAggSecAggWorkflow(threat=threat, degree=degree, threshold=threshold, clipping_range=CLIP, timeout=timeout)
+    cfg = SecAggWorkflowConfig.manual(
+        degree=degree, threshold=threshold, threat=threat, clipping_range=CLIP, timeout=timeout
+    )
+    wf = PrivAggSecAggWorkflow(cfg)
     capp = vector_client_app(
         dimension=M, seed=SEED, mods=[*mods, make_secagg_mod(threat=threat, pki=str(pki) if pki else None)]
     )
@@ -89,12 +98,12 @@ def test_below_threshold_aborts_cleanly(pki: Path) -> None:
 
 def test_client_refuses_downgrade(pki: Path) -> None:
     """An active client never joins a semi-honest round (no signatures, no checks)."""
-    wf = PrivAggSecAggWorkflow(threat="semi-honest", degree=7, threshold=5)
+    wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=7, threshold=5, threat="semi-honest"))
     capp = vector_client_app(dimension=M, seed=SEED, mods=[make_secagg_mod(threat="active", pki=str(pki))])
     run_inprocess(vector_server_app(wf, num_clients=N, dimension=M), capp, num_nodes=N)
     rec = wf.history[0]
     assert not rec.ok
-    assert len(rec.client_errors) == N and all("requires active" in e for e in rec.client_errors.values())
+    assert len(rec.node_errors) == N and all("requires active" in e for e in rec.node_errors.values())
 
 
 def test_mod_passes_other_messages_through() -> None:
@@ -139,10 +148,36 @@ def test_pki_roundtrip_and_errors(tmp_path: Path) -> None:
         load_identity(tmp_path, 9)
 
 
-def test_workflow_validates_settings() -> None:
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"degree": 4},  # without a threshold
+        {"clipping_range": 0.0},
+        {"weighting": "median"},
+        {"max_weight": 0.0},
+        {"timeout": 0.0},
+        {"dropout_rate": 1.0},
+        {"value_bits": 1},
+        {"modulus_bits": 63},
+        {"threat": "semi-honest", "pki": "/keys"},  # semi-honest clients do not sign: nothing to screen
+        {"threat": "byzantine"},
+    ],
+)
+def test_workflow_config_validates_settings(settings) -> None:
     with pytest.raises(ConfigurationError):
-        PrivAggSecAggWorkflow(degree=4)
-    with pytest.raises(ConfigurationError):
-        PrivAggSecAggWorkflow(clipping_range=0.0)
-    with pytest.raises(ConfigurationError):
-        PrivAggSecAggWorkflow(weighting="median")  # type: ignore[arg-type]
+        SecAggWorkflowConfig(**settings)
+
+
+def test_workflow_config_named_constructors() -> None:
+    manual = SecAggWorkflowConfig.manual(degree=7, threshold=5, threat="semi-honest", weighting="uniform")
+    assert (manual.degree, manual.threshold, manual.threat.value, manual.weighting) == (7, 5, "semi-honest", "uniform")
+    p = manual.params_for(8)
+    assert (p.num_clients, p.degree, p.threshold, p.value_bits) == (8, 7, 5, 23)
+    with pytest.raises(ConfigurationError):  # 4 neighbours at most: a threshold of 5 is out of reach
+        manual.params_for(5)
+    derived = SecAggWorkflowConfig.derive(dropout_rate=0.05, failure_bits=8)
+    assert derived == SecAggWorkflowConfig(dropout_rate=0.05, failure_bits=8)
+    assert derived.degree is None and derived.params_for(12).num_clients == 12
+    assert SecAggWorkflowConfig.manual(degree=6, threshold=4, modulus_bits=32).params_for(10).modulus_bits == 32
+    wf = PrivAggSecAggWorkflow()  # the defaults: active, derived graph
+    assert wf.config == SecAggWorkflowConfig() and wf.codec.slot_scale == wf.config.clipping_range
