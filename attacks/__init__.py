@@ -1,10 +1,12 @@
 """Inference and poisoning attacks, and the runners that measure them against defenses.
 
 :mod:`attacks.registry` is the shared registry (``@register_attack``), the
-:class:`~attacks.registry.AttackCase` (data, model, defense, threat model) and the
-:class:`~attacks.registry.Attack` / :class:`~attacks.registry.AttackResult` interface.
+:class:`~attacks.registry.AttackCase` (federation, defense, adversary), the defense registry
+and the :class:`~attacks.registry.Attack` / :class:`~attacks.registry.AttackResult` interface.
+Importing this package imports every attack module, so :data:`ATTACKS` is complete.
 """
 
-from attacks.registry import ATTACKS, DEFENSES, Attack, AttackCase, AttackResult, ThreatModel, register_attack
+from attacks import inversion, membership, poisoning, property, protocol  # noqa: F401  (register their attacks)
+from attacks.registry import ATTACKS, DEFENSES, Adversary, Attack, AttackCase, AttackResult, Defense, register_attack
 
-__all__ = ["ATTACKS", "DEFENSES", "Attack", "AttackCase", "AttackResult", "ThreatModel", "register_attack"]
+__all__ = ["ATTACKS", "DEFENSES", "Adversary", "Attack", "AttackCase", "AttackResult", "Defense", "register_attack"]

@@ -23,22 +23,21 @@ Scores (higher = member):
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
-from attacks.metrics import membership_metrics, roc_curve
+from attacks.metrics import membership_metrics
 from attacks.registry import Attack, AttackCase, AttackResult, register_attack
 from privagg.errors import ConfigurationError
-from privagg.report import Figure
 
 __all__ = [
     "LiRAOffline",
     "LiRAOnline",
     "LossThreshold",
     "MembershipAttack",
+    "MembershipResult",
     "MembershipScores",
     "ShadowModels",
     "collect_membership_scores",
@@ -46,7 +45,6 @@ __all__ = [
     "lira_online_scores",
     "logit_confidence",
     "loss_scores",
-    "roc_figure",
     "shadow_model_scores",
 ]
 
@@ -185,13 +183,12 @@ def collect_membership_scores(case: AttackCase, *, progress: bool = False) -> Me
     The defense is the case's (``none``, ``dp``, ``secagg``...): the same real aggregator
     the deployment would use trains every model.
     """
-    from attacks.scenario import build_defense, make_run_config
+    from attacks.scenario import make_run_config
     from protocols.datasets import Dataset, load_dataset
     from protocols.fedavg import FedAvgSimulation
     from protocols.models import set_flat_params
     from protocols.training import TrainConfig, evaluate, predict_logits
 
-    build_defense(case)
     num_models = int(case.option("num_models", 16))
     pop_size = int(case.option("population", 400))
     rounds = int(case.option("rounds", 8))
@@ -268,30 +265,16 @@ def collect_membership_scores(case: AttackCase, *, progress: bool = False) -> Me
     )
 
 
-def roc_figure(filename: str, caption: str, curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> Figure:
-    """Log-log ROC curves (name -> (scores, labels)), with the chance diagonal."""
-    computed = {name: roc_curve(sc, lb) for name, (sc, lb) in curves.items()}
+@dataclass(kw_only=True)
+class MembershipResult(AttackResult):
+    """A membership attack's result with its per-pair ``scores`` and membership ``labels``
+    (the ROC curve). ``comparison`` (name -> (scores, labels)) holds every attack scored on
+    the same trained models when a runner groups them (one ROC plot of all of them)."""
 
-    def draw(path: Path) -> None:
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(5.2, 4.6))
-        lo = 1e-4
-        for name, c in computed.items():
-            ax.plot(np.maximum(c.fpr, lo), np.maximum(c.tpr, lo), label=name)
-        ax.plot([lo, 1], [lo, 1], "k--", lw=1, label="chance")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlim(lo, 1)
-        ax.set_ylim(lo, 1)
-        ax.set_xlabel("false positive rate")
-        ax.set_ylabel("true positive rate")
-        ax.legend(loc="lower right", fontsize=8)
-        ax.set_title("Membership inference ROC (log-log)")
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-
-    return Figure(filename, caption, draw)
+    scores: np.ndarray = field(repr=False, compare=False)
+    labels: np.ndarray = field(repr=False, compare=False)
+    target_model: str = "global"
+    comparison: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False, compare=False)
 
 
 class MembershipAttack(Attack):
@@ -312,7 +295,9 @@ class MembershipAttack(Attack):
         lb = s.members[targets]
         return membership_metrics(sc.ravel(), lb.ravel()), sc.ravel(), lb.ravel()
 
-    def run(self, case: AttackCase, *, progress: bool = False, scores: MembershipScores | None = None) -> AttackResult:
+    def run(
+        self, case: AttackCase, *, progress: bool = False, scores: MembershipScores | None = None
+    ) -> MembershipResult:
         t0 = time.perf_counter()
         s = scores if scores is not None else collect_membership_scores(case, progress=progress)
         metrics, sc, lb = self.evaluate(s, case)
@@ -320,16 +305,13 @@ class MembershipAttack(Attack):
         metrics["model_test_accuracy"] = float(np.mean(s.test_accuracy))
         metrics["tpr@1%fpr / fpr"] = metrics["tpr@1%fpr"] / 0.01
         target_model = str(case.option("target_model", "global"))
-        fig = roc_figure(
-            f"mia_roc_{self.name}_{case.defense}_{target_model}.png",
-            f"{self.name} against the {target_model} model, defense {case.defense}: log-log ROC",
-            {self.name: (sc, lb)},
-        )
-        return AttackResult(
+        return MembershipResult(
             attack=self.name,
             case=case,
             metrics=metrics,
-            figures=[fig],
+            scores=sc,
+            labels=lb,
+            target_model=target_model,
             data={
                 "setting": s.description,
                 "target_model": target_model,
@@ -338,7 +320,6 @@ class MembershipAttack(Attack):
             },
             seconds=time.perf_counter() - t0,
             text=s.description,
-            raw={"scores": sc, "labels": lb},
         )
 
 
@@ -373,6 +354,3 @@ class LiRAOffline(MembershipAttack):
     def scores(self, s: MembershipScores, targets: np.ndarray, case: AttackCase) -> np.ndarray:
         return lira_offline_scores(s, targets)
 
-
-def _jsonable_scores(s: MembershipScores) -> dict[str, Any]:
-    return {"train_accuracy": s.train_accuracy, "test_accuracy": s.test_accuracy}

@@ -61,11 +61,10 @@ class PropertyInference(Attack):
     description = "Property inference from updates (Melis et al. 2019): does the client hold class c"
 
     def run(self, case: AttackCase, *, progress: bool = False) -> AttackResult:
-        import torch
         from sklearn.linear_model import LogisticRegression
         from sklearn.preprocessing import StandardScaler
 
-        from attacks.scenario import build_defense, fresh_aggregator, make_run_config
+        from attacks.scenario import fresh_aggregator, make_run_config
         from privagg.randomness import simulation_rng, torch_generator
         from protocols.aggregation import ClientUpdate, RoundContext
         from protocols.fedavg import FedAvgSimulation
@@ -73,7 +72,7 @@ class PropertyInference(Attack):
         from protocols.training import TrainConfig, train_local
 
         t0 = time.perf_counter()
-        build_defense(case)
+        exposed = case.defense_spec.exposes_updates
         c = int(case.option("property_class", 0))
         size = int(case.option("client_size", 32))
         min_count = int(case.option("min_count", 1))
@@ -135,7 +134,7 @@ class PropertyInference(Attack):
                 ds.x_train, ds.y_train, size=size, prop_class=c, has_property=bool(p), min_count=min_count, rng=rng
             )
             target_update = update(xs, ys, 0)
-            if case.defense == "none":
+            if exposed:
                 observed.append(target_update.delta)
                 continue
             cohort = [target_update]
@@ -167,7 +166,6 @@ class PropertyInference(Attack):
         mm = membership_metrics(scores, tgt_y)
         metrics["accuracy"] = mm["accuracy"]
         metrics["aux_train_auc"] = roc_auc(clf.decision_function(scaler.transform(aux_x)), aux_y)
-        del torch
         return AttackResult(
             attack=self.name,
             case=case,
@@ -184,7 +182,7 @@ class PropertyInference(Attack):
                 f"examples, half holding class {c}. Observation: "
                 + (
                     "each target's own update."
-                    if case.defense == "none"
+                    if exposed
                     else f"the {case.defense} aggregate of the target with {case.num_clients - 1} other clients."
                 )
             ),

@@ -1,9 +1,10 @@
-"""The attack registry, the *case* an attack runs on, and the result it reports.
+"""The attack registry, the *case* an attack runs on, the defenses a case names, and the result.
 
-Following breaching's split, an :class:`AttackCase` fixes *what is attacked* — the data,
-the model, the defense in place and the threat model (who is malicious, who colludes,
-what the attacker knows) — while an :class:`Attack` is *how*. The same attack runs on
-many cases (``--defense none|secagg|dp|...``) and the same case hosts many attacks.
+Following breaching's split, an :class:`AttackCase` fixes *what is attacked* — the
+federation (a nested :class:`protocols.fedavg.RunConfig`: data, model, seed), the defense
+in place and the :class:`Adversary` (who is malicious, who colludes, what the attacker
+knows) — while an :class:`Attack` is *how*. The same attack runs on many cases
+(``--defense none|secagg|dp|...``) and the same case hosts many attacks.
 
 Attacks register by name::
 
@@ -13,7 +14,12 @@ Attacks register by name::
 
         def run(self, case: AttackCase, *, progress: bool = False) -> AttackResult: ...
 
-and runners build them with ``ATTACKS.get(name)(**options)``.
+and runners build them with ``ATTACKS.get(name)(**options)``. Defenses register in
+:data:`DEFENSES` (name -> :class:`Defense`: inner aggregator, options, DP, sum-only).
+Importing :mod:`attacks` imports every attack module, so :data:`ATTACKS` is complete.
+
+An :class:`AttackResult` holds numbers and data, never figures: :mod:`privagg.report.attacks`
+knows how to draw each result type (image grids, ROC curves, PSNR curves).
 """
 
 from __future__ import annotations
@@ -25,26 +31,87 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from privagg.errors import ConfigurationError
 from privagg.registry import Registry
-from privagg.report import Figure, Section
+from protocols.fedavg import DataConfig, FederationConfig, RunConfig
 
 __all__ = [
     "ATTACKS",
     "DEFENSES",
+    "Adversary",
     "Attack",
     "AttackCase",
     "AttackResult",
-    "ThreatModel",
+    "Defense",
     "register_attack",
+    "register_defense",
 ]
 
 ServerRole = Literal["honest-but-curious", "malicious"]
 
+
+@dataclass(frozen=True)
+class Defense:
+    """What a named defense deploys.
+
+    ``aggregator``: the inner aggregator's name in ``protocols.aggregation.AGGREGATORS``,
+    built with ``options`` (a case's ``options["aggregation"]`` overrides them);
+    ``dp``: client-level DP-FedAvg wraps it (the case's ``dp_epsilon``/``dp_delta``);
+    ``sum_only``: the server learns only the cohort's sum (secure aggregation, Paillier).
+    """
+
+    aggregator: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    dp: bool = False
+    sum_only: bool = False
+    description: str = ""
+
+    @property
+    def exposes_updates(self) -> bool:
+        """Whether the attacker observes each client's own update (nothing protects it)."""
+        return not (self.dp or self.sum_only)
+
+    @property
+    def dp_noise(self) -> Literal["central", "client"]:
+        """Where DP noise is added: by the clients when the server sees only their sum, else centrally."""
+        return "client" if self.sum_only else "central"
+
+
 #: Defense configurations an attack case can name (``privagg attack NAME --defense ...``).
-DEFENSES: tuple[str, ...] = ("none", "secagg", "dp", "secagg+dp", "paillier")
+DEFENSES: Registry[Defense] = Registry("defense")
+
+
+def register_defense(name: str, defense: Defense) -> Defense:
+    """Register ``defense`` under ``name`` (an attack case's ``defense``)."""
+    DEFENSES.add(name, defense)
+    return defense
+
+
+register_defense("none", Defense("mean", description="plain FedAvg: the server sees every client's update"))
+register_defense(
+    "secagg", Defense("secagg", sum_only=True, description="secure aggregation: the server learns only the sum")
+)
+register_defense(
+    "dp", Defense("mean", dp=True, description="client-level DP-FedAvg: the released aggregate is clipped and noised")
+)
+# The clients add DP noise shares before encoding, so the fixed-point range must hold
+# update + noise (DP-FedAvg checks it): a wider clip and more bits.
+register_defense(
+    "secagg+dp",
+    Defense(
+        "secagg",
+        {"clip": 16.0, "value_bits": 24},
+        dp=True,
+        sum_only=True,
+        description="secure aggregation of client-noised updates: the server sees only a noised sum",
+    ),
+)
+register_defense(
+    "paillier",
+    Defense("paillier", sum_only=True, description="threshold Paillier: the decryptors release only the sum"),
+)
 
 
 @dataclass(frozen=True)
-class ThreatModel:
+class Adversary:
     """Who the attacker is and what it knows.
 
     ``server``: an honest-but-curious server follows the protocol and inspects what it
@@ -54,6 +121,9 @@ class ThreatModel:
     (the victim's labels, the model's architecture, normalisation statistics of the
     victim's batch). ``malicious_fraction``: for poisoning attacks, the share of clients
     the attacker controls when no explicit ids are given.
+
+    (Not to be confused with :class:`secagg.ThreatModel`, the protocol's semi-honest or
+    active *mode*.)
     """
 
     server: ServerRole = "honest-but-curious"
@@ -67,73 +137,142 @@ class ThreatModel:
         if self.server not in ("honest-but-curious", "malicious"):
             raise ConfigurationError(
                 f"invalid server role {self.server!r}",
-                field="threat.server",
+                field="adversary.server",
                 accepted=["honest-but-curious", "malicious"],
             )
         if not 0.0 <= self.malicious_fraction < 1.0:
-            raise ConfigurationError("must be in [0, 1)", field="threat.malicious_fraction")
+            raise ConfigurationError("must be in [0, 1)", field="adversary.malicious_fraction")
         if len(set(self.colluding_clients)) != len(self.colluding_clients):
-            raise ConfigurationError("duplicate client ids", field="threat.colluding_clients")
+            raise ConfigurationError("duplicate client ids", field="adversary.colluding_clients")
 
     @classmethod
-    def honest_but_curious(cls, **kwargs: Any) -> ThreatModel:
+    def honest_but_curious(cls, **kwargs: Any) -> Adversary:
         return cls(server="honest-but-curious", **kwargs)
 
     @classmethod
-    def malicious_server(cls, **kwargs: Any) -> ThreatModel:
+    def malicious_server(cls, **kwargs: Any) -> Adversary:
         return cls(server="malicious", **kwargs)
+
+
+def _default_run() -> RunConfig:
+    """The federation of a case unless told otherwise: 10 clients, an IID split of digits, an MLP
+    (the attack sets training and rounds; no early stopping)."""
+    return RunConfig(data=DataConfig(num_clients=10, partition="iid"), federation=FederationConfig())
+
+
+#: ``AttackCase.create`` / ``with_`` shortcuts into the nested run config.
+_FEDERATION = frozenset({"dataset", "model", "hidden", "num_clients", "seed"})
+
+
+def _federation(run: RunConfig, changes: Mapping[str, Any]) -> RunConfig:
+    """``run`` with the shortcut fields in ``changes`` (dataset, model, hidden, num_clients, seed)."""
+    data = run.data
+    if "dataset" in changes or "num_clients" in changes:
+        data = replace(
+            data,
+            dataset=changes.get("dataset", data.dataset),
+            num_clients=int(changes.get("num_clients", data.num_clients)),
+        )
+    model = run.model
+    if "model" in changes or "hidden" in changes:
+        model = replace(model, name=changes.get("model", model.name), hidden=tuple(changes.get("hidden", model.hidden)))
+    return replace(run, seed=int(changes.get("seed", run.seed)), data=data, model=model)
 
 
 @dataclass(frozen=True)
 class AttackCase:
-    """Data, model, defense and threat model an attack runs against (kept apart from the attack).
+    """The federation, defense and adversary an attack runs against (kept apart from the attack).
 
-    ``dataset``/``model``/``hidden`` name entries of the ``protocols`` registries;
-    ``defense`` is one of :data:`DEFENSES`; ``num_clients`` is the federation size;
-    ``batch_size`` the victim's local batch (gradient inversion) and ``seed`` the one seed
-    every simulation stream of the case derives from. ``dp_epsilon``/``dp_delta`` is the
-    client-level budget used when the defense includes ``dp``. ``options`` carries
-    attack-specific knobs in a read-only mapping.
+    ``run`` is the case's federation: its data (dataset, number of clients, split), model
+    and ``seed`` — the one seed every simulation stream of the case derives from. Training,
+    rounds, aggregation and DP of the simulated rounds come from the attack and from
+    ``defense`` (a name in :data:`DEFENSES`), so ``run.aggregation`` and ``run.dp`` stay at
+    their defaults. ``batch_size`` is the victim's local batch (gradient inversion);
+    ``dp_epsilon``/``dp_delta`` the client-level budget when the defense includes DP;
+    ``options`` carries attack-specific knobs in a read-only mapping.
+
+    Build one with :meth:`create` (flat keywords) or load it from a TOML ``[case]`` table
+    (``[case.run.data]``, ``[case.run.model]``, ``[case.adversary]``, ``[case.options]``).
     """
 
-    dataset: str = "digits"
-    model: str = "mlp"
-    hidden: tuple[int, ...] = (64,)
+    run: RunConfig = field(default_factory=_default_run)
     defense: str = "none"
-    num_clients: int = 10
     batch_size: int = 1
-    seed: int = 0
-    threat: ThreatModel = field(default_factory=ThreatModel)
+    adversary: Adversary = field(default_factory=Adversary)
     dp_epsilon: float = 8.0
     dp_delta: float = 1e-5
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.defense not in DEFENSES:
-            raise ConfigurationError(f"unknown defense {self.defense!r}", field="defense", accepted=DEFENSES)
-        if self.num_clients < 1:
-            raise ConfigurationError("must be >= 1", field="num_clients")
+        DEFENSES.get(self.defense, field="defense")
+        if self.run.dp is not None:
+            raise ConfigurationError("the case's defense decides DP: set defense and dp_epsilon", field="run.dp")
+        if self.run.aggregation.name != "mean" or self.run.aggregation.options:
+            raise ConfigurationError(
+                "the case's defense decides the aggregator: set defense (and options.aggregation)",
+                field="run.aggregation",
+            )
         if self.batch_size < 1:
             raise ConfigurationError("must be >= 1", field="batch_size")
         if not self.dp_epsilon > 0:
             raise ConfigurationError("must be > 0", field="dp_epsilon")
         if not 0 < self.dp_delta < 1:
             raise ConfigurationError("must be in (0, 1)", field="dp_delta")
-        for c in self.threat.colluding_clients:
+        for c in self.adversary.colluding_clients:
             if not 0 <= c < self.num_clients:
-                raise ConfigurationError(f"client {c} is not in the federation", field="threat.colluding_clients")
+                raise ConfigurationError(
+                    f"client {c} is not in the federation", field="adversary.colluding_clients"
+                )
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        dataset: str | None = None,
+        model: str | None = None,
+        hidden: tuple[int, ...] | None = None,
+        num_clients: int | None = None,
+        seed: int | None = None,
+        **axes: Any,
+    ) -> AttackCase:
+        """A case from flat keywords: the federation's ``dataset``, ``model``, ``hidden``,
+        ``num_clients`` and ``seed`` (unset: the default case's) and the case's own fields
+        (``defense``, ``batch_size``, ``adversary``, ``dp_epsilon``, ``dp_delta``, ``options``)."""
+        given = {"dataset": dataset, "model": model, "hidden": hidden, "num_clients": num_clients, "seed": seed}
+        return cls(run=_federation(_default_run(), {k: v for k, v in given.items() if v is not None}), **axes)
+
+    @property
+    def seed(self) -> int:
+        return self.run.seed
+
+    @property
+    def dataset(self) -> str:
+        return self.run.data.dataset
+
+    @property
+    def num_clients(self) -> int:
+        return self.run.data.num_clients
+
+    @property
+    def defense_spec(self) -> Defense:
+        """The registered :class:`Defense` this case names."""
+        return DEFENSES.get(self.defense, field="defense")
 
     @property
     def uses_secure_aggregation(self) -> bool:
         """The server only sees the sum of the cohort's updates (secagg or Paillier)."""
-        return self.defense in ("secagg", "secagg+dp", "paillier")
+        return self.defense_spec.sum_only
 
     @property
     def uses_dp(self) -> bool:
-        return self.defense in ("dp", "secagg+dp")
+        return self.defense_spec.dp
 
     def with_(self, **changes: Any) -> AttackCase:
-        """A copy with ``changes`` applied (re-validated)."""
+        """A copy with ``changes`` applied (re-validated); ``dataset``, ``model``, ``hidden``,
+        ``num_clients`` and ``seed`` change the nested run config."""
+        fed = {k: changes.pop(k) for k in _FEDERATION & changes.keys()}
+        if fed:
+            changes["run"] = _federation(changes.get("run", self.run), fed)
         return replace(self, **changes)
 
     def option(self, name: str, default: Any) -> Any:
@@ -142,50 +281,23 @@ class AttackCase:
 
 @dataclass
 class AttackResult:
-    """What an attack measured: metrics (numbers), figures, tables and free-form data.
+    """What an attack measured: metrics (numbers), tables and free-form data.
 
     ``success`` is the attack's own verdict against its stated goal when it has one
-    (e.g. a protocol attack isolated its target), else ``None``. ``raw`` keeps large
-    in-memory outputs (scores, reconstructions) for runners; reports never include it.
+    (e.g. a protocol attack isolated its target), else ``None``. ``data`` goes into the
+    report's JSON. Attacks with something to draw return a subclass carrying the arrays
+    (:class:`attacks.inversion.InversionResult`, :class:`attacks.membership.MembershipResult`);
+    :mod:`privagg.report.attacks` knows how to draw each.
     """
 
     attack: str
     case: AttackCase
     metrics: dict[str, float] = field(default_factory=dict)
-    figures: list[Figure] = field(default_factory=list)
     tables: list[tuple[str, list[str], list[list[Any]]]] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
     success: bool | None = None
     seconds: float = 0.0
     text: str = ""
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)  # in-memory outputs, never written to reports
-
-    def to_section(self, *, key: str | None = None) -> Section:
-        """This result as a report section (JSON data + summary table + figures)."""
-        k = key or f"attack-{self.attack}-{self.case.defense}"
-        summary = [("defense", self.case.defense), ("threat", self.case.threat.server)]
-        summary += [(m, f"{v:.4g}" if isinstance(v, float) else str(v)) for m, v in self.metrics.items()]
-        if self.success is not None:
-            summary.append(("attack succeeded", "yes" if self.success else "no"))
-        summary.append(("seconds", f"{self.seconds:.2f}"))
-        data = {
-            "attack": self.attack,
-            "defense": self.case.defense,
-            "case": self.case,
-            "metrics": self.metrics,
-            "success": self.success,
-            "seconds": self.seconds,
-            **self.data,
-        }
-        return Section(
-            key=k,
-            title=f"Attack {self.attack} against defense {self.case.defense}",
-            data=data,
-            summary=summary,
-            figures=list(self.figures),
-            tables=list(self.tables),
-            text=self.text,
-        )
 
 
 class Attack(abc.ABC):

@@ -1,58 +1,43 @@
-"""The inference-attack runner: attack x defense evaluations, curves and reports.
+"""The attack runner: attacks looked up by name, run on cases, swept over batch sizes and defenses.
 
-``run_attack("idlg", case)`` looks the attack up in the registry (every module of the
-:mod:`attacks` package registers on import; :func:`load_attacks` imports them) and runs it;
-:func:`batch_size_curve` sweeps an inversion attack over batch sizes (PSNR vs batch size);
-:func:`defense_matrix` runs one attack against several defenses; :func:`build_report`
-turns results into a :class:`privagg.report.Report`. :data:`DEFAULT_SUITE` is the suite
-``benchmarks/attack_suite.py`` times.
+``run_attack("idlg", case)`` builds the registered attack and runs it (importing
+:mod:`attacks` registers every attack); :func:`batch_size_curve` sweeps an inversion attack
+over batch sizes (PSNR vs batch size); :func:`defense_matrix` runs one attack against several
+defenses; :func:`run_suite` runs :data:`DEFAULT_SUITE`, the suite ``benchmarks/attack_suite.py``
+times; :func:`run_configured_attack` is the engine behind ``privagg attack`` (a ``[case]`` and
+an ``[attack]`` table plus command-line overrides). :mod:`privagg.report.attacks` turns the
+results into a report.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from attacks.registry import ATTACKS, Attack, AttackCase, AttackResult, ThreatModel
+from attacks.membership import MembershipAttack, collect_membership_scores
+from attacks.registry import ATTACKS, DEFENSES, Adversary, Attack, AttackCase, AttackResult
+from privagg.config import override
 from privagg.errors import ConfigurationError
-from privagg.report import Figure, Report, Section
 
 __all__ = [
     "DEFAULT_SUITE",
+    "MEMBERSHIP_GROUP",
+    "BatchSizeCurve",
     "SuiteEntry",
+    "attack_config",
     "batch_size_curve",
     "build_attack",
-    "build_report",
     "defense_matrix",
-    "load_attacks",
     "run_attack",
+    "run_configured_attack",
     "run_suite",
 ]
-
-_NOT_ATTACK_MODULES = frozenset({"registry", "runner", "metrics", "scenario"})
-
-
-def load_attacks() -> list[str]:
-    """Import every module of the ``attacks`` package (each registers its attacks); return the names."""
-    import attacks
-
-    for mod in pkgutil.iter_modules(attacks.__path__):
-        if mod.name in _NOT_ATTACK_MODULES or mod.name.startswith("_"):
-            continue
-        importlib.import_module(f"attacks.{mod.name}")
-    return ATTACKS.names()
 
 
 def build_attack(name: str, options: Mapping[str, Any] | None = None) -> Attack:
     """The registered attack ``name`` built with its hyper-parameters ``options``."""
-    load_attacks()
     cls = ATTACKS.get(name, field="attack")
     try:
         return cls(**dict(options or {}))
@@ -66,9 +51,20 @@ def run_attack(
     attack = build_attack(name, options)
     if not attack.supports(case):
         raise ConfigurationError(
-            f"attack {name!r} does not apply to this case ({case.dataset}, {case.model})", field="attack"
+            f"attack {name!r} does not apply to this case ({case.dataset}, {case.run.model.name})", field="attack"
         )
     return attack.run(case, progress=progress)
+
+
+@dataclass(kw_only=True)
+class BatchSizeCurve(AttackResult):
+    """An inversion attack per victim batch size: PSNR per size, the uniform-random-image PSNR
+    per size, and the attack's result at each size (``points``)."""
+
+    batch_sizes: list[int]
+    psnr: list[float]
+    random_image_psnr: list[float]
+    points: list[AttackResult] = field(default_factory=list, repr=False, compare=False)
 
 
 def batch_size_curve(
@@ -77,46 +73,22 @@ def batch_size_curve(
     *,
     batch_sizes: Sequence[int] = (1, 2, 4, 8),
     options: Mapping[str, Any] | None = None,
-) -> AttackResult:
-    """PSNR / SSIM / label accuracy of an inversion attack per victim batch size, with a figure."""
+) -> BatchSizeCurve:
+    """PSNR / SSIM / label accuracy of an inversion attack per victim batch size."""
     t0 = time.perf_counter()
-    rows = []
-    results = []
-    for b in batch_sizes:
-        r = run_attack(name, case.with_(batch_size=int(b)), options=options)
-        results.append(r)
-        rows.append(
-            [int(b), r.metrics["psnr"], r.metrics["ssim"], r.metrics["label_accuracy"], r.metrics["random_image_psnr"]]
-        )
-    bs = [row[0] for row in rows]
-    ps = [row[1] for row in rows]
-    base = [row[4] for row in rows]
-
-    def draw(path: Path) -> None:
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(5.2, 3.8))
-        ax.plot(bs, ps, "o-", label=f"{name} reconstruction")
-        ax.plot(bs, base, "k--", lw=1, label="uniform random image")
-        ax.axhline(30, color="tab:red", lw=0.8, ls=":", label="30 dB")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(bs, [str(b) for b in bs])
-        ax.set_xlabel("victim batch size")
-        ax.set_ylabel("PSNR (dB)")
-        ax.set_title(f"{name} against defense {case.defense}: PSNR vs batch size")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-
+    bs = [int(b) for b in batch_sizes]
+    results = [run_attack(name, case.with_(batch_size=b), options=options) for b in bs]
+    ps = [r.metrics["psnr"] for r in results]
+    rows: list[list[Any]] = [
+        [b, r.metrics["psnr"], r.metrics["ssim"], r.metrics["label_accuracy"], r.metrics["random_image_psnr"]]
+        for b, r in zip(bs, results)
+    ]
     metrics = {f"psnr@b{b}": p for b, p in zip(bs, ps)}
-    metrics.update({f"label_accuracy@b{row[0]}": row[3] for row in rows})
-    figures = [Figure(f"psnr_vs_batch_{name}_{case.defense}.png", f"{name}: PSNR vs victim batch size", draw)]
-    figures += [f for r in results for f in r.figures]
-    return AttackResult(
+    metrics.update({f"label_accuracy@b{b}": r.metrics["label_accuracy"] for b, r in zip(bs, results)})
+    return BatchSizeCurve(
         attack=name,
         case=case,
         metrics=metrics,
-        figures=figures,
         tables=[
             (
                 "PSNR vs batch size",
@@ -126,6 +98,10 @@ def batch_size_curve(
         ],
         data={"batch_sizes": bs, "psnr": ps},
         seconds=time.perf_counter() - t0,
+        batch_sizes=bs,
+        psnr=ps,
+        random_image_psnr=[r.metrics["random_image_psnr"] for r in results],
+        points=results,
     )
 
 
@@ -147,6 +123,9 @@ class SuiteEntry:
     curve: tuple[int, ...] = ()
 
 
+#: Membership attacks a suite scores on one set of trained models, in report order.
+MEMBERSHIP_GROUP: tuple[str, ...] = ("lira-online", "lira-offline", "shadow-models", "loss-threshold")
+
 #: The default attack suite (``benchmarks/attack_suite.py``): every inference attack family
 #: against no defense and the defenses that should stop it.
 DEFAULT_SUITE: tuple[SuiteEntry, ...] = (
@@ -160,7 +139,7 @@ DEFAULT_SUITE: tuple[SuiteEntry, ...] = (
         case={"num_clients": 5, "hidden": (256,), "options": {"target_model": "client"}},
     ),
     SuiteEntry("property-inference", ("none", "secagg")),
-    SuiteEntry("protocol", ("none",), case={"threat": ThreatModel.malicious_server()}),
+    SuiteEntry("protocol", ("none",), case={"adversary": Adversary.malicious_server()}),
 )
 
 
@@ -168,14 +147,12 @@ def run_suite(
     entries: Sequence[SuiteEntry] = DEFAULT_SUITE, *, base: AttackCase | None = None, progress: bool = False
 ) -> list[AttackResult]:
     """Run the suite; membership attacks sharing a case reuse one set of trained models."""
-    from attacks.membership import MembershipAttack, collect_membership_scores, roc_figure
-
     base = base or AttackCase()
     out: list[AttackResult] = []
     for e in entries:
         for d in e.defenses:
             case = base.with_(defense=d, **dict(e.case))
-            if e.curve and d == "none":
+            if e.curve and DEFENSES.get(d, field="defense").exposes_updates:
                 out.append(batch_size_curve(e.attack, case, batch_sizes=e.curve, options=e.options))
                 continue
             attack = build_attack(e.attack, e.options)
@@ -186,73 +163,52 @@ def run_suite(
                 first.seconds += time.perf_counter() - t_collect  # training the models is part of the attack
                 first.data["includes_model_training"] = True
                 group = [first]
-                for other in ("lira-online", "lira-offline", "shadow-models", "loss-threshold"):
+                for other in MEMBERSHIP_GROUP:
                     if other != e.attack:
                         oa = build_attack(other)
                         assert isinstance(oa, MembershipAttack)
                         group.append(oa.run(case, scores=scores))
                 out.extend(group)
-                tm = str(case.option("target_model", "global"))
-                first.figures.insert(
-                    0,
-                    roc_figure(
-                        f"mia_roc_all_{case.defense}_{tm}.png",
-                        f"Membership inference against the {tm} model, defense {case.defense}: all attacks",
-                        {r.attack: (r.raw["scores"], r.raw["labels"]) for r in group},
-                    ),
-                )
+                first.comparison = {r.attack: (r.scores, r.labels) for r in group}
             else:
                 out.append(attack.run(case, progress=progress))
     return out
 
 
-def build_report(
-    results: Sequence[AttackResult], *, title: str = "privagg attack report", top: Mapping[str, Any] | None = None
-) -> Report:
-    """One report: an overview table plus one section per result (figures, tables, JSON data)."""
-    rep = Report(title, top=dict(top or {}))
-    rows = []
-    for r in results:
-        key = _headline(r)
-        name = r.attack + (" (client model)" if r.data.get("target_model") == "client" else "")
-        rows.append([name, r.case.defense, key[0], key[1], f"{r.seconds:.1f}"])
-    rep.add(
-        Section(
-            key="attack-overview",
-            title="Overview",
-            data={
-                "results": [
-                    {
-                        "attack": r.attack,
-                        "defense": r.case.defense,
-                        "metrics": r.metrics,
-                        "success": r.success,
-                        "seconds": r.seconds,
-                    }
-                    for r in results
-                ]
-            },
-            tables=[("Attacks x defenses", ["attack", "defense", "headline metric", "value", "seconds"], rows)],
-        )
-    )
-    used: dict[str, int] = {}
-    for r in results:
-        k = f"attack-{r.attack}-{r.case.defense}"
-        if r.data.get("target_model") == "client":
-            k += "-client-model"
-        used[k] = used.get(k, 0) + 1
-        rep.add(r.to_section(key=k if used[k] == 1 else f"{k}-{used[k]}"))
-    return rep
+def attack_config(
+    config: Mapping[str, Any], overrides: Mapping[str, Any] | None = None
+) -> tuple[AttackCase, dict[str, Any]]:
+    """The case and attack options of a ``privagg attack`` configuration.
+
+    ``config`` holds a ``[case]`` table (the fields of :class:`AttackCase` that differ from
+    the default case; the federation under ``[case.run]``) and an ``[attack]`` table (the
+    attack's hyper-parameters); ``overrides`` (command-line flags, ``None`` = not given) are
+    applied on top: ``defense``, ``batch_size``, ``dp_epsilon`` and the federation shortcuts
+    ``seed`` and ``num_clients``.
+    """
+    unknown = set(config) - {"case", "attack"}
+    if unknown:
+        raise ConfigurationError(f"unknown table(s) {sorted(unknown)}", field="config", accepted=["case", "attack"])
+    try:  # the table overrides the default case (so [case.run] keeps the case's federation defaults)
+        case = override(AttackCase(), dict(config.get("case", {})))
+    except ConfigurationError as e:
+        raise ConfigurationError(e.message, field=f"case.{e.field}", accepted=e.accepted) from None
+    changes = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if changes:
+        case = case.with_(**changes)
+    return case, dict(config.get("attack", {}))
 
 
-def _headline(r: AttackResult) -> tuple[str, str]:
-    m = r.metrics
-    for key in ("psnr", "psnr@b1", "tpr@1%fpr", "auc"):
-        if key in m and np.isfinite(m[key]):
-            return key, f"{m[key]:.4g}"
-    if r.success is not None:
-        return "as expected", "yes" if r.success else "no"
-    if m:
-        k, v = next(iter(m.items()))
-        return k, f"{v:.4g}"
-    return "-", "-"
+def run_configured_attack(
+    name: str,
+    config: Mapping[str, Any],
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    batch_sizes: Sequence[int] = (),
+    progress: bool = False,
+) -> AttackResult:
+    """``privagg attack NAME``: the attack on the configured case, or its batch-size curve."""
+    case, options = attack_config(config, overrides)
+    if batch_sizes:
+        return batch_size_curve(name, case, batch_sizes=batch_sizes, options=options)
+    return run_attack(name, case, options=options, progress=progress)

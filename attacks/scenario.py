@@ -1,12 +1,12 @@
 """Turn an :class:`~attacks.registry.AttackCase` into what the attacker observes.
 
-This is the bridge between a case (data, model, defense, threat model) and the federated
+This is the bridge between a case (federation, defense, adversary) and the federated
 simulation of :mod:`protocols`: it builds the federation, runs the clients' honest local
 training, pushes the updates through the defense's real aggregator (plain mean, secure
 aggregation, Paillier, DP-FedAvg) and returns what a curious server — or anyone who sees
 the released aggregate — gets to see.
 
-Threat model per defense (what ``observation`` holds):
+What the attacker observes per defense (:data:`attacks.registry.DEFENSES`):
 
 * ``none``: the server sees every client's update; the observation is the target's.
 * ``secagg`` / ``paillier``: the server learns only the cohort's aggregate.
@@ -17,7 +17,7 @@ Threat model per defense (what ``observation`` holds):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -25,111 +25,83 @@ import torch
 from torch import nn
 
 from attacks.registry import AttackCase
+from dp.config import DPConfig
 from privagg.errors import ConfigurationError
 from privagg.randomness import simulation_rng
+from protocols.aggregation import Aggregator, RoundContext, build_aggregator
+from protocols.dp_fedavg import wrap_with_dp
+from protocols.fedavg import AggregationConfig, FedAvgSimulation, RunConfig
+from protocols.models import set_flat_params
+from protocols.training import TrainConfig
 
 __all__ = [
-    "DEFENSE_AGGREGATORS",
     "InversionObservation",
     "aggregation_options",
-    "build_defense",
+    "dp_config",
     "fresh_aggregator",
-    "dp_options",
     "inversion_observation",
     "make_run_config",
     "unflatten",
 ]
 
-#: Inner aggregator (registered name in ``protocols.aggregation.AGGREGATORS``) per defense.
-DEFENSE_AGGREGATORS: dict[str, str] = {
-    "none": "mean",
-    "dp": "mean",
-    "secagg": "secagg",
-    "secagg+dp": "secagg",
-    "paillier": "paillier",
-}
-
 
 def aggregation_options(case: AttackCase) -> dict[str, Any]:
-    """Options of the defense's inner aggregator; ``case.options["aggregation"]`` overrides them.
-
-    Under ``secagg+dp`` the clients add DP noise shares before encoding, so the fixed-point
-    range must hold update + noise (DP-FedAvg checks it): a wider clip and more bits.
-    """
-    opts: dict[str, Any] = {"clip": 16.0, "value_bits": 24} if case.defense == "secagg+dp" else {}
+    """Options of the defense's inner aggregator; ``case.options["aggregation"]`` overrides them."""
+    opts: dict[str, Any] = dict(case.defense_spec.options)
     opts.update(dict(case.option("aggregation", {})))
     return opts
 
 
-def dp_options(case: AttackCase, *, clip: float | None = None) -> dict[str, Any]:
-    """``[dp]`` options for ``protocols.dp_fedavg.wrap_with_dp``: the case's client-level (epsilon, delta).
+def dp_config(case: AttackCase, *, clip: float | None = None) -> DPConfig:
+    """The DP-FedAvg configuration of the case's defense: its client-level (epsilon, delta).
 
     Noise is central for ``dp`` (the released aggregate is protected) and client-side for
     ``secagg+dp`` (the secure sum carries the full noise, so the server sees only a noised
     sum). Measurement runs use DP-FedAvg's *seeded* simulation noise so an attack result is
     reproducible from the case seed; deployments keep the default secure sampler.
+    ``case.options["dp"]`` overrides any field (errors name ``dp.<field>``).
     """
     opts: dict[str, Any] = {
         "target_epsilon": case.dp_epsilon,
         "delta": case.dp_delta,
-        "noise": "client" if case.uses_secure_aggregation else "central",
+        "noise": case.defense_spec.dp_noise,
         "secure_noise": False,
         "seed": case.seed,
     }
     if clip is not None:
         opts["clip_norm"] = clip
     opts.update(dict(case.option("dp", {})))
-    return opts
+    return DPConfig.from_options(opts, path="dp")
 
 
 def make_run_config(
-    case: AttackCase,
-    *,
-    train: Any,
-    rounds: int = 1,
-    partition: str = "iid",
-    num_clients: int | None = None,
-    dp_clip: float | None = None,
-) -> Any:
-    """A ``protocols.fedavg.RunConfig`` for the case and its defense."""
-    from protocols.fedavg import AggregationConfig, DataConfig, FederationConfig, ModelConfig, RunConfig
-
-    n = num_clients or case.num_clients
-    return RunConfig(
-        seed=case.seed,
-        data=DataConfig(dataset=case.dataset, num_clients=n, partition=partition),  # type: ignore[arg-type]
-        model=ModelConfig(name=case.model, hidden=case.hidden),
+    case: AttackCase, *, train: TrainConfig, rounds: int = 1, dp_clip: float | None = None
+) -> RunConfig:
+    """The case's run config (federation, model, seed) with ``train``, ``rounds`` and its defense."""
+    spec = case.defense_spec
+    return replace(
+        case.run,
         train=train,
-        federation=FederationConfig(rounds=rounds),
-        aggregation=AggregationConfig(name=DEFENSE_AGGREGATORS[case.defense], options=aggregation_options(case)),
-        dp=dp_options(case, clip=dp_clip) if case.uses_dp else None,
+        # the attack sets the run length: no early stopping inherited from the case
+        federation=replace(case.run.federation, rounds=rounds, patience=None, target_accuracy=None),
+        aggregation=AggregationConfig(name=spec.aggregator, options=aggregation_options(case)),
+        dp=dp_config(case, clip=dp_clip) if spec.dp else None,
     )
 
 
-def fresh_aggregator(case: AttackCase, *, rounds: int = 1, dp_clip: float = 1.0, stream: int = 0) -> Any:
+def fresh_aggregator(case: AttackCase, *, rounds: int = 1, dp_clip: float = 1.0, stream: int = 0) -> Aggregator:
     """A new aggregator for the case's defense (DP-FedAvg with a fresh budget for ``rounds`` rounds).
 
     ``stream`` selects an independent (seeded) DP noise stream: separate deployments never share noise.
     """
-    from protocols.fedavg import build_aggregator
-
-    build_defense(case)
-    agg = build_aggregator(DEFENSE_AGGREGATORS[case.defense], aggregation_options(case))
-    if case.uses_dp:
-        from protocols.dp_fedavg import wrap_with_dp
-
-        opts = dp_options(case, clip=dp_clip)
+    spec = case.defense_spec
+    agg = build_aggregator(spec.aggregator, aggregation_options(case))
+    if spec.dp:
+        config = dp_config(case, clip=dp_clip)
         if stream:
-            opts["seed"] = int(simulation_rng(case.seed, "dp-noise", stream).integers(0, 2**62))
-        agg = wrap_with_dp(agg, opts, population=case.num_clients, rounds=rounds)
+            config = replace(config, seed=int(simulation_rng(case.seed, "dp-noise", stream).integers(0, 2**62)))
+        agg = wrap_with_dp(agg, config, population=case.num_clients, rounds=rounds)
     return agg
-
-
-def build_defense(case: AttackCase) -> None:
-    """Register every built-in defense, so an unknown or broken one fails early and clearly."""
-    from protocols.fedavg import load_builtin_aggregators
-
-    load_builtin_aggregators()
 
 
 def unflatten(model: nn.Module, vec: np.ndarray) -> list[torch.Tensor]:
@@ -172,12 +144,6 @@ def inversion_observation(case: AttackCase) -> InversionObservation:
     ``case.options["pretrain_rounds"]`` FedAvg rounds (plain mean) run first, so the attack
     can hit a partially trained model; default 0 (the freshly initialised model).
     """
-    from protocols.aggregation import RoundContext
-    from protocols.fedavg import FedAvgSimulation
-    from protocols.models import set_flat_params
-    from protocols.training import TrainConfig
-
-    build_defense(case)
     lr = float(case.option("lr", 0.1))
     train = TrainConfig(epochs=1, batch_size=case.batch_size, lr=lr)
     dp_clip = float(case.option("dp_clip", 1.0))
@@ -214,7 +180,7 @@ def inversion_observation(case: AttackCase) -> InversionObservation:
         rng=simulation_rng(case.seed, "aggregation", 1),
         global_params=gp,
     )
-    if case.defense == "none":
+    if case.defense_spec.exposes_updates:
         observed = updates[target].delta
         desc = f"client {target}'s own update (one SGD step on {case.batch_size} example(s))"
         metrics: dict[str, Any] = {}

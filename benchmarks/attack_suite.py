@@ -39,7 +39,7 @@ def _inversion_medians(seeds: int) -> list[list[Any]]:
         for defense in ("none", "secagg", "dp", "secagg+dp"):
             vals: dict[str, list[float]] = {}
             for s in range(seeds):
-                r = run_attack(name, AttackCase(defense=defense, num_clients=10, seed=s))
+                r = run_attack(name, AttackCase.create(defense=defense, num_clients=10, seed=s))
                 for k in (
                     "psnr",
                     "ssim",
@@ -79,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     warnings.simplefilter("ignore", UserWarning)  # DP-FedAvg's seeded (reproducible) simulation noise
-    from attacks.runner import DEFAULT_SUITE, build_report, run_suite
+    from attacks.runner import DEFAULT_SUITE, run_suite
     from privagg.report import Section, environment_section
+    from privagg.report.attacks import attack_report
 
     t0 = time.perf_counter()
     results = run_suite(DEFAULT_SUITE)
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         shown = {k: round(v, 4) for k, v in r.metrics.items() if isinstance(v, float)}
         print(f"  {r.attack:20s} {r.case.defense:10s} {r.seconds:6.1f} s  {shown}")
-    report = build_report(
+    report = attack_report(
         results, title="privagg default attack suite", top={"suite_seconds": suite_seconds, "target_seconds": 180}
     )
     if args.seeds:

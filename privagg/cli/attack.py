@@ -9,9 +9,11 @@ Examples::
     privagg attack --list
 
 ``--config x.toml`` holds a ``[case]`` table (fields of :class:`attacks.AttackCase`:
-``dataset``, ``num_clients``, ``batch_size``, ``seed``, ``dp_epsilon``, ``[case.threat]``,
-``[case.options]``) and an ``[attack]`` table (the attack's hyper-parameters). Command-line
-flags override the file. Everything is seeded: the same command gives the same numbers.
+``defense``, ``batch_size``, ``dp_epsilon``, ``dp_delta``; the federation under
+``[case.run]`` — ``seed``, ``[case.run.data]`` ``dataset``/``num_clients``,
+``[case.run.model]`` — ``[case.adversary]``, ``[case.options]``) and an ``[attack]`` table
+(the attack's hyper-parameters). Command-line flags override the file. Everything is
+seeded: the same command gives the same numbers.
 """
 
 from __future__ import annotations
@@ -23,9 +25,7 @@ from typing import Any
 
 from privagg.errors import ConfigurationError
 
-__all__ = ["add_parser", "case_from_args"]
-
-_DEFENSES = ("none", "secagg", "dp", "secagg+dp", "paillier")
+__all__ = ["add_parser"]
 
 
 def add_parser(sub: Any) -> None:
@@ -37,7 +37,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("name", nargs="?", metavar="NAME", help="registered attack name (see --list)")
     p.add_argument("--list", action="store_true", help="list the registered attacks and exit")
-    p.add_argument("--defense", choices=_DEFENSES, help="defense configuration (default: none)")
+    p.add_argument("--defense", help="registered defense, e.g. secagg, dp, secagg+dp (default: none)")
     p.add_argument("--config", metavar="TOML", help="TOML file with [case] and [attack] tables")
     p.add_argument("--json", action="store_true", help="print report.json to stdout")
     p.add_argument("--out", metavar="DIR", help="report directory (default: privagg-attack-NAME-DEFENSE)")
@@ -49,77 +49,67 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=_main)
 
 
-def case_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
-    """The :class:`attacks.AttackCase` and attack options from ``--config`` and flags."""
-    from attacks.registry import AttackCase
-    from privagg.config import load_config, read_toml
-
-    data: dict[str, Any] = read_toml(args.config) if args.config else {}
-    unknown = set(data) - {"case", "attack"}
-    if unknown:
-        raise ConfigurationError(f"unknown table(s) {sorted(unknown)}", field="config", accepted=["case", "attack"])
-    case_data = dict(data.get("case", {}))
-    for flag, key in (
-        ("defense", "defense"),
-        ("seed", "seed"),
-        ("num_clients", "num_clients"),
-        ("batch_size", "batch_size"),
-        ("epsilon", "dp_epsilon"),
-    ):
-        v = getattr(args, flag, None)
-        if v is not None:
-            case_data[key] = v
-    case = load_config(AttackCase, case_data, path="case")
-    options = dict(data.get("attack", {}))
-    return case, options
+def _batch_sizes(text: str | None) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        sizes = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise ConfigurationError(f"not a list of integers: {text!r}", field="--batch-sizes") from None
+    if not sizes or min(sizes) < 1:
+        raise ConfigurationError("batch sizes must be >= 1", field="--batch-sizes")
+    return sizes
 
 
 def _main(args: argparse.Namespace) -> int:
     import torch
 
-    from attacks.runner import batch_size_curve, build_report, load_attacks, run_attack
+    from attacks import ATTACKS
+    from attacks.runner import run_configured_attack
+    from privagg.config import read_toml
     from privagg.report import environment_section
+    from privagg.report.attacks import attack_report
 
-    names = load_attacks()
     if args.list:
-        from attacks.registry import ATTACKS
-
-        for n in names:
+        for n in ATTACKS.names():
             cls = ATTACKS.get(n)
             print(f"{n:24s} {cls.kind:10s} {cls.description}")
         return 0
     if not args.name:
-        raise ConfigurationError("give an attack NAME (or --list)", field="NAME", accepted=names)
+        raise ConfigurationError("give an attack NAME (or --list)", field="NAME", accepted=ATTACKS.names())
     torch.set_num_threads(1)  # small models: threads cost more than they give on a shared machine
-    case, options = case_from_args(args)
-    if args.batch_sizes:
-        try:
-            sizes = tuple(int(s) for s in args.batch_sizes.split(","))
-        except ValueError:
-            raise ConfigurationError(f"not a list of integers: {args.batch_sizes!r}", field="--batch-sizes") from None
-        if not sizes or min(sizes) < 1:
-            raise ConfigurationError("batch sizes must be >= 1", field="--batch-sizes")
-        result = batch_size_curve(args.name, case, batch_sizes=sizes, options=options)
-    else:
-        result = run_attack(args.name, case, options=options, progress=not args.json)
-    out = Path(args.out or f"privagg-attack-{args.name}-{case.defense}")
+    result = run_configured_attack(
+        args.name,
+        read_toml(args.config) if args.config else {},
+        overrides={
+            "defense": args.defense,
+            "seed": args.seed,
+            "num_clients": args.num_clients,
+            "batch_size": args.batch_size,
+            "dp_epsilon": args.epsilon,
+        },
+        batch_sizes=_batch_sizes(args.batch_sizes),
+        progress=not args.json,
+    )
+    defense = result.case.defense
+    out = Path(args.out or f"privagg-attack-{args.name}-{defense}")
     if out.exists() and not out.is_dir():
         raise ConfigurationError(f"{out} exists and is not a directory", field="--out")
-    report = build_report(
+    report = attack_report(
         [result],
-        title=f"privagg attack {args.name} (defense {case.defense})",
-        top={"attack": args.name, "defense": case.defense, "metrics": result.metrics, "success": result.success},
+        title=f"privagg attack {args.name} (defense {defense})",
+        top={"attack": args.name, "defense": defense, "metrics": result.metrics, "success": result.success},
     )
     report.add(environment_section())
     report.write(out)
     if args.json:
         print(report.to_json())
     else:
-        _print_summary(result, out)
+        _print_summary(result, ATTACKS.get(result.attack).kind, out)
     return 0
 
 
-def _print_summary(result: Any, out: Path) -> None:
+def _print_summary(result: Any, kind: str, out: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -129,10 +119,8 @@ def _print_summary(result: Any, out: Path) -> None:
     for k, v in result.metrics.items():
         t.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
     if result.success is not None:
-        t.add_row(
-            "attack outcome as expected" if result.attack == "protocol" else "succeeded",
-            "yes" if result.success else "no",
-        )
+        label = "attack outcome as expected" if kind == "protocol" else "succeeded"
+        t.add_row(label, "yes" if result.success else "no")
     console = Console(file=sys.stderr)
     console.print(t)
     for caption, header, rows in result.tables:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from attacks.membership import (
+    MembershipResult,
     MembershipScores,
     collect_membership_scores,
     lira_offline_scores,
@@ -88,20 +89,21 @@ def test_shadow_model_attack_learns_the_signal() -> None:
 
 
 def test_tiny_federated_experiment_runs_end_to_end() -> None:
-    case = AttackCase(num_clients=2, options={"num_models": 4, "population": 60, "rounds": 1, "local_epochs": 1})
+    case = AttackCase.create(num_clients=2, options={"num_models": 4, "population": 60, "rounds": 1, "local_epochs": 1})
     s = collect_membership_scores(case)
     assert s.logits.shape == (4, 60, 10) and s.members.shape == (4, 60)
     assert 0.2 < s.members.mean() < 0.8
     r = run_attack("lira-offline", case)
     for k in ("auc", "tpr@0.1%fpr", "tpr@1%fpr"):
         assert 0.0 <= r.metrics[k] <= 1.0
-    assert r.figures[0].filename.startswith("mia_roc_")
+    assert isinstance(r, MembershipResult) and r.scores.shape == r.labels.shape == (4 * 60,)
+    assert r.metrics["auc"] == membership_metrics(r.scores, r.labels)["auc"]
     # deterministic
     assert np.array_equal(collect_membership_scores(case).logits, s.logits)
 
 
 def test_single_client_target_marks_only_that_clients_data() -> None:
-    case = AttackCase(
+    case = AttackCase.create(
         num_clients=3,
         options={"num_models": 4, "population": 90, "rounds": 1, "local_epochs": 1, "target_model": "client"},
     )
@@ -122,7 +124,7 @@ def test_bad_options() -> None:
 def test_lira_against_an_overfit_model_and_dp_fedavg() -> None:
     """LiRA: TPR at 1% FPR >= 5x the FPR against the overfit FedAvg model; DP-FedAvg (epsilon 8)
     brings it to chance (TPR@1%FPR below 2%, AUC within 0.05 of 1/2)."""
-    case = AttackCase(num_clients=5, hidden=(256,))
+    case = AttackCase.create(num_clients=5, hidden=(256,))
     r = run_attack("lira-online", case)
     assert r.metrics["tpr@1%fpr"] >= 0.05
     d = run_attack("lira-online", case.with_(defense="dp", dp_epsilon=8.0))
@@ -131,12 +133,14 @@ def test_lira_against_an_overfit_model_and_dp_fedavg() -> None:
 
 
 def test_suite_runs_every_membership_attack_on_one_set_of_models(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from attacks.runner import SuiteEntry, build_report, run_suite
+    from attacks.runner import SuiteEntry, run_suite
+    from privagg.report.attacks import attack_figures, attack_report
 
     opts = {"num_models": 4, "population": 80, "rounds": 2, "local_epochs": 4}
     res = run_suite([SuiteEntry("lira-online", ("none",), case={"num_clients": 2, "options": opts})])
     assert [r.attack for r in res] == ["lira-online", "lira-offline", "shadow-models", "loss-threshold"]
-    assert res[0].figures[0].filename == "mia_roc_all_none_global.png"
-    out = build_report(res).write(tmp_path / "rep")
+    assert attack_figures(res[0])[0].filename == "mia_roc_all_none_global.png"
+    assert [f.filename for f in attack_figures(res[1])] == ["mia_roc_lira-offline_none_global.png"]
+    out = attack_report(res).write(tmp_path / "rep")
     assert (out / "mia_roc_all_none_global.png").exists()
     assert "scores" not in (out / "report.json").read_text()  # raw arrays stay in memory

@@ -48,7 +48,8 @@ def test_property_leaks_from_a_single_update_and_is_deterministic() -> None:
 def test_secure_aggregation_hides_the_clients_property() -> None:
     """Seeded; with 40 targets the AUC's standard error is ~0.09: the aggregate's AUC stays below 0.75."""
     none = run_attack("property-inference", AttackCase(defense="none", options=OPTS)).metrics["auc"]
-    sec = run_attack("property-inference", AttackCase(defense="secagg", num_clients=10, options=OPTS)).metrics["auc"]
+    case = AttackCase.create(defense="secagg", num_clients=10, options=OPTS)
+    sec = run_attack("property-inference", case).metrics["auc"]
     assert sec < 0.75
     assert sec < none
 

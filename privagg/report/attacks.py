@@ -1,0 +1,235 @@
+"""Attack results as report pages: sections, figures (image grids, ROC curves, PSNR curves).
+
+Attacks return typed results and know nothing of reports; :func:`attack_figures` is a
+registry keyed by result type (``functools.singledispatch``) that says how each kind of
+result is drawn::
+
+    @attack_figures.register
+    def _(result: InversionResult) -> list[Figure]: ...
+
+:func:`attack_section` renders one result (JSON data, summary, tables, its figures) and
+:func:`attack_report` a whole list of them behind an overview table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import singledispatch
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from attacks.inversion import InversionResult
+from attacks.membership import MembershipResult
+from attacks.metrics import roc_curve
+from attacks.registry import AttackResult
+from attacks.runner import BatchSizeCurve
+from privagg.report import Figure, Report, Section
+
+__all__ = ["attack_figures", "attack_report", "attack_section", "image_grid_figure", "roc_figure"]
+
+
+def image_grid_figure(
+    filename: str, caption: str, rows: Sequence[tuple[str, np.ndarray]], *, titles: Sequence[str] | None = None
+) -> Figure:
+    """A figure of image rows (e.g. originals, reconstructions) drawn at report time."""
+    rows = [(name, np.asarray(imgs)) for name, imgs in rows]
+
+    def draw(path: Path) -> None:
+        import matplotlib.pyplot as plt
+
+        ncols = max(len(imgs) for _, imgs in rows)
+        fig, axes = plt.subplots(len(rows), ncols, figsize=(1.3 * ncols + 1.2, 1.4 * len(rows)), squeeze=False)
+        for r, (name, imgs) in enumerate(rows):
+            for c in range(ncols):
+                ax = axes[r][c]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if c < len(imgs):
+                    img = imgs[c]
+                    img = img[0] if img.ndim == 3 and img.shape[0] == 1 else np.moveaxis(img, 0, -1)
+                    ax.imshow(np.clip(img, 0, 1), cmap="gray", vmin=0, vmax=1)
+                    if titles is not None and r == 0 and c < len(titles):
+                        ax.set_title(titles[c], fontsize=7)
+                else:
+                    ax.axis("off")
+            axes[r][0].set_ylabel(name, fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+
+    return Figure(filename, caption, draw)
+
+
+def roc_figure(filename: str, caption: str, curves: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> Figure:
+    """Log-log ROC curves (name -> (scores, labels)), with the chance diagonal."""
+    computed = {name: roc_curve(sc, lb) for name, (sc, lb) in curves.items()}
+
+    def draw(path: Path) -> None:
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5.2, 4.6))
+        lo = 1e-4
+        for name, c in computed.items():
+            ax.plot(np.maximum(c.fpr, lo), np.maximum(c.tpr, lo), label=name)
+        ax.plot([lo, 1], [lo, 1], "k--", lw=1, label="chance")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(lo, 1)
+        ax.set_ylim(lo, 1)
+        ax.set_xlabel("false positive rate")
+        ax.set_ylabel("true positive rate")
+        ax.legend(loc="lower right", fontsize=8)
+        ax.set_title("Membership inference ROC (log-log)")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+
+    return Figure(filename, caption, draw)
+
+
+@singledispatch
+def attack_figures(result: AttackResult) -> list[Figure]:
+    """The figures a report shows for ``result`` (none unless a renderer is registered for its type)."""
+    return []
+
+
+@attack_figures.register
+def _inversion_figures(result: InversionResult) -> list[Figure]:
+    case = result.case
+    return [
+        image_grid_figure(
+            f"inversion_{result.attack}_{case.defense}_b{case.batch_size}.png",
+            f"{result.attack} against defense {case.defense}, batch size {case.batch_size}: originals (top) vs "
+            f"reconstructions (bottom), PSNR {result.metrics['psnr']:.1f} dB",
+            [("original", result.originals), ("reconstruction", result.reconstructions)],
+            titles=[str(int(v)) for v in result.true_labels],
+        )
+    ]
+
+
+@attack_figures.register
+def _membership_figures(result: MembershipResult) -> list[Figure]:
+    defense, tm = result.case.defense, result.target_model
+    figures = []
+    if result.comparison:
+        figures.append(
+            roc_figure(
+                f"mia_roc_all_{defense}_{tm}.png",
+                f"Membership inference against the {tm} model, defense {defense}: all attacks",
+                result.comparison,
+            )
+        )
+    figures.append(
+        roc_figure(
+            f"mia_roc_{result.attack}_{defense}_{tm}.png",
+            f"{result.attack} against the {tm} model, defense {defense}: log-log ROC",
+            {result.attack: (result.scores, result.labels)},
+        )
+    )
+    return figures
+
+
+@attack_figures.register
+def _curve_figures(result: BatchSizeCurve) -> list[Figure]:
+    name, defense = result.attack, result.case.defense
+    bs, ps, base = result.batch_sizes, result.psnr, result.random_image_psnr
+
+    def draw(path: Path) -> None:
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5.2, 3.8))
+        ax.plot(bs, ps, "o-", label=f"{name} reconstruction")
+        ax.plot(bs, base, "k--", lw=1, label="uniform random image")
+        ax.axhline(30, color="tab:red", lw=0.8, ls=":", label="30 dB")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(bs, [str(b) for b in bs])
+        ax.set_xlabel("victim batch size")
+        ax.set_ylabel("PSNR (dB)")
+        ax.set_title(f"{name} against defense {defense}: PSNR vs batch size")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+
+    figures = [Figure(f"psnr_vs_batch_{name}_{defense}.png", f"{name}: PSNR vs victim batch size", draw)]
+    return figures + [f for point in result.points for f in attack_figures(point)]
+
+
+def attack_section(result: AttackResult, *, key: str | None = None) -> Section:
+    """``result`` as a report section (JSON data + summary table + tables + figures)."""
+    case = result.case
+    k = key or f"attack-{result.attack}-{case.defense}"
+    summary = [("defense", case.defense), ("threat", case.adversary.server)]
+    summary += [(m, f"{v:.4g}" if isinstance(v, float) else str(v)) for m, v in result.metrics.items()]
+    if result.success is not None:
+        summary.append(("attack succeeded", "yes" if result.success else "no"))
+    summary.append(("seconds", f"{result.seconds:.2f}"))
+    data = {
+        "attack": result.attack,
+        "defense": case.defense,
+        "case": case,
+        "metrics": result.metrics,
+        "success": result.success,
+        "seconds": result.seconds,
+        **result.data,
+    }
+    return Section(
+        key=k,
+        title=f"Attack {result.attack} against defense {case.defense}",
+        data=data,
+        summary=summary,
+        figures=attack_figures(result),
+        tables=list(result.tables),
+        text=result.text,
+    )
+
+
+def attack_report(
+    results: Sequence[AttackResult], *, title: str = "privagg attack report", top: Mapping[str, Any] | None = None
+) -> Report:
+    """One report: an overview table plus one section per result (figures, tables, JSON data)."""
+    rep = Report(title, top=dict(top or {}))
+    rows = []
+    for r in results:
+        key = _headline(r)
+        name = r.attack + (" (client model)" if r.data.get("target_model") == "client" else "")
+        rows.append([name, r.case.defense, key[0], key[1], f"{r.seconds:.1f}"])
+    rep.add(
+        Section(
+            key="attack-overview",
+            title="Overview",
+            data={
+                "results": [
+                    {
+                        "attack": r.attack,
+                        "defense": r.case.defense,
+                        "metrics": r.metrics,
+                        "success": r.success,
+                        "seconds": r.seconds,
+                    }
+                    for r in results
+                ]
+            },
+            tables=[("Attacks x defenses", ["attack", "defense", "headline metric", "value", "seconds"], rows)],
+        )
+    )
+    used: dict[str, int] = {}
+    for r in results:
+        k = f"attack-{r.attack}-{r.case.defense}"
+        if r.data.get("target_model") == "client":
+            k += "-client-model"
+        used[k] = used.get(k, 0) + 1
+        rep.add(attack_section(r, key=k if used[k] == 1 else f"{k}-{used[k]}"))
+    return rep
+
+
+def _headline(r: AttackResult) -> tuple[str, str]:
+    m = r.metrics
+    for key in ("psnr", "psnr@b1", "tpr@1%fpr", "auc"):
+        if key in m and np.isfinite(m[key]):
+            return key, f"{m[key]:.4g}"
+    if r.success is not None:
+        return "as expected", "yes" if r.success else "no"
+    if m:
+        k, v = next(iter(m.items()))
+        return k, f"{v:.4g}"
+    return "-", "-"
