@@ -38,7 +38,6 @@ from typing import Any
 
 from attacks.poisoning import alie_z
 from attacks.robustness import NO_ATTACK, RobustnessConfig, run_cell
-from protocols.training import TrainConfig
 
 FRACTION = 0.2
 ALPHA = 0.5  # the Dirichlet alpha of the fedavg regime (unused by the IID fedsgd regime)
@@ -50,12 +49,11 @@ Job = tuple[str, str, str, str, int, float | None]  # regime, dataset, defense, 
 
 
 def regime_config(regime: str, dataset: str, seed: int, fedsgd_rounds: int) -> RobustnessConfig:
-    if regime == "fedavg":
-        return RobustnessConfig(
-            dataset=dataset, seed=seed, rounds=20, train=TrainConfig(epochs=2, batch_size=16, lr=0.1)
-        )
+    task = {"seed": seed, "data": {"dataset": dataset}}
+    if regime == "fedavg":  # the default matrix's regime (2 local epochs of batch 16, lr 0.1) for 20 rounds
+        return RobustnessConfig().with_run({**task, "federation": {"rounds": 20}})
     if regime == "fedsgd":
-        return RobustnessConfig.fedsgd(dataset=dataset, seed=seed, rounds=fedsgd_rounds)
+        return RobustnessConfig.fedsgd().with_run({**task, "federation": {"rounds": fedsgd_rounds}})
     raise ValueError(regime)
 
 
@@ -117,26 +115,12 @@ def update_statistics(regime: str, dataset: str, seed: int, fedsgd_rounds: int) 
     """
     import numpy as np
 
-    from attacks.robustness import local_steps_trainer, single_threaded
-    from protocols.fedavg import (
-        AggregationConfig,
-        DataConfig,
-        FedAvgSimulation,
-        FederationConfig,
-        ModelConfig,
-        RunConfig,
-    )
-    from protocols.training import train_local
+    from attacks.robustness import single_threaded
+    from protocols.fedavg import FedAvgSimulation
+    from protocols.training import local_steps_trainer, train_local
 
     cfg = regime_config(regime, dataset, seed, fedsgd_rounds)
-    run_cfg = RunConfig(
-        seed=seed,
-        data=DataConfig(dataset=dataset, num_clients=cfg.num_clients, partition=cfg.partition, alpha=ALPHA),
-        model=ModelConfig(name=cfg.model, hidden=cfg.hidden),
-        train=cfg.train,
-        federation=FederationConfig(rounds=cfg.rounds),
-        aggregation=AggregationConfig(name="mean"),
-    )
+    run_cfg = cfg.cell_run(ALPHA)  # the task with the plain mean
     rows: list[dict[str, float]] = []
 
     def hook(updates: list[Any], ctx: Any, sim: Any) -> list[Any]:

@@ -24,7 +24,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from attacks.robustness import NO_ATTACK, RobustnessConfig, matrix_report, run_cell, run_matrix, write_csv
+from attacks.robustness import NO_ATTACK, RobustnessConfig, run_cell, run_matrix
+from privagg.report.robustness import write_matrix
 
 
 def _median(xs: list[float]) -> float:
@@ -36,9 +37,7 @@ def matrix(out: Path, workers: int) -> dict[str, Any]:
     t0, c0 = time.perf_counter(), time.process_time()
     res = run_matrix(cfg, progress=sys.stderr.isatty(), workers=workers)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    rep = matrix_report(cfg, res, seconds=wall)
-    rep.write(out / "matrix")
-    write_csv(res, out / "matrix" / "robustness.csv")
+    write_matrix(cfg, res, out / "matrix", seconds=wall)
     return {
         "cells": len(res),
         "refused": sum(r.status != "ok" for r in res),
@@ -52,15 +51,15 @@ def matrix(out: Path, workers: int) -> dict[str, Any]:
 
 def studies(seeds: int) -> dict[str, Any]:
     rounds = 20
-    base = RobustnessConfig(rounds=rounds)
+    base = RobustnessConfig().with_run({"federation": {"rounds": rounds}})
     rows: dict[str, list[dict[str, Any]]] = {}
 
     def cell(key: str, cfg: RobustnessConfig, attack: str, defense: str, frac: float, alpha: float = 0.5) -> None:
         r = run_cell(cfg, attack, defense, frac, alpha)
-        rows.setdefault(key, []).append({"seed": cfg.seed, "accuracy": r.accuracy, "asr": r.attack_success_rate})
+        rows.setdefault(key, []).append({"seed": cfg.run.seed, "accuracy": r.accuracy, "asr": r.attack_success_rate})
 
     for seed in range(seeds):
-        cfg = replace(base, seed=seed)
+        cfg = base.with_run({"seed": seed})
         cell("fedavg clean", cfg, NO_ATTACK, "mean", 0.2)
         cell("fedavg + alie (paper z, 20%)", cfg, "alie", "mean", 0.2)
         cell("fedavg + alie omniscient (paper z, 20%)", replace(cfg, omniscient=True), "alie", "mean", 0.2)
@@ -74,7 +73,7 @@ def studies(seeds: int) -> dict[str, Any]:
             cell(f"IID (alpha=100) {d} + alie (paper z, 20%)", cfg, "alie", d, 0.2, 100.0)
         # one model-replacement client, attacking in the last round (omniscient: knows the example weights)
         mr = replace(cfg, omniscient=True, attack_options={"model-replacement": {"attack_rounds": [rounds]}})
-        f1 = 1 / cfg.num_clients
+        f1 = 1 / cfg.run.data.num_clients
         cell("fedavg + 1 model-replacement client", mr, "model-replacement", "mean", f1)
         cell("norm-bound clean", cfg, NO_ATTACK, "norm-bound", f1)
         cell("norm-bound + 1 model-replacement client", mr, "model-replacement", "norm-bound", f1)

@@ -90,49 +90,46 @@ def add_parser(sub: Any) -> None:
 
 
 def _robustness(args: argparse.Namespace) -> int:
-    from attacks.robustness import RobustnessConfig, matrix_report, run_matrix, write_csv
+    from attacks.robustness import RobustnessConfig, run_matrix
+    from privagg.report.robustness import write_matrix
 
-    kw: dict[str, Any] = {
+    axes: dict[str, Any] = {
         "malicious": _floats(args.malicious, "--malicious"),
         "alphas": _floats(args.alpha, "--alpha"),
-        "seed": args.seed,
         "omniscient": args.omniscient,
         "colluding": not args.non_colluding,
         "secure_aggregation": args.secure_aggregation,
     }
-    if (a := _names(args.attacks)) is not None:
-        kw["attacks"] = a
-    if (d := _names(args.defenses)) is not None:
-        kw["defenses"] = d
-    for opt, key in (
-        ("rounds", "rounds"),
-        ("clients", "num_clients"),
-        ("dataset", "dataset"),
-        ("model", "model"),
-        ("norm_bound", "norm_bound"),
-        ("noise_multiplier", "noise_multiplier"),
-        ("partition", "partition"),
-        ("local_steps", "local_steps"),
+    for opt, key in (("attacks", "attacks"), ("defenses", "defenses")):
+        if (names := _names(getattr(args, opt))) is not None:
+            axes[key] = names
+    for opt in ("norm_bound", "noise_multiplier", "local_steps"):
+        if (v := getattr(args, opt)) is not None:
+            axes[opt] = v
+    task: dict[str, dict[str, Any]] = {"data": {}, "model": {}, "federation": {}}
+    for opt, section, key in (
+        ("rounds", "federation", "rounds"),
+        ("clients", "data", "num_clients"),
+        ("dataset", "data", "dataset"),
+        ("partition", "data", "partition"),
+        ("model", "model", "name"),
     ):
-        v = getattr(args, opt)
-        if v is not None:
-            kw[key] = v
-    cfg = RobustnessConfig(**kw)
+        if (v := getattr(args, opt)) is not None:
+            task[section][key] = v
+    cfg = RobustnessConfig(**axes).with_run({"seed": args.seed, **task})
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConfigurationError(f"{out} exists and is not a directory", field="--out")
     t0 = time.perf_counter()
     results = run_matrix(cfg, progress=not args.no_progress and not args.json, workers=args.workers)
     seconds = time.perf_counter() - t0
-    report = matrix_report(cfg, results, seconds=seconds)
-    report.write(out)
-    write_csv(results, out / "robustness.csv")
+    report = write_matrix(cfg, results, out, seconds=seconds)
     if args.json:
         print(report.to_json())
     else:
-        ok = [r for r in results if r.status == "ok"]
+        refused = sum(r.status != "ok" for r in results)
         print(
-            f"{len(results)} runs ({len(results) - len(ok)} refused) in {seconds:.1f} s; "
+            f"{len(results)} runs ({refused} refused) in {seconds:.1f} s; "
             f"report: {out / 'report.html'}, table: {out / 'robustness.csv'}",
             file=sys.stderr,
         )

@@ -7,11 +7,12 @@ import pytest
 from scipy.stats import norm
 
 import attacks.poisoning as P
-from attacks.registry import ATTACKS, AttackCase, ThreatModel
+from attacks.poisoning.untargeted import _Shejwalkar
+from attacks.registry import ATTACKS, Adversary, AttackCase
 from privagg.errors import ConfigurationError
 from protocols.aggregation import ClientUpdate, RoundContext
 from protocols.fedavg import DataConfig, FedAvgSimulation, FederationConfig, ModelConfig, RunConfig
-from protocols.robust import Krum
+from protocols.robust import Krum, ServerPolicy
 from protocols.training import TrainConfig
 
 N = 10
@@ -58,7 +59,7 @@ def synthetic(n: int = N, d: int = 8, seed: int = 0, mean: float = 0.5) -> list[
     return [ClientUpdate(client_id=i, delta=x[i], num_examples=10) for i in range(n)]
 
 
-def armed(name: str, sim: FedAvgSimulation, threat: P.PoisoningThreat, **opts: object) -> P.PoisoningAttack:
+def armed(name: str, sim: FedAvgSimulation, threat: P.PoisoningAdversary, **opts: object) -> P.PoisoningAttack:
     atk = ATTACKS.get(name)(**opts)
     assert isinstance(atk, P.PoisoningAttack)
     return atk.setup(sim, threat, seed=0)
@@ -73,26 +74,49 @@ def split(atk: P.PoisoningAttack, updates: list[ClientUpdate]) -> tuple[list[int
 
 
 def test_every_poisoning_attack_is_registered_with_the_poisoning_kind() -> None:
-    for name in P.POISONING_ATTACKS:
+    names = P.poisoning_attacks()
+    assert names[:3] == ("label-flip", "sign-flip", "gaussian")
+    assert names[-3:] == ("model-replacement", "constrain-and-scale", "dba")  # definition order
+    assert set(names) == {n for n in ATTACKS.names() if ATTACKS.get(n).kind == "poisoning"}
+    for name in names:
         cls = ATTACKS.get(name)
-        assert cls.kind == "poisoning" and cls.name == name
+        assert cls.kind == "poisoning" and cls.name == name and P.poisoning_attack(name) is cls
+
+
+def test_only_poisoning_attacks_are_looked_up_as_such() -> None:
+    import attacks.inversion  # noqa: F401  (registers inference attacks)
+
+    other = next(n for n in ATTACKS.names() if ATTACKS.get(n).kind != "poisoning")
+    with pytest.raises(ConfigurationError, match="not a poisoning attack"):
+        P.poisoning_attack(other)
+    with pytest.raises(ConfigurationError, match="unknown attack"):
+        P.poisoning_attack("nope")
 
 
 def test_threat_model_counts_and_validation() -> None:
-    assert P.PoisoningThreat(fraction=0.2).count(20) == 4
-    assert P.PoisoningThreat(fraction=0.01).count(20) == 1
-    assert P.PoisoningThreat(fraction=0.0).count(20) == 0
-    assert P.PoisoningThreat(num_malicious=3).count(20) == 3
+    assert P.PoisoningAdversary(malicious_fraction=0.2).count(20) == 4
+    assert P.PoisoningAdversary(malicious_fraction=0.01).count(20) == 1
+    assert P.PoisoningAdversary(malicious_fraction=0.0).count(20) == 0
+    assert P.PoisoningAdversary(num_malicious=3).count(20) == 3
     with pytest.raises(ConfigurationError):
-        P.PoisoningThreat(fraction=1.0)
+        P.PoisoningAdversary(malicious_fraction=1.0)
     with pytest.raises(ConfigurationError):
-        P.PoisoningThreat(num_malicious=5).count(5)
-    assert "colluding" in P.PoisoningThreat().describe()
+        P.PoisoningAdversary(num_malicious=5).count(5)
+    assert "colluding" in P.PoisoningAdversary().describe()
+    assert P.PoisoningAdversary().malicious_fraction == 0.2  # the poisoning default
+    # the attacks' adversary vocabulary: named colluding clients are the malicious ones
+    named = P.PoisoningAdversary(colluding_clients=(3, 5))
+    assert named.count(20) == 2 and named.draw(20, seed=0) == frozenset({3, 5}) and "clients 3, 5" in named.describe()
+    with pytest.raises(ConfigurationError):
+        named.draw(4, seed=0)
+    with pytest.raises(ConfigurationError):
+        P.PoisoningAdversary(colluding_clients=(1,), num_malicious=1)
+    assert isinstance(named, Adversary)
 
 
 def test_malicious_clients_are_a_seeded_draw_and_only_they_change(sim: FedAvgSimulation) -> None:
-    a = armed("sign-flip", sim, P.PoisoningThreat(fraction=0.3))
-    b = armed("sign-flip", sim, P.PoisoningThreat(fraction=0.3))
+    a = armed("sign-flip", sim, P.PoisoningAdversary(malicious_fraction=0.3))
+    b = armed("sign-flip", sim, P.PoisoningAdversary(malicious_fraction=0.3))
     assert a.malicious == b.malicious and len(a.malicious) == 3
     updates = synthetic()
     out = a(updates, ctx(), sim)
@@ -104,10 +128,10 @@ def test_malicious_clients_are_a_seeded_draw_and_only_they_change(sim: FedAvgSim
 
 
 def test_inactive_rounds_leave_updates_alone(sim: FedAvgSimulation) -> None:
-    atk = armed("sign-flip", sim, P.PoisoningThreat(fraction=0.3), start_round=3)
+    atk = armed("sign-flip", sim, P.PoisoningAdversary(malicious_fraction=0.3), start_round=3)
     updates = synthetic()
     assert atk(updates, ctx(r=2), sim) is updates
-    only = armed("sign-flip", sim, P.PoisoningThreat(fraction=0.3), attack_rounds=[5])
+    only = armed("sign-flip", sim, P.PoisoningAdversary(malicious_fraction=0.3), attack_rounds=[5])
     assert only(updates, ctx(r=4), sim) is updates
     assert only(updates, ctx(r=5), sim) is not updates
 
@@ -115,9 +139,9 @@ def test_inactive_rounds_leave_updates_alone(sim: FedAvgSimulation) -> None:
 def test_gaussian_noise_scale_and_reproducibility(sim: FedAvgSimulation) -> None:
     d = 20_000
     updates = synthetic(d=d)
-    atk = armed("gaussian", sim, P.PoisoningThreat(fraction=0.2), scale=3.0)
+    atk = armed("gaussian", sim, P.PoisoningAdversary(malicious_fraction=0.2), scale=3.0)
     out = atk(updates, ctx(d=d), sim)
-    again = armed("gaussian", sim, P.PoisoningThreat(fraction=0.2), scale=3.0)(updates, ctx(d=d), sim)
+    again = armed("gaussian", sim, P.PoisoningAdversary(malicious_fraction=0.2), scale=3.0)(updates, ctx(d=d), sim)
     for i in split(atk, updates)[0]:
         expected = 3.0 * np.linalg.norm(updates[i].delta)
         assert abs(np.linalg.norm(out[i].delta) - expected) < 0.05 * expected  # seeded; chi with 20k dof: <1%
@@ -134,7 +158,7 @@ def test_alie_z_from_the_paper() -> None:
 
 @pytest.mark.parametrize("omniscient", [False, True])
 def test_alie_uses_the_known_benign_statistics(sim: FedAvgSimulation, omniscient: bool) -> None:
-    atk = armed("alie", sim, P.PoisoningThreat(fraction=0.3, omniscient=omniscient))
+    atk = armed("alie", sim, P.PoisoningAdversary(malicious_fraction=0.3, omniscient=omniscient))
     updates = synthetic()
     mal, hon = split(atk, updates)
     ref = np.stack([updates[i].delta for i in (hon if omniscient else mal)])
@@ -147,17 +171,17 @@ def test_alie_uses_the_known_benign_statistics(sim: FedAvgSimulation, omniscient
 def test_statistics_attacks_need_collusion_or_omniscience(sim: FedAvgSimulation) -> None:
     for name in ("alie", "min-max", "min-sum"):
         with pytest.raises(ConfigurationError, match="colluding or omniscient"):
-            armed(name, sim, P.PoisoningThreat(fraction=0.3, colluding=False))
-    armed("alie", sim, P.PoisoningThreat(fraction=0.3, colluding=False, omniscient=True))
+            armed(name, sim, P.PoisoningAdversary(malicious_fraction=0.3, colluding=False))
+    armed("alie", sim, P.PoisoningAdversary(malicious_fraction=0.3, colluding=False, omniscient=True))
 
 
 def test_ipm_non_colluding_attackers_use_their_own_update(sim: FedAvgSimulation) -> None:
-    atk = armed("ipm", sim, P.PoisoningThreat(fraction=0.3, colluding=False), epsilon=0.1)
+    atk = armed("ipm", sim, P.PoisoningAdversary(malicious_fraction=0.3, colluding=False), epsilon=0.1)
     updates = synthetic()
     out = atk(updates, ctx(), sim)
     for i in split(atk, updates)[0]:
         np.testing.assert_allclose(out[i].delta, -0.1 * updates[i].delta)
-    omni = armed("ipm", sim, P.PoisoningThreat(fraction=0.3, omniscient=True), epsilon=0.1)
+    omni = armed("ipm", sim, P.PoisoningAdversary(malicious_fraction=0.3, omniscient=True), epsilon=0.1)
     mal, hon = split(omni, updates)
     hm = np.mean([updates[i].delta for i in hon], axis=0)
     np.testing.assert_allclose(omni(updates, ctx(), sim)[mal[0]].delta, -0.1 * hm)
@@ -165,8 +189,8 @@ def test_ipm_non_colluding_attackers_use_their_own_update(sim: FedAvgSimulation)
 
 @pytest.mark.parametrize("name", ["min-max", "min-sum"])
 def test_min_max_min_sum_gamma_is_the_largest_feasible(sim: FedAvgSimulation, name: str) -> None:
-    atk = armed(name, sim, P.PoisoningThreat(fraction=0.3, omniscient=True))
-    assert isinstance(atk, P._Shejwalkar)
+    atk = armed(name, sim, P.PoisoningAdversary(malicious_fraction=0.3, omniscient=True))
+    assert isinstance(atk, _Shejwalkar)
     updates = synthetic()
     mal, hon = split(atk, updates)
     out = atk(updates, ctx(), sim)
@@ -181,7 +205,7 @@ def test_min_max_min_sum_gamma_is_the_largest_feasible(sim: FedAvgSimulation, na
 
 
 def test_fang_krum_gets_a_malicious_update_selected(sim: FedAvgSimulation) -> None:
-    atk = armed("fang-krum", sim, P.PoisoningThreat(fraction=0.3, omniscient=True))
+    atk = armed("fang-krum", sim, P.PoisoningAdversary(malicious_fraction=0.3, omniscient=True))
     updates = synthetic(mean=0.05, d=50)  # as in training: the mean update is small next to its spread
     out = atk(updates, ctx(d=50), sim)
     mal, _ = split(atk, updates)
@@ -193,7 +217,7 @@ def test_fang_krum_gets_a_malicious_update_selected(sim: FedAvgSimulation) -> No
 
 
 def test_fang_median_goes_beyond_the_benign_extremes(sim: FedAvgSimulation) -> None:
-    atk = armed("fang-median", sim, P.PoisoningThreat(fraction=0.3, omniscient=True))
+    atk = armed("fang-median", sim, P.PoisoningAdversary(malicious_fraction=0.3, omniscient=True))
     updates = synthetic()
     mal, hon = split(atk, updates)
     ref = np.stack([updates[i].delta for i in hon])
@@ -206,7 +230,7 @@ def test_fang_median_goes_beyond_the_benign_extremes(sim: FedAvgSimulation) -> N
 
 
 def test_label_flip_trains_on_flipped_labels(sim: FedAvgSimulation) -> None:
-    atk = armed("label-flip", sim, P.PoisoningThreat(num_malicious=1))
+    atk = armed("label-flip", sim, P.PoisoningAdversary(num_malicious=1))
     gp = sim.global_params.copy()
     updates = [sim.train_client(c, gp, round=1) for c in range(N)]
     c = ctx(r=1, d=gp.size)
@@ -240,21 +264,21 @@ def test_trigger_is_split_into_disjoint_local_parts() -> None:
 def test_backdoors_refuse_tabular_data() -> None:
     tab = FedAvgSimulation(tiny_config(dataset="breast-cancer", clients=4))
     with pytest.raises(ConfigurationError, match="image"):
-        armed("model-replacement", tab, P.PoisoningThreat(num_malicious=1))
+        armed("model-replacement", tab, P.PoisoningAdversary(num_malicious=1))
 
 
 def test_dba_attackers_stamp_only_their_local_trigger(sim: FedAvgSimulation) -> None:
-    atk = armed("dba", sim, P.PoisoningThreat(fraction=0.4))
+    atk = armed("dba", sim, P.PoisoningAdversary(malicious_fraction=0.4))
     assert isinstance(atk, P.DistributedBackdoor)
     assert [atk.trigger_for(k) for k in range(4)] == atk.groups
     assert atk.trigger_for(4) == atk.groups[0]
-    mr = armed("model-replacement", sim, P.PoisoningThreat(fraction=0.4))
+    mr = armed("model-replacement", sim, P.PoisoningAdversary(malicious_fraction=0.4))
     assert isinstance(mr, P.BackdoorAttack)
     assert mr.trigger_for(2) == mr.global_trigger
 
 
 def test_constrain_and_scale_respects_the_assumed_norm_bound(sim: FedAvgSimulation) -> None:
-    atk = armed("constrain-and-scale", sim, P.PoisoningThreat(num_malicious=1), norm_bound=0.5, local_epochs=1)
+    atk = armed("constrain-and-scale", sim, P.PoisoningAdversary(num_malicious=1), norm_bound=0.5, local_epochs=1)
     gp = sim.global_params.copy()
     updates = [sim.train_client(c, gp, round=1) for c in range(N)]
     c = RoundContext(
@@ -273,7 +297,7 @@ def test_constrain_and_scale_respects_the_assumed_norm_bound(sim: FedAvgSimulati
 
 def test_model_replacement_implants_a_backdoor_in_one_round() -> None:
     s = FedAvgSimulation(tiny_config(rounds=4, clients=8, model="mlp"))
-    atk = armed("model-replacement", s, P.PoisoningThreat(num_malicious=1, omniscient=True), attack_rounds=[4])
+    atk = armed("model-replacement", s, P.PoisoningAdversary(num_malicious=1, omniscient=True), attack_rounds=[4])
     s.update_hooks.append(atk)
     for r in range(1, 4):
         s.run_round(r)
@@ -287,7 +311,7 @@ def test_model_replacement_implants_a_backdoor_in_one_round() -> None:
 
 def test_attack_run_on_an_attack_case() -> None:
     atk = ATTACKS.get("sign-flip")()
-    case = AttackCase(num_clients=5, threat=ThreatModel(malicious_fraction=0.2), options={"rounds": 1})
+    case = AttackCase.create(num_clients=5, adversary=Adversary(malicious_fraction=0.2), options={"rounds": 1})
     res = atk.run(case)
     assert 0.0 <= res.metrics["accuracy"] <= 1.0 and res.success is None
     with pytest.raises(ConfigurationError):
@@ -307,3 +331,32 @@ def test_invalid_attack_options() -> None:
     ]:
         with pytest.raises(ConfigurationError):
             ATTACKS.get(name)(**opts)
+
+
+def test_attacks_learn_the_server_policy() -> None:
+    policy = ServerPolicy(norm_bound=0.5)
+    cas = P.poisoning_attack("constrain-and-scale").from_policy({}, policy)
+    assert isinstance(cas, P.ConstrainAndScale) and cas.norm_bound == 0.5  # the attacker knows the server's M
+    own = P.poisoning_attack("constrain-and-scale").from_policy({"norm_bound": 3.0}, policy)
+    assert isinstance(own, P.ConstrainAndScale) and own.norm_bound == 3.0
+    mr = P.poisoning_attack("model-replacement").from_policy({"boost": 2.0}, policy)
+    assert isinstance(mr, P.ModelReplacement) and mr.boost == 2.0
+    with pytest.raises(ConfigurationError, match="invalid options for attack 'sign-flip'"):
+        P.poisoning_attack("sign-flip").from_policy({"nope": 1}, policy)
+
+
+def test_details_report_what_the_attack_chose(sim: FedAvgSimulation) -> None:
+    alie = armed("alie", sim, P.PoisoningAdversary(malicious_fraction=0.3))
+    assert alie.details() == {}
+    alie(synthetic(), ctx(), sim)
+    assert alie.details() == {"last_z": pytest.approx(P.alie_z(N, 3))}
+    dba = armed("dba", sim, P.PoisoningAdversary(malicious_fraction=0.3), target_label=2)
+    assert dba.details() == {"target_label": 2}
+    assert armed("sign-flip", sim, P.PoisoningAdversary(malicious_fraction=0.3)).details() == {}
+
+
+def test_clean_trigger_rate_is_model_replacements_trigger_on_a_clean_model(sim: FedAvgSimulation) -> None:
+    probe = armed("model-replacement", sim, P.PoisoningAdversary(num_malicious=1))
+    assert P.clean_trigger_rate(sim) == probe.success(sim)
+    assert P.clean_trigger_rate(FedAvgSimulation(tiny_config(dataset="breast-cancer", clients=4))) is None
+

@@ -12,24 +12,28 @@ import numpy as np
 import pytest
 
 import attacks.robustness as R
+import attacks.robustness.runner as runner
 from attacks.registry import ATTACKS
+from dp.config import DPConfig
 from privagg.cli import main
 from privagg.errors import ConfigurationError
+from privagg.report.robustness import matrix_report, write_csv
 from protocols.aggregation import ClientUpdate, RoundContext
-from protocols.robust import NormBound
-from protocols.training import TrainConfig
+from protocols.fedavg import RunConfig
+from protocols.robust import NormBound, robust_aggregators
+from protocols.training import TrainConfig, local_steps_trainer
+
+TASK = {
+    "data": {"num_clients": 6},
+    "model": {"name": "logreg"},
+    "train": {"epochs": 1, "batch_size": 32, "lr": 0.1},
+    "federation": {"rounds": 2},
+}
 
 
-def tiny(**kw: object) -> R.RobustnessConfig:
-    base: dict[str, object] = {
-        "rounds": 2,
-        "num_clients": 6,
-        "model": "logreg",
-        "train": TrainConfig(epochs=1, batch_size=32, lr=0.1),
-        "malicious": (0.2,),
-    }
-    base.update(kw)
-    return R.RobustnessConfig(**base)  # type: ignore[arg-type]
+def tiny(task: dict[str, object] | None = None, **axes: object) -> R.RobustnessConfig:
+    """A tiny sweep: ``task`` changes the federated task (nested, as in TOML), ``axes`` the sweep's own fields."""
+    return R.RobustnessConfig(**{"malicious": (0.2,), **axes}).with_run(TASK).with_run(task or {})  # type: ignore[arg-type]
 
 
 def test_defaults_cover_every_attack_and_defense() -> None:
@@ -50,8 +54,48 @@ def test_config_validation() -> None:
         tiny(malicious=(0.5,))
     with pytest.raises(ConfigurationError):
         tiny(alphas=(0.0,))
-    with pytest.raises(ConfigurationError):
-        tiny(rounds=0)
+    with pytest.raises(ConfigurationError, match=r"federation\.rounds"):
+        tiny({"federation": {"rounds": 0}})
+    with pytest.raises(ConfigurationError, match="num_clients"):
+        tiny({"data": {"num_clients": 2}})
+    with pytest.raises(ConfigurationError, match=r"run\.dp"):
+        R.RobustnessConfig(run=RunConfig(dp=DPConfig(noise_multiplier=1.0)))
+    with pytest.raises(ConfigurationError, match=r"run\.aggregation"):
+        tiny({"aggregation": {"name": "median"}})
+
+
+def test_the_sweep_nests_its_task() -> None:
+    cfg = tiny({"seed": 4, "data": {"dataset": "digits"}})
+    assert isinstance(cfg.run, RunConfig)
+    run = cfg.run
+    assert (run.seed, run.data.dataset, run.data.num_clients, run.federation.rounds) == (4, "digits", 6, 2)
+    assert cfg.run.train == TrainConfig(epochs=1, batch_size=32, lr=0.1)
+    cell = cfg.cell_run(0.1)
+    assert cell.data.alpha == 0.1 and replace(cell, data=cfg.run.data) == cfg.run
+    # the default task: no early stopping, plain SGD without momentum, 15 rounds
+    default = R.RobustnessConfig().run
+    assert default.federation.patience is None and default.train.momentum == 0.0 and default.federation.rounds == 15
+    assert R.RobustnessConfig.quick().run.data.num_clients == 10
+
+
+def test_defaults_come_from_the_registries() -> None:
+    assert R.default_defenses() == (R.BASELINE_DEFENSE, *robust_aggregators())
+    poisoning = {n for n in ATTACKS.names() if ATTACKS.get(n).kind == "poisoning"}
+    assert set(R.default_attacks()) == {R.NO_ATTACK} | poisoning and R.default_attacks()[0] == R.NO_ATTACK
+
+
+def test_the_server_policy_of_a_cell() -> None:
+    cfg = tiny(norm_bound=3.0, noise_multiplier=0.2, root_size=7, secure_aggregation=True, defenses=("norm-bound",))
+    p = cfg.policy(2)
+    assert (p.num_byzantine, p.norm_bound, p.noise_multiplier, p.secure_aggregation, p.root_size) == (
+        2,
+        3.0,
+        0.2,
+        True,
+        7,
+    )
+    adv = cfg.adversary(0.5)
+    assert adv.malicious_fraction == 0.5 and adv.colluding and not adv.omniscient
 
 
 def test_inference_attacks_are_not_poisoning_attacks() -> None:
@@ -75,13 +119,13 @@ def test_secure_aggregation_refuses_plaintext_defenses() -> None:
 
 
 def test_refused_cell_when_f_exceeds_the_bound() -> None:
-    cfg = tiny(num_clients=10, defenses=("bulyan",))
+    cfg = tiny({"data": {"num_clients": 10}}, defenses=("bulyan",))
     r = R.run_cell(cfg, "sign-flip", "bulyan", 0.2, 0.5)  # f = 2 > (10 - 3) // 4
     assert r.status.startswith("refused") and "at most 1" in r.status and math.isnan(r.accuracy)
 
 
 def test_under_secure_aggregation_only_honest_clients_clip() -> None:
-    hook = R._client_clip_hook(NormBound(norm_bound=1.0), frozenset({1}))
+    hook = NormBound(norm_bound=1.0).client_clipping(frozenset({1}))
     ups = [ClientUpdate(client_id=i, delta=np.array([3.0, 4.0]), num_examples=1) for i in range(3)]
     c = RoundContext(
         round=1, population=3, sampled=(0, 1, 2), sampling="fixed", sampling_rate=1.0, rng=np.random.default_rng(0)
@@ -107,9 +151,9 @@ def test_tiny_matrix_end_to_end(tmp_path: Path) -> None:
     # deterministic from the seed
     again = R.run_cell(cfg, "sign-flip", "median", 0.2, 0.5)
     assert again.accuracy == next(r.accuracy for r in res if r.attack == "sign-flip" and r.defense == "median")
-    rep = R.matrix_report(cfg, res, seconds=1.0)
+    rep = matrix_report(cfg, res, seconds=1.0)
     out = rep.write(tmp_path / "rep")
-    R.write_csv(res, out / "robustness.csv")
+    write_csv(res, out / "robustness.csv")
     names = {p.name for p in out.iterdir()}
     assert {
         "report.json",
@@ -194,7 +238,7 @@ def test_one_local_step_is_minus_lr_times_the_minibatch_gradient() -> None:
     ref = build_model("logreg", (4,), 3, generator=torch_generator(0, "init"))
     loss = torch.nn.functional.cross_entropy(ref(torch.from_numpy(x)[b]), torch.from_numpy(y)[b])
     grad = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(ref.parameters()))]).double().numpy()
-    R.local_steps_trainer(1)(model, x, y, cfg, generator=torch_generator(0, "batches"))
+    local_steps_trainer(1)(model, x, y, cfg, generator=torch_generator(0, "batches"))
     np.testing.assert_allclose(get_flat_params(model) - before, -0.3 * grad, rtol=1e-5, atol=1e-7)
 
 
@@ -216,27 +260,30 @@ def test_local_steps_take_exactly_that_many_batches_and_wrap_around() -> None:
 
     x = np.zeros((5, 2), dtype=np.float32)
     y = np.array([0, 1, 0, 1, 0])
-    R.local_steps_trainer(4)(Counting(), x, y, TrainConfig(batch_size=2), generator=torch_generator(0, "b"))
+    local_steps_trainer(4)(Counting(), x, y, TrainConfig(batch_size=2), generator=torch_generator(0, "b"))
     assert seen == [2, 2, 1, 2]  # 5 samples: two full batches, the remainder, then a fresh permutation
     with pytest.raises(ConfigurationError, match="local_steps"):
-        R.local_steps_trainer(0)
+        local_steps_trainer(0)
 
 
 def test_fedsgd_regime_config_and_cell(monkeypatch: pytest.MonkeyPatch) -> None:
     from attacks.poisoning import alie_z
 
     default = R.RobustnessConfig()
-    assert default.local_steps is None and default.partition == "dirichlet"  # the matrix's regime is unchanged
-    cfg = R.RobustnessConfig.fedsgd(rounds=3, num_clients=10, model="logreg", defenses=("median",))
-    assert cfg.local_steps == 1 and cfg.partition == "iid" and "FedSGD" in cfg.regime and "IID" in cfg.regime
+    assert default.local_steps is None  # the matrix's regime is unchanged
+    assert default.run.data.partition == "dirichlet"
+    cfg = R.RobustnessConfig.fedsgd(defenses=("median",)).with_run(
+        {"federation": {"rounds": 3}, "data": {"num_clients": 10}, "model": {"name": "logreg"}}
+    )
+    assert cfg.local_steps == 1 and cfg.run.data.partition == "iid" and "FedSGD" in cfg.regime and "IID" in cfg.regime
     with pytest.raises(ConfigurationError, match="local_steps"):
         tiny(local_steps=0)
     with pytest.raises(ConfigurationError, match="partition"):
-        tiny(partition="shards")
+        tiny({"data": {"partition": "shards"}})
     # the cell runs the simulation on an IID split with the one-step trainer, once per client and round
-    sims: list[R.FedAvgSimulation] = []
+    sims: list[runner.FedAvgSimulation] = []
     steps: list[int] = []
-    real = R.local_steps_trainer
+    real = runner.local_steps_trainer
 
     def spy(k: int) -> object:
         inner = real(k)
@@ -247,13 +294,13 @@ def test_fedsgd_regime_config_and_cell(monkeypatch: pytest.MonkeyPatch) -> None:
 
         return train
 
-    class Spy(R.FedAvgSimulation):
+    class Spy(runner.FedAvgSimulation):
         def __init__(self, *a: object, **kw: object) -> None:
             super().__init__(*a, **kw)  # type: ignore[arg-type]
             sims.append(self)
 
-    monkeypatch.setattr(R, "local_steps_trainer", spy)
-    monkeypatch.setattr(R, "FedAvgSimulation", Spy)
+    monkeypatch.setattr(runner, "local_steps_trainer", spy)
+    monkeypatch.setattr(runner, "FedAvgSimulation", Spy)
     clean = R.run_cell(cfg, "none", "median", 0.2, 0.5)
     assert sims[0].config.data.partition == "iid" and steps == [1] * (3 * 10)
     assert sorted(len(i) for i in sims[0].client_indices) == sorted(
@@ -265,7 +312,8 @@ def test_fedsgd_regime_config_and_cell(monkeypatch: pytest.MonkeyPatch) -> None:
     assert alie.num_malicious == 2 and alie.details["last_z"] == pytest.approx(alie_z(10, 2))
     # the default regime keeps the multi-epoch trainer (no local-steps trainer built)
     steps.clear()
-    R.run_cell(replace(cfg, local_steps=None, partition="dirichlet"), "none", "median", 0.2, 0.5)
+    fedavg = replace(cfg, local_steps=None).with_run({"data": {"partition": "dirichlet"}})
+    R.run_cell(fedavg, "none", "median", 0.2, 0.5)
     assert steps == [] and sims[-1].config.data.partition == "dirichlet"
 
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 import protocols.robust as robust
 from privagg.errors import ConfigurationError
 from protocols.aggregation import AGGREGATORS, Aggregator, ClientUpdate, RoundContext
+from protocols.fedavg import DataConfig, FedAvgSimulation, FederationConfig, ModelConfig, RunConfig
 
 
 def ctx(n: int, *, seed: int = 0, d: int | None = None) -> RoundContext:
@@ -204,7 +205,7 @@ class TestFLAME(AggregatorConformance):
 
 def test_every_registered_robust_aggregator_has_a_conformance_class() -> None:
     covered = {c.name for c in AggregatorConformance.__subclasses__()}
-    assert set(robust.ROBUST_AGGREGATORS) | {"mean"} <= covered
+    assert set(robust.robust_aggregators()) | {"mean"} <= covered
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,7 +221,8 @@ def test_bounds_and_secagg_flags() -> None:
     assert robust.max_byzantine("mean", 5) == 0
     assert robust.secure_aggregation_compatible("mean")
     assert robust.secure_aggregation_compatible("norm-bound")
-    for name in set(robust.ROBUST_AGGREGATORS) - {"norm-bound"}:
+    assert robust.byzantine_bound("mean", 5) is None and robust.byzantine_bound("krum", 7) == 2
+    for name in set(robust.robust_aggregators()) - {"norm-bound"}:
         assert not robust.secure_aggregation_compatible(name), name
 
 
@@ -372,3 +374,105 @@ def test_invalid_options_are_configuration_errors() -> None:
             make()
     with pytest.raises(ConfigurationError, match="cannot trim"):
         robust.TrimmedMean(num_byzantine=0, trim=3).aggregate(ups(np.ones((5, 2))), ctx(5))
+
+
+# ---------------------------------------------------------------------------------------------
+# Built for a deployment: the server policy, and setting up on a simulation
+# ---------------------------------------------------------------------------------------------
+
+
+def test_robust_rules_are_listed_from_the_registry_in_definition_order() -> None:
+    names = robust.robust_aggregators()
+    assert names[:3] == ("median", "trimmed-mean", "krum") and names[-1] == "flame"
+    assert "mean" not in names and len(set(names)) == len(names) == 11
+    for n in names:
+        factory = AGGREGATORS.get(n)
+        assert isinstance(factory, type) and issubclass(factory, robust.RobustAggregator)
+
+
+def test_server_policy_validation() -> None:
+    for bad in ({"num_byzantine": -1}, {"norm_bound": 0.0}, {"noise_multiplier": -0.1}, {"root_size": 0}):
+        with pytest.raises(ConfigurationError):
+            robust.ServerPolicy(**bad)  # type: ignore[arg-type]
+
+
+def test_build_defense_takes_what_each_rule_declares_from_the_policy() -> None:
+    policy = robust.ServerPolicy(num_byzantine=2, norm_bound=3.0, noise_multiplier=0.2, root_size=7)
+    krum = robust.build_defense("krum", {}, policy)
+    assert isinstance(krum, robust.Krum) and krum.num_byzantine == 2
+    assert robust.build_defense("krum", {"num_byzantine": 1}, policy).num_byzantine == 1  # type: ignore[attr-defined]
+    nb = robust.build_defense("norm-bound", {}, policy)
+    assert isinstance(nb, robust.NormBound)
+    assert (nb.num_byzantine, nb.norm_bound, nb.noise_multiplier, nb.clip_on_server) == (2, 3.0, 0.2, True)
+    fl = robust.build_defense("fltrust", {}, policy)
+    assert isinstance(fl, robust.FLTrust) and fl.root_size == 7 and fl.num_byzantine == 2
+    mean = robust.build_defense("mean", {}, policy)  # not a robust rule: it needs nothing from the policy
+    assert mean.name == "mean"
+    with pytest.raises(ConfigurationError, match="unknown option") as e:
+        robust.build_defense("median", {"nope": 1}, policy)
+    assert e.value.field == "defense_options.median.nope"
+    with pytest.raises(ConfigurationError, match=r"defense_options\.mean\.nope"):
+        robust.build_defense("mean", {"nope": 1}, policy)
+
+
+def test_typed_options_validate_a_configuration_table() -> None:
+    from protocols.aggregation import build_aggregator
+
+    krum = build_aggregator("multi-krum", {"num_byzantine": 2, "m": 3})
+    assert isinstance(krum, robust.MultiKrum) and (krum.num_byzantine, krum.m) == (2, 3)
+    assert isinstance(krum.options, robust.MultiKrumOptions)
+    assert robust.NormBound(robust.NormBoundOptions(norm_bound=2.0), noise_multiplier=0.5).options == (
+        robust.NormBoundOptions(norm_bound=2.0, noise_multiplier=0.5)
+    )
+    with pytest.raises(ConfigurationError) as e:
+        build_aggregator("trimmed-mean", {"trim": -1})
+    assert e.value.field == "aggregation.options.trim"
+    with pytest.raises(ConfigurationError) as e:
+        build_aggregator("flame", {"noise_lambda": "loud"})
+    assert e.value.field == "aggregation.options.noise_lambda"
+
+
+def _sim(num_clients: int = 4) -> FedAvgSimulation:
+    cfg = RunConfig(
+        data=DataConfig(num_clients=num_clients),
+        model=ModelConfig(name="logreg"),
+        federation=FederationConfig(rounds=1),
+    )
+    return FedAvgSimulation(cfg)
+
+
+def test_norm_bound_under_secure_aggregation_has_the_clients_clip() -> None:
+    policy = robust.ServerPolicy(norm_bound=1.0, secure_aggregation=True)
+    nb = robust.build_defense("norm-bound", {"clip_on_server": True}, policy)
+    assert isinstance(nb, robust.NormBound) and nb.clip_on_server is False  # the server only sees the sum
+    sim = _sim()
+    nb.prepare(sim, deviating=frozenset({1}))
+    (hook,) = sim.update_hooks
+    out = hook(ups(np.array([[3.0, 4.0]] * 3)), ctx(3), sim)
+    np.testing.assert_allclose([u.delta for u in out], [[0.6, 0.8], [3.0, 4.0], [0.6, 0.8]])
+    server_side = robust.build_defense("norm-bound", {}, robust.ServerPolicy(norm_bound=1.0))
+    other = _sim()
+    server_side.prepare(other)
+    assert other.update_hooks == []  # the server clips: nothing to install
+    robust.build_defense("mean", {}, policy).prepare(other)  # no-op for the plain mean
+    assert other.update_hooks == []
+
+
+def test_fltrust_prepares_its_root_update_on_the_simulation() -> None:
+    sim = _sim()
+    fl = robust.FLTrust(root_size=20)
+    fl.prepare(sim)
+    assert fl.root_update is not None
+    c = RoundContext(
+        round=1, population=4, sampled=(0, 1, 2, 3), sampling="fixed", sampling_rate=1.0,
+        rng=np.random.default_rng(0), global_params=sim.global_params.copy(),
+    )
+    g0 = fl.root_update(c)
+    assert g0.shape == sim.global_params.shape and np.linalg.norm(g0) > 0
+    np.testing.assert_array_equal(g0, fl.root_update(c))  # seeded: the same sample and batch order
+    given = robust.FLTrust(root_update=lambda ctx: np.zeros(2))
+    given.prepare(sim)
+    assert given.root_update is not None and not given.root_update(c).any()  # an explicit root update is kept
+    with pytest.raises(ConfigurationError):
+        robust.FLTrust(root_size=0)
+

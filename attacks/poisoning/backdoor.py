@@ -1,0 +1,298 @@
+"""Backdoor attacks: a pixel-pattern trigger relabelled to ``target_label`` (model replacement,
+constrain-and-scale, the distributed backdoor), and their attack success rate.
+
+A malicious client trains on poisoned data with the one local trainer
+(:func:`protocols.training.train_local`): plain SGD at the attack's rate for its own number of
+epochs, its loss and after-step projection as the trainer's hooks.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+
+from attacks.poisoning.base import PoisoningAttack
+from attacks.registry import register_attack
+from privagg.errors import ConfigurationError
+from privagg.randomness import torch_generator
+from protocols.aggregation import ClientUpdate, RoundContext
+from protocols.models import get_flat_params, set_flat_params
+from protocols.robust import ServerPolicy
+from protocols.training import predict_logits, train_local
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from protocols.fedavg import FedAvgSimulation
+
+__all__ = [
+    "BackdoorAttack",
+    "ConstrainAndScale",
+    "DistributedBackdoor",
+    "ModelReplacement",
+    "apply_trigger",
+    "clean_trigger_rate",
+    "trigger_groups",
+]
+
+
+def trigger_groups(input_shape: tuple[int, ...], parts: int = 4) -> list[list[tuple[int, int]]]:
+    """The pixel-pattern trigger of an image shape, split into ``parts`` local triggers (DBA).
+
+    Four horizontal bars of length ``max(2, W // 7)`` in the top-left corner, two rows apart
+    (8x8 digits: rows 0 and 2, columns 0-1 and 3-4). The global trigger is their union.
+    """
+    if len(input_shape) != 3:
+        raise ConfigurationError(
+            f"pixel triggers need images (C, H, W), got input shape {input_shape}", field="dataset"
+        )
+    _, h, w = input_shape
+    bar = max(2, w // 7)
+    if 2 * bar + 1 > w or h < 3:
+        raise ConfigurationError(f"image {h}x{w} too small for the trigger", field="dataset")
+    bars = [[(row, col0 + k) for k in range(bar)] for row in (0, 2) for col0 in (0, bar + 1)]
+    if parts < 1:
+        raise ConfigurationError("must be >= 1", field="parts")
+    groups: list[list[tuple[int, int]]] = [[] for _ in range(min(parts, len(bars)))]
+    for j, b in enumerate(bars):
+        groups[j % len(groups)].extend(b)
+    return groups
+
+
+def apply_trigger(x: np.ndarray, pixels: Sequence[tuple[int, int]], value: float = 1.0) -> np.ndarray:
+    """A copy of image batch ``x`` (N, C, H, W) with ``pixels`` set to ``value`` in every channel."""
+    out = np.array(x, dtype=np.float32, copy=True)
+    for r, c in pixels:
+        out[:, :, r, c] = value
+    return out
+
+
+class BackdoorAttack(PoisoningAttack):
+    """Shared machinery of the backdoors: poisoned local data, boosting, success rate.
+
+    A malicious client replaces ``poison_fraction`` of its local samples by triggered copies
+    labelled ``target_label`` (the rest stays clean so the main task survives), trains
+    ``local_epochs`` epochs from the global model, and scales its delta by ``boost``
+    (``None``: model replacement, the inverse of the attackers' share of the aggregate, see
+    :meth:`boost_for`).
+    """
+
+    is_backdoor = True
+    local_trigger: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        *,
+        target_label: int = 0,
+        poison_fraction: float = 0.5,
+        local_epochs: int = 5,
+        lr: float | None = None,
+        boost: float | None = None,
+        **kw: Any,
+    ) -> None:
+        super().__init__(**kw)
+        if not 0 < poison_fraction <= 1:
+            raise ConfigurationError("must be in (0, 1]", field="poison_fraction")
+        if local_epochs < 1:
+            raise ConfigurationError("must be >= 1", field="local_epochs")
+        if boost is not None and not boost > 0:
+            raise ConfigurationError("must be > 0", field="boost")
+        self.target_label, self.poison_fraction = target_label, poison_fraction
+        self.local_epochs, self.lr, self.boost = local_epochs, lr, boost
+        self.groups: list[list[tuple[int, int]]] = []
+
+    def _setup(self, sim: FedAvgSimulation) -> None:
+        ds = sim.dataset
+        if ds.kind != "image":
+            raise ConfigurationError(f"{self.name} needs an image dataset, {ds.name} is {ds.kind}", field="dataset")
+        if not 0 <= self.target_label < ds.num_classes:
+            raise ConfigurationError(
+                f"not a class of {ds.name}", field="target_label", accepted=f"0..{ds.num_classes - 1}"
+            )
+        self.groups = trigger_groups(ds.input_shape, 4)
+
+    @property
+    def global_trigger(self) -> list[tuple[int, int]]:
+        return [p for g in self.groups for p in g]
+
+    def trigger_for(self, rank: int) -> list[tuple[int, int]]:
+        """The trigger attacker number ``rank`` stamps (DBA: its local part; else the global one)."""
+        if self.local_trigger:
+            return self.groups[rank % len(self.groups)]
+        return self.global_trigger
+
+    def poisoned_data(
+        self, x: np.ndarray, y: np.ndarray, pixels: Sequence[tuple[int, int]], rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        n = len(y)
+        k = max(1, round(self.poison_fraction * n))
+        idx = rng.choice(n, size=min(k, n), replace=False)
+        xp, yp = np.array(x, copy=True), np.array(y, copy=True)
+        xp[idx] = apply_trigger(x[idx], pixels)
+        yp[idx] = self.target_label
+        return xp, yp
+
+    def boost_for(self, updates: list[ClientUpdate], mal: list[int], sim: FedAvgSimulation) -> float:
+        """The scale ``gamma`` of the malicious deltas (model replacement: the inverse of their weight).
+
+        An omniscient attacker facing an example-weighted mean knows every client's weight and
+        uses ``sum(all weights) / sum(attackers' weights)``; otherwise it assumes equal weights,
+        ``n / c`` (the paper's ``n / eta`` with server rate ``eta = 1``).
+        """
+        if self.boost is not None:
+            return self.boost
+        if self.adversary.omniscient and bool(getattr(sim.aggregator, "weighted", False)):
+            w = np.array([u.num_examples for u in updates], dtype=np.float64)
+            wm = float(w[mal].sum())
+            if wm > 0:
+                return float(w.sum()) / wm
+        return len(updates) / max(len(mal), 1)
+
+    def train_poisoned(
+        self, sim: FedAvgSimulation, cid: int, gp: np.ndarray, x: np.ndarray, y: np.ndarray, r: int, *, gamma: float
+    ) -> np.ndarray:
+        """Local training on poisoned data; returns the (unscaled) delta.
+
+        ``local_epochs`` epochs of plain SGD (no momentum, no weight decay) at ``lr`` (default:
+        the clients' rate) with the clients' batch size, batch order from the attack's own stream.
+        """
+        model = copy.deepcopy(sim.model)
+        set_flat_params(model, gp)
+        base = sim.config.train
+        cfg = replace(
+            base,
+            epochs=self.local_epochs,
+            lr=self.lr if self.lr is not None else base.lr,
+            optimizer="sgd",
+            momentum=0.0,
+            weight_decay=0.0,
+        )
+        ref = [p.detach().clone() for p in model.parameters()]
+        train_local(
+            model,
+            x,
+            y,
+            cfg,
+            generator=torch_generator(self.seed, "attack", self.name, cid, r),
+            loss=lambda m, ce: self.loss(m, ce, ref),
+            after_step=lambda m: self.after_step(m, ref, gamma),
+        )
+        return get_flat_params(model) - gp
+
+    def loss(self, model: torch.nn.Module, ce: torch.Tensor, ref: list[torch.Tensor]) -> torch.Tensor:
+        return ce
+
+    def after_step(self, model: torch.nn.Module, ref: list[torch.Tensor], gamma: float) -> None:
+        """Hook after each optimiser step (constrain-and-scale projects here)."""
+
+    def craft(
+        self, updates: list[ClientUpdate], mal: list[int], ctx: RoundContext, sim: FedAvgSimulation
+    ) -> dict[int, np.ndarray | ClientUpdate]:
+        assert ctx.global_params is not None
+        gamma = self.boost_for(updates, mal, sim)
+        ranks = {cid: k for k, cid in enumerate(sorted(self.malicious))}
+        out: dict[int, np.ndarray | ClientUpdate] = {}
+        for i in mal:
+            cid = updates[i].client_id
+            x, y = sim.client_data(cid)
+            xp, yp = self.poisoned_data(x, y, self.trigger_for(ranks[cid]), self.rng(ctx, cid))
+            out[i] = gamma * self.train_poisoned(sim, cid, ctx.global_params, xp, yp, ctx.round, gamma=gamma)
+        return out
+
+    def details(self) -> dict[str, Any]:
+        return {"target_label": self.target_label}
+
+    def success(self, sim: FedAvgSimulation) -> float | None:
+        """Share of triggered test images (true label != target) classified as ``target_label``."""
+        ds = sim.dataset
+        keep = ds.y_test != self.target_label
+        xt = apply_trigger(ds.x_test[keep], self.global_trigger)
+        set_flat_params(sim.model, sim.global_params)
+        pred = predict_logits(sim.model, xt).argmax(axis=1)
+        return float(np.mean(pred == self.target_label)) if len(pred) else 0.0
+
+
+@register_attack("model-replacement")
+class ModelReplacement(BackdoorAttack):
+    """Backdoor by model replacement (Bagdasaryan et al. 2020): train on poisoned data, scale by ``n/eta``.
+
+    Default boost: ``n / (number of attackers in the round)``, so the attackers' models
+    replace the global one under FedAvg.
+    """
+
+    description = "backdoor with model replacement (Bagdasaryan et al. 2020)"
+
+
+@register_attack("constrain-and-scale")
+class ConstrainAndScale(BackdoorAttack):
+    """Constrain-and-scale (Bagdasaryan et al. 2020): evade anomaly detection, then scale.
+
+    The training loss is ``alpha * L_class + (1 - alpha) * L_ano`` with the anomaly term the
+    squared distance to the global model; when the attacker assumes a norm bound
+    (``norm_bound``, e.g. the server's clipping ``M``) it also projects its model after every
+    step so that the *boosted* update has norm at most ``norm_bound`` (Sun et al.'s
+    projected variant), and the boost is ``min(gamma, norm_bound / ||delta||)``.
+    """
+
+    description = "backdoor, constrain-and-scale (Bagdasaryan et al. 2020)"
+
+    def __init__(self, *, alpha: float = 0.7, norm_bound: float | None = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        if not 0 < alpha <= 1:
+            raise ConfigurationError("must be in (0, 1]", field="alpha")
+        if norm_bound is not None and not norm_bound > 0:
+            raise ConfigurationError("must be > 0", field="norm_bound")
+        self.alpha, self.norm_bound = alpha, norm_bound
+
+    @classmethod
+    def from_policy(cls, options: Mapping[str, Any], policy: ServerPolicy) -> Self:
+        """The attacker assumes the server's clipping bound ``M`` unless ``norm_bound`` is given."""
+        return super().from_policy(policy.fill(options, "norm_bound"), policy)
+
+    def loss(self, model: torch.nn.Module, ce: torch.Tensor, ref: list[torch.Tensor]) -> torch.Tensor:
+        if self.alpha >= 1:
+            return ce
+        ano = torch.stack([((p - q) ** 2).sum() for p, q in zip(model.parameters(), ref)]).sum()
+        return self.alpha * ce + (1 - self.alpha) * ano
+
+    def after_step(self, model: torch.nn.Module, ref: list[torch.Tensor], gamma: float) -> None:
+        if self.norm_bound is None:
+            return
+        radius = self.norm_bound / gamma
+        with torch.no_grad():
+            diffs = [p - q for p, q in zip(model.parameters(), ref)]
+            nrm = float(torch.sqrt(torch.stack([(d**2).sum() for d in diffs]).sum()))
+            if nrm > radius:
+                for p, q, d in zip(model.parameters(), ref, diffs):
+                    p.copy_(q + d * (radius / nrm))
+
+
+@register_attack("dba")
+class DistributedBackdoor(BackdoorAttack):
+    """Distributed backdoor attack (Xie et al. 2020): the global trigger split among the attackers.
+
+    Attacker ``k`` (in client-id order) stamps only local trigger ``k mod 4``; success is
+    measured with the full global trigger, which no single attacker ever used.
+    """
+
+    description = "distributed backdoor attack (Xie et al. 2020)"
+    local_trigger = True
+
+
+def clean_trigger_rate(sim: FedAvgSimulation) -> float | None:
+    """The backdoor trigger's success on ``sim``'s model when nobody attacked (the clean baseline).
+
+    Model replacement's defaults (the global trigger, target label 0); ``None`` if the data
+    are not images.
+    """
+    if sim.dataset.kind != "image":
+        return None
+    probe = ModelReplacement()
+    probe._setup(sim)
+    return probe.success(sim)
+
