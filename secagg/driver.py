@@ -5,9 +5,18 @@ The server and the message routing live in the calling process; the clients too,
 
 Messages travel as bytes through their codecs (so byte counts are real wire sizes).
 Dropouts are injectable at every stage: a client listed under a :class:`DropStage` stops
-answering from that stage on. ``server_hook`` / ``client_hook`` let a study play a
-malicious server or a meddling network: each sees every envelope (server -> client) or
-client message, and returns the list of messages to deliver instead (``[]`` drops it).
+answering from that stage on.
+
+Hooks let a study play a malicious server or a meddling network between the *real* parties:
+
+- ``server_hook(envelope) -> [envelope, ...]`` rewrites the server's outbox per recipient
+  (the messages to deliver instead; ``[]`` drops it);
+- ``client_hook(sender, message) -> [message, ...]`` rewrites what a client sends;
+- ``server_observer(message)`` sees every client message the server receives (after
+  ``client_hook``): what a malicious server learns from its inbox;
+- ``external_clients`` are clients the caller built (e.g. a malicious server's Sybils, with a
+  directory of their own and their inputs already set); messages reach them like the
+  driver's own clients. Pass ``server=`` to run the round over a cohort of the caller's choice.
 
 Server memory: ``server_peak_bytes`` is the buffers the server holds between steps
 (explicit accounting: accumulator, ciphertexts awaiting delivery, share commitments, revealed
@@ -156,15 +165,28 @@ class _Pool:
 
 
 class _LocalPool(_Pool):
-    def __init__(self, spec: _ClientSpec, ids: list[int], inputs: Any, secrets: SecretSource) -> None:
+    """Clients in this process: the driver's own (inputs fetched just before masking) and the
+    caller's ``external`` ones (inputs set by the caller)."""
+
+    def __init__(
+        self,
+        spec: _ClientSpec,
+        ids: list[int],
+        inputs: Any,
+        secrets: SecretSource,
+        external: Mapping[int, SecAggClient] | None = None,
+    ) -> None:
         self.clients = {c: spec.make(c, secrets) for c in ids}
+        self._needs_input = set(ids)
+        self.clients.update(external or {})
         self._get = inputs if callable(inputs) else inputs.__getitem__
 
     def run(self, items: list[tuple[int, bytes]], *, set_inputs: bool) -> Iterator[tuple[int, _Result]]:
         for c, wire in items:
             client = self.clients[c]
-            if set_inputs and client.stage is ClientStage.AWAIT_SHARES and client._input is None:
+            if set_inputs and c in self._needs_input and client.stage is ClientStage.AWAIT_SHARES:
                 client.set_input(np.asarray(self._get(c)))
+                self._needs_input.discard(c)
             yield c, _step_one(client, wire)
 
 
@@ -252,6 +274,8 @@ def run_round(
     server: SecAggServer | None = None,
     server_hook: Callable[[Envelope], list[Envelope]] | None = None,
     client_hook: Callable[[int, ClientMessage], list[ClientMessage]] | None = None,
+    server_observer: Callable[[ClientMessage], None] | None = None,
+    external_clients: Mapping[int, SecAggClient] | None = None,
     measure_memory: bool = True,
     keep_clients: bool = False,
     workers: int = 1,
@@ -262,7 +286,8 @@ def run_round(
     before that client masks (so a large simulation never holds every input at once).
     ``workers > 1`` runs the clients in that many forked processes (the server and all
     message routing stay here; client replies stream back one by one, so the server still
-    adds masked vectors as they arrive).
+    adds masked vectors as they arrive). See the module docstring for the hooks;
+    ``external_clients`` need ``workers=1`` and ids apart from ``client_ids``.
     """
     drops: dict[DropStage, set[int]] = {s: set() for s in DropStage}
     for k, v in (dropouts or {}).items():
@@ -283,6 +308,9 @@ def run_round(
         keys, directory = {}, {}
     if workers < 1:
         raise ConfigurationError(f"got {workers}", field="workers", accepted="an integer >= 1")
+    external = dict(external_clients or {})
+    if set(external) & set(client_ids):
+        raise ConfigurationError("external client ids repeat driver client ids", field="external_clients")
     spec = _ClientSpec(
         threat=threat,
         keys={c: keys[c].private_bytes_raw() for c in client_ids if c in keys} if keys else {},
@@ -295,14 +323,17 @@ def run_round(
             raise ConfigurationError("worker processes draw secrets from the OS only", field="secrets")
         if keep_clients:
             raise ConfigurationError("keep_clients needs workers=1", field="keep_clients")
+        if external:
+            raise ConfigurationError("external clients need workers=1", field="external_clients")
         pool: _Pool = _WorkerPool(spec, list(client_ids), inputs, workers)
     else:
-        pool = _LocalPool(spec, list(client_ids), inputs, secrets)
+        pool = _LocalPool(spec, list(client_ids), inputs, secrets, external)
     srv = server or SecAggServer(
         params, clients=client_ids, dimension=dimension, round=round, model_digest=model_digest
     )
-    sent: dict[Any, int] = {"server": 0, **{c: 0 for c in client_ids}}
-    recv: dict[Any, int] = {"server": 0, **{c: 0 for c in client_ids}}
+    parties = [*client_ids, *external]
+    sent: dict[Any, int] = {"server": 0, **{c: 0 for c in parties}}
+    recv: dict[Any, int] = {"server": 0, **{c: 0 for c in parties}}
     stage_seconds: dict[str, float] = {}
     client_aborts: dict[int, ProtocolAbort] = {}
     peak = [0]
@@ -361,6 +392,8 @@ def run_round(
                 for b in outs:
                     sent[c] += len(b)
                     recv["server"] += len(b)
+                    if server_observer is not None:
+                        server_observer(decode_message(b))  # type: ignore[arg-type]
                     nxt.extend(server_call(_named(functools.partial(srv.step, [b]), "step"), extra=len(b)))
         return nxt
 

@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
+from privagg.audit import FLOWER_DEFAULTS, AuditConfig, run_audit
 from privagg.cli import main
-from privagg.cli.audit import FLOWER_DEFAULTS, AuditConfig, run_audit
-from privagg.config import load_config
+from privagg.report.audit import audit_report
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "audit"
 
@@ -15,8 +15,10 @@ def _ids(findings, severity):
 
 
 def test_flower_defaults_fail_and_attacks_are_really_run():
-    cfg = load_config(AuditConfig, {**FLOWER_DEFAULTS, "attack_clients": 5})
-    report, findings = run_audit(cfg)
+    cfg = AuditConfig.from_mapping({**FLOWER_DEFAULTS, "attack_clients": 5})
+    result = run_audit(cfg)
+    findings = result.findings
+    report = audit_report(result)
     fails = _ids(findings, "fail")
     # 14 neighbours / threshold 10 at 5% corruption misses 2^-40; semi-honest mode lets a
     # malicious server isolate a client (the attacks run against real state machines)

@@ -76,3 +76,52 @@ def test_worker_processes_report_client_aborts():
     inputs = {c: np.zeros(10, dtype=np.uint64) for c in range(6)}
     rep = run_round(p, client_ids=list(range(6)), inputs=inputs, dimension=10, server_hook=both, workers=2)
     assert not rep.ok and len(rep.client_aborts) == 6
+
+
+def test_server_observer_sees_what_the_server_receives():
+    from secagg import KeyAdvertisement, MaskedInput, UnmaskResponse
+
+    p = SecAggParams.manual(num_clients=6, degree=4, threshold=3, threat="semi-honest")
+    inputs = {c: np.full(10, c, dtype=np.uint64) for c in range(6)}
+    seen: list[object] = []
+    rep = run_round(
+        p, client_ids=list(range(6)), inputs=inputs, dimension=10, server_observer=seen.append, measure_memory=False
+    )
+    assert rep.ok
+    kinds = [type(m) for m in seen]
+    for kind in (KeyAdvertisement, MaskedInput, UnmaskResponse):
+        assert kinds.count(kind) == 6
+    masked = {m.sender: m for m in seen if isinstance(m, MaskedInput)}
+    assert not np.array_equal(masked[1].values(), inputs[1])  # the server only ever sees masked inputs
+
+
+def test_external_clients_join_a_cohort_of_the_callers_choice():
+    """A study's own clients (e.g. a malicious server's Sybils) run next to the driver's."""
+    import pytest
+
+    from privagg.errors import ConfigurationError
+    from secagg import SecAggClient, SecAggServer
+
+    p = SecAggParams.manual(num_clients=4, degree=3, threshold=3, threat="semi-honest")
+    inputs = {c: np.full(8, c + 1, dtype=np.uint64) for c in range(4)}
+    own = {}
+    for s in (10, 11, 12):
+        own[s] = SecAggClient(s, threat="semi-honest")
+        own[s].set_input(np.zeros(8, dtype=np.uint64))
+    server = SecAggServer(p, clients=[2, 10, 11, 12], dimension=8)
+    rep = run_round(
+        p,
+        client_ids=list(range(4)),
+        inputs=inputs,
+        dimension=8,
+        server=server,
+        external_clients=own,
+        measure_memory=False,
+    )
+    assert rep.ok and rep.survivors == (2, 10, 11, 12) and rep.sum is not None
+    assert np.array_equal(rep.sum, inputs[2])  # the sum is client 2's input alone
+    assert rep.bytes_sent[10] > 0 and rep.bytes_received[0] == 0  # client 0 was never invited
+    with pytest.raises(ConfigurationError):
+        run_round(p, client_ids=list(range(4)), inputs=inputs, dimension=8, external_clients={3: own[10]})
+    with pytest.raises(ConfigurationError):
+        run_round(p, client_ids=list(range(4)), inputs=inputs, dimension=8, external_clients=own, workers=2)

@@ -1,0 +1,95 @@
+"""The audit as a library: typed configuration, registries instead of names, typed findings."""
+
+from __future__ import annotations
+
+import pytest
+
+from dp import DPConfig
+from privagg.audit import AGGREGATIONS, AuditConfig, AuditDP, Deployment, run_audit
+from privagg.audit.engine import check_compatibility, check_dp
+from privagg.errors import ConfigurationError
+from secagg import ThreatModel
+
+
+def _cfg(**data):  # type: ignore[no-untyped-def]
+    return AuditConfig.from_mapping({"protocol_attacks": False, **data})
+
+
+def test_threat_is_the_protocols_threat_model() -> None:
+    assert Deployment(threat="active").threat is ThreatModel.ACTIVE  # type: ignore[arg-type]
+    assert Deployment().threat is ThreatModel.SEMI_HONEST
+    with pytest.raises(ConfigurationError, match="threat: invalid value 'paranoid'"):
+        Deployment(threat="paranoid")  # type: ignore[arg-type]
+
+
+def test_dp_table_is_a_dpconfig_plus_the_plan() -> None:
+    cfg = _cfg(dp={"noise_multiplier": 1.3, "rounds": 200, "delta": 1e-6, "max_epsilon": 4.0})
+    assert isinstance(cfg.dp.mechanism, DPConfig)
+    assert cfg.dp.mechanism.noise_multiplier == 1.3 and cfg.dp.mechanism.delta == 1e-6
+    assert (cfg.dp.rounds, cfg.dp.max_epsilon) == (200, 4.0)
+    assert AuditConfig.from_mapping(cfg.to_mapping()) == cfg  # the report's config echo loads back
+    # no noise multiplier (or 0): no DP
+    assert _cfg().dp.mechanism is None
+    assert _cfg(dp={"noise_multiplier": 0, "rounds": 10}).dp == AuditDP(rounds=10)
+    assert AuditConfig.from_mapping(_cfg().to_mapping()) == _cfg()
+
+
+@pytest.mark.parametrize(
+    ("table", "fragment"),
+    [
+        ({"noise_multiplier": -1.0}, "dp.noise_multiplier: must be finite and > 0"),
+        ({"noise_multiplier": 1.0, "secure_noise": False}, "dp.seed: secure_noise = false needs an explicit seed"),
+        ({"noise_multiplier": 1.0, "sampling_rate": 0.0}, "dp.sampling_rate: must be in (0, 1]"),
+        ({"noise_multiplier": 1.0, "rounds": 0}, "dp.rounds: must be >= 1"),
+        ({"noise_multiplier": 0, "bogus": 1}, "dp.bogus: unknown setting"),
+    ],
+)
+def test_dp_table_errors_name_the_field(table, fragment) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigurationError) as e:
+        _cfg(dp=table)
+    assert fragment in str(e.value)
+
+
+def test_target_epsilon_is_calibrated_for_the_plan() -> None:
+    cfg = _cfg(deployment={"num_clients": 100}, dp={"target_epsilon": 4.0, "rounds": 50})
+    findings, budget = check_dp(cfg)
+    assert findings[0].id == "dp.budget" and findings[0].severity == "pass"
+    assert budget is not None and budget.epsilon["rdp"][-1] <= 4.0
+
+
+def test_insecure_noise_is_flagged() -> None:
+    cfg = _cfg(dp={"noise_multiplier": 1.0, "secure_noise": False, "seed": 3})
+    findings, _ = check_dp(cfg)
+    assert [f.id for f in findings] == ["dp.budget", "dp.noise"] and findings[1].severity == "fail"
+
+
+def test_aggregations_come_from_registries() -> None:
+    assert set(AGGREGATIONS.names()) == {"secagg", "paillier", "plain"}
+    assert not AGGREGATIONS.get("plain").hides_updates
+    with pytest.raises(ConfigurationError, match=r"deployment\.aggregation"):
+        _cfg(deployment={"aggregation": "magic"})
+    with pytest.raises(ConfigurationError, match=r"deployment\.robust_rule: unknown aggregator 'magic'"):
+        _cfg(deployment={"robust_rule": "magic"})
+    # the rule's own class says whether it needs individual updates
+    assert check_compatibility(Deployment(robust_rule="krum"))[0].severity == "fail"
+    assert check_compatibility(Deployment(robust_rule="norm-bound"))[0].severity == "pass"
+    assert check_compatibility(Deployment(robust_rule="krum", aggregation="plain"))[0].severity == "pass"
+
+
+def test_findings_order_and_evidence() -> None:
+    r = run_audit(_cfg(deployment={"num_clients": 50, "aggregation": "plain", "robust_rule": "krum"}))
+    assert [f.id for f in r.findings] == ["aggregation.plain", "dp.budget", "aggregation.compatibility"]
+    assert r.verdict == "fail" and r.failed and r.counts == {"pass": 1, "warn": 1, "fail": 1}
+    assert r.attacks is None and r.budget is None
+    r = run_audit(_cfg(deployment={"num_clients": 100, "threat": "active"}, dp={"noise_multiplier": 1.0}))
+    assert [f.id for f in r.findings] == ["secagg.parameters", "dp.budget", "secagg.cost"]
+    assert r.budget is not None and set(r.budget.epsilon) == {"rdp", "prv"} and len(r.budget.rounds) == 10
+
+
+def test_protocol_attacks_follow_the_deployed_threat_model() -> None:
+    cfg = AuditConfig.from_mapping({"deployment": {"num_clients": 50, "threat": "active"}, "attack_clients": 4})
+    r = run_audit(cfg)
+    threat = next(f for f in r.findings if f.id == "secagg.threat-model")
+    assert threat.severity == "pass" and threat.data == {"mode": "active"}
+    assert r.attacks is not None and {a.mode for a in r.attacks} == {"active"}
+    assert not any(a.succeeded for a in r.attacks)
