@@ -20,14 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from privagg.cli.bench_secagg import run_bench
+from privagg.bench.secagg import SecAggBenchResult, combine_runs, run_bench
+from privagg.bench.timing import median
 
 # ../shared/peers beside the repository (override with PRIVAGG_FLOWER_HARNESS)
 FLOWER = Path(
@@ -57,37 +57,17 @@ def _flower(n: int, m: int, dropout: float, repeat: int) -> dict[str, Any]:
     }
 
 
-def _ours(repeat: int, **kw: Any) -> dict[str, Any]:
-    runs = [run_bench(seed=i, **kw) for i in range(repeat)]
-    last = runs[-1]
-    return {
-        "round_seconds_median": statistics.median(r["round_seconds"] for r in runs),
-        "rounds": [r["round_seconds"] for r in runs],
-        "correct": all(r["correct"] for r in runs),
-        "degree": last["degree"],
-        "threshold": last["threshold"],
-        "modulus_bits": last["modulus_bits"],
-        "stage_seconds": last["stage_seconds"],
-        "client_upload_bytes": last["client_upload_bytes"],
-        "expansion": last["expansion"],
-        "server_peak_bytes": last["server_peak_bytes"],
-        "server_peak_over_vector": last["server_peak_over_vector"],
-        "prg_gbps": last["prg_gbps"],
-        "mask_add_gbps": last["mask_add_gbps"],
-        "aes_ctr_gbps": last["aes_ctr_gbps"],
-        "prg_over_aes": last["prg_over_aes"],
-        "mask_add_over_aes": last["mask_add_over_aes"],
-    }
-
-
-def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    last = runs[-1]
+def _summary(runs: list[SecAggBenchResult], *, memory: bool = False) -> dict[str, Any]:
+    """Several of our rounds: median and every round time, all correct, the last round's other figures."""
+    both = combine_runs(runs)
+    last = both.to_dict()
     keys: tuple[str, ...] = ("degree", "threshold", "modulus_bits", "stage_seconds", "client_upload_bytes")
-    keys += ("expansion", "prg_gbps", "mask_add_gbps", "aes_ctr_gbps", "prg_over_aes", "mask_add_over_aes")
+    keys += ("expansion", "server_peak_bytes", "server_peak_over_vector") if memory else ("expansion",)
+    keys += ("prg_gbps", "mask_add_gbps", "aes_ctr_gbps", "prg_over_aes", "mask_add_over_aes")
     return {
-        "round_seconds_median": statistics.median(r["round_seconds"] for r in runs),
-        "rounds": [r["round_seconds"] for r in runs],
-        "correct": all(r["correct"] for r in runs),
+        "round_seconds_median": both.round_seconds,
+        "rounds": list(both.round_seconds_all),
+        "correct": both.correct,
         **{k: last[k] for k in keys},
     }
 
@@ -112,7 +92,7 @@ def scenario_flower(repeat: int) -> dict[str, Any]:
         "ours_active_derived": {"threat": "active", "corruption": 0.0},
     }
     res: dict[str, Any] = {"setting": {**common, "degree": 14, "threshold": 10}, "load_before": os.getloadavg()}
-    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in variants}
+    runs: dict[str, list[SecAggBenchResult]] = {k: [] for k in variants}
     flower: list[dict[str, Any]] = []
     paired: dict[str, list[float]] = {k: [] for k in variants}
     for i in range(repeat):
@@ -122,12 +102,12 @@ def scenario_flower(repeat: int) -> dict[str, Any]:
         flower.append(f)
         for k, r in mine.items():
             runs[k].append(r)
-            paired[k].append(f["round_seconds_median"] / r["round_seconds"])
+            paired[k].append(f["round_seconds_median"] / r.round_seconds)
     for k in variants:
         res[k] = _summary(runs[k])
     fr = [f["round_seconds_median"] for f in flower]
     res["flower"] = {
-        "round_seconds_median": statistics.median(fr),
+        "round_seconds_median": median(fr),
         "rounds": fr,
         "rounds_ok": sum(f["rounds_ok"] for f in flower),
         "stage_seconds": flower[-1]["stage_seconds_median"],
@@ -135,7 +115,7 @@ def scenario_flower(repeat: int) -> dict[str, Any]:
         "threshold": flower[-1]["threshold"],
     }
     res["load_after"] = os.getloadavg()
-    res["ratios"] = {k: statistics.median(v) for k, v in paired.items()}
+    res["ratios"] = {k: median(v) for k, v in paired.items()}
     res["ratio_of_medians"] = {
         k: res["flower"]["round_seconds_median"] / res[k]["round_seconds_median"] for k in variants
     }
@@ -157,7 +137,7 @@ def scenario_large(*, degree: int | None, threshold: int | None, workers: int) -
         "workers": workers,
     }
     res: dict[str, Any] = {"setting": kw, "load_before": os.getloadavg()}
-    res["ours_active"] = _ours(1, **kw)
+    res["ours_active"] = _summary([run_bench(**kw)], memory=True)
     res["load_after"] = os.getloadavg()
     return res
 
@@ -175,7 +155,7 @@ def scenario_expansion(workers: int) -> dict[str, Any]:
         "workers": workers,
     }
     res: dict[str, Any] = {"setting": kw}
-    r = run_bench(**kw)
+    r = run_bench(**kw).to_dict()
     res["upload"] = {
         k: r[k] for k in ("degree", "threshold", "modulus_bits", "client_upload_bytes", "expansion", "round_seconds")
     }
