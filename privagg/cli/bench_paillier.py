@@ -24,6 +24,8 @@ _COLUMNS = (
     "values_per_second",
     "speedup_vs_phe",
     "speedup_vs_phe_incl_table",
+    "ceiling_speedup_vs_phe",
+    "fraction_of_ceiling",
     "online_values_per_second",
     "encrypt_seconds",
     "aggregate_seconds",
@@ -91,7 +93,10 @@ def _cmd(args: argparse.Namespace) -> int:
         print(res.to_json())
         return 0 if res.correct else 1
     r = res.to_dict()
-    print(f"privagg bench paillier: N={r['clients']} clients x M={r['params']} values, {r['key_bits']}-bit keys")
+    print(
+        f"privagg bench paillier: N={r['clients']} clients x M={r['params']} values, {r['key_bits']}-bit keys; "
+        f"headline {r['variant']} ({r['variant'].split('+')[0]} randomness)"
+    )
     keys = [k for k in r if k not in ("variants", "phe", "notes")]
     width = max(len(k) for k in keys)
     for k in keys:

@@ -25,11 +25,20 @@ runs fit, encodes ``[f * params, f * clip]`` with the round's
 :class:`~protocols.weighting.WeightingCodec` and :class:`~privagg.encoding.RingEncoding` and
 returns a packed-Paillier contribution signed over session, round, key id and that digest;
 the :class:`~protocols.paillier.PaillierClient` refuses a setup announcing another digest) ->
-the server multiplies them -> ``decrypt`` (QUERY to the decryptors: each verifies every
-signature, that all contributions signed the same model digest, and the product, and returns
-a partial decryption with its proof; a decryptor decrypts each round at most once) -> the
-server checks the proofs, combines ``t`` partials into the sum, and the fit-round template
+the server multiplies them -> ``endorse`` (QUERY to the decryptors: each verifies every
+signature against the *provisioned* client directory, every proof of plaintext knowledge, that
+all contributions signed the same model digest, and the product, records the set's hash in its
+durable store — refusing a second set for the round — and returns its signed endorsement) ->
+``decrypt`` (QUERY with a quorum of endorsements attached: each decryptor releases its signed
+partial decryption with its proof; a decryptor decrypts each round at most once, across
+restarts) -> the server drops partials not signed by the decryptor they name, checks the
+proofs, combines ``t`` partials into the sum, and the fit-round template
 (:mod:`._fit_round`) decodes the weighted mean and hands it to ``Strategy.aggregate_fit``.
+
+Decryptor store: ``node_config["privagg-paillier-store"]`` (a file path), default
+``paillier-decryptor-<i>.log`` in the material folder: the endorsed and decrypted (session,
+round) pairs, appended and fsynced before the decryptor answers, so a restarted decryptor never
+endorses or decrypts a second set for a round.
 
 Sessions: the protocol session of a run is derived from the provisioned session and the Flower
 run id (:meth:`.paillier_material.PaillierMaterial.run_session`), on the server and on every node. Round numbers
@@ -42,6 +51,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -56,11 +66,13 @@ from privagg.randomness import SYSTEM_SECRETS, SecretSource
 from protocols.paillier import (
     AggregateRequest,
     ClientContribution,
+    FileStore,
     PaillierClient,
     PaillierDecryptor,
     PaillierServer,
     PartialDecryption,
     RoundSetup,
+    SetEndorsement,
     decode_message,
     encode_message,
     make_randomness,
@@ -144,7 +156,9 @@ class PrivAggPaillierWorkflow(FitWorkflow[PaillierRoundRecord]):
             layout=mat.config.layout,
             session=mat.run_session(context.run_id),
             min_clients=mat.config.min_clients,
+            decryptor_keys=mat.decryptor_directory,
             threshold_key=mat.threshold_key,
+            client_keys=mat.directory,
         )
         setup = server.start_round(round=rec.round, count=fit.size + 1, model_digest=fit.digest)
         extra = {"setup": encode_message(setup, pk), **codec_fields(self.codec)}
@@ -170,7 +184,24 @@ class PrivAggPaillierWorkflow(FitWorkflow[PaillierRoundRecord]):
             node_of[msg.client_id] = nid
             fit_results[nid] = fr
         wire = encode_message(server.aggregate(), pk)
+        for cid in server.rejected_clients:
+            rec.node_errors[node_of[cid]] = "contribute: the proof of plaintext knowledge does not verify"
+            fit_results.pop(node_of[cid], None)
         decryptor_nodes = {n: i for n, (role, i) in self.roles.items() if role == "decryptor"}
+        replies = self._send(
+            grid, rec, "endorse", {n: ({"msg": wire}, None) for n in decryptor_nodes}, message_type=MessageType.QUERY
+        )
+        endorsements = []
+        for nid, r in replies.items():
+            try:
+                endorsement = decode_message(self._reply_bytes(r) or b"", public_key=pk)
+                if not isinstance(endorsement, SetEndorsement) or endorsement.decryptor != decryptor_nodes[nid]:
+                    raise InvalidMessage("not this decryptor's endorsement")
+            except ProtocolAbort as err:
+                rec.node_errors[nid] = f"endorse: {err}"
+                continue
+            endorsements.append(endorsement)
+        wire = encode_message(server.endorse(endorsements), pk)
         replies = self._send(
             grid, rec, "decrypt", {n: ({"msg": wire}, None) for n in decryptor_nodes}, message_type=MessageType.QUERY
         )
@@ -266,21 +297,26 @@ def make_paillier_mod(
                 {"msg": encode_message(contribution, mat.public_key)}
             )
             return Message(out.content, reply_to=msg)
-        if stage == "decrypt" and role == "decryptor":
+        if stage in ("endorse", "decrypt") and role == "decryptor":
             req = decode_message(wire, public_key=mat.public_key)
-            if not isinstance(req, AggregateRequest):
-                raise InvalidMessage("decryptors accept only aggregate requests", stage="decrypt", party="decryptor")
+            if not isinstance(req, AggregateRequest) or (stage == "decrypt") != bool(req.endorsements):
+                raise InvalidMessage(f"malformed {stage} request", stage=str(stage), party="decryptor")
+            store = (
+                ctxt.node_config.get("privagg-paillier-store") or Path(mat.folder) / f"paillier-decryptor-{ident}.log"
+            )
             dec = PaillierDecryptor(
                 key=mat.key_share(ident),
                 client_keys=mat.directory,
+                decryptor_keys=mat.decryptor_directory,
+                signing_key=mat.decryptor_signing_key(ident),
                 layout=mat.config.layout,
                 min_clients=mat.config.min_clients,
                 session=mat.run_session(ctxt.run_id),
+                store=FileStore(str(store)),
+                secrets=secrets,
             )
-            dec.last_round = last
-            partial = dec.step(req)
-            ctxt.state.config_records[_STATE] = ConfigRecord({"last-round": req.round})
-            content = RecordDict({PAILLIER_RECORD: ConfigRecord({"msg": encode_message(partial, mat.public_key)})})
+            answer = dec.step(req)
+            content = RecordDict({PAILLIER_RECORD: ConfigRecord({"msg": encode_message(answer, mat.public_key)})})
             return Message(content, reply_to=msg)
         raise ProtocolAbort(f"stage {stage!r} is not for a {role}", stage=str(stage), party=role)
 

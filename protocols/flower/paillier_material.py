@@ -4,8 +4,13 @@ Keys are dealt once by a trusted dealer (:func:`provision_paillier`, threshold k
 :mod:`protocols.paillier`) and provisioned out of band as files, like the PKI of
 :mod:`.pki`: ``paillier-public.json`` (public key, verification keys, sizes, session),
 ``paillier-clients.json`` (client id -> Ed25519 verification key), ``paillier-client-<id>.key``
-(a client's signing key) and ``paillier-decryptor-<i>.key`` (decryptor ``i``'s share,
-:meth:`~protocols.paillier.ThresholdKeyShare.to_bytes`). A node reads only its own secret file.
+(a client's signing key), ``paillier-decryptor-<i>.key`` (decryptor ``i``'s share,
+:meth:`~protocols.paillier.ThresholdKeyShare.to_bytes`) and ``paillier-decryptor-<i>.sign`` (its
+Ed25519 signing key for endorsements and partial decryptions; the public keys are in the public
+file). A node reads only its own secret files. The directories are the dealer's: the server
+reads them, nobody writes them at run time (the decryptors trust exactly these clients).
+A decryptor keeps its durable record of endorsed and decrypted rounds in
+``paillier-decryptor-<i>.log`` (:class:`~protocols.paillier.FileStore`) unless told otherwise.
 :meth:`PaillierMaterial.run_session` is the protocol session of one Flower run (a session id,
 not a model digest; see :mod:`.paillier`).
 """
@@ -25,6 +30,7 @@ from privagg.encoding import RingEncoding
 from privagg.errors import ConfigurationError, InvalidMessage
 from privagg.randomness import SYSTEM_SECRETS, SecretSource, label
 from protocols.paillier import (
+    Directory,
     PaillierConfig,
     PaillierPublicKey,
     ThresholdKeyShare,
@@ -36,7 +42,9 @@ __all__ = ["PaillierMaterial", "provision_paillier", "load_paillier"]
 
 _PUBLIC = "paillier-public.json"
 _CLIENTS = "paillier-clients.json"
-_MATERIAL_VERSION = 2  # 2: binary key shares (ThresholdKeyShare.to_bytes), verification keys in the public file
+# 2: binary key shares (ThresholdKeyShare.to_bytes), verification keys in the public file;
+# 3: decryptor signing keys (endorsements, signed partials), their public keys in the public file
+_MATERIAL_VERSION = 3
 
 
 def _write_secret(path: Path, data: bytes) -> None:
@@ -69,8 +77,12 @@ def provision_paillier(
         allow_insecure=config.allow_insecure,
         proofs=config.proofs,
     )
+    decryptors = {}
     for sh in shares:
         _write_secret(path / f"paillier-decryptor-{sh.index}.key", sh.to_bytes())
+        raw = secrets.token_bytes(32)
+        _write_secret(path / f"paillier-decryptor-{sh.index}.sign", raw)
+        decryptors[str(sh.index)] = Ed25519PrivateKey.from_private_bytes(raw).public_key().public_bytes_raw().hex()
     directory = {}
     for cid in client_ids:
         raw = secrets.token_bytes(32)
@@ -84,6 +96,7 @@ def provision_paillier(
         "threshold": tk.threshold,
         "verification_base": str(tk.verification_base),
         "verification_keys": [str(v) for v in tk.verification_keys],
+        "decryptor_keys": decryptors,
         "key_bits": config.key_bits,
         "value_bits": config.value_bits,
         "max_clients": config.max_clients,
@@ -104,7 +117,8 @@ class PaillierMaterial:
     threshold_key: ThresholdPublicKey
     session: bytes
     clip: float
-    directory: dict[int, Ed25519PublicKey] = field(default_factory=dict)
+    directory: Directory = field(default_factory=lambda: Directory({}))
+    decryptor_directory: Directory = field(default_factory=lambda: Directory({}))
 
     @property
     def public_key(self) -> PaillierPublicKey:
@@ -133,6 +147,20 @@ class PaillierMaterial:
             raise ConfigurationError(
                 f"no Paillier signing key for client {client_id}", field="privagg-paillier"
             ) from None
+
+    def decryptor_signing_key(self, index: int) -> Ed25519PrivateKey:
+        try:
+            key = Ed25519PrivateKey.from_private_bytes(
+                (self.folder / f"paillier-decryptor-{int(index)}.sign").read_bytes()
+            )
+        except (OSError, ValueError):
+            raise ConfigurationError(f"no signing key for decryptor {index}", field="privagg-paillier") from None
+        own = self.decryptor_directory.get(int(index))
+        if own is None or own.public_bytes_raw() != key.public_key().public_bytes_raw():
+            raise ConfigurationError(
+                f"the signing key file of decryptor {index} does not match the public file", field="privagg-paillier"
+            )
+        return key
 
     def key_share(self, index: int) -> ThresholdKeyShare:
         try:
@@ -183,9 +211,12 @@ def load_paillier(folder: str | os.PathLike[str]) -> PaillierMaterial:
             verification_base=int(pub["verification_base"]),
             verification_keys=vks,
         )
-        directory = {
-            int(c): Ed25519PublicKey.from_public_bytes(bytes.fromhex(h)) for c, h in clients["clients"].items()
-        }
+        directory = Directory(
+            {int(c): Ed25519PublicKey.from_public_bytes(bytes.fromhex(h)) for c, h in clients["clients"].items()}
+        )
+        decryptor_directory = Directory(
+            {int(i): Ed25519PublicKey.from_public_bytes(bytes.fromhex(h)) for i, h in pub["decryptor_keys"].items()}
+        )
         session = bytes.fromhex(pub["session"])
         clip = float(pub["clip"])
     except ConfigurationError:
@@ -194,4 +225,4 @@ def load_paillier(folder: str | os.PathLike[str]) -> PaillierMaterial:
         raise ConfigurationError(
             f"cannot read Paillier material in {path} ({type(e).__name__})", field="privagg-paillier"
         ) from None
-    return PaillierMaterial(path, config, tk, session, clip, directory)
+    return PaillierMaterial(path, config, tk, session, clip, directory, decryptor_directory)

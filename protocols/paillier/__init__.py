@@ -2,11 +2,16 @@
 
 Layers: :mod:`.keys` (keys, CRT, Damgård–Jurik/Shoup threshold shares), :mod:`.obfuscators`
 (offline randomness ``r^n``: fresh or fixed-base), :mod:`.packing` (BatchCrypt-style slots),
-:mod:`.messages` (versioned codec), :mod:`.parties` (client, server, decryptor state
-machines), :mod:`.protocol` (in-memory driver with costs), :mod:`.aggregator` (FedAvg).
+:mod:`.messages` (versioned codec), :mod:`.knowledge` (proofs of plaintext knowledge),
+:mod:`.directory` (provisioned directories, endorsement quorum, the decryptor's durable store),
+:mod:`.parties` (client and server state machines; the threat model), :mod:`.decryptor`
+(decryptor state machine), :mod:`.protocol` (in-memory driver with costs), :mod:`.aggregator`
+(FedAvg).
 """
 
 from .aggregator import PaillierAggregator
+from .decryptor import PaillierDecryptor
+from .directory import Directory, FileStore, MemoryStore, endorsement_quorum
 from .keys import (
     KEY_BITS_ACCEPTED,
     PaillierPrivateKey,
@@ -17,6 +22,7 @@ from .keys import (
     generate_keypair,
     generate_threshold_key,
 )
+from .knowledge import verify_contributions
 from .messages import (
     CODEC_VERSION,
     DIGEST_BYTES,
@@ -25,13 +31,14 @@ from .messages import (
     ClientContribution,
     PartialDecryption,
     RoundSetup,
+    SetEndorsement,
     decode_message,
     encode_message,
     model_digest,
 )
 from .obfuscators import RANDOMNESS_MODES, FixedBaseRandomness, FixedBaseTable, FreshRandomness, make_randomness
 from .packing import PackingLayout
-from .parties import PaillierClient, PaillierDecryptor, PaillierServer
+from .parties import PaillierClient, PaillierServer
 from .protocol import PaillierConfig, PaillierSession, PaillierSetup, RoundOutcome
 
 __all__ = [
@@ -57,6 +64,12 @@ __all__ = [
     "ClientContribution",
     "AggregateRequest",
     "PartialDecryption",
+    "SetEndorsement",
+    "Directory",
+    "MemoryStore",
+    "FileStore",
+    "endorsement_quorum",
+    "verify_contributions",
     "encode_message",
     "decode_message",
     "PaillierClient",

@@ -180,19 +180,27 @@ class PaillierAggregator(Aggregator):
         self.session: PaillierSession | None = None
         self.encoding: RingEncoding | None = None
         self.rounds: list[PaillierRoundStats] = []
+        self._cohort_ids: list[int] = []
+        self._client_ids: list[int] = []
 
     @classmethod
     def from_options(cls, options: PaillierOptions) -> PaillierAggregator:
         return cls(options)
 
+    def min_survivors(self, n: int) -> int:
+        """The decryptors decrypt an aggregate of at least ``min_clients`` proven contributions."""
+        return min(n, self.options.min_clients)
+
     def _ensure_setup(self, ctx: RoundContext, cohort: int) -> PaillierSession:
         if self.session is None:
+            self._client_ids = sorted({*range(ctx.population), *self._cohort_ids})
             max_clients = self.options.max_clients or max(ctx.population, cohort, 2)
             self.config = self.options.paillier_config(max_clients)
             self.encoding = RingEncoding.for_sum(
                 clip=self.clip, max_summands=max_clients, value_bits=self.config.value_bits
             )
-            self.setup = PaillierSetup.generate(self.config, secrets=self._secrets)
+            # the dealer provisions the population's clients (ids 0 .. population-1 and this cohort's)
+            self.setup = PaillierSetup.generate(self.config, clients=self._client_ids, secrets=self._secrets)
             self.session = PaillierSession(self.setup, secrets=self._secrets)
         assert self.config is not None
         if cohort > self.config.max_clients:
@@ -207,6 +215,7 @@ class PaillierAggregator(Aggregator):
     def aggregate(self, updates: Sequence[ClientUpdate], ctx: RoundContext) -> AggregateResult:
         dim = check_updates(updates)
         first = self.session is None
+        self._cohort_ids = [u.client_id for u in updates]
         session = self._ensure_setup(ctx, len(updates))
         enc = self.encoding
         assert enc is not None and self.setup is not None and self.config is not None

@@ -8,14 +8,19 @@ followed by a type-specific body (big-endian integers, ciphertexts as fixed-widt
 ``ciphertext_bytes`` big-endian integers)::
 
     RoundSetup          count u32 | model_digest 32 B
-    ClientContribution  client_id u32 | count u32 | model_digest 32 B | n u32 | n ciphertexts | Ed25519 sig 64 B
+    ClientContribution  client_id u32 | count u32 | model_digest 32 B | n u32 | n ciphertexts
+                        | proof_len u32 | proof | Ed25519 sig 64 B
     AggregateRequest    count u32 | model_digest 32 B | n u32 | n ciphertexts | m u32 | m x (len u32 | contribution)
-    PartialDecryption   decryptor u16 | kind u8 | n u32 | n values | proof_len u16 | proof
+                        | e u16 | e x SetEndorsement body
+    PartialDecryption   decryptor u16 | kind u8 | n u32 | n values | proof_len u16 | proof | set_hash 32 B | sig 64 B
+    SetEndorsement      decryptor u16 | set_hash 32 B | Ed25519 sig 64 B
 
-Version 2 (this one) added the model digest: a client signs the digest of the global model it
-trained on (:func:`model_digest`), so decryptors can refuse an aggregate mixing contributions
-made on different models (a server sending a crafted model to one client). Version-1 bytes are
-refused. :func:`decode_message` needs the public key: it
+Version 2 added the model digest: a client signs the digest of the global model it trained on
+(:func:`model_digest`), so decryptors can refuse an aggregate mixing contributions made on
+different models (a server sending a crafted model to one client). Version 3 (this one) added
+the proof of plaintext knowledge of a contribution (signed with it), the decryptors' signed
+endorsements of one contribution set per round (:func:`set_hash`) and signed partial
+decryptions. Older versions are refused. :func:`decode_message` needs the public key: it
 refuses a wrong ``key_id``, any ciphertext outside ``Z*_{n^2}``, any length that does not
 match the bytes actually present (checked *before* allocating), trailing bytes and unknown
 versions or types, always with :class:`InvalidMessage`.
@@ -23,6 +28,8 @@ versions or types, always with :class:`InvalidMessage`.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -50,14 +57,19 @@ __all__ = [
     "decode_message",
     "PARTIAL_THRESHOLD",
     "PARTIAL_PLAINTEXT",
+    "SetEndorsement",
     "contribution_signed_bytes",
     "partial_context",
+    "partial_signed_bytes",
+    "endorsement_signed_bytes",
+    "set_hash",
 ]
 
 MAGIC = b"PGPA"
-CODEC_VERSION = 2
+CODEC_VERSION = 3
 _HEADER = struct.Struct(">4sBB16s16sQ")
-_T_CONTRIBUTION, _T_AGGREGATE, _T_PARTIAL, _T_SETUP = 1, 2, 3, 4
+_T_CONTRIBUTION, _T_AGGREGATE, _T_PARTIAL, _T_SETUP, _T_ENDORSEMENT = 1, 2, 3, 4, 5
+HASH_BYTES = 32
 SIGNATURE_BYTES = 64
 DIGEST_BYTES = 32
 PARTIAL_THRESHOLD = 0  # values are c^(2 Δ s_i) mod n^2
@@ -96,11 +108,32 @@ class ClientContribution:
     model_digest: bytes
     ciphertexts: tuple[int, ...]
     signature: bytes = b""
+    proof: bytes = b""  # proof of plaintext knowledge (:mod:`.knowledge`), covered by the signature
+
+
+@dataclass(frozen=True, slots=True)
+class SetEndorsement:
+    """Decryptor -> server (-> decryptors): "for this round, the contribution set is ``set_hash``".
+
+    An honest decryptor signs at most one set per (session, round), after checking it; a partial
+    decryption is released only for a set endorsed by a quorum of decryptors.
+    """
+
+    key_id: bytes
+    session: bytes
+    round: int
+    decryptor: int
+    set_hash: bytes
+    signature: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
 class AggregateRequest:
-    """Server -> decryptors: the aggregate and the signed contributions it claims to multiply."""
+    """Server -> decryptors: the aggregate and the signed contributions it claims to multiply.
+
+    First sent without endorsements (each decryptor checks it and endorses its :func:`set_hash`),
+    then with a quorum of endorsements (the decryptors decrypt).
+    """
 
     key_id: bytes
     session: bytes
@@ -109,6 +142,7 @@ class AggregateRequest:
     model_digest: bytes  # the model every listed contribution must have signed
     aggregate: tuple[int, ...]
     contributions: tuple[ClientContribution, ...]
+    endorsements: tuple[SetEndorsement, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,9 +156,11 @@ class PartialDecryption:
     kind: int
     values: tuple[int, ...]
     proof: bytes = b""  # batch proof of correct partial decryption (threshold keys with verification keys)
+    set_hash: bytes = bytes(HASH_BYTES)  # the endorsed contribution set this decrypts
+    signature: bytes = b""  # the decryptor's Ed25519 signature (the decryptor directory)
 
 
-PaillierMessage = RoundSetup | ClientContribution | AggregateRequest | PartialDecryption
+PaillierMessage = RoundSetup | ClientContribution | AggregateRequest | PartialDecryption | SetEndorsement
 
 
 def _header(msg_type: int, key_id: bytes, session: bytes, rnd: int) -> bytes:
@@ -159,14 +195,50 @@ def contribution_signed_bytes(msg: ClientContribution, public_key: PaillierPubli
         + _digest(msg.model_digest)
         + struct.pack(">I", len(msg.ciphertexts))
         + _ints(msg.ciphertexts, w)
+        + struct.pack(">I", len(msg.proof))
+        + msg.proof
     )
+
+
+def _hash32(h: bytes) -> bytes:
+    if len(h) != HASH_BYTES:
+        raise ValueError(f"a set hash is {HASH_BYTES} bytes")
+    return bytes(h)
+
+
+def endorsement_signed_bytes(msg: SetEndorsement) -> bytes:
+    """What a decryptor signs to endorse a contribution set."""
+    return (
+        _header(_T_ENDORSEMENT, msg.key_id, msg.session, msg.round)
+        + struct.pack(">H", msg.decryptor)
+        + _hash32(msg.set_hash)
+    )
+
+
+def partial_signed_bytes(msg: PartialDecryption, public_key: PaillierPublicKey) -> bytes:
+    """What a decryptor signs with its partial decryption: the whole encoding except the signature."""
+    if len(msg.proof) > 0xFFFF:
+        raise ValueError("proof too long")
+    return (
+        _header(_T_PARTIAL, msg.key_id, msg.session, msg.round)
+        + struct.pack(">HBI", msg.decryptor, msg.kind, len(msg.values))
+        + _ints(msg.values, public_key.ciphertext_bytes)
+        + struct.pack(">H", len(msg.proof))
+        + msg.proof
+        + _hash32(msg.set_hash)
+    )
+
+
+def set_hash(msg: AggregateRequest, public_key: PaillierPublicKey) -> bytes:
+    """The hash of a contribution set: key, session, round, count, model digest, aggregate and every
+    signed contribution (endorsements excluded). Two requests differing in any of these differ here."""
+    body = encode_message(dataclasses.replace(msg, endorsements=()), public_key)
+    return hashlib.sha256(label("privagg/paillier/contribution-set/v1", body)).digest()
 
 
 def encode_message(msg: PaillierMessage, public_key: PaillierPublicKey) -> bytes:
     """The canonical bytes of a message (widths from ``public_key``)."""
     w = public_key.ciphertext_bytes
-    if isinstance(msg, PartialDecryption) and len(msg.proof) > 0xFFFF:
-        raise ValueError("proof too long")
     if isinstance(msg, RoundSetup):
         return (
             _header(_T_SETUP, msg.key_id, msg.session, msg.round)
@@ -190,15 +262,20 @@ def encode_message(msg: PaillierMessage, public_key: PaillierPublicKey) -> bytes
             body = encode_message(c, public_key)
             parts.append(struct.pack(">I", len(body)))
             parts.append(body)
+        if len(msg.endorsements) > 0xFFFF:
+            raise ValueError("too many endorsements")
+        parts.append(struct.pack(">H", len(msg.endorsements)))
+        for e in msg.endorsements:
+            parts.append(encode_message(e, public_key))
         return b"".join(parts)
     if isinstance(msg, PartialDecryption):
-        return (
-            _header(_T_PARTIAL, msg.key_id, msg.session, msg.round)
-            + struct.pack(">HBI", msg.decryptor, msg.kind, len(msg.values))
-            + _ints(msg.values, w)
-            + struct.pack(">H", len(msg.proof))
-            + msg.proof
-        )
+        if len(msg.signature) != SIGNATURE_BYTES:
+            raise ValueError("partial decryption is not signed")
+        return partial_signed_bytes(msg, public_key) + msg.signature
+    if isinstance(msg, SetEndorsement):
+        if len(msg.signature) != SIGNATURE_BYTES:
+            raise ValueError("endorsement is not signed")
+        return endorsement_signed_bytes(msg) + msg.signature
     raise TypeError(f"not a Paillier message: {type(msg).__name__}")
 
 
@@ -268,8 +345,15 @@ def _decode(r: _Reader, pk: PaillierPublicKey, depth: int) -> PaillierMessage:
         digest = r.take(DIGEST_BYTES)
         (nct,) = r.unpack(_U32)
         cts = _read_ciphertexts(r, nct, pk)
+        (plen,) = r.unpack(_U32)
+        proof = r.take(plen)
         sig = r.take(SIGNATURE_BYTES)
-        return ClientContribution(key_id, session, rnd, client_id, count, digest, cts, sig)
+        return ClientContribution(key_id, session, rnd, client_id, count, digest, cts, sig, proof)
+    if mtype == _T_ENDORSEMENT and depth <= 1:
+        (decryptor,) = r.unpack(_U16)
+        h = r.take(HASH_BYTES)
+        sig = r.take(SIGNATURE_BYTES)
+        return SetEndorsement(key_id, session, rnd, decryptor, h, sig)
     if mtype == _T_AGGREGATE and depth == 0:
         (count,) = r.unpack(_U32)
         digest = r.take(DIGEST_BYTES)
@@ -286,7 +370,17 @@ def _decode(r: _Reader, pk: PaillierPublicKey, depth: int) -> PaillierMessage:
             if sub.remaining or not isinstance(c, ClientContribution):
                 raise InvalidMessage("malformed embedded contribution", stage="decode")
             contribs.append(c)
-        return AggregateRequest(key_id, session, rnd, count, digest, agg, tuple(contribs))
+        (nend,) = r.unpack(_U16)
+        _end_size = _HEADER.size + _U16.size + HASH_BYTES + SIGNATURE_BYTES
+        if nend > r.remaining // _end_size:
+            raise InvalidMessage(f"declares {nend} endorsements, too few bytes follow", stage="decode")
+        ends = []
+        for _ in range(nend):
+            e = _decode(r, pk, depth + 1)
+            if not isinstance(e, SetEndorsement):
+                raise InvalidMessage("malformed embedded endorsement", stage="decode")
+            ends.append(e)
+        return AggregateRequest(key_id, session, rnd, count, digest, agg, tuple(contribs), tuple(ends))
     if mtype == _T_PARTIAL:
         decryptor, kind, nval = r.unpack(_HBI)
         if kind == PARTIAL_THRESHOLD:
@@ -304,7 +398,9 @@ def _decode(r: _Reader, pk: PaillierPublicKey, depth: int) -> PaillierMessage:
             raise InvalidMessage(f"unknown partial decryption kind {kind}", stage="decode")
         (plen,) = r.unpack(_U16)
         proof = r.take(plen)
-        return PartialDecryption(key_id, session, rnd, decryptor, kind, values, proof)
+        h = r.take(HASH_BYTES)
+        sig = r.take(SIGNATURE_BYTES)
+        return PartialDecryption(key_id, session, rnd, decryptor, kind, values, proof, h, sig)
     raise InvalidMessage(f"unknown message type {mtype}", stage="decode")
 
 

@@ -14,8 +14,8 @@ exists) into a pool and consumed *online*.
   DJN's variant, secure under DCR plus the assumption that ``h^x`` for such ``x`` is
   indistinguishable from a random element of the subgroup ``<h>`` (the simplification
   proposed by Damgård, Jurik and Nielsen, "A generalization of Paillier's public-key
-  system with applications to electronic voting"); shorter exponents (>= 256 bits) rest on
-  the stronger short-exponent assumption. The table is a public per-key
+  system with applications to electronic voting"); shorter exponents (>= 256 bits, only with
+  ``allow_insecure=True``) rest on the stronger short-exponent assumption. The table is a public per-key
   precomputation (like the key itself); its cost is reported separately.
 """
 
@@ -30,6 +30,7 @@ from privagg.errors import ConfigurationError
 from privagg.randomness import SYSTEM_SECRETS, SecretSource, secret_below
 
 from .keys import PaillierPublicKey
+from .knowledge import MODE_FIXED_BASE, MODE_FRESH, Witness
 
 __all__ = [
     "RANDOMNESS_MODES",
@@ -46,10 +47,12 @@ _MIN_EXPONENT_BITS = 256
 
 
 class _Pool:
-    def __init__(self) -> None:
-        self._pool: deque[mpz] = deque()
+    """Obfuscators with their witnesses (``r`` or ``x``, for the proof of plaintext knowledge)."""
 
-    def _one(self) -> mpz:  # pragma: no cover - overridden
+    def __init__(self) -> None:
+        self._pool: deque[tuple[mpz, Witness]] = deque()
+
+    def _one(self) -> tuple[mpz, Witness]:  # pragma: no cover - overridden
         raise NotImplementedError
 
     def precompute(self, count: int) -> None:
@@ -61,8 +64,8 @@ class _Pool:
     def available(self) -> int:
         return len(self._pool)
 
-    def take(self, count: int) -> list[mpz]:
-        """Online: ``count`` obfuscators from the pool (computed on the spot if it runs dry).
+    def take_with_witnesses(self, count: int) -> list[tuple[mpz, Witness]]:
+        """Online: ``count`` obfuscators with witnesses from the pool (computed on the spot if it runs dry).
 
         Each value is used once and removed: reusing ``r`` would leak the plaintext difference.
         """
@@ -70,6 +73,10 @@ class _Pool:
         while len(out) < count:
             out.append(self._one())
         return out
+
+    def take(self, count: int) -> list[mpz]:
+        """Online: ``count`` obfuscators (see :meth:`take_with_witnesses`)."""
+        return [rn for rn, _ in self.take_with_witnesses(count)]
 
 
 class FreshRandomness(_Pool):
@@ -82,8 +89,9 @@ class FreshRandomness(_Pool):
         self.public_key = public_key
         self._secrets = secrets
 
-    def _one(self) -> mpz:
-        return self.public_key.obfuscator(self.public_key.random_r(self._secrets))
+    def _one(self) -> tuple[mpz, Witness]:
+        r = self.public_key.random_r(self._secrets)
+        return self.public_key.obfuscator(r), (MODE_FRESH, r)
 
     def __repr__(self) -> str:
         return f"FreshRandomness(key_bits={self.public_key.key_bits}, pool={self.available})"
@@ -147,9 +155,9 @@ class FixedBaseRandomness(_Pool):
         self.public_key = table.public_key
         self._secrets = secrets
 
-    def _one(self) -> mpz:
-        x = secret_below(self._secrets, 1 << self.table.exponent_bits)
-        return self.table.power(x)
+    def _one(self) -> tuple[mpz, Witness]:
+        x = mpz(secret_below(self._secrets, 1 << self.table.exponent_bits))
+        return self.table.power(x), (MODE_FIXED_BASE, x)
 
     def __repr__(self) -> str:
         return f"FixedBaseRandomness(exponent_bits={self.table.exponent_bits}, pool={self.available})"
@@ -160,7 +168,9 @@ def default_exponent_bits(key_bits: int) -> int:
 
 
 def check_exponent_bits(exponent_bits: int, key_bits: int, *, allow_insecure: bool = False) -> None:
-    low = min(_MIN_EXPONENT_BITS, key_bits) if allow_insecure else _MIN_EXPONENT_BITS
+    """``key_bits / 2`` and up (DJN); shorter (down to 256 bits) only with ``allow_insecure``: the
+    short-exponent assumption is stronger than DJN's and is not what the README recommends."""
+    low = min(_MIN_EXPONENT_BITS, key_bits) if allow_insecure else key_bits // 2
     if not low <= exponent_bits <= 2 * key_bits:
         raise ConfigurationError(
             f"got {exponent_bits} for a {key_bits}-bit key",

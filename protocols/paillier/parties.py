@@ -12,26 +12,38 @@ Round ``r`` (one session, one key):
 2. :class:`PaillierServer` checks and collects contributions (``receive``), multiplies them
    slot-wise into the aggregate and sends an :class:`AggregateRequest` carrying the aggregate,
    the model digest *and* every signed contribution (``aggregate``).
-3. :class:`PaillierDecryptor` (``step``) checks the request: right key, session and a round
-   it has not decrypted yet; every contribution for this key, session and round (no replay
-   from another round or session) and signed by a distinct registered client; all of them
-   signed on the same model digest (else a server could send a crafted model to all clients
-   but one and difference the aggregate: model inconsistency); at least ``min_clients`` of
-   them (never fewer than 2: never a single client's ciphertext); the aggregate equal to the
-   product it recomputes. Only then it returns its partial decryption; otherwise it raises
-   :class:`ProtocolAbort` and reveals nothing.
-4. The server checks each partial's proof of correct decryption, drops the invalid ones
-   (``rejected_decryptors``) and combines any ``t`` valid partials into the sums (``finish``).
+3. :class:`~.decryptor.PaillierDecryptor` (``step``) checks the request — every contribution
+   signed by a distinct client of the *provisioned* directory, for this key, session and round,
+   on one model digest, with a valid proof of plaintext knowledge; at least ``min_clients``
+   (never fewer than 2); the aggregate is their product — and endorses the set's hash (signed,
+   recorded durably; a second set for the round is refused and reported).
+4. The server collects a quorum of endorsements (:meth:`PaillierServer.endorse`) and sends the
+   endorsed request back; each decryptor releases its signed partial decryption (with its
+   proof of correct decryption) only for a set endorsed by a quorum.
+5. The server drops partials not signed by the decryptor they name (``spoofed_partials``, not
+   blamed on anyone), rejects signed partials whose proof fails (``rejected_decryptors``: the
+   signer), and combines any ``t`` valid partials into the sums (``finish``).
 
-Trust: decryptors trust the client directory (client id -> Ed25519 public key, a PKI). The
-server never sees an individual plaintext; fewer than ``t`` colluding decryptors learn
-nothing; ``t`` colluding decryptors *and* the server could decrypt single contributions
-(threshold trust). A client can put any value in [0, n) into its plaintext (no range proof):
-a malicious client can corrupt the sum, not read others' updates.
+Trust: the dealer (keys; the client and decryptor directories, id -> Ed25519 public key, fixed
+at provisioning: nobody adds to them at run time); fewer than ``t`` decryptors may deviate and
+collude with the server (the endorsement quorum, :func:`~.directory.endorsement_quorum`, still
+lets only one contribution set per round be decrypted). The server never sees an individual
+plaintext; fewer than ``t`` colluding decryptors learn nothing; ``t`` colluding decryptors *and*
+the server could decrypt single contributions (threshold trust).
+
+What a malicious client can still do: encrypt any plaintext in ``[0, n)`` it knows (no range
+proofs on the packed slots) — values outside ``[-q, q]`` in a slot corrupt the sum (silently,
+when the carry stays inside the slot's headroom; an abort when the decrypted sum does not fit the
+packing) — and skip rounds. It cannot submit a ciphertext whose plaintext it does not know
+(proof of plaintext knowledge), so it cannot replay, re-sign or combine other clients'
+ciphertexts to make the decryptors open someone's vector. What no sum can hide: the server
+together with ``N - 1`` of the ``N`` summed clients (e.g. ``min_clients - 1`` colluding
+*provisioned* clients sending zeros) learns the remaining client's vector from the sum.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Mapping, Sequence
 
@@ -43,7 +55,9 @@ from gmpy2 import mpz
 from privagg.errors import ConfigurationError, InvalidMessage, ProtocolAbort
 from privagg.randomness import SYSTEM_SECRETS, SecretSource
 
-from .keys import PaillierPrivateKey, PaillierPublicKey, ThresholdKeyShare, ThresholdPublicKey
+from .directory import Directory, endorsement_quorum
+from .keys import PaillierPublicKey, ThresholdPublicKey
+from .knowledge import prove_knowledge, verify_contributions
 from .messages import (
     DIGEST_BYTES,
     PARTIAL_PLAINTEXT,
@@ -52,8 +66,10 @@ from .messages import (
     ClientContribution,
     PartialDecryption,
     RoundSetup,
+    SetEndorsement,
     contribution_signed_bytes,
     partial_context,
+    set_hash,
 )
 from .obfuscators import FixedBaseRandomness, FreshRandomness
 from .packing import PackingLayout
@@ -61,11 +77,10 @@ from .packing import PackingLayout
 __all__ = [
     "ClientStage",
     "ServerStage",
-    "DecryptorStage",
     "PaillierClient",
     "PaillierServer",
-    "PaillierDecryptor",
     "SIGNATURE_CONTEXT",
+    "check_layout",
 ]
 
 SIGNATURE_CONTEXT = b"privagg/paillier/contribution/v2\x00"
@@ -80,19 +95,25 @@ class ClientStage(enum.Enum):
 class ServerStage(enum.Enum):
     IDLE = "idle"
     COLLECTING = "collecting"
+    AWAITING_ENDORSEMENTS = "awaiting-endorsements"
     AWAITING_PARTIALS = "awaiting-partials"
     DONE = "done"
-
-
-class DecryptorStage(enum.Enum):
-    READY = "ready"
-    DECRYPTED = "decrypted"  # for the last round; ready for a later round
 
 
 def _check_digest(d: bytes) -> bytes:
     if not isinstance(d, bytes) or len(d) != DIGEST_BYTES:
         raise ConfigurationError(f"a model digest is {DIGEST_BYTES} bytes (see model_digest)", field="model_digest")
     return d
+
+
+def check_layout(layout: PackingLayout, pk: PaillierPublicKey) -> None:
+    """Refuse a packing layout made for another key size (its plaintexts could reach ``n``: wrong sums)."""
+    if layout.key_bits != pk.key_bits or layout.slots * layout.slot_bits > pk.plaintext_bits:
+        raise ConfigurationError(
+            f"the packing layout is for a {layout.key_bits}-bit key, this key has {pk.key_bits} bits",
+            field="layout",
+            accepted=f"PackingLayout.derive(key_bits={pk.key_bits}, ...)",
+        )
 
 
 def _check_ids(key_id: bytes, session: bytes, pk: PaillierPublicKey, own_session: bytes, stage: str) -> None:
@@ -114,9 +135,12 @@ class PaillierClient:
         signing_key: Ed25519PrivateKey,
         randomness: FreshRandomness | FixedBaseRandomness,
         session: bytes,
+        secrets: SecretSource = SYSTEM_SECRETS,
     ) -> None:
         if randomness.public_key != public_key:
-            raise ValueError("randomness source is for another key")
+            raise ConfigurationError("the randomness source is for another key", field="randomness")
+        check_layout(layout, public_key)
+        self._secrets = secrets
         self.client_id = client_id
         self.public_key = public_key
         self.layout = layout
@@ -165,21 +189,38 @@ class PaillierClient:
                 party=party,
             )
         plaintexts = self.layout.pack(values)
-        rns = self.randomness.take(len(plaintexts))
+        if any(not 0 <= m < pk.n for m in plaintexts):
+            raise ConfigurationError("a packed plaintext is outside [0, n)", field="values")
+        pool = self.randomness.take_with_witnesses(len(plaintexts))
         n, n2 = pk.nz, pk.n2
-        cts = tuple((1 + mpz(m) * n) * rn % n2 for m, rn in zip(plaintexts, rns))
+        cts = tuple((1 + mpz(m) * n) * rn % n2 for m, (rn, _) in zip(plaintexts, pool))
         unsigned = ClientContribution(pk.key_id, self.session, rnd, self.client_id, setup.count, model_digest, cts)
+        table = self.randomness.table if isinstance(self.randomness, FixedBaseRandomness) else None
+        fixed = (int(table.base), table.exponent_bits) if table is not None else None
+        proof = prove_knowledge(unsigned, plaintexts, [w for _, w in pool], pk, fixed_base=fixed, secrets=self._secrets)
+        unsigned = ClientContribution(
+            pk.key_id, self.session, rnd, self.client_id, setup.count, model_digest, cts, b"", proof
+        )
         sig = self._signing_key.sign(SIGNATURE_CONTEXT + contribution_signed_bytes(unsigned, pk))
         self.stage = ClientStage.SUBMITTED
         self.last_round = rnd
-        return ClientContribution(pk.key_id, self.session, rnd, self.client_id, setup.count, model_digest, cts, sig)
+        return ClientContribution(
+            pk.key_id, self.session, rnd, self.client_id, setup.count, model_digest, cts, sig, proof
+        )
 
     def __repr__(self) -> str:
         return f"PaillierClient(id={self.client_id}, stage={self.stage.value})"
 
 
 class PaillierServer:
-    """Collects contributions, multiplies them, forwards to decryptors, combines partials."""
+    """Collects contributions, multiplies them, forwards to decryptors, combines partials.
+
+    ``screen_proofs``: check every contribution's proof of plaintext knowledge (one batch, in
+    :meth:`aggregate`) and drop the bad ones (``rejected_clients``), so one malicious client cannot
+    make the decryptors refuse the round; the decryptors check them again regardless.
+    ``fixed_base``: the deployment's ``(h_s, exponent_bits)``. ``client_keys``: the provisioned
+    client directory, to drop unsigned or unknown contributions on receipt (same reason).
+    """
 
     def __init__(
         self,
@@ -188,9 +229,22 @@ class PaillierServer:
         layout: PackingLayout,
         session: bytes,
         min_clients: int,
+        decryptor_keys: Mapping[int, Ed25519PublicKey],
         threshold_key: ThresholdPublicKey | None = None,
+        client_keys: Mapping[int, Ed25519PublicKey] | None = None,
+        screen_proofs: bool = True,
+        fixed_base: tuple[int, int] | None = None,
+        secrets: SecretSource = SYSTEM_SECRETS,
     ) -> None:
+        check_layout(layout, public_key)
+        self.client_keys = Directory(client_keys) if client_keys is not None else None
+        self.screen_proofs = screen_proofs
+        self.fixed_base = fixed_base
+        self._secrets = secrets
         self.public_key = public_key
+        self.decryptor_keys = Directory(decryptor_keys)
+        k, t = (threshold_key.decryptors, threshold_key.threshold) if threshold_key is not None else (1, 1)
+        self.quorum = endorsement_quorum(k, t)
         self.layout = layout
         self.session = session
         self.min_clients = max(2, min_clients)
@@ -201,7 +255,10 @@ class PaillierServer:
         self.model_digest = b""
         self._received: dict[int, ClientContribution] = {}
         self._request: AggregateRequest | None = None
+        self._set_hash = b""
         self.rejected_decryptors: tuple[int, ...] = ()
+        self.rejected_clients: tuple[int, ...] = ()  # dropped at aggregate(): proof of plaintext knowledge failed
+        self.spoofed_partials = 0
 
     def start_round(self, *, round: int, count: int, model_digest: bytes) -> RoundSetup:
         """Open ``round`` for vectors of ``count`` values trained on the model with ``model_digest``.
@@ -217,6 +274,8 @@ class PaillierServer:
         self._received = {}
         self._request = None
         self.rejected_decryptors = ()
+        self.rejected_clients = ()
+        self.spoofed_partials = 0
         self.stage = ServerStage.COLLECTING
         return RoundSetup(self.public_key.key_id, self.session, round, count, model_digest)
 
@@ -235,6 +294,16 @@ class PaillierServer:
             )
         if msg.client_id in self._received:
             raise InvalidMessage(f"client {msg.client_id} contributed twice", stage="receive")
+        if self.client_keys is not None:
+            vk = self.client_keys.get(msg.client_id)
+            try:
+                if vk is None:
+                    raise InvalidSignature
+                vk.verify(msg.signature, SIGNATURE_CONTEXT + contribution_signed_bytes(msg, self.public_key))
+            except (InvalidSignature, ValueError):
+                raise InvalidMessage(
+                    f"client {msg.client_id} is not provisioned or its signature does not verify", stage="receive"
+                ) from None
         if len(self._received) >= self.layout.max_clients:
             raise ProtocolAbort(
                 f"more than {self.layout.max_clients} contributions could overflow the packed slots",
@@ -246,6 +315,15 @@ class PaillierServer:
     def aggregate(self) -> AggregateRequest:
         if self.stage is not ServerStage.COLLECTING:
             raise ProtocolAbort(f"not collecting (stage {self.stage.value})", stage="aggregate", party="server")
+        if self.screen_proofs:
+            # one batch over every contribution; an honest server drops the unproven ones here (the
+            # decryptors would refuse the whole set)
+            bad = verify_contributions(
+                list(self._received.values()), self.public_key, fixed_base=self.fixed_base, secrets=self._secrets
+            )
+            self.rejected_clients = bad
+            for c in bad:
+                del self._received[c]
         if len(self._received) < self.min_clients:
             raise ProtocolAbort(
                 f"only {len(self._received)} contributions, at least {self.min_clients} needed",
@@ -261,6 +339,31 @@ class PaillierServer:
         self._request = AggregateRequest(
             self.public_key.key_id, self.session, self.round, self.count, self.model_digest, tuple(agg), contribs
         )
+        self._set_hash = set_hash(self._request, self.public_key)
+        self.stage = ServerStage.AWAITING_ENDORSEMENTS
+        return self._request
+
+    def endorse(self, endorsements: Sequence[SetEndorsement]) -> AggregateRequest:
+        """The request with a quorum of valid endorsements of its set (the decryptors' second message)."""
+        from .decryptor import verify_endorsements
+
+        if self.stage is not ServerStage.AWAITING_ENDORSEMENTS or self._request is None:
+            raise ProtocolAbort(f"no aggregate to endorse (stage {self.stage.value})", stage="endorse", party="server")
+        good = verify_endorsements(
+            tuple(endorsements),
+            key_id=self.public_key.key_id,
+            session=self.session,
+            round=self.round,
+            digest=self._set_hash,
+            decryptor_keys=self.decryptor_keys,
+        )
+        if len(good) < self.quorum:
+            raise ProtocolAbort(
+                f"{len(good)} valid endorsements, {self.quorum} decryptors must endorse the set",
+                stage="endorse",
+                party="server",
+            )
+        self._request = dataclasses.replace(self._request, endorsements=good)
         self.stage = ServerStage.AWAITING_PARTIALS
         return self._request
 
@@ -272,12 +375,25 @@ class PaillierServer:
         """Combine partial decryptions into the ``count`` signed integer sums."""
         if self.stage is not ServerStage.AWAITING_PARTIALS or self._request is None:
             raise ProtocolAbort(f"no aggregate pending (stage {self.stage.value})", stage="finish", party="server")
+        from .decryptor import partial_signature_valid
+
         good: dict[int, PartialDecryption] = {}
+        equivocated: set[int] = set()
         for p in partials:
-            _check_ids(p.key_id, p.session, self.public_key, self.session, "finish")
-            if p.round != self.round or len(p.values) != len(self._request.aggregate):
-                raise InvalidMessage("partial decryption for another round or aggregate", stage="finish")
+            authentic = (
+                (p.key_id, p.session, p.round, p.set_hash)
+                == (self.public_key.key_id, self.session, self.round, self._set_hash)
+                and len(p.values) == len(self._request.aggregate)
+                and partial_signature_valid(p, self.decryptor_keys, self.public_key)
+            )
+            if not authentic:
+                self.spoofed_partials += 1  # not signed by the decryptor it names: blame nobody
+                continue
+            if p.decryptor in good and good[p.decryptor] != p:
+                equivocated.add(p.decryptor)  # two different signed partials: the signer cheats
             good.setdefault(p.decryptor, p)
+        for i in equivocated:
+            del good[i]
         if self.threshold_key is None:
             # one key holder: its answer is the plaintexts themselves
             plain = [p for p in good.values() if p.kind == PARTIAL_PLAINTEXT]
@@ -293,9 +409,11 @@ class PaillierServer:
                 bad = sorted(
                     i for i, p in usable.items() if not tk.verify_partials(i, agg, p.values, p.proof, context=context)
                 )
-                self.rejected_decryptors = tuple(bad)
+                self.rejected_decryptors = tuple(sorted({*bad, *equivocated}))
                 for i in bad:
                     del usable[i]
+            if not tk.has_proofs:
+                self.rejected_decryptors = tuple(sorted(equivocated))
             plaintexts = tk.combine({i: p.values for i, p in usable.items()})
         try:
             sums = self.layout.unpack(
@@ -310,102 +428,3 @@ class PaillierServer:
             ) from None
         self.stage = ServerStage.DONE
         return sums
-
-
-class PaillierDecryptor:
-    """Holds a key share (or the whole CRT key when ``k = 1``); decrypts verified aggregates only."""
-
-    def __init__(
-        self,
-        *,
-        key: ThresholdKeyShare | PaillierPrivateKey,
-        client_keys: Mapping[int, Ed25519PublicKey],
-        layout: PackingLayout,
-        min_clients: int,
-        session: bytes,
-        secrets: SecretSource = SYSTEM_SECRETS,
-    ) -> None:
-        self._key = key
-        self._secrets = secrets
-        self.public_key = key.public_key
-        self.index = key.index if isinstance(key, ThresholdKeyShare) else 1
-        self.client_keys = client_keys
-        self.layout = layout
-        self.min_clients = max(2, min_clients)
-        self.session = session
-        self.stage = DecryptorStage.READY
-        self.last_round = -1
-
-    def _abort(self, reason: str) -> ProtocolAbort:
-        return ProtocolAbort(reason, stage="verify", party=f"decryptor {self.index}")
-
-    def step(self, msg: AggregateRequest) -> PartialDecryption:
-        pk = self.public_key
-        if not isinstance(msg, AggregateRequest):
-            raise InvalidMessage("decryptors accept only aggregate requests", stage="verify")
-        _check_ids(msg.key_id, msg.session, pk, self.session, "verify")
-        if msg.round <= self.last_round:
-            raise self._abort(f"round {msg.round} already decrypted or older (last: {self.last_round})")
-        nct = self.layout.num_plaintexts(msg.count)
-        if len(msg.aggregate) != nct:
-            raise self._abort("aggregate has the wrong number of ciphertexts")
-        seen: set[int] = set()
-        for c in msg.contributions:
-            for what, got, want in (
-                ("key", c.key_id, pk.key_id),
-                ("session", c.session, self.session),
-                ("round", c.round, msg.round),
-            ):
-                if got != want:
-                    raise self._abort(
-                        f"the contribution of client {c.client_id} was made for another {what} "
-                        f"(replayed?); refusing the aggregate"
-                    )
-            if c.count != msg.count or len(c.ciphertexts) != nct:
-                raise self._abort("a contribution has the wrong number of values")
-            if c.client_id in seen:
-                raise self._abort(f"client {c.client_id} appears twice")
-            vk = self.client_keys.get(c.client_id)
-            if vk is None:
-                raise self._abort(f"client {c.client_id} is not registered")
-            try:
-                vk.verify(c.signature, SIGNATURE_CONTEXT + contribution_signed_bytes(c, pk))
-            except (InvalidSignature, ValueError):
-                raise self._abort(f"signature of client {c.client_id} does not verify") from None
-            seen.add(c.client_id)
-        # model consistency: every authenticated contribution signed the same global model
-        digests = {c.model_digest for c in msg.contributions}
-        if len(digests) > 1:
-            raise self._abort(
-                f"the contributions sign {len(digests)} different model digests: clients trained on different "
-                "global models (model-inconsistency attack?); refusing the aggregate"
-            )
-        if digests and digests != {msg.model_digest}:
-            raise self._abort("the aggregate request names a model digest that no contribution signed")
-        if len(seen) < self.min_clients:
-            raise self._abort(f"aggregate of {len(seen)} authenticated clients; at least {self.min_clients} required")
-        if len(seen) > self.layout.max_clients:
-            raise self._abort(f"{len(seen)} clients exceed the {self.layout.max_clients} the slots can hold")
-        n2 = pk.n2
-        agg = [mpz(c) for c in msg.contributions[0].ciphertexts]
-        for c in msg.contributions[1:]:
-            for i, x in enumerate(c.ciphertexts):
-                agg[i] = agg[i] * x % n2
-        if any(a != b for a, b in zip(agg, msg.aggregate)):
-            raise self._abort("aggregate is not the product of the listed contributions")
-        proof = b""
-        if isinstance(self._key, ThresholdKeyShare):
-            values = tuple(self._key.partial_decrypt(a) for a in agg)
-            kind = PARTIAL_THRESHOLD
-            proof = self._key.prove_partials(
-                agg, values, context=partial_context(pk.key_id, self.session, msg.round), secrets=self._secrets
-            )
-        else:
-            values = tuple(self._key.decrypt(a) for a in agg)
-            kind = PARTIAL_PLAINTEXT
-        self.last_round = msg.round
-        self.stage = DecryptorStage.DECRYPTED
-        return PartialDecryption(pk.key_id, self.session, msg.round, self.index, kind, values, proof)
-
-    def __repr__(self) -> str:
-        return f"PaillierDecryptor(index={self.index}, stage={self.stage.value}, last_round={self.last_round})"

@@ -11,15 +11,17 @@ run serially (``clock``: wall clock by default; benchmarks on shared machines pa
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from privagg.errors import ConfigurationError
 from privagg.randomness import SYSTEM_SECRETS, SecretSource
 
+from .decryptor import PaillierDecryptor
+from .directory import Directory, MemoryStore, endorsement_quorum
 from .keys import (
     PaillierPrivateKey,
     PaillierPublicKey,
@@ -35,6 +37,7 @@ from .messages import (
     ClientContribution,
     PartialDecryption,
     RoundSetup,
+    SetEndorsement,
     decode_message,
     encode_message,
 )
@@ -46,7 +49,7 @@ from .obfuscators import (
     make_randomness,
 )
 from .packing import PackingLayout
-from .parties import PaillierClient, PaillierDecryptor, PaillierServer
+from .parties import PaillierClient, PaillierServer
 
 __all__ = ["PaillierConfig", "PaillierSetup", "PaillierSession", "RoundOutcome", "PHASES"]
 
@@ -110,7 +113,13 @@ class PaillierConfig:
 
 @dataclass
 class PaillierSetup:
-    """Keys for one configuration, made once (trusted dealer for threshold keys)."""
+    """What the trusted dealer provisions once per configuration: keys, directories, signing keys.
+
+    ``client_directory`` / ``decryptor_directory`` (id -> Ed25519 public key) are fixed here and
+    immutable: the decryptors trust exactly these clients and decryptors. The clients' and
+    decryptors' signing keys are handed to each party (a deployment provisions them as files,
+    :mod:`protocols.flower.paillier_material`).
+    """
 
     config: PaillierConfig
     public_key: PaillierPublicKey
@@ -119,15 +128,27 @@ class PaillierSetup:
     table: FixedBaseTable | None
     keygen_seconds: float
     table_seconds: float
+    client_signing_keys: Mapping[int, Ed25519PrivateKey] = field(default_factory=dict, repr=False)
+    decryptor_signing_keys: Mapping[int, Ed25519PrivateKey] = field(default_factory=dict, repr=False)
+
+    @property
+    def client_directory(self) -> Directory:
+        return Directory({c: k.public_key() for c, k in self.client_signing_keys.items()})
+
+    @property
+    def decryptor_directory(self) -> Directory:
+        return Directory({i: k.public_key() for i, k in self.decryptor_signing_keys.items()})
 
     @classmethod
     def generate(
         cls,
         config: PaillierConfig,
         *,
+        clients: Iterable[int] | None = None,
         secrets: SecretSource = SYSTEM_SECRETS,
         clock: Callable[[], float] = time.perf_counter,
     ) -> PaillierSetup:
+        """Deal keys; provision signing keys for ``clients`` (default ``0 .. max_clients - 1``)."""
         t0 = clock()
         keys: list[ThresholdKeyShare] | list[PaillierPrivateKey]
         if config.decryptors == 1:
@@ -149,7 +170,15 @@ class PaillierSetup:
         if config.randomness == "fixed-base":
             base = FixedBaseTable.new_base(pk, secrets=secrets)
             table = FixedBaseTable(pk, base, exponent_bits=config.effective_exponent_bits, window=config.window)
-        return cls(config, pk, tk, keys, table, keygen, clock() - t0)
+        table_seconds = clock() - t0
+        ids = range(config.max_clients) if clients is None else clients
+
+        def new_key() -> Ed25519PrivateKey:
+            return Ed25519PrivateKey.from_private_bytes(secrets.token_bytes(32))
+
+        client_keys = {int(c): new_key() for c in ids}
+        decryptor_keys = {(k.index if isinstance(k, ThresholdKeyShare) else 1): new_key() for k in keys}
+        return cls(config, pk, tk, keys, table, keygen, table_seconds, client_keys, decryptor_keys)
 
 
 @dataclass
@@ -175,7 +204,11 @@ class RoundOutcome:
 
 
 class PaillierSession:
-    """Long-lived parties for one key: clients (created on first use), server, decryptors."""
+    """Long-lived parties for one key: clients (provisioned ones, created on first use), server, decryptors.
+
+    The session cannot add clients: :meth:`client` refuses an id the dealer did not provision,
+    and the decryptors hold their own copy of the provisioned directory.
+    """
 
     def __init__(
         self,
@@ -196,29 +229,45 @@ class PaillierSession:
             layout=self.layout,
             session=self.session,
             min_clients=self.config.min_clients,
+            decryptor_keys=setup.decryptor_directory,
             threshold_key=setup.threshold_key,
+            client_keys=setup.client_directory,
+            fixed_base=(int(setup.table.base), setup.table.exponent_bits) if setup.table is not None else None,
+            secrets=secrets,
         )
-        self.directory: dict[int, Ed25519PublicKey] = {}
+        self.directory = setup.client_directory
         self.clients: dict[int, PaillierClient] = {}
+        fixed = (int(setup.table.base), setup.table.exponent_bits) if setup.table is not None else None
         self.decryptors = [
             PaillierDecryptor(
                 key=k,
-                client_keys=self.directory,
+                client_keys=setup.client_directory,
+                decryptor_keys=setup.decryptor_directory,
+                signing_key=setup.decryptor_signing_keys[k.index if isinstance(k, ThresholdKeyShare) else 1],
                 layout=self.layout,
                 min_clients=self.config.min_clients,
                 session=self.session,
+                store=MemoryStore(),
+                fixed_base=fixed,
                 secrets=secrets,
             )
             for k in setup.decryption_keys
         ]
+        k, t = len(self.decryptors), self.config.threshold if len(self.decryptors) > 1 else 1
+        self.quorum = endorsement_quorum(k, t)
         self._round = -1
 
     def client(self, client_id: int) -> PaillierClient:
-        """The client's party; registering it puts its Ed25519 key in the directory (the PKI)."""
+        """The party of a client the dealer provisioned (its signing key from the setup)."""
         c = self.clients.get(client_id)
         if c is None:
-            sk = Ed25519PrivateKey.from_private_bytes(self._secrets.token_bytes(32))
-            self.directory[client_id] = sk.public_key()
+            sk = self.setup.client_signing_keys.get(client_id)
+            if sk is None:
+                raise ConfigurationError(
+                    f"client {client_id} was not provisioned (the directory is fixed by the dealer)",
+                    field="client_id",
+                    accepted="an id of PaillierSetup.generate(clients=...)",
+                )
             c = PaillierClient(
                 client_id=client_id,
                 public_key=self.setup.public_key,
@@ -228,6 +277,7 @@ class PaillierSession:
                     self.config.randomness, self.setup.public_key, table=self.setup.table, secrets=self._secrets
                 ),
                 session=self.session,
+                secrets=self._secrets,
             )
             self.clients[client_id] = c
         return c
@@ -289,11 +339,28 @@ class PaillierSession:
         request_wire = encode_message(self.server.aggregate(), pk)
         secs["aggregate"] = self.clock() - t0 + t_setup
 
-        # the t lowest-indexed decryptors answer (any t work; the others stay idle)
-        partial_wires = []
-        for d in self.decryptors[: self.config.threshold]:
+        # a quorum of decryptors (the lowest indices) check and endorse the set, then t of them decrypt
+        endorsement_wires = []
+        endorse_times, decrypt_times = [], []
+        for d in self.decryptors[: self.quorum]:
             t0 = self.clock()
             req = decode_message(request_wire, public_key=pk)
+            assert isinstance(req, AggregateRequest)
+            endorsement_wires.append(encode_message(d.step(req), pk))
+            endorse_times.append(self.clock() - t0)
+            secs["verify"] += endorse_times[-1]
+        t0 = self.clock()
+        endorsements = []
+        for w in endorsement_wires:
+            e = decode_message(w, public_key=pk)
+            assert isinstance(e, SetEndorsement)
+            endorsements.append(e)
+        endorsed_wire = encode_message(self.server.endorse(endorsements), pk)
+        secs["aggregate"] += self.clock() - t0
+        partial_wires = []
+        for d in self.decryptors[: self.config.threshold if self.setup.threshold_key is not None else 1]:
+            t0 = self.clock()
+            req = decode_message(endorsed_wire, public_key=pk)
             assert isinstance(req, AggregateRequest)
             t1 = self.clock()
             partial = d.step(req)
@@ -301,6 +368,7 @@ class PaillierSession:
             t3 = self.clock()
             secs["verify"] += t1 - t0
             secs["decrypt"] += t3 - t1
+            decrypt_times.append(t3 - t0)
         t0 = self.clock()
         partials = []
         for w in partial_wires:
@@ -314,7 +382,14 @@ class PaillierSession:
             participants=self.server.participants,
             seconds=secs,
             bytes_client_to_server=up,
-            bytes_server_to_decryptors=len(request_wire) * len(partial_wires),
+            bytes_server_to_decryptors=len(request_wire) * len(endorsement_wires)
+            + len(endorsed_wire) * len(partial_wires),
             bytes_decryptors_to_server=sum(len(w) for w in partial_wires),
             ciphertexts_per_client=self.layout.num_plaintexts(count),
+            extra={
+                # the decryptors' work run serially (as in ``seconds``) and with the decryptors in parallel
+                # (the longest endorsement, then the longest decryption)
+                "decryptors_serial_seconds": sum(endorse_times) + sum(decrypt_times),
+                "decryptors_parallel_seconds": max(endorse_times) + max(decrypt_times),
+            },
         )

@@ -77,13 +77,13 @@ def test_decryptors_refuse_a_single_client_aggregate(material: Path) -> None:
 
     def intercept(pid: int, msg: Any) -> list[Any]:
         cfg = msg.content.config_records.get(PAILLIER_RECORD)
-        if cfg is not None and cfg.get("stage") == "decrypt":
+        if cfg is not None and cfg.get("stage") == "endorse":
             req = decode_message(cfg["msg"], public_key=pk)
             assert isinstance(req, AggregateRequest)
             one = req.contributions[0]
             forged = dataclasses.replace(req, aggregate=one.ciphertexts, contributions=(one,))
             msg.content.config_records[PAILLIER_RECORD] = ConfigRecord(
-                {"stage": "decrypt", "msg": encode_message(forged, pk)}
+                {"stage": "endorse", "msg": encode_message(forged, pk)}
             )
         return [msg]
 
@@ -93,8 +93,8 @@ def test_decryptors_refuse_a_single_client_aggregate(material: Path) -> None:
     run_cfg = {"privagg-paillier-decryptors": ",".join(map(str, DECRYPTORS))}
     run_inprocess(sapp, capp, num_nodes=N, run_config=run_cfg, intercept=intercept)
     rec = wf.history[0]
-    assert not rec.ok and rec.decryptors == ()
-    errs = [e for e in rec.node_errors.values() if e.startswith("decrypt")]
+    assert not rec.ok and rec.decryptors == () and "0 valid endorsements" in (rec.abort or "")
+    errs = [e for e in rec.node_errors.values() if e.startswith("endorse")]
     assert len(errs) == 2 and all("at least 2" in e for e in errs)
 
 
@@ -182,7 +182,7 @@ def test_decryptors_refuse_an_aggregate_over_different_models(material: Path, mo
     monkeypatch.setattr(fp, "PaillierServer", LaxServer)
     rec, _ = _run_attacked(material, _craft_for_target(material, announce=True))
     assert not rec.ok and rec.decryptors == () and len(rec.contributors) == 0
-    errs = [e for e in rec.node_errors.values() if e.startswith("decrypt")]
+    errs = [e for e in rec.node_errors.values() if e.startswith("endorse")]
     assert len(errs) == 2 and all("different model digests" in e for e in errs)
 
 
@@ -255,7 +255,7 @@ def test_contributions_replayed_from_an_earlier_run_are_refused(material: Path) 
 
     def capture(pid: int, msg: Any) -> list[Any]:
         cfg = msg.content.config_records.get(PAILLIER_RECORD)
-        if cfg is not None and cfg.get("stage") == "decrypt" and not captured:
+        if cfg is not None and cfg.get("stage") == "endorse" and not captured:
             captured.append(cfg["msg"])
         return [msg]
 
@@ -271,14 +271,14 @@ def test_contributions_replayed_from_an_earlier_run_are_refused(material: Path) 
 
     def inject(pid: int, msg: Any) -> list[Any]:
         cfg = msg.content.config_records.get(PAILLIER_RECORD)
-        if cfg is not None and cfg.get("stage") == "decrypt":
-            msg.content.config_records[PAILLIER_RECORD] = ConfigRecord({"stage": "decrypt", "msg": replay})
+        if cfg is not None and cfg.get("stage") == "endorse":
+            msg.content.config_records[PAILLIER_RECORD] = ConfigRecord({"stage": "endorse", "msg": replay})
         return [msg]
 
     rec_b, grid_b = _run_attacked(material, inject)
     assert mat.run_session(next(iter(grid_b.contexts.values())).run_id) != old.session
     assert not rec_b.ok and rec_b.decryptors == ()
-    errs = [e for e in rec_b.node_errors.values() if e.startswith("decrypt")]
+    errs = [e for e in rec_b.node_errors.values() if e.startswith("endorse")]
     assert len(errs) == 2 and all("wrong session" in e for e in errs)
 
 
@@ -319,3 +319,45 @@ def test_client_refuses_a_malformed_contribute_request(material: Path, tamper: s
     target = next(n for n, p in grid.partition_of.items() if p == TARGET)
     assert reason in rec.node_errors[target]
     assert rec.ok and target not in rec.contributors
+
+
+# ------------------------------------------------------------------ proofs of plaintext knowledge over Flower
+def test_a_client_without_a_valid_knowledge_proof_is_dropped(material: Path) -> None:
+    """Client partition 5 swaps in partition 4's ciphertexts (re-signed with its own key): dropped, round decrypts."""
+    from flwr.app import ConfigRecord
+
+    from protocols.flower.paillier import PAILLIER_RECORD
+    from protocols.flower.paillier_material import load_paillier
+    from protocols.paillier import ClientContribution, decode_message, encode_message
+    from protocols.paillier.messages import contribution_signed_bytes
+    from protocols.paillier.parties import SIGNATURE_CONTEXT
+
+    mat = load_paillier(material)
+    pk = mat.public_key
+    stolen: dict[str, Any] = {}
+
+    def thief(msg: Any, ctxt: Any, call_next: Callable[[Any, Any], Any]) -> Any:
+        out = call_next(msg, ctxt)
+        pid = int(ctxt.node_config.get("partition-id", -1))
+        cfg = out.content.config_records.get(PAILLIER_RECORD) if out.has_content() else None
+        if cfg is None or not isinstance(cfg.get("msg"), bytes) or pid not in (4, 5):
+            return out
+        c = decode_message(cfg["msg"], public_key=pk)
+        assert isinstance(c, ClientContribution)
+        if pid == 4:
+            stolen["c"] = c
+            return out
+        victim = stolen["c"]  # partitions run in order in-process: 4 before 5
+        fake = dataclasses.replace(c, ciphertexts=victim.ciphertexts, proof=victim.proof, signature=b"")
+        sig = mat.signing_key(5).sign(SIGNATURE_CONTEXT + contribution_signed_bytes(fake, pk))
+        out.content.config_records[PAILLIER_RECORD] = ConfigRecord(
+            {"msg": encode_message(dataclasses.replace(fake, signature=sig), pk)}
+        )
+        return out
+
+    wf, grid = _run(material, mods=[thief], rounds=1)
+    rec = wf.history[0]
+    five = next(n for n, p in grid.partition_of.items() if p == 5)
+    assert rec.ok, rec.abort
+    assert "proof of plaintext knowledge" in rec.node_errors[five]
+    assert sorted(grid.partition_of[n] for n in rec.contributors) == [2, 3, 4]

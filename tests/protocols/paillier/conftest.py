@@ -30,4 +30,4 @@ def threshold_setup():
     cfg = PaillierConfig(
         key_bits=512, value_bits=12, max_clients=6, decryptors=3, threshold=2, min_clients=3, allow_insecure=True
     )
-    return PaillierSetup.generate(cfg, secrets=InsecureDeterministicSecrets(b"setup-3-2"))
+    return PaillierSetup.generate(cfg, clients=range(10), secrets=InsecureDeterministicSecrets(b"setup-3-2"))

@@ -41,9 +41,13 @@ def wires():
     for c in contribs:
         s.server.receive(c)
     req = s.server.aggregate()
-    part = s.decryptors[0].step(req)
-    plain = PartialDecryption(pk.key_id, s.session, 0, 1, PARTIAL_PLAINTEXT, (0, 5, pk.n - 1))
-    msgs: list[PaillierMessage] = [contribs[0], req, part, plain, rs]
+    endorsements = [d.endorse(req) for d in s.decryptors]
+    endorsed = s.server.endorse(endorsements)
+    part = s.decryptors[0].decrypt(endorsed)
+    plain = PartialDecryption(
+        pk.key_id, s.session, 0, 1, PARTIAL_PLAINTEXT, (0, 5, pk.n - 1), b"", bytes(range(32)), bytes(64)
+    )
+    msgs: list[PaillierMessage] = [contribs[0], req, part, plain, rs, endorsements[0], endorsed]
     return pk, msgs, [encode_message(m, pk) for m in msgs]
 
 
@@ -95,9 +99,11 @@ def test_trailing_bytes_version_type_and_key_id(wires):
         decode_message(w + b"\x00", public_key=pk)
     with pytest.raises(InvalidMessage, match="version"):
         decode_message(w[:4] + bytes([CODEC_VERSION + 1]) + w[5:], public_key=pk)
-    assert CODEC_VERSION == 2
+    assert CODEC_VERSION == 3
     with pytest.raises(InvalidMessage, match="unsupported codec version 1"):  # before the model digest
         decode_message(w[:4] + b"\x01" + w[5:], public_key=pk)
+    with pytest.raises(InvalidMessage, match="unsupported codec version 2"):  # before proofs and endorsements
+        decode_message(w[:4] + b"\x02" + w[5:], public_key=pk)
     with pytest.raises(InvalidMessage, match="type"):
         decode_message(w[:5] + b"\x09" + w[6:], public_key=pk)
     with pytest.raises(InvalidMessage, match="magic"):
@@ -119,13 +125,14 @@ def test_ciphertexts_outside_z_star_n2_are_refused(wires):
         w = _raw_encode_contribution(raw, pk)
         with pytest.raises(InvalidMessage, match="Z\\*"):
             decode_message(w, public_key=pk)
-    bad_part = PartialDecryption(pk.key_id, c0.session, 0, 1, PARTIAL_THRESHOLD, (n,))
+    sig = {"set_hash": bytes(32), "signature": bytes(64)}
+    bad_part = PartialDecryption(pk.key_id, c0.session, 0, 1, PARTIAL_THRESHOLD, (n,), **sig)
     with pytest.raises(InvalidMessage, match="Z\\*"):
         decode_message(encode_message(bad_part, pk), public_key=pk)
-    bad_plain = PartialDecryption(pk.key_id, c0.session, 0, 1, PARTIAL_PLAINTEXT, (n,))
+    bad_plain = PartialDecryption(pk.key_id, c0.session, 0, 1, PARTIAL_PLAINTEXT, (n,), **sig)
     with pytest.raises(InvalidMessage, match="Z_n"):
         decode_message(encode_message(bad_plain, pk), public_key=pk)
-    bad_kind = PartialDecryption(pk.key_id, c0.session, 0, 1, 7, ())
+    bad_kind = PartialDecryption(pk.key_id, c0.session, 0, 1, 7, (), **sig)
     with pytest.raises(InvalidMessage, match="kind"):
         decode_message(encode_message(bad_kind, pk), public_key=pk)
 
@@ -164,9 +171,29 @@ def test_fuzz_random_bytes(wires, data):
 
 
 @settings(max_examples=300, deadline=None)
-@given(which=st.integers(0, 4), pos=st.integers(0, 10_000), byte=st.integers(0, 255))
+@given(which=st.integers(0, 6), pos=st.integers(0, 10_000), byte=st.integers(0, 255))
 def test_fuzz_mutations(wires, which, pos, byte):
     pk, _, encoded = wires
     w = bytearray(encoded[which])
     w[pos % len(w)] = byte
     _decode_or_invalid(bytes(w), pk)
+
+
+def test_huge_proof_and_endorsement_counts_do_not_allocate(wires):
+    pk, msgs, encoded = wires
+    contribution, endorsed = msgs[0], msgs[6]
+    w = encoded[0]
+    # the proof length sits right before the proof and the 64-byte signature
+    at = len(w) - 64 - len(contribution.proof) - 4
+    assert struct.unpack(">I", w[at : at + 4])[0] == len(contribution.proof)
+    with pytest.raises(InvalidMessage, match="truncated"):
+        decode_message(w[:at] + struct.pack(">I", 0xFFFFFFFF) + w[at + 4 :], public_key=pk)
+    e = encoded[6]
+    ends = len(endorsed.endorsements) * (4 + 1 + 1 + 16 + 16 + 8 + 2 + 32 + 64)
+    at = len(e) - ends - 2
+    assert struct.unpack(">H", e[at : at + 2])[0] == len(endorsed.endorsements) >= 2
+    with pytest.raises(InvalidMessage, match="declares 65535 endorsements"):
+        decode_message(e[:at] + struct.pack(">H", 0xFFFF) + e[at + 2 :], public_key=pk)
+    # an endorsement cannot stand in for a contribution, nor a contribution for an endorsement
+    with pytest.raises(InvalidMessage):
+        decode_message(e[:at] + struct.pack(">H", 1) + encoded[0], public_key=pk)

@@ -22,7 +22,8 @@ from protocols.paillier import (
     encode_message,
     model_digest,
 )
-from protocols.paillier.parties import ClientStage, DecryptorStage, ServerStage
+from protocols.paillier.decryptor import DecryptorStage
+from protocols.paillier.parties import ClientStage, ServerStage
 
 COUNT = 50
 MODEL = model_digest([np.arange(4.0), np.ones((2, 3), dtype=np.float32)])  # the global model of the round
@@ -47,6 +48,49 @@ def _contributions(session, vectors, rnd, digest=MODEL):
     ]
 
 
+def _endorsed(s, req):
+    """The request with every decryptor's endorsement of its set (the server's second message)."""
+    return dataclasses.replace(req, endorsements=tuple(d.endorse(req) for d in s.decryptors))
+
+
+def _resigned(s, partial, index):
+    """``partial`` signed with decryptor ``index``'s own key (that decryptor deviates)."""
+    from protocols.paillier.decryptor import PARTIAL_SIGNATURE_CONTEXT
+    from protocols.paillier.messages import partial_signed_bytes
+
+    sk = s.setup.decryptor_signing_keys[index]
+    data = PARTIAL_SIGNATURE_CONTEXT + partial_signed_bytes(partial, s.setup.public_key)
+    return dataclasses.replace(partial, signature=sk.sign(data))
+
+
+def _server_endorsed(s):
+    """The server aggregates, every decryptor endorses, the server attaches the endorsements."""
+    req = s.server.aggregate()
+    return s.server.endorse([d.endorse(req) for d in s.decryptors])
+
+
+def _partial(s, req, i):
+    """Decryptor ``i``'s partial decryption of ``req`` once a quorum endorsed it."""
+    return s.decryptors[i].step(req if req.endorsements else _endorsed(s, req))
+
+
+def _signed_contribution(s, client_id, plaintexts, rnd=0, digest=MODEL):
+    """What a *malicious* provisioned client can send: any plaintexts in [0, n) it knows, properly proven."""
+    from protocols.paillier import ClientContribution
+    from protocols.paillier.knowledge import MODE_FRESH, prove_knowledge
+    from protocols.paillier.messages import contribution_signed_bytes
+    from protocols.paillier.parties import SIGNATURE_CONTEXT
+
+    pk = s.setup.public_key
+    sec = InsecureDeterministicSecrets(b"malicious-%d" % client_id)
+    wit = [(MODE_FRESH, pk.random_r(sec)) for _ in plaintexts]
+    cts = tuple(pk.encrypt_with(m, pk.obfuscator(w[1])) for m, w in zip(plaintexts, wit))
+    c = ClientContribution(pk.key_id, s.session, rnd, client_id, COUNT, digest, cts)
+    c = dataclasses.replace(c, proof=prove_knowledge(c, plaintexts, wit, pk, secrets=sec))
+    sk = s.setup.client_signing_keys[client_id]
+    return dataclasses.replace(c, signature=sk.sign(SIGNATURE_CONTEXT + contribution_signed_bytes(c, pk)))
+
+
 def test_full_round_threshold(threshold_setup):
     s = PaillierSession(threshold_setup, secrets=InsecureDeterministicSecrets(b"full"))
     for rnd in range(2):
@@ -67,8 +111,8 @@ def test_any_two_of_three_decryptors(threshold_setup, subset):
     s.server.start_round(round=0, count=COUNT, model_digest=MODEL)
     for c in _contributions(s, vec, 0):
         s.server.receive(c)
-    req = s.server.aggregate()
-    partials = [s.decryptors[i].step(req) for i in subset]
+    req = _server_endorsed(s)
+    partials = [s.decryptors[i].decrypt(req) for i in subset]
     assert np.array_equal(s.server.finish(partials), sum(vec.values()))
 
 
@@ -78,9 +122,9 @@ def test_one_decryptor_is_not_enough(threshold_setup):
     s.server.start_round(round=0, count=COUNT, model_digest=MODEL)
     for c in _contributions(s, vec, 0):
         s.server.receive(c)
-    req = s.server.aggregate()
+    req = _server_endorsed(s)
     with pytest.raises(ProtocolAbort, match="needs 2"):
-        s.server.finish([s.decryptors[0].step(req)])
+        s.server.finish([s.decryptors[0].decrypt(req)])
 
 
 def test_single_key_holder_round():
@@ -93,7 +137,7 @@ def test_single_key_holder_round():
         allow_insecure=True,
         randomness="fixed-base",
     )
-    setup = PaillierSetup.generate(cfg, secrets=InsecureDeterministicSecrets(b"single"))
+    setup = PaillierSetup.generate(cfg, clients=range(10), secrets=InsecureDeterministicSecrets(b"single"))
     s = PaillierSession(setup, secrets=InsecureDeterministicSecrets(b"single-s"))
     vec = _vectors(setup, [7, 8, 9])
     assert np.array_equal(s.run_round(vec).sums, sum(vec.values()))
@@ -157,7 +201,7 @@ def test_decryptor_refuses_duplicated_or_unregistered_clients(pending):
     with pytest.raises(ProtocolAbort, match="appears twice"):
         s.decryptors[0].step(_request(s, [contribs[0], contribs[0], contribs[1]]))
     stranger = dataclasses.replace(contribs[2], client_id=99)
-    with pytest.raises(ProtocolAbort, match="not registered"):
+    with pytest.raises(ProtocolAbort, match="not in the provisioned client directory"):
         s.decryptors[0].step(_request(s, [contribs[0], contribs[1], stranger]))
 
 
@@ -183,7 +227,7 @@ def test_decryptor_refuses_wrong_key_session_or_round(pending, threshold_setup):
 def test_decryptor_decrypts_one_aggregate_per_round(pending):
     s, contribs = pending
     d = s.decryptors[0]
-    d.step(_request(s, contribs[:4]))
+    _partial(s, _request(s, contribs[:4]), 0)
     # same round again with a subset (a differencing attack on client 4) is refused
     with pytest.raises(ProtocolAbort, match="already decrypted"):
         d.step(_request(s, contribs[:3]))
@@ -241,7 +285,9 @@ def test_messages_survive_the_codec_in_a_round(pending):
     req = _request(s, contribs[:3])
     back = decode_message(encode_message(req, pk), public_key=pk)
     assert back == req
-    partial = s.decryptors[1].step(back)
+    endorsed = _endorsed(s, back)
+    assert decode_message(encode_message(endorsed, pk), public_key=pk) == endorsed
+    partial = s.decryptors[1].step(endorsed)
     assert decode_message(encode_message(partial, pk), public_key=pk) == partial
 
 
@@ -250,6 +296,8 @@ def test_decryptor_needs_at_least_two_clients_even_if_configured_lower(threshold
     d = PaillierDecryptor(
         key=threshold_setup.decryption_keys[0],
         client_keys=s.directory,
+        decryptor_keys=threshold_setup.decryptor_directory,
+        signing_key=threshold_setup.decryptor_signing_keys[1],
         layout=s.layout,
         min_clients=1,
         session=s.session,
@@ -281,11 +329,11 @@ def test_server_ignores_plaintext_claims_under_a_threshold_key(threshold_setup):
     s.server.start_round(round=0, count=COUNT, model_digest=MODEL)
     for c in _contributions(s, vec, 0):
         s.server.receive(c)
-    req = s.server.aggregate()
+    req = _server_endorsed(s)
     pk = s.setup.public_key
     fake = PartialDecryption(pk.key_id, s.session, 0, 3, PARTIAL_PLAINTEXT, (0,) * len(req.aggregate))
     with pytest.raises(ProtocolAbort, match="needs 2"):
-        s.server.finish([s.decryptors[0].step(req), fake])
+        s.server.finish([s.decryptors[0].decrypt(req), fake])
 
 
 def test_server_stage_transitions_exhaustive(threshold_setup):
@@ -315,9 +363,13 @@ def test_server_stage_transitions_exhaustive(threshold_setup):
     for c in contribs:
         srv.receive(c)
     req = srv.aggregate()
+    assert srv.stage is ServerStage.AWAITING_ENDORSEMENTS
+    assert not attempt(receive) and not attempt(aggregate) and not attempt(finish)
+    assert not attempt(lambda: srv.endorse([]))
+    req = srv.endorse([d.endorse(req) for d in s.decryptors])
     assert srv.stage is ServerStage.AWAITING_PARTIALS
-    assert not attempt(receive) and not attempt(aggregate)
-    srv.finish([d.step(req) for d in s.decryptors[:2]])
+    assert not attempt(receive) and not attempt(aggregate) and not attempt(lambda: srv.endorse([]))
+    srv.finish([d.decrypt(req) for d in s.decryptors[:2]])
     assert srv.stage is ServerStage.DONE
     assert not attempt(receive) and not attempt(aggregate) and not attempt(finish)
     srv.start_round(round=1, count=COUNT, model_digest=MODEL)
@@ -330,14 +382,15 @@ def test_server_drops_a_cheating_decryptor(threshold_setup):
     s.server.start_round(round=0, count=COUNT, model_digest=MODEL)
     for c in _contributions(s, vec, 0):
         s.server.receive(c)
-    req = s.server.aggregate()
-    honest = [d.step(req) for d in s.decryptors]
+    req = _server_endorsed(s)
+    honest = [d.decrypt(req) for d in s.decryptors]
     pk = s.setup.public_key
     shifted = list(honest[0].values)
     shifted[0] = shifted[0] * pk.encrypt(0) % pk.n2
-    cheat = dataclasses.replace(honest[0], values=tuple(shifted))
+    # decryptor 1 itself cheats: it signs its wrong partial, so the blame is its own
+    cheat = _resigned(s, dataclasses.replace(honest[0], values=tuple(shifted)), 1)
     assert np.array_equal(s.server.finish([cheat, honest[1], honest[2]]), sum(vec.values()))
-    assert s.server.rejected_decryptors == (1,)
+    assert s.server.rejected_decryptors == (1,) and s.server.spoofed_partials == 0
 
 
 def test_cheating_decryptor_with_only_t_answers_aborts(threshold_setup):
@@ -346,9 +399,9 @@ def test_cheating_decryptor_with_only_t_answers_aborts(threshold_setup):
     s.server.start_round(round=0, count=COUNT, model_digest=MODEL)
     for c in _contributions(s, vec, 0):
         s.server.receive(c)
-    req = s.server.aggregate()
-    good = s.decryptors[0].step(req)
-    bad = dataclasses.replace(s.decryptors[1].step(req), proof=b"")
+    req = _server_endorsed(s)
+    good = s.decryptors[0].decrypt(req)
+    bad = _resigned(s, dataclasses.replace(s.decryptors[1].decrypt(req), proof=b""), 2)
     with pytest.raises(ProtocolAbort, match="needs 2"):
         s.server.finish([good, bad])
 
@@ -357,7 +410,7 @@ def test_threshold_round_without_proofs():
     cfg = PaillierConfig(
         key_bits=256, value_bits=8, max_clients=3, decryptors=3, threshold=2, proofs=False, allow_insecure=True
     )
-    setup = PaillierSetup.generate(cfg, secrets=InsecureDeterministicSecrets(b"noproofs"))
+    setup = PaillierSetup.generate(cfg, clients=range(10), secrets=InsecureDeterministicSecrets(b"noproofs"))
     assert setup.threshold_key is not None and not setup.threshold_key.has_proofs
     s = PaillierSession(setup, secrets=InsecureDeterministicSecrets(b"noproofs-s"))
     vec = _vectors(setup, [1, 2, 3])
@@ -365,24 +418,19 @@ def test_threshold_round_without_proofs():
 
 
 def test_out_of_range_plaintext_from_a_malicious_client_aborts_cleanly(threshold_setup):
-    from protocols.paillier.messages import contribution_signed_bytes
-    from protocols.paillier.parties import SIGNATURE_CONTEXT
-
     s = PaillierSession(threshold_setup, secrets=InsecureDeterministicSecrets(b"junk"))
     vec = _vectors(threshold_setup, [1, 2, 3])
-    contribs = _contributions(s, vec, 0)
+    contribs = _contributions(s, {c: v for c, v in vec.items() if c != 3}, 0)
     pk = s.setup.public_key
-    # client 3 signs a contribution whose first plaintext has its top bit above the packed slots
-    junk = pk.encrypt(1 << (pk.plaintext_bits - 1))
-    evil = dataclasses.replace(contribs[2], ciphertexts=(junk, *contribs[2].ciphertexts[1:]), signature=b"")
-    sk = s.clients[3]._signing_key
-    evil = dataclasses.replace(evil, signature=sk.sign(SIGNATURE_CONTEXT + contribution_signed_bytes(evil, pk)))
+    # client 3 encrypts (and proves) a first plaintext with its top bit above the packed slots
+    nct = len(contribs[0].ciphertexts)
+    evil = _signed_contribution(s, 3, [1 << (pk.plaintext_bits - 1)] + [0] * (nct - 1))
     s.server.start_round(round=0, count=COUNT, model_digest=MODEL)
-    for c in (*contribs[:2], evil):
+    for c in (*contribs, evil):
         s.server.receive(c)
-    req = s.server.aggregate()
+    req = _server_endorsed(s)
     with pytest.raises(ProtocolAbort, match="out-of-range"):
-        s.server.finish([d.step(req) for d in s.decryptors[:2]])
+        s.server.finish([d.decrypt(req) for d in s.decryptors[:2]])
 
 
 # ------------------------------------------------------------------ model consistency and replay
@@ -464,7 +512,7 @@ def test_decryptor_refuses_contributions_on_different_models(pending):
     assert s.server.aggregate().model_digest == MODEL
     # the consistent aggregate decrypts
     assert honest[0].model_digest == MODEL
-    s.decryptors[0].step(_request(s, others, rnd=1))
+    _partial(s, _request(s, others, rnd=1), 0)
 
 
 def test_decryptor_refuses_a_request_naming_another_model(pending):
@@ -493,7 +541,7 @@ def test_decryptor_refuses_a_contribution_replayed_from_another_round(pending):
     with pytest.raises(ProtocolAbort, match="signature of client 4"):
         s.decryptors[0].step(_request(s, [*round1, dataclasses.replace(old, round=1)], rnd=1))
     # a whole round replayed after it was decrypted is refused too
-    s.decryptors[1].step(_request(s, round0))
+    _partial(s, _request(s, round0), 1)
     with pytest.raises(ProtocolAbort, match="already decrypted"):
         s.decryptors[1].step(_request(s, round0[:3]))
     assert s.decryptors[0].last_round == -1
