@@ -66,6 +66,7 @@ def dp_config(case: AttackCase, *, clip: float | None = None) -> DPConfig:
         "delta": case.dp_delta,
         "noise": case.defense_spec.dp_noise,
         "secure_noise": False,
+        "reproducible_cohorts": True,  # a measurement reproduces from the case seed (not private)
         "seed": case.seed,
     }
     if clip is not None:

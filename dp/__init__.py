@@ -4,7 +4,8 @@
 side of a DP-FedAvg round (budget check, noise split, honest survivors, fixed denominator,
 adaptive clip, ledger, metrics) is :class:`dp.rounds.DPRounds`, shared by every driver: the
 ``dp-fedavg`` aggregator wrapper (:mod:`protocols.dp_fedavg`) and the Flower strategy
-(:mod:`protocols.flower.dp`).
+(:mod:`protocols.flower.dp`). Cohorts of DP rounds are drawn from the secret source
+(:mod:`dp.sampling`).
 """
 
 from dp.accounting import (
@@ -20,6 +21,7 @@ from dp.accounting import (
 from dp.adaptive import AdaptiveClipConfig, AdaptiveClipper, split_noise_multiplier
 from dp.clipping import MAX_WEIGHT, ClipResult, client_weights, clip_l2, clip_updates, sum_sensitivity
 from dp.config import DPConfig
+from dp.exact import ExactSecureNoise, discrete_gaussian_exact
 from dp.ledger import LedgerEntry, PrivacyBudget, PrivacyLedger
 from dp.noise import (
     GaussianGridMechanism,
@@ -32,6 +34,9 @@ from dp.noise import (
     grid_for,
 )
 from dp.rounds import (
+    REPRODUCIBLE_COHORTS,
+    SECRET_COHORTS,
+    WITHHELD,
     DPRounds,
     DPRoundsDriver,
     RoundOutcome,
@@ -41,6 +46,7 @@ from dp.rounds import (
     noise_shares,
     update_mechanism,
 )
+from dp.sampling import fixed_cohort, poisson_cohort
 
 __all__ = [
     "ACCOUNTANTS",
@@ -61,6 +67,8 @@ __all__ = [
     "clip_updates",
     "sum_sensitivity",
     "DPConfig",
+    "ExactSecureNoise",
+    "discrete_gaussian_exact",
     "LedgerEntry",
     "PrivacyBudget",
     "PrivacyLedger",
@@ -80,4 +88,9 @@ __all__ = [
     "count_sensitivity",
     "noise_shares",
     "update_mechanism",
+    "REPRODUCIBLE_COHORTS",
+    "SECRET_COHORTS",
+    "WITHHELD",
+    "fixed_cohort",
+    "poisson_cohort",
 ]

@@ -13,6 +13,11 @@ from privagg.errors import ConfigurationError
 __all__ = ["DPConfig"]
 
 
+def _suggest_delta(population: int) -> float:
+    """A round power of ten below ``1 / population`` (``1 / (10 N)`` or smaller)."""
+    return 10.0 ** math.floor(math.log10(1.0 / (10.0 * population)))
+
+
 @dataclass(frozen=True)
 class DPConfig:
     """Client-level DP for FedAvg.
@@ -28,6 +33,16 @@ class DPConfig:
       with a fixed denominator ``q * total_weight`` (``total_weight`` defaults to the population).
     * ``secure_noise=False`` with a ``seed`` gives reproducible, *insecure* simulation noise
       (warns).
+    * ``reproducible_cohorts``: draw each round's cohort from the public run seed (simulation
+      only: amplification by subsampling assumes a secret cohort, so the report says "cohorts
+      reproducible from the seed: not private"); by default cohorts come from the OS CSPRNG.
+    * ``delta`` must be at most ``1 / population`` (a larger delta allows mechanisms that
+      publish one client's data outright with probability delta); ``allow_large_delta = true``
+      overrides the check (the report still shows ``delta * population``).
+    * ``exact_sampler``: draw the noise with :class:`dp.exact.ExactSecureNoise` (integer arithmetic
+      only, Canonne-Kamath-Steinke; slower) instead of the float-rejection sampler of :mod:`dp.noise`.
+    * ``ledger_path``: a JSON file the privacy ledger is written to after every released round
+      and resumed from when the server starts again (a restart never resets the privacy spent).
     """
 
     noise_multiplier: float | None = None
@@ -48,6 +63,10 @@ class DPConfig:
     secure_noise: bool = True
     seed: int | None = None
     grid_resolution: float = 1000.0
+    reproducible_cohorts: bool = False
+    allow_large_delta: bool = False
+    ledger_path: str | None = None
+    exact_sampler: bool = False
 
     def __post_init__(self) -> None:
         def bad(field: str, msg: str, accepted: Any = None) -> ConfigurationError:
@@ -98,6 +117,8 @@ class DPConfig:
             raise bad("seed", "a noise seed makes noise predictable; set secure_noise = false to ask for it explicitly")
         if not self.secure_noise and self.seed is None:
             raise bad("seed", "secure_noise = false needs an explicit seed (reproducible simulation only)")
+        if self.exact_sampler and not self.secure_noise:
+            raise bad("exact_sampler", "the exact sampler draws secure noise only (secure_noise = true)")
         if not self.grid_resolution >= 1:
             raise bad("grid_resolution", f"must be >= 1, got {self.grid_resolution}")
 
@@ -105,6 +126,18 @@ class DPConfig:
     def from_options(cls, options: Mapping[str, Any], *, path: str = "dp") -> DPConfig:
         """Validate a ``[dp]`` table; errors name the field as ``dp.<field>``."""
         return load_config(cls, options, path=path)
+
+    def check_population(self, population: int | None) -> None:
+        """Refuse ``delta > 1 / population`` unless ``allow_large_delta`` (:class:`ConfigurationError`)."""
+        if population is None or self.allow_large_delta or self.delta * population <= 1.0:
+            return
+        raise ConfigurationError(
+            f"delta {self.delta:g} exceeds 1/population = 1/{population} (delta * population = "
+            f"{self.delta * population:.3g}): a mechanism could then publish one client's data outright; "
+            f"set dp.delta <= {1.0 / population:.3g} (e.g. {_suggest_delta(population):g}), "
+            "or dp.allow_large_delta = true to accept it knowingly",
+            field="dp.delta",
+        )
 
     @property
     def budget(self) -> float | None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from dp.accounting import Accountant, Sampling, make_accountant
@@ -41,6 +44,9 @@ class LedgerEntry:
 
 class PrivacyLedger:
     """Records every round in every accountant; :meth:`check` refuses a round *before* it runs.
+
+    :meth:`record` never refuses (a release is a fact): the budget is enforced by :meth:`check`
+    before anything is computed.
 
     ``accountants`` are the names kept in step (``("rdp", "prv")`` by default); an accountant
     without a valid bound for the round's sampling scheme is skipped for that ledger (its
@@ -99,8 +105,13 @@ class PrivacyLedger:
         return eps
 
     def record(self, *, round: int, noise_multiplier: float, sampling: Sampling, **info: Any) -> LedgerEntry:
-        """Compose one released round into every accountant and append a ledger entry."""
-        self.check(noise_multiplier=noise_multiplier, sampling=sampling)
+        """Compose one released round into every accountant and append a ledger entry.
+
+        Never refuses: whatever was released is recorded, even past the budget (the budget is
+        enforced *before* a round by :meth:`check`; a round that released more than planned
+        is still composed, and the budget then refuses every later round).
+        ``noise_multiplier = 0`` records a release without a noise guarantee (epsilon infinite).
+        """
         eps: dict[str, float] = {}
         for name, acc in self._accountants.items():
             if name in self._unsupported or not acc.supports(sampling):
@@ -114,6 +125,55 @@ class PrivacyLedger:
         )
         self.entries.append(entry)
         return entry
+
+    # -- durability: a restarted server resumes from what it already released ----------------
+    def save(self, path: str | Path) -> None:
+        """Write every entry to ``path`` as JSON, atomically (write a temporary file, then rename).
+
+        Call it after each round: a server that restarts :meth:`load` s it and keeps composing,
+        so a restart can never reset the privacy spent.
+        """
+        rows = [
+            {
+                "round": e.round,
+                "noise_multiplier": e.noise_multiplier,
+                "sampling": {
+                    "kind": e.sampling.kind,
+                    "rate": e.sampling.rate,
+                    "population": e.sampling.population,
+                    "sample_size": e.sampling.sample_size,
+                },
+                "info": {k: v for k, v in e.info.items() if isinstance(v, (int, float, str, bool))},
+            }
+            for e in self.entries
+        ]
+        target = Path(path)
+        tmp = target.with_name(target.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"version": 1, "delta": self.delta, "entries": rows}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+
+    def load(self, path: str | Path) -> None:
+        """Replay the entries saved at ``path`` into this (empty) ledger: every accountant composes them."""
+        if self.entries:
+            raise ConfigurationError("load into an empty ledger only", field="ledger")
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            if data.get("version") != 1 or float(data["delta"]) != self.delta:
+                raise ConfigurationError("a ledger of another version or delta", field="ledger")
+            for row in data["entries"]:
+                self.record(
+                    round=int(row["round"]),
+                    noise_multiplier=float(row["noise_multiplier"]),
+                    sampling=Sampling(**row["sampling"]),
+                    **dict(row["info"]),
+                )
+        except (KeyError, TypeError, ValueError) as e:
+            if isinstance(e, ConfigurationError):
+                raise
+            raise ConfigurationError(f"unreadable ledger file: {type(e).__name__}", field="ledger") from None
 
     def rows(self) -> list[dict[str, Any]]:
         out = []

@@ -25,8 +25,18 @@ evaluated against a 53-bit uniform: each factor's probability is within a relati
 ``1e-13`` of the exact discrete Gaussian for ``|K| <= 12 sigma`` (the rest has mass below
 ``e^-72``).  Over one million coordinates that moves epsilon by less than ``1e-6`` per
 release, and the support is exact (integers), which is what the floating-point attacks use.
-Timing: the vectorised loops run a number of passes that depends only on how many
-proposals were rejected, which is independent of the accepted values (rejection sampling).
+It is therefore *not* exact in the sense of Canonne, Kamath and Steinke (their rejection steps
+are exact in rational arithmetic; here they compare against float64 ``exp``).
+
+Timing, truthfully: the work is not independent of the output. The geometric part of the
+discrete Laplace proposal loops once per unit of ``floor(|Y| / t)`` of the largest proposal
+in the batch, and the rejection step loops ``floor(gamma)`` times for the largest ``gamma``
+(which grows with ``(|Y| - sigma^2 / t)^2 / sigma^2``); each pass draws from the random
+stream. So the number of stream calls and the running time of one call grow with the
+largest magnitude among the batch's proposals (about ``sigma * sqrt(2 ln n)`` for ``n``
+coordinates, rarely more). Because one call draws the whole vector, the time reveals at most
+that batch maximum, never which coordinate holds it nor any coordinate of the input ``x``;
+a caller for whom even that matters must pad its running time.
 
 :class:`SeededNoise` gives the same sampler a public seed, for reproducible simulation only;
 constructing it emits an :class:`InsecureNoiseWarning`.

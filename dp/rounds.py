@@ -3,20 +3,33 @@
 Every driver of DP-FedAvg (the in-process :class:`protocols.dp_fedavg.DPFedAvg` aggregator,
 the Flower strategy :class:`protocols.flower.dp.PrivAggDPStrategy`) runs a round the same way:
 
-* :meth:`DPRounds.plan`, before anything is released: check the privacy budget for the
-  accounted noise multiplier ``z``; with adaptive clipping, split ``z`` between the updates
-  and the noised clip count (:func:`dp.adaptive.split_noise_multiplier`); choose the number
-  ``t`` of noise shares (``ceil(honest_fraction * cohort)`` for client-side noise, 1 for central
-  noise) and build the grid mechanisms for the update sum and the clip count.
-* :meth:`DPRounds.finish`, once the (noised) sum is known: with client-side noise, check that
-  at least one honest noise contributor survived (otherwise :class:`ProtocolAbort`: the
-  aggregate is withheld) and reduce the accounted multiplier to ``z sqrt(survivors / t)`` when
-  fewer than ``t`` did (re-checking the budget); compute the fixed denominator ``q * W``
-  (McMahan et al. 2018); move the adaptive clip from the noised unclipped count; record the
-  round in the :class:`~dp.ledger.PrivacyLedger`; return the round's metrics.
+* :meth:`DPRounds.plan`, before anything is computed or released (in particular before the
+  inner secure aggregation): fix the worst case the round could release and check the privacy
+  budget against it. With client-side noise the worst case is the fewest survivors the inner
+  protocol still releases a sum for (``min_survivors``, e.g. the secure-aggregation threshold):
+  of those, at most ``floor((1 - h) * cohort)`` may be dishonest, so at least
+  ``honest_min = min_survivors - floor((1 - h) * cohort)`` noise shares of ``t`` are in any
+  released sum, and the budget is checked for ``z sqrt(min(honest_min, t) / t)``. A round
+  whose protocol allows a sum with no honest share (``honest_min <= 0``) is refused
+  (:class:`ProtocolAbort`) before it starts. With adaptive clipping, ``z`` is split between
+  the updates and the noised clip count (:func:`dp.adaptive.split_noise_multiplier`); ``t``
+  (``ceil(honest_fraction * cohort)`` for client-side noise, 1 for central noise) and the grid
+  mechanisms are fixed here. An empty cohort (Poisson sampling) is a round like any other:
+  the server adds the full noise to the empty sum (``RoundPlan.central``), and it is accounted.
+* :meth:`DPRounds.finish`, once the (noised) sum is known: compute the effective noise
+  multiplier from the honest survivors (``z sqrt(honest / t)`` when fewer than ``t``),
+  **record the round in the ledger whatever happened** (a sum that left the inner
+  aggregation is a release), then, if the inner protocol released a sum of fewer survivors
+  than it promised, raise :class:`ProtocolAbort` (the model update is withheld; the ledger
+  already holds the truthful, possibly over-budget, entry and refuses later rounds).
+  Otherwise: the fixed denominator ``q * W`` (McMahan et al. 2018), the adaptive clip moved
+  from the noised unclipped count, and the round's metrics.
 
-Honest survivors: after dropouts at least ``survivors - floor((1 - h) * cohort)`` of the
-survivors are honest (at most ``floor((1 - h) * cohort)`` clients of the cohort are not).
+No exact statistic leaves a round: the true clipped fraction is never recorded (the ledger's
+``clipped_fraction`` is adaptive clipping's noised estimate, inside the accounting, or
+``"withheld"``), and under Poisson sampling the cohort size and the number of survivors (which
+reveal a client's presence) read ``"withheld"`` in the ledger and are absent from the metrics;
+under fixed-size sampling the cohort size is public.
 
 The client side (clip, add one noise share) uses the same mechanisms, built with
 :func:`update_mechanism` and :func:`count_mechanism` from the settings the server sends.
@@ -25,6 +38,7 @@ The client side (clip, add one noise share) uses the same mechanisms, built with
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -34,7 +48,7 @@ from dp.clipping import MAX_WEIGHT, sum_sensitivity
 from dp.config import DPConfig
 from dp.ledger import LedgerEntry, PrivacyBudget, PrivacyLedger
 from dp.noise import GaussianGridMechanism
-from privagg.errors import ProtocolAbort
+from privagg.errors import ConfigurationError, ProtocolAbort
 
 __all__ = [
     "DPRounds",
@@ -45,7 +59,17 @@ __all__ = [
     "count_sensitivity",
     "update_mechanism",
     "count_mechanism",
+    "SECRET_COHORTS",
+    "REPRODUCIBLE_COHORTS",
+    "WITHHELD",
 ]
+
+#: ``dp_cohorts`` labels: cohorts drawn from the OS CSPRNG, or from the public run seed
+SECRET_COHORTS = "secret (OS CSPRNG)"
+REPRODUCIBLE_COHORTS = "cohorts reproducible from the seed: not private"
+
+#: what the ledger shows for an exact statistic it does not publish
+WITHHELD = "withheld"
 
 #: slack for the floating-point products ``h * n`` and ``(1 - h) * n`` (``h = 0.7, n = 10``)
 _EPS = 1e-9
@@ -95,6 +119,9 @@ class RoundPlan:
     shares: int  # noise shares ``t`` (1: central noise)
     mechanism: GaussianGridMechanism  # for the update sum
     count_mechanism: GaussianGridMechanism | None  # for the clip count (adaptive clipping only)
+    central: bool = True  # the server adds the noise (central noise, or an empty cohort)
+    min_survivors: int = 0  # the fewest survivors the inner protocol releases a sum for
+    worst_noise_multiplier: float = math.nan  # the budget was checked for this (<= noise_multiplier)
 
     @property
     def sensitivity(self) -> float:
@@ -120,7 +147,9 @@ class DPRounds:
     ``noise`` is ``"central"`` (the server adds the noise to the sum) or ``"client"`` (each of
     ``t`` clients adds a share; ``honest_fraction`` of each cohort is assumed honest).
     ``secure_noise`` only labels the metrics (``dp_secure_noise``; ``None``: the server does
-    not know, as when clients draw the noise).
+    not know, as when clients draw the noise); ``cohorts`` labels how cohorts were drawn
+    (``dp_cohorts``: :data:`SECRET_COHORTS` or :data:`REPRODUCIBLE_COHORTS`); ``ledger_path``
+    makes the ledger durable (resumed at construction, written after every recorded round).
     """
 
     def __init__(
@@ -135,8 +164,13 @@ class DPRounds:
         grid_resolution: float = 1000.0,
         total_weight: float | None = None,
         secure_noise: bool | None = None,
+        cohorts: str | None = None,
+        ledger_path: str | None = None,
     ) -> None:
         self.ledger = PrivacyLedger(delta=delta, accountants=("rdp", "prv"), budget=budget)
+        self.ledger_path = ledger_path
+        if ledger_path is not None and os.path.exists(ledger_path):
+            self.ledger.load(ledger_path)  # a restarted server keeps composing what it already released
         self.clipper = AdaptiveClipper(adaptive) if adaptive is not None else None
         self.clip_norm = clip_norm
         self.noise = noise
@@ -144,9 +178,10 @@ class DPRounds:
         self.grid_resolution = grid_resolution
         self.total_weight = total_weight
         self.secure_noise = secure_noise
+        self.cohorts = cohorts
 
     @classmethod
-    def from_config(cls, cfg: DPConfig, *, secure_noise: bool | None = None) -> DPRounds:
+    def from_config(cls, cfg: DPConfig, *, secure_noise: bool | None = None, cohorts: str | None = None) -> DPRounds:
         budget = PrivacyBudget(epsilon=cfg.budget, delta=cfg.delta, accountant=cfg.accountant) if cfg.budget else None
         adaptive = (
             AdaptiveClipConfig(
@@ -168,6 +203,8 @@ class DPRounds:
             grid_resolution=cfg.grid_resolution,
             total_weight=cfg.total_weight,
             secure_noise=secure_noise,
+            cohorts=cohorts,
+            ledger_path=cfg.ledger_path,
         )
 
     @property
@@ -175,10 +212,47 @@ class DPRounds:
         """The clip norm of the next round (adaptive or fixed)."""
         return self.clipper.clip if self.clipper is not None else self.clip_norm
 
-    def plan(self, *, noise_multiplier: float, sampling: Sampling, cohort: int, dim: int) -> RoundPlan:
-        """Check the budget and fix the round's mechanisms (raises :class:`PrivacyBudgetExceeded`)."""
+    def _dishonest(self, cohort: int) -> int:
+        """At most this many clients of a cohort are not honest (``floor((1 - h) * cohort)``)."""
+        return math.floor((1.0 - self.honest_fraction) * cohort + _EPS)
+
+    def plan(
+        self,
+        *,
+        noise_multiplier: float,
+        sampling: Sampling,
+        cohort: int,
+        dim: int,
+        min_survivors: int | None = None,
+    ) -> RoundPlan:
+        """Check the budget for the worst case and fix the round's mechanisms.
+
+        ``min_survivors`` (default ``cohort``: no dropout tolerated) is the fewest survivors
+        the inner protocol releases a sum for. Raises :class:`PrivacyBudgetExceeded` when even
+        the worst case is over budget, :class:`ProtocolAbort` when the protocol could release a
+        sum without any honest noise share. Nothing is recorded: nothing was released yet.
+        """
+        if cohort < 0:
+            raise ConfigurationError(f"must be >= 0, got {cohort}", field="cohort")
         z = noise_multiplier
-        self.ledger.check(noise_multiplier=z, sampling=sampling)
+        central = self.noise == "central" or cohort == 0
+        shares = 1 if central else noise_shares(self.honest_fraction, cohort)
+        floor_ = cohort if min_survivors is None else int(min_survivors)
+        if not 0 <= floor_ <= cohort:
+            raise ConfigurationError(f"must be in 0..{cohort}, got {floor_}", field="min_survivors")
+        z_worst = z
+        if not central:
+            honest_min = floor_ - self._dishonest(cohort)
+            if honest_min <= 0:
+                raise ProtocolAbort(
+                    f"the inner aggregation may release a sum of {floor_} survivors, up to "
+                    f"{self._dishonest(cohort)} of them dishonest: no honest noise share guaranteed; "
+                    "raise the aggregation threshold (fewer dropouts tolerated) or honest_fraction",
+                    stage="dp-plan",
+                    party="server",
+                )
+            z_worst = z * math.sqrt(min(honest_min, shares) / shares)
+        self.ledger.check(noise_multiplier=z_worst, sampling=sampling)
         factor = sampling.sensitivity_factor
         expected = sampling.rate * (sampling.population or cohort)
         z_update, z_count = z, 0.0
@@ -201,9 +275,12 @@ class DPRounds:
             noise_multiplier=z,
             update_noise_multiplier=z_update,
             count_noise_multiplier=z_count,
-            shares=noise_shares(self.honest_fraction, cohort) if self.noise == "client" else 1,
+            shares=shares,
             mechanism=mech,
             count_mechanism=count_mech,
+            central=central,
+            min_survivors=0 if central else floor_,  # central noise does not depend on who survived
+            worst_noise_multiplier=z_worst,
         )
 
     def finish(
@@ -212,78 +289,83 @@ class DPRounds:
         *,
         round: int,
         survivors: int,
-        participants: int | None = None,
         noised_count: float = math.nan,
-        clipped_fraction: float | None = None,
         **ledger_info: Any,
     ) -> RoundOutcome:
         """Account a round whose noised sum is known; raises :class:`ProtocolAbort` to withhold it.
 
         ``survivors``: the cohort's clients whose (noised) updates are in the sum;
-        ``participants`` (default ``survivors``) is what the ledger records;
         ``noised_count``: the noised centred clip count (adaptive clipping);
-        ``clipped_fraction``: the true clipped fraction, when the driver sees it (simulation);
         ``ledger_info``: more fields for the ledger entry, after the common ones.
+        The round is recorded before anything can abort.
         """
         z = plan.noise_multiplier
         z_effective = z
-        if self.noise == "client":
-            dishonest = math.floor((1.0 - self.honest_fraction) * plan.cohort + _EPS)
-            honest_survivors = survivors - dishonest
+        if not plan.central:
+            honest_survivors = survivors - self._dishonest(plan.cohort)
             if honest_survivors <= 0:
-                raise ProtocolAbort(
-                    "too few honest noise contributors survived; aggregate withheld", stage="dp-noise", party="server"
-                )
-            if honest_survivors < plan.shares:
+                z_effective = 0.0  # a sum without any guaranteed honest noise share
+            elif honest_survivors < plan.shares:
                 z_effective = z * math.sqrt(honest_survivors / plan.shares)
-                self.ledger.check(noise_multiplier=z_effective, sampling=plan.sampling)
 
         sampling = plan.sampling
+        mech = plan.mechanism
+        scale = z_effective / z
+        public_counts = sampling.kind == "fixed"  # Poisson: the cohort size reveals a client's presence
+        unclipped_est = math.nan
+        if self.clipper is not None:  # the noised estimate, inside the accounting
+            unclipped_est = self.clipper.unclipped_fraction(noised_count, plan.expected_cohort)
+        info: dict[str, Any] = {
+            "clip_norm": plan.clip,
+            "clipped_fraction": (1.0 - unclipped_est) if self.clipper is not None else WITHHELD,
+            "noise_std": mech.std * scale,
+            "sensitivity": plan.sensitivity,
+            "cohort": plan.cohort if public_counts else WITHHELD,
+            "participants": survivors if public_counts else WITHHELD,
+        }
+        info.update(ledger_info)
+        entry = self.ledger.record(round=round, noise_multiplier=z_effective, sampling=sampling, **info)
+        if self.ledger_path is not None:
+            self.ledger.save(self.ledger_path)  # durable before anything else can fail
+        if survivors < plan.min_survivors or z_effective == 0.0:
+            raise ProtocolAbort(
+                f"the inner aggregation released a sum of fewer survivors than it allows ({plan.min_survivors}): "
+                f"recorded at noise multiplier {z_effective:.4g}; aggregate withheld",
+                stage="dp-noise",
+                party="server",
+            )
+
         total_weight = (
             self.total_weight if self.total_weight is not None else (sampling.population or plan.cohort) * MAX_WEIGHT
         )
         denominator = sampling.rate * total_weight
         new_clip = plan.clip
-        unclipped_est = math.nan
         if self.clipper is not None:
-            unclipped_est = self.clipper.unclipped_fraction(noised_count, plan.expected_cohort)
             new_clip = self.clipper.update(unclipped_est)
-        mech = plan.mechanism
-        info: dict[str, Any] = {"clip_norm": plan.clip}
-        if clipped_fraction is not None:
-            info["clipped_fraction"] = clipped_fraction
-        info.update(
-            noise_std=mech.std * (z_effective / z),
-            sensitivity=plan.sensitivity,
-            cohort=plan.cohort,
-            participants=survivors if participants is None else participants,
-            **ledger_info,
-        )
-        entry = self.ledger.record(round=round, noise_multiplier=z_effective, sampling=sampling, **info)
         metrics: dict[str, Any] = {
             "dp_epsilon_rdp": entry.epsilon.get("rdp", math.nan),
             "dp_epsilon_prv": entry.epsilon.get("prv", math.nan),
             "dp_delta": self.ledger.delta,
             "dp_noise_multiplier": z,
             "dp_noise_multiplier_effective": z_effective,
+            "dp_noise_multiplier_worst_case": plan.worst_noise_multiplier,
             "dp_update_noise_multiplier": plan.update_noise_multiplier,
             "dp_clip_norm": plan.clip,
             "dp_next_clip_norm": new_clip,
+            "dp_unclipped_estimate": unclipped_est,
+            "dp_sensitivity": plan.sensitivity,
+            "dp_noise_std": mech.std * scale,
+            "dp_noise_std_planned": mech.std,
+            "dp_noise_std_on_mean": mech.std * scale / denominator,
+            "dp_grid": mech.grid,
+            "dp_noise": self.noise,
         }
-        if clipped_fraction is not None:
-            metrics["dp_clipped_fraction"] = clipped_fraction
-        metrics.update(
-            {
-                "dp_unclipped_estimate": unclipped_est,
-                "dp_sensitivity": plan.sensitivity,
-                "dp_noise_std": mech.std,
-                "dp_noise_std_on_mean": mech.std / denominator,
-                "dp_grid": mech.grid,
-                "dp_noise": self.noise,
-            }
-        )
         if self.secure_noise is not None:
             metrics["dp_secure_noise"] = self.secure_noise
+        if self.cohorts is not None:
+            metrics["dp_cohorts"] = self.cohorts
+        if sampling.population is not None:
+            metrics["dp_delta_times_population"] = self.ledger.delta * sampling.population
         metrics["dp_denominator"] = denominator
         return RoundOutcome(
             noise_multiplier_effective=z_effective,

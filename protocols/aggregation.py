@@ -109,6 +109,13 @@ class Aggregator(abc.ABC):
         norm bounding installs its client-side clipping)."""
         return None
 
+    def min_survivors(self, n: int) -> int:
+        """The fewest of ``n`` updates this aggregator may release a sum of (dropouts it tolerates).
+
+        DP-FedAvg checks its budget for this worst case before the sum is computed. Default: all ``n``.
+        """
+        return n
+
 
 AGGREGATORS: Registry[Callable[..., Aggregator]] = Registry("aggregator")
 

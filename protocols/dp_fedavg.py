@@ -3,7 +3,11 @@
 :class:`DPFedAvg` (registered as ``"dp-fedavg"``) wraps an inner :class:`Aggregator` (mean,
 secure aggregation, Paillier...). Each round it
 
-1. checks the privacy budget *before* anything is released (:class:`PrivacyBudgetExceeded`);
+1. checks the privacy budget *before* anything is computed, in particular before the inner
+   (secure) aggregation, against the worst case the round could release: with client-side
+   noise, the fewest survivors the inner aggregator still releases a sum for (its
+   ``min_survivors(n)``, or the secure-aggregation threshold; every update otherwise)
+   (:class:`PrivacyBudgetExceeded`);
 2. clips every client's update to L2 norm ``C`` (conceptually on the client) and weights it
    with an a-priori bounded weight ``w_k <= 1`` (uniform, or McMahan et al.'s capped weights);
 3. adds Gaussian noise of standard deviation ``z * sensitivity`` on a fine grid from the secure
@@ -14,8 +18,15 @@ secure aggregation, Paillier...). Each round it
 4. delegates the (noised) per-client vectors to the inner aggregator with unit weights, turns its
    mean back into the sum and divides by the *fixed* denominator ``q * W`` (McMahan et al.'s
    fixed-denominator estimator; ``W`` = total weight of the population, public);
-5. records the round in the privacy ledger (RDP and PRV epsilon) and, with adaptive clipping,
-   moves the clip toward the target quantile from the noised unclipped count.
+5. records the round in the privacy ledger (RDP and PRV epsilon), whatever happened after the
+   inner aggregation, and, with adaptive clipping, moves the clip toward the target quantile
+   from the noised unclipped count.
+
+An empty cohort (Poisson sampling) is a round too: the release is noise alone, added by the
+server, and it is accounted (``aggregates_empty_rounds``: the FedAvg loop calls
+:meth:`DPFedAvg.aggregate` with no updates). No exact statistic is published: the true
+clipped fraction is never in the metrics, and under Poisson sampling neither are the cohort
+size, the survivors or the inner aggregator's own metrics (counts, bytes).
 
 Steps 1, 3 (the noise split and shares) and 5, and the honest-survivor rule below, are
 :class:`dp.rounds.DPRounds` (``plan`` / ``finish``), the same code the Flower strategy runs.
@@ -28,8 +39,10 @@ no a-priori bound and are refused (use ``weighting = "capped"``).
 Client-side noise assumption: at least ``honest_fraction`` of each cohort is honest (adds its
 share and keeps it secret). After dropouts, the honest survivors are at least
 ``|participants| - floor((1 - h) * n)``; if that is below ``t`` the round's noise multiplier is
-reduced accordingly (``z * sqrt(survivors / t)``) in the accounting, and if it is not positive
-the aggregate is withheld (:class:`ProtocolAbort`). Against the server itself the guarantee
+reduced accordingly (``z * sqrt(survivors / t)``) in the accounting. A round whose inner
+aggregation could release a sum without an honest share is refused before it starts
+(:class:`ProtocolAbort`), and one that released fewer survivors than it allows is recorded
+truthfully and then withheld. Against the server itself the guarantee
 only holds if the inner aggregator hides individual updates (secure aggregation); with a plain
 mean, only the released model is protected.
 
@@ -56,6 +69,7 @@ import numpy as np
 from dp.accounting import Accountant, Sampling, calibrate, make_accountant
 from dp.clipping import MAX_WEIGHT, client_weights, clip_updates
 from dp.config import DPConfig
+from dp.exact import ExactSecureNoise
 from dp.noise import GaussianGridMechanism, NoiseSampler, SecureNoise, SeededNoise
 from dp.rounds import DPRounds, DPRoundsDriver, RoundPlan
 from privagg.errors import ConfigurationError
@@ -125,6 +139,7 @@ class DPFedAvg(DPRoundsDriver, Aggregator):
 
     name = "dp-fedavg"
     needs_plaintext_updates = False
+    aggregates_empty_rounds: ClassVar[bool] = True  # an empty Poisson cohort releases noise, accounted
     Options: ClassVar[type[DPFedAvgOptions]] = DPFedAvgOptions
 
     def __init__(
@@ -136,6 +151,7 @@ class DPFedAvg(DPRoundsDriver, Aggregator):
         rounds: int | None = None,
         sampling: Sampling | None = None,
         noise_sampler: NoiseSampler | None = None,
+        cohorts: str | None = None,
     ) -> None:
         if not isinstance(config, DPConfig):
             raise ConfigurationError(f"expected a DPConfig, got {type(config).__name__}", field="dp")
@@ -145,15 +161,22 @@ class DPFedAvg(DPRoundsDriver, Aggregator):
                 field="dp.inner",
                 accepted="sum/mean aggregators (mean, secagg, paillier, ...)",
             )
+        config.check_population(population)
         self.config = config
         self.inner = inner
         self.population = population
         self.rounds = rounds
         if noise_sampler is None:
-            noise_sampler = SecureNoise() if config.secure_noise else SeededNoise(int(config.seed or 0))
+            if config.exact_sampler:
+                noise_sampler = ExactSecureNoise()
+            else:
+                noise_sampler = SecureNoise() if config.secure_noise else SeededNoise(int(config.seed or 0))
         self.sampler = noise_sampler
-        self.dp_rounds = DPRounds.from_config(config, secure_noise=bool(noise_sampler.secure))
+        self.dp_rounds = DPRounds.from_config(config, secure_noise=bool(noise_sampler.secure), cohorts=cohorts)
         self.noise_multiplier: float | None = config.noise_multiplier
+        #: the true clipped fraction per round: a simulation diagnostic for the operator's warning
+        #: (``privagg.report.dp.dp_warnings``), NOT a DP output (never in metrics, ledger or report)
+        self.operator_clipped_fractions: list[float] = []
         self._sampling: Sampling | None = sampling
         if sampling is not None and self.noise_multiplier is None:
             self._calibrate(sampling)
@@ -185,33 +208,62 @@ class DPFedAvg(DPRoundsDriver, Aggregator):
         return self.noise_multiplier
 
     # -- one round ------------------------------------------------------------------------
+    def min_survivors(self, n: int) -> int:
+        """The fewest of ``n`` updates the inner aggregator may release a sum of.
+
+        :meth:`Aggregator.min_survivors` of the inner aggregator (an aggregator that returns fewer
+        participants than it declared is caught in :meth:`DPRounds.finish`).
+        """
+        return int(self.inner.min_survivors(n))
+
     def aggregate(self, updates: Sequence[ClientUpdate], ctx: RoundContext) -> AggregateResult:
         cfg = self.config
-        dim = check_updates(updates)
+        if updates:
+            dim = check_updates(updates)
+        elif ctx.global_params is not None:
+            dim = int(np.asarray(ctx.global_params).size)
+        else:
+            raise ConfigurationError(
+                "an empty round needs the global model's size (ctx.global_params)", field="updates"
+            )
         if self.population is not None and ctx.population != self.population:
             raise ConfigurationError(
                 f"round population {ctx.population} differs from the configured {self.population}", field="population"
             )
-        sampling = sampling_from_context(ctx)
+        if self.population is None:
+            cfg.check_population(ctx.population)
+        sampling = sampling_from_context(ctx) if updates or ctx.sampling == "poisson" else None
+        if sampling is None:
+            raise ConfigurationError("an empty round only happens under Poisson sampling", field="sampling")
         if self._sampling is not None and self._sampling.kind != sampling.kind:
             raise ConfigurationError("the sampling scheme changed between rounds", field="sampling")
         self._sampling = sampling
         z = self.noise_multiplier if self.noise_multiplier is not None else self._calibrate(sampling)
 
-        # 1. budget, before anything is computed or released; the noise split (adaptive clipping)
+        # 1. budget for the worst case, before anything is computed or released; the noise split
         n = len(updates)
-        plan = self.dp_rounds.plan(noise_multiplier=z, sampling=sampling, cohort=n, dim=dim)
+        plan = self.dp_rounds.plan(
+            noise_multiplier=z, sampling=sampling, cohort=n, dim=dim, min_survivors=self.min_survivors(n) if n else 0
+        )
+        mech, count_mech = plan.mechanism, plan.count_mechanism
+        if n == 0:  # an empty cohort: the release is the server's noise alone
+            noisy_u = mech.release(np.zeros(dim), self.sampler)
+            noisy_b = count_mech.release(np.zeros(1), self.sampler) if count_mech is not None else np.zeros(0)
+            outcome = self.dp_rounds.finish(
+                plan, round=ctx.round, survivors=0, noised_count=float(noisy_b[0]) if noisy_b.size else math.nan
+            )
+            return AggregateResult(delta=noisy_u / outcome.denominator, participants=(), metrics=outcome.metrics)
 
         # 2. clip and weight (each client, conceptually on its device)
         res = clip_updates([u.delta for u in updates], plan.clip)
+        self.operator_clipped_fractions.append(float(1.0 - res.unclipped.mean()))
         assert cfg.weighting != "examples"  # refused by DPConfig: unbounded sensitivity
         w = client_weights([u.num_examples for u in updates], weighting=cfg.weighting, weight_cap=cfg.weight_cap)
         contrib = res.clipped * w[:, None]
         centered = res.unclipped.astype(np.float64) - 0.5
 
         # 3. noise (client shares or central) and the inner aggregation of the sum
-        mech, count_mech = plan.mechanism, plan.count_mechanism
-        client_noise = cfg.noise == "client"
+        client_noise = not plan.central
         if client_noise:
             self._check_inner_range(plan)
         vectors = []
@@ -234,16 +286,15 @@ class DPFedAvg(DPRoundsDriver, Aggregator):
             noisy_u = mech.release(noisy_u, self.sampler)
             noisy_b = count_mech.release(noisy_b, self.sampler) if count_mech is not None else noisy_b
 
-        # 4. honest survivors, fixed-denominator estimate, adaptive clip, ledger
+        # 4. honest survivors, ledger (always), fixed-denominator estimate, adaptive clip
         outcome = self.dp_rounds.finish(
             plan,
             round=ctx.round,
             survivors=len(set(participants) & {u.client_id for u in updates}),
-            participants=len(participants),
             noised_count=float(noisy_b[0]) if count_mech is not None else math.nan,
-            clipped_fraction=float(1.0 - res.unclipped.mean()),
         )
-        metrics = dict(inner_result.metrics)
+        # the inner aggregator's metrics count clients and bytes: public only under fixed-size sampling
+        metrics = dict(inner_result.metrics) if sampling.kind == "fixed" else {}
         metrics.update(outcome.metrics)
         return AggregateResult(delta=noisy_u / outcome.denominator, participants=participants, metrics=metrics)
 
@@ -270,9 +321,15 @@ class DPFedAvg(DPRoundsDriver, Aggregator):
             )
 
 
-def wrap_with_dp(inner: Aggregator, config: DPConfig, *, population: int, rounds: int) -> DPFedAvg:
-    """Wrap ``inner`` with DP-FedAvg for a run of ``rounds`` rounds over ``population`` clients."""
-    return DPFedAvg(inner, config=config, population=population, rounds=rounds)
+def wrap_with_dp(
+    inner: Aggregator, config: DPConfig, *, population: int, rounds: int, cohorts: str | None = None
+) -> DPFedAvg:
+    """Wrap ``inner`` with DP-FedAvg for a run of ``rounds`` rounds over ``population`` clients.
+
+    ``cohorts`` labels how the driver draws cohorts (``dp.rounds.SECRET_COHORTS`` or
+    ``REPRODUCIBLE_COHORTS``), shown in the metrics and the report.
+    """
+    return DPFedAvg(inner, config=config, population=population, rounds=rounds, cohorts=cohorts)
 
 
 class SampleLevelDP:

@@ -7,7 +7,13 @@ secure aggregation, Paillier, DP wrappers, robust rules — is an
 and curious-server observations through *observers*, so the loop itself never changes.
 
 Reproducible from ``RunConfig.seed``: every random choice (split, partition, model init,
-client sampling, batch order) comes from a named simulation stream of that seed.
+client sampling, batch order) comes from a named simulation stream of that seed, except the
+cohorts of a DP run: those come from the secret source (``cohort_secrets``, the OS CSPRNG by
+default), because amplification by subsampling assumes nobody knows who was sampled. A DP run
+draws them from the seed only when ``dp.reproducible_cohorts`` asks for it (the report then
+says "cohorts reproducible from the seed: not private"). An empty Poisson round is passed to
+an aggregator that releases it (``aggregates_empty_rounds``: DP-FedAvg adds its noise and
+accounts it); other aggregators skip it.
 """
 
 from __future__ import annotations
@@ -22,11 +28,13 @@ import numpy as np
 import torch
 
 from dp.config import DPConfig
+from dp.rounds import REPRODUCIBLE_COHORTS, SECRET_COHORTS
+from dp.sampling import fixed_cohort, poisson_cohort
 from privagg.errors import ConfigurationError
-from privagg.randomness import simulation_rng, torch_generator
+from privagg.randomness import SYSTEM_SECRETS, SecretSource, simulation_rng, torch_generator
 from protocols.aggregation import AggregateResult, Aggregator, ClientUpdate, RoundContext, build_aggregator
 from protocols.datasets import Dataset, load_dataset
-from protocols.dp_fedavg import wrap_with_dp
+from protocols.dp_fedavg import DPFedAvg, wrap_with_dp
 from protocols.models import build_model, get_flat_params, num_params, set_flat_params
 from protocols.partition import label_distribution, partition
 from protocols.training import TrainConfig, evaluate, per_class_accuracy, train_local
@@ -163,6 +171,8 @@ class RoundRecord:
     participants: tuple[int, ...]
     seconds: float
     metrics: dict[str, Any] = field(default_factory=dict)
+    #: False in a DP run with Poisson sampling: the cohort size and survivors reveal a client's presence
+    counts_public: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         ca = self.client_accuracies
@@ -172,8 +182,8 @@ class RoundRecord:
             "loss": self.loss,
             "worst_client_accuracy": float(np.min(ca)) if ca.size else None,
             "median_client_accuracy": float(np.median(ca)) if ca.size else None,
-            "num_sampled": len(self.sampled),
-            "num_participants": len(self.participants),
+            "num_sampled": len(self.sampled) if self.counts_public else "withheld",
+            "num_participants": len(self.participants) if self.counts_public else "withheld",
             "seconds": self.seconds,
             "metrics": self.metrics,
         }
@@ -237,8 +247,10 @@ class FedAvgSimulation:
         observers: Sequence[Observer] = (),
         local_trainer: Callable[..., None] = train_local,
         dataset: Dataset | None = None,
+        cohort_secrets: SecretSource = SYSTEM_SECRETS,
     ) -> None:
         self.config = config
+        self.cohort_secrets = cohort_secrets
         seed = config.seed
         self.dataset = dataset or load_dataset(config.data.dataset, seed=seed, test_fraction=config.data.test_fraction)
         ds = self.dataset
@@ -264,6 +276,11 @@ class FedAvgSimulation:
         if config.dp is not None:
             aggregator = self._wrap_dp(aggregator)
         self.aggregator = aggregator
+        dp_cfg = aggregator.config if isinstance(aggregator, DPFedAvg) else config.dp
+        #: cohorts from the secret source (a DP run, unless ``dp.reproducible_cohorts``)
+        self.secret_cohorts = dp_cfg is not None and not dp_cfg.reproducible_cohorts
+        if isinstance(aggregator, DPFedAvg) and aggregator.dp_rounds.cohorts is None:
+            aggregator.dp_rounds.cohorts = SECRET_COHORTS if self.secret_cohorts else REPRODUCIBLE_COHORTS
         self.update_hooks = list(update_hooks)
         self.observers = list(observers)
         self.local_trainer = local_trainer
@@ -271,9 +288,14 @@ class FedAvgSimulation:
         self._scratch = copy.deepcopy(self.model)
 
     def _wrap_dp(self, inner: Aggregator) -> Aggregator:
-        assert self.config.dp is not None
+        dp = self.config.dp
+        assert dp is not None
         return wrap_with_dp(
-            inner, self.config.dp, population=self.config.data.num_clients, rounds=self.config.federation.rounds
+            inner,
+            dp,
+            population=self.config.data.num_clients,
+            rounds=self.config.federation.rounds,
+            cohorts=REPRODUCIBLE_COHORTS if dp.reproducible_cohorts else SECRET_COHORTS,
         )
 
     # -- clients -----------------------------------------------------------------------
@@ -312,9 +334,13 @@ class FedAvgSimulation:
                 raise ConfigurationError(
                     f"{fed.clients_per_round} clients per round out of {n}", field="federation.clients_per_round"
                 )
+            if self.secret_cohorts:
+                return fixed_cohort(n, fed.clients_per_round, secrets=self.cohort_secrets), fed.clients_per_round / n
             chosen = rng.choice(n, fed.clients_per_round, replace=False)
             return tuple(sorted(chosen.tolist())), fed.clients_per_round / n
         assert fed.sampling_rate is not None
+        if self.secret_cohorts:
+            return poisson_cohort(n, fed.sampling_rate, secrets=self.cohort_secrets), fed.sampling_rate
         return tuple(np.flatnonzero(rng.random(n) < fed.sampling_rate).tolist()), fed.sampling_rate
 
     # -- evaluation --------------------------------------------------------------------
@@ -355,7 +381,7 @@ class FedAvgSimulation:
         )
         for hook in self.update_hooks:
             updates = hook(updates, ctx, self)
-        if updates:
+        if updates or getattr(self.aggregator, "aggregates_empty_rounds", False):
             result = self.aggregator.aggregate(updates, ctx)
             self.global_params = gp + self.config.federation.server_lr * result.delta
         else:
@@ -370,6 +396,7 @@ class FedAvgSimulation:
             participants=result.participants,
             seconds=time.perf_counter() - t0,
             metrics=dict(result.metrics),
+            counts_public=not (isinstance(self.aggregator, DPFedAvg) and ctx.sampling == "poisson"),
         )
         self.history.append(record)
         for obs in self.observers:

@@ -159,6 +159,10 @@ class SecAggAggregator(Aggregator):
         return cls(options)
 
     # ------------------------------------------------------------------ parameters
+    def min_survivors(self, n: int) -> int:
+        """The threshold of the round's graph: the unmasking needs at least that many survivors."""
+        return n if n < 3 else min(n, self.params_for(n).threshold)
+
     def params_for(self, n: int) -> SecAggParams:
         """The round's parameters for a cohort of ``n`` clients."""
         opts = self.options

@@ -1,7 +1,8 @@
 """DP noise bench engine: secure noise throughput, measured side by side in one run.
 
 Compares, on the same vector length: the secure discrete Gaussian (AES-256-CTR keyed by a fresh
-``os.urandom`` seed, exact integer support), the full grid mechanism (snap + secure noise), the
+``os.urandom`` seed, exact integer support, float64 rejection steps), the exact CKS sampler
+(:mod:`dp.exact`, integer arithmetic only), the full grid mechanism (snap + secure noise), the
 same sampler on a seeded numpy stream (simulation mode), numpy's floating-point
 ``Generator.normal`` (insecure baseline, for scale) and the raw AES-CTR keystream.
 Medians and ratios; the target is secure noise for 1,000,000 coordinates in < 0.5 s.
@@ -16,14 +17,16 @@ from typing import Any
 
 import numpy as np
 
+from dp.exact import ExactSecureNoise
 from dp.noise import GaussianGridMechanism, InsecureNoiseWarning, SecureNoise, SeededNoise
 from privagg.errors import ConfigurationError
 
 from .timing import JsonResult, aes_ctr_keystream_rate, median_seconds
 
-__all__ = ["DPBenchResult", "run_bench", "SECURE", "BASELINE", "TARGET_SECONDS"]
+__all__ = ["DPBenchResult", "run_bench", "SECURE", "EXACT", "BASELINE", "TARGET_SECONDS"]
 
 SECURE = "secure discrete Gaussian (AES-CTR, fresh urandom seed)"
+EXACT = "exact CKS sampler, integer arithmetic only (AES-CTR)"
 BASELINE = "numpy Generator.normal (insecure float baseline)"
 #: secure noise for 1,000,000 coordinates should take less than this
 TARGET_SECONDS = 0.5
@@ -62,8 +65,11 @@ class DPBenchResult(JsonResult):
         }
 
 
-def run_bench(*, dim: int = 1_000_000, sigma: float = 1e6, repeats: int = 7) -> DPBenchResult:
-    """Time every sampler on ``dim`` coordinates of noise with std ``sigma`` grid units."""
+def run_bench(*, dim: int = 1_000_000, sigma: float = 1e6, repeats: int = 7, exact: bool = False) -> DPBenchResult:
+    """Time every sampler on ``dim`` coordinates of noise with std ``sigma`` grid units.
+
+    ``exact`` adds the integer-only CKS sampler (:class:`dp.exact.ExactSecureNoise`, slower).
+    """
     if dim < 1 or repeats < 1 or not sigma > 0:
         raise ConfigurationError("dim and repeats must be >= 1, sigma > 0", field="bench")
     secure = SecureNoise()
@@ -82,6 +88,8 @@ def run_bench(*, dim: int = 1_000_000, sigma: float = 1e6, repeats: int = 7) -> 
         ),
         BASELINE: median_seconds(lambda: rng.normal(size=dim), repeats),
     }
+    if exact:
+        rows[EXACT] = median_seconds(lambda: ExactSecureNoise().discrete_gaussian(sigma, dim), repeats)
     return DPBenchResult(
         dim=dim,
         sigma_grid_units=sigma,

@@ -39,5 +39,6 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--dim", type=int, default=1_000_000, help="coordinates per draw (default 1,000,000)")
     p.add_argument("--sigma", type=float, default=1e6, help="noise std in grid units (default 1e6)")
     p.add_argument("--repeats", type=int, default=7, help="repetitions; medians are reported (default 7)")
+    p.add_argument("--exact", action="store_true", help="also time the exact integer-only CKS sampler (slower)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd)

@@ -63,6 +63,11 @@ def _main(args: argparse.Namespace) -> int:
     outcome = execute_run(cfg, progress=not args.no_progress and not args.json, baseline=not args.no_baseline)
     report = run_report(outcome)
     report.write(out)
+    if outcome.config.dp is not None:
+        from privagg.report.dp import dp_warnings
+
+        for line in dp_warnings(outcome.result, outcome.baseline):
+            print(f"privagg: warning: {line}", file=sys.stderr)
     if args.json:
         print(report.to_json())
     else:

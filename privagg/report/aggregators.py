@@ -213,8 +213,10 @@ def dp_fedavg_sections(agg: DPFedAvg) -> list[Section]:
         ("clipping", f"{'adaptive' if cfg.adaptive_clipping else 'fixed'}, initial C = {cfg.clip_norm:g}"),
         ("weighting", cfg.weighting),
         ("budget", f"{cfg.budget:g} ({cfg.accountant})" if cfg.budget else "none"),
+        ("cohorts", agg.dp_rounds.cohorts or "drawn by the caller (not stated)"),
+        ("delta x population", f"{cfg.delta * agg.population:.3g}" if agg.population else "population not fixed"),
     ]
-    header = ["round", "noise mult.", "epsilon RDP", "epsilon PRV", "clip", "clipped frac.", "participants"]
+    header = ["round", "noise mult.", "epsilon RDP", "epsilon PRV", "clip", "clipped frac. (noised)", "participants"]
     table = [
         [
             r["round"],
@@ -236,4 +238,8 @@ def dp_fedavg_sections(agg: DPFedAvg) -> list[Section]:
         tables=[("Privacy ledger", header, table)],
         text=GUARANTEE_TEXT,
     )
+    if samp is not None and samp.kind == "poisson":
+        # the inner aggregator's per-round tables would publish exact cohort and survivor counts
+        section.text += " The inner aggregator's per-round cost tables are withheld: they show exact cohort sizes."
+        return [section]
     return [section, *aggregator_sections(agg.inner)]

@@ -2,7 +2,11 @@
 
 (DP-FedAvg's own section, the ledger, is rendered in :mod:`privagg.report.aggregators`.)
 
-* :func:`accuracy_cost_section`: a DP run against the same run without DP;
+* :func:`accuracy_cost_section`: a DP run against the same run without DP, with how cohorts
+  were drawn (secret, or "cohorts reproducible from the seed: not private"), ``delta * N`` and
+  the warnings of :func:`dp_warnings`;
+* :func:`dp_warnings`: one line each, naming the knob, when DP leaves the model near chance or
+  clips every update (for ``privagg run`` to print);
 * :func:`sample_level_section`: Opacus DP-SGD inside the clients (:class:`SampleLevelDP`).
 """
 
@@ -15,7 +19,33 @@ from typing import Any
 from privagg.report import Figure, Section
 from protocols.dp_fedavg import SampleLevelDP
 
-__all__ = ["accuracy_cost_section", "sample_level_section"]
+__all__ = ["accuracy_cost_section", "dp_warnings", "sample_level_section"]
+
+
+def dp_warnings(dp_run: Any, baseline_run: Any = None) -> list[str]:
+    """One-line warnings, each naming the knob, for a DP run that trained a useless model.
+
+    * near chance: final accuracy below ``1.5 / classes``; or more than 20 points under the run
+      without DP;
+    * every update clipped in the last rounds (the aggregator's operator diagnostic, never published).
+    """
+    out: list[str] = []
+    classes = int(getattr(getattr(dp_run, "label_counts", None), "shape", (0, 0))[1] or 0)
+    acc = float(dp_run.final_accuracy)
+    base = float(baseline_run.final_accuracy) if baseline_run is not None else math.nan
+    knob = (
+        ": more clients per round (data.num_clients, federation.sampling_rate) or a larger "
+        "dp.target_epsilon / smaller dp.noise_multiplier"
+    )
+    if classes and acc < 1.5 / classes:
+        versus = f" vs {base:.2f} without DP" if math.isfinite(base) else ""
+        out.append(f"DP leaves the model near chance (accuracy {acc:.2f}{versus}){knob}")
+    elif math.isfinite(base) and base - acc > 0.2:
+        out.append(f"DP costs {100 * (base - acc):.0f} accuracy points ({acc:.2f} vs {base:.2f} without DP){knob}")
+    fractions = list(getattr(getattr(dp_run, "aggregator", None), "operator_clipped_fractions", []))[-3:]
+    if fractions and min(fractions) >= 1.0:
+        out.append("DP clips every update: raise dp.clip_norm or set dp.adaptive_clipping = true")
+    return out
 
 
 def accuracy_cost_section(dp_run: Any, baseline_run: Any, *, key: str = "dp-cost") -> Section:
@@ -28,6 +58,10 @@ def accuracy_cost_section(dp_run: Any, baseline_run: Any, *, key: str = "dp-cost
     base_hist = [(r.round, r.accuracy) for r in baseline_run.history]
     cost = float(baseline_run.final_accuracy - dp_run.final_accuracy)
     eps = dp_hist[-1][2] if dp_hist else math.nan
+    last = dp_run.history[-1].metrics if dp_run.history else {}
+    cohorts = str(last.get("dp_cohorts", "not stated"))
+    delta_n = float(last.get("dp_delta_times_population", math.nan))
+    warnings = dp_warnings(dp_run, baseline_run)
 
     def draw(path: Path) -> None:
         import matplotlib.pyplot as plt
@@ -50,11 +84,17 @@ def accuracy_cost_section(dp_run: Any, baseline_run: Any, *, key: str = "dp-cost
             "baseline_final_accuracy": baseline_run.final_accuracy,
             "accuracy_cost": cost,
             "epsilon_rdp": eps,
+            "cohorts": cohorts,
+            "delta_times_population": delta_n,
+            "warnings": warnings,
         },
         summary=[
             ("final accuracy with DP", f"{dp_run.final_accuracy:.4f} (epsilon {eps:.4g})"),
             ("final accuracy without DP", f"{baseline_run.final_accuracy:.4f}"),
             ("cost", f"{100 * cost:.1f} points"),
+            ("cohorts", cohorts),
+            ("delta x population", f"{delta_n:.3g} (must stay below 1)"),
+            *[("warning", w) for w in warnings],
         ],
         figures=[Figure("dp_accuracy_cost.png", "Test accuracy per round with and without DP", draw)],
     )

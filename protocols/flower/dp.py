@@ -23,8 +23,22 @@ The mechanism is privagg's DP-FedAvg (:mod:`protocols.dp_fedavg`) split across t
   update. With adaptive clipping the client also contributes its noised clip bit
   ``1[||delta|| <= C] - 1/2`` as one extra coordinate, summed by the same secure aggregation.
 
-A malicious server could ask for no noise: the mod enforces the client's own floor
-(``min_noise_multiplier``) and ceiling on the clip (``max_clip``) and aborts otherwise.
+The strategy checks the budget before the secure sum against the worst case it could release:
+``min_survivors`` (the fewest survivors the secure-aggregation workflow completes with, e.g.
+its threshold + 1; default the whole cohort) gives the fewest honest noise shares. A round that
+released anything is recorded in the ledger, even if it is then withheld (fewer survivors than
+``min_survivors``). An empty cohort (a Poisson-sampling strategy that selected nobody) releases
+the server's noise alone, accounted, and the next round starts from that noised model.
+
+A malicious server could ask for little noise: a huge ``shares`` (each client adds
+``std / sqrt(shares)``), the Poisson sensitivity factor 1 (half the noise of replace-one), a
+tiny clip-count noise, a huge clip. The mod enforces the client's own policy and aborts
+otherwise: ``min_noise_multiplier`` (of the joint release, the clip count included),
+``max_shares`` (at most the roster size this client knows: more shares than clients means
+less noise than accounted), ``accept_poisson`` (only then the factor 1) and ``max_clip``.
+The policy comes from the arguments or from ``node_config`` / ``run_config``
+(``privagg-dp-min-noise-multiplier``, ``privagg-dp-max-shares``, ``privagg-dp-accept-poisson``,
+``privagg-dp-max-clip``); a client without a policy refuses every DP round.
 Weights are uniform (each client reports ``num_examples = 1``); use the secure-aggregation
 workflow with ``weighting="uniform"``.
 """
@@ -48,11 +62,19 @@ from dp.clipping import clip_l2
 from dp.config import DPConfig
 from dp.noise import NoiseSampler, SecureNoise
 from dp.rounds import DPRounds, DPRoundsDriver, RoundPlan, count_mechanism, update_mechanism
-from privagg.errors import PrivacyBudgetExceeded, ProtocolAbort
+from privagg.errors import ConfigurationError, PrivacyBudgetExceeded, ProtocolAbort
 
-__all__ = ["PrivAggDPStrategy", "make_dp_mod", "privagg_dp_mod", "DP_KEYS"]
+__all__ = ["PrivAggDPStrategy", "make_dp_mod", "privagg_dp_mod", "DP_KEYS", "POLICY_KEYS"]
 
 log = logging.getLogger("privagg.flower")
+
+#: node_config / run_config keys of the client's DP policy (when not given to make_dp_mod)
+POLICY_KEYS = {
+    "min_noise_multiplier": "privagg-dp-min-noise-multiplier",
+    "max_shares": "privagg-dp-max-shares",
+    "accept_poisson": "privagg-dp-accept-poisson",
+    "max_clip": "privagg-dp-max-clip",
+}
 
 #: FitIns.config keys the strategy sets and the mod reads
 DP_KEYS = {
@@ -73,7 +95,11 @@ class PrivAggDPStrategy(DPRoundsDriver, Strategy):  # type: ignore[misc]
     ``sampling`` states how cohorts are drawn for the accountant; by default each round is
     ``Sampling.fixed(sample_size=cohort, population=available clients)`` (replace-one
     neighbours, sensitivity ``2 C``). ``adaptive`` turns on adaptive clipping starting at
-    ``clip_norm``.
+    ``clip_norm``. ``min_survivors`` (an int, or a function of the cohort size) is the fewest
+    survivors the secure aggregation completes a round with; the budget is checked for the
+    noise of that worst case before the round starts (default: the whole cohort).
+    ``ledger_path``: the ledger is written there after every recorded round and resumed from it
+    when the server app starts again.
     """
 
     def __init__(
@@ -93,6 +119,9 @@ class PrivAggDPStrategy(DPRoundsDriver, Strategy):  # type: ignore[misc]
         clip_learning_rate: float = 0.2,
         count_noise_std: float | None = None,
         grid_resolution: float = 1000.0,
+        min_survivors: int | Callable[[int], int] | None = None,
+        allow_large_delta: bool = False,
+        ledger_path: str | None = None,
     ) -> None:
         super().__init__()
         config = DPConfig(  # validates every setting (errors name the keyword)
@@ -108,7 +137,13 @@ class PrivAggDPStrategy(DPRoundsDriver, Strategy):  # type: ignore[misc]
             count_noise_std=count_noise_std,
             accountant=accountant,  # type: ignore[arg-type]
             grid_resolution=grid_resolution,
+            allow_large_delta=allow_large_delta,
+            ledger_path=ledger_path,
         )
+        config.check_population(population)
+        self.config = config
+        self.min_survivors = min_survivors
+        self._pending: list[np.ndarray] | None = None  # the model an empty round released
         self.inner = strategy
         self.noise_multiplier = float(noise_multiplier)
         self.clip_norm = float(clip_norm)
@@ -136,21 +171,35 @@ class PrivAggDPStrategy(DPRoundsDriver, Strategy):  # type: ignore[misc]
     def initialize_parameters(self, client_manager: Any) -> Parameters | None:
         return self.inner.initialize_parameters(client_manager)
 
+    def _floor(self, cohort: int) -> int | None:
+        ms = self.min_survivors
+        if ms is None:
+            return None
+        return min(cohort, int(ms(cohort) if callable(ms) else ms))
+
     def configure_fit(self, server_round: int, parameters: Parameters, client_manager: Any) -> list[tuple[Any, FitIns]]:
+        if self._pending is not None:  # the previous round was empty: its noised model is the global one
+            parameters = ndarrays_to_parameters(self._pending)
+            self._pending = None
         pairs = self.inner.configure_fit(server_round, parameters, client_manager)
-        if not pairs:
-            return []
         n = len(pairs)
-        sampling = self._sampling_for(n, client_manager.num_available())
         arrays = parameters_to_ndarrays(parameters)
+        dim = sum(int(np.asarray(a).size) for a in arrays)
+        if not pairs:
+            if self.sampling is not None and self.sampling.kind == "poisson":
+                self._empty_round(server_round, arrays, dim)
+            return []
+        self.config.check_population(client_manager.num_available() if self.population is None else None)
+        sampling = self._sampling_for(n, client_manager.num_available())
         try:
             plan = self.dp_rounds.plan(
                 noise_multiplier=self.noise_multiplier,
                 sampling=sampling,
                 cohort=n,
-                dim=sum(int(np.asarray(a).size) for a in arrays),
+                dim=dim,
+                min_survivors=self._floor(n),
             )
-        except PrivacyBudgetExceeded as e:
+        except (PrivacyBudgetExceeded, ProtocolAbort) as e:
             log.warning("round %s not started: %s", server_round, e)
             self._round = {}
             return []
@@ -173,13 +222,41 @@ class PrivAggDPStrategy(DPRoundsDriver, Strategy):  # type: ignore[misc]
         }
         return [(proxy, FitIns(sent, {**fi.config, **extra})) for proxy, fi in pairs]
 
+    def _empty_round(self, server_round: int, arrays: list[np.ndarray], dim: int) -> None:
+        """An empty Poisson cohort: release the server's noise alone on the model, and account it."""
+        assert self.sampling is not None
+        try:
+            plan = self.dp_rounds.plan(
+                noise_multiplier=self.noise_multiplier, sampling=self.sampling, cohort=0, dim=dim
+            )
+        except PrivacyBudgetExceeded as e:
+            log.warning("round %s not started: %s", server_round, e)
+            return
+        sampler = SecureNoise()
+        noise = plan.mechanism.release(np.zeros(dim), sampler)
+        if plan.count_mechanism is not None:
+            count = float(plan.count_mechanism.release(np.zeros(1), sampler)[0])
+        else:
+            count = math.nan
+        outcome = self.dp_rounds.finish(plan, round=server_round, survivors=0, noised_count=count, noise_shares=0)
+        new, off = [], 0
+        for a in arrays:
+            g = np.asarray(a, dtype=np.float64)
+            new.append((g + noise[off : off + g.size].reshape(g.shape) / outcome.denominator).astype(a.dtype))
+            off += g.size
+        self._pending = new
+        self.last_parameters = new
+
     def aggregate_fit(
         self, server_round: int, results: list[tuple[Any, FitRes]], failures: list[Any]
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
         st = self._round
-        if not st or not results:
+        if not st:
             return None, {}
+        self._round = {}
         plan: RoundPlan = st["plan"]
+        if not results:  # nothing was summed, nothing released
+            return None, {}
         mean = parameters_to_ndarrays(results[0][1].parameters)  # the secure aggregate (same in every result)
         survivors = len(results)
         count_sum = math.nan
@@ -193,13 +270,13 @@ class PrivAggDPStrategy(DPRoundsDriver, Strategy):  # type: ignore[misc]
             (g + np.asarray(m, dtype=np.float64) * survivors / outcome.denominator).astype(dt)
             for g, m, dt in zip(st["global"], mean, st["dtypes"], strict=True)
         ]
-        self._round = {}
         self.last_parameters = new
         metrics: dict[str, Scalar] = {
             k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
             for k, v in outcome.metrics.items()
         }
-        metrics["dp_participants"] = survivors
+        if plan.sampling.kind == "fixed":  # Poisson: the number of survivors reveals presence
+            metrics["dp_participants"] = survivors
         return ndarrays_to_parameters(new), metrics
 
     def configure_evaluate(self, server_round: int, parameters: Parameters, client_manager: Any) -> Any:
@@ -213,17 +290,62 @@ class PrivAggDPStrategy(DPRoundsDriver, Strategy):  # type: ignore[misc]
 
 
 # ---------------------------------------------------------------------------------- client
+def _policy_value(ctxt: Context, key: str) -> Any:
+    for src in (ctxt.node_config, ctxt.run_config):
+        if key in src:
+            return src[key]
+    return None
+
+
+def _client_policy(
+    ctxt: Context,
+    min_noise_multiplier: float | None,
+    max_shares: int | None,
+    accept_poisson: bool | None,
+    max_clip: float | None,
+) -> tuple[float, int, bool, float]:
+    """This client's DP policy: the arguments, else ``node_config`` / ``run_config``; refuses without one."""
+    z_min = min_noise_multiplier
+    if z_min is None:
+        z_min = _policy_value(ctxt, POLICY_KEYS["min_noise_multiplier"])
+    shares = max_shares if max_shares is not None else _policy_value(ctxt, POLICY_KEYS["max_shares"])
+    if z_min is None or shares is None:
+        raise ConfigurationError(
+            "this client has no DP policy: it would trust the server's noise settings; give make_dp_mod("
+            "min_noise_multiplier=..., max_shares=<roster size>) or set node_config / run_config "
+            f"{POLICY_KEYS['min_noise_multiplier']!r} and {POLICY_KEYS['max_shares']!r}",
+            field=POLICY_KEYS["max_shares"] if z_min is not None else POLICY_KEYS["min_noise_multiplier"],
+        )
+    poisson = accept_poisson if accept_poisson is not None else _policy_value(ctxt, POLICY_KEYS["accept_poisson"])
+    clip = max_clip if max_clip is not None else _policy_value(ctxt, POLICY_KEYS["max_clip"])
+    try:
+        policy = (float(z_min), int(shares), bool(poisson), math.inf if clip is None else float(clip))
+    except (TypeError, ValueError):
+        raise ConfigurationError("malformed DP policy", field=POLICY_KEYS["min_noise_multiplier"]) from None
+    if not (policy[0] > 0 and math.isfinite(policy[0])) or policy[1] < 1 or not policy[3] > 0:
+        raise ConfigurationError(
+            "the DP policy needs min_noise_multiplier > 0, max_shares >= 1, max_clip > 0",
+            field=POLICY_KEYS["min_noise_multiplier"],
+        )
+    return policy
+
+
 def make_dp_mod(
     *,
-    min_noise_multiplier: float = 0.0,
-    max_clip: float = math.inf,
+    min_noise_multiplier: float | None = None,
+    max_shares: int | None = None,
+    accept_poisson: bool | None = None,
+    max_clip: float | None = None,
     noise_sampler: NoiseSampler | None = None,
 ) -> Callable[[Message, Context, Callable[[Message, Context], Message]], Message]:
     """The client mod: clip the delta, add this client's noise share (see the module docstring).
 
-    The client refuses a round whose update noise multiplier is below
-    ``min_noise_multiplier`` or whose clip exceeds ``max_clip`` (its own privacy policy,
-    whatever the server asks).
+    The client's own policy, whatever the server asks: the round's joint noise multiplier
+    (updates and clip count) at least ``min_noise_multiplier``; at most ``max_shares`` noise
+    shares (the roster size it knows: each share is ``std / sqrt(shares)``); the Poisson
+    sensitivity factor 1 only if ``accept_poisson`` (otherwise replace-one, factor 2); a clip at
+    most ``max_clip``. Unset arguments are read from ``node_config`` / ``run_config``
+    (:data:`POLICY_KEYS`); without a noise floor and a share ceiling the client refuses.
     """
     sampler_override = noise_sampler
 
@@ -243,12 +365,24 @@ def make_dp_mod(
             adaptive = bool(cfg[DP_KEYS["adaptive"]])
         except (KeyError, TypeError, ValueError):
             raise ProtocolAbort("malformed DP settings", stage="dp", party="client") from None
-        if not (math.isfinite(clip) and 0 < clip <= max_clip):
-            raise ProtocolAbort(f"clip {clip} outside this client's policy (<= {max_clip})", stage="dp", party="client")
-        if not (math.isfinite(z) and z > 0 and z >= min_noise_multiplier) or shares < 1 or factor not in (1.0, 2.0):
-            raise ProtocolAbort("noise settings below this client's policy", stage="dp", party="client")
+        z_min, shares_max, poisson_ok, clip_max = _client_policy(
+            ctxt, min_noise_multiplier, max_shares, accept_poisson, max_clip
+        )
+        if not (math.isfinite(clip) and 0 < clip <= clip_max):
+            raise ProtocolAbort(f"clip {clip} outside this client's policy (<= {clip_max})", stage="dp", party="client")
+        if not 1 <= shares <= shares_max:
+            raise ProtocolAbort(
+                f"{shares} noise shares outside this client's policy (1..{shares_max})", stage="dp", party="client"
+            )
+        if factor not in ((1.0, 2.0) if poisson_ok else (2.0,)):
+            raise ProtocolAbort(f"sensitivity factor {factor} outside this client's policy", stage="dp", party="client")
         if adaptive and not (math.isfinite(z_count) and z_count > 0):
             raise ProtocolAbort("adaptive clipping without count noise", stage="dp", party="client")
+        joint = (z**-2 + z_count**-2) ** -0.5 if adaptive and z > 0 else z
+        if not (math.isfinite(z) and z > 0 and joint >= z_min * (1 - 1e-9)):  # slack: the split and its inverse
+            raise ProtocolAbort(
+                f"noise multiplier {joint:.4g} below this client's policy ({z_min:g})", stage="dp", party="client"
+            )
         sampler = sampler_override if sampler_override is not None else SecureNoise()
 
         fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
@@ -297,5 +431,5 @@ def make_dp_mod(
     return mod
 
 
-#: the client mod with no local floor (trusts the server's noise settings; set a floor in production)
+#: the client mod with its policy read from node_config / run_config (:data:`POLICY_KEYS`); no policy: refuses
 privagg_dp_mod = make_dp_mod()

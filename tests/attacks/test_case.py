@@ -100,7 +100,13 @@ def test_run_config_derives_from_the_case() -> None:
     assert cfg.train == train and cfg.federation == FederationConfig(rounds=3)
     assert cfg.aggregation == AggregationConfig(name="secagg", options={"clip": 16.0, "value_bits": 24})
     assert cfg.dp == DPConfig(
-        target_epsilon=4.0, delta=1e-5, clip_norm=2.0, noise="client", secure_noise=False, seed=5
+        target_epsilon=4.0,
+        delta=1e-5,
+        clip_norm=2.0,
+        noise="client",
+        secure_noise=False,
+        seed=5,
+        reproducible_cohorts=True,  # a measurement reproduces from the case seed
     )
     plain = make_run_config(case.with_(defense="none"), train=train)
     assert plain.aggregation == AggregationConfig() and plain.dp is None

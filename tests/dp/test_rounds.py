@@ -6,12 +6,12 @@ import math
 
 import pytest
 
-from dp.accounting import Sampling
+from dp.accounting import Sampling, epsilon_for
 from dp.adaptive import AdaptiveClipConfig
 from dp.config import DPConfig
 from dp.ledger import PrivacyBudget
-from dp.rounds import DPRounds, count_mechanism, noise_shares, update_mechanism
-from privagg.errors import PrivacyBudgetExceeded, ProtocolAbort
+from dp.rounds import SECRET_COHORTS, WITHHELD, DPRounds, count_mechanism, noise_shares, update_mechanism
+from privagg.errors import ConfigurationError, PrivacyBudgetExceeded, ProtocolAbort
 
 POISSON = Sampling.poisson(rate=0.1, population=100)
 FIXED = Sampling.fixed(sample_size=10, population=100)
@@ -57,38 +57,98 @@ def test_plan_checks_the_budget_first() -> None:
 
 
 def test_finish_fixed_denominator_ledger_and_metrics() -> None:
-    rounds = DPRounds(delta=1e-5, clip_norm=0.5, secure_noise=True)
+    rounds = DPRounds(delta=1e-5, clip_norm=0.5, secure_noise=True, cohorts=SECRET_COHORTS)
     plan = rounds.plan(noise_multiplier=1.1, sampling=POISSON, cohort=10, dim=4)
-    out = rounds.finish(plan, round=1, survivors=10, clipped_fraction=0.25)
+    out = rounds.finish(plan, round=1, survivors=10)
     assert out.denominator == pytest.approx(0.1 * 100) and out.noise_multiplier_effective == 1.1
     assert math.isnan(out.unclipped_estimate) and out.next_clip == 0.5
     (row,) = rounds.ledger.rows()
     assert list(row)[5:] == ["clip_norm", "clipped_fraction", "noise_std", "sensitivity", "cohort", "participants"]
-    assert row["noise_std"] == plan.mechanism.std and row["participants"] == 10
-    assert out.metrics["dp_secure_noise"] is True and out.metrics["dp_clipped_fraction"] == 0.25
+    # Poisson: the cohort size and the survivors reveal presence, the true clipped fraction is exact: withheld
+    assert row["cohort"] == row["participants"] == row["clipped_fraction"] == WITHHELD
+    assert row["noise_std"] == plan.mechanism.std
+    assert out.metrics["dp_secure_noise"] is True and out.metrics["dp_cohorts"] == SECRET_COHORTS
+    assert not {"dp_clipped_fraction", "dp_participants", "dp_cohort"} & set(out.metrics)
     assert out.metrics["dp_noise_std_on_mean"] == plan.mechanism.std / out.denominator
     assert out.metrics["dp_epsilon_rdp"] == out.entry.epsilon["rdp"] > 0
-    # a driver that cannot see the clip bits or the sampler leaves those out; extra ledger fields go last
+    assert out.metrics["dp_delta_times_population"] == pytest.approx(1e-5 * 100)
+    # fixed-size sampling: the cohort size is public
+    fixed = DPRounds(delta=1e-5, clip_norm=0.5)
+    out = fixed.finish(fixed.plan(noise_multiplier=1.1, sampling=FIXED, cohort=10, dim=4), round=1, survivors=10)
+    assert fixed.ledger.rows()[0]["cohort"] == fixed.ledger.rows()[0]["participants"] == 10
+    # a driver that cannot see the sampler leaves that out; extra ledger fields go last
     weighted = DPRounds(delta=1e-5, clip_norm=0.5, total_weight=25.0, noise="client")
     plan = weighted.plan(noise_multiplier=1.1, sampling=POISSON, cohort=10, dim=4)
     out = weighted.finish(plan, round=1, survivors=10, noise_shares=plan.shares)
     assert out.denominator == pytest.approx(0.1 * 25.0)
-    assert "dp_secure_noise" not in out.metrics and "dp_clipped_fraction" not in out.metrics
+    assert "dp_secure_noise" not in out.metrics and "dp_cohorts" not in out.metrics
     assert list(weighted.ledger.rows()[0])[-1] == "noise_shares"
 
 
-def test_finish_reduces_the_noise_for_missing_honest_shares_or_withholds() -> None:
+def test_finish_reduces_the_noise_for_missing_honest_shares() -> None:
     rounds = DPRounds(delta=1e-5, clip_norm=1.0, noise="client", honest_fraction=0.5)
-    plan = rounds.plan(noise_multiplier=2.0, sampling=POISSON, cohort=10, dim=3)
-    assert plan.shares == 5
+    plan = rounds.plan(noise_multiplier=2.0, sampling=POISSON, cohort=10, dim=3, min_survivors=6)
+    assert plan.shares == 5 and plan.min_survivors == 6
+    assert plan.worst_noise_multiplier == pytest.approx(2.0 * math.sqrt(1 / 5))
     out = rounds.finish(plan, round=1, survivors=6)  # up to 5 dishonest: >= 1 honest share of 5
     assert out.noise_multiplier_effective == pytest.approx(2.0 * math.sqrt(1 / 5))
     assert rounds.ledger.entries[-1].noise_multiplier == out.noise_multiplier_effective
     assert rounds.ledger.rows()[-1]["noise_std"] == pytest.approx(plan.mechanism.std * math.sqrt(1 / 5))
-    plan = rounds.plan(noise_multiplier=2.0, sampling=POISSON, cohort=10, dim=3)
-    with pytest.raises(ProtocolAbort, match="honest"):
-        rounds.finish(plan, round=2, survivors=5)
-    assert len(rounds.ledger.entries) == 1
+    # the metric shows the effective noise, not the nominal one
+    assert out.metrics["dp_noise_std"] == pytest.approx(plan.mechanism.std * math.sqrt(1 / 5))
+    assert out.metrics["dp_noise_std_planned"] == plan.mechanism.std
+
+
+def test_plan_refuses_a_protocol_that_may_release_a_sum_without_honest_noise() -> None:
+    rounds = DPRounds(delta=1e-5, clip_norm=1.0, noise="client", honest_fraction=0.5)
+    with pytest.raises(ProtocolAbort, match="no honest noise share guaranteed"):
+        rounds.plan(noise_multiplier=2.0, sampling=POISSON, cohort=10, dim=3, min_survivors=5)
+    assert rounds.ledger.entries == []
+    with pytest.raises(ConfigurationError, match="min_survivors"):
+        rounds.plan(noise_multiplier=2.0, sampling=POISSON, cohort=10, dim=3, min_survivors=11)
+
+
+def test_plan_checks_the_budget_for_the_fewest_survivors_allowed() -> None:
+    # the budget fits one round at z = 1 but not at z * sqrt(7/10): refused at planning time
+    eps_full = epsilon_for(noise_multiplier=1.0, sampling=POISSON, rounds=1, delta=1e-5)
+    eps_worst = epsilon_for(noise_multiplier=math.sqrt(0.7), sampling=POISSON, rounds=1, delta=1e-5)
+    budget = PrivacyBudget(epsilon=(eps_full + eps_worst) / 2, delta=1e-5)
+    rounds = DPRounds(delta=1e-5, clip_norm=1.0, noise="client", budget=budget)
+    with pytest.raises(PrivacyBudgetExceeded):
+        rounds.plan(noise_multiplier=1.0, sampling=POISSON, cohort=10, dim=3, min_survivors=7)
+    plan = rounds.plan(noise_multiplier=1.0, sampling=POISSON, cohort=10, dim=3)  # no dropout tolerated: fits
+    assert plan.worst_noise_multiplier == 1.0
+    # central noise does not depend on survivors
+    central = DPRounds(delta=1e-5, clip_norm=1.0, budget=budget)
+    assert central.plan(noise_multiplier=1.0, sampling=POISSON, cohort=10, dim=3, min_survivors=1).min_survivors == 0
+
+
+def test_a_released_round_is_recorded_even_past_the_budget_then_withheld() -> None:
+    eps_full = epsilon_for(noise_multiplier=1.0, sampling=POISSON, rounds=1, delta=1e-5)
+    budget = PrivacyBudget(epsilon=eps_full * 1.01, delta=1e-5)
+    rounds = DPRounds(delta=1e-5, clip_norm=1.0, noise="client", budget=budget)
+    plan = rounds.plan(noise_multiplier=1.0, sampling=POISSON, cohort=10, dim=3)  # promised: all 10 survive
+    with pytest.raises(ProtocolAbort, match="withheld"):
+        rounds.finish(plan, round=1, survivors=7)  # the protocol broke its promise: 7 shares in the sum
+    (entry,) = rounds.ledger.entries
+    assert entry.noise_multiplier == pytest.approx(math.sqrt(0.7)) and entry.epsilon["rdp"] > budget.epsilon
+    with pytest.raises(PrivacyBudgetExceeded):  # the truthful ledger refuses every later round
+        rounds.plan(noise_multiplier=100.0, sampling=POISSON, cohort=10, dim=3)
+    # no honest share at all: recorded as a release without a guarantee
+    loose = DPRounds(delta=1e-5, clip_norm=1.0, noise="client", honest_fraction=0.5)
+    plan = loose.plan(noise_multiplier=1.0, sampling=POISSON, cohort=10, dim=3)
+    with pytest.raises(ProtocolAbort):
+        loose.finish(plan, round=1, survivors=5)
+    assert loose.ledger.entries[0].noise_multiplier == 0.0 and math.isinf(loose.ledger.epsilon("rdp"))
+
+
+def test_an_empty_cohort_is_planned_with_central_noise_and_accounted() -> None:
+    rounds = DPRounds(delta=1e-5, clip_norm=1.0, noise="client", honest_fraction=0.5)
+    plan = rounds.plan(noise_multiplier=1.0, sampling=POISSON, cohort=0, dim=3)
+    assert plan.central and plan.shares == 1 and plan.worst_noise_multiplier == 1.0
+    out = rounds.finish(plan, round=1, survivors=0)
+    assert out.noise_multiplier_effective == 1.0 and len(rounds.ledger.entries) == 1
+    assert out.metrics["dp_noise_std"] == plan.mechanism.std
 
 
 def test_finish_moves_the_adaptive_clip_only_for_an_accounted_round() -> None:
@@ -107,8 +167,13 @@ def test_finish_moves_the_adaptive_clip_only_for_an_accounted_round() -> None:
     out = rounds.finish(plan, round=1, survivors=10, noised_count=-5.0)  # every update clipped
     assert out.unclipped_estimate == 0.0 and out.next_clip > 1.0 == plan.clip
     assert rounds.clip == out.next_clip
-    # 6 survivors of 10, half maybe dishonest: noise multiplier sqrt(1/5) of the planned one, over budget
-    plan = rounds.plan(noise_multiplier=1.0, sampling=POISSON, cohort=10, dim=3)
+    # 6 survivors allowed of 10, half maybe dishonest: noise multiplier sqrt(1/5) of the planned one, over
+    # budget: refused at planning, before any client computes, and the clip does not move
     with pytest.raises(PrivacyBudgetExceeded):
-        rounds.finish(plan, round=2, survivors=6, noised_count=-5.0)
+        rounds.plan(noise_multiplier=1.0, sampling=POISSON, cohort=10, dim=3, min_survivors=6)
     assert rounds.clip == out.next_clip and len(rounds.ledger.entries) == 1
+    # a withheld round (fewer survivors than promised) is recorded but does not move the clip either
+    plan = rounds.plan(noise_multiplier=1.0, sampling=POISSON, cohort=10, dim=3)
+    with pytest.raises(ProtocolAbort):
+        rounds.finish(plan, round=2, survivors=6, noised_count=-5.0)
+    assert rounds.clip == out.next_clip and len(rounds.ledger.entries) == 2

@@ -15,7 +15,7 @@ from dp.noise import SecureNoise
 from privagg.errors import ConfigurationError, PrivacyBudgetExceeded, ProtocolAbort
 from privagg.randomness import InsecureDeterministicSecrets
 from privagg.report.aggregators import aggregator_sections
-from privagg.report.dp import accuracy_cost_section, sample_level_section
+from privagg.report.dp import accuracy_cost_section, dp_warnings, sample_level_section
 from protocols.aggregation import AggregateResult, ClientUpdate, MeanAggregator, RoundContext, build_aggregator
 from protocols.dp_fedavg import DPFedAvg, SampleLevelDP, sampling_from_context, wrap_with_dp
 
@@ -51,13 +51,23 @@ class Recording(MeanAggregator):
 
 
 class Dropping(MeanAggregator):
-    """The mean over survivors: clients in ``drop`` never deliver (as under secure aggregation dropouts)."""
+    """The mean over survivors: clients in ``drop`` never deliver (as under secure aggregation dropouts).
 
-    def __init__(self, drop: set[int]) -> None:
+    It declares the fewest survivors it releases a sum for (``floor``, default: all but ``drop``),
+    as a secure-aggregation threshold does; ``calls`` counts the sums it computed.
+    """
+
+    def __init__(self, drop: set[int], floor: int | None = None) -> None:
         super().__init__(weighted=False)
         self.drop = drop
+        self.floor = floor
+        self.calls = 0
+
+    def min_survivors(self, n: int) -> int:
+        return n - len(self.drop) if self.floor is None else self.floor
 
     def aggregate(self, updates, ctx):  # type: ignore[no-untyped-def]
+        self.calls += 1
         alive = [u for u in updates if u.client_id not in self.drop]
         res = super().aggregate(alive, ctx)
         return AggregateResult(delta=res.delta, participants=res.participants)
@@ -83,7 +93,8 @@ def test_clipping_bound_holds_for_every_client() -> None:
     (seen,) = inner.seen
     assert all(np.linalg.norm(u.delta) <= 0.3 for u in seen)  # central noise: inner sees clipped updates
     assert all(u.num_examples == 1 for u in seen)
-    assert res.metrics["dp_clipped_fraction"] == 1.0
+    # every update was clipped, but the exact clipped fraction is not a DP output
+    assert "dp_clipped_fraction" not in res.metrics and agg.ledger.rows()[0]["clipped_fraction"] == "withheld"
     assert res.metrics["dp_clip_norm"] == 0.3
 
 
@@ -202,15 +213,22 @@ def test_client_side_noise_dropouts_reduce_accounted_noise_or_abort() -> None:
     )
     res = agg.aggregate(updates(n, d), ctx(range(n), population=pop))
     assert res.metrics["dp_noise_multiplier_effective"] == pytest.approx(z * math.sqrt(1 / 5))
-    # 5 survivors, up to 5 dishonest: no honest noise guaranteed -> withheld, nothing recorded
+    assert res.metrics["dp_noise_std"] == pytest.approx(res.metrics["dp_noise_std_planned"] * math.sqrt(1 / 5))
+    # an inner protocol that may release 5 survivors, up to 5 dishonest: no honest noise guaranteed ->
+    # refused before the inner aggregation runs, nothing released, nothing recorded
+    inner = Dropping({0, 1, 2, 3, 4})
     agg = DPFedAvg(
-        Dropping({0, 1, 2, 3, 4}),
-        config=DPConfig(noise_multiplier=z, noise="client", honest_fraction=0.5),
-        noise_sampler=noise(),
+        inner, config=DPConfig(noise_multiplier=z, noise="client", honest_fraction=0.5), noise_sampler=noise()
     )
     with pytest.raises(ProtocolAbort, match="honest"):
         agg.aggregate(updates(n, d), ctx(range(n), population=pop))
-    assert agg.ledger.entries == []
+    assert agg.ledger.entries == [] and inner.calls == 0
+    # an inner protocol that promised 8 survivors and released 6: recorded truthfully, then withheld
+    inner = Dropping({0, 1, 2, 3}, floor=8)
+    agg = DPFedAvg(inner, config=DPConfig(noise_multiplier=z, noise="client"), noise_sampler=noise())
+    with pytest.raises(ProtocolAbort, match="withheld"):
+        agg.aggregate(updates(n, d), ctx(range(n), population=pop))
+    assert inner.calls == 1 and agg.ledger.entries[0].noise_multiplier == pytest.approx(z * math.sqrt(6 / 10))
 
 
 def test_adaptive_clip_moves_the_right_way() -> None:
@@ -366,6 +384,14 @@ def test_fedavg_simulation_with_dp_table(tmp_path: Path) -> None:
     out = report.write(tmp_path / "report")
     assert (out / "dp_epsilon.png").exists() and (out / "dp_accuracy_cost.png").exists()
     assert "accuracy_cost" in (out / "report.json").read_text()
+    cost = accuracy_cost_section(res, baseline)
+    assert cost.data["cohorts"] == "secret (OS CSPRNG)" and cost.data["delta_times_population"] == pytest.approx(20e-5)
+    # a useless DP run: every update clipped, the model near chance; one line each, naming the knob
+    useless = FedAvgSimulation(load_config(RunConfig, {**base, "dp": {"noise_multiplier": 50.0, "clip_norm": 1e-4}}))
+    lines = dp_warnings(useless.run(), baseline)
+    assert any(("near chance" in w or "accuracy points" in w) and "dp.target_epsilon" in w for w in lines)
+    assert any("clips every update" in w and "dp.clip_norm" in w for w in lines)
+    assert dp_warnings(baseline, baseline) == []  # a model well above chance, nothing clipped: silent
     with pytest.raises(ConfigurationError) as info:
         FedAvgSimulation(load_config(RunConfig, {**base, "dp": {"noise_multiplier": 0}}))
     assert info.value.field == "dp.noise_multiplier"

@@ -24,8 +24,9 @@ from protocols.models import build_model, get_flat_params, num_params, set_flat_
 
 
 def _ctx(ids):
-    return RoundContext(round=1, population=10, sampled=tuple(ids), sampling="fixed", sampling_rate=1.0,
-                        rng=np.random.default_rng(0))
+    return RoundContext(
+        round=1, population=10, sampled=tuple(ids), sampling="fixed", sampling_rate=1.0, rng=np.random.default_rng(0)
+    )
 
 
 def test_mean_aggregator_matches_hand_computed_weighted_mean():
@@ -141,6 +142,7 @@ def test_unknown_aggregator_lists_names(monkeypatch):
     with pytest.raises(ConfigurationError, match="expected true or false") as info:
         build_aggregator("mean", {"weighted": "yes"})
     assert info.value.field == "aggregation.options.weighted"
+
     # a registered factory without typed Options is called with the mapping as keywords
     class Untyped(Aggregator):  # keyword options, no Options class
         def __init__(self, *, scale: float = 1.0) -> None:

@@ -61,15 +61,6 @@ def main(grid: Grid, context: Context) -> None:
         evaluate_fn=evaluate_fn,
         on_fit_config_fn=lambda rnd: {"round": rnd},
     )
-    if dp:
-        budget = float(cfg.get("dp-budget-epsilon", 0.0))
-        strategy = PrivAggDPStrategy(
-            strategy,
-            noise_multiplier=float(cfg["dp-noise-multiplier"]),
-            clip_norm=float(cfg["dp-clip"]),
-            adaptive=bool(cfg["dp-adaptive"]),
-            budget_epsilon=budget if budget > 0 else None,
-        )
     timeout = float(cfg.get("secagg-timeout", 0.0)) or None
     weighting: Literal["examples", "uniform"] = "uniform" if dp else "examples"
 
@@ -106,6 +97,18 @@ def main(grid: Grid, context: Context) -> None:
         workflow = PrivAggPaillierWorkflow(paillier, round_hook=report)
     else:
         workflow = None  # Flower's plain FedAvg fit (no protection), for comparison
+    if dp:
+        budget = float(cfg.get("dp-budget-epsilon", 0.0))
+        # the fewest survivors a round can release with: the budget is checked for them before the secure sum
+        survivors: Any = (lambda n: config.params_for(n).threshold + 1) if mode == "secagg" else None
+        strategy = PrivAggDPStrategy(
+            strategy,
+            noise_multiplier=float(cfg["dp-noise-multiplier"]),
+            clip_norm=float(cfg["dp-clip"]),
+            adaptive=bool(cfg["dp-adaptive"]),
+            budget_epsilon=budget if budget > 0 else None,
+            min_survivors=survivors,
+        )
     lctx = LegacyContext(
         context=context, config=ServerConfig(num_rounds=int(cfg["num-server-rounds"])), strategy=strategy
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -15,7 +15,7 @@ pytest.importorskip("flwr")
 from dp.noise import InsecureNoiseWarning, SeededNoise
 from protocols.flower import PrivAggSecAggWorkflow, SecAggWorkflowConfig, create_identities, make_secagg_mod
 from protocols.flower.apps import client_vector, vector_client_app, vector_server_app
-from protocols.flower.dp import PrivAggDPStrategy, make_dp_mod
+from protocols.flower.dp import DP_KEYS, PrivAggDPStrategy, make_dp_mod
 from protocols.flower.inproc import run_inprocess
 from secagg.params import ThreatModel
 
@@ -31,11 +31,18 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def _run(pki: Path, *, rounds: int = 1, dp_mod: Any = None, **dp: Any) -> tuple[Any, PrivAggDPStrategy, Any]:
+def _policy(**kw: Any) -> Any:
+    """A client mod with a policy: noise floor 1e-3 and at most the N clients of the roster as shares."""
+    return make_dp_mod(**{"min_noise_multiplier": 1e-3, "max_shares": N, **kw})
+
+
+def _run(
+    pki: Path, *, rounds: int = 1, dp_mod: Any = None, strategy_cls: Any = PrivAggDPStrategy, **dp: Any
+) -> tuple[Any, PrivAggDPStrategy, Any]:
     holder: dict[str, PrivAggDPStrategy] = {}
 
     def wrap(strategy: Any) -> PrivAggDPStrategy:
-        holder["s"] = PrivAggDPStrategy(strategy, **dp)
+        holder["s"] = strategy_cls(strategy, **dp)
         return holder["s"]
 
     wf = PrivAggSecAggWorkflow(
@@ -44,7 +51,7 @@ def _run(pki: Path, *, rounds: int = 1, dp_mod: Any = None, **dp: Any) -> tuple[
         )
     )
     capp = vector_client_app(
-        dimension=M, seed=SEED, mods=[make_secagg_mod(threat="active", pki=str(pki)), dp_mod or make_dp_mod()]
+        dimension=M, seed=SEED, mods=[make_secagg_mod(threat="active", pki=str(pki)), dp_mod or _policy()]
     )
     sapp = vector_server_app(wf, num_clients=N, dimension=M, rounds=rounds, wrap_strategy=wrap)
     grid = run_inprocess(sapp, capp, num_nodes=N)
@@ -73,7 +80,7 @@ def test_fixed_clipping_mean_and_ledger(pki: Path) -> None:
 
 def test_adaptive_clip_moves_up_when_everything_is_clipped(pki: Path) -> None:
     with pytest.warns(InsecureNoiseWarning):
-        seeded = make_dp_mod(noise_sampler=SeededNoise(5))  # reproducible: the test cannot flake
+        seeded = _policy(noise_sampler=SeededNoise(5))  # reproducible: the test cannot flake
     wf, strat, _ = _run(
         pki, rounds=2, dp_mod=seeded, noise_multiplier=0.5, clip_norm=0.5, adaptive=True, count_noise_std=1.0
     )
@@ -90,7 +97,7 @@ def test_budget_stops_rounds_before_they_start(pki: Path) -> None:
 
 
 def test_client_refuses_too_little_noise(pki: Path) -> None:
-    wf, strat, _ = _run(pki, noise_multiplier=0.1, clip_norm=1.0, dp_mod=make_dp_mod(min_noise_multiplier=0.5))
+    wf, strat, _ = _run(pki, noise_multiplier=0.1, clip_norm=1.0, dp_mod=_policy(min_noise_multiplier=0.5))
     rec = wf.history[0]
     assert not rec.ok
     assert all("policy" in e for e in rec.node_errors.values())
@@ -126,6 +133,7 @@ def test_strategy_finishes_rounds_with_the_shared_dp_finisher() -> None:
         clip_norm=0.5,
         honest_fraction=0.7,
         population=20,
+        min_survivors=3,  # the workflow completes with 3 of 8
     )
     global_model: list[np.ndarray] = [np.ones((2, 3), dtype=np.float32), np.zeros(4)]
     pairs = strat.configure_fit(1, ndarrays_to_parameters(global_model), _Available())
@@ -145,6 +153,92 @@ def test_strategy_finishes_rounds_with_the_shared_dp_finisher() -> None:
     (row,) = strat.ledger.rows()
     assert row["noise_shares"] == 6 and row["participants"] == 3 and row["cohort"] == 8
     strat.configure_fit(2, params, _Available())
-    with pytest.raises(ProtocolAbort, match="honest"):
+    # 2 survivors, fewer than the workflow allows, maybe none honest: recorded (no guarantee), then withheld
+    with pytest.raises(ProtocolAbort, match="withheld"):
         strat.aggregate_fit(2, [(i, res) for i in range(2)], [])
-    assert len(strat.ledger.entries) == 1
+    assert len(strat.ledger.entries) == 2 and strat.ledger.entries[1].noise_multiplier == 0.0
+
+
+def test_strategy_checks_the_budget_for_the_fewest_survivors_before_the_round() -> None:
+    from flwr.common import ndarrays_to_parameters
+
+    from dp.accounting import Sampling, epsilon_for
+
+    s = Sampling.fixed(sample_size=8, population=20)
+    budget = epsilon_for(noise_multiplier=1.0, sampling=s, rounds=1, delta=1e-5) * 1.01
+    model = ndarrays_to_parameters([np.zeros(4)])
+    kw: dict[str, Any] = {"noise_multiplier": 1.0, "clip_norm": 0.5, "population": 20, "budget_epsilon": budget}
+    worst = PrivAggDPStrategy(_Cohort(8), min_survivors=lambda n: n - 2, **kw)  # type: ignore[arg-type]
+    assert worst.configure_fit(1, model, _Available()) == []  # 6 of 8 shares would be over budget: not started
+    assert worst.ledger.entries == []
+    strict = PrivAggDPStrategy(_Cohort(8), **kw)  # type: ignore[arg-type]
+    assert len(strict.configure_fit(1, model, _Available())) == 8
+
+
+def test_an_empty_poisson_round_releases_noise_and_is_accounted() -> None:
+    from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
+
+    from dp.accounting import Sampling
+
+    cohort = _Cohort(0)
+    strat = PrivAggDPStrategy(
+        cohort,  # type: ignore[arg-type]
+        noise_multiplier=1.0,
+        clip_norm=0.5,
+        population=20,
+        sampling=Sampling.poisson(rate=0.05, population=20),
+    )
+    model = [np.zeros((2, 3), dtype=np.float32)]
+    assert strat.configure_fit(1, ndarrays_to_parameters(model), _Available()) == []
+    (entry,) = strat.ledger.entries  # accounted like any round
+    assert entry.noise_multiplier == 1.0 and entry.round == 1
+    assert strat.last_parameters is not None and np.count_nonzero(strat.last_parameters[0]) > 0
+    assert strat.last_parameters[0].dtype == np.float32
+    cohort.k = 3  # the next round starts from the released (noised) model, not the server's stale copy
+    pairs = strat.configure_fit(2, ndarrays_to_parameters(model), _Available())
+    np.testing.assert_array_equal(parameters_to_ndarrays(pairs[0][1].parameters)[0], strat.last_parameters[0])
+
+
+class _Rewriting(PrivAggDPStrategy):
+    """A malicious server: the real strategy, whose fit instructions are rewritten on the way out."""
+
+    rewrite: ClassVar[dict[str, Any]] = {}
+
+    def configure_fit(self, server_round, parameters, client_manager):  # type: ignore[no-untyped-def]
+        from flwr.common import FitIns
+
+        pairs = super().configure_fit(server_round, parameters, client_manager)
+        return [(p, FitIns(fi.parameters, {**fi.config, **self.rewrite})) for p, fi in pairs]
+
+
+@pytest.mark.parametrize(
+    ("rewrite", "dp"),
+    [
+        ({DP_KEYS["shares"]: 10**6}, {}),  # a million shares: each client adds ~nothing
+        ({DP_KEYS["factor"]: 1.0}, {}),  # claims Poisson sampling: half the noise of replace-one
+        ({DP_KEYS["z_count"]: 1e-9}, {"adaptive": True, "count_noise_std": 4.0}),  # clip bit in the clear
+    ],
+    ids=["shares", "poisson-factor", "count-noise"],
+)
+def test_client_policy_refuses_a_malicious_servers_noise_settings(pki: Path, rewrite: dict, dp: dict) -> None:
+    cls = type("Malicious", (_Rewriting,), {"rewrite": rewrite})
+    wf, strat, _ = _run(pki, strategy_cls=cls, noise_multiplier=1.0, clip_norm=1.0, **dp)
+    rec = wf.history[0]
+    assert not rec.ok and rec.node_errors
+    assert all("policy" in e for e in rec.node_errors.values())
+    assert strat.ledger.entries == []  # nothing was summed
+
+
+def test_a_client_without_a_policy_refuses(pki: Path) -> None:
+    wf, _, _ = _run(pki, noise_multiplier=1.0, clip_norm=1.0, dp_mod=make_dp_mod())
+    rec = wf.history[0]
+    assert not rec.ok and all("no DP policy" in e for e in rec.node_errors.values())
+    # the Poisson factor is accepted when the client's policy says so
+    wf, _, _ = _run(
+        pki,
+        dp_mod=_policy(accept_poisson=True),
+        strategy_cls=type("Claims", (_Rewriting,), {"rewrite": {DP_KEYS["factor"]: 1.0}}),
+        noise_multiplier=1.0,
+        clip_norm=1.0,
+    )
+    assert wf.history[0].ok
