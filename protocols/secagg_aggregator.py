@@ -33,7 +33,7 @@ from protocols.aggregation import (
     resolve_options,
 )
 from protocols.weighting import WeightingCodec
-from secagg import DropStage, SecAggParams, ThreatModel, make_identities, run_round
+from secagg import ClientPolicy, DropStage, SecAggParams, ThreatModel, make_identities, run_round
 
 __all__ = ["SecAggAggregator", "SecAggOptions", "SecAggRoundStats"]
 
@@ -47,7 +47,10 @@ class SecAggOptions:
     at ``drop_stage``; also the rate the parameters are derived for), ``drop_stage``,
     ``corruption_rate`` (for the derivation), ``degree``/``threshold`` (overrides of the derived
     values), ``weighted`` (by ``num_examples``), ``max_weight`` (public normaliser of the
-    weights; default: the round's largest ``num_examples``).
+    weights; default: the round's largest ``num_examples``), ``min_clients`` (active mode with
+    derived parameters: each client holds a :class:`secagg.ClientPolicy` of this minimum cohort
+    and the rates above, derives the graph itself and refuses a weaker setup or a smaller roster;
+    with a ``degree``/``threshold`` override the clients accept the override, weaker or not).
     """
 
     threat: str = "active"
@@ -60,6 +63,7 @@ class SecAggOptions:
     threshold: int | None = None
     weighted: bool = True
     max_weight: float | None = None
+    min_clients: int = 3
 
     def __post_init__(self) -> None:
         ThreatModel.parse(self.threat)
@@ -77,6 +81,8 @@ class SecAggOptions:
                 "give both degree and threshold, or neither (derived)",
                 field="degree" if self.degree is None else "threshold",
             )
+        if not (isinstance(self.min_clients, int) and self.min_clients >= 2):
+            raise ConfigurationError(f"got {self.min_clients!r}", field="min_clients", accepted="an integer >= 2")
         for fname, iv in (("degree", self.degree), ("threshold", self.threshold)):
             if iv is not None and not (isinstance(iv, int) and iv >= 1):
                 raise ConfigurationError(f"got {iv!r}", field=fname, accepted="a positive integer")
@@ -159,6 +165,15 @@ class SecAggAggregator(Aggregator):
         return cls(options)
 
     # ------------------------------------------------------------------ parameters
+    def client_policy(self) -> ClientPolicy | None:
+        """What each client accepts (active mode, derived parameters): see :class:`SecAggOptions`."""
+        opts = self.options
+        if self.threat is not ThreatModel.ACTIVE or opts.degree is not None:
+            return None
+        return ClientPolicy(
+            min_clients=opts.min_clients, dropout_rate=opts.dropout_rate, corruption_rate=opts.corruption_rate
+        )
+
     def min_survivors(self, n: int) -> int:
         """The threshold of the round's graph: the unmasking needs at least that many survivors."""
         return n if n < 3 else min(n, self.params_for(n).threshold)
@@ -223,6 +238,7 @@ class SecAggAggregator(Aggregator):
             dropouts={self.drop_stage: dropped},
             identities=identities,
             secrets=self._secrets,
+            client_policy=self.client_policy(),
         )
         if rep.abort is not None or rep.sum is None:
             raise rep.abort or ConfigurationError("secure aggregation produced no result", field="updates")

@@ -8,6 +8,11 @@ session id, a signed consistency round, clients abort on any inconsistency).
 - :class:`SecAggClient`, :class:`SecAggServer`: pure state machines over the messages of
   :mod:`secagg.messages` (each with a versioned binary codec).
 - :func:`run_round`: the in-memory driver (dropouts at every stage, costs, hooks).
+- :class:`ClientPolicy`: what a client accepts (minimum cohort, derived degree and threshold).
+
+Who may deviate and collude, what is trusted, what each party learns and what is not covered:
+``secagg/THREAT_MODEL.md`` (the one statement; `privagg audit` runs an attack for each guarantee
+it lists, ``attacks/protocol/``, and reports what happened).
 """
 
 from secagg.client import ClientStage, SecAggClient
@@ -28,11 +33,12 @@ from secagg.messages import (
     UnmaskResponse,
     decode_message,
 )
-from secagg.params import SecAggParams, ThreatModel
+from secagg.params import ClientPolicy, SecAggParams, ThreatModel
 from secagg.server import AggregationOutcome, Envelope, SecAggServer, ServerStage
 
 __all__ = [
     "SecAggParams",
+    "ClientPolicy",
     "ThreatModel",
     "SecAggClient",
     "ClientStage",

@@ -9,26 +9,23 @@ Stages and the one transition table (``_TRANSITIONS``)::
     AWAIT_CONSISTENCY  --ConsistencyRequest-->  AWAIT_UNMASK        (sends ConsistencySignature)
     AWAIT_UNMASK       --UnmaskRequest-->       DONE                (sends UnmaskResponse)
 
-Any other message, any failed check, any message of another round or session moves the
-client to ``ABORTED`` and raises :class:`~privagg.errors.ProtocolAbort` (or its subclass
-:class:`~privagg.errors.InvalidMessage`); an aborted client reveals nothing further and
-forgets its secrets.
+Any other message, any failed check, any message of another round or session moves the client
+to ``ABORTED`` and raises :class:`~privagg.errors.ProtocolAbort` (or its subclass ``InvalidMessage``);
+an aborted client reveals nothing further and forgets its secrets.
 
-Checks (``hardened=True``, always on in active mode): the unmask lists must not repeat,
-overlap, omit or contradict what the client saw, the client must be a survivor, and at
-least ``threshold`` neighbours must have survived. In active mode, additionally: the setup
-must be of the threat model the client requires (no downgrade), every advertisement must
-carry the client's own config hash (same parameters, round and model digest), the
-neighbours' advertisements must be signed by their identity keys, and before revealing
-a key share of a dropped neighbour ``w`` the client needs ``threshold`` valid signatures
-from ``w``'s neighbours on the very survivor set it signed itself (a self-mask share needs
-none: the revealing client's own signature already commits it to "``w`` survived").
-``hardened=False`` (semi-honest only) is the textbook client that obeys the server's lists;
-it exists to demonstrate attacks, never use it to protect anyone.
+Checks (``hardened=True``, always on in active mode): the unmask lists must not repeat, overlap,
+omit or contradict what the client saw, the client must be a survivor with ``threshold`` live
+neighbours. Active mode adds: no downgrade of the threat model; every roster entry (all feed the
+session id and the graph) has the client's config hash, its identity's signature and valid keys
+(:func:`secagg.crypto.advertisement_fault`); the client signs what it sends; a key share of a
+dropped neighbour ``w`` needs ``threshold`` signatures of ``w``'s neighbours on the survivor set
+the client signed (see ``secagg/THREAT_MODEL.md``). ``hardened=False`` (semi-honest only) is the
+textbook client that obeys the server's lists, to demonstrate attacks; it protects no one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -40,13 +37,16 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 from privagg.errors import ConfigurationError, InvalidMessage, ProtocolAbort, VerificationError
 from privagg.randomness import SYSTEM_SECRETS, SecretSource
 from secagg import crypto
+from secagg.consistency import consistency_fault, roster_quorum
 from secagg.messages import (
+    MAX_ROUND,
     SHARE_BYTES,
     ConsistencyRequest,
     ConsistencySignature,
     EncryptedShares,
     KeyAdvertisement,
     KeyRoster,
+    Limits,
     MaskedInput,
     Message,
     RevealedShare,
@@ -57,7 +57,7 @@ from secagg.messages import (
     UnmaskResponse,
     decode_message,
 )
-from secagg.params import MAX_CLIENT_ID, SecAggParams, ThreatModel
+from secagg.params import MAX_CLIENT_ID, ClientPolicy, SecAggParams, ThreatModel
 from secagg.shamir import share_bytes
 
 __all__ = ["ClientStage", "SecAggClient"]
@@ -102,6 +102,7 @@ class SecAggClient:
     public key of every client, the PKI) are required in active mode. ``input_vector``
     (ring elements ``< 2**modulus_bits``) can be given now or with :meth:`set_input` any time
     before the share delivery arrives. ``round`` pins the round number the client expects.
+    ``policy`` (:class:`~secagg.params.ClientPolicy`): the parameters and cohort it accepts.
     """
 
     def __init__(
@@ -115,6 +116,7 @@ class SecAggClient:
         round: int | None = None,
         hardened: bool = True,
         secrets: SecretSource = SYSTEM_SECRETS,
+        policy: ClientPolicy | None = None,
     ) -> None:
         if not (isinstance(client_id, int) and 0 <= client_id <= MAX_CLIENT_ID):
             raise ConfigurationError(f"got {client_id!r}", field="client_id", accepted=f"0..{MAX_CLIENT_ID}")
@@ -136,6 +138,7 @@ class SecAggClient:
         self.hardened = hardened
         self._secrets = secrets
         self._expected_round = round
+        self.policy = policy
         self.stage = ClientStage.AWAIT_SETUP
         self._input: np.ndarray | None = None
         self.model_digest = b""  # announced by the setup
@@ -192,12 +195,15 @@ class SecAggClient:
                 f"no message is accepted in stage {self.stage.value}", stage=self.stage.value, party=self.client_id
             )
         try:
-            msg = decode_message(message) if isinstance(message, (bytes, bytearray, memoryview)) else message
+            raw = isinstance(message, (bytes, bytearray, memoryview))
+            msg = decode_message(bytes(message), Limits.of(self.params)) if raw else message  # type: ignore[arg-type]
             tr = _TRANSITIONS.get((self.stage, type(msg)))
             if tr is None:
                 raise InvalidMessage(f"unexpected {type(msg).__name__} in stage {self.stage.value}")
             handler: Callable[[Any], list[Message]] = getattr(self, tr.handler)
             out = handler(msg)
+            if self._identity is not None and self.threat is ThreatModel.ACTIVE:  # bind each message to its sender
+                out = [crypto.sign_message(m, self._identity) for m in out]
             nxt = tr.next_active if self.threat is ThreatModel.ACTIVE else tr.next_semi_honest
             if nxt is ClientStage.ABORTED:
                 raise InvalidMessage(f"{type(msg).__name__} is not part of the {self.threat.value} protocol")
@@ -244,12 +250,16 @@ class SecAggClient:
 
     # ------------------------------------------------------------------ stages
     def _on_setup(self, msg: RoundSetup) -> list[Message]:
+        if not 0 <= msg.round <= MAX_ROUND:
+            raise InvalidMessage(f"round {msg.round} out of range 0..{MAX_ROUND}")
         if self._expected_round is not None and msg.round != self._expected_round:
             raise InvalidMessage(f"setup for round {msg.round}, expected round {self._expected_round}")
         if msg.params.threat is not self.threat:
             raise self._fail(
                 f"server asked for {msg.params.threat.value} mode, this client requires {self.threat.value}"
             )
+        if self.policy is not None and (why := self.policy.setup_fault(msg.params)) is not None:
+            raise self._fail(why)
         if self._input is not None and self._input.size != msg.dimension:
             raise self._fail(f"vector length {msg.dimension} does not match the input ({self._input.size})")
         self.round, self.params, self.dimension = msg.round, msg.params, msg.dimension
@@ -265,16 +275,8 @@ class SecAggClient:
             enc_public_key=crypto.x25519_public(self._enc_sk),
             mask_public_key=crypto.x25519_public(self._mask_sk),
         )
-        if self.threat is ThreatModel.ACTIVE:
-            assert self._identity is not None
-            adv = KeyAdvertisement(
-                adv.round,
-                adv.client_id,
-                adv.config_hash,
-                adv.enc_public_key,
-                adv.mask_public_key,
-                crypto.sign(self._identity, crypto.advertisement_payload(adv)),
-            )
+        if self._identity is not None and self.threat is ThreatModel.ACTIVE:
+            adv = dataclasses.replace(adv, signature=crypto.sign(self._identity, crypto.advertisement_payload(adv)))
         self._advert = adv
         return [adv]
 
@@ -292,23 +294,24 @@ class SecAggClient:
             by_id[a.client_id] = a
         if by_id.get(me) != self._advert:
             raise self._fail("the roster does not hold this client's own advertisement unchanged")
+        if len(by_id) > p.num_clients:
+            raise self._fail(f"the roster holds {len(by_id)} clients, the parameters are for {p.num_clients}")
+        if self.policy is not None and (why := self.policy.roster_fault(len(by_id))) is not None:
+            raise self._fail(why)
         active = self.threat is ThreatModel.ACTIVE
-        if active:
-            for a in msg.advertisements:
-                if a.config_hash != self.config_hash:
-                    raise self._fail(f"client {a.client_id} joined a different configuration or model")
-                if a.client_id not in self._directory:
-                    raise self._fail(f"client {a.client_id} is not in the identity directory")
+        # active: every entry (not only the neighbours'): all of them feed the session id and the graph
+        for a in msg.advertisements if active else ():
+            if why := crypto.advertisement_fault(a, config_hash=self.config_hash, directory=self._directory):
+                raise self._fail(why)
         self.session_id = crypto.session_id(self.round, msg.advertisements)
         self.graph = crypto.NeighbourGraph(by_id, session=self.session_id, degree=p.degree)
         self.neighbours = self.graph.neighbours(me)
         if len(self.neighbours) < p.threshold:
             raise self._fail(f"only {len(self.neighbours)} neighbours, the threshold is {p.threshold}")
-        for v in self.neighbours:
-            a = by_id[v]
-            if active and not crypto.verify(self._directory[v], a.signature, crypto.advertisement_payload(a)):
-                raise self._fail(f"advertisement of client {v} has no valid signature")
-            self._peers[v] = a
+        self._peers = {v: by_id[v] for v in self.neighbours}
+        for a in self._peers.values() if not active else ():  # semi-honest: the keys this client uses
+            if (why := crypto.advertisement_fault(a)) is not None:
+                raise self._fail(why)
         # holders: the neighbours, then this client itself (it keeps its own self-seed share)
         xs = np.array([v + 1 for v in self.neighbours] + [me + 1], dtype=np.uint64)
         secret_key = self._mask_sk.private_bytes_raw()
@@ -458,41 +461,17 @@ class SecAggClient:
         assert self.params is not None and self.graph is not None and self.round is not None
         if self.signed_survivors is None or tuple(sorted(msg.survivors)) != self.signed_survivors:
             raise self._fail("the survivor list differs from the one this client signed")
-        sigs: dict[int, bytes] = {}
-        for cid, sig in msg.signatures:
-            if cid in sigs:
-                raise self._fail(f"two consistency signatures from client {cid}")
-            sigs[cid] = sig
-        survivors = set(msg.survivors)
-        payload = crypto.consistency_payload(self.session_id, self.round, self.signed_survivors)
-        valid: dict[int, bool] = {}
-
-        def ok(cid: int) -> bool:
-            if cid not in valid:
-                valid[cid] = (
-                    cid in sigs
-                    and cid in survivors
-                    and cid in self._directory
-                    and crypto.verify(self._directory[cid], sigs[cid], payload)
-                )
-            return valid[cid]
-
-        t = self.params.threshold
-        # Only key-share reveals need the others' signatures: an honest client that reveals a
-        # self-mask share of w signed a survivor set holding w itself, so it cannot count among
-        # t honest signers of a set without w; with 2t > k + 1 + (corrupted neighbours) the
-        # two groups cannot both reach the threshold (see secagg.params).
-        for w in sorted(set(self._held) & set(msg.dropped)):
-            group = self.graph.neighbours(w)
-            # signatures already checked first; stop as soon as t are valid
-            count = sum(1 for u in group if valid.get(u))
-            for u in group:
-                if count >= t:
-                    break
-                if u not in valid and ok(u):
-                    count += 1
-            if count < t:
-                raise self._fail(
-                    f"only {count} neighbours of dropped client {w} signed the survivor set, the threshold is "
-                    f"{self.params.threshold}"
-                )
+        g, pol = self.graph, self.policy
+        dropped_held = sorted(set(self._held) & set(msg.dropped))
+        why = consistency_fault(
+            signatures=msg.signatures,
+            survivors=msg.survivors,
+            dropped_held=dropped_held,
+            neighbours_of={w: g.neighbours(w) for w in dropped_held},
+            threshold=self.params.threshold,
+            directory=self._directory,
+            payload=crypto.consistency_payload(self.session_id, self.round, self.signed_survivors),
+            quorum=roster_quorum(len(g.ids), pol.corruption_rate) if pol is not None else None,
+        )
+        if why is not None:
+            raise self._fail(why)

@@ -12,9 +12,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -23,7 +24,15 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from privagg.errors import VerificationError
 from privagg.randomness import hkdf, label, prg_add_words, prg_words
-from secagg.messages import KeyAdvertisement, RoundSetup
+from secagg.messages import (
+    ConsistencySignature,
+    EncryptedShares,
+    KeyAdvertisement,
+    MaskedInput,
+    Message,
+    RoundSetup,
+    UnmaskResponse,
+)
 
 __all__ = [
     "DOMAIN",
@@ -32,9 +41,16 @@ __all__ = [
     "session_id",
     "advertisement_payload",
     "consistency_payload",
+    "message_payload",
+    "SIGNED_MESSAGES",
+    "sign_message",
+    "signed_by_sender",
     "sign",
     "verify",
     "x25519_public",
+    "valid_x25519_public",
+    "LOW_ORDER_U",
+    "advertisement_fault",
     "x25519_shared",
     "share_cipher_key",
     "encrypt_shares",
@@ -103,13 +119,100 @@ def sign(identity_key: ed25519.Ed25519PrivateKey, payload: bytes) -> bytes:
 def verify(public_key: bytes, signature: bytes, payload: bytes) -> bool:
     try:
         ed25519.Ed25519PublicKey.from_public_bytes(public_key).verify(signature, payload)
-    except (InvalidSignature, ValueError):
+    except (InvalidSignature, ValueError, TypeError):
         return False
     return True
 
 
+#: :func:`verify` is a pure function of its inputs: memoised for advertisements (short payloads, checked
+#: by every client of a roster), parties simulated in one process verify each one once, not once each
+_verify_advertisement = functools.lru_cache(maxsize=1 << 14)(verify)
+
+
+def message_payload(msg: EncryptedShares | MaskedInput | UnmaskResponse) -> bytes:
+    """What a client signs in active mode to bind a message to its sender (the server checks it
+    with the directory, so no client can speak in another's name): every field but the signature,
+    the bulk of it through SHA-256."""
+    if isinstance(msg, MaskedInput):
+        body = hashlib.sha256(msg.data).digest()
+        return label(DOMAIN, "masked-input", msg.round, msg.session_id, msg.sender, msg.modulus_bits, msg.count, body)
+    body = hashlib.sha256(dataclasses.replace(msg, signature=b"").encode()).digest()
+    return label(DOMAIN, "client-message", type(msg).__name__, body)
+
+
+SIGNED_MESSAGES = (EncryptedShares, MaskedInput, UnmaskResponse)
+
+
+def sign_message(msg: Message, key: ed25519.Ed25519PrivateKey) -> Message:
+    """``msg`` signed by its sender (:data:`SIGNED_MESSAGES`; any other message is returned as is)."""
+    if not isinstance(msg, SIGNED_MESSAGES):
+        return msg
+    return dataclasses.replace(msg, signature=sign(key, message_payload(msg)))
+
+
+def signed_by_sender(msg: Message, directory: Mapping[int, bytes], *, survivors: Sequence[int]) -> bool:
+    """Whether a client message carries its sender's signature: a :class:`ConsistencySignature` over
+    ``survivors``, the others over :func:`message_payload` (a :class:`KeyAdvertisement` is screened by
+    :func:`advertisement_fault`, with its own reasons)."""
+    if isinstance(msg, KeyAdvertisement):
+        return True
+    if isinstance(msg, ConsistencySignature):
+        payload = consistency_payload(msg.session_id, msg.round, survivors)
+    elif isinstance(msg, SIGNED_MESSAGES):
+        payload = message_payload(msg)
+    else:
+        return False
+    return verify(directory.get(msg.sender, b""), msg.signature, payload)
+
+
+_P25519 = (1 << 255) - 19
+#: u-coordinates of the points of order dividing 8 on Curve25519 and its twist (0, 1, p - 1 and the
+#: two of order 8): the X25519 output with them is all-zero for every private key
+LOW_ORDER_U = frozenset(
+    {
+        0,
+        1,
+        _P25519 - 1,
+        int.from_bytes(bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"), "little"),
+        int.from_bytes(bytes.fromhex("5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157"), "little"),
+    }
+)
+
+
+def valid_x25519_public(public: bytes) -> bool:
+    """A canonical X25519 public key (``u < p``, top bit clear) that is not of low order.
+
+    Every honest key passes; refusing the others at advertisement keeps them out of every key
+    agreement (a low-order point gives the same all-zero secret to everybody)."""
+    if not isinstance(public, bytes) or len(public) != 32:
+        return False
+    u = int.from_bytes(public, "little")
+    return u < _P25519 and u not in LOW_ORDER_U
+
+
 def x25519_public(private: x25519.X25519PrivateKey) -> bytes:
     return private.public_key().public_bytes_raw()
+
+
+def advertisement_fault(
+    adv: KeyAdvertisement, *, config_hash: bytes | None = None, directory: Mapping[int, bytes] | None = None
+) -> str | None:
+    """Why no honest client accepts ``adv`` (invalid keys; with ``config_hash``: another configuration
+    or model; with ``directory``: unknown identity or no valid signature), or ``None``. The server
+    screens with it and every client checks every roster entry with it: one list of reasons."""
+    c = adv.client_id
+    if config_hash is not None and adv.config_hash != config_hash:
+        return f"client {c} joined a different configuration or model"
+    if directory is not None:
+        key = directory.get(c)
+        if key is None:
+            return f"client {c} is not in the identity directory"
+        if not _verify_advertisement(key, adv.signature, advertisement_payload(adv)):
+            return f"advertisement of client {c} has no valid signature"
+    for name in ("enc_public_key", "mask_public_key"):  # last: a signed bad key is its client's fault
+        if not valid_x25519_public(getattr(adv, name)):
+            return f"client {c} advertised an invalid {name} (low order or non-canonical)"
+    return None
 
 
 def x25519_shared(private: x25519.X25519PrivateKey, peer_public: bytes) -> bytes:

@@ -11,7 +11,8 @@ Hooks let a study play a malicious server or a meddling network between the *rea
 
 - ``server_hook(envelope) -> [envelope, ...]`` rewrites the server's outbox per recipient
   (the messages to deliver instead; ``[]`` drops it);
-- ``client_hook(sender, message) -> [message, ...]`` rewrites what a client sends;
+- ``client_hook(sender, message) -> [message, ...]`` rewrites what a client sends (any object
+  with ``encode() -> bytes`` goes: a malicious client may send bytes no codec would produce);
 - ``server_observer(message)`` sees every client message the server receives (after
   ``client_hook``): what a malicious server learns from its inbox;
 - ``external_clients`` are clients the caller built (e.g. a malicious server's Sybils, with a
@@ -45,7 +46,7 @@ from privagg.errors import ConfigurationError, ProtocolAbort
 from privagg.randomness import SYSTEM_SECRETS, SecretSource
 from secagg.client import ClientStage, SecAggClient
 from secagg.messages import DIGEST_BYTES, ClientMessage, decode_message
-from secagg.params import SecAggParams, ThreatModel
+from secagg.params import ClientPolicy, SecAggParams, ThreatModel
 from secagg.server import Envelope, SecAggServer
 
 __all__ = ["DropStage", "RoundReport", "run_round", "make_identities", "STAGE_NAMES"]
@@ -132,6 +133,7 @@ class _ClientSpec:
     directory: dict[int, bytes]
     round: int
     hardened: bool
+    policy: ClientPolicy | None = None
 
     def make(self, c: int, secrets: SecretSource) -> SecAggClient:
         active = self.threat is ThreatModel.ACTIVE
@@ -143,6 +145,7 @@ class _ClientSpec:
             round=self.round,
             hardened=self.hardened,
             secrets=secrets,
+            policy=self.policy,
         )
 
 
@@ -279,6 +282,7 @@ def run_round(
     measure_memory: bool = True,
     keep_clients: bool = False,
     workers: int = 1,
+    client_policy: ClientPolicy | None = None,
 ) -> RoundReport:
     """Run one round; a :class:`ProtocolAbort` of the server ends it (``report.abort``).
 
@@ -287,7 +291,8 @@ def run_round(
     ``workers > 1`` runs the clients in that many forked processes (the server and all
     message routing stay here; client replies stream back one by one, so the server still
     adds masked vectors as they arrive). See the module docstring for the hooks;
-    ``external_clients`` need ``workers=1`` and ids apart from ``client_ids``.
+    ``external_clients`` need ``workers=1`` and ids apart from ``client_ids``. ``client_policy``:
+    what every driver client accepts (:class:`~secagg.params.ClientPolicy`).
     """
     drops: dict[DropStage, set[int]] = {s: set() for s in DropStage}
     for k, v in (dropouts or {}).items():
@@ -317,6 +322,7 @@ def run_round(
         directory=dict(directory),
         round=round,
         hardened=hardened,
+        policy=client_policy,
     )
     if workers > 1:
         if secrets is not SYSTEM_SECRETS:
@@ -329,7 +335,14 @@ def run_round(
     else:
         pool = _LocalPool(spec, list(client_ids), inputs, secrets, external)
     srv = server or SecAggServer(
-        params, clients=client_ids, dimension=dimension, round=round, model_digest=model_digest
+        params,
+        clients=client_ids,
+        dimension=dimension,
+        round=round,
+        model_digest=model_digest,
+        # active: the server checks the same PKI as the clients (screened keys, messages bound to senders)
+        directory=dict(directory) if threat is ThreatModel.ACTIVE else None,
+        nonce=SYSTEM_SECRETS.token_bytes(DIGEST_BYTES),  # a fresh session (public, not a test-seam secret)
     )
     parties = [*client_ids, *external]
     sent: dict[Any, int] = {"server": 0, **{c: 0 for c in parties}}
@@ -393,7 +406,8 @@ def run_round(
                     sent[c] += len(b)
                     recv["server"] += len(b)
                     if server_observer is not None:
-                        server_observer(decode_message(b))  # type: ignore[arg-type]
+                        with contextlib.suppress(ProtocolAbort):  # undecodable bytes: the server refuses them
+                            server_observer(decode_message(b))  # type: ignore[arg-type]
                     nxt.extend(server_call(_named(functools.partial(srv.step, [b]), "step"), extra=len(b)))
         return nxt
 

@@ -20,7 +20,23 @@ import numpy as np
 from privagg.encoding import MAX_MODULUS_BITS, packed_size
 from privagg.errors import ConfigurationError, InvalidMessage
 from secagg.params import MAX_CLIENT_ID, SecAggParams, ThreatModel
-from secagg.wire import Reader, Writer, pack_ring, unpack_ring
+from secagg.wire import (
+    MAX_DIMENSION,
+    MAX_ROUND,
+    NO_LIMITS,
+    SIGNATURE_BYTES,
+    Limits,
+    Reader,
+    Writer,
+    pack_ring,
+    read_client_id,
+    read_ids,
+    read_round,
+    read_signature,
+    unpack_ring,
+    write_ids,
+    write_signature,
+)
 
 __all__ = [
     "CODEC_VERSION",
@@ -46,20 +62,19 @@ __all__ = [
     "Message",
     "ServerMessage",
     "ClientMessage",
+    "MAX_ROUND",
+    "Limits",
     "decode_message",
 ]
 
-CODEC_VERSION = 1
+CODEC_VERSION = 2  # 2: RoundSetup nonce, sender signatures on client messages
 _MAGIC = b"PS"
 KEY_BYTES = 32
-SIGNATURE_BYTES = 64
 DIGEST_BYTES = 32
 #: one holder's share of one 32-byte secret: 16 field elements of 4 bytes
 SHARE_BYTES = 64
 #: AES-GCM of (self-seed share || key share) + 16-byte tag
 CIPHERTEXT_BYTES = 2 * SHARE_BYTES + 16
-MAX_DIMENSION = 1 << 31
-_MAX_LIST = 1 << 24
 _DELIVERED = struct.Struct(f">I{CIPHERTEXT_BYTES}s")
 _ENVELOPE = struct.Struct(f">I{DIGEST_BYTES}s{DIGEST_BYTES}s{CIPHERTEXT_BYTES}s")
 _THREAT_CODE = {ThreatModel.SEMI_HONEST: 0, ThreatModel.ACTIVE: 1}
@@ -81,61 +96,36 @@ def _open(data: bytes, type_code: int, name: str) -> Reader:
     return r
 
 
-def _cid(r: Reader) -> int:
-    v = r.u32()
-    if v > MAX_CLIENT_ID:
-        raise InvalidMessage(f"client id {v} out of range")
-    return v
-
-
-def _check_id(v: int) -> None:
-    if not (isinstance(v, int) and 0 <= v <= MAX_CLIENT_ID):
-        raise InvalidMessage(f"client id {v!r} out of range 0..{MAX_CLIENT_ID}")
-
-
-def _ids(w: Writer, ids: tuple[int, ...]) -> None:
-    w.u32(len(ids))
-    for i in ids:
-        w.u32(i)
-
-
-def _read_ids(r: Reader) -> tuple[int, ...]:
-    n = r.count(4, _MAX_LIST)
-    return tuple(_cid(r) for _ in range(n))
-
-
-def _check_bytes(b: bytes, n: int, what: str) -> None:
-    if not isinstance(b, bytes) or len(b) != n:
-        raise InvalidMessage(f"{what} must be {n} bytes")
-
-
 # ---------------------------------------------------------------------------- server -> client
 @dataclass(frozen=True, slots=True)
 class RoundSetup:
-    """Server -> every client: the round's parameters, vector length and model digest."""
+    """Server -> every client: the round's parameters, vector length and model digest, and a fresh
+    ``nonce`` naming this session (advertisements sign it, through the config hash, so none is
+    accepted in another session)."""
 
     TYPE: ClassVar[int] = 1
     round: int
     params: SecAggParams
     dimension: int
     model_digest: bytes
+    nonce: bytes = bytes(DIGEST_BYTES)
 
     def encode(self) -> bytes:
         p = self.params
         w = _header(Writer(), self.TYPE).u64(self.round)
         w.u8(_THREAT_CODE[p.threat]).u32(p.num_clients).u32(p.degree).u32(p.threshold)
         w.u8(p.modulus_bits).u8(p.value_bits).u32(self.dimension).fixed(self.model_digest, DIGEST_BYTES)
-        return w.getvalue()
+        return w.fixed(self.nonce, DIGEST_BYTES).getvalue()
 
     @classmethod
-    def decode(cls, data: bytes) -> RoundSetup:
+    def decode(cls, data: bytes, limits: Limits = NO_LIMITS) -> RoundSetup:
         r = _open(data, cls.TYPE, "RoundSetup")
-        rnd = r.u64()
+        rnd = read_round(r)
         code = r.u8()
         if code not in _THREAT_FROM:
             raise InvalidMessage("RoundSetup: unknown threat model")
         n, k, t, mb, vb, dim = r.u32(), r.u32(), r.u32(), r.u8(), r.u8(), r.u32()
-        digest = r.fixed(DIGEST_BYTES)
+        digest, nonce = r.fixed(DIGEST_BYTES), r.fixed(DIGEST_BYTES)
         r.end()
         if not 1 <= dim < MAX_DIMENSION:
             raise InvalidMessage("RoundSetup: dimension out of range")
@@ -145,7 +135,7 @@ class RoundSetup:
             )
         except ConfigurationError as e:
             raise InvalidMessage(f"RoundSetup: invalid parameters ({e})") from None
-        return cls(round=rnd, params=params, dimension=dim, model_digest=digest)
+        return cls(round=rnd, params=params, dimension=dim, model_digest=digest, nonce=nonce)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,9 +158,7 @@ class KeyAdvertisement:
     def _body(self, w: Writer) -> Writer:
         w.u64(self.round).u32(self.client_id).fixed(self.config_hash, DIGEST_BYTES)
         w.fixed(self.enc_public_key, KEY_BYTES).fixed(self.mask_public_key, KEY_BYTES)
-        if len(self.signature) not in (0, SIGNATURE_BYTES):
-            raise InvalidMessage("signature must be empty or 64 bytes")
-        return w.u8(len(self.signature)).raw(self.signature)
+        return write_signature(w, self.signature)
 
     def encode(self) -> bytes:
         return self._body(_header(Writer(), self.TYPE)).getvalue()
@@ -178,6 +166,8 @@ class KeyAdvertisement:
     @classmethod
     def _read(cls, r: Reader) -> KeyAdvertisement:
         rnd, cid, ch, epk, mpk, slen = r.unpack(_ADV_STRUCT)
+        if rnd > MAX_ROUND:
+            raise InvalidMessage(f"round {rnd} out of range 0..{MAX_ROUND}")
         if cid > MAX_CLIENT_ID:
             raise InvalidMessage(f"client id {cid} out of range")
         if slen not in (0, SIGNATURE_BYTES):
@@ -185,7 +175,7 @@ class KeyAdvertisement:
         return cls(rnd, cid, ch, epk, mpk, r.fixed(slen))
 
     @classmethod
-    def decode(cls, data: bytes) -> KeyAdvertisement:
+    def decode(cls, data: bytes, limits: Limits = NO_LIMITS) -> KeyAdvertisement:
         r = _open(data, cls.TYPE, "KeyAdvertisement")
         m = cls._read(r)
         r.end()
@@ -211,10 +201,10 @@ class KeyRoster:
         return w.getvalue()
 
     @classmethod
-    def decode(cls, data: bytes) -> KeyRoster:
+    def decode(cls, data: bytes, limits: Limits = NO_LIMITS) -> KeyRoster:
         r = _open(data, cls.TYPE, "KeyRoster")
-        rnd = r.u64()
-        n = r.count(_ADV_MIN, _MAX_LIST)
+        rnd = read_round(r)
+        n = r.count(_ADV_MIN, limits.clients)
         advs = tuple(KeyAdvertisement._read(r) for _ in range(n))
         r.end()
         return cls(rnd, advs)
@@ -244,10 +234,10 @@ class ShareDelivery:
         return w.getvalue()
 
     @classmethod
-    def decode(cls, data: bytes) -> ShareDelivery:
+    def decode(cls, data: bytes, limits: Limits = NO_LIMITS) -> ShareDelivery:
         r = _open(data, cls.TYPE, "ShareDelivery")
-        rnd, sid, rcp = r.u64(), r.fixed(DIGEST_BYTES), _cid(r)
-        n = r.count(_DELIVERED.size, _MAX_LIST)
+        rnd, sid, rcp = read_round(r), r.fixed(DIGEST_BYTES), read_client_id(r)
+        n = r.count(_DELIVERED.size, limits.clients)
         shares = tuple(DeliveredShare(*r.unpack(_DELIVERED)) for _ in range(n))
         if any(s.sender > MAX_CLIENT_ID for s in shares):
             raise InvalidMessage("ShareDelivery: client id out of range")
@@ -266,14 +256,14 @@ class ConsistencyRequest:
 
     def encode(self) -> bytes:
         w = _header(Writer(), self.TYPE).u64(self.round).fixed(self.session_id, DIGEST_BYTES)
-        _ids(w, self.survivors)
+        write_ids(w, self.survivors)
         return w.getvalue()
 
     @classmethod
-    def decode(cls, data: bytes) -> ConsistencyRequest:
+    def decode(cls, data: bytes, limits: Limits = NO_LIMITS) -> ConsistencyRequest:
         r = _open(data, cls.TYPE, "ConsistencyRequest")
-        rnd, sid = r.u64(), r.fixed(DIGEST_BYTES)
-        ids = _read_ids(r)
+        rnd, sid = read_round(r), r.fixed(DIGEST_BYTES)
+        ids = read_ids(r, limits.clients)
         r.end()
         return cls(rnd, sid, ids)
 
@@ -294,20 +284,20 @@ class UnmaskRequest:
 
     def encode(self) -> bytes:
         w = _header(Writer(), self.TYPE).u64(self.round).fixed(self.session_id, DIGEST_BYTES)
-        _ids(w, self.survivors)
-        _ids(w, self.dropped)
+        write_ids(w, self.survivors)
+        write_ids(w, self.dropped)
         w.u32(len(self.signatures))
         for cid, sig in self.signatures:
             w.u32(cid).fixed(sig, SIGNATURE_BYTES)
         return w.getvalue()
 
     @classmethod
-    def decode(cls, data: bytes) -> UnmaskRequest:
+    def decode(cls, data: bytes, limits: Limits = NO_LIMITS) -> UnmaskRequest:
         r = _open(data, cls.TYPE, "UnmaskRequest")
-        rnd, sid = r.u64(), r.fixed(DIGEST_BYTES)
-        surv, drop = _read_ids(r), _read_ids(r)
-        n = r.count(4 + SIGNATURE_BYTES, _MAX_LIST)
-        sigs = tuple((_cid(r), r.fixed(SIGNATURE_BYTES)) for _ in range(n))
+        rnd, sid = read_round(r), r.fixed(DIGEST_BYTES)
+        surv, drop = read_ids(r, limits.clients), read_ids(r, limits.clients)
+        n = r.count(4 + SIGNATURE_BYTES, limits.clients)
+        sigs = tuple((read_client_id(r), r.fixed(SIGNATURE_BYTES)) for _ in range(n))
         r.end()
         return cls(rnd, sid, surv, drop, sigs)
 
@@ -333,6 +323,7 @@ class EncryptedShares:
     sender: int
     self_seed_commitment: bytes
     envelopes: tuple[ShareEnvelope, ...]
+    signature: bytes = b""  # active mode: the sender's Ed25519 signature (secagg.crypto.message_payload)
 
     def encode(self) -> bytes:
         w = _header(Writer(), self.TYPE).u64(self.round).fixed(self.session_id, DIGEST_BYTES).u32(self.sender)
@@ -340,18 +331,19 @@ class EncryptedShares:
         for e in self.envelopes:
             w.u32(e.recipient).fixed(e.self_share_commitment, DIGEST_BYTES)
             w.fixed(e.key_share_commitment, DIGEST_BYTES).fixed(e.ciphertext, CIPHERTEXT_BYTES)
-        return w.getvalue()
+        return write_signature(w, self.signature).getvalue()
 
     @classmethod
-    def decode(cls, data: bytes) -> EncryptedShares:
+    def decode(cls, data: bytes, limits: Limits = NO_LIMITS) -> EncryptedShares:
         r = _open(data, cls.TYPE, "EncryptedShares")
-        rnd, sid, snd, com = r.u64(), r.fixed(DIGEST_BYTES), _cid(r), r.fixed(DIGEST_BYTES)
-        n = r.count(_ENVELOPE.size, _MAX_LIST)
+        rnd, sid, snd, com = read_round(r), r.fixed(DIGEST_BYTES), read_client_id(r), r.fixed(DIGEST_BYTES)
+        n = r.count(_ENVELOPE.size, limits.clients)
         envs = tuple(ShareEnvelope(*r.unpack(_ENVELOPE)) for _ in range(n))
         if any(e.recipient > MAX_CLIENT_ID for e in envs):
             raise InvalidMessage("EncryptedShares: client id out of range")
+        sig = read_signature(r)
         r.end()
-        return cls(rnd, sid, snd, com, envs)
+        return cls(rnd, sid, snd, com, envs, sig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,6 +357,7 @@ class MaskedInput:
     modulus_bits: int
     count: int
     data: bytes
+    signature: bytes = b""  # active mode: the sender's Ed25519 signature (secagg.crypto.message_payload)
 
     @classmethod
     def from_values(
@@ -380,17 +373,18 @@ class MaskedInput:
         w.u8(self.modulus_bits).u32(self.count)
         if len(self.data) != packed_size(self.count, self.modulus_bits):
             raise InvalidMessage("MaskedInput: data size does not match count and modulus_bits")
-        return w.raw(self.data).getvalue()
+        return write_signature(w, self.signature).raw(self.data).getvalue()
 
     @classmethod
-    def decode(cls, data: bytes) -> MaskedInput:
+    def decode(cls, data: bytes, limits: Limits = NO_LIMITS) -> MaskedInput:
         r = _open(data, cls.TYPE, "MaskedInput")
-        rnd, sid, snd, mb, cnt = r.u64(), r.fixed(DIGEST_BYTES), _cid(r), r.u8(), r.u32()
-        if not 1 <= mb <= MAX_MODULUS_BITS or not 1 <= cnt < MAX_DIMENSION:
+        rnd, sid, snd, mb, cnt = read_round(r), r.fixed(DIGEST_BYTES), read_client_id(r), r.u8(), r.u32()
+        if not 1 <= mb <= MAX_MODULUS_BITS or not 1 <= cnt <= limits.dimension:
             raise InvalidMessage("MaskedInput: modulus_bits or count out of range")
+        sig = read_signature(r)
         if r.remaining() != packed_size(cnt, mb):
             raise InvalidMessage("MaskedInput: payload size does not match count and modulus_bits")
-        return cls(rnd, sid, snd, mb, cnt, r.rest())
+        return cls(rnd, sid, snd, mb, cnt, r.rest(), sig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,9 +402,9 @@ class ConsistencySignature:
         return w.fixed(self.signature, SIGNATURE_BYTES).getvalue()
 
     @classmethod
-    def decode(cls, data: bytes) -> ConsistencySignature:
+    def decode(cls, data: bytes, limits: Limits = NO_LIMITS) -> ConsistencySignature:
         r = _open(data, cls.TYPE, "ConsistencySignature")
-        m = cls(r.u64(), r.fixed(DIGEST_BYTES), _cid(r), r.fixed(SIGNATURE_BYTES))
+        m = cls(read_round(r), r.fixed(DIGEST_BYTES), read_client_id(r), r.fixed(SIGNATURE_BYTES))
         r.end()
         return m
 
@@ -431,6 +425,7 @@ class UnmaskResponse:
     sender: int
     self_shares: tuple[RevealedShare, ...]
     key_shares: tuple[RevealedShare, ...]
+    signature: bytes = b""  # active mode: the sender's Ed25519 signature (secagg.crypto.message_payload)
 
     def encode(self) -> bytes:
         w = _header(Writer(), self.TYPE).u64(self.round).fixed(self.session_id, DIGEST_BYTES).u32(self.sender)
@@ -438,25 +433,26 @@ class UnmaskResponse:
             w.u32(len(lst))
             for s in lst:
                 w.u32(s.owner).fixed(s.share, SHARE_BYTES)
-        return w.getvalue()
+        return write_signature(w, self.signature).getvalue()
 
     @classmethod
-    def decode(cls, data: bytes) -> UnmaskResponse:
+    def decode(cls, data: bytes, limits: Limits = NO_LIMITS) -> UnmaskResponse:
         r = _open(data, cls.TYPE, "UnmaskResponse")
-        rnd, sid, snd = r.u64(), r.fixed(DIGEST_BYTES), _cid(r)
+        rnd, sid, snd = read_round(r), r.fixed(DIGEST_BYTES), read_client_id(r)
         lists = []
         for _ in range(2):
-            n = r.count(4 + SHARE_BYTES, _MAX_LIST)
-            lists.append(tuple(RevealedShare(_cid(r), r.fixed(SHARE_BYTES)) for _ in range(n)))
+            n = r.count(4 + SHARE_BYTES, limits.clients)
+            lists.append(tuple(RevealedShare(read_client_id(r), r.fixed(SHARE_BYTES)) for _ in range(n)))
+        sig = read_signature(r)
         r.end()
-        return cls(rnd, sid, snd, lists[0], lists[1])
+        return cls(rnd, sid, snd, lists[0], lists[1], sig)
 
 
 ServerMessage: TypeAlias = RoundSetup | KeyRoster | ShareDelivery | ConsistencyRequest | UnmaskRequest
 ClientMessage: TypeAlias = KeyAdvertisement | EncryptedShares | MaskedInput | ConsistencySignature | UnmaskResponse
 Message: TypeAlias = ServerMessage | ClientMessage
 
-_DECODERS: dict[int, Callable[[bytes], Any]] = {
+_DECODERS: dict[int, Callable[[bytes, Limits], Any]] = {
     c.TYPE: c.decode
     for c in (
         RoundSetup,
@@ -473,8 +469,11 @@ _DECODERS: dict[int, Callable[[bytes], Any]] = {
 }
 
 
-def decode_message(data: bytes) -> Message:
-    """Decode any SecAgg message from untrusted bytes (or raise :class:`InvalidMessage`)."""
+def decode_message(data: bytes, limits: Limits = NO_LIMITS) -> Message:
+    """Decode any SecAgg message from untrusted bytes (or raise :class:`InvalidMessage`).
+
+    A party passes the :class:`Limits` of its round (``Limits.of(params, dimension)``): no list
+    longer than the cohort, no vector longer than the round's, is even allocated."""
     if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) < 4:
         raise InvalidMessage("message too short")
     data = bytes(data)
@@ -482,7 +481,7 @@ def decode_message(data: bytes) -> Message:
     if dec is None:
         raise InvalidMessage(f"unknown message type {data[3]}")
     try:
-        return dec(data)  # type: ignore[no-any-return]
+        return dec(data, limits)  # type: ignore[no-any-return]
     except InvalidMessage:
         raise
     except Exception as e:  # defence in depth: a codec bug must not leak another exception type

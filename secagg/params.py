@@ -24,6 +24,17 @@ dropout rate ``delta`` and a corruption rate ``gamma`` (clients colluding with t
    neighbours alive at unmasking, ``n * P[Bin(k, 1 - delta) < t] <= 2**-failure_bits``.
 
 When ``k >= n - 1`` the graph is complete (Bonawitz et al. 2017) and condition 3 is moot.
+
+Grinding. The ring order is a hash of the session id: the round, every config hash (the setup
+with its nonce) and every signed advertisement of the roster. Nobody picks neighbourhoods, and
+every client recomputes its own from the roster it verified (all entries). Whoever can change
+that input can *retry*, though: the server by leaving clients out of the roster (they look like
+clients that never advertised; a client's ``ClientPolicy.min_clients`` bounds how many) or by
+choosing the nonce, colluding clients by drawing new keys. Each retry is a fresh uniform ring
+for the same corrupted set, so ``2**g`` retries multiply the probability of conditions 2 and 3
+failing by at most ``2**g`` (union bound): they must hold at ``security_bits + grinding_bits``,
+where ``grinding_bits`` bounds ``log2`` of the adversary's retries (its hashing budget).
+``grinding_bits=0`` (the default) assumes none; 40 buys protection from ``2**40`` tries.
 The ring is ``modulus_bits = sum_bits(n, value_bits)`` so a sum of ``n`` encodings never
 wraps. User-supplied values are validated structurally (1, a connected graph, a ring that
 holds the sum) with a :class:`~privagg.errors.ConfigurationError` naming what would work.
@@ -32,13 +43,14 @@ holds the sum) with a :class:`~privagg.errors.ConfigurationError` naming what wo
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from dataclasses import dataclass
 
 from privagg.encoding import MAX_MODULUS_BITS, sum_bits
 from privagg.errors import ConfigurationError
 
-__all__ = ["ThreatModel", "SecAggParams", "MAX_CLIENT_ID"]
+__all__ = ["ThreatModel", "SecAggParams", "ClientPolicy", "MAX_CLIENT_ID"]
 
 #: client ids are Shamir evaluation points ``id + 1`` in GF(2**31 - 1)
 MAX_CLIENT_ID = (1 << 31) - 3
@@ -181,8 +193,10 @@ class SecAggParams:
         failure_bits: int = 20,
         threat: ThreatModel | str = ThreatModel.ACTIVE,
         value_bits: int = 16,
+        grinding_bits: int = 0,
     ) -> SecAggParams:
-        """The smallest graph meeting the conditions of the module docstring.
+        """The smallest graph meeting the conditions of the module docstring (privacy at
+        ``security_bits + grinding_bits``: see *Grinding* there).
 
         ``corruption_rate`` has no default on purpose: it is the fraction of clients assumed to
         collude with the server, and ``0.0`` (nobody colludes) must be a conscious choice.
@@ -191,16 +205,10 @@ class SecAggParams:
         n = num_clients
         if not isinstance(n, int) or n < 2:
             raise ConfigurationError(f"got {n!r}", field="num_clients", accepted="an integer >= 2")
-        for name, v in (("dropout_rate", dropout_rate), ("corruption_rate", corruption_rate)):
-            if not (isinstance(v, (int, float)) and 0.0 <= v < 1.0):
-                raise ConfigurationError(f"got {v!r}", field=name, accepted="0 <= rate < 1")
-        if dropout_rate + corruption_rate >= 1.0:
-            raise ConfigurationError(
-                "dropout_rate + corruption_rate must stay below 1", field="dropout_rate", accepted="a sum < 1"
-            )
-        for name, b in (("security_bits", security_bits), ("failure_bits", failure_bits)):
-            if not (isinstance(b, int) and 1 <= b <= 256):
-                raise ConfigurationError(f"got {b!r}", field=name, accepted="1..256")
+        cls._validate_rates(dropout_rate, corruption_rate, security_bits, failure_bits)
+        if not (isinstance(grinding_bits, int) and 0 <= grinding_bits <= 128):
+            raise ConfigurationError(f"got {grinding_bits!r}", field="grinding_bits", accepted="0..128")
+        security_bits += grinding_bits
         found = cls._search(n, dropout_rate, corruption_rate, security_bits, failure_bits, threat)
         if found is None:
             hint = "fewer dropouts or corrupted clients, or smaller failure_bits/security_bits"
@@ -224,6 +232,19 @@ class SecAggParams:
             threat=threat,
             value_bits=value_bits,
         )
+
+    @staticmethod
+    def _validate_rates(dropout_rate: float, corruption_rate: float, security_bits: int, failure_bits: int) -> None:
+        for name, v in (("dropout_rate", dropout_rate), ("corruption_rate", corruption_rate)):
+            if not (isinstance(v, (int, float)) and 0.0 <= v < 1.0):
+                raise ConfigurationError(f"got {v!r}", field=name, accepted="0 <= rate < 1")
+        if dropout_rate + corruption_rate >= 1.0:
+            raise ConfigurationError(
+                "dropout_rate + corruption_rate must stay below 1", field="dropout_rate", accepted="a sum < 1"
+            )
+        for name, b in (("security_bits", security_bits), ("failure_bits", failure_bits)):
+            if not (isinstance(b, int) and 1 <= b <= 256):
+                raise ConfigurationError(f"got {b!r}", field=name, accepted="1..256")
 
     @staticmethod
     def _search(n: int, delta: float, gamma: float, sec: int, fail: int, threat: ThreatModel) -> tuple[int, int] | None:
@@ -276,3 +297,81 @@ class SecAggParams:
     def word_bits(self) -> int:
         """Width of the machine words used for masking (arithmetic wraps mod 2**word_bits)."""
         return 32 if self.modulus_bits <= 32 else 64
+
+
+@dataclass(frozen=True, slots=True)
+class ClientPolicy:
+    """What one client accepts, whatever the server sends (the parameters protect the client, so
+    they are the client's to check): from the deployment's signed configuration or its own settings.
+
+    - ``min_clients``: the smallest population a setup may claim and the smallest roster the client
+      joins. ``corruption_rate`` is assumed *of every roster the client accepts*: with ``C``
+      colluding clients in all, a server filling a roster with them reaches ``C / min_clients``, so
+      choose ``min_clients >= C / corruption_rate``.
+    - ``dropout_rate``, ``corruption_rate``, ``security_bits``, ``failure_bits``, ``grinding_bits``: as in
+      :meth:`SecAggParams.derive`, the one derivation: the client derives the degree and threshold
+      for the setup's population itself and refuses a setup that is weaker by the calculation of
+      the module docstring (:meth:`SecAggParams.security_log2`).
+    - In active mode the client also needs consistency signatures from more than
+      ``(1 + corruption_rate) / 2`` of the roster before revealing anything
+      (:func:`secagg.consistency.roster_quorum`): rounds where more than about half of the roster
+      drops before signing do not complete (a split view looks the same).
+    """
+
+    min_clients: int
+    dropout_rate: float
+    corruption_rate: float
+    security_bits: int = 40
+    failure_bits: int = 20
+    grinding_bits: int = 0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.min_clients, int) and 2 <= self.min_clients <= MAX_CLIENT_ID):
+            raise ConfigurationError(f"got {self.min_clients!r}", field="min_clients", accepted=f"2..{MAX_CLIENT_ID}")
+        # the same validation as the derivation (rates, bits), on a population of min_clients
+        SecAggParams._validate_rates(self.dropout_rate, self.corruption_rate, self.security_bits, self.failure_bits)
+        if not (isinstance(self.grinding_bits, int) and 0 <= self.grinding_bits <= 128):
+            raise ConfigurationError(f"got {self.grinding_bits!r}", field="grinding_bits", accepted="0..128")
+
+    def required(self, num_clients: int, threat: ThreatModel | str, value_bits: int = 16) -> SecAggParams:
+        """The parameters this client derives for a population of ``num_clients`` (memoised: pure)."""
+        return _required(self, num_clients, ThreatModel.parse(threat), value_bits)
+
+    def setup_fault(self, params: SecAggParams) -> str | None:
+        """Why this client refuses a setup with ``params`` (``None``: accepted)."""
+        n, k, t = params.num_clients, params.degree, params.threshold
+        if n < self.min_clients:
+            return f"the setup claims {n} clients, this client's minimum cohort is {self.min_clients}"
+        try:
+            need = self.required(n, params.threat, params.value_bits)
+        except ConfigurationError:
+            return f"no parameters meet this client's policy for {n} clients"
+        if (k, t) == (need.degree, need.threshold):
+            return None
+        if params.security_log2(self.corruption_rate, self.dropout_rate) <= -self.security_bits - self.grinding_bits:
+            return None  # another graph, at least as secure by the same calculation
+        return (
+            f"degree {k} / threshold {t} is weaker than this client derives for {n} clients "
+            f"(degree {need.degree}, threshold {need.threshold}: 2^-{self.security_bits} at dropout "
+            f"{self.dropout_rate:g}, corruption {self.corruption_rate:g})"
+        )
+
+    def roster_fault(self, size: int) -> str | None:
+        """Why this client refuses a roster of ``size`` clients (``None``: accepted)."""
+        if size < self.min_clients:
+            return f"the roster holds {size} clients, below this client's minimum cohort of {self.min_clients}"
+        return None
+
+
+@functools.lru_cache(maxsize=256)
+def _required(policy: ClientPolicy, n: int, threat: ThreatModel, value_bits: int) -> SecAggParams:
+    return SecAggParams.derive(
+        num_clients=n,
+        dropout_rate=policy.dropout_rate,
+        corruption_rate=policy.corruption_rate,
+        security_bits=policy.security_bits,
+        failure_bits=policy.failure_bits,
+        threat=threat,
+        value_bits=value_bits,
+        grinding_bits=policy.grinding_bits,
+    )

@@ -15,23 +15,19 @@ method that closes the stage and the stage that follows)::
     COLLECT_UNMASK      UnmaskResponse        -> DONE: ``server.result``
 
 Masked vectors are added into one accumulator as they arrive (memory O(vector length)).
-A client message from another round or session, from a client not expected at this stage,
-or repeated, is *rejected* (recorded in ``server.rejected``) without disturbing the round.
-Given the identity ``directory`` (active mode: client id -> raw Ed25519 public key, the PKI
-the clients check against), the server also rejects every key advertisement no honest
-client would accept -- another configuration or model (config hash), an id outside the
-directory, no valid signature -- so one such client cannot make every honest client abort
-on the roster; without it those advertisements reach the roster and the clients abort.
-Every revealed share is checked against the commitment its dealer made; a wrong share is
-recorded in ``server.corrupt_shares`` (attributed to the holder) and ignored; a secret that
-does not match its dealer's commitment aborts the round naming the dealer.
+A client message that fails to decode (within the round's :class:`Limits`), from another round
+or session, from a client not expected now, repeated, unsigned by its sender (active mode with
+the ``directory``), or malformed in any way is *rejected* (``server.rejected``, attributed)
+without disturbing the round: no client input raises anything but a typed :class:`ProtocolAbort`.
+Advertisements no honest client would accept are rejected (:func:`secagg.crypto.advertisement_fault`:
+invalid X25519 keys always; with the directory, another configuration, unknown id, bad signature).
+Revealed shares are checked against their dealer's commitments: a wrong one is recorded in
+``server.corrupt_shares`` (holder) and ignored; a committed share outside the field or a secret
+that misses its commitment names the dealer. See ``secagg/THREAT_MODEL.md``.
 
-Everything the server knows is public attribute state (``advertisements``, ``roster``,
-``session_id``, ``graph``, ``delivered_to``, ``survivors``, ``dropped``, ``signatures``,
-``revealed_self_shares``, ``revealed_key_shares``): a malicious server for attack studies is
-code that reads this state and sends its own messages: edit any outgoing message per
-recipient with the driver's ``server_hook``, or subclass and override :meth:`build_roster`
-(e.g. Sybil clients) or any ``_close_*`` stage method.
+All the server knows is public state (``advertisements``, ``roster``, ``session_id``, ``graph``,
+``survivors``, ``revealed_*_shares``, ...): a malicious server for attack studies reads it and edits
+its messages (the driver's ``server_hook``, or override :meth:`build_roster` / any ``_close_*``).
 """
 
 from __future__ import annotations
@@ -49,6 +45,8 @@ from secagg import crypto
 from secagg.messages import (
     CIPHERTEXT_BYTES,
     DIGEST_BYTES,
+    MAX_ROUND,
+    SHARE_BYTES,
     ClientMessage,
     ConsistencyRequest,
     ConsistencySignature,
@@ -56,6 +54,7 @@ from secagg.messages import (
     EncryptedShares,
     KeyAdvertisement,
     KeyRoster,
+    Limits,
     MaskedInput,
     RoundSetup,
     ServerMessage,
@@ -65,7 +64,7 @@ from secagg.messages import (
     decode_message,
 )
 from secagg.params import SecAggParams, ThreatModel
-from secagg.shamir import reconstruct_bytes
+from secagg.shamir import is_share, reconstruct_bytes
 from secagg.wire import add_packed
 
 __all__ = ["ServerStage", "Envelope", "AggregationOutcome", "SecAggServer"]
@@ -132,12 +131,11 @@ _TRANSITIONS: dict[ServerStage, _Stage] = {
 
 
 class SecAggServer:
-    """The server of one round over the cohort ``clients``.
+    """The server of one round over the cohort ``clients``. ``nonce``: 32 fresh random bytes naming the
+    session (the driver draws them): advertisements sign it, none is accepted in another session.
 
-    ``directory`` (active mode only, optional): the clients' identity public keys (client id
-    -> raw Ed25519 key), the same PKI the clients hold; with it, advertisements no honest
-    client would accept are rejected at the key stage instead of reaching the roster.
-    """
+    ``directory`` (active mode): the clients' PKI (id -> raw Ed25519 key); with it the server rejects
+    advertisements no honest client accepts, and client messages not signed by their sender."""
 
     def __init__(
         self,
@@ -148,7 +146,10 @@ class SecAggServer:
         round: int = 0,
         model_digest: bytes = bytes(DIGEST_BYTES),
         directory: Mapping[int, bytes] | None = None,
+        nonce: bytes = bytes(DIGEST_BYTES),
     ) -> None:
+        if not (isinstance(round, int) and 0 <= round <= MAX_ROUND):
+            raise ConfigurationError(f"got {round!r}", field="round", accepted=f"0..{MAX_ROUND}")
         ids = [int(c) for c in clients]
         if len(set(ids)) != len(ids):
             raise ConfigurationError("client ids repeat", field="clients")
@@ -164,13 +165,18 @@ class SecAggServer:
             )
         self.params = params
         self.clients = tuple(ids)
-        self.setup = RoundSetup(round=round, params=params, dimension=dimension, model_digest=model_digest)
+        if not (isinstance(nonce, bytes) and len(nonce) == DIGEST_BYTES):
+            raise ConfigurationError("the session nonce is 32 bytes", field="nonce")
+        self.setup = RoundSetup(round=round, params=params, dimension=dimension, model_digest=model_digest, nonce=nonce)
         self.directory: dict[int, bytes] | None = dict(directory) if directory is not None else None
         self.round = round
         self.dimension = dimension
+        self._limits = Limits.of(params, dimension)
+        self._config_hash = crypto.config_hash(self.setup)
         self.stage = ServerStage.COLLECT_KEYS
         self.rejected: list[tuple[int | None, str]] = []
         self.corrupt_shares: list[tuple[int, int, str]] = []  # (holder, owner, kind)
+        self._own_shares: dict[int, bytes] = {}  # survivor -> its own share of its self-mask seed
         self._expected: set[int] = set(ids)
         self._answered: set[int] = set()
         self.advertisements: dict[int, KeyAdvertisement] = {}
@@ -243,7 +249,7 @@ class SecAggServer:
                 self.rejected.append((None, f"message after the round ended ({self.stage.value})"))
                 continue
             try:
-                msg = decode_message(item) if isinstance(item, (bytes, bytearray, memoryview)) else item
+                msg = decode_message(item, self._limits) if isinstance(item, (bytes, bytearray, memoryview)) else item
             except InvalidMessage as e:
                 self.rejected.append((None, e.reason))
                 continue
@@ -252,14 +258,15 @@ class SecAggServer:
             if not isinstance(msg, spec.accepts):
                 self.rejected.append((sender, f"unexpected {type(msg).__name__} in stage {self.stage.value}"))
                 continue
-            reason = self._screen(msg, sender)  # type: ignore[arg-type]
+            try:
+                if (reason := self._screen(msg, sender)) is None:  # type: ignore[arg-type]
+                    getattr(self, spec.handler)(msg)
+            except InvalidMessage as e:
+                reason = e.reason
+            except Exception as e:  # an object no codec checked: screened, not a crash
+                reason = f"malformed {type(msg).__name__} ({type(e).__name__})"
             if reason is not None:
                 self.rejected.append((sender, reason))
-                continue
-            try:
-                getattr(self, spec.handler)(msg)
-            except InvalidMessage as e:
-                self.rejected.append((sender, e.reason))
                 continue
             assert sender is not None
             self._answered.add(sender)
@@ -274,10 +281,10 @@ class SecAggServer:
         spec = _TRANSITIONS[self.stage]
         try:
             out: list[Envelope] = getattr(self, spec.close)()
-        except ProtocolAbort as e:
-            stage = self.stage.value
-            self.stage = ServerStage.ABORTED
-            self._acc = None
+        except (ProtocolAbort, VerificationError, ValueError) as e:  # the last two: defence in depth
+            stage, self.stage, self._acc = self.stage.value, ServerStage.ABORTED, None
+            if not isinstance(e, ProtocolAbort):
+                raise ProtocolAbort(f"unexpected {type(e).__name__} closing the stage", stage=stage) from None
             if e.stage is None:
                 raise ProtocolAbort(e.reason, stage=stage, party=e.party if e.party is not None else "server") from None
             raise
@@ -297,6 +304,8 @@ class SecAggServer:
         sid = getattr(msg, "session_id", None)
         if sid is not None and sid != self.session_id:
             return "message of another session"
+        if self.directory is not None and not crypto.signed_by_sender(msg, self.directory, survivors=self.survivors):
+            return f"message not signed by client {sender}"  # active: bound to its sender
         return None
 
     def _abort(self, reason: str, party: object = "server") -> ProtocolAbort:
@@ -309,21 +318,11 @@ class SecAggServer:
 
     # ------------------------------------------------------------------ stage handlers
     def _on_advert(self, msg: KeyAdvertisement) -> None:
-        if self.directory is not None:
-            self._screen_advert(msg)
+        """What every honest client checks on the roster, checked here first (same reasons)."""
+        ch = self._config_hash if self.directory is not None else None
+        if (why := crypto.advertisement_fault(msg, config_hash=ch, directory=self.directory)) is not None:
+            raise InvalidMessage(why)
         self.advertisements[msg.client_id] = msg
-
-    def _screen_advert(self, msg: KeyAdvertisement) -> None:
-        """What every honest active client checks on the roster, checked here first (same reasons)."""
-        assert self.directory is not None
-        c = msg.client_id
-        if msg.config_hash != crypto.config_hash(self.setup):
-            raise InvalidMessage(f"client {c} joined a different configuration or model")
-        key = self.directory.get(c)
-        if key is None:
-            raise InvalidMessage(f"client {c} is not in the identity directory")
-        if not crypto.verify(key, msg.signature, crypto.advertisement_payload(msg)):
-            raise InvalidMessage(f"advertisement of client {c} has no valid signature")
 
     def build_roster(self, advertisements: dict[int, KeyAdvertisement]) -> KeyRoster:
         """The roster to send (an honest server: every advertisement it received, by id).
@@ -423,9 +422,12 @@ class SecAggServer:
             for rs in lst:
                 owner = rs.owner
                 if kind == "self" and owner == holder:
-                    # a survivor's own share of its seed: no commitment; a wrong one fails the
-                    # reconstruction check, which blames this same client
-                    self._store_share(kind, owner, holder, rs.share)
+                    # a survivor's own share of its seed: no commitment; used only when fewer than
+                    # threshold committed shares arrive (a wrong one then blames this same client)
+                    if is_share(rs.share, SHARE_BYTES):
+                        self._own_shares[owner] = rs.share
+                    else:
+                        self.rejected.append((holder, "its own self-mask share is not made of field elements"))
                     continue
                 if owner not in allowed or owner not in self.delivered_to.get(holder, ()):
                     self.rejected.append((holder, f"unrequested {kind} share of client {owner}"))
@@ -439,25 +441,28 @@ class SecAggServer:
                 if got != want:
                     self.corrupt_shares.append((holder, owner, kind))
                     continue
+                # a committed share is what its dealer dealt: one outside the field names the dealer
+                # when the secret is rebuilt (shamir.reconstruct_bytes -> VerificationError)
                 self._store_share(kind, owner, holder, rs.share)
         self.responders.add(holder)
 
     def _shares_of(self, kind: str, owner: int) -> dict[int, bytes]:
         ids, blob = self._revealed[kind].get(owner, (array.array("i"), bytearray()))
-        return {h: bytes(blob[64 * i : 64 * i + 64]) for i, h in enumerate(ids)}
+        out = {h: bytes(blob[64 * i : 64 * i + 64]) for i, h in enumerate(ids)}
+        if kind == "self" and len(out) < self.params.threshold and owner in self._own_shares:
+            out[owner] = self._own_shares[owner]
+        return out
 
     def _reconstruct(self, owner: int, shares: dict[int, bytes], kind: str) -> bytes:
         t = self.params.threshold
         if len(shares) < t:
-            raise self._abort(
-                f"only {len(shares)} valid {kind} shares of client {owner}, the threshold is {t}", party="server"
-            )
+            raise self._abort(f"only {len(shares)} valid {kind} shares of client {owner}, the threshold is {t}")
         holders = sorted(shares)[:t]
-        arr = np.stack([np.frombuffer(shares[h], dtype="<u4").astype(np.uint64) for h in holders])
         xs = np.array([h + 1 for h in holders], dtype=np.uint64)
-        try:
+        try:  # shares are what the dealer committed to (or its own): any failure is the dealer's
+            arr = np.stack([np.frombuffer(shares[h], dtype="<u4").astype(np.uint64) for h in holders])
             (secret,) = reconstruct_bytes(arr[:, None, :], xs=xs)
-        except VerificationError:
+        except (VerificationError, ValueError):
             raise self._abort(f"client {owner} dealt inconsistent shares", party=owner) from None
         return secret
 

@@ -27,6 +27,7 @@ __all__ = [
     "share_bytes",
     "reconstruct_bytes",
     "lagrange_at_zero",
+    "is_share",
 ]
 
 PRIME = (1 << 31) - 1
@@ -105,6 +106,14 @@ def reconstruct(shares: np.ndarray, *, xs: np.ndarray) -> np.ndarray:
     return acc
 
 
+def is_share(data: bytes, size: int) -> bool:
+    """Whether ``data`` is one holder's share on the wire: ``size`` bytes of little-endian 32-bit field
+    elements (each ``< p``)."""
+    if not isinstance(data, bytes) or len(data) != size or size % 4:
+        return False
+    return not bool(np.any(np.frombuffer(data, dtype="<u4") >= PRIME))
+
+
 def share_bytes(secrets: list[bytes], *, xs: np.ndarray, threshold: int, source: SecretSource) -> np.ndarray:
     """Share equal-length byte strings (even length) -> ``uint64`` array ``(len(xs), len(secrets), len/2)``."""
     if not secrets or len({len(s) for s in secrets}) != 1 or len(secrets[0]) % 2:
@@ -116,8 +125,11 @@ def share_bytes(secrets: list[bytes], *, xs: np.ndarray, threshold: int, source:
 def reconstruct_bytes(shares: np.ndarray, *, xs: np.ndarray) -> list[bytes]:
     """Inverse of :func:`share_bytes` from any ``threshold`` holders' shares.
 
-    Raises :class:`VerificationError` if a limb is not a 16-bit value (inconsistent shares).
+    Raises :class:`VerificationError` if a share is not made of field elements (``< p``: untrusted
+    bytes) or a limb is not a 16-bit value (inconsistent shares).
     """
+    if np.any(np.asarray(shares, dtype=np.uint64) >= _P):
+        raise VerificationError()
     limbs = reconstruct(shares, xs=xs)
     if np.any(limbs >> np.uint64(16)):
         raise VerificationError()

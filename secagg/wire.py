@@ -8,14 +8,63 @@ vectorised over groups of 8 values (8 values of ``b`` bits fill exactly ``b`` by
 from __future__ import annotations
 
 import struct
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from privagg.encoding import pack_bits, packed_size, strided_u64, unpack_bits
 from privagg.errors import InvalidMessage
+from secagg.params import MAX_CLIENT_ID
 
-__all__ = ["Writer", "Reader", "pack_ring", "unpack_ring", "add_packed"]
+if TYPE_CHECKING:
+    from secagg.params import SecAggParams
+
+__all__ = [
+    "Writer",
+    "Reader",
+    "pack_ring",
+    "unpack_ring",
+    "add_packed",
+    "Limits",
+    "NO_LIMITS",
+    "MAX_ROUND",
+    "MAX_DIMENSION",
+    "MAX_LIST",
+    "read_round",
+    "read_client_id",
+    "read_ids",
+    "write_ids",
+    "read_signature",
+    "write_signature",
+    "SIGNATURE_BYTES",
+]
+
+#: round numbers enter signed 64-bit labels (:func:`privagg.randomness.label`)
+MAX_ROUND = (1 << 63) - 1
+MAX_DIMENSION = 1 << 31
+#: the longest list any decoder accepts without the receiver's :class:`Limits`
+MAX_LIST = 1 << 24
+SIGNATURE_BYTES = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What the receiver's parameters allow: lists of at most ``clients`` entries (every list in a
+    message names clients of the round), vectors of at most ``dimension`` elements."""
+
+    clients: int = MAX_LIST
+    dimension: int = MAX_DIMENSION - 1
+
+    @classmethod
+    def of(cls, params: SecAggParams | None, dimension: int | None = None) -> Limits:
+        return cls(
+            clients=params.num_clients if params is not None else MAX_LIST,
+            dimension=dimension if dimension else MAX_DIMENSION - 1,
+        )
+
+
+NO_LIMITS = Limits()
 
 
 def pack_ring(values: np.ndarray, bits: int) -> bytes:
@@ -35,17 +84,21 @@ class Writer:
     def __init__(self) -> None:
         self._parts: list[bytes] = []
 
-    def u8(self, v: int) -> Writer:
-        self._parts.append(struct.pack(">B", v))
+    def _int(self, fmt: str, v: int) -> Writer:
+        try:
+            self._parts.append(struct.pack(fmt, v))
+        except struct.error:  # an out-of-range field of a hand-built message: typed, like decoding
+            raise InvalidMessage(f"integer field {v!r} does not fit the wire format ({fmt})") from None
         return self
+
+    def u8(self, v: int) -> Writer:
+        return self._int(">B", v)
 
     def u32(self, v: int) -> Writer:
-        self._parts.append(struct.pack(">I", v))
-        return self
+        return self._int(">I", v)
 
     def u64(self, v: int) -> Writer:
-        self._parts.append(struct.pack(">Q", v))
-        return self
+        return self._int(">Q", v)
 
     def fixed(self, b: bytes, n: int) -> Writer:
         if len(b) != n:
@@ -126,6 +179,48 @@ class Reader:
     def end(self) -> None:
         if self._pos != len(self._buf):
             raise InvalidMessage(f"{self._what}: {len(self._buf) - self._pos} trailing bytes")
+
+
+def read_round(r: Reader) -> int:
+    v = r.u64()
+    if v > MAX_ROUND:
+        raise InvalidMessage(f"round {v} out of range 0..{MAX_ROUND}")
+    return v
+
+
+def read_client_id(r: Reader) -> int:
+    v = r.u32()
+    if v > MAX_CLIENT_ID:
+        raise InvalidMessage(f"client id {v} out of range")
+    return v
+
+
+def write_ids(w: Writer, ids: tuple[int, ...]) -> None:
+    w.u32(len(ids))
+    for i in ids:
+        w.u32(i)
+
+
+def read_ids(r: Reader, limit: int) -> tuple[int, ...]:
+    """A list of client ids (at most ``limit``), decoded at once."""
+    n = r.count(4, limit)
+    ids = np.frombuffer(r.fixed(4 * n), dtype=">u4")
+    if n and int(ids.max()) > MAX_CLIENT_ID:
+        raise InvalidMessage("client id out of range")
+    return tuple(ids.tolist())
+
+
+def write_signature(w: Writer, signature: bytes) -> Writer:
+    """The sender's signature (active mode) or nothing: a length byte, then 0 or 64 bytes."""
+    if len(signature) not in (0, SIGNATURE_BYTES):
+        raise InvalidMessage("signature must be empty or 64 bytes")
+    return w.u8(len(signature)).raw(signature)
+
+
+def read_signature(r: Reader) -> bytes:
+    if (n := r.u8()) not in (0, SIGNATURE_BYTES):
+        raise InvalidMessage("bad signature length")
+    return r.fixed(n)
 
 
 _ADD_CHUNK = 1 << 14  # values per chunk (a multiple of 8: chunks start on byte boundaries)

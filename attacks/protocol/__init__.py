@@ -8,6 +8,11 @@ attack deviates only through the driver's hooks (:mod:`attacks.protocol.base`). 
 are real: each client computes one FedSGD step of the global MLP on one of its own digits,
 ring-encoded as in deployment (:mod:`attacks.protocol.victims`).
 
+The adversarial conformance cases (:mod:`attacks.protocol.conformance`, one registered class
+per attack class in :data:`ROUND_ATTACKS`) are rewrites written with the shared helper
+:func:`attacks.protocol.rewrite.run_tampered`, each held to the outcome the threat model
+promises; ``privagg audit`` runs them all.
+
 One registered class per attack (:mod:`attacks.protocol.deviations`): ``model-inconsistency``,
 ``sybil-isolation``, ``fake-dropout``, ``both-shares``; ``protocol`` runs them all. Each runs
 against the configurations ``unprotected`` (semi-honest mode, textbook client
@@ -26,6 +31,14 @@ from attacks.protocol.base import (
     ProtocolConfig,
     config_for,
 )
+from attacks.protocol.conformance import (
+    ROUND_ATTACKS,
+    RoundAttack,
+    RoundAttackOutcome,
+    register_round_attack,
+    round_attack,
+    run_round_attacks,
+)
 from attacks.protocol.deviations import (
     FLOWER_ATTACKS,
     PROTOCOL_ATTACKS,
@@ -39,6 +52,7 @@ from attacks.protocol.deviations import (
     run_flower_attack,
     run_protocol_attack,
 )
+from attacks.protocol.rewrite import RawMessage, Tampered, TamperedRound, run_tampered, with_round
 from attacks.protocol.victims import ProtocolAttackOutcome, ProtocolVictims, make_victims
 
 __all__ = [
@@ -46,6 +60,7 @@ __all__ = [
     "FLOWER_ATTACKS",
     "PROTOCOL_ATTACKS",
     "PROTOCOL_CONFIGS",
+    "ROUND_ATTACKS",
     "BothShares",
     "FakeDropout",
     "MaliciousRound",
@@ -55,11 +70,21 @@ __all__ = [
     "ProtocolConfig",
     "ProtocolSuite",
     "ProtocolVictims",
+    "RawMessage",
+    "RoundAttack",
+    "RoundAttackOutcome",
     "SybilIsolation",
+    "Tampered",
+    "TamperedRound",
     "UnmaskAttack",
     "config_for",
     "make_victims",
     "protocol_attack",
+    "register_round_attack",
+    "round_attack",
     "run_flower_attack",
     "run_protocol_attack",
+    "run_round_attacks",
+    "run_tampered",
+    "with_round",
 ]

@@ -230,9 +230,7 @@ class ProtocolAttack(Attack):
 
     # -- running it -------------------------------------------------------------------------
     def make_victims(self, *, num_clients: int, target: int, seed: int) -> ProtocolVictims:
-        return make_victims(
-            num_clients=num_clients, target=target, seed=seed, crafted_for_others=self.crafted_models
-        )
+        return make_victims(num_clients=num_clients, target=target, seed=seed, crafted_for_others=self.crafted_models)
 
     def outcome(
         self, config: ProtocolConfig | str, *, victims: ProtocolVictims, secrets: SecretSource = SYSTEM_SECRETS

@@ -157,9 +157,7 @@ class UnmaskAttack(ProtocolAttack):
         try:
             seed = crypto.reconstruct_secret(self_shares, threshold=k)
             if t in key_shares:
-                own = x25519.X25519PrivateKey.from_private_bytes(
-                    crypto.reconstruct_secret(key_shares[t], threshold=k)
-                )
+                own = x25519.X25519PrivateKey.from_private_bytes(crypto.reconstruct_secret(key_shares[t], threshold=k))
                 shared = {v: crypto.x25519_shared(own, pk[v]) for v in peers}
             else:
                 shared = {
@@ -275,9 +273,6 @@ class ProtocolSuite(Attack):
         outcomes = [o for o in outcomes if o.config != FLOWER_CONFIG] + flower
         result = protocol_result(self.name, case, outcomes)
         m = result.metrics
-        result.success = all(
-            m.get(f"{a}/unprotected", 1.0) == 1.0 and m.get(f"{a}/active", 0.0) == 0.0 for a in names
-        )
+        result.success = all(m.get(f"{a}/unprotected", 1.0) == 1.0 and m.get(f"{a}/active", 0.0) == 0.0 for a in names)
         result.seconds = time.perf_counter() - t0
         return result
-

@@ -51,7 +51,11 @@ class Deployment:
     ``threshold``: the configured graph (both, or neither: derived from the rates);
     ``aggregation``: how the server receives the updates (a name in
     :data:`privagg.audit.aggregations.AGGREGATIONS`: ``secagg``, ``paillier``, ``plain``);
-    ``robust_rule``: the aggregation rule, a name in ``protocols.aggregation.AGGREGATORS``.
+    ``robust_rule``: the aggregation rule, a name in ``protocols.aggregation.AGGREGATORS``;
+    ``grinding_bits``: log2 of the retries a malicious server is assumed to afford to pick a graph
+    that suits it (``secagg.params``, *Grinding*; 0: none assumed, reported as such);
+    ``client_policy``: the clients hold a :class:`secagg.ClientPolicy` (minimum cohort, parameters
+    derived by the client) -- not assumed unless stated: without one they accept the server's numbers.
     """
 
     num_clients: int = 100
@@ -64,6 +68,8 @@ class Deployment:
     model_params: int = 100_000
     security_bits: int = 40
     failure_bits: int = 20
+    grinding_bits: int = 0
+    client_policy: bool = False
     aggregation: str = "secagg"
     robust_rule: str | None = None
 
@@ -82,6 +88,8 @@ class Deployment:
                 raise ConfigurationError(f"must be in [0, 1), got {v}", field=name)
         if (self.degree is None) != (self.threshold is None):
             raise ConfigurationError("give both degree and threshold, or neither (derived)", field="threshold")
+        if not 0 <= self.grinding_bits <= 128:
+            raise ConfigurationError(f"must be in 0..128, got {self.grinding_bits}", field="grinding_bits")
         if self.model_params < 1:
             raise ConfigurationError("must be >= 1", field="model_params")
         if self.aggregation not in AGGREGATIONS:

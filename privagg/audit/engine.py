@@ -1,12 +1,15 @@
 """The audit engine: run every check on an :class:`~privagg.audit.config.AuditConfig`.
 
 1. the aggregation's own checks (:mod:`privagg.audit.aggregations`; for SecAgg+: the graph
-   and threshold against the derived ones and the stated targets, and the malicious-server
-   protocol attacks *run* against real state machines in the deployed threat model and in
-   privagg's active mode);
+   and threshold against the derived ones and the stated targets, and every protocol attack
+   class -- the malicious server's isolation attacks and the adversarial conformance cases
+   of :mod:`attacks.protocol.conformance` -- *run* against real state machines in the
+   deployed threat model and in privagg's active mode; the threat model is judged by what
+   happened: semi-honest fails, an attack that worked fails, what was not run or not covered
+   is reported as assumed, not tested);
 2. the differential-privacy budget (RDP and PRV) over the planned rounds;
 3. whether the robust rule can run under the aggregation at all;
-4. the upload per client.
+4. the upload per client (the encoded sizes of the messages a client sends).
 """
 
 from __future__ import annotations

@@ -24,13 +24,30 @@ class Finding:
 
 @dataclass(frozen=True)
 class AttackRow:
-    """One protocol attack run against one mode: did it isolate the target, what stopped it."""
+    """One protocol attack class run against one mode: did it work, and what happened.
+
+    ``kind``: ``isolation`` (a malicious server recovering one client's update, scored by
+    PSNR), ``server`` / ``client`` (an adversarial conformance case: a malicious server or
+    client against the promise ``promise``). ``succeeded``: the attack worked (the promise
+    was broken); ``stopped_by``: what happened when it was run.
+    """
 
     attack: str
     mode: str
     succeeded: bool
     stopped_by: str
     psnr: float | None
+    kind: str = "isolation"
+    promise: str = ""
+    ran: bool = True  # False: the attack could not be run (not tested, never "held")
+
+    @property
+    def outcome(self) -> str:
+        if not self.ran:
+            return "NOT RUN"
+        if not self.succeeded:
+            return "stopped" if self.kind == "isolation" else "held"
+        return "ATTACK WORKED" if not self.stopped_by.startswith("crashed") else "CRASHED"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from privagg.report import Figure, Report, Section, environment_section
 __all__ = ["audit_report"]
 
 _VERDICT = {"pass": "PASS", "warn": "WARN", "fail": "FAIL"}
-_ATTACK_COLUMNS = ["attack", "mode", "outcome", "stopped by", "PSNR (dB)"]
+_ATTACK_COLUMNS = ["attack", "by", "mode", "outcome", "what happened when run", "promised", "PSNR (dB)"]
 
 
 def audit_report(result: AuditResult) -> Report:
@@ -51,7 +51,7 @@ def audit_report(result: AuditResult) -> Report:
         report.add(
             Section(
                 "protocol_attacks",
-                "Malicious-server protocol attacks (run, not assumed)",
+                "Protocol attacks: every class run against real state machines (not assumed)",
                 data={"rows": rows},
                 tables=[("Outcome per attack and mode", _ATTACK_COLUMNS, rows)],
             )
@@ -72,7 +72,9 @@ def audit_report(result: AuditResult) -> Report:
 
 def _attack_row(r: AttackRow) -> list[Any]:
     psnr: Any = r.psnr if r.psnr is not None else "-"
-    return [r.attack, r.mode, "SUCCEEDED" if r.succeeded else "stopped", r.stopped_by, psnr]
+    by = "server (isolation)" if r.kind == "isolation" else r.kind
+    promise = r.promise or "the target's update stays hidden"
+    return [r.attack, by, r.mode, r.outcome, r.stopped_by, promise, psnr]
 
 
 def _draw_budget(b: BudgetCurve, path: Path) -> None:

@@ -65,7 +65,7 @@ from secagg.messages import (
     ShareDelivery,
     UnmaskRequest,
 )
-from secagg.params import MAX_CLIENT_ID, SecAggParams, ThreatModel
+from secagg.params import MAX_CLIENT_ID, ClientPolicy, SecAggParams, ThreatModel
 from secagg.server import Envelope, SecAggServer, ServerStage
 
 from ._fit_round import (
@@ -143,8 +143,10 @@ class PrivAggSecAggWorkflow(FitWorkflow[SecAggRoundRecord]):
         config: SecAggWorkflowConfig | None = None,
         *,
         round_hook: Callable[[SecAggRoundRecord], None] | None = None,
+        secrets: SecretSource = SYSTEM_SECRETS,
     ) -> None:
         self.config = config if config is not None else SecAggWorkflowConfig()
+        self._secrets = secrets  # the session nonce of each round (advertisements sign it: no cross-session replay)
         super().__init__(self.config, slot_scale=self.config.clipping_range, round_hook=round_hook)
         #: public identity directory: the server drops advertisements no honest client would accept
         self.directory = load_directory(self.config.pki) if self.config.pki is not None else None
@@ -174,7 +176,13 @@ class PrivAggSecAggWorkflow(FitWorkflow[SecAggRoundRecord]):
             params = rec.params = self.params_for(len(nodes))
         except ConfigurationError as e:
             raise ProtocolAbort(f"no secure parameters for this cohort: {e}", stage="setup", party="server") from None
-        setup = RoundSetup(round=rec.round, params=params, dimension=fit.size + 1, model_digest=fit.digest)
+        setup = RoundSetup(
+            round=rec.round,
+            params=params,
+            dimension=fit.size + 1,
+            model_digest=fit.digest,
+            nonce=self._secrets.token_bytes(32),
+        )
         wire, clip = setup.encode(), self.config.clipping_range
         extra = {"clip": clip, **codec_fields(self.codec)}
         outgoing = {nid: (wire, {**extra, "client-id": i}, None) for i, nid in enumerate(nodes)}
@@ -240,6 +248,7 @@ class PrivAggSecAggWorkflow(FitWorkflow[SecAggRoundRecord]):
             dimension=setup.dimension,
             round=setup.round,
             model_digest=setup.model_digest,
+            nonce=setup.nonce,
             directory=self.directory,
         )
         node_of: dict[int, int] = {}
@@ -284,11 +293,24 @@ def _resolve(ctxt: Context, key: str) -> Any:
     return None
 
 
+def _policy_from(ctxt: Context) -> ClientPolicy | None:
+    """The client's policy from its node / run configuration (``None`` when no minimum cohort is set)."""
+    min_clients = _resolve(ctxt, "privagg-secagg-min-clients")
+    if min_clients is None:
+        return None
+    return ClientPolicy(
+        min_clients=int(min_clients),
+        dropout_rate=float(_resolve(ctxt, "privagg-secagg-dropout-rate") or 0.0),
+        corruption_rate=float(_resolve(ctxt, "privagg-secagg-corruption-rate") or 0.0),
+    )
+
+
 def make_secagg_mod(
     *,
     threat: ThreatModel | str | None = None,
     pki: str | None = None,
     client_id: int | None = None,
+    policy: ClientPolicy | None = None,
     secrets: SecretSource = SYSTEM_SECRETS,
 ) -> Callable[[Message, Context, Callable[[Message, Context], Message]], Message]:
     """Build the client mod (Flower ``Mod``).
@@ -297,7 +319,10 @@ def make_secagg_mod(
     client *requires*. Active mode reads the identity key and directory from the PKI folder
     ``pki`` (default: ``node_config`` / ``run_config["privagg-pki"]``); the client id is
     ``client_id`` or ``node_config["privagg-client-id"]`` or ``node_config["partition-id"]``.
-    Semi-honest clients use the id the server suggests.
+    Semi-honest clients use the id the server suggests. ``policy`` (default: built from
+    ``node_config`` / ``run_config`` keys ``privagg-secagg-min-clients``, ``-dropout-rate``,
+    ``-corruption-rate`` when the first is set) is what an active client accepts: it derives the
+    graph itself and refuses a weaker setup or a smaller roster (:class:`secagg.ClientPolicy`).
     """
     fixed_threat = ThreatModel.parse(threat) if threat is not None else None
 
@@ -310,7 +335,7 @@ def make_secagg_mod(
             _drop_state(ctxt)
             raise InvalidMessage("malformed privagg secure-aggregation record", stage=str(stage), party="client")
         if stage == "setup":
-            local = _new_local(ctxt, cfg, fixed_threat, pki, client_id, secrets)
+            local = _new_local(ctxt, cfg, fixed_threat, pki, client_id, secrets, policy or _policy_from(ctxt))
         else:
             local = _load_local(ctxt)
         out_content = RecordDict()
@@ -366,6 +391,7 @@ def _new_local(
     pki: str | None,
     client_id: int | None,
     secrets: SecretSource,
+    policy: ClientPolicy | None = None,
 ) -> _Local:
     _drop_state(ctxt)  # a new setup ends whatever round this node was in
     threat = fixed_threat or ThreatModel.parse(str(_resolve(ctxt, "privagg-threat") or ThreatModel.ACTIVE.value))
@@ -386,7 +412,9 @@ def _new_local(
             )
         cid = int(cid_raw)
         key, directory = load_identity(str(folder), cid)
-        client = SecAggClient(cid, threat=threat, identity_key=key, directory=directory, secrets=secrets)
+        client = SecAggClient(
+            cid, threat=threat, identity_key=key, directory=directory, secrets=secrets, policy=policy
+        )
     else:
         suggested = cfg.get("client-id")
         if not (isinstance(suggested, int) and 0 <= suggested <= MAX_CLIENT_ID):

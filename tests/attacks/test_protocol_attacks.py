@@ -53,7 +53,7 @@ def _run(attack: str, config: str, victims) -> ProtocolAttackOutcome:  # type: i
         num_clients=N,
         target=2,
         victims=v,
-        secrets=InsecureDeterministicSecrets(f"{attack}/{config}"),
+        secrets=InsecureDeterministicSecrets(f"{attack}/{config}".encode()),
     )
 
 
@@ -151,7 +151,10 @@ def test_attacks_touch_no_private_state() -> None:
     """The attacks use the driver's hooks and public state only (no ``obj._private``)."""
     import re
 
-    for mod in (protocol_pkg.base, protocol_pkg.deviations, protocol_pkg.victims):
+    from attacks.protocol import client_attacks, conformance, rewrite, server_attacks
+
+    mods = (protocol_pkg.base, protocol_pkg.deviations, protocol_pkg.victims)
+    for mod in (*mods, rewrite, conformance, server_attacks, client_attacks):
         src = inspect.getsource(mod)
         assert not re.search(r"\b(?:srv|server|rnd|report|client|c)\._[a-z]", src), mod.__name__
 

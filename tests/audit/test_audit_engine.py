@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from attacks.protocol import PROTOCOL_ATTACKS, ROUND_ATTACKS
 from dp import DPConfig
 from privagg.audit import AGGREGATIONS, AuditConfig, AuditDP, Deployment, run_audit
+from privagg.audit.aggregations import check_threat_model, upload_bytes
 from privagg.audit.engine import check_compatibility, check_dp
+from privagg.audit.findings import AttackRow
 from privagg.errors import ConfigurationError
 from secagg import ThreatModel
 
@@ -82,14 +85,88 @@ def test_findings_order_and_evidence() -> None:
     assert r.verdict == "fail" and r.failed and r.counts == {"pass": 1, "warn": 1, "fail": 1}
     assert r.attacks is None and r.budget is None
     r = run_audit(_cfg(deployment={"num_clients": 100, "threat": "active"}, dp={"noise_multiplier": 1.0}))
-    assert [f.id for f in r.findings] == ["secagg.parameters", "dp.budget", "secagg.cost"]
+    assert [f.id for f in r.findings] == [
+        "secagg.parameters",
+        "secagg.threat-model",
+        "secagg.not-covered",
+        "dp.budget",
+        "secagg.cost",
+    ]
     assert r.budget is not None and set(r.budget.epsilon) == {"rdp", "prv"} and len(r.budget.rounds) == 10
 
 
 def test_protocol_attacks_follow_the_deployed_threat_model() -> None:
     cfg = AuditConfig.from_mapping({"deployment": {"num_clients": 50, "threat": "active"}, "attack_clients": 4})
     r = run_audit(cfg)
-    threat = next(f for f in r.findings if f.id == "secagg.threat-model")
-    assert threat.severity == "pass" and threat.data == {"mode": "active"}
     assert r.attacks is not None and {a.mode for a in r.attacks} == {"active"}
-    assert not any(a.succeeded for a in r.attacks)
+    # every attack class was run: the isolation attacks and every conformance case
+    assert {a.attack for a in r.attacks} == {*PROTOCOL_ATTACKS, *ROUND_ATTACKS.names()}
+    threat = next(f for f in r.findings if f.id == "secagg.threat-model")
+    worked = sorted(a.attack for a in r.attacks if a.succeeded)
+    # never PASS over an attack class that works: the verdict follows what happened when run
+    assert threat.severity == ("fail" if worked else "pass")
+    assert sorted(threat.data["succeeded"]) == worked
+    assert all(w in threat.detail for w in worked)
+    assert next(f for f in r.findings if f.id == "secagg.not-covered").severity == "warn"
+
+
+def _row(attack: str, mode: str, worked: bool) -> AttackRow:
+    return AttackRow(attack, mode, worked, "what happened", None, "server", "the promise")
+
+
+def test_threat_model_verdict_follows_the_rows() -> None:
+    active = _cfg(deployment={"threat": "active"})
+    ok = (_row("a", "active", False), _row("b", "active", False))
+    assert check_threat_model(active, ok)[0].severity == "pass"
+    bad = (_row("a", "active", False), _row("b", "active", True))
+    f = check_threat_model(active, bad)[0]
+    assert (
+        f.severity == "fail" and f.data["succeeded"] == ["b"] and "b: what happened (promised: the promise)" in f.detail
+    )
+    # not run: assumed, not tested -- never PASS
+    f = check_threat_model(active, None)[0]
+    assert f.severity == "warn" and "not tested" in f.title
+    # an attack class that could not be run is not tested: never PASS
+    broken = (_row("a", "active", False), AttackRow("b", "active", False, "the attack itself failed", None, ran=False))
+    f = check_threat_model(active, broken)[0]
+    assert f.severity == "warn" and f.data["not_run"] == ["b"] and broken[1].outcome == "NOT RUN"
+    # whatever was run, something is always assumed: reported as such
+    assert [g.id for g in check_threat_model(active, ok)] == ["secagg.threat-model", "secagg.not-covered"]
+    assert check_threat_model(active, ok)[1].severity == "warn"
+
+
+@pytest.mark.parametrize("rows", [None, (_row("a", "semi-honest", False), _row("a", "active", False))])
+def test_semi_honest_offers_no_protection_against_an_active_server(rows) -> None:  # type: ignore[no-untyped-def]
+    f = check_threat_model(_cfg(), rows)[0]
+    assert f.severity == "fail" and "no protection against an active (malicious) server" in f.title
+
+
+def test_upload_is_the_encoded_message_sizes() -> None:
+    """The estimate equals what a client really uploads in a round (complete graph: every client
+    reveals degree + 1 shares)."""
+    import numpy as np
+
+    from secagg import SecAggParams, run_round
+
+    for threat in ("semi-honest", "active"):
+        p = SecAggParams.manual(num_clients=7, degree=6, threshold=4, threat=threat)
+        dim = 1000
+        rep = run_round(p, client_ids=range(7), inputs=lambda c: np.full(dim, c, np.uint64), dimension=dim)
+        assert rep.ok
+        sizes = upload_bytes(p, dim)
+        assert sizes["per_neighbour_envelope"] > 156  # the old constant undercounted every envelope
+        total = sum(v for k, v in sizes.items() if k != "per_neighbour_envelope")
+        assert {rep.bytes_sent[c] for c in range(7)} == {total}, threat
+
+
+def test_grinding_is_assumed_or_accounted() -> None:
+    base = {"num_clients": 100, "threat": "active", "degree": 80, "threshold": 54}
+    r = run_audit(_cfg(deployment=base))
+    assumed = next(f for f in r.findings if f.id == "secagg.not-covered")
+    assert assumed.severity == "warn" and "grinding_bits = 0" in assumed.detail
+    # 2^20 retries: the same graph must now meet 2^-60, and does not
+    r = run_audit(_cfg(deployment={**base, "grinding_bits": 20}))
+    params = next(f for f in r.findings if f.id == "secagg.parameters")
+    assert params.severity == "fail" and "raised by 20 bits" in params.detail
+    with pytest.raises(ConfigurationError, match="grinding_bits"):
+        _cfg(deployment={"grinding_bits": 200})

@@ -115,3 +115,14 @@ def test_typed_options_by_name_and_by_keyword():
         assert info.value.field == field
     with pytest.raises(ConfigurationError, match="unknown option"):
         SecAggAggregator(colour=1)
+
+
+def test_active_clients_hold_their_own_policy() -> None:
+    """Active mode with derived parameters: each client derives the graph itself (issue 12)."""
+    from secagg import ClientPolicy
+
+    agg = SecAggAggregator(dropout_rate=0.1, corruption_rate=0.05, min_clients=5)
+    assert agg.client_policy() == ClientPolicy(min_clients=5, dropout_rate=0.1, corruption_rate=0.05)
+    # an explicit degree/threshold override is the deployer's choice: the clients accept it
+    assert SecAggAggregator(degree=4, threshold=3).client_policy() is None
+    assert SecAggAggregator(threat="semi-honest").client_policy() is None

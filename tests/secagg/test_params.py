@@ -86,3 +86,27 @@ def test_analysis_numbers_are_log2_probabilities():
     f = p.failure_log2(0.1)
     assert -20 < f <= 0  # Flower's defaults fail a 10%-dropout round far more often than 2^-20
     assert math.isinf(p.security_log2(0.0, 0.0)) or p.security_log2(0.0, 0.0) < -40
+
+
+def test_grinding_bits_raise_the_privacy_target():
+    """Retries of the graph (omitted clients, nonces, colluders' fresh keys): 2**g tries cost g bits."""
+    base = SecAggParams.derive(num_clients=100, dropout_rate=0.1, corruption_rate=0.05)
+    ground = SecAggParams.derive(num_clients=100, dropout_rate=0.1, corruption_rate=0.05, grinding_bits=20)
+    same = SecAggParams.derive(num_clients=100, dropout_rate=0.1, corruption_rate=0.05, security_bits=60)
+    assert ground == same and ground.degree > base.degree
+    assert ground.security_log2(0.05, 0.1) <= -60 < base.security_log2(0.05, 0.1)
+    with pytest.raises(ConfigurationError, match="grinding_bits"):
+        SecAggParams.derive(num_clients=100, dropout_rate=0.1, corruption_rate=0.05, grinding_bits=-1)
+
+
+def test_client_policy_accounts_for_grinding():
+    from secagg import ClientPolicy
+
+    plain = ClientPolicy(min_clients=50, dropout_rate=0.1, corruption_rate=0.05)
+    ground = ClientPolicy(min_clients=50, dropout_rate=0.1, corruption_rate=0.05, grinding_bits=20)
+    weak_for_grinding = plain.required(100, "active")
+    assert plain.setup_fault(weak_for_grinding) is None
+    assert "weaker" in (ground.setup_fault(weak_for_grinding) or "")
+    assert ground.setup_fault(ground.required(100, "active")) is None
+    with pytest.raises(ConfigurationError, match="grinding_bits"):
+        ClientPolicy(min_clients=50, dropout_rate=0.1, corruption_rate=0.05, grinding_bits=999)

@@ -43,8 +43,11 @@ def _inputs(n: int, bits: int = 10, seed: int = 0) -> dict[int, np.ndarray]:
 
 
 def _run(n=8, k=4, t=3, threat="active", drops=None, **kw):
+    """A round whose server has no identity directory (unless ``server=`` is given): what the
+    clients catch on their own, and client hooks that edit messages need not re-sign them."""
     p = SecAggParams.manual(num_clients=n, degree=k, threshold=t, threat=threat)
     inputs = kw.pop("inputs", None) or _inputs(n)
+    kw.setdefault("server", SecAggServer(p, clients=list(range(n)), dimension=M, round=kw.get("round", 0)))
     rep = run_round(p, client_ids=list(range(n)), inputs=inputs, dimension=M, dropouts=drops or {}, **kw)
     return rep, inputs, p
 
@@ -172,10 +175,21 @@ def test_overlapping_unmask_lists_abort(threat):
 def test_repeated_ids_abort():
     def rep_ids(env):
         m = env.message
-        return dataclasses.replace(m, survivors=m.survivors + m.survivors[:1])
+        return dataclasses.replace(m, survivors=m.survivors[:-1] + m.survivors[:1])
 
     rep, _, _ = _run(threat="semi-honest", server_hook=_edit(UnmaskRequest, None, rep_ids))
     assert rep.client_aborts and all("repeats" in e.reason for e in rep.client_aborts.values())
+
+    # a list longer than the cohort is refused by the decoder, before anything is allocated
+    rep, _, _ = _run(
+        threat="semi-honest",
+        server_hook=_edit(
+            UnmaskRequest,
+            None,
+            lambda e: dataclasses.replace(e.message, survivors=e.message.survivors + e.message.survivors[:1]),
+        ),
+    )
+    assert rep.client_aborts and all("does not fit" in e.reason for e in rep.client_aborts.values())
 
 
 def test_omitted_neighbour_aborts():
@@ -518,6 +532,9 @@ def test_server_screens_bad_advertisements_with_the_directory(case):
         rep, _, _ = _run(n=n, k=4, t=3, **hooks)  # no directory: the clients catch it, the round aborts
         assert not rep.ok and rep.server.rejected == []
         assert rep.client_aborts and set(rep.client_aborts) <= set(range(n))
+        # the driver's own server holds the clients' directory in active mode: screened as above
+        rep = run_round(p, client_ids=list(range(n)), inputs=inputs, dimension=M, identities=(keys, directory), **hooks)
+        assert rep.ok and rep.server.rejected == [(victim, reason)] and rep.client_aborts == {}
 
 
 def test_screened_advertisement_does_not_lock_out_its_client():

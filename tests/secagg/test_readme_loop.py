@@ -1,9 +1,11 @@
 """The README's "secure aggregation in another FL stack" loop, run as written (bytes only)."""
 
+import os
+
 import numpy as np
 
 from privagg.encoding import RingEncoding
-from secagg import SecAggClient, SecAggParams, SecAggServer, make_identities
+from secagg import ClientPolicy, SecAggClient, SecAggParams, SecAggServer, make_identities
 
 
 def test_readme_message_loop_over_bytes():
@@ -15,8 +17,9 @@ def test_readme_message_loop_over_bytes():
     # --- as in the README ------------------------------------------------------------
     params = SecAggParams.derive(num_clients=len(ids), dropout_rate=0.0, corruption_rate=0.0)
     enc = RingEncoding(clip=1.0, value_bits=params.value_bits, max_summands=len(ids), modulus_bits=params.modulus_bits)
-    server = SecAggServer(params, clients=ids, dimension=dim, round=1)
-    clients = {c: SecAggClient(c, identity_key=keys[c], directory=directory, round=1) for c in ids}
+    server = SecAggServer(params, clients=ids, dimension=dim, round=1, nonce=os.urandom(32), directory=directory)
+    policy = ClientPolicy(min_clients=len(ids), dropout_rate=0.0, corruption_rate=0.0)
+    clients = {c: SecAggClient(c, identity_key=keys[c], directory=directory, round=1, policy=policy) for c in ids}
     for c in ids:
         clients[c].set_input(enc.encode(updates[c], rng).values)
     outbox = server.start()
