@@ -15,10 +15,13 @@ floating-point probability anywhere. The parameters are made exactly representab
   each an exact comparison of uniform integers (``Bernoulli(P / (M 2**c))`` draws a uniform
   ``U_hi`` below ``M`` by rejection and ``c`` uniform bits ``U_lo``).
 
-Exactness has one stated limit: proposals with ``|Y|`` beyond about ``60 sigma`` (where the
-64-bit products would overflow) are rejected outright. The exact algorithm accepts them with
-probability below ``exp(-1700)``, so the output distribution differs from the exact discrete
-Gaussian of variance ``sigma'^2`` by less than that in total variation.
+Exactness has one stated limit: proposals with ``|Y|`` beyond the point where the 64-bit
+products would overflow are rejected outright. That cut sits at about ``40 sigma'`` for
+``sigma >= 0.5`` (the exact algorithm accepts such proposals with probability below
+``exp(-800)``) and never below ``10 sigma'`` (``exp(-50)``): smaller sigmas, whose cut would be
+closer, are refused with a ``ValueError`` (use a coarser grid). Within that bound the output
+differs from the exact discrete Gaussian of variance ``sigma'^2`` by less than that
+probability in total variation.
 
 Timing: the number of passes (and of random-stream calls) grows with the largest proposal in
 the batch (the geometric part of the proposal and the integer part of ``gamma``), as for
@@ -150,6 +153,8 @@ def discrete_gaussian_exact(sigma: float, n: int, words: WordSource) -> np.ndarr
     t = 1 << j
     m_sq = m * m
     limit = (1 << _MAX_A_BITS) >> shift  # |Y| below this keeps every product inside 64 bits
+    if limit < 10 * m * 2.0**b:  # the cut sits beyond 10 sigma' (mass < e^-50); at 0 nothing would be accepted
+        raise ValueError(f"sigma {sigma:g} is too small for the exact sampler (use a coarser grid)")
     out = np.empty(n, dtype=np.int64)
     filled = 0
     while filled < n:

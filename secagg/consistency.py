@@ -25,8 +25,14 @@ __all__ = ["roster_quorum", "consistency_fault"]
 
 
 def roster_quorum(roster_size: int, corruption_rate: float) -> int:
-    """The smallest number of signers no two disjoint honest views can both reach."""
-    return math.floor((1.0 + corruption_rate) * roster_size / 2) + 1
+    """The smallest number of signers no two disjoint honest views can both reach.
+
+    With ``c = floor(corruption_rate * n)`` corrupted clients signing both views, two views of
+    ``q`` signers each need ``2 q <= n + c``; ``q = floor((n + c) / 2) + 1`` rules that out. Integer
+    arithmetic: a float product such as ``1.4 * 90 / 2 = 62.999...`` would give one signer too few.
+    """
+    corrupted = math.floor(corruption_rate * roster_size + 1e-9)
+    return (roster_size + corrupted) // 2 + 1
 
 
 def consistency_fault(

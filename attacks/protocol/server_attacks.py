@@ -136,6 +136,10 @@ class SplitRoster(RoundAttack):
     minority = (10, 11)
 
     def held(self, out: Tampered) -> bool:
+        # without a ClientPolicy there is no roster quorum, and a server may run disjoint sub-rounds and learn
+        # each sum (secagg/THREAT_MODEL.md, "not covered"): this case cannot certify that, so it does not hold
+        if self.policy is None:
+            return False
         # either the round aborts (typed, nothing exposed) or the quorum's sum is exact without the minority
         return typed_abort_nothing_exposed(out) or correct_sum_without(out, self.minority)
 

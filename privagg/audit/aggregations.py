@@ -312,6 +312,12 @@ def check_threat_model(cfg: AuditConfig, rows: tuple[AttackRow, ...] | None) -> 
             "grinding: the deployment assumes a server that never retries the round to pick its graph "
             "(grinding_bits = 0; set it to the retries an attacker can afford, e.g. 40)"
         )
+    if cfg.deployment.client_policy:
+        assumed.append(
+            "the deployment's own client policy: the policy cases (weak parameters, roster shrinking, split view) "
+            "run with small policies of their own (8 to 40 clients); that the deployed clients hold a policy at "
+            "least as strict (minimum cohort, rates, security bits) is assumed"
+        )
     out.append(Finding("secagg.not-covered", "warn", "Assumed, not tested", "; ".join(assumed), {"assumed": assumed}))
     return out
 

@@ -63,6 +63,7 @@ from dp.config import DPConfig
 from dp.noise import NoiseSampler, SecureNoise
 from dp.rounds import DPRounds, DPRoundsDriver, RoundPlan, count_mechanism, update_mechanism
 from privagg.errors import ConfigurationError, PrivacyBudgetExceeded, ProtocolAbort
+from protocols.flower.secagg import ROSTER_KEY
 
 __all__ = ["PrivAggDPStrategy", "make_dp_mod", "privagg_dp_mod", "DP_KEYS", "POLICY_KEYS"]
 
@@ -373,6 +374,16 @@ def make_dp_mod(
         if not 1 <= shares <= shares_max:
             raise ProtocolAbort(
                 f"{shares} noise shares outside this client's policy (1..{shares_max})", stage="dp", party="client"
+            )
+        # a share is std / sqrt(shares): only a secure sum over at least `shares` clients carries the full
+        # noise. The secure-aggregation mod (outside this one) says how many clients its verified roster holds.
+        roster = cfg.get(ROSTER_KEY)
+        if shares > 1 and not (isinstance(roster, int) and not isinstance(roster, bool) and shares <= roster):
+            raise ProtocolAbort(
+                f"{shares} noise shares but the secure-aggregation roster holds {roster!r} clients "
+                "(client noise shares need privagg's secure aggregation mod outside the DP mod)",
+                stage="dp",
+                party="client",
             )
         if factor not in ((1.0, 2.0) if poisson_ok else (2.0,)):
             raise ProtocolAbort(f"sensitivity factor {factor} outside this client's policy", stage="dp", party="client")

@@ -84,6 +84,7 @@ from .pki import load_directory, load_identity
 
 __all__ = [
     "RECORD",
+    "ROSTER_KEY",
     "STATE_RECORD",
     "STAGES",
     "SecAggRoundRecord",
@@ -98,6 +99,9 @@ RECORD = "privagg_secagg"
 #: ConfigRecord in the node's own ``Context.state`` holding its party between messages
 STATE_RECORD = "privagg_secagg_state"
 STAGES = ("setup", "roster", "delivery", "consistency", "unmask")
+#: fit-config key the client mod sets, before the inner mods run, to the size of the roster this
+#: client verified: the DP mod bounds the noise shares it accepts by it
+ROSTER_KEY = "privagg-secagg-roster"
 _STAGE_OF: dict[type, str] = {
     RoundSetup: "setup",
     KeyRoster: "roster",
@@ -343,6 +347,8 @@ def make_secagg_mod(
             client = local.client
             if stage == "delivery" and client.stage is ClientStage.AWAIT_SHARES:
                 digest = received_digest(msg.content, stage="delivery")  # the client core checks it
+                if "fitins.config" in msg.content.config_records and client.graph is not None:
+                    msg.content.config_records["fitins.config"][ROSTER_KEY] = len(client.graph.ids)
                 fit_out = call_next(msg, ctxt)
                 if fit_out.has_error():
                     _drop_state(ctxt)

@@ -109,3 +109,20 @@ def test_dp_fedavg_uses_the_exact_sampler_when_asked() -> None:
     with pytest.raises(ConfigurationError) as info:
         DPConfig(noise_multiplier=1.0, exact_sampler=True, secure_noise=False, seed=1)
     assert info.value.field == "exact_sampler"
+
+
+def test_too_small_a_sigma_is_refused_not_a_hang() -> None:
+    """Below about sigma = 0.125 the 64-bit cut would reject every proposal: refused instead."""
+    import numpy as np
+    import pytest
+
+    from dp.exact import discrete_gaussian_exact
+
+    rng = np.random.default_rng(0)
+
+    def words(k: int) -> np.ndarray:
+        return rng.integers(0, 2**64 - 1, size=k, dtype=np.uint64, endpoint=True)
+
+    with pytest.raises(ValueError, match="too small"):
+        discrete_gaussian_exact(0.1, 5, words)
+    assert discrete_gaussian_exact(3.0, 100, words).shape == (100,)

@@ -222,3 +222,18 @@ def test_roster_quorum_refuses_a_split_view():
         payload=payload,
         quorum=q,
     )
+
+
+def test_roster_quorum_is_exact_at_float_boundaries():
+    """Two views must never both reach the quorum: 2 q > n + c for every roster size and rate
+    (a float formula gave 63 for n = 90 at rate 0.4, where 64 are needed)."""
+    import math
+
+    from secagg.consistency import roster_quorum
+
+    assert roster_quorum(90, 0.4) == 64 and roster_quorum(200, 0.15) == 116
+    for rate in (0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.45):
+        for n in range(2, 1001):
+            c = math.floor(rate * n + 1e-9)
+            q = roster_quorum(n, rate)
+            assert 2 * q > n + c and 2 * (q - 1) <= n + c, (n, rate, q)

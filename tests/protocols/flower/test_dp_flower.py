@@ -242,3 +242,44 @@ def test_a_client_without_a_policy_refuses(pki: Path) -> None:
         clip_norm=1.0,
     )
     assert wf.history[0].ok
+
+
+def test_noise_shares_are_bounded_by_the_verified_roster(pki: Path) -> None:
+    """A server that asks for more noise shares than the roster the client verified (each client then adds
+    less than its share of the noise) is refused, even when the client's configured ceiling is larger."""
+    more = type("MoreShares", (_Rewriting,), {"rewrite": {DP_KEYS["shares"]: N + 4}})
+    wf, strat, _ = _run(pki, dp_mod=_policy(max_shares=100), strategy_cls=more, noise_multiplier=1.0, clip_norm=1.0)
+    rec = wf.history[0]
+    assert not rec.ok and len(rec.node_errors) == N
+    assert all(f"the secure-aggregation roster holds {N} clients" in e for e in rec.node_errors.values())
+    assert strat.ledger.entries == []
+
+
+def test_noise_shares_need_the_secure_aggregation_mod() -> None:
+    """Without privagg's secure aggregation around it the server would see each update with a fraction of
+    the noise: the DP mod refuses noise shares (> 1) when no verified roster comes with the instruction."""
+    from flwr.app import Context, Message, RecordDict
+    from flwr.common import FitIns, ndarrays_to_parameters
+    from flwr.compat.common import recorddict_compat as compat
+
+    from privagg.errors import ProtocolAbort
+
+    fitins = compat.fitins_to_recorddict(
+        FitIns(
+            ndarrays_to_parameters([np.zeros(M, dtype=np.float32)]),
+            {
+                DP_KEYS["clip"]: 1.0,
+                DP_KEYS["z"]: 1.0,
+                DP_KEYS["z_count"]: 0.0,
+                DP_KEYS["shares"]: 4,
+                DP_KEYS["factor"]: 2.0,
+                DP_KEYS["resolution"]: 1000.0,
+                DP_KEYS["adaptive"]: False,
+            },
+        ),
+        keep_input=True,
+    )
+    msg = Message(content=RecordDict(dict(fitins.items())), dst_node_id=1, message_type="train")
+    ctx = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
+    with pytest.raises(ProtocolAbort, match="need privagg's secure aggregation mod"):
+        _policy()(msg, ctx, lambda m, c: m)
