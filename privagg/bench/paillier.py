@@ -46,9 +46,11 @@ NOTES = (
     "(an assumption beyond DCR)",
     "threshold variants: t decryptors each exponentiate every aggregate ciphertext by a ~2*key_bits-bit "
     "share (no CRT possible) and, with proofs, prove it (batched); timings are summed over decryptors",
-    "every client proves plaintext knowledge of each ciphertext (commitment precomputed offline with the "
-    "obfuscators, responses online); a quorum of decryptors (all 3 for 2-of-3) verifies the proofs batched "
-    "and endorses the set; t decrypt it",
+    "every client proves plaintext knowledge of each ciphertext (online: one commitment per contribution, by "
+    "the fixed-base table for fixed-base randomness); the t decryptors that decrypt verify the proofs "
+    "(batched, one multi-exponentiation each) and endorse the set, the rest of the quorum (all 3 for 2-of-3) "
+    "endorse it shown those t endorsements; the server screens the proofs only if a decryptor refuses",
+    "fixed-base table window: 9 for 2048-bit keys (~30 MB public table, 114 multiplications per obfuscator)",
     "ceiling_seconds: the t partial decryptions (one CRT decryption for k=1) per aggregate ciphertext alone; "
     "ceiling_speedup_vs_phe = phe total / ceiling; fraction_of_ceiling = ceiling / our total",
     "parallel_decryptors_seconds: the same CPU seconds with the decryptors in parallel (the longest "

@@ -7,13 +7,16 @@
    directory, with a valid proof of plaintext knowledge when the deployment requires them; all
    signed on the request's model digest; at least ``min_clients`` of them, never fewer than 2;
    no more than the slots hold; the aggregate equal to the product it recomputes).
-2. Without endorsements it records, durably (its :class:`~.directory.DecryptorStore`), that the
+2. (:meth:`PaillierDecryptor.endorse`; shown valid endorsements of the same set by ``t`` other
+   decryptors, it skips the proofs of plaintext knowledge here, and checks them in step 3.)
+   Without endorsements it records, durably (its :class:`~.directory.DecryptorStore`), that the
    round's set is this one (:func:`~.messages.set_hash`) and answers with its signed
    :class:`~.messages.SetEndorsement`. Shown a *different* set for a round it endorsed, it
    refuses and keeps the evidence (:attr:`PaillierDecryptor.equivocations`).
 3. With at least :func:`~.directory.endorsement_quorum` valid endorsements of this set by
-   distinct provisioned decryptors, it records the decryption durably and answers with its
-   signed :class:`~.messages.PartialDecryption` (and its proof of correct decryption).
+   distinct provisioned decryptors (and the proofs checked by itself), it records the decryption
+   durably and answers with its signed :class:`~.messages.PartialDecryption` (and its proof of
+   correct decryption).
 
 Any refusal raises :class:`~privagg.errors.ProtocolAbort` and reveals nothing.
 """
@@ -148,6 +151,7 @@ class PaillierDecryptor:
             else (1, 1)
         )
         self.quorum = endorsement_quorum(k, t)
+        self.threshold = t
         self.client_keys = Directory(client_keys)
         self.decryptor_keys = Directory(decryptor_keys)
         own = self.decryptor_keys.get(self.index)
@@ -164,6 +168,7 @@ class PaillierDecryptor:
         self.stage = DecryptorStage.READY
         self.last_round = -1
         self._endorsed: dict[int, bytes] = {}
+        self._proofs_checked: set[tuple[int, bytes]] = set()  # (round, set) whose proofs *this* decryptor verified
         self.equivocations: list[tuple[int, bytes, bytes]] = []  # (round, endorsed set, other set shown)
         for rec in self.store.records():
             if rec.session != session:
@@ -177,14 +182,43 @@ class PaillierDecryptor:
         return ProtocolAbort(reason, stage="verify", party=f"decryptor {self.index}")
 
     def step(self, msg: AggregateRequest) -> SetEndorsement | PartialDecryption:
-        """The driver's entry: :meth:`endorse` without endorsements attached, else :meth:`decrypt`."""
-        if isinstance(msg, AggregateRequest) and msg.endorsements:
+        """The driver's entry: :meth:`decrypt` when endorsements are attached and either reach the quorum
+        or this decryptor already endorsed a set for the round; else :meth:`endorse` (with fewer
+        endorsements attached: a second-wave endorsement)."""
+        if (
+            isinstance(msg, AggregateRequest)
+            and msg.endorsements
+            and (msg.round in self._endorsed or len(msg.endorsements) >= self.quorum)
+        ):
             return self.decrypt(msg)
         return self.endorse(msg)
 
     def endorse(self, msg: AggregateRequest) -> SetEndorsement:
-        """Check the request's set and endorse it (recorded: no other set for this round, ever)."""
-        digest = self._accept(msg)
+        """Check the request's set and endorse it (recorded: no other set for this round, ever).
+
+        When ``msg`` carries valid endorsements of the same set by at least ``t`` *other* decryptors,
+        the proofs of plaintext knowledge are not verified here (a "second-wave" endorsement; every
+        other check is made). Why this weakens nothing:
+
+        * one set per round rests on the record alone: any two quorums share an honest decryptor,
+          which records the first set it endorses and refuses any other for the round; whether it
+          verified the proofs plays no part;
+        * no ciphertext without a proven plaintext is ever opened: :meth:`decrypt` verifies the
+          proofs itself before *any* partial leaves (and after a restart, again); a decryption needs
+          ``t`` partials, so at least one from an honest decryptor that verified;
+        * liveness: of ``t`` endorsers at most ``t - 1`` deviate, and the first honest endorsement of
+          a set cannot be a second-wave one (it needs ``t`` earlier endorsements, one of them honest),
+          so an honest decryptor verified the set: a lazy endorser is not tied to a set that honest
+          decryptors refuse (except with the batch test's ``2^-64``).
+        """
+        shown = None
+        if isinstance(msg, AggregateRequest) and msg.endorsements and msg.key_id == self.public_key.key_id:
+            try:
+                shown = set_hash(msg, self.public_key)
+            except ValueError:
+                shown = None  # _accept refuses it
+        vouched = shown is not None and self._vouched(msg, shown)
+        digest = self._accept(msg, check_proofs=not vouched, digest=shown)
         pk = self.public_key
         self.stage = DecryptorStage.ENDORSED
         e = SetEndorsement(pk.key_id, self.session, msg.round, self.index, digest)
@@ -207,6 +241,9 @@ class PaillierDecryptor:
             raise self._abort(
                 f"{len(good)} valid endorsements of this contribution set; {self.quorum} decryptors must endorse it"
             )
+        if (msg.round, digest) not in self._proofs_checked:
+            # a decryptor releasing a partial relies on no one: it verifies the proofs itself (see endorse)
+            self._check_proofs(msg, digest)
         agg = [mpz(a) for a in msg.aggregate]
         proof = b""
         if isinstance(self._key, ThresholdKeyShare):
@@ -225,7 +262,21 @@ class PaillierDecryptor:
         sig = self._signing_key.sign(PARTIAL_SIGNATURE_CONTEXT + partial_signed_bytes(unsigned, pk))
         return PartialDecryption(pk.key_id, self.session, msg.round, self.index, kind, values, proof, digest, sig)
 
-    def _accept(self, msg: AggregateRequest) -> bytes:
+    def _vouched(self, msg: AggregateRequest, digest: bytes) -> bool:
+        """``msg`` carries valid endorsements of set ``digest`` by ``t`` decryptors other than this one."""
+        if not msg.endorsements or not self.require_knowledge_proofs or msg.key_id != self.public_key.key_id:
+            return False
+        good = verify_endorsements(
+            msg.endorsements,
+            key_id=self.public_key.key_id,
+            session=self.session,
+            round=msg.round,
+            digest=digest,
+            decryptor_keys=self.decryptor_keys,
+        )
+        return sum(1 for e in good if e.decryptor != self.index) >= self.threshold
+
+    def _accept(self, msg: AggregateRequest, *, check_proofs: bool = True, digest: bytes | None = None) -> bytes:
         """The set hash of a request this decryptor checked and endorsed (checking and recording it now if new)."""
         pk = self.public_key
         if not isinstance(msg, AggregateRequest):
@@ -236,21 +287,34 @@ class PaillierDecryptor:
             raise InvalidMessage("wrong session", stage="verify")
         if msg.round <= self.last_round:
             raise self._abort(f"round {msg.round} already decrypted or older (last: {self.last_round})")
-        digest = set_hash(msg, pk)
+        digest = set_hash(msg, pk) if digest is None else digest
         prev = self._endorsed.get(msg.round)
         if prev is not None and prev != digest:
             self.equivocations.append((msg.round, prev, digest))
             raise self._abort(
                 f"shown two different contribution sets for round {msg.round} (equivocating server); "
-                "refusing both from now on"
+                "refusing this one: only the set it endorsed first can be decrypted for this round"
             )
         if prev is None:  # a set it endorsed (recorded only after these checks) is not checked twice
-            self._verify(msg)
+            self._verify(msg, digest if check_proofs else None)
             self.store.append(StoreRecord("endorse", self.session, msg.round, digest))
             self._endorsed[msg.round] = digest
         return digest
 
-    def _verify(self, msg: AggregateRequest) -> None:
+    def _check_proofs(self, msg: AggregateRequest, digest: bytes) -> None:
+        if self.require_knowledge_proofs:
+            bad = verify_contributions(
+                msg.contributions, self.public_key, fixed_base=self.fixed_base, secrets=self._secrets
+            )
+            if bad:
+                raise self._abort(
+                    f"the proof of plaintext knowledge of client(s) {', '.join(map(str, bad))} does not verify "
+                    "(a ciphertext derived from another's?); refusing the aggregate"
+                )
+        self._proofs_checked.add((msg.round, digest))
+
+    def _verify(self, msg: AggregateRequest, proofs_of: bytes | None) -> None:
+        """Every check of the request; the knowledge proofs too when ``proofs_of`` (its set hash) is given."""
         pk = self.public_key
         nct = self.layout.num_plaintexts(msg.count)
         if len(msg.aggregate) != nct:
@@ -290,13 +354,8 @@ class PaillierDecryptor:
             raise self._abort(f"aggregate of {len(seen)} authenticated clients; at least {self.min_clients} required")
         if len(seen) > self.layout.max_clients:
             raise self._abort(f"{len(seen)} clients exceed the {self.layout.max_clients} the slots can hold")
-        if self.require_knowledge_proofs:
-            bad = verify_contributions(msg.contributions, pk, fixed_base=self.fixed_base, secrets=self._secrets)
-            if bad:
-                raise self._abort(
-                    f"the proof of plaintext knowledge of client(s) {', '.join(map(str, bad))} does not verify "
-                    "(a ciphertext derived from another's?); refusing the aggregate"
-                )
+        if proofs_of is not None:
+            self._check_proofs(msg, proofs_of)
         n2 = pk.n2
         agg = [mpz(c) for c in msg.contributions[0].ciphertexts]
         for c in msg.contributions[1:]:

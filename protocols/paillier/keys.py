@@ -34,6 +34,7 @@ from gmpy2 import mpz
 from privagg.errors import ConfigurationError, InvalidMessage, ProtocolAbort
 from privagg.randomness import SYSTEM_SECRETS, SecretSource, label, prg_bytes, secret_below
 
+from .multiexp import multi_pow
 from .primes import random_prime, random_safe_prime
 
 __all__ = [
@@ -308,11 +309,10 @@ def _batch(
         h.update(_fixed(c, tk))
     weights = prg_bytes(h.digest(), info=b"privagg/paillier/batch-weights/v1", nbytes=16 * len(ciphertexts))
     n2 = tk.public_key.n2
-    big_c, big_ci = mpz(1), mpz(1)
-    for j, (c, ci) in enumerate(zip(ciphertexts, partials)):
-        rho = mpz(int.from_bytes(weights[16 * j : 16 * j + 16], "big"))
-        big_c = big_c * gmpy2.powmod(mpz(c), rho, n2) % n2
-        big_ci = big_ci * gmpy2.powmod(mpz(ci), rho, n2) % n2
+    rhos = [int.from_bytes(weights[16 * j : 16 * j + 16], "big") for j in range(len(ciphertexts))]
+    # one multi-exponentiation each (shared squarings): the same products as one powmod per element
+    big_c = multi_pow([mpz(c) for c in ciphertexts], rhos, n2)
+    big_ci = multi_pow([mpz(ci) for ci in partials], rhos, n2)
     return big_c, big_ci
 
 

@@ -314,11 +314,15 @@ def _read_ciphertexts(r: _Reader, count: int, pk: PaillierPublicKey) -> tuple[in
     raw = r.take(count * w)
     out = []
     n, n2 = pk.nz, pk.n2
+    units = mpz(1)  # gcd(prod c_j mod n, n) = 1 iff every c_j is prime to n: one gcd for all
     for i in range(count):
-        c = mpz(int.from_bytes(raw[i * w : (i + 1) * w], "big"))
-        if not (0 < c < n2) or gmpy2.gcd(c, n) != 1:
+        c = mpz.from_bytes(raw[i * w : (i + 1) * w], "big")
+        if not 0 < c < n2:
             raise InvalidMessage("ciphertext outside Z*_{n^2}", stage="decode")
+        units = units * (c % n) % n
         out.append(c)
+    if gmpy2.gcd(units, n) != 1:
+        raise InvalidMessage("ciphertext outside Z*_{n^2}", stage="decode")
     return tuple(out)
 
 

@@ -118,6 +118,7 @@ class FixedBaseTable:
             table.append(row)
             g = row[-1] * g % n2  # g^(2^w)
         self._table = table
+        self._top = g  # h_s^(2^(window * rows)): the first power the table does not reach
 
     @classmethod
     def new_base(cls, public_key: PaillierPublicKey, *, secrets: SecretSource = SYSTEM_SECRETS) -> mpz:
@@ -129,6 +130,8 @@ class FixedBaseTable:
     def power(self, x: int) -> mpz:
         """``h_s^x mod n^2`` for ``0 <= x < 2**exponent_bits`` (one multiplication per window)."""
         n2 = self.public_key.n2
+        if x < 0 or x >> (self.window * len(self._table)):
+            raise ValueError("exponent outside the table (use power_any)")  # never a silently wrong power
         mask = (1 << self.window) - 1
         acc = mpz(1)
         w = self.window
@@ -138,6 +141,15 @@ class FixedBaseTable:
                 acc = acc * row[d] % n2
             x >>= w
         return acc
+
+    def power_any(self, x: int) -> mpz:
+        """``h_s^x mod n^2`` for any ``x >= 0``: the table for the low bits, one ``powmod`` for the rest."""
+        if x < 0:
+            raise ValueError("non-negative exponents only")
+        reach = self.window * len(self._table)
+        low = self.power(x & ((1 << reach) - 1))
+        high = x >> reach
+        return low if not high else low * gmpy2.powmod(self._top, high, self.public_key.n2) % self.public_key.n2
 
     @property
     def table_bytes(self) -> int:

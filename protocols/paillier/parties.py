@@ -16,7 +16,9 @@ Round ``r`` (one session, one key):
    signed by a distinct client of the *provisioned* directory, for this key, session and round,
    on one model digest, with a valid proof of plaintext knowledge; at least ``min_clients``
    (never fewer than 2); the aggregate is their product — and endorses the set's hash (signed,
-   recorded durably; a second set for the round is refused and reported).
+   recorded durably; a second set for the round is refused and reported). A decryptor shown
+   ``t`` other decryptors' endorsements of the set endorses it without checking the proofs
+   again; every decryptor checks them itself before it releases a partial.
 4. The server collects a quorum of endorsements (:meth:`PaillierServer.endorse`) and sends the
    endorsed request back; each decryptor releases its signed partial decryption (with its
    proof of correct decryption) only for a set endorsed by a quorum.
@@ -197,7 +199,15 @@ class PaillierClient:
         unsigned = ClientContribution(pk.key_id, self.session, rnd, self.client_id, setup.count, model_digest, cts)
         table = self.randomness.table if isinstance(self.randomness, FixedBaseRandomness) else None
         fixed = (int(table.base), table.exponent_bits) if table is not None else None
-        proof = prove_knowledge(unsigned, plaintexts, [w for _, w in pool], pk, fixed_base=fixed, secrets=self._secrets)
+        proof = prove_knowledge(
+            unsigned,
+            plaintexts,
+            [w for _, w in pool],
+            pk,
+            fixed_base=fixed,
+            power=table.power_any if table is not None else None,
+            secrets=self._secrets,
+        )
         unsigned = ClientContribution(
             pk.key_id, self.session, rnd, self.client_id, setup.count, model_digest, cts, b"", proof
         )
@@ -217,7 +227,9 @@ class PaillierServer:
 
     ``screen_proofs``: check every contribution's proof of plaintext knowledge (one batch, in
     :meth:`aggregate`) and drop the bad ones (``rejected_clients``), so one malicious client cannot
-    make the decryptors refuse the round; the decryptors check them again regardless.
+    make the decryptors refuse the round; the decryptors check them again regardless. Without it
+    (the in-memory session's default) the server screens only after a decryptor refused the set
+    (:meth:`screen`): the same liveness, and no proof checked twice on the honest path.
     ``fixed_base``: the deployment's ``(h_s, exponent_bits)``. ``client_keys``: the provisioned
     client directory, to drop unsigned or unknown contributions on receipt (same reason).
     """
@@ -318,12 +330,33 @@ class PaillierServer:
         if self.screen_proofs:
             # one batch over every contribution; an honest server drops the unproven ones here (the
             # decryptors would refuse the whole set)
-            bad = verify_contributions(
-                list(self._received.values()), self.public_key, fixed_base=self.fixed_base, secrets=self._secrets
-            )
-            self.rejected_clients = bad
-            for c in bad:
-                del self._received[c]
+            self._drop_unproven()
+        return self._build()
+
+    def screen(self) -> AggregateRequest:
+        """After a decryptor refused the set: verify every proof now, drop the unproven, rebuild the request.
+
+        For a server that does not screen up front (``screen_proofs=False``: the honest path then
+        verifies nothing twice). The decryptors that refused recorded nothing, so the rebuilt set
+        for the same round is accepted. Raises :class:`ProtocolAbort` when every proof verifies
+        (the refusal had another cause).
+        """
+        if self.stage is not ServerStage.AWAITING_ENDORSEMENTS or self._request is None:
+            raise ProtocolAbort(f"no aggregate to screen (stage {self.stage.value})", stage="screen", party="server")
+        if not self._drop_unproven():
+            raise ProtocolAbort("every proof of plaintext knowledge verifies", stage="screen", party="server")
+        return self._build()
+
+    def _drop_unproven(self) -> tuple[int, ...]:
+        bad = verify_contributions(
+            list(self._received.values()), self.public_key, fixed_base=self.fixed_base, secrets=self._secrets
+        )
+        self.rejected_clients = tuple(sorted({*self.rejected_clients, *bad}))
+        for c in bad:
+            del self._received[c]
+        return bad
+
+    def _build(self) -> AggregateRequest:
         if len(self._received) < self.min_clients:
             raise ProtocolAbort(
                 f"only {len(self._received)} contributions, at least {self.min_clients} needed",

@@ -456,7 +456,7 @@ def test_directory_is_immutable_and_typed():
 
 def test_an_honest_server_drops_an_unproven_contribution_and_the_round_goes_on(setup_2of4):
     """One malicious client cannot make the decryptors refuse the round: the server screens its contribution."""
-    s = PaillierSession(setup_2of4, secrets=InsecureDeterministicSecrets(b"screen"))
+    s = PaillierSession(setup_2of4, secrets=InsecureDeterministicSecrets(b"screen"), screen_proofs=True)
     vec = _vectors(s.setup, [1, 2, 3, 4])
     contribs = _contribute(s, vec, 0)
     stolen = _resign(s, contribs[0], 5)
@@ -465,6 +465,31 @@ def test_an_honest_server_drops_an_unproven_contribution_and_the_round_goes_on(s
         s.server.receive(c)
     req = s.server.aggregate()
     assert s.server.rejected_clients == (5,)
+    endorsed = s.server.endorse([d.endorse(req) for d in s.decryptors])
+    sums = s.server.finish([d.decrypt(endorsed) for d in s.decryptors[:2]])
+    assert np.array_equal(sums, vec[2] + vec[3] + vec[4]) and s.server.participants == (2, 3, 4)
+
+
+def test_a_server_screening_on_refusal_drops_the_unproven_contribution_and_the_round_goes_on(setup_2of4):
+    """Default session server: no screening up front; the decryptors refuse (recording nothing), the
+    server screens then, and the rebuilt set of the same round is endorsed and decrypted."""
+    s = PaillierSession(setup_2of4, secrets=InsecureDeterministicSecrets(b"screen-late"))
+    assert not s.server.screen_proofs
+    vec = _vectors(s.setup, [1, 2, 3, 4])
+    contribs = _contribute(s, vec, 0)
+    stolen = _resign(s, contribs[0], 5)
+    s.server.start_round(round=0, count=COUNT, model_digest=MODEL)
+    for c in [*contribs[1:], stolen]:
+        s.server.receive(c)
+    req = s.server.aggregate()
+    assert s.server.rejected_clients == () and len(req.contributions) == 4
+    for d in s.decryptors[:2]:
+        with pytest.raises(ProtocolAbort, match=r"client\(s\) 5 does not verify"):
+            d.endorse(req)
+    req = s.server.screen()
+    assert s.server.rejected_clients == (5,) and [c.client_id for c in req.contributions] == [2, 3, 4]
+    with pytest.raises(ProtocolAbort, match="every proof of plaintext knowledge verifies"):
+        s.server.screen()  # nothing left to drop: the refusal had another cause
     endorsed = s.server.endorse([d.endorse(req) for d in s.decryptors])
     sums = s.server.finish([d.decrypt(endorsed) for d in s.decryptors[:2]])
     assert np.array_equal(sums, vec[2] + vec[3] + vec[4]) and s.server.participants == (2, 3, 4)
@@ -505,3 +530,116 @@ def test_an_honest_server_drops_unsigned_or_unknown_contributions_on_receipt(set
     for c in contribs:
         s.server.receive(c)
     assert s.server.participants == (1, 2, 3)
+
+
+# ------------------------------------------------------------------ second-wave endorsements (no repeated proof checks)
+def _signed_endorsement(s, index, req):
+    from protocols.paillier.messages import set_hash
+
+    pk = s.setup.public_key
+    e = SetEndorsement(pk.key_id, s.session, req.round, index, set_hash(req, pk))
+    sk = s.setup.decryptor_signing_keys[index]
+    return dataclasses.replace(e, signature=sk.sign(ENDORSEMENT_CONTEXT + endorsement_signed_bytes(e)))
+
+
+def test_a_second_wave_endorser_skips_the_proofs_but_checks_them_before_any_partial(setup_2of4):
+    """``t`` endorsements of a set with a stolen ciphertext (decryptors 2 and 3 corrupt: one beyond the
+    threat model, to reach the last line of defence): decryptor 4 endorses it without checking the
+    proofs, but refuses to decrypt it; with fewer than ``t`` other endorsements it checks them at once."""
+    s = PaillierSession(setup_2of4, secrets=InsecureDeterministicSecrets(b"second-wave"))
+    contribs = _contribute(s, _vectors(s.setup, [1, 2, 3]), 0)
+    bad = _request(s, [contribs[1], contribs[2], _resign(s, contribs[0], 5)])
+    with pytest.raises(ProtocolAbort, match=r"client\(s\) 5 does not verify"):
+        s.decryptors[0].endorse(bad)  # a first-wave endorser checks everything
+    e2, e3 = _signed_endorsement(s, 2, bad), _signed_endorsement(s, 3, bad)
+    d4 = s.decryptors[3]
+    forged = dataclasses.replace(e3, signature=Ed25519PrivateKey.generate().sign(b"x"))
+    for ends in ((e2,), (e2, forged), (e2, e2)):  # fewer than t valid endorsements by others: it checks
+        with pytest.raises(ProtocolAbort, match=r"client\(s\) 5 does not verify"):
+            d4.endorse(dataclasses.replace(bad, endorsements=ends))
+    e4 = d4.endorse(dataclasses.replace(bad, endorsements=(e2, e3)))  # vouched for by t others: not checked
+    assert isinstance(e4, SetEndorsement) and e4.decryptor == 4
+    with pytest.raises(ProtocolAbort, match=r"client\(s\) 5 does not verify"):
+        d4.decrypt(dataclasses.replace(bad, endorsements=(e2, e3, e4)))  # quorum, yet nothing released
+    assert d4.last_round == -1
+
+
+def test_an_honest_round_checks_the_proofs_once_per_decrypting_decryptor(setup_2of4, monkeypatch):
+    """The default session: the t decrypting decryptors check the proofs, the other endorser and the
+    server do not (old code: the server and all three endorsers, four checks)."""
+    import protocols.paillier.decryptor as dec_mod
+    import protocols.paillier.parties as par_mod
+
+    calls: list[str] = []
+    real = dec_mod.verify_contributions
+
+    def counted(who):
+        def run(*args, **kwargs):
+            calls.append(who)
+            return real(*args, **kwargs)
+
+        return run
+
+    monkeypatch.setattr(dec_mod, "verify_contributions", counted("decryptor"))
+    monkeypatch.setattr(par_mod, "verify_contributions", counted("server"))
+    s = PaillierSession(setup_2of4, secrets=InsecureDeterministicSecrets(b"once"))
+    _honest_round_still_decrypts(s, 0)
+    assert calls == ["decryptor"] * s.config.threshold
+    calls.clear()
+    s = PaillierSession(setup_2of4, secrets=InsecureDeterministicSecrets(b"once-screen"), screen_proofs=True)
+    _honest_round_still_decrypts(s, 0)
+    assert calls == ["server"] + ["decryptor"] * s.config.threshold
+
+
+def test_a_restarted_decryptor_checks_the_proofs_again_before_decrypting(setup_2of4, tmp_path):
+    """Which sets it checked is not in the durable record: after a restart a lazily endorsed bad set
+    is still refused at decryption, and a good one still decrypts."""
+    s = PaillierSession(setup_2of4, secrets=InsecureDeterministicSecrets(b"restart-proofs"))
+    contribs = _contribute(s, _vectors(s.setup, [1, 2, 3]), 0)
+    bad = _request(s, [contribs[1], contribs[2], _resign(s, contribs[0], 5)])
+    path = tmp_path / "decryptor-4.log"
+
+    def fresh():
+        return PaillierDecryptor(
+            key=setup_2of4.decryption_keys[3],
+            client_keys=setup_2of4.client_directory,
+            decryptor_keys=setup_2of4.decryptor_directory,
+            signing_key=setup_2of4.decryptor_signing_keys[4],
+            layout=s.layout,
+            min_clients=3,
+            session=s.session,
+            store=FileStore(path),
+        )
+
+    e2, e3 = _signed_endorsement(s, 2, bad), _signed_endorsement(s, 3, bad)
+    e4 = fresh().endorse(dataclasses.replace(bad, endorsements=(e2, e3)))
+    with pytest.raises(ProtocolAbort, match=r"client\(s\) 5 does not verify"):
+        fresh().decrypt(dataclasses.replace(bad, endorsements=(e2, e3, e4)))
+    good = _request(s, _contribute(s, _vectors(s.setup, [1, 2, 3], seed=3), 1), rnd=1)
+    e1, e2 = s.decryptors[0].endorse(good), s.decryptors[1].endorse(good)
+    e4 = fresh().step(dataclasses.replace(good, endorsements=(e1, e2)))  # step routes fewer than a quorum here
+    assert isinstance(e4, SetEndorsement)
+    partial = fresh().step(dataclasses.replace(good, endorsements=(e1, e2, e4)))
+    assert isinstance(partial, PartialDecryption) and partial.decryptor == 4
+
+
+def test_run_round_screens_on_refusal_and_still_decrypts_the_honest_clients(setup_2of4):
+    """A malicious client 5 re-signs client 1's ciphertexts in the session's own round: the first-wave
+    decryptors refuse, the server screens then, and the honest clients' sum is decrypted."""
+    s = PaillierSession(setup_2of4, secrets=InsecureDeterministicSecrets(b"run-refusal"))
+    honest = s.client(1)
+
+    class Thief:  # client 5 sends client 1's contribution, relabelled and signed with its own key
+        client_id = 5
+
+        def precompute(self, count):
+            pass
+
+        def contribute(self, *, setup, model_digest, values):
+            return _resign(s, honest.contribute(setup=setup, model_digest=model_digest, values=values), 5)
+
+    s.clients[5] = Thief()  # type: ignore[assignment]
+    vec = _vectors(s.setup, [2, 3, 4, 5])
+    out = s.run_round(vec, round=0, model_digest=MODEL)
+    assert s.server.rejected_clients == (5,) and out.participants == (2, 3, 4)
+    assert np.array_equal(out.sums, vec[2] + vec[3] + vec[4])

@@ -197,3 +197,20 @@ def test_huge_proof_and_endorsement_counts_do_not_allocate(wires):
     # an endorsement cannot stand in for a contribution, nor a contribution for an endorsement
     with pytest.raises(InvalidMessage):
         decode_message(e[:at] + struct.pack(">H", 1) + encoded[0], public_key=pk)
+
+
+@settings(max_examples=25, deadline=None)
+@given(pos=st.integers(min_value=0, max_value=7), which=st.sampled_from(["p", "q"]), k=st.integers(1, 1000))
+def test_a_ciphertext_sharing_one_prime_with_n_is_refused_wherever_it_sits(toy_keypair, pos, which, k):
+    """The decoder checks all ciphertexts with one gcd of their product mod n: a single multiple of ``p``
+    (or ``q``) among units, at any position, is still refused."""
+    pk, sk = toy_keypair
+    prime = int(sk._p if which == "p" else sk._q)
+    cts = [pk.encrypt(m, secrets=InsecureDeterministicSecrets(bytes([m]))) for m in range(8)]
+    cts[pos] = prime * k % pk.n2 or prime
+    msg = ClientContribution(pk.key_id, bytes(16), 0, 1, 8, bytes(DIGEST_BYTES), tuple(cts), bytes(64))
+    with pytest.raises(InvalidMessage, match="Z\\*"):
+        decode_message(_raw_encode_contribution(msg, pk), public_key=pk)
+    cts[pos] = pk.encrypt(3, secrets=InsecureDeterministicSecrets(b"unit"))
+    ok = ClientContribution(pk.key_id, bytes(16), 0, 1, 8, bytes(DIGEST_BYTES), tuple(cts), bytes(64))
+    assert decode_message(_raw_encode_contribution(ok, pk), public_key=pk).ciphertexts == tuple(cts)

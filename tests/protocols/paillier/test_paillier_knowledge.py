@@ -221,3 +221,25 @@ def _cached(pk, table):
     if pk.n not in _CACHE:
         _CACHE[pk.n] = _contribution(pk, "fresh", table)
     return _CACHE[pk.n]
+
+
+def test_an_order_two_deviation_is_judged_alike_alone_and_in_a_batch(key, table):
+    """w -> n - w multiplies one side by (-1)^n = -1, an element of order 2: it cannot help a prover
+    (an n-th residue, it vanishes from the extracted relations), so it is accepted -- and the same
+    way alone and in a batch. Before, two such proofs passed an odd-weighted batch while each
+    failed alone."""
+    pk, _ = key
+    cb, nb = pk.ciphertext_bytes, (pk.key_bits + 7) // 8
+
+    def negate_w(c):
+        w = int.from_bytes(c.proof[1 + cb + nb :], "big")
+        return dataclasses.replace(c, proof=c.proof[: 1 + cb + nb] + (pk.n - w).to_bytes(nb, "big"))
+
+    a = negate_w(_contribution(pk, "fresh", table, cid=1))
+    b = negate_w(_contribution(pk, "fresh", table, cid=2, seed=b"other"))
+    assert _verify(pk, table, [a]) == () and _verify(pk, table, [b]) == ()
+    assert _verify(pk, table, [a, b]) == ()
+    # any other deviation of w is still caught, alone and next to the order-2 ones
+    w = int.from_bytes(a.proof[1 + cb + nb :], "big")
+    off = dataclasses.replace(a, proof=a.proof[: 1 + cb + nb] + (w * 2 % pk.n).to_bytes(nb, "big"))
+    assert _verify(pk, table, [off, b]) == (1,)

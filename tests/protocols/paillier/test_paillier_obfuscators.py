@@ -26,6 +26,24 @@ def test_fixed_base_power_is_exact(table, x):
     assert table.power(x) == gmpy2.powmod(table.base, x, table.public_key.n2)
 
 
+@settings(max_examples=50, deadline=None)
+@given(x=st.integers(min_value=0, max_value=(1 << 600) - 1))
+def test_fixed_base_power_any_is_exact_beyond_the_table(table, x):
+    """The proof commitment's exponent is longer than the table (256 bits here; 52 rows of 5 reach 260)."""
+    assert table.power_any(x) == gmpy2.powmod(table.base, x, table.public_key.n2)
+
+
+def test_fixed_base_power_any_edges(table):
+    n2 = table.public_key.n2
+    for x in (0, 1, (1 << 260) - 1, 1 << 260, 1 << 256, (1 << 256) - 1, 1 << 1000):
+        assert table.power_any(x) == gmpy2.powmod(table.base, x, n2)
+    with pytest.raises(ValueError):
+        table.power_any(-1)
+    for x in (-1, 1 << 260, 1 << 300):  # old code: the bits beyond the table were silently dropped
+        with pytest.raises(ValueError, match="outside the table"):
+            table.power(x)
+
+
 def test_fixed_base_base_is_an_nth_residue(table, toy_keypair):
     _, sk = toy_keypair
     # an n-th residue encrypts 0: decrypting h_s (and any power) gives 0
