@@ -52,7 +52,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
@@ -97,6 +97,9 @@ __all__ = [
     "PrivAggPaillierWorkflow",
     "make_paillier_mod",
 ]
+
+#: the decryptors' replies: a set endorsement, then a partial decryption
+_D = TypeVar("_D", SetEndorsement, PartialDecryption)
 
 PAILLIER_RECORD = "privagg_paillier"
 _STATE = "privagg_paillier_state"
@@ -188,40 +191,45 @@ class PrivAggPaillierWorkflow(FitWorkflow[PaillierRoundRecord]):
             rec.node_errors[node_of[cid]] = "contribute: the proof of plaintext knowledge does not verify"
             fit_results.pop(node_of[cid], None)
         decryptor_nodes = {n: i for n, (role, i) in self.roles.items() if role == "decryptor"}
-        replies = self._send(
-            grid, rec, "endorse", {n: ({"msg": wire}, None) for n in decryptor_nodes}, message_type=MessageType.QUERY
-        )
-        endorsements = []
-        for nid, r in replies.items():
-            try:
-                endorsement = decode_message(self._reply_bytes(r) or b"", public_key=pk)
-                if not isinstance(endorsement, SetEndorsement) or endorsement.decryptor != decryptor_nodes[nid]:
-                    raise InvalidMessage("not this decryptor's endorsement")
-            except ProtocolAbort as err:
-                rec.node_errors[nid] = f"endorse: {err}"
-                continue
-            endorsements.append(endorsement)
-        wire = encode_message(server.endorse(endorsements), pk)
-        replies = self._send(
-            grid, rec, "decrypt", {n: ({"msg": wire}, None) for n in decryptor_nodes}, message_type=MessageType.QUERY
-        )
-        partials = []
-        for nid, r in replies.items():
-            try:
-                p = decode_message(self._reply_bytes(r) or b"", public_key=pk)
-                if not isinstance(p, PartialDecryption) or p.decryptor != decryptor_nodes[nid]:
-                    raise InvalidMessage("not this decryptor's partial decryption")
-            except ProtocolAbort as e:
-                rec.node_errors[nid] = f"decrypt: {e}"
-                continue
-            partials.append(p)
-            rec.decryptors += (nid,)
+        endorsed = self._ask_decryptors(grid, rec, "endorse", wire, decryptor_nodes, SetEndorsement)
+        wire = encode_message(server.endorse([m for _, m in endorsed]), pk)
+        decrypted = self._ask_decryptors(grid, rec, "decrypt", wire, decryptor_nodes, PartialDecryption)
+        partials = [m for _, m in decrypted]
+        rec.decryptors += tuple(nid for nid, _ in decrypted)
         total = np.asarray(server.finish(partials), dtype=np.float64) / mat.encoding.scale
         rec.contributors = tuple(node_of[c] for c in server.participants)
         return Summed(total=total, included=rec.contributors, fit_results=fit_results)
 
+    def _ask_decryptors(
+        self,
+        grid: Any,
+        rec: PaillierRoundRecord,
+        stage: str,
+        wire: bytes,
+        decryptor_nodes: dict[int, int],
+        kind: type[_D],
+    ) -> list[tuple[int, _D]]:
+        """Send ``wire`` to every decryptor node; the replies that are ``kind`` from that very decryptor."""
+        pk = self.material.public_key
+        replies = self._send(
+            grid, rec, stage, {n: ({"msg": wire}, None) for n in decryptor_nodes}, message_type=MessageType.QUERY
+        )
+        out: list[tuple[int, _D]] = []
+        for nid, r in replies.items():
+            try:
+                m = decode_message(self._reply_bytes(r) or b"", public_key=pk)
+                if not isinstance(m, kind) or m.decryptor != decryptor_nodes[nid]:
+                    raise InvalidMessage(f"not this decryptor's {kind.__name__}")
+            except ProtocolAbort as e:
+                rec.node_errors[nid] = f"{stage}: {e}"
+                continue
+            out.append((nid, m))
+        return out
+
 
 # ---------------------------------------------------------------------------------- node mod
+
+
 def _role(ctxt: Context) -> tuple[str, int]:
     idx = ctxt.node_config.get("privagg-paillier-decryptor")
     pid = ctxt.node_config.get("partition-id")
