@@ -8,17 +8,30 @@ code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib
+import shlex
 import sys
 from collections.abc import Sequence
 
 from privagg import __version__
 from privagg.errors import ConfigurationError, PrivAggError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "command_line", "utc_now"]
 
 # Top-level sub-commands, in help order.
 _COMMANDS = ("run", "audit", "bench", "attack", "evaluate")
+
+_EXAMPLES = """examples:
+  privagg run                          # the main job; report in privagg-report/
+  privagg run --aggregator secagg      # the same run under secure aggregation
+  privagg audit --config deployment.toml
+  privagg attack --list                # the registered attacks
+  privagg attack idlg --defense secagg
+  privagg bench secagg --clients 100 --params 100000 --dropout 0.1
+  privagg evaluate robustness --rounds 5
+
+`privagg COMMAND --help` shows each command's options and examples."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,7 +40,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="privagg", description="Privacy-hardened secure aggregation toolkit for federated learning.")
+    parser = _Parser(
+        prog="privagg",
+        description="Privacy-hardened secure aggregation toolkit for federated learning.",
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"privagg {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in _COMMANDS:
@@ -38,12 +56,37 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.add_parser(sub)
+    _tidy(parser)
     return parser
+
+
+def _tidy(parser: argparse.ArgumentParser) -> None:
+    """Docstrings serve as descriptions: strip their Sphinx markup from every help text."""
+    from privagg.cli._console import plain
+
+    parser.description, parser.epilog = plain(parser.description), plain(parser.epilog)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action.choices.values():
+                _tidy(choice)
+        elif not isinstance(getattr(type(action), "help", None), property) and isinstance(action.help, str):
+            action.help = plain(action.help)
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command as typed (``privagg run --rounds 3``), for the top of a report."""
+    return shlex.join(["privagg", *getattr(args, "argv", [])])
+
+
+def utc_now() -> str:
+    """Now, ISO 8601 in UTC to the second: a report's timestamp."""
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

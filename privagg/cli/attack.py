@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from privagg.cli._console import names_help
 from privagg.errors import ConfigurationError
 
 __all__ = ["add_parser"]
@@ -37,7 +38,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("name", nargs="?", metavar="NAME", help="registered attack name (see --list)")
     p.add_argument("--list", action="store_true", help="list the registered attacks and exit")
-    p.add_argument("--defense", help="registered defense, e.g. secagg, dp, secagg+dp (default: none)")
+    p.add_argument("--defense", action=names_help("defense (default none): {names}", "attacks.registry:DEFENSES.names"))
     p.add_argument("--config", metavar="TOML", help="TOML file with [case] and [attack] tables")
     p.add_argument("--json", action="store_true", help="print report.json to stdout")
     p.add_argument("--out", metavar="DIR", help="report directory (default: privagg-attack-NAME-DEFENSE)")
@@ -66,9 +67,10 @@ def _main(args: argparse.Namespace) -> int:
 
     from attacks import ATTACKS
     from attacks.runner import run_configured_attack
+    from privagg.cli import command_line, utc_now
     from privagg.config import read_toml
-    from privagg.report import environment_section
-    from privagg.report.attacks import attack_report
+    from privagg.report import environment_section, provenance
+    from privagg.report.attacks import attack_report, attack_title, verdict
 
     if args.list:
         for n in ATTACKS.names():
@@ -77,6 +79,7 @@ def _main(args: argparse.Namespace) -> int:
         return 0
     if not args.name:
         raise ConfigurationError("give an attack NAME (or --list)", field="NAME", accepted=ATTACKS.names())
+    started = utc_now()
     torch.set_num_threads(1)  # small models: threads cost more than they give on a shared machine
     result = run_configured_attack(
         args.name,
@@ -95,39 +98,33 @@ def _main(args: argparse.Namespace) -> int:
     out = Path(args.out or f"privagg-attack-{args.name}-{defense}")
     if out.exists() and not out.is_dir():
         raise ConfigurationError(f"{out} exists and is not a directory", field="--out")
-    report = attack_report(
-        [result],
-        title=f"privagg attack {args.name} (defense {defense})",
-        top={"attack": args.name, "defense": defense, "metrics": result.metrics, "success": result.success},
-    )
+    kind = ATTACKS.get(result.attack).kind
+    title, line = attack_title(result, kind), verdict(result, kind)
+    top = {"attack": args.name, "defense": defense, "metrics": result.metrics, "success": result.success}
+    report = attack_report([result], title=f"privagg attack {title}", top={**top, "verdict": line})
+    provenance(report, command=command_line(args), seed=result.case.seed, timestamp=started)
     report.add(environment_section())
     report.write(out)
     if args.json:
         print(report.to_json())
     else:
-        _print_summary(result, ATTACKS.get(result.attack).kind, out)
+        _print_summary(result, kind, title, line, out)
     return 0
 
 
-def _print_summary(result: Any, kind: str, out: Path) -> None:
+def _print_summary(result: Any, kind: str, title: str, line: str, out: Path) -> None:
     from rich.console import Console
-    from rich.table import Table
 
-    t = Table(title=f"{result.attack} against defense {result.case.defense}")
-    t.add_column("metric")
-    t.add_column("value", justify="right")
-    for k, v in result.metrics.items():
-        t.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
+    from privagg.cli._console import print_table
+
+    rows: list[list[Any]] = [[k, v] for k, v in result.metrics.items()]
     if result.success is not None:
-        label = "attack outcome as expected" if kind == "protocol" else "succeeded"
-        t.add_row(label, "yes" if result.success else "no")
+        rows.append(["attack outcome as expected" if kind == "protocol" else "succeeded", result.success])
     console = Console(file=sys.stderr)
-    console.print(t)
-    for caption, header, rows in result.tables:
-        tt = Table(title=caption)
-        for h in header:
-            tt.add_column(str(h))
-        for r in rows:
-            tt.add_row(*[f"{c:.4g}" if isinstance(c, float) else str(c) for c in r])
-        console.print(tt)
-    console.print(f"report: {out / 'report.html'} ({result.seconds:.1f} s)")
+    print_table(console, title, ["metric", "value"], [[k, "yes" if v is True else "no" if v is False else v]
+                                                      for k, v in rows])
+    for caption, header, table_rows in result.tables:
+        print_table(console, caption, header, table_rows)
+    console.print(f"report: {out / 'report.html'} ({result.seconds:.1f} s)", markup=False, highlight=False)
+    console.file.flush()
+    print(line, file=sys.stderr)  # one line, never wrapped: the last thing a user reads

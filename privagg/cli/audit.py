@@ -50,14 +50,18 @@ def _progress(message: str) -> None:
 
 def _main(args: argparse.Namespace) -> int:
     from privagg.audit import FLOWER_DEFAULTS, AuditConfig, run_audit
+    from privagg.cli import command_line, utc_now
     from privagg.config import read_toml
+    from privagg.report import provenance
     from privagg.report.audit import audit_report
 
     data: dict[str, Any] = read_toml(args.config) if args.config else {**FLOWER_DEFAULTS}
     if args.no_attacks:
         data["protocol_attacks"] = False
+    started = utc_now()
     result = run_audit(AuditConfig.from_mapping(data), progress=None if args.json else _progress)
     report = audit_report(result)
+    provenance(report, command=command_line(args), seed=None, timestamp=started)
     report.write(args.out)
     if args.json:
         print(report.to_json())

@@ -24,7 +24,14 @@ def engine_kwargs(engine: Callable[..., object], args: argparse.Namespace) -> di
 def add_parser(sub: Any) -> None:
     from privagg.cli import bench_dp, bench_paillier, bench_secagg
 
-    p: argparse.ArgumentParser = sub.add_parser("bench", help="run a benchmark (secagg, paillier, dp)")
+    p: argparse.ArgumentParser = sub.add_parser(
+        "bench",
+        help="run a benchmark (secagg, paillier, dp)",
+        description="Benchmarks that print figures measured side by side in one run.",
+        epilog="examples:\n  privagg bench secagg --clients 100 --params 100000 --dropout 0.1\n"
+        "  privagg bench paillier --clients 10 --params 10000\n  privagg bench dp --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     bsub = p.add_subparsers(dest="target", metavar="TARGET", parser_class=type(p))
     for target in (bench_secagg, bench_paillier, bench_dp):
         target.add_parser(bsub)

@@ -35,7 +35,12 @@ def _cmd(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any) -> None:
-    p: argparse.ArgumentParser = sub.add_parser("dp", help="secure DP noise throughput")
+    p: argparse.ArgumentParser = sub.add_parser(
+        "dp",
+        help="secure DP noise throughput",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--dim", type=int, default=1_000_000, help="coordinates per draw (default 1,000,000)")
     p.add_argument("--sigma", type=float, default=1e6, help="noise std in grid units (default 1e6)")
     p.add_argument("--repeats", type=int, default=7, help="repetitions; medians are reported (default 7)")

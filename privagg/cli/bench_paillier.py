@@ -47,7 +47,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--params", type=int, default=10_000, help="values per client M (default 10000)")
     p.add_argument("--key-bits", type=int, default=2048, help="2048 (default) or 3072")
     p.add_argument("--value-bits", type=int, default=16, help="quantisation bits per value (default 16)")
-    p.add_argument("--clip", type=float, default=1.0)
+    p.add_argument("--clip", type=float, default=1.0, help="input values are drawn from [-clip, clip] (default 1.0)")
     p.add_argument(
         "--randomness",
         choices=("fresh", "fixed-base"),
@@ -71,7 +71,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--phe-budget", type=float, default=30.0, help="seconds plain phe may take before subsampling")
     p.add_argument("--repeats", type=int, default=1, help="repeat each measurement, report medians (default 1)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random input vectors (default 0)")
     p.add_argument("--allow-insecure", action="store_true", help="accept key sizes below 2048 (smoke tests)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd)

@@ -49,12 +49,20 @@ def add_parser(sub: Any) -> None:
     from secagg.driver import STAGE_NAMES
 
     p: argparse.ArgumentParser = sub.add_parser(
-        "secagg", help="one SecAgg+ round on random vectors: time, bytes, memory"
+        "secagg",
+        help="one SecAgg+ round on random vectors: time, bytes, memory",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--clients", "-N", type=int, required=True)
+    p.add_argument("--clients", "-N", type=int, required=True, help="number of clients N")
     p.add_argument("--params", "-M", type=int, required=True, help="vector length")
     p.add_argument("--dropout", type=float, default=0.0, help="fraction of clients that drop at --drop-stage")
-    p.add_argument("--threat", choices=("semi-honest", "active"), default="active")
+    p.add_argument(
+        "--threat",
+        choices=("semi-honest", "active"),
+        default="active",
+        help="protocol mode: active also stops a malicious server (default: %(default)s)",
+    )
     p.add_argument(
         "--drop-stage",
         choices=STAGE_NAMES,
@@ -64,9 +72,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--degree", type=int, default=None, help="neighbours per client (default: derived)")
     p.add_argument("--threshold", type=int, default=None, help="shares needed (default: derived)")
     p.add_argument("--corruption", type=float, default=0.0, help="corruption rate the derivation assumes")
-    p.add_argument("--value-bits", type=int, default=16)
+    p.add_argument("--value-bits", type=int, default=16, help="quantisation bits per value (default 16)")
     p.add_argument("--repeat", type=int, default=1, help="rounds (seeds --seed, --seed + 1, ...); median round time")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random input vectors (default 0)")
     p.add_argument("--workers", type=int, default=1, help="processes running the clients (the server stays in one)")
     p.add_argument(
         "--no-memory",
@@ -74,5 +82,5 @@ def add_parser(sub: Any) -> None:
         action="store_false",
         help="skip the server memory measurement (tracemalloc)",
     )
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=_cmd)

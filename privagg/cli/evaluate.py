@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from privagg.cli._console import names_help
 from privagg.errors import ConfigurationError
 
 __all__ = ["add_parser"]
@@ -38,18 +39,28 @@ def _floats(text: str, field: str) -> tuple[float, ...]:
 
 
 def add_parser(sub: Any) -> None:
-    p: argparse.ArgumentParser = sub.add_parser("evaluate", help="evaluate defenses against attacks (robustness)")
+    p: argparse.ArgumentParser = sub.add_parser(
+        "evaluate",
+        help="evaluate defenses against attacks (robustness)",
+        description="Evaluate defenses against attacks; `robustness` is the poisoning x robust aggregation matrix.",
+    )
     esub = p.add_subparsers(dest="target", metavar="TARGET", parser_class=type(p))
     r = esub.add_parser(
         "robustness",
         help="poisoning attacks x robust aggregators: accuracy, backdoor success, worst case",
         description=(
-            "Run every poisoning attack against every robust aggregator on one federated task and write CSV, JSON, "
-            "HTML and heatmaps. Lists are comma-separated (or space-separated). 'none' is the clean baseline."
+            "Run every poisoning attack against every robust aggregator on one federated task\n"
+            "and write CSV, JSON, HTML and heatmaps. Lists are comma-separated (or space-\n"
+            "separated). 'none' is the clean baseline."
         ),
+        epilog="examples:\n  privagg evaluate robustness --rounds 5 --attacks alie --defenses mean,krum\n"
+        "  privagg evaluate robustness --secure-aggregation --malicious 0.1,0.2",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    r.add_argument("--attacks", nargs="+", metavar="NAME", help="poisoning attacks (default: all, plus 'none')")
-    r.add_argument("--defenses", nargs="+", metavar="NAME", help="aggregators (default: mean and every robust rule)")
+    for flag, what in (("--attacks", "poisoning attacks"), ("--defenses", "aggregators")):
+        names = f"attacks.robustness.config:default_{flag[2:]}"
+        action = names_help(what + ", default all: {names}", names, argparse._ExtendAction)
+        r.add_argument(flag, nargs="+", metavar="NAME", action=action)
     r.add_argument("--malicious", default="0.2", metavar="F[,F...]", help="malicious fractions (%(default)s)")
     r.add_argument("--alpha", default="0.5", metavar="A[,A...]", help="Dirichlet label-skew levels (%(default)s)")
     r.add_argument("--rounds", type=int, default=None, help="FedAvg rounds per run (default 15)")

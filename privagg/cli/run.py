@@ -13,9 +13,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from privagg.cli._console import names_help
 from privagg.errors import ConfigurationError
 
 __all__ = ["add_parser"]
+
+_EXAMPLES = """examples:
+  privagg run                                  # report in privagg-report/
+  privagg run --rounds 10 --seed 1 --out privagg-seed1
+  privagg run --aggregator secagg              # under secure aggregation
+  privagg run --config dp.toml                 # [dp] table: DP and its cost
+  privagg run --json --no-progress > report.json"""
 
 
 def add_parser(sub: Any) -> None:
@@ -23,6 +31,7 @@ def add_parser(sub: Any) -> None:
         "run",
         help="federated training run with a report (default: FedAvg on digits, 20 non-IID clients)",
         description=__doc__,
+        epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", metavar="TOML", help="TOML file overriding any setting of the run")
@@ -30,8 +39,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print report.json to stdout")
     p.add_argument("--seed", type=int, help="run seed (simulation randomness only)")
     p.add_argument("--rounds", type=int, help="round budget")
-    p.add_argument("--dataset", help="dataset name (digits, breast-cancer, mnist-5k)")
-    p.add_argument("--aggregator", help="aggregator name (mean, secagg, paillier, ...)")
+    p.add_argument("--dataset", action=names_help("dataset: {names}", "protocols.datasets:DATASETS.names"))
+    p.add_argument("--aggregator", action=names_help("aggregator: {names}", "protocols.aggregation:AGGREGATORS.names"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--no-baseline", action="store_true", help="with DP enabled: skip the same run without DP (accuracy cost)"
@@ -53,6 +62,7 @@ def _cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _main(args: argparse.Namespace) -> int:
+    from privagg.cli import command_line, utc_now
     from privagg.report.run import run_report
     from privagg.run import execute_run, run_config
 
@@ -60,8 +70,9 @@ def _main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConfigurationError(f"{out} exists and is not a directory", field="--out")
+    started = utc_now()
     outcome = execute_run(cfg, progress=not args.no_progress and not args.json, baseline=not args.no_baseline)
-    report = run_report(outcome)
+    report = run_report(outcome, command=command_line(args), timestamp=started)
     report.write(out)
     if outcome.config.dp is not None:
         from privagg.report.dp import dp_warnings

@@ -12,14 +12,14 @@ import html
 import json
 import math
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Figure", "Section", "Report", "environment_section", "to_jsonable"]
+__all__ = ["Figure", "Section", "Report", "environment_section", "provenance", "to_jsonable"]
 
 
 @dataclass
@@ -79,6 +79,8 @@ class Report:
         self.title = title
         self.top: dict[str, Any] = dict(top or {})
         self.sections: list[Section] = []
+        #: (label, value) lines shown under the title: command, seed, timestamp, versions
+        self.header: list[tuple[str, str]] = []
 
     def add(self, section: Section) -> None:
         if any(s.key == section.key for s in self.sections):
@@ -98,6 +100,10 @@ class Report:
             f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>",
             f"<style>{_CSS}</style></head><body><h1>{html.escape(self.title)}</h1>",
         ]
+        if self.header:
+            h.append("<table class='kv'>")
+            h.extend(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in self.header)
+            h.append("</table>")
         for s in self.sections:
             h.append(f"<h2 id='{html.escape(s.key)}'>{html.escape(s.title)}</h2>")
             if s.text:
@@ -131,7 +137,7 @@ class Report:
 
         out = Path(out_dir)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        tmp = _fresh_dir(out.parent, f".{out.name}.tmp-")
         try:
             for s in self.sections:
                 for f in s.figures:
@@ -152,9 +158,18 @@ class Report:
         return out
 
 
-def environment_section() -> Section:
-    """Versions and machine facts, so a reader can tell where figures were measured."""
-    import platform
+def _fresh_dir(parent: Path, prefix: str) -> Path:
+    """A new empty directory under ``parent``: ``mkdir`` honours the umask (``mkdtemp`` forces 0700)."""
+    while True:
+        d = parent / f"{prefix}{secrets.token_hex(6)}"
+        try:
+            d.mkdir()
+        except FileExistsError:
+            continue
+        return d
+
+
+def _versions() -> dict[str, str]:
     from importlib import metadata
 
     versions = {}
@@ -163,6 +178,34 @@ def environment_section() -> Section:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             continue
+    return versions
+
+
+def provenance(report: Report, *, command: str | None, seed: int | None, timestamp: str | None = None) -> None:
+    """Put the command, seed, UTC timestamp and versions at the top of ``report`` (JSON and HTML).
+
+    ``timestamp`` (ISO 8601, UTC) defaults to now; pass the start of the run when known.
+    """
+    import datetime
+    import platform
+
+    ts = timestamp or datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    versions = _versions()
+    report.top = {"command": command, "seed": seed, "timestamp": ts, **report.top}
+    shown = ", ".join(f"{k} {v}" for k, v in versions.items() if k in ("privagg", "numpy", "torch"))
+    report.header = [
+        ("command", command or "-"),
+        ("seed", "-" if seed is None else str(seed)),
+        ("timestamp (UTC)", ts),
+        ("versions", f"python {platform.python_version()}, {shown}"),
+    ]
+
+
+def environment_section() -> Section:
+    """Versions and machine facts, so a reader can tell where figures were measured."""
+    import platform
+
+    versions = _versions()
     python, plat, cpus = platform.python_version(), platform.platform(), os.cpu_count()
     return Section(
         key="environment",

@@ -23,11 +23,24 @@ import numpy as np
 from attacks.inversion import InversionResult
 from attacks.membership import MembershipResult
 from attacks.metrics import roc_curve
-from attacks.registry import AttackResult
+from attacks.registry import ATTACKS, AttackResult
 from attacks.runner import BatchSizeCurve
 from privagg.report import Figure, Report, Section
 
-__all__ = ["attack_figures", "attack_report", "attack_section", "image_grid_figure", "roc_figure"]
+__all__ = [
+    "attack_figures",
+    "attack_report",
+    "attack_section",
+    "attack_title",
+    "image_grid_figure",
+    "roc_figure",
+    "verdict",
+]
+
+#: PSNR (dB) from which a reconstructed image is taken as recognisable
+RECOGNISABLE_PSNR = 20.0
+#: membership / property AUC from which the attacker tells members apart better than chance
+DISTINGUISHING_AUC = 0.6
 
 
 def image_grid_figure(
@@ -174,7 +187,7 @@ def attack_section(result: AttackResult, *, key: str | None = None) -> Section:
     }
     return Section(
         key=k,
-        title=f"Attack {result.attack} against defense {case.defense}",
+        title=f"Attack {attack_title(result, _kind(result))}",
         data=data,
         summary=summary,
         figures=attack_figures(result),
@@ -233,3 +246,76 @@ def _headline(r: AttackResult) -> tuple[str, str]:
         k, v = next(iter(m.items()))
         return k, f"{v:.4g}"
     return "-", "-"
+
+
+def _configurations(r: AttackResult) -> list[str]:
+    """The configurations a protocol attack ran against (metric keys ``attack/configuration``)."""
+    seen: dict[str, None] = {}
+    for k in r.metrics:
+        if "/" in k:
+            seen[k.split("/", 1)[1]] = None
+    return list(seen)
+
+
+def _kind(r: AttackResult) -> str:
+    """The registered attack's kind ("inference", "poisoning", "protocol")."""
+    return ATTACKS.get(r.attack).kind if r.attack in ATTACKS else "inference"
+
+
+def attack_title(r: AttackResult, kind: str) -> str:
+    """What ran: a protocol attack names the SecAgg configurations it attacked, others the defense."""
+    if kind == "protocol":
+        configs = _configurations(r)
+        return f"{r.attack}: malicious server against secure aggregation ({', '.join(configs) or 'no configuration'})"
+    return f"{r.attack} against defense {r.case.defense}"
+
+
+def verdict(r: AttackResult, kind: str) -> str:
+    """One line: did the attack work, by which metric, and what that metric means."""
+    m = {k: v for k, v in r.metrics.items() if isinstance(v, (int, float)) and np.isfinite(v)}
+    if kind == "protocol":
+        per: dict[str, list[float]] = {}
+        for k, v in m.items():
+            if "/" in k:
+                per.setdefault(k.split("/", 1)[1], []).append(v)
+        if per:
+            parts = ", ".join(f"{c} {int(sum(v))}/{len(v)}" for c, v in per.items())
+            expected = "" if r.success is None else (" - as expected" if r.success else " - NOT as expected")
+            return f"verdict: target's update isolated in {parts} attack runs{expected} (1 = isolated, 0 = stopped)"
+    if isinstance(r, BatchSizeCurve) and r.psnr:
+        worst = max(r.psnr)
+        leak = "recognisable" if worst >= RECOGNISABLE_PSNR else "not recognisable"
+        return (
+            f"verdict: best reconstruction PSNR {worst:.1f} dB over batch sizes {r.batch_sizes}: images {leak} "
+            f"(>= {RECOGNISABLE_PSNR:.0f} dB counts as recognisable)"
+        )
+    if "psnr" in m:
+        leak = "recognisable: the server recovered the images" if m["psnr"] >= RECOGNISABLE_PSNR else (
+            "not recognisable"
+        )
+        base = f", random image {m['random_image_psnr']:.1f} dB" if "random_image_psnr" in m else ""
+        return (
+            f"verdict: reconstruction PSNR {m['psnr']:.1f} dB{base}: {leak} "
+            f"(>= {RECOGNISABLE_PSNR:.0f} dB counts as recognisable)"
+        )
+    if "auc" in m:
+        told = "better than chance" if m["auc"] >= DISTINGUISHING_AUC else "near chance"
+        extra = f", TPR at 1% FPR {m['tpr@1%fpr']:.3f}" if "tpr@1%fpr" in m else ""
+        model = ""
+        if "model_test_accuracy" in m:
+            model = f"; target model test accuracy {m['model_test_accuracy']:.2f}"
+            if m["model_test_accuracy"] < 0.5:
+                model += " (a weak model leaks little: weigh the AUC against its utility)"
+        return f"verdict: attack AUC {m['auc']:.2f} ({told}; 0.5 = chance, 1 = always right){extra}{model}"
+    if "attack_success_rate" in m:
+        asr = m["attack_success_rate"]
+        return (
+            f"verdict: backdoor success rate {asr:.2f} ({'succeeded' if asr >= 0.5 else 'failed'}: share of "
+            f"triggered inputs given the attacker's label, >= 0.5 counts as success); model accuracy "
+            f"{m.get('accuracy', float('nan')):.2f}"
+        )
+    if kind == "poisoning" and "accuracy" in m:
+        return f"verdict: model accuracy under attack {m['accuracy']:.2f} (the attack aims to lower it)"
+    if r.success is not None:
+        return f"verdict: attack {'succeeded' if r.success else 'failed'} against its stated goal"
+    return "verdict: no verdict metric for this attack (see the metrics above)"

@@ -9,22 +9,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from privagg.config import config_to_dict
-from privagg.report import Figure, Report, Section, environment_section
+from privagg.report import Figure, Report, Section, environment_section, provenance
 from privagg.report.aggregators import aggregator_sections
 from privagg.report.dp import accuracy_cost_section
 from privagg.run import RunOutcome
 from protocols.fedavg import RunResult
 
-__all__ = ["run_report", "run_sections", "training_section"]
+__all__ = ["configuration_section", "run_report", "run_sections", "training_section"]
 
 
-def run_report(outcome: RunOutcome) -> Report:
-    """The ``privagg run`` report: headline numbers, the run's sections, the DP cost, the environment."""
+def run_report(outcome: RunOutcome, *, command: str | None = None, timestamp: str | None = None) -> Report:
+    """The ``privagg run`` report: headline numbers, the run's sections, the DP cost, the environment.
+
+    The top states ``command`` (as typed), the seed, ``timestamp`` (UTC, default now) and the
+    versions; the one wall time is ``outcome.seconds`` (with DP, the no-DP baseline included).
+    """
     result = outcome.result
     report = Report(
         "privagg run",
@@ -35,12 +41,36 @@ def run_report(outcome: RunOutcome) -> Report:
             "config": config_to_dict(outcome.config),
         },
     )
-    for s in run_sections(result):
+    provenance(report, command=command, seed=outcome.config.seed, timestamp=timestamp)
+    report.add(training_section(result, seconds=outcome.seconds, baseline_included=outcome.baseline is not None))
+    for s in aggregator_sections(result.aggregator):
         report.add(s)
     if outcome.baseline is not None:
         report.add(accuracy_cost_section(result, outcome.baseline, key="dp_cost"))
+    report.add(configuration_section(report.top["config"]))
     report.add(environment_section())
     return report
+
+
+def configuration_section(config: Mapping[str, Any]) -> Section:
+    """Every setting of the run, flattened (``federation.rounds``); the JSON keeps it once, in ``config``."""
+
+    def flat(d: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+        rows: list[tuple[str, str]] = []
+        for k, v in d.items():
+            if isinstance(v, Mapping) and v:
+                rows += flat(v, f"{prefix}{k}.")
+            else:
+                rows.append((f"{prefix}{k}", "-" if v is None else str(v)))
+        return rows
+
+    return Section(
+        key="configuration",
+        title="Configuration",
+        text="The full configuration of this run: a TOML file with these settings (or --config) reproduces it.",
+        data={"settings": len(flat(config))},
+        summary=flat(config),
+    )
 
 
 def run_sections(result: RunResult) -> list[Section]:
@@ -48,8 +78,13 @@ def run_sections(result: RunResult) -> list[Section]:
     return [training_section(result), *aggregator_sections(result.aggregator)]
 
 
-def training_section(result: RunResult) -> Section:
-    """Accuracy and loss per round, the per-client accuracy of the final model, the summary."""
+def training_section(result: RunResult, *, seconds: float | None = None, baseline_included: bool = False) -> Section:
+    """Accuracy and loss per round, the per-client accuracy of the final model, the summary.
+
+    ``seconds``: the wall time to show (the report's one number; default ``result.seconds``).
+    """
+    wall = result.seconds if seconds is None else seconds
+    wall_text = f"{wall:.1f} s" + (" (with the no-DP baseline run)" if baseline_included else "")
     history = result.history
     rounds = [h.round for h in history]
     acc = [h.accuracy for h in history]
@@ -114,7 +149,7 @@ def training_section(result: RunResult) -> Section:
             ("rounds", str(s["rounds"])),
             ("final test accuracy", f"{s['final_accuracy']:.4f}"),
             ("worst client accuracy", f"{worst:.4f}" if worst is not None else "-"),
-            ("wall time", f"{result.seconds:.1f} s"),
+            ("wall time", wall_text),
         ],
         figures=[
             Figure("accuracy_loss.png", "Global test accuracy and loss per round", curves),

@@ -71,3 +71,30 @@ def test_unknown_config_table(tmp_path: Path) -> None:
     cfg.write_text("[cases]\nseed = 1\n", "utf-8")
     assert main(["attack", "idlg", "--config", str(cfg), "--out", str(tmp_path / "x")]) == 2
 
+
+
+def test_protocol_output_fits_80_columns_and_ends_with_a_verdict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    out = tmp_path / "p"
+    assert main(["attack", "protocol", "--out", str(out), "--seed", "0"]) == 0
+    err = capsys.readouterr().err
+    lines = err.rstrip("\n").splitlines()
+    assert all(len(line) <= 80 for line in lines[:-1]), max(lines, key=len)
+    assert "…" not in err and "defense none" not in err
+    flat = " ".join(err.split())
+    assert "malicious server against secure aggregation (unprotected, semi-honest, active" in flat
+    assert "stopped by:" in err  # the wide table became records, nothing cut
+    assert lines[-1].startswith("verdict: target's update isolated in unprotected ")
+    data = json.loads((out / "report.json").read_text())
+    assert data["verdict"] == lines[-1] and data["command"] == f"privagg attack protocol --out {out} --seed 0"
+    assert "defense none" not in data["title"] and data["timestamp"].endswith("+00:00") and data["seed"] == 0
+
+
+def test_inversion_through_secagg_ends_with_a_verdict_not_null(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["attack", "idlg", "--defense", "secagg", "--out", str(tmp_path / "i")]) == 0
+    last = capsys.readouterr().err.rstrip("\n").splitlines()[-1]
+    assert last.startswith("verdict: reconstruction PSNR ") and "dB counts as recognisable" in last

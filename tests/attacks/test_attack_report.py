@@ -45,7 +45,9 @@ def test_plain_results_have_no_figures_and_keep_their_fields() -> None:
     r = AttackResult(attack="protocol", case=AttackCase(), metrics={"a/b": 1.0}, success=True, text="t")
     r.tables.append(("caption", ["h"], [[1]]))
     sec = attack_section(r)
-    assert (sec.key, sec.title) == ("attack-protocol-none", "Attack protocol against defense none")
+    assert sec.key == "attack-protocol-none"
+    # what ran (the configurations of its metrics), not "against defense none"
+    assert sec.title == "Attack protocol: malicious server against secure aggregation (b)"
     assert sec.figures == [] and sec.tables == [("caption", ["h"], [[1]])] and sec.text == "t"
     assert ("attack succeeded", "yes") in sec.summary and ("threat", "honest-but-curious") in sec.summary
     assert set(sec.data) == {"attack", "defense", "case", "metrics", "success", "seconds"}

@@ -42,6 +42,7 @@ def test_hardened_example_without_attacks_is_not_a_pass(tmp_path, capsys):
     assert rc == 0  # --strict fails on FAIL only
     d = json.loads(capsys.readouterr().out)
     assert d["verdict"] == "warn"
+    assert d["command"].startswith("privagg audit --config ") and d["timestamp"].endswith("+00:00")
     found = {f["id"]: f for f in d["sections"]["findings"]["findings"]}
     assert found["secagg.threat-model"]["severity"] == "warn"
     assert "not tested" in found["secagg.threat-model"]["title"]

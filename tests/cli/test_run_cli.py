@@ -9,7 +9,7 @@ from privagg.cli import main
 
 def _strip_timing(obj):
     if isinstance(obj, dict):
-        return {k: _strip_timing(v) for k, v in obj.items() if k not in ("seconds",)}
+        return {k: _strip_timing(v) for k, v in obj.items() if k not in ("seconds", "timestamp", "command")}
     if isinstance(obj, list):
         return [_strip_timing(v) for v in obj]
     return obj
@@ -21,7 +21,8 @@ def test_run_writes_report_and_is_deterministic(tmp_path, capsys):
     first = json.loads(capsys.readouterr().out)
     assert main([*args, "--out", str(tmp_path / "b")]) == 0
     second = json.loads(capsys.readouterr().out)
-    for key in ("final_accuracy", "rounds", "seconds", "config"):
+    assert first["command"] == f"privagg {' '.join(args)} --out {tmp_path / 'a'}" and first["seed"] == 0
+    for key in ("final_accuracy", "rounds", "seconds", "config", "timestamp"):
         assert key in first
     assert 0.0 <= first["final_accuracy"] <= 1.0 and first["rounds"] == 3
     assert _strip_timing(first) == _strip_timing(second)

@@ -39,7 +39,9 @@ def test_run_outcome_renders_the_training_section_and_writes_the_page(tmp_path: 
     d = report.to_dict()
     assert d["final_accuracy"] == outcome.result.final_accuracy and d["rounds"] == 2
     assert d["config"]["federation"] == {**d["config"]["federation"], "rounds": 2, "patience": 10}
-    assert list(d["sections"]) == ["training", "environment"]
+    assert list(d["sections"]) == ["training", "configuration", "environment"]
+    settings = dict(next(s for s in report.sections if s.key == "configuration").summary)
+    assert settings["federation.rounds"] == "2" and settings["seed"] == "0" and settings["model.name"] == "logreg"
     sec = training_section(outcome.result)
     assert sec.key == "training" and sec.title == "Federated training"
     assert [f.filename for f in sec.figures] == ["accuracy_loss.png", "client_accuracy.png"]
@@ -95,7 +97,7 @@ def test_dp_run_adds_ledger_inner_cost_and_accuracy_cost(tmp_path: Path) -> None
     assert isinstance(outcome.result.aggregator, DPFedAvg)
     assert [s.key for s in run_sections(outcome.result)] == ["training", "dp", "secagg"]
     d = run_report(outcome).to_dict()
-    assert list(d["sections"]) == ["training", "dp", "secagg", "dp_cost", "environment"]
+    assert list(d["sections"]) == ["training", "dp", "secagg", "dp_cost", "configuration", "environment"]
     cost = d["sections"]["dp_cost"]
     assert cost["accuracy_cost"] == pytest.approx(cost["baseline_final_accuracy"] - cost["dp_final_accuracy"])
     assert d["config"]["dp"]["noise_multiplier"] == 1.0 and d["config"]["dp"]["clip_norm"] == 0.5
