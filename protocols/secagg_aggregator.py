@@ -155,6 +155,11 @@ class SecAggAggregator(Aggregator):
         self.codec = WeightingCodec(
             "examples" if opts.weighted else "uniform", max_weight=opts.max_weight, slot_scale=self.clip
         )
+        # derived parameters: the one derivation the honest clients hold too (``ClientPolicy.required``)
+        self._policy: ClientPolicy | None = None
+        if opts.degree is None:
+            dropout, corruption = opts.dropout_rate, opts.corruption_rate
+            self._policy = ClientPolicy(min_clients=opts.min_clients, dropout_rate=dropout, corruption_rate=corruption)
         self._secrets = secrets
         self._identity_keys: dict[int, ed25519.Ed25519PrivateKey] = {}
         self._directory: dict[int, bytes] = {}
@@ -167,12 +172,7 @@ class SecAggAggregator(Aggregator):
     # ------------------------------------------------------------------ parameters
     def client_policy(self) -> ClientPolicy | None:
         """What each client accepts (active mode, derived parameters): see :class:`SecAggOptions`."""
-        opts = self.options
-        if self.threat is not ThreatModel.ACTIVE or opts.degree is not None:
-            return None
-        return ClientPolicy(
-            min_clients=opts.min_clients, dropout_rate=opts.dropout_rate, corruption_rate=opts.corruption_rate
-        )
+        return self._policy if self.threat is ThreatModel.ACTIVE else None
 
     def min_survivors(self, n: int) -> int:
         """The threshold of the round's graph: the unmasking needs at least that many survivors."""
@@ -188,13 +188,8 @@ class SecAggAggregator(Aggregator):
             return SecAggParams.manual(
                 num_clients=n, degree=k, threshold=t, threat=self.threat, value_bits=opts.value_bits
             )
-        return SecAggParams.derive(
-            num_clients=n,
-            dropout_rate=opts.dropout_rate,
-            corruption_rate=opts.corruption_rate,
-            threat=self.threat,
-            value_bits=opts.value_bits,
-        )
+        assert self._policy is not None  # no override: derived
+        return self._policy.required(n, self.threat, opts.value_bits)
 
     def _identities(self, ids: Sequence[int]) -> tuple[dict[int, ed25519.Ed25519PrivateKey], dict[int, bytes]]:
         new = [c for c in ids if c not in self._identity_keys]
