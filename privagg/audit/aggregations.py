@@ -6,7 +6,8 @@ every protocol attack class (the malicious server's isolation attacks and the ad
 conformance cases of :mod:`attacks.protocol.conformance`) against the deployed threat model,
 judges the threat model by what happened (semi-honest: no protection against an active
 server; what was not run or not covered: assumed, not tested) and sizes the upload from the
-encoded messages; ``paillier`` adds nothing; ``plain`` fails (the server sees every update).
+encoded messages; ``paillier`` states what it assumes (no attack is run); ``plain`` fails
+(the server sees every update).
 """
 
 from __future__ import annotations
@@ -92,7 +93,22 @@ class SecureAggregation(AuditedAggregation):
 
 @register_aggregation("paillier")
 class PaillierAggregation(AuditedAggregation):
-    """Threshold Paillier: the decryptors release only the sum."""
+    """Threshold Paillier: the decryptors release only the sum. This audit runs no Paillier attack: what
+    it relies on is reported as assumed (the adversarial tests live in ``tests/protocols/paillier``)."""
+
+    def audit(self, cfg: AuditConfig, *, progress: Progress | None = None) -> AggregationAudit:
+        assumed = (
+            "trusted: the dealer, which makes the threshold key, its shares and the client and decryptor "
+            "directories, and erases p and q; fewer than `threshold` decryptors collude",
+            "not run by this audit: the Paillier attacks (Sybil clients, re-signed or combined ciphertexts, two "
+            "contribution sets in one round, spoofed partials) -- privagg's test suite runs them against the real "
+            "parties (tests/protocols/paillier/test_paillier_attacks.py), not against this deployment",
+            "not covered by any proof: slot ranges -- a malicious client can corrupt the sum (not read it)",
+            "what no sum hides: the server with all but one of the summed clients learns the last one's update",
+        )
+        return AggregationAudit(
+            (Finding("paillier.assumed", "warn", "Assumed, not tested by this audit", "; ".join(assumed)),)
+        )
 
 
 @register_aggregation("plain")

@@ -170,3 +170,11 @@ def test_grinding_is_assumed_or_accounted() -> None:
     assert params.severity == "fail" and "raised by 20 bits" in params.detail
     with pytest.raises(ConfigurationError, match="grinding_bits"):
         _cfg(deployment={"grinding_bits": 200})
+
+
+def test_a_paillier_deployment_is_reported_as_assumed_never_passed() -> None:
+    """The audit runs no Paillier attack: it states the trust and the gaps as a WARN, never a PASS."""
+    r = run_audit(_cfg(deployment={"num_clients": 50, "aggregation": "paillier"}))
+    (f,) = [f for f in r.findings if f.id.startswith("paillier")]
+    assert f.severity == "warn" and "not tested" in f.title.lower()
+    assert "dealer" in f.detail and "corrupt the sum" in f.detail and r.attacks is None
