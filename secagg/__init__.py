@@ -2,7 +2,9 @@
 
 The server learns only the sum of the surviving clients' vectors, in two threat models:
 ``semi-honest`` (Flower's) and ``active`` (the default: signed key advertisements bound to a
-session id, a signed consistency round, clients abort on any inconsistency).
+session id, a signed consistency round, clients abort on any inconsistency). In both, every holder
+checks its shares on receipt (:mod:`secagg.vss`) and a provably faulty dealer is excluded before
+anyone masks.
 
 - :class:`SecAggParams` (``derive`` / ``manual``): graph degree, threshold, ring.
 - :class:`SecAggClient`, :class:`SecAggServer`: pure state machines over the messages of
@@ -18,15 +20,19 @@ it lists, ``attacks/protocol/``, and reports what happened).
 from secagg.client import ClientStage, SecAggClient
 from secagg.driver import DropStage, RoundReport, make_identities, run_round
 from secagg.messages import (
+    Complaint,
     ConsistencyRequest,
     ConsistencySignature,
     DeliveredShare,
     EncryptedShares,
+    Exclusion,
     KeyAdvertisement,
     KeyRoster,
     MaskedInput,
+    MaskRequest,
     RevealedShare,
     RoundSetup,
+    ShareCheck,
     ShareDelivery,
     ShareEnvelope,
     UnmaskRequest,
@@ -57,6 +63,10 @@ __all__ = [
     "ShareEnvelope",
     "ShareDelivery",
     "DeliveredShare",
+    "ShareCheck",
+    "Complaint",
+    "MaskRequest",
+    "Exclusion",
     "MaskedInput",
     "ConsistencyRequest",
     "ConsistencySignature",

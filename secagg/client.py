@@ -4,14 +4,14 @@ Stages and the one transition table (``_TRANSITIONS``)::
 
     AWAIT_SETUP        --RoundSetup-->          AWAIT_ROSTER        (sends KeyAdvertisement)
     AWAIT_ROSTER       --KeyRoster-->           AWAIT_SHARES        (sends EncryptedShares)
-    AWAIT_SHARES       --ShareDelivery-->       AWAIT_CONSISTENCY   (active; sends MaskedInput)
+    AWAIT_SHARES       --ShareDelivery-->       AWAIT_MASK          (sends ShareCheck)
+    AWAIT_MASK         --MaskRequest-->         AWAIT_CONSISTENCY   (active; sends MaskedInput)
                                                 AWAIT_UNMASK        (semi-honest)
     AWAIT_CONSISTENCY  --ConsistencyRequest-->  AWAIT_UNMASK        (sends ConsistencySignature)
     AWAIT_UNMASK       --UnmaskRequest-->       DONE                (sends UnmaskResponse)
 
-Any other message, any failed check, any message of another round or session moves the client
-to ``ABORTED`` and raises :class:`~privagg.errors.ProtocolAbort` (or its subclass ``InvalidMessage``);
-an aborted client reveals nothing further and forgets its secrets.
+Any other message or failed check moves the client to ``ABORTED`` and raises a typed
+:class:`~privagg.errors.ProtocolAbort`; an aborted client reveals nothing further and forgets its secrets.
 
 Checks (``hardened=True``, always on in active mode): the unmask lists must not repeat, overlap,
 omit or contradict what the client saw, the client must be a survivor with ``threshold`` live
@@ -19,8 +19,8 @@ neighbours. Active mode adds: no downgrade of the threat model; every roster ent
 session id and the graph) has the client's config hash, its identity's signature and valid keys
 (:func:`secagg.crypto.advertisement_fault`); the client signs what it sends; a key share of a
 dropped neighbour ``w`` needs ``threshold`` signatures of ``w``'s neighbours on the survivor set
-the client signed (see ``secagg/THREAT_MODEL.md``). ``hardened=False`` (semi-honest only) is the
-textbook client that obeys the server's lists, to demonstrate attacks; it protects no one.
+the client signed; a dealer is dropped only with a proof (``secagg.vss``; ``secagg/THREAT_MODEL.md``).
+``hardened=False`` (semi-honest only) obeys the server's lists, to demonstrate attacks.
 """
 
 from __future__ import annotations
@@ -36,29 +36,31 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
 from privagg.errors import ConfigurationError, InvalidMessage, ProtocolAbort, VerificationError
 from privagg.randomness import SYSTEM_SECRETS, SecretSource
-from secagg import crypto
+from secagg import crypto, vss
 from secagg.consistency import consistency_fault, roster_quorum
 from secagg.messages import (
     MAX_ROUND,
     SHARE_BYTES,
+    Complaint,
     ConsistencyRequest,
     ConsistencySignature,
     EncryptedShares,
+    Exclusion,
     KeyAdvertisement,
     KeyRoster,
     Limits,
     MaskedInput,
+    MaskRequest,
     Message,
     RevealedShare,
     RoundSetup,
+    ShareCheck,
     ShareDelivery,
-    ShareEnvelope,
     UnmaskRequest,
     UnmaskResponse,
     decode_message,
 )
 from secagg.params import MAX_CLIENT_ID, ClientPolicy, SecAggParams, ThreatModel
-from secagg.shamir import share_bytes
 
 __all__ = ["ClientStage", "SecAggClient"]
 
@@ -67,6 +69,7 @@ class ClientStage(enum.Enum):
     AWAIT_SETUP = "await_setup"
     AWAIT_ROSTER = "await_roster"
     AWAIT_SHARES = "await_shares"
+    AWAIT_MASK = "await_mask"
     AWAIT_CONSISTENCY = "await_consistency"
     AWAIT_UNMASK = "await_unmask"
     DONE = "done"
@@ -86,7 +89,10 @@ _TRANSITIONS: dict[tuple[ClientStage, type], _Transition] = {
         "_on_roster", ClientStage.AWAIT_SHARES, ClientStage.AWAIT_SHARES
     ),
     (ClientStage.AWAIT_SHARES, ShareDelivery): _Transition(
-        "_on_delivery", ClientStage.AWAIT_UNMASK, ClientStage.AWAIT_CONSISTENCY
+        "_on_delivery", ClientStage.AWAIT_MASK, ClientStage.AWAIT_MASK
+    ),
+    (ClientStage.AWAIT_MASK, MaskRequest): _Transition(
+        "_on_mask", ClientStage.AWAIT_UNMASK, ClientStage.AWAIT_CONSISTENCY
     ),
     (ClientStage.AWAIT_CONSISTENCY, ConsistencyRequest): _Transition(
         "_on_consistency", ClientStage.ABORTED, ClientStage.AWAIT_UNMASK
@@ -160,7 +166,8 @@ class SecAggClient:
         self._held: dict[int, tuple[bytes, bytes]] = {}  # owner -> (self-seed share, key share)
         self._enc_shared: dict[int, bytes] = {}  # neighbour -> X25519 secret of the encryption keys
         self._own_share = b""  # this client's own share of its self-mask seed
-        self.shared_with_me: tuple[int, ...] = ()  # U2 as this client saw it
+        self.shared_with_me: tuple[int, ...] = ()  # U2 as this client saw it (without excluded dealers)
+        self.complained: tuple[int, ...] = ()  # dealers whose shares failed this client's check
         self.signed_survivors: tuple[int, ...] | None = None
 
     def __repr__(self) -> str:
@@ -172,7 +179,12 @@ class SecAggClient:
         (after the setup): :func:`privagg.digest.model_digest` of the model and training config the
         input comes from; another model than the setup announces aborts the client (a server singling
         out a client with a crafted model, Pasquini et al. 2022)."""
-        if self.stage not in (ClientStage.AWAIT_SETUP, ClientStage.AWAIT_ROSTER, ClientStage.AWAIT_SHARES):
+        if self.stage not in (
+            ClientStage.AWAIT_SETUP,
+            ClientStage.AWAIT_ROSTER,
+            ClientStage.AWAIT_SHARES,
+            ClientStage.AWAIT_MASK,
+        ):
             raise ConfigurationError("the input can only be set before masking", field="input_vector")
         if model_digest is not None and self.stage is ClientStage.AWAIT_SETUP:
             raise ConfigurationError("a model digest needs the setup first", field="model_digest")
@@ -313,65 +325,62 @@ class SecAggClient:
             if (why := crypto.advertisement_fault(a)) is not None:
                 raise self._fail(why)
         # holders: the neighbours, then this client itself (it keeps its own self-seed share)
-        xs = np.array([v + 1 for v in self.neighbours] + [me + 1], dtype=np.uint64)
-        secret_key = self._mask_sk.private_bytes_raw()
-        shares = share_bytes([self._self_seed, secret_key], xs=xs, threshold=p.threshold, source=self._secrets)
-        self._own_share = shares[-1, 0].astype("<u4").tobytes()
-        envelopes = []
-        for i, v in enumerate(self.neighbours):
-            s_self = shares[i, 0].astype("<u4").tobytes()
-            s_key = shares[i, 1].astype("<u4").tobytes()
+        keys = {}
+        for v in self.neighbours:
             shared = crypto.x25519_shared(self._enc_sk, self._peers[v].enc_public_key)
             self._enc_shared[v] = shared  # reused to decrypt v's shares to this client
-            key = crypto.share_cipher_key(shared, session=self.session_id, round=self.round, sender=me, recipient=v)
-            ct = crypto.encrypt_shares(
-                key, s_self + s_key, session=self.session_id, round=self.round, sender=me, recipient=v
-            )
-            envelopes.append(
-                ShareEnvelope(
-                    recipient=v,
-                    self_share_commitment=crypto.share_commitment(
-                        session=self.session_id, owner=me, holder=v, kind="self", share=s_self
-                    ),
-                    key_share_commitment=crypto.share_commitment(
-                        session=self.session_id, owner=me, holder=v, kind="key", share=s_key
-                    ),
-                    ciphertext=ct,
-                )
-            )
-        return [
-            EncryptedShares(
-                round=self.round,
-                session_id=self.session_id,
-                sender=me,
-                self_seed_commitment=crypto.seed_commitment(session=self.session_id, owner=me, seed=self._self_seed),
-                envelopes=tuple(envelopes),
-            )
-        ]
+            keys[v] = crypto.share_cipher_key(shared, session=self.session_id, round=self.round, sender=me, recipient=v)
+        dealing, self._own_share = vss.seal_dealing(
+            session=self.session_id,
+            round=self.round,
+            dealer=me,
+            self_seed=self._self_seed,
+            mask_key=self._mask_sk.private_bytes_raw(),
+            keys=keys,
+            threshold=p.threshold,
+            source=self._secrets,
+        )
+        return [dealing]
 
     def _on_delivery(self, msg: ShareDelivery) -> list[Message]:
-        assert self.params is not None and self._enc_sk is not None and self._mask_sk is not None
-        assert self._self_seed is not None and self.round is not None
+        """Check every dealer's shares (``secagg.vss``); name a failing one with its proof (the pair key)."""
+        assert self.params is not None and self.round is not None
         self._check_round(msg.round, msg.session_id)
         p, me = self.params, self.client_id
         if msg.recipient != me:
             raise InvalidMessage("share delivery addressed to another client")
         nb = set(self.neighbours)
-        for s in msg.shares:
-            if s.sender not in nb:
-                raise self._fail(f"shares from client {s.sender}, which is not a neighbour")
-            if s.sender in self._held:
-                raise self._fail(f"shares from client {s.sender} delivered twice")
-            shared = self._enc_shared[s.sender]
-            key = crypto.share_cipher_key(
-                shared, session=self.session_id, round=self.round, sender=s.sender, recipient=me
-            )
-            pt = crypto.decrypt_shares(
-                key, s.ciphertext, session=self.session_id, round=self.round, sender=s.sender, recipient=me
-            )
-            self._held[s.sender] = (pt[:SHARE_BYTES], pt[SHARE_BYTES:])
-        self.shared_with_me = tuple(sorted(self._held))
+        senders = [d.sender for d in msg.shares]
+        if not set(senders) <= nb:
+            raise self._fail(f"shares from client {min(set(senders) - nb)}, which is not a neighbour")
+        if len(set(senders)) != len(senders):
+            raise self._fail("shares from one client delivered twice")
+        sid, rnd = self.session_id, self.round
+        keys = [
+            crypto.share_cipher_key(self._enc_shared[d], session=sid, round=rnd, sender=d, recipient=me)
+            for d in senders
+        ]
+        opened = vss.open_shares(
+            msg.shares, keys=keys, session=self.session_id, round=self.round, holder=me, threshold=p.threshold
+        )
+        complaints = [Complaint(d, key) for d, key, (_, fault) in zip(senders, keys, opened) if fault is not None]
+        self._held.update(
+            {d: (pt[:SHARE_BYTES], pt[SHARE_BYTES:]) for d, (pt, fault) in zip(senders, opened) if not fault}
+        )
         self._enc_shared = {}
+        self.complained = tuple(c.dealer for c in complaints)
+        return [ShareCheck(self.round, self.session_id, me, tuple(complaints))]
+
+    def _on_mask(self, msg: MaskRequest) -> list[Message]:
+        assert self.params is not None and self._mask_sk is not None and self._self_seed is not None
+        assert self.round is not None
+        self._check_round(msg.round, msg.session_id)
+        p, me = self.params, self.client_id
+        for e in [e for e in msg.excluded if e.dealer in self._held]:  # only neighbours matter here
+            if self.threat is ThreatModel.ACTIVE and not self._proven(e):
+                raise self._fail(f"the server excludes client {e.dealer} without a proof")
+            del self._held[e.dealer]
+        self.shared_with_me = tuple(sorted(self._held))
         if len(self._held) < p.threshold:
             raise self._fail(f"only {len(self._held)} neighbours shared keys, the threshold is {p.threshold}")
         if self._input is None:
@@ -395,6 +404,20 @@ class SecAggClient:
                 round=self.round, session_id=self.session_id, sender=me, modulus_bits=p.modulus_bits, values=acc
             )
         ]
+
+    def _proven(self, e: Exclusion) -> bool:
+        """An exclusion's proof: the dealer's signed message and a holder's key under which it fails."""
+        assert self.params is not None
+        try:
+            dealing = EncryptedShares.decode(e.dealing, Limits.of(self.params))
+        except InvalidMessage:
+            return False
+        return (
+            dealing.sender == e.dealer
+            and (dealing.round, dealing.session_id) == (self.round, self.session_id)
+            and crypto.signed_by_sender(dealing, self._directory, survivors=())
+            and vss.dealing_fault(dealing, holder=e.holder, key=e.key, threshold=self.params.threshold) is not None
+        )
 
     def _check_survivors(self, survivors: tuple[int, ...]) -> None:
         assert self.params is not None

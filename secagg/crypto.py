@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -31,6 +32,7 @@ from secagg.messages import (
     MaskedInput,
     Message,
     RoundSetup,
+    ShareCheck,
     UnmaskResponse,
 )
 
@@ -57,6 +59,7 @@ __all__ = [
     "decrypt_shares",
     "pair_seed",
     "share_commitment",
+    "key_commitment",
     "seed_commitment",
     "add_self_mask",
     "add_pair_mask",
@@ -79,8 +82,12 @@ def _prefix(*parts: str | bytes | int) -> bytes:
     return label(DOMAIN, *parts)
 
 
-def _ids(*ids: int) -> bytes:
-    return b"".join(i.to_bytes(4, "big") for i in ids)
+_PAIR = struct.Struct(">II")
+
+
+def _ids(a: int, b: int) -> bytes:
+    """Two client ids, fixed width (a hot path: every key, share and mask label holds a pair)."""
+    return _PAIR.pack(a, b)
 
 
 def config_hash(setup: RoundSetup) -> bytes:
@@ -129,7 +136,7 @@ def verify(public_key: bytes, signature: bytes, payload: bytes) -> bool:
 _verify_advertisement = functools.lru_cache(maxsize=1 << 14)(verify)
 
 
-def message_payload(msg: EncryptedShares | MaskedInput | UnmaskResponse) -> bytes:
+def message_payload(msg: EncryptedShares | ShareCheck | MaskedInput | UnmaskResponse) -> bytes:
     """What a client signs in active mode to bind a message to its sender (the server checks it
     with the directory, so no client can speak in another's name): every field but the signature,
     the bulk of it through SHA-256."""
@@ -140,7 +147,7 @@ def message_payload(msg: EncryptedShares | MaskedInput | UnmaskResponse) -> byte
     return label(DOMAIN, "client-message", type(msg).__name__, body)
 
 
-SIGNED_MESSAGES = (EncryptedShares, MaskedInput, UnmaskResponse)
+SIGNED_MESSAGES = (EncryptedShares, ShareCheck, MaskedInput, UnmaskResponse)
 
 
 def sign_message(msg: Message, key: ed25519.Ed25519PrivateKey) -> Message:
@@ -232,16 +239,27 @@ def _aad(session: bytes, round: int, sender: int, recipient: int) -> bytes:
     return _prefix("share", session, round) + _ids(sender, recipient)
 
 
-def encrypt_shares(key: bytes, plaintext: bytes, *, session: bytes, round: int, sender: int, recipient: int) -> bytes:
+def encrypt_shares(
+    key: bytes, plaintext: bytes, *, session: bytes, round: int, sender: int, recipient: int, bound: bytes = b""
+) -> bytes:
+    """``bound``: further associated data (``secagg.vss.binding``: what the dealer commits to)."""
     # the key is unique to (session, round, sender, recipient) and used once: a fixed nonce is safe
-    return AESGCM(key).encrypt(_NONCE, plaintext, _aad(session, round, sender, recipient))
+    return AESGCM(key).encrypt(_NONCE, plaintext, _aad(session, round, sender, recipient) + bound)
 
 
-def decrypt_shares(key: bytes, ciphertext: bytes, *, session: bytes, round: int, sender: int, recipient: int) -> bytes:
+def decrypt_shares(
+    key: bytes, ciphertext: bytes, *, session: bytes, round: int, sender: int, recipient: int, bound: bytes = b""
+) -> bytes:
     try:
-        return AESGCM(key).decrypt(_NONCE, ciphertext, _aad(session, round, sender, recipient))
+        return AESGCM(key).decrypt(_NONCE, ciphertext, _aad(session, round, sender, recipient) + bound)
     except InvalidTag:
         raise VerificationError() from None
+
+
+def key_commitment(key: bytes, *, session: bytes, round: int, sender: int, recipient: int) -> bytes:
+    """SHA-256 commitment to the share-encryption key of (sender -> recipient): revealing the key then
+    proves which ciphertext plaintext the sender committed to (``secagg.vss.dealing_fault``)."""
+    return hashlib.sha256(_prefix("share-key-commitment", session, round) + _ids(sender, recipient) + key).digest()
 
 
 def pair_seed(shared: bytes, *, session: bytes, round: int, a: int, b: int) -> bytes:
@@ -326,7 +344,7 @@ def reconstruct_secret(shares: dict[int, bytes], *, threshold: int) -> bytes:
     if len(shares) < threshold:
         raise ValueError(f"{len(shares)} shares, {threshold} needed")
     holders = sorted(shares)[:threshold]
-    arr = np.stack([np.frombuffer(shares[h], dtype="<u4").astype(np.uint64) for h in holders])
+    arr = np.stack([np.frombuffer(shares[h][:64], dtype="<u4").astype(np.uint64) for h in holders])
     xs = np.array([h + 1 for h in holders], dtype=np.uint64)
     (secret,) = reconstruct_bytes(arr[:, None, :], xs=xs)
     return secret

@@ -67,7 +67,8 @@ class DropStage(enum.Enum):
 
     ADVERTISE = "advertise"  # never advertises keys
     SHARE_KEYS = "share_keys"  # advertised, never sends shares
-    MASKED_INPUT = "masked_input"  # shared keys, never sends its masked input ("after key sharing")
+    CHECK_SHARES = "check_shares"  # shared keys, never answers the share check (so never masks either)
+    MASKED_INPUT = "masked_input"  # shared keys and passed the check, never sends its masked input
     CONSISTENCY = "consistency"  # sent its masked input, never signs (active mode)
     UNMASK = "unmask"  # never answers the unmask request
 
@@ -187,7 +188,7 @@ class _LocalPool(_Pool):
     def run(self, items: list[tuple[int, bytes]], *, set_inputs: bool) -> Iterator[tuple[int, _Result]]:
         for c, wire in items:
             client = self.clients[c]
-            if set_inputs and c in self._needs_input and client.stage is ClientStage.AWAIT_SHARES:
+            if set_inputs and c in self._needs_input and client.stage is ClientStage.AWAIT_MASK:
                 client.set_input(np.asarray(self._get(c)))
                 self._needs_input.discard(c)
             yield c, _step_one(client, wire)
@@ -419,6 +420,7 @@ def run_round(
         stage_plan = [
             DropStage.ADVERTISE,
             DropStage.SHARE_KEYS,
+            DropStage.CHECK_SHARES,
             DropStage.MASKED_INPUT,
         ]
         if threat is ThreatModel.ACTIVE:

@@ -15,11 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeAlias
 
-import numpy as np
-
-from privagg.encoding import MAX_MODULUS_BITS, packed_size
 from privagg.errors import ConfigurationError, InvalidMessage
-from secagg.params import MAX_CLIENT_ID, SecAggParams, ThreatModel
+from secagg.params import MAX_CLIENT_ID, SecAggParams
 from secagg.wire import (
     MAX_DIMENSION,
     MAX_ROUND,
@@ -28,12 +25,9 @@ from secagg.wire import (
     Limits,
     Reader,
     Writer,
-    pack_ring,
     read_client_id,
     read_ids,
     read_round,
-    read_signature,
-    unpack_ring,
     write_ids,
     write_signature,
 )
@@ -44,6 +38,9 @@ __all__ = [
     "SIGNATURE_BYTES",
     "DIGEST_BYTES",
     "SHARE_BYTES",
+    "SECRET_LIMBS",
+    "CHECK_LIMBS",
+    "PART_BYTES",
     "CIPHERTEXT_BYTES",
     "MAX_DIMENSION",
     "RoundSetup",
@@ -53,6 +50,10 @@ __all__ = [
     "EncryptedShares",
     "DeliveredShare",
     "ShareDelivery",
+    "Complaint",
+    "ShareCheck",
+    "Exclusion",
+    "MaskRequest",
     "MaskedInput",
     "ConsistencyRequest",
     "ConsistencySignature",
@@ -66,34 +67,32 @@ __all__ = [
     "Limits",
     "decode_message",
 ]
-
-CODEC_VERSION = 2  # 2: RoundSetup nonce, sender signatures on client messages
-_MAGIC = b"PS"
-KEY_BYTES = 32
-DIGEST_BYTES = 32
-#: one holder's share of one 32-byte secret: 16 field elements of 4 bytes
-SHARE_BYTES = 64
-#: AES-GCM of (self-seed share || key share) + 16-byte tag
-CIPHERTEXT_BYTES = 2 * SHARE_BYTES + 16
-_DELIVERED = struct.Struct(f">I{CIPHERTEXT_BYTES}s")
-_ENVELOPE = struct.Struct(f">I{DIGEST_BYTES}s{DIGEST_BYTES}s{CIPHERTEXT_BYTES}s")
-_THREAT_CODE = {ThreatModel.SEMI_HONEST: 0, ThreatModel.ACTIVE: 1}
-_THREAT_FROM = {v: k for k, v in _THREAT_CODE.items()}
-
-
-def _header(w: Writer, type_code: int) -> Writer:
-    return w.raw(_MAGIC).u8(CODEC_VERSION).u8(type_code)
-
-
-def _open(data: bytes, type_code: int, name: str) -> Reader:
-    r = Reader(data, name)
-    if r.fixed(2) != _MAGIC:
-        raise InvalidMessage(f"{name}: bad magic")
-    if (v := r.u8()) != CODEC_VERSION:
-        raise InvalidMessage(f"{name}: unsupported codec version {v}")
-    if (t := r.u8()) != type_code:
-        raise InvalidMessage(f"{name}: wrong message type {t}")
-    return r
+from secagg.client_messages import (
+    Complaint,
+    ConsistencySignature,
+    EncryptedShares,
+    MaskedInput,
+    RevealedShare,
+    ShareCheck,
+    ShareEnvelope,
+    UnmaskResponse,
+)
+from secagg.codec import (
+    _DELIVERED,
+    _THREAT_CODE,
+    _THREAT_FROM,
+    CHECK_LIMBS,
+    CIPHERTEXT_BYTES,
+    CODEC_VERSION,
+    DIGEST_BYTES,
+    KEY_BYTES,
+    PART_BYTES,
+    SECRET_LIMBS,
+    SHARE_BYTES,
+    max_check,
+)
+from secagg.codec import header as _header
+from secagg.codec import open_message as _open
 
 
 # ---------------------------------------------------------------------------- server -> client
@@ -114,7 +113,8 @@ class RoundSetup:
         p = self.params
         w = _header(Writer(), self.TYPE).u64(self.round)
         w.u8(_THREAT_CODE[p.threat]).u32(p.num_clients).u32(p.degree).u32(p.threshold)
-        w.u8(p.modulus_bits).u8(p.value_bits).u32(self.dimension).fixed(self.model_digest, DIGEST_BYTES)
+        w.u8(p.modulus_bits).u8(p.value_bits).u8(int(p.modular)).u32(self.dimension)
+        w.fixed(self.model_digest, DIGEST_BYTES)
         return w.fixed(self.nonce, DIGEST_BYTES).getvalue()
 
     @classmethod
@@ -124,14 +124,22 @@ class RoundSetup:
         code = r.u8()
         if code not in _THREAT_FROM:
             raise InvalidMessage("RoundSetup: unknown threat model")
-        n, k, t, mb, vb, dim = r.u32(), r.u32(), r.u32(), r.u8(), r.u8(), r.u32()
+        n, k, t, mb, vb, flags, dim = r.u32(), r.u32(), r.u32(), r.u8(), r.u8(), r.u8(), r.u32()
+        if flags not in (0, 1):
+            raise InvalidMessage("RoundSetup: unknown flags")
         digest, nonce = r.fixed(DIGEST_BYTES), r.fixed(DIGEST_BYTES)
         r.end()
         if not 1 <= dim < MAX_DIMENSION:
             raise InvalidMessage("RoundSetup: dimension out of range")
         try:
             params = SecAggParams(
-                num_clients=n, degree=k, threshold=t, modulus_bits=mb, threat=_THREAT_FROM[code], value_bits=vb
+                num_clients=n,
+                degree=k,
+                threshold=t,
+                modulus_bits=mb,
+                threat=_THREAT_FROM[code],
+                value_bits=vb,
+                modular=bool(flags),
             )
         except ConfigurationError as e:
             raise InvalidMessage(f"RoundSetup: invalid parameters ({e})") from None
@@ -212,8 +220,22 @@ class KeyRoster:
 
 @dataclass(frozen=True, slots=True)
 class DeliveredShare:
+    """One dealer's encrypted shares for the recipient, with what the recipient checks them against:
+    the dealer's dealing digest and check polynomials (``secagg.vss``) and its commitments to these
+    shares and to their encryption key."""
+
     sender: int
     ciphertext: bytes
+    dealing_digest: bytes = bytes(DIGEST_BYTES)
+    self_share_commitment: bytes = bytes(DIGEST_BYTES)
+    key_share_commitment: bytes = bytes(DIGEST_BYTES)
+    key_commitment: bytes = bytes(DIGEST_BYTES)
+    check: bytes = b""
+
+
+def _read_delivered(r: Reader, limits: Limits) -> DeliveredShare:
+    sender, ct, digest, c_self, c_key, kc = r.unpack(_DELIVERED)
+    return DeliveredShare(sender, ct, digest, c_self, c_key, kc, r.var(max_check(limits)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,15 +252,17 @@ class ShareDelivery:
         w = _header(Writer(), self.TYPE).u64(self.round).fixed(self.session_id, DIGEST_BYTES).u32(self.recipient)
         w.u32(len(self.shares))
         for s in self.shares:
-            w.u32(s.sender).fixed(s.ciphertext, CIPHERTEXT_BYTES)
+            w.u32(s.sender).fixed(s.ciphertext, CIPHERTEXT_BYTES).fixed(s.dealing_digest, DIGEST_BYTES)
+            w.fixed(s.self_share_commitment, DIGEST_BYTES).fixed(s.key_share_commitment, DIGEST_BYTES)
+            w.fixed(s.key_commitment, DIGEST_BYTES).var(s.check)
         return w.getvalue()
 
     @classmethod
     def decode(cls, data: bytes, limits: Limits = NO_LIMITS) -> ShareDelivery:
         r = _open(data, cls.TYPE, "ShareDelivery")
         rnd, sid, rcp = read_round(r), r.fixed(DIGEST_BYTES), read_client_id(r)
-        n = r.count(_DELIVERED.size, limits.clients)
-        shares = tuple(DeliveredShare(*r.unpack(_DELIVERED)) for _ in range(n))
+        n = r.count(_DELIVERED.size + 4, limits.clients)
+        shares = tuple(_read_delivered(r, limits) for _ in range(n))
         if any(s.sender > MAX_CLIENT_ID for s in shares):
             raise InvalidMessage("ShareDelivery: client id out of range")
         r.end()
@@ -302,154 +326,49 @@ class UnmaskRequest:
         return cls(rnd, sid, surv, drop, sigs)
 
 
-# ---------------------------------------------------------------------------- client -> server
 @dataclass(frozen=True, slots=True)
-class ShareEnvelope:
-    """One recipient's encrypted shares, with hash commitments to each of the two shares."""
+class Exclusion:
+    """A dealer proven faulty: the holder's complaint key and the dealer's own signed
+    :class:`EncryptedShares` (encoded), which every neighbour re-checks before dropping it."""
 
-    recipient: int
-    self_share_commitment: bytes
-    key_share_commitment: bytes
-    ciphertext: bytes
+    dealer: int
+    holder: int
+    key: bytes
+    dealing: bytes
 
 
 @dataclass(frozen=True, slots=True)
-class EncryptedShares:
-    """Client -> server: shares for every neighbour (set U2), and a commitment to the self-mask seed."""
+class MaskRequest:
+    """Server -> clients that passed the share check: mask now, without the ``excluded`` dealers."""
 
-    TYPE: ClassVar[int] = 4
+    TYPE: ClassVar[int] = 12
     round: int
     session_id: bytes
-    sender: int
-    self_seed_commitment: bytes
-    envelopes: tuple[ShareEnvelope, ...]
-    signature: bytes = b""  # active mode: the sender's Ed25519 signature (secagg.crypto.message_payload)
+    excluded: tuple[Exclusion, ...] = ()
 
     def encode(self) -> bytes:
-        w = _header(Writer(), self.TYPE).u64(self.round).fixed(self.session_id, DIGEST_BYTES).u32(self.sender)
-        w.fixed(self.self_seed_commitment, DIGEST_BYTES).u32(len(self.envelopes))
-        for e in self.envelopes:
-            w.u32(e.recipient).fixed(e.self_share_commitment, DIGEST_BYTES)
-            w.fixed(e.key_share_commitment, DIGEST_BYTES).fixed(e.ciphertext, CIPHERTEXT_BYTES)
-        return write_signature(w, self.signature).getvalue()
+        w = _header(Writer(), self.TYPE).u64(self.round).fixed(self.session_id, DIGEST_BYTES)
+        w.u32(len(self.excluded))
+        for e in self.excluded:
+            w.u32(e.dealer).u32(e.holder).fixed(e.key, KEY_BYTES).var(e.dealing)
+        return w.getvalue()
 
     @classmethod
-    def decode(cls, data: bytes, limits: Limits = NO_LIMITS) -> EncryptedShares:
-        r = _open(data, cls.TYPE, "EncryptedShares")
-        rnd, sid, snd, com = read_round(r), r.fixed(DIGEST_BYTES), read_client_id(r), r.fixed(DIGEST_BYTES)
-        n = r.count(_ENVELOPE.size, limits.clients)
-        envs = tuple(ShareEnvelope(*r.unpack(_ENVELOPE)) for _ in range(n))
-        if any(e.recipient > MAX_CLIENT_ID for e in envs):
-            raise InvalidMessage("EncryptedShares: client id out of range")
-        sig = read_signature(r)
+    def decode(cls, data: bytes, limits: Limits = NO_LIMITS) -> MaskRequest:
+        r = _open(data, cls.TYPE, "MaskRequest")
+        rnd, sid = read_round(r), r.fixed(DIGEST_BYTES)
+        n = r.count(12 + KEY_BYTES, limits.clients)
+        out = tuple(
+            Exclusion(read_client_id(r), read_client_id(r), r.fixed(KEY_BYTES), r.var(r.remaining())) for _ in range(n)
+        )
         r.end()
-        return cls(rnd, sid, snd, com, envs, sig)
+        return cls(rnd, sid, out)
 
 
-@dataclass(frozen=True, slots=True)
-class MaskedInput:
-    """Client -> server: the masked vector, bit-packed at ``modulus_bits`` per element."""
-
-    TYPE: ClassVar[int] = 6
-    round: int
-    session_id: bytes
-    sender: int
-    modulus_bits: int
-    count: int
-    data: bytes
-    signature: bytes = b""  # active mode: the sender's Ed25519 signature (secagg.crypto.message_payload)
-
-    @classmethod
-    def from_values(
-        cls, *, round: int, session_id: bytes, sender: int, modulus_bits: int, values: np.ndarray
-    ) -> MaskedInput:
-        return cls(round, session_id, sender, modulus_bits, int(values.size), pack_ring(values, modulus_bits))
-
-    def values(self) -> np.ndarray:
-        return unpack_ring(self.data, self.modulus_bits, self.count)
-
-    def encode(self) -> bytes:
-        w = _header(Writer(), self.TYPE).u64(self.round).fixed(self.session_id, DIGEST_BYTES).u32(self.sender)
-        w.u8(self.modulus_bits).u32(self.count)
-        if len(self.data) != packed_size(self.count, self.modulus_bits):
-            raise InvalidMessage("MaskedInput: data size does not match count and modulus_bits")
-        return write_signature(w, self.signature).raw(self.data).getvalue()
-
-    @classmethod
-    def decode(cls, data: bytes, limits: Limits = NO_LIMITS) -> MaskedInput:
-        r = _open(data, cls.TYPE, "MaskedInput")
-        rnd, sid, snd, mb, cnt = read_round(r), r.fixed(DIGEST_BYTES), read_client_id(r), r.u8(), r.u32()
-        if not 1 <= mb <= MAX_MODULUS_BITS or not 1 <= cnt <= limits.dimension:
-            raise InvalidMessage("MaskedInput: modulus_bits or count out of range")
-        sig = read_signature(r)
-        if r.remaining() != packed_size(cnt, mb):
-            raise InvalidMessage("MaskedInput: payload size does not match count and modulus_bits")
-        return cls(rnd, sid, snd, mb, cnt, r.rest(), sig)
-
-
-@dataclass(frozen=True, slots=True)
-class ConsistencySignature:
-    """Client -> server (active mode): the client's signature over (session, round, survivors)."""
-
-    TYPE: ClassVar[int] = 8
-    round: int
-    session_id: bytes
-    sender: int
-    signature: bytes
-
-    def encode(self) -> bytes:
-        w = _header(Writer(), self.TYPE).u64(self.round).fixed(self.session_id, DIGEST_BYTES).u32(self.sender)
-        return w.fixed(self.signature, SIGNATURE_BYTES).getvalue()
-
-    @classmethod
-    def decode(cls, data: bytes, limits: Limits = NO_LIMITS) -> ConsistencySignature:
-        r = _open(data, cls.TYPE, "ConsistencySignature")
-        m = cls(read_round(r), r.fixed(DIGEST_BYTES), read_client_id(r), r.fixed(SIGNATURE_BYTES))
-        r.end()
-        return m
-
-
-@dataclass(frozen=True, slots=True)
-class RevealedShare:
-    owner: int
-    share: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class UnmaskResponse:
-    """Client -> server: shares of survivors' self-mask seeds and of dropped clients' mask keys."""
-
-    TYPE: ClassVar[int] = 10
-    round: int
-    session_id: bytes
-    sender: int
-    self_shares: tuple[RevealedShare, ...]
-    key_shares: tuple[RevealedShare, ...]
-    signature: bytes = b""  # active mode: the sender's Ed25519 signature (secagg.crypto.message_payload)
-
-    def encode(self) -> bytes:
-        w = _header(Writer(), self.TYPE).u64(self.round).fixed(self.session_id, DIGEST_BYTES).u32(self.sender)
-        for lst in (self.self_shares, self.key_shares):
-            w.u32(len(lst))
-            for s in lst:
-                w.u32(s.owner).fixed(s.share, SHARE_BYTES)
-        return write_signature(w, self.signature).getvalue()
-
-    @classmethod
-    def decode(cls, data: bytes, limits: Limits = NO_LIMITS) -> UnmaskResponse:
-        r = _open(data, cls.TYPE, "UnmaskResponse")
-        rnd, sid, snd = read_round(r), r.fixed(DIGEST_BYTES), read_client_id(r)
-        lists = []
-        for _ in range(2):
-            n = r.count(4 + SHARE_BYTES, limits.clients)
-            lists.append(tuple(RevealedShare(read_client_id(r), r.fixed(SHARE_BYTES)) for _ in range(n)))
-        sig = read_signature(r)
-        r.end()
-        return cls(rnd, sid, snd, lists[0], lists[1], sig)
-
-
-ServerMessage: TypeAlias = RoundSetup | KeyRoster | ShareDelivery | ConsistencyRequest | UnmaskRequest
-ClientMessage: TypeAlias = KeyAdvertisement | EncryptedShares | MaskedInput | ConsistencySignature | UnmaskResponse
+ServerMessage: TypeAlias = RoundSetup | KeyRoster | ShareDelivery | MaskRequest | ConsistencyRequest | UnmaskRequest
+ClientMessage: TypeAlias = (
+    KeyAdvertisement | EncryptedShares | ShareCheck | MaskedInput | ConsistencySignature | UnmaskResponse
+)
 Message: TypeAlias = ServerMessage | ClientMessage
 
 _DECODERS: dict[int, Callable[[bytes, Limits], Any]] = {
@@ -460,6 +379,8 @@ _DECODERS: dict[int, Callable[[bytes, Limits], Any]] = {
         KeyRoster,
         EncryptedShares,
         ShareDelivery,
+        ShareCheck,
+        MaskRequest,
         MaskedInput,
         ConsistencyRequest,
         ConsistencySignature,

@@ -114,6 +114,9 @@ class SecAggParams:
     modulus_bits: int
     threat: ThreatModel = ThreatModel.ACTIVE
     value_bits: int = 16
+    #: inputs are any elements of Z_{2**modulus_bits} and the sum is *meant* to wrap (e.g. distributed
+    #: DP: ``sum x_i mod 2**b``); then ``value_bits == modulus_bits`` and the ring is not sized for the sum
+    modular: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "threat", ThreatModel.parse(self.threat))
@@ -147,6 +150,15 @@ class SecAggParams:
             )
         if not 2 <= self.value_bits <= 48:
             raise ConfigurationError(f"got {self.value_bits}", field="value_bits", accepted="2..48")
+        if self.modular:
+            if self.modulus_bits != self.value_bits:
+                raise ConfigurationError(
+                    f"a modular ring takes inputs of exactly its width (modulus_bits {self.modulus_bits}, "
+                    f"value_bits {self.value_bits})",
+                    field="modulus_bits",
+                    accepted=str(self.value_bits),
+                )
+            return
         need = sum_bits(n, self.value_bits)
         if self.modulus_bits < need or self.modulus_bits > MAX_MODULUS_BITS:
             raise ConfigurationError(
@@ -169,10 +181,11 @@ class SecAggParams:
         threat: ThreatModel | str = ThreatModel.ACTIVE,
         value_bits: int = 16,
         modulus_bits: int | None = None,
+        modular: bool = False,
     ) -> SecAggParams:
         """User-chosen degree/threshold (e.g. to match another implementation), validated."""
         if modulus_bits is None:
-            modulus_bits = sum_bits(num_clients, value_bits)
+            modulus_bits = value_bits if modular else sum_bits(num_clients, value_bits)
         return cls(
             num_clients=num_clients,
             degree=degree,
@@ -180,6 +193,7 @@ class SecAggParams:
             modulus_bits=modulus_bits,
             threat=ThreatModel.parse(threat),
             value_bits=value_bits,
+            modular=modular,
         )
 
     @classmethod
@@ -194,6 +208,7 @@ class SecAggParams:
         threat: ThreatModel | str = ThreatModel.ACTIVE,
         value_bits: int = 16,
         grinding_bits: int = 0,
+        modular: bool = False,
     ) -> SecAggParams:
         """The smallest graph meeting the conditions of the module docstring (privacy at
         ``security_bits + grinding_bits``: see *Grinding* there).
@@ -228,9 +243,10 @@ class SecAggParams:
             num_clients=n,
             degree=k,
             threshold=t,
-            modulus_bits=sum_bits(n, value_bits),
+            modulus_bits=value_bits if modular else sum_bits(n, value_bits),
             threat=threat,
             value_bits=value_bits,
+            modular=modular,
         )
 
     @staticmethod
@@ -333,9 +349,11 @@ class ClientPolicy:
         if not (isinstance(self.grinding_bits, int) and 0 <= self.grinding_bits <= 128):
             raise ConfigurationError(f"got {self.grinding_bits!r}", field="grinding_bits", accepted="0..128")
 
-    def required(self, num_clients: int, threat: ThreatModel | str, value_bits: int = 16) -> SecAggParams:
+    def required(
+        self, num_clients: int, threat: ThreatModel | str, value_bits: int = 16, modular: bool = False
+    ) -> SecAggParams:
         """The parameters this client derives for a population of ``num_clients`` (memoised: pure)."""
-        return _required(self, num_clients, ThreatModel.parse(threat), value_bits)
+        return _required(self, num_clients, ThreatModel.parse(threat), value_bits, modular)
 
     def setup_fault(self, params: SecAggParams) -> str | None:
         """Why this client refuses a setup with ``params`` (``None``: accepted)."""
@@ -343,7 +361,7 @@ class ClientPolicy:
         if n < self.min_clients:
             return f"the setup claims {n} clients, this client's minimum cohort is {self.min_clients}"
         try:
-            need = self.required(n, params.threat, params.value_bits)
+            need = self.required(n, params.threat, params.value_bits, params.modular)
         except ConfigurationError:
             return f"no parameters meet this client's policy for {n} clients"
         if (k, t) == (need.degree, need.threshold):
@@ -364,7 +382,7 @@ class ClientPolicy:
 
 
 @functools.lru_cache(maxsize=256)
-def _required(policy: ClientPolicy, n: int, threat: ThreatModel, value_bits: int) -> SecAggParams:
+def _required(policy: ClientPolicy, n: int, threat: ThreatModel, value_bits: int, modular: bool) -> SecAggParams:
     return SecAggParams.derive(
         num_clients=n,
         dropout_rate=policy.dropout_rate,
@@ -374,4 +392,5 @@ def _required(policy: ClientPolicy, n: int, threat: ThreatModel, value_bits: int
         threat=threat,
         value_bits=value_bits,
         grinding_bits=policy.grinding_bits,
+        modular=modular,
     )

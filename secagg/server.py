@@ -9,6 +9,7 @@ method that closes the stage and the stage that follows)::
 
     COLLECT_KEYS        KeyAdvertisement      -> KeyRoster to U1
     COLLECT_SHARES      EncryptedShares       -> ShareDelivery to each of U2
+    COLLECT_CHECKS      ShareCheck            -> MaskRequest (proven dealers excluded, secagg.vss)
     COLLECT_MASKED      MaskedInput           -> ConsistencyRequest to U3 (active)
                                                  or UnmaskRequest to U3 (semi-honest)
     COLLECT_SIGNATURES  ConsistencySignature  -> UnmaskRequest (with signatures) to U4
@@ -38,44 +39,46 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric import x25519
 
 from privagg.errors import ConfigurationError, InvalidMessage, ProtocolAbort, VerificationError
-from secagg import crypto
+from privagg.randomness import SYSTEM_SECRETS, SecretSource
+from secagg import crypto, vss
 from secagg.messages import (
     CIPHERTEXT_BYTES,
     DIGEST_BYTES,
     MAX_ROUND,
-    SHARE_BYTES,
     ClientMessage,
+    Complaint,
     ConsistencyRequest,
     ConsistencySignature,
-    DeliveredShare,
     EncryptedShares,
     KeyAdvertisement,
     KeyRoster,
     Limits,
     MaskedInput,
+    MaskRequest,
     RoundSetup,
     ServerMessage,
+    ShareCheck,
     ShareDelivery,
     UnmaskRequest,
     UnmaskResponse,
     decode_message,
 )
 from secagg.params import SecAggParams, ThreatModel
-from secagg.shamir import is_share, reconstruct_bytes
+from secagg.unmasking import Unmasking
 from secagg.wire import add_packed
 
 __all__ = ["ServerStage", "Envelope", "AggregationOutcome", "SecAggServer"]
 
 
-_ENVELOPE_BYTES = 4 + 2 * DIGEST_BYTES + CIPHERTEXT_BYTES
+_ENVELOPE_BYTES = 4 + 3 * DIGEST_BYTES + CIPHERTEXT_BYTES
 
 
 class ServerStage(enum.Enum):
     COLLECT_KEYS = "collect_keys"
     COLLECT_SHARES = "collect_shares"
+    COLLECT_CHECKS = "collect_checks"
     COLLECT_MASKED = "collect_masked"
     COLLECT_SIGNATURES = "collect_signatures"
     COLLECT_UNMASK = "collect_unmask"
@@ -116,7 +119,10 @@ _TRANSITIONS: dict[ServerStage, _Stage] = {
         KeyAdvertisement, "_on_advert", "_close_keys", ServerStage.COLLECT_SHARES, ServerStage.COLLECT_SHARES
     ),
     ServerStage.COLLECT_SHARES: _Stage(
-        EncryptedShares, "_on_shares", "_close_shares", ServerStage.COLLECT_MASKED, ServerStage.COLLECT_MASKED
+        EncryptedShares, "_on_shares", "_close_shares", ServerStage.COLLECT_CHECKS, ServerStage.COLLECT_CHECKS
+    ),
+    ServerStage.COLLECT_CHECKS: _Stage(
+        ShareCheck, "_on_check", "_close_checks", ServerStage.COLLECT_MASKED, ServerStage.COLLECT_MASKED
     ),
     ServerStage.COLLECT_MASKED: _Stage(
         MaskedInput, "_on_masked", "_close_masked", ServerStage.COLLECT_UNMASK, ServerStage.COLLECT_SIGNATURES
@@ -130,12 +136,16 @@ _TRANSITIONS: dict[ServerStage, _Stage] = {
 }
 
 
-class SecAggServer:
-    """The server of one round over the cohort ``clients``. ``nonce``: 32 fresh random bytes naming the
-    session (the driver draws them): advertisements sign it, none is accepted in another session.
+class SecAggServer(Unmasking):
+    """The server of one round over the cohort ``clients``. ``nonce``: 32 random bytes naming the
+    session (drawn fresh from ``secrets`` unless given): advertisements sign it, none is accepted in
+    another session.
 
-    ``directory`` (active mode): the clients' PKI (id -> raw Ed25519 key); with it the server rejects
-    advertisements no honest client accepts, and client messages not signed by their sender."""
+    ``directory`` (required in active mode): the clients' PKI (id -> raw Ed25519 key); with it the
+    server rejects advertisements no honest client accepts, and client messages not signed by their
+    sender. An active server without it is refused (:class:`ConfigurationError`) unless
+    ``screen_senders=False`` says so explicitly: a study of a malicious server, which screens nothing
+    (only the clients' own checks stand)."""
 
     def __init__(
         self,
@@ -146,7 +156,9 @@ class SecAggServer:
         round: int = 0,
         model_digest: bytes = bytes(DIGEST_BYTES),
         directory: Mapping[int, bytes] | None = None,
-        nonce: bytes = bytes(DIGEST_BYTES),
+        nonce: bytes | None = None,
+        secrets: SecretSource = SYSTEM_SECRETS,
+        screen_senders: bool = True,
     ) -> None:
         if not (isinstance(round, int) and 0 <= round <= MAX_ROUND):
             raise ConfigurationError(f"got {round!r}", field="round", accepted=f"0..{MAX_ROUND}")
@@ -163,8 +175,18 @@ class SecAggServer:
                 field="directory",
                 accepted="None in semi-honest mode",
             )
+        if params.threat is ThreatModel.ACTIVE and directory is None and screen_senders:
+            raise ConfigurationError(
+                "an active server checks every advertisement and message sender against the clients' PKI",
+                field="directory",
+                accepted="the identity directory (or screen_senders=False for a malicious-server study)",
+            )
+        if directory is not None and not screen_senders:
+            raise ConfigurationError("a directory screens senders", field="screen_senders", accepted="True")
         self.params = params
         self.clients = tuple(ids)
+        if nonce is None:
+            nonce = secrets.token_bytes(DIGEST_BYTES)  # a fresh session
         if not (isinstance(nonce, bytes) and len(nonce) == DIGEST_BYTES):
             raise ConfigurationError("the session nonce is 32 bytes", field="nonce")
         self.setup = RoundSetup(round=round, params=params, dimension=dimension, model_digest=model_digest, nonce=nonce)
@@ -183,7 +205,9 @@ class SecAggServer:
         self.roster: KeyRoster | None = None
         self.session_id = b""
         self.graph: crypto.NeighbourGraph | None = None
-        self.shares: dict[int, EncryptedShares] = {}  # until delivery; then only the commitments stay
+        self.shares: dict[int, EncryptedShares] = {}  # until the share check; then only the commitments stay
+        self._complaints: list[tuple[int, Complaint]] = []  # (holder, complaint)
+        self.excluded: dict[int, str] = {}  # dealers proven faulty at the share check, and why
         self.shared: frozenset[int] = frozenset()  # U2
         self._seed_commitments: dict[int, bytes] = {}
         self._share_commitments: dict[int, tuple[np.ndarray, bytes]] = {}  # owner -> (holders, 64 B each)
@@ -212,35 +236,13 @@ class SecAggServer:
 
     def held_bytes(self) -> int:
         """Explicit accounting of what the server holds between steps: the accumulator, the
-        shares waiting for delivery, the share commitments and the revealed shares."""
+        dealings (until the share check), the share commitments and the revealed shares."""
         n = self._acc.nbytes if self._acc is not None else 0
-        n += sum(len(e.envelopes) for e in self.shares.values()) * _ENVELOPE_BYTES
+        n += sum(len(e.envelopes) * _ENVELOPE_BYTES + len(e.check) for e in self.shares.values())
         n += sum(h.nbytes + len(b) + 32 for h, b in self._share_commitments.values())
         for store in self._revealed.values():
             n += sum(len(blob) + 4 * len(ids) + 200 for ids, blob in store.values())
         return n
-
-    @property
-    def revealed_self_shares(self) -> dict[int, dict[int, bytes]]:
-        """Valid revealed shares of survivors' self-mask seeds: ``{owner: {holder: share}}``."""
-        return self._revealed_view("self")
-
-    @property
-    def revealed_key_shares(self) -> dict[int, dict[int, bytes]]:
-        """Valid revealed shares of dropped clients' mask keys: ``{owner: {holder: share}}``."""
-        return self._revealed_view("key")
-
-    def _revealed_view(self, kind: str) -> dict[int, dict[int, bytes]]:
-        return {
-            owner: {h: bytes(blob[64 * i : 64 * i + 64]) for i, h in enumerate(ids)}
-            for owner, (ids, blob) in self._revealed[kind].items()
-        }
-
-    def _store_share(self, kind: str, owner: int, holder: int, share: bytes) -> None:
-        ids, blob = self._revealed[kind].setdefault(owner, (array.array("i"), bytearray()))
-        if len(ids) < self.params.threshold and holder not in ids:
-            ids.append(holder)
-            blob += share
 
     def step(self, inbox: Iterable[ClientMessage | bytes]) -> list[Envelope]:
         out: list[Envelope] = []
@@ -308,9 +310,6 @@ class SecAggServer:
             return f"message not signed by client {sender}"  # active: bound to its sender
         return None
 
-    def _abort(self, reason: str, party: object = "server") -> ProtocolAbort:
-        return ProtocolAbort(reason, stage=self.stage.value, party=party)
-
     def _need(self, ids: Iterable[int], what: str) -> None:
         n = len(set(ids))
         if n < self.params.threshold + 1:
@@ -345,6 +344,8 @@ class SecAggServer:
 
     def _on_shares(self, msg: EncryptedShares) -> None:
         assert self.graph is not None
+        if len(msg.check) != vss.check_bytes(self.params.threshold):
+            raise InvalidMessage("check polynomials of the wrong size")
         recipients = [e.recipient for e in msg.envelopes]
         if sorted(recipients) != sorted(self.graph.neighbours(msg.sender)):
             raise InvalidMessage("shares are not addressed to exactly the sender's neighbours")
@@ -352,30 +353,47 @@ class SecAggServer:
 
     def _close_shares(self) -> list[Envelope]:
         self._need(self.shares, "shared keys")
-        u2 = set(self.shares)
-        inbox: dict[int, list[DeliveredShare]] = {c: [] for c in u2}
-        for sender in sorted(u2):
-            for e in self.shares[sender].envelopes:
-                if e.recipient in u2:
-                    inbox[e.recipient].append(DeliveredShare(sender, e.ciphertext))
+        u2 = frozenset(self.shares)
+        inbox = vss.deliveries(self.shares, u2)
         self.delivered_to = {c: frozenset(d.sender for d in lst) for c, lst in inbox.items()}
-        # keep only what unmasking needs: the commitments (the ciphertexts leave with the deliveries)
-        for sender in u2:
+        for sender in u2:  # what unmasking needs: the commitments (the whole dealing until the share check)
             msg = self.shares[sender]
             holders = np.array([e.recipient for e in msg.envelopes], dtype=np.int32)
             blob = b"".join(e.self_share_commitment + e.key_share_commitment for e in msg.envelopes)
             self._share_commitments[sender] = (holders, blob)
             self._seed_commitments[sender] = msg.self_seed_commitment
-        self.shared = frozenset(u2)
-        self.shares = {}
-        self._expected = u2
-        self._acc = np.zeros(self.dimension, dtype=np.uint32 if self.params.word_bits == 32 else np.uint64)
+        self.shared = u2
+        self._expected = set(u2)
         return [
             Envelope(
                 c, ShareDelivery(round=self.round, session_id=self.session_id, recipient=c, shares=tuple(inbox[c]))
             )
             for c in sorted(u2)
         ]
+
+    def _on_check(self, msg: ShareCheck) -> None:
+        dealers = [c.dealer for c in msg.complaints]
+        if len(set(dealers)) != len(dealers) or not set(dealers) <= self.delivered_to.get(msg.sender, frozenset()):
+            raise InvalidMessage("complaints about dealers that did not deal to this client, or repeated")
+        self._complaints += [(msg.sender, c) for c in msg.complaints]
+
+    def _close_checks(self) -> list[Envelope]:
+        """Judge the complaints (``secagg.vss.resolve``): a proven dealer is excluded before anyone
+        masks, like a client that never shared keys; an unfounded complaint is recorded."""
+        proven, unfounded = vss.resolve(self._complaints, self.shares, threshold=self.params.threshold)
+        self.rejected += unfounded
+        self.excluded = {d: why for d, (_, why) in proven.items()}
+        gone = set(proven)
+        self.shared = frozenset(self.shared - gone)
+        self.delivered_to = {c: got - gone for c, got in self.delivered_to.items() if c not in gone}
+        for d in gone:
+            del self._share_commitments[d], self._seed_commitments[d]
+        self.shares, self._complaints = {}, []
+        self._expected = set(self._answered) - gone
+        self._need(self._expected, "passed the share check")
+        self._acc = np.zeros(self.dimension, dtype=np.uint32 if self.params.word_bits == 32 else np.uint64)
+        req = MaskRequest(self.round, self.session_id, tuple(proven[d][0] for d in sorted(proven)))
+        return [Envelope(c, req) for c in sorted(self._expected)]
 
     def _on_masked(self, msg: MaskedInput) -> None:
         assert self._acc is not None
@@ -413,83 +431,3 @@ class SecAggServer:
         )
         self._expected = set(self.signatures)
         return [Envelope(c, req) for c in sorted(self.signatures)]
-
-    def _on_unmask(self, msg: UnmaskResponse) -> None:
-        assert self.graph is not None
-        holder = msg.sender
-        surv, drop = set(self.survivors), set(self.dropped)
-        for kind, lst, allowed in (("self", msg.self_shares, surv), ("key", msg.key_shares, drop)):
-            for rs in lst:
-                owner = rs.owner
-                if kind == "self" and owner == holder:
-                    # a survivor's own share of its seed: no commitment; used only when fewer than
-                    # threshold committed shares arrive (a wrong one then blames this same client)
-                    if is_share(rs.share, SHARE_BYTES):
-                        self._own_shares[owner] = rs.share
-                    else:
-                        self.rejected.append((holder, "its own self-mask share is not made of field elements"))
-                    continue
-                if owner not in allowed or owner not in self.delivered_to.get(holder, ()):
-                    self.rejected.append((holder, f"unrequested {kind} share of client {owner}"))
-                    continue
-                holders, blob = self._share_commitments[owner]
-                i = int(np.flatnonzero(holders == holder)[0]) * 64 + (0 if kind == "self" else 32)
-                want = blob[i : i + 32]
-                got = crypto.share_commitment(
-                    session=self.session_id, owner=owner, holder=holder, kind=kind, share=rs.share
-                )
-                if got != want:
-                    self.corrupt_shares.append((holder, owner, kind))
-                    continue
-                # a committed share is what its dealer dealt: one outside the field names the dealer
-                # when the secret is rebuilt (shamir.reconstruct_bytes -> VerificationError)
-                self._store_share(kind, owner, holder, rs.share)
-        self.responders.add(holder)
-
-    def _shares_of(self, kind: str, owner: int) -> dict[int, bytes]:
-        ids, blob = self._revealed[kind].get(owner, (array.array("i"), bytearray()))
-        out = {h: bytes(blob[64 * i : 64 * i + 64]) for i, h in enumerate(ids)}
-        if kind == "self" and len(out) < self.params.threshold and owner in self._own_shares:
-            out[owner] = self._own_shares[owner]
-        return out
-
-    def _reconstruct(self, owner: int, shares: dict[int, bytes], kind: str) -> bytes:
-        t = self.params.threshold
-        if len(shares) < t:
-            raise self._abort(f"only {len(shares)} valid {kind} shares of client {owner}, the threshold is {t}")
-        holders = sorted(shares)[:t]
-        xs = np.array([h + 1 for h in holders], dtype=np.uint64)
-        try:  # shares are what the dealer committed to (or its own): any failure is the dealer's
-            arr = np.stack([np.frombuffer(shares[h], dtype="<u4").astype(np.uint64) for h in holders])
-            (secret,) = reconstruct_bytes(arr[:, None, :], xs=xs)
-        except (VerificationError, ValueError):
-            raise self._abort(f"client {owner} dealt inconsistent shares", party=owner) from None
-        return secret
-
-    def _close_unmask(self) -> list[Envelope]:
-        assert self._acc is not None and self.graph is not None
-        acc = self._acc
-        for w in self.survivors:
-            seed = self._reconstruct(w, self._shares_of("self", w), "self-mask")
-            if crypto.seed_commitment(session=self.session_id, owner=w, seed=seed) != self._seed_commitments[w]:
-                raise self._abort(f"client {w} dealt inconsistent self-mask shares", party=w)
-            crypto.add_self_mask(acc, seed, session=self.session_id, round=self.round, subtract=True)
-        surv = set(self.survivors)
-        for w in self.dropped:
-            raw = self._reconstruct(w, self._shares_of("key", w), "mask-key")
-            sk = x25519.X25519PrivateKey.from_private_bytes(raw)
-            if crypto.x25519_public(sk) != self.advertisements[w].mask_public_key:
-                raise self._abort(f"client {w} dealt inconsistent key shares", party=w)
-            for v in self.graph.neighbours(w):
-                if v in surv and w in self.delivered_to.get(v, ()):
-                    shared = crypto.x25519_shared(sk, self.advertisements[v].mask_public_key)
-                    seed = crypto.pair_seed(shared, session=self.session_id, round=self.round, a=v, b=w)
-                    crypto.add_pair_mask(
-                        acc, seed, session=self.session_id, round=self.round, me=v, peer=w, subtract=True
-                    )
-        mb = self.params.modulus_bits
-        if mb < acc.dtype.itemsize * 8:
-            acc &= acc.dtype.type((1 << mb) - 1)
-        self.result = AggregationOutcome(sum=acc, survivors=self.survivors, dropped=self.dropped, modulus_bits=mb)
-        self._acc = None
-        return []

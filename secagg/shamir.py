@@ -23,6 +23,9 @@ __all__ = [
     "PRIME",
     "random_field_elements",
     "share",
+    "random_polynomials",
+    "evaluate",
+    "interpolate",
     "reconstruct",
     "share_bytes",
     "reconstruct_bytes",
@@ -75,6 +78,52 @@ def share(secrets: np.ndarray, *, xs: np.ndarray, threshold: int, source: Secret
     acc += s
     acc %= _P
     return acc
+
+
+def random_polynomials(constants: np.ndarray, *, threshold: int, source: SecretSource) -> np.ndarray:
+    """Coefficients ``(threshold, *S)`` of random polynomials of degree ``threshold - 1`` whose
+    constant terms are ``constants`` (field elements of any shape ``S``)."""
+    c = np.asarray(constants, dtype=np.uint64)
+    if np.any(c >= _P):
+        raise ValueError("secrets must be field elements")
+    if threshold < 1:
+        raise ValueError("threshold must be at least 1")
+    rest = random_field_elements(source, (threshold - 1, *c.shape)) if threshold > 1 else None
+    return c[None] if rest is None else np.concatenate([c[None], rest])
+
+
+def evaluate(coeffs: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """The polynomials ``coeffs`` (shape ``(t, *S)``, lowest degree first) at ``xs`` -> ``(len(xs), *S)``."""
+    co = np.asarray(coeffs, dtype=np.uint64)
+    x = np.asarray(xs, dtype=np.uint64).ravel().reshape((-1,) + (1,) * (co.ndim - 1))
+    acc = np.zeros((x.shape[0], *co.shape[1:]), dtype=np.uint64)
+    acc[...] = co[-1]
+    for j in range(co.shape[0] - 2, -1, -1):  # Horner: products of two 31-bit values fit in 64 bits
+        acc *= x
+        acc += co[j]
+        acc %= _P
+    return acc
+
+
+def interpolate(xs: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Coefficients ``(len(xs), *S)`` of the polynomials of degree ``< len(xs)`` through ``values``
+    (shape ``(len(xs), *S)``) at ``xs``: the inverse of :func:`evaluate` (O(t^2), for checks and tests)."""
+    x = [int(v) for v in _check_xs(xs)]
+    vals = np.asarray(values, dtype=np.uint64)
+    out = np.zeros_like(vals)
+    for i, xi in enumerate(x):
+        basis, den = [1], 1  # prod_{j != i} (X - x_j), lowest degree first
+        for j, xj in enumerate(x):
+            if j != i:
+                basis = [
+                    ((basis[k - 1] if k else 0) - xj * (basis[k] if k < len(basis) else 0)) % PRIME
+                    for k in range(len(basis) + 1)
+                ]
+                den = den * (xi - xj) % PRIME
+        inv = pow(den, PRIME - 2, PRIME)
+        for k, b in enumerate(basis):
+            out[k] = (out[k] + vals[i] * np.uint64(b * inv % PRIME)) % _P
+    return out
 
 
 def lagrange_at_zero(xs: np.ndarray) -> np.ndarray:

@@ -159,6 +159,7 @@ class MaliciousRound:
             clients=self.attack.cohort(self.real, self.target),
             dimension=self.dimension,
             model_digest=self.victims.model_digests[self.target],
+            screen_senders=not active,  # a malicious server screens nothing
         )
 
         def rewrite(envelope: Envelope) -> list[Envelope]:

@@ -12,13 +12,24 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import numpy as np
+
 from attacks.protocol.conformance import RoundAttack, complete_params, correct_sum_without, register_round_attack
 from attacks.protocol.rewrite import ClientRewrite, Tampered, TamperedRound, run_tampered, with_round
-from secagg import EncryptedShares, KeyAdvertisement, MaskedInput, RevealedShare, ThreatModel, UnmaskResponse, crypto
-from secagg.messages import ClientMessage
-from secagg.shamir import PRIME
+from secagg import (
+    EncryptedShares,
+    KeyAdvertisement,
+    MaskedInput,
+    RevealedShare,
+    ThreatModel,
+    UnmaskResponse,
+    crypto,
+    vss,
+)
+from secagg.messages import SHARE_BYTES, ClientMessage
+from secagg.shamir import PRIME, interpolate
 
-__all__ = ["attributed"]
+__all__ = ["attributed", "off_polynomial_rewrite"]
 
 _BOTH = (ThreatModel.SEMI_HONEST, ThreatModel.ACTIVE)
 
@@ -69,7 +80,7 @@ class ShareOutOfField(RoundAttack):
     def client_rewrite(self, threat: ThreatModel) -> ClientRewrite:
         def rewrite(sender: int, m: ClientMessage, rnd: TamperedRound) -> list[ClientMessage]:
             if sender == 1 and isinstance(m, UnmaskResponse):
-                bad = tuple(RevealedShare(s.owner, b"\xff" * 64) if s.owner == 1 else s for s in m.self_shares)
+                bad = tuple(RevealedShare(s.owner, b"\xff" * SHARE_BYTES) if s.owner == 1 else s for s in m.self_shares)
                 return [rnd.resign(dataclasses.replace(m, self_shares=bad))]
             return [m]
 
@@ -141,7 +152,7 @@ class OversizedMessage(RoundAttack):
     def client_rewrite(self, threat: ThreatModel) -> ClientRewrite:
         def rewrite(sender: int, m: ClientMessage, rnd: TamperedRound) -> list[ClientMessage]:
             if sender == 1 and isinstance(m, UnmaskResponse):
-                junk = tuple(RevealedShare(100 + i, bytes(64)) for i in range(4096))
+                junk = tuple(RevealedShare(100 + i, bytes(SHARE_BYTES)) for i in range(4096))
                 return [rnd.resign(dataclasses.replace(m, key_shares=m.key_shares + junk))]
             return [m]
 
@@ -156,36 +167,62 @@ class InconsistentDealer(RoundAttack):
     who = "client"
     threats = _BOTH
     title = "Inconsistent dealer: client 2 deals client 0 a self-mask share off its polynomial"
-    promise = "detected when dealt; client 2 is excluded and the round completes without it"
+    promise = "detected when dealt (verifiable sharing); client 2 is excluded, named, and the round completes"
 
-    def play(self, threat: ThreatModel, *, seed: int = 0) -> Tampered:
-        dealer, victim = 2, 0
+    attacker = 2
 
-        def rewrite(sender: int, m: ClientMessage, rnd: TamperedRound) -> list[ClientMessage]:
-            if sender != dealer or not isinstance(m, EncryptedShares):
-                return [m]
-            sk = rnd.secrets_of(dealer).enc_key
-            peer = rnd.advertisement(victim)
-            assert peer is not None
-            ids: dict[str, Any] = {"session": m.session_id, "round": m.round, "sender": dealer, "recipient": victim}
-            key = crypto.share_cipher_key(crypto.x25519_shared(sk, peer.enc_public_key), **ids)
-            envs = []
-            for e in m.envelopes:
-                if e.recipient == victim:
-                    pt = bytearray(crypto.decrypt_shares(key, e.ciphertext, **ids))
-                    limb = (int.from_bytes(pt[:4], "little") + 1) % PRIME
-                    pt[:4] = limb.to_bytes(4, "little")
-                    share = bytes(pt[:64])
-                    com = crypto.share_commitment(
-                        session=m.session_id, owner=dealer, holder=victim, kind="self", share=share
-                    )
-                    e = dataclasses.replace(
-                        e, ciphertext=crypto.encrypt_shares(key, bytes(pt), **ids), self_share_commitment=com
-                    )
-                envs.append(e)
-            return [rnd.resign(dataclasses.replace(m, envelopes=tuple(envs)))]
-
-        return run_tampered(complete_params(threat), attackers=(dealer,), client_rewrite=rewrite, seed=seed)
+    def client_rewrite(self, threat: ThreatModel) -> ClientRewrite:
+        return off_polynomial_rewrite(2, 0)
 
     def held(self, out: Tampered) -> bool:
-        return correct_sum_without(out, (2,))
+        srv = out.rnd.server
+        return (
+            correct_sum_without(out, (2,)) and set(srv.excluded) == {2} and not out.honest_aborts and not out.exposed()
+        )
+
+
+def off_polynomial_rewrite(dealer: int, victim: int) -> ClientRewrite:
+    """The dealer's best try: the victim's self share moved off the polynomial, every commitment,
+    the challenge and the check polynomials recomputed (from the honest polynomial) and re-encrypted,
+    re-signed: a consistent-looking dealing in which only the victim's share is wrong."""
+
+    def rewrite(sender: int, m: ClientMessage, rnd: TamperedRound) -> list[ClientMessage]:
+        if sender != dealer or not isinstance(m, EncryptedShares):
+            return [m]
+        sk, t = rnd.secrets_of(dealer).enc_key, rnd.params.threshold
+        digest = vss.dealing_digest(m)
+        ids: dict[str, Any] = {"session": m.session_id, "round": m.round, "sender": dealer}
+        keys, parts = {}, {}
+        for e in m.envelopes:
+            peer = rnd.advertisement(e.recipient)
+            assert peer is not None
+            k = crypto.share_cipher_key(crypto.x25519_shared(sk, peer.enc_public_key), **ids, recipient=e.recipient)
+            pt = crypto.decrypt_shares(
+                k, e.ciphertext, **ids, recipient=e.recipient, bound=vss.binding(digest, m.check, e)
+            )
+            keys[e.recipient] = k
+            parts[e.recipient] = np.frombuffer(pt, dtype="<u4").astype(np.uint64).reshape(2, -1)
+        honest = [v for v in parts if v != victim][:t]
+        coeffs = interpolate(np.array([v + 1 for v in honest], dtype=np.uint64), np.stack([parts[v] for v in honest]))
+        parts[victim] = parts[victim].copy()
+        parts[victim][0, 0] = (parts[victim][0, 0] + 1) % PRIME
+        envs = []
+        for e in m.envelopes:
+            s_self = vss.part_bytes(parts[e.recipient][0])
+            com = crypto.share_commitment(
+                session=m.session_id, owner=dealer, holder=e.recipient, kind="self", share=s_self
+            )
+            envs.append(dataclasses.replace(e, self_share_commitment=com))
+        forged = dataclasses.replace(m, envelopes=tuple(envs))
+        digest = vss.dealing_digest(forged)
+        check = vss.check_polynomials(coeffs, digest)
+        sealed = []
+        for e in envs:
+            pt = vss.part_bytes(parts[e.recipient][0]) + vss.part_bytes(parts[e.recipient][1])
+            ct = crypto.encrypt_shares(
+                keys[e.recipient], pt, **ids, recipient=e.recipient, bound=vss.binding(digest, check, e)
+            )
+            sealed.append(dataclasses.replace(e, ciphertext=ct))
+        return [rnd.resign(dataclasses.replace(forged, envelopes=tuple(sealed), check=check))]
+
+    return rewrite

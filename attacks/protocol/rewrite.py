@@ -337,6 +337,7 @@ def run_tampered(
         model_digest=model_digest,
         directory=dict(directory) if active and server_screens else None,
         nonce=source.token_bytes(DIGEST_BYTES),
+        screen_senders=server_screens or not active,
     )
     rnd = TamperedRound(params, client_ids=ids, inputs=inputs, attackers=attackers, secrets=source, server=srv0)
     rnd.keys, rnd.directory = dict(keys), dict(directory)

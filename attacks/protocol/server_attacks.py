@@ -68,6 +68,7 @@ def _roster_server(rnd: TamperedRound, edit: Callable[[KeyRoster], KeyRoster]) -
         round=s.round,
         model_digest=s.setup.model_digest,
         nonce=s.setup.nonce,
+        screen_senders=rnd.params.threat is not ThreatModel.ACTIVE,  # a malicious server screens nothing
     )
 
 

@@ -23,12 +23,12 @@ import numpy as np
 
 from privagg.encoding import RingEncoding
 from privagg.errors import ConfigurationError
-from privagg.randomness import prg_add_words, prg_words, simulation_rng
-from secagg import RoundReport, SecAggParams, run_round
+from privagg.randomness import SYSTEM_SECRETS, prg_add_words, prg_words, simulation_rng
+from secagg import EncryptedShares, RoundReport, SecAggParams, run_round, vss
 
 from .timing import JsonResult, aes_ctr_keystream_rate, median, median_seconds, timed
 
-__all__ = ["PrgRates", "SecAggBenchResult", "measure_prg", "run_bench", "combine_runs"]
+__all__ = ["PrgRates", "VssCost", "SecAggBenchResult", "measure_prg", "measure_vss", "run_bench", "combine_runs"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +55,19 @@ class PrgRates(JsonResult):
             "prg_over_aes": self.prg_over_aes,
             "mask_add_over_aes": self.mask_add_over_aes,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class VssCost(JsonResult):
+    """Median milliseconds per client of the verifiable dealing (``secagg.vss``) at the round's
+    degree and threshold: sealing one dealing for ``degree`` holders (shares, commitments, check
+    polynomials, encryption), and opening and checking ``degree`` dealers' deliveries."""
+
+    deal_ms: float
+    check_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"vss_deal_ms": self.deal_ms, "vss_check_ms": self.check_ms}
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +169,43 @@ def measure_prg(words: int = 1 << 18, *, repeats: int = 7) -> PrgRates:
         prg.append(nbytes / median_seconds(partial(prg_words, seed, info=info, count=words, bits=32, out=out), 3) / 1e9)
         add.append(nbytes / median_seconds(partial(prg_add_words, acc, seed, info=info), 3) / 1e9)
     return PrgRates(aes_ctr_gbps=median(raw), prg_gbps=median(prg), mask_add_gbps=median(add))
+
+
+def measure_vss(degree: int, threshold: int, *, repeats: int = 5) -> VssCost:
+    """:class:`VssCost`: one client dealing to ``degree`` holders, and one holder checking ``degree``
+    dealers (each dealing checked by its first holder), medians over ``repeats``."""
+    holders = list(range(1, degree + 1))
+    deal_s, check_s = [], []
+    for _ in range(repeats):
+        keys = {v: os.urandom(32) for v in holders}
+        session = os.urandom(32)
+
+        def seal(d: int, ks: dict[int, bytes] = keys, sid: bytes = session) -> EncryptedShares:
+            msg, _own = vss.seal_dealing(
+                session=sid,
+                round=0,
+                dealer=d,
+                self_seed=os.urandom(32),
+                mask_key=os.urandom(32),
+                keys={v + d: k for v, k in ks.items()},
+                threshold=threshold,
+                source=SYSTEM_SECRETS,
+            )
+            return msg
+
+        deal_s.append(median_seconds(partial(seal, 0), 1))
+        # holder `degree + 1` receives from `degree` dealers d = 1..degree (its key from each: keys[degree + 1 - d])
+        me = degree + 1
+        dealings = {d: seal(d) for d in range(1, degree + 1)}
+        delivered = vss.deliveries(dealings, frozenset({me}))[me]
+        ks = [keys[me - ds.sender] for ds in delivered]
+        check_s.append(
+            median_seconds(
+                partial(vss.open_shares, delivered, keys=ks, session=session, round=0, holder=me, threshold=threshold),
+                1,
+            )
+        )
+    return VssCost(deal_ms=1e3 * median(deal_s), check_ms=1e3 * median(check_s))
 
 
 def combine_runs(runs: Sequence[SecAggBenchResult]) -> SecAggBenchResult:

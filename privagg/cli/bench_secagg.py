@@ -19,7 +19,7 @@ __all__ = ["add_parser"]
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    from privagg.bench.secagg import run_bench
+    from privagg.bench.secagg import measure_vss, run_bench
 
     res = run_bench(**engine_kwargs(run_bench, args))
     if args.json:
@@ -37,6 +37,8 @@ def _cmd(args: argparse.Namespace) -> int:
         f"{res.value_bits}-bit plaintext"
     )
     print(f"  server peak {res.server_peak_bytes / 1e6:.2f} MB = {res.server_peak_over_vector:.2f}x one vector")
+    cost = measure_vss(res.degree, res.threshold)  # measured after the round, in the same process
+    print(f"  verifiable dealing per client: deal {cost.deal_ms:.2f} ms, check {cost.check_ms:.2f} ms (secagg.vss)")
     prg = res.prg
     print(
         f"  PRG {prg.prg_gbps:.2f} GB/s, mask add {prg.mask_add_gbps:.2f} GB/s, "

@@ -20,7 +20,8 @@ Round (server side)::
 
     setup        RoundSetup        -> KeyAdvertisement     (U1: the cohort, client ids learnt here)
     roster       KeyRoster         -> EncryptedShares      (U2)
-    delivery     ShareDelivery+Fit -> MaskedInput          (U3; the user's fit runs here)
+    delivery     ShareDelivery+Fit -> ShareCheck           (the user's fit runs here; shares checked, secagg.vss)
+    mask         MaskRequest       -> MaskedInput          (U3; proven faulty dealers excluded)
     consistency  ConsistencyRequest-> ConsistencySignature (active threat model only)
     unmask       UnmaskRequest     -> UnmaskResponse       -> sum; Strategy.aggregate_fit
 
@@ -60,6 +61,7 @@ from secagg.messages import (
     ConsistencyRequest,
     KeyAdvertisement,
     KeyRoster,
+    MaskRequest,
     RoundSetup,
     ServerMessage,
     ShareDelivery,
@@ -98,7 +100,7 @@ __all__ = [
 RECORD = "privagg_secagg"
 #: ConfigRecord in the node's own ``Context.state`` holding its party between messages
 STATE_RECORD = "privagg_secagg_state"
-STAGES = ("setup", "roster", "delivery", "consistency", "unmask")
+STAGES = ("setup", "roster", "delivery", "mask", "consistency", "unmask")
 #: fit-config key the client mod sets, before the inner mods run, to the size of the roster this
 #: client verified: the DP mod bounds the noise shares it accepts by it
 ROSTER_KEY = "privagg-secagg-roster"
@@ -106,11 +108,12 @@ _STAGE_OF: dict[type, str] = {
     RoundSetup: "setup",
     KeyRoster: "roster",
     ShareDelivery: "delivery",
+    MaskRequest: "mask",
     ConsistencyRequest: "consistency",
     UnmaskRequest: "unmask",
 }
 _TYPE_CODE = {"setup": RoundSetup.TYPE, "roster": KeyRoster.TYPE, "delivery": ShareDelivery.TYPE}
-_TYPE_CODE.update({"consistency": ConsistencyRequest.TYPE, "unmask": UnmaskRequest.TYPE})
+_TYPE_CODE.update({"mask": MaskRequest.TYPE, "consistency": ConsistencyRequest.TYPE, "unmask": UnmaskRequest.TYPE})
 
 
 def stage_of(message: ServerMessage) -> str:
@@ -131,6 +134,7 @@ class SecAggRoundRecord(FitRoundRecord):
     bytes_down: int = 0
     bytes_up: int = 0
     rejected: list[tuple[int | None, str]] = field(default_factory=list)  # the server's (client id, reason)
+    excluded: dict[int, str] = field(default_factory=dict)  # client id -> why (a dealer proven faulty, secagg.vss)
 
 
 class PrivAggSecAggWorkflow(FitWorkflow[SecAggRoundRecord]):
@@ -223,7 +227,7 @@ class PrivAggSecAggWorkflow(FitWorkflow[SecAggRoundRecord]):
             rec.server_seconds += time.perf_counter() - t_srv
         t_srv = time.perf_counter()
         res = server.result
-        rec.rejected = list(server.rejected)
+        rec.rejected, rec.excluded = list(server.rejected), dict(server.excluded)
         rec.survivors = tuple(node_of[c] for c in res.survivors)
         rec.dropped = tuple(node_of[c] for c in res.dropped)
         enc = RingEncoding(
@@ -254,6 +258,8 @@ class PrivAggSecAggWorkflow(FitWorkflow[SecAggRoundRecord]):
             model_digest=setup.model_digest,
             nonce=setup.nonce,
             directory=self.directory,
+            # no PKI folder configured: an unscreening server, by the deployment's explicit choice
+            screen_senders=self.directory is not None or setup.params.threat is not ThreatModel.ACTIVE,
         )
         node_of: dict[int, int] = {}
         envs: list[Envelope] = []
@@ -418,9 +424,7 @@ def _new_local(
             )
         cid = int(cid_raw)
         key, directory = load_identity(str(folder), cid)
-        client = SecAggClient(
-            cid, threat=threat, identity_key=key, directory=directory, secrets=secrets, policy=policy
-        )
+        client = SecAggClient(cid, threat=threat, identity_key=key, directory=directory, secrets=secrets, policy=policy)
     else:
         suggested = cfg.get("client-id")
         if not (isinstance(suggested, int) and 0 <= suggested <= MAX_CLIENT_ID):

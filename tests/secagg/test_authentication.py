@@ -106,7 +106,7 @@ def test_advertisements_of_another_session_are_refused():
             advertisements = {**advertisements, target: old["adv"]}
             return super().build_roster(advertisements)
 
-    server = Replay(p, clients=range(n), dimension=M, nonce=b"\x02" * 32)
+    server = Replay(p, clients=range(n), dimension=M, nonce=b"\x02" * 32, screen_senders=False)
     rep = run_round(p, client_ids=list(range(n)), inputs=_inputs(n), dimension=M, identities=identities, server=server)
     assert not rep.ok and server.revealed_key_shares == {} and server.revealed_self_shares == {}
     others = {c: e.reason for c, e in rep.client_aborts.items() if c != target}
@@ -129,7 +129,7 @@ def test_every_roster_entry_is_verified_not_only_the_neighbours():
             }
             return super().build_roster(advertisements)
 
-    server = Forge(p, clients=range(n), dimension=M)
+    server = Forge(p, clients=range(n), dimension=M, screen_senders=False)
     rep = run_round(
         p, client_ids=list(range(n)), inputs=_inputs(n), dimension=M, identities=(keys, directory), server=server
     )
@@ -143,10 +143,40 @@ def test_every_roster_entry_is_verified_not_only_the_neighbours():
 def test_session_nonce_is_validated_and_fresh_in_the_driver():
     p = SecAggParams.manual(num_clients=4, degree=2, threshold=2)
     with pytest.raises(ValueError, match="nonce"):
-        SecAggServer(p, clients=range(4), dimension=M, nonce=b"short")
+        SecAggServer(p, clients=range(4), dimension=M, nonce=b"short", screen_senders=False)
     seen = set()
     for _ in range(2):
         rep = run_round(p, client_ids=list(range(4)), inputs=_inputs(4), dimension=M)
         assert rep.ok
         seen.add(rep.server.setup.nonce)
     assert len(seen) == 2
+
+
+def test_an_active_server_without_the_pki_is_refused_unless_explicitly_unscreened():
+    """An active server without the directory would skip every sender check silently: refused."""
+    from privagg.errors import ConfigurationError
+
+    p = SecAggParams.manual(num_clients=4, degree=2, threshold=2)
+    with pytest.raises(ConfigurationError, match="PKI") as e:
+        SecAggServer(p, clients=range(4), dimension=M)
+    assert e.value.field == "directory"
+    _, directory = make_identities(range(4))
+    with pytest.raises(ConfigurationError, match="screens senders"):
+        SecAggServer(p, clients=range(4), dimension=M, directory=directory, screen_senders=False)
+    # a malicious-server study says so; semi-honest needs no directory
+    assert SecAggServer(p, clients=range(4), dimension=M, screen_senders=False).directory is None
+    semi = SecAggParams.manual(num_clients=4, degree=2, threshold=2, threat="semi-honest")
+    assert SecAggServer(semi, clients=range(4), dimension=M).directory is None
+
+
+def test_the_session_nonce_is_drawn_fresh_by_default():
+    """No default of zeros: each server draws its session nonce from its secrets source."""
+    from privagg.randomness import InsecureDeterministicSecrets
+
+    p = SecAggParams.manual(num_clients=4, degree=2, threshold=2, threat="semi-honest")
+    nonces = {SecAggServer(p, clients=range(4), dimension=M).setup.nonce for _ in range(3)}
+    assert len(nonces) == 3 and bytes(32) not in nonces
+    a = SecAggServer(p, clients=range(4), dimension=M, secrets=InsecureDeterministicSecrets(b"s")).setup.nonce
+    b = SecAggServer(p, clients=range(4), dimension=M, secrets=InsecureDeterministicSecrets(b"s")).setup.nonce
+    assert a == b != bytes(32)
+    assert SecAggServer(p, clients=range(4), dimension=M, nonce=bytes(range(32))).setup.nonce == bytes(range(32))

@@ -17,6 +17,16 @@ def test_bench_secagg_derived_and_text(capsys):
     rc = main(["bench", "secagg", "--clients", "8", "--params", "500", "--dropout", "0.0", "--threat", "active"])
     text = capsys.readouterr().out
     assert rc == 0 and "correct: True" in text
+    assert "verifiable dealing per client: deal " in text
+
+
+def test_vss_cost_measures_real_dealings():
+    """The per-client cost of the verifiable dealing: a dealing sealed and ``degree`` deliveries checked."""
+    from privagg.bench.secagg import measure_vss
+
+    cost = measure_vss(6, 4, repeats=1)
+    assert cost.deal_ms > 0 and cost.check_ms > 0
+    assert set(cost.to_dict()) == {"vss_deal_ms", "vss_check_ms"}
 
 
 def test_bench_secagg_bad_threshold_is_a_clean_error(capsys):

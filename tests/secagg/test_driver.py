@@ -20,7 +20,14 @@ def test_report_costs_and_correctness():
     assert rep.ok
     want = sum(base[c % 3] for c in rep.survivors) % (1 << p.modulus_bits)
     assert np.array_equal(rep.sum, want)
-    assert set(rep.stage_seconds) == {"advertise", "share_keys", "masked_input", "consistency", "unmask"}
+    assert set(rep.stage_seconds) == {
+        "advertise",
+        "share_keys",
+        "check_shares",
+        "masked_input",
+        "consistency",
+        "unmask",
+    }
     for c in rep.survivors:
         assert rep.bytes_sent[c] > packed_size(m, p.modulus_bits)
         assert rep.bytes_received[c] > 0

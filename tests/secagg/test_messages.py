@@ -10,15 +10,19 @@ from secagg import SecAggParams
 from secagg.messages import (
     CIPHERTEXT_BYTES,
     SHARE_BYTES,
+    Complaint,
     ConsistencyRequest,
     ConsistencySignature,
     DeliveredShare,
     EncryptedShares,
+    Exclusion,
     KeyAdvertisement,
     KeyRoster,
     MaskedInput,
+    MaskRequest,
     RevealedShare,
     RoundSetup,
+    ShareCheck,
     ShareDelivery,
     ShareEnvelope,
     UnmaskRequest,
@@ -32,8 +36,18 @@ SAMPLES = [
     RoundSetup(3, SecAggParams.manual(num_clients=100, degree=14, threshold=10), 1000, b"d" * 32),
     ADV,
     KeyRoster(3, (ADV, KeyAdvertisement(3, 8, b"c" * 32, b"f" * 32, b"n" * 32))),
-    EncryptedShares(3, SID, 7, b"h" * 32, (ShareEnvelope(8, b"a" * 32, b"b" * 32, b"x" * CIPHERTEXT_BYTES),)),
-    ShareDelivery(3, SID, 8, (DeliveredShare(7, b"x" * CIPHERTEXT_BYTES), DeliveredShare(9, b"y" * CIPHERTEXT_BYTES))),
+    EncryptedShares(
+        3, SID, 7, b"h" * 32, (ShareEnvelope(8, b"a" * 32, b"b" * 32, b"x" * CIPHERTEXT_BYTES, b"k" * 32),), b"q" * 24
+    ),
+    ShareDelivery(
+        3,
+        SID,
+        8,
+        (
+            DeliveredShare(7, b"x" * CIPHERTEXT_BYTES, b"d" * 32, b"a" * 32, b"b" * 32, b"k" * 32, b"q" * 24),
+            DeliveredShare(9, b"y" * CIPHERTEXT_BYTES, b"e" * 32, b"c" * 32, b"f" * 32, b"l" * 32, b"r" * 24),
+        ),
+    ),
     MaskedInput.from_values(
         round=3, session_id=SID, sender=7, modulus_bits=23, values=np.arange(50, dtype=np.uint64) * 1000
     ),
@@ -41,6 +55,8 @@ SAMPLES = [
     ConsistencySignature(3, SID, 7, b"g" * 64),
     UnmaskRequest(3, SID, (1, 2), (5,), ((1, b"p" * 64), (2, b"q" * 64))),
     UnmaskResponse(3, SID, 7, (RevealedShare(1, b"r" * SHARE_BYTES),), (RevealedShare(5, b"k" * SHARE_BYTES),)),
+    ShareCheck(3, SID, 7, (Complaint(2, b"K" * 32), Complaint(9, b"L" * 32)), b"s" * 64),
+    MaskRequest(3, SID, (Exclusion(2, 7, b"K" * 32, b"dealing bytes"), Exclusion(9, 4, b"L" * 32, b""))),
 ]
 
 
@@ -103,3 +119,13 @@ def test_non_bytes_and_unknown_types():
             decode_message(bad)
     with pytest.raises(InvalidMessage):
         RoundSetup.decode("not bytes")  # type: ignore[arg-type]
+
+
+def test_codec_v3_sizes_are_bounded_by_the_round():
+    """The check-polynomial fields are bounded by the round's cohort before anything is allocated."""
+    from secagg.messages import Limits
+
+    big = EncryptedShares(3, SID, 7, b"h" * 32, (), b"q" * (2 * 3 * 4 * 11))
+    with pytest.raises(InvalidMessage, match="exceeds"):
+        EncryptedShares.decode(big.encode(), Limits(clients=10))
+    assert EncryptedShares.decode(big.encode(), Limits(clients=11)) == big

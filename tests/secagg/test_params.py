@@ -110,3 +110,25 @@ def test_client_policy_accounts_for_grinding():
     assert ground.setup_fault(ground.required(100, "active")) is None
     with pytest.raises(ConfigurationError, match="grinding_bits"):
         ClientPolicy(min_clients=50, dropout_rate=0.1, corruption_rate=0.05, grinding_bits=999)
+
+
+def test_modular_ring_wraps_by_intent_and_travels_in_the_setup():
+    """``modular=True``: inputs are any elements of Z_{2**b}, the sum wraps mod 2**b (distributed DP)."""
+    import numpy as np
+
+    from privagg.errors import ConfigurationError
+    from secagg import RoundSetup, run_round
+
+    p = SecAggParams.manual(num_clients=6, degree=5, threshold=4, value_bits=12, modular=True)
+    assert p.modulus_bits == 12 and p.modular
+    assert RoundSetup.decode(RoundSetup(0, p, 4, bytes(32)).encode()).params == p
+    with pytest.raises(ConfigurationError, match="exactly its width"):
+        SecAggParams(num_clients=6, degree=5, threshold=4, modulus_bits=13, value_bits=12, modular=True)
+    with pytest.raises(ConfigurationError, match="would wrap"):  # without the flag the ring must hold the sum
+        SecAggParams(num_clients=6, degree=5, threshold=4, modulus_bits=12, value_bits=12)
+    d = SecAggParams.derive(num_clients=50, dropout_rate=0.05, corruption_rate=0.02, value_bits=14, modular=True)
+    assert (d.modulus_bits, d.modular) == (14, True)
+    rng = np.random.default_rng(0)
+    inputs = {c: rng.integers(0, 1 << 12, 4, dtype=np.uint64) for c in range(6)}
+    rep = run_round(p, client_ids=list(range(6)), inputs=inputs, dimension=4)
+    assert rep.ok and np.array_equal(rep.sum, sum(inputs.values()) % (1 << 12))

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import secagg.client as client_mod
 from privagg.errors import ConfigurationError, InvalidMessage, ProtocolAbort
 from privagg.randomness import InsecureDeterministicSecrets
 from secagg import (
@@ -20,6 +19,7 @@ from secagg import (
     KeyAdvertisement,
     KeyRoster,
     MaskedInput,
+    MaskRequest,
     RoundSetup,
     SecAggClient,
     SecAggParams,
@@ -47,7 +47,9 @@ def _run(n=8, k=4, t=3, threat="active", drops=None, **kw):
     clients catch on their own, and client hooks that edit messages need not re-sign them."""
     p = SecAggParams.manual(num_clients=n, degree=k, threshold=t, threat=threat)
     inputs = kw.pop("inputs", None) or _inputs(n)
-    kw.setdefault("server", SecAggServer(p, clients=list(range(n)), dimension=M, round=kw.get("round", 0)))
+    unscreened = p.threat.value == "active"  # an active server without the PKI: explicitly unscreened
+    srv = SecAggServer(p, clients=list(range(n)), dimension=M, round=kw.get("round", 0), screen_senders=not unscreened)
+    kw.setdefault("server", srv)
     rep = run_round(p, client_ids=list(range(n)), inputs=inputs, dimension=M, dropouts=drops or {}, **kw)
     return rep, inputs, p
 
@@ -83,23 +85,24 @@ def test_round_is_exact_under_dropouts(threat, drops):
 def _complete_graph_ok(n: int, t: int, fate: list[int | None], active: bool) -> bool:
     order = list(DropStage)
     alive = [set(c for c in range(n) if fate[c] is None or fate[c] > i) for i in range(len(order))]
-    u1, u2, u3, u4, u5 = alive[0], alive[1], alive[2], alive[3] if active else alive[2], alive[4]
+    u1, u2, checked, u3 = alive[0], alive[1], alive[2], alive[3]
+    u4, u5 = alive[4] if active else alive[3], alive[5]
     if not active:
         u5 = u5 & u3
-    return len(u1) > t and len(u2) > t and len(u3) > t and len(u4) > t and len(u5 & u4) >= t
+    return all(len(u) > t for u in (u1, u2, checked, u3, u4)) and len(u5 & u4) >= t
 
 
 @settings(max_examples=30, deadline=None)
 @given(
     threat=st.sampled_from(["semi-honest", "active"]),
-    fate=st.lists(st.one_of(st.none(), st.integers(0, 4)), min_size=7, max_size=7),
+    fate=st.lists(st.one_of(st.none(), st.integers(0, 5)), min_size=7, max_size=7),
 )
 def test_every_dropout_pattern_complete_graph(threat, fate):
     """n=7, complete graph (k=6), t=4: correct iff every stage keeps enough clients, else a clean abort."""
     n, t = 7, 4
     active = threat == "active"
     if not active:
-        fate = [None if f == 3 else f for f in fate]  # no consistency stage in semi-honest mode
+        fate = [None if f == 4 else f for f in fate]  # no consistency stage in semi-honest mode
     order = list(DropStage)
     drops: dict[DropStage, list[int]] = {}
     for c, f in enumerate(fate):
@@ -372,7 +375,7 @@ def test_sybil_in_roster(threat):
     p = SecAggParams.manual(num_clients=n + 1, degree=4, threshold=3, threat=threat)
     sybil = SecAggClient(99, threat="semi-honest", secrets=InsecureDeterministicSecrets(9))
     (adv,) = sybil.step(RoundSetup(0, dataclasses.replace(p, threat="semi-honest"), M, bytes(32)))
-    srv = _SybilServer(p, clients=list(range(n)), dimension=M)
+    srv = _SybilServer(p, clients=list(range(n)), dimension=M, screen_senders=threat != "active")
     srv.sybil_adv = dataclasses.replace(adv, config_hash=crypto.config_hash(srv.setup))
     inputs = _inputs(n)
     rep = run_round(p, client_ids=list(range(n)), inputs=inputs, dimension=M, server=srv)
@@ -440,18 +443,53 @@ def test_tampered_ciphertext_aborts_recipient():
     assert rep.ok  # client 1 became a dropout; its masks were removed
 
 
-def test_inconsistent_dealer_is_blamed(monkeypatch):
-    real = client_mod.share_bytes
+@pytest.mark.parametrize("threat", ["semi-honest", "active"])
+def test_inconsistent_dealer_is_excluded_before_masking(monkeypatch, threat):
+    """Client 0 deals its first holder a self share off the polynomial (committed, so the commitment
+    alone cannot tell): that holder's verifiable-sharing check fails on receipt, its complaint proves
+    it, and client 0 is excluded before masking. The round completes with the others' sum."""
+    import secagg.vss as vss_mod
 
-    def cheat(secrets, *, xs, threshold, source):
-        sh = real(secrets, xs=xs, threshold=threshold, source=source)
-        sh[0, 0, 0] = (sh[0, 0, 0] + 12345) % ((1 << 31) - 1)
-        return sh
+    real = vss_mod.deal
 
-    monkeypatch.setattr(client_mod, "share_bytes", cheat)
-    rep, _, _ = _run(n=8, k=4, t=3)
-    assert not rep.ok and isinstance(rep.abort.party, int)
-    assert "inconsistent" in rep.abort.reason or "shares of client" in rep.abort.reason
+    def cheat(self_seed, mask_key, *, xs, threshold, source):
+        sh, co = real(self_seed, mask_key, xs=xs, threshold=threshold, source=source)
+        if int(xs[-1]) == 1:
+            sh[0, 0, 0] = (sh[0, 0, 0] + 12345) % ((1 << 31) - 1)
+        return sh, co
+
+    monkeypatch.setattr(vss_mod, "deal", cheat)
+    keys, directory = make_identities(range(8))
+    p = SecAggParams.manual(num_clients=8, degree=4, threshold=3, threat=threat)
+    active = threat == "active"
+    srv = SecAggServer(p, clients=range(8), dimension=M, directory=directory if active else None)
+    inputs = _inputs(8)
+    rep = run_round(p, client_ids=list(range(8)), inputs=inputs, dimension=M, server=srv, identities=(keys, directory))
+    victim = srv.graph.neighbours(0)[0]
+    assert rep.ok and rep.client_aborts == {}
+    assert srv.excluded == {
+        0: f"client 0 dealt client {victim} shares off its polynomials (the verifiable-sharing check fails)"
+    }
+    assert 0 not in rep.survivors + rep.dropped
+    _expected(rep, inputs, p)
+
+
+def test_an_unfounded_complaint_is_refused_and_changes_nothing():
+    """A holder that complains about an honest dealer (revealing its true pair key) proves nothing:
+    the complaint is recorded against it and the round completes with everybody."""
+    import dataclasses as dc
+
+    from secagg.messages import Complaint, ShareCheck
+
+    def complain(sender, msg):
+        if sender == 3 and isinstance(msg, ShareCheck):
+            return [dc.replace(msg, complaints=(Complaint(5, bytes(32)),))]
+        return [msg]
+
+    rep, inputs, p = _run(n=8, k=7, t=5, threat="semi-honest", client_hook=complain)
+    assert (3, "unfounded complaint about client 5") in rep.server.rejected
+    _expected(rep, inputs, p)
+    assert set(rep.survivors) == set(range(8)) and rep.server.excluded == {}
 
 
 # ---------------------------------------------------------------------------- advertisement screening
@@ -665,7 +703,7 @@ def _scripted(threat: str):
     return p, idents, log
 
 
-ALL_TYPES = [RoundSetup, KeyRoster, ShareDelivery, ConsistencyRequest, UnmaskRequest]
+ALL_TYPES = [RoundSetup, KeyRoster, ShareDelivery, MaskRequest, ConsistencyRequest, UnmaskRequest]
 
 
 @pytest.mark.parametrize("threat", ["semi-honest", "active"])
@@ -677,6 +715,7 @@ def test_exhaustive_stage_transitions(threat):
         RoundSetup: RoundSetup(0, p, M, bytes(32)),
         KeyRoster: by_type[KeyRoster],
         ShareDelivery: by_type[ShareDelivery],
+        MaskRequest: by_type[MaskRequest],
         ConsistencyRequest: ConsistencyRequest(0, by_type[ShareDelivery].session_id, (0, 1, 2)),
         UnmaskRequest: by_type[UnmaskRequest],
     }
@@ -695,7 +734,7 @@ def test_exhaustive_stage_transitions(threat):
         c = _fresh_client(threat, idents)
         _feed(c, log[:depth])
         stages_seen.append(c.stage)
-    expected = [ClientStage.AWAIT_SETUP, ClientStage.AWAIT_ROSTER, ClientStage.AWAIT_SHARES]
+    expected = [ClientStage.AWAIT_SETUP, ClientStage.AWAIT_ROSTER, ClientStage.AWAIT_SHARES, ClientStage.AWAIT_MASK]
     expected += [ClientStage.AWAIT_CONSISTENCY] if threat == "active" else []
     expected += [ClientStage.AWAIT_UNMASK, ClientStage.DONE]
     assert stages_seen == expected

@@ -9,11 +9,12 @@ attacks rewrite their messages.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
 
-from privagg.errors import ConfigurationError, InvalidMessage, ProtocolAbort
+from privagg.errors import ConfigurationError, InvalidMessage
 from secagg import (
     ClientStage,
     ConsistencyRequest,
@@ -22,14 +23,13 @@ from secagg import (
     SecAggClient,
     SecAggParams,
     SecAggServer,
-    ServerStage,
     UnmaskResponse,
     crypto,
     decode_message,
     make_identities,
     run_round,
 )
-from secagg.messages import RevealedShare
+from secagg.messages import SHARE_BYTES, RevealedShare
 
 MAX_ROUND = (1 << 63) - 1  # rounds enter signed 64-bit labels
 
@@ -55,7 +55,9 @@ def test_own_share_outside_the_field_is_screened_and_the_round_completes():
 
     def bad_own_share(cid, msg):
         if isinstance(msg, UnmaskResponse) and cid == 3:  # client 3 itself: it signs what it sends
-            shares = tuple(RevealedShare(s.owner, b"\xff" * 64) if s.owner == 3 else s for s in msg.self_shares)
+            shares = tuple(
+                RevealedShare(s.owner, b"\xff" * SHARE_BYTES) if s.owner == 3 else s for s in msg.self_shares
+            )
             return [crypto.sign_message(dataclasses.replace(msg, self_shares=shares), keys[3])]
         return [msg]
 
@@ -72,24 +74,28 @@ def test_own_share_outside_the_field_is_screened_and_the_round_completes():
     assert (3, "its own self-mask share is not made of field elements") in rep.server.rejected
 
 
-def test_committed_share_outside_the_field_names_its_dealer(monkeypatch):
-    """A dealer that commits to shares outside GF(p): its secret cannot be rebuilt; the abort names it."""
-    import secagg.client as client_mod
+def test_committed_share_outside_the_field_excludes_its_dealer_before_masking(monkeypatch):
+    """A dealer that commits to shares outside GF(p): every holder's check fails on receipt, the
+    complaint proves it, and the dealer is excluded before anyone masks; the round completes."""
+    import secagg.vss as vss_mod
 
-    real = client_mod.share_bytes
+    real = vss_mod.deal
 
-    def cheat(secrets, *, xs, threshold, source):
-        sh = real(secrets, xs=xs, threshold=threshold, source=source)
+    def cheat(self_seed, mask_key, *, xs, threshold, source):
+        sh, co = real(self_seed, mask_key, xs=xs, threshold=threshold, source=source)
         if int(xs[-1]) == 1:  # client 0 (its own point is last)
             sh[:-1, 0, 0] = (1 << 32) - 1  # every neighbour's self-seed share: a limb >= p
-        return sh
+        return sh, co
 
-    monkeypatch.setattr(client_mod, "share_bytes", cheat)
+    monkeypatch.setattr(vss_mod, "deal", cheat)
     p = SecAggParams.manual(num_clients=8, degree=4, threshold=3)
-    rep = run_round(p, client_ids=list(range(8)), inputs=_inputs(8), dimension=M)
-    assert not rep.ok and isinstance(rep.abort, ProtocolAbort)
-    assert rep.abort.party == 0 and "client 0 dealt inconsistent" in rep.abort.reason
-    assert rep.server.stage is ServerStage.ABORTED
+    inputs = _inputs(8)
+    rep = run_round(p, client_ids=list(range(8)), inputs=inputs, dimension=M)
+    assert rep.ok, rep.abort
+    assert set(rep.server.excluded) == {0}
+    assert re.fullmatch(r"client 0 dealt client \d+ shares that are not field elements", rep.server.excluded[0])
+    assert 0 not in rep.survivors and 0 not in rep.dropped and rep.client_aborts == {}
+    assert np.array_equal(rep.sum, _expected(rep, inputs, p))
 
 
 # ---------------------------------------------------------------------------- invalid X25519 keys
@@ -153,7 +159,7 @@ def test_client_refuses_a_roster_with_an_invalid_key_anywhere():
             bad = dataclasses.replace(bad, signature=crypto.sign(keys[7], crypto.advertisement_payload(bad)))
             return dataclasses.replace(roster, advertisements=(*roster.advertisements[:-1], bad))
 
-    server = Slip(p, clients=range(n), dimension=M)
+    server = Slip(p, clients=range(n), dimension=M, screen_senders=False)
     rep = run_round(
         p, client_ids=list(range(n)), inputs=_inputs(n), dimension=M, identities=(keys, directory), server=server
     )

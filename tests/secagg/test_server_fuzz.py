@@ -27,11 +27,11 @@ from secagg import (
     UnmaskResponse,
     make_identities,
 )
-from secagg.messages import RevealedShare
+from secagg.messages import SHARE_BYTES, RevealedShare
 
 M = 16
 N = 8
-STAGES = 5  # keys, shares, masked, signatures (active) / unmask, unmask
+STAGES = 6  # keys, shares, share check, masked, signatures (active) / unmask, unmask
 
 
 def _parties(threat: str):
@@ -115,7 +115,7 @@ def test_mutated_mid_round_messages_take_only_the_typed_path(threat):
             outcomes["done"] += 1
             res = server.result
             assert res is not None
-            if stage != 2:  # a mutated masked vector that decodes is the victim's own (other) input
+            if stage != 3:  # a mutated masked vector that decodes is the victim's own (other) input
                 want = sum(inputs[c] for c in res.survivors) % (1 << p.modulus_bits)
                 assert np.array_equal(res.sum, want), (i, stage)
         else:
@@ -125,7 +125,7 @@ def test_mutated_mid_round_messages_take_only_the_typed_path(threat):
 
 def _objects():
     """Message objects no codec ever checked (a driver may hand the server objects)."""
-    share = RevealedShare(1, b"\x00" * 64)
+    share = RevealedShare(1, b"\x00" * SHARE_BYTES)
     return [
         lambda m: dataclasses.replace(m, round=-1) if hasattr(m, "round") else m,
         lambda m: dataclasses.replace(m, round=1 << 64),

@@ -23,9 +23,7 @@ from secagg import SecAggParams, ThreatModel
 ACTIVE, SEMI = ThreatModel.ACTIVE, ThreatModel.SEMI_HONEST
 
 #: holes not closed yet (issue 12); each entry is the reason of a strict xfail
-OPEN: dict[str, str] = {
-    "inconsistent-dealer": "issue 12: no verifiable sharing or complaint round; one dealer aborts the round",
-}
+OPEN: dict[str, str] = {}
 
 CASES = [
     pytest.param(
@@ -96,6 +94,27 @@ def test_ring_overflow_roster_larger_than_the_setup_is_refused() -> None:
     out = round_attack("ring-overflow").play(ACTIVE)
     assert not out.completed and not out.exposed() and len(out.honest_aborts) == 12
     assert {e.stage for e in out.honest_aborts.values()} == {"await_roster"}
+
+
+@pytest.mark.parametrize("threat", [SEMI, ACTIVE])
+def test_inconsistent_dealer_is_proven_and_excluded_before_masking(threat: ThreatModel) -> None:
+    """Item 6: client 2 deals client 0 a self share off its polynomial (commitments, challenge and
+    check polynomials recomputed, re-signed). Client 0's check fails on receipt; its complaint (the
+    pairwise key) proves it; client 2 is excluded before anyone masks and named; the round completes
+    with the exact sum of the others, no honest client aborts and nothing honest is reconstructible."""
+    from secagg import ShareCheck
+
+    out = round_attack("inconsistent-dealer").play(threat)
+    srv = out.rnd.server
+    assert out.crash is None and out.completed and out.correct_sum(without=[2])
+    assert srv.excluded == {
+        2: "client 2 dealt client 0 shares off its polynomials (the verifiable-sharing check fails)"
+    }
+    assert out.report is not None and 2 not in out.report.survivors + out.report.dropped
+    assert set(out.report.survivors) == set(range(8)) - {2}
+    assert not out.honest_aborts and not out.exposed() and srv.rejected == []
+    complaints = {m.sender: [c.dealer for c in m.complaints] for m in out.rnd.observed if isinstance(m, ShareCheck)}
+    assert complaints == {c: ([2] if c == 0 else []) for c in range(8)}  # only the victim complained, once
 
 
 def test_double_listing_and_fake_dropout_abort_at_unmask() -> None:

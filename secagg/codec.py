@@ -1,0 +1,63 @@
+"""The codec's shared parts: header (magic, version, type), sizes and bounded field readers."""
+
+from __future__ import annotations
+
+import struct
+
+from privagg.errors import InvalidMessage
+from secagg.params import ThreatModel
+from secagg.wire import Limits, Reader, Writer
+
+__all__ = [
+    "CODEC_VERSION",
+    "KEY_BYTES",
+    "DIGEST_BYTES",
+    "SECRET_LIMBS",
+    "CHECK_LIMBS",
+    "PART_BYTES",
+    "SHARE_BYTES",
+    "CIPHERTEXT_BYTES",
+    "header",
+    "open_message",
+    "max_check",
+]
+
+CODEC_VERSION = 3  # 2: RoundSetup nonce, sender signatures; 3: verifiable dealing, share check stage
+_MAGIC = b"PS"
+KEY_BYTES = 32
+DIGEST_BYTES = 32
+#: a 32-byte secret is 16 limbs of 16 bits, each a field element of GF(2**31 - 1)
+SECRET_LIMBS = 16
+#: check limbs dealt with every secret (``secagg.vss``: the verifiable-sharing check)
+CHECK_LIMBS = 3
+#: one holder's share of one secret: 16 + 3 field elements of 4 bytes
+PART_BYTES = 4 * (SECRET_LIMBS + CHECK_LIMBS)
+SHARE_BYTES = PART_BYTES
+#: AES-GCM of (self-seed share || key share) + 16-byte tag
+CIPHERTEXT_BYTES = 2 * SHARE_BYTES + 16
+_DELIVERED = struct.Struct(f">I{CIPHERTEXT_BYTES}s{DIGEST_BYTES}s{DIGEST_BYTES}s{DIGEST_BYTES}s{DIGEST_BYTES}s")
+_ENVELOPE = struct.Struct(f">I{DIGEST_BYTES}s{DIGEST_BYTES}s{DIGEST_BYTES}s{CIPHERTEXT_BYTES}s")
+
+
+def max_check(limits: Limits) -> int:
+    """The largest check-polynomial field a round allows (the threshold is below the cohort size)."""
+    return 2 * CHECK_LIMBS * 4 * limits.clients
+
+
+_THREAT_CODE = {ThreatModel.SEMI_HONEST: 0, ThreatModel.ACTIVE: 1}
+_THREAT_FROM = {v: k for k, v in _THREAT_CODE.items()}
+
+
+def header(w: Writer, type_code: int) -> Writer:
+    return w.raw(_MAGIC).u8(CODEC_VERSION).u8(type_code)
+
+
+def open_message(data: bytes, type_code: int, name: str) -> Reader:
+    r = Reader(data, name)
+    if r.fixed(2) != _MAGIC:
+        raise InvalidMessage(f"{name}: bad magic")
+    if (v := r.u8()) != CODEC_VERSION:
+        raise InvalidMessage(f"{name}: unsupported codec version {v}")
+    if (t := r.u8()) != type_code:
+        raise InvalidMessage(f"{name}: wrong message type {t}")
+    return r
