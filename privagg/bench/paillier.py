@@ -17,7 +17,7 @@ of this process (``time.process_time``), robust to a shared machine.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,31 @@ from protocols.paillier import PaillierConfig, PaillierSession, PaillierSetup, T
 
 from .timing import JsonResult, middle, timed
 
-__all__ = ["PaillierVariantResult", "PheResult", "PaillierBenchResult", "run_bench", "NOTES"]
+__all__ = ["PaillierVariantResult", "PheResult", "PaillierBenchResult", "ProgressHook", "run_bench", "NOTES"]
+
+#: ``progress(what, done, total)``: called before each step (``what`` is about to run, ``done`` of
+#: ``total`` steps are finished) and once at the end (``done == total``)
+ProgressHook = Callable[[str, int, int], None]
+
+
+class _Steps:
+    """Counts the bench's steps for a progress hook (key setup, each round, the ceiling; phe likewise)."""
+
+    def __init__(self, total: int, hook: ProgressHook | None) -> None:
+        self.total, self.done, self.hook, self._started = total, 0, hook, False
+
+    def __call__(self, what: str) -> None:
+        if self._started:
+            self.done += 1
+        self._started = True
+        if self.hook is not None:
+            self.hook(what, self.done, self.total)
+
+    def finish(self) -> None:
+        self.done = self.total
+        if self.hook is not None:
+            self.hook("done", self.total, self.total)
+
 
 # CPU time of this process: the machine may be shared, and both sides run on one core
 _clock = time.process_time
@@ -50,7 +74,9 @@ NOTES = (
     "the fixed-base table for fixed-base randomness); the t decryptors that decrypt verify the proofs "
     "(batched, one multi-exponentiation each) and endorse the set, the rest of the quorum (all 3 for 2-of-3) "
     "endorse it shown those t endorsements; the server screens the proofs only if a decryptor refuses",
-    "fixed-base table window: 9 for 2048-bit keys (~30 MB public table, 114 multiplications per obfuscator)",
+    "fixed-base table window: 10 for 2048-bit keys unless --window says otherwise (~54 MB public table, 103 "
+    "multiplications per obfuscator; 9: ~30 MB, 114); the threshold key's verification base v has its own "
+    "small table of powers (v^(2^(6j)), ~0.4 MB), used by every partial-decryption proof and check",
     "ceiling_seconds: the t partial decryptions (one CRT decryption for k=1) per aggregate ciphertext alone; "
     "ceiling_speedup_vs_phe = phe total / ceiling; fraction_of_ceiling = ceiling / our total",
     "parallel_decryptors_seconds: the same CPU seconds with the decryptors in parallel (the longest "
@@ -180,6 +206,7 @@ def run_bench(
     clip: float = 1.0,
     randomness: str = "fixed-base",
     exponent_bits: int | None = None,
+    window: int | None = None,
     decryptors: int = 1,
     threshold: int = 1,
     variants: str = "all",
@@ -188,8 +215,13 @@ def run_bench(
     allow_insecure: bool = False,
     repeats: int = 1,
     proofs: bool = True,
+    progress: ProgressHook | None = None,
 ) -> PaillierBenchResult:
-    """Run ours (the headline variant, then with ``variants="all"`` the others) and python-paillier."""
+    """Run ours (the headline variant, then with ``variants="all"`` the others) and python-paillier.
+
+    ``progress``: told before each step (per variant: key setup, each repeat, the ceiling; then
+    python-paillier's key and repeats), for a progress bar with a time estimate.
+    """
     if clients < 2:
         raise ConfigurationError(f"got {clients}", field="--clients", accepted=">= 2")
     if params < 1:
@@ -204,6 +236,7 @@ def run_bench(
     plan = [(randomness, decryptors, threshold)]
     if variants == "all":
         plan += [v for v in _VARIANTS if v != plan[0]]
+    steps = _Steps(len(plan) * (repeats + 2) + repeats + 1, progress)
     ours = tuple(
         _run_ours(
             PaillierConfig(
@@ -215,6 +248,7 @@ def run_bench(
                 min_clients=min(2, clients),
                 randomness=r,
                 exponent_bits=exponent_bits,
+                window=window,
                 proofs=proofs,
                 allow_insecure=allow_insecure,
             ),
@@ -222,10 +256,12 @@ def run_bench(
             clip=clip,
             seed=seed,
             repeats=repeats,
+            step=steps,
         )
         for r, k, t in plan
     )
-    base = _run_phe(x=x, key_bits=key_bits, budget=phe_budget, repeats=repeats)
+    base = _run_phe(x=x, key_bits=key_bits, budget=phe_budget, repeats=repeats, step=steps)
+    steps.finish()
     return PaillierBenchResult(
         clients=clients,
         params=params,
@@ -243,8 +279,12 @@ def _variant_name(cfg: PaillierConfig) -> str:
     return f"{cfg.randomness}+{dec}"
 
 
-def _run_ours(cfg: PaillierConfig, *, x: np.ndarray, clip: float, seed: int, repeats: int) -> PaillierVariantResult:
+def _run_ours(
+    cfg: PaillierConfig, *, x: np.ndarray, clip: float, seed: int, repeats: int, step: Callable[[str], None]
+) -> PaillierVariantResult:
     n_clients, m = x.shape
+    name = _variant_name(cfg)
+    step(f"{name}: keys and tables")
     setup = PaillierSetup.generate(cfg, clock=_clock)
     session = PaillierSession(setup, clock=_clock)
     enc = RingEncoding.for_sum(clip=clip, max_summands=cfg.max_clients, value_bits=cfg.value_bits)
@@ -252,7 +292,8 @@ def _run_ours(cfg: PaillierConfig, *, x: np.ndarray, clip: float, seed: int, rep
     bound = enc.sum_error_bound(n_clients)
     runs = []
     correct = True
-    for _ in range(repeats):
+    for rep in range(repeats):
+        step(f"{name}: round {rep + 1} of {repeats}")
         ints, quantise = timed(lambda: {c: enc.quantize(x[c], rng)[0] for c in range(n_clients)}, clock=_clock)
         out = session.run_round(ints)
         exact = np.sum(np.stack(list(ints.values())), axis=0)
@@ -262,6 +303,7 @@ def _run_ours(cfg: PaillierConfig, *, x: np.ndarray, clip: float, seed: int, rep
     total, quantise, out, err = middle(runs, key=lambda run: run[0])
     s = out.seconds
     # the ceiling: only the decryptions every aggregate ciphertext needs (t partial, or one CRT, decryptions)
+    step(f"{name}: ceiling")
     pk = setup.public_key
     probe = [pk.encrypt(j + 1) for j in range(out.ciphertexts_per_client)]
     holders = setup.decryption_keys[: cfg.threshold] if setup.threshold_key is not None else setup.decryption_keys[:1]
@@ -273,7 +315,7 @@ def _run_ours(cfg: PaillierConfig, *, x: np.ndarray, clip: float, seed: int, rep
     )[1]
     values = n_clients * m
     return PaillierVariantResult(
-        variant=_variant_name(cfg),
+        variant=name,
         correct=correct,
         values_per_second=values / total,
         values_per_second_incl_table=values / (total + setup.table_seconds),
@@ -304,10 +346,11 @@ def _run_ours(cfg: PaillierConfig, *, x: np.ndarray, clip: float, seed: int, rep
     )
 
 
-def _run_phe(*, x: np.ndarray, key_bits: int, budget: float, repeats: int) -> PheResult:
+def _run_phe(*, x: np.ndarray, key_bits: int, budget: float, repeats: int, step: Callable[[str], None]) -> PheResult:
     import phe
 
     n_clients, m = x.shape
+    step("python-paillier: keys")
     (pk, sk), keygen = timed(lambda: phe.generate_paillier_keypair(n_length=key_bits), clock=_clock)
     # probe the per-value encryption cost, then pick the subsample that fits the budget
     [pk.encrypt(float(v)) for v in x[0, :3]]
@@ -319,6 +362,7 @@ def _run_phe(*, x: np.ndarray, key_bits: int, budget: float, repeats: int) -> Ph
     correct = True
     runs = []
     for rep in range(repeats):
+        step(f"python-paillier: run {rep + 1} of {repeats}")
         xs = x[:, rep * sample % m :][:, :sample]
         if xs.shape[1] < sample:
             xs = x[:, :sample]

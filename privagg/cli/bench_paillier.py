@@ -4,13 +4,17 @@ Both sides sum the same seeded ``--clients`` x ``--params`` float vectors; ours 
 whole protocol for each variant, python-paillier encrypts every value on its own (subsampled
 and extrapolated when it would take longer than ``--phe-budget`` seconds). Key generation is
 excluded from both throughputs; the fixed-base table is shown with and without. All times
-are CPU seconds of this process, one core. The engine: :mod:`privagg.bench.paillier`.
+are CPU seconds of this process, one core; a progress bar with a time estimate goes to stderr
+when it is a terminal (``--no-progress``: none). The engine: :mod:`privagg.bench.paillier`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from privagg.cli.bench import engine_kwargs
@@ -55,6 +59,7 @@ def add_parser(sub: Any) -> None:
         help="headline variant's randomness (default fixed-base; the library default is fresh)",
     )
     p.add_argument("--exponent-bits", type=int, default=None, help="fixed-base exponent bits (default key_bits/2)")
+    p.add_argument("--window", type=int, default=None, help="fixed-base table window (default 10 at 2048 bits)")
     p.add_argument("--decryptors", type=int, default=1, help="headline variant's decryptors k (default 1: CRT)")
     p.add_argument("--threshold", type=int, default=1, help="headline variant's threshold t (default 1)")
     p.add_argument(
@@ -74,6 +79,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random input vectors (default 0)")
     p.add_argument("--allow-insecure", action="store_true", help="accept key sizes below 2048 (smoke tests)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress bar (none either when stderr is not a terminal)",
+    )
     p.set_defaults(func=_cmd)
 
 
@@ -85,10 +96,30 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+@contextlib.contextmanager
+def _progress(show: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A progress bar with a time estimate on stderr (``None`` when not shown)."""
+    if not show:
+        yield None
+        return
+    import rich.progress as rp
+    from rich.console import Console
+
+    columns = (rp.TextColumn("{task.description}"), rp.BarColumn(), rp.MofNCompleteColumn(), rp.TimeElapsedColumn())
+    with rp.Progress(*columns, rp.TextColumn("left"), rp.TimeRemainingColumn(), console=Console(stderr=True)) as bar:
+        task = bar.add_task("bench paillier", total=None)
+
+        def hook(what: str, done: int, total: int) -> None:
+            bar.update(task, description=what, completed=done, total=total)
+
+        yield hook
+
+
 def _cmd(args: argparse.Namespace) -> int:
     from privagg.bench.paillier import run_bench
 
-    res = run_bench(**engine_kwargs(run_bench, args))
+    with _progress(args.progress and sys.stderr.isatty()) as hook:
+        res = run_bench(**{**engine_kwargs(run_bench, args), "progress": hook})
     if args.json:
         print(res.to_json())
         return 0 if res.correct else 1

@@ -25,13 +25,17 @@ runs fit, encodes ``[f * params, f * clip]`` with the round's
 :class:`~protocols.weighting.WeightingCodec` and :class:`~privagg.encoding.RingEncoding` and
 returns a packed-Paillier contribution signed over session, round, key id and that digest;
 the :class:`~protocols.paillier.PaillierClient` refuses a setup announcing another digest) ->
-the server multiplies them -> ``endorse`` (QUERY to the decryptors: each verifies every
+the server multiplies them -> ``endorse``, in two waves as in the in-memory driver
+(:meth:`PrivAggPaillierWorkflow._decrypt`): first ``t`` decryptors (QUERY) each verify every
 signature against the *provisioned* client directory, every proof of plaintext knowledge, that
-all contributions signed the same model digest, and the product, records the set's hash in its
-durable store — refusing a second set for the round — and returns its signed endorsement) ->
-``decrypt`` (QUERY with a quorum of endorsements attached: each decryptor releases its signed
-partial decryption with its proof; a decryptor decrypts each round at most once, across
-restarts) -> the server drops partials not signed by the decryptor they name, checks the
+all contributions signed the same model digest, and the product, record the set's hash in their
+durable store — refusing a second set for the round — and return signed endorsements (when one
+refuses, the server screens the proofs then, drops the unproven contributions and starts the
+wave over); then the rest of the quorum endorse the set shown those ``t`` endorsements (every
+check but the proofs) -> ``decrypt`` (QUERY with a quorum of endorsements attached, to the
+first wave: each releases its signed partial decryption with its proof; a decryptor decrypts
+each round at most once, across restarts; the other endorsers are asked only if partials are
+missing or refused) -> the server drops partials not signed by the decryptor they name, checks the
 proofs, combines ``t`` partials into the sum, and the fit-round template
 (:mod:`._fit_round`) decodes the weighted mean and hands it to ``Strategy.aggregate_fit``.
 
@@ -49,6 +53,7 @@ with one session for all runs a server could replay an earlier run's signed cont
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,7 +116,7 @@ class PaillierRoundRecord(FitRoundRecord):
     """What one round did (kept in :attr:`PrivAggPaillierWorkflow.history`)."""
 
     contributors: tuple[int, ...] = ()  # node ids whose inputs are in the sum
-    decryptors: tuple[int, ...] = ()  # node ids that answered with a partial decryption
+    decryptors: tuple[int, ...] = ()  # node ids that answered with a partial decryption the server did not reject
 
 
 class PrivAggPaillierWorkflow(FitWorkflow[PaillierRoundRecord]):
@@ -162,6 +167,7 @@ class PrivAggPaillierWorkflow(FitWorkflow[PaillierRoundRecord]):
             decryptor_keys=mat.decryptor_directory,
             threshold_key=mat.threshold_key,
             client_keys=mat.directory,
+            screen_proofs=False,  # screened only when a decryptor refuses (_decrypt)
         )
         setup = server.start_round(round=rec.round, count=fit.size + 1, model_digest=fit.digest)
         extra = {"setup": encode_message(setup, pk), **codec_fields(self.codec)}
@@ -186,35 +192,104 @@ class PrivAggPaillierWorkflow(FitWorkflow[PaillierRoundRecord]):
                 continue
             node_of[msg.client_id] = nid
             fit_results[nid] = fr
-        wire = encode_message(server.aggregate(), pk)
-        for cid in server.rejected_clients:
-            rec.node_errors[node_of[cid]] = "contribute: the proof of plaintext knowledge does not verify"
-            fit_results.pop(node_of[cid], None)
         decryptor_nodes = {n: i for n, (role, i) in self.roles.items() if role == "decryptor"}
-        endorsed = self._ask_decryptors(grid, rec, "endorse", wire, decryptor_nodes, SetEndorsement)
-        wire = encode_message(server.endorse([m for _, m in endorsed]), pk)
-        decrypted = self._ask_decryptors(grid, rec, "decrypt", wire, decryptor_nodes, PartialDecryption)
-        partials = [m for _, m in decrypted]
-        rec.decryptors += tuple(nid for nid, _ in decrypted)
-        total = np.asarray(server.finish(partials), dtype=np.float64) / mat.encoding.scale
+        sums = self._decrypt(grid, rec, server, decryptor_nodes, node_of, fit_results)
+        total = np.asarray(sums, dtype=np.float64) / mat.encoding.scale
         rec.contributors = tuple(node_of[c] for c in server.participants)
         return Summed(total=total, included=rec.contributors, fit_results=fit_results)
 
-    def _ask_decryptors(
+    def _decrypt(
+        self,
+        grid: Any,
+        rec: PaillierRoundRecord,
+        server: PaillierServer,
+        decryptor_nodes: dict[int, int],
+        node_of: dict[int, int],
+        fit_results: dict[int, FitRes],
+    ) -> np.ndarray:
+        """The round's sums: endorse, then decrypt, as the in-memory driver does
+        (:meth:`~protocols.paillier.PaillierSession.run_round`).
+
+        1. ``t`` decryptors check the set, proofs of plaintext knowledge included, and endorse it
+           (more are asked, ``t`` at a time in index order, while some do not answer). When one
+           refuses, the server screens the proofs only then (:meth:`~protocols.paillier.PaillierServer.screen`):
+           unproven contributions are dropped and the first wave starts over on the new set.
+        2. The rest of the quorum endorse it shown those ``t`` endorsements (they skip the proofs:
+           :meth:`~protocols.paillier.PaillierDecryptor.endorse`).
+        3. The ``t`` decryptors of the first wave decrypt (they verified the proofs); the other
+           endorsers are asked only when the server cannot combine their partials (missing, or
+           refused by :meth:`~protocols.paillier.PaillierServer.finish`: bad signature or proof).
+        """
+        mat = self.material
+        t = mat.config.threshold
+        order = sorted(decryptor_nodes, key=lambda n: decryptor_nodes[n])
+        request = server.aggregate()
+        asked: set[int] = set()
+        verified: dict[int, SetEndorsement] = {}
+        screened = False
+        while len(verified) < t:
+            batch = [n for n in order if n not in asked][: t - len(verified)]
+            if not batch:
+                break
+            asked.update(batch)
+            got = self._ask(grid, rec, "endorse", request, batch, decryptor_nodes, SetEndorsement)
+            verified.update(got)
+            if len(got) == len(batch) or screened:
+                continue
+            screened = True
+            try:
+                request = server.screen()  # a decryptor refused: a client's proof, most likely
+            except ProtocolAbort:
+                continue  # every proof verifies: it is down or refused for another reason; ask the next
+            for cid in server.rejected_clients:
+                rec.node_errors[node_of[cid]] = "contribute: the proof of plaintext knowledge does not verify"
+                fit_results.pop(node_of[cid], None)
+            asked = set(verified)  # those that endorsed the old set refuse the new one; the others recorded nothing
+            verified = {}
+        endorsers = dict(verified)
+        vouched = dataclasses.replace(request, endorsements=tuple(verified.values()))
+        while len(endorsers) < server.quorum:
+            batch = [n for n in order if n not in asked][: server.quorum - len(endorsers)]
+            if not batch:
+                break
+            asked.update(batch)
+            endorsers.update(self._ask(grid, rec, "endorse", vouched, batch, decryptor_nodes, SetEndorsement))
+        endorsed = server.endorse(list(endorsers.values()))  # ProtocolAbort below the quorum
+        first = [n for n in order if n in verified][:t]
+        partials = self._ask(grid, rec, "decrypt", endorsed, first, decryptor_nodes, PartialDecryption)
+        try:
+            sums = server.finish(list(partials.values()))
+        except ProtocolAbort:
+            rest = [n for n in order if n in endorsers and n not in first]
+            if not rest:
+                raise
+            partials.update(self._ask(grid, rec, "decrypt", endorsed, rest, decryptor_nodes, PartialDecryption))
+            sums = server.finish(list(partials.values()))
+        rejected = set(server.rejected_decryptors)
+        rec.decryptors += tuple(n for n in partials if decryptor_nodes[n] not in rejected)
+        return sums
+
+    def _ask(
         self,
         grid: Any,
         rec: PaillierRoundRecord,
         stage: str,
-        wire: bytes,
+        request: AggregateRequest,
+        nodes: list[int],
         decryptor_nodes: dict[int, int],
         kind: type[_D],
-    ) -> list[tuple[int, _D]]:
-        """Send ``wire`` to every decryptor node; the replies that are ``kind`` from that very decryptor."""
+    ) -> dict[int, _D]:
+        """Send ``request`` to ``nodes``; the replies that are ``kind`` from that very decryptor."""
         pk = self.material.public_key
+        if not nodes:
+            return {}
+        wire = encode_message(request, pk)
+        before = rec.stage_seconds.get(stage, 0.0)
         replies = self._send(
-            grid, rec, stage, {n: ({"msg": wire}, None) for n in decryptor_nodes}, message_type=MessageType.QUERY
+            grid, rec, stage, {n: ({"msg": wire}, None) for n in nodes}, message_type=MessageType.QUERY
         )
-        out: list[tuple[int, _D]] = []
+        rec.stage_seconds[stage] += before
+        out: dict[int, _D] = {}
         for nid, r in replies.items():
             try:
                 m = decode_message(self._reply_bytes(r) or b"", public_key=pk)
@@ -223,7 +298,7 @@ class PrivAggPaillierWorkflow(FitWorkflow[PaillierRoundRecord]):
             except ProtocolAbort as e:
                 rec.node_errors[nid] = f"{stage}: {e}"
                 continue
-            out.append((nid, m))
+            out[nid] = m
         return out
 
 
@@ -307,7 +382,7 @@ def make_paillier_mod(
             return Message(out.content, reply_to=msg)
         if stage in ("endorse", "decrypt") and role == "decryptor":
             req = decode_message(wire, public_key=mat.public_key)
-            if not isinstance(req, AggregateRequest) or (stage == "decrypt") != bool(req.endorsements):
+            if not isinstance(req, AggregateRequest) or (stage == "decrypt" and not req.endorsements):
                 raise InvalidMessage(f"malformed {stage} request", stage=str(stage), party="decryptor")
             store = (
                 ctxt.node_config.get("privagg-paillier-store") or Path(mat.folder) / f"paillier-decryptor-{ident}.log"
@@ -323,7 +398,8 @@ def make_paillier_mod(
                 store=FileStore(str(store)),
                 secrets=secrets,
             )
-            answer = dec.step(req)
+            # endorse: a first-wave request (no endorsements) or a second-wave one (t endorsements attached)
+            answer = dec.endorse(req) if stage == "endorse" else dec.decrypt(req)
             content = RecordDict({PAILLIER_RECORD: ConfigRecord({"msg": encode_message(answer, mat.public_key)})})
             return Message(content, reply_to=msg)
         raise ProtocolAbort(f"stage {stage!r} is not for a {role}", stage=str(stage), party=role)

@@ -177,6 +177,8 @@ class PaillierDecryptor:
                 self._endorsed.setdefault(rec.round, rec.set_hash)
             elif rec.kind == "decrypt":
                 self.last_round = max(self.last_round, rec.round)
+            elif rec.kind == "proven":
+                self._proofs_checked.add((rec.round, rec.set_hash))
 
     def _abort(self, reason: str) -> ProtocolAbort:
         return ProtocolAbort(reason, stage="verify", party=f"decryptor {self.index}")
@@ -311,6 +313,8 @@ class PaillierDecryptor:
                     f"the proof of plaintext knowledge of client(s) {', '.join(map(str, bad))} does not verify "
                     "(a ciphertext derived from another's?); refusing the aggregate"
                 )
+            # durable, so a decryptor that runs as one process per message (Flower) does not verify twice
+            self.store.append(StoreRecord("proven", self.session, msg.round, digest))
         self._proofs_checked.add((msg.round, digest))
 
     def _verify(self, msg: AggregateRequest, proofs_of: bytes | None) -> None:

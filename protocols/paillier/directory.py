@@ -11,8 +11,11 @@
   threshold trust), two quorums of ``q`` endorsers share an honest one iff ``2 q - k > t - 1``,
   so ``q = max(t, floor((k + t - 1) / 2) + 1)``: two different sets can never both collect a
   quorum in one round (with ``k = 3, t = 2`` that is all three decryptors; ``2-of-4``: three).
+  A round then survives ``floor((k - t) / 2)`` decryptors down, the most any safe rule allows
+  when the server relays the decryptors' messages (``THREAT_MODEL.md``, "Quorum").
 * :class:`DecryptorStore`: the decryptor's durable memory (endorsed and decrypted (session,
-  round) pairs), injected so the state machine stays pure. :class:`MemoryStore` for
+  round) pairs, and the sets whose proofs of plaintext knowledge it verified itself), injected
+  so the state machine stays pure. :class:`MemoryStore` for
   simulations, :class:`FileStore` for deployments (one line per record, appended and fsynced
   *before* the endorsement or partial leaves, so a restart cannot make a decryptor endorse or
   decrypt a second set for a round).
@@ -76,7 +79,8 @@ def endorsement_quorum(decryptors: int, threshold: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class StoreRecord:
-    """``kind`` is ``"endorse"`` (the set hash this decryptor endorsed) or ``"decrypt"`` (it released a partial)."""
+    """``kind``: ``"endorse"`` (the set hash this decryptor endorsed), ``"proven"`` (it verified the set's
+    proofs of plaintext knowledge itself) or ``"decrypt"`` (it released a partial)."""
 
     kind: str
     session: bytes
@@ -105,7 +109,7 @@ class MemoryStore:
         self._records.append(record)
 
 
-_KINDS = ("endorse", "decrypt")
+_KINDS = ("endorse", "proven", "decrypt")
 
 
 class FileStore:

@@ -2,26 +2,34 @@
 
 One ``gmpy2.powmod`` per base costs about ``bits + bits/5`` modular multiplications (GMP's
 REDC); the bucket method shares the squarings between all bases and costs about
-``(bits / c) (B + 2^(c+1)) + bits`` multiplications for ``B`` bases and window ``c``: four
+``(bits / c) (B + 2^c) + bits`` multiplications for ``B`` bases and window ``c``: four
 times fewer for 99 bases of 128-bit exponents, the batch of a partial-decryption proof. The
 result is the same integer whatever the method: nothing secret or verified depends on it.
+
+:func:`fixed_base_powers` serves a *fixed* base raised to many long exponents (the threshold
+key's verification base ``v``, raised to ~4,500-bit exponents in every partial-decryption proof
+and its check): it keeps ``b^(2^(c j))`` for every window ``j`` (a few hundred kilobytes) and
+computes ``b^x`` by the same bucket method, about ``bits / c + 2^(c+1)`` multiplications
+instead of ``powmod``'s ``~1.2 bits``, five times fewer at 4,500 bits.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import gmpy2
 from gmpy2 import mpz
 
-__all__ = ["multi_pow"]
+__all__ = ["multi_pow", "FixedBasePowers", "fixed_base_powers"]
 
 
 def _window(count: int, bits: int) -> int:
-    """The window minimising ``(bits / c) (count + 2^(c+1))`` (the bucket method's multiplications)."""
+    """The window minimising ``(bits / c) (count + 2^c)``, the bucket method's multiplications: per
+    window, one per base except each bucket's first, and about two per bucket to sum them."""
     best, best_cost = 1, float("inf")
     for c in range(1, 17):
-        cost = -(-bits // c) * (count + (1 << (c + 1)))
+        cost = -(-bits // c) * (count + (1 << c))
         if cost < best_cost:
             best, best_cost = c, cost
     return best
@@ -64,3 +72,60 @@ def multi_pow(bases: Sequence[mpz], exps: Sequence[int], mod: mpz) -> mpz:
         if acc is not None:
             result = result * acc % mod
     return result % mod
+
+
+class FixedBasePowers:
+    """``base^x mod mod`` for one fixed base: ``base^(2^(c j))`` kept for ``j < ceil(bits / c)``.
+
+    ``power(x)`` puts each window's power in the bucket of its digit and sums the buckets
+    (Brickell–Gordon–McCurley–Wilson): ``ceil(bits / c) + 2^(c+1)`` multiplications; the part
+    of a longer exponent above ``bits`` costs one ``powmod``. Public values only (no secret
+    base): the exponent's digits choose which powers are multiplied.
+    """
+
+    __slots__ = ("_powers", "_top", "base", "bits", "mod", "window")
+
+    def __init__(self, base: mpz, mod: mpz, *, bits: int, window: int = 6) -> None:
+        if bits < 1 or not 1 <= window <= 12:
+            raise ValueError("need bits >= 1 and 1 <= window <= 12")
+        self.base, self.mod, self.bits, self.window = mpz(base) % mod, mpz(mod), bits, window
+        rows = -(-bits // window)
+        powers = [self.base]
+        for _ in range(rows):
+            powers.append(gmpy2.powmod(powers[-1], 1 << window, self.mod))
+        self._top = powers.pop()  # base^(2^(window * rows)): the first power not kept
+        self._powers = powers
+
+    def power(self, x: int) -> mpz:
+        """``base^x mod mod`` for ``x >= 0``."""
+        if x < 0:
+            raise ValueError("non-negative exponents only")
+        x = int(x)
+        c, mod = self.window, self.mod
+        mask = (1 << c) - 1
+        reach = c * len(self._powers)
+        high, x = x >> reach, x & ((1 << reach) - 1)
+        buckets: list[mpz | None] = [None] * (mask + 1)
+        for p in self._powers:
+            d = x & mask
+            if d:
+                cur = buckets[d]
+                buckets[d] = p if cur is None else cur * p % mod
+            x >>= c
+        running: mpz | None = None
+        acc = mpz(1)
+        for d in range(mask, 0, -1):
+            bd = buckets[d]
+            if bd is not None:
+                running = bd if running is None else running * bd % mod
+            if running is not None:
+                acc = acc * running % mod
+        if high:
+            acc = acc * gmpy2.powmod(self._top, high, mod) % mod
+        return acc % mod
+
+
+@functools.lru_cache(maxsize=16)
+def fixed_base_powers(base: mpz, mod: mpz, bits: int) -> FixedBasePowers:
+    """The (memoised, per process) :class:`FixedBasePowers` of a public base, e.g. a key's verification base."""
+    return FixedBasePowers(base, mod, bits=bits)

@@ -26,10 +26,12 @@ Round ``r`` (one session, one key):
    blamed on anyone), rejects signed partials whose proof fails (``rejected_decryptors``: the
    signer), and combines any ``t`` valid partials into the sums (``finish``).
 
-Trust: the dealer (keys; the client and decryptor directories, id -> Ed25519 public key, fixed
+Trust (the full page, with the quorum's safety and liveness argument: ``protocols/paillier/THREAT_MODEL.md``):
+the dealer (keys; the client and decryptor directories, id -> Ed25519 public key, fixed
 at provisioning: nobody adds to them at run time); fewer than ``t`` decryptors may deviate and
 collude with the server (the endorsement quorum, :func:`~.directory.endorsement_quorum`, still
-lets only one contribution set per round be decrypted). The server never sees an individual
+lets only one contribution set per round be decrypted; it needs ``k - floor((k - t) / 2)``
+decryptors up, all three for 2-of-3, and no safe rule needs fewer). The server never sees an individual
 plaintext; fewer than ``t`` colluding decryptors learn nothing; ``t`` colluding decryptors *and*
 the server could decrypt single contributions (threshold trust).
 

@@ -592,8 +592,8 @@ def test_an_honest_round_checks_the_proofs_once_per_decrypting_decryptor(setup_2
 
 
 def test_a_restarted_decryptor_checks_the_proofs_again_before_decrypting(setup_2of4, tmp_path):
-    """Which sets it checked is not in the durable record: after a restart a lazily endorsed bad set
-    is still refused at decryption, and a good one still decrypts."""
+    """Only sets whose proofs it verified itself are recorded ``proven``: after a restart a lazily
+    endorsed bad set is still refused at decryption, and a good one still decrypts."""
     s = PaillierSession(setup_2of4, secrets=InsecureDeterministicSecrets(b"restart-proofs"))
     contribs = _contribute(s, _vectors(s.setup, [1, 2, 3]), 0)
     bad = _request(s, [contribs[1], contribs[2], _resign(s, contribs[0], 5)])

@@ -213,4 +213,5 @@ def test_a_ciphertext_sharing_one_prime_with_n_is_refused_wherever_it_sits(toy_k
         decode_message(_raw_encode_contribution(msg, pk), public_key=pk)
     cts[pos] = pk.encrypt(3, secrets=InsecureDeterministicSecrets(b"unit"))
     ok = ClientContribution(pk.key_id, bytes(16), 0, 1, 8, bytes(DIGEST_BYTES), tuple(cts), bytes(64))
-    assert decode_message(_raw_encode_contribution(ok, pk), public_key=pk).ciphertexts == tuple(cts)
+    decoded = decode_message(_raw_encode_contribution(ok, pk), public_key=pk)
+    assert isinstance(decoded, ClientContribution) and decoded.ciphertexts == tuple(cts)
