@@ -17,7 +17,9 @@ the accounting.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from privagg.errors import ConfigurationError
 
@@ -72,8 +74,48 @@ class AdaptiveClipper:
         """``(sum (b_k - 1/2) + noise + m/2) / m``, the estimate of the unclipped fraction."""
         return (noised_centered_count + expected_cohort / 2.0) / expected_cohort
 
+    def next_clip(self, unclipped_fraction: float) -> float:
+        """``C * exp(-eta * (b - gamma))``, the clip :meth:`update` would move to (nothing changes)."""
+        if not math.isfinite(unclipped_fraction):
+            raise ConfigurationError(f"must be finite, got {unclipped_fraction}", field="unclipped_fraction")
+        return self.clip * math.exp(-self.config.learning_rate * (unclipped_fraction - self.config.target_quantile))
+
     def update(self, unclipped_fraction: float) -> float:
         """``C <- C * exp(-eta * (b - gamma))``; returns the new clip."""
-        self.clip *= math.exp(-self.config.learning_rate * (unclipped_fraction - self.config.target_quantile))
+        self.clip = self.next_clip(unclipped_fraction)
         self.history.append(self.clip)
         return self.clip
+
+    # -- durability: saved with the privacy ledger, so a restarted server resumes this exact clip --------------
+    def _config_record(self) -> dict[str, float | None]:
+        c = self.config
+        return {
+            "initial_clip": c.initial_clip,
+            "target_quantile": c.target_quantile,
+            "learning_rate": c.learning_rate,
+            "count_noise_std": c.count_noise_std,
+        }
+
+    def state(self) -> dict[str, Any]:
+        """The clip, its history and the configuration they came from (JSON-able; floats round-trip exactly)."""
+        return {"clip": self.clip, "history": list(self.history), "config": self._config_record()}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Continue from a :meth:`state` saved by a run with the same configuration (else refuses)."""
+        try:
+            saved_config = dict(state["config"])
+            clip = float(state["clip"])
+            history = [float(v) for v in state["history"]]
+        except (KeyError, TypeError, ValueError):
+            raise ConfigurationError("unreadable adaptive clip state in the ledger", field="ledger") from None
+        mine = self._config_record()
+        changed = sorted(k for k in mine if saved_config.get(k) != mine[k])
+        if changed:
+            raise ConfigurationError(
+                f"the ledger's adaptive clipping ran with other settings ({', '.join(changed)}); resume with the same "
+                "settings or start a new ledger",
+                field="ledger",
+            )
+        if not (clip > 0 and math.isfinite(clip)) or not history or history[-1] != clip:
+            raise ConfigurationError("inconsistent adaptive clip state in the ledger", field="ledger")
+        self.clip, self.history = clip, history

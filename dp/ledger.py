@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from dp.accounting import Accountant, Sampling, make_accountant
+from dp.distributed_accounting import RDPMechanism, mechanism_from_dict
 from privagg.errors import ConfigurationError, PrivacyBudgetExceeded
 
 __all__ = ["PrivacyBudget", "LedgerEntry", "PrivacyLedger"]
@@ -33,13 +34,19 @@ class PrivacyBudget:
 
 @dataclass(frozen=True)
 class LedgerEntry:
-    """One released round: its mechanism and the cumulative epsilon after it, per accountant."""
+    """One released round: its mechanism and the cumulative epsilon after it, per accountant.
+
+    ``mechanism`` is ``None`` for the subsampled Gaussian of ``noise_multiplier``; otherwise a
+    mechanism with its own Rényi curve (distributed DP), ``noise_multiplier`` its Gaussian
+    equivalent, for display.
+    """
 
     round: int
     noise_multiplier: float
     sampling: Sampling
     epsilon: dict[str, float]
     info: dict[str, Any] = field(default_factory=dict)
+    mechanism: RDPMechanism | None = None
 
 
 class PrivacyLedger:
@@ -52,6 +59,10 @@ class PrivacyLedger:
     without a valid bound for the round's sampling scheme is skipped for that ledger (its
     epsilon reads ``nan``), never approximated. The budget, if any, is enforced with
     ``budget.accountant``, which must support the sampling.
+
+    ``state`` is the server's JSON-able state that must survive a restart together with the
+    entries (the adaptive clip, :class:`dp.rounds.DPRounds`): :meth:`save` writes it in the same
+    atomic file, :meth:`load` restores it, so the two can never disagree.
     """
 
     def __init__(
@@ -69,6 +80,7 @@ class PrivacyLedger:
         self._accountants: dict[str, Accountant] = {n: make_accountant(n) for n in names}
         self._unsupported: set[str] = set()
         self.entries: list[LedgerEntry] = []
+        self.state: dict[str, Any] = {}
 
     @property
     def accountant_names(self) -> list[str]:
@@ -80,19 +92,23 @@ class PrivacyLedger:
             return math.nan
         return self._accountants[name].get_epsilon(self.delta)
 
-    def check(self, *, noise_multiplier: float, sampling: Sampling) -> float:
-        """Epsilon (budget accountant) if this round ran; raises :class:`PrivacyBudgetExceeded` if over budget."""
+    def check(self, *, noise_multiplier: float, sampling: Sampling, mechanism: RDPMechanism | None = None) -> float:
+        """Epsilon (budget accountant) if this round ran; raises :class:`PrivacyBudgetExceeded` if over budget.
+
+        ``mechanism``: a release with its own Rényi curve (``None``: the Gaussian of ``noise_multiplier``).
+        """
         if self.budget is None:
             return math.nan
         acc = self._accountants[self.budget.accountant]
-        if not acc.supports(sampling):
+        if not acc.supports(sampling) or not acc.supports_mechanism(mechanism, sampling):
+            what = sampling.describe() if mechanism is None else f"a {mechanism.kind} round under {sampling.describe()}"
             raise ConfigurationError(
-                f"the budget accountant {acc.name!r} has no valid bound for {sampling.describe()}",
+                f"the budget accountant {acc.name!r} has no valid bound for {what}",
                 field="accountant",
                 accepted=["rdp"],
             )
         trial = acc.copy()
-        trial.step(noise_multiplier=noise_multiplier, sampling=sampling)
+        trial.step(noise_multiplier=noise_multiplier, sampling=sampling, mechanism=mechanism)
         eps = trial.get_epsilon(self.budget.delta)
         if eps > self.budget.epsilon:
             spent = acc.get_epsilon(self.budget.delta)
@@ -104,31 +120,50 @@ class PrivacyLedger:
             )
         return eps
 
-    def record(self, *, round: int, noise_multiplier: float, sampling: Sampling, **info: Any) -> LedgerEntry:
+    def record(
+        self,
+        *,
+        round: int,
+        noise_multiplier: float,
+        sampling: Sampling,
+        mechanism: RDPMechanism | None = None,
+        **info: Any,
+    ) -> LedgerEntry:
         """Compose one released round into every accountant and append a ledger entry.
 
         Never refuses: whatever was released is recorded, even past the budget (the budget is
         enforced *before* a round by :meth:`check`; a round that released more than planned
         is still composed, and the budget then refuses every later round).
         ``noise_multiplier = 0`` records a release without a noise guarantee (epsilon infinite).
+        ``mechanism``: a release with its own Rényi curve (``noise_multiplier`` is then its
+        Gaussian equivalent); an accountant without a bound for it reads ``nan`` from then on.
         """
         eps: dict[str, float] = {}
         for name, acc in self._accountants.items():
-            if name in self._unsupported or not acc.supports(sampling):
+            if (
+                name in self._unsupported
+                or not acc.supports(sampling)
+                or not acc.supports_mechanism(mechanism, sampling)
+            ):
                 self._unsupported.add(name)
                 eps[name] = math.nan
                 continue
-            acc.step(noise_multiplier=noise_multiplier, sampling=sampling)
+            acc.step(noise_multiplier=noise_multiplier, sampling=sampling, mechanism=mechanism)
             eps[name] = acc.get_epsilon(self.delta)
         entry = LedgerEntry(
-            round=round, noise_multiplier=float(noise_multiplier), sampling=sampling, epsilon=eps, info=dict(info)
+            round=round,
+            noise_multiplier=float(noise_multiplier),
+            sampling=sampling,
+            epsilon=eps,
+            info=dict(info),
+            mechanism=mechanism,
         )
         self.entries.append(entry)
         return entry
 
     # -- durability: a restarted server resumes from what it already released ----------------
     def save(self, path: str | Path) -> None:
-        """Write every entry to ``path`` as JSON, atomically (write a temporary file, then rename).
+        """Write every entry and :attr:`state` to ``path`` as JSON, atomically (temporary file, then rename).
 
         Call it after each round: a server that restarts :meth:`load` s it and keeps composing,
         so a restart can never reset the privacy spent.
@@ -144,32 +179,43 @@ class PrivacyLedger:
                     "sample_size": e.sampling.sample_size,
                 },
                 "info": {k: v for k, v in e.info.items() if isinstance(v, (int, float, str, bool))},
+                **({"mechanism": e.mechanism.to_dict()} if e.mechanism is not None else {}),
             }
             for e in self.entries
         ]
         target = Path(path)
         tmp = target.with_name(target.name + ".tmp")
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"version": 1, "delta": self.delta, "entries": rows}, f)
+            json.dump({"version": 1, "delta": self.delta, "entries": rows, "state": self.state}, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
 
     def load(self, path: str | Path) -> None:
-        """Replay the entries saved at ``path`` into this (empty) ledger: every accountant composes them."""
+        """Replay the entries saved at ``path`` into this (empty) ledger and restore :attr:`state`.
+
+        Every accountant composes the entries again; a file without ``state`` (written before it
+        existed) restores an empty one.
+        """
         if self.entries:
             raise ConfigurationError("load into an empty ledger only", field="ledger")
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
             if data.get("version") != 1 or float(data["delta"]) != self.delta:
                 raise ConfigurationError("a ledger of another version or delta", field="ledger")
+            state = data.get("state", {})
+            if not isinstance(state, dict):
+                raise ConfigurationError("unreadable ledger file: state is not an object", field="ledger")
             for row in data["entries"]:
+                mech = row.get("mechanism")
                 self.record(
                     round=int(row["round"]),
                     noise_multiplier=float(row["noise_multiplier"]),
                     sampling=Sampling(**row["sampling"]),
+                    mechanism=mechanism_from_dict(mech) if mech else None,
                     **dict(row["info"]),
                 )
+            self.state = state
         except (KeyError, TypeError, ValueError) as e:
             if isinstance(e, ConfigurationError):
                 raise

@@ -8,12 +8,15 @@ the Flower strategy :class:`protocols.flower.dp.PrivAggDPStrategy`) runs a round
   budget against it. With client-side noise the worst case is the fewest survivors the inner
   protocol still releases a sum for (``min_survivors``, e.g. the secure-aggregation threshold):
   of those, at most ``floor((1 - h) * cohort)`` may be dishonest, so at least
-  ``honest_min = min_survivors - floor((1 - h) * cohort)`` noise shares of ``t`` are in any
-  released sum, and the budget is checked for ``z sqrt(min(honest_min, t) / t)``. A round
-  whose protocol allows a sum with no honest share (``honest_min <= 0``) is refused
-  (:class:`ProtocolAbort`) before it starts. With adaptive clipping, ``z`` is split between
-  the updates and the noised clip count (:func:`dp.adaptive.split_noise_multiplier`); ``t``
-  (``ceil(honest_fraction * cohort)`` for client-side noise, 1 for central noise) and the grid
+  ``honest_min = min_survivors - floor((1 - h) * cohort)`` honest noise shares are in any
+  released sum. The noise is therefore split into ``t = min(ceil(h * cohort), honest_min)``
+  shares (each client adds ``std / sqrt(t)``): every sum the protocol may release carries at
+  least the full noise, the worst case *is* the calibrated ``z``, and the budget is checked for
+  it. The price is utility: when more clients survive the sum carries more noise
+  (``dp_noise_std_survivors`` in the metrics). A round whose protocol allows a sum with no
+  honest share (``honest_min <= 0``) is refused (:class:`ProtocolAbort`) before it starts.
+  With adaptive clipping, ``z`` is split between the updates and the noised clip count
+  (:func:`dp.adaptive.split_noise_multiplier`); ``t`` (1 for central noise) and the grid
   mechanisms are fixed here. An empty cohort (Poisson sampling) is a round like any other:
   the server adds the full noise to the empty sum (``RoundPlan.central``), and it is accounted.
 * :meth:`DPRounds.finish`, once the (noised) sum is known: compute the effective noise
@@ -73,6 +76,7 @@ WITHHELD = "withheld"
 
 #: slack for the floating-point products ``h * n`` and ``(1 - h) * n`` (``h = 0.7, n = 10``)
 _EPS = 1e-9
+_CLIP_STATE = "adaptive_clip"  # the key of the adaptive clip in PrivacyLedger.state
 
 
 def noise_shares(honest_fraction: float, cohort: int) -> int:
@@ -149,7 +153,9 @@ class DPRounds:
     ``secure_noise`` only labels the metrics (``dp_secure_noise``; ``None``: the server does
     not know, as when clients draw the noise); ``cohorts`` labels how cohorts were drawn
     (``dp_cohorts``: :data:`SECRET_COHORTS` or :data:`REPRODUCIBLE_COHORTS`); ``ledger_path``
-    makes the ledger durable (resumed at construction, written after every recorded round).
+    makes the ledger durable (resumed at construction, written after every recorded round),
+    the adaptive clip of the next round with it (in the same atomic file: a restarted server
+    resumes the exact clip; a ledger it cannot continue exactly is refused).
     """
 
     def __init__(
@@ -172,6 +178,7 @@ class DPRounds:
         if ledger_path is not None and os.path.exists(ledger_path):
             self.ledger.load(ledger_path)  # a restarted server keeps composing what it already released
         self.clipper = AdaptiveClipper(adaptive) if adaptive is not None else None
+        self._resume_clip()
         self.clip_norm = clip_norm
         self.noise = noise
         self.honest_fraction = honest_fraction
@@ -198,7 +205,9 @@ class DPRounds:
             clip_norm=cfg.clip_norm,
             budget=budget,
             adaptive=adaptive,
-            noise=cfg.noise,
+            # distributed DP (dp.distributed) runs its rounds on its own path and uses only the
+            # ledger and the cohort label here; its noise, like client noise, comes in shares
+            noise="client" if cfg.noise == "distributed" else cfg.noise,
             honest_fraction=cfg.honest_fraction,
             grid_resolution=cfg.grid_resolution,
             total_weight=cfg.total_weight,
@@ -211,6 +220,25 @@ class DPRounds:
     def clip(self) -> float:
         """The clip norm of the next round (adaptive or fixed)."""
         return self.clipper.clip if self.clipper is not None else self.clip_norm
+
+    def _resume_clip(self) -> None:
+        """Continue the adaptive clip saved with a resumed ledger (refuse a ledger it cannot continue)."""
+        saved = self.ledger.state.get(_CLIP_STATE)
+        if self.clipper is None:
+            if saved is not None:
+                raise ConfigurationError(
+                    "the ledger was written by a run with adaptive clipping; resume it with adaptive clipping on",
+                    field="ledger",
+                )
+            return
+        if saved is not None:
+            self.clipper.restore(saved)
+        elif self.ledger.entries:
+            raise ConfigurationError(
+                "the ledger has rounds but no adaptive clip state (written without adaptive clipping, or by an "
+                "older version): the clip cannot resume exactly; start a new ledger",
+                field="ledger",
+            )
 
     def _dishonest(self, cohort: int) -> int:
         """At most this many clients of a cohort are not honest (``floor((1 - h) * cohort)``)."""
@@ -251,7 +279,8 @@ class DPRounds:
                     stage="dp-plan",
                     party="server",
                 )
-            z_worst = z * math.sqrt(min(honest_min, shares) / shares)
+            shares = min(shares, honest_min)  # every sum the protocol may release holds >= shares honest shares
+            z_worst = z * math.sqrt(min(honest_min, shares) / shares)  # == z
         self.ledger.check(noise_multiplier=z_worst, sampling=sampling)
         factor = sampling.sensitivity_factor
         expected = sampling.rate * (sampling.population or cohort)
@@ -324,10 +353,21 @@ class DPRounds:
             "participants": survivors if public_counts else WITHHELD,
         }
         info.update(ledger_info)
+        withheld = survivors < plan.min_survivors or z_effective == 0.0
+        new_clip = plan.clip
+        moves = self.clipper is not None and not withheld and math.isfinite(unclipped_est)
+        if moves:  # a non-finite count (a malformed sum) holds the clip
+            assert self.clipper is not None
+            new_clip = self.clipper.next_clip(unclipped_est)
         entry = self.ledger.record(round=round, noise_multiplier=z_effective, sampling=sampling, **info)
+        if self.clipper is not None:  # the clip of the next round, saved in the same file as this entry
+            after = self.clipper.state()
+            if moves:
+                after["clip"], after["history"] = new_clip, [*after["history"], new_clip]
+            self.ledger.state[_CLIP_STATE] = after
         if self.ledger_path is not None:
             self.ledger.save(self.ledger_path)  # durable before anything else can fail
-        if survivors < plan.min_survivors or z_effective == 0.0:
+        if withheld:
             raise ProtocolAbort(
                 f"the inner aggregation released a sum of fewer survivors than it allows ({plan.min_survivors}): "
                 f"recorded at noise multiplier {z_effective:.4g}; aggregate withheld",
@@ -339,9 +379,8 @@ class DPRounds:
             self.total_weight if self.total_weight is not None else (sampling.population or plan.cohort) * MAX_WEIGHT
         )
         denominator = sampling.rate * total_weight
-        new_clip = plan.clip
-        if self.clipper is not None:
-            new_clip = self.clipper.update(unclipped_est)
+        if self.clipper is not None and moves:
+            self.clipper.restore(self.ledger.state[_CLIP_STATE])  # exactly what was saved
         metrics: dict[str, Any] = {
             "dp_epsilon_rdp": entry.epsilon.get("rdp", math.nan),
             "dp_epsilon_prv": entry.epsilon.get("prv", math.nan),
@@ -356,6 +395,14 @@ class DPRounds:
             "dp_sensitivity": plan.sensitivity,
             "dp_noise_std": mech.std * scale,
             "dp_noise_std_planned": mech.std,
+            # the noise in the sum if every survivor added its share (client noise: more than planned when
+            # more clients survive than the fewest the split was made for; the utility price of the split).
+            # Withheld under Poisson sampling: with the split it would give away the survivor count.
+            "dp_noise_std_survivors": (
+                mech.std
+                if plan.central
+                else (mech.std * math.sqrt(survivors / plan.shares) if public_counts else WITHHELD)
+            ),
             "dp_noise_std_on_mean": mech.std * scale / denominator,
             "dp_grid": mech.grid,
             "dp_noise": self.noise,

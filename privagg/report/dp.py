@@ -2,6 +2,9 @@
 
 (DP-FedAvg's own section, the ledger, is rendered in :mod:`privagg.report.aggregators`.)
 
+* :func:`guarantee` / :func:`guarantee_section`: what a DP run's report opens with: epsilon,
+  delta, the accountant, the sampling, how cohorts were drawn, the noise, and what in the
+  report is *not* covered by the guarantee;
 * :func:`accuracy_cost_section`: a DP run against the same run without DP, with how cohorts
   were drawn (secret, or "cohorts reproducible from the seed: not private"), ``delta * N`` and
   the warnings of :func:`dp_warnings`;
@@ -19,7 +22,107 @@ from typing import Any
 from privagg.report import Figure, Section
 from protocols.dp_fedavg import SampleLevelDP
 
-__all__ = ["accuracy_cost_section", "dp_warnings", "sample_level_section"]
+__all__ = [
+    "NOT_COVERED_BASELINE",
+    "NOT_COVERED_PER_CLIENT",
+    "NOT_COVERED_WARNINGS",
+    "accuracy_cost_section",
+    "dp_warnings",
+    "guarantee",
+    "guarantee_line",
+    "guarantee_section",
+    "sample_level_section",
+]
+
+#: what a DP run's report shows that the client-level guarantee does not cover
+NOT_COVERED_BASELINE = "the no-DP baseline run (its accuracy is a figure of the clients' data without noise)"
+NOT_COVERED_PER_CLIENT = "per-client accuracy and client sizes (each from one client's own data, without noise)"
+NOT_COVERED_WARNINGS = "the operator warnings (they read the exact clipped fraction)"
+
+
+def guarantee(dp_run: Any) -> dict[str, Any]:
+    """The guarantee of a DP run, from its aggregator's ledger and configuration (a JSON-able dict).
+
+    ``epsilon`` is the budget accountant's (``accountant``) over the ``rounds`` released;
+    ``epsilon_by_accountant`` every accountant of the ledger (``nan``: no valid bound, refused
+    rather than approximated). ``private`` is False when the noise was seeded or the cohorts
+    are reproducible from the public seed (the sampling amplification then does not hold).
+    """
+    agg = dp_run.aggregator
+    ledger = agg.ledger
+    cfg = agg.config
+    eps_all = {name: float(ledger.epsilon(name)) for name in ledger.accountant_names}
+    accountant = str(cfg.accountant)
+    eps = eps_all.get(accountant, math.nan)
+    sampling = agg.sampling
+    last = dp_run.history[-1].metrics if dp_run.history else {}
+    cohorts = str(agg.dp_rounds.cohorts or last.get("dp_cohorts") or "drawn by the caller (not stated)")
+    source = getattr(getattr(agg, "distributed", None), "noise", None) or agg.sampler  # distributed DP: its own
+    secure = bool(getattr(source, "secure", False))
+    sampler = type(source).__name__
+    reproducible = "not private" in cohorts
+    population = getattr(agg, "population", None)
+    return {
+        "unit": "client-level (all updates of one client, every round)",
+        "epsilon": eps,
+        "delta": float(ledger.delta),
+        "accountant": accountant,
+        "epsilon_by_accountant": eps_all,
+        "rounds": len(ledger.entries),
+        "sampling": sampling.describe() if sampling is not None else "no round released",
+        "cohorts": cohorts,
+        "noise": str(cfg.noise),
+        "noise_sampler": sampler,
+        "secure_noise": secure,
+        "budget_epsilon": cfg.budget,
+        "delta_times_population": float(ledger.delta * population) if population else math.nan,
+        "private": secure and not reproducible,
+    }
+
+
+def guarantee_line(g: dict[str, Any]) -> str:
+    """One line: ``client-level (eps, delta)-DP (accountant, rounds, sampling)`` and what voids it."""
+    line = (
+        f"client-level ({g['epsilon']:.4g}, {g['delta']:g})-DP by the {g['accountant']} accountant over "
+        f"{g['rounds']} released rounds, {g['sampling']}, cohorts {g['cohorts']}"
+    )
+    if not g["secure_noise"]:
+        line += "; NOT PRIVATE: the noise was drawn from a public seed"
+    if "not private" in g["cohorts"]:
+        line += "; NOT PRIVATE: the accountant assumes secret cohorts (amplification by sampling)"
+    return line
+
+
+def guarantee_section(dp_run: Any, *, not_covered: list[str]) -> Section:
+    """The first section of a DP run's report: the guarantee, then what the report shows outside it."""
+    g = guarantee(dp_run)
+    eps_rows = ", ".join(
+        f"{name} {v:.4g}" if math.isfinite(v) else f"{name} n/a (no valid bound: refused, not approximated)"
+        for name, v in g["epsilon_by_accountant"].items()
+    )
+    noise = f"{g['noise']}, {g['noise_sampler']}" + (
+        " (exact discrete Gaussian, CSPRNG)" if g["secure_noise"] else " (SEEDED: reproducible, protects nobody)"
+    )
+    delta_n = g["delta_times_population"]
+    return Section(
+        key="privacy",
+        title="Privacy guarantee",
+        text=(
+            "What this run's released models guarantee, and what this report shows outside that guarantee. "
+            "Test accuracies are measured on the held-out test set, not on client data."
+        ),
+        data={**g, "not_covered": list(not_covered)},
+        summary=[
+            ("guarantee", guarantee_line(g)),
+            ("epsilon by accountant", eps_rows),
+            ("sampling", g["sampling"]),
+            ("cohorts", g["cohorts"]),
+            ("noise", noise),
+            ("budget", "none" if g["budget_epsilon"] is None else f"{g['budget_epsilon']:g} ({g['accountant']})"),
+            ("delta x population", f"{delta_n:.3g} (must stay below 1)" if math.isfinite(delta_n) else "-"),
+            *[("not covered by DP", item) for item in not_covered],
+        ],
+    )
 
 
 def dp_warnings(dp_run: Any, baseline_run: Any = None) -> list[str]:

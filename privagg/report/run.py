@@ -1,7 +1,11 @@
 """The report of a federated run: training curves, per-client accuracy, aggregation cost sections.
 
 * :func:`run_report`: a :class:`~privagg.run.RunOutcome` -> the ``privagg run`` report
-  (training, the aggregator's sections, with DP the accuracy cost, the environment);
+  (training, the aggregator's sections, with DP the accuracy cost, the environment). A DP
+  run's report opens with its guarantee (:func:`privagg.report.dp.guarantee_section`, also
+  under ``privacy`` at the top of the JSON and in the page header) and leaves out per-client
+  accuracy and client sizes, which are not differentially private, unless
+  ``per_client_under_dp=True`` asks for them: they are then labelled "not covered by DP";
 * :func:`run_sections` / :func:`training_section`: the sections of one
   :class:`~protocols.fedavg.RunResult`;
 * the aggregator's own sections come from :func:`~privagg.report.aggregators.aggregator_sections`.
@@ -18,31 +22,63 @@ import numpy as np
 from privagg.config import config_to_dict
 from privagg.report import Figure, Report, Section, environment_section, provenance
 from privagg.report.aggregators import aggregator_sections
-from privagg.report.dp import accuracy_cost_section
+from privagg.report.dp import (
+    NOT_COVERED_BASELINE,
+    NOT_COVERED_PER_CLIENT,
+    NOT_COVERED_WARNINGS,
+    accuracy_cost_section,
+    guarantee,
+    guarantee_line,
+    guarantee_section,
+)
 from privagg.run import RunOutcome
 from protocols.fedavg import RunResult
 
 __all__ = ["configuration_section", "run_report", "run_sections", "training_section"]
 
 
-def run_report(outcome: RunOutcome, *, command: str | None = None, timestamp: str | None = None) -> Report:
+def run_report(
+    outcome: RunOutcome,
+    *,
+    command: str | None = None,
+    timestamp: str | None = None,
+    per_client_under_dp: bool = False,
+) -> Report:
     """The ``privagg run`` report: headline numbers, the run's sections, the DP cost, the environment.
 
     The top states ``command`` (as typed), the seed, ``timestamp`` (UTC, default now) and the
     versions; the one wall time is ``outcome.seconds`` (with DP, the no-DP baseline included).
+    A DP run's report opens with its guarantee; per-client statistics appear in it only with
+    ``per_client_under_dp`` (labelled as not covered by DP).
     """
     result = outcome.result
-    report = Report(
-        "privagg run",
-        top={
-            "final_accuracy": result.final_accuracy,
-            "rounds": len(result.history),
-            "seconds": outcome.seconds,
-            "config": config_to_dict(outcome.config),
-        },
+    dp = outcome.config.dp is not None and hasattr(result.aggregator, "ledger")
+    top: dict[str, Any] = {}
+    if dp:
+        top["privacy"] = guarantee(result)
+    top.update(
+        final_accuracy=result.final_accuracy,
+        rounds=len(result.history),
+        seconds=outcome.seconds,
+        config=config_to_dict(outcome.config),
     )
+    report = Report("privagg run", top=top)
     provenance(report, command=command, seed=outcome.config.seed, timestamp=timestamp)
-    report.add(training_section(result, seconds=outcome.seconds, baseline_included=outcome.baseline is not None))
+    per_client = not dp or per_client_under_dp
+    if dp:
+        report.header.append(("privacy", guarantee_line(top["privacy"])))
+        not_covered = [NOT_COVERED_PER_CLIENT] if per_client else []
+        if outcome.baseline is not None:
+            not_covered += [NOT_COVERED_BASELINE, NOT_COVERED_WARNINGS]
+        report.add(guarantee_section(result, not_covered=not_covered))
+    report.add(
+        training_section(
+            result,
+            seconds=outcome.seconds,
+            baseline_included=outcome.baseline is not None,
+            per_client="not covered by DP" if dp and per_client else per_client,
+        )
+    )
     for s in aggregator_sections(result.aggregator):
         report.add(s)
     if outcome.baseline is not None:
@@ -78,10 +114,19 @@ def run_sections(result: RunResult) -> list[Section]:
     return [training_section(result), *aggregator_sections(result.aggregator)]
 
 
-def training_section(result: RunResult, *, seconds: float | None = None, baseline_included: bool = False) -> Section:
+def training_section(
+    result: RunResult,
+    *,
+    seconds: float | None = None,
+    baseline_included: bool = False,
+    per_client: bool | str = True,
+) -> Section:
     """Accuracy and loss per round, the per-client accuracy of the final model, the summary.
 
     ``seconds``: the wall time to show (the report's one number; default ``result.seconds``).
+    ``per_client``: show per-client accuracy and client sizes (``False``: left out everywhere,
+    figures, summary and JSON, as a DP report does; a string: shown, with that label, e.g.
+    ``"not covered by DP"``).
     """
     wall = result.seconds if seconds is None else seconds
     wall_text = f"{wall:.1f} s" + (" (with the no-DP baseline run)" if baseline_included else "")
@@ -89,7 +134,9 @@ def training_section(result: RunResult, *, seconds: float | None = None, baselin
     rounds = [h.round for h in history]
     acc = [h.accuracy for h in history]
     loss = [h.loss for h in history]
-    clients = np.stack([h.client_accuracies for h in history]) if history else np.zeros((0, 0))
+    show = per_client is not False
+    tag = f" ({per_client})" if isinstance(per_client, str) else ""
+    clients = np.stack([h.client_accuracies for h in history]) if history and show else np.zeros((0, 0))
 
     def curves(path: Path) -> None:
         import matplotlib.pyplot as plt
@@ -98,7 +145,12 @@ def training_section(result: RunResult, *, seconds: float | None = None, baselin
         ax1.plot(rounds, acc, "o-", ms=3, color="tab:blue", label="test accuracy")
         if clients.size:
             ax1.fill_between(
-                rounds, clients.min(1), clients.max(1), alpha=0.15, color="tab:blue", label="client accuracy range"
+                rounds,
+                clients.min(1),
+                clients.max(1),
+                alpha=0.15,
+                color="tab:blue",
+                label=f"client accuracy range{tag}",
             )
         ax1.set_xlabel("round")
         ax1.set_ylabel("accuracy")
@@ -113,7 +165,7 @@ def training_section(result: RunResult, *, seconds: float | None = None, baselin
         fig.tight_layout()
         fig.savefig(path, dpi=110)
 
-    def per_client(path: Path) -> None:
+    def per_client_bars(path: Path) -> None:
         import matplotlib.pyplot as plt
 
         final = clients[-1] if clients.size else np.zeros(0)
@@ -126,33 +178,42 @@ def training_section(result: RunResult, *, seconds: float | None = None, baselin
         ax.set_ylabel("accuracy on the client's label mix")
         ax.set_ylim(0, 1)
         ax.legend(loc="lower right")
-        ax.set_title("Per-client accuracy of the final model")
+        ax.set_title(f"Per-client accuracy of the final model{tag}")
         fig.tight_layout()
         fig.savefig(path, dpi=110)
 
     s = result.summary()
     cfg = result.config
     worst = s["worst_client_accuracy"]
-    return Section(
-        key="training",
-        title="Federated training",
-        text=(
+    summary = [
+        ("dataset", f"{result.dataset} ({sum(result.client_sizes)} training samples)"),
+        ("clients", f"{cfg.data.num_clients} ({cfg.data.partition}, alpha={cfg.data.alpha})"),
+        ("model", f"{cfg.model.name} ({result.num_params} parameters)"),
+        ("aggregator", result.aggregator.name),
+        ("rounds", str(s["rounds"])),
+        ("final test accuracy", f"{s['final_accuracy']:.4f}"),
+    ]
+    figures = [Figure("accuracy_loss.png", "Global test accuracy and loss per round", curves)]
+    records = [h.to_dict() for h in history]
+    if show:
+        text = (
             "Per-client accuracy weighs the global model's per-class test accuracy by each client's "
             "label mix: under label skew the worst client shows who the model serves badly."
-        ),
-        data={**s, "history": [h.to_dict() for h in history], "client_sizes": result.client_sizes},
-        summary=[
-            ("dataset", f"{result.dataset} ({sum(result.client_sizes)} training samples)"),
-            ("clients", f"{cfg.data.num_clients} ({cfg.data.partition}, alpha={cfg.data.alpha})"),
-            ("model", f"{cfg.model.name} ({result.num_params} parameters)"),
-            ("aggregator", result.aggregator.name),
-            ("rounds", str(s["rounds"])),
-            ("final test accuracy", f"{s['final_accuracy']:.4f}"),
-            ("worst client accuracy", f"{worst:.4f}" if worst is not None else "-"),
-            ("wall time", wall_text),
-        ],
-        figures=[
-            Figure("accuracy_loss.png", "Global test accuracy and loss per round", curves),
-            Figure("client_accuracy.png", "Per-client accuracy of the final model", per_client),
-        ],
-    )
+        )
+        if tag:
+            text += f" Per-client accuracy and client sizes are {per_client}: each comes from one client's data."
+        data: dict[str, Any] = {**s, "history": records, "client_sizes": result.client_sizes}
+        summary.append((f"worst client accuracy{tag}", f"{worst:.4f}" if worst is not None else "-"))
+        figures.append(Figure("client_accuracy.png", f"Per-client accuracy of the final model{tag}", per_client_bars))
+    else:
+        text = (
+            "Per-client accuracy and client sizes are left out: each is computed from one client's data "
+            "without noise, which the differential privacy guarantee does not cover."
+        )
+        data = {k: v for k, v in s.items() if k != "worst_client_accuracy"}
+        data["history"] = [
+            {k: v for k, v in r.items() if k not in ("worst_client_accuracy", "median_client_accuracy")}
+            for r in records
+        ]
+    summary.append(("wall time", wall_text))
+    return Section(key="training", title="Federated training", text=text, data=data, summary=summary, figures=figures)

@@ -6,7 +6,8 @@ The mechanism is privagg's DP-FedAvg (:mod:`protocols.dp_fedavg`) split across t
   round it checks the privacy budget (a round that would exceed it is not started: no
   client is selected), then adds the round's DP settings to every ``FitIns.config``: the
   clip ``C`` (fixed, or the adaptive clip of Andrew et al. 2021), the update noise
-  multiplier, the number ``t`` of noise shares (``ceil(honest_fraction * cohort)``), the
+  multiplier, the number ``t`` of noise shares (``ceil(honest_fraction * cohort)``, or fewer:
+  the fewest honest clients a sum the workflow may release holds, see ``min_survivors``), the
   sensitivity factor of the sampling scheme and the grid resolution. After the round it
   turns the securely aggregated mean of the *noised, clipped deltas* back into their sum,
   divides by the fixed denominator ``q * W`` (McMahan et al. 2018), updates the model,
@@ -25,10 +26,17 @@ The mechanism is privagg's DP-FedAvg (:mod:`protocols.dp_fedavg`) split across t
 
 The strategy checks the budget before the secure sum against the worst case it could release:
 ``min_survivors`` (the fewest survivors the secure-aggregation workflow completes with, e.g.
-its threshold + 1; default the whole cohort) gives the fewest honest noise shares. A round that
+its threshold + 1; default the whole cohort) gives the fewest honest noise shares, and the noise
+is split into that many shares (:meth:`dp.rounds.DPRounds.plan`), so every sum the workflow may
+release carries the accounted noise (more when more survive: ``dp_noise_std_survivors``). A round that
 released anything is recorded in the ledger, even if it is then withheld (fewer survivors than
 ``min_survivors``). An empty cohort (a Poisson-sampling strategy that selected nobody) releases
-the server's noise alone, accounted, and the next round starts from that noised model.
+the server's noise alone, accounted, and the next round starts from that noised model. An
+aggregate that reached the server but cannot be used (other shapes than the model, non-finite
+values) is recorded and withheld with a typed abort; the adaptive clip then holds. A round's
+plan lives from ``configure_fit`` to its own ``aggregate_fit`` only: it is dropped when that
+call starts, and a plan whose secure sum aborted (no ``aggregate_fit``) is dropped by the next
+``configure_fit``, so no later round is finished with it.
 
 A malicious server could ask for little noise: a huge ``shares`` (each client adds
 ``std / sqrt(shares)``), the Poisson sensitivity factor 1 (half the noise of replace-one), a
@@ -179,6 +187,7 @@ class PrivAggDPStrategy(DPRoundsDriver, Strategy):  # type: ignore[misc]
         return min(cohort, int(ms(cohort) if callable(ms) else ms))
 
     def configure_fit(self, server_round: int, parameters: Parameters, client_manager: Any) -> list[tuple[Any, FitIns]]:
+        self._round = {}  # a round whose secure sum aborted never reached aggregate_fit: drop its plan
         if self._pending is not None:  # the previous round was empty: its noised model is the global one
             parameters = ndarrays_to_parameters(self._pending)
             self._pending = None
@@ -202,7 +211,6 @@ class PrivAggDPStrategy(DPRoundsDriver, Strategy):  # type: ignore[misc]
             )
         except (PrivacyBudgetExceeded, ProtocolAbort) as e:
             log.warning("round %s not started: %s", server_round, e)
-            self._round = {}
             return []
         sent = parameters
         if self.clipper is not None:  # a slot for the clip bit, summed with the update
@@ -217,6 +225,7 @@ class PrivAggDPStrategy(DPRoundsDriver, Strategy):  # type: ignore[misc]
             DP_KEYS["adaptive"]: self.clipper is not None,
         }
         self._round = {
+            "round": server_round,
             "global": [np.asarray(a, dtype=np.float64) for a in arrays],
             "dtypes": [a.dtype for a in arrays],
             "plan": plan,
@@ -251,24 +260,33 @@ class PrivAggDPStrategy(DPRoundsDriver, Strategy):  # type: ignore[misc]
     def aggregate_fit(
         self, server_round: int, results: list[tuple[Any, FitRes]], failures: list[Any]
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
-        st = self._round
-        if not st:
+        st, self._round = self._round, {}  # cleared first: whatever happens below, no later round sees it
+        if not st or st["round"] != server_round:  # not a round this wrapper planned: nothing of ours to finish
+            if results:
+                log.warning("round %s: results for a round without a DP plan ignored", server_round)
             return None, {}
-        self._round = {}
         plan: RoundPlan = st["plan"]
         if not results:  # nothing was summed, nothing released
             return None, {}
-        mean = parameters_to_ndarrays(results[0][1].parameters)  # the secure aggregate (same in every result)
         survivors = len(results)
+        mean = self._read_aggregate(results[0][1].parameters, st["global"])  # the same in every result
         count_sum = math.nan
-        if self.clipper is not None:
-            count_sum = float(np.asarray(mean[-1], dtype=np.float64).ravel()[0]) * survivors
+        if mean is not None and self.clipper is not None:
+            count_sum = float(mean[-1][0]) * survivors
             mean = mean[:-1]
+        # the server holds the sum: it is recorded even when it cannot be used (withheld below)
         outcome = self.dp_rounds.finish(
             plan, round=server_round, survivors=survivors, noised_count=count_sum, noise_shares=plan.shares
         )
+        if mean is None:
+            raise ProtocolAbort(
+                f"the secure aggregate does not have the model's shapes: recorded at noise multiplier "
+                f"{outcome.noise_multiplier_effective:.4g}; aggregate withheld",
+                stage="dp-finish",
+                party="server",
+            )
         new = [
-            (g + np.asarray(m, dtype=np.float64) * survivors / outcome.denominator).astype(dt)
+            (g + m * survivors / outcome.denominator).astype(dt)
             for g, m, dt in zip(st["global"], mean, st["dtypes"], strict=True)
         ]
         self.last_parameters = new
@@ -279,6 +297,17 @@ class PrivAggDPStrategy(DPRoundsDriver, Strategy):  # type: ignore[misc]
         if plan.sampling.kind == "fixed":  # Poisson: the number of survivors reveals presence
             metrics["dp_participants"] = survivors
         return ndarrays_to_parameters(new), metrics
+
+    def _read_aggregate(self, parameters: Parameters, global_arrays: list[np.ndarray]) -> list[np.ndarray] | None:
+        """The aggregate as float64 arrays of the model's shapes (plus the clip-count slot); ``None`` if not."""
+        try:
+            arrays = [np.asarray(a, dtype=np.float64) for a in parameters_to_ndarrays(parameters)]
+        except Exception:  # any decoding failure of bytes the server did not produce itself
+            return None
+        shapes = [g.shape for g in global_arrays] + ([(1,)] if self.clipper is not None else [])
+        if [a.shape for a in arrays] != shapes or not all(np.all(np.isfinite(a)) for a in arrays):
+            return None
+        return arrays
 
     def configure_evaluate(self, server_round: int, parameters: Parameters, client_manager: Any) -> Any:
         return self.inner.configure_evaluate(server_round, parameters, client_manager)

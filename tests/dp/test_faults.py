@@ -7,7 +7,6 @@ SecAgg+ parties with dropouts injected at each stage), and the loop is the real 
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np
@@ -61,33 +60,42 @@ def _dp(inner: SecAggAggregator, **cfg: object) -> DPFedAvg:
     return DPFedAvg(inner, config=config, population=POP, noise_sampler=_noise())
 
 
-def test_budget_is_checked_for_the_threshold_before_the_secure_sum() -> None:
-    # the case: the budget fits one round at the full noise, not at 7 of 10 shares. The secure
-    # sum the protocol could release (threshold 6: the server needs threshold + 1 = 7 survivors; the
-    # threshold is the conservative bound used) is over budget: refused before any client is asked
+def test_the_noise_is_split_over_the_fewest_survivors_and_the_budget_checked_before_the_secure_sum() -> None:
+    # the case: the budget fits one round at the full noise. The secure sum the protocol could release
+    # (threshold 6: the conservative bound used) holds at least 6 shares, so the noise is split into 6
+    # shares, not 10: every sum it may release carries the full noise, and the round runs. The next round
+    # is over budget: refused before any client is asked.
     eps_full = epsilon_for(noise_multiplier=Z, sampling=POISSON, rounds=1, delta=1e-5)
     inner = _secagg("masked_input")
     agg = _dp(inner, budget_epsilon=eps_full * 1.01)
+    res = agg.aggregate(_updates(), _ctx())
+    (entry,) = agg.ledger.entries
+    survivors = len(res.participants)
+    assert entry.noise_multiplier == Z and res.metrics["dp_noise_multiplier_worst_case"] == Z
+    planned = res.metrics["dp_noise_std_planned"]
+    assert planned > 0 and survivors >= 6
+    assert res.metrics["dp_noise_std_survivors"] == WITHHELD  # under Poisson it would reveal the survivor count
     with pytest.raises(PrivacyBudgetExceeded):
-        agg.aggregate(_updates(), _ctx())
-    assert inner.rounds == [] and agg.ledger.entries == []  # no secure sum ran, nothing was released
+        agg.aggregate(_updates(1), _ctx(2))
+    assert len(inner.rounds) == 1 and len(agg.ledger.entries) == 1  # no second secure sum ran
 
 
 @pytest.mark.parametrize("stage", ["advertise", "share_keys", "masked_input", "consistency", "unmask"])
 def test_dropouts_at_every_stage_with_client_noise_are_accounted(stage: str) -> None:
     inner = _secagg(stage)
-    eps_worst = epsilon_for(noise_multiplier=Z * math.sqrt(6 / 10), sampling=POISSON, rounds=1, delta=1e-5)
-    agg = _dp(inner, budget_epsilon=eps_worst * 1.001)
+    eps_full = epsilon_for(noise_multiplier=Z, sampling=POISSON, rounds=1, delta=1e-5)
+    agg = _dp(inner, budget_epsilon=eps_full * 1.001)
     res = agg.aggregate(_updates(), _ctx())
     (stats,) = inner.rounds
     (entry,) = agg.ledger.entries
     survivors = len(res.participants)
     assert survivors == stats.survivors >= 7
-    # the ledger holds the noise the sum really carries: one share per survivor
-    assert entry.noise_multiplier == pytest.approx(Z * math.sqrt(survivors / N))
-    assert res.metrics["dp_noise_multiplier_worst_case"] == pytest.approx(Z * math.sqrt(6 / 10))
-    assert res.metrics["dp_noise_std"] == pytest.approx(res.metrics["dp_noise_std_planned"] * math.sqrt(survivors / N))
-    assert entry.epsilon["rdp"] <= eps_worst * 1.001
+    # the noise was split over the 6 shares any released sum holds: the ledger's z is the calibrated one
+    assert entry.noise_multiplier == Z
+    assert res.metrics["dp_noise_multiplier_worst_case"] == Z
+    assert res.metrics["dp_noise_std"] == res.metrics["dp_noise_std_planned"]
+    assert res.metrics["dp_noise_std_survivors"] == WITHHELD  # under Poisson it would reveal the survivor count
+    assert entry.epsilon["rdp"] <= eps_full * 1.001
     # Poisson: the inner aggregator's counts (survivors, bytes) are not in the DP outputs
     assert not [k for k in res.metrics if k.startswith("secagg_")]
     assert agg.ledger.rows()[0]["participants"] == WITHHELD
@@ -224,3 +232,19 @@ def test_a_restarted_simulation_resumes_from_the_ledger_file(tmp_path) -> None: 
     again.run_round(3)
     with pytest.raises(PrivacyBudgetExceeded):
         again.run_round(4)
+
+
+def test_a_restarted_simulation_resumes_the_adaptive_clip_exactly(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = str(tmp_path / "ledger.json")
+    cfg = _sim_config(ledger_path=path, adaptive_clipping=True, count_noise_std=2.0, clip_learning_rate=0.5)
+    first = FedAvgSimulation(cfg, cohort_secrets=InsecureDeterministicSecrets(3))
+    for r in (1, 2, 3):
+        first.run_round(r)
+    live = first.aggregator.dp_rounds  # type: ignore[attr-defined]
+    assert live.clip != 0.5  # the clip moved
+    again = FedAvgSimulation(cfg, cohort_secrets=InsecureDeterministicSecrets(5))  # a new process, same settings
+    resumed = again.aggregator.dp_rounds  # type: ignore[attr-defined]
+    assert resumed.clip == live.clip and resumed.clipper.history == live.clipper.history
+    assert [e.info["clip_norm"] for e in resumed.ledger.entries] == [e.info["clip_norm"] for e in live.ledger.entries]
+    again.run_round(4)
+    assert resumed.ledger.entries[-1].info["clip_norm"] == live.clip  # round 4 ran with the resumed clip

@@ -68,3 +68,55 @@ def test_budget_validation() -> None:
     with pytest.raises(ConfigurationError):
         PrivacyLedger(delta=0.0)
     assert math.isnan(PrivacyLedger(delta=1e-5).check(noise_multiplier=1.0, sampling=S))
+
+
+def test_state_is_saved_and_restored_with_the_entries(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    path = tmp_path / "ledger.json"
+    led = PrivacyLedger(delta=1e-5)
+    led.record(round=1, noise_multiplier=1.0, sampling=Sampling.poisson(rate=0.1, population=100))
+    led.state["adaptive_clip"] = {"clip": 0.1 + 0.2}
+    led.save(path)
+    again = PrivacyLedger(delta=1e-5)
+    again.load(path)
+    assert again.state == {"adaptive_clip": {"clip": 0.1 + 0.2}} and len(again.entries) == 1
+    data = json.loads(path.read_text())
+    del data["state"]  # a file written before the state existed: loads, with an empty state
+    path.write_text(json.dumps(data))
+    older = PrivacyLedger(delta=1e-5)
+    older.load(path)
+    assert older.state == {} and len(older.entries) == 1
+    data["state"] = [1, 2]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigurationError, match="state"):
+        PrivacyLedger(delta=1e-5).load(path)
+
+
+def test_a_mechanism_with_its_own_curve_is_checked_recorded_and_resumed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from dp.distributed_accounting import DistributedDGaussRDP
+
+    mech = DistributedDGaussRDP(l2_sensitivity=50.0, sigma=8.0, shares=100, dim=1024)
+    led = PrivacyLedger(delta=1e-5, budget=PrivacyBudget(epsilon=2.0, delta=1e-5))
+    for r in (1, 2):
+        led.check(noise_multiplier=mech.noise_multiplier, sampling=S, mechanism=mech)
+        entry = led.record(round=r, noise_multiplier=mech.noise_multiplier, sampling=S, mechanism=mech)
+    assert entry.mechanism == mech and math.isfinite(entry.epsilon["rdp"]) and math.isnan(entry.epsilon["prv"])
+    # its own curve, not the Gaussian of the same noise multiplier
+    gauss = PrivacyLedger(delta=1e-5)
+    gauss.record(round=1, noise_multiplier=mech.noise_multiplier, sampling=S)
+    gauss.record(round=2, noise_multiplier=mech.noise_multiplier, sampling=S)
+    assert led.epsilon("rdp") != pytest.approx(gauss.epsilon("rdp"))
+    path = tmp_path / "ledger.json"
+    led.save(path)
+    again = PrivacyLedger(delta=1e-5)
+    again.load(path)
+    assert again.entries[1].mechanism == mech and again.epsilon("rdp") == led.epsilon("rdp")
+    big = DistributedDGaussRDP(l2_sensitivity=50.0, sigma=0.6, shares=100, dim=1024)
+    with pytest.raises(PrivacyBudgetExceeded):
+        led.check(noise_multiplier=big.noise_multiplier, sampling=S, mechanism=big)
+    fixed = Sampling.fixed(sample_size=10, population=100)
+    with pytest.raises(ConfigurationError, match="no valid bound"):
+        PrivacyLedger(delta=1e-5, budget=PrivacyBudget(epsilon=2.0, delta=1e-5)).check(
+            noise_multiplier=1.0, sampling=fixed, mechanism=mech
+        )

@@ -85,18 +85,27 @@ def test_finish_fixed_denominator_ledger_and_metrics() -> None:
     assert list(weighted.ledger.rows()[0])[-1] == "noise_shares"
 
 
-def test_finish_reduces_the_noise_for_missing_honest_shares() -> None:
+def test_the_noise_is_split_over_the_fewest_honest_survivors() -> None:
     rounds = DPRounds(delta=1e-5, clip_norm=1.0, noise="client", honest_fraction=0.5)
-    plan = rounds.plan(noise_multiplier=2.0, sampling=POISSON, cohort=10, dim=3, min_survivors=6)
-    assert plan.shares == 5 and plan.min_survivors == 6
-    assert plan.worst_noise_multiplier == pytest.approx(2.0 * math.sqrt(1 / 5))
-    out = rounds.finish(plan, round=1, survivors=6)  # up to 5 dishonest: >= 1 honest share of 5
-    assert out.noise_multiplier_effective == pytest.approx(2.0 * math.sqrt(1 / 5))
-    assert rounds.ledger.entries[-1].noise_multiplier == out.noise_multiplier_effective
-    assert rounds.ledger.rows()[-1]["noise_std"] == pytest.approx(plan.mechanism.std * math.sqrt(1 / 5))
-    # the metric shows the effective noise, not the nominal one
-    assert out.metrics["dp_noise_std"] == pytest.approx(plan.mechanism.std * math.sqrt(1 / 5))
-    assert out.metrics["dp_noise_std_planned"] == plan.mechanism.std
+    # 8 survivors allowed of 10, up to 5 dishonest: >= 3 honest shares in any released sum -> 3 shares, not 5
+    plan = rounds.plan(noise_multiplier=2.0, sampling=POISSON, cohort=10, dim=3, min_survivors=8)
+    assert plan.shares == 3 and plan.min_survivors == 8 and plan.worst_noise_multiplier == 2.0
+    out = rounds.finish(plan, round=1, survivors=8)
+    assert out.noise_multiplier_effective == 2.0 and rounds.ledger.entries[-1].noise_multiplier == 2.0
+    assert out.metrics["dp_noise_std"] == out.metrics["dp_noise_std_planned"] == plan.mechanism.std
+    # the utility price (more noise than accounted when more survive) would give away the survivor count
+    # under Poisson sampling: withheld there, stated under fixed-size sampling
+    assert out.metrics["dp_noise_std_survivors"] == WITHHELD
+    fixed = DPRounds(delta=1e-5, clip_norm=1.0, noise="client", honest_fraction=0.5)
+    fplan = fixed.plan(noise_multiplier=2.0, sampling=FIXED, cohort=10, dim=3, min_survivors=8)
+    fout = fixed.finish(fplan, round=1, survivors=8)
+    assert fout.metrics["dp_noise_std_survivors"] == pytest.approx(fplan.mechanism.std * math.sqrt(8 / 3))
+    # a protocol that broke its promise (7 < 8 survivors, maybe 2 honest): recorded reduced, then withheld
+    plan = rounds.plan(noise_multiplier=2.0, sampling=POISSON, cohort=10, dim=3, min_survivors=8)
+    with pytest.raises(ProtocolAbort, match="withheld"):
+        rounds.finish(plan, round=2, survivors=7)
+    assert rounds.ledger.entries[-1].noise_multiplier == pytest.approx(2.0 * math.sqrt(2 / 3))
+    assert rounds.ledger.rows()[-1]["noise_std"] == pytest.approx(plan.mechanism.std * math.sqrt(2 / 3))
 
 
 def test_plan_refuses_a_protocol_that_may_release_a_sum_without_honest_noise() -> None:
@@ -108,16 +117,18 @@ def test_plan_refuses_a_protocol_that_may_release_a_sum_without_honest_noise() -
         rounds.plan(noise_multiplier=2.0, sampling=POISSON, cohort=10, dim=3, min_survivors=11)
 
 
-def test_plan_checks_the_budget_for_the_fewest_survivors_allowed() -> None:
-    # the budget fits one round at z = 1 but not at z * sqrt(7/10): refused at planning time
+def test_the_budget_is_checked_for_the_calibrated_noise_whatever_the_dropouts_allowed() -> None:
+    # the budget fits one round at z = 1. With 7 survivors allowed of 10 the noise is split into 7 shares, so
+    # any released sum carries z = 1: the round runs; the next is refused at planning time
     eps_full = epsilon_for(noise_multiplier=1.0, sampling=POISSON, rounds=1, delta=1e-5)
-    eps_worst = epsilon_for(noise_multiplier=math.sqrt(0.7), sampling=POISSON, rounds=1, delta=1e-5)
-    budget = PrivacyBudget(epsilon=(eps_full + eps_worst) / 2, delta=1e-5)
+    budget = PrivacyBudget(epsilon=eps_full * 1.01, delta=1e-5)
     rounds = DPRounds(delta=1e-5, clip_norm=1.0, noise="client", budget=budget)
+    plan = rounds.plan(noise_multiplier=1.0, sampling=POISSON, cohort=10, dim=3, min_survivors=7)
+    assert plan.shares == 7 and plan.worst_noise_multiplier == 1.0
+    rounds.finish(plan, round=1, survivors=9)
+    assert rounds.ledger.entries[-1].noise_multiplier == 1.0
     with pytest.raises(PrivacyBudgetExceeded):
         rounds.plan(noise_multiplier=1.0, sampling=POISSON, cohort=10, dim=3, min_survivors=7)
-    plan = rounds.plan(noise_multiplier=1.0, sampling=POISSON, cohort=10, dim=3)  # no dropout tolerated: fits
-    assert plan.worst_noise_multiplier == 1.0
     # central noise does not depend on survivors
     central = DPRounds(delta=1e-5, clip_norm=1.0, budget=budget)
     assert central.plan(noise_multiplier=1.0, sampling=POISSON, cohort=10, dim=3, min_survivors=1).min_survivors == 0
@@ -167,13 +178,79 @@ def test_finish_moves_the_adaptive_clip_only_for_an_accounted_round() -> None:
     out = rounds.finish(plan, round=1, survivors=10, noised_count=-5.0)  # every update clipped
     assert out.unclipped_estimate == 0.0 and out.next_clip > 1.0 == plan.clip
     assert rounds.clip == out.next_clip
-    # 6 survivors allowed of 10, half maybe dishonest: noise multiplier sqrt(1/5) of the planned one, over
-    # budget: refused at planning, before any client computes, and the clip does not move
-    with pytest.raises(PrivacyBudgetExceeded):
-        rounds.plan(noise_multiplier=1.0, sampling=POISSON, cohort=10, dim=3, min_survivors=6)
+    # 5 survivors allowed of 10, half maybe dishonest: no honest share guaranteed, refused at planning,
+    # before any client computes, and the clip does not move
+    with pytest.raises(ProtocolAbort, match="no honest noise share"):
+        rounds.plan(noise_multiplier=1.0, sampling=POISSON, cohort=10, dim=3, min_survivors=5)
     assert rounds.clip == out.next_clip and len(rounds.ledger.entries) == 1
     # a withheld round (fewer survivors than promised) is recorded but does not move the clip either
     plan = rounds.plan(noise_multiplier=1.0, sampling=POISSON, cohort=10, dim=3)
     with pytest.raises(ProtocolAbort):
         rounds.finish(plan, round=2, survivors=6, noised_count=-5.0)
     assert rounds.clip == out.next_clip and len(rounds.ledger.entries) == 2
+
+
+def _adaptive_rounds(path: str, **kw: object) -> DPRounds:
+    cfg = DPConfig(
+        **{  # type: ignore[arg-type]
+            "noise_multiplier": 1.0,
+            "clip_norm": 1.0,
+            "adaptive_clipping": True,
+            "count_noise_std": 2.0,
+            "clip_learning_rate": 0.3,
+            "ledger_path": path,
+            **kw,
+        }
+    )
+    return DPRounds.from_config(cfg)
+
+
+def _round(rounds: DPRounds, r: int, count: float, *, survivors: int = 10) -> None:
+    plan = rounds.plan(noise_multiplier=1.0, sampling=POISSON, cohort=10, dim=3)
+    rounds.finish(plan, round=r, survivors=survivors, noised_count=count)
+
+
+def test_a_restart_resumes_the_adaptive_clip_exactly(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = str(tmp_path / "ledger.json")
+    live = _adaptive_rounds(path)
+    counts = [-5.0, 3.3, -1.7]
+    for r, c in enumerate(counts, start=1):
+        _round(live, r, c)
+    assert live.clip != 1.0
+    resumed = _adaptive_rounds(path)  # a new process: the ledger and the clip come back from the file
+    assert resumed.clipper is not None and live.clipper is not None
+    assert resumed.clip == live.clip and resumed.clipper.history == live.clipper.history  # bit for bit
+    assert resumed.ledger.epsilon("rdp") == live.ledger.epsilon("rdp")
+    # both continue identically: same plan (clip, mechanisms), same next clip
+    for rounds in (live, resumed):
+        _round(rounds, 4, 1.5)
+    assert resumed.clip == live.clip and resumed.clipper.history == live.clipper.history
+    assert [e.info["clip_norm"] for e in resumed.ledger.entries] == [e.info["clip_norm"] for e in live.ledger.entries]
+
+
+def test_the_saved_clip_follows_withheld_rounds_and_malformed_counts(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = str(tmp_path / "ledger.json")
+    live = _adaptive_rounds(path, noise="client", honest_fraction=0.5)
+    _round(live, 1, -5.0)
+    moved = live.clip
+    with pytest.raises(ProtocolAbort):  # recorded, withheld: the clip holds, in memory and in the file
+        _round(live, 2, -5.0, survivors=6)
+    _round(live, 3, math.nan)  # a count that could not be read (malformed sum): recorded, the clip holds
+    assert live.clip == moved and len(live.ledger.entries) == 3
+    resumed = _adaptive_rounds(path, noise="client", honest_fraction=0.5)
+    assert resumed.clip == moved and len(resumed.ledger.entries) == 3
+    assert resumed.clipper is not None and resumed.clipper.history == [1.0, moved]
+
+
+def test_a_ledger_the_clip_cannot_continue_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = str(tmp_path / "ledger.json")
+    _round(_adaptive_rounds(path), 1, -5.0)
+    with pytest.raises(ConfigurationError, match=r"other settings.*learning_rate"):
+        _adaptive_rounds(path, clip_learning_rate=0.5)
+    with pytest.raises(ConfigurationError, match="adaptive clipping on"):
+        DPRounds.from_config(DPConfig(noise_multiplier=1.0, clip_norm=1.0, ledger_path=path))
+    fixed = str(tmp_path / "fixed.json")
+    rounds = DPRounds.from_config(DPConfig(noise_multiplier=1.0, clip_norm=1.0, ledger_path=fixed))
+    rounds.finish(rounds.plan(noise_multiplier=1.0, sampling=POISSON, cohort=10, dim=3), round=1, survivors=10)
+    with pytest.raises(ConfigurationError, match="no adaptive clip state"):
+        _adaptive_rounds(fixed)

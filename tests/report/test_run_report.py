@@ -89,15 +89,23 @@ def test_paillier_section_from_typed_rounds() -> None:
     assert [r[0] for r in sec.tables[0][2]][:2] == ["encode (clip + quantise)", "offline"]
 
 
-def test_dp_run_adds_ledger_inner_cost_and_accuracy_cost(tmp_path: Path) -> None:
-    dp = {"noise_multiplier": 1.0, "clip_norm": 0.5}
+DP = {"noise_multiplier": 1.0, "clip_norm": 0.5}
+
+
+@pytest.fixture(scope="module")
+def dp_outcome() -> RunOutcome:
     agg_opts = {"name": "secagg", "options": {"threat": "semi-honest", "clip": 8.0}}
-    outcome = execute_run(run_config(overrides={**SMALL, "dp": dp, "aggregation": agg_opts}), progress=False)
+    return execute_run(run_config(overrides={**SMALL, "dp": DP, "aggregation": agg_opts}), progress=False)
+
+
+def test_dp_run_adds_ledger_inner_cost_and_accuracy_cost(dp_outcome: RunOutcome) -> None:
+    outcome = dp_outcome
+    dp = DP
     assert outcome.baseline is not None and outcome.baseline.config.dp is None
     assert isinstance(outcome.result.aggregator, DPFedAvg)
     assert [s.key for s in run_sections(outcome.result)] == ["training", "dp", "secagg"]
     d = run_report(outcome).to_dict()
-    assert list(d["sections"]) == ["training", "dp", "secagg", "dp_cost", "configuration", "environment"]
+    assert list(d["sections"]) == ["privacy", "training", "dp", "secagg", "dp_cost", "configuration", "environment"]
     cost = d["sections"]["dp_cost"]
     assert cost["accuracy_cost"] == pytest.approx(cost["baseline_final_accuracy"] - cost["dp_final_accuracy"])
     assert d["config"]["dp"]["noise_multiplier"] == 1.0 and d["config"]["dp"]["clip_norm"] == 0.5
@@ -106,5 +114,62 @@ def test_dp_run_adds_ledger_inner_cost_and_accuracy_cost(tmp_path: Path) -> None
     assert no_base.baseline is None and "dp_cost" not in run_report(no_base).to_dict()["sections"]
 
 
+def test_a_dp_report_opens_with_the_guarantee_and_leaves_out_per_client_statistics(
+    dp_outcome: RunOutcome, tmp_path: Path
+) -> None:
+    report = run_report(dp_outcome, command="privagg run --config dp.toml")
+    d = report.to_dict()
+    # the JSON opens (after the provenance) with the guarantee; the page header says it in one line
+    assert list(d)[:5] == ["title", "command", "seed", "timestamp", "privacy"]
+    g = d["privacy"]
+    agg = dp_outcome.result.aggregator
+    assert isinstance(agg, DPFedAvg)
+    assert g["epsilon"] == pytest.approx(agg.ledger.epsilon("rdp")) and g["delta"] == 1e-5
+    assert g["accountant"] == "rdp" and g["rounds"] == 2 and g["cohorts"] == "secret (OS CSPRNG)"
+    assert g["sampling"].startswith("fixed-size") and g["secure_noise"] and g["private"]
+    header = dict(report.header)
+    assert header["privacy"].startswith("client-level (")
+    assert "rdp accountant over 2 released rounds" in header["privacy"]
+    assert header["privacy"].endswith("cohorts secret (OS CSPRNG)")
+    first = report.sections[0]
+    assert first.key == "privacy" and first.summary[0] == ("guarantee", header["privacy"])
+    not_covered = [v for k, v in first.summary if k == "not covered by DP"]
+    assert not_covered == d["sections"]["privacy"]["not_covered"] and len(not_covered) == 2  # baseline, warnings
+    # per-client accuracy and client sizes come from one client's data without noise: nowhere in the report
+    text = report.to_json()
+    for key in ("worst_client_accuracy", "median_client_accuracy", "client_sizes"):
+        assert key not in text
+    training = next(s for s in report.sections if s.key == "training")
+    assert [f.filename for f in training.figures] == ["accuracy_loss.png"]
+    assert not any("client accuracy" in k for k, _ in training.summary)
+    assert sorted(p.name for p in report.write(tmp_path / "r").iterdir()) == [
+        "accuracy_loss.png", "dp_accuracy_cost.png", "dp_epsilon.png", "report.html", "report.json",
+    ]
+    assert "client-level (" in (tmp_path / "r" / "report.html").read_text().split("<h2")[0]  # before any section
+
+
+def test_per_client_statistics_under_dp_are_opt_in_and_labelled(dp_outcome: RunOutcome) -> None:
+    report = run_report(dp_outcome, per_client_under_dp=True)
+    training = next(s for s in report.sections if s.key == "training")
+    assert [f.filename for f in training.figures] == ["accuracy_loss.png", "client_accuracy.png"]
+    assert "not covered by DP" in training.figures[1].caption
+    assert "worst client accuracy (not covered by DP)" in dict(training.summary)
+    assert "client_sizes" in training.data and "not covered by DP" in training.text
+    privacy = report.sections[0]
+    assert next(v for k, v in privacy.summary if k == "not covered by DP").startswith("per-client accuracy")
+
+
 def test_an_aggregator_without_a_renderer_adds_no_section() -> None:
     assert aggregator_sections(MeanAggregator()) == []
+
+
+def test_the_guarantee_line_says_when_the_guarantee_does_not_hold() -> None:
+    from dp.rounds import REPRODUCIBLE_COHORTS, SECRET_COHORTS
+    from privagg.report.dp import guarantee_line
+
+    g = {"epsilon": 3.0, "delta": 1e-5, "accountant": "rdp", "rounds": 4, "sampling": "Poisson sampling, q = 0.1"}
+    assert "NOT PRIVATE" not in guarantee_line({**g, "secure_noise": True, "cohorts": SECRET_COHORTS})
+    seeded = guarantee_line({**g, "secure_noise": False, "cohorts": SECRET_COHORTS})
+    assert "NOT PRIVATE: the noise was drawn from a public seed" in seeded
+    public = guarantee_line({**g, "secure_noise": True, "cohorts": REPRODUCIBLE_COHORTS})
+    assert "NOT PRIVATE: the accountant assumes secret cohorts" in public

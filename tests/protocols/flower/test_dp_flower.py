@@ -138,20 +138,22 @@ def test_strategy_finishes_rounds_with_the_shared_dp_finisher() -> None:
     global_model: list[np.ndarray] = [np.ones((2, 3), dtype=np.float32), np.zeros(4)]
     pairs = strat.configure_fit(1, ndarrays_to_parameters(global_model), _Available())
     cfg = pairs[0][1].config
-    assert cfg["privagg-dp-shares"] == 6 and cfg["privagg-dp-sensitivity-factor"] == 2.0  # ceil(0.7 * 8); replace-one
+    # ceil(0.7 * 8) = 6 honest clients expected, but the workflow may complete with 3 of which 2 dishonest: the
+    # noise is split into the 1 honest share any released sum holds; replace-one sampling
+    assert cfg["privagg-dp-shares"] == 1 and cfg["privagg-dp-sensitivity-factor"] == 2.0
     mean = [np.full((2, 3), 0.1), np.full(4, -0.2)]
     res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(mean), 1, {})
-    # 3 survivors, up to floor(0.3 * 8) = 2 dishonest: 1 honest share of 6
+    # 3 survivors, up to floor(0.3 * 8) = 2 dishonest: the 1 honest share carries the full noise
     params, metrics = strat.aggregate_fit(1, [(i, res) for i in range(3)], [])
     assert params is not None
-    assert metrics["dp_noise_multiplier_effective"] == pytest.approx(math.sqrt(1 / 6))
+    assert metrics["dp_noise_multiplier_effective"] == 1.0
     assert metrics["dp_denominator"] == pytest.approx(8 / 20 * 20) and metrics["dp_participants"] == 3
     assert metrics["dp_noise"] == "client" and "dp_secure_noise" not in metrics  # the clients draw the noise
     new = parameters_to_ndarrays(params)
     np.testing.assert_allclose(new[0], 1.0 + 0.1 * 3 / 8, rtol=1e-6)
     assert new[0].dtype == np.float32
     (row,) = strat.ledger.rows()
-    assert row["noise_shares"] == 6 and row["participants"] == 3 and row["cohort"] == 8
+    assert row["noise_shares"] == 1 and row["participants"] == 3 and row["cohort"] == 8
     strat.configure_fit(2, params, _Available())
     # 2 survivors, fewer than the workflow allows, maybe none honest: recorded (no guarantee), then withheld
     with pytest.raises(ProtocolAbort, match="withheld"):
@@ -168,11 +170,16 @@ def test_strategy_checks_the_budget_for_the_fewest_survivors_before_the_round() 
     budget = epsilon_for(noise_multiplier=1.0, sampling=s, rounds=1, delta=1e-5) * 1.01
     model = ndarrays_to_parameters([np.zeros(4)])
     kw: dict[str, Any] = {"noise_multiplier": 1.0, "clip_norm": 0.5, "population": 20, "budget_epsilon": budget}
+    # 6 of 8 may survive: the noise is split into 6 shares, so any released sum carries z and the round fits
     worst = PrivAggDPStrategy(_Cohort(8), min_survivors=lambda n: n - 2, **kw)  # type: ignore[arg-type]
-    assert worst.configure_fit(1, model, _Available()) == []  # 6 of 8 shares would be over budget: not started
-    assert worst.ledger.entries == []
+    pairs = worst.configure_fit(1, model, _Available())
+    assert len(pairs) == 8 and pairs[0][1].config[DP_KEYS["shares"]] == 6
     strict = PrivAggDPStrategy(_Cohort(8), **kw)  # type: ignore[arg-type]
-    assert len(strict.configure_fit(1, model, _Available())) == 8
+    pairs = strict.configure_fit(1, model, _Available())
+    assert len(pairs) == 8 and pairs[0][1].config[DP_KEYS["shares"]] == 8
+    # a round the budget cannot pay for is not started (no client selected), nothing recorded
+    spent = PrivAggDPStrategy(_Cohort(8), **{**kw, "budget_epsilon": budget * 0.5})  # type: ignore[arg-type]
+    assert spent.configure_fit(1, model, _Available()) == [] and spent.ledger.entries == []
 
 
 def test_an_empty_poisson_round_releases_noise_and_is_accounted() -> None:
@@ -283,3 +290,91 @@ def test_noise_shares_need_the_secure_aggregation_mod() -> None:
     ctx = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
     with pytest.raises(ProtocolAbort, match="need privagg's secure aggregation mod"):
         _policy()(msg, ctx, lambda m, c: m)
+
+
+def _fit_res(arrays: list[np.ndarray]) -> Any:
+    from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
+
+    return FitRes(Status(Code.OK, ""), ndarrays_to_parameters(arrays), 1, {})
+
+
+def test_a_failed_aggregate_is_recorded_withheld_and_the_next_round_is_unaffected() -> None:
+    from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
+
+    from privagg.errors import ProtocolAbort
+
+    strat = PrivAggDPStrategy(
+        _Cohort(8),  # type: ignore[arg-type]
+        noise_multiplier=1.0,
+        clip_norm=0.5,
+        population=20,
+        adaptive=True,
+        count_noise_std=4.0,
+    )
+    model = [np.ones((2, 3), dtype=np.float32)]
+    strat.configure_fit(1, ndarrays_to_parameters(model), _Available())
+    # the secure sum reached the server but has the wrong shapes (a malformed or tampered aggregate): the
+    # release is recorded, the aggregate withheld with a typed abort, the clip and the model do not move
+    bad = _fit_res([np.zeros(5)])
+    with pytest.raises(ProtocolAbort, match="withheld"):
+        strat.aggregate_fit(1, [(i, bad) for i in range(8)], [])
+    (entry,) = strat.ledger.entries
+    assert entry.round == 1 and entry.noise_multiplier == 1.0
+    assert strat.clip == 0.5 and strat.last_parameters is None and strat._round == {}
+    with pytest.raises(ProtocolAbort, match="withheld"):  # NaN in the aggregate: the same
+        strat.configure_fit(2, ndarrays_to_parameters(model), _Available())
+        strat.aggregate_fit(2, [(i, _fit_res([np.full((2, 3), np.nan), np.zeros(1)])) for i in range(8)], [])
+    assert strat.clip == 0.5 and len(strat.ledger.entries) == 2
+    # the next round runs on its own plan and the model it was given
+    model3 = [np.full((2, 3), 2.0, dtype=np.float32)]
+    strat.configure_fit(3, ndarrays_to_parameters(model3), _Available())
+    good = _fit_res([np.full((2, 3), 0.1), np.array([-4.0 / 8])])  # every update clipped: the clip moves up
+    params, metrics = strat.aggregate_fit(3, [(i, good) for i in range(8)], [])
+    assert params is not None and metrics["dp_clip_norm"] == 0.5 and strat.clip > 0.5
+    denominator = float(metrics["dp_denominator"])  # type: ignore[arg-type]
+    np.testing.assert_allclose(parameters_to_ndarrays(params)[0], 2.0 + 0.1 * 8 / denominator)
+    assert [e.round for e in strat.ledger.entries] == [1, 2, 3]
+
+
+def test_a_plan_whose_secure_sum_aborted_is_never_finished_later() -> None:
+    from flwr.common import ndarrays_to_parameters
+
+    cohort = _Cohort(8)
+    strat = PrivAggDPStrategy(cohort, noise_multiplier=1.0, clip_norm=0.5, population=20)  # type: ignore[arg-type]
+    model = ndarrays_to_parameters([np.zeros(4)])
+    strat.configure_fit(1, model, _Available())  # the secure sum aborts: aggregate_fit is never called
+    cohort.k = 0
+    assert strat.configure_fit(2, model, _Available()) == []  # no clients: nothing planned
+    res = _fit_res([np.full(4, 0.1)])
+    assert strat.aggregate_fit(2, [(i, res) for i in range(8)], []) == (None, {})  # round 1's plan is gone
+    cohort.k = 8
+    strat.configure_fit(3, model, _Available())
+    assert strat.aggregate_fit(2, [(i, res) for i in range(8)], []) == (None, {})  # another round's results
+    assert strat.ledger.entries == []
+
+
+def test_a_restarted_server_app_resumes_the_ledger_and_the_adaptive_clip(tmp_path: Path) -> None:
+    from flwr.common import ndarrays_to_parameters
+
+    def strategy() -> PrivAggDPStrategy:
+        return PrivAggDPStrategy(
+            _Cohort(8),  # type: ignore[arg-type]
+            noise_multiplier=1.0,
+            clip_norm=0.5,
+            population=20,
+            adaptive=True,
+            count_noise_std=4.0,
+            ledger_path=str(tmp_path / "ledger.json"),
+        )
+
+    first = strategy()
+    model = ndarrays_to_parameters([np.zeros(3)])
+    for r, bit in ((1, -0.5), (2, 0.3)):
+        first.configure_fit(r, model, _Available())
+        first.aggregate_fit(r, [(i, _fit_res([np.full(3, 0.1), np.array([bit])])) for i in range(8)], [])
+    again = strategy()  # the server app starts again: same file, same settings
+    assert again.clip == first.clip != 0.5 and len(again.ledger.entries) == 2
+    assert again.clipper is not None and first.clipper is not None
+    assert again.clipper.history == first.clipper.history
+    pairs = again.configure_fit(3, model, _Available())
+    assert pairs[0][1].config[DP_KEYS["clip"]] == first.clip  # the clients are sent the resumed clip
