@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from dp.distributed import MAX_BITS, MIN_BITS
 from privagg.config import load_config
 from privagg.errors import ConfigurationError
 
@@ -39,8 +40,19 @@ class DPConfig:
     * ``delta`` must be at most ``1 / population`` (a larger delta allows mechanisms that
       publish one client's data outright with probability delta); ``allow_large_delta = true``
       overrides the check (the report still shows ``delta * population``).
-    * ``exact_sampler``: draw the noise with :class:`dp.exact.ExactSecureNoise` (integer arithmetic
-      only, Canonne-Kamath-Steinke; slower) instead of the float-rejection sampler of :mod:`dp.noise`.
+    * ``exact_sampler``: draw the noise with :class:`dp.exact.ExactSecureNoise` (integer arithmetic only,
+      no floating point; about 20x slower) instead of the default :mod:`dp.certified` sampler (exact
+      discrete Gaussian: float64 decisions taken only where a margin certifies them, the rest decided
+      exactly in rational arithmetic).
+    * ``noise = "distributed"``: distributed DP inside secure aggregation (:mod:`dp.distributed`):
+      each client clips, rotates, scales, rounds and adds an integer noise share of ``mechanism``
+      (``"dgauss"``: distributed discrete Gaussian, Kairouz-Liu-Steinke 2021; ``"skellam"``:
+      Agarwal-Kairouz-Liu 2021), and the secure sum runs mod ``2^bits``. The scale and the noise
+      are chosen from ``target_epsilon`` (required), the rounds, the sampling rate, the cohort and
+      the dimension; ``beta`` is the conditional-rounding parameter, ``clip_probability`` the
+      bound on a coordinate of the sum leaving the ring, ``max_noise_inflation`` the most the
+      bits may inflate the noise before the run is refused (naming the bits that work).
+      Poisson sampling only; no adaptive clipping.
     * ``ledger_path``: a JSON file the privacy ledger is written to after every released round
       and resumed from when the server starts again (a restart never resets the privacy spent).
     """
@@ -50,7 +62,7 @@ class DPConfig:
     delta: float = 1e-5
     budget_epsilon: float | None = None
     clip_norm: float = 1.0
-    noise: Literal["central", "client"] = "central"
+    noise: Literal["central", "client", "distributed"] = "central"
     honest_fraction: float = 1.0
     weighting: Literal["uniform", "capped", "examples"] = "uniform"
     weight_cap: float | None = None
@@ -67,6 +79,11 @@ class DPConfig:
     allow_large_delta: bool = False
     ledger_path: str | None = None
     exact_sampler: bool = False
+    mechanism: Literal["dgauss", "skellam"] = "dgauss"
+    bits: int = 16
+    beta: float = math.exp(-0.5)
+    clip_probability: float = 1e-4
+    max_noise_inflation: float = 1.2
 
     def __post_init__(self) -> None:
         def bad(field: str, msg: str, accepted: Any = None) -> ConfigurationError:
@@ -90,8 +107,8 @@ class DPConfig:
             raise bad("clip_norm", f"must be finite and > 0, got {self.clip_norm}")
         if not 0 < self.honest_fraction <= 1:
             raise bad("honest_fraction", f"must be in (0, 1], got {self.honest_fraction}")
-        if self.honest_fraction < 1 and self.noise != "client":
-            raise bad("honest_fraction", "only meaningful with noise = 'client'")
+        if self.honest_fraction < 1 and self.noise == "central":
+            raise bad("honest_fraction", "only meaningful with noise = 'client' or 'distributed'")
         if self.weighting == "examples":
             raise bad(
                 "weighting",
@@ -121,6 +138,34 @@ class DPConfig:
             raise bad("exact_sampler", "the exact sampler draws secure noise only (secure_noise = true)")
         if not self.grid_resolution >= 1:
             raise bad("grid_resolution", f"must be >= 1, got {self.grid_resolution}")
+        self._check_distributed(bad)
+
+    def _check_distributed(self, bad: Any) -> None:
+        defaults = DPConfig.__dataclass_fields__
+        if self.noise != "distributed":
+            for name in ("mechanism", "bits", "beta", "clip_probability", "max_noise_inflation"):
+                if getattr(self, name) != defaults[name].default:
+                    raise bad(name, "only used with noise = 'distributed'")
+            return
+        if self.target_epsilon is None:
+            raise bad(
+                "target_epsilon",
+                "distributed DP chooses its scale and noise from target_epsilon (give it instead of noise_multiplier)",
+            )
+        if self.adaptive_clipping:
+            raise bad("adaptive_clipping", "not available with noise = 'distributed' (a fixed clip_norm)")
+        if self.exact_sampler and self.mechanism != "dgauss":
+            raise bad("exact_sampler", "the exact sampler draws discrete Gaussians (mechanism = 'dgauss')")
+        if self.accountant != "rdp":
+            raise bad("accountant", "distributed DP is accounted by its own RDP bounds", accepted=["rdp"])
+        if not (isinstance(self.bits, int) and MIN_BITS <= self.bits <= MAX_BITS):
+            raise bad("bits", f"got {self.bits!r}", accepted=f"{MIN_BITS}..{MAX_BITS}")
+        if not 0 <= self.beta < 1:
+            raise bad("beta", f"must be in [0, 1), got {self.beta}")
+        if not 0 < self.clip_probability < 1:
+            raise bad("clip_probability", f"must be in (0, 1), got {self.clip_probability}")
+        if not self.max_noise_inflation > 1:
+            raise bad("max_noise_inflation", f"must be > 1, got {self.max_noise_inflation}")
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], *, path: str = "dp") -> DPConfig:

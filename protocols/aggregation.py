@@ -45,6 +45,7 @@ __all__ = [
     "build_aggregator",
     "resolve_options",
     "check_updates",
+    "ModularSum",
 ]
 
 OptionsT = TypeVar("OptionsT", bound="DataclassInstance")
@@ -89,6 +90,21 @@ class AggregateResult:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class ModularSum:
+    """What :meth:`Aggregator.modular_sum` released: the sum mod ``2**bits`` of the survivors' vectors.
+
+    ``secure``: the server learnt only this sum (secure aggregation); False when it saw every vector.
+    ``upload_bytes``: mean bytes one surviving client sent; ``metrics``: the inner protocol's own.
+    """
+
+    sum: np.ndarray
+    participants: tuple[int, ...]
+    secure: bool
+    upload_bytes: float
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
 class Aggregator(abc.ABC):
     """Combine one round's client updates into one global delta.
 
@@ -116,6 +132,17 @@ class Aggregator(abc.ABC):
         """
         return n
 
+    def modular_sum(self, vectors: Mapping[int, np.ndarray], *, bits: int, ctx: RoundContext) -> ModularSum:
+        """The sum mod ``2**bits`` of ring vectors (``uint64`` below ``2**bits``), for distributed DP.
+
+        Only aggregators that compute sums implement it; the default refuses.
+        """
+        raise ConfigurationError(
+            f"the {self.name!r} aggregator cannot compute a sum mod 2^{bits} (distributed DP)",
+            field="aggregation.name",
+            accepted=["secagg", "mean"],
+        )
+
 
 AGGREGATORS: Registry[Callable[..., Aggregator]] = Registry("aggregator")
 
@@ -141,9 +168,7 @@ def resolve_options(cls: type[OptionsT], options: OptionsT | None, overrides: Ma
     return dataclasses.replace(base, **overrides)
 
 
-def build_aggregator(
-    name: str, options: Mapping[str, Any] | None = None, *, path: str = "aggregation"
-) -> Aggregator:
+def build_aggregator(name: str, options: Mapping[str, Any] | None = None, *, path: str = "aggregation") -> Aggregator:
     """Build the aggregator registered as ``name`` from a configuration mapping of its options.
 
     A class with typed ``Options`` validates the mapping through them (errors name
@@ -204,6 +229,18 @@ class MeanAggregator(Aggregator):
     @classmethod
     def from_options(cls, options: MeanOptions) -> MeanAggregator:
         return cls(options)
+
+    def modular_sum(self, vectors: Mapping[int, np.ndarray], *, bits: int, ctx: RoundContext) -> ModularSum:
+        """The plain sum mod ``2**bits``: the server sees every vector (no secure aggregation)."""
+        mask = np.uint64((1 << bits) - 1)
+        ids = tuple(sorted(vectors))
+        if not ids:
+            raise ConfigurationError("no vectors to sum", field="updates")
+        acc = np.zeros_like(np.asarray(vectors[ids[0]], dtype=np.uint64))
+        for c in ids:
+            acc += np.asarray(vectors[c], dtype=np.uint64) & mask
+        size = (acc.size * bits + 7) // 8
+        return ModularSum(sum=acc & mask, participants=ids, secure=False, upload_bytes=float(size))
 
     def aggregate(self, updates: Sequence[ClientUpdate], ctx: RoundContext) -> AggregateResult:
         check_updates(updates)

@@ -49,6 +49,10 @@ mean, only the released model is protected.
 :class:`SampleLevelDP` is a ``local_trainer`` running Opacus's DP-SGD inside each client
 (example-level DP for each client's data), independent of the client-level guarantee above.
 
+``[dp] noise = "distributed"`` runs distributed DP inside the secure sum instead (clip, rotate,
+round, integer noise shares, sum mod ``2^bits``: :mod:`protocols.distributed_dp`,
+:mod:`dp.distributed`), with the same ledger, budget and cohort rules.
+
 Report sections (the ledger, the epsilon figure, the accuracy cost) are rendered by
 :mod:`privagg.report.dp`.
 """
@@ -56,6 +60,7 @@ Report sections (the ledger, the epsilon figure, the accuracy cost) are rendered
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import itertools
 import math
@@ -82,6 +87,7 @@ from protocols.aggregation import (
     check_updates,
     register_aggregator,
 )
+from protocols.distributed_dp import DistributedDPRounds
 
 __all__ = [
     "DPFedAvg",
@@ -172,13 +178,21 @@ class DPFedAvg(DPRoundsDriver, Aggregator):
             else:
                 noise_sampler = SecureNoise() if config.secure_noise else SeededNoise(int(config.seed or 0))
         self.sampler = noise_sampler
-        self.dp_rounds = DPRounds.from_config(config, secure_noise=bool(noise_sampler.secure), cohorts=cohorts)
+        self.distributed: DistributedDPRounds | None = None
+        if config.noise == "distributed":
+            self.distributed = DistributedDPRounds(config, population=population, rounds=rounds)
+            config_for_rounds = dataclasses.replace(config, ledger_path=None)  # the distributed ledger is durable
+            self.dp_rounds = DPRounds.from_config(config_for_rounds, secure_noise=self.distributed.noise.secure)
+            self.dp_rounds.cohorts = cohorts
+            self.dp_rounds.ledger = self.distributed.ledger
+        else:
+            self.dp_rounds = DPRounds.from_config(config, secure_noise=bool(noise_sampler.secure), cohorts=cohorts)
         self.noise_multiplier: float | None = config.noise_multiplier
         #: the true clipped fraction per round: a simulation diagnostic for the operator's warning
         #: (``privagg.report.dp.dp_warnings``), NOT a DP output (never in metrics, ledger or report)
         self.operator_clipped_fractions: list[float] = []
         self._sampling: Sampling | None = sampling
-        if sampling is not None and self.noise_multiplier is None:
+        if sampling is not None and self.noise_multiplier is None and self.distributed is None:
             self._calibrate(sampling)
 
     @classmethod
@@ -238,6 +252,14 @@ class DPFedAvg(DPRoundsDriver, Aggregator):
         if self._sampling is not None and self._sampling.kind != sampling.kind:
             raise ConfigurationError("the sampling scheme changed between rounds", field="sampling")
         self._sampling = sampling
+        if self.distributed is not None:  # clip, rotate, round, integer noise shares, secure sum mod 2^b
+            weights = self.client_weights(updates) if updates else np.zeros(0)
+            result = self.distributed.run(updates, weights, ctx, sampling=sampling, dim=dim, inner=self.inner)
+            self.noise_multiplier = result.metrics["dp_noise_multiplier"]  # Gaussian-equivalent, for display
+            if updates:
+                clipped = clip_updates([u.delta for u in updates], self.config.clip_norm)
+                self.operator_clipped_fractions.append(float(1.0 - clipped.unclipped.mean()))
+            return result
         z = self.noise_multiplier if self.noise_multiplier is not None else self._calibrate(sampling)
 
         # 1. budget for the worst case, before anything is computed or released; the noise split
@@ -247,7 +269,7 @@ class DPFedAvg(DPRoundsDriver, Aggregator):
         )
         mech, count_mech = plan.mechanism, plan.count_mechanism
         if n == 0:  # an empty cohort: the release is the server's noise alone
-            noisy_u = mech.release(np.zeros(dim), self.sampler)
+            noisy_u = self.empty_release(plan, dim)
             noisy_b = count_mech.release(np.zeros(1), self.sampler) if count_mech is not None else np.zeros(0)
             outcome = self.dp_rounds.finish(
                 plan, round=ctx.round, survivors=0, noised_count=float(noisy_b[0]) if noisy_b.size else math.nan
@@ -258,7 +280,7 @@ class DPFedAvg(DPRoundsDriver, Aggregator):
         res = clip_updates([u.delta for u in updates], plan.clip)
         self.operator_clipped_fractions.append(float(1.0 - res.unclipped.mean()))
         assert cfg.weighting != "examples"  # refused by DPConfig: unbounded sensitivity
-        w = client_weights([u.num_examples for u in updates], weighting=cfg.weighting, weight_cap=cfg.weight_cap)
+        w = self.client_weights(updates)
         contrib = res.clipped * w[:, None]
         centered = res.unclipped.astype(np.float64) - 0.5
 
@@ -297,6 +319,16 @@ class DPFedAvg(DPRoundsDriver, Aggregator):
         metrics = dict(inner_result.metrics) if sampling.kind == "fixed" else {}
         metrics.update(outcome.metrics)
         return AggregateResult(delta=noisy_u / outcome.denominator, participants=participants, metrics=metrics)
+
+    def client_weights(self, updates: Sequence[ClientUpdate]) -> np.ndarray:
+        """Each update's a-priori bounded weight (<= MAX_WEIGHT), the one place the weights are computed."""
+        cfg = self.config
+        assert cfg.weighting != "examples"  # refused by DPConfig: unbounded sensitivity
+        return client_weights([u.num_examples for u in updates], weighting=cfg.weighting, weight_cap=cfg.weight_cap)
+
+    def empty_release(self, plan: RoundPlan, dim: int) -> np.ndarray:
+        """What an empty cohort releases: the server's noise alone (accounted like any round)."""
+        return plan.mechanism.release(np.zeros(dim), self.sampler)
 
     def _check_inner_range(self, plan: RoundPlan) -> None:
         """Refuse client-side noise that the inner encoder would clip per coordinate.

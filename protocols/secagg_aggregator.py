@@ -27,6 +27,7 @@ from protocols.aggregation import (
     AggregateResult,
     Aggregator,
     ClientUpdate,
+    ModularSum,
     RoundContext,
     check_updates,
     register_aggregator,
@@ -175,8 +176,19 @@ class SecAggAggregator(Aggregator):
         return self._policy if self.threat is ThreatModel.ACTIVE else None
 
     def min_survivors(self, n: int) -> int:
-        """The threshold of the round's graph: the unmasking needs at least that many survivors."""
-        return n if n < 3 else min(n, self.params_for(n).threshold)
+        """The fewest survivors whose sum a round of ``n`` clients can release.
+
+        Every dropped client's key must be rebuilt from ``threshold`` shares held by surviving
+        neighbours, and a survivor neighbours at most ``degree`` clients, so ``dropped * t <=
+        survivors * k``: at least ``ceil(n t / (k + t))`` survive, and at least ``t`` (the sparse
+        graphs of SecAgg+ guarantee far more than their threshold). Assumes the whole cohort got
+        past key advertisement (the roster is the cohort).
+        """
+        if n < 3:
+            return n
+        p = self.params_for(n)
+        k, t = p.degree, p.threshold
+        return min(n, max(t, -(-n * t // (k + t))))
 
     def params_for(self, n: int) -> SecAggParams:
         """The round's parameters for a cohort of ``n`` clients."""
@@ -190,6 +202,72 @@ class SecAggAggregator(Aggregator):
             )
         assert self._policy is not None  # no override: derived
         return self._policy.required(n, self.threat, opts.value_bits)
+
+    def ring_params(self, n: int, bits: int) -> SecAggParams:
+        """The round's graph for ``n`` clients over the ring ``Z_{2^bits}``: a *modular* ring (distributed
+        DP: every input is any ring element and the sum wraps by design), the graph as for a sum."""
+        base = self.params_for(n)
+        return SecAggParams.manual(
+            num_clients=n,
+            degree=base.degree,
+            threshold=base.threshold,
+            threat=self.threat,
+            value_bits=bits,
+            modulus_bits=bits,
+            modular=True,
+        )
+
+    def modular_sum(self, vectors: Mapping[int, np.ndarray], *, bits: int, ctx: RoundContext) -> ModularSum:
+        """The secure sum mod ``2**bits`` of the clients' ring vectors (SecAgg+, bit-packed ``bits`` per value)."""
+        ids = sorted(int(c) for c in vectors)
+        n = len(ids)
+        if n < 3:
+            raise ConfigurationError("secure aggregation needs at least 3 clients in a round", field="updates")
+        params = self.ring_params(n, bits)
+        dim = int(np.asarray(vectors[ids[0]]).size)
+        n_drop = round(self.options.dropout_rate * n)
+        dropped = sorted(int(c) for c in ctx.rng.choice(ids, size=n_drop, replace=False)) if n_drop else []
+        identities = self._identities(ids) if self.threat is ThreatModel.ACTIVE else None
+        rep = run_round(
+            params,
+            client_ids=ids,
+            inputs={c: np.asarray(vectors[c], dtype=np.uint64) for c in ids},
+            dimension=dim,
+            round=ctx.round,
+            dropouts={self.drop_stage: dropped},
+            identities=identities,
+            secrets=self._secrets,
+            client_policy=self.client_policy(),
+        )
+        if rep.abort is not None or rep.sum is None:
+            raise rep.abort or ConfigurationError("secure aggregation produced no result", field="updates")
+        uploads = [rep.bytes_sent[c] for c in rep.survivors]
+        stats = SecAggRoundStats(
+            round=ctx.round,
+            clients=n,
+            threat=self.threat.value,
+            degree=params.degree,
+            threshold=params.threshold,
+            modulus_bits=params.modulus_bits,
+            survivors=len(rep.survivors),
+            dropped=len(rep.dropped),
+            clipped=0,
+            client_upload_bytes=float(np.mean(uploads)) if uploads else 0.0,
+            expansion=(float(np.mean(uploads)) / (dim * bits / 8)) if uploads else 0.0,
+            server_bytes_sent=rep.bytes_sent["server"],
+            total_bytes=sum(rep.bytes_sent.values()),
+            round_seconds=rep.round_seconds,
+            stage_seconds=dict(rep.stage_seconds),
+            server_peak_bytes=rep.server_peak_bytes,
+        )
+        self.rounds.append(stats)
+        return ModularSum(
+            sum=np.asarray(rep.sum, dtype=np.uint64) & np.uint64((1 << bits) - 1),
+            participants=tuple(rep.survivors),
+            secure=True,
+            upload_bytes=stats.client_upload_bytes,
+            metrics=stats.metrics(),
+        )
 
     def _identities(self, ids: Sequence[int]) -> tuple[dict[int, ed25519.Ed25519PrivateKey], dict[int, bytes]]:
         new = [c for c in ids if c not in self._identity_keys]

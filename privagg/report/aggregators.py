@@ -168,6 +168,35 @@ def paillier_sections(agg: PaillierAggregator) -> list[Section]:
     ]
 
 
+def _noise_line(agg: DPFedAvg) -> str:
+    cfg = agg.config
+    if agg.distributed is not None:
+        source = "integer shares from the CSPRNG" if agg.distributed.noise.secure else "SEEDED integer shares"
+        return f"distributed ({cfg.mechanism}, {cfg.bits} bits per coordinate, {source})"
+    return f"{cfg.noise}, {'secure discrete Gaussian (CSPRNG)' if agg.sampler.secure else 'SEEDED'}"
+
+
+def _multiplier_line(agg: DPFedAvg) -> str:
+    params = agg.distributed.params if agg.distributed is not None else None
+    if params is not None:
+        return f"{params.sigma / params.l2_sensitivity:.4g} (Gaussian equivalent: sigma / L2 sensitivity)"
+    return f"{agg.noise_multiplier:.4g}" if agg.noise_multiplier else "not calibrated yet"
+
+
+def _distributed_rows(agg: DPFedAvg) -> list[tuple[str, str]]:
+    """The chosen distributed-DP parameters (public, the same every round): scale, ring overflow, upload."""
+    params = agg.distributed.params if agg.distributed is not None else None
+    if params is None:
+        return []
+    return [
+        ("scale", f"{params.scale:.4g} (values to integers)"),
+        ("noise inflation", f"{params.noise_inflation:.4g}x the same mechanism's noise with unlimited bits"),
+        ("modular clipping", f"<= {params.clip_probability:.2g} per coordinate of the sum (tail bound)"),
+        ("noise shares", f"split over the {params.shares} honest survivors the protocol guarantees"),
+        ("upload", f"{params.padded} coordinates x {params.bits} bits per client"),
+    ]
+
+
 @aggregator_sections.register
 def dp_fedavg_sections(agg: DPFedAvg) -> list[Section]:
     """The DP section (guarantee, ledger, epsilon per round), then the inner aggregator's sections."""
@@ -204,12 +233,17 @@ def dp_fedavg_sections(agg: DPFedAvg) -> list[Section]:
             + (
                 f"{final_prv:.4g}"
                 if math.isfinite(final_prv)
-                else "n/a (no valid PRV bound for fixed-size sampling: refused, not approximated)"
+                else (
+                    "n/a (distributed DP: accounted by its own RDP bound only)"
+                    if agg.distributed is not None
+                    else "n/a (no valid PRV bound for fixed-size sampling: refused, not approximated)"
+                )
             ),
         ),
         ("sampling", samp.describe() if samp else "no round yet"),
-        ("noise multiplier", f"{agg.noise_multiplier:.4g}" if agg.noise_multiplier else "not calibrated yet"),
-        ("noise", f"{cfg.noise}, {'secure discrete Gaussian (CSPRNG)' if agg.sampler.secure else 'SEEDED'}"),
+        ("noise multiplier", _multiplier_line(agg)),
+        ("noise", _noise_line(agg)),
+        *_distributed_rows(agg),
         ("clipping", f"{'adaptive' if cfg.adaptive_clipping else 'fixed'}, initial C = {cfg.clip_norm:g}"),
         ("weighting", cfg.weighting),
         ("budget", f"{cfg.budget:g} ({cfg.accountant})" if cfg.budget else "none"),

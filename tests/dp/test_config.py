@@ -43,3 +43,35 @@ def test_errors_name_the_field(options: dict, field: str) -> None:
     with pytest.raises(ConfigurationError) as info:
         DPConfig.from_options(options)
     assert info.value.field == field, info.value
+
+
+def test_distributed_config() -> None:
+    c = DPConfig.from_options({"target_epsilon": 8, "noise": "distributed", "mechanism": "skellam", "bits": 14})
+    assert c.noise == "distributed" and c.mechanism == "skellam" and c.bits == 14
+    assert c.beta == pytest.approx(0.6065306597) and c.clip_probability == 1e-4
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"noise_multiplier": 1.0, "noise": "distributed"}, "dp.target_epsilon"),
+        ({"target_epsilon": 8, "noise": "distributed", "mechanism": "laplace"}, "dp.mechanism"),
+        ({"target_epsilon": 8, "noise": "distributed", "bits": 2}, "dp.bits"),
+        ({"target_epsilon": 8, "noise": "distributed", "bits": 40}, "dp.bits"),
+        ({"target_epsilon": 8, "noise": "distributed", "beta": 1.0}, "dp.beta"),
+        ({"target_epsilon": 8, "noise": "distributed", "clip_probability": 0.0}, "dp.clip_probability"),
+        ({"target_epsilon": 8, "noise": "distributed", "max_noise_inflation": 1.0}, "dp.max_noise_inflation"),
+        ({"target_epsilon": 8, "noise": "distributed", "adaptive_clipping": True}, "dp.adaptive_clipping"),
+        ({"target_epsilon": 8, "noise": "distributed", "accountant": "prv"}, "dp.accountant"),
+        (
+            {"target_epsilon": 8, "noise": "distributed", "mechanism": "skellam", "exact_sampler": True},
+            "dp.exact_sampler",
+        ),
+        ({"target_epsilon": 8, "bits": 12}, "dp.bits"),  # only with noise = "distributed"
+        ({"target_epsilon": 8, "mechanism": "skellam"}, "dp.mechanism"),
+    ],
+)
+def test_distributed_errors_name_the_field(options: dict, field: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        DPConfig.from_options(options)
+    assert info.value.field == field

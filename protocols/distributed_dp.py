@@ -1,0 +1,245 @@
+"""One DP-FedAvg round with distributed DP inside the secure sum (``[dp] noise = "distributed"``).
+
+:class:`DistributedDPRounds` is the server side that :class:`protocols.dp_fedavg.DPFedAvg` runs
+when its :class:`~dp.config.DPConfig` asks for distributed noise (:mod:`dp.distributed`):
+
+1. once, at the first round: the run's parameters from (epsilon, delta, rounds, q, cohort,
+   dimension, bits) by :func:`dp.distributed.choose_parameters`, or a refusal naming the bits
+   that work. The ring is sized for the largest cohort Poisson sampling plausibly draws
+   (``qN + 4 sqrt(qN(1-q))``), with the noise split as for the expected cohort ``qN``;
+2. each round, before anything is computed: ``t``, the fewest honest shares the inner protocol
+   guarantees for this cohort (its ``min_survivors`` less the clients that may be dishonest,
+   ``floor((1 - h) n)``; refused when a sum could hold none), and the budget checked for a sum
+   holding exactly ``t`` honest shares of ``sigma / sqrt(t)``: at least the planned noise;
+3. each client encodes (clip, rotate, scale, conditional rounding, its share ``sigma / sqrt(t)``,
+   mod ``2^b``), the inner aggregator computes the sum mod ``2^b``
+   (:meth:`~protocols.aggregation.Aggregator.modular_sum`: SecAgg+ over the ``b``-bit ring, or a
+   plain sum with ``mean``, where the server sees every vector);
+4. the round is recorded in the ledger whatever happened, with the honest survivors' shares
+   counted up to ``t`` (the effective noise after dropouts: the planned noise, or less when fewer
+   than ``t`` honest shares reached the sum; counting more than ``t`` would let epsilon reveal the
+   cohort size); a sum of fewer honest shares than promised is then withheld
+   (:class:`ProtocolAbort`). The noise the sum really carries (every survivor's share) is kept
+   operator-side in :attr:`DistributedDPRounds.stats`, never in the metrics;
+5. the server centres, unscales and rotates back, and divides by the fixed denominator ``q W``.
+
+An empty Poisson cohort releases the server's noise alone (``t`` shares of the plan), accounted.
+No exact count is published: under Poisson sampling the metrics hold no cohort size or survivors.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dp.accounting import Sampling
+from dp.clipping import MAX_WEIGHT
+from dp.config import DPConfig
+from dp.distributed import DistributedDPParams, choose_parameters
+from dp.distributed_encoding import DistributedEncoder, IntegerNoise
+from dp.ledger import PrivacyBudget, PrivacyLedger
+from dp.rounds import WITHHELD
+from privagg.errors import ConfigurationError, ProtocolAbort
+from privagg.randomness import SYSTEM_SECRETS, SecretSource
+from protocols.aggregation import AggregateResult, Aggregator, ClientUpdate, RoundContext
+
+__all__ = ["DistributedDPRounds", "DistributedRoundStats"]
+
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class DistributedRoundStats:
+    """Operator-side record of one round (upload, time, true noise): not a DP output, never in the metrics."""
+
+    round: int
+    upload_bytes: float
+    secure: bool
+    seconds: float
+    noise_std: float  # the noise the sum really carries (every survivor's share), value units
+
+
+class DistributedDPRounds:
+    """The distributed-DP server state of a run: parameters, rotation seed, ledger (module docstring)."""
+
+    def __init__(
+        self,
+        config: DPConfig,
+        *,
+        population: int | None,
+        rounds: int | None,
+        secrets: SecretSource = SYSTEM_SECRETS,
+        noise: IntegerNoise | None = None,
+    ) -> None:
+        if config.noise != "distributed":
+            raise ConfigurationError("not a distributed-DP configuration", field="dp.noise")
+        self.config = config
+        self.population = population
+        self.rounds = rounds
+        budget = PrivacyBudget(epsilon=config.budget, delta=config.delta) if config.budget else None
+        # RDP from each mechanism's own bound; the PRV accountant has none for these rounds (reads nan)
+        self.ledger = PrivacyLedger(delta=config.delta, accountants=("rdp", "prv"), budget=budget)
+        if config.ledger_path is not None and os.path.exists(config.ledger_path):
+            self.ledger.load(config.ledger_path)  # a restarted server keeps composing what it released
+        if noise is None:
+            noise = IntegerNoise(exact=config.exact_sampler) if config.secure_noise else IntegerNoise(seed=config.seed)
+        self.noise = noise
+        #: the public seed of the rotations (every client and the server share it; no secret)
+        self.rotation_seed = secrets.token_bytes(32)
+        self.params: DistributedDPParams | None = None
+        self.stats: list[DistributedRoundStats] = []
+
+    def dishonest(self, cohort: int) -> int:
+        return math.floor((1.0 - self.config.honest_fraction) * cohort + _EPS)
+
+    def honest_min(self, inner: Aggregator, cohort: int) -> int:
+        """The fewest honest noise shares in a sum the inner protocol releases for ``cohort`` clients."""
+        return int(inner.min_survivors(cohort)) - self.dishonest(cohort)
+
+    def plan(self, sampling: Sampling, dim: int, inner: Aggregator) -> DistributedDPParams:
+        """The run's parameters (chosen at the first round; refused with the bits that work)."""
+        if self.params is not None:
+            if self.params.dim != dim:
+                raise ConfigurationError(f"update length changed from {self.params.dim} to {dim}", field="updates")
+            return self.params
+        cfg = self.config
+        if sampling.kind != "poisson":
+            raise ConfigurationError(
+                "distributed DP is accounted for Poisson sampling only",
+                field="federation.sampling",
+                accepted=["poisson"],
+            )
+        if self.rounds is None or sampling.population is None:
+            raise ConfigurationError("distributed DP needs the number of rounds and the population", field="dp.rounds")
+        n_exp = sampling.rate * sampling.population
+        spread = 4.0 * math.sqrt(n_exp * (1.0 - sampling.rate))
+        cohort = max(1, min(sampling.population, math.ceil(n_exp + spread)))
+        # the noise split is re-derived every round from that round's cohort; the plan assumes the expected one
+        typical = max(1, round(n_exp))
+        shares = max(1, min(self.honest_min(inner, typical), cohort))
+        assert cfg.target_epsilon is not None  # DPConfig: distributed DP needs target_epsilon
+        self.params = choose_parameters(
+            mechanism=cfg.mechanism,
+            bits=cfg.bits,
+            clip=cfg.clip_norm,
+            dim=dim,
+            epsilon=cfg.target_epsilon,
+            delta=cfg.delta,
+            rounds=self.rounds,
+            sampling_rate=sampling.rate,
+            cohort=cohort,
+            shares=shares,
+            beta=cfg.beta,
+            clip_probability=cfg.clip_probability,
+            max_inflation=cfg.max_noise_inflation,
+        )
+        return self.params
+
+    def run(
+        self,
+        updates: Sequence[ClientUpdate],
+        weights: np.ndarray,
+        ctx: RoundContext,
+        *,
+        sampling: Sampling,
+        dim: int,
+        inner: Aggregator,
+    ) -> AggregateResult:
+        p = self.plan(sampling, dim, inner)
+        n = len(updates)
+        t = p.shares if n == 0 else self.honest_min(inner, n)
+        if t < 1:
+            raise ProtocolAbort(
+                f"the inner aggregation may release a sum of {inner.min_survivors(n)} survivors, up to "
+                f"{self.dishonest(n)} of them dishonest: no honest noise share guaranteed",
+                stage="dp-plan",
+                party="server",
+            )
+        planned = p.rdp_mechanism(t, t)
+        self.ledger.check(noise_multiplier=planned.noise_multiplier, sampling=sampling, mechanism=planned)
+        encoder = DistributedEncoder.for_round(p, seed=self.rotation_seed, round=ctx.round)
+        start = time.perf_counter()
+        if n == 0:  # an empty cohort: the server's noise alone, t shares as planned
+            noise = sum(
+                (self.noise.share(p.mechanism, p.sigma / math.sqrt(t), p.padded, self.noise.words()) for _ in range(t)),
+                np.zeros(p.padded, dtype=np.int64),
+            )
+            ring = noise.astype(np.uint64) & np.uint64(p.modulus - 1)
+            participants: tuple[int, ...] = ()
+            upload, secure, honest = 0.0, True, t
+        else:
+            vectors = {
+                u.client_id: encoder.encode(u.delta, self.noise, weight=float(w), shares=t)
+                for u, w in zip(updates, weights, strict=True)
+            }
+            released = inner.modular_sum(vectors, bits=p.bits, ctx=ctx)
+            ring, participants = released.sum, tuple(released.participants)
+            upload, secure = released.upload_bytes, released.secure
+            survivors = len(set(participants) & set(vectors))
+            honest = survivors - self.dishonest(n)
+        seconds = time.perf_counter() - start
+        true_std = p.effective_noise_std(max(honest, 0) + self.dishonest(n), t)
+        self.stats.append(DistributedRoundStats(ctx.round, upload, secure, seconds, true_std))
+
+        # accounted: the honest shares, at most t (more would reveal the cohort size through epsilon)
+        counted = min(honest, t)
+        mech = p.rdp_mechanism(counted, t) if counted >= 1 else None
+        noise_std = p.effective_noise_std(counted, t) if counted >= 1 else 0.0
+        info: dict[str, Any] = {
+            "noise_mechanism": p.mechanism,
+            "bits": p.bits,
+            "clip_norm": p.clip,
+            "clipped_fraction": WITHHELD,
+            "noise_std": noise_std,
+            "sensitivity": p.l2_sensitivity / p.scale,
+            "cohort": "withheld",
+            "participants": "withheld",
+        }
+        entry = self.ledger.record(
+            round=ctx.round,
+            noise_multiplier=mech.noise_multiplier if mech is not None else 0.0,  # 0: released without a guarantee
+            sampling=sampling,
+            mechanism=mech,
+            **info,
+        )
+        if self.config.ledger_path is not None:
+            self.ledger.save(self.config.ledger_path)
+        if honest < t:
+            raise ProtocolAbort(
+                f"the inner aggregation released a sum with fewer honest noise shares than it allows ({t}): "
+                "recorded; aggregate withheld",
+                stage="dp-noise",
+                party="server",
+            )
+        total_weight = self.config.total_weight or (sampling.population or n) * MAX_WEIGHT
+        denominator = sampling.rate * total_weight
+        delta = encoder.decode(ring) / denominator
+        metrics: dict[str, Any] = {
+            "dp_epsilon_rdp": entry.epsilon.get("rdp", math.nan),
+            "dp_epsilon_prv": math.nan,
+            "dp_delta": self.ledger.delta,
+            "dp_noise": "distributed",
+            "dp_mechanism": p.mechanism,
+            "dp_bits": p.bits,
+            "dp_scale": p.scale,
+            "dp_clip_norm": p.clip,
+            "dp_noise_multiplier": p.sigma / p.l2_sensitivity,
+            "dp_noise_multiplier_effective": mech.noise_multiplier if mech is not None else 0.0,
+            "dp_noise_std_planned": p.noise_std_value,
+            "dp_noise_std": noise_std,
+            "dp_noise_std_on_mean": noise_std / denominator,
+            "dp_noise_inflation": p.noise_inflation,
+            "dp_ring_overflow_bound": p.overflow_bound(p.cohort),  # the plan's cohort: the true one is not public
+            "dp_upload_bytes": p.upload_bytes,
+            "dp_secure_sum": secure,
+            "dp_denominator": denominator,
+        }
+        if sampling.population is not None:
+            metrics["dp_delta_times_population"] = self.ledger.delta * sampling.population
+        return AggregateResult(delta=delta, participants=participants, metrics=metrics)

@@ -1,0 +1,37 @@
+"""The audit of a distributed-DP deployment: the parameters the run would choose, or its refusal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from privagg.audit import AuditConfig
+from privagg.audit.engine import check_dp
+
+
+def _cfg(dp: dict[str, Any], **deployment: Any) -> AuditConfig:
+    dep = {"num_clients": 1000, "model_params": 650, "threat": "active", **deployment}
+    base = {"noise": "distributed", "target_epsilon": 8.0, "sampling_rate": 0.2, "rounds": 40, "clip_norm": 0.5}
+    return AuditConfig.from_mapping({"protocol_attacks": False, "deployment": dep, "dp": {**base, **dp}})
+
+
+def test_distributed_plan_is_audited() -> None:
+    findings, budget = check_dp(_cfg({"mechanism": "skellam", "bits": 16}))
+    by_id = {f.id: f for f in findings}
+    assert by_id["dp.budget"].severity == "pass" and "PRV n/a" in by_id["dp.budget"].detail
+    assert by_id["dp.distributed"].severity == "pass" and "16 bits" in by_id["dp.distributed"].title
+    assert budget is not None and budget.epsilon["rdp"][-1] <= 8.0 and "prv" not in budget.epsilon
+    assert "dp.distributed.trust" not in by_id  # a secure sum
+
+
+def test_too_few_bits_fail_naming_the_bits_that_work() -> None:
+    findings, budget = check_dp(_cfg({"bits": 6}))
+    assert budget is None
+    assert findings[0].id == "dp.distributed" and findings[0].severity == "fail"
+    assert "use bits >=" in findings[0].detail
+
+
+def test_plain_aggregation_and_fixed_sampling_are_flagged() -> None:
+    findings, _ = check_dp(_cfg({}, aggregation="plain"))
+    assert any(f.id == "dp.distributed.trust" and f.severity == "warn" for f in findings)
+    findings, _ = check_dp(_cfg({"sampling": "fixed"}))
+    assert findings[0].severity == "fail" and "Poisson" in findings[0].detail
