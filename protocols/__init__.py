@@ -7,7 +7,8 @@
 - aggregators: secure aggregation (:mod:`protocols.secagg_aggregator`), packed threshold
   Paillier (:mod:`protocols.paillier`), DP-FedAvg (:mod:`protocols.dp_fedavg`), robust
   rules (:mod:`protocols.robust`); Flower adapters in :mod:`protocols.flower` (extra
-  ``privagg[flower]``).
+  ``privagg[flower]``);
+- split learning (vanilla, U-shaped, sequential and SplitFed clients) in :mod:`protocols.split`.
 
 Importing the package loads the built-in aggregators, so the registry
 (:data:`protocols.aggregation.AGGREGATORS`) is complete after ``import protocols`` or the
@@ -27,5 +28,6 @@ __all__ = [
     "partition",
     "robust",
     "secagg_aggregator",
+    "split",
     "training",
 ]

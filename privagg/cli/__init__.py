@@ -1,4 +1,4 @@
-"""The ``privagg`` command: ``run``, ``audit``, ``bench``, ``attack``, ``evaluate``.
+"""The ``privagg`` command: ``run``, ``audit``, ``bench``, ``attack``, ``evaluate``, ``split``.
 
 Each sub-command lives in its own module exposing ``add_parser(subparsers)``; the parser
 it adds sets ``func(args) -> int``. Bad input becomes one clear line on stderr and exit
@@ -20,7 +20,7 @@ from privagg.errors import ConfigurationError, PrivAggError
 __all__ = ["main", "build_parser", "command_line", "utc_now"]
 
 # Top-level sub-commands, in help order.
-_COMMANDS = ("run", "audit", "bench", "attack", "evaluate")
+_COMMANDS = ("run", "audit", "bench", "attack", "evaluate", "split")
 
 _EXAMPLES = """examples:
   privagg run                          # the main job; report in privagg-report/
@@ -30,6 +30,7 @@ _EXAMPLES = """examples:
   privagg attack idlg --defense secagg
   privagg bench secagg --clients 100 --params 100000 --dropout 0.1
   privagg evaluate robustness --rounds 5
+  privagg split attack --seeds 0,1,2   # split learning: label leakage x defenses
 
 `privagg COMMAND --help` shows each command's options and examples."""
 
