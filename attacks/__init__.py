@@ -6,7 +6,18 @@ and the :class:`~attacks.registry.Attack` / :class:`~attacks.registry.AttackResu
 Importing this package imports every attack module, so :data:`ATTACKS` is complete.
 """
 
-from attacks import inversion, membership, poisoning, property, protocol  # noqa: F401  (register their attacks)
+from attacks import (  # noqa: F401  (register their attacks)
+    disaggregation,
+    fedavg_inversion,
+    imprint,
+    inversion,
+    membership,
+    poisoning,
+    property,
+    protocol,
+    split,
+    update_membership,
+)
 from attacks.registry import ATTACKS, DEFENSES, Adversary, Attack, AttackCase, AttackResult, Defense, register_attack
 
 __all__ = ["ATTACKS", "DEFENSES", "Adversary", "Attack", "AttackCase", "AttackResult", "Defense", "register_attack"]

@@ -4,9 +4,13 @@ The attacks registered here (``dlg``, ``idlg``, ``inverting-gradients``, ``linea
 run the algorithms of :mod:`attacks.reconstruction` on an :class:`~attacks.registry.AttackCase`:
 a federation of ``num_clients`` clients each sends one FedSGD step on a batch of
 ``batch_size`` of its own images; the server sees the target's update (``defense="none"``)
-or only what the defense releases (the secure aggregate, the DP-noised aggregate). Each
-returns an :class:`InversionResult`: metrics against baselines (what knowing nothing about
-the individual scores) plus the originals and reconstructions a report draws.
+or only what the defense releases (the secure aggregate, the DP-noised aggregate). The
+aggregate of the cohort's FedSGD steps *is* the gradient of one batch of all their
+examples, so under those defenses the attack inverts a batch of the cohort's size and
+reports both the cohort's and the target's images. Image metrics are medians and the
+fraction of images recovered (PSNR >= 25 dB), never means of capped PSNRs. Each returns an
+:class:`InversionResult`: metrics against baselines (what knowing nothing about the
+individual scores) plus the originals and reconstructions a report draws.
 """
 
 from __future__ import annotations
@@ -19,13 +23,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from attacks.metrics import psnr, ssim
+from attacks.metrics import RECOVERED_PSNR, image_recovery_metrics, psnr, ssim
 from attacks.reconstruction import (
     Reconstruction,
+    cocktail_party,
     dlg,
+    first_layer_gradient,
     inverting_gradients,
     linear_leakage,
     match_reconstructions,
+    match_subset,
     reconstruction_metrics,
     recover_labels,
 )
@@ -35,6 +42,7 @@ from privagg.randomness import torch_generator
 
 __all__ = [
     "DLG",
+    "CocktailParty",
     "IDLG",
     "InversionAttack",
     "InversionResult",
@@ -88,50 +96,119 @@ class InversionAttack(Attack):
     ) -> Reconstruction:
         raise NotImplementedError
 
-    def _labels(self, case: AttackCase, model: nn.Module, observed: list[torch.Tensor], true: np.ndarray) -> np.ndarray:
+    def _labels(
+        self, case: AttackCase, model: nn.Module, observed: list[torch.Tensor], true: np.ndarray, batch: int
+    ) -> np.ndarray:
         if case.adversary.knows_labels:
             return np.sort(true)
-        return recover_labels(model, observed, batch_size=case.batch_size)
+        return recover_labels(model, observed, batch_size=batch)
 
     def run(self, case: AttackCase, *, progress: bool = False) -> InversionResult:
         t0 = time.perf_counter()
         obs = inversion_observation(case)
         observed = [torch.as_tensor(g) for g in obs.gradients]
-        labels = self._labels(case, obs.model, observed, obs.labels)
+        # Under secure / DP aggregation the server holds the mean of the cohort's FedSGD steps:
+        # the gradient of one batch of every client's examples. It inverts *that* batch.
+        cohort = not case.defense_spec.exposes_updates
+        originals = obs.cohort_images if cohort else obs.images
+        true_labels = obs.cohort_labels if cohort else obs.labels
+        batch = len(originals)
+        labels = self._labels(case, obs.model, observed, true_labels, batch)
         rec = self.reconstruct(
             obs.model,
             observed,
             input_shape=obs.input_shape,
             num_classes=obs.num_classes,
-            batch_size=case.batch_size,
+            batch_size=batch,
             labels=labels,
             generator=torch_generator(case.seed, "attack", self.name),
         )
-        metrics = reconstruction_metrics(obs.images, rec.x, obs.labels, rec.labels)
+        metrics = reconstruction_metrics(originals, rec.x, true_labels, rec.labels)
+        matched = match_reconstructions(originals, rec.x)
+        metrics.update(image_recovery_metrics(originals, matched))
+        # the target's own images, each matched to its best reconstruction (one-to-one)
+        target_matched = match_subset(obs.images, rec.x)
+        metrics.update(image_recovery_metrics(obs.images, target_matched, prefix="target_"))
         metrics.update(_baselines(obs.images, obs.labels, obs.dataset_images, obs.dataset_labels, case.seed))
-        if len(obs.cohort_images) > len(obs.images):
-            # Did the attack rebuild *someone's* image (not the target's)? Best match over the cohort.
-            metrics["cohort_best_psnr"] = max(psnr(c[None], r[None]) for c in obs.cohort_images for r in rec.x)
+        metrics["inverted_batch"] = float(batch)
         metrics["grad_loss"] = rec.grad_loss
+        closed_form = batch == 1 and _first_layer_has_bias(obs.model)
+        threat = (
+            f"Threat model: honest-but-curious server, knows the architecture and the public learning rate"
+            f"{', and the labels' if case.adversary.knows_labels else ''}. It observes {obs.description}"
+            + (f" and inverts it as one batch of {batch} images (the cohort's)." if cohort else ".")
+        )
+        note = (
+            " Closed-form case: batch 1 through a first linear layer with bias is solved exactly "
+            "(x = dW1[i] / db1[i]); the figure measures the model's exposure, not the optimiser."
+            if closed_form
+            else ""
+        )
         return InversionResult(
             attack=self.name,
             case=case,
             metrics=metrics,
-            originals=obs.images,
-            reconstructions=match_reconstructions(obs.images, rec.x),
-            true_labels=obs.labels,
+            originals=originals,
+            reconstructions=matched,
+            true_labels=true_labels,
             data={
+                "threat_model": threat,
                 "observation": obs.description,
+                "inverted": "cohort batch" if cohort else "target's batch",
+                "closed_form": closed_form,
                 "recovered_labels": rec.labels,
-                "true_labels": obs.labels,
+                "true_labels": true_labels,
                 "iterations": rec.iterations,
             },
             seconds=time.perf_counter() - t0,
             text=(
-                f"The server observes {obs.description}. Random-image baseline: PSNR "
+                f"{threat}{note} Median PSNR {metrics['psnr_median']:.1f} dB, "
+                f"{int(metrics['images_recovered'])}/{batch} images recovered (PSNR >= {RECOVERED_PSNR:.0f} dB); "
+                f"the target's images: median {metrics['target_psnr_median']:.1f} dB. Random-image baseline: PSNR "
                 f"{metrics['random_image_psnr']:.1f} dB."
             ),
         )
+
+
+@register_attack("cocktail-party")
+class CocktailParty(InversionAttack):
+    """The ICA core of the Cocktail Party Attack (Kariyappa et al. 2023) on the first linear layer's gradient.
+
+    For a batch, ``dL/dW1 = D X``: every row is a mixture of the batch's images. Independent
+    component analysis (plain FastICA) unmixes ``batch`` sources; each is an image up to sign
+    and scale, fixed here by the prior that images have a dark background (median pixel near
+    the minimum) and rescaled to ``[0, 1]``. The paper's extra priors (total variation, a
+    decorrelation penalty) are not implemented. Measured: on digits and mnist-5k the sources stay
+    mixtures of the batch (best |correlation| 0.6-0.9 with the real images, PSNR 7-15 dB at batch
+    4-10): digit images share too much structure to be independent sources for plain ICA.
+    """
+
+    description = "ICA core of the Cocktail Party Attack (Kariyappa et al. 2023), plain FastICA, no extra priors"
+
+    def reconstruct(
+        self,
+        model: nn.Module,
+        observed: list[torch.Tensor],
+        *,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        batch_size: int,
+        labels: np.ndarray,
+        generator: torch.Generator,
+    ) -> Reconstruction:
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        x = cocktail_party(first_layer_gradient(model, observed), batch_size, seed=seed)
+        return Reconstruction(
+            x=x.reshape((batch_size, *input_shape)).astype(np.float32),
+            labels=np.asarray(labels),
+            grad_loss=float("nan"),
+            iterations=0,
+        )
+
+
+def _first_layer_has_bias(model: nn.Module) -> bool:
+    params = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    return bool(params) and isinstance(params[0], nn.Linear) and params[0].bias is not None
 
 
 @register_attack("dlg")
@@ -151,7 +228,9 @@ class DLG(InversionAttack):
     ) -> None:
         super().__init__(iterations=iterations, restarts=restarts, lr=lr, tv_weight=tv_weight)
 
-    def _labels(self, case: AttackCase, model: nn.Module, observed: list[torch.Tensor], true: np.ndarray) -> np.ndarray:
+    def _labels(
+        self, case: AttackCase, model: nn.Module, observed: list[torch.Tensor], true: np.ndarray, batch: int
+    ) -> np.ndarray:
         return np.sort(true) if case.adversary.knows_labels else np.zeros(0, dtype=np.int64)
 
     def reconstruct(
@@ -193,8 +272,10 @@ class IDLG(DLG):
     description = "iDLG (Zhao et al. 2020): analytic labels from the last layer + DLG on the inputs"
     label_mode = "recover"
 
-    def _labels(self, case: AttackCase, model: nn.Module, observed: list[torch.Tensor], true: np.ndarray) -> np.ndarray:
-        return InversionAttack._labels(self, case, model, observed, true)
+    def _labels(
+        self, case: AttackCase, model: nn.Module, observed: list[torch.Tensor], true: np.ndarray, batch: int
+    ) -> np.ndarray:
+        return InversionAttack._labels(self, case, model, observed, true, batch)
 
 
 @register_attack("inverting-gradients")

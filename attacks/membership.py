@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -74,7 +74,8 @@ class MembershipScores:
     """Outputs of ``K`` models on ``N`` population examples and who was a member of what.
 
     ``logits``: ``(K, N, C)``; ``labels``: ``(N,)``; ``members``: ``(K, N)`` bool;
-    ``accuracies``: per model (train, test) accuracy.
+    ``accuracies``: per model (train, test) accuracy; ``reference_test_accuracy``: test accuracy
+    of undefended models on the same splits (empty when the case has no defense).
     """
 
     logits: np.ndarray
@@ -83,6 +84,7 @@ class MembershipScores:
     train_accuracy: np.ndarray
     test_accuracy: np.ndarray
     description: str = ""
+    reference_test_accuracy: np.ndarray = field(default_factory=lambda: np.empty(0))
 
     @property
     def num_models(self) -> int:
@@ -174,6 +176,29 @@ def shadow_model_scores(s: MembershipScores, targets: np.ndarray, *, seed: int =
     return out
 
 
+class _ProgressBar:
+    """A transient progress bar (rich, like the FedAvg loop's) over the experiment's model trainings."""
+
+    def __init__(self, total: int, description: str) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._prog = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            transient=True,
+        )
+        self._prog.start()
+        self._task = self._prog.add_task(description, total=total)
+
+    def advance(self) -> None:
+        self._prog.update(self._task, advance=1)
+
+    def stop(self) -> None:
+        self._prog.stop()
+
+
 def collect_membership_scores(case: AttackCase, *, progress: bool = False) -> MembershipScores:
     """Train the ``num_models`` federated models of the experiment and record their outputs.
 
@@ -210,7 +235,7 @@ def collect_membership_scores(case: AttackCase, *, progress: bool = False) -> Me
         raise ConfigurationError(f"population {pop_size} > {len(y_all)} examples", field="options.population")
     pop = np.sort(rng.choice(len(y_all), pop_size, replace=False))
     x, y = x_all[pop], y_all[pop]
-    train = TrainConfig(
+    train_cfg = TrainConfig(
         epochs=int(case.option("local_epochs", 12)),
         batch_size=int(case.option("local_batch", 16)),
         lr=float(case.option("lr", 0.5)),
@@ -220,7 +245,8 @@ def collect_membership_scores(case: AttackCase, *, progress: bool = False) -> Me
     members = np.zeros((num_models, pop_size), dtype=bool)
     tr_acc = np.empty(num_models)
     te_acc = np.empty(num_models)
-    for k in range(num_models):
+
+    def train(k: int, c: AttackCase) -> tuple[Any, Any, np.ndarray, np.ndarray]:
         mrng = simulation_rng(case.seed, "membership", "model", k)
         inn = mrng.random(pop_size) < 0.5
         idx_in = np.flatnonzero(inn)
@@ -236,8 +262,8 @@ def collect_membership_scores(case: AttackCase, *, progress: bool = False) -> Me
             kind=base.kind,
         )
         cfg = make_run_config(
-            case.with_(seed=case.seed * 1000 + k),
-            train=train,
+            c.with_(seed=case.seed * 1000 + k),
+            train=train_cfg,
             rounds=rounds,
             dp_clip=float(case.option("dp_clip", 1.0)),
         )
@@ -245,6 +271,12 @@ def collect_membership_scores(case: AttackCase, *, progress: bool = False) -> Me
         sim.run(progress=False)
         model = sim.model
         set_flat_params(model, sim.global_params)
+        return model, sim, inn, idx_in
+
+    n_ref = 0 if case.defense == "none" else min(num_models, int(case.option("reference_models", 2)))
+    bar = _ProgressBar(num_models + n_ref, f"membership: training {num_models} models") if progress else None
+    for k in range(num_models):
+        model, sim, inn, idx_in = train(k, case)
         if target_model == "client":
             upd = sim.train_client(target, sim.global_params, round=rounds + 1)
             set_flat_params(model, sim.global_params + upd.delta)
@@ -256,12 +288,29 @@ def collect_membership_scores(case: AttackCase, *, progress: bool = False) -> Me
         logits[k] = predict_logits(model, x)
         tr_acc[k] = evaluate(model, x[members[k]], y[members[k]])[0]
         te_acc[k] = evaluate(model, x[~inn], y[~inn])[0]
+        if bar is not None:
+            bar.advance()
+    # the undefended reference: the same splits and training without the defense (utility cost)
+    ref_acc = np.empty(n_ref)
+    for k in range(n_ref):
+        model, _, inn, _ = train(k, case.with_(defense="none"))
+        ref_acc[k] = evaluate(model, x[~inn], y[~inn])[0]
+        if bar is not None:
+            bar.advance()
+    if bar is not None:
+        bar.stop()
     desc = (
         f"{num_models} FedAvg models ({case.num_clients} clients, {rounds} rounds, defense {case.defense}), "
         f"each trained on a random half of {pop_size} {case.dataset} examples; target: {target_model} model"
     )
     return MembershipScores(
-        logits=logits, labels=y, members=members, train_accuracy=tr_acc, test_accuracy=te_acc, description=desc
+        logits=logits,
+        labels=y,
+        members=members,
+        train_accuracy=tr_acc,
+        test_accuracy=te_acc,
+        description=desc,
+        reference_test_accuracy=ref_acc,
     )
 
 
@@ -304,6 +353,10 @@ class MembershipAttack(Attack):
         metrics["model_train_accuracy"] = float(np.mean(s.train_accuracy))
         metrics["model_test_accuracy"] = float(np.mean(s.test_accuracy))
         metrics["tpr@1%fpr / fpr"] = metrics["tpr@1%fpr"] / 0.01
+        if s.reference_test_accuracy.size:
+            metrics["undefended_test_accuracy"] = float(np.mean(s.reference_test_accuracy))
+            gap = metrics["undefended_test_accuracy"] - metrics["model_test_accuracy"]
+            metrics["utility_gap_points"] = 100.0 * gap
         target_model = str(case.option("target_model", "global"))
         return MembershipResult(
             attack=self.name,
@@ -317,6 +370,10 @@ class MembershipAttack(Attack):
                 "target_model": target_model,
                 "pairs": int(lb.size),
                 "members": int(lb.sum()),
+                "threat_model": (
+                    "Threat model: anyone holding the trained model (black-box logits) and data from the same "
+                    f"distribution for {s.num_models - 1} shadow models; target: the {target_model} model."
+                ),
             },
             seconds=time.perf_counter() - t0,
             text=s.description,

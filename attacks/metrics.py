@@ -1,8 +1,11 @@
 """Attack metrics: image reconstruction quality and membership/property classification.
 
 Images are float arrays in ``[0, 1]`` shaped ``(H, W)``, ``(C, H, W)`` or batched
-``(N, C, H, W)`` (batched metrics average over the batch). Scores are "higher means
-member / has the property".
+``(N, C, H, W)``. A batch is summarised by its *median* image (never a mean of capped
+per-image PSNRs: one exact image and one at 11 dB are not "55.8 dB") and by the fraction of
+images recovered (:data:`RECOVERED_PSNR`). Scores are "higher means member / has the
+property". :func:`seed_interval` and :func:`auc_interval` give the confidence intervals the
+figures quote.
 """
 
 from __future__ import annotations
@@ -15,6 +18,12 @@ import numpy as np
 from privagg.errors import ConfigurationError
 
 __all__ = [
+    "RECOVERED_PSNR",
+    "auc_interval",
+    "image_recovery_metrics",
+    "psnr_per_image",
+    "seed_interval",
+    "ssim_per_image",
     "mse",
     "psnr",
     "ssim",
@@ -52,18 +61,27 @@ def mse(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean((x - y) ** 2))
 
 
-def psnr(a: np.ndarray, b: np.ndarray, *, data_range: float = 1.0, max_db: float = 100.0) -> float:
-    """Peak signal-to-noise ratio in dB, averaged over the images of a batch.
+#: PSNR (dB) from which a reconstructed image counts as recovered (the issue's criterion)
+RECOVERED_PSNR = 25.0
 
-    A perfect reconstruction is capped at ``max_db`` instead of ``inf``.
-    """
+
+def psnr_per_image(a: np.ndarray, b: np.ndarray, *, data_range: float = 1.0, max_db: float = 100.0) -> np.ndarray:
+    """Peak signal-to-noise ratio in dB of each image pair; a perfect one is capped at ``max_db``."""
     x, y = _pair(a, b)
     xs, ys = _per_image(x), _per_image(y)
     vals = []
     for xi, yi in zip(xs, ys):
         m = float(np.mean((xi - yi) ** 2))
         vals.append(max_db if m <= 0 else min(max_db, 10.0 * math.log10(data_range**2 / m)))
-    return float(np.mean(vals))
+    return np.asarray(vals, dtype=np.float64)
+
+
+def psnr(a: np.ndarray, b: np.ndarray, *, data_range: float = 1.0, max_db: float = 100.0) -> float:
+    """Median PSNR (dB) over the images of a batch (one image: its PSNR).
+
+    The median, not the mean: a capped exact image must not lift a failed one.
+    """
+    return float(np.median(psnr_per_image(a, b, data_range=data_range, max_db=max_db)))
 
 
 def _gaussian_window(size: int, sigma: float) -> np.ndarray:
@@ -81,7 +99,14 @@ def _filter_valid(img: np.ndarray, win: np.ndarray) -> np.ndarray:
 
 
 def ssim(a: np.ndarray, b: np.ndarray, *, data_range: float = 1.0, win_size: int = 7, sigma: float = 1.5) -> float:
-    """Structural similarity (Wang et al. 2004), Gaussian window, averaged over channels and images.
+    """Median structural similarity over the images of a batch (see :func:`ssim_per_image`)."""
+    return float(np.median(ssim_per_image(a, b, data_range=data_range, win_size=win_size, sigma=sigma)))
+
+
+def ssim_per_image(
+    a: np.ndarray, b: np.ndarray, *, data_range: float = 1.0, win_size: int = 7, sigma: float = 1.5
+) -> np.ndarray:
+    """Structural similarity (Wang et al. 2004) of each image pair, Gaussian window, mean over channels.
 
     The window shrinks (odd, >= 3) to fit small images such as 8x8 digits.
     """
@@ -98,6 +123,7 @@ def ssim(a: np.ndarray, b: np.ndarray, *, data_range: float = 1.0, win_size: int
     c2 = (0.03 * data_range) ** 2
     vals = []
     for xi, yi in zip(xs, ys):
+        per_channel = []
         for xc, yc in zip(xi, yi):
             mx, my = _filter_valid(xc, win), _filter_valid(yc, win)
             sxx = _filter_valid(xc * xc, win) - mx * mx
@@ -105,8 +131,54 @@ def ssim(a: np.ndarray, b: np.ndarray, *, data_range: float = 1.0, win_size: int
             sxy = _filter_valid(xc * yc, win) - mx * my
             num = (2 * mx * my + c1) * (2 * sxy + c2)
             den = (mx * mx + my * my + c1) * (sxx + syy + c2)
-            vals.append(float(np.mean(num / den)))
-    return float(np.mean(vals))
+            per_channel.append(float(np.mean(num / den)))
+        vals.append(float(np.mean(per_channel)))
+    return np.asarray(vals, dtype=np.float64)
+
+
+def image_recovery_metrics(originals: np.ndarray, recon: np.ndarray, *, prefix: str = "") -> dict[str, float]:
+    """Median PSNR / SSIM and the fraction of images recovered (PSNR >= :data:`RECOVERED_PSNR`).
+
+    ``recon[i]`` is the reconstruction matched to ``originals[i]``. Keys (after ``prefix``):
+    ``psnr_median``, ``ssim_median`` (NaN for images under 3x3), ``fraction_recovered``,
+    ``images``, ``images_recovered``.
+    """
+    p = psnr_per_image(originals, recon)
+    x = _per_image(np.asarray(originals))
+    s = ssim_per_image(originals, recon) if min(x.shape[-2:]) >= 3 else np.full(len(p), np.nan)
+    hit = int(np.count_nonzero(p >= RECOVERED_PSNR))
+    return {
+        f"{prefix}psnr_median": float(np.median(p)),
+        f"{prefix}ssim_median": float(np.median(s)),
+        f"{prefix}fraction_recovered": hit / len(p),
+        f"{prefix}images": float(len(p)),
+        f"{prefix}images_recovered": float(hit),
+    }
+
+
+def seed_interval(values: np.ndarray | list[float], *, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean and Student-t confidence interval ``(mean, low, high)`` of per-seed values (needs >= 2)."""
+    from scipy.stats import t as student_t
+
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size < 2:
+        raise ConfigurationError("a confidence interval needs at least 2 seeds", field="seeds")
+    m = float(np.mean(v))
+    half = float(student_t.ppf(0.5 + confidence / 2, v.size - 1) * np.std(v, ddof=1) / math.sqrt(v.size))
+    return m, m - half, m + half
+
+
+def auc_interval(auc: float, n_pos: int, n_neg: int, *, confidence: float = 0.95) -> tuple[float, float]:
+    """Normal confidence interval of an ROC AUC from its Hanley-McNeil (1982) standard error."""
+    from scipy.stats import norm
+
+    if n_pos < 1 or n_neg < 1:
+        raise ConfigurationError("need both positive and negative examples", field="labels")
+    a = min(max(auc, 1e-9), 1 - 1e-9)
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (n_pos * n_neg)
+    half = float(norm.ppf(0.5 + confidence / 2) * math.sqrt(max(var, 0.0)))
+    return max(0.0, auc - half), min(1.0, auc + half)
 
 
 def label_accuracy(true: np.ndarray, recovered: np.ndarray) -> float:

@@ -31,10 +31,13 @@ from privagg.errors import ConfigurationError
 
 __all__ = [
     "Reconstruction",
+    "cocktail_party",
+    "first_layer_gradient",
     "dlg",
     "inverting_gradients",
     "linear_leakage",
     "match_reconstructions",
+    "match_subset",
     "model_gradients",
     "recover_labels",
     "reconstruction_metrics",
@@ -283,6 +286,36 @@ def linear_leakage(
     return Reconstruction(x=x.astype(np.float32), labels=np.asarray(labels), grad_loss=float("nan"), iterations=0)
 
 
+def first_layer_gradient(model: nn.Module, observed: Sequence[torch.Tensor]) -> np.ndarray:
+    """The observed gradient of the model's first linear layer's weight, ``(units, inputs)``."""
+    lin = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not lin:
+        raise ConfigurationError("needs a first fully connected layer", field="model")
+    return torch.as_tensor(observed[_param_index(model, lin[0].weight)]).double().numpy()
+
+
+def cocktail_party(grad_weight: np.ndarray, batch_size: int, *, seed: int) -> np.ndarray:
+    """Cocktail Party Attack: FastICA on the rows of a first-layer weight gradient, ``batch_size``
+    sources, each signed (dark background: median pixel nearer the minimum) and scaled to ``[0, 1]``.
+    Returns ``(batch_size, inputs)``."""
+    from sklearn.decomposition import FastICA
+
+    g = np.asarray(grad_weight, dtype=np.float64)
+    if g.shape[0] < batch_size:
+        raise ConfigurationError(f"{g.shape[0]} hidden units cannot unmix {batch_size} images", field="batch_size")
+    if batch_size == 1:  # one image: every row is a multiple of it
+        sources = g[[int(np.argmax(np.abs(g).sum(1)))]].T
+    else:
+        ica = FastICA(n_components=batch_size, whiten="unit-variance", random_state=seed, max_iter=2000, tol=1e-5)
+        sources = ica.fit_transform(g.T)  # pixels are the samples, hidden units the mixtures
+    out = []
+    for s in sources.T:
+        if np.median(s) - s.min() > s.max() - np.median(s):
+            s = -s
+        out.append((s - s.min()) / max(float(s.max() - s.min()), 1e-12))
+    return np.stack(out)
+
+
 def match_reconstructions(originals: np.ndarray, recon: np.ndarray) -> np.ndarray:
     """Best one-to-one assignment of reconstructions to originals (by MSE; order is unknown)."""
     from scipy.optimize import linear_sum_assignment
@@ -296,10 +329,26 @@ def match_reconstructions(originals: np.ndarray, recon: np.ndarray) -> np.ndarra
     return out
 
 
+def match_subset(originals: np.ndarray, recon: np.ndarray) -> np.ndarray:
+    """For each original, its reconstruction under the best one-to-one assignment (by MSE) into a
+    possibly larger set ``recon`` (a target's images among a cohort's reconstructions)."""
+    from scipy.optimize import linear_sum_assignment
+
+    o = originals.reshape(len(originals), -1)
+    r = recon.reshape(len(recon), -1)
+    if len(r) < len(o):
+        raise ConfigurationError(f"{len(r)} reconstructions for {len(o)} images", field="reconstructions")
+    cost = ((o[:, None, :] - r[None, :, :]) ** 2).mean(-1)
+    rows, cols = linear_sum_assignment(cost)
+    out = np.empty_like(originals)
+    out[rows] = recon[cols]
+    return out
+
+
 def reconstruction_metrics(
     originals: np.ndarray, recon: np.ndarray, true_labels: np.ndarray, labels: np.ndarray
 ) -> dict[str, float]:
-    """MSE, PSNR, SSIM (after matching order) and label accuracy."""
+    """MSE, median PSNR and SSIM over the images (after matching order) and label accuracy."""
     matched = match_reconstructions(originals, recon)
     return {
         "mse": mse(originals, matched),

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from attacks.membership import MembershipAttack, collect_membership_scores
+from attacks.metrics import seed_interval
 from attacks.registry import ATTACKS, DEFENSES, Adversary, Attack, AttackCase, AttackResult
 from privagg.config import override
 from privagg.errors import ConfigurationError
@@ -25,6 +26,7 @@ __all__ = [
     "DEFAULT_SUITE",
     "MEMBERSHIP_GROUP",
     "BatchSizeCurve",
+    "SeedStudy",
     "SuiteEntry",
     "attack_config",
     "batch_size_curve",
@@ -33,6 +35,7 @@ __all__ = [
     "run_attack",
     "run_configured_attack",
     "run_suite",
+    "seed_study",
 ]
 
 
@@ -112,6 +115,62 @@ def defense_matrix(
     return [run_attack(name, case.with_(defense=d), options=options) for d in defenses]
 
 
+#: metrics bounded to [0, 1] (their seed intervals are clipped to it)
+_BOUNDED = ("fraction", "auc", "accuracy", "identifiable", "ssim")
+
+
+@dataclass(kw_only=True)
+class SeedStudy(AttackResult):
+    """One attack on one case repeated over ``seeds``: every numeric metric's per-seed values
+    (``per_seed``) and its mean with a 95% Student-t interval (``metrics[k]``, ``k_seeds_ci_low``,
+    ``k_seeds_ci_high``: named apart from an attack's own intervals). ``points``: the per-seed results."""
+
+    seeds: list[int]
+    per_seed: dict[str, list[float]]
+    points: list[AttackResult] = field(default_factory=list, repr=False, compare=False)
+
+
+def seed_study(
+    name: str, case: AttackCase, *, seeds: Sequence[int] = (0, 1, 2), options: Mapping[str, Any] | None = None
+) -> SeedStudy:
+    """Run ``name`` on ``case`` once per seed (the case's seed replaced); mean and 95% CI per metric."""
+    if len(seeds) < 2:
+        raise ConfigurationError("a seed study needs at least 2 seeds", field="seeds")
+    t0 = time.perf_counter()
+    points = [run_attack(name, case.with_(seed=int(s)), options=options) for s in seeds]
+    keys = [k for k, v in points[0].metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    per_seed = {k: [float(p.metrics[k]) for p in points] for k in keys if all(k in p.metrics for p in points)}
+    metrics: dict[str, float] = {}
+    rows: list[list[Any]] = []
+    for k, vals in per_seed.items():
+        mean, lo, hi = seed_interval(vals)
+        if any(w in k for w in _BOUNDED) and all(0.0 <= v <= 1.0 for v in vals):
+            lo, hi = max(lo, 0.0), min(hi, 1.0)  # a share or an AUC: the interval stays in [0, 1]
+        metrics[k] = mean
+        metrics[f"{k}_seeds_ci_low"], metrics[f"{k}_seeds_ci_high"] = lo, hi
+        rows.append([k, mean, lo, hi, ", ".join(f"{v:.3g}" for v in vals)])
+    first = points[0]
+    return SeedStudy(
+        attack=name,
+        case=case,
+        metrics=metrics,
+        tables=[
+            (
+                f"{name} over seeds {list(seeds)} (mean, 95% t-interval)",
+                ["metric", "mean", "low", "high", "per seed"],
+                rows,
+            )
+        ],
+        data={"threat_model": first.data.get("threat_model", ""), "seeds": list(seeds)},
+        success=None,
+        seconds=time.perf_counter() - t0,
+        text=f"{first.text} Repeated over seeds {list(seeds)}; intervals are 95% Student-t over seeds.",
+        seeds=[int(s) for s in seeds],
+        per_seed=per_seed,
+        points=points,
+    )
+
+
 @dataclass(frozen=True)
 class SuiteEntry:
     """One measurement of the default suite: attack, defenses, case changes, attack options, curve."""
@@ -140,6 +199,7 @@ DEFAULT_SUITE: tuple[SuiteEntry, ...] = (
     ),
     SuiteEntry("property-inference", ("none", "secagg")),
     SuiteEntry("protocol", ("none",), case={"adversary": Adversary.malicious_server()}),
+    SuiteEntry("imprint", ("none", "secagg", "dp"), case={"adversary": Adversary.malicious_server()}),
 )
 
 
@@ -200,15 +260,25 @@ def attack_config(
 
 
 def run_configured_attack(
-    name: str,
+    name: str | None,
     config: Mapping[str, Any],
     *,
     overrides: Mapping[str, Any] | None = None,
     batch_sizes: Sequence[int] = (),
+    seeds: Sequence[int] = (),
+    matrix: bool = False,
     progress: bool = False,
 ) -> AttackResult:
-    """``privagg attack NAME``: the attack on the configured case, or its batch-size curve."""
+    """``privagg attack NAME``: the attack on the configured case, its batch-size curve, its repetition
+    over ``seeds`` (mean and interval), or (``matrix``) the attack x defense matrix (NAME optional)."""
     case, options = attack_config(config, overrides)
+    if matrix:
+        from attacks.matrix import DEFAULT_MATRIX_ATTACKS, attack_matrix
+
+        names = (name,) if name else DEFAULT_MATRIX_ATTACKS
+        return attack_matrix(names, base=case, seeds=seeds or (0, 1, 2), options={n: options for n in names})
+    if seeds:
+        return seed_study(str(name), case, seeds=seeds, options=options)
     if batch_sizes:
-        return batch_size_curve(name, case, batch_sizes=batch_sizes, options=options)
-    return run_attack(name, case, options=options, progress=progress)
+        return batch_size_curve(str(name), case, batch_sizes=batch_sizes, options=options)
+    return run_attack(str(name), case, options=options, progress=progress)

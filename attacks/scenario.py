@@ -36,11 +36,13 @@ from protocols.training import TrainConfig
 
 __all__ = [
     "InversionObservation",
+    "RoundObservation",
     "aggregation_options",
     "dp_config",
     "fresh_aggregator",
     "inversion_observation",
     "make_run_config",
+    "observe_round",
     "unflatten",
 ]
 
@@ -120,6 +122,82 @@ def unflatten(model: nn.Module, vec: np.ndarray) -> list[torch.Tensor]:
 
 
 @dataclass
+class RoundObservation:
+    """One FedSGD round as the server sees it under the case's defense.
+
+    ``observed``: every client's own update (``none``: nothing hides them) or the one
+    released aggregate (secure / DP aggregation). ``cohort_images`` / ``cohort_labels`` /
+    ``owners``: every client's real batch and whose it is (ground truth, metrics only).
+    """
+
+    observed: list[np.ndarray]
+    cohort_images: np.ndarray
+    cohort_labels: np.ndarray
+    owners: np.ndarray
+    description: str
+    metrics: dict[str, Any]
+
+
+def observe_round(
+    case: AttackCase,
+    sim: FedAvgSimulation,
+    params: np.ndarray,
+    *,
+    batch_size: int,
+    stream: str,
+    round: int = 1,
+    batch_rng: np.random.Generator | None = None,
+    aggregation_rng: np.random.Generator | None = None,
+) -> RoundObservation:
+    """Every client takes its local step(s) from ``params`` on ``batch_size`` of its own examples;
+    the updates go through the simulation's real aggregator (the case's defense). The batches and
+    the aggregation draw from ``stream`` (or the generators given)."""
+    n = sim.config.data.num_clients
+    rng = batch_rng if batch_rng is not None else simulation_rng(case.seed, stream, "batches", round)
+    updates, xs, ys = [], [], []
+    for cid in range(n):
+        x, y = sim.client_data(cid)
+        if len(y) < batch_size:
+            raise ConfigurationError(f"client {cid} has only {len(y)} examples", field="batch_size")
+        pick = np.sort(rng.choice(len(y), batch_size, replace=False))
+        xs.append(x[pick])
+        ys.append(y[pick])
+        updates.append(sim.train_client(cid, params, x=x[pick], y=y[pick], round=round))
+    owners = np.repeat(np.arange(n), batch_size)
+    if case.defense_spec.exposes_updates:
+        observed = [np.asarray(u.delta) for u in updates]
+        desc = f"each of the {n} clients' own update ({batch_size} example(s) each)"
+        metrics: dict[str, Any] = {}
+    else:
+        if aggregation_rng is None:
+            aggregation_rng = simulation_rng(case.seed, stream, "aggregation", round)
+        ctx = RoundContext(
+            round=round,
+            population=n,
+            sampled=tuple(range(n)),
+            sampling="fixed",
+            sampling_rate=1.0,
+            rng=aggregation_rng,
+            global_params=params,
+        )
+        result = sim.aggregator.aggregate(updates, ctx)
+        observed = [np.asarray(result.delta)]
+        metrics = dict(result.metrics)
+        desc = (
+            f"only the {case.defense} aggregate of {len(result.participants)} clients' updates "
+            f"({batch_size} example(s) each)"
+        )
+    return RoundObservation(
+        observed=observed,
+        cohort_images=np.concatenate(xs),
+        cohort_labels=np.concatenate(ys),
+        owners=owners,
+        description=desc,
+        metrics=metrics,
+    )
+
+
+@dataclass
 class InversionObservation:
     """Gradient-inversion setting: the model the victim used, the gradient the attacker infers
     from what it observes, and the victim's real batch (ground truth, for the metrics only)."""
@@ -135,6 +213,8 @@ class InversionObservation:
     metrics: dict[str, Any]
     dataset_images: np.ndarray
     dataset_labels: np.ndarray
+    cohort_labels: np.ndarray
+    target: int
 
 
 def inversion_observation(case: AttackCase) -> InversionObservation:
@@ -161,38 +241,23 @@ def inversion_observation(case: AttackCase) -> InversionObservation:
     target = int(case.option("target", 0))
     if not 0 <= target < cfg.data.num_clients:
         raise ConfigurationError(f"target client {target} is not in the federation", field="options.target")
-    rng = simulation_rng(case.seed, "inversion-batches")
     gp = sim.global_params.copy()
-    updates = []
-    batches: list[tuple[np.ndarray, np.ndarray]] = []
-    for cid in range(cfg.data.num_clients):
-        x, y = sim.client_data(cid)
-        if len(y) < case.batch_size:
-            raise ConfigurationError(f"client {cid} has only {len(y)} examples", field="batch_size")
-        pick = np.sort(rng.choice(len(y), case.batch_size, replace=False))
-        batches.append((x[pick], y[pick]))
-        updates.append(sim.train_client(cid, gp, x=x[pick], y=y[pick], round=1))
-    ctx = RoundContext(
-        round=1,
-        population=cfg.data.num_clients,
-        sampled=tuple(range(cfg.data.num_clients)),
-        sampling="fixed",
-        sampling_rate=1.0,
-        rng=simulation_rng(case.seed, "aggregation", 1),
-        global_params=gp,
+    seen = observe_round(
+        case,
+        sim,
+        gp,
+        batch_size=case.batch_size,
+        stream="inversion",
+        batch_rng=simulation_rng(case.seed, "inversion-batches"),
+        aggregation_rng=simulation_rng(case.seed, "aggregation", 1),
     )
     if case.defense_spec.exposes_updates:
-        observed = updates[target].delta
+        observed = seen.observed[target]
         desc = f"client {target}'s own update (one SGD step on {case.batch_size} example(s))"
-        metrics: dict[str, Any] = {}
     else:
-        result = sim.aggregator.aggregate(updates, ctx)
-        observed = result.delta
-        metrics = dict(result.metrics)
-        desc = (
-            f"only the {case.defense} aggregate of {len(result.participants)} clients' updates "
-            f"({case.batch_size} example(s) each)"
-        )
+        observed = seen.observed[0]
+        desc = seen.description
+    mine = seen.owners == target
     model = sim.model
     set_flat_params(model, gp)
     model.eval()
@@ -201,13 +266,15 @@ def inversion_observation(case: AttackCase) -> InversionObservation:
     return InversionObservation(
         model=model,
         gradients=grads,
-        images=batches[target][0],
-        labels=batches[target][1],
+        images=seen.cohort_images[mine],
+        labels=seen.cohort_labels[mine],
         input_shape=tuple(ds.input_shape),
         num_classes=ds.num_classes,
         description=desc,
-        cohort_images=np.concatenate([b[0] for b in batches]),
-        metrics=metrics,
+        cohort_images=seen.cohort_images,
+        metrics=seen.metrics,
         dataset_images=ds.x_train,
         dataset_labels=ds.y_train,
+        cohort_labels=seen.cohort_labels,
+        target=target,
     )

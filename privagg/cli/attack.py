@@ -6,6 +6,8 @@ Examples::
     privagg attack idlg --defense secagg --batch-sizes 1,2,4,8
     privagg attack lira-online --defense dp --json
     privagg attack protocol                              # malicious-server attacks on SecAgg
+    privagg attack imprint --defense secagg --seeds 0,1,2 # malicious model through SecAgg, 3 seeds
+    privagg attack --matrix                              # attack x defense matrix (HTML, CSV, heatmap)
     privagg attack --list
 
 ``--config x.toml`` holds a ``[case]`` table (fields of :class:`attacks.AttackCase`:
@@ -47,19 +49,21 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, help="victim batch size (gradient inversion)")
     p.add_argument("--epsilon", type=float, help="client-level DP epsilon for the dp defenses")
     p.add_argument("--batch-sizes", metavar="LIST", help="inversion: sweep batch sizes, e.g. 1,2,4,8 (PSNR curve)")
+    p.add_argument("--seeds", metavar="LIST", help="repeat over seeds, e.g. 0,1,2: mean and 95%% interval")
+    p.add_argument("--matrix", action="store_true", help="attack x defense matrix with utility (NAME: one attack)")
     p.set_defaults(func=_main)
 
 
-def _batch_sizes(text: str | None) -> tuple[int, ...]:
+def _ints(text: str | None, field: str, low: int) -> tuple[int, ...]:
     if not text:
         return ()
     try:
-        sizes = tuple(int(s) for s in text.split(","))
+        values = tuple(int(s) for s in text.split(","))
     except ValueError:
-        raise ConfigurationError(f"not a list of integers: {text!r}", field="--batch-sizes") from None
-    if not sizes or min(sizes) < 1:
-        raise ConfigurationError("batch sizes must be >= 1", field="--batch-sizes")
-    return sizes
+        raise ConfigurationError(f"not a list of integers: {text!r}", field=field) from None
+    if not values or min(values) < low:
+        raise ConfigurationError(f"values must be >= {low}", field=field)
+    return values
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -77,8 +81,8 @@ def _main(args: argparse.Namespace) -> int:
             cls = ATTACKS.get(n)
             print(f"{n:24s} {cls.kind:10s} {cls.description}")
         return 0
-    if not args.name:
-        raise ConfigurationError("give an attack NAME (or --list)", field="NAME", accepted=ATTACKS.names())
+    if not args.name and not args.matrix:
+        raise ConfigurationError("give an attack NAME (or --list, --matrix)", field="NAME", accepted=ATTACKS.names())
     started = utc_now()
     torch.set_num_threads(1)  # small models: threads cost more than they give on a shared machine
     result = run_configured_attack(
@@ -91,20 +95,28 @@ def _main(args: argparse.Namespace) -> int:
             "batch_size": args.batch_size,
             "dp_epsilon": args.epsilon,
         },
-        batch_sizes=_batch_sizes(args.batch_sizes),
+        batch_sizes=_ints(args.batch_sizes, "--batch-sizes", 1),
+        seeds=_ints(args.seeds, "--seeds", 0),
+        matrix=args.matrix,
         progress=not args.json,
     )
-    defense = result.case.defense
-    out = Path(args.out or f"privagg-attack-{args.name}-{defense}")
+    defense = "matrix" if args.matrix else result.case.defense
+    out = Path(args.out or f"privagg-attack-{args.name or 'all'}-{defense}")
     if out.exists() and not out.is_dir():
         raise ConfigurationError(f"{out} exists and is not a directory", field="--out")
-    kind = ATTACKS.get(result.attack).kind
+    kind = ATTACKS.get(result.attack).kind if result.attack in ATTACKS else "inference"
     title, line = attack_title(result, kind), verdict(result, kind)
-    top = {"attack": args.name, "defense": defense, "metrics": result.metrics, "success": result.success}
+    top = {"attack": args.name or "matrix", "defense": defense, "metrics": result.metrics, "success": result.success}
     report = attack_report([result], title=f"privagg attack {title}", top={**top, "verdict": line})
     provenance(report, command=command_line(args), seed=result.case.seed, timestamp=started)
     report.add(environment_section())
     report.write(out)
+    from attacks.matrix import AttackMatrix
+
+    if isinstance(result, AttackMatrix):
+        from privagg.report.attacks import write_matrix_csv
+
+        write_matrix_csv(result, out / "attack_matrix.csv")
     if args.json:
         print(report.to_json())
     else:

@@ -20,11 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from attacks.imprint import ImprintResult
 from attacks.inversion import InversionResult
+from attacks.matrix import AttackMatrix, matrix_table
 from attacks.membership import MembershipResult
-from attacks.metrics import roc_curve
+from attacks.metrics import RECOVERED_PSNR, roc_curve
 from attacks.registry import ATTACKS, AttackResult
-from attacks.runner import BatchSizeCurve
+from attacks.runner import BatchSizeCurve, SeedStudy
 from privagg.report import Figure, Report, Section
 
 __all__ = [
@@ -33,14 +35,18 @@ __all__ = [
     "attack_section",
     "attack_title",
     "image_grid_figure",
+    "matrix_heatmap",
     "roc_figure",
     "verdict",
+    "write_matrix_csv",
 ]
 
-#: PSNR (dB) from which a reconstructed image is taken as recognisable
-RECOGNISABLE_PSNR = 20.0
+#: PSNR (dB) from which a reconstructed image is taken as recognisable (= recovered, one criterion)
+RECOGNISABLE_PSNR = RECOVERED_PSNR
 #: membership / property AUC from which the attacker tells members apart better than chance
 DISTINGUISHING_AUC = 0.6
+#: a defense is only called effective when the defended model's accuracy stays this close to the undefended one
+UTILITY_TOLERANCE_POINTS = 5.0
 
 
 def image_grid_figure(
@@ -121,6 +127,85 @@ def _inversion_figures(result: InversionResult) -> list[Figure]:
 
 
 @attack_figures.register
+def _imprint_figures(result: ImprintResult) -> list[Figure]:
+    case = result.case
+    m = result.metrics
+    return [
+        image_grid_figure(
+            f"imprint_{case.defense}_b{case.batch_size}.png",
+            f"malicious imprint model against defense {case.defense}: the cohort's images (top) vs the server's "
+            f"reconstructions (bottom); {int(m['images_recovered'])}/{int(m['images'])} recovered at "
+            f">= {RECOVERED_PSNR:.0f} dB",
+            [("original", result.originals), ("reconstruction", result.reconstructions)],
+            titles=[str(int(v)) for v in result.true_labels],
+        )
+    ]
+
+
+def matrix_heatmap(m: AttackMatrix, filename: str = "attack_matrix.png") -> Figure:
+    """Attacks (rows) x defenses (columns, with each defense's utility): colour = leak (fraction recovered,
+    or AUC above chance scaled to [0, 1]); each cell annotated with the mean and its 95% interval."""
+    import math
+
+    def level(c: Any) -> float:
+        if c.error or not math.isfinite(c.value):
+            return float("nan")
+        return max(0.0, min(1.0, (c.value - 0.5) * 2)) if c.metric == "auc" else max(0.0, min(1.0, c.value))
+
+    grid = np.array([[level(m.cell(a, d)) for d in m.defenses] for a in m.attacks], dtype=float)
+
+    def draw(path: Path) -> None:
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(1.9 * len(m.defenses) + 2.5, 0.9 * len(m.attacks) + 1.6))
+        im = ax.imshow(np.ma.masked_invalid(grid), cmap="Reds", vmin=0, vmax=1, aspect="auto")
+        cols = []
+        for d in m.defenses:
+            acc, gap = m.utility.get(d), m.utility_gap(d)
+            cols.append(d + ("\nutility refused" if acc is None else f"\nacc {acc:.2f}" + (
+                f" ({-gap:+.0f} pts)" if gap is not None and d != "none" else "")))
+        ax.set_xticks(range(len(m.defenses)), cols, fontsize=8)
+        ax.set_yticks(range(len(m.attacks)), m.attacks, fontsize=8)
+        for i, a in enumerate(m.attacks):
+            for j, d in enumerate(m.defenses):
+                c = m.cell(a, d)
+                label = "refused" if c.error else f"{c.metric.replace('fraction_recovered', 'rec')}\n{c.value:.2f}"
+                if not c.error and math.isfinite(c.low):
+                    label += f" [{max(c.low, 0):.2f},{min(c.high, 1):.2f}]"
+                dark = math.isfinite(grid[i, j]) and grid[i, j] > 0.6
+                ax.text(j, i, label, ha="center", va="center", fontsize=7, color="white" if dark else "black")
+        fig.colorbar(im, ax=ax, label="leak (fraction recovered; AUC: 2 x (AUC - 0.5))")
+        ax.set_title("Attack x defense (mean over seeds, 95% interval)")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+
+    return Figure(filename, "Attack x defense matrix: leak per cell, utility per defense", draw)
+
+
+def write_matrix_csv(m: AttackMatrix, path: str | Path) -> Path:
+    """The matrix as one flat CSV table (one row per attack x defense, utility columns beside)."""
+    import csv
+
+    header, rows = matrix_table(m)
+    p = Path(path)
+    with p.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    return p
+
+
+@attack_figures.register
+def _matrix_figures(result: AttackMatrix) -> list[Figure]:
+    return [matrix_heatmap(result)]
+
+
+@attack_figures.register
+def _seed_study_figures(result: SeedStudy) -> list[Figure]:
+    return attack_figures(result.points[0]) if result.points else []
+
+
+@attack_figures.register
 def _membership_figures(result: MembershipResult) -> list[Figure]:
     defense, tm = result.case.defense, result.target_model
     figures = []
@@ -192,8 +277,14 @@ def attack_section(result: AttackResult, *, key: str | None = None) -> Section:
         summary=summary,
         figures=attack_figures(result),
         tables=list(result.tables),
-        text=result.text,
+        text=_with_threat_model(result),
     )
+
+
+def _with_threat_model(result: AttackResult) -> str:
+    """The result's text, led by its threat model when the text does not state it already."""
+    threat = str(result.data.get("threat_model", ""))
+    return result.text if not threat or threat in result.text else f"{threat} {result.text}".strip()
 
 
 def attack_report(
@@ -237,7 +328,7 @@ def attack_report(
 
 def _headline(r: AttackResult) -> tuple[str, str]:
     m = r.metrics
-    for key in ("psnr", "psnr@b1", "tpr@1%fpr", "auc"):
+    for key in ("fraction_recovered", "psnr", "psnr@b1", "tpr@1%fpr", "auc"):
         if key in m and np.isfinite(m[key]):
             return key, f"{m[key]:.4g}"
     if r.success is not None:
@@ -264,6 +355,8 @@ def _kind(r: AttackResult) -> str:
 
 def attack_title(r: AttackResult, kind: str) -> str:
     """What ran: a protocol attack names the SecAgg configurations it attacked, others the defense."""
+    if isinstance(r, AttackMatrix):
+        return f"matrix: {', '.join(r.attacks)} x {', '.join(r.defenses)}"
     if kind == "protocol":
         configs = _configurations(r)
         return f"{r.attack}: malicious server against secure aggregation ({', '.join(configs) or 'no configuration'})"
@@ -272,6 +365,15 @@ def attack_title(r: AttackResult, kind: str) -> str:
 
 def verdict(r: AttackResult, kind: str) -> str:
     """One line: did the attack work, by which metric, and what that metric means."""
+    if isinstance(r, AttackMatrix):
+        ran = [c for c in r.cells if c.leaks is not None]
+        leaking = sum(1 for c in ran if c.leaks)
+        good = sorted({d for a in r.attacks for d in r.defenses if r.effective(a, d)})
+        return (
+            f"verdict: {leaking} of {len(ran)} attack x defense cells leak ({len(r.cells) - len(ran)} refused); "
+            f"defenses effective against some attack at <= {UTILITY_TOLERANCE_POINTS:.0f} points utility cost: "
+            f"{', '.join(good) or 'none'}"
+        )
     m = {k: v for k, v in r.metrics.items() if isinstance(v, (int, float)) and np.isfinite(v)}
     if kind == "protocol":
         per: dict[str, list[float]] = {}
@@ -286,8 +388,33 @@ def verdict(r: AttackResult, kind: str) -> str:
         worst = max(r.psnr)
         leak = "recognisable" if worst >= RECOGNISABLE_PSNR else "not recognisable"
         return (
-            f"verdict: best reconstruction PSNR {worst:.1f} dB over batch sizes {r.batch_sizes}: images {leak} "
-            f"(>= {RECOGNISABLE_PSNR:.0f} dB counts as recognisable)"
+            f"verdict: best median reconstruction PSNR {worst:.1f} dB over batch sizes {r.batch_sizes}: images "
+            f"{leak} (>= {RECOGNISABLE_PSNR:.0f} dB counts as recovered)"
+        )
+    if "identifiable" in m and "fraction_recovered" in m:
+        got = round(m["fraction_recovered"] * m.get("target_rounds", 0))
+        image = m.get("target_image_psnr", float("nan"))
+        state = "LEAKS" if m["fraction_recovered"] > 0 or image >= RECOVERED_PSNR else "does not leak"
+        shown = f"; target's image from the estimate {image:.1f} dB" if np.isfinite(image) else ""
+        return (
+            f"verdict: target's update recovered in {got}/{int(m.get('target_rounds', 0))} of its rounds from "
+            f"{int(m.get('rounds', 0))} aggregates ({'identifiable' if m['identifiable'] else 'not identifiable'}; "
+            f"within 10% relative error){shown}: {state}"
+        )
+    if "fraction_recovered" in m and "images" in m:
+        seeds = ""
+        if isinstance(r, SeedStudy) and "fraction_recovered_seeds_ci_low" in m:
+            lo, hi = max(0.0, m["fraction_recovered_seeds_ci_low"]), min(1.0, m["fraction_recovered_seeds_ci_high"])
+            seeds = f" (mean of {len(r.seeds)} seeds, 95% CI {lo:.0%}..{hi:.0%})"
+        state = "LEAKS: the server recovered images" if m["fraction_recovered"] > 0 else "does not leak"
+        target = ""
+        if "target_fraction_recovered" in m and m.get("images", 0) != m.get("target_images", 0):
+            target = f"; the target's: {m['target_fraction_recovered']:.0%}"
+        closed = " [closed-form batch-1 case]" if r.data.get("closed_form") else ""
+        return (
+            f"verdict: {m['fraction_recovered']:.0%} of {int(m['images'])} images recovered{seeds}, median PSNR "
+            f"{m.get('psnr_median', float('nan')):.1f} dB{target}: {state} (>= {RECOVERED_PSNR:.0f} dB counts "
+            f"as recovered){closed}"
         )
     if "psnr" in m:
         leak = "recognisable: the server recovered the images" if m["psnr"] >= RECOGNISABLE_PSNR else (
@@ -295,18 +422,28 @@ def verdict(r: AttackResult, kind: str) -> str:
         )
         base = f", random image {m['random_image_psnr']:.1f} dB" if "random_image_psnr" in m else ""
         return (
-            f"verdict: reconstruction PSNR {m['psnr']:.1f} dB{base}: {leak} "
-            f"(>= {RECOGNISABLE_PSNR:.0f} dB counts as recognisable)"
+            f"verdict: median reconstruction PSNR {m['psnr']:.1f} dB{base}: {leak} "
+            f"(>= {RECOGNISABLE_PSNR:.0f} dB counts as recovered)"
         )
     if "auc" in m:
         told = "better than chance" if m["auc"] >= DISTINGUISHING_AUC else "near chance"
+        ci = f" [95% CI {m['auc_ci_low']:.2f}..{m['auc_ci_high']:.2f}]" if "auc_ci_low" in m else ""
         extra = f", TPR at 1% FPR {m['tpr@1%fpr']:.3f}" if "tpr@1%fpr" in m else ""
         model = ""
         if "model_test_accuracy" in m:
             model = f"; target model test accuracy {m['model_test_accuracy']:.2f}"
             if m["model_test_accuracy"] < 0.5:
                 model += " (a weak model leaks little: weigh the AUC against its utility)"
-        return f"verdict: attack AUC {m['auc']:.2f} ({told}; 0.5 = chance, 1 = always right){extra}{model}"
+        if "utility_gap_points" in m:
+            gap = m["utility_gap_points"]
+            model += f"; undefended {m['undefended_test_accuracy']:.2f}, utility cost {gap:.1f} points"
+            if m["auc"] < DISTINGUISHING_AUC:
+                model += (
+                    f": defense {r.case.defense} effective (within {UTILITY_TOLERANCE_POINTS:.0f} points)"
+                    if gap <= UTILITY_TOLERANCE_POINTS
+                    else f": NOT an effective defense (costs more than {UTILITY_TOLERANCE_POINTS:.0f} points)"
+                )
+        return f"verdict: attack AUC {m['auc']:.2f}{ci} ({told}; 0.5 = chance, 1 = always right){extra}{model}"
     if "attack_success_rate" in m:
         asr = m["attack_success_rate"]
         return (

@@ -97,4 +97,31 @@ def test_inversion_through_secagg_ends_with_a_verdict_not_null(
 ) -> None:
     assert main(["attack", "idlg", "--defense", "secagg", "--out", str(tmp_path / "i")]) == 0
     last = capsys.readouterr().err.rstrip("\n").splitlines()[-1]
-    assert last.startswith("verdict: reconstruction PSNR ") and "dB counts as recognisable" in last
+    assert last.startswith("verdict: ") and "of 10 images recovered" in last and "dB counts as recovered" in last
+
+
+def test_seeds_give_a_mean_with_an_interval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "s"
+    argv = ["attack", "imprint", "--config", str(_malicious_config(tmp_path)), "--seeds", "0,1", "--out", str(out)]
+    assert main(argv) == 0
+    last = capsys.readouterr().err.rstrip("\n").splitlines()[-1]
+    assert last.startswith("verdict: 100% of 10 images recovered (mean of 2 seeds, 95% CI 100%..100%)")
+    data = json.loads((out / "report.json").read_text())
+    assert data["metrics"]["fraction_recovered_seeds_ci_low"] == 1.0
+
+
+def test_matrix_writes_html_csv_and_heatmap(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "m"
+    assert main(["attack", "imprint", "--matrix", "--seeds", "0,1", "--out", str(out)]) == 0
+    last = capsys.readouterr().err.rstrip("\n").splitlines()[-1]
+    assert last.startswith("verdict: ") and "attack x defense cells leak" in last
+    rows = (out / "attack_matrix.csv").read_text().splitlines()
+    assert rows[0].startswith("attack,defense,metric,mean,ci_low,ci_high,per_seed,leaks,utility,utility_gap_points")
+    assert len(rows) == 1 + 4 and all(r.startswith("imprint,") for r in rows[1:])
+    assert (out / "attack_matrix.png").exists() and (out / "report.html").exists()
+
+
+def _malicious_config(tmp_path: Path) -> Path:
+    cfg = tmp_path / "m.toml"
+    cfg.write_text('[case.adversary]\nserver = "malicious"\n', "utf-8")
+    return cfg

@@ -105,3 +105,36 @@ def test_report_overview_keys_and_figures_on_disk(tmp_path: Path) -> None:
     assert data["sections"]["attack-idlg-none"]["case"]["run"]["data"]["num_clients"] == 10
     assert (out / "inversion_idlg_none_b1.png").exists() and (out / "mia_roc_lira-online_none_client.png").exists()
     assert "scores" not in (out / "report.json").read_text()
+
+
+def test_imprint_and_matrix_results_are_drawn(tmp_path: Path) -> None:
+    from attacks.imprint import ImprintResult
+    from attacks.matrix import AttackMatrix, MatrixCell
+
+    img = np.zeros((3, 1, 8, 8))
+    imp = ImprintResult(
+        attack="imprint",
+        case=AttackCase(defense="secagg"),
+        metrics={"fraction_recovered": 1.0, "images": 3.0, "images_recovered": 3.0, "psnr_median": 80.0},
+        originals=img,
+        reconstructions=img,
+        true_labels=np.arange(3),
+    )
+    assert [f.filename for f in attack_figures(imp)] == ["imprint_secagg_b1.png"]
+    m = AttackMatrix(
+        attack="matrix",
+        case=AttackCase(),
+        attacks=["imprint"],
+        defenses=["none", "secagg+dp"],
+        cells=[
+            MatrixCell("imprint", "none", "fraction_recovered", 1.0, 1.0, 1.0, (1.0, 1.0)),
+            MatrixCell("imprint", "secagg+dp", error="PrivacyBudgetExceeded: round 1"),
+        ],
+        utility={"none": 0.9, "secagg+dp": None},
+    )
+    out = attack_report([imp, m]).write(tmp_path / "r")
+    assert (out / "imprint_secagg_b1.png").exists() and (out / "attack_matrix.png").exists()
+    from privagg.report.attacks import write_matrix_csv
+
+    rows = write_matrix_csv(m, tmp_path / "m.csv").read_text().splitlines()
+    assert rows[2].startswith("imprint,secagg+dp,,nan,nan,nan,,,,,,PrivacyBudgetExceeded")

@@ -132,13 +132,31 @@ def test_results_are_deterministic() -> None:
     assert a.metrics == b.metrics
 
 
-@pytest.mark.parametrize("defense", ["secagg", "dp"])
-def test_defenses_bring_psnr_to_baseline_level(defense: str) -> None:
-    """Against the 10-client secure aggregate or DP-FedAvg at epsilon 8, the target's digit is not rebuilt:
-    PSNR stays far below 30 dB and within 3 dB of the dataset's mean image (what knowing nothing gives)."""
-    r = run_attack("idlg", AttackCase.create(defense=defense, num_clients=10, dp_epsilon=8.0, seed=0))
-    assert r.metrics["psnr"] < 15.0
-    assert r.metrics["psnr"] < r.metrics["mean_image_psnr"] + 3.0
+def test_secure_aggregate_is_inverted_as_the_cohort_batch() -> None:
+    """The secure aggregate of 10 FedSGD steps is the gradient of the cohort's 10-image batch: the
+    server inverts that batch and rebuilds the cohort's digits (secure aggregation hides whose image,
+    not the image). Inverting Gradients, seed 0: 10/10 images at >= 25 dB (measured 33.4 dB median)."""
+    r = run_attack("inverting-gradients", AttackCase.create(defense="secagg", num_clients=10, seed=0))
+    assert r.metrics["inverted_batch"] == 10.0
+    assert isinstance(r, InversionResult) and r.originals.shape == (10, 1, 8, 8)
+    assert r.metrics["fraction_recovered"] >= 0.7 and r.metrics["psnr_median"] >= 25.0
+    assert r.metrics["target_images"] == 1.0 and r.metrics["target_fraction_recovered"] == 1.0
+    assert r.data["inverted"] == "cohort batch" and not r.data["closed_form"]
+    assert "10 images (the cohort's)" in r.data["threat_model"]
+
+
+def test_dp_release_is_not_inverted() -> None:
+    """DP-FedAvg at epsilon 8 (central noise on the clipped mean): nothing is recovered."""
+    r = run_attack("idlg", AttackCase.create(defense="dp", num_clients=10, dp_epsilon=8.0, seed=0))
+    assert r.metrics["fraction_recovered"] == 0.0
+    assert r.metrics["psnr_median"] < r.metrics["mean_image_psnr"] + 3.0
+
+
+def test_batch_one_through_a_biased_first_layer_is_labelled_closed_form() -> None:
+    r = run_attack("linear-leakage", AttackCase.create(defense="none", seed=0))
+    assert r.data["closed_form"] is True and "Closed-form case" in r.text
+    r2 = run_attack("linear-leakage", AttackCase.create(defense="none", seed=0, batch_size=2))
+    assert r2.data["closed_form"] is False
 
 
 def test_known_labels_come_from_the_threat_model() -> None:

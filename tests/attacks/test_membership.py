@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from attacks.membership import (
+    LossThreshold,
     MembershipResult,
     MembershipScores,
     collect_membership_scores,
@@ -111,6 +112,22 @@ def test_single_client_target_marks_only_that_clients_data() -> None:
     assert 0.05 < s.members.mean() < 0.35  # about half the population, a third of it on the target client
 
 
+def test_defended_models_are_measured_beside_undefended_ones() -> None:
+    """Utility beside the attack: a defended case also trains undefended models on the same splits."""
+    opts = {"num_models": 4, "population": 60, "rounds": 1, "local_epochs": 1, "reference_models": 2}
+    none = collect_membership_scores(AttackCase.create(num_clients=2, options=opts), progress=True)
+    assert none.reference_test_accuracy.size == 0
+    case = AttackCase.create(num_clients=2, defense="dp", options=opts)
+    dp = collect_membership_scores(case, progress=True)
+    assert dp.reference_test_accuracy.shape == (2,)
+    # the reference is the undefended training of the same splits: model 0 and 1 of the undefended run
+    assert np.allclose(dp.reference_test_accuracy, none.test_accuracy[:2])
+    r = LossThreshold().run(case, scores=dp)
+    gap = 100 * (r.metrics["undefended_test_accuracy"] - r.metrics["model_test_accuracy"])
+    assert r.metrics["utility_gap_points"] == pytest.approx(gap)
+    assert "Threat model" in r.data["threat_model"]
+
+
 def test_bad_options() -> None:
     with pytest.raises(ConfigurationError):
         collect_membership_scores(AttackCase(options={"num_models": 2}))
@@ -130,6 +147,7 @@ def test_lira_against_an_overfit_model_and_dp_fedavg() -> None:
     d = run_attack("lira-online", case.with_(defense="dp", dp_epsilon=8.0))
     assert d.metrics["tpr@1%fpr"] < 0.02
     assert abs(d.metrics["auc"] - 0.5) < 0.05
+    assert "utility_gap_points" in d.metrics  # the verdict weighs chance AUC against the accuracy lost
 
 
 def test_suite_runs_every_membership_attack_on_one_set_of_models(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -8,7 +8,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
-from attacks.metrics import label_accuracy, membership_metrics, mse, psnr, roc_auc, roc_curve, ssim, tpr_at_fpr
+from attacks.metrics import (
+    RECOVERED_PSNR,
+    auc_interval,
+    image_recovery_metrics,
+    label_accuracy,
+    membership_metrics,
+    mse,
+    psnr,
+    psnr_per_image,
+    roc_auc,
+    roc_curve,
+    seed_interval,
+    ssim,
+    ssim_per_image,
+    tpr_at_fpr,
+)
 from privagg.errors import ConfigurationError
 
 
@@ -21,12 +36,55 @@ def test_mse_and_psnr_known_values() -> None:
     assert psnr(a, a, max_db=60.0) == 60.0
 
 
-def test_psnr_averages_over_the_batch() -> None:
-    a = np.zeros((2, 1, 4, 4))
+def test_psnr_of_a_batch_is_the_median_never_a_capped_mean() -> None:
+    """One exact image (capped at 100 dB) and one at 11 dB must not report 55.5 dB."""
+    a = np.zeros((3, 1, 4, 4))
     b = a.copy()
-    b[0] += 0.1  # 20 dB
-    b[1] += 0.01  # 40 dB
-    assert psnr(a, b) == pytest.approx(30.0)
+    b[1] += 10 ** (-11 / 20)  # 11 dB
+    b[2] += 0.1  # 20 dB
+    assert psnr_per_image(a, b) == pytest.approx([100.0, 11.0, 20.0])
+    assert psnr(a, b) == pytest.approx(20.0)
+    m = image_recovery_metrics(a, b)
+    assert m["psnr_median"] == pytest.approx(20.0)
+    assert m["fraction_recovered"] == pytest.approx(1 / 3) and m["images_recovered"] == 1.0 and m["images"] == 3.0
+    assert m["ssim_median"] == pytest.approx(float(np.median(ssim_per_image(a, b))))
+    assert RECOVERED_PSNR == 25.0
+    assert image_recovery_metrics(a, b, prefix="target_").keys() == {"target_" + k for k in m}
+
+
+def test_recovered_threshold_is_inclusive() -> None:
+    a = np.zeros((1, 1, 4, 4))
+    assert image_recovery_metrics(a, a + 10 ** (-25 / 20))["fraction_recovered"] == 1.0
+    assert image_recovery_metrics(a, a + 10 ** (-24.9 / 20))["fraction_recovered"] == 0.0
+
+
+def test_seed_interval_is_a_student_t_interval() -> None:
+    from scipy import stats
+
+    v = [0.7, 0.8, 1.0]
+    m, lo, hi = seed_interval(v)
+    ref = stats.t.interval(0.95, 2, loc=np.mean(v), scale=stats.sem(v))
+    assert m == pytest.approx(np.mean(v)) and (lo, hi) == pytest.approx(ref)
+    assert seed_interval([1.0, 1.0]) == (1.0, 1.0, 1.0)
+    with pytest.raises(ConfigurationError):
+        seed_interval([1.0])
+
+
+@given(st.floats(0.5, 0.99), st.integers(5, 500), st.integers(5, 500))
+def test_auc_interval_contains_the_auc_and_shrinks_with_more_targets(auc: float, n_pos: int, n_neg: int) -> None:
+    lo, hi = auc_interval(auc, n_pos, n_neg)
+    assert 0.0 <= lo <= auc <= hi <= 1.0
+    lo4, hi4 = auc_interval(auc, 4 * n_pos, 4 * n_neg)
+    assert hi4 - lo4 <= hi - lo + 1e-12
+
+
+def test_auc_interval_matches_the_bootstrap_at_chance() -> None:
+    """Hanley-McNeil at AUC 0.5 with 256 + 256 targets: half-width about 0.05 (what issue 16 asks for)."""
+    lo, hi = auc_interval(0.5, 256, 256)
+    assert (hi - lo) / 2 == pytest.approx(0.05, abs=0.002)
+    rng = np.random.default_rng(0)
+    boots = [roc_auc(rng.random(512), np.r_[np.ones(256), np.zeros(256)]) for _ in range(300)]
+    assert np.std(boots) * 1.96 == pytest.approx((hi - lo) / 2, rel=0.2)
 
 
 def test_ssim_identity_symmetry_and_ordering() -> None:

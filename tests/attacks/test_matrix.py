@@ -1,0 +1,57 @@
+"""The attack x defense matrix: cells with intervals, refusals recorded, utility beside every defense,
+and "effective" only when the attack is stopped within 5 points of the undefended model's accuracy."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from attacks.matrix import AttackMatrix, MatrixCell, attack_matrix, matrix_table
+from attacks.registry import AttackCase
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        yield
+    torch.set_num_threads(n)
+
+
+def _matrix(utility: dict[str, float | None], cells: list[MatrixCell]) -> AttackMatrix:
+    return AttackMatrix(
+        attack="matrix", case=AttackCase(), attacks=["a"], defenses=["none", "d"], cells=cells, utility=utility
+    )
+
+
+def test_effective_needs_no_leak_and_utility_within_five_points() -> None:
+    stopped = [MatrixCell("a", "none", "fraction_recovered", 1.0), MatrixCell("a", "d", "fraction_recovered", 0.0)]
+    assert _matrix({"none": 0.90, "d": 0.86}, stopped).effective("a", "d") is True
+    assert _matrix({"none": 0.90, "d": 0.84}, stopped).effective("a", "d") is False  # 6 points
+    assert _matrix({"none": 0.90, "d": None}, stopped).effective("a", "d") is None  # utility refused
+    leaking = [MatrixCell("a", "none", "fraction_recovered", 1.0), MatrixCell("a", "d", "fraction_recovered", 0.1)]
+    assert _matrix({"none": 0.90, "d": 0.90}, leaking).effective("a", "d") is False
+
+
+def test_cell_leak_semantics() -> None:
+    assert MatrixCell("a", "d", "auc", 0.62).leaks is True
+    assert MatrixCell("a", "d", "auc", 0.55).leaks is False
+    assert MatrixCell("a", "d", "fraction_recovered", 0.0).leaks is False
+    assert MatrixCell("a", "d", error="PrivacyBudgetExceeded: ...").leaks is None
+
+
+def test_matrix_runs_each_attack_against_each_defense() -> None:
+    m = attack_matrix(("imprint",), ("none", "dp"), seeds=(0, 1), utility_rounds=2)
+    assert [(c.attack, c.defense) for c in m.cells] == [("imprint", "none"), ("imprint", "dp")]
+    none, dp = m.cell("imprint", "none"), m.cell("imprint", "dp")
+    assert none.metric == "fraction_recovered" and none.value == 1.0 and none.per_seed == (1.0, 1.0)
+    assert dp.value == 0.0 and dp.leaks is False
+    assert set(m.utility) == {"none", "dp"} and all(isinstance(v, float) for v in m.utility.values())
+    header, rows = matrix_table(m)
+    assert header[:3] == ["attack", "defense", "metric"] and len(rows) == 2
+    assert rows[1][header.index("utility_gap_points")] == pytest.approx(m.utility_gap("dp"))
