@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from privagg.audit.findings import AttackRow, Finding, Severity
-from privagg.errors import ConfigurationError
+from privagg.errors import ConfigurationError, PrivAggError
 from privagg.registry import Registry
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ __all__ = [
     "check_threat_model",
     "register_aggregation",
     "run_protocol_attacks",
+    "check_malicious_model",
     "upload_bytes",
 ]
 
@@ -88,6 +89,8 @@ class SecureAggregation(AuditedAggregation):
                 progress("running protocol attacks against real state machines ...")
             attacks = run_protocol_attacks(cfg)
         findings.extend(check_threat_model(cfg, attacks))
+        if cfg.protocol_attacks:
+            findings.append(check_malicious_model(cfg))
         return AggregationAudit(tuple(findings), tuple(check_cost(cfg.deployment, params)), attacks)
 
 
@@ -193,6 +196,52 @@ def check_secagg(dep: Deployment) -> tuple[list[Finding], SecAggParams | None]:
         severity = "warn"
     findings.append(Finding("secagg.parameters", severity, "Secure-aggregation graph and threshold", detail, data))
     return findings, params
+
+
+def check_malicious_model(cfg: AuditConfig, *, seeds: tuple[int, ...] = (0, 1, 2)) -> Finding:
+    """The malicious-model attack (imprint / Robbing the Fed) *run* against the deployment's defence.
+
+    A server that sends one crafted model to every client passes the model-consistency check, so secure
+    aggregation alone does not stop it; noise in the sum does. The deployment maps onto an attack-case
+    defence: no DP or central DP (the server adds the noise after seeing the sum) -> ``secagg``; client or
+    distributed noise -> ``secagg+dp`` at the plan's epsilon (distributed DP is modelled by client-noised
+    secure aggregation of the same total noise: assumed equivalent for this attack).
+    """
+    from attacks.imprint import malicious_model_exposure
+
+    mech = cfg.dp.mechanism
+    noised_sum = mech is not None and mech.noise in ("client", "distributed")
+    defense = "secagg+dp" if noised_sum else "secagg"
+    eps = mech.target_epsilon if mech is not None and mech.target_epsilon is not None else 8.0
+    try:
+        exp = malicious_model_exposure(defense, num_clients=10, seeds=seeds, dp_epsilon=eps)
+    except PrivAggError as e:  # reported as not run, never as held
+        return Finding(
+            "secagg.malicious-model",
+            "warn",
+            "Malicious model (imprint): NOT RUN",
+            f"the attack case '{defense}' could not run ({type(e).__name__}: {e}); nothing shows the deployment "
+            "resists a crafted model",
+        )
+    mean, lo, hi = exp.interval
+    modelled = f"; modelled as '{defense}'" + (
+        f" with the attack case's own noise calibrated to epsilon {eps:g} (assumed comparable to the deployment's)"
+        if noised_sum
+        else " (no noise in the sum the server sees)"
+    )
+    detail = exp.verdict() + modelled + (
+        " (distributed DP: client-noised secure sum of the same total noise, assumed)"
+        if mech is not None and mech.noise == "distributed"
+        else ""
+    )
+    data = {"fractions": list(exp.fractions), "interval": [mean, lo, hi], "median_psnr": list(exp.median_psnr)}
+    return Finding(
+        "secagg.malicious-model",
+        "fail" if exp.leaks else "pass",
+        "Malicious model (imprint) through secure aggregation",
+        detail,
+        data,
+    )
 
 
 def run_protocol_attacks(cfg: AuditConfig) -> tuple[AttackRow, ...]:
@@ -350,11 +399,13 @@ def upload_bytes(params: SecAggParams, model_params: int) -> dict[str, int]:
         KeyAdvertisement,
         MaskedInput,
         RevealedShare,
+        ShareCheck,
         ShareEnvelope,
         ThreatModel,
         UnmaskResponse,
     )
-    from secagg.messages import CIPHERTEXT_BYTES, DIGEST_BYTES, KEY_BYTES, SIGNATURE_BYTES
+    from secagg.messages import CIPHERTEXT_BYTES, DIGEST_BYTES, KEY_BYTES, SHARE_BYTES, SIGNATURE_BYTES
+    from secagg.vss import check_bytes
 
     active = params.threat is ThreatModel.ACTIVE
     d, k = bytes(DIGEST_BYTES), bytes(KEY_BYTES)
@@ -366,14 +417,20 @@ def upload_bytes(params: SecAggParams, model_params: int) -> dict[str, int]:
         return len(cls(**fields).encode())
 
     env = ShareEnvelope(
-        recipient=1, self_share_commitment=d, key_share_commitment=d, ciphertext=bytes(CIPHERTEXT_BYTES)
+        recipient=1,
+        self_share_commitment=d,
+        key_share_commitment=d,
+        ciphertext=bytes(CIPHERTEXT_BYTES),
+        key_commitment=d,
     )
+    check = bytes(check_bytes(params.threshold))
 
     def shares(n: int) -> int:
-        return size(EncryptedShares, round=0, session_id=d, sender=0, self_seed_commitment=d, envelopes=(env,) * n)
+        fields = {"round": 0, "session_id": d, "sender": 0, "self_seed_commitment": d, "check": check}
+        return size(EncryptedShares, envelopes=(env,) * n, **fields)
 
     def unmask(n: int) -> int:
-        rs = (RevealedShare(owner=1, share=bytes(64)),) * n
+        rs = (RevealedShare(owner=1, share=bytes(SHARE_BYTES)),) * n
         return size(UnmaskResponse, round=0, session_id=d, sender=0, self_shares=rs, key_shares=())
 
     mb = params.modulus_bits
@@ -383,6 +440,7 @@ def upload_bytes(params: SecAggParams, model_params: int) -> dict[str, int]:
             KeyAdvertisement, round=0, client_id=0, config_hash=d, enc_public_key=k, mask_public_key=k
         ),
         "shares": shares(0) + params.degree * (shares(1) - shares(0)),
+        "share_check": size(ShareCheck, round=0, session_id=d, sender=0, complaints=()),
         "masked_input": one - packed_size(1, mb) + packed_size(model_params, mb),
         "consistency": size(ConsistencySignature, round=0, session_id=d, sender=0, signature=bytes(SIGNATURE_BYTES))
         if active

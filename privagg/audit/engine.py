@@ -7,7 +7,10 @@
    deployed threat model and in privagg's active mode; the threat model is judged by what
    happened: semi-honest fails, an attack that worked fails, what was not run or not covered
    is reported as assumed, not tested);
-2. the differential-privacy budget (RDP and PRV) over the planned rounds;
+2. the differential-privacy budget (RDP and PRV) over the planned rounds; for distributed DP
+   (``[dp] noise = "distributed"``) the parameters the run would choose (or its refusal, naming
+   the bits that work), the modular-clipping bound, the noise split for the fewest survivors the
+   secure-aggregation graph allows, and the budget from the mechanism's own RDP bound;
 3. whether the robust rule can run under the aggregation at all;
 4. the upload per client (the encoded sizes of the messages a client sends).
 """
@@ -80,6 +83,8 @@ def check_dp(cfg: AuditConfig) -> tuple[list[Finding], BudgetCurve | None]:
             )
         ], None
     sampling = _sampling(cfg)
+    if mech.noise == "distributed":
+        return check_distributed(cfg, sampling)
     z = mech.noise_multiplier
     if z is None:  # calibrated for the plan, as DP-FedAvg does
         assert mech.target_epsilon is not None
@@ -130,6 +135,112 @@ def check_dp(cfg: AuditConfig) -> tuple[list[Finding], BudgetCurve | None]:
         )
     budget = BudgetCurve(tuple(float(r) for r in marks), curves, mech.delta, d.max_epsilon)
     return findings, budget
+
+
+def _threshold(dep: Deployment, n: int) -> int:
+    """The threshold of the deployment's graph for ``n`` clients (configured, or derived from the rates)."""
+    from secagg import SecAggParams
+
+    if n < 3:
+        return n
+    if dep.degree is not None and dep.threshold is not None:
+        return min(dep.threshold, n - 1)
+    return SecAggParams.derive(
+        num_clients=n,
+        dropout_rate=dep.dropout_rate,
+        corruption_rate=dep.corruption_rate,
+        security_bits=dep.security_bits,
+        failure_bits=dep.failure_bits,
+        threat=dep.threat,
+    ).threshold
+
+
+def check_distributed(cfg: AuditConfig, sampling: Sampling) -> tuple[list[Finding], BudgetCurve | None]:
+    """Distributed DP inside the secure sum: the parameters the run would choose, or its refusal."""
+    import math
+
+    from dp import RDPAccountant
+    from dp.distributed import choose_parameters
+
+    d, dep, mech = cfg.dp, cfg.deployment, cfg.dp.mechanism
+    assert mech is not None and mech.target_epsilon is not None  # DPConfig: distributed needs target_epsilon
+    if sampling.kind != "poisson":
+        return [
+            Finding(
+                "dp.budget",
+                "fail",
+                "Distributed DP without a valid bound",
+                "distributed DP is accounted for Poisson sampling only (Zhu-Wang's general subsampling bound); "
+                "set dp.sampling = 'poisson'",
+            )
+        ], None
+    n_exp = sampling.rate * dep.num_clients
+    cohort = max(1, min(dep.num_clients, math.ceil(n_exp + 4.0 * math.sqrt(n_exp * (1.0 - sampling.rate)))))
+    typical = max(1, round(n_exp))
+    try:
+        survivors = _threshold(dep, typical) if AGGREGATIONS.get(dep.aggregation).hides_updates else typical
+        shares = max(1, min(survivors - math.floor((1.0 - mech.honest_fraction) * typical + 1e-9), cohort))
+        p = choose_parameters(
+            mechanism=mech.mechanism,
+            bits=mech.bits,
+            clip=mech.clip_norm,
+            dim=dep.model_params,
+            epsilon=mech.target_epsilon,
+            delta=mech.delta,
+            rounds=d.rounds,
+            sampling_rate=sampling.rate,
+            cohort=cohort,
+            shares=shares,
+            beta=mech.beta,
+            clip_probability=mech.clip_probability,
+            max_inflation=mech.max_noise_inflation,
+        )
+    except ConfigurationError as e:
+        return [Finding("dp.distributed", "fail", "Distributed DP cannot run as configured", str(e))], None
+    marks = sorted({max(1, round(d.rounds * f / 10)) for f in range(1, 11)})
+    acc, eps, done = RDPAccountant(), [], 0
+    rdp_mech = p.rdp_mechanism(p.shares)
+    for r in marks:
+        acc.step(noise_multiplier=rdp_mech.noise_multiplier, sampling=sampling, count=r - done, mechanism=rdp_mech)
+        done = r
+        eps.append(acc.get_epsilon(mech.delta))
+    final = eps[-1]
+    findings = [
+        Finding(
+            "dp.budget",
+            "fail" if final > d.max_epsilon else "pass",
+            "Privacy budget (distributed DP)",
+            f"{sampling.describe()}, {p.mechanism} noise summing to std {p.sigma:.4g} (scale {p.scale:.4g}; "
+            f"Gaussian-equivalent noise multiplier {p.sigma / p.l2_sensitivity:.3g}), {d.rounds} rounds: epsilon RDP "
+            f"{final:.3g} at delta {mech.delta:g} (limit {d.max_epsilon:g}); PRV n/a (no bound for this mechanism)",
+            {"epsilon": {"rdp": final}, "delta": mech.delta},
+        ),
+        Finding(
+            "dp.distributed",
+            "pass",
+            f"Distributed DP in {p.bits} bits per coordinate",
+            f"the sum of up to {p.cohort} clients leaves the ring with probability <= {p.clip_probability:.2g} per "
+            f"coordinate (tail bound); the bits inflate the noise {p.noise_inflation:.3g}x over unlimited bits; "
+            f"each client adds 1/{p.shares} of the noise variance (the fewest honest survivors the aggregation "
+            f"releases a sum of), so any released sum carries at least the accounted noise; payload "
+            f"{p.upload_bytes} bytes per client ({p.padded} coordinates after padding)",
+            {"bits": p.bits, "scale": p.scale, "shares": p.shares, "clip_probability": p.clip_probability},
+        ),
+    ]
+    if not AGGREGATIONS.get(dep.aggregation).hides_updates:
+        findings.append(
+            Finding(
+                "dp.distributed.trust",
+                "warn",
+                "Noise shares without a secure sum",
+                f"under '{dep.aggregation}' the server sees every client's vector, which carries only "
+                f"1/{p.shares} of the noise variance: the guarantee holds for the released model, "
+                "not against the server",
+            )
+        )
+    if not mech.secure_noise:
+        findings.append(Finding("dp.noise", "fail", "Noise from a seeded generator", "use the secure source"))
+    return findings, BudgetCurve(tuple(float(r) for r in marks), {"rdp": tuple(eps)}, mech.delta, d.max_epsilon)
 
 
 def check_compatibility(dep: Deployment) -> list[Finding]:

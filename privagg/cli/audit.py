@@ -17,6 +17,17 @@ Each check becomes a finding (pass / warn / fail) in ``report.json`` and ``repor
 The default deployment is Flower's SecAgg+ defaults (100 clients, 14 neighbours, threshold 10,
 semi-honest server, no DP): ``privagg audit`` shows what an auditor would flag there.
 ``--strict`` exits 1 when a finding fails (for CI gates).
+
+``--empirical`` measures instead of analysing: it runs a *run* configuration (the TOML
+``privagg run --config`` takes; default: the main job with DP, Poisson 0.5, 20 rounds) through
+the same DP-FedAvg aggregator path with inserted canary clients, and prints one verdict line:
+the empirical epsilon lower bound (white-box: every released round; black-box: the final
+model) beside the accountant's. ``--strict`` then exits 1 when the audit flags the mechanism.
+
+examples:
+  privagg audit --config deployment.toml --strict
+  privagg audit --empirical --canaries 1000
+  privagg audit --empirical --config run.toml --rounds 50
 """
 
 from __future__ import annotations
@@ -40,7 +51,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--out", default="privagg-audit", metavar="DIR", help="report directory (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print report.json to stdout")
     p.add_argument("--no-attacks", action="store_true", help="skip running the protocol attacks")
-    p.add_argument("--strict", action="store_true", help="exit 1 when a finding fails")
+    p.add_argument("--strict", action="store_true", help="exit 1 when a finding fails (or the mechanism is flagged)")
+    e = p.add_argument_group("empirical audit (canary clients)")
+    e.add_argument("--empirical", action="store_true", help="measure epsilon with canaries; --config is a run TOML")
+    e.add_argument("--canaries", type=int, default=1000, metavar="N", help="canary clients (default: %(default)s)")
+    e.add_argument("--confidence", type=float, default=0.95, help="of all bounds together (default: %(default)s)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the canaries' directions and coins (default: 0)")
+    e.add_argument("--rounds", type=int, metavar="R", help="override federation.rounds of the run")
     p.set_defaults(func=_main)
 
 
@@ -48,7 +65,30 @@ def _progress(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+def _empirical(args: argparse.Namespace) -> int:
+    from privagg.audit.canaries import CanaryConfig, empirical_run_config, run_canary_audit
+    from privagg.cli import command_line, utc_now
+    from privagg.report import provenance
+    from privagg.report.audit import empirical_report
+
+    run = empirical_run_config(args.config, rounds=args.rounds)
+    canary = CanaryConfig(canaries=args.canaries, seed=args.seed, confidence=args.confidence)
+    started = utc_now()
+    result = run_canary_audit(run, canary, progress=None if args.json else _progress)
+    report = empirical_report(result)
+    provenance(report, command=command_line(args), seed=args.seed, timestamp=started)
+    report.write(args.out)
+    if args.json:
+        print(report.to_json())
+    else:
+        print(result.verdict)
+        print(f"report: {Path(args.out) / 'report.html'}", file=sys.stderr)
+    return 1 if (result.flagged and args.strict) else 0
+
+
 def _main(args: argparse.Namespace) -> int:
+    if args.empirical:
+        return _empirical(args)
     from privagg.audit import FLOWER_DEFAULTS, AuditConfig, run_audit
     from privagg.cli import command_line, utc_now
     from privagg.config import read_toml

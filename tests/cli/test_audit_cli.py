@@ -53,21 +53,39 @@ def test_hardened_example_without_attacks_is_not_a_pass(tmp_path, capsys):
 
 
 def test_hardened_example_reports_what_the_attacks_did(tmp_path, capsys):
-    """With the attacks run, the verdict is what happened: FAIL (exit 1 under --strict) while an
-    attack class works, naming each one; PASS for the threat model only when every class held."""
+    """With the attacks run, the verdict is what happened: the threat model PASSes because every protocol
+    attack class held, and the malicious-model check PASSes because the noise is in the sum."""
     cfg = tmp_path / "hardened.toml"
     cfg.write_text("attack_clients = 4\n" + (EXAMPLES / "hardened.toml").read_text())
     rc = main(["audit", "--config", str(cfg), "--strict", "--json", "--out", str(tmp_path / "o")])
     d = json.loads(capsys.readouterr().out)
     rows = d["sections"]["protocol_attacks"]["rows"]
     worked = sorted(r[0] for r in rows if r[3] in ("ATTACK WORKED", "CRASHED"))
-    threat = next(f for f in d["sections"]["findings"]["findings"] if f["id"] == "secagg.threat-model")
+    findings = {f["id"]: f for f in d["sections"]["findings"]["findings"]}
     assert {r[2] for r in rows} == {"active"}
-    if worked:
-        assert rc == 1 and d["verdict"] == "fail" and threat["severity"] == "fail"
-        assert sorted(threat["data"]["succeeded"]) == worked
-    else:
-        assert rc == 0 and threat["severity"] == "pass"
+    # every attack class held (issue 12: the inconsistent dealer is excluded, the round completes)
+    assert worked == [] and findings["secagg.threat-model"]["severity"] == "pass"
+    # the example's clients add the DP noise inside the secure sum: a crafted model reads nothing (issue 16)
+    malicious = findings["secagg.malicious-model"]
+    assert malicious["severity"] == "pass" and max(malicious["data"]["fractions"]) == 0.0
+    assert rc == 0 and d["verdict"] != "fail"
+
+
+def test_central_noise_leaves_the_malicious_model_free(tmp_path, capsys):
+    """The same deployment with central DP noise: every protocol attack class still holds, but the server
+    sees the un-noised sum, so one crafted model sent to every client reads their images: FAIL, exit 1."""
+    cfg = tmp_path / "central.toml"
+    text = (EXAMPLES / "hardened.toml").read_text().replace('noise = "client"', 'noise = "central"')
+    assert 'noise = "central"' in text
+    cfg.write_text("attack_clients = 4\n" + text)
+    rc = main(["audit", "--config", str(cfg), "--strict", "--json", "--out", str(tmp_path / "o")])
+    d = json.loads(capsys.readouterr().out)
+    findings = {f["id"]: f for f in d["sections"]["findings"]["findings"]}
+    assert findings["secagg.threat-model"]["severity"] == "pass"
+    malicious = findings["secagg.malicious-model"]
+    assert malicious["severity"] == "fail" and min(malicious["data"]["fractions"]) >= 0.5
+    assert "no noise in the sum" in malicious["detail"]
+    assert rc == 1 and d["verdict"] == "fail"
 
 
 def test_strict_exit_code_and_incompatible_robust_rule(tmp_path, capsys):
@@ -94,3 +112,38 @@ def test_bad_config_exit_2(tmp_path, capsys, toml, fragment):
     assert main(["audit", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 2
     assert fragment in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+_SMALL_RUN = """
+[model]
+hidden = [16]
+[federation]
+rounds = 6
+sampling = "poisson"
+sampling_rate = 0.5
+[dp]
+noise_multiplier = 2.0
+"""
+
+
+def test_empirical_audit_prints_one_verdict_and_writes_the_plot(tmp_path, capsys):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(_SMALL_RUN)
+    out = tmp_path / "e"
+    rc = main(["audit", "--empirical", "--config", str(cfg), "--canaries", "200", "--strict", "--out", str(out)])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert rc == 0 and len(lines) == 1
+    assert lines[0].startswith("consistent: empirical epsilon >= ") and "accounted" in lines[0]
+    d = json.loads((out / "report.json").read_text())
+    sec = d["sections"]["empirical"]
+    assert d["flagged"] is False and sec["game"] == "add/remove"
+    assert {b["method"] for b in sec["white_box"]} == {"gaussian-fit", "threshold", "one-run"}
+    assert len(sec["curve"]["rounds"]) == len(sec["curve"]["accounted"]) >= 3
+    assert (out / "empirical_epsilon.png").exists() and (out / "report.html").exists()
+
+
+def test_empirical_audit_refuses_a_run_without_dp(tmp_path, capsys):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text("[federation]\nrounds = 2\n")
+    assert main(["audit", "--empirical", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 2
+    assert "dp: the run has no [dp] table" in capsys.readouterr().err

@@ -1,0 +1,131 @@
+"""Planted DP bugs: each a subclass overriding the one real method that computes the broken quantity.
+
+Switched on only in tests, by handing the canary audit a ``dp-fedavg`` aggregator built the way
+``privagg run`` builds it (:func:`privagg.audit.canaries.build_dp_aggregator`) and then given
+the buggy part:
+
+* :class:`HalfSensitivityRounds` -- ``DPRounds.plan`` calibrates the noise to half the
+  sensitivity (the ledger still records the configured noise multiplier);
+* :class:`NoRecalibrationRounds` -- ``DPRounds.finish`` accounts every round as if the whole
+  cohort had added its noise share, even when clients dropped (client-side noise);
+* :class:`UncappedWeights` -- ``DPFedAvg.client_weights`` without the cap: weighted averaging
+  (``n_k / weight_cap``, above 1 for large clients) under the unweighted sensitivity ``C``;
+* :class:`NoEmptyNoise` -- ``DPFedAvg.empty_release`` releases exact zeros for an empty cohort
+  (the round is still accounted).
+
+:class:`AdversarialDropouts` is the fault the recalibration exists for: an inner mean whose
+survivors exclude real clients only (the canary, a target, always survives), as a server that
+declares honest clients dropped would arrange.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from dp.clipping import MAX_WEIGHT
+from dp.noise import GaussianGridMechanism
+from dp.rounds import DPRounds, RoundOutcome, RoundPlan
+from privagg.audit.canaries import build_dp_aggregator
+from protocols.aggregation import AggregateResult, ClientUpdate, MeanAggregator, RoundContext
+from protocols.dp_fedavg import DPFedAvg
+
+__all__ = [
+    "AdversarialDropouts",
+    "HalfSensitivityRounds",
+    "NoEmptyNoise",
+    "NoRecalibrationRounds",
+    "UncappedWeights",
+    "planted_aggregator",
+]
+
+
+class HalfSensitivityRounds(DPRounds):
+    """Bug: the update noise is calibrated to half the L2 sensitivity."""
+
+    def plan(self, **kwargs: Any) -> RoundPlan:
+        plan = super().plan(**kwargs)
+        m = plan.mechanism
+        half = GaussianGridMechanism.create(
+            sensitivity=m.sensitivity / 2,
+            noise_multiplier=m.noise_multiplier,
+            dim=m.dim,
+            resolution=self.grid_resolution,
+        )
+        return dataclasses.replace(plan, mechanism=half)
+
+
+class NoRecalibrationRounds(DPRounds):
+    """Bug: every round is accounted as if the whole cohort survived (no recalibration after dropouts)."""
+
+    def finish(self, plan: RoundPlan, *, round: int, survivors: int, **kwargs: Any) -> RoundOutcome:
+        return super().finish(plan, round=round, survivors=plan.cohort, **kwargs)
+
+
+class UncappedWeights(DPFedAvg):
+    """Bug: ``client_weights`` without the cap (``n_k / weight_cap``, above ``MAX_WEIGHT`` for large clients)."""
+
+    def client_weights(self, updates: Sequence[ClientUpdate]) -> np.ndarray:
+        cfg = self.config
+        n = np.array([u.num_examples for u in updates], dtype=np.float64)
+        if cfg.weighting == "capped" and cfg.weight_cap is not None:
+            return n / cfg.weight_cap  # no min(., MAX_WEIGHT): the sensitivity C * MAX_WEIGHT no longer holds
+        return super().client_weights(updates)
+
+
+class NoEmptyNoise(DPFedAvg):
+    """Bug: an empty cohort releases exact zeros (accounted as a noised round all the same)."""
+
+    def empty_release(self, plan: RoundPlan, dim: int) -> np.ndarray:
+        return np.zeros(dim)
+
+
+class AdversarialDropouts(MeanAggregator):
+    """A sum whose survivors exclude up to ``rate`` of the cohort, real clients (ids < ``population``) only."""
+
+    name = "adversarial-dropouts"
+
+    def __init__(self, *, rate: float, population: int) -> None:
+        super().__init__(weighted=False)
+        self.rate = rate
+        self.population = population
+
+    def min_survivors(self, n: int) -> int:
+        return n - math.floor(self.rate * n)
+
+    def aggregate(self, updates: Sequence[ClientUpdate], ctx: RoundContext) -> AggregateResult:
+        budget = math.floor(self.rate * len(updates))
+        dropped = {u.client_id for u in updates if u.client_id < self.population}
+        dropped = set(sorted(dropped)[:budget])
+        kept = [u for u in updates if u.client_id not in dropped]
+        return super().aggregate(kept, ctx)
+
+
+Bug = Literal["half-sensitivity", "no-recalibration", "uncapped-weights", "no-empty-noise", "dropouts", "none"]
+
+
+def planted_aggregator(run: Any, bug: Bug, *, dropout_rate: float = 0.5) -> DPFedAvg:
+    """The aggregator ``privagg run`` builds for ``run``, with ``bug`` planted.
+
+    ``"none"``: as built; ``"dropouts"``: the correct mechanism under :class:`AdversarialDropouts`
+    (the control of ``"no-recalibration"``).
+    """
+    agg: DPFedAvg = build_dp_aggregator(run)
+    dp = run.dp
+    if bug == "half-sensitivity":
+        agg.dp_rounds = HalfSensitivityRounds.from_config(dp, secure_noise=True)
+    elif bug in ("no-recalibration", "dropouts"):
+        agg.inner = AdversarialDropouts(rate=dropout_rate, population=run.data.num_clients)
+        if bug == "no-recalibration":
+            agg.dp_rounds = NoRecalibrationRounds.from_config(dp, secure_noise=True)
+    elif bug in ("no-empty-noise", "uncapped-weights"):
+        cls = NoEmptyNoise if bug == "no-empty-noise" else UncappedWeights
+        agg = cls(agg.inner, config=dp, population=run.data.num_clients, rounds=run.federation.rounds)
+    return agg
+
+
+assert MAX_WEIGHT == 1.0  # the uncapped weights exceed this a-priori bound
