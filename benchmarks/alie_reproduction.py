@@ -61,12 +61,9 @@ def run_job(job: Job, fedsgd_rounds: int) -> dict[str, Any]:
     regime, dataset, defense, variant, seed, z = job
     cfg = regime_config(regime, dataset, seed, fedsgd_rounds)
     attack = NO_ATTACK if variant == "clean" else "alie"
-    cfg = replace(
-        cfg,
-        omniscient=variant == "alie-omniscient",
-        attack_options={"alie": {"z": z}} if z is not None else {},
-    )
-    r = run_cell(cfg, attack, defense, FRACTION, ALPHA)
+    cfg = replace(cfg, attack_options={"alie": {"z": z}} if z is not None else {})
+    knowledge = "omniscient" if variant == "alie-omniscient" else "partial"
+    r = run_cell(cfg, attack, defense, FRACTION, ALPHA, knowledge=knowledge)
     return {
         "regime": regime,
         "regime_description": cfg.regime,

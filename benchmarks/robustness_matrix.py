@@ -54,15 +54,23 @@ def studies(seeds: int) -> dict[str, Any]:
     base = RobustnessConfig().with_run({"federation": {"rounds": rounds}})
     rows: dict[str, list[dict[str, Any]]] = {}
 
-    def cell(key: str, cfg: RobustnessConfig, attack: str, defense: str, frac: float, alpha: float = 0.5) -> None:
-        r = run_cell(cfg, attack, defense, frac, alpha)
+    def cell(
+        key: str,
+        cfg: RobustnessConfig,
+        attack: str,
+        defense: str,
+        frac: float,
+        alpha: float = 0.5,
+        know: str = "partial",
+    ) -> None:
+        r = run_cell(cfg, attack, defense, frac, alpha, knowledge=know)
         rows.setdefault(key, []).append({"seed": cfg.run.seed, "accuracy": r.accuracy, "asr": r.attack_success_rate})
 
     for seed in range(seeds):
         cfg = base.with_run({"seed": seed})
         cell("fedavg clean", cfg, NO_ATTACK, "mean", 0.2)
         cell("fedavg + alie (paper z, 20%)", cfg, "alie", "mean", 0.2)
-        cell("fedavg + alie omniscient (paper z, 20%)", replace(cfg, omniscient=True), "alie", "mean", 0.2)
+        cell("fedavg + alie omniscient (paper z, 20%)", cfg, "alie", "mean", 0.2, know="omniscient")
         for z in (1.0, 2.0):
             cell(f"fedavg + alie z={z:g} (20%)", replace(cfg, attack_options={"alie": {"z": z}}), "alie", "mean", 0.2)
         cell("median + alie (paper z, 20%)", cfg, "alie", "median", 0.2)
@@ -72,13 +80,21 @@ def studies(seeds: int) -> dict[str, Any]:
             cell(f"IID (alpha=100) {d} clean", cfg, NO_ATTACK, d, 0.2, 100.0)
             cell(f"IID (alpha=100) {d} + alie (paper z, 20%)", cfg, "alie", d, 0.2, 100.0)
         # one model-replacement client, attacking in the last round (omniscient: knows the example weights)
-        mr = replace(cfg, omniscient=True, attack_options={"model-replacement": {"attack_rounds": [rounds]}})
+        mr = replace(cfg, attack_options={"model-replacement": {"attack_rounds": [rounds]}})
         f1 = 1 / cfg.run.data.num_clients
-        cell("fedavg + 1 model-replacement client", mr, "model-replacement", "mean", f1)
+        omni = "omniscient"
+        cell("fedavg + 1 model-replacement client", mr, "model-replacement", "mean", f1, know=omni)
         cell("norm-bound clean", cfg, NO_ATTACK, "norm-bound", f1)
-        cell("norm-bound + 1 model-replacement client", mr, "model-replacement", "norm-bound", f1)
+        cell("norm-bound + 1 model-replacement client", mr, "model-replacement", "norm-bound", f1, know=omni)
         early = replace(mr, attack_options={"model-replacement": {"attack_rounds": [rounds - 5]}})
-        cell("fedavg + 1 model-replacement client, 5 rounds before the end", early, "model-replacement", "mean", f1)
+        cell(
+            "fedavg + 1 model-replacement client, 5 rounds before the end",
+            early,
+            "model-replacement",
+            "mean",
+            f1,
+            know=omni,
+        )
     summary: dict[str, Any] = {
         k: {
             "median_accuracy": _median([v["accuracy"] for v in vs]),

@@ -295,4 +295,3 @@ def clean_trigger_rate(sim: FedAvgSimulation) -> float | None:
     probe = ModelReplacement()
     probe._setup(sim)
     return probe.success(sim)
-

@@ -97,6 +97,8 @@ class PoisoningAttack(Attack):
     needs_statistics: ClassVar[bool] = False
     #: a backdoor attack (has an attack success rate)
     is_backdoor: ClassVar[bool] = False
+    #: crafts from the benign updates it knows (:meth:`reference`): omniscience changes what it sends
+    reads_benign_updates: ClassVar[bool] = False
 
     def __init__(self, *, start_round: int = 1, attack_rounds: Sequence[int] | None = None) -> None:
         if start_round < 1:

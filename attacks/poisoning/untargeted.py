@@ -117,6 +117,7 @@ class ALIE(PoisoningAttack):
     round's ``n`` and number of malicious clients (``z`` overrides it).
     """
 
+    reads_benign_updates = True
     description = "A Little Is Enough: mu - z sigma, z from Baruch et al."
     needs_statistics = True
 
@@ -142,6 +143,7 @@ class ALIE(PoisoningAttack):
 class IPM(PoisoningAttack):
     """Inner Product Manipulation (Xie, Koyejo & Gupta 2019): ``-epsilon * mean(benign)``."""
 
+    reads_benign_updates = True
     description = "inner product manipulation: -epsilon * benign mean"
 
     def __init__(self, *, epsilon: float = 0.5, **kw: Any) -> None:
@@ -166,6 +168,7 @@ class _Shejwalkar(PoisoningAttack):
     for Min-Sum).
     """
 
+    reads_benign_updates = True
     needs_statistics = True
     objective: ClassVar[Literal["max", "sum"]] = "max"
 
@@ -249,6 +252,7 @@ class FangKrum(PoisoningAttack):
     updates are estimated from the attackers' own genuine updates (partial knowledge).
     """
 
+    reads_benign_updates = True
     description = "Fang et al. 2020 attack on Krum (full knowledge)"
 
     def __init__(self, *, threshold: float = 1e-5, **kw: Any) -> None:
@@ -309,6 +313,7 @@ class FangMedian(PoisoningAttack):
     Applied to update deltas rather than absolute weights.
     """
 
+    reads_benign_updates = True
     description = "Fang et al. 2020 attack on median / trimmed mean (full knowledge)"
 
     def __init__(self, *, b: float = 2.0, **kw: Any) -> None:

@@ -19,18 +19,45 @@ from protocols.training import TrainConfig
 
 __all__ = [
     "BASELINE_DEFENSE",
+    "DEFAULT_STACKS",
+    "HONEST_ONLY",
+    "KNOWLEDGE",
     "NO_ATTACK",
+    "SCHEDULES",
+    "Cell",
     "RobustnessConfig",
     "default_attacks",
     "default_defenses",
     "defense_info",
+    "sum_only_mode",
 ]
 
 #: The attack name of the clean baseline (no malicious behaviour; same defense, same seed).
 NO_ATTACK = "none"
 #: The defense every sweep compares against: FedAvg's plain mean (no robustness claimed).
 BASELINE_DEFENSE = "mean"
+#: The ceiling of any defense that discards the attackers: FedAvg on the honest clients alone
+#: (the malicious clients' data is lost with them). One run per fraction and alpha.
+HONEST_ONLY = "honest-only"
+#: When an attack strikes: every round, or once in the last round (``single-shot``, backdoors only).
+SCHEDULES = ("every-round", "single-shot")
+#: What the attackers know: their own genuine updates (``partial``) or every honest update (``omniscient``).
+KNOWLEDGE = ("partial", "omniscient")
+#: The stacks the default sweep adds to the rules (pre-aggregators in front of a rule).
+DEFAULT_STACKS = ("nnm+fltrust", "bucketing+fltrust", "arc+nnm+trimmed-mean", "bucketing+median")
 _PARTITIONS = ("dirichlet", "iid")
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    """One run of a sweep: an attack (with its schedule and the attackers' knowledge) against a defense."""
+
+    attack: str
+    defense: str
+    fraction: float
+    alpha: float
+    schedule: str = "every-round"
+    knowledge: str = "partial"
 
 
 def default_attacks() -> tuple[str, ...]:
@@ -39,27 +66,49 @@ def default_attacks() -> tuple[str, ...]:
 
 
 def default_defenses() -> tuple[str, ...]:
-    """The plain mean and every registered robust rule."""
-    return (BASELINE_DEFENSE, *robust_aggregators())
+    """The plain mean, every registered robust rule and the :data:`DEFAULT_STACKS`."""
+    return (BASELINE_DEFENSE, *robust_aggregators(), *DEFAULT_STACKS)
 
 
 def defense_info(name: str) -> dict[str, Any]:
-    """Whether defense ``name`` composes with secure aggregation, and why (for tables and errors)."""
+    """Whether defense ``name`` works when the server sees only sums, how, and what it then assumes of clients."""
     factory: Any = AGGREGATORS.get(name, field="defenses")
-    compatible = secure_aggregation_compatible(name)
-    note = getattr(factory, "secagg_note", None)
-    if note is None:
+    mode = sum_only_mode(name)
+    if mode == "global sum":
+        note = getattr(factory, "secagg_note", None) or "compatible: only the sum of updates is needed (no robustness)"
+    elif mode == "bucket sums":
         note = (
-            "compatible: only the sum of updates is needed"
-            if compatible
-            else "needs every individual update in plaintext: incompatible with secure aggregation"
+            "compatible per bucket: secure aggregation runs within each bucket of s clients and the rest of the "
+            "stack on the bucket means; nothing is assumed of the clients' behaviour (a Byzantine client spoils "
+            "only its bucket, which the rule bounds), but the buckets must come from public randomness the server "
+            "cannot bias, and the server learns every bucket sum (each update hidden among s clients, not n)"
         )
+    else:
+        note = "needs every individual update in plaintext: incompatible with secure aggregation"
     return {
         "defense": name,
-        "secure_aggregation_compatible": compatible,
+        "secure_aggregation_compatible": mode != "no",
+        "sum_only": mode,
         "note": note,
         "max_byzantine_n20": max_byzantine(name, 20),
     }
+
+
+def sum_only_mode(name: str) -> str:
+    """How defense ``name`` runs when the server sees only sums: ``"global sum"``, ``"bucket sums"`` or ``"no"``.
+
+    ``global sum``: one secure sum of every update suffices (the mean; norm bounding once the
+    clients clip). ``bucket sums``: a stack that starts with bucketing needs only the sum of
+    each bucket, so secure aggregation can run within every bucket and the rest of the stack
+    on the bucket means (the buckets drawn from public randomness, never by the server).
+    """
+    if secure_aggregation_compatible(name):
+        return "global sum"
+    factory: Any = AGGREGATORS.get(name, field="defenses")
+    pre = getattr(factory, "pre_names", ())
+    if pre and pre[0] == "bucketing":
+        return "bucket sums"
+    return "no"
 
 
 def _task(
@@ -87,8 +136,13 @@ class RobustnessConfig:
     The sweep's own axes: ``attacks`` and ``defenses`` (registered names; ``"none"`` is the
     clean baseline), ``malicious`` (fractions of malicious clients) and ``alphas`` (label-split
     concentrations, smaller = more non-IID; unused when ``run.data.partition == "iid"``).
-    The attackers: ``omniscient`` (read every honest update) and ``colluding`` (share what they
-    know). The server (:meth:`policy`): defenses assume ``f`` = the number of malicious clients;
+    ``schedules``: every round and/or ``single-shot`` (once, in the last round; applied to the
+    backdoors, whose single shot is the published setting). ``knowledge``: ``partial`` (the
+    attackers know their own genuine updates) and/or ``omniscient`` (every honest update of
+    the round; applied to the attacks whose crafting reads benign updates). The clean
+    baseline (attack ``"none"``) and the honest-only ceiling always run. ``colluding``: the
+    attackers share what they know. The server (:meth:`policy`): defenses assume ``f`` = the
+    number of malicious clients;
     ``norm_bound`` / ``noise_multiplier`` are its clipping bound ``M`` and weak-DP noise
     (norm bounding; constrain-and-scale attackers assume ``M``); ``root_size`` is the size of
     FLTrust's clean sample; ``secure_aggregation``: the server sees only the sum.
@@ -102,7 +156,8 @@ class RobustnessConfig:
     defenses: tuple[str, ...] = field(default_factory=default_defenses)
     malicious: tuple[float, ...] = (0.2,)
     alphas: tuple[float, ...] = (0.5,)
-    omniscient: bool = False
+    schedules: tuple[str, ...] = SCHEDULES
+    knowledge: tuple[str, ...] = KNOWLEDGE
     colluding: bool = True
     secure_aggregation: bool = False
     norm_bound: float = 2.0
@@ -120,6 +175,12 @@ class RobustnessConfig:
         for a in self.attacks:
             if a != NO_ATTACK:
                 poisoning_attack(a)
+        for name, allowed, values in (
+            ("schedules", SCHEDULES, self.schedules),
+            ("knowledge", KNOWLEDGE, self.knowledge),
+        ):
+            if not values or any(v not in allowed for v in values):
+                raise ConfigurationError(f"got {values!r}", field=name, accepted=list(allowed))
         for d in self.defenses:
             AGGREGATORS.get(d, field="defenses")
         for m in self.malicious:
@@ -147,13 +208,13 @@ class RobustnessConfig:
         if self.local_steps is not None and self.local_steps < 1:
             raise ConfigurationError(f"must be >= 1 or None, got {self.local_steps}", field="local_steps")
         if self.secure_aggregation:
-            bad = [d for d in self.defenses if not secure_aggregation_compatible(d)]
+            bad = [d for d in self.defenses if sum_only_mode(d) == "no"]
             if bad:
                 raise ConfigurationError(
                     f"defenses {', '.join(bad)} need individual updates in plaintext and cannot run under "
-                    "secure aggregation (the server only sees the sum); refusing instead of computing on plaintext",
+                    "secure aggregation (the server only sees sums); refusing instead of computing on plaintext",
                     field="defenses",
-                    accepted=[d for d in AGGREGATORS.names() if secure_aggregation_compatible(d)],
+                    accepted=[d for d in AGGREGATORS.names() if sum_only_mode(d) != "no"],
                 )
 
     @classmethod
@@ -189,9 +250,11 @@ class RobustnessConfig:
             local = f"{self.local_steps} local steps"
         return f"{local}, batch {t.batch_size}, lr {t.lr:g}, {split} split, {self.run.federation.rounds} rounds"
 
-    def adversary(self, fraction: float) -> PoisoningAdversary:
-        """The attackers of a cell with ``fraction`` malicious clients."""
-        return PoisoningAdversary(malicious_fraction=fraction, omniscient=self.omniscient, colluding=self.colluding)
+    def adversary(self, fraction: float, knowledge: str = "partial") -> PoisoningAdversary:
+        """The attackers of a cell with ``fraction`` malicious clients who know ``knowledge``."""
+        return PoisoningAdversary(
+            malicious_fraction=fraction, omniscient=knowledge == "omniscient", colluding=self.colluding
+        )
 
     def num_malicious(self, fraction: float) -> int:
         return self.adversary(fraction).count(self.run.data.num_clients)
@@ -210,12 +273,30 @@ class RobustnessConfig:
         """The task of the cells with Dirichlet ``alpha``."""
         return replace(self.run, data=replace(self.run.data, alpha=alpha))
 
-    def cells(self) -> list[tuple[str, str, float, float]]:
-        """(attack, defense, fraction, alpha) of every run; the clean baseline once per defense and alpha."""
-        out: list[tuple[str, str, float, float]] = []
+    def variants(self, attack: str) -> list[tuple[str, str]]:
+        """The (schedule, knowledge) pairs ``attack`` runs with: single shot for backdoors, omniscient
+        for attacks that read benign updates; the first schedule and knowledge for every attack."""
+        cls = poisoning_attack(attack)
+        schedules = [s for s in self.schedules if s == self.schedules[0] or cls.is_backdoor]
+        knowledge = [k for k in self.knowledge if k == self.knowledge[0] or cls.reads_benign_updates]
+        first = (schedules[0], knowledge[0])
+        out = [first]
+        out += [(s, knowledge[0]) for s in schedules[1:]]
+        out += [(schedules[0], k) for k in knowledge[1:]]
+        return out
+
+    def cells(self) -> list[Cell]:
+        """Every run: the clean baseline once per defense and alpha (always, even when ``"none"`` is
+        not among the attacks), then each attack in each of its :meth:`variants`, and the
+        honest-only ceiling once per fraction and alpha."""
+        out: list[Cell] = []
         for alpha in self.alphas:
             for d in self.defenses:
+                out.append(Cell(NO_ATTACK, d, self.malicious[0], alpha))
                 for a in self.attacks:
-                    fracs = self.malicious[:1] if a == NO_ATTACK else self.malicious
-                    out.extend((a, d, m, alpha) for m in fracs)
+                    if a == NO_ATTACK:
+                        continue
+                    for m in self.malicious:
+                        out.extend(Cell(a, d, m, alpha, s, k) for s, k in self.variants(a))
+            out.extend(Cell(HONEST_ONLY, BASELINE_DEFENSE, m, alpha) for m in self.malicious if m > 0)
         return out

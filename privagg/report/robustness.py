@@ -18,9 +18,20 @@ from typing import Any
 import numpy as np
 
 from attacks.registry import ATTACKS
-from attacks.robustness import NO_ATTACK, CellResult, RobustnessConfig, defense_info, worst_case
-from privagg.report import Figure, Report, Section
-from protocols.robust import max_byzantine, secure_aggregation_compatible
+from attacks.robustness import (
+    HONEST_ONLY,
+    NO_ATTACK,
+    CellResult,
+    RobustnessConfig,
+    TuningResult,
+    attack_label,
+    backdoor_success,
+    defense_info,
+    honest_only_ceiling,
+    worst_case,
+)
+from privagg.report import Figure, Report, Section, environment_section, provenance
+from protocols.robust import max_byzantine
 
 __all__ = ["matrix_report", "write_csv", "write_matrix"]
 
@@ -39,7 +50,8 @@ def _config_data(cfg: RobustnessConfig) -> dict[str, Any]:
         "model": run.model.name,
         "hidden": run.model.hidden,
         "seed": run.seed,
-        "omniscient": cfg.omniscient,
+        "schedules": cfg.schedules,
+        "knowledge": cfg.knowledge,
         "colluding": cfg.colluding,
         "secure_aggregation": cfg.secure_aggregation,
         "norm_bound": cfg.norm_bound,
@@ -67,6 +79,8 @@ _CSV_FIELDS = [
     "accuracy_drop",
     "attack_success_rate",
     "seconds",
+    "schedule",
+    "knowledge",
     "omniscient",
     "colluding",
     "secure_aggregation",
@@ -91,7 +105,7 @@ def _heatmap(
     def draw(path: Path) -> None:
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(1.0 + 0.62 * len(cols), 1.2 + 0.38 * len(rows)))
+        fig, ax = plt.subplots(figsize=(3.0 + 0.62 * len(cols), 1.2 + 0.38 * len(rows)))  # room for row labels
         im = ax.imshow(np.ma.masked_invalid(mat), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
         ax.set_xticks(range(len(cols)), cols, rotation=55, ha="right", fontsize=8)
         ax.set_yticks(range(len(rows)), rows, fontsize=8)
@@ -140,23 +154,50 @@ def _worst_case_bars(
     return draw
 
 
-def matrix_report(cfg: RobustnessConfig, results: Sequence[CellResult], *, seconds: float | None = None) -> Report:
-    """The sweep as a report: a table per cell, heatmaps and per-defense worst case."""
-    attacks = [a for a in cfg.attacks]
+def _row_labels(results: Sequence[CellResult], defenses: list[str]) -> list[str]:
+    """The attack rows of the heatmaps: the clean baseline, then every attack variant in run order."""
+    seen = dict.fromkeys(attack_label(r) for r in results if r.attack != HONEST_ONLY and r.defense in defenses)
+    return [NO_ATTACK, *(a for a in seen if a != NO_ATTACK)]
+
+
+def _opts(cfg: RobustnessConfig, d: str) -> str:
+    opts = cfg.defense_options.get(d, {})
+    return ", ".join(f"{k}={v}" for k, v in opts.items()) or "-"
+
+
+def matrix_report(
+    cfg: RobustnessConfig,
+    results: Sequence[CellResult],
+    *,
+    seconds: float | None = None,
+    tuning: TuningResult | None = None,
+) -> Report:
+    """The sweep as a report: per defense its clean and worst-case accuracy, backdoor success per
+    schedule, the secure-aggregation column; heatmaps, the tuning trials and every run."""
     defenses = list(cfg.defenses)
     report = Report(
         "privagg robustness: poisoning attacks x robust aggregation",
         top={
             "config": _config_data(cfg),
-            "seeds": {"run_seed": cfg.run.seed, "streams": "simulation_rng(seed, ...) per client, attack and round"},
+            "seeds": {
+                "run_seed": cfg.run.seed,
+                "validation_seed": None if tuning is None else tuning.validation_seed,
+                "streams": "simulation_rng(seed, ...) per client, attack and round",
+            },
             "seconds": seconds,
         },
     )
-    by = {(r.attack, r.defense, r.malicious_fraction, r.alpha): r for r in results}
+    by = {(attack_label(r), r.defense, r.malicious_fraction, r.alpha): r for r in results}
     wc = worst_case(results)
+    bd = backdoor_success(results)
+    ceiling = honest_only_ceiling(results)
+    rows_all = _row_labels(results, defenses)
+    backdoor_rows = [
+        a for a in rows_all if a != NO_ATTACK and getattr(ATTACKS.get(a.split(" (")[0]), "is_backdoor", False)
+    ]
     figures: list[Figure] = []
     tables: list[tuple[str, list[str], list[list[Any]]]] = []
-    backdoors = [a for a in attacks if a != NO_ATTACK and getattr(ATTACKS.get(a), "is_backdoor", False)]
+    summary_rows: list[dict[str, Any]] = []
     for alpha in cfg.alphas:
         for frac in cfg.malicious:
             tag = f"m{frac:g}_a{alpha:g}".replace(".", "p")
@@ -168,40 +209,29 @@ def matrix_report(cfg: RobustnessConfig, results: Sequence[CellResult], *, secon
                 v = getattr(r, key)
                 return math.nan if v is None else float(v)
 
-            acc = np.array([[cell(a, d, "accuracy") for d in defenses] for a in attacks])
+            where = f"{frac:.0%} malicious, alpha={alpha:g}"
+            acc = np.array([[cell(a, d, "accuracy") for d in defenses] for a in rows_all])
             figures.append(
                 Figure(
                     f"accuracy_{tag}.png",
-                    f"Main-task accuracy, {frac:.0%} malicious, alpha={alpha:g}",
-                    _heatmap(
-                        acc,
-                        attacks,
-                        defenses,
-                        f"Main-task accuracy ({frac:.0%} malicious, alpha={alpha:g})",
-                        "test accuracy",
-                        cmap="viridis",
-                    ),
+                    f"Main-task accuracy, {where}",
+                    _heatmap(acc, rows_all, defenses, f"Main-task accuracy ({where})", "test accuracy", cmap="viridis"),
                 )
             )
-            if backdoors:
-                asr = np.array([[cell(a, d, "attack_success_rate") for d in defenses] for a in [NO_ATTACK, *backdoors]])
+            if backdoor_rows:
+                asr_rows = [NO_ATTACK, *backdoor_rows]
+                asr = np.array([[cell(a, d, "attack_success_rate") for d in defenses] for a in asr_rows])
                 figures.append(
                     Figure(
                         f"backdoor_asr_{tag}.png",
-                        f"Backdoor attack success rate, {frac:.0%} malicious, alpha={alpha:g}",
+                        f"Backdoor attack success rate, {where}",
                         _heatmap(
-                            asr,
-                            [NO_ATTACK, *backdoors],
-                            defenses,
-                            f"Backdoor success ({frac:.0%} malicious, alpha={alpha:g})",
-                            "attack success rate",
-                            cmap="magma",
+                            asr, asr_rows, defenses, f"Backdoor success ({where})", "attack success rate", cmap="magma"
                         ),
                     )
                 )
             worst = [wc.get((d, frac, alpha), (math.nan, "-")) for d in defenses]
             clean = [cell(NO_ATTACK, d, "accuracy") for d in defenses]
-
             figures.append(
                 Figure(
                     f"worst_case_{tag}.png",
@@ -209,14 +239,45 @@ def matrix_report(cfg: RobustnessConfig, results: Sequence[CellResult], *, secon
                     _worst_case_bars(defenses, worst, clean, frac, alpha),
                 )
             )
+            rows: list[list[Any]] = []
+            for i, d in enumerate(defenses):
+                every = bd.get((d, frac, alpha, "every-round"), (math.nan, "-"))
+                single = bd.get((d, frac, alpha, "single-shot"), (math.nan, "-"))
+                info = defense_info(d)
+                rows.append(
+                    [d, clean[i], worst[i][0], worst[i][1], every[0], single[0], info["sum_only"], _opts(cfg, d)]
+                )
+                summary_rows.append(
+                    {
+                        "defense": d,
+                        "malicious_fraction": frac,
+                        "alpha": alpha,
+                        "clean_accuracy": clean[i],
+                        "worst_accuracy": worst[i][0],
+                        "worst_attack": worst[i][1],
+                        "backdoor_every_round": every[0],
+                        "backdoor_every_round_attack": every[1],
+                        "backdoor_single_shot": single[0],
+                        "backdoor_single_shot_attack": single[1],
+                        "sum_only": info["sum_only"],
+                        "options": dict(cfg.defense_options.get(d, {})),
+                    }
+                )
+            top = ceiling.get((frac, alpha), math.nan)
             tables.append(
                 (
-                    f"Worst case per defense ({frac:.0%} malicious, alpha={alpha:g})",
-                    ["defense", "clean accuracy", "worst accuracy", "worst attack", "secagg compatible"],
+                    f"Per defense ({where}; honest-only ceiling {top:.3f})",
                     [
-                        [d, clean[i], worst[i][0], worst[i][1], "yes" if secure_aggregation_compatible(d) else "no"]
-                        for i, d in enumerate(defenses)
+                        "defense",
+                        "clean",
+                        "worst",
+                        "worst attack",
+                        "backdoor every round",
+                        "backdoor single shot",
+                        "server sees only sums",
+                        "options",
                     ],
+                    rows,
                 )
             )
     tables.append(
@@ -225,7 +286,7 @@ def matrix_report(cfg: RobustnessConfig, results: Sequence[CellResult], *, secon
             ["attack", "defense", "malicious", "alpha", "status", "accuracy", "clean", "ASR", "seconds"],
             [
                 [
-                    r.attack,
+                    attack_label(r),
                     r.defense,
                     r.malicious_fraction,
                     r.alpha,
@@ -248,13 +309,20 @@ def matrix_report(cfg: RobustnessConfig, results: Sequence[CellResult], *, secon
             title="Poisoning attacks x robust aggregation",
             text=(
                 "One FedAvg run per cell on the same seeded task; defenses assume f = number of malicious clients. "
-                "Backdoor success = share of triggered test images of other classes classified as the target label "
-                "(the 'none' row gives the trigger's rate on a clean model). Refused cells (shown '–') ask a defense "
-                "to tolerate more Byzantine clients than its bound."
+                "Worst = lowest accuracy over every attack and variant (single shot = the last round only; "
+                "omniscient = the attackers read every honest update). Backdoor success = share of triggered test "
+                "images of other classes classified as the target label, the highest over the backdoors, per "
+                "schedule (the 'none' row gives the trigger's rate on a clean model). The honest-only ceiling is "
+                "FedAvg on the honest clients alone: no defense that discards the attackers' updates can expect "
+                "more, since their data leaves with them. Refused cells (shown '-') ask a defense to tolerate more "
+                "Byzantine clients than its bound."
             ),
             data={
                 "cells": [{**r.row(), "details": r.details} for r in results],
-                "defenses": [defense_info(d) for d in defenses],
+                "per_defense": summary_rows,
+                "honest_only_ceiling": [
+                    {"malicious_fraction": m, "alpha": a, "accuracy": v} for (m, a), v in ceiling.items()
+                ],
                 "worst_case": [
                     {"defense": d, "malicious_fraction": m, "alpha": a, "accuracy": v[0], "attack": v[1]}
                     for (d, m, a), v in wc.items()
@@ -264,6 +332,8 @@ def matrix_report(cfg: RobustnessConfig, results: Sequence[CellResult], *, secon
                 ("task", task),
                 ("training regime", cfg.regime),
                 ("threat model", threat.describe().replace(f"{cfg.malicious[0]:.0%} of clients", "fraction per run")),
+                ("attackers' knowledge", ", ".join(cfg.knowledge)),
+                ("schedules", ", ".join(cfg.schedules) + " (single shot: backdoors, last round)"),
                 ("malicious fractions", ", ".join(f"{m:g}" for m in cfg.malicious)),
                 ("Dirichlet alpha", ", ".join(f"{a:g}" for a in cfg.alphas)),
                 ("secure aggregation", "yes" if cfg.secure_aggregation else "no"),
@@ -275,23 +345,53 @@ def matrix_report(cfg: RobustnessConfig, results: Sequence[CellResult], *, secon
             tables=tables,
         )
     )
+    if tuning is not None:
+        report.add(
+            Section(
+                key="tuning",
+                title="Hyperparameters chosen by worst-case accuracy",
+                text=(
+                    f"Every candidate ran against the clean baseline and every attack on the validation seed "
+                    f"{tuning.validation_seed} (not a reported seed); the highest worst-case accuracy was kept "
+                    "(ties: the higher clean accuracy)."
+                ),
+                data={"validation_seed": tuning.validation_seed, "chosen": tuning.chosen, "trials": tuning.rows()},
+                tables=[
+                    (
+                        "Trials",
+                        ["defense", "options", "clean", "worst", "worst attack", "chosen"],
+                        [
+                            [
+                                t["defense"],
+                                t["options"],
+                                t["clean_accuracy"],
+                                t["worst_accuracy"],
+                                t["worst_attack"],
+                                "yes" if t["chosen"] else "",
+                            ]
+                            for t in tuning.rows()
+                        ],
+                    )
+                ],
+            )
+        )
+    infos = [defense_info(d) for d in defenses]
     report.add(
         Section(
             key="defenses",
-            title="Defenses and secure aggregation",
-            data={"defenses": [defense_info(d) for d in defenses]},
+            title="Defenses when the server sees only sums",
+            text=(
+                "global sum: one secure sum of every update suffices. bucket sums: secure aggregation within "
+                "each bucket, the rest of the stack on the bucket means. no: needs every update in plaintext."
+            ),
+            data={"defenses": infos},
             tables=[
                 (
-                    "Which defense composes with secure aggregation",
-                    ["defense", "secagg compatible", f"max f (n={cfg.run.data.num_clients})", "note"],
+                    "Secure-aggregation column",
+                    ["defense", "server sees only sums", f"max f (n={cfg.run.data.num_clients})", "what it assumes"],
                     [
-                        [
-                            d,
-                            "yes" if secure_aggregation_compatible(d) else "no",
-                            max_byzantine(d, cfg.run.data.num_clients),
-                            defense_info(d)["note"],
-                        ]
-                        for d in defenses
+                        [i["defense"], i["sum_only"], max_byzantine(i["defense"], cfg.run.data.num_clients), i["note"]]
+                        for i in infos
                     ],
                 )
             ],
@@ -301,10 +401,23 @@ def matrix_report(cfg: RobustnessConfig, results: Sequence[CellResult], *, secon
 
 
 def write_matrix(
-    cfg: RobustnessConfig, results: Sequence[CellResult], out: str | Path, *, seconds: float | None = None
+    cfg: RobustnessConfig,
+    results: Sequence[CellResult],
+    out: str | Path,
+    *,
+    seconds: float | None = None,
+    tuning: TuningResult | None = None,
+    command: str | None = None,
+    started: str | None = None,
 ) -> Report:
-    """Write the sweep's report (``report.json``, ``report.html``, figures) and ``robustness.csv`` into ``out``."""
-    report = matrix_report(cfg, results, seconds=seconds)
+    """Write the sweep's report (``report.json``, ``report.html``, figures) and ``robustness.csv`` into ``out``.
+
+    The report opens with its provenance (``command``, seed, UTC timestamp ``started``, versions)
+    and ends with the environment.
+    """
+    report = matrix_report(cfg, results, seconds=seconds, tuning=tuning)
+    provenance(report, command=command, seed=cfg.run.seed, timestamp=started)
+    report.add(environment_section())
     path = report.write(Path(out))
     write_csv(results, path / "robustness.csv")
     return report

@@ -27,6 +27,14 @@ name                    rule                               tolerated f (n client
 ``flame``               Nguyen et al. 2022                 f <= (n-1)//2               no
 ======================  =================================  ==========================  ==========
 
+Pre-aggregators (:mod:`protocols.robust.pre`: ``nnm``, ``bucketing``, ``arc``, ``normalize``) sit in
+front of a rule in a :class:`Stack`; every stackable rule is registered behind ``nnm+``,
+``bucketing+``, ``arc+``, ``arc+nnm+`` and ``normalize+nnm+`` (:func:`defense_stacks`), whose
+bound composes the stages' bounds with the rule's (``bucketing+krum`` tolerates ``f <= 3`` of
+20: Krum over 10 buckets). A stack that starts with bucketing needs only each bucket's sum, so
+secure aggregation can run within every bucket (the server then learns the bucket sums, each
+hiding ``s`` clients, not ``n``).
+
 \\* ``norm-bound`` only needs a sum once every update is clipped, so it composes with secure
 aggregation when clipping happens on the client. Under secure aggregation the server cannot
 check that a malicious client clipped: the bound then holds for honest clients only unless
@@ -43,6 +51,7 @@ from protocols.robust.base import (
     robust_aggregators,
     secure_aggregation_compatible,
 )
+from protocols.robust.pre import ARC, NNM, PRE_AGGREGATORS, Bucketing, BucketingOptions, Normalize, PreAggregator
 from protocols.robust.rules import (
     Bulyan,
     CenteredClipping,
@@ -68,6 +77,9 @@ from protocols.robust.screening import (
     RootUpdate,
 )
 
+# the stacks after every rule: importing the module registers nnm+<rule>, bucketing+<rule>, ...
+from protocols.robust.stacks import STACK_PREFIXES, Stack, defense_stacks, stack_class  # isort: skip
+
 __all__ = [
     "RobustAggregator",
     "RobustOptions",
@@ -92,6 +104,17 @@ __all__ = [
     "FLAME",
     "FLAMEOptions",
     "RootUpdate",
+    "ARC",
+    "NNM",
+    "Bucketing",
+    "BucketingOptions",
+    "Normalize",
+    "PreAggregator",
+    "PRE_AGGREGATORS",
+    "STACK_PREFIXES",
+    "Stack",
+    "defense_stacks",
+    "stack_class",
     "build_defense",
     "byzantine_bound",
     "max_byzantine",

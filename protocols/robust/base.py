@@ -130,6 +130,13 @@ class RobustAggregator(Aggregator):
     Options: ClassVar[type[RobustOptions]] = RobustOptions
     #: One line on how this rule composes with secure aggregation (shown by the runner).
     secagg_note: ClassVar[str] = "needs every individual update in plaintext: incompatible with secure aggregation"
+    #: A stack of pre-aggregators in front of a rule (:class:`~protocols.robust.Stack`), not a rule itself.
+    is_stack: ClassVar[bool] = False
+    #: Whether pre-aggregators may sit in front of it (FoolsGold's signal, the diversity of
+    #: individual histories, is what mixing and bucketing erase).
+    stackable: ClassVar[bool] = True
+    #: Hyperparameters the tuning step searches (option name -> candidate values).
+    tuning_grid: ClassVar[Mapping[str, tuple[Any, ...]]] = {}
 
     def __init__(self, options: RobustOptions | None = None, **overrides: Any) -> None:
         self.options: RobustOptions = resolve_options(self.Options, options, overrides)
@@ -183,7 +190,11 @@ class RobustAggregator(Aggregator):
 
 def robust_aggregators() -> tuple[str, ...]:
     """Names of the registered robust rules (:class:`RobustAggregator` classes), in registration order."""
-    return tuple(n for n, f in AGGREGATORS.entries() if isinstance(f, type) and issubclass(f, RobustAggregator))
+    return tuple(
+        n
+        for n, f in AGGREGATORS.entries()
+        if isinstance(f, type) and issubclass(f, RobustAggregator) and not f.is_stack
+    )
 
 
 def byzantine_bound(name: str, n: int) -> int | None:
@@ -220,4 +231,3 @@ def build_defense(name: str, options: Mapping[str, Any], policy: ServerPolicy) -
         where = f"defense_options.{name}" + (f".{e.field}" if e.field else "")
         raise ConfigurationError(e.message, field=where, accepted=e.accepted) from None
     return agg
-

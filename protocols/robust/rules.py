@@ -4,9 +4,9 @@ geometric median and centered clipping. Each needs every individual update in pl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -67,6 +67,7 @@ class TrimmedMean(RobustAggregator):
 
     name = "trimmed-mean"
     Options = TrimmedMeanOptions
+    tuning_grid: ClassVar[Mapping[str, tuple[Any, ...]]] = {"trim": (None, 2)}
 
     def __init__(self, options: TrimmedMeanOptions | None = None, **overrides: Any) -> None:
         opts = resolve_options(TrimmedMeanOptions, options, overrides)
@@ -147,6 +148,7 @@ class MultiKrum(Krum):
 
     name = "multi-krum"
     Options = MultiKrumOptions
+    tuning_grid: ClassVar[Mapping[str, tuple[Any, ...]]] = {"m": (None, 10)}
 
     def __init__(self, options: MultiKrumOptions | None = None, **overrides: Any) -> None:
         opts = resolve_options(MultiKrumOptions, options, overrides)
@@ -296,6 +298,7 @@ class CenteredClipping(RobustAggregator):
 
     name = "centered-clipping"
     Options = CenteredClippingOptions
+    tuning_grid: ClassVar[Mapping[str, tuple[Any, ...]]] = {"iterations": (1, 3)}
 
     def __init__(self, options: CenteredClippingOptions | None = None, **overrides: Any) -> None:
         opts = resolve_options(CenteredClippingOptions, options, overrides)

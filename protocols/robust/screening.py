@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -80,6 +80,7 @@ class NormBound(RobustAggregator):
 
     name = "norm-bound"
     Options = NormBoundOptions
+    tuning_grid: ClassVar[Mapping[str, tuple[Any, ...]]] = {"norm_bound": (0.5, 1.0, 2.0)}
     needs_plaintext_updates = False
     secagg_note = (
         "compatible: clients clip to M before masking, the server adds noise to the sum; "
@@ -147,6 +148,7 @@ class NormBound(RobustAggregator):
 # FLTrust, FoolsGold, FLAME
 # ---------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class FLTrustOptions(RobustOptions):
     """``root_size``: the size of the server's clean root sample (when :meth:`FLTrust.prepare` draws it)."""
@@ -173,6 +175,7 @@ class FLTrust(RobustAggregator):
 
     name = "fltrust"
     Options = FLTrustOptions
+    tuning_grid: ClassVar[Mapping[str, tuple[Any, ...]]] = {"root_size": (100, 200)}
 
     def __init__(
         self, options: FLTrustOptions | None = None, *, root_update: RootUpdate | None = None, **overrides: Any
@@ -262,6 +265,7 @@ class FoolsGold(RobustAggregator):
 
     name = "foolsgold"
     Options = FoolsGoldOptions
+    stackable = False  # mixing or bucketing makes honest histories alike: its Sybil signal is gone
 
     def __init__(self, options: FoolsGoldOptions | None = None, **overrides: Any) -> None:
         opts = resolve_options(FoolsGoldOptions, options, overrides)
@@ -342,6 +346,7 @@ class FLAME(RobustAggregator):
 
     name = "flame"
     Options = FLAMEOptions
+    tuning_grid: ClassVar[Mapping[str, tuple[Any, ...]]] = {"noise_lambda": (0.0, 0.001)}
 
     def __init__(self, options: FLAMEOptions | None = None, **overrides: Any) -> None:
         opts = resolve_options(FLAMEOptions, options, overrides)

@@ -20,7 +20,7 @@ from privagg.errors import ConfigurationError
 from privagg.report.robustness import matrix_report, write_csv
 from protocols.aggregation import ClientUpdate, RoundContext
 from protocols.fedavg import RunConfig
-from protocols.robust import NormBound, robust_aggregators
+from protocols.robust import NormBound, defense_stacks, robust_aggregators
 from protocols.training import TrainConfig, local_steps_trainer
 
 TASK = {
@@ -36,13 +36,29 @@ def tiny(task: dict[str, object] | None = None, **axes: object) -> R.RobustnessC
     return R.RobustnessConfig(**{"malicious": (0.2,), **axes}).with_run(TASK).with_run(task or {})  # type: ignore[arg-type]
 
 
-def test_defaults_cover_every_attack_and_defense() -> None:
+def test_defaults_cover_every_attack_defense_schedule_and_knowledge() -> None:
     cfg = R.RobustnessConfig()
     assert set(cfg.attacks) == {R.NO_ATTACK, *ATTACKS.names()} & set(cfg.attacks)
-    assert len(cfg.attacks) == 13 and len(cfg.defenses) == 12
+    assert len(cfg.attacks) == 13 and cfg.defenses == ("mean", *robust_aggregators(), *R.DEFAULT_STACKS)
+    assert cfg.schedules == R.SCHEDULES and cfg.knowledge == R.KNOWLEDGE
     cells = cfg.cells()
-    assert sum(1 for c in cells if c[0] == R.NO_ATTACK) == len(cfg.defenses)
-    assert len(cells) == 13 * 12
+    assert len(set(cells)) == len(cells)
+    assert sum(1 for c in cells if c.attack == R.NO_ATTACK) == len(cfg.defenses)
+    assert [c for c in cells if c.attack == R.HONEST_ONLY] == [R.Cell(R.HONEST_ONLY, "mean", 0.2, 0.5)]
+    # single shot for the three backdoors, omniscient for the six attacks that read benign updates
+    single = {c.attack for c in cells if c.schedule == "single-shot"}
+    omni = {c.attack for c in cells if c.knowledge == "omniscient"}
+    assert single == {"model-replacement", "constrain-and-scale", "dba"}
+    assert omni == {"alie", "ipm", "min-max", "min-sum", "fang-krum", "fang-median"}
+    assert len(cells) == len(cfg.defenses) * (1 + 12 + 3 + 6) + 1
+    # the clean baseline runs even when "none" is not asked for
+    no_none = tiny(attacks=("sign-flip",), defenses=("median",))
+    assert R.NO_ATTACK not in no_none.attacks
+    assert {c.attack for c in no_none.cells()} == {R.NO_ATTACK, "sign-flip", R.HONEST_ONLY}
+    with pytest.raises(ConfigurationError, match="schedules"):
+        tiny(schedules=("sometimes",))
+    with pytest.raises(ConfigurationError, match="knowledge"):
+        tiny(knowledge=())
 
 
 def test_config_validation() -> None:
@@ -79,7 +95,8 @@ def test_the_sweep_nests_its_task() -> None:
 
 
 def test_defaults_come_from_the_registries() -> None:
-    assert R.default_defenses() == (R.BASELINE_DEFENSE, *robust_aggregators())
+    assert R.default_defenses() == (R.BASELINE_DEFENSE, *robust_aggregators(), *R.DEFAULT_STACKS)
+    assert set(R.DEFAULT_STACKS) <= set(defense_stacks())
     poisoning = {n for n in ATTACKS.names() if ATTACKS.get(n).kind == "poisoning"}
     assert set(R.default_attacks()) == {R.NO_ATTACK} | poisoning and R.default_attacks()[0] == R.NO_ATTACK
 
@@ -116,6 +133,20 @@ def test_secure_aggregation_refuses_plaintext_defenses() -> None:
     info = R.defense_info("krum")
     assert info["secure_aggregation_compatible"] is False and "incompatible" in info["note"]
     assert R.defense_info("norm-bound")["secure_aggregation_compatible"] is True
+    # the secure-aggregation column: one global sum, sums per bucket, or plaintext
+    assert [R.sum_only_mode(d) for d in ("mean", "norm-bound", "bucketing+median", "nnm+median", "arc+fltrust")] == [
+        "global sum",
+        "global sum",
+        "bucket sums",
+        "no",
+        "no",
+    ]
+    bucket = R.defense_info("bucketing+median")
+    assert bucket["sum_only"] == "bucket sums" and "public randomness" in bucket["note"]
+    assert "clip" in R.defense_info("norm-bound")["note"]
+    tiny(defenses=("bucketing+median",), secure_aggregation=True)  # secure aggregation within each bucket
+    with pytest.raises(ConfigurationError, match=r"nnm\+median"):
+        tiny(defenses=("nnm+median",), secure_aggregation=True)
 
 
 def test_refused_cell_when_f_exceeds_the_bound() -> None:
@@ -139,15 +170,24 @@ def test_tiny_matrix_end_to_end(tmp_path: Path) -> None:
     cfg = tiny(attacks=("none", "sign-flip", "model-replacement"), defenses=("mean", "median", "fltrust"))
     seen: list[R.CellResult] = []
     res = R.run_matrix(cfg, on_cell=seen.append)
-    assert len(res) == len(seen) == 9
+    # per defense: clean, sign-flip, model replacement every round and single shot; plus the honest-only ceiling
+    assert len(res) == len(seen) == 3 * 4 + 1
     assert all(r.status == "ok" for r in res)
     for r in res:
         assert 0.0 <= r.accuracy <= 1.0 and r.seed == 0
-        assert r.clean_accuracy == next(c.accuracy for c in res if c.attack == "none" and c.defense == r.defense)
+        if r.attack != R.HONEST_ONLY:
+            assert r.clean_accuracy == next(c.accuracy for c in res if c.attack == "none" and c.defense == r.defense)
         if r.attack == "model-replacement":
             assert r.attack_success_rate is not None and 0 <= r.attack_success_rate <= 1
         if r.attack == "sign-flip":
             assert r.attack_success_rate is None and r.num_malicious == 1
+    single = [r for r in res if r.schedule == "single-shot"]
+    assert {r.attack for r in single} == {"model-replacement"} and len(single) == 3
+    assert all(r.knowledge == "partial" for r in res)
+    bd = R.backdoor_success(res)
+    assert {k[3] for k in bd} == {"every-round", "single-shot"}
+    assert bd[("mean", 0.2, 0.5, "single-shot")][1] == "model-replacement (single-shot)"
+    assert set(R.honest_only_ceiling(res)) == {(0.2, 0.5)}
     # deterministic from the seed
     again = R.run_cell(cfg, "sign-flip", "median", 0.2, 0.5)
     assert again.accuracy == next(r.accuracy for r in res if r.attack == "sign-flip" and r.defense == "median")
@@ -165,9 +205,16 @@ def test_tiny_matrix_end_to_end(tmp_path: Path) -> None:
     } <= names
     data = json.loads((out / "report.json").read_text())
     assert data["seeds"]["run_seed"] == 0
-    assert len(data["sections"]["robustness"]["cells"]) == 9
+    assert len(data["sections"]["robustness"]["cells"]) == 13
+    per = {p["defense"]: p for p in data["sections"]["robustness"]["per_defense"]}
+    assert set(per) == {"mean", "median", "fltrust"}
+    for d, p in per.items():
+        assert p["clean_accuracy"] == next(r.accuracy for r in res if r.attack == "none" and r.defense == d)
+        assert p["worst_accuracy"] == min(r.accuracy for r in res if r.defense == d and r.attack != "none")
+        assert p["backdoor_single_shot"] == next(r.attack_success_rate for r in single if r.defense == d)
+    assert [x["sum_only"] for x in data["sections"]["defenses"]["defenses"]] == ["global sum", "no", "no"]
     rows = list(csv.DictReader((out / "robustness.csv").open()))
-    assert len(rows) == 9 and {"attack", "defense", "accuracy", "attack_success_rate", "seed"} <= set(rows[0])
+    assert len(rows) == 13 and {"attack", "defense", "accuracy", "schedule", "knowledge", "seed"} <= set(rows[0])
     wc = R.worst_case(res)
     assert set(wc) == {("mean", 0.2, 0.5), ("median", 0.2, 0.5), ("fltrust", 0.2, 0.5)}
 
@@ -201,6 +248,13 @@ def test_cli_evaluate_robustness(tmp_path: Path, capsys: pytest.CaptureFixture[s
     data = json.loads(capsys.readouterr().out)
     assert data["config"]["secure_aggregation"] is True
     assert (out / "robustness.csv").exists()
+    # provenance opens the report, like the other commands' reports (issue 21)
+    assert list(data)[:4] == ["title", "command", "seed", "timestamp"]
+    assert data["command"].startswith("privagg evaluate robustness --attacks") and data["seed"] == 0
+    assert data["timestamp"].endswith("+00:00") and "environment" in data["sections"]
+    # the clean baseline ran although "none" was not among the attacks
+    cells = data["sections"]["robustness"]["cells"]
+    assert all(isinstance(c["clean_accuracy"], float) for c in cells if c["attack"] != "honest-only")
     code = main(["evaluate", "robustness", "--defenses", "krum", "--secure-aggregation", "--out", str(tmp_path / "x")])
     assert code == 2
     err = capsys.readouterr().err
@@ -306,7 +360,7 @@ def test_fedsgd_regime_config_and_cell(monkeypatch: pytest.MonkeyPatch) -> None:
     assert sorted(len(i) for i in sims[0].client_indices) == sorted(
         len(i) for i in np.array_split(np.arange(len(sims[0].dataset.y_train)), 10)
     )
-    alie = R.run_cell(replace(cfg, omniscient=True), "alie", "median", 0.2, 0.5)
+    alie = R.run_cell(cfg, "alie", "median", 0.2, 0.5, knowledge="omniscient")
     assert clean.status == alie.status == "ok"
     assert len(clean.details["accuracy_curve"]) == len(alie.details["accuracy_curve"]) == 3
     assert alie.num_malicious == 2 and alie.details["last_z"] == pytest.approx(alie_z(10, 2))

@@ -65,9 +65,10 @@ class AggregatorConformance:
 
     def prepare(self, agg: Aggregator, updates: list[ClientUpdate], honest: np.ndarray | None = None) -> None:
         """FLTrust: the server's root update points where the clean data points (the honest mean)."""
-        if isinstance(agg, robust.FLTrust):
+        rule = agg.rule if isinstance(agg, robust.Stack) else agg
+        if isinstance(rule, robust.FLTrust):
             ref = np.mean([u.delta for u in updates], axis=0) if honest is None else honest.mean(axis=0)
-            agg.root_update = lambda c: ref
+            rule.root_update = lambda c: ref
 
     def run(self, agg: Aggregator, updates: list[ClientUpdate], honest: np.ndarray | None = None) -> np.ndarray:
         self.prepare(agg, updates, honest)
@@ -203,9 +204,31 @@ class TestFLAME(AggregatorConformance):
     options: ClassVar[dict[str, Any]] = {"noise_lambda": 0.0}
 
 
+_NOISELESS: dict[str, dict[str, Any]] = {
+    "norm-bound": dict(TestNormBound.options),
+    "flame": dict(TestFLAME.options),
+}
+
+
+def _stack_conformance(name: str) -> type[AggregatorConformance]:
+    rule = name.split("+")[-1]
+    attrs = {"name": name, "options": _NOISELESS.get(rule, {}), "__module__": __name__}
+    return type("TestStack_" + name.replace("+", "_").replace("-", "_"), (AggregatorConformance,), attrs)
+
+
+# every registered stack (nnm+krum, bucketing+median, arc+nnm+flame, ...) is held by the same contract
+for _name in robust.defense_stacks():
+    _cls = _stack_conformance(_name)
+    globals()[_cls.__name__] = _cls
+
+
 def test_every_registered_robust_aggregator_has_a_conformance_class() -> None:
     covered = {c.name for c in AggregatorConformance.__subclasses__()}
     assert set(robust.robust_aggregators()) | {"mean"} <= covered
+    assert set(robust.defense_stacks()) <= covered
+    stackable = [n for n in robust.robust_aggregators() if AGGREGATORS.get(n).stackable]
+    assert stackable == [n for n in robust.robust_aggregators() if n != "foolsgold"]
+    assert len(robust.defense_stacks()) == len(robust.STACK_PREFIXES) * len(stackable)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -464,8 +487,13 @@ def test_fltrust_prepares_its_root_update_on_the_simulation() -> None:
     fl.prepare(sim)
     assert fl.root_update is not None
     c = RoundContext(
-        round=1, population=4, sampled=(0, 1, 2, 3), sampling="fixed", sampling_rate=1.0,
-        rng=np.random.default_rng(0), global_params=sim.global_params.copy(),
+        round=1,
+        population=4,
+        sampled=(0, 1, 2, 3),
+        sampling="fixed",
+        sampling_rate=1.0,
+        rng=np.random.default_rng(0),
+        global_params=sim.global_params.copy(),
     )
     g0 = fl.root_update(c)
     assert g0.shape == sim.global_params.shape and np.linalg.norm(g0) > 0
@@ -475,4 +503,3 @@ def test_fltrust_prepares_its_root_update_on_the_simulation() -> None:
     assert given.root_update is not None and not given.root_update(c).any()  # an explicit root update is kept
     with pytest.raises(ConfigurationError):
         robust.FLTrust(root_size=0)
-

@@ -1,0 +1,222 @@
+"""Pre-aggregators and defense stacks: nearest-neighbour mixing, bucketing and adaptive robust
+clipping in front of any robust rule.
+
+A pre-aggregator maps the round's ``n`` updates, ``f`` of them possibly Byzantine, to ``n'``
+vectors of which at most ``f'`` are Byzantine-influenced (:meth:`PreAggregator.passes`), and
+states the largest ``f`` it tolerates itself (:meth:`PreAggregator.max_byzantine`). A
+:class:`Stack` runs its pre-aggregators in order, then the rule on what they pass on; its
+Byzantine bound is the composition: the largest ``f`` every stage tolerates with the rule
+still tolerating the ``f'`` left at its input (:meth:`Stack.bound`). Asking for more raises
+:class:`~privagg.errors.ConfigurationError`, like every rule.
+
+=============  ===========================================  =====================  =============
+name           pre-aggregator                               tolerated f (n)        passes on
+=============  ===========================================  =====================  =============
+``nnm``        nearest-neighbour mixing (Allouah et al.     f <= (n-1)//2          n vectors, f
+               2023): each update -> mean of its n-f
+               nearest neighbours (itself included)
+``bucketing``  Karimireddy, He & Jaggi 2022: seeded         any f                  ceil(n/s)
+               shuffle, means of buckets of s updates                              buckets, min(f,
+                                                                                   buckets)
+``arc``        adaptive robust clipping (Allouah et al.     f <= (n-1)//2          n vectors, f
+               2024): the floor(2 f (n-f) / n) largest
+               updates clipped to the next largest norm
+``normalize``  every update rescaled to the round's median      f <= (n-1)//2          n vectors, f
+               norm (only directions left to compare)
+=============  ===========================================  =====================  =============
+
+The bucketing shuffle is simulation randomness: the round's injected seeded generator
+(``ctx.rng``), applied to the updates in client-id order, so the buckets do not depend on the
+order the updates arrive in.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from privagg.errors import ConfigurationError
+from privagg.registry import Registry
+from protocols.aggregation import resolve_options
+from protocols.robust.base import _pairwise_sq_dists
+
+__all__ = [
+    "ARC",
+    "NNM",
+    "PRE_AGGREGATORS",
+    "Normalize",
+    "Bucketing",
+    "BucketingOptions",
+    "PreAggregator",
+    "Stage",
+]
+
+Stage = tuple[np.ndarray, list[frozenset[int]]]
+"""What flows between stages: the vectors (one per row) and the clients each row is made of."""
+
+
+class PreAggregator(abc.ABC):
+    """One stage in front of a rule: ``(vectors, members) -> (vectors', members')``.
+
+    ``Options`` (a frozen dataclass) holds its hyperparameters; their names are unique among
+    pre-aggregators and rules, so a stack's options are the union of its parts'.
+    """
+
+    name: ClassVar[str] = "pre"
+    Options: ClassVar[type[Any] | None] = None
+    #: One line on what this stage needs to see under secure aggregation.
+    secagg_note: ClassVar[str] = "needs every individual update in plaintext"
+    #: The tuning grid of its hyperparameters (the tuning step searches it).
+    tuning_grid: ClassVar[Mapping[str, tuple[Any, ...]]] = {}
+
+    def __init__(self, options: Any = None, **overrides: Any) -> None:
+        self.options = None if self.Options is None else resolve_options(self.Options, options, overrides)
+        if self.Options is None and (options is not None or overrides):
+            raise ConfigurationError(f"{self.name} takes no options", field=self.name, accepted=[])
+
+    @classmethod
+    def max_byzantine(cls, n: int) -> int:
+        """Largest ``f`` this stage tolerates among ``n`` inputs (any ``f < n``: ``n - 1``)."""
+        return (n - 1) // 2
+
+    def passes(self, n: int, f: int) -> tuple[int, int]:
+        """How many vectors it passes on for ``n`` inputs, and how many of them ``f`` Byzantine inputs can touch."""
+        return n, f
+
+    @abc.abstractmethod
+    def apply(self, x: np.ndarray, members: list[frozenset[int]], f: int, rng: np.random.Generator) -> Stage:
+        """The stage on ``x`` (rows in client-id order) with ``f`` assumed Byzantine."""
+
+
+class NNM(PreAggregator):
+    """Nearest-neighbour mixing (Allouah et al. 2023, "Fixing by mixing").
+
+    Every update is replaced by the mean of its ``n - f`` nearest neighbours in L2 (itself
+    included). Honest updates then sit closer together, so the rule after it sees a smaller
+    heterogeneity; a Byzantine update can enter at most the mixtures its neighbours form.
+    Needs ``n - f > f``: tolerates ``f <= (n-1)//2``.
+    """
+
+    name = "nnm"
+
+    def apply(self, x: np.ndarray, members: list[frozenset[int]], f: int, rng: np.random.Generator) -> Stage:
+        n = len(x)
+        k = n - f
+        d2 = _pairwise_sq_dists(x)
+        near = np.argsort(d2, axis=1, kind="stable")[:, :k]
+        mixed = x[near].mean(axis=1)
+        return mixed, [frozenset().union(*(members[j] for j in row)) for row in near]
+
+
+@dataclass(frozen=True)
+class BucketingOptions:
+    """``bucket_size``: ``s``, the number of updates averaged in one bucket."""
+
+    bucket_size: int = 2
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.bucket_size, int) or self.bucket_size < 1:
+            raise ConfigurationError(f"must be an integer >= 1, got {self.bucket_size!r}", field="bucket_size")
+
+
+class Bucketing(PreAggregator):
+    """Bucketing (Karimireddy, He & Jaggi 2022): shuffle, then average buckets of ``s`` updates.
+
+    The ``ceil(n/s)`` bucket means are less heterogeneous than the updates (their spread
+    shrinks like ``1/sqrt(s)``); each Byzantine update spoils at most its own bucket, so the
+    rule after it faces ``min(f, ceil(n/s))`` Byzantine buckets. It tolerates any ``f`` itself;
+    the stack's bound is the rule's at the bucket level. The shuffle draws from the round's
+    injected seeded generator.
+    """
+
+    name = "bucketing"
+    Options = BucketingOptions
+    secagg_note = "compatible per bucket: run secure aggregation within each bucket, the server sees bucket sums"
+    tuning_grid: ClassVar[Mapping[str, tuple[Any, ...]]] = {"bucket_size": (2, 3)}
+
+    @classmethod
+    def max_byzantine(cls, n: int) -> int:
+        return n - 1
+
+    @property
+    def bucket_size(self) -> int:
+        assert isinstance(self.options, BucketingOptions)
+        return self.options.bucket_size
+
+    def passes(self, n: int, f: int) -> tuple[int, int]:
+        buckets = math.ceil(n / self.bucket_size)
+        return buckets, min(f, buckets)
+
+    def apply(self, x: np.ndarray, members: list[frozenset[int]], f: int, rng: np.random.Generator) -> Stage:
+        perm = rng.permutation(len(x))
+        s = self.bucket_size
+        groups = [perm[i : i + s] for i in range(0, len(x), s)]
+        return np.stack([x[g].mean(axis=0) for g in groups]), [
+            frozenset().union(*(members[j] for j in g)) for g in groups
+        ]
+
+
+class ARC(PreAggregator):
+    """Adaptive robust clipping (Allouah et al. 2024): clip the largest updates to the next largest norm.
+
+    The ``k = floor(2 f (n - f) / n)`` updates of largest L2 norm are scaled down to the norm
+    of the ``(k+1)``-th largest; the others pass unchanged. No hyperparameter beyond ``f``;
+    the threshold is an honest norm while ``k < n - f``, i.e. ``f <= (n-1)//2``.
+    """
+
+    name = "arc"
+
+    def apply(self, x: np.ndarray, members: list[frozenset[int]], f: int, rng: np.random.Generator) -> Stage:
+        n = len(x)
+        k = min((2 * f * (n - f)) // n, n - 1)
+        if k <= 0:
+            return x, members
+        norms = np.linalg.norm(x, axis=1)
+        order = np.argsort(-norms, kind="stable")
+        threshold = norms[order[k]]
+        scale = np.minimum(1.0, threshold / np.maximum(norms, 1e-300))
+        return x * scale[:, None], members
+
+
+class Normalize(PreAggregator):
+    """Norm equalisation: every update rescaled to the median L2 norm of the round.
+
+    Only directions are left to tell updates apart, so a small update pointing against the
+    others (inner-product manipulation, a sign flip of a weak update) no longer sits next to
+    every honest one, where nearest-neighbour mixing would take it in. The median norm is an
+    honest norm while ``f <= (n-1)//2``. Zero updates stay zero.
+    """
+
+    name = "normalize"
+
+    def apply(self, x: np.ndarray, members: list[frozenset[int]], f: int, rng: np.random.Generator) -> Stage:
+        norms = np.linalg.norm(x, axis=1)
+        target = float(np.median(norms))
+        scale = np.where(norms > 0, target / np.maximum(norms, 1e-300), 0.0)
+        return x * scale[:, None], members
+
+
+PRE_AGGREGATORS: Registry[type[PreAggregator]] = Registry("pre-aggregator")
+PRE_AGGREGATORS.add("nnm", NNM)
+PRE_AGGREGATORS.add("bucketing", Bucketing)
+PRE_AGGREGATORS.add("arc", ARC)
+PRE_AGGREGATORS.add("normalize", Normalize)
+
+
+def split_options(parts: Sequence[type[Any]], options: dict[str, Any]) -> list[dict[str, Any]]:
+    """``options`` split among ``parts`` by their ``Options`` fields (each name belongs to one part)."""
+    import dataclasses
+
+    out: list[dict[str, Any]] = [{} for _ in parts]
+    for key, value in options.items():
+        for i, part in enumerate(parts):
+            opts = getattr(part, "Options", None)
+            if opts is not None and key in {f.name for f in dataclasses.fields(opts)}:
+                out[i][key] = value
+                break
+    return out

@@ -1,0 +1,168 @@
+"""Pre-aggregators (NNM, bucketing, ARC) and defense stacks: known answers, bounds, seeded shuffles.
+
+The shared contract (permutation invariance, bounds, errors) of every registered stack is in
+``test_robust.py``'s :class:`AggregatorConformance`; here are the stage-specific facts.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import protocols.robust as robust
+from privagg.errors import ConfigurationError
+from protocols.aggregation import AGGREGATORS, ClientUpdate, RoundContext, build_aggregator
+
+
+def ctx(n: int, *, seed: int = 0) -> RoundContext:
+    return RoundContext(
+        round=1,
+        population=n,
+        sampled=tuple(range(n)),
+        sampling="fixed",
+        sampling_rate=1.0,
+        rng=np.random.default_rng(seed),
+    )
+
+
+def ups(x: np.ndarray, ids: list[int] | None = None) -> list[ClientUpdate]:
+    ids = list(range(len(x))) if ids is None else ids
+    return [ClientUpdate(client_id=i, delta=np.asarray(v, dtype=np.float64), num_examples=5) for i, v in zip(ids, x)]
+
+
+def members(n: int) -> list[frozenset[int]]:
+    return [frozenset({i}) for i in range(n)]
+
+
+def test_nnm_known_answer() -> None:
+    x = np.array([[0.0], [1.0], [2.0], [10.0]])
+    out, mem = robust.NNM().apply(x, members(4), 1, np.random.default_rng(0))
+    # n - f = 3 nearest neighbours, itself included
+    np.testing.assert_allclose(out[:, 0], [1.0, 1.0, 1.0, 13.0 / 3])
+    assert mem[0] == {0, 1, 2} and mem[3] == {1, 2, 3}
+    same, _ = robust.NNM().apply(x, members(4), 0, np.random.default_rng(0))
+    np.testing.assert_allclose(same, np.tile(x.mean(axis=0), (4, 1)))  # f = 0: everyone mixes with everyone
+
+
+def test_arc_clips_the_largest_to_the_next_norm() -> None:
+    x = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0], [0.0, 40.0], [50.0, 0.0]])
+    out, _ = robust.ARC().apply(x, members(5), 1, np.random.default_rng(0))
+    # k = floor(2 * 1 * 4 / 5) = 1: only the largest (50) is clipped, to the next norm (40)
+    np.testing.assert_allclose(out, [[1, 0], [0, 2], [3, 0], [0, 40], [40, 0]])
+    out2, _ = robust.ARC().apply(x, members(5), 2, np.random.default_rng(0))
+    # k = floor(2 * 2 * 3 / 5) = 2: 50 and 40 clipped to 3
+    np.testing.assert_allclose(out2, [[1, 0], [0, 2], [3, 0], [0, 3], [3, 0]])
+    none, _ = robust.ARC().apply(x, members(5), 0, np.random.default_rng(0))
+    np.testing.assert_array_equal(none, x)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(2, 23), st.integers(1, 5), st.integers(0, 2**31 - 1))
+def test_bucketing_partitions_every_client_once(n: int, s: int, seed: int) -> None:
+    x = np.random.default_rng(seed).normal(size=(n, 3))
+    b = robust.Bucketing(bucket_size=s)
+    out, mem = b.apply(x, members(n), 0, np.random.default_rng(seed))
+    assert len(out) == math.ceil(n / s) == b.passes(n, 0)[0]
+    assert sorted(i for m in mem for i in m) == list(range(n))  # a partition
+    for row, m in zip(out, mem):
+        np.testing.assert_allclose(row, x[sorted(m)].mean(axis=0))
+    assert np.sum([len(m) for m in mem] * np.ones(1)) == n
+
+
+def test_bucketing_shuffle_comes_from_the_injected_generator() -> None:
+    x = np.arange(12.0)[:, None]
+    b = robust.Bucketing(bucket_size=3)
+    a1 = b.apply(x, members(12), 0, np.random.default_rng(5))[1]
+    a2 = b.apply(x, members(12), 0, np.random.default_rng(5))[1]
+    other = [b.apply(x, members(12), 0, np.random.default_rng(s))[1] for s in range(6, 12)]
+    assert a1 == a2  # same seed, same buckets
+    assert any(o != a1 for o in other)  # the buckets do depend on the generator
+
+
+def test_stack_bounds_compose_stage_by_stage() -> None:
+    # bucketing s=2 over n=20 gives 10 buckets, up to f of them spoiled: the rule's bound at 10
+    assert AGGREGATORS.get("bucketing+median").max_byzantine(20) == 4  # median tolerates 4 of 10
+    assert AGGREGATORS.get("bucketing+krum").max_byzantine(20) == 3  # Krum tolerates (10 - 3) // 2
+    assert AGGREGATORS.get("nnm+krum").max_byzantine(20) == 8  # min(NNM 9, Krum 8)
+    assert AGGREGATORS.get("arc+nnm+bulyan").max_byzantine(20) == 4
+    assert AGGREGATORS.get("nnm+fltrust").max_byzantine(20) == 9  # NNM needs an honest majority
+    s3 = build_aggregator("bucketing+median", {"bucket_size": 3})
+    assert isinstance(s3, robust.Stack) and s3.bound(20) == 3  # 7 buckets: median tolerates 3
+    with pytest.raises(ConfigurationError, match="tolerates at most 3") as e:
+        build_aggregator("bucketing+median", {"bucket_size": 3, "num_byzantine": 4}).aggregate(
+            ups(np.ones((20, 2))), ctx(20)
+        )
+    assert e.value.field == "num_byzantine"
+
+
+def test_stack_options_are_the_rule_and_stage_options() -> None:
+    agg = build_aggregator("bucketing+trimmed-mean", {"bucket_size": 3, "trim": 1, "num_byzantine": 2})
+    assert isinstance(agg, robust.Stack) and agg.name == "bucketing+trimmed-mean"
+    assert isinstance(agg.pre[0], robust.Bucketing) and agg.pre[0].bucket_size == 3
+    assert isinstance(agg.rule, robust.TrimmedMean) and agg.rule.trim == 1
+    with pytest.raises(ConfigurationError) as e:
+        build_aggregator("bucketing+trimmed-mean", {"bucket_size": 0})
+    assert e.value.field == "aggregation.options.bucket_size"
+    with pytest.raises(ConfigurationError, match="unknown"):
+        build_aggregator("nnm+median", {"bucket_size": 2})
+    assert "foolsgold" in robust.robust_aggregators() and "nnm+foolsgold" not in AGGREGATORS
+    with pytest.raises(ConfigurationError, match="no pre-aggregator"):
+        robust.stack_class(("nnm",), "foolsgold")
+    with pytest.raises(ConfigurationError, match="not a robust rule"):
+        robust.stack_class(("nnm",), "mean")
+
+
+def test_stack_from_policy_lets_the_rule_take_what_it_declares() -> None:
+    policy = robust.ServerPolicy(num_byzantine=3, norm_bound=1.5, noise_multiplier=0.0, root_size=9)
+    nb = robust.build_defense("arc+norm-bound", {}, policy)
+    assert isinstance(nb, robust.Stack) and nb.num_byzantine == 3
+    assert isinstance(nb.rule, robust.NormBound) and nb.rule.norm_bound == 1.5
+    fl = robust.build_defense("arc+fltrust", {"root_size": 4}, policy)
+    assert isinstance(fl, robust.Stack) and isinstance(fl.rule, robust.FLTrust) and fl.rule.root_size == 4
+
+
+def test_typed_stack_and_participants() -> None:
+    x = np.vstack([np.full((6, 2), 1.0), np.full((1, 2), 100.0)])
+    stack = robust.Stack([robust.NNM()], robust.Krum(), num_byzantine=1)
+    assert stack.name == "nnm+krum"
+    res = stack.aggregate(ups(x, ids=[10, 11, 12, 13, 14, 15, 16]), ctx(7))
+    np.testing.assert_allclose(res.delta, [1.0, 1.0])
+    assert 16 not in res.participants and res.metrics["rule_f"] == 1
+    with pytest.raises(ConfigurationError):
+        robust.Stack([], robust.Krum())
+
+
+def test_nnm_pulls_honest_updates_together_and_arc_bounds_a_boosted_one() -> None:
+    rng = np.random.default_rng(1)
+    honest = rng.normal(size=(16, 20))
+    boosted = 20 * rng.normal(size=(4, 20))
+    x = np.vstack([honest, boosted])
+    mixed, _ = robust.NNM().apply(x, members(20), 4, rng)
+    spread = lambda a: float(np.mean(np.linalg.norm(a - a.mean(axis=0), axis=1)))  # noqa: E731
+    assert spread(mixed[:16]) < 0.5 * spread(honest)
+    clipped, _ = robust.ARC().apply(x, members(20), 4, rng)
+    assert np.linalg.norm(clipped, axis=1).max() <= np.sort(np.linalg.norm(honest, axis=1))[-1] + 1e-9
+
+
+def test_normalize_equalises_norms_to_the_median() -> None:
+    x = np.array([[3.0, 4.0], [0.0, 1.0], [0.0, 0.0], [-0.1, 0.0], [0.0, 20.0]])
+    out, _ = robust.Normalize().apply(x, members(5), 2, np.random.default_rng(0))
+    med = float(np.median(np.linalg.norm(x, axis=1)))  # 1.0
+    np.testing.assert_allclose(out, [[0.6 * med, 0.8 * med], [0, med], [0, 0], [-med, 0], [0, med]])
+    # a small update pointing against the others is no longer everyone's nearest neighbour
+    # heterogeneous honest updates: a shared direction c plus one private direction each
+    d = 12
+    c = np.zeros(d)
+    c[-1] = 1.0
+    honest = 0.3 * c + np.eye(d)[:5]
+    ipm = -0.05 * c[None, :]  # small, against the shared direction
+    x2 = np.vstack([honest, ipm])
+    _, raw_mem = robust.NNM().apply(x2, members(6), 1, np.random.default_rng(0))
+    assert all(5 in m for m in raw_mem[:5])  # raw L2: the tiny update is every honest update's neighbour
+    eq, _ = robust.Normalize().apply(x2, members(6), 1, np.random.default_rng(0))
+    _, eq_mem = robust.NNM().apply(eq, members(6), 1, np.random.default_rng(0))
+    assert all(5 not in m for m in eq_mem[:5])
