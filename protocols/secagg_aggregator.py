@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from privagg.digest import model_digest
 from privagg.encoding import RingEncoding
 from privagg.errors import ConfigurationError
 from privagg.randomness import SYSTEM_SECRETS, SecretSource
@@ -35,8 +36,17 @@ from protocols.aggregation import (
 )
 from protocols.weighting import WeightingCodec
 from secagg import ClientPolicy, DropStage, SecAggParams, ThreatModel, make_identities, run_round
+from secagg.messages import DIGEST_BYTES
 
 __all__ = ["SecAggAggregator", "SecAggOptions", "SecAggRoundStats"]
+
+
+def _round_digest(ctx: RoundContext) -> bytes:
+    """The digest of the global model this round's clients trained on: it binds the session (and, in
+    active mode, every signature) to that model, so a server cannot reuse the round for another one."""
+    if ctx.global_params is None:
+        return bytes(DIGEST_BYTES)
+    return model_digest([np.asarray(ctx.global_params)])
 
 
 @dataclass(frozen=True)
@@ -234,6 +244,7 @@ class SecAggAggregator(Aggregator):
             inputs={c: np.asarray(vectors[c], dtype=np.uint64) for c in ids},
             dimension=dim,
             round=ctx.round,
+            model_digest=_round_digest(ctx),
             dropouts={self.drop_stage: dropped},
             identities=identities,
             secrets=self._secrets,
@@ -308,6 +319,7 @@ class SecAggAggregator(Aggregator):
             inputs=encoded,
             dimension=dim + 1,
             round=ctx.round,
+            model_digest=_round_digest(ctx),
             dropouts={self.drop_stage: dropped},
             identities=identities,
             secrets=self._secrets,

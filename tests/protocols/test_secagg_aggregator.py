@@ -126,3 +126,29 @@ def test_active_clients_hold_their_own_policy() -> None:
     # an explicit degree/threshold override is the deployer's choice: the clients accept it
     assert SecAggAggregator(degree=4, threshold=3).client_policy() is None
     assert SecAggAggregator(threat="semi-honest").client_policy() is None
+
+
+def test_the_session_is_bound_to_the_round_model(monkeypatch):
+    """The aggregator hands the real driver the digest of the global model of the round (it used to pass
+    the all-zero digest, so the clients' model-consistency check bound nothing)."""
+    import dataclasses
+
+    import protocols.secagg_aggregator as mod
+    from privagg.digest import model_digest
+
+    seen: list[bytes] = []
+    real = mod.run_round
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["model_digest"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mod, "run_round", spy)
+    agg = SecAggAggregator(threat="active", clip=1.0, degree=4, threshold=3)
+    theta = np.linspace(-1.0, 1.0, 50)
+    res = agg.aggregate(_updates(), dataclasses.replace(_ctx(), global_params=theta))
+    assert res.participants == tuple(range(8))
+    other = agg.aggregate(_updates(), dataclasses.replace(_ctx(r=1), global_params=theta + 1e-3))
+    assert other.participants == tuple(range(8))
+    assert seen == [model_digest([theta]), model_digest([theta + 1e-3])] and seen[0] != seen[1]
+    assert bytes(32) not in seen
