@@ -2,7 +2,8 @@
 
 The server learns only the sum of the surviving clients' vectors, in two threat models:
 ``semi-honest`` (Flower's) and ``active`` (the default: signed key advertisements bound to a
-session id, a signed consistency round, clients abort on any inconsistency). In both, every holder
+session id, a neighbour ring drawn from contributions committed before and revealed after the
+roster (:mod:`secagg.seeding`), a signed consistency round, clients abort on any inconsistency). In both, every holder
 checks its shares on receipt (:mod:`secagg.vss`) and a provably faulty dealer is excluded before
 anyone masks.
 
@@ -31,7 +32,9 @@ from secagg.messages import (
     MaskedInput,
     MaskRequest,
     RevealedShare,
+    RevealSet,
     RoundSetup,
+    SeedReveal,
     ShareCheck,
     ShareDelivery,
     ShareEnvelope,
@@ -59,6 +62,8 @@ __all__ = [
     "RoundSetup",
     "KeyAdvertisement",
     "KeyRoster",
+    "SeedReveal",
+    "RevealSet",
     "EncryptedShares",
     "ShareEnvelope",
     "ShareDelivery",

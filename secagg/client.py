@@ -3,7 +3,9 @@
 Stages and the one transition table (``_TRANSITIONS``)::
 
     AWAIT_SETUP        --RoundSetup-->          AWAIT_ROSTER        (sends KeyAdvertisement)
-    AWAIT_ROSTER       --KeyRoster-->           AWAIT_SHARES        (sends EncryptedShares)
+    AWAIT_ROSTER       --KeyRoster-->           AWAIT_REVEALS       (active; sends SeedReveal)
+                                                AWAIT_SHARES        (semi-honest; sends EncryptedShares)
+    AWAIT_REVEALS      --RevealSet-->           AWAIT_SHARES        (sends EncryptedShares)
     AWAIT_SHARES       --ShareDelivery-->       AWAIT_MASK          (sends ShareCheck)
     AWAIT_MASK         --MaskRequest-->         AWAIT_CONSISTENCY   (active; sends MaskedInput)
                                                 AWAIT_UNMASK        (semi-honest)
@@ -17,8 +19,9 @@ Checks (``hardened=True``, always on in active mode): the unmask lists must not 
 omit or contradict what the client saw, the client must be a survivor with ``threshold`` live
 neighbours. Active mode adds: no downgrade of the threat model; every roster entry (all feed the
 session id and the graph) has the client's config hash, its identity's signature and valid keys
-(:func:`secagg.crypto.advertisement_fault`); the client signs what it sends; a key share of a
-dropped neighbour ``w`` needs ``threshold`` signatures of ``w``'s neighbours on the survivor set
+(:func:`secagg.crypto.advertisement_fault`); the ring is drawn from contributions committed in the
+advertisements and revealed once the roster is fixed (``secagg.seeding``); the client signs what it
+sends; a key share of a dropped neighbour ``w`` needs ``threshold`` signatures of ``w``'s neighbours on the survivor set
 the client signed; a dealer is dropped only with a proof (``secagg.vss``; ``secagg/THREAT_MODEL.md``).
 ``hardened=False`` (semi-honest only) obeys the server's lists, to demonstrate attacks.
 """
@@ -36,16 +39,14 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
 from privagg.errors import ConfigurationError, InvalidMessage, ProtocolAbort, VerificationError
 from privagg.randomness import SYSTEM_SECRETS, SecretSource
-from secagg import crypto, vss
-from secagg.consistency import consistency_fault, roster_quorum
+from secagg import crypto, seeding, vss
+from secagg.consistency import unmask_fault
 from secagg.messages import (
     MAX_ROUND,
     SHARE_BYTES,
     Complaint,
     ConsistencyRequest,
     ConsistencySignature,
-    EncryptedShares,
-    Exclusion,
     KeyAdvertisement,
     KeyRoster,
     Limits,
@@ -53,7 +54,9 @@ from secagg.messages import (
     MaskRequest,
     Message,
     RevealedShare,
+    RevealSet,
     RoundSetup,
+    SeedReveal,
     ShareCheck,
     ShareDelivery,
     UnmaskRequest,
@@ -68,6 +71,7 @@ __all__ = ["ClientStage", "SecAggClient"]
 class ClientStage(enum.Enum):
     AWAIT_SETUP = "await_setup"
     AWAIT_ROSTER = "await_roster"
+    AWAIT_REVEALS = "await_reveals"
     AWAIT_SHARES = "await_shares"
     AWAIT_MASK = "await_mask"
     AWAIT_CONSISTENCY = "await_consistency"
@@ -83,22 +87,17 @@ class _Transition:
     next_active: ClientStage
 
 
+_S = ClientStage
 _TRANSITIONS: dict[tuple[ClientStage, type], _Transition] = {
-    (ClientStage.AWAIT_SETUP, RoundSetup): _Transition("_on_setup", ClientStage.AWAIT_ROSTER, ClientStage.AWAIT_ROSTER),
-    (ClientStage.AWAIT_ROSTER, KeyRoster): _Transition(
-        "_on_roster", ClientStage.AWAIT_SHARES, ClientStage.AWAIT_SHARES
-    ),
-    (ClientStage.AWAIT_SHARES, ShareDelivery): _Transition(
-        "_on_delivery", ClientStage.AWAIT_MASK, ClientStage.AWAIT_MASK
-    ),
-    (ClientStage.AWAIT_MASK, MaskRequest): _Transition(
-        "_on_mask", ClientStage.AWAIT_UNMASK, ClientStage.AWAIT_CONSISTENCY
-    ),
-    (ClientStage.AWAIT_CONSISTENCY, ConsistencyRequest): _Transition(
-        "_on_consistency", ClientStage.ABORTED, ClientStage.AWAIT_UNMASK
-    ),
-    (ClientStage.AWAIT_UNMASK, UnmaskRequest): _Transition("_on_unmask", ClientStage.DONE, ClientStage.DONE),
+    (_S.AWAIT_SETUP, RoundSetup): _Transition("_on_setup", _S.AWAIT_ROSTER, _S.AWAIT_ROSTER),
+    (_S.AWAIT_ROSTER, KeyRoster): _Transition("_on_roster", _S.AWAIT_SHARES, _S.AWAIT_REVEALS),
+    (_S.AWAIT_REVEALS, RevealSet): _Transition("_on_reveals", _S.ABORTED, _S.AWAIT_SHARES),
+    (_S.AWAIT_SHARES, ShareDelivery): _Transition("_on_delivery", _S.AWAIT_MASK, _S.AWAIT_MASK),
+    (_S.AWAIT_MASK, MaskRequest): _Transition("_on_mask", _S.AWAIT_UNMASK, _S.AWAIT_CONSISTENCY),
+    (_S.AWAIT_CONSISTENCY, ConsistencyRequest): _Transition("_on_consistency", _S.ABORTED, _S.AWAIT_UNMASK),
+    (_S.AWAIT_UNMASK, UnmaskRequest): _Transition("_on_unmask", _S.DONE, _S.DONE),
 }
+_INPUT_STAGES = frozenset(ClientStage) - {_S.AWAIT_CONSISTENCY, _S.AWAIT_UNMASK, _S.DONE, _S.ABORTED}
 
 
 class SecAggClient:
@@ -162,6 +161,8 @@ class SecAggClient:
         self._enc_sk: x25519.X25519PrivateKey | None = None
         self._mask_sk: x25519.X25519PrivateKey | None = None
         self._self_seed: bytes | None = None
+        self._seed_value = b""  # this client's graph-seed contribution (secagg.seeding; active mode)
+        self._roster: dict[int, KeyAdvertisement] = {}
         self._peers: dict[int, KeyAdvertisement] = {}
         self._held: dict[int, tuple[bytes, bytes]] = {}  # owner -> (self-seed share, key share)
         self._enc_shared: dict[int, bytes] = {}  # neighbour -> X25519 secret of the encryption keys
@@ -179,12 +180,7 @@ class SecAggClient:
         (after the setup): :func:`privagg.digest.model_digest` of the model and training config the
         input comes from; another model than the setup announces aborts the client (a server singling
         out a client with a crafted model, Pasquini et al. 2022)."""
-        if self.stage not in (
-            ClientStage.AWAIT_SETUP,
-            ClientStage.AWAIT_ROSTER,
-            ClientStage.AWAIT_SHARES,
-            ClientStage.AWAIT_MASK,
-        ):
+        if self.stage not in _INPUT_STAGES:
             raise ConfigurationError("the input can only be set before masking", field="input_vector")
         if model_digest is not None and self.stage is ClientStage.AWAIT_SETUP:
             raise ConfigurationError("a model digest needs the setup first", field="model_digest")
@@ -244,7 +240,7 @@ class SecAggClient:
         self._self_seed = None
         self._held = {}
         self._enc_shared = {}
-        self._own_share = b""
+        self._own_share = self._seed_value = b""
         self._input = None
 
     def _fail(self, reason: str) -> ProtocolAbort:
@@ -288,6 +284,11 @@ class SecAggClient:
             mask_public_key=crypto.x25519_public(self._mask_sk),
         )
         if self._identity is not None and self.threat is ThreatModel.ACTIVE:
+            self._seed_value = self._secrets.token_bytes(32)
+            commit = seeding.commitment(
+                round=msg.round, client_id=self.client_id, config_hash=self.config_hash, value=self._seed_value
+            )
+            adv = dataclasses.replace(adv, seed_commitment=commit)
             adv = dataclasses.replace(adv, signature=crypto.sign(self._identity, crypto.advertisement_payload(adv)))
         self._advert = adv
         return [adv]
@@ -316,7 +317,23 @@ class SecAggClient:
             if why := crypto.advertisement_fault(a, config_hash=self.config_hash, directory=self._directory):
                 raise self._fail(why)
         self.session_id = crypto.session_id(self.round, msg.advertisements)
-        self.graph = crypto.NeighbourGraph(by_id, session=self.session_id, degree=p.degree)
+        if active:  # the roster is fixed: reveal the contribution, draw the ring once all are revealed
+            self._roster = by_id
+            return [SeedReveal(self.round, self.session_id, me, self._seed_value)]
+        return self._deal(by_id, self.session_id)
+
+    def _on_reveals(self, msg: RevealSet) -> list[Message]:
+        self._check_round(msg.round, msg.session_id)
+        if (why := seeding.reveal_fault(self._roster, msg.reveals)) is not None:
+            raise self._fail(why)
+        return self._deal(self._roster, seeding.graph_seed(self.session_id, msg.reveals))
+
+    def _deal(self, by_id: dict[int, KeyAdvertisement], seed: bytes) -> list[Message]:
+        """Draw the ring from ``seed``, check this client's neighbourhood, deal its shares to it."""
+        assert self.params is not None and self._enc_sk is not None and self._mask_sk is not None
+        assert self._self_seed is not None and self.round is not None
+        p, me, active = self.params, self.client_id, self.threat is ThreatModel.ACTIVE
+        self.graph = crypto.NeighbourGraph(by_id, session=seed, degree=p.degree)
         self.neighbours = self.graph.neighbours(me)
         if len(self.neighbours) < p.threshold:
             raise self._fail(f"only {len(self.neighbours)} neighbours, the threshold is {p.threshold}")
@@ -375,9 +392,11 @@ class SecAggClient:
         assert self.params is not None and self._mask_sk is not None and self._self_seed is not None
         assert self.round is not None
         self._check_round(msg.round, msg.session_id)
-        p, me = self.params, self.client_id
+        p, me, dirs = self.params, self.client_id, {"directory": self._directory}
         for e in [e for e in msg.excluded if e.dealer in self._held]:  # only neighbours matter here
-            if self.threat is ThreatModel.ACTIVE and not self._proven(e):
+            if self.threat is ThreatModel.ACTIVE and not vss.exclusion_proven(
+                e, round=self.round, session=self.session_id, threshold=p.threshold, limits=Limits.of(p), **dirs
+            ):
                 raise self._fail(f"the server excludes client {e.dealer} without a proof")
             del self._held[e.dealer]
         self.shared_with_me = tuple(sorted(self._held))
@@ -404,20 +423,6 @@ class SecAggClient:
                 round=self.round, session_id=self.session_id, sender=me, modulus_bits=p.modulus_bits, values=acc
             )
         ]
-
-    def _proven(self, e: Exclusion) -> bool:
-        """An exclusion's proof: the dealer's signed message and a holder's key under which it fails."""
-        assert self.params is not None
-        try:
-            dealing = EncryptedShares.decode(e.dealing, Limits.of(self.params))
-        except InvalidMessage:
-            return False
-        return (
-            dealing.sender == e.dealer
-            and (dealing.round, dealing.session_id) == (self.round, self.session_id)
-            and crypto.signed_by_sender(dealing, self._directory, survivors=())
-            and vss.dealing_fault(dealing, holder=e.holder, key=e.key, threshold=self.params.threshold) is not None
-        )
 
     def _check_survivors(self, survivors: tuple[int, ...]) -> None:
         assert self.params is not None
@@ -484,17 +489,7 @@ class SecAggClient:
         assert self.params is not None and self.graph is not None and self.round is not None
         if self.signed_survivors is None or tuple(sorted(msg.survivors)) != self.signed_survivors:
             raise self._fail("the survivor list differs from the one this client signed")
-        g, pol = self.graph, self.policy
-        dropped_held = sorted(set(self._held) & set(msg.dropped))
-        why = consistency_fault(
-            signatures=msg.signatures,
-            survivors=msg.survivors,
-            dropped_held=dropped_held,
-            neighbours_of={w: g.neighbours(w) for w in dropped_held},
-            threshold=self.params.threshold,
-            directory=self._directory,
-            payload=crypto.consistency_payload(self.session_id, self.round, self.signed_survivors),
-            quorum=roster_quorum(len(g.ids), pol.corruption_rate) if pol is not None else None,
-        )
+        payload = crypto.consistency_payload(self.session_id, self.round, self.signed_survivors)
+        why = unmask_fault(msg, self._held, self.graph, self.params.threshold, self._directory, payload, self.policy)
         if why is not None:
             raise self._fail(why)

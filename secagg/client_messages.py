@@ -35,6 +35,7 @@ from secagg.wire import (
 )
 
 __all__ = [
+    "SeedReveal",
     "ShareEnvelope",
     "EncryptedShares",
     "Complaint",
@@ -47,6 +48,30 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------- client -> server
+@dataclass(frozen=True, slots=True)
+class SeedReveal:
+    """Client -> server (active mode): the graph-seed contribution this client committed to in its
+    advertisement, sent once it holds the roster (``secagg.seeding``). It opens that signed
+    commitment, so it needs no signature of its own."""
+
+    TYPE: ClassVar[int] = 13
+    round: int
+    session_id: bytes
+    sender: int
+    value: bytes
+
+    def encode(self) -> bytes:
+        w = _header(Writer(), self.TYPE).u64(self.round).fixed(self.session_id, DIGEST_BYTES).u32(self.sender)
+        return w.fixed(self.value, DIGEST_BYTES).getvalue()
+
+    @classmethod
+    def decode(cls, data: bytes, limits: Limits = NO_LIMITS) -> SeedReveal:
+        r = _open(data, cls.TYPE, "SeedReveal")
+        m = cls(read_round(r), r.fixed(DIGEST_BYTES), read_client_id(r), r.fixed(DIGEST_BYTES))
+        r.end()
+        return m
+
+
 @dataclass(frozen=True, slots=True)
 class ShareEnvelope:
     """One recipient's encrypted shares, with hash commitments to each of the two shares and to the

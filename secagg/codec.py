@@ -22,7 +22,7 @@ __all__ = [
     "max_check",
 ]
 
-CODEC_VERSION = 3  # 2: RoundSetup nonce, sender signatures; 3: verifiable dealing, share check stage
+CODEC_VERSION = 4  # 2: RoundSetup nonce, sender signatures; 3: verifiable dealing; 4: graph seed commit-reveal
 _MAGIC = b"PS"
 KEY_BYTES = 32
 DIGEST_BYTES = 32

@@ -20,8 +20,10 @@ import math
 from collections.abc import Mapping, Sequence
 
 from secagg import crypto
+from secagg.messages import UnmaskRequest
+from secagg.params import ClientPolicy
 
-__all__ = ["roster_quorum", "consistency_fault"]
+__all__ = ["roster_quorum", "consistency_fault", "unmask_fault"]
 
 
 def roster_quorum(roster_size: int, corruption_rate: float) -> int:
@@ -85,3 +87,26 @@ def consistency_fault(
                 "(a split view, or too many dropouts)"
             )
     return None
+
+
+def unmask_fault(
+    msg: UnmaskRequest,
+    held: Mapping[int, object],
+    graph: crypto.NeighbourGraph,
+    threshold: int,
+    directory: Mapping[int, bytes],
+    payload: bytes,
+    policy: ClientPolicy | None,
+) -> str | None:
+    """:func:`consistency_fault` from a revealing client's view: the shares it ``held``, its ``graph``."""
+    dropped_held = sorted(set(held) & set(msg.dropped))
+    return consistency_fault(
+        signatures=msg.signatures,
+        survivors=msg.survivors,
+        dropped_held=dropped_held,
+        neighbours_of={w: graph.neighbours(w) for w in dropped_held},
+        threshold=threshold,
+        directory=directory,
+        payload=payload,
+        quorum=roster_quorum(len(graph.ids), policy.corruption_rate) if policy is not None else None,
+    )

@@ -32,6 +32,7 @@ from secagg.messages import (
     MaskedInput,
     Message,
     RoundSetup,
+    SeedReveal,
     ShareCheck,
     UnmaskResponse,
 )
@@ -96,22 +97,32 @@ def config_hash(setup: RoundSetup) -> bytes:
 
 
 def session_id(round: int, advertisements: Iterable[KeyAdvertisement]) -> bytes:
-    """Hash of the round, every client's config hash and both public keys (sorted by id).
+    """Hash of the round, every client's config hash, both public keys and seed commitment (sorted by id).
 
-    Every per-client field has a fixed size (4 + 32 + 32 + 32 bytes), so the concatenation
+    Every per-client field has a fixed size (4 + 32 + 32 + 32 + 32 bytes), so the concatenation
     after the label is unambiguous.
     """
     advs = sorted(advertisements, key=lambda a: a.client_id)
     h = hashlib.sha256(label(DOMAIN, "session", round, len(advs)))
     h.update(
-        b"".join(a.client_id.to_bytes(4, "big") + a.config_hash + a.enc_public_key + a.mask_public_key for a in advs)
+        b"".join(
+            a.client_id.to_bytes(4, "big") + a.config_hash + a.enc_public_key + a.mask_public_key + a.seed_commitment
+            for a in advs
+        )
     )
     return h.digest()
 
 
 def advertisement_payload(adv: KeyAdvertisement) -> bytes:
     return label(
-        DOMAIN, "advertise", adv.round, adv.client_id, adv.config_hash, adv.enc_public_key, adv.mask_public_key
+        DOMAIN,
+        "advertise",
+        adv.round,
+        adv.client_id,
+        adv.config_hash,
+        adv.enc_public_key,
+        adv.mask_public_key,
+        adv.seed_commitment,
     )
 
 
@@ -160,8 +171,9 @@ def sign_message(msg: Message, key: ed25519.Ed25519PrivateKey) -> Message:
 def signed_by_sender(msg: Message, directory: Mapping[int, bytes], *, survivors: Sequence[int]) -> bool:
     """Whether a client message carries its sender's signature: a :class:`ConsistencySignature` over
     ``survivors``, the others over :func:`message_payload` (a :class:`KeyAdvertisement` is screened by
-    :func:`advertisement_fault`, with its own reasons)."""
-    if isinstance(msg, KeyAdvertisement):
+    :func:`advertisement_fault`, with its own reasons; a :class:`SeedReveal` opens its signed commitment,
+    checked by its receiver)."""
+    if isinstance(msg, (KeyAdvertisement, SeedReveal)):
         return True
     if isinstance(msg, ConsistencySignature):
         payload = consistency_payload(msg.session_id, msg.round, survivors)

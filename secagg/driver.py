@@ -66,6 +66,7 @@ class DropStage(enum.Enum):
     """The stage at whose start a dropping client stops answering."""
 
     ADVERTISE = "advertise"  # never advertises keys
+    REVEAL = "reveal"  # advertised, never reveals its graph-seed contribution (active: the session aborts)
     SHARE_KEYS = "share_keys"  # advertised, never sends shares
     CHECK_SHARES = "check_shares"  # shared keys, never answers the share check (so never masks either)
     MASKED_INPUT = "masked_input"  # shared keys and passed the check, never sends its masked input
@@ -417,12 +418,9 @@ def run_round(
     try:
         t0 = time.perf_counter()
         envs = server_call(srv.start)
-        stage_plan = [
-            DropStage.ADVERTISE,
-            DropStage.SHARE_KEYS,
-            DropStage.CHECK_SHARES,
-            DropStage.MASKED_INPUT,
-        ]
+        stage_plan = [DropStage.ADVERTISE, DropStage.SHARE_KEYS, DropStage.CHECK_SHARES, DropStage.MASKED_INPUT]
+        if threat is ThreatModel.ACTIVE:
+            stage_plan.insert(1, DropStage.REVEAL)
         if threat is ThreatModel.ACTIVE:
             stage_plan.append(DropStage.CONSISTENCY)
         stage_plan.append(DropStage.UNMASK)

@@ -46,6 +46,8 @@ __all__ = [
     "RoundSetup",
     "KeyAdvertisement",
     "KeyRoster",
+    "SeedReveal",
+    "RevealSet",
     "ShareEnvelope",
     "EncryptedShares",
     "DeliveredShare",
@@ -73,6 +75,7 @@ from secagg.client_messages import (
     EncryptedShares,
     MaskedInput,
     RevealedShare,
+    SeedReveal,
     ShareCheck,
     ShareEnvelope,
     UnmaskResponse,
@@ -152,7 +155,8 @@ class KeyAdvertisement:
 
     ``config_hash`` is the hash of the :class:`RoundSetup` the client received; in active
     mode ``signature`` is the client's Ed25519 signature over all other fields (empty in
-    semi-honest mode).
+    semi-honest mode), ``seed_commitment`` its hash commitment to its graph-seed contribution
+    (``secagg.seeding``; zeros in semi-honest mode).
     """
 
     TYPE: ClassVar[int] = 2
@@ -162,10 +166,12 @@ class KeyAdvertisement:
     enc_public_key: bytes
     mask_public_key: bytes
     signature: bytes = b""
+    seed_commitment: bytes = bytes(DIGEST_BYTES)
 
     def _body(self, w: Writer) -> Writer:
         w.u64(self.round).u32(self.client_id).fixed(self.config_hash, DIGEST_BYTES)
         w.fixed(self.enc_public_key, KEY_BYTES).fixed(self.mask_public_key, KEY_BYTES)
+        w.fixed(self.seed_commitment, DIGEST_BYTES)
         return write_signature(w, self.signature)
 
     def encode(self) -> bytes:
@@ -173,14 +179,14 @@ class KeyAdvertisement:
 
     @classmethod
     def _read(cls, r: Reader) -> KeyAdvertisement:
-        rnd, cid, ch, epk, mpk, slen = r.unpack(_ADV_STRUCT)
+        rnd, cid, ch, epk, mpk, commit, slen = r.unpack(_ADV_STRUCT)
         if rnd > MAX_ROUND:
             raise InvalidMessage(f"round {rnd} out of range 0..{MAX_ROUND}")
         if cid > MAX_CLIENT_ID:
             raise InvalidMessage(f"client id {cid} out of range")
         if slen not in (0, SIGNATURE_BYTES):
             raise InvalidMessage("KeyAdvertisement: bad signature length")
-        return cls(rnd, cid, ch, epk, mpk, r.fixed(slen))
+        return cls(rnd, cid, ch, epk, mpk, r.fixed(slen), commit)
 
     @classmethod
     def decode(cls, data: bytes, limits: Limits = NO_LIMITS) -> KeyAdvertisement:
@@ -190,7 +196,7 @@ class KeyAdvertisement:
         return m
 
 
-_ADV_STRUCT = struct.Struct(f">QI{DIGEST_BYTES}s{KEY_BYTES}s{KEY_BYTES}sB")
+_ADV_STRUCT = struct.Struct(f">QI{DIGEST_BYTES}s{KEY_BYTES}s{KEY_BYTES}s{DIGEST_BYTES}sB")
 _ADV_MIN = _ADV_STRUCT.size
 
 
@@ -216,6 +222,33 @@ class KeyRoster:
         advs = tuple(KeyAdvertisement._read(r) for _ in range(n))
         r.end()
         return cls(rnd, advs)
+
+
+@dataclass(frozen=True, slots=True)
+class RevealSet:
+    """Server -> every roster client (active mode): every roster client's graph-seed contribution,
+    ``(client id, value)`` in ascending id order (``secagg.seeding``)."""
+
+    TYPE: ClassVar[int] = 14
+    round: int
+    session_id: bytes
+    reveals: tuple[tuple[int, bytes], ...]
+
+    def encode(self) -> bytes:
+        w = _header(Writer(), self.TYPE).u64(self.round).fixed(self.session_id, DIGEST_BYTES)
+        w.u32(len(self.reveals))
+        for cid, value in self.reveals:
+            w.u32(cid).fixed(value, DIGEST_BYTES)
+        return w.getvalue()
+
+    @classmethod
+    def decode(cls, data: bytes, limits: Limits = NO_LIMITS) -> RevealSet:
+        r = _open(data, cls.TYPE, "RevealSet")
+        rnd, sid = read_round(r), r.fixed(DIGEST_BYTES)
+        n = r.count(4 + DIGEST_BYTES, limits.clients)
+        reveals = tuple((read_client_id(r), r.fixed(DIGEST_BYTES)) for _ in range(n))
+        r.end()
+        return cls(rnd, sid, reveals)
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,9 +398,11 @@ class MaskRequest:
         return cls(rnd, sid, out)
 
 
-ServerMessage: TypeAlias = RoundSetup | KeyRoster | ShareDelivery | MaskRequest | ConsistencyRequest | UnmaskRequest
+ServerMessage: TypeAlias = (
+    RoundSetup | KeyRoster | RevealSet | ShareDelivery | MaskRequest | ConsistencyRequest | UnmaskRequest
+)
 ClientMessage: TypeAlias = (
-    KeyAdvertisement | EncryptedShares | ShareCheck | MaskedInput | ConsistencySignature | UnmaskResponse
+    KeyAdvertisement | SeedReveal | EncryptedShares | ShareCheck | MaskedInput | ConsistencySignature | UnmaskResponse
 )
 Message: TypeAlias = ServerMessage | ClientMessage
 
@@ -377,6 +412,8 @@ _DECODERS: dict[int, Callable[[bytes, Limits], Any]] = {
         RoundSetup,
         KeyAdvertisement,
         KeyRoster,
+        SeedReveal,
+        RevealSet,
         EncryptedShares,
         ShareDelivery,
         ShareCheck,

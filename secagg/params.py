@@ -25,16 +25,20 @@ dropout rate ``delta`` and a corruption rate ``gamma`` (clients colluding with t
 
 When ``k >= n - 1`` the graph is complete (Bonawitz et al. 2017) and condition 3 is moot.
 
-Grinding. The ring order is a hash of the session id: the round, every config hash (the setup
-with its nonce) and every signed advertisement of the roster. Nobody picks neighbourhoods, and
-every client recomputes its own from the roster it verified (all entries). Whoever can change
-that input can *retry*, though: the server by leaving clients out of the roster (they look like
-clients that never advertised; a client's ``ClientPolicy.min_clients`` bounds how many) or by
-choosing the nonce, colluding clients by drawing new keys. Each retry is a fresh uniform ring
-for the same corrupted set, so ``2**g`` retries multiply the probability of conditions 2 and 3
-failing by at most ``2**g`` (union bound): they must hold at ``security_bits + grinding_bits``,
-where ``grinding_bits`` bounds ``log2`` of the adversary's retries (its hashing budget).
-``grinding_bits=0`` (the default) assumes none; 40 buys protection from ``2**40`` tries.
+Grinding. Nobody picks neighbourhoods, and every client recomputes its own from the roster it
+verified (all entries). In semi-honest mode the ring order is a hash of the session id. In active
+mode it is a hash of the session id and of every roster client's 32-byte contribution, committed
+in its signed advertisement and revealed once the client holds the roster (``secagg.seeding``):
+an honest client's value is unknown until its roster is fixed, so no roster subset, colluder key
+or nonce chosen offline moves the ring it uses (before, a roster subset or a colluder's fresh
+key was a one-hash offline retry). What
+remains is aborting: whoever sees the ring first may withhold its reveal, which aborts the session
+before any share exists; a new ring needs a new session of every honest client. Each such retry
+is a fresh uniform ring for the same corrupted set, so ``2**g`` retries multiply the probability
+of conditions 2 and 3 failing by at most ``2**g`` (union bound): they must hold at
+``security_bits + grinding_bits``, where ``grinding_bits`` bounds ``log2`` of the sessions one
+client input can be entered into (semi-honest: of the server's retries). ``grinding_bits=0`` (the
+default) assumes one session per input.
 The ring is ``modulus_bits = sum_bits(n, value_bits)`` so a sum of ``n`` encodings never
 wraps. User-supplied values are validated structurally (1, a connected graph, a ring that
 holds the sum) with a :class:`~privagg.errors.ConfigurationError` naming what would work.
@@ -288,6 +292,16 @@ class SecAggParams:
         return None
 
     # ------------------------------------------------------------------ analysis
+    def min_survivors(self, roster_size: int) -> int:
+        """The fewest survivors whose sum a roster of ``roster_size`` clients can release: every dropped
+        client's key needs ``threshold`` shares of surviving neighbours, and a survivor holds at most
+        ``degree`` of them, so ``dropped * t <= survivors * k``; and at least ``threshold``."""
+        n = roster_size
+        if n < 3:
+            return n
+        k, t = min(self.degree, n - 1), self.threshold
+        return min(n, max(t, -(-n * t // (k + t))))
+
     def failure_log2(self, dropout_rate: float) -> float:
         """log2 of the probability (union bound) that some client lacks ``threshold`` live neighbours."""
         return min(

@@ -8,6 +8,8 @@ transition table (``_TRANSITIONS``: which message each stage accepts, its handle
 method that closes the stage and the stage that follows)::
 
     COLLECT_KEYS        KeyAdvertisement      -> KeyRoster to U1
+    COLLECT_REVEALS     SeedReveal            -> RevealSet to U1 (active: every roster client's
+                                                 graph-seed contribution; one missing aborts, secagg.seeding)
     COLLECT_SHARES      EncryptedShares       -> ShareDelivery to each of U2
     COLLECT_CHECKS      ShareCheck            -> MaskRequest (proven dealers excluded, secagg.vss)
     COLLECT_MASKED      MaskedInput           -> ConsistencyRequest to U3 (active)
@@ -42,7 +44,7 @@ import numpy as np
 
 from privagg.errors import ConfigurationError, InvalidMessage, ProtocolAbort, VerificationError
 from privagg.randomness import SYSTEM_SECRETS, SecretSource
-from secagg import crypto, vss
+from secagg import crypto, seeding, vss
 from secagg.messages import (
     CIPHERTEXT_BYTES,
     DIGEST_BYTES,
@@ -57,7 +59,9 @@ from secagg.messages import (
     Limits,
     MaskedInput,
     MaskRequest,
+    RevealSet,
     RoundSetup,
+    SeedReveal,
     ServerMessage,
     ShareCheck,
     ShareDelivery,
@@ -77,6 +81,7 @@ _ENVELOPE_BYTES = 4 + 3 * DIGEST_BYTES + CIPHERTEXT_BYTES
 
 class ServerStage(enum.Enum):
     COLLECT_KEYS = "collect_keys"
+    COLLECT_REVEALS = "collect_reveals"
     COLLECT_SHARES = "collect_shares"
     COLLECT_CHECKS = "collect_checks"
     COLLECT_MASKED = "collect_masked"
@@ -116,7 +121,10 @@ class _Stage:
 
 _TRANSITIONS: dict[ServerStage, _Stage] = {
     ServerStage.COLLECT_KEYS: _Stage(
-        KeyAdvertisement, "_on_advert", "_close_keys", ServerStage.COLLECT_SHARES, ServerStage.COLLECT_SHARES
+        KeyAdvertisement, "_on_advert", "_close_keys", ServerStage.COLLECT_SHARES, ServerStage.COLLECT_REVEALS
+    ),
+    ServerStage.COLLECT_REVEALS: _Stage(
+        SeedReveal, "_on_reveal", "_close_reveals", ServerStage.ABORTED, ServerStage.COLLECT_SHARES
     ),
     ServerStage.COLLECT_SHARES: _Stage(
         EncryptedShares, "_on_shares", "_close_shares", ServerStage.COLLECT_CHECKS, ServerStage.COLLECT_CHECKS
@@ -205,6 +213,7 @@ class SecAggServer(Unmasking):
         self.roster: KeyRoster | None = None
         self.session_id = b""
         self.graph: crypto.NeighbourGraph | None = None
+        self.reveals: dict[int, bytes] = {}  # active: graph-seed contributions (secagg.seeding)
         self.shares: dict[int, EncryptedShares] = {}  # until the share check; then only the commitments stay
         self._complaints: list[tuple[int, Complaint]] = []  # (holder, complaint)
         self.excluded: dict[int, str] = {}  # dealers proven faulty at the share check, and why
@@ -338,9 +347,26 @@ class SecAggServer(Unmasking):
         advs = self.roster.advertisements
         self.advertisements = {a.client_id: a for a in advs}
         self.session_id = crypto.session_id(self.round, advs)
-        self.graph = crypto.NeighbourGraph(self.advertisements, session=self.session_id, degree=self.params.degree)
+        if self.params.threat is not ThreatModel.ACTIVE:  # active: the ring waits for every contribution
+            self.graph = crypto.NeighbourGraph(self.advertisements, session=self.session_id, degree=self.params.degree)
         self._expected = set(self.advertisements)
         return [Envelope(c, self.roster) for c in sorted(self._expected)]
+
+    def _on_reveal(self, msg: SeedReveal) -> None:
+        if (why := seeding.reveal_fault({msg.sender: self.advertisements[msg.sender]}, [(msg.sender, msg.value)])):
+            raise InvalidMessage(why)
+        self.reveals[msg.sender] = msg.value
+
+    def _close_reveals(self) -> list[Envelope]:
+        if missing := sorted(set(self.advertisements) - set(self.reveals)):
+            # tolerating a missing contribution would let whoever withholds choose among rings: abort
+            # (nothing about an input exists yet); the caller may start a new session without them
+            raise self._abort(f"clients {missing[:8]} did not reveal their graph-seed contributions", party=missing)
+        reveals = tuple((c, self.reveals[c]) for c in sorted(self.advertisements))
+        seed = seeding.graph_seed(self.session_id, reveals)
+        self.graph = crypto.NeighbourGraph(self.advertisements, session=seed, degree=self.params.degree)
+        msg = RevealSet(self.round, self.session_id, reveals)
+        return [Envelope(c, msg) for c in sorted(self._expected)]
 
     def _on_shares(self, msg: EncryptedShares) -> None:
         assert self.graph is not None

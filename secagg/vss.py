@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from privagg.errors import VerificationError
+from privagg.errors import InvalidMessage, VerificationError
 from privagg.randomness import SecretSource, label
 from secagg import crypto
 from secagg.messages import (
@@ -47,11 +47,13 @@ from secagg.messages import (
     DeliveredShare,
     EncryptedShares,
     Exclusion,
+    Limits,
     ShareEnvelope,
 )
 from secagg.shamir import PRIME, evaluate, random_field_elements, random_polynomials
 
 __all__ = [
+    "exclusion_proven",
     "CHECK_LIMBS",
     "SECRET_LIMBS",
     "PART_BYTES",
@@ -359,3 +361,19 @@ def resolve(
         elif msg is not None:
             proven[c.dealer] = (Exclusion(c.dealer, holder, c.key, msg.encode()), why)
     return proven, unfounded
+
+
+def exclusion_proven(
+    e: Exclusion, *, round: int, session: bytes, threshold: int, limits: Limits, directory: dict[int, bytes]
+) -> bool:
+    """An exclusion's proof: the dealer's signed message and a holder's key under which it fails."""
+    try:
+        dealing = EncryptedShares.decode(e.dealing, limits)
+    except InvalidMessage:
+        return False
+    return (
+        dealing.sender == e.dealer
+        and (dealing.round, dealing.session_id) == (round, session)
+        and crypto.signed_by_sender(dealing, directory, survivors=())
+        and dealing_fault(dealing, holder=e.holder, key=e.key, threshold=threshold) is not None
+    )

@@ -99,7 +99,13 @@ class SybilIsolation(ProtocolAttack):
 
 #: Server stages before an unmask attack takes over from the honest server state machine.
 _HONEST_STAGES = frozenset(
-    s.value for s in (ServerStage.COLLECT_KEYS, ServerStage.COLLECT_SHARES, ServerStage.COLLECT_MASKED)
+    s.value
+    for s in (
+        ServerStage.COLLECT_KEYS,
+        ServerStage.COLLECT_REVEALS,
+        ServerStage.COLLECT_SHARES,
+        ServerStage.COLLECT_MASKED,
+    )
 )
 
 

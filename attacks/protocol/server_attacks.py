@@ -128,8 +128,9 @@ class RosterShrinking(RoundAttack):
 class SplitRoster(RoundAttack):
     title = "Split view: two of 12 honest clients get a roster without client 0"
     promise = (
-        "a split view reveals nothing: clients that saw another roster reveal no share and are left out; "
-        "the round completes only for a quorum that signed one roster and survivor set, with their exact sum"
+        "a split view reveals nothing: in active mode the minority's graph-seed reveals belong to another "
+        "session, so the session aborts before any share is dealt; otherwise clients that saw another roster "
+        "reveal no share, and the round completes only for a quorum that signed one roster, with their exact sum"
     )
 
     clients = 12

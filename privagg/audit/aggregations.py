@@ -281,8 +281,10 @@ def run_protocol_attacks(cfg: AuditConfig) -> tuple[AttackRow, ...]:
 
 #: What no run of the audit exercises: assumed, not tested (reported, never PASS).
 NOT_COVERED = (
-    "a server that retries the round (omitting clients, new nonces) until the graph suits it (grinding): "
-    "bounded in secagg.params by the deployment's grinding_bits, not exercised",
+    "grinding the graph by aborting sessions: in active mode the ring comes from contributions committed "
+    "before and revealed after the roster (secagg.seeding), so omitting clients or redrawing colluders' keys "
+    "no longer moves it and only aborting a session and running another buys a new ring (semi-honest: "
+    "offline retries); bounded in secagg.params by the deployment's grinding_bits, not exercised",
     "the Flower adapter (node <-> client-id mapping, transport, its session nonce): the audit runs the attacks "
     "on the in-memory driver only (the test suite runs the rewrite cases through Flower too)",
     "collusion larger than the runs' (a few colluding clients per case) and populations beyond a dozen clients",
@@ -374,8 +376,9 @@ def check_threat_model(cfg: AuditConfig, rows: tuple[AttackRow, ...] | None) -> 
     assumed = list(NOT_COVERED)
     if cfg.deployment.grinding_bits == 0:
         assumed[0] = (
-            "grinding: the deployment assumes a server that never retries the round to pick its graph "
-            "(grinding_bits = 0; set it to the retries an attacker can afford, e.g. 40)"
+            "grinding: the deployment assumes each client input enters one session (grinding_bits = 0); a "
+            "server that aborts and re-runs sessions over the same inputs gets one fresh ring per session: set "
+            "grinding_bits to log2 of the sessions it may run (semi-honest: of its offline retries, e.g. 40)"
         )
     if cfg.deployment.client_policy:
         assumed.append(
@@ -399,6 +402,7 @@ def upload_bytes(params: SecAggParams, model_params: int) -> dict[str, int]:
         KeyAdvertisement,
         MaskedInput,
         RevealedShare,
+        SeedReveal,
         ShareCheck,
         ShareEnvelope,
         ThreatModel,
@@ -439,6 +443,7 @@ def upload_bytes(params: SecAggParams, model_params: int) -> dict[str, int]:
         "advertisement": size(
             KeyAdvertisement, round=0, client_id=0, config_hash=d, enc_public_key=k, mask_public_key=k
         ),
+        "seed_reveal": size(SeedReveal, round=0, session_id=d, sender=0, value=d) if active else 0,
         "shares": shares(0) + params.degree * (shares(1) - shares(0)),
         "share_check": size(ShareCheck, round=0, session_id=d, sender=0, complaints=()),
         "masked_input": one - packed_size(1, mb) + packed_size(model_params, mb),

@@ -19,7 +19,8 @@ the template of :mod:`._fit_round`.
 Round (server side)::
 
     setup        RoundSetup        -> KeyAdvertisement     (U1: the cohort, client ids learnt here)
-    roster       KeyRoster         -> EncryptedShares      (U2)
+    roster       KeyRoster         -> SeedReveal           (active; semi-honest: EncryptedShares, U2)
+    reveals      RevealSet         -> EncryptedShares      (active only: the ring's seed, secagg.seeding; U2)
     delivery     ShareDelivery+Fit -> ShareCheck           (the user's fit runs here; shares checked, secagg.vss)
     mask         MaskRequest       -> MaskedInput          (U3; proven faulty dealers excluded)
     consistency  ConsistencyRequest-> ConsistencySignature (active threat model only)
@@ -48,7 +49,7 @@ from typing import Any, cast
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.app.message_type import MessageType
-from flwr.common import FitRes
+from flwr.common import FitRes, parameters_to_ndarrays
 from flwr.compat.common import recorddict_compat as compat
 from flwr.server.compat.legacy_context import LegacyContext
 
@@ -62,6 +63,7 @@ from secagg.messages import (
     KeyAdvertisement,
     KeyRoster,
     MaskRequest,
+    RevealSet,
     RoundSetup,
     ServerMessage,
     ShareDelivery,
@@ -87,6 +89,8 @@ from .pki import load_directory, load_identity
 __all__ = [
     "RECORD",
     "ROSTER_KEY",
+    "MIN_SURVIVORS_KEY",
+    "RING_RECORD",
     "STATE_RECORD",
     "STAGES",
     "SecAggRoundRecord",
@@ -100,19 +104,27 @@ __all__ = [
 RECORD = "privagg_secagg"
 #: ConfigRecord in the node's own ``Context.state`` holding its party between messages
 STATE_RECORD = "privagg_secagg_state"
-STAGES = ("setup", "roster", "delivery", "mask", "consistency", "unmask")
+STAGES = ("setup", "roster", "reveals", "delivery", "mask", "consistency", "unmask")
 #: fit-config key the client mod sets, before the inner mods run, to the size of the roster this
 #: client verified: the DP mod bounds the noise shares it accepts by it
 ROSTER_KEY = "privagg-secagg-roster"
+#: fit-config key set beside it: the fewest survivors this client's own graph lets a sum be released with
+#: (:meth:`secagg.SecAggParams.min_survivors`): a DP mod may bound its noise shares by it
+MIN_SURVIVORS_KEY = "privagg-secagg-min-survivors"
+#: ConfigRecord an inner mod adds to its reply when its FitRes parameters already are the ring
+#: elements of a *modular* round (one ``uint64`` array; field ``bits``: the ring's width)
+RING_RECORD = "privagg-secagg-ring"
 _STAGE_OF: dict[type, str] = {
     RoundSetup: "setup",
     KeyRoster: "roster",
+    RevealSet: "reveals",
     ShareDelivery: "delivery",
     MaskRequest: "mask",
     ConsistencyRequest: "consistency",
     UnmaskRequest: "unmask",
 }
-_TYPE_CODE = {"setup": RoundSetup.TYPE, "roster": KeyRoster.TYPE, "delivery": ShareDelivery.TYPE}
+_TYPE_CODE = {"setup": RoundSetup.TYPE, "roster": KeyRoster.TYPE, "reveals": RevealSet.TYPE}
+_TYPE_CODE["delivery"] = ShareDelivery.TYPE
 _TYPE_CODE.update({"mask": MaskRequest.TYPE, "consistency": ConsistencyRequest.TYPE, "unmask": UnmaskRequest.TYPE})
 
 
@@ -187,7 +199,7 @@ class PrivAggSecAggWorkflow(FitWorkflow[SecAggRoundRecord]):
         setup = RoundSetup(
             round=rec.round,
             params=params,
-            dimension=fit.size + 1,
+            dimension=self._dimension(fit, params),
             model_digest=fit.digest,
             nonce=self._secrets.token_bytes(32),
         )
@@ -230,12 +242,23 @@ class PrivAggSecAggWorkflow(FitWorkflow[SecAggRoundRecord]):
         rec.rejected, rec.excluded = list(server.rejected), dict(server.excluded)
         rec.survivors = tuple(node_of[c] for c in res.survivors)
         rec.dropped = tuple(node_of[c] for c in res.dropped)
-        enc = RingEncoding(
-            clip=clip, value_bits=params.value_bits, max_summands=params.num_clients, modulus_bits=params.modulus_bits
-        )
-        total = enc.decode(res.sum)
+        total = self._decode_sum(res.sum, params)
         rec.server_seconds += time.perf_counter() - t_srv
         return Summed(total=total, included=rec.survivors, fit_results=fit_results)
+
+    def _dimension(self, fit: FitRound, params: SecAggParams) -> int:
+        """Length of the round's ring vectors: the model and the weight slot (a subclass may change it)."""
+        return fit.size + 1
+
+    def _decode_sum(self, ring_sum: np.ndarray, params: SecAggParams) -> np.ndarray:
+        """The released sum (ring elements) -> what :meth:`_finish` decodes (a subclass may change it)."""
+        enc = RingEncoding(
+            clip=self.config.clipping_range,
+            value_bits=params.value_bits,
+            max_summands=params.num_clients,
+            modulus_bits=params.modulus_bits,
+        )
+        return cast(np.ndarray, enc.decode(ring_sum))
 
     def _open(
         self, setup: RoundSetup, replies: Mapping[int, Message], rec: SecAggRoundRecord
@@ -354,14 +377,19 @@ def make_secagg_mod(
             if stage == "delivery" and client.stage is ClientStage.AWAIT_SHARES:
                 digest = received_digest(msg.content, stage="delivery")  # the client core checks it
                 if "fitins.config" in msg.content.config_records and client.graph is not None:
-                    msg.content.config_records["fitins.config"][ROSTER_KEY] = len(client.graph.ids)
+                    fit_cfg, n = msg.content.config_records["fitins.config"], len(client.graph.ids)
+                    fit_cfg[ROSTER_KEY] = n
+                    fit_cfg[MIN_SURVIVORS_KEY] = client.params.min_survivors(n) if client.params is not None else n
                 fit_out = call_next(msg, ctxt)
                 if fit_out.has_error():
                     _drop_state(ctxt)
                     return fit_out
                 out_content = fit_out.content
                 fitres = compat.recorddict_to_fitres(out_content, keep_input=True)
-                client.set_input(_ring_input(local, fitres, secrets), model_digest=digest)
+                ring = _modular_input(local, fitres, out_content)
+                if ring is None:
+                    ring = _ring_input(local, fitres, secrets)
+                client.set_input(ring, model_digest=digest)
                 for arr in out_content.array_records.values():
                     arr.clear()  # only the masked vector leaves the node
             replies = client.step(wire)
@@ -431,6 +459,20 @@ def _new_local(
             raise InvalidMessage("setup: invalid client id", stage="setup", party="client")
         client = SecAggClient(int(suggested), threat=threat, secrets=secrets)
     return _Local(client=client, clip=float(clip), codec=codec)
+
+
+def _modular_input(local: _Local, fitres: FitRes, content: RecordDict) -> np.ndarray | None:
+    """A modular round's input: the ring vector an inner mod marked with :data:`RING_RECORD` of the
+    ring's width (the core checks length and range); ``None`` in a plain round, which refuses a marked one."""
+    p, mark = local.client.params, content.config_records.pop(RING_RECORD, None)
+    modular = p is not None and p.modular
+    if (mark is not None) != modular or (mark is not None and p is not None and mark.get("bits") != p.modulus_bits):
+        why = "a modular round takes ring elements of its width from an inner mod (distributed DP)"
+        raise ProtocolAbort(why if modular else "ring elements for a plain round", stage="delivery", party="client")
+    arrays = parameters_to_ndarrays(fitres.parameters) if modular else []
+    if modular and (len(arrays) != 1 or arrays[0].dtype != np.uint64):
+        raise ProtocolAbort("malformed ring elements from the inner mod", stage="delivery", party="client")
+    return arrays[0] if modular else None
 
 
 def _ring_input(local: _Local, fitres: FitRes, secrets: SecretSource) -> np.ndarray:

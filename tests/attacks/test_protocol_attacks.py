@@ -87,11 +87,19 @@ _MATRIX = [
         False,
         ["client 0 joined a different configuration or model", "client 2 joined a different configuration or model"],
         _ALL,
-        "only 0 clients shared keys; at least threshold + 1 = 5 needed",
+        "clients [0, 1, 2, 3, 4, 5] did not reveal their graph-seed contributions",  # secagg.seeding
     ),
     ("sybil-isolation", "unprotected", True, [], [], None),
     ("sybil-isolation", "semi-honest", True, [], [], None),
-    ("sybil-isolation", "active", False, ["client 6 is not in the identity directory"], [2], None),
+    # the target refuses the roster and never reveals: the session aborts before the ring is drawn
+    (
+        "sybil-isolation",
+        "active",
+        False,
+        ["client 6 is not in the identity directory"],
+        [2],
+        "clients [2] did not reveal their graph-seed contributions",
+    ),
     ("fake-dropout", "unprotected", True, [], [], None),
     ("fake-dropout", "semi-honest", False, [_THRESHOLD, _MISSING], _ALL, None),
     ("fake-dropout", "active", False, [_THRESHOLD, _MISSING], _ALL, None),

@@ -22,6 +22,7 @@ def test_report_costs_and_correctness():
     assert np.array_equal(rep.sum, want)
     assert set(rep.stage_seconds) == {
         "advertise",
+        "reveal",
         "share_keys",
         "check_shares",
         "masked_input",

@@ -21,7 +21,9 @@ from secagg.messages import (
     MaskedInput,
     MaskRequest,
     RevealedShare,
+    RevealSet,
     RoundSetup,
+    SeedReveal,
     ShareCheck,
     ShareDelivery,
     ShareEnvelope,
@@ -31,7 +33,7 @@ from secagg.messages import (
 )
 
 SID = bytes(range(32))
-ADV = KeyAdvertisement(3, 7, b"c" * 32, b"e" * 32, b"m" * 32, b"s" * 64)
+ADV = KeyAdvertisement(3, 7, b"c" * 32, b"e" * 32, b"m" * 32, b"s" * 64, b"C" * 32)
 SAMPLES = [
     RoundSetup(3, SecAggParams.manual(num_clients=100, degree=14, threshold=10), 1000, b"d" * 32),
     ADV,
@@ -57,7 +59,26 @@ SAMPLES = [
     UnmaskResponse(3, SID, 7, (RevealedShare(1, b"r" * SHARE_BYTES),), (RevealedShare(5, b"k" * SHARE_BYTES),)),
     ShareCheck(3, SID, 7, (Complaint(2, b"K" * 32), Complaint(9, b"L" * 32)), b"s" * 64),
     MaskRequest(3, SID, (Exclusion(2, 7, b"K" * 32, b"dealing bytes"), Exclusion(9, 4, b"L" * 32, b""))),
+    SeedReveal(3, SID, 7, b"r" * 32),
+    RevealSet(3, SID, ((7, b"r" * 32), (8, b"t" * 32))),
 ]
+
+
+def test_codec_version_4_refuses_version_3() -> None:
+    """Version 4 added the seed commitment to the advertisement and the reveal stage: an older peer is refused."""
+    b = bytearray(ADV.encode())
+    assert b[2] == 4
+    b[2] = 3
+    with pytest.raises(InvalidMessage, match="version"):
+        decode_message(bytes(b))
+
+
+def test_the_advertisement_signs_and_the_session_hashes_the_seed_commitment() -> None:
+    from secagg import crypto
+
+    other = KeyAdvertisement(3, 7, b"c" * 32, b"e" * 32, b"m" * 32, b"s" * 64, b"D" * 32)
+    assert crypto.advertisement_payload(ADV) != crypto.advertisement_payload(other)
+    assert crypto.session_id(3, [ADV]) != crypto.session_id(3, [other])
 
 
 @pytest.mark.parametrize("msg", SAMPLES, ids=lambda m: type(m).__name__)

@@ -132,3 +132,24 @@ def test_modular_ring_wraps_by_intent_and_travels_in_the_setup():
     inputs = {c: rng.integers(0, 1 << 12, 4, dtype=np.uint64) for c in range(6)}
     rep = run_round(p, client_ids=list(range(6)), inputs=inputs, dimension=4)
     assert rep.ok and np.array_equal(rep.sum, sum(inputs.values()) % (1 << 12))
+
+
+@pytest.mark.parametrize(("n", "k", "t"), [(6, 2, 2), (8, 4, 3), (9, 4, 4), (10, 6, 4), (7, 6, 4), (10, 4, 3)])
+def test_min_survivors_is_a_lower_bound_of_every_releasable_survivor_set(n: int, k: int, t: int) -> None:
+    """Brute force on the real ring: no survivor set smaller than ``min_survivors`` lets the server
+    rebuild every dropped key (t shares of surviving neighbours) and every survivor's self-mask seed
+    (t shares among surviving neighbours and itself). A DP mod bounding noise shares by it is safe."""
+    from itertools import combinations
+
+    from secagg.crypto import NeighbourGraph
+
+    p = SecAggParams.manual(num_clients=n, degree=k, threshold=t)
+    g = NeighbourGraph(range(n), session=b"s" * 32, degree=k)
+    nb = {c: set(g.neighbours(c)) for c in range(n)}
+
+    def releasable(s: set[int]) -> bool:
+        return all(len(nb[w] & s) >= t for w in set(range(n)) - s) and all(len(nb[c] & s) + 1 >= t for c in s)
+
+    smallest = next(m for m in range(n + 1) if any(releasable(set(c)) for c in combinations(range(n), m)))
+    assert t <= p.min_survivors(n) <= smallest
+    assert p.min_survivors(2) == 2 and p.min_survivors(n) <= n

@@ -188,6 +188,9 @@ def test_promised_outcome_through_flower(name: str, pki: Path) -> None:
         assert not _exposed(revealed, case.clients)
         return
     assert not rec.ok and rec.abort is not None, f"the round must abort (typed): {rec}"
+    if minority is not None and "collect_reveals" in rec.abort:  # caught before any share is dealt
+        assert f"clients {list(minority)} did not reveal" in rec.abort and not revealed
+        return
     assert rec.node_errors and all("ProtocolAbort" in e or "InvalidMessage" in e for e in rec.node_errors.values())
     assert not _exposed(revealed, case.clients)
 
@@ -202,6 +205,30 @@ def test_identity_rewrite_completes_through_flower(pki: Path) -> None:
     """Control: the harness itself does not break the round, and sees every unmask response."""
     rec, revealed = _run(_Honest(), ThreatModel.ACTIVE, pki)
     assert rec.ok and not rec.node_errors and len(revealed) == 8 and not _exposed(revealed, 8)
+    assert "reveals" in rec.stage_seconds  # the graph-seed reveal stage ran through Flower (secagg.seeding)
+
+
+@pytest.mark.flower
+def test_substituted_reveal_is_caught_through_flower(pki: Path) -> None:
+    """The server swaps one client's graph-seed contribution in the reveal set: every client refuses
+    to draw that ring and nobody deals a share (as ``test_graph_seed`` on the in-memory driver)."""
+    from secagg.messages import RevealSet
+
+    class _Substitute(RoundAttack):
+        def server_rewrite(self, threat: ThreatModel) -> Any:
+            def rewrite(env: Envelope, rnd: TamperedRound) -> list[Envelope]:
+                m = env.message
+                if isinstance(m, RevealSet):
+                    r = tuple((c, bytes(32) if i == 0 else v) for i, (c, v) in enumerate(m.reveals))
+                    return [Envelope(env.recipient, dataclasses.replace(m, reveals=r))]
+                return [env]
+
+            return rewrite
+
+    rec, revealed = _run(_Substitute(), ThreatModel.ACTIVE, pki)
+    assert not rec.ok and rec.abort is not None and not revealed
+    assert len(rec.node_errors) == 8
+    assert all("revealed contribution does not open its signed commitment" in e for e in rec.node_errors.values())
 
 
 @pytest.mark.flower
@@ -280,3 +307,27 @@ def test_flower_clients_with_a_policy_refuse_server_chosen_weak_parameters(pki: 
     fair = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=n - 1, threshold=7, threat=ThreatModel.ACTIVE))
     run_inprocess(vector_server_app(fair, num_clients=n, dimension=M), capp, num_nodes=n)
     assert fair.history[0].ok, fair.history[0]
+
+
+@pytest.mark.flower
+def test_inner_mods_see_the_roster_and_the_fewest_releasable_survivors(pki: Path) -> None:
+    """The secure-aggregation mod tells the inner (DP) mods the roster it verified and the fewest survivors
+    its own graph lets a sum be released with (``SecAggParams.min_survivors``)."""
+    from protocols.flower.secagg import MIN_SURVIVORS_KEY, ROSTER_KEY
+
+    seen: list[tuple[Any, Any]] = []
+
+    def inner(msg: Message, ctxt: Context, call_next: Callable[[Message, Context], Message]) -> Message:
+        cfg = msg.content.config_records.get("fitins.config")
+        if cfg is not None and ROSTER_KEY in cfg:
+            seen.append((cfg[ROSTER_KEY], cfg.get(MIN_SURVIVORS_KEY)))
+        return call_next(msg, ctxt)
+
+    n = 8
+    wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=n - 1, threshold=5, threat=ThreatModel.ACTIVE))
+    mods = [make_secagg_mod(threat="active", pki=str(pki / str(n))), inner]
+    capp = vector_client_app(dimension=M, seed=1, mods=mods)
+    run_inprocess(vector_server_app(wf, num_clients=n, dimension=M), capp, num_nodes=n)
+    assert wf.history[0].ok
+    want = SecAggParams.manual(num_clients=n, degree=n - 1, threshold=5).min_survivors(n)
+    assert want == 5 and seen == [(n, want)] * n  # complete graph: max(t, ceil(8 * 5 / 12)) = 5

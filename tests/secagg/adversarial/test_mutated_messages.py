@@ -18,12 +18,13 @@ from secagg import (
     EncryptedShares,
     KeyAdvertisement,
     MaskedInput,
+    SeedReveal,
     ThreatModel,
     UnmaskResponse,
 )
 from secagg.messages import ClientMessage
 
-STAGES = [KeyAdvertisement, EncryptedShares, MaskedInput, ConsistencySignature, UnmaskResponse]
+STAGES = [KeyAdvertisement, SeedReveal, EncryptedShares, MaskedInput, ConsistencySignature, UnmaskResponse]
 ATTACKER = 1
 
 
