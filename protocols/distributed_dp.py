@@ -23,6 +23,10 @@ when its :class:`~dp.config.DPConfig` asks for distributed noise (:mod:`dp.distr
    operator-side in :attr:`DistributedDPRounds.stats`, never in the metrics;
 5. the server centres, unscales and rotates back, and divides by the fixed denominator ``q W``.
 
+:meth:`~DistributedDPRounds.run` is the in-memory driver; :meth:`~DistributedDPRounds.open_round`
+(steps 1-2) and :meth:`~DistributedDPRounds.close_round` (steps 4-5) are the same round for a
+driver that runs the clients and the secure sum itself (:mod:`protocols.flower.distributed_dp`).
+
 An empty Poisson cohort releases the server's noise alone (``t`` shares of the plan), accounted.
 No exact count is published: under Poisson sampling the metrics hold no cohort size or survivors.
 """
@@ -34,7 +38,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -49,7 +53,7 @@ from privagg.errors import ConfigurationError, ProtocolAbort
 from privagg.randomness import SYSTEM_SECRETS, SecretSource
 from protocols.aggregation import AggregateResult, Aggregator, ClientUpdate, RoundContext
 
-__all__ = ["DistributedDPRounds", "DistributedRoundStats"]
+__all__ = ["DistributedDPRounds", "DistributedRoundStats", "OpenRound", "SurvivorFloor"]
 
 _EPS = 1e-9
 
@@ -63,6 +67,24 @@ class DistributedRoundStats:
     secure: bool
     seconds: float
     noise_std: float  # the noise the sum really carries (every survivor's share), value units
+
+
+class SurvivorFloor(Protocol):
+    """What the plan needs of the secure sum: the fewest survivors it releases a sum of (an
+    :class:`~protocols.aggregation.Aggregator`, or a Flower workflow)."""
+
+    def min_survivors(self, n: int) -> int: ...
+
+
+@dataclass(frozen=True)
+class OpenRound:
+    """One round between :meth:`DistributedDPRounds.open_round` and :meth:`~DistributedDPRounds.close_round`."""
+
+    round: int
+    cohort: int  # clients whose vectors may enter the sum
+    params: DistributedDPParams
+    shares: int  # t: the honest noise shares every released sum is guaranteed to hold
+    encoder: DistributedEncoder
 
 
 class DistributedDPRounds:
@@ -98,11 +120,11 @@ class DistributedDPRounds:
     def dishonest(self, cohort: int) -> int:
         return math.floor((1.0 - self.config.honest_fraction) * cohort + _EPS)
 
-    def honest_min(self, inner: Aggregator, cohort: int) -> int:
+    def honest_min(self, inner: SurvivorFloor, cohort: int) -> int:
         """The fewest honest noise shares in a sum the inner protocol releases for ``cohort`` clients."""
         return int(inner.min_survivors(cohort)) - self.dishonest(cohort)
 
-    def plan(self, sampling: Sampling, dim: int, inner: Aggregator) -> DistributedDPParams:
+    def plan(self, sampling: Sampling, dim: int, inner: SurvivorFloor) -> DistributedDPParams:
         """The run's parameters (chosen at the first round; refused with the bits that work)."""
         if self.params is not None:
             if self.params.dim != dim:
@@ -151,8 +173,43 @@ class DistributedDPRounds:
         dim: int,
         inner: Aggregator,
     ) -> AggregateResult:
-        p = self.plan(sampling, dim, inner)
         n = len(updates)
+        opened = self.open_round(n, round=ctx.round, sampling=sampling, dim=dim, inner=inner)
+        p, t, encoder = opened.params, opened.shares, opened.encoder
+        start = time.perf_counter()
+        if n == 0:  # an empty cohort: the server's noise alone, t shares as planned
+            noise = sum(
+                (self.noise.share(p.mechanism, p.sigma / math.sqrt(t), p.padded, self.noise.words()) for _ in range(t)),
+                np.zeros(p.padded, dtype=np.int64),
+            )
+            ring = noise.astype(np.uint64) & np.uint64(p.modulus - 1)
+            participants: tuple[int, ...] = ()
+            upload, secure, survivors = 0.0, True, t + self.dishonest(0)
+        else:
+            vectors = {
+                u.client_id: encoder.encode(u.delta, self.noise, weight=float(w), shares=t)
+                for u, w in zip(updates, weights, strict=True)
+            }
+            released = inner.modular_sum(vectors, bits=p.bits, ctx=ctx)
+            ring, participants = released.sum, tuple(released.participants)
+            upload, secure = released.upload_bytes, released.secure
+            survivors = len(set(participants) & set(vectors))
+        seconds = time.perf_counter() - start
+        return self.close_round(
+            opened,
+            ring,
+            sampling=sampling,
+            survivors=survivors,
+            participants=participants,
+            upload_bytes=upload,
+            secure=secure,
+            seconds=seconds,
+        )
+
+    def open_round(self, n: int, *, round: int, sampling: Sampling, dim: int, inner: SurvivorFloor) -> OpenRound:
+        """Before anything is computed: the plan, ``t`` (refused when a sum could hold no honest share),
+        the budget checked for a sum of exactly ``t`` honest shares, the round's encoder."""
+        p = self.plan(sampling, dim, inner)
         t = p.shares if n == 0 else self.honest_min(inner, n)
         if t < 1:
             raise ProtocolAbort(
@@ -163,29 +220,26 @@ class DistributedDPRounds:
             )
         planned = p.rdp_mechanism(t, t)
         self.ledger.check(noise_multiplier=planned.noise_multiplier, sampling=sampling, mechanism=planned)
-        encoder = DistributedEncoder.for_round(p, seed=self.rotation_seed, round=ctx.round)
-        start = time.perf_counter()
-        if n == 0:  # an empty cohort: the server's noise alone, t shares as planned
-            noise = sum(
-                (self.noise.share(p.mechanism, p.sigma / math.sqrt(t), p.padded, self.noise.words()) for _ in range(t)),
-                np.zeros(p.padded, dtype=np.int64),
-            )
-            ring = noise.astype(np.uint64) & np.uint64(p.modulus - 1)
-            participants: tuple[int, ...] = ()
-            upload, secure, honest = 0.0, True, t
-        else:
-            vectors = {
-                u.client_id: encoder.encode(u.delta, self.noise, weight=float(w), shares=t)
-                for u, w in zip(updates, weights, strict=True)
-            }
-            released = inner.modular_sum(vectors, bits=p.bits, ctx=ctx)
-            ring, participants = released.sum, tuple(released.participants)
-            upload, secure = released.upload_bytes, released.secure
-            survivors = len(set(participants) & set(vectors))
-            honest = survivors - self.dishonest(n)
-        seconds = time.perf_counter() - start
+        encoder = DistributedEncoder.for_round(p, seed=self.rotation_seed, round=round)
+        return OpenRound(round=round, cohort=n, params=p, shares=t, encoder=encoder)
+
+    def close_round(
+        self,
+        opened: OpenRound,
+        ring: np.ndarray,
+        *,
+        sampling: Sampling,
+        survivors: int,
+        participants: tuple[int, ...] = (),
+        upload_bytes: float = 0.0,
+        secure: bool = True,
+        seconds: float = 0.0,
+    ) -> AggregateResult:
+        """After the secure sum of ``survivors`` clients' vectors: record, withhold or decode (steps 4-5)."""
+        p, t, n, encoder = opened.params, opened.shares, opened.cohort, opened.encoder
+        honest = survivors - self.dishonest(n)
         true_std = p.effective_noise_std(max(honest, 0) + self.dishonest(n), t)
-        self.stats.append(DistributedRoundStats(ctx.round, upload, secure, seconds, true_std))
+        self.stats.append(DistributedRoundStats(opened.round, upload_bytes, secure, seconds, true_std))
 
         # accounted: the honest shares, at most t (more would reveal the cohort size through epsilon)
         counted = min(honest, t)
@@ -202,7 +256,7 @@ class DistributedDPRounds:
             "participants": "withheld",
         }
         entry = self.ledger.record(
-            round=ctx.round,
+            round=opened.round,
             noise_multiplier=mech.noise_multiplier if mech is not None else 0.0,  # 0: released without a guarantee
             sampling=sampling,
             mechanism=mech,

@@ -7,6 +7,7 @@ Drop-in for Flower's ``secaggplus_mod`` / ``SecAggPlusWorkflow``::
 
 Only import this package when Flower is installed; nothing else in privagg imports it.
 Submodules: :mod:`.secagg` (SecAgg mod + workflow), :mod:`.dp` (DP mod + strategy wrapper),
+:mod:`.distributed_dp` (distributed DP inside the secure sum: client mod + workflow),
 :mod:`.paillier` (Paillier mod + workflow), :mod:`.paillier_material` (Paillier provisioning),
 :mod:`.config` (the workflows' typed configuration), :mod:`.pki` (identity files),
 :mod:`.inproc` (a synchronous in-process Grid), :mod:`.apps` (small test/benchmark apps).
@@ -14,6 +15,7 @@ Both workflows run the one fit-round template of :mod:`._fit_round`.
 """
 
 from .config import PaillierWorkflowConfig, SecAggWorkflowConfig
+from .distributed_dp import PrivAggDistributedDPWorkflow, make_distributed_dp_mod, privagg_distributed_dp_mod
 from .dp import PrivAggDPStrategy, make_dp_mod, privagg_dp_mod
 from .inproc import InProcessGrid, run_inprocess
 from .paillier import PrivAggPaillierWorkflow, make_paillier_mod
@@ -37,6 +39,9 @@ __all__ = [
     "make_secagg_mod",
     "privagg_secagg_mod",
     "PrivAggDPStrategy",
+    "PrivAggDistributedDPWorkflow",
+    "make_distributed_dp_mod",
+    "privagg_distributed_dp_mod",
     "make_dp_mod",
     "privagg_dp_mod",
     "PrivAggPaillierWorkflow",

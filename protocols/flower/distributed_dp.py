@@ -1,0 +1,345 @@
+"""Distributed DP inside privagg's secure aggregation, over Flower: a client mod and a fit workflow.
+
+The mechanism is :mod:`dp.distributed` (each client clips, rotates, scales, rounds, adds its
+integer noise share and reduces mod ``2^bits``; the secure sum runs mod ``2^bits``; the server
+unscales and rotates back), the round logic the in-memory one of
+:class:`protocols.distributed_dp.DistributedDPRounds` (``open_round`` / ``close_round``: plan,
+budget, ledger, withholding, decoding). This module only moves it over Flower::
+
+    # ClientApp: the distributed-DP mod *inside* the secure-aggregation mod
+    ClientApp(client_fn=client_fn, mods=[privagg_secagg_mod, make_distributed_dp_mod(min_noise_multiplier=0.5)])
+    # ServerApp
+    wf = PrivAggDistributedDPWorkflow(SecAggWorkflowConfig(...), dp=DPConfig(noise="distributed", ...),
+                                      sampling=Sampling.poisson(rate=q, population=N), rounds=R)
+    DefaultWorkflow(fit_workflow=wf)(grid, context)
+
+:class:`PrivAggDistributedDPWorkflow` is :class:`~.secagg.PrivAggSecAggWorkflow` over a *modular*
+ring (``SecAggParams(..., modular=True)``: the graph of the workflow's configuration, the width
+of the plan's ``bits``). Before a round it plans it (:func:`dp.distributed.choose_parameters` at
+the first round; ``t``, the fewest honest noise shares any sum the secure aggregation may
+release holds; the budget checked for a sum of ``t`` honest shares) and adds the plan to every
+``FitIns.config`` (:data:`DDP_KEYS`: the parameters, ``t``, the public rotation seed and the
+round). After the secure sum it records the round in the :class:`~dp.ledger.PrivacyLedger`
+with the survivors' honest shares (at most ``t``), withholds a sum of fewer than ``t`` honest
+shares (:class:`~privagg.errors.ProtocolAbort`, recorded first), and only then decodes, adds the
+mean update (fixed denominator ``q W``) to the global model and hands it to the strategy.
+
+The strategy must draw each round's cohort by Poisson sampling at the ``sampling`` rate (the
+accounting assumes it; the workflow cannot check it). ``Sampling.poisson(rate=1.0, ...)`` with a
+strategy that selects every client is exact. A round whose strategy selects nobody is not run
+(the fit-round template aborts before this module), so nothing is released nor accounted.
+
+:func:`make_distributed_dp_mod` runs on the client inside the secure-aggregation mod. Its
+policy bounds what the server may ask, whatever it sends: the round's noise multiplier
+``sigma / (f l2)`` (``l2``: the rounding bound the *client* computes from the clip, scale,
+padding and ``beta``; ``f = 1`` only if ``accept_poisson``, else 2: replace-one neighbours) at
+least ``min_noise_multiplier``; at most ``max_shares`` shares, and never more than the roster
+the secure-aggregation mod verified (``ROSTER_KEY``: a share is ``sigma / sqrt(t)``, so more
+shares than clients means less noise than accounted); a clip at most ``max_clip``; a discrete
+Gaussian share parameter of at least 1/2 (the accounting bound's condition). It then encodes
+the delta ``fit - global`` with uniform weight 1, its noise from :class:`IntegerNoise` (the
+OS CSPRNG), and hands the ring vector to the secure-aggregation mod (``RING_RECORD``). The
+policy keys are those of :mod:`.dp` (:data:`~.dp.POLICY_KEYS`): one DP policy per client.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import numpy as np
+from flwr.app import ConfigRecord, Context, Message
+from flwr.app.message_type import MessageType
+from flwr.common import FitIns, FitRes, Scalar, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.compat.common import recorddict_compat as compat
+from flwr.server.compat.legacy_context import LegacyContext
+from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
+
+from dp.accounting import Sampling
+from dp.config import DPConfig
+from dp.distributed import MAX_BITS, MECHANISMS, MIN_BITS, DistributedDPParams, rounded_l1_bound, rounded_l2_bound
+from dp.distributed_encoding import DistributedEncoder, IntegerNoise
+from dp.ledger import PrivacyLedger
+from dp.rotation import RandomizedHadamard, padded_dim
+from privagg.digest import model_digest
+from privagg.errors import ConfigurationError, PrivacyBudgetExceeded, ProtocolAbort
+from privagg.randomness import SEED_BYTES, SYSTEM_SECRETS, SecretSource
+from protocols.distributed_dp import DistributedDPRounds, OpenRound
+from secagg.params import SecAggParams
+
+from ._fit_round import FitRound, Summed
+from .config import SecAggWorkflowConfig
+from .dp import _client_policy
+from .secagg import RING_RECORD, ROSTER_KEY, PrivAggSecAggWorkflow, SecAggRoundRecord
+
+__all__ = [
+    "DDP_KEYS",
+    "DistributedDPRoundRecord",
+    "PrivAggDistributedDPWorkflow",
+    "make_distributed_dp_mod",
+    "privagg_distributed_dp_mod",
+]
+
+log = logging.getLogger("privagg.flower")
+
+#: FitIns.config keys the workflow sets and the mod reads
+DDP_KEYS = {
+    "params": "privagg-ddp-params",  # JSON of the run's DistributedDPParams (the client recomputes l2 itself)
+    "shares": "privagg-ddp-shares",  # t: the honest shares every released sum holds (each sigma / sqrt(t))
+    "seed": "privagg-ddp-rotation-seed",  # the public rotation seed (32 bytes)
+    "round": "privagg-ddp-round",  # the round of the rotation
+}
+_PARAM_FIELDS = {f.name for f in dataclasses.fields(DistributedDPParams)}
+
+
+# ---------------------------------------------------------------------------------- server
+@dataclass
+class DistributedDPRoundRecord(SecAggRoundRecord):
+    """What one round did: the secure-aggregation record, the DP plan and the released metrics."""
+
+    plan: DistributedDPParams | None = None
+    shares: int = 0  # t
+    dp_metrics: dict[str, Any] = field(default_factory=dict)
+
+
+class PrivAggDistributedDPWorkflow(PrivAggSecAggWorkflow):
+    """Distributed DP in privagg SecAgg+ as a Flower ``fit_workflow`` (see the module docstring).
+
+    ``config``: the secure aggregation (its graph; ``clipping_range`` and ``value_bits`` are
+    unused: the ring is the plan's); ``dp``: a ``DPConfig(noise="distributed", ...)``;
+    ``sampling``: ``Sampling.poisson(rate=q, population=N)``; ``rounds``: the run's rounds the
+    parameters are calibrated for. The clients draw every noise share; the server draws none.
+    """
+
+    PROTOCOL = "distributed DP in secure aggregation"
+
+    def __init__(
+        self,
+        config: SecAggWorkflowConfig | None = None,
+        *,
+        dp: DPConfig,
+        sampling: Sampling,
+        rounds: int,
+        round_hook: Callable[[DistributedDPRoundRecord], None] | None = None,
+        secrets: SecretSource = SYSTEM_SECRETS,
+    ) -> None:
+        super().__init__(config, round_hook=round_hook, secrets=secrets)  # type: ignore[arg-type]
+        if sampling.kind != "poisson" or sampling.population is None:
+            raise ConfigurationError(
+                "distributed DP is accounted for Poisson sampling of a known population",
+                field="sampling",
+                accepted="Sampling.poisson(rate=..., population=...)",
+            )
+        dp.check_population(sampling.population)
+        if dp.weighting != "uniform":  # every client mod weighs its update 1 (MAX_WEIGHT)
+            raise ConfigurationError("the Flower mod weighs every client 1", field="dp.weighting", accepted=["uniform"])
+        self.sampling = sampling
+        self.dp = DistributedDPRounds(dp, population=sampling.population, rounds=rounds, secrets=secrets)
+        self._current: OpenRound | None = None
+
+    @property
+    def ledger(self) -> PrivacyLedger:
+        return self.dp.ledger
+
+    def _new_record(self, round: int) -> DistributedDPRoundRecord:
+        return DistributedDPRoundRecord(round=round)
+
+    def min_survivors(self, n: int) -> int:
+        """The fewest survivors whose sum a round of ``n`` clients can release: every dropped client's
+        key is rebuilt from ``threshold`` shares of surviving neighbours (``dropped t <= survivors k``)."""
+        if n < 3:
+            return n
+        p = self.config.params_for(n)
+        k, t = p.degree, p.threshold
+        return min(n, max(t, -(-n * t // (k + t))))
+
+    def params_for(self, num_clients: int) -> SecAggParams:
+        """The configured graph over the modular ring of the round's plan."""
+        if self._current is None:  # pragma: no cover - _configure opens the round first
+            raise ProtocolAbort("no distributed-DP plan for this round", stage="setup", party="server")
+        base = self.config.params_for(num_clients)
+        bits = self._current.params.bits
+        return SecAggParams.manual(
+            num_clients=num_clients,
+            degree=base.degree,
+            threshold=base.threshold,
+            threat=base.threat,
+            value_bits=bits,
+            modulus_bits=bits,
+            modular=True,
+        )
+
+    def _configure(self, grid: Any, context: LegacyContext, rec: DistributedDPRoundRecord) -> FitRound:  # type: ignore[override]
+        self._current = None
+        fit = super()._configure(grid, context, rec)
+        try:
+            opened = self.dp.open_round(
+                len(fit.nodes), round=rec.round, sampling=self.sampling, dim=fit.size, inner=self
+            )
+        except (ConfigurationError, PrivacyBudgetExceeded) as e:
+            raise ProtocolAbort(f"round not started: {e}", stage="dp-plan", party="server") from None
+        self._current = opened
+        rec.plan, rec.shares = opened.params, opened.shares
+        extra: dict[str, Scalar] = {
+            DDP_KEYS["params"]: json.dumps(dataclasses.asdict(opened.params), sort_keys=True),
+            DDP_KEYS["shares"]: int(opened.shares),
+            DDP_KEYS["seed"]: bytes(self.dp.rotation_seed),
+            DDP_KEYS["round"]: int(rec.round),
+        }
+        fitins = {nid: FitIns(fi.parameters, {**fi.config, **extra}) for nid, fi in fit.fitins.items()}
+        config = next(iter(fitins.values())).config  # one config for all (the template refused otherwise)
+        digest = model_digest(fit.arrays, config=config)
+        return dataclasses.replace(fit, fitins=fitins, digest=digest)
+
+    def _dimension(self, fit: FitRound, params: SecAggParams) -> int:
+        assert self._current is not None
+        return self._current.params.padded
+
+    def _decode_sum(self, ring_sum: np.ndarray, params: SecAggParams) -> np.ndarray:
+        return np.asarray(ring_sum, dtype=np.uint64) & np.uint64((1 << params.modulus_bits) - 1)
+
+    def _finish(  # type: ignore[override]
+        self, context: LegacyContext, fit: FitRound, rec: DistributedDPRoundRecord, summed: Summed
+    ) -> None:
+        opened, self._current = self._current, None
+        if opened is None:  # pragma: no cover - _configure opened it
+            raise ProtocolAbort("no distributed-DP plan for this round", stage="dp-finish", party="server")
+        t0 = time.perf_counter()
+        # recorded in the ledger first; a sum of fewer honest shares than promised is then withheld (raises)
+        result = self.dp.close_round(
+            opened,
+            summed.total,
+            sampling=self.sampling,
+            survivors=len(summed.included),
+            participants=tuple(summed.included),
+            upload_bytes=rec.bytes_up / max(len(fit.nodes), 1),
+            secure=True,
+            seconds=rec.server_seconds,
+        )
+        rec.server_seconds += time.perf_counter() - t0
+        rec.dp_metrics = dict(result.metrics)
+        flat = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in fit.arrays])
+        rec.aggregate = fit.unflatten(flat + result.delta)
+        rec.total_weight = math.nan  # not released: under Poisson sampling it would reveal the cohort
+        params = ndarrays_to_parameters(rec.aggregate)
+        results = []
+        for node in summed.included:
+            fr = summed.fit_results[node]
+            results.append((fit.proxies[node], FitRes(fr.status, params, fr.num_examples, fr.metrics)))
+        included = set(summed.included)
+        failures: list[BaseException] = [Exception(f"node {n} dropped") for n in fit.nodes if n not in included]
+        _, metrics = context.strategy.aggregate_fit(rec.round, results, failures)  # type: ignore[arg-type]
+        # the released model is the decoded one (a strategy's own averaging of it is not used)
+        context.state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(params, True)
+        released = {k: v for k, v in rec.dp_metrics.items() if isinstance(v, (bool, int, float, str))}
+        context.history.add_metrics_distributed_fit(server_round=rec.round, metrics={**metrics, **released})
+
+
+# ---------------------------------------------------------------------------------- client
+def _round_plan(
+    cfg: Mapping[str, Any], dim: int, roster: Any, policy: tuple[float, int, bool, float]
+) -> tuple[DistributedDPParams, RandomizedHadamard]:
+    """The round's parameters as this client sees them (its own ``l2``), checked against its policy."""
+    z_min, shares_max, poisson_ok, clip_max = policy
+    try:
+        raw = json.loads(str(cfg[DDP_KEYS["params"]]))
+        shares, seed, rnd = cfg[DDP_KEYS["shares"]], cfg[DDP_KEYS["seed"]], cfg[DDP_KEYS["round"]]
+        if not (isinstance(raw, dict) and set(raw) == _PARAM_FIELDS):
+            raise ValueError("fields")
+        if not (isinstance(shares, int) and isinstance(rnd, int) and isinstance(seed, bytes)):
+            raise ValueError("types")
+        mechanism, bits = str(raw["mechanism"]), int(raw["bits"])
+        clip, scale, beta, sigma = (float(raw[k]) for k in ("clip", "scale", "beta", "sigma"))
+    except (KeyError, TypeError, ValueError):
+        raise ProtocolAbort("malformed distributed-DP settings", stage="dp", party="client") from None
+    if mechanism not in MECHANISMS or not MIN_BITS <= bits <= MAX_BITS or len(seed) != SEED_BYTES or rnd < 0:
+        raise ProtocolAbort("distributed-DP settings out of range", stage="dp", party="client")
+    if not all(math.isfinite(v) for v in (clip, scale, sigma)) or not (scale > 0 and sigma > 0 and 0 <= beta < 1):
+        raise ProtocolAbort("distributed-DP settings out of range", stage="dp", party="client")
+    if raw["dim"] != dim:
+        raise ProtocolAbort(f"the plan is for dimension {raw['dim']}, the model has {dim}", stage="dp", party="client")
+    if not 0 < clip <= clip_max:
+        raise ProtocolAbort(f"clip {clip} outside this client's policy (<= {clip_max})", stage="dp", party="client")
+    if not (
+        1 <= shares <= shares_max and isinstance(roster, int) and not isinstance(roster, bool) and shares <= roster
+    ):
+        raise ProtocolAbort(
+            f"{shares} noise shares outside this client's policy (1..{shares_max}) or the verified roster "
+            f"({roster!r} clients; the distributed-DP mod runs inside privagg's secure-aggregation mod)",
+            stage="dp",
+            party="client",
+        )
+    padded = padded_dim(dim)
+    l2 = rounded_l2_bound(clip * scale, padded, beta)  # this client's own bound: never the server's number
+    factor = 1.0 if poisson_ok else 2.0
+    if not sigma / (factor * l2) >= z_min * (1 - 1e-9):
+        raise ProtocolAbort(
+            f"noise multiplier {sigma / (factor * l2):.4g} below this client's policy ({z_min:g})",
+            stage="dp",
+            party="client",
+        )
+    if mechanism == "dgauss" and sigma / math.sqrt(shares) < 0.5:
+        raise ProtocolAbort("discrete Gaussian shares below 1/2: no accounting bound", stage="dp", party="client")
+    fields = {**raw, "padded": padded, "l2_sensitivity": l2, "l1_sensitivity": rounded_l1_bound(l2, padded)}
+    params = DistributedDPParams(**{**fields, "shares": shares, "mechanism": mechanism, "bits": bits})
+    return params, RandomizedHadamard(dim, seed, rnd)
+
+
+def make_distributed_dp_mod(
+    *,
+    min_noise_multiplier: float | None = None,
+    max_shares: int | None = None,
+    accept_poisson: bool | None = None,
+    max_clip: float | None = None,
+    noise: Callable[[Context], IntegerNoise] | None = None,
+) -> Callable[[Message, Context, Callable[[Message, Context], Message]], Message]:
+    """The client mod (see the module docstring); the policy as :func:`.dp.make_dp_mod`'s.
+
+    ``noise(context)`` gives the round's :class:`IntegerNoise` (default: a fresh secure one;
+    a seeded one is for reproducible simulations only).
+    """
+
+    def mod(msg: Message, ctxt: Context, call_next: Callable[[Message, Context], Message]) -> Message:
+        if msg.metadata.message_type != MessageType.TRAIN or "fitins.config" not in msg.content.config_records:
+            return call_next(msg, ctxt)
+        cfg = msg.content.config_records["fitins.config"]
+        if DDP_KEYS["params"] not in cfg:
+            return call_next(msg, ctxt)
+        policy = _client_policy(ctxt, min_noise_multiplier, max_shares, accept_poisson, max_clip)
+        fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
+        global_arrays = parameters_to_ndarrays(fitins.parameters)
+        dim = int(sum(a.size for a in global_arrays))
+        params, rotation = _round_plan(cfg, dim, cfg.get(ROSTER_KEY), policy)
+        out = call_next(msg, ctxt)
+        if out.has_error():
+            return out
+        fitres = compat.recorddict_to_fitres(out.content, keep_input=True)
+        new_arrays = parameters_to_ndarrays(fitres.parameters)
+        if [a.shape for a in new_arrays] != [a.shape for a in global_arrays]:
+            raise ProtocolAbort("the trained model has another shape than the global model", stage="dp", party="client")
+        g = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in global_arrays])
+        x = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in new_arrays])
+        source = noise(ctxt) if noise is not None else IntegerNoise()
+        ring = DistributedEncoder(params=params, rotation=rotation).encode(x - g, source, weight=1.0)
+        metrics = dict(fitres.metrics)
+        metrics["privagg-dp"] = True
+        content = compat.fitres_to_recorddict(
+            FitRes(fitres.status, ndarrays_to_parameters([cast(np.ndarray, ring)]), 1, metrics), keep_input=True
+        )
+        for name, rec in out.content.config_records.items():  # keep what other mods added
+            if name not in content.config_records:
+                content.config_records[name] = rec
+        content.config_records[RING_RECORD] = ConfigRecord({"bits": params.bits})
+        return Message(content, reply_to=msg)
+
+    return mod
+
+
+#: the client mod with its policy read from node_config / run_config (:data:`.dp.POLICY_KEYS`); no policy: refuses
+privagg_distributed_dp_mod = make_distributed_dp_mod()
