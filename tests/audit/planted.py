@@ -60,7 +60,12 @@ class HalfSensitivityRounds(DPRounds):
 
 
 class NoRecalibrationRounds(DPRounds):
-    """Bug: every round is accounted as if the whole cohort survived (no recalibration after dropouts)."""
+    """Bug: the client noise is split as if the whole cohort survived, and every round is accounted so
+    (the noise is neither sized for the fewest survivors the protocol allows nor recalibrated after
+    dropouts): a sum of fewer survivors carries less noise than the ledger says."""
+
+    def plan(self, *, cohort: int, min_survivors: int | None = None, **kwargs: Any) -> RoundPlan:
+        return super().plan(cohort=cohort, min_survivors=cohort, **kwargs)
 
     def finish(self, plan: RoundPlan, *, round: int, survivors: int, **kwargs: Any) -> RoundOutcome:
         return super().finish(plan, round=round, survivors=plan.cohort, **kwargs)

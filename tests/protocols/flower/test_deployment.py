@@ -26,12 +26,16 @@ import pytest
 
 pytest.importorskip("flwr")
 
+from protocols.flower.secagg import STAGES  # after the importorskip: needs flwr
+
 pytestmark = pytest.mark.slow
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "flower-digits"
 NODES = 5
 VICTIM = 3  # partition id of the SuperNode that is killed
-KILL_AT_MESSAGE = 8  # active mode sends 5 messages per round: #8 is round 2's masking stage
+# active mode sends one message per stage and round: kill the victim when round 2's masking request
+# arrives (it has shared its keys; its masks must be removed)
+KILL_AT_MESSAGE = len(STAGES) + STAGES.index("mask") + 1
 DEADLINE_S = 900.0
 
 
