@@ -6,6 +6,10 @@
   under ``privacy`` at the top of the JSON and in the page header) and leaves out per-client
   accuracy and client sizes, which are not differentially private, unless
   ``per_client_under_dp=True`` asks for them: they are then labelled "not covered by DP";
+* :func:`exposure_section`: what every report opens with (key ``exposure``, also at the top of
+  the JSON): who sees what, the threat model (the protocol's page) and its assumptions, the DP
+  guarantee in one line (or none), and the leakage *measured* in the same run when
+  :func:`~privagg.run.execute_run` ran with ``leakage=True``; each row says measured or assumed;
 * :func:`run_sections` / :func:`training_section`: the sections of one
   :class:`~protocols.fedavg.RunResult`;
 * the aggregator's own sections come from :func:`~privagg.report.aggregators.aggregator_sections`.
@@ -34,7 +38,14 @@ from privagg.report.dp import (
 from privagg.run import RunOutcome
 from protocols.fedavg import RunResult
 
-__all__ = ["configuration_section", "run_report", "run_sections", "training_section"]
+__all__ = ["configuration_section", "exposure_section", "run_report", "run_sections", "training_section"]
+
+#: the threat-model page of each aggregator that hides the individual updates
+MODES = {
+    "active": " (signed messages, a consistency round, sender checks: a deviating server is caught)",
+    "semi-honest": " (every party is assumed to follow the protocol)",
+}
+THREAT_MODEL_PAGES = {"secagg": "secagg/THREAT_MODEL.md", "paillier": "protocols/paillier/THREAT_MODEL.md"}
 
 
 def run_report(
@@ -48,14 +59,17 @@ def run_report(
 
     The top states ``command`` (as typed), the seed, ``timestamp`` (UTC, default now) and the
     versions; the one wall time is ``outcome.seconds`` (with DP, the no-DP baseline included).
-    A DP run's report opens with its guarantee; per-client statistics appear in it only with
-    ``per_client_under_dp`` (labelled as not covered by DP).
+    Every report opens with :func:`exposure_section` (who sees what, threat model, measured
+    leakage); a DP run's report follows it with its guarantee; per-client statistics appear in
+    a DP report only with ``per_client_under_dp`` (labelled as not covered by DP).
     """
     result = outcome.result
     dp = outcome.config.dp is not None and hasattr(result.aggregator, "ledger")
     top: dict[str, Any] = {}
     if dp:
         top["privacy"] = guarantee(result)
+    exposure = exposure_section(outcome)
+    top["exposure"] = exposure.data
     top.update(
         final_accuracy=result.final_accuracy,
         rounds=len(result.history),
@@ -67,6 +81,11 @@ def run_report(
     per_client = not dp or per_client_under_dp
     if dp:
         report.header.append(("privacy", guarantee_line(top["privacy"])))
+    report.header.append(("server sees", exposure.data["server_sees"]))
+    if outcome.leakage is not None:
+        report.header.append(("measured leakage", outcome.leakage.exposure.verdict()))
+    report.add(exposure)
+    if dp:
         not_covered = [NOT_COVERED_PER_CLIENT] if per_client else []
         if outcome.baseline is not None:
             not_covered += [NOT_COVERED_BASELINE, NOT_COVERED_WARNINGS]
@@ -86,6 +105,93 @@ def run_report(
     report.add(configuration_section(report.top["config"]))
     report.add(environment_section())
     return report
+
+
+def exposure_section(outcome: RunOutcome) -> Section:
+    """Who sees what, the threat model, the DP guarantee (one line) and the measured leakage of a run."""
+    cfg = outcome.config
+    result = outcome.result
+    agg: Any = getattr(result.aggregator, "inner", result.aggregator)  # DP-FedAvg wraps the aggregator it noises
+    name = cfg.aggregation.name
+    page = THREAT_MODEL_PAGES.get(name)
+    dp = cfg.dp is not None and hasattr(result.aggregator, "ledger")
+    rows: list[tuple[str, str]] = []
+    data: dict[str, Any] = {"aggregator": name, "threat_model_page": page}
+    noise = cfg.dp.noise if dp and cfg.dp is not None else None
+    if page is None:
+        sees = "every client's update, in the clear (no protocol hides it)"
+        if noise == "central":
+            sees += "; the server adds the DP noise after it has seen them"
+        rows.append(("threat model", "none: the server is trusted with every update (a plain FedAvg deployment)"))
+    else:
+        sees = "only the sum of the updates of each round's survivors"
+        if noise in ("client", "distributed"):
+            sees += ", with the DP noise already in it (the clients add it inside the secure sum)"
+        elif noise == "central":
+            sees += ", without noise (central DP: the noise is added after)"
+        rows.append(("threat model", f"{page} (who may deviate or collude, what is trusted, what is not covered)"))
+    if name == "secagg":
+        o = agg.options
+        last = agg.rounds[-1] if getattr(agg, "rounds", None) else None
+        derived = "derived" if o.degree is None else "set by hand"
+        zero = o.dropout_rate == 0 and o.corruption_rate == 0
+        graph = f"degree {last.degree}, threshold {last.threshold} ({derived})" if last else "no round ran"
+        if dp and o.degree is None:  # derived from the round's exact cohort size, which DP keeps private
+            graph = "derived per round from the cohort size: withheld under DP (it would reveal the cohort size)"
+        data.update(threat=o.threat, dropout_rate=o.dropout_rate, corruption_rate=o.corruption_rate)
+        rows += [
+            ("assumed: protocol mode", o.threat + (MODES.get(o.threat, ""))),
+            (
+                "assumed: rates",
+                f"dropout {o.dropout_rate:g}, corrupted clients {o.corruption_rate:g}"
+                + (": the graph assumes no client drops and none is corrupted" if zero else "")
+                + " (the graph is derived from these rates; a higher real rate voids the derivation)",
+            ),
+            ("secure-aggregation graph", graph),
+        ]
+    elif name == "paillier":
+        o = agg.options
+        data.update(decryptors=o.decryptors, threshold=o.threshold)
+        rows.append(
+            ("assumed: trusted", f"the dealer, and fewer than {o.threshold} of {o.decryptors} decryptors colluding")
+        )
+    data["server_sees"] = sees
+    rows.insert(0, ("the server sees", sees))
+    if dp:
+        rows.append(("DP guarantee", guarantee_line(guarantee(result)) + " (see Privacy guarantee below)"))
+    else:
+        rows.append(("DP guarantee", "none: nothing bounds what the updates or the model reveal about one client"))
+    leak = outcome.leakage
+    if leak is None:
+        rows.append(("measured leakage", "not measured in this run (--no-leakage)"))
+        data["leakage"] = None
+    else:
+        exp = leak.exposure
+        data["leakage"] = {
+            "attack": "imprint (malicious server, crafted model)",
+            "defense": leak.defense,
+            "modelled": leak.modelled,
+            "fractions": list(exp.fractions),
+            "interval": list(exp.interval),
+            "median_psnr": list(exp.median_psnr),
+            "leaks": exp.leaks,
+            "seconds": leak.seconds,
+        }
+        rows += [
+            ("measured: malicious model", exp.verdict()),
+            ("assumed: how measured", f"attack case '{leak.defense}' on digits, 10 clients, batch 1: {leak.modelled}"),
+        ]
+    return Section(
+        key="exposure",
+        title="Privacy: who sees what, the threat model, measured leakage",
+        text=(
+            "What the server of this deployment sees, under which threat model, what guarantee bounds it, and "
+            "what an attacker in the server's place recovered in a measurement run beside this one. "
+            "Rows marked 'assumed' are stated, not tested here; 'measured' rows ran."
+        ),
+        data=data,
+        summary=rows,
+    )
 
 
 def configuration_section(config: Mapping[str, Any]) -> Section:
@@ -203,6 +309,8 @@ def training_section(
         if tag:
             text += f" Per-client accuracy and client sizes are {per_client}: each comes from one client's data."
         data: dict[str, Any] = {**s, "history": records, "client_sizes": result.client_sizes}
+        if tag:
+            data["per_client_statistics"] = per_client  # the label travels with the numbers in the JSON
         summary.append((f"worst client accuracy{tag}", f"{worst:.4f}" if worst is not None else "-"))
         figures.append(Figure("client_accuracy.png", f"Per-client accuracy of the final model{tag}", per_client_bars))
     else:

@@ -81,3 +81,54 @@ def test_dp_run_reports_budget_and_cost_against_the_same_run_without_dp(tmp_path
     assert cost["accuracy_cost"] == cost["baseline_final_accuracy"] - cost["dp_final_accuracy"]
     assert cost["epsilon_rdp"] > 0
     assert (out / "dp_accuracy_cost.png").exists()
+
+
+def test_the_report_opens_with_privacy_and_leakage_is_measured_unless_skipped(tmp_path, capsys):
+    base = ["run", "--rounds", "1", "--no-progress", "--config", str(_tiny(tmp_path))]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert "server sees: every client's update, in the clear" in err
+    assert "measured: malicious model (imprint) against none: 100%" in err and err.rstrip().endswith("LEAKS")
+    assert main([*base, "--json", "--no-leakage", "--out", str(tmp_path / "b")]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert next(iter(d["sections"])) == "exposure" and d["exposure"]["leakage"] is None
+    assert d["exposure"]["server_sees"].startswith("every client's update")
+
+
+def _tiny(tmp_path, extra: str = ""):
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text('[data]\nnum_clients = 5\n[model]\nname = "logreg"\n' + extra)
+    return cfg
+
+
+def test_per_client_stats_under_dp_are_opt_in_and_labelled(tmp_path, capsys):
+    cfg = _tiny(tmp_path, '[dp]\nnoise_multiplier = 1.0\nclip_norm = 0.5\n')
+    base = ["run", "--config", str(cfg), "--rounds", "1", "--no-progress", "--json", "--no-baseline", "--no-leakage"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    assert "client_sizes" not in capsys.readouterr().out
+    assert main([*base, "--per-client-stats", "--out", str(tmp_path / "b")]) == 0
+    d = json.loads(capsys.readouterr().out)
+    training = d["sections"]["training"]
+    assert "client_sizes" in training and training["per_client_statistics"] == "not covered by DP"
+    assert "worst client accuracy (not covered by DP)" in (tmp_path / "b" / "report.html").read_text()
+    assert d["sections"]["privacy"]["not_covered"][0].startswith("per-client accuracy")
+    assert (tmp_path / "b" / "client_accuracy.png").exists() and not (tmp_path / "a" / "client_accuracy.png").exists()
+
+
+def test_presets_are_listed_in_help_and_an_unknown_one_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = capsys.readouterr().out
+    assert "named configuration (default: plain): plain, secagg, hardened" in " ".join(out.split())
+    assert "--preset hardened" in out and "--no-leakage" in out and "--per-client-stats" in out
+    assert main(["run", "--preset", "nope", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown preset 'nope'" in err and err.count("\n") == 1 and not (tmp_path / "r").exists()
+
+
+def test_a_preset_runs_and_the_config_overrides_it(tmp_path, capsys):
+    cmd = ["run", "--preset", "secagg", "--config", str(_tiny(tmp_path)), "--rounds", "1", "--no-progress", "--json"]
+    assert main([*cmd, "--no-leakage", "--out", str(tmp_path / "r")]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["config"]["aggregation"]["name"] == "secagg" and d["config"]["data"]["num_clients"] == 5
+    assert d["exposure"]["threat_model_page"] == "secagg/THREAT_MODEL.md" and d["exposure"]["threat"] == "active"

@@ -22,7 +22,11 @@ SMALL = {"data": {"num_clients": 5}, "model": {"name": "logreg"}, "federation": 
 
 def _ctx(r: int = 1, n: int = 6) -> RoundContext:
     return RoundContext(
-        round=r, population=n, sampled=tuple(range(n)), sampling="fixed", sampling_rate=1.0,
+        round=r,
+        population=n,
+        sampled=tuple(range(n)),
+        sampling="fixed",
+        sampling_rate=1.0,
         rng=np.random.default_rng(r),
     )
 
@@ -39,23 +43,39 @@ def test_run_outcome_renders_the_training_section_and_writes_the_page(tmp_path: 
     d = report.to_dict()
     assert d["final_accuracy"] == outcome.result.final_accuracy and d["rounds"] == 2
     assert d["config"]["federation"] == {**d["config"]["federation"], "rounds": 2, "patience": 10}
-    assert list(d["sections"]) == ["training", "configuration", "environment"]
+    assert list(d["sections"]) == ["exposure", "training", "configuration", "environment"]
     settings = dict(next(s for s in report.sections if s.key == "configuration").summary)
     assert settings["federation.rounds"] == "2" and settings["seed"] == "0" and settings["model.name"] == "logreg"
     sec = training_section(outcome.result)
     assert sec.key == "training" and sec.title == "Federated training"
     assert [f.filename for f in sec.figures] == ["accuracy_loss.png", "client_accuracy.png"]
     assert [k for k, _ in sec.summary] == [
-        "dataset", "clients", "model", "aggregator", "rounds", "final test accuracy", "worst client accuracy",
+        "dataset",
+        "clients",
+        "model",
+        "aggregator",
+        "rounds",
+        "final test accuracy",
+        "worst client accuracy",
         "wall time",
     ]
     assert list(sec.data) == [
-        "final_accuracy", "final_loss", "best_accuracy", "rounds", "worst_client_accuracy", "num_params",
-        "history", "client_sizes",
+        "final_accuracy",
+        "final_loss",
+        "best_accuracy",
+        "rounds",
+        "worst_client_accuracy",
+        "num_params",
+        "history",
+        "client_sizes",
     ]
     out = report.write(tmp_path / "r")
-    assert sorted(p.name for p in out.iterdir()) == ["accuracy_loss.png", "client_accuracy.png", "report.html",
-                                                     "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "accuracy_loss.png",
+        "client_accuracy.png",
+        "report.html",
+        "report.json",
+    ]
 
 
 def test_secagg_section_from_typed_rounds() -> None:
@@ -105,7 +125,16 @@ def test_dp_run_adds_ledger_inner_cost_and_accuracy_cost(dp_outcome: RunOutcome)
     assert isinstance(outcome.result.aggregator, DPFedAvg)
     assert [s.key for s in run_sections(outcome.result)] == ["training", "dp", "secagg"]
     d = run_report(outcome).to_dict()
-    assert list(d["sections"]) == ["privacy", "training", "dp", "secagg", "dp_cost", "configuration", "environment"]
+    assert list(d["sections"]) == [
+        "exposure",
+        "privacy",
+        "training",
+        "dp",
+        "secagg",
+        "dp_cost",
+        "configuration",
+        "environment",
+    ]
     cost = d["sections"]["dp_cost"]
     assert cost["accuracy_cost"] == pytest.approx(cost["baseline_final_accuracy"] - cost["dp_final_accuracy"])
     assert d["config"]["dp"]["noise_multiplier"] == 1.0 and d["config"]["dp"]["clip_norm"] == 0.5
@@ -120,7 +149,7 @@ def test_a_dp_report_opens_with_the_guarantee_and_leaves_out_per_client_statisti
     report = run_report(dp_outcome, command="privagg run --config dp.toml")
     d = report.to_dict()
     # the JSON opens (after the provenance) with the guarantee; the page header says it in one line
-    assert list(d)[:5] == ["title", "command", "seed", "timestamp", "privacy"]
+    assert list(d)[:6] == ["title", "command", "seed", "timestamp", "privacy", "exposure"]
     g = d["privacy"]
     agg = dp_outcome.result.aggregator
     assert isinstance(agg, DPFedAvg)
@@ -131,7 +160,8 @@ def test_a_dp_report_opens_with_the_guarantee_and_leaves_out_per_client_statisti
     assert header["privacy"].startswith("client-level (")
     assert "rdp accountant over 2 released rounds" in header["privacy"]
     assert header["privacy"].endswith("cohorts secret (OS CSPRNG)")
-    first = report.sections[0]
+    assert report.sections[0].key == "exposure"  # who sees what, then the guarantee
+    first = report.sections[1]
     assert first.key == "privacy" and first.summary[0] == ("guarantee", header["privacy"])
     not_covered = [v for k, v in first.summary if k == "not covered by DP"]
     assert not_covered == d["sections"]["privacy"]["not_covered"] and len(not_covered) == 2  # baseline, warnings
@@ -143,7 +173,11 @@ def test_a_dp_report_opens_with_the_guarantee_and_leaves_out_per_client_statisti
     assert [f.filename for f in training.figures] == ["accuracy_loss.png"]
     assert not any("client accuracy" in k for k, _ in training.summary)
     assert sorted(p.name for p in report.write(tmp_path / "r").iterdir()) == [
-        "accuracy_loss.png", "dp_accuracy_cost.png", "dp_epsilon.png", "report.html", "report.json",
+        "accuracy_loss.png",
+        "dp_accuracy_cost.png",
+        "dp_epsilon.png",
+        "report.html",
+        "report.json",
     ]
     assert "client-level (" in (tmp_path / "r" / "report.html").read_text().split("<h2")[0]  # before any section
 
@@ -155,7 +189,8 @@ def test_per_client_statistics_under_dp_are_opt_in_and_labelled(dp_outcome: RunO
     assert "not covered by DP" in training.figures[1].caption
     assert "worst client accuracy (not covered by DP)" in dict(training.summary)
     assert "client_sizes" in training.data and "not covered by DP" in training.text
-    privacy = report.sections[0]
+    privacy = report.sections[1]
+    assert privacy.key == "privacy"
     assert next(v for k, v in privacy.summary if k == "not covered by DP").startswith("per-client accuracy")
 
 
