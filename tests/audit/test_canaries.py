@@ -59,7 +59,11 @@ def test_a_run_without_dp_or_with_fixed_cohorts_only_is_refused() -> None:
 
 
 def test_correct_mechanism_is_consistent_and_half_noise_is_flagged() -> None:
-    run = run_config(overrides=SMALL)
+    # a default-suite test must not fail by chance: the audit is built to false-flag at most 5% of runs,
+    # so this one runs on seeded (insecure) noise and seeded cohorts; the >= 20-seed false-flag study on
+    # secure noise is tests/audit/test_planted.py (slow)
+    seeded = {"noise_multiplier": 2.0, "secure_noise": False, "seed": 7, "reproducible_cohorts": True}
+    run = run_config(overrides={**SMALL, "dp": seeded})
     cc = CanaryConfig(canaries=400, seed=1)
     ok = run_canary_audit(run, cc)
     assert not ok.flagged, ok.verdict
