@@ -35,7 +35,7 @@ from protocols.aggregation import (
     resolve_options,
 )
 from protocols.weighting import WeightingCodec
-from secagg import ClientPolicy, DropStage, SecAggParams, ThreatModel, make_identities, run_round
+from secagg import ClientPolicy, DropStage, RoundReport, SecAggParams, ThreatModel, make_identities, run_round
 from secagg.messages import DIGEST_BYTES
 
 __all__ = ["SecAggAggregator", "SecAggOptions", "SecAggRoundStats"]
@@ -235,13 +235,36 @@ class SecAggAggregator(Aggregator):
             raise ConfigurationError("secure aggregation needs at least 3 clients in a round", field="updates")
         params = self.ring_params(n, bits)
         dim = int(np.asarray(vectors[ids[0]]).size)
-        n_drop = round(self.options.dropout_rate * n)
+        inputs = {c: np.asarray(vectors[c], dtype=np.uint64) for c in ids}
+        rep, stats = self._secure_round(params, ids, inputs, dim=dim, ctx=ctx, clipped=0, plain_bytes=dim * bits / 8)
+        return ModularSum(
+            sum=np.asarray(rep.sum, dtype=np.uint64) & np.uint64((1 << bits) - 1),
+            participants=tuple(rep.survivors),
+            secure=True,
+            upload_bytes=stats.client_upload_bytes,
+            metrics=stats.metrics(),
+        )
+
+    def _secure_round(
+        self,
+        params: SecAggParams,
+        ids: Sequence[int],
+        inputs: Mapping[int, np.ndarray],
+        *,
+        dim: int,
+        ctx: RoundContext,
+        clipped: int,
+        plain_bytes: float,
+    ) -> tuple[RoundReport, SecAggRoundStats]:
+        """One SecAgg+ round over the real parties (dropouts drawn from the round's generator, the
+        session bound to the round's model), its abort raised, its costs recorded."""
+        n_drop = round(self.options.dropout_rate * len(ids))
         dropped = sorted(int(c) for c in ctx.rng.choice(ids, size=n_drop, replace=False)) if n_drop else []
         identities = self._identities(ids) if self.threat is ThreatModel.ACTIVE else None
         rep = run_round(
             params,
-            client_ids=ids,
-            inputs={c: np.asarray(vectors[c], dtype=np.uint64) for c in ids},
+            client_ids=list(ids),
+            inputs=inputs,
             dimension=dim,
             round=ctx.round,
             model_digest=_round_digest(ctx),
@@ -255,16 +278,16 @@ class SecAggAggregator(Aggregator):
         uploads = [rep.bytes_sent[c] for c in rep.survivors]
         stats = SecAggRoundStats(
             round=ctx.round,
-            clients=n,
+            clients=len(ids),
             threat=self.threat.value,
             degree=params.degree,
             threshold=params.threshold,
             modulus_bits=params.modulus_bits,
             survivors=len(rep.survivors),
             dropped=len(rep.dropped),
-            clipped=0,
+            clipped=clipped,
             client_upload_bytes=float(np.mean(uploads)) if uploads else 0.0,
-            expansion=(float(np.mean(uploads)) / (dim * bits / 8)) if uploads else 0.0,
+            expansion=(float(np.mean(uploads)) / plain_bytes) if uploads else 0.0,
             server_bytes_sent=rep.bytes_sent["server"],
             total_bytes=sum(rep.bytes_sent.values()),
             round_seconds=rep.round_seconds,
@@ -272,13 +295,7 @@ class SecAggAggregator(Aggregator):
             server_peak_bytes=rep.server_peak_bytes,
         )
         self.rounds.append(stats)
-        return ModularSum(
-            sum=np.asarray(rep.sum, dtype=np.uint64) & np.uint64((1 << bits) - 1),
-            participants=tuple(rep.survivors),
-            secure=True,
-            upload_bytes=stats.client_upload_bytes,
-            metrics=stats.metrics(),
-        )
+        return rep, stats
 
     def _identities(self, ids: Sequence[int]) -> tuple[dict[int, ed25519.Ed25519PrivateKey], dict[int, bytes]]:
         new = [c for c in ids if c not in self._identity_keys]
@@ -310,43 +327,8 @@ class SecAggAggregator(Aggregator):
             vec = codec.encode(np.clip(x, -self.clip, self.clip), by_id[c].num_examples)
             ints, _ = enc.quantize(vec, ctx.rng)
             encoded[c] = enc.to_ring(ints)
-        n_drop = round(self.options.dropout_rate * n)
-        dropped = sorted(int(c) for c in ctx.rng.choice(ids, size=n_drop, replace=False)) if n_drop else []
-        identities = self._identities(ids) if self.threat is ThreatModel.ACTIVE else None
-        rep = run_round(
-            params,
-            client_ids=ids,
-            inputs=encoded,
-            dimension=dim + 1,
-            round=ctx.round,
-            model_digest=_round_digest(ctx),
-            dropouts={self.drop_stage: dropped},
-            identities=identities,
-            secrets=self._secrets,
-            client_policy=self.client_policy(),
-        )
-        if rep.abort is not None or rep.sum is None:
-            raise rep.abort or ConfigurationError("secure aggregation produced no result", field="updates")
-        delta, _ = codec.decode(enc.decode(rep.sum))
-        uploads = [rep.bytes_sent[c] for c in rep.survivors]
         plain = dim * value_bits / 8
-        stats = SecAggRoundStats(
-            round=ctx.round,
-            clients=n,
-            threat=self.threat.value,
-            degree=params.degree,
-            threshold=params.threshold,
-            modulus_bits=params.modulus_bits,
-            survivors=len(rep.survivors),
-            dropped=len(rep.dropped),
-            clipped=clipped,
-            client_upload_bytes=float(np.mean(uploads)) if uploads else 0.0,
-            expansion=(float(np.mean(uploads)) / plain) if uploads else 0.0,
-            server_bytes_sent=rep.bytes_sent["server"],
-            total_bytes=sum(rep.bytes_sent.values()),
-            round_seconds=rep.round_seconds,
-            stage_seconds=dict(rep.stage_seconds),
-            server_peak_bytes=rep.server_peak_bytes,
-        )
-        self.rounds.append(stats)
+        rep, stats = self._secure_round(params, ids, encoded, dim=dim + 1, ctx=ctx, clipped=clipped, plain_bytes=plain)
+        assert rep.sum is not None  # _secure_round raised otherwise
+        delta, _ = codec.decode(enc.decode(rep.sum))
         return AggregateResult(delta=delta, participants=rep.survivors, metrics=stats.metrics())

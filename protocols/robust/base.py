@@ -164,19 +164,30 @@ class RobustAggregator(Aggregator):
             n += 1
         return n
 
+    def bound(self, n: int) -> int:
+        """This instance's Byzantine bound among ``n`` clients: the rule's :meth:`max_byzantine`
+        (a :class:`~protocols.robust.stacks.Stack` composes its stages' bounds with its rule's)."""
+        return self.max_byzantine(n)
+
+    def _clients_for(self, f: int) -> int:
+        n = 1
+        while self.bound(n) < f:
+            n += 1
+        return n
+
     def resolve_f(self, n: int) -> int:
         """The ``f`` used for a round of ``n`` clients; refuses an ``f`` beyond the bound."""
-        bound = self.max_byzantine(n)
+        bound = self.bound(n)
         if bound < 0:
             raise ConfigurationError(
-                f"{self.name} needs at least {self.min_clients(0)} clients per round, got {n}", field="updates"
+                f"{self.name} needs at least {self._clients_for(0)} clients per round, got {n}", field="updates"
             )
         if self.num_byzantine is None:
             return bound
         if self.num_byzantine > bound:
             raise ConfigurationError(
                 f"{self.name} tolerates at most {bound} Byzantine clients among {n} "
-                f"(f={self.num_byzantine} needs n >= {self.min_clients(self.num_byzantine)})",
+                f"(f={self.num_byzantine} needs n >= {self._clients_for(self.num_byzantine)})",
                 field="num_byzantine",
                 accepted=f"0..{bound}",
             )

@@ -91,29 +91,6 @@ class Stack(RobustAggregator):
     def bound(self, n: int) -> int:
         return _bound(self.pre, type(self.rule), n)
 
-    def min_clients(self, f: int) -> int:  # type: ignore[override]
-        n = 1
-        while self.bound(n) < f:
-            n += 1
-        return n
-
-    def resolve_f(self, n: int) -> int:
-        bound = self.bound(n)
-        if bound < 0:
-            raise ConfigurationError(
-                f"{self.name} needs at least {self.min_clients(0)} clients per round, got {n}", field="updates"
-            )
-        if self.num_byzantine is None:
-            return bound
-        if self.num_byzantine > bound:
-            raise ConfigurationError(
-                f"{self.name} tolerates at most {bound} Byzantine clients among {n} "
-                f"(f={self.num_byzantine} needs n >= {self.min_clients(self.num_byzantine)})",
-                field="num_byzantine",
-                accepted=f"0..{bound}",
-            )
-        return self.num_byzantine
-
     def prepare(self, sim: Any, *, deviating: frozenset[int] = frozenset()) -> None:
         self.rule.prepare(sim, deviating=deviating)
 
