@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from attacks.metrics import seed_interval
 from attacks.split.fsha import fsha_attack
 from attacks.split.inversion import DecoderScores, decoder_attack
 from attacks.split.leakage import GradientRecorder
@@ -110,17 +111,14 @@ SPLIT_ATTACKS.add(
 
 
 def interval(values: list[float], confidence: float = 0.95) -> tuple[float, float, float]:
-    """Mean and Student-t interval ``(mean, low, high)`` over seeds (one seed: a zero-width interval)."""
-    from scipy.stats import t as student_t
-
-    v = np.asarray([x for x in values if math.isfinite(x)], dtype=np.float64)
-    if v.size == 0:
+    """Mean and Student-t interval ``(mean, low, high)`` over the finite per-seed values (one seed: a
+    zero-width interval; none: NaNs) -- :func:`attacks.metrics.seed_interval` with the study's edge cases."""
+    v = [x for x in values if math.isfinite(x)]
+    if not v:
         return (float("nan"),) * 3
-    m = float(v.mean())
-    if v.size < 2:
-        return m, m, m
-    half = float(student_t.ppf(0.5 + confidence / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
-    return m, m - half, m + half
+    if len(v) < 2:
+        return v[0], v[0], v[0]
+    return seed_interval(v, confidence=confidence)
 
 
 @dataclass(frozen=True)
