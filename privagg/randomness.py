@@ -129,13 +129,53 @@ _ZEROS = np.zeros(_ZERO_BYTES, dtype=np.uint8)
 _ZEROS.setflags(write=False)
 
 
-def _prg_encryptor(seed: bytes, info: bytes):  # type: ignore[no-untyped-def]
+#: the first two AES-CTR blocks; OpenSSL's GCM engine produces the rest (see :class:`_CtrStream`)
+_CTR_HEAD = 32
+
+
+class _CtrStream:
+    """The AES-256-CTR keystream from counter block ``0^128`` (incrementing), with OpenSSL's GCM engine
+    for all but its first two blocks: GCM encrypts with counter blocks ``0^96 || 2, 3, ...``, which are
+    the CTR stream's blocks 2, 3, ... for the first ``2**32`` blocks (64 GiB; the GHASH tag is never
+    read). Same bytes as ``modes.CTR(0^128)``, about 2.5x faster where the GCM path uses VAES.
+    ``update_into(zeros, out)`` behaves like the CTR encryptor's (``out`` 15 bytes longer)."""
+
+    __slots__ = ("_bulk", "_head", "_pos")
+
+    #: GCM counts in 32 bits: past ``2**32 - 2`` bulk blocks it would wrap (and stop matching CTR)
+    LIMIT = _CTR_HEAD + 16 * (2**32 - 2)
+
+    def __init__(self, key: bytes) -> None:
+        self._head = Cipher(algorithms.AES(key), modes.CTR(_ZERO_NONCE)).encryptor().update(bytes(_CTR_HEAD))
+        self._pos = 0
+        self._bulk = Cipher(algorithms.AES(key), modes.GCM(bytes(12))).encryptor()
+
+    def update_into(self, data: memoryview | bytes, buf: memoryview | bytearray) -> int:
+        n = len(data)
+        if self._pos + n > self.LIMIT:
+            raise ValueError(f"one PRG stream gives at most {self.LIMIT} bytes (GCM counter wrap)")
+        k = 0
+        if self._pos < _CTR_HEAD:
+            k = min(_CTR_HEAD - self._pos, n)
+            memoryview(buf)[:k] = self._head[self._pos : self._pos + k]
+            self._pos += k
+        if k < n:
+            self._bulk.update_into(memoryview(data)[k:n], memoryview(buf)[k:])
+            self._pos += n - k
+        return n
+
+    def update(self, data: bytes) -> bytes:
+        out = bytearray(len(data) + 15)
+        self.update_into(data, out)
+        return bytes(out[: len(data)])
+
+
+def _prg_encryptor(seed: bytes, info: bytes) -> _CtrStream:
     _check_seed(seed)
-    key = hkdf(seed, info=b"privagg/prg/aes-256-ctr/" + info)
-    return Cipher(algorithms.AES(key), modes.CTR(_ZERO_NONCE)).encryptor()
+    return _CtrStream(hkdf(seed, info=b"privagg/prg/aes-256-ctr/" + info))
 
 
-def _keystream_into(enc, out: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+def _keystream_into(enc: _CtrStream, out: np.ndarray) -> None:
     """Fill the uint8 array ``out`` (any length) with the next keystream bytes of ``enc``.
 
     ``update_into`` needs an output buffer 15 bytes longer than its input; the chunks

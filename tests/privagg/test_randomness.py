@@ -1,4 +1,5 @@
 import hashlib
+import os
 
 import numpy as np
 import pytest
@@ -9,7 +10,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from privagg.randomness import (
     SYSTEM_SECRETS,
     InsecureDeterministicSecrets,
+    hkdf,
     label,
+    prg_add_words,
     prg_bytes,
     prg_words,
     secret_below,
@@ -82,3 +85,32 @@ def test_simulation_streams_are_reproducible_and_independent():
     d = simulation_rng(6, "partition").integers(0, 1 << 30, 4)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c) and not np.array_equal(a, d)
+
+
+@pytest.mark.parametrize("n", [0, 1, 15, 16, 17, 31, 32, 33, 64, 100, (1 << 17) + 5, (1 << 20) + 13])
+def test_prg_bytes_is_the_plain_aes_ctr_keystream(n: int) -> None:
+    seed = os.urandom(32)
+    key = hkdf(seed, info=b"privagg/prg/aes-256-ctr/" + b"kat")
+    want = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor().update(bytes(n))
+    assert prg_bytes(seed, info=b"kat", nbytes=n) == want
+
+
+def test_prg_add_words_adds_the_plain_keystream() -> None:
+    seed = os.urandom(32)
+    key = hkdf(seed, info=b"privagg/prg/aes-256-ctr/" + b"add")
+    n = (1 << 16) + 3
+    ks = np.frombuffer(Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor().update(bytes(4 * n)), "<u4")
+    acc = np.arange(n, dtype=np.uint32)
+    prg_add_words(acc, seed, info=b"add")
+    assert np.array_equal(acc, np.arange(n, dtype=np.uint32) + ks)
+
+
+def test_prg_stream_refuses_to_pass_the_gcm_counter_wrap() -> None:
+    from privagg.randomness import _CtrStream
+
+    st = _CtrStream(os.urandom(32))
+    st.update(bytes(40))
+    st._pos = _CtrStream.LIMIT - 8  # as if 64 GiB had been drawn
+    st.update(bytes(8))
+    with pytest.raises(ValueError, match="GCM counter wrap"):
+        st.update(bytes(1))
