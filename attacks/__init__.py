@@ -9,6 +9,7 @@ Importing this package imports every attack module, so :data:`ATTACKS` is comple
 from attacks import (  # noqa: F401  (register their attacks)
     disaggregation,
     fedavg_inversion,
+    fishing,
     imprint,
     inversion,
     membership,
@@ -16,6 +17,7 @@ from attacks import (  # noqa: F401  (register their attacks)
     property,
     protocol,
     split,
+    trap_weights,
     update_membership,
 )
 from attacks.registry import ATTACKS, DEFENSES, Adversary, Attack, AttackCase, AttackResult, Defense, register_attack

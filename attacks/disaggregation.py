@@ -103,16 +103,20 @@ class Disaggregation(Attack):
             pick = np.sort(rng.choice(len(y), case.batch_size, replace=False))
             batches.append((x[pick], y[pick]))
         gp = sim.global_params.copy()
+        poisson = case.defense_spec.sampling == "poisson"
         participants: list[tuple[int, ...]] = []
         sums, truth = [], []
         for r in range(1, rounds + 1):
-            chosen = tuple(sorted(int(c) for c in rng.choice(n, cohort, replace=False)))
+            if poisson:  # distributed DP is accounted for Poisson sampling only: a Poisson cohort of that rate
+                chosen = tuple(int(c) for c in np.flatnonzero(rng.random(n) < cohort / n))
+            else:
+                chosen = tuple(sorted(int(c) for c in rng.choice(n, cohort, replace=False)))
             updates = [sim.train_client(c, gp, x=batches[c][0], y=batches[c][1], round=r) for c in chosen]
             ctx = RoundContext(
                 round=r,
                 population=n,
                 sampled=chosen,
-                sampling="fixed",
+                sampling="poisson" if poisson else "fixed",
                 sampling_rate=cohort / n,
                 rng=simulation_rng(case.seed, "disaggregation", "aggregation", r),
                 global_params=gp,
@@ -120,7 +124,8 @@ class Disaggregation(Attack):
             res = sim.aggregator.aggregate(updates, ctx)
             part = tuple(sorted(int(c) for c in res.participants))
             participants.append(part)
-            sums.append(np.asarray(res.delta) * len(part))  # the mean of equal-weight updates, times the count
+            # the mean of equal-weight updates times the count (Poisson DP: the sum over the fixed denominator q n)
+            sums.append(np.asarray(res.delta) * (cohort if poisson else len(part)))
             truth.append({u.client_id: np.asarray(u.delta) for u in updates})
             if not freeze:
                 gp = gp + np.asarray(res.delta)
@@ -150,9 +155,7 @@ class Disaggregation(Attack):
             model = sim.model
             set_flat_params(model, sim.global_params)  # the model of round 1, for the closed-form inversion
             grads = unflatten(model, -est / lr)
-            rec = linear_leakage(
-                model, grads, input_shape=tuple(sim.dataset.input_shape), labels=batches[target][1]
-            )
+            rec = linear_leakage(model, grads, input_shape=tuple(sim.dataset.input_shape), labels=batches[target][1])
             metrics["target_image_psnr"] = psnr(batches[target][0], rec.x)
         threat = (
             f"Threat model: honest-but-curious server; knows each round's participants (it runs the protocol) "

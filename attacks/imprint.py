@@ -48,6 +48,8 @@ __all__ = [
     "craft_imprint_model",
     "imprint_thresholds",
     "malicious_model_exposure",
+    "match_candidates",
+    "mlp_linears",
     "recover_imprint",
 ]
 
@@ -72,7 +74,8 @@ def imprint_thresholds(values: np.ndarray, bins: int) -> np.ndarray:
     return t
 
 
-def _linears(model: nn.Module) -> list[nn.Linear]:
+def mlp_linears(model: nn.Module) -> list[nn.Linear]:
+    """The linear layers of an MLP whose first layer has a bias (what a crafted first layer needs), else refused."""
     lin = [m for m in model.modules() if isinstance(m, nn.Linear)]
     others = [m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))]
     if len(lin) < 2 or others or lin[0].bias is None:
@@ -93,7 +96,7 @@ def craft_imprint_model(
     the per-image gradient), ``slope`` (``a``: small, so the logits stay near zero and
     ``g(x)`` is near ``-+c`` for every image).
     """
-    lin = _linears(model)
+    lin = mlp_linears(model)
     first = lin[0]
     k, d = first.weight.shape
     m = torch.as_tensor(np.asarray(direction, dtype=np.float64).ravel(), dtype=first.weight.dtype)
@@ -130,10 +133,12 @@ def recover_imprint(grad_weight: np.ndarray, grad_bias: np.ndarray, *, tolerance
     return np.clip(dw[keep] / db[keep, None], 0.0, 1.0)
 
 
-def _match(originals: np.ndarray, candidates: np.ndarray, fallback: np.ndarray) -> np.ndarray:
-    """One candidate per original (one-to-one, least MSE); originals left over get ``fallback``."""
+def match_candidates(originals: np.ndarray, candidates: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """Scoring only: one candidate per original (one-to-one, least MSE); originals left over get
+    ``fallback``. The attacker does not know which candidate is whose: an image counts as recovered
+    when some candidate of the attack matches it, as in the papers."""
     o = originals.reshape(len(originals), -1)
-    c = np.vstack([candidates.reshape(len(candidates), -1), np.repeat(fallback.reshape(1, -1), len(o), axis=0)])
+    c = np.vstack([candidates.reshape(len(candidates), o.shape[1]), np.repeat(fallback.reshape(1, -1), len(o), axis=0)])
     cost = ((o[:, None, :] - c[None, :, :]) ** 2).mean(-1)
     rows, cols = linear_sum_assignment(cost)
     out = np.empty_like(o)
@@ -197,7 +202,7 @@ class ImprintAttack(Attack):
         sim = FedAvgSimulation(cfg)
         ds = sim.dataset
         model = sim.model
-        first = _linears(model)[0]
+        first = mlp_linears(model)[0]
         d = first.in_features
         public = ds.x_test.reshape(len(ds.x_test), -1).astype(np.float64)  # the attacker's public data
         if self.statistic == "brightness":
@@ -220,7 +225,7 @@ class ImprintAttack(Attack):
         cand = np.vstack(candidates)
         originals = round_.cohort_images
         fallback = public.mean(axis=0)
-        matched = _match(originals, cand.reshape((len(cand), *originals.shape[1:])), fallback)
+        matched = match_candidates(originals, cand.reshape((len(cand), *originals.shape[1:])), fallback)
         metrics: dict[str, Any] = image_recovery_metrics(originals, matched)
         target = int(case.option("target", 0))
         mine = round_.owners == target

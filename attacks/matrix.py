@@ -30,17 +30,27 @@ __all__ = [
     "attack_matrix",
     "defense_utility",
     "matrix_table",
+    "noise_check",
 ]
 
 #: defenses of the matrix, in column order (those registered in :data:`attacks.registry.DEFENSES`)
-MATRIX_DEFENSES: tuple[str, ...] = ("none", "secagg", "dp", "secagg+dp")
+MATRIX_DEFENSES: tuple[str, ...] = ("none", "secagg", "dp", "secagg+dp", "distributed-dp")
 #: attacks of the default matrix (the fast ones; membership and property inference train many models or
 #: need hundreds of targets: run them by name, ``privagg attack lira-online --matrix``)
-DEFAULT_MATRIX_ATTACKS: tuple[str, ...] = ("inverting-gradients", "imprint", "disaggregation")
+DEFAULT_MATRIX_ATTACKS: tuple[str, ...] = (
+    "inverting-gradients",
+    "imprint",
+    "trap-weights",
+    "fishing",
+    "disaggregation",
+)
 #: attack hyper-parameters of the default matrix: the strongest variant each threat model allows
 DEFAULT_MATRIX_OPTIONS: dict[str, dict[str, Any]] = {"disaggregation": {"freeze_model": True}}
 #: a defense whose model is more than this many accuracy points below the undefended one is not "effective"
 UTILITY_TOLERANCE_POINTS = 5.0
+#: issue 15's figure: the malicious-model attack and gradient inversion recover < 5% of images under the noise
+#: defense, against >= 70% under secure aggregation alone
+NOISE_CHECK_ATTACKS: tuple[str, ...] = ("imprint", "inverting-gradients")
 
 
 def _leak_metric(metrics: Mapping[str, float]) -> str:
@@ -95,6 +105,44 @@ class AttackMatrix(AttackResult):
         if leaks is None or gap is None:
             return None
         return (not leaks) and gap <= UTILITY_TOLERANCE_POINTS
+
+
+def noise_check(
+    m: AttackMatrix,
+    *,
+    defense: str = "distributed-dp",
+    baseline: str = "secagg",
+    stopped: float = 0.05,
+    leaked: float = 0.70,
+) -> dict[str, dict[str, Any]]:
+    """Per image attack of the matrix: the fraction recovered under ``defense`` and under ``baseline``, and
+    whether it is below ``stopped`` there while at least ``leaked`` here (``met``; ``None`` if a cell did
+    not run). Empty when either defense is not in the matrix."""
+    if defense not in m.defenses or baseline not in m.defenses:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for a in m.attacks:
+        d, b = m.cell(a, defense), m.cell(a, baseline)
+        if "fraction_recovered" not in (d.metric, b.metric):
+            continue
+        met = None if d.leaks is None or b.leaks is None else bool(d.value < stopped and b.value >= leaked)
+        out[a] = {
+            defense: d.value,
+            baseline: b.value,
+            "met": met,
+            "required": a in NOISE_CHECK_ATTACKS,
+            f"{defense}_ci": (d.low, d.high),
+            f"{baseline}_ci": (b.low, b.high),
+            f"{defense}_per_seed": d.per_seed,
+            f"{baseline}_per_seed": b.per_seed,
+        }
+    return out
+
+
+def _cell_text(check: Mapping[str, Any], defense: str) -> str:
+    lo, hi = check[f"{defense}_ci"]
+    seeds = ", ".join(f"{v:.2f}" for v in check[f"{defense}_per_seed"])
+    return f"{check[defense]:.0%} [{lo:.0%}, {hi:.0%}]; {seeds}"
 
 
 def defense_utility(case: AttackCase, *, rounds: int = 10) -> float:
@@ -171,23 +219,70 @@ def attack_matrix(
             f"Each cell: the attack's leak measure (fraction recovered, or AUC) under the defense, mean and 95% "
             f"interval over seeds {list(seeds)}; {base.num_clients} clients, {base.dataset}. Utility: test accuracy "
             f"after {utility_rounds} FedAvg rounds under the defense; effective = no leak and within "
-            f"{UTILITY_TOLERANCE_POINTS:.0f} points of the undefended model."
+            f"{UTILITY_TOLERANCE_POINTS:.0f} points of the undefended model. DP defenses: client-level epsilon "
+            f"{base.dp_epsilon:g}, delta {base.dp_delta:g}, calibrated for the rounds each attack (or the utility "
+            f"run) takes; distributed-dp is the default distributed configuration (discrete Gaussian shares, "
+            f"16-bit ring, clip 1), every client sampled with rate 1 and accounted as Poisson sampling."
         ),
     )
-    out.tables = [("Attack x defense", *matrix_table(out))]
+    check = noise_check(out)
+    if check:
+        out.data["distributed_dp_check"] = check
+        out.tables.append(
+            (
+                f"Issue 15: distributed DP (epsilon {base.dp_epsilon:g}) against secure aggregation alone "
+                f"(met: < 5% recovered with the noise, >= 70% without)",
+                [
+                    "attack",
+                    "distributed-dp (mean [95% CI]; per seed)",
+                    "secagg (mean [95% CI]; per seed)",
+                    "met",
+                    "issue 15 names it",
+                ],
+                [
+                    [a, _cell_text(v, "distributed-dp"), _cell_text(v, "secagg"), v["met"], v["required"]]
+                    for a, v in check.items()
+                ],
+            )
+        )
+    out.tables.insert(0, ("Attack x defense", *matrix_table(out)))
     out.seconds = time.perf_counter() - t0
     return out
 
 
 def matrix_table(m: AttackMatrix) -> tuple[list[str], list[list[Any]]]:
     """Header and rows (one per attack x defense, plus the utility rows): what the CSV and the report hold."""
-    header = ["attack", "defense", "metric", "mean", "ci_low", "ci_high", "per_seed", "leaks", "utility",
-              "utility_gap_points", "effective", "error"]
+    header = [
+        "attack",
+        "defense",
+        "metric",
+        "mean",
+        "ci_low",
+        "ci_high",
+        "per_seed",
+        "leaks",
+        "utility",
+        "utility_gap_points",
+        "effective",
+        "error",
+    ]
     rows: list[list[Any]] = []
     for c in m.cells:
         acc, gap = m.utility.get(c.defense), m.utility_gap(c.defense)
-        rows.append([
-            c.attack, c.defense, c.metric, c.value, c.low, c.high, " ".join(f"{v:.3g}" for v in c.per_seed),
-            c.leaks, acc, gap, m.effective(c.attack, c.defense), c.error,
-        ])
+        rows.append(
+            [
+                c.attack,
+                c.defense,
+                c.metric,
+                c.value,
+                c.low,
+                c.high,
+                " ".join(f"{v:.3g}" for v in c.per_seed),
+                c.leaks,
+                acc,
+                gap,
+                m.effective(c.attack, c.defense),
+                c.error,
+            ]
+        )
     return header, rows

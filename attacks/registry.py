@@ -55,7 +55,9 @@ class Defense:
     ``aggregator``: the inner aggregator's name in ``protocols.aggregation.AGGREGATORS``,
     built with ``options`` (a case's ``options["aggregation"]`` overrides them);
     ``dp``: client-level DP-FedAvg wraps it (the case's ``dp_epsilon``/``dp_delta``);
-    ``sum_only``: the server learns only the cohort's sum (secure aggregation, Paillier).
+    ``sum_only``: the server learns only the cohort's sum (secure aggregation, Paillier);
+    ``noise``: where the DP noise is added (``None``: the clients when ``sum_only``, else the
+    server; ``"distributed"``: integer noise shares inside the secure sum, :mod:`dp.distributed`).
     """
 
     aggregator: str
@@ -63,6 +65,13 @@ class Defense:
     dp: bool = False
     sum_only: bool = False
     description: str = ""
+    noise: Literal["central", "client", "distributed"] | None = None
+
+    def __post_init__(self) -> None:
+        if self.noise is not None and not self.dp:
+            raise ConfigurationError("a noise placement needs dp = True", field="defense.noise")
+        if self.noise == "distributed" and not self.sum_only:
+            raise ConfigurationError("distributed DP runs inside a secure sum (sum_only = True)", field="defense.noise")
 
     @property
     def exposes_updates(self) -> bool:
@@ -70,9 +79,18 @@ class Defense:
         return not (self.dp or self.sum_only)
 
     @property
-    def dp_noise(self) -> Literal["central", "client"]:
-        """Where DP noise is added: by the clients when the server sees only their sum, else centrally."""
+    def dp_noise(self) -> Literal["central", "client", "distributed"]:
+        """Where DP noise is added: ``noise`` when given, else by the clients when the server sees
+        only their sum (continuous shares), else centrally."""
+        if self.noise is not None:
+            return self.noise
         return "client" if self.sum_only else "central"
+
+    @property
+    def sampling(self) -> Literal["fixed", "poisson"]:
+        """How an attack round's cohort is drawn: distributed DP is accounted for Poisson sampling only,
+        so its rounds sample every client with rate 1 (the same cohort, accounted as Poisson)."""
+        return "poisson" if self.dp_noise == "distributed" else "fixed"
 
 
 #: Defense configurations an attack case can name (``privagg attack NAME --defense ...``).
@@ -93,15 +111,29 @@ register_defense(
     "dp", Defense("mean", dp=True, description="client-level DP-FedAvg: the released aggregate is clipped and noised")
 )
 # The clients add DP noise shares before encoding, so the fixed-point range must hold
-# update + noise (DP-FedAvg checks it): a wider clip and more bits.
+# update + noise (DP-FedAvg checks it): a wider clip and more bits (room for the shares of a
+# 10-client cohort over 20 rounds at epsilon 8; [-16, 16] refused that run's noise).
 register_defense(
     "secagg+dp",
     Defense(
         "secagg",
-        {"clip": 16.0, "value_bits": 24},
+        {"clip": 32.0, "value_bits": 25},
         dp=True,
         sum_only=True,
         description="secure aggregation of client-noised updates: the server sees only a noised sum",
+    ),
+)
+# Distributed DP (issue 15) with its defaults: distributed discrete Gaussian, 16 bits, clip 1; each client
+# clips, rotates, rounds and adds an integer noise share, and the secure sum runs mod 2^16.
+register_defense(
+    "distributed-dp",
+    Defense(
+        "secagg",
+        dp=True,
+        sum_only=True,
+        noise="distributed",
+        description="distributed DP inside secure aggregation (discrete Gaussian shares, 16-bit ring): "
+        "the server sees only the noised sum",
     ),
 )
 register_defense(
@@ -220,9 +252,7 @@ class AttackCase:
             raise ConfigurationError("must be in (0, 1)", field="dp_delta")
         for c in self.adversary.colluding_clients:
             if not 0 <= c < self.num_clients:
-                raise ConfigurationError(
-                    f"client {c} is not in the federation", field="adversary.colluding_clients"
-                )
+                raise ConfigurationError(f"client {c} is not in the federation", field="adversary.colluding_clients")
 
     @classmethod
     def create(

@@ -272,6 +272,13 @@ def run_configured_attack(
     """``privagg attack NAME``: the attack on the configured case, its batch-size curve, its repetition
     over ``seeds`` (mean and interval), or (``matrix``) the attack x defense matrix (NAME optional)."""
     case, options = attack_config(config, overrides)
+    if name and not matrix and "adversary" not in dict(config.get("case", {})):
+        # an attack whose threat model is a malicious server (imprint, trap weights, fishing) gets one unless the
+        # configuration names the adversary: its result states that threat model
+        malicious = case.with_(adversary=Adversary.malicious_server())
+        attack = build_attack(name, options)
+        if not attack.supports(case) and attack.supports(malicious):
+            case = malicious
     if matrix:
         from attacks.matrix import DEFAULT_MATRIX_ATTACKS, attack_matrix
 

@@ -13,6 +13,8 @@ What the attacker observes per defense (:data:`attacks.registry.DEFENSES`):
 * ``dp``: client-level DP-FedAvg (clip + Gaussian noise); the observation is the released,
   noised aggregate (the model update every participant and the server receive).
 * ``secagg+dp``: both; the server sees only the noised sum.
+* ``distributed-dp``: distributed DP inside the secure sum (integer noise shares, a ``2^bits`` ring);
+  its rounds sample every client with rate 1 as Poisson sampling (the only sampling it is accounted for).
 """
 
 from __future__ import annotations
@@ -82,11 +84,14 @@ def make_run_config(
 ) -> RunConfig:
     """The case's run config (federation, model, seed) with ``train``, ``rounds`` and its defense."""
     spec = case.defense_spec
+    federation = replace(case.run.federation, rounds=rounds, patience=None, target_accuracy=None)
+    if spec.sampling == "poisson":  # distributed DP: every client with rate 1, accounted as Poisson sampling
+        federation = replace(federation, sampling="poisson", sampling_rate=1.0, clients_per_round=None)
     return replace(
         case.run,
         train=train,
         # the attack sets the run length: no early stopping inherited from the case
-        federation=replace(case.run.federation, rounds=rounds, patience=None, target_accuracy=None),
+        federation=federation,
         aggregation=AggregationConfig(name=spec.aggregator, options=aggregation_options(case)),
         dp=dp_config(case, clip=dp_clip) if spec.dp else None,
     )
@@ -175,7 +180,7 @@ def observe_round(
             round=round,
             population=n,
             sampled=tuple(range(n)),
-            sampling="fixed",
+            sampling=case.defense_spec.sampling,
             sampling_rate=1.0,
             rng=aggregation_rng,
             global_params=params,

@@ -8,7 +8,12 @@ Sections (``--only`` picks some; all run on sklearn's digits, 10-client cohort, 
   inverted as one batch of the cohort's size): cohort and target median PSNR, fraction
   recovered (PSNR >= 25 dB);
 * ``imprint``: the malicious imprint model (Robbing the Fed) through the real active SecAgg
-  aggregator, and under central DP (``dp``) and client DP (``secagg+dp``) at epsilon 8;
+  aggregator, and under central DP (``dp``), client DP (``secagg+dp``) and distributed DP
+  (``distributed-dp``, the default configuration) at epsilon 8;
+* ``malicious``: the other malicious-model attacks, trap weights (Boenisch et al. 2023) and
+  fishing (Wen et al. 2022), against every defense of the matrix;
+* ``noise-margin``: the image attacks against distributed DP (default configuration) as epsilon
+  grows (8, 64, 512, 4096): how far the 0% at epsilon 8 is from a leak;
 * ``multistep``: multi-step FedAvg inversion (5 local steps, batch 8, no defense);
 * ``disaggregation``: a target's per-round updates from secure aggregates over rounds (Lam et al.),
   with the model frozen (a malicious server resends it) and training;
@@ -35,6 +40,8 @@ KEYS = {
     "inversion": ("psnr_median", "fraction_recovered", "target_psnr_median", "target_fraction_recovered"),
     "imprint": ("fraction_recovered", "psnr_median", "target_fraction_recovered"),
     "multistep": ("psnr_median", "ssim_median", "fraction_recovered", "label_accuracy"),
+    "trap-weights": ("fraction_recovered", "psnr_median", "target_fraction_recovered", "candidates"),
+    "fishing": ("fraction_recovered", "psnr_median", "images_claimed", "claimed_recovered", "rounds_used"),
     "update-membership": ("auc", "auc_ci_halfwidth", "model_test_accuracy"),
 }
 
@@ -56,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument(
         "--only",
-        default="inversion,imprint,multistep,disaggregation,property,update-membership,cocktail,membership",
+        default="inversion,imprint,malicious,noise-margin,multistep,disaggregation,property,update-membership,cocktail,"
+        "membership",
     )
     ap.add_argument("--json", default="")
     a = ap.parse_args(argv)
@@ -78,18 +86,27 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(_study(name, case, seeds, KEYS["inversion"]))
                 print(json.dumps(rows[-1]), flush=True)
     if "imprint" in only:
-        for defense in ("none", "secagg", "dp", "secagg+dp"):
-            opts: dict[str, Any] = {}
-            if defense == "secagg+dp":
-                # A 10-client active cohort derives threshold 2, and the DP budget check (worst case: 2 honest
-                # noise shares) refuses the noise calibrated for epsilon 8 (21.8 > 8). The noise added is still
-                # the epsilon-8 calibration; only the ledger's refusal is lifted, to measure the attack.
-                opts = {"dp": {"budget_epsilon": 1e9}}
-            case = AttackCase.create(
-                num_clients=10, defense=defense, adversary=Adversary.malicious_server(), options=opts
-            )
+        for defense in ("none", "secagg", "dp", "secagg+dp", "distributed-dp"):
+            case = AttackCase.create(num_clients=10, defense=defense, adversary=Adversary.malicious_server())
             rows.append(_study("imprint", case, seeds, KEYS["imprint"]))
             print(json.dumps(rows[-1]), flush=True)
+    if "malicious" in only:
+        for name in ("trap-weights", "fishing"):
+            for defense in ("none", "secagg", "dp", "secagg+dp", "distributed-dp"):
+                case = AttackCase.create(num_clients=10, defense=defense, adversary=Adversary.malicious_server())
+                rows.append(_study(name, case, seeds, KEYS[name]))
+                print(json.dumps(rows[-1]), flush=True)
+    if "noise-margin" in only:
+        for eps in (8.0, 64.0, 512.0, 4096.0):
+            for name in ("inverting-gradients", "imprint", "trap-weights", "fishing"):
+                adversary = Adversary() if name == "inverting-gradients" else Adversary.malicious_server()
+                case = AttackCase.create(num_clients=10, defense="distributed-dp", dp_epsilon=eps, adversary=adversary)
+                margin: tuple[str, ...] = ("fraction_recovered", "psnr_median")
+                if name != "inverting-gradients":  # the attacks that report the round's DP metrics
+                    margin += ("dp_noise_multiplier",)
+                rows.append(_study(name, case, seeds, margin))
+                rows[-1]["dp_epsilon"] = eps
+                print(json.dumps(rows[-1]), flush=True)
     if "multistep" in only:
         case = AttackCase.create(num_clients=10, defense="none", batch_size=8)
         rows.append(_study("fedavg-inversion", case, seeds, KEYS["multistep"]))

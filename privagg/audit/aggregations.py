@@ -203,18 +203,22 @@ def check_malicious_model(cfg: AuditConfig, *, seeds: tuple[int, ...] = (0, 1, 2
 
     A server that sends one crafted model to every client passes the model-consistency check, so secure
     aggregation alone does not stop it; noise in the sum does. The deployment maps onto an attack-case
-    defence: no DP or central DP (the server adds the noise after seeing the sum) -> ``secagg``; client or
-    distributed noise -> ``secagg+dp`` at the plan's epsilon (distributed DP is modelled by client-noised
-    secure aggregation of the same total noise: assumed equivalent for this attack).
+    defence: no DP or central DP (the server adds the noise after seeing the sum) -> ``secagg``; client
+    noise -> ``secagg+dp``; distributed noise -> ``distributed-dp`` (the real integer path: the
+    deployment's mechanism and bits, shares inside a secure sum mod ``2^bits``); each at the plan's
+    epsilon. The attack case calibrates its own noise for its cohort of 10: that calibration, not the
+    deployment's population, is what was run (said in the finding).
     """
     from attacks.imprint import malicious_model_exposure
 
     mech = cfg.dp.mechanism
     noised_sum = mech is not None and mech.noise in ("client", "distributed")
-    defense = "secagg+dp" if noised_sum else "secagg"
+    distributed = mech is not None and mech.noise == "distributed"
+    defense = "distributed-dp" if distributed else "secagg+dp" if noised_sum else "secagg"
     eps = mech.target_epsilon if mech is not None and mech.target_epsilon is not None else 8.0
+    options = {"dp": {"mechanism": mech.mechanism, "bits": mech.bits}} if mech is not None and distributed else None
     try:
-        exp = malicious_model_exposure(defense, num_clients=10, seeds=seeds, dp_epsilon=eps)
+        exp = malicious_model_exposure(defense, num_clients=10, seeds=seeds, dp_epsilon=eps, options=options)
     except PrivAggError as e:  # reported as not run, never as held
         return Finding(
             "secagg.malicious-model",
@@ -229,11 +233,9 @@ def check_malicious_model(cfg: AuditConfig, *, seeds: tuple[int, ...] = (0, 1, 2
         if noised_sum
         else " (no noise in the sum the server sees)"
     )
-    detail = exp.verdict() + modelled + (
-        " (distributed DP: client-noised secure sum of the same total noise, assumed)"
-        if mech is not None and mech.noise == "distributed"
-        else ""
-    )
+    if distributed and mech is not None:
+        modelled += f" ({mech.mechanism}, {mech.bits} bits, as deployed)"
+    detail = exp.verdict() + modelled
     data = {"fractions": list(exp.fractions), "interval": [mean, lo, hi], "median_psnr": list(exp.median_psnr)}
     return Finding(
         "secagg.malicious-model",

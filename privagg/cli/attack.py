@@ -7,6 +7,7 @@ Examples::
     privagg attack lira-online --defense dp --json
     privagg attack protocol                              # malicious-server attacks on SecAgg
     privagg attack imprint --defense secagg --seeds 0,1,2 # malicious model through SecAgg, 3 seeds
+    privagg attack fishing --defense distributed-dp       # trap-weights, fishing: the other malicious models
     privagg attack --matrix                              # attack x defense matrix (HTML, CSV, heatmap)
     privagg attack --list
 
@@ -133,8 +134,9 @@ def _print_summary(result: Any, kind: str, title: str, line: str, out: Path) -> 
     if result.success is not None:
         rows.append(["attack outcome as expected" if kind == "protocol" else "succeeded", result.success])
     console = Console(file=sys.stderr)
-    print_table(console, title, ["metric", "value"], [[k, "yes" if v is True else "no" if v is False else v]
-                                                      for k, v in rows])
+    print_table(
+        console, title, ["metric", "value"], [[k, "yes" if v is True else "no" if v is False else v] for k, v in rows]
+    )
     for caption, header, table_rows in result.tables:
         print_table(console, caption, header, table_rows)
     console.print(f"report: {out / 'report.html'} ({result.seconds:.1f} s)", markup=False, highlight=False)

@@ -132,8 +132,9 @@ def _imprint_figures(result: ImprintResult) -> list[Figure]:
     m = result.metrics
     return [
         image_grid_figure(
-            f"imprint_{case.defense}_b{case.batch_size}.png",
-            f"malicious imprint model against defense {case.defense}: the cohort's images (top) vs the server's "
+            f"{result.attack}_{case.defense}_b{case.batch_size}.png",
+            f"malicious model ({result.attack}) against defense {case.defense}: the cohort's images (top) vs the "
+            f"server's "
             f"reconstructions (bottom); {int(m['images_recovered'])}/{int(m['images'])} recovered at "
             f">= {RECOVERED_PSNR:.0f} dB",
             [("original", result.originals), ("reconstruction", result.reconstructions)],
@@ -162,8 +163,14 @@ def matrix_heatmap(m: AttackMatrix, filename: str = "attack_matrix.png") -> Figu
         cols = []
         for d in m.defenses:
             acc, gap = m.utility.get(d), m.utility_gap(d)
-            cols.append(d + ("\nutility refused" if acc is None else f"\nacc {acc:.2f}" + (
-                f" ({-gap:+.0f} pts)" if gap is not None and d != "none" else "")))
+            cols.append(
+                d
+                + (
+                    "\nutility refused"
+                    if acc is None
+                    else f"\nacc {acc:.2f}" + (f" ({-gap:+.0f} pts)" if gap is not None and d != "none" else "")
+                )
+            )
         ax.set_xticks(range(len(m.defenses)), cols, fontsize=8)
         ax.set_yticks(range(len(m.attacks)), m.attacks, fontsize=8)
         for i, a in enumerate(m.attacks):
@@ -417,8 +424,8 @@ def verdict(r: AttackResult, kind: str) -> str:
             f"as recovered){closed}"
         )
     if "psnr" in m:
-        leak = "recognisable: the server recovered the images" if m["psnr"] >= RECOGNISABLE_PSNR else (
-            "not recognisable"
+        leak = (
+            "recognisable: the server recovered the images" if m["psnr"] >= RECOGNISABLE_PSNR else ("not recognisable")
         )
         base = f", random image {m['random_image_psnr']:.1f} dB" if "random_image_psnr" in m else ""
         return (

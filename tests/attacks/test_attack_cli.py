@@ -72,7 +72,6 @@ def test_unknown_config_table(tmp_path: Path) -> None:
     assert main(["attack", "idlg", "--config", str(cfg), "--out", str(tmp_path / "x")]) == 2
 
 
-
 def test_protocol_output_fits_80_columns_and_ends_with_a_verdict(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -117,7 +116,7 @@ def test_matrix_writes_html_csv_and_heatmap(tmp_path: Path, capsys: pytest.Captu
     assert last.startswith("verdict: ") and "attack x defense cells leak" in last
     rows = (out / "attack_matrix.csv").read_text().splitlines()
     assert rows[0].startswith("attack,defense,metric,mean,ci_low,ci_high,per_seed,leaks,utility,utility_gap_points")
-    assert len(rows) == 1 + 4 and all(r.startswith("imprint,") for r in rows[1:])
+    assert len(rows) == 1 + 5 and all(r.startswith("imprint,") for r in rows[1:])  # 5 defenses
     assert (out / "attack_matrix.png").exists() and (out / "report.html").exists()
 
 
@@ -125,3 +124,18 @@ def _malicious_config(tmp_path: Path) -> Path:
     cfg = tmp_path / "m.toml"
     cfg.write_text('[case.adversary]\nserver = "malicious"\n', "utf-8")
     return cfg
+
+
+def test_a_malicious_model_attack_gets_a_malicious_server_unless_the_config_names_one(tmp_path: Path) -> None:
+    from attacks.runner import run_configured_attack
+    from privagg.errors import ConfigurationError
+
+    torch.set_num_threads(1)
+    r = run_configured_attack("trap-weights", {}, overrides={"defense": "secagg", "seed": 1})
+    assert r.case.adversary.server == "malicious" and "malicious server" in r.data["threat_model"]
+    assert r.metrics["fraction_recovered"] > 0.5
+    honest = {"case": {"adversary": {"server": "honest-but-curious"}}}
+    with pytest.raises(ConfigurationError):  # named explicitly: refused, not upgraded
+        run_configured_attack("trap-weights", honest, overrides={"defense": "secagg"})
+    assert main(["attack", "fishing", "--defense", "secagg", "--out", str(tmp_path / "f")]) == 0
+    assert list((tmp_path / "f").glob("fishing_secagg_*.png"))

@@ -77,10 +77,10 @@ def test_adversary_validation() -> None:
 
 
 def test_one_defense_registry() -> None:
-    assert DEFENSES.names() == ["dp", "none", "paillier", "secagg", "secagg+dp"]
+    assert DEFENSES.names() == ["distributed-dp", "dp", "none", "paillier", "secagg", "secagg+dp"]
     assert DEFENSES.get("none") == Defense("mean", description=DEFENSES.get("none").description)
     assert DEFENSES.get("none").exposes_updates
-    for name in ("secagg", "dp", "secagg+dp", "paillier"):
+    for name in ("secagg", "dp", "secagg+dp", "distributed-dp", "paillier"):
         assert not DEFENSES.get(name).exposes_updates
     flags = {n: (AttackCase(defense=n).uses_secure_aggregation, AttackCase(defense=n).uses_dp) for n in DEFENSES}
     assert flags == {
@@ -88,6 +88,7 @@ def test_one_defense_registry() -> None:
         "secagg": (True, False),
         "dp": (False, True),
         "secagg+dp": (True, True),
+        "distributed-dp": (True, True),
         "paillier": (True, False),
     }
 
@@ -98,7 +99,7 @@ def test_run_config_derives_from_the_case() -> None:
     cfg = make_run_config(case, train=train, rounds=3, dp_clip=2.0)
     assert (cfg.seed, cfg.data, cfg.model) == (5, case.run.data, case.run.model)
     assert cfg.train == train and cfg.federation == FederationConfig(rounds=3)
-    assert cfg.aggregation == AggregationConfig(name="secagg", options={"clip": 16.0, "value_bits": 24})
+    assert cfg.aggregation == AggregationConfig(name="secagg", options={"clip": 32.0, "value_bits": 25})
     assert cfg.dp == DPConfig(
         target_epsilon=4.0,
         delta=1e-5,
@@ -121,7 +122,7 @@ def test_case_options_override_aggregation_and_dp() -> None:
     assert e.value.field == "dp.clip_norm"
     assert aggregation_options(AttackCase(defense="secagg+dp", options={"aggregation": {"clip": 8.0}})) == {
         "clip": 8.0,
-        "value_bits": 24,
+        "value_bits": 25,
     }
 
 

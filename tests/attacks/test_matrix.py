@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from attacks.matrix import AttackMatrix, MatrixCell, attack_matrix, matrix_table
+from attacks.matrix import AttackMatrix, MatrixCell, attack_matrix, matrix_table, noise_check
 from attacks.registry import AttackCase
 
 
@@ -55,3 +55,41 @@ def test_matrix_runs_each_attack_against_each_defense() -> None:
     header, rows = matrix_table(m)
     assert header[:3] == ["attack", "defense", "metric"] and len(rows) == 2
     assert rows[1][header.index("utility_gap_points")] == pytest.approx(m.utility_gap("dp"))
+
+
+def test_noise_check_needs_both_columns_and_both_thresholds() -> None:
+    def m(ddp: float, sec: float) -> AttackMatrix:
+        return AttackMatrix(
+            attack="matrix",
+            case=AttackCase(),
+            attacks=["imprint", "lira"],
+            defenses=["secagg", "distributed-dp"],
+            cells=[
+                MatrixCell("imprint", "secagg", "fraction_recovered", sec),
+                MatrixCell("imprint", "distributed-dp", "fraction_recovered", ddp),
+                MatrixCell("lira", "secagg", "auc", 0.7),
+                MatrixCell("lira", "distributed-dp", "auc", 0.5),
+            ],
+        )
+
+    got = noise_check(m(0.0, 0.9))
+    assert list(got) == ["imprint"]  # AUC cells are not image attacks
+    assert {k: got["imprint"][k] for k in ("distributed-dp", "secagg", "met", "required")} == {
+        "distributed-dp": 0.0,
+        "secagg": 0.9,
+        "met": True,
+        "required": True,
+    }
+    assert noise_check(m(0.1, 0.9))["imprint"]["met"] is False  # the noise lets 10% through
+    assert noise_check(m(0.0, 0.6))["imprint"]["met"] is False  # secure aggregation alone did not leak enough
+    assert noise_check(m(0.0, 0.9), defense="dp") == {}  # not in the matrix
+
+
+def test_the_distributed_dp_column_and_issue_15_check() -> None:
+    m = attack_matrix(("imprint",), ("secagg", "distributed-dp"), seeds=(0, 1), utility_rounds=1)
+    check = m.data["distributed_dp_check"]["imprint"]
+    assert check["distributed-dp"] == 0.0 and check["secagg"] >= 0.7 and check["met"] is True
+    assert check["distributed-dp_per_seed"] == (0.0, 0.0)
+    caption, _, rows = m.tables[1]
+    assert "Issue 15" in caption and "epsilon 8" in caption and rows[0][0] == "imprint"
+    assert set(m.utility) == {"none", "secagg", "distributed-dp"}

@@ -35,3 +35,14 @@ def test_plain_aggregation_and_fixed_sampling_are_flagged() -> None:
     assert any(f.id == "dp.distributed.trust" and f.severity == "warn" for f in findings)
     findings, _ = check_dp(_cfg({"sampling": "fixed"}))
     assert findings[0].severity == "fail" and "Poisson" in findings[0].detail
+
+
+def test_malicious_model_runs_the_deployed_distributed_mechanism() -> None:
+    """The imprint attack is run through the real distributed-DP path with the deployment's mechanism and
+    bits (not a client-noised stand-in), and the finding says so."""
+    from privagg.audit.aggregations import check_malicious_model
+
+    f = check_malicious_model(_cfg({"mechanism": "skellam", "bits": 18}), seeds=(0, 1))
+    assert f.id == "secagg.malicious-model"
+    assert "'distributed-dp'" in f.detail and "skellam, 18 bits, as deployed" in f.detail
+    assert f.severity == "pass" and max(f.data["fractions"]) < 0.05
