@@ -5,6 +5,12 @@ dataclasses, checking every field's type (``int``, ``float``, ``bool``, ``str``,
 ``Literal[...]``, ``X | None``, ``tuple[...]``, nested dataclasses). Unknown fields and
 wrong types raise :class:`ConfigurationError` naming the dotted field path and what it
 accepts; semantic checks live in each dataclass's ``__post_init__``.
+
+A run file may also carry tables that are not part of the run's own dataclass, each loaded
+into its own frozen dataclass (``[personalization]`` ->
+:class:`protocols.personalization.PersonalizationOptions`): :func:`split_sections` takes them
+out of a table, loads them (errors name ``personalization.<field>``) and returns the rest for
+the run's dataclass. This layer never imports the dataclasses; the caller names them.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 from privagg.errors import ConfigurationError
 
-__all__ = ["load_config", "read_toml", "config_to_dict", "override"]
+__all__ = ["load_config", "read_toml", "config_to_dict", "override", "split_sections"]
 
 T = TypeVar("T")
 
@@ -169,3 +175,35 @@ def override(obj: T, data: Mapping[str, Any]) -> T:
         return out
 
     return load_config(type(obj), merge(base, data))
+
+
+def split_sections(
+    data: Mapping[str, Any], sections: Mapping[str, type[Any]], *, current: Mapping[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(rest, loaded)``: ``data`` without the tables named in ``sections``, and those tables loaded.
+
+    Each table found becomes its frozen dataclass ``sections[name]``, applied over
+    ``current[name]`` when given (as :func:`override` would: later files refine earlier ones),
+    else over the dataclass defaults. A name given as anything but a table raises
+    :class:`ConfigurationError` naming it; errors inside a table name ``<name>.<field>``.
+    """
+    rest: dict[str, Any] = {}
+    loaded: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in sections:
+            rest[key] = value
+            continue
+        if not isinstance(value, Mapping):
+            raise ConfigurationError(f"expected a table, got {value!r}", field=key)
+        cls = sections[key]
+        if not (dataclasses.is_dataclass(cls) and isinstance(cls, type)):
+            raise TypeError(f"section {key!r}: {cls!r} is not a dataclass")
+        before = (current or {}).get(key)
+        try:
+            loaded[key] = override(before, value) if before is not None else load_config(cls, value, path=key)
+        except ConfigurationError as e:
+            field = _qualify(key, e.field)
+            if field != e.field:
+                raise ConfigurationError(e.message, field=field, accepted=e.accepted) from None
+            raise
+    return rest, loaded

@@ -77,18 +77,57 @@ def _dirichlet(
 def _shards(
     labels: np.ndarray, *, num_clients: int, rng: np.random.Generator, shards_per_client: int = 2
 ) -> list[np.ndarray]:
-    """McMahan et al.'s pathological split: sort by label, cut into shards, deal them out."""
-    if shards_per_client < 1:
-        raise ConfigurationError(f"must be >= 1, got {shards_per_client}", field="data.shards_per_client")
-    n_shards = num_clients * shards_per_client
-    if n_shards > len(labels):
+    """McMahan et al.'s pathological split, cut on class boundaries: each client holds exactly
+    ``shards_per_client`` (k) classes.
+
+    The ``num_clients * k`` shards are shared among the classes present, each class getting at
+    least one and at most ``num_clients`` shards (and no more than it has samples), greedily in
+    proportion to its size so shard sizes stay even. Each class's samples, shuffled, are cut
+    into its shards. Classes, in a random order, hand their shards to distinct clients, each
+    time to the clients with the most free places left (ties broken at random): the greedy
+    construction of the Gale-Ryser theorem, which never gets stuck when every class has at
+    most ``num_clients`` shards and the shards add up to ``num_clients * k``. So every client
+    gets k shards of k different classes. Impossible requests (k above the number of classes,
+    fewer shards than classes, more shards than the classes can fill) raise
+    :class:`ConfigurationError`.
+    """
+    k = shards_per_client
+    if k < 1:
+        raise ConfigurationError(f"must be >= 1, got {k}", field="data.shards_per_client")
+    classes, sizes = np.unique(labels, return_counts=True)
+    n_classes, n_shards = len(classes), num_clients * k
+    if k > n_classes:
         raise ConfigurationError(
-            f"{n_shards} shards for {len(labels)} samples", field="data.shards_per_client"
+            f"{k} classes per client, but the data has only {n_classes} classes", field="data.shards_per_client"
         )
-    order = np.argsort(labels, kind="stable")
-    shards = np.array_split(order, n_shards)
-    deal = rng.permutation(n_shards).reshape(num_clients, shards_per_client)
-    return [np.concatenate([shards[s] for s in row]) for row in deal]
+    if n_shards < n_classes:
+        raise ConfigurationError(
+            f"{num_clients} clients x {k} classes = {n_shards} shards cannot cover the data's {n_classes} classes "
+            f"(every sample must go to a client): use at least {-(-n_classes // k)} clients or more classes per client",
+            field="data.shards_per_client",
+        )
+    caps = np.minimum(sizes, num_clients)
+    if n_shards > int(caps.sum()):
+        raise ConfigurationError(
+            f"{n_shards} shards, but a class can give at most min(its samples, {num_clients} clients) shards "
+            f"(at most {int(caps.sum())} in all): use fewer clients or fewer classes per client",
+            field="data.shards_per_client",
+        )
+    count = np.ones(n_classes, dtype=np.int64)
+    for _ in range(n_shards - n_classes):  # D'Hondt: the next shard goes to the class with the largest shards
+        room = np.where(count < caps, sizes / count, -1.0)
+        count[int(np.argmax(room))] += 1
+    free = np.full(num_clients, k, dtype=np.int64)
+    parts: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
+    for c in rng.permutation(n_classes):
+        members = rng.permutation(np.flatnonzero(labels == classes[c]))
+        takers = np.lexsort((rng.random(num_clients), -free))[: count[c]]
+        if free[takers].min() < 1:  # unreachable by Gale-Ryser; kept so a bug cannot leak classes silently
+            raise AssertionError("shards: no valid deal found")
+        free[takers] -= 1
+        for client, shard in zip(takers, np.array_split(members, int(count[c])), strict=True):
+            parts[int(client)].append(shard)
+    return [np.concatenate(p) for p in parts]
 
 
 @PARTITIONERS.register("quantity")

@@ -17,8 +17,11 @@ the registry's ``cnn`` and ``mlp`` have none. Per-client data: the dataset's tra
 parts are pooled, dealt out by ``run_config.data.partition`` (``shards`` = pathological
 non-IID), and each client's part is split (stratified by label, ``data.test_fraction``) into
 its own train and test split. ``secure_aggregation=True`` runs the per-coordinate average
-through SecAgg+ (:mod:`protocols.personalization.secure`). Not done: the jump-start of
-late-joining clients, DP.
+through SecAgg+ (:mod:`protocols.personalization.secure`); ``dp_noise_multiplier > 0`` releases it
+with DP (:mod:`protocols.personalization.privacy`). ``late_clients`` clients (the last
+ones) join at ``join_round``; a FedLTN newcomer jump-starts from the most similar existing
+ticket or the global model (:mod:`protocols.personalization.jumpstart`). The sensitivity and
+accounting of a sparse update under DP are :mod:`protocols.personalization.privacy`.
 """
 
 from __future__ import annotations
@@ -32,12 +35,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from dp import NoiseSampler, Sampling, SecureNoise
 from privagg.errors import ConfigurationError
 from privagg.randomness import simulation_rng, torch_generator
-from privagg.registry import Registry
 from protocols.datasets import load_dataset
 from protocols.models import build_model, get_flat_params, set_flat_params
 from protocols.partition import partition
+from protocols.personalization.jumpstart import JumpStart, Ticket, jump_start
 from protocols.personalization.masks import (
     Layer,
     aggregate_per_coordinate,
@@ -48,6 +52,8 @@ from protocols.personalization.masks import (
     prune_magnitude,
     weight_density,
 )
+from protocols.personalization.options import ALGORITHMS, Algorithm, PersonalizationOptions
+from protocols.personalization.privacy import SparseUpdateDP, private_per_coordinate_mean
 from protocols.personalization.secure import secure_aggregator, secure_per_coordinate_mean
 from protocols.training import TrainConfig, evaluate, train_local
 
@@ -69,60 +75,6 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class Algorithm:
-    """What distinguishes the registered algorithms."""
-
-    prune: bool
-    rewind: bool
-    server_momentum: bool
-    personal: bool  # evaluate each client's own model (else: the global model)
-
-
-ALGORITHMS: Registry[Algorithm] = Registry("personalization")
-ALGORITHMS.add("fedltn", Algorithm(prune=True, rewind=False, server_momentum=True, personal=True))
-ALGORITHMS.add("lotteryfl", Algorithm(prune=True, rewind=True, server_momentum=False, personal=True))
-ALGORITHMS.add("fedavg", Algorithm(prune=False, rewind=False, server_momentum=False, personal=False))
-
-
-@dataclass(frozen=True)
-class PersonalizationOptions:
-    """The ``[personalization]`` table. Rounds, local training and data come from the ``RunConfig``."""
-
-    name: str = "fedltn"
-    rounds: int = 30
-    target_sparsity: float = 0.9
-    prune_rate: float = 0.2
-    acc_threshold: float = 0.6
-    server_momentum: float = 0.5
-    fine_tune_epochs: int = 1
-    secure_aggregation: bool = False
-    secagg_clip: float = 1.0
-
-    def __post_init__(self) -> None:
-        ALGORITHMS.get(self.name, field="personalization.name")
-        if self.rounds < 1:
-            raise ConfigurationError(f"must be >= 1, got {self.rounds}", field="personalization.rounds")
-        if not 0.0 <= self.target_sparsity < 1.0:
-            raise ConfigurationError(
-                f"must be in [0, 1), got {self.target_sparsity}", field="personalization.target_sparsity"
-            )
-        if not 0.0 < self.prune_rate < 1.0:
-            raise ConfigurationError(f"must be in (0, 1), got {self.prune_rate}", field="personalization.prune_rate")
-        if not 0.0 <= self.acc_threshold <= 1.0:
-            raise ConfigurationError(
-                f"must be in [0, 1], got {self.acc_threshold}", field="personalization.acc_threshold"
-            )
-        if not 0.0 <= self.server_momentum < 1.0:
-            raise ConfigurationError(
-                f"must be in [0, 1), got {self.server_momentum}", field="personalization.server_momentum"
-            )
-        if self.fine_tune_epochs < 0:
-            raise ConfigurationError(
-                f"must be >= 0, got {self.fine_tune_epochs}", field="personalization.fine_tune_epochs"
-            )
-
-
-@dataclass(frozen=True)
 class ClientData:
     x_train: np.ndarray
     y_train: np.ndarray
@@ -135,14 +87,19 @@ class RoundStats:
     """One round: each client's accuracy (personal or global model), upload bytes and nonzeros."""
 
     round: int
-    accuracies: np.ndarray
+    accuracies: np.ndarray  # NaN for a client that has not joined yet
     upload_bytes: np.ndarray
     nonzeros: np.ndarray
     plain_upload_bytes: np.ndarray | None = None  # the sparse encoding's size when SecAgg carried the round
 
     @property
+    def active(self) -> np.ndarray:
+        return ~np.isnan(self.accuracies)
+
+    @property
     def mean_accuracy(self) -> float:
-        return float(self.accuracies.mean())
+        """Mean over the clients taking part this round."""
+        return float(self.accuracies[self.active].mean())
 
 
 @dataclass(frozen=True)
@@ -152,8 +109,22 @@ class PersonalizationResult:
     seed: int
     num_params: int
     rounds: tuple[RoundStats, ...]
-    fine_tuned_accuracies: np.ndarray | None = None  # FedAvg + local fine-tuning
+    fine_tuned_curve: np.ndarray | None = None  # FedAvg + local fine-tuning: (epoch, client) accuracies
     densities: np.ndarray = field(default_factory=lambda: np.zeros(0))  # final weight density per client
+    joins: tuple[JumpStart, ...] = ()  # how each late client started
+    epsilon: float | None = None  # with DP: the whole run's epsilon at ``options.dp_delta``
+
+    @property
+    def fine_tuned_accuracies(self) -> np.ndarray | None:
+        """Each client's accuracy after ``fine_tune_epochs`` epochs of local fine-tuning (FedAvg only)."""
+        return None if self.fine_tuned_curve is None else self.fine_tuned_curve[-1]
+
+    def best_fine_tuned(self) -> np.ndarray | None:
+        """The fine-tuning epoch count with the best mean accuracy (chosen on the test splits:
+        an optimistic baseline)."""
+        if self.fine_tuned_curve is None:
+            return None
+        return self.fine_tuned_curve[int(np.argmax(self.fine_tuned_curve.mean(axis=1)))]
 
     @property
     def client_accuracies(self) -> np.ndarray:
@@ -259,14 +230,18 @@ def client_update(
     init_w: np.ndarray,
     shared: np.ndarray,
     layers: Sequence[Layer],
+    download: bool = True,
 ) -> ClientUpdate:
     """Download (global weights on the mask, local ones elsewhere), train, evaluate, maybe prune.
 
     Accuracy and nonzeros describe the trained model the client holds before this round's
     pruning. Pruning happens after training; ``algo.rewind`` resets the kept shared weights
     to ``init_w`` (LotteryFL), otherwise they keep their trained values (FedLTN).
+    ``download=False`` trains from the weights the model holds (a jump-started newcomer's
+    first round).
     """
-    set_flat_params(model, np.where(shared, global_w * mask, get_flat_params(model)))
+    if download:
+        set_flat_params(model, np.where(shared, global_w * mask, get_flat_params(model)))
     step = _masked_step(_param_masks(model, mask)) if algo.prune else None
     train_local(model, data.x_train, data.y_train, cfg, generator=generator, after_step=step)
     w = get_flat_params(model)
@@ -287,13 +262,28 @@ def client_update(
 
 
 def run_personalized(
-    run_config: RunConfig, options: PersonalizationOptions, *, clients: Sequence[ClientData] | None = None
+    run_config: RunConfig,
+    options: PersonalizationOptions,
+    *,
+    clients: Sequence[ClientData] | None = None,
+    noise: NoiseSampler | None = None,
 ) -> PersonalizationResult:
-    """Simulate ``options.name`` for ``options.rounds`` rounds, all clients every round."""
+    """Simulate ``options.name`` for ``options.rounds`` rounds, every client that has joined every round.
+
+    With ``options.dp_noise_multiplier > 0`` the average is released with DP noise from ``noise``
+    (default: :class:`dp.SecureNoise`, the CSPRNG); every client that has joined takes part in
+    every round (Poisson sampling at rate 1: no amplification).
+    """
     algo = ALGORITHMS.get(options.name, field="personalization.name")
     if run_config.torch_threads is not None:
         torch.set_num_threads(run_config.torch_threads)
     data = list(clients) if clients is not None else client_splits(run_config)
+    if options.late_clients >= len(data):
+        raise ConfigurationError(
+            f"{options.late_clients} late clients leave nobody to start with ({len(data)} clients)",
+            field="personalization.late_clients",
+        )
+    joins_at = [options.join_round if k >= len(data) - options.late_clients else 0 for k in range(len(data))]
     d0 = data[0]
     num_classes = int(max(int(c.y_train.max(initial=0)) for c in data)) + 1
     num_classes = max(num_classes, int(max(int(c.y_test.max(initial=0)) for c in data)) + 1)
@@ -319,13 +309,42 @@ def run_personalized(
     gens = [torch_generator(run_config.seed, "personalization", "client", k) for k in range(len(data))]
     cfg: TrainConfig = run_config.train
     secure = secure_aggregator(clip=options.secagg_clip) if options.secure_aggregation else None
+    dp_spec, dp_sampling = None, Sampling.poisson(rate=1.0, population=len(data))
+    if options.dp_noise_multiplier > 0:
+        dp_spec = SparseUpdateDP(
+            clip=options.dp_clip,
+            max_kept=int(shared.sum()),  # a mask starts dense
+            noise_multiplier=options.dp_noise_multiplier,
+            count_weight=options.dp_count_weight,
+        )
+        noise = noise if noise is not None else SecureNoise()
     history: list[RoundStats] = []
+    joins: list[JumpStart] = []
     for r in range(options.rounds):
-        acc = np.zeros(len(data))
+        active = [k for k in range(len(data)) if joins_at[k] <= r]
+        acc = np.full(len(data), np.nan)
         up = np.zeros(len(data), dtype=np.int64)
         nnz = np.zeros(len(data), dtype=np.int64)
         values, kept = [], []
-        for k, c in enumerate(data):
+        newcomers = [k for k in active if joins_at[k] == r and r > 0]
+        tickets = [Ticket(j, masks[j], get_flat_params(models[j])) for j in active if joins_at[j] < r]
+        for k in newcomers:
+            models[k] = copy.deepcopy(base)
+            js = jump_start(
+                models[k],
+                data[k].x_train,
+                data[k].y_train,
+                client=k,
+                candidates=tickets if algo.prune else (),
+                global_w=global_w,
+                shared=shared,
+                rule=options.jump_start,
+            )
+            masks[k] = js.mask
+            joins.append(js)
+        from_ticket = {js.client for js in joins[len(joins) - len(newcomers) :] if js.source is not None}
+        for k in active:
+            c = data[k]
             upd = client_update(
                 models[k],
                 masks[k],
@@ -338,6 +357,7 @@ def run_personalized(
                 init_w=init_w,
                 shared=shared,
                 layers=layers,
+                download=k not in from_ticket,
             )
             acc[k], nnz[k], masks[k] = upd.accuracy, upd.nonzeros, upd.mask
             if algo.prune:
@@ -360,15 +380,27 @@ def run_personalized(
                 rng=simulation_rng(run_config.seed, "personalization", "secagg", r),
             )
             mean = global_w[shared] + mean_delta
-            plain, up = up, np.full(len(data), round(secure_bytes), dtype=np.int64)
+            plain, up = up, np.zeros(len(data), dtype=np.int64)
+            up[active] = round(secure_bytes)
+        elif dp_spec is not None and noise is not None:
+            mean_delta, _ = private_per_coordinate_mean(
+                [v - global_w[shared] for v in values],
+                kept,
+                spec=dp_spec,
+                sampling=dp_sampling,
+                cohort=len(active),
+                sampler=noise,
+            )
+            mean = global_w[shared] + mean_delta
         else:
-            mean, _counts = aggregate_per_coordinate(values, kept, weights=[len(c.y_train) for c in data])
+            mean, _counts = aggregate_per_coordinate(values, kept, weights=[len(data[k].y_train) for k in active])
         target = global_w.copy()
         target[shared] = np.where(np.isnan(mean), global_w[shared], mean)
         velocity = beta * velocity + (target - global_w)
         global_w = global_w + velocity
         if not algo.personal:
-            for k, c in enumerate(data):
+            for k in active:
+                c = data[k]
                 w = np.where(shared, global_w, get_flat_params(models[k]))
                 set_flat_params(models[k], w)
                 acc[k] = _accuracy(models[k], c.x_test, c.y_test)
@@ -376,24 +408,29 @@ def run_personalized(
         history.append(RoundStats(round=r, accuracies=acc, upload_bytes=up, nonzeros=nnz, plain_upload_bytes=plain))
     fine_tuned = None
     if not algo.personal and options.fine_tune_epochs > 0:
-        ft_cfg = TrainConfig(
-            epochs=options.fine_tune_epochs,
+        one_epoch = TrainConfig(
+            epochs=1,
             batch_size=cfg.batch_size,
             lr=cfg.lr,
             optimizer=cfg.optimizer,
             momentum=cfg.momentum,
             weight_decay=cfg.weight_decay,
         )
-        fine_tuned = np.zeros(len(data))
+        fine_tuned = np.zeros((options.fine_tune_epochs, len(data)))
         for k, c in enumerate(data):
-            train_local(models[k], c.x_train, c.y_train, ft_cfg, generator=gens[k])
-            fine_tuned[k] = _accuracy(models[k], c.x_test, c.y_test)
+            for e in range(options.fine_tune_epochs):  # one optimizer per epoch, as a new round would
+                train_local(models[k], c.x_train, c.y_train, one_epoch, generator=gens[k])
+                fine_tuned[e, k] = _accuracy(models[k], c.x_test, c.y_test)
     return PersonalizationResult(
         algorithm=options.name,
         dataset=run_config.data.dataset,
         seed=run_config.seed,
         num_params=dim,
         rounds=tuple(history),
-        fine_tuned_accuracies=fine_tuned,
+        fine_tuned_curve=fine_tuned,
         densities=np.array([weight_density(m, layers) for m in masks]),
+        joins=tuple(joins),
+        epsilon=None
+        if dp_spec is None
+        else dp_spec.epsilon(rounds=options.rounds, sampling=dp_sampling, delta=options.dp_delta),
     )

@@ -18,7 +18,7 @@ from protocols.training import TrainConfig
 
 RC = RunConfig(
     seed=3,
-    data=DataConfig(dataset="digits", num_clients=4, partition="shards", shards_per_client=2),
+    data=DataConfig(dataset="digits", num_clients=5, partition="shards", shards_per_client=2),
     model=ModelConfig(name="mlp", hidden=(16,)),
     train=TrainConfig(epochs=1, batch_size=32, lr=0.1),
 )
@@ -30,10 +30,10 @@ def clients():  # type: ignore[no-untyped-def]
 
 
 def test_client_splits_are_disjoint_and_cover_each_clients_classes(clients) -> None:  # type: ignore[no-untyped-def]
-    assert len(clients) == 4
+    assert len(clients) == 5
     for c in clients:
         assert set(np.unique(c.y_test)) <= set(np.unique(c.y_train))
-        assert len(np.unique(c.y_train)) <= 6  # 2 shards of 225 sorted labels, each spans <= 3 classes
+        assert len(np.unique(c.y_train)) == 2  # shards are cut on class boundaries: exactly 2 classes each
     total = sum(len(c.y_train) + len(c.y_test) for c in clients)
     assert total == 1797  # every digit, pooled then dealt out
 
@@ -89,8 +89,8 @@ def test_tiny_end_to_end_run(clients) -> None:  # type: ignore[no-untyped-def]
     )
     avg = run_fedltn(RC, PersonalizationOptions(name="fedavg", rounds=2, fine_tune_epochs=1), clients=clients)
     dim = fed.num_params
-    assert avg.total_upload_bytes == 2 * 4 * 4 * dim
-    assert avg.fine_tuned_accuracies is not None and avg.fine_tuned_accuracies.shape == (4,)
+    assert avg.total_upload_bytes == 2 * 5 * 4 * dim
+    assert avg.fine_tuned_accuracies is not None and avg.fine_tuned_accuracies.shape == (5,)
     assert fed.fine_tuned_accuracies is None
     # every client prunes 50% in rounds 1 and 2, then stays at 25% weight density
     np.testing.assert_allclose(fed.densities, 0.25, atol=0.01)
