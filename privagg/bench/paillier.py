@@ -79,8 +79,9 @@ NOTES = (
     "small table of powers (v^(2^(6j)), ~0.4 MB), used by every partial-decryption proof and check",
     "ceiling_seconds: the t partial decryptions (one CRT decryption for k=1) per aggregate ciphertext alone; "
     "ceiling_speedup_vs_phe = phe total / ceiling; fraction_of_ceiling = ceiling / our total",
-    "parallel_decryptors_seconds: the same CPU seconds with the decryptors in parallel (the longest "
-    "endorsement, then the longest partial decryption, instead of their sum)",
+    "parallel_decryptors_seconds: the same CPU seconds with the decryptors in parallel (per batch of requests "
+    "-- first-wave endorsements, second-wave endorsements, partial decryptions -- the longest answer instead "
+    "of their sum)",
 )
 
 

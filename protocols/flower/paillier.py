@@ -53,7 +53,6 @@ with one session for all runs a server could replay an earlier run's signed cont
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +81,7 @@ from protocols.paillier import (
     encode_message,
     make_randomness,
 )
+from protocols.paillier.waves import Answer, DecryptorsUnavailable, decrypt_in_waves
 
 from ._fit_round import (
     FitRound,
@@ -221,53 +221,32 @@ class PrivAggPaillierWorkflow(FitWorkflow[PaillierRoundRecord]):
            refused by :meth:`~protocols.paillier.PaillierServer.finish`: bad signature or proof).
         """
         mat = self.material
-        t = mat.config.threshold
-        order = sorted(decryptor_nodes, key=lambda n: decryptor_nodes[n])
-        request = server.aggregate()
-        asked: set[int] = set()
-        verified: dict[int, SetEndorsement] = {}
-        screened = False
-        while len(verified) < t:
-            batch = [n for n in order if n not in asked][: t - len(verified)]
-            if not batch:
-                break
-            asked.update(batch)
-            got = self._ask(grid, rec, "endorse", request, batch, decryptor_nodes, SetEndorsement)
-            verified.update(got)
-            if len(got) == len(batch) or screened:
-                continue
-            screened = True
-            try:
-                request = server.screen()  # a decryptor refused: a client's proof, most likely
-            except ProtocolAbort:
-                continue  # every proof verifies: it is down or refused for another reason; ask the next
-            for cid in server.rejected_clients:
+        node_at = {i: n for n, i in decryptor_nodes.items()}
+
+        def ask(stage: str, request: AggregateRequest, indices: list[int]) -> dict[int, Answer]:
+            nodes = [node_at[i] for i in indices]
+            got: dict[int, Answer] = {}
+            if stage == "endorse":
+                got.update(self._ask(grid, rec, stage, request, nodes, SetEndorsement))
+            else:
+                got.update(self._ask(grid, rec, stage, request, nodes, PartialDecryption))
+            return {decryptor_nodes[n]: a for n, a in got.items()}
+
+        failed: dict[int, str] = {}
+        try:
+            done = decrypt_in_waves(server, server.aggregate(), list(node_at), ask, threshold=mat.config.threshold)
+            failed = done.failed
+        except DecryptorsUnavailable as e:
+            failed = e.failed
+            raise
+        finally:
+            for cid in server.rejected_clients:  # dropped when the server screened the proofs
                 rec.node_errors[node_of[cid]] = "contribute: the proof of plaintext knowledge does not verify"
                 fit_results.pop(node_of[cid], None)
-            asked = set(verified)  # those that endorsed the old set refuse the new one; the others recorded nothing
-            verified = {}
-        endorsers = dict(verified)
-        vouched = dataclasses.replace(request, endorsements=tuple(verified.values()))
-        while len(endorsers) < server.quorum:
-            batch = [n for n in order if n not in asked][: server.quorum - len(endorsers)]
-            if not batch:
-                break
-            asked.update(batch)
-            endorsers.update(self._ask(grid, rec, "endorse", vouched, batch, decryptor_nodes, SetEndorsement))
-        endorsed = server.endorse(list(endorsers.values()))  # ProtocolAbort below the quorum
-        first = [n for n in order if n in verified][:t]
-        partials = self._ask(grid, rec, "decrypt", endorsed, first, decryptor_nodes, PartialDecryption)
-        try:
-            sums = server.finish(list(partials.values()))
-        except ProtocolAbort:
-            rest = [n for n in order if n in endorsers and n not in first]
-            if not rest:
-                raise
-            partials.update(self._ask(grid, rec, "decrypt", endorsed, rest, decryptor_nodes, PartialDecryption))
-            sums = server.finish(list(partials.values()))
-        rejected = set(server.rejected_decryptors)
-        rec.decryptors += tuple(n for n in partials if decryptor_nodes[n] not in rejected)
-        return sums
+            for i, why in failed.items():
+                rec.node_errors.setdefault(node_at[i], f"decryptor {i}: {why}")
+        rec.decryptors += tuple(node_at[i] for i in done.decryptors)
+        return done.sums
 
     def _ask(
         self,
@@ -276,27 +255,33 @@ class PrivAggPaillierWorkflow(FitWorkflow[PaillierRoundRecord]):
         stage: str,
         request: AggregateRequest,
         nodes: list[int],
-        decryptor_nodes: dict[int, int],
         kind: type[_D],
-    ) -> dict[int, _D]:
-        """Send ``request`` to ``nodes``; the replies that are ``kind`` from that very decryptor."""
+    ) -> dict[int, _D | str]:
+        """Send ``request`` to ``nodes``; per node that answered, its ``kind`` message or why it failed."""
         pk = self.material.public_key
         if not nodes:
             return {}
         wire = encode_message(request, pk)
         before = rec.stage_seconds.get(stage, 0.0)
+        errors_before = {n: rec.node_errors.get(n) for n in nodes}
         replies = self._send(
             grid, rec, stage, {n: ({"msg": wire}, None) for n in nodes}, message_type=MessageType.QUERY
         )
         rec.stage_seconds[stage] += before
-        out: dict[int, _D] = {}
+        # a node that answered with an error refused (no reply at all: silent, left out)
+        out: dict[int, _D | str] = {
+            n: f"refused or failed: {rec.node_errors[n]}"
+            for n in nodes
+            if n not in replies and rec.node_errors.get(n) not in (None, errors_before[n])
+        }
         for nid, r in replies.items():
             try:
                 m = decode_message(self._reply_bytes(r) or b"", public_key=pk)
-                if not isinstance(m, kind) or m.decryptor != decryptor_nodes[nid]:
-                    raise InvalidMessage(f"not this decryptor's {kind.__name__}")
+                if not isinstance(m, kind):
+                    raise InvalidMessage(f"not a {kind.__name__}")
             except ProtocolAbort as e:
                 rec.node_errors[nid] = f"{stage}: {e}"
+                out[nid] = f"refused or failed: {e}"
                 continue
             out[nid] = m
         return out

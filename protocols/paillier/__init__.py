@@ -5,7 +5,8 @@ Layers: :mod:`.keys` (keys, CRT, Damgård–Jurik/Shoup threshold shares), :mod:
 :mod:`.messages` (versioned codec), :mod:`.knowledge` (proofs of plaintext knowledge),
 :mod:`.directory` (provisioned directories, endorsement quorum, the decryptor's durable store),
 :mod:`.parties` (client and server state machines; the threat model), :mod:`.decryptor`
-(decryptor state machine), :mod:`.protocol` (in-memory driver with costs), :mod:`.aggregator`
+(decryptor state machine), :mod:`.waves` (the server's decryption stages, shared by every driver:
+silent or failing decryptors replaced), :mod:`.protocol` (in-memory driver with costs), :mod:`.aggregator`
 (FedAvg).
 """
 
@@ -39,7 +40,8 @@ from .messages import (
 from .obfuscators import RANDOMNESS_MODES, FixedBaseRandomness, FixedBaseTable, FreshRandomness, make_randomness
 from .packing import PackingLayout
 from .parties import PaillierClient, PaillierServer
-from .protocol import PaillierConfig, PaillierSession, PaillierSetup, RoundOutcome
+from .protocol import DecryptorHook, PaillierConfig, PaillierSession, PaillierSetup, RoundOutcome
+from .waves import DecryptorsUnavailable, WavesOutcome, decrypt_in_waves
 
 __all__ = [
     "KEY_BITS_ACCEPTED",
@@ -79,5 +81,9 @@ __all__ = [
     "PaillierSetup",
     "PaillierSession",
     "RoundOutcome",
+    "DecryptorHook",
+    "DecryptorsUnavailable",
+    "WavesOutcome",
+    "decrypt_in_waves",
     "PaillierAggregator",
 ]

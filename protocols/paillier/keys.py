@@ -299,7 +299,7 @@ def _v_powers(tk: ThresholdPublicKey) -> FixedBasePowers:
 
 
 def _fixed(x: int, tk: ThresholdPublicKey) -> bytes:
-    return int(x).to_bytes(tk.public_key.ciphertext_bytes, "big")
+    return (x if type(x) is mpz else mpz(x)).to_bytes(tk.public_key.ciphertext_bytes, "big")
 
 
 def _batch(

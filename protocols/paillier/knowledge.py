@@ -56,7 +56,7 @@ from privagg.randomness import SYSTEM_SECRETS, SecretSource, label, prg_bytes, s
 
 from .keys import PaillierPublicKey
 from .messages import ClientContribution
-from .multiexp import multi_pow
+from .multiexp import fixed_base_powers, multi_pow
 
 __all__ = [
     "MODE_FRESH",
@@ -111,7 +111,7 @@ def _challenges(pk: PaillierPublicKey, c: ClientContribution, commitment: int, m
         )
     )
     for x in c.ciphertexts:
-        h.update(int(x).to_bytes(w, "big"))
+        h.update(x.to_bytes(w, "big") if type(x) is mpz else int(x).to_bytes(w, "big"))
     h.update(int(commitment).to_bytes(w, "big"))
     raw = prg_bytes(
         h.digest(),
@@ -198,10 +198,18 @@ def _parse(c: ClientContribution, pk: PaillierPublicKey, fixed_base: tuple[int, 
     return mode, commitment, z, second, _challenges(pk, c, commitment, mode)
 
 
+def _base_power(fixed_base: tuple[int, int], pk: PaillierPublicKey, x: mpz) -> mpz:
+    """``h_s^x mod n^2`` by the base's memoised table of powers (about a fifth of a ``powmod`` at these sizes)."""
+    base, bits = fixed_base
+    # covers z' summed with 64-bit weights over up to 2^10 contributions of up to 2^16 ciphertexts each
+    reach = _v_bits(bits, (1 << 16) - 1) + _WEIGHT_BITS + 10
+    return fixed_base_powers(mpz(base), pk.n2, reach).power(x)
+
+
 def _batch_ok(
     parsed: Sequence[tuple[ClientContribution, _Parsed]],
     pk: PaillierPublicKey,
-    base: int | None,
+    fixed_base: tuple[int, int] | None,
     secrets: SecretSource,
 ) -> bool:
     """All equations at once, weighted: ``Π_i (A_i Π_j c_ij^e_ij)^ρ_i`` is one multi-exponentiation."""
@@ -227,9 +235,9 @@ def _batch_ok(
     if fresh_w:
         lhs = lhs * gmpy2.powmod(multi_pow(fresh_w, fresh_rho, n), n, n2) % n2
     if z2sum:
-        if base is None:
+        if fixed_base is None:
             return False
-        lhs = lhs * gmpy2.powmod(mpz(base), z2sum, n2) % n2
+        lhs = lhs * _base_power(fixed_base, pk, z2sum) % n2
     rhs = multi_pow(bases, exps, n2)
     return bool(lhs * lhs % n2 == rhs * rhs % n2)  # equal up to an element of order 2 (see the module docstring)
 
@@ -254,10 +262,9 @@ def verify_contributions(
             bad.append(c.client_id)
         else:
             parsed.append((c, p))
-    base = fixed_base[0] if fixed_base is not None else None
-    if not parsed or _batch_ok(parsed, pk, base, secrets):
+    if not parsed or _batch_ok(parsed, pk, fixed_base, secrets):
         return tuple(sorted(bad))
-    alone = [c.client_id for c, p in parsed if not _batch_ok([(c, p)], pk, base, secrets)]
+    alone = [c.client_id for c, p in parsed if not _batch_ok([(c, p)], pk, fixed_base, secrets)]
     # the joint batch failed but each passed alone: a negligible-probability event; refuse them all
     bad.extend(alone or [c.client_id for c, _ in parsed])
     return tuple(sorted(bad))

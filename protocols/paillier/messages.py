@@ -178,7 +178,8 @@ def _digest(d: bytes) -> bytes:
 
 
 def _ints(values: tuple[int, ...], width: int) -> bytes:
-    return b"".join(int(v).to_bytes(width, "big") for v in values)
+    # gmpy2's own to_bytes is twice as fast as a conversion to int first (ciphertexts are mpz)
+    return b"".join(v.to_bytes(width, "big") if type(v) is mpz else int(v).to_bytes(width, "big") for v in values)
 
 
 def partial_context(key_id: bytes, session: bytes, round: int) -> bytes:

@@ -2,7 +2,7 @@
 
 One ``gmpy2.powmod`` per base costs about ``bits + bits/5`` modular multiplications (GMP's
 REDC); the bucket method shares the squarings between all bases and costs about
-``(bits / c) (B + 2^c) + bits`` multiplications for ``B`` bases and window ``c``: four
+``(bits / c) (B + 2^(c+1)) + bits`` multiplications for ``B`` bases and window ``c``: four
 times fewer for 99 bases of 128-bit exponents, the batch of a partial-decryption proof. The
 result is the same integer whatever the method: nothing secret or verified depends on it.
 
@@ -25,11 +25,12 @@ __all__ = ["multi_pow", "FixedBasePowers", "fixed_base_powers"]
 
 
 def _window(count: int, bits: int) -> int:
-    """The window minimising ``(bits / c) (count + 2^c)``, the bucket method's multiplications: per
-    window, one per base except each bucket's first, and about two per bucket to sum them."""
+    """The window minimising ``(bits / c) (count + 2^(c+1) + c)``, the bucket method's multiplications: per
+    window, one per base (into its digit's bucket), two per bucket to sum them (running sums), and
+    ``c`` squarings of the result."""
     best, best_cost = 1, float("inf")
     for c in range(1, 17):
-        cost = -(-bits // c) * (count + (1 << c))
+        cost = -(-bits // c) * (count + (2 << c) + c)
         if cost < best_cost:
             best, best_cost = c, cost
     return best

@@ -99,7 +99,10 @@ class PackingLayout:
         padded = np.full(total, q, dtype=np.int64)  # padding encodes 0
         padded[: v.size] = v + q
         rows = padded.astype(np.uint64).reshape(-1, self.slots)
-        return [int.from_bytes(pack_bits(row, self.slot_bits), "little") for row in rows]
+        # one packing of the whole vector (row r's slots are bits [r * row_bits, (r + 1) * row_bits)), cut into rows
+        row_bits = self.slots * self.slot_bits
+        whole, mask = int.from_bytes(pack_bits(rows, self.slot_bits, check=False), "little"), (1 << row_bits) - 1
+        return [(whole >> (r * row_bits)) & mask for r in range(len(rows))]
 
     def unpack(self, plaintexts: list[int], *, count: int, num_summands: int) -> np.ndarray:
         """Packed sums of ``num_summands`` packings -> the ``count`` signed integer sums."""

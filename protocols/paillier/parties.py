@@ -272,6 +272,7 @@ class PaillierServer:
         self._set_hash = b""
         self.rejected_decryptors: tuple[int, ...] = ()
         self.rejected_clients: tuple[int, ...] = ()  # dropped at aggregate(): proof of plaintext knowledge failed
+        self.accepted_decryptors: tuple[int, ...] = ()  # whose partials the last finish() could use
         self.spoofed_partials = 0
 
     def start_round(self, *, round: int, count: int, model_digest: bytes) -> RoundSetup:
@@ -289,6 +290,7 @@ class PaillierServer:
         self._request = None
         self.rejected_decryptors = ()
         self.rejected_clients = ()
+        self.accepted_decryptors = ()
         self.spoofed_partials = 0
         self.stage = ServerStage.COLLECTING
         return RoundSetup(self.public_key.key_id, self.session, round, count, model_digest)
@@ -403,6 +405,11 @@ class PaillierServer:
         return self._request
 
     @property
+    def pending_set_hash(self) -> bytes:
+        """The hash of the contribution set the server asks the decryptors to endorse (empty before ``aggregate``)."""
+        return self._set_hash
+
+    @property
     def participants(self) -> tuple[int, ...]:
         return tuple(sorted(self._received))
 
@@ -432,6 +439,7 @@ class PaillierServer:
         if self.threshold_key is None:
             # one key holder: its answer is the plaintexts themselves
             plain = [p for p in good.values() if p.kind == PARTIAL_PLAINTEXT]
+            self.accepted_decryptors = tuple(sorted(i for i, p in good.items() if p.kind == PARTIAL_PLAINTEXT))
             if not plain:
                 raise ProtocolAbort("no decryption from the key holder", stage="finish", party="server")
             plaintexts = list(plain[0].values)
@@ -449,6 +457,7 @@ class PaillierServer:
                     del usable[i]
             if not tk.has_proofs:
                 self.rejected_decryptors = tuple(sorted(equivocated))
+            self.accepted_decryptors = tuple(sorted(usable))
             plaintexts = tk.combine({i: p.values for i, p in usable.items()})
         try:
             sums = self.layout.unpack(

@@ -5,12 +5,13 @@ fixed-base table: once per key) -> :class:`PaillierSession` (long-lived parties,
 signature directory) -> :meth:`PaillierSession.run_round` (every message goes through the
 binary codec, so byte counts are real). Timings are per phase on one core, every party
 run serially (``clock``: wall clock by default; benchmarks on shared machines pass
-``time.process_time``); the sum over phases is the per-core cost.
+``time.process_time``); the sum over phases is the per-core cost. The decryptor stages are
+:func:`~.waves.decrypt_in_waves`, as in the Flower workflow: silent or failing decryptors are
+replaced while the quorum and the threshold allow (``run_round(decryptor_hook=...)`` plays them).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -51,8 +52,12 @@ from .obfuscators import (
 )
 from .packing import PackingLayout
 from .parties import PaillierClient, PaillierServer
+from .waves import Answer, decrypt_in_waves
 
-__all__ = ["PaillierConfig", "PaillierSetup", "PaillierSession", "RoundOutcome", "PHASES"]
+__all__ = ["PaillierConfig", "PaillierSetup", "PaillierSession", "RoundOutcome", "PHASES", "DecryptorHook"]
+
+#: ``hook(stage, decryptor index, reply) -> reply | None`` (see :meth:`PaillierSession.run_round`)
+DecryptorHook = Callable[[str, int, SetEndorsement | PartialDecryption], SetEndorsement | PartialDecryption | None]
 
 PHASES = ("offline", "encrypt", "aggregate", "verify", "decrypt", "combine")
 
@@ -300,11 +305,19 @@ class PaillierSession:
         *,
         round: int | None = None,
         model_digest: bytes = NO_MODEL_DIGEST,
+        decryptor_hook: DecryptorHook | None = None,
     ) -> RoundOutcome:
         """Sum integer vectors (each in ``[-q, q]``, one per client id) through the whole protocol.
 
         ``model_digest`` (:func:`~.messages.model_digest` of the global model the clients trained
         on) goes into the round setup, and every (simulated, honest) client signs it.
+
+        ``decryptor_hook(stage, index, reply)``: rewrites what decryptor ``index`` answers at
+        ``stage`` ("endorse" | "decrypt"); ``None`` keeps it silent, raising
+        :class:`~privagg.errors.ProtocolAbort` makes it refuse (a study of silent, failing or cheating
+        decryptors). As in the Flower workflow, any ``t`` decryptors that answer validly decrypt
+        (:func:`~.waves.decrypt_in_waves`); too few raise :class:`~.waves.DecryptorsUnavailable`,
+        which names each decryptor that failed and why.
         """
         if not values:
             raise ConfigurationError("no client vectors", field="values")
@@ -351,83 +364,71 @@ class PaillierSession:
         request_wire = encode_message(self.server.aggregate(), pk)
         secs["aggregate"] = self.clock() - t0 + t_setup
 
-        # the t decryptors that will decrypt check the set (proofs included) and endorse it; the rest of
-        # the quorum endorse it shown those t endorsements (no second proof check: PaillierDecryptor.endorse)
-        n_dec = self.config.threshold if self.setup.threshold_key is not None else 1
-        waves: list[list[float]] = [[], []]
+        # the decryptors' stages (decrypt_in_waves): the t decryptors that will decrypt check the set
+        # (proofs included) and endorse it; the rest of the quorum endorse it shown those t endorsements
+        # (no second proof check: PaillierDecryptor.endorse); the first wave decrypts; silent or failing
+        # decryptors are replaced while the quorum and the threshold allow
+        by_index = {d.index: d for d in self.decryptors}
+        batches: list[list[float]] = []
+        traffic = [0, 0]  # bytes server -> decryptors, decryptors -> server
 
-        def endorse(group: list[PaillierDecryptor], wire: bytes, times: list[float]) -> list[SetEndorsement]:
-            out = []
-            for d in group:
+        def ask(stage: str, req: AggregateRequest, batch: list[int]) -> dict[int, Answer]:
+            wire = encode_message(req, pk)
+            times: list[float] = []
+            answers: dict[int, Answer] = {}
+            for i in batch:
                 t0 = self.clock()
-                req = decode_message(wire, public_key=pk)
-                assert isinstance(req, AggregateRequest)
-                e_wire = encode_message(d.step(req), pk)
-                e = decode_message(e_wire, public_key=pk)
-                assert isinstance(e, SetEndorsement)
-                out.append(e)
-                times.append(self.clock() - t0)
-                secs["verify"] += times[-1]
-            return out
+                traffic[0] += len(wire)
+                msg = decode_message(wire, public_key=pk)
+                assert isinstance(msg, AggregateRequest)
+                t1 = self.clock()
+                d = by_index[i]
+                reply: SetEndorsement | PartialDecryption | None
+                try:
+                    reply = d.endorse(msg) if stage == "endorse" else d.decrypt(msg)
+                    if decryptor_hook is not None:
+                        reply = decryptor_hook(stage, i, reply)
+                except ProtocolAbort as refusal:
+                    answers[i] = f"refused: {refusal}"
+                    reply = None
+                if reply is not None:
+                    reply_wire = encode_message(reply, pk)
+                    traffic[1] += len(reply_wire)
+                    back = decode_message(reply_wire, public_key=pk)
+                    assert isinstance(back, SetEndorsement | PartialDecryption)
+                    answers[i] = back
+                t2 = self.clock()
+                secs["verify" if stage == "endorse" else "decrypt"] += t2 - t1
+                secs["verify"] += t1 - t0
+                times.append(t2 - t0)
+            batches.append(times)
+            return answers
 
-        try:
-            first = endorse(self.decryptors[:n_dec], request_wire, waves[0])
-        except ProtocolAbort as refusal:
-            if self.server.screen_proofs:
-                raise
-            t0 = self.clock()  # the server screens only now (a client's proof failed, most likely)
-            try:
-                screened = self.server.screen()
-            except ProtocolAbort:
-                raise refusal from None  # every proof verifies: the refusal had another cause
-            request_wire = encode_message(screened, pk)
-            secs["aggregate"] += self.clock() - t0
-            waves[0].clear()
-            first = endorse(self.decryptors[:n_dec], request_wire, waves[0])
+        n_dec = self.config.threshold if self.setup.threshold_key is not None else 1
         t0 = self.clock()
         request = decode_message(request_wire, public_key=pk)
         assert isinstance(request, AggregateRequest)
-        vouched_wire = encode_message(dataclasses.replace(request, endorsements=tuple(first)), pk)
         secs["aggregate"] += self.clock() - t0
-        endorsements = first + endorse(self.decryptors[n_dec : self.quorum], vouched_wire, waves[1])
-        decrypt_times: list[float] = []
         t0 = self.clock()
-        endorsed_wire = encode_message(self.server.endorse(endorsements), pk)
-        secs["aggregate"] += self.clock() - t0
-        partial_wires = []
-        for d in self.decryptors[:n_dec]:
-            t0 = self.clock()
-            req = decode_message(endorsed_wire, public_key=pk)
-            assert isinstance(req, AggregateRequest)
-            t1 = self.clock()
-            partial = d.step(req)
-            partial_wires.append(encode_message(partial, pk))
-            t3 = self.clock()
-            secs["verify"] += t1 - t0
-            secs["decrypt"] += t3 - t1
-            decrypt_times.append(t3 - t0)
-        t0 = self.clock()
-        partials = []
-        for w in partial_wires:
-            p = decode_message(w, public_key=pk)
-            assert isinstance(p, PartialDecryption)
-            partials.append(p)
-        sums = self.server.finish(partials)
-        secs["combine"] = self.clock() - t0
+        done = decrypt_in_waves(self.server, request, sorted(by_index), ask, threshold=n_dec)
+        decryptor_seconds = sum(sum(b) for b in batches)
+        # what is not the decryptors' own work (screening, endorsement and partial checks, combining)
+        server_side = self.clock() - t0 - decryptor_seconds
+        secs["combine"] = server_side
+        sums = done.sums
         return RoundOutcome(
             sums=sums,
             participants=self.server.participants,
             seconds=secs,
             bytes_client_to_server=up,
-            bytes_server_to_decryptors=len(request_wire) * len(waves[0])
-            + len(vouched_wire) * len(waves[1])
-            + len(endorsed_wire) * len(partial_wires),
-            bytes_decryptors_to_server=sum(len(w) for w in partial_wires),
+            bytes_server_to_decryptors=traffic[0],
+            bytes_decryptors_to_server=traffic[1],
             ciphertexts_per_client=self.layout.num_plaintexts(count),
             extra={
                 # the decryptors' work run serially (as in ``seconds``) and with the decryptors in parallel
-                # (the longest endorsement of each wave, then the longest decryption)
-                "decryptors_serial_seconds": sum(waves[0]) + sum(waves[1]) + sum(decrypt_times),
-                "decryptors_parallel_seconds": max(waves[0]) + max(waves[1], default=0.0) + max(decrypt_times),
+                # (the longest answer of each batch of requests: first wave, second wave, decryption, ...)
+                "decryptors_serial_seconds": decryptor_seconds,
+                "decryptors_parallel_seconds": sum(max(b, default=0.0) for b in batches),
+                "decryptors_failed": float(len(done.failed)),
             },
         )

@@ -117,3 +117,28 @@ def test_worst_case_at_a_thousand_clients_is_exact(key256):
             acc = [pk.add(a, pk.encrypt(m)) for a, m in zip(acc, pts)]
         sums = lay.unpack([int(sk.decrypt(c)) for c in acc], count=lay.slots + 1, num_summands=1000)
         assert np.array_equal(sums, np.full(lay.slots + 1, 1000 * fill))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    key_bits=st.sampled_from([256, 512, 1024, 2048, 3072]),
+    value_bits=st.integers(2, 24),
+    max_clients=st.integers(2, 300),
+    data=st.data(),
+)
+def test_pack_equals_the_row_by_row_reference(key_bits, value_bits, max_clients, data):
+    """The whole-vector fast path (rows ending on a byte) gives the plaintexts of packing each row alone."""
+    try:
+        layout = PackingLayout.derive(key_bits=key_bits, value_bits=value_bits, max_clients=max_clients)
+    except ConfigurationError:
+        return
+    q = layout.q
+    count = data.draw(st.integers(1, 3 * layout.slots + 1))
+    v = np.array(data.draw(st.lists(st.integers(-q, q), min_size=count, max_size=count)), dtype=np.int64)
+    total = layout.num_plaintexts(count) * layout.slots
+    padded = np.full(total, q, dtype=np.int64)
+    padded[:count] = v + q
+    rows = padded.astype(np.uint64).reshape(-1, layout.slots)
+    reference = [sum(int(x) << (i * layout.slot_bits) for i, x in enumerate(row)) for row in rows]
+    assert layout.pack(v) == reference
+    assert np.array_equal(layout.unpack(reference, count=count, num_summands=1), v)
