@@ -18,7 +18,9 @@ Accountants register by name in :data:`ACCOUNTANTS` (``"rdp"``, ``"prv"``).
 
 A round need not be Gaussian: ``step(..., mechanism=m)`` composes a mechanism known by its own
 Rényi curve (:class:`dp.distributed_accounting.RDPMechanism`: the distributed discrete Gaussian,
-Skellam), subsampled with Zhu and Wang's general bound (Poisson sampling only). The RDP
+Skellam), Poisson-subsampled in both directions (:func:`dp.distributed_accounting.subsampled_rdp`: the
+exact binomial expansion for adding the client, a second-order bound or Zhu and Wang's general
+bound for removing it; Poisson sampling only). The RDP
 accountant then sums every round's curve at integer orders (Gaussian rounds through Opacus's
 ``compute_rdp``) and converts once; the PRV accountant refuses such rounds (no bound for them).
 """

@@ -33,6 +33,7 @@ No exact count is published: under Poisson sampling the metrics hold no cohort s
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
@@ -113,7 +114,12 @@ class DistributedDPRounds:
             noise = IntegerNoise(exact=config.exact_sampler) if config.secure_noise else IntegerNoise(seed=config.seed)
         self.noise = noise
         #: the public seed of the rotations (every client and the server share it; no secret)
-        self.rotation_seed = secrets.token_bytes(32)
+        if config.secure_noise or config.seed is None:
+            self.rotation_seed = secrets.token_bytes(32)
+        else:  # an insecure simulation seeded for reproducibility: the (public) rotations follow the seed too
+            self.rotation_seed = hashlib.sha256(
+                b"privagg-rotation" + config.seed.to_bytes(16, "big", signed=True)
+            ).digest()
         self.params: DistributedDPParams | None = None
         self.stats: list[DistributedRoundStats] = []
 
@@ -178,13 +184,9 @@ class DistributedDPRounds:
         p, t, encoder = opened.params, opened.shares, opened.encoder
         start = time.perf_counter()
         if n == 0:  # an empty cohort: the server's noise alone, t shares as planned
-            noise = sum(
-                (self.noise.share(p.mechanism, p.sigma / math.sqrt(t), p.padded, self.noise.words()) for _ in range(t)),
-                np.zeros(p.padded, dtype=np.int64),
-            )
-            ring = noise.astype(np.uint64) & np.uint64(p.modulus - 1)
+            ring = self.empty_ring(opened)
             participants: tuple[int, ...] = ()
-            upload, secure, survivors = 0.0, True, t + self.dishonest(0)
+            upload, secure, survivors = 0.0, True, self.empty_survivors(opened)
         else:
             vectors = {
                 u.client_id: encoder.encode(u.delta, self.noise, weight=float(w), shares=t)
@@ -205,6 +207,21 @@ class DistributedDPRounds:
             secure=secure,
             seconds=seconds,
         )
+
+    def empty_ring(self, opened: OpenRound) -> np.ndarray:
+        """The ring vector of an empty Poisson cohort: ``t`` noise shares drawn by the server, nothing else.
+        Poisson sampling's privacy needs the empty sample released like any other (and accounted)."""
+        p, t = opened.params, opened.shares
+        noise = sum(
+            (self.noise.share(p.mechanism, p.sigma / math.sqrt(t), p.padded, self.noise.words()) for _ in range(t)),
+            np.zeros(p.padded, dtype=np.int64),
+        )
+        ring: np.ndarray = noise.astype(np.uint64) & np.uint64(p.modulus - 1)
+        return ring
+
+    def empty_survivors(self, opened: OpenRound) -> int:
+        """The survivors :meth:`close_round` is told for an empty cohort: the server's ``t`` honest shares."""
+        return opened.shares + self.dishonest(0)
 
     def open_round(self, n: int, *, round: int, sampling: Sampling, dim: int, inner: SurvivorFloor) -> OpenRound:
         """Before anything is computed: the plan, ``t`` (refused when a sum could hold no honest share),

@@ -26,16 +26,20 @@ mean update (fixed denominator ``q W``) to the global model and hands it to the 
 
 The strategy must draw each round's cohort by Poisson sampling at the ``sampling`` rate (the
 accounting assumes it; the workflow cannot check it). ``Sampling.poisson(rate=1.0, ...)`` with a
-strategy that selects every client is exact. A round whose strategy selects nobody is not run
-(the fit-round template aborts before this module), so nothing is released nor accounted.
+strategy that selects every client is exact. A round whose strategy selects nobody (an empty
+Poisson cohort) is released all the same, as in the in-memory path: the server draws the ``t``
+noise shares itself and the noised model is released and accounted (the privacy of Poisson
+sampling counts the empty sample as one of the outcomes; aborting on it would reveal it).
 
 :func:`make_distributed_dp_mod` runs on the client inside the secure-aggregation mod. Its
 policy bounds what the server may ask, whatever it sends: the round's noise multiplier
 ``sigma / (f l2)`` (``l2``: the rounding bound the *client* computes from the clip, scale,
 padding and ``beta``; ``f = 1`` only if ``accept_poisson``, else 2: replace-one neighbours) at
-least ``min_noise_multiplier``; at most ``max_shares`` shares, and never more than the roster
-the secure-aggregation mod verified (``ROSTER_KEY``: a share is ``sigma / sqrt(t)``, so more
-shares than clients means less noise than accounted); a clip at most ``max_clip``; a discrete
+least ``min_noise_multiplier``; at most ``max_shares`` shares, and never more than the fewest
+survivors the secure-aggregation mod lets a sum be released with (``MIN_SURVIVORS_KEY``, from
+the graph the client derived over the roster it verified: a share is ``sigma / sqrt(t)``, so a
+server that split the noise over more clients could force dropouts down to that floor and
+release less noise than accounted; :func:`.dp_policy.check_shares`); a clip at most ``max_clip``; a discrete
 Gaussian share parameter of at least 1/2 (the accounting bound's condition). It then encodes
 the delta ``fit - global`` with uniform weight 1, its noise from :class:`IntegerNoise` (the
 OS CSPRNG), and hands the ring vector to the secure-aggregation mod (``RING_RECORD``). The
@@ -75,8 +79,8 @@ from secagg.params import SecAggParams
 
 from ._fit_round import FitRound, Summed
 from .config import SecAggWorkflowConfig
-from .dp import _client_policy
-from .secagg import RING_RECORD, ROSTER_KEY, PrivAggSecAggWorkflow, SecAggRoundRecord
+from .dp_policy import _client_policy, check_shares
+from .secagg import MIN_SURVIVORS_KEY, RING_RECORD, ROSTER_KEY, PrivAggSecAggWorkflow, SecAggRoundRecord
 
 __all__ = [
     "DDP_KEYS",
@@ -99,6 +103,20 @@ _PARAM_FIELDS = {f.name for f in dataclasses.fields(DistributedDPParams)}
 
 
 # ---------------------------------------------------------------------------------- server
+class _Selected:
+    """The strategy with this round's cohort already drawn: ``configure_fit`` hands it back (a Poisson
+    strategy asked twice would draw a second cohort); everything else is the strategy's."""
+
+    def __init__(self, strategy: Any, pairs: list[tuple[Any, FitIns]]) -> None:
+        self._strategy, self._pairs = strategy, pairs
+
+    def configure_fit(self, server_round: int, parameters: Any, client_manager: Any) -> list[tuple[Any, FitIns]]:
+        return self._pairs
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._strategy, name)
+
+
 @dataclass
 class DistributedDPRoundRecord(SecAggRoundRecord):
     """What one round did: the secure-aggregation record, the DP plan and the released metrics."""
@@ -112,7 +130,8 @@ class PrivAggDistributedDPWorkflow(PrivAggSecAggWorkflow):
     """Distributed DP in privagg SecAgg+ as a Flower ``fit_workflow`` (see the module docstring).
 
     ``config``: the secure aggregation (its graph; ``clipping_range`` and ``value_bits`` are
-    unused: the ring is the plan's); ``dp``: a ``DPConfig(noise="distributed", ...)``;
+    unused: the ring is the plan's; active mode needs its ``pki``, or ``screen_senders=False``, as
+    :class:`~.secagg.PrivAggSecAggWorkflow`); ``dp``: a ``DPConfig(noise="distributed", ...)``;
     ``sampling``: ``Sampling.poisson(rate=q, population=N)``; ``rounds``: the run's rounds the
     parameters are calibrated for. The clients draw every noise share; the server draws none.
     """
@@ -128,8 +147,9 @@ class PrivAggDistributedDPWorkflow(PrivAggSecAggWorkflow):
         rounds: int,
         round_hook: Callable[[DistributedDPRoundRecord], None] | None = None,
         secrets: SecretSource = SYSTEM_SECRETS,
+        screen_senders: bool = True,
     ) -> None:
-        super().__init__(config, round_hook=round_hook, secrets=secrets)  # type: ignore[arg-type]
+        super().__init__(config, round_hook=round_hook, secrets=secrets, screen_senders=screen_senders)  # type: ignore[arg-type]
         if sampling.kind != "poisson" or sampling.population is None:
             raise ConfigurationError(
                 "distributed DP is accounted for Poisson sampling of a known population",
@@ -151,13 +171,10 @@ class PrivAggDistributedDPWorkflow(PrivAggSecAggWorkflow):
         return DistributedDPRoundRecord(round=round)
 
     def min_survivors(self, n: int) -> int:
-        """The fewest survivors whose sum a round of ``n`` clients can release: every dropped client's
-        key is rebuilt from ``threshold`` shares of surviving neighbours (``dropped t <= survivors k``)."""
-        if n < 3:
-            return n
-        p = self.config.params_for(n)
-        k, t = p.degree, p.threshold
-        return min(n, max(t, -(-n * t // (k + t))))
+        """The fewest survivors whose sum a round of ``n`` clients can release: the one rule,
+        :meth:`secagg.SecAggParams.min_survivors`, on the graph of this round (the clients' mod derives
+        the same graph and bounds the noise shares it accepts by the same number)."""
+        return self.config.params_for(n).min_survivors(n) if n >= 1 else 0
 
     def params_for(self, num_clients: int) -> SecAggParams:
         """The configured graph over the modular ring of the round's plan."""
@@ -177,7 +194,20 @@ class PrivAggDistributedDPWorkflow(PrivAggSecAggWorkflow):
 
     def _configure(self, grid: Any, context: LegacyContext, rec: DistributedDPRoundRecord) -> FitRound:  # type: ignore[override]
         self._current = None
-        fit = super()._configure(grid, context, rec)
+        parameters = compat.arrayrecord_to_parameters(context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True)
+        pairs = context.strategy.configure_fit(rec.round, parameters, context.client_manager)
+        if not pairs:  # an empty Poisson cohort is released (the server's noise alone) and accounted
+            arrays = parameters_to_ndarrays(parameters)
+            fit = FitRound(round=rec.round, fitins={}, proxies={}, arrays=arrays, digest=model_digest(arrays))
+        else:
+            strategy = context.strategy
+            context.strategy = cast(
+                Any, _Selected(strategy, pairs)
+            )  # the template asks for the cohort: this one, not a new draw
+            try:
+                fit = super()._configure(grid, context, rec)
+            finally:
+                context.strategy = strategy
         try:
             opened = self.dp.open_round(
                 len(fit.nodes), round=rec.round, sampling=self.sampling, dim=fit.size, inner=self
@@ -193,9 +223,17 @@ class PrivAggDistributedDPWorkflow(PrivAggSecAggWorkflow):
             DDP_KEYS["round"]: int(rec.round),
         }
         fitins = {nid: FitIns(fi.parameters, {**fi.config, **extra}) for nid, fi in fit.fitins.items()}
+        if not fitins:
+            return fit
         config = next(iter(fitins.values())).config  # one config for all (the template refused otherwise)
         digest = model_digest(fit.arrays, config=config)
         return dataclasses.replace(fit, fitins=fitins, digest=digest)
+
+    def _sum(self, grid: Any, context: LegacyContext, fit: FitRound, rec: SecAggRoundRecord) -> Summed:
+        if fit.nodes:
+            return super()._sum(grid, context, fit, rec)
+        assert self._current is not None
+        return Summed(total=self.dp.empty_ring(self._current), included=(), fit_results={})
 
     def _dimension(self, fit: FitRound, params: SecAggParams) -> int:
         assert self._current is not None
@@ -216,7 +254,7 @@ class PrivAggDistributedDPWorkflow(PrivAggSecAggWorkflow):
             opened,
             summed.total,
             sampling=self.sampling,
-            survivors=len(summed.included),
+            survivors=len(summed.included) if fit.nodes else self.dp.empty_survivors(opened),
             participants=tuple(summed.included),
             upload_bytes=rec.bytes_up / max(len(fit.nodes), 1),
             secure=True,
@@ -243,9 +281,10 @@ class PrivAggDistributedDPWorkflow(PrivAggSecAggWorkflow):
 
 # ---------------------------------------------------------------------------------- client
 def _round_plan(
-    cfg: Mapping[str, Any], dim: int, roster: Any, policy: tuple[float, int, bool, float]
+    cfg: Mapping[str, Any], dim: int, policy: tuple[float, int, bool, float]
 ) -> tuple[DistributedDPParams, RandomizedHadamard]:
-    """The round's parameters as this client sees them (its own ``l2``), checked against its policy."""
+    """The round's parameters as this client sees them (its own ``l2``), checked against its policy and
+    the roster and survivor floor the secure-aggregation mod set in ``cfg`` (:func:`.dp_policy.check_shares`)."""
     z_min, shares_max, poisson_ok, clip_max = policy
     try:
         raw = json.loads(str(cfg[DDP_KEYS["params"]]))
@@ -266,15 +305,17 @@ def _round_plan(
         raise ProtocolAbort(f"the plan is for dimension {raw['dim']}, the model has {dim}", stage="dp", party="client")
     if not 0 < clip <= clip_max:
         raise ProtocolAbort(f"clip {clip} outside this client's policy (<= {clip_max})", stage="dp", party="client")
-    if not (
-        1 <= shares <= shares_max and isinstance(roster, int) and not isinstance(roster, bool) and shares <= roster
-    ):
+    if not 1 <= shares <= shares_max:
         raise ProtocolAbort(
-            f"{shares} noise shares outside this client's policy (1..{shares_max}) or the verified roster "
-            f"({roster!r} clients; the distributed-DP mod runs inside privagg's secure-aggregation mod)",
+            f"{shares} noise shares outside this client's policy (1..{shares_max})", stage="dp", party="client"
+        )
+    if ROSTER_KEY not in cfg or MIN_SURVIVORS_KEY not in cfg:  # even one share: the ring needs the secure sum
+        raise ProtocolAbort(
+            "no verified roster (the distributed-DP mod runs inside privagg's secure-aggregation mod)",
             stage="dp",
             party="client",
         )
+    check_shares(shares, cfg)
     padded = padded_dim(dim)
     l2 = rounded_l2_bound(clip * scale, padded, beta)  # this client's own bound: never the server's number
     factor = 1.0 if poisson_ok else 2.0
@@ -315,7 +356,7 @@ def make_distributed_dp_mod(
         fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
         global_arrays = parameters_to_ndarrays(fitins.parameters)
         dim = int(sum(a.size for a in global_arrays))
-        params, rotation = _round_plan(cfg, dim, cfg.get(ROSTER_KEY), policy)
+        params, rotation = _round_plan(cfg, dim, policy)
         out = call_next(msg, ctxt)
         if out.has_error():
             return out

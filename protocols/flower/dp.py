@@ -25,8 +25,8 @@ The mechanism is privagg's DP-FedAvg (:mod:`protocols.dp_fedavg`) split across t
   ``1[||delta|| <= C] - 1/2`` as one extra coordinate, summed by the same secure aggregation.
 
 The strategy checks the budget before the secure sum against the worst case it could release:
-``min_survivors`` (the fewest survivors the secure-aggregation workflow completes with, e.g.
-its threshold + 1; default the whole cohort) gives the fewest honest noise shares, and the noise
+``min_survivors`` (the fewest survivors the secure-aggregation workflow completes with,
+``SecAggParams.min_survivors``; default the whole cohort) gives the fewest honest noise shares, and the noise
 is split into that many shares (:meth:`dp.rounds.DPRounds.plan`), so every sum the workflow may
 release carries the accounted noise (more when more survive: ``dp_noise_std_survivors``). A round that
 released anything is recorded in the ledger, even if it is then withheld (fewer survivors than
@@ -42,8 +42,13 @@ A malicious server could ask for little noise: a huge ``shares`` (each client ad
 ``std / sqrt(shares)``), the Poisson sensitivity factor 1 (half the noise of replace-one), a
 tiny clip-count noise, a huge clip. The mod enforces the client's own policy and aborts
 otherwise: ``min_noise_multiplier`` (of the joint release, the clip count included),
-``max_shares`` (at most the roster size this client knows: more shares than clients means
-less noise than accounted), ``accept_poisson`` (only then the factor 1) and ``max_clip``.
+``max_shares``, and never more shares than the fewest survivors the secure-aggregation mod lets
+a sum be released with (``MIN_SURVIVORS_KEY``, from the graph this client derived itself: a
+server that split the noise over the whole roster could then force dropouts down to that floor
+and release less noise than accounted; :func:`check_shares`), ``accept_poisson`` (only then the
+factor 1) and ``max_clip``. The strategy must therefore plan for that floor: pass
+``min_survivors=lambda n: config.params_for(n).min_survivors(n)`` (``config``: the
+secure-aggregation workflow's :class:`~.config.SecAggWorkflowConfig`).
 The policy comes from the arguments or from ``node_config`` / ``run_config``
 (``privagg-dp-min-noise-multiplier``, ``privagg-dp-max-shares``, ``privagg-dp-accept-poisson``,
 ``privagg-dp-max-clip``); a client without a policy refuses every DP round.
@@ -70,20 +75,13 @@ from dp.clipping import clip_l2
 from dp.config import DPConfig
 from dp.noise import NoiseSampler, SecureNoise
 from dp.rounds import DPRounds, DPRoundsDriver, RoundPlan, count_mechanism, update_mechanism
-from privagg.errors import ConfigurationError, PrivacyBudgetExceeded, ProtocolAbort
-from protocols.flower.secagg import ROSTER_KEY
+from privagg.errors import PrivacyBudgetExceeded, ProtocolAbort
+from protocols.flower.dp_policy import POLICY_KEYS, _client_policy, check_shares
 
-__all__ = ["PrivAggDPStrategy", "make_dp_mod", "privagg_dp_mod", "DP_KEYS", "POLICY_KEYS"]
+__all__ = ["PrivAggDPStrategy", "make_dp_mod", "privagg_dp_mod", "check_shares", "DP_KEYS", "POLICY_KEYS"]
 
 log = logging.getLogger("privagg.flower")
 
-#: node_config / run_config keys of the client's DP policy (when not given to make_dp_mod)
-POLICY_KEYS = {
-    "min_noise_multiplier": "privagg-dp-min-noise-multiplier",
-    "max_shares": "privagg-dp-max-shares",
-    "accept_poisson": "privagg-dp-accept-poisson",
-    "max_clip": "privagg-dp-max-clip",
-}
 
 #: FitIns.config keys the strategy sets and the mod reads
 DP_KEYS = {
@@ -106,7 +104,9 @@ class PrivAggDPStrategy(DPRoundsDriver, Strategy):  # type: ignore[misc]
     neighbours, sensitivity ``2 C``). ``adaptive`` turns on adaptive clipping starting at
     ``clip_norm``. ``min_survivors`` (an int, or a function of the cohort size) is the fewest
     survivors the secure aggregation completes a round with; the budget is checked for the
-    noise of that worst case before the round starts (default: the whole cohort).
+    noise of that worst case before the round starts (default: the whole cohort). Clients refuse
+    more shares than the floor of the secure aggregation they run (:func:`check_shares`): give it
+    that floor, ``min_survivors=lambda n: config.params_for(n).min_survivors(n)``.
     ``ledger_path``: the ledger is written there after every recorded round and resumed from it
     when the server app starts again.
     """
@@ -320,46 +320,6 @@ class PrivAggDPStrategy(DPRoundsDriver, Strategy):  # type: ignore[misc]
 
 
 # ---------------------------------------------------------------------------------- client
-def _policy_value(ctxt: Context, key: str) -> Any:
-    for src in (ctxt.node_config, ctxt.run_config):
-        if key in src:
-            return src[key]
-    return None
-
-
-def _client_policy(
-    ctxt: Context,
-    min_noise_multiplier: float | None,
-    max_shares: int | None,
-    accept_poisson: bool | None,
-    max_clip: float | None,
-) -> tuple[float, int, bool, float]:
-    """This client's DP policy: the arguments, else ``node_config`` / ``run_config``; refuses without one."""
-    z_min = min_noise_multiplier
-    if z_min is None:
-        z_min = _policy_value(ctxt, POLICY_KEYS["min_noise_multiplier"])
-    shares = max_shares if max_shares is not None else _policy_value(ctxt, POLICY_KEYS["max_shares"])
-    if z_min is None or shares is None:
-        raise ConfigurationError(
-            "this client has no DP policy: it would trust the server's noise settings; give make_dp_mod("
-            "min_noise_multiplier=..., max_shares=<roster size>) or set node_config / run_config "
-            f"{POLICY_KEYS['min_noise_multiplier']!r} and {POLICY_KEYS['max_shares']!r}",
-            field=POLICY_KEYS["max_shares"] if z_min is not None else POLICY_KEYS["min_noise_multiplier"],
-        )
-    poisson = accept_poisson if accept_poisson is not None else _policy_value(ctxt, POLICY_KEYS["accept_poisson"])
-    clip = max_clip if max_clip is not None else _policy_value(ctxt, POLICY_KEYS["max_clip"])
-    try:
-        policy = (float(z_min), int(shares), bool(poisson), math.inf if clip is None else float(clip))
-    except (TypeError, ValueError):
-        raise ConfigurationError("malformed DP policy", field=POLICY_KEYS["min_noise_multiplier"]) from None
-    if not (policy[0] > 0 and math.isfinite(policy[0])) or policy[1] < 1 or not policy[3] > 0:
-        raise ConfigurationError(
-            "the DP policy needs min_noise_multiplier > 0, max_shares >= 1, max_clip > 0",
-            field=POLICY_KEYS["min_noise_multiplier"],
-        )
-    return policy
-
-
 def make_dp_mod(
     *,
     min_noise_multiplier: float | None = None,
@@ -404,16 +364,7 @@ def make_dp_mod(
             raise ProtocolAbort(
                 f"{shares} noise shares outside this client's policy (1..{shares_max})", stage="dp", party="client"
             )
-        # a share is std / sqrt(shares): only a secure sum over at least `shares` clients carries the full
-        # noise. The secure-aggregation mod (outside this one) says how many clients its verified roster holds.
-        roster = cfg.get(ROSTER_KEY)
-        if shares > 1 and not (isinstance(roster, int) and not isinstance(roster, bool) and shares <= roster):
-            raise ProtocolAbort(
-                f"{shares} noise shares but the secure-aggregation roster holds {roster!r} clients "
-                "(client noise shares need privagg's secure aggregation mod outside the DP mod)",
-                stage="dp",
-                party="client",
-            )
+        check_shares(shares, cfg)
         if factor not in ((1.0, 2.0) if poisson_ok else (2.0,)):
             raise ProtocolAbort(f"sensitivity factor {factor} outside this client's policy", stage="dp", party="client")
         if adaptive and not (math.isfinite(z_count) and z_count > 0):

@@ -226,3 +226,17 @@ def test_min_survivors_is_a_bound_every_released_sum_meets(n: int, degree: int, 
                 alive = trial
         assert len(alive) >= m  # a greedy maximal dropout pattern never beats the bound
     assert isinstance(p, SecAggParams)
+
+
+def test_the_rotation_seed_follows_an_insecure_simulation_seed_only() -> None:
+    """The rotations are public: a seeded insecure simulation derives them from its seed (reproducible runs);
+    with secure noise every run draws a fresh one from the OS CSPRNG."""
+    from protocols.distributed_dp import DistributedDPRounds
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InsecureNoiseWarning)
+        seeded = [dist_config(secure_noise=False, seed=s) for s in (3, 3, 4)]
+        a, b, c = (DistributedDPRounds(cfg, population=200, rounds=10) for cfg in seeded)
+    assert a.rotation_seed == b.rotation_seed != c.rotation_seed and len(a.rotation_seed) == 32
+    secure = [DistributedDPRounds(dist_config(), population=200, rounds=10) for _ in range(2)]
+    assert secure[0].rotation_seed != secure[1].rotation_seed

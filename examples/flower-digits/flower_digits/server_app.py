@@ -100,7 +100,7 @@ def main(grid: Grid, context: Context) -> None:
     if dp:
         budget = float(cfg.get("dp-budget-epsilon", 0.0))
         # the fewest survivors a round can release with: the budget is checked for them before the secure sum
-        survivors: Any = (lambda n: config.params_for(n).threshold + 1) if mode == "secagg" else None
+        survivors: Any = (lambda n: config.params_for(n).min_survivors(n)) if mode == "secagg" else None
         strategy = PrivAggDPStrategy(
             strategy,
             noise_multiplier=float(cfg["dp-noise-multiplier"]),

@@ -32,6 +32,7 @@ from protocols.flower.distributed_dp import (
     make_distributed_dp_mod,
 )
 from protocols.flower.inproc import run_inprocess
+from protocols.flower.secagg import MIN_SURVIVORS_KEY, ROSTER_KEY
 from secagg.params import ThreatModel
 
 logging.getLogger("flwr").setLevel(logging.WARNING)
@@ -80,7 +81,9 @@ def _run(
     calibrated_rounds: int | None = None,
 ) -> PrivAggDistributedDPWorkflow:
     wf = workflow_cls(
-        SecAggWorkflowConfig.manual(degree=5, threshold=4, threat=ThreatModel.ACTIVE, weighting="uniform"),
+        SecAggWorkflowConfig.manual(
+            degree=5, threshold=4, threat=ThreatModel.ACTIVE, weighting="uniform", pki=str(pki)
+        ),
         dp=dp or _dp(),
         sampling=SAMPLING,
         rounds=calibrated_rounds or rounds,
@@ -148,20 +151,50 @@ def test_a_dropout_round_is_accounted_with_the_survivors_shares(pki: Path) -> No
 
 
 class _Optimist(PrivAggDistributedDPWorkflow):
-    """A server that splits the noise as if every client always survived."""
+    """A malicious server: it splits the noise over the whole roster (6 shares), then drops a client at the
+    masking stage; the secure sum may release 4 survivors, which would carry sigma sqrt(5/6) or less."""
 
     def min_survivors(self, n: int) -> int:
         return n
 
 
-def test_a_sum_with_fewer_shares_than_planned_is_recorded_then_withheld(pki: Path) -> None:
+def test_clients_refuse_noise_split_over_more_than_the_survivor_floor(pki: Path) -> None:
     wf = _run(pki, workflow_cls=_Optimist, outer=(dropout_mod(partitions=[0], stage="mask"),))
     rec = wf.history[0]
-    assert rec.shares == N and len(rec.survivors) == N - 1
-    assert not rec.ok and rec.abort is not None and "withheld" in rec.abort and rec.aggregate is None
-    assert rec.plan is not None
-    (entry,) = wf.ledger.entries  # the server held the sum: recorded with the 5 shares of sigma / sqrt(6) it holds
-    assert entry.mechanism == rec.plan.rdp_mechanism(N - 1, N)
+    assert rec.shares == N  # what the server asked
+    assert not rec.ok and rec.aggregate is None and rec.survivors == ()
+    assert rec.node_errors and all("release a sum of 4 survivors" in e for e in rec.node_errors.values())
+    assert wf.ledger.entries == []  # no client sent anything: nothing was summed nor released
+
+
+class _Skips(PrivAggDistributedDPWorkflow):
+    """Its strategy's Poisson draw selects nobody in round 1 (then every client)."""
+
+    def _configure(self, grid: Any, context: Any, rec: Any) -> Any:
+        if rec.round == 1:
+            real = context.strategy.configure_fit
+            context.strategy.configure_fit = lambda *a, **k: []
+            try:
+                return super()._configure(grid, context, rec)
+            finally:
+                context.strategy.configure_fit = real
+        return super()._configure(grid, context, rec)
+
+
+def test_an_empty_poisson_cohort_is_released_and_accounted(pki: Path) -> None:
+    """No client sampled: the server's t noise shares alone are released on the model and charged."""
+    wf = _run(pki, workflow_cls=_Skips, rounds=2, calibrated_rounds=2)
+    empty, full = wf.history
+    assert empty.ok, empty.abort
+    assert empty.node_errors == {} and empty.survivors == () and empty.bytes_up == 0  # no node was contacted
+    assert empty.plan is not None and empty.shares == empty.plan.shares
+    noise = np.asarray(empty.aggregate[0], dtype=np.float64)  # type: ignore[index]
+    assert np.all(np.isfinite(noise)) and np.any(noise != 0)  # the global model (zeros) plus the server's noise
+    assert noise.std() < 10 * empty.plan.noise_std_value / (SAMPLING.rate * N)  # of the accounted size
+    assert full.ok, full.abort
+    first, second = wf.ledger.entries
+    assert first.round == 1 and first.mechanism == empty.plan.rdp_mechanism(empty.shares, empty.shares)
+    assert second.round == 2 and second.epsilon["rdp"] > first.epsilon["rdp"]
 
 
 def test_a_round_the_budget_cannot_pay_for_is_not_started(pki: Path) -> None:
@@ -175,10 +208,11 @@ def test_a_round_the_budget_cannot_pay_for_is_not_started(pki: Path) -> None:
 def test_the_workflow_refuses_what_the_mod_cannot_do() -> None:
     from privagg.errors import ConfigurationError
 
+    cfg = SecAggWorkflowConfig.manual(degree=5, threshold=4, threat=ThreatModel.SEMI_HONEST, weighting="uniform")
     with pytest.raises(ConfigurationError, match="weighting"):
-        PrivAggDistributedDPWorkflow(dp=_dp(weighting="capped", weight_cap=10.0), sampling=SAMPLING, rounds=1)
+        PrivAggDistributedDPWorkflow(cfg, dp=_dp(weighting="capped", weight_cap=10.0), sampling=SAMPLING, rounds=1)
     with pytest.raises(ConfigurationError, match="Poisson"):
-        PrivAggDistributedDPWorkflow(dp=_dp(), sampling=Sampling.fixed(sample_size=3, population=N), rounds=1)
+        PrivAggDistributedDPWorkflow(cfg, dp=_dp(), sampling=Sampling.fixed(sample_size=3, population=N), rounds=1)
 
 
 def test_client_refuses_less_noise_than_its_policy(pki: Path) -> None:
@@ -207,12 +241,17 @@ class _JustAboveRoster(_GreedyServer):
     shares = N + 1
 
 
-@pytest.mark.parametrize("server", [_GreedyServer, _JustAboveRoster])
-def test_client_refuses_more_shares_than_policy_or_roster(pki: Path, server: type[_GreedyServer]) -> None:
-    wf = _run(pki, workflow_cls=server, ddp_mod=_ddp_mod(max_shares=100))  # the roster of 6 still bounds it
+class _JustAboveFloor(_GreedyServer):
+    shares = 5  # within the roster of 6, above the 4 survivors the secure sum may release
+
+
+@pytest.mark.parametrize("server", [_GreedyServer, _JustAboveRoster, _JustAboveFloor])
+def test_client_refuses_more_shares_than_the_survivor_floor(pki: Path, server: type[_GreedyServer]) -> None:
+    wf = _run(pki, workflow_cls=server, ddp_mod=_ddp_mod(max_shares=100))  # the floor of 4 still bounds it
     rec = wf.history[0]
     assert not rec.ok
-    assert rec.node_errors and all("roster" in e for e in rec.node_errors.values())
+    assert rec.node_errors and all("release a sum of 4 survivors" in e for e in rec.node_errors.values())
+    assert wf.ledger.entries == []
 
 
 def test_a_client_without_the_mod_sends_nothing_into_a_modular_round(pki: Path) -> None:
@@ -225,13 +264,16 @@ def test_a_client_without_the_mod_sends_nothing_into_a_modular_round(pki: Path) 
 def _cfg(wf_plan: Any, **over: Any) -> dict[str, Any]:
     raw = dataclasses.asdict(wf_plan)
     raw.update(over.pop("raw", {}))
-    return {
+    cfg = {
         DDP_KEYS["params"]: json.dumps(raw),
         DDP_KEYS["shares"]: 4,
         DDP_KEYS["seed"]: bytes(32),
         DDP_KEYS["round"]: 1,
+        ROSTER_KEY: N,
+        MIN_SURVIVORS_KEY: 4,
         **over,
     }
+    return {k: v for k, v in cfg.items() if v is not None}
 
 
 def test_the_client_checks_the_plan_with_its_own_sensitivity() -> None:
@@ -242,27 +284,31 @@ def test_the_client_checks_the_plan_with_its_own_sensitivity() -> None:
             SAMPLING, M, _Floor()
         )
     policy = (0.5, N, True, math.inf)
-    params, rotation = _round_plan(_cfg(plan), M, N, policy)
+    params, rotation = _round_plan(_cfg(plan), M, policy)
     assert params.l2_sensitivity == pytest.approx(plan.l2_sensitivity) and params.shares == 4
     assert rotation.round == 1
     z = plan.sigma / plan.l2_sensitivity
     # a server claiming a small sensitivity changes nothing: the client computes its own
-    params, _ = _round_plan(_cfg(plan, raw={"l2_sensitivity": 1.0}), M, N, policy)
+    params, _ = _round_plan(_cfg(plan, raw={"l2_sensitivity": 1.0}), M, policy)
     assert params.l2_sensitivity == pytest.approx(plan.l2_sensitivity)
-    bad: list[tuple[dict[str, Any], int, tuple[float, int, bool, float], str]] = [
-        (_cfg(plan, raw={"scale": plan.scale * 10}), N, (z * 0.5, N, True, math.inf), "policy"),  # 10x less noise
-        (_cfg(plan), N, (z * 0.6, N, False, math.inf), "policy"),  # replace-one: twice the sensitivity
-        (_cfg(plan), N, (0.5, N, True, 0.5), "clip"),
-        (_cfg(plan), 3, policy, "roster"),
-        (_cfg(plan), None, policy, "roster"),  # no secure-aggregation mod outside
-        (_cfg(plan, raw={"dim": M + 1}), N, policy, "dimension"),
-        (_cfg(plan, raw={"bits": 40}), N, policy, "range"),
-        (_cfg(plan, **{DDP_KEYS["seed"]: b"short"}), N, policy, "range"),
-        (_cfg(plan, **{DDP_KEYS["params"]: "{"}), N, policy, "malformed"),
+    bad: list[tuple[dict[str, Any], tuple[float, int, bool, float], str]] = [
+        (_cfg(plan, raw={"scale": plan.scale * 10}), (z * 0.5, N, True, math.inf), "policy"),  # 10x less noise
+        (_cfg(plan), (z * 0.6, N, False, math.inf), "policy"),  # replace-one: twice the sensitivity
+        (_cfg(plan), (0.5, N, True, 0.5), "clip"),
+        (_cfg(plan), (0.5, 3, True, math.inf), "policy"),  # more shares than this client's max_shares
+        (_cfg(plan, **{MIN_SURVIVORS_KEY: 3}), policy, "release a sum of 3 survivors"),  # above the floor
+        (_cfg(plan, **{ROSTER_KEY: 3}), policy, "roster"),  # a floor above the roster: not a secure-aggregation mod
+        (_cfg(plan, **{ROSTER_KEY: None, MIN_SURVIVORS_KEY: None}), policy, "roster"),  # no secure aggregation
+        (_cfg(plan, **{MIN_SURVIVORS_KEY: None}), policy, "roster"),  # a roster without its floor
+        (_cfg(plan, **{MIN_SURVIVORS_KEY: True}), policy, "roster"),  # not a count
+        (_cfg(plan, raw={"dim": M + 1}), policy, "dimension"),
+        (_cfg(plan, raw={"bits": 40}), policy, "range"),
+        (_cfg(plan, **{DDP_KEYS["seed"]: b"short"}), policy, "range"),
+        (_cfg(plan, **{DDP_KEYS["params"]: "{"}), policy, "malformed"),
     ]
-    for cfg, roster, pol, why in bad:
+    for cfg, pol, why in bad:
         with pytest.raises(ProtocolAbort, match=why):
-            _round_plan(cfg, M, roster, pol)
+            _round_plan(cfg, M, pol)
 
 
 class _Floor:

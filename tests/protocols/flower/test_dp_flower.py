@@ -40,16 +40,17 @@ def _run(
     pki: Path, *, rounds: int = 1, dp_mod: Any = None, strategy_cls: Any = PrivAggDPStrategy, **dp: Any
 ) -> tuple[Any, PrivAggDPStrategy, Any]:
     holder: dict[str, PrivAggDPStrategy] = {}
+    config = SecAggWorkflowConfig.manual(
+        degree=5, threshold=4, threat=ThreatModel.ACTIVE, clipping_range=8.0, weighting="uniform", pki=str(pki)
+    )
+    # the noise is split over the fewest survivors the secure sum releases (4 of 6): the clients check it
+    dp = {"min_survivors": lambda n: config.params_for(n).min_survivors(n), **dp}
 
     def wrap(strategy: Any) -> PrivAggDPStrategy:
         holder["s"] = strategy_cls(strategy, **dp)
         return holder["s"]
 
-    wf = PrivAggSecAggWorkflow(
-        SecAggWorkflowConfig.manual(
-            degree=5, threshold=4, threat=ThreatModel.ACTIVE, clipping_range=8.0, weighting="uniform"
-        )
-    )
+    wf = PrivAggSecAggWorkflow(config)
     capp = vector_client_app(
         dimension=M, seed=SEED, mods=[make_secagg_mod(threat="active", pki=str(pki)), dp_mod or _policy()]
     )
@@ -251,15 +252,26 @@ def test_a_client_without_a_policy_refuses(pki: Path) -> None:
     assert wf.history[0].ok
 
 
-def test_noise_shares_are_bounded_by_the_verified_roster(pki: Path) -> None:
-    """A server that asks for more noise shares than the roster the client verified (each client then adds
-    less than its share of the noise) is refused, even when the client's configured ceiling is larger."""
-    more = type("MoreShares", (_Rewriting,), {"rewrite": {DP_KEYS["shares"]: N + 4}})
+@pytest.mark.parametrize("shares", [N + 4, 5])
+def test_noise_shares_are_bounded_by_the_survivor_floor(pki: Path, shares: int) -> None:
+    """A server that asks for more noise shares than the fewest survivors the secure sum may release (4 of
+    the 6 the client verified; 5 is within the roster) is refused, even when the client's ceiling is larger:
+    it could split the noise 5 ways and then force dropouts down to 4."""
+    more = type("MoreShares", (_Rewriting,), {"rewrite": {DP_KEYS["shares"]: shares}})
     wf, strat, _ = _run(pki, dp_mod=_policy(max_shares=100), strategy_cls=more, noise_multiplier=1.0, clip_norm=1.0)
     rec = wf.history[0]
     assert not rec.ok and len(rec.node_errors) == N
-    assert all(f"the secure-aggregation roster holds {N} clients" in e for e in rec.node_errors.values())
+    assert all("may release a sum of 4 survivors (roster 6)" in e for e in rec.node_errors.values())
     assert strat.ledger.entries == []
+
+
+def test_a_strategy_planning_for_the_whole_roster_is_refused(pki: Path) -> None:
+    """The malicious-server hole: noise split over every client of the roster, then dropouts at the masking
+    stage down to the floor. The clients refuse before anything is masked; nothing is summed."""
+    wf, strat, _ = _run(pki, noise_multiplier=1.0, clip_norm=1.0, min_survivors=None)  # the whole cohort
+    rec = wf.history[0]
+    assert not rec.ok and len(rec.node_errors) == N and strat.ledger.entries == []
+    assert all("release a sum of 4 survivors" in e for e in rec.node_errors.values())
 
 
 def test_noise_shares_need_the_secure_aggregation_mod() -> None:
