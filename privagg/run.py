@@ -1,12 +1,16 @@
-"""The run engine behind ``privagg run``: configure, train, (with DP) train the baseline, measure leakage.
+"""The run engine behind ``privagg run``: configure, train, train the same run without privacy, measure.
 
-``RunConfig()`` is the main job (:class:`protocols.fedavg.RunConfig` holds its defaults);
+``RunConfig()`` is the plain main job (:class:`protocols.fedavg.RunConfig` holds its defaults);
 :func:`run_config` applies a named preset (``privagg/presets/<name>.toml``, :data:`PRESETS`),
-a TOML file and overrides on top of it, in that order. :func:`execute_run` runs the
-federation, when DP is on the same run without DP so the report can show the accuracy cost,
-and (``leakage=True``) one cheap measurement of what this configuration's server could learn:
-the malicious-model attack (:func:`attacks.imprint.malicious_model_exposure`) against the
-defense that models what the server sees (:func:`exposure_defense`).
+a TOML file and overrides on top of it, in that order. ``privagg run`` with no ``--config``
+starts from :data:`DEFAULT_PRESET` (``hardened``). :func:`execute_run` runs the federation;
+when the run has any privacy (DP, or an aggregator that hides the updates) it also runs the
+same configuration without it (:func:`without_privacy`: no DP, the plain mean, same seed, data,
+clients and rounds) so the report shows the measured cost; with ``leakage=True`` it measures
+what an attacker learns: the malicious-model attack (:func:`attacks.imprint.malicious_model_exposure`)
+against the defense that models what this configuration's server sees (:func:`exposure_defense`),
+and membership inference on the final model (:func:`measure_membership`, loss threshold, the
+model's utility beside it, the run without privacy beside it).
 :func:`privagg.report.run.run_report` turns the :class:`RunOutcome` into a report::
 
     from privagg.run import execute_run, run_config
@@ -21,39 +25,61 @@ from __future__ import annotations
 import dataclasses
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from attacks.imprint import MaliciousModelExposure, malicious_model_exposure
+from attacks.metrics import auc_interval, membership_metrics
 from dp import InsecureNoiseWarning
-from privagg.config import override, read_toml
+from privagg.config import override, read_toml, split_sections
 from privagg.errors import ConfigurationError
-from protocols.fedavg import FedAvgSimulation, RunConfig, RunResult
+from protocols.fedavg import AggregationConfig, FedAvgSimulation, RoundRecord, RunConfig, RunResult
+from protocols.models import set_flat_params
+from protocols.personalization import PersonalizationComparison, PersonalizationOptions, compare_personalization
+from protocols.training import predict_logits
 
 __all__ = [
+    "DEFAULT_PRESET",
     "PRESETS",
+    "SECTIONS",
     "Leakage",
+    "Membership",
+    "MembershipFigure",
     "RunOutcome",
+    "execute_personalized",
     "execute_run",
     "exposure_defense",
+    "has_privacy",
     "measure_leakage",
+    "measure_membership",
+    "membership_figure",
     "preset_path",
     "run_config",
+    "run_plan",
+    "without_privacy",
 ]
 
 #: named configurations of ``privagg run --preset NAME`` (``plain`` is ``RunConfig()``)
 PRESETS: dict[str, str] = {
-    "plain": "FedAvg with the plain mean on digits, 20 non-IID clients (the default main job; no privacy)",
-    "secagg": "the default run under active secure aggregation (the server learns only the sum; no DP)",
+    "plain": "FedAvg with the plain mean on digits, 20 non-IID clients (RunConfig(); no privacy)",
+    "secagg": "the plain run under active secure aggregation (the server learns only the sum; no DP)",
     "hardened": (
-        "active secure aggregation + client-level DP (epsilon 8, noise added by the clients inside the "
-        "secure sum), digits over 1,000 clients, secret Poisson sampling; slow: about 6 s a round for "
-        "~200 clients, 60 rounds, plus the same run without DP (--no-baseline halves it)"
+        "the default: active secure aggregation + distributed client-level DP (epsilon 8, delta 1e-5; "
+        "the clients add integer noise shares inside the secure sum), digits over 1,000 clients, "
+        "secret Poisson sampling"
     ),
 }
+
+#: what ``privagg run`` starts from when neither ``--preset`` nor ``--config`` is given
+DEFAULT_PRESET = "hardened"
+
+#: extra tables of a run file, each loaded into its own frozen dataclass (``[personalization]``: issue 19)
+SECTIONS: dict[str, type[Any]] = {"personalization": PersonalizationOptions}
 
 #: aggregators whose server learns only the sum of the updates
 SUM_ONLY = ("secagg", "paillier")
@@ -82,41 +108,139 @@ class Leakage:
 
 
 @dataclass(frozen=True)
+class MembershipFigure:
+    """Loss-threshold membership inference (Yeom et al. 2018) on one final model, its utility beside it.
+
+    Members: the training examples of every client that took part in a released round; non-members:
+    the held-out test split (same distribution, never trained on). ``auc_interval``: 95% Hanley-McNeil;
+    ``advantage``: the best threshold's balanced accuracy minus 1/2 (0: the attacker guesses).
+    """
+
+    auc: float
+    auc_interval: tuple[float, float]
+    advantage: float
+    tpr_at_1pct_fpr: float
+    test_accuracy: float
+    train_accuracy: float
+    members: int
+    non_members: int
+
+    def line(self) -> str:
+        lo, hi = self.auc_interval
+        return (
+            f"AUC {self.auc:.3f} [{lo:.3f}, {hi:.3f}], TPR {100 * self.tpr_at_1pct_fpr:.1f}% at 1% FPR, "
+            f"at test accuracy {self.test_accuracy:.3f} (train {self.train_accuracy:.3f})"
+        )
+
+
+@dataclass(frozen=True)
+class Membership:
+    """Membership inference on this run's final model and, when it ran, on the run without privacy."""
+
+    run: MembershipFigure
+    baseline: MembershipFigure | None
+    seconds: float
+
+    def verdict(self) -> str:
+        text = f"membership inference (loss threshold) on the final model: {self.run.line()}"
+        if self.baseline is not None:
+            text += f"; without privacy: AUC {self.baseline.auc:.3f} at test accuracy {self.baseline.test_accuracy:.3f}"
+        return text
+
+
+@dataclass(frozen=True)
 class RunOutcome:
-    """A finished run: its result, the no-DP baseline (DP runs only), the leakage measured, the wall time."""
+    """A finished run: its result, the run without privacy (when measured), what was measured, the wall time.
+
+    ``seconds`` is the one wall time (everything :func:`execute_run` did); ``result.seconds`` and
+    ``baseline.seconds`` are the two training loops alone.
+    """
 
     config: RunConfig
     result: RunResult
     baseline: RunResult | None
     seconds: float
     leakage: Leakage | None = None
+    membership: Membership | None = None
+
+
+def _layer(cfg: RunConfig, table: Mapping[str, Any]) -> RunConfig:
+    """``override`` that starts a fresh ``aggregation.options`` when the layer names another aggregator
+    without options (the previous aggregator's options would not fit the new one)."""
+    agg = table.get("aggregation")
+    if isinstance(agg, Mapping) and "name" in agg and "options" not in agg and agg["name"] != cfg.aggregation.name:
+        cfg = dataclasses.replace(cfg, aggregation=AggregationConfig(name=cfg.aggregation.name, options={}))
+    return override(cfg, table)
+
+
+def run_plan(
+    toml: str | Path | None = None, overrides: Mapping[str, Any] | None = None, *, preset: str | None = None
+) -> tuple[RunConfig, dict[str, Any]]:
+    """``RunConfig`` and the extra sections (:data:`SECTIONS`) from a preset, a TOML file and overrides.
+
+    Layers apply in that order (a later one refines an earlier one, sections included); a layer that
+    names another aggregator without its options starts that aggregator from its defaults.
+    """
+    tables = [read_toml(preset_path(preset))] if preset is not None else []
+    if toml is not None:
+        tables.append(read_toml(toml))
+    if overrides:
+        tables.append(dict(overrides))
+    cfg: RunConfig = RunConfig()
+    sections: dict[str, Any] = {}
+    for table in tables:
+        rest, found = split_sections(table, SECTIONS, current=sections)
+        if rest:
+            cfg = _layer(cfg, rest)
+        sections.update(found)
+    return cfg, sections
 
 
 def run_config(
     toml: str | Path | None = None, overrides: Mapping[str, Any] | None = None, *, preset: str | None = None
 ) -> RunConfig:
-    """``RunConfig()`` with a preset, then a TOML file's settings, then ``overrides`` (nested tables), validated."""
-    cfg = RunConfig()
-    if preset is not None:
-        cfg = override(cfg, read_toml(preset_path(preset)))
-    if toml is not None:
-        cfg = override(cfg, read_toml(toml))
-    if overrides:
-        cfg = override(cfg, overrides)
-    return cfg
+    """``RunConfig()`` with a preset, then a TOML file's settings, then ``overrides`` (nested tables), validated
+    (:func:`run_plan` without its extra sections)."""
+    return run_plan(toml, overrides, preset=preset)[0]
+
+
+def execute_personalized(cfg: RunConfig, options: PersonalizationOptions) -> PersonalizationComparison:
+    """A ``[personalization]`` run: the chosen algorithm beside FedAvg and FedAvg + fine-tuning (same clients)."""
+    return compare_personalization(cfg, options)
+
+
+def has_privacy(cfg: RunConfig) -> bool:
+    """Whether the run protects anything: DP, or an aggregator whose server sees only the sum."""
+    return cfg.dp is not None or cfg.aggregation.name in SUM_ONLY
+
+
+def without_privacy(cfg: RunConfig) -> RunConfig:
+    """The same run without privacy: no DP, and the plain mean instead of a sum-only aggregator (same seed,
+    data, clients, sampling, training and rounds; other aggregators, e.g. robust rules, are kept)."""
+    agg = AggregationConfig() if cfg.aggregation.name in SUM_ONLY else cfg.aggregation
+    return dataclasses.replace(cfg, dp=None, aggregation=agg)
 
 
 def exposure_defense(cfg: RunConfig) -> tuple[str, str]:
     """The attack-case defense that models what this run's server sees, and the assumption in words.
 
-    Sum-only aggregators (secagg, paillier) -> ``secagg`` (the server sees the exact sum), or
-    ``secagg+dp`` when the clients add the DP noise inside the sum (``client`` / ``distributed``);
+    Sum-only aggregators (secagg, paillier) -> ``secagg`` (the server sees the exact sum),
+    ``secagg+dp`` when the clients add Gaussian DP noise shares inside the sum (``client``), or
+    ``distributed-dp`` (the real distributed-DP path) for ``distributed``;
     every other aggregator -> ``none`` (the server sees each update; central DP noise comes after).
     """
     dp = cfg.dp
     name = cfg.aggregation.name
     if name in SUM_ONLY:
-        if dp is not None and dp.noise in ("client", "distributed"):
+        if dp is not None and dp.noise == "distributed":
+            eps = dp.target_epsilon if dp.target_epsilon is not None else 8.0
+            same = dp.mechanism == "dgauss" and dp.bits == 16
+            return "distributed-dp", (
+                f"the attack case runs the real distributed-DP path (dgauss shares, 16-bit ring) at epsilon {eps:g}, "
+                "calibrated for its own cohort and rounds"
+                + ("" if same else f"; this run's {dp.mechanism} at {dp.bits} bits is assumed comparable")
+            )
+        if dp is not None and dp.noise == "client":
             eps = dp.target_epsilon if dp.target_epsilon is not None else 8.0
             return "secagg+dp", (
                 f"modelled as client-noised secure aggregation at epsilon {eps:g} with the attack case's own "
@@ -142,13 +266,71 @@ def measure_leakage(cfg: RunConfig, *, seeds: tuple[int, ...] = (0, 1, 2)) -> Le
     return Leakage(defense=defense, modelled=modelled, exposure=exp, seconds=time.perf_counter() - t0)
 
 
-def execute_run(cfg: RunConfig, *, progress: bool = True, baseline: bool = True, leakage: bool = False) -> RunOutcome:
-    """Run the federation; with DP and ``baseline`` the same run without DP; with ``leakage`` one attack."""
+def _losses(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64)
+    m = z.max(axis=1, keepdims=True)
+    lse = m[:, 0] + np.log(np.exp(z - m).sum(axis=1))
+    return lse - z[np.arange(len(labels)), labels]
+
+
+def membership_figure(sim: FedAvgSimulation, params: np.ndarray, history: Sequence[RoundRecord]) -> MembershipFigure:
+    """Loss-threshold membership inference on the model ``params`` of ``sim`` (see :class:`MembershipFigure`)."""
+    took_part = sorted({int(c) for h in history for c in h.participants})
+    if not took_part:
+        raise ConfigurationError("no client took part in a released round: no member to test", field="membership")
+    ds = sim.dataset
+    members = np.concatenate([np.asarray(sim.client_indices[c], dtype=np.int64) for c in took_part])
+    model = sim.model
+    set_flat_params(model, params)
+    logits_in = predict_logits(model, ds.x_train[members])
+    logits_out = predict_logits(model, ds.x_test)
+    y_in, y_out = ds.y_train[members], ds.y_test
+    scores = -np.concatenate([_losses(logits_in, y_in), _losses(logits_out, y_out)])
+    labels = np.concatenate([np.ones(len(y_in), dtype=bool), np.zeros(len(y_out), dtype=bool)])
+    m = membership_metrics(scores, labels)
+    set_flat_params(model, sim.global_params)
+    return MembershipFigure(
+        auc=m["auc"],
+        auc_interval=auc_interval(m["auc"], len(y_in), len(y_out)),
+        advantage=m["accuracy"] - 0.5,
+        tpr_at_1pct_fpr=m["tpr@1%fpr"],
+        test_accuracy=float((logits_out.argmax(1) == y_out).mean()),
+        train_accuracy=float((logits_in.argmax(1) == y_in).mean()),
+        members=len(y_in),
+        non_members=len(y_out),
+    )
+
+
+def measure_membership(sim: FedAvgSimulation, baseline: FedAvgSimulation | None = None) -> Membership:
+    """Membership inference on ``sim``'s final model and on ``baseline``'s (the run without privacy)."""
     t0 = time.perf_counter()
-    result = FedAvgSimulation(cfg).run(progress=progress, description="FedAvg")
+    run = membership_figure(sim, sim.global_params, sim.history)
     base = None
-    if cfg.dp is not None and baseline:
-        base_cfg = dataclasses.replace(cfg, dp=None)
-        base = FedAvgSimulation(base_cfg).run(progress=progress, description="baseline (no DP)")
+    if baseline is not None and any(h.participants for h in baseline.history):
+        base = membership_figure(baseline, baseline.global_params, baseline.history)
+    return Membership(run=run, baseline=base, seconds=time.perf_counter() - t0)
+
+
+def execute_run(cfg: RunConfig, *, progress: bool = True, baseline: bool = True, leakage: bool = False) -> RunOutcome:
+    """Run the federation; when it has privacy and ``baseline``, the same run without privacy
+    (:func:`without_privacy`); with ``leakage`` the imprint attack and membership inference."""
+    t0 = time.perf_counter()
+    sim = FedAvgSimulation(cfg)
+    result = sim.run(progress=progress, description="FedAvg")
+    base_sim = None
+    base = None
+    if has_privacy(cfg) and baseline:
+        base_sim = FedAvgSimulation(without_privacy(cfg), dataset=sim.dataset)
+        base = base_sim.run(progress=progress, description="without privacy")
     leak = measure_leakage(cfg) if leakage else None
-    return RunOutcome(config=cfg, result=result, baseline=base, seconds=time.perf_counter() - t0, leakage=leak)
+    member = None
+    if leakage and any(h.participants for h in sim.history):
+        member = measure_membership(sim, base_sim)
+    return RunOutcome(
+        config=cfg,
+        result=result,
+        baseline=base,
+        seconds=time.perf_counter() - t0,
+        leakage=leak,
+        membership=member,
+    )

@@ -24,7 +24,9 @@ from protocols.dp_fedavg import SampleLevelDP
 
 __all__ = [
     "NOT_COVERED_BASELINE",
+    "NOT_COVERED_MEMBERSHIP",
     "NOT_COVERED_PER_CLIENT",
+    "NOT_COVERED_UPLOAD",
     "NOT_COVERED_WARNINGS",
     "accuracy_cost_section",
     "dp_warnings",
@@ -38,6 +40,8 @@ __all__ = [
 NOT_COVERED_BASELINE = "the no-DP baseline run (its accuracy is a figure of the clients' data without noise)"
 NOT_COVERED_PER_CLIENT = "per-client accuracy and client sizes (each from one client's own data, without noise)"
 NOT_COVERED_WARNINGS = "the operator warnings (they read the exact clipped fraction)"
+NOT_COVERED_MEMBERSHIP = "the membership-inference figures (computed from the clients' training examples without noise)"
+NOT_COVERED_UPLOAD = "the median upload per client (it depends on the exact cohort sizes)"
 
 
 def guarantee(dp_run: Any) -> dict[str, Any]:

@@ -9,7 +9,11 @@
 * :func:`exposure_section`: what every report opens with (key ``exposure``, also at the top of
   the JSON): who sees what, the threat model (the protocol's page) and its assumptions, the DP
   guarantee in one line (or none), and the leakage *measured* in the same run when
-  :func:`~privagg.run.execute_run` ran with ``leakage=True``; each row says measured or assumed;
+  :func:`~privagg.run.execute_run` ran with ``leakage=True`` (the malicious-model attack, and
+  membership inference on the final model with its utility beside it); each row says measured
+  or assumed;
+* :func:`costs_section`: what the privacy costs, measured in the same command: accuracy against the
+  same run without privacy (:func:`privagg.run.without_privacy`), time, upload per client;
 * :func:`run_sections` / :func:`training_section`: the sections of one
   :class:`~protocols.fedavg.RunResult`;
 * the aggregator's own sections come from :func:`~privagg.report.aggregators.aggregator_sections`.
@@ -17,6 +21,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import statistics
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,17 +35,27 @@ from privagg.report import Figure, Report, Section, environment_section, provena
 from privagg.report.aggregators import aggregator_sections
 from privagg.report.dp import (
     NOT_COVERED_BASELINE,
+    NOT_COVERED_MEMBERSHIP,
     NOT_COVERED_PER_CLIENT,
+    NOT_COVERED_UPLOAD,
     NOT_COVERED_WARNINGS,
     accuracy_cost_section,
     guarantee,
     guarantee_line,
     guarantee_section,
 )
-from privagg.run import RunOutcome
+from privagg.run import RunOutcome, has_privacy
 from protocols.fedavg import RunResult
+from secagg import ClientPolicy
 
-__all__ = ["configuration_section", "exposure_section", "run_report", "run_sections", "training_section"]
+__all__ = [
+    "configuration_section",
+    "costs_section",
+    "exposure_section",
+    "run_report",
+    "run_sections",
+    "training_section",
+]
 
 #: the threat-model page of each aggregator that hides the individual updates
 MODES = {
@@ -84,12 +101,21 @@ def run_report(
     report.header.append(("server sees", exposure.data["server_sees"]))
     if outcome.leakage is not None:
         report.header.append(("measured leakage", outcome.leakage.exposure.verdict()))
+    if outcome.membership is not None:
+        report.header.append(("measured membership", outcome.membership.verdict()))
+    costs = costs_section(outcome)
+    report.header.append(("cost", costs.data["line"]))
     report.add(exposure)
     if dp:
         not_covered = [NOT_COVERED_PER_CLIENT] if per_client else []
         if outcome.baseline is not None:
             not_covered += [NOT_COVERED_BASELINE, NOT_COVERED_WARNINGS]
+        if outcome.membership is not None:
+            not_covered.append(NOT_COVERED_MEMBERSHIP)
+        if costs.data["upload_not_covered"]:
+            not_covered.append(NOT_COVERED_UPLOAD)
         report.add(guarantee_section(result, not_covered=not_covered))
+    report.add(costs)
     report.add(
         training_section(
             result,
@@ -148,6 +174,7 @@ def exposure_section(outcome: RunOutcome) -> Section:
                 + " (the graph is derived from these rates; a higher real rate voids the derivation)",
             ),
             ("secure-aggregation graph", graph),
+            ("secure-aggregation security", _secagg_security(agg)),
         ]
     elif name == "paillier":
         o = agg.options
@@ -181,6 +208,27 @@ def exposure_section(outcome: RunOutcome) -> Section:
             ("measured: malicious model", exp.verdict()),
             ("assumed: how measured", f"attack case '{leak.defense}' on digits, 10 clients, batch 1: {leak.modelled}"),
         ]
+    member = outcome.membership
+    if member is not None:
+        data["membership"] = {
+            "attack": "loss threshold (Yeom et al. 2018) on the final global model",
+            "run": dataclasses.asdict(member.run),
+            "without_privacy": dataclasses.asdict(member.baseline) if member.baseline is not None else None,
+            "seconds": member.seconds,
+        }
+        rows.append(("measured: membership inference", member.verdict()))
+        rows.append(
+            (
+                "how measured",
+                f"score = minus the example's loss on the final model; members: the {member.run.members} training "
+                f"examples of the clients that took part; non-members: the {member.run.non_members} held-out test "
+                "examples; AUC 0.5 = guessing (95% Hanley-McNeil interval)",
+            )
+        )
+    elif leak is not None:
+        rows.append(("measured: membership inference", "not measured (no client took part in a released round)"))
+    if leak is None:
+        rows.append(("measured: membership inference", "not measured in this run (--no-leakage)"))
     return Section(
         key="exposure",
         title="Privacy: who sees what, the threat model, measured leakage",
@@ -188,6 +236,107 @@ def exposure_section(outcome: RunOutcome) -> Section:
             "What the server of this deployment sees, under which threat model, what guarantee bounds it, and "
             "what an attacker in the server's place recovered in a measurement run beside this one. "
             "Rows marked 'assumed' are stated, not tested here; 'measured' rows ran."
+        ),
+        data=data,
+        summary=rows,
+    )
+
+
+def _secagg_security(agg: Any) -> str:
+    """The security and failure levels the secure-aggregation graph was derived for (or that none was stated)."""
+    o = agg.options
+    if o.degree is not None:
+        return f"degree {o.degree} and threshold {o.threshold} set by hand: no security level is derived or stated"
+    pol = agg.client_policy() or ClientPolicy(
+        min_clients=o.min_clients, dropout_rate=o.dropout_rate, corruption_rate=o.corruption_rate
+    )
+    return (
+        f"the graph is derived for 2^-{pol.security_bits} security (the chance that the server and the corrupted "
+        f"clients learn more than the sum of the honest inputs) and 2^-{pol.failure_bits} failure (the chance that "
+        "dropouts at the assumed rate abort a round), at the rates above"
+    )
+
+
+def _upload_per_client(agg: Any) -> float | None:
+    """Median bytes a client sent per round under a secure aggregator (``None``: it sends its update in the clear)."""
+    rounds = getattr(agg, "rounds", None) or []
+    values = [float(getattr(r, "client_upload_bytes", getattr(r, "bytes_per_client", math.nan))) for r in rounds]
+    values = [v for v in values if math.isfinite(v)]
+    return statistics.median(values) if values else None
+
+
+def costs_section(outcome: RunOutcome) -> Section:
+    """What this run's privacy costs, measured in the same command: accuracy, time, upload per client.
+
+    The accuracy is compared with :func:`privagg.run.without_privacy` (same seed, data, clients,
+    sampling, training and rounds; no DP, plain mean) when :func:`~privagg.run.execute_run` ran it;
+    otherwise the row says it was skipped. A plain run (no privacy) says there is nothing to compare.
+    """
+    cfg = outcome.config
+    result, base = outcome.result, outcome.baseline
+    private = has_privacy(cfg)
+    agg: Any = getattr(result.aggregator, "inner", result.aggregator)
+    plain_bytes = 4.0 * result.num_params  # a float32 update in the clear
+    upload = _upload_per_client(agg)
+    dp = cfg.dp is not None and hasattr(result.aggregator, "ledger")
+    poisson = cfg.federation.sampling == "poisson"
+    upload_not_covered = upload is not None and dp and poisson
+    data: dict[str, Any] = {
+        "private": private,
+        "final_accuracy": result.final_accuracy,
+        "without_privacy_final_accuracy": base.final_accuracy if base is not None else None,
+        "accuracy_cost_points": 100 * (base.final_accuracy - result.final_accuracy) if base is not None else None,
+        "comparison": (
+            "measured" if base is not None else ("skipped (--no-baseline)" if private else "none: no privacy")
+        ),
+        "seconds": {
+            "run": result.seconds,
+            "without_privacy": base.seconds if base is not None else None,
+            "wall": outcome.seconds,
+        },
+        "upload_bytes_per_client": upload if upload is not None else plain_bytes,
+        "plain_upload_bytes_per_client": plain_bytes,
+        "upload_not_covered": upload_not_covered,
+    }
+    if not private:
+        acc = f"{result.final_accuracy:.4f}: this run has no privacy, nothing to compare and nothing protected"
+        line = f"none: no privacy (accuracy {result.final_accuracy:.3f}, {plain_bytes / 1e3:.1f} kB per update)"
+    elif base is None:
+        acc = f"{result.final_accuracy:.4f}; the run without privacy was skipped (--no-baseline): cost not measured"
+        line = f"accuracy {result.final_accuracy:.3f}; cost not measured (--no-baseline)"
+    else:
+        pts = data["accuracy_cost_points"]
+        acc = (
+            f"{result.final_accuracy:.4f} against {base.final_accuracy:.4f} without privacy: {pts:.1f} points lost "
+            "(measured: the same seed, data, clients, sampling, training and rounds, with the plain mean and no DP)"
+        )
+        line = f"accuracy {result.final_accuracy:.3f} vs {base.final_accuracy:.3f} without privacy ({-pts:+.1f} points)"
+    rows = [("accuracy", acc)]
+    if upload is not None:
+        tag = " (median over rounds; it depends on the cohort size: not covered by DP)" if upload_not_covered else ""
+        rows.append(
+            (
+                "upload per client per round",
+                f"{upload / 1e3:.1f} kB (keys, shares, masked input, signatures) against {plain_bytes / 1e3:.1f} kB "
+                f"for the float32 update in the clear: {upload / plain_bytes:.1f}x{tag}",
+            )
+        )
+        if private and base is not None:
+            line += f"; upload {upload / 1e3:.1f} kB vs {plain_bytes / 1e3:.1f} kB per client per round"
+    else:
+        rows.append(("upload per client per round", f"{plain_bytes / 1e3:.1f} kB: the float32 update, in the clear"))
+    times = f"{result.seconds:.1f} s for this run's training"
+    if base is not None:
+        times += f", {base.seconds:.1f} s for the run without privacy"
+    rows.append(("time", f"{times}; {outcome.seconds:.1f} s wall for the whole command"))
+    data["line"] = line
+    return Section(
+        key="costs",
+        title="Costs of privacy",
+        text=(
+            "What this run's protections cost against the same run without them, measured in the same "
+            "command: accuracy, upload per client and time. The accuracy of the run without privacy comes "
+            "from the clients' data without noise, which the DP guarantee does not cover."
         ),
         data=data,
         summary=rows,

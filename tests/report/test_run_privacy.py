@@ -10,10 +10,25 @@ import pytest
 from privagg.errors import ConfigurationError
 from privagg.report.dp import guarantee, guarantee_line
 from privagg.report.run import exposure_section, run_report
-from privagg.run import PRESETS, RunOutcome, execute_run, exposure_defense, measure_leakage, preset_path, run_config
+from privagg.run import (
+    PRESETS,
+    RunOutcome,
+    execute_run,
+    exposure_defense,
+    has_privacy,
+    measure_leakage,
+    preset_path,
+    run_config,
+    without_privacy,
+)
 from protocols.fedavg import RunConfig
 
 SMALL = {"data": {"num_clients": 5}, "model": {"name": "logreg"}, "federation": {"rounds": 2}}
+DISTRIBUTED = {
+    "aggregation": {"name": "secagg"},
+    "federation": {"sampling": "poisson", "sampling_rate": 0.5},
+    "dp": {"target_epsilon": 8.0, "noise": "distributed"},
+}
 SECAGG_CLIENT_DP = {
     "aggregation": {"name": "secagg", "options": {"clip": 16.0, "value_bits": 24}},
     "federation": {"sampling": "poisson", "sampling_rate": 0.5},
@@ -67,6 +82,8 @@ def test_secagg_with_central_dp_names_its_page_assumptions_graph_and_guarantee()
     assert rows["assumed: rates"].startswith("dropout 0, corrupted clients 0: the graph assumes no client drops")
     # the derived graph is a function of the exact cohort size, which DP keeps private: withheld
     assert rows["secure-aggregation graph"].startswith("derived per round from the cohort size: withheld under DP")
+    assert rows["secure-aggregation security"].startswith("the graph is derived for 2^-40 security")
+    assert "2^-20 failure" in rows["secure-aggregation security"]
     no_dp = execute_run(run_config(overrides={**SMALL, "aggregation": agg}), progress=False)
     last = no_dp.result.aggregator.rounds[-1]  # type: ignore[attr-defined]
     graph = dict(exposure_section(no_dp).summary)["secure-aggregation graph"]
@@ -84,6 +101,7 @@ def test_secagg_with_central_dp_names_its_page_assumptions_graph_and_guarantee()
         ({"dp": {"noise_multiplier": 1.0}}, "none"),
         ({"aggregation": {"name": "secagg"}, "dp": {"noise_multiplier": 1.0}}, "secagg"),
         (SECAGG_CLIENT_DP, "secagg+dp"),
+        (DISTRIBUTED, "distributed-dp"),
     ],
 )
 def test_the_measured_defense_is_what_the_server_sees(overrides: dict, defense: str) -> None:
@@ -108,11 +126,33 @@ def test_presets_ship_as_files_and_layer_under_the_config() -> None:
     assert run_config(preset="plain") == RunConfig()
     hardened = run_config(preset="hardened")
     assert hardened.aggregation.name == "secagg" and hardened.aggregation.options["threat"] == "active"
-    assert hardened.dp is not None and hardened.dp.noise == "client" and hardened.dp.target_epsilon == 8.0
-    assert hardened.data.num_clients == 1000 and hardened.federation.sampling == "poisson"
-    assert exposure_defense(hardened)[0] == "secagg+dp"
+    assert hardened.dp is not None and hardened.dp.noise == "distributed" and hardened.dp.target_epsilon == 8.0
+    assert hardened.dp.delta * hardened.data.num_clients <= 0.01
+    assert hardened.data.num_clients >= 500 and hardened.federation.sampling == "poisson"
+    assert exposure_defense(hardened)[0] == "distributed-dp"
     # overrides win over the preset
     assert run_config(overrides={"federation": {"rounds": 3}}, preset="hardened").federation.rounds == 3
     assert run_config(preset="secagg").aggregation.name == "secagg"
     with pytest.raises(ConfigurationError, match="unknown preset 'nope'"):
         run_config(preset="nope")
+    # a later layer naming another aggregator starts it from its own defaults (the preset's options would not fit)
+    switched = run_config(overrides={"aggregation": {"name": "mean"}}, preset="hardened")
+    assert switched.aggregation.name == "mean" and switched.aggregation.options == {}
+    kept = run_config(overrides={"aggregation": {"name": "secagg"}}, preset="hardened")
+    assert kept.aggregation.options == hardened.aggregation.options
+
+
+def test_without_privacy_is_the_same_run_with_the_plain_mean_and_no_dp() -> None:
+    hardened = run_config(preset="hardened")
+    plain = without_privacy(hardened)
+    assert plain.dp is None and plain.aggregation.name == "mean" and plain.aggregation.options == {}
+    assert (plain.seed, plain.data, plain.model, plain.train, plain.federation) == (
+        hardened.seed,
+        hardened.data,
+        hardened.model,
+        hardened.train,
+        hardened.federation,
+    )
+    assert has_privacy(hardened) and not has_privacy(plain) and has_privacy(run_config(preset="secagg"))
+    robust = run_config(overrides={"aggregation": {"name": "median"}, "dp": {"noise_multiplier": 1.0}})
+    assert without_privacy(robust).aggregation.name == "median"  # not a privacy mechanism: kept

@@ -43,7 +43,7 @@ def test_run_outcome_renders_the_training_section_and_writes_the_page(tmp_path: 
     d = report.to_dict()
     assert d["final_accuracy"] == outcome.result.final_accuracy and d["rounds"] == 2
     assert d["config"]["federation"] == {**d["config"]["federation"], "rounds": 2, "patience": 10}
-    assert list(d["sections"]) == ["exposure", "training", "configuration", "environment"]
+    assert list(d["sections"]) == ["exposure", "costs", "training", "configuration", "environment"]
     settings = dict(next(s for s in report.sections if s.key == "configuration").summary)
     assert settings["federation.rounds"] == "2" and settings["seed"] == "0" and settings["model.name"] == "logreg"
     sec = training_section(outcome.result)
@@ -122,12 +122,14 @@ def test_dp_run_adds_ledger_inner_cost_and_accuracy_cost(dp_outcome: RunOutcome)
     outcome = dp_outcome
     dp = DP
     assert outcome.baseline is not None and outcome.baseline.config.dp is None
+    assert outcome.baseline.config.aggregation.name == "mean"  # the run without privacy: no secure sum either
     assert isinstance(outcome.result.aggregator, DPFedAvg)
     assert [s.key for s in run_sections(outcome.result)] == ["training", "dp", "secagg"]
     d = run_report(outcome).to_dict()
     assert list(d["sections"]) == [
         "exposure",
         "privacy",
+        "costs",
         "training",
         "dp",
         "secagg",
