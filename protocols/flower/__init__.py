@@ -3,7 +3,8 @@
 Drop-in for Flower's ``secaggplus_mod`` / ``SecAggPlusWorkflow``::
 
     ClientApp(client_fn=client_fn, mods=[privagg_secagg_mod, privagg_dp_mod])
-    DefaultWorkflow(fit_workflow=PrivAggSecAggWorkflow(SecAggWorkflowConfig(dropout_rate=0.1)))(grid, context)
+    workflow = PrivAggSecAggWorkflow(SecAggWorkflowConfig(dropout_rate=0.1, pki="keys"))  # "keys": the identities
+    DefaultWorkflow(fit_workflow=workflow)(grid, context)
 
 Only import this package when Flower is installed; nothing else in privagg imports it.
 Submodules: :mod:`.secagg` (SecAgg mod + workflow), :mod:`.dp` (DP mod + strategy wrapper),

@@ -6,7 +6,7 @@
 :class:`~.paillier.PrivAggPaillierWorkflow`. Both share :class:`FitWorkflowConfig` (the
 weighted mean and the stage timeout)::
 
-    DefaultWorkflow(fit_workflow=PrivAggSecAggWorkflow(SecAggWorkflowConfig(dropout_rate=0.1)))
+    DefaultWorkflow(fit_workflow=PrivAggSecAggWorkflow(SecAggWorkflowConfig(dropout_rate=0.1, pki="keys")))
 """
 
 from __future__ import annotations

@@ -27,7 +27,9 @@ def test_ray_round_equals_mean_of_survivors(tmp_path: Path) -> None:
     from flwr.simulation import run_simulation
 
     create_identities(tmp_path, range(N))
-    wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=4, threshold=3, threat="active", clipping_range=CLIP))
+    wf = PrivAggSecAggWorkflow(
+        SecAggWorkflowConfig.manual(degree=4, threshold=3, threat="active", clipping_range=CLIP, pki=str(tmp_path))
+    )
     capp = vector_client_app(
         dimension=M,
         seed=SEED,
