@@ -13,6 +13,7 @@ parameters), on the same engine, in one process, one after the other:
   ``K - 1`` neighbours, threshold ``T``), clip 8, ``value_bits = 23`` (quantisation step
   1.9e-6, finer than Flower's 3.8e-6), ring ``2**32`` like Flower's (``--modulus-bits 0``:
   privagg's smallest ring, 30 bits at N=100, bit-packed on the wire);
+  The active server screens advertisements and senders with the clients' PKI (as deployed);
 * ``privagg-active-derived``: active, graph derived by ``SecAggParams.derive`` for
   2^-40 security / 2^-20 failure at the given dropout rate (a larger degree: stronger, slower);
 * ``plain``: Flower's default FedAvg fit workflow, no secure aggregation (the floor: model
@@ -142,7 +143,12 @@ def run_system(name: str, args: argparse.Namespace, pki: str) -> dict[str, Any]:
     else:
         threat = ThreatModel.SEMI_HONEST if name == "privagg-sh" else ThreatModel.ACTIVE
         config = SecAggWorkflowConfig(
-            threat=threat, dropout_rate=args.dropout, clipping_range=8.0, value_bits=23, modulus_bits=args.modulus_bits
+            threat=threat,
+            dropout_rate=args.dropout,
+            clipping_range=8.0,
+            value_bits=23,
+            modulus_bits=args.modulus_bits,
+            pki=pki if threat is ThreatModel.ACTIVE else None,  # active: the server screens with the clients' PKI
         )
         if not name.endswith("derived"):  # Flower's graph: K - 1 neighbours, threshold T
             config = dataclasses.replace(config, degree=k - 1, threshold=t)

@@ -186,19 +186,12 @@ class SecAggAggregator(Aggregator):
         return self._policy if self.threat is ThreatModel.ACTIVE else None
 
     def min_survivors(self, n: int) -> int:
-        """The fewest survivors whose sum a round of ``n`` clients can release.
-
-        Every dropped client's key must be rebuilt from ``threshold`` shares held by surviving
-        neighbours, and a survivor neighbours at most ``degree`` clients, so ``dropped * t <=
-        survivors * k``: at least ``ceil(n t / (k + t))`` survive, and at least ``t`` (the sparse
-        graphs of SecAgg+ guarantee far more than their threshold). Assumes the whole cohort got
-        past key advertisement (the roster is the cohort).
-        """
+        """The fewest survivors whose sum a round of ``n`` clients can release: the round's parameters'
+        own bound (:meth:`secagg.SecAggParams.min_survivors`). Assumes the whole cohort got past key
+        advertisement (the roster is the cohort)."""
         if n < 3:
             return n
-        p = self.params_for(n)
-        k, t = p.degree, p.threshold
-        return min(n, max(t, -(-n * t // (k + t))))
+        return self.params_for(n).min_survivors(n)
 
     def params_for(self, n: int) -> SecAggParams:
         """The round's parameters for a cohort of ``n`` clients."""

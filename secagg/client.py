@@ -187,7 +187,7 @@ class SecAggClient:
         v = np.asarray(vector)
         if v.ndim != 1 or v.dtype.kind not in "ui":
             raise ConfigurationError("expected a flat vector of unsigned ring elements", field="input_vector")
-        if v.size and int(v.min()) < 0:
+        if v.size and v.dtype.kind == "i" and int(v.min()) < 0:  # unsigned elements are non-negative
             raise ConfigurationError("ring elements are non-negative", field="input_vector")
         if model_digest is not None and model_digest != self.model_digest:
             stage = self.stage.value
@@ -326,7 +326,8 @@ class SecAggClient:
         self._check_round(msg.round, msg.session_id)
         if (why := seeding.reveal_fault(self._roster, msg.reveals)) is not None:
             raise self._fail(why)
-        return self._deal(self._roster, seeding.graph_seed(self.session_id, msg.reveals))
+        roster, self._roster = self._roster, {}  # the neighbours' entries are all it needs from now on
+        return self._deal(roster, seeding.graph_seed(self.session_id, msg.reveals))
 
     def _deal(self, by_id: dict[int, KeyAdvertisement], seed: bytes) -> list[Message]:
         """Draw the ring from ``seed``, check this client's neighbourhood, deal its shares to it."""

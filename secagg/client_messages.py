@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -84,6 +85,21 @@ class ShareEnvelope:
     key_commitment: bytes = bytes(DIGEST_BYTES)
 
 
+_ENVELOPE_SIZES = (DIGEST_BYTES, DIGEST_BYTES, DIGEST_BYTES, CIPHERTEXT_BYTES)
+
+
+def _pack_envelope(e: ShareEnvelope) -> bytes:
+    """One envelope in one precompiled pack (sizes checked first: ``struct`` would pad or cut)."""
+    fields = (e.self_share_commitment, e.key_share_commitment, e.key_commitment, e.ciphertext)
+    for f, n in zip(fields, _ENVELOPE_SIZES):
+        if len(f) != n:
+            raise ValueError(f"field must be {n} bytes, got {len(f)}")
+    try:
+        return _ENVELOPE.pack(e.recipient, *fields)
+    except struct.error:
+        raise InvalidMessage(f"integer field {e.recipient!r} does not fit the wire format (>I)") from None
+
+
 def _read_envelope(r: Reader) -> ShareEnvelope:
     rcp, c_self, c_key, kc, ct = r.unpack(_ENVELOPE)
     return ShareEnvelope(rcp, c_self, c_key, ct, kc)
@@ -106,10 +122,7 @@ class EncryptedShares:
     def encode(self) -> bytes:
         w = _header(Writer(), self.TYPE).u64(self.round).fixed(self.session_id, DIGEST_BYTES).u32(self.sender)
         w.fixed(self.self_seed_commitment, DIGEST_BYTES).u32(len(self.envelopes))
-        for e in self.envelopes:
-            w.u32(e.recipient).fixed(e.self_share_commitment, DIGEST_BYTES)
-            w.fixed(e.key_share_commitment, DIGEST_BYTES).fixed(e.key_commitment, DIGEST_BYTES)
-            w.fixed(e.ciphertext, CIPHERTEXT_BYTES)
+        w.raw(b"".join([_pack_envelope(e) for e in self.envelopes]))
         return write_signature(w.var(self.check), self.signature).getvalue()
 
     @classmethod

@@ -15,8 +15,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import operator
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -50,6 +51,7 @@ __all__ = [
     "signed_by_sender",
     "sign",
     "verify",
+    "verify_shared",
     "x25519_public",
     "valid_x25519_public",
     "LOW_ORDER_U",
@@ -64,6 +66,11 @@ __all__ = [
     "seed_commitment",
     "add_self_mask",
     "add_pair_mask",
+    "MaskTask",
+    "MaskExpander",
+    "self_mask_task",
+    "pair_mask_task",
+    "apply_masks",
     "NeighbourGraph",
     "reconstruct_secret",
     "strip_masks",
@@ -102,7 +109,7 @@ def session_id(round: int, advertisements: Iterable[KeyAdvertisement]) -> bytes:
     Every per-client field has a fixed size (4 + 32 + 32 + 32 + 32 bytes), so the concatenation
     after the label is unambiguous.
     """
-    advs = sorted(advertisements, key=lambda a: a.client_id)
+    advs = sorted(advertisements, key=_by_id)
     h = hashlib.sha256(label(DOMAIN, "session", round, len(advs)))
     h.update(
         b"".join(
@@ -113,7 +120,23 @@ def session_id(round: int, advertisements: Iterable[KeyAdvertisement]) -> bytes:
     return h.digest()
 
 
+_by_id = operator.attrgetter("client_id")
+
+
+#: the advertisement fields after the ``advertise`` prefix as :func:`privagg.randomness.label` lays them
+#: out (round and id as signed 64-bit, four 32-byte fields), in one precompiled pack
+_ADV_TAIL = struct.Struct(">" + "Iq" * 2 + "I32s" * 4)
+_MAX_I64 = (1 << 63) - 1
+
+
 def advertisement_payload(adv: KeyAdvertisement) -> bytes:
+    """What an advertisement's signature covers: ``label(DOMAIN, "advertise", round, id, config hash,
+    both keys, seed commitment)``. Every client checks every roster entry, so the common shape (32-byte
+    fields, ids in range) is packed in one step; it is the same bytes (tests/secagg/test_fastpaths.py)."""
+    f = (adv.config_hash, adv.enc_public_key, adv.mask_public_key, adv.seed_commitment)
+    if 0 <= adv.round <= _MAX_I64 and 0 <= adv.client_id <= _MAX_I64 and all(len(x) == 32 for x in f):
+        tail = _ADV_TAIL.pack(8, adv.round, 8, adv.client_id, 32, f[0], 32, f[1], 32, f[2], 32, f[3])
+        return _prefix("advertise") + tail
     return label(
         DOMAIN,
         "advertise",
@@ -142,9 +165,11 @@ def verify(public_key: bytes, signature: bytes, payload: bytes) -> bool:
     return True
 
 
-#: :func:`verify` is a pure function of its inputs: memoised for advertisements (short payloads, checked
-#: by every client of a roster), parties simulated in one process verify each one once, not once each
-_verify_advertisement = functools.lru_cache(maxsize=1 << 14)(verify)
+#: :func:`verify` is a pure function of its inputs, memoised for what many parties check (short payloads):
+#: advertisements (every client checks every roster entry) and consistency signatures (the server on receipt,
+#: then every revealing neighbour). Parties simulated in one process then verify each one once, not once
+#: each; the key of the cache is the whole input (key, signature, payload), so the answer is the same.
+verify_shared = functools.lru_cache(maxsize=1 << 14)(verify)
 
 
 def message_payload(msg: EncryptedShares | ShareCheck | MaskedInput | UnmaskResponse) -> bytes:
@@ -175,13 +200,12 @@ def signed_by_sender(msg: Message, directory: Mapping[int, bytes], *, survivors:
     checked by its receiver)."""
     if isinstance(msg, (KeyAdvertisement, SeedReveal)):
         return True
-    if isinstance(msg, ConsistencySignature):
-        payload = consistency_payload(msg.session_id, msg.round, survivors)
-    elif isinstance(msg, SIGNED_MESSAGES):
-        payload = message_payload(msg)
-    else:
-        return False
-    return verify(directory.get(msg.sender, b""), msg.signature, payload)
+    key = directory.get(getattr(msg, "sender", -1), b"")
+    if isinstance(msg, ConsistencySignature):  # checked again by the neighbours that reveal: the shared memo
+        return verify_shared(key, msg.signature, consistency_payload(msg.session_id, msg.round, survivors))
+    if isinstance(msg, SIGNED_MESSAGES):
+        return verify(key, msg.signature, message_payload(msg))
+    return False
 
 
 _P25519 = (1 << 255) - 19
@@ -226,7 +250,7 @@ def advertisement_fault(
         key = directory.get(c)
         if key is None:
             return f"client {c} is not in the identity directory"
-        if not _verify_advertisement(key, adv.signature, advertisement_payload(adv)):
+        if not verify_shared(key, adv.signature, advertisement_payload(adv)):
             return f"advertisement of client {c} has no valid signature"
     for name in ("enc_public_key", "mask_public_key"):  # last: a signed bad key is its client's fault
         if not valid_x25519_public(getattr(adv, name)):
@@ -299,17 +323,46 @@ def _mask_info(kind: str, session: bytes, round: int) -> bytes:
     return _prefix("mask", kind, session, round)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class MaskTask:
+    """One mask to add to (or subtract from) an accumulator: ``prg_add_words(acc, seed, info=info)``."""
+
+    seed: bytes = dataclasses.field(repr=False)
+    info: bytes
+    subtract: bool
+
+
+#: how a party adds a stream of masks into its accumulator (:func:`apply_masks`, or a parallel driver's);
+#: the stream may raise midway (a secret that fails its check): the accumulator is then discarded
+MaskExpander = Callable[[np.ndarray, Iterable[MaskTask]], None]
+
+
+def self_mask_task(seed: bytes, *, session: bytes, round: int, subtract: bool = False) -> MaskTask:
+    return MaskTask(seed, _mask_info("self", session, round), subtract)
+
+
+def pair_mask_task(seed: bytes, *, session: bytes, round: int, me: int, peer: int, subtract: bool = False) -> MaskTask:
+    """Client ``me`` adds ``+PRG(s)`` if ``me < peer`` else ``-PRG(s)``; ``subtract`` removes it."""
+    positive = (me < peer) != subtract
+    return MaskTask(seed, _mask_info("pair", session, round) + _ids(min(me, peer), max(me, peer)), not positive)
+
+
+def apply_masks(acc: np.ndarray, tasks: Iterable[MaskTask]) -> None:
+    """Add every task's mask into ``acc`` in place (wrapping: the order does not matter)."""
+    for t in tasks:
+        prg_add_words(acc, t.seed, info=t.info, subtract=t.subtract)
+
+
 def add_self_mask(acc: np.ndarray, seed: bytes, *, session: bytes, round: int, subtract: bool = False) -> None:
-    prg_add_words(acc, seed, info=_mask_info("self", session, round), subtract=subtract)
+    apply_masks(acc, (self_mask_task(seed, session=session, round=round, subtract=subtract),))
 
 
 def add_pair_mask(
     acc: np.ndarray, seed: bytes, *, session: bytes, round: int, me: int, peer: int, subtract: bool = False
 ) -> None:
     """Client ``me`` adds ``+PRG(s)`` if ``me < peer`` else ``-PRG(s)``; ``subtract`` removes it."""
-    positive = (me < peer) != subtract
-    info = _mask_info("pair", session, round) + _ids(min(me, peer), max(me, peer))
-    prg_add_words(acc, seed, info=info, subtract=not positive)
+    task = pair_mask_task(seed, session=session, round=round, me=me, peer=peer, subtract=subtract)
+    apply_masks(acc, (task,))
 
 
 class NeighbourGraph:
@@ -326,7 +379,7 @@ class NeighbourGraph:
         keys = prg_words(hashlib.sha256(label(DOMAIN, "graph", session)).digest(), info=b"ring", count=n, bits=64)
         order = np.argsort(keys, kind="stable")
         self._ids = sorted_ids[order]
-        self._pos = {int(c): i for i, c in enumerate(self._ids)}
+        self._pos = dict(zip(self._ids.tolist(), range(n)))
 
     def __contains__(self, cid: object) -> bool:
         return cid in self._pos

@@ -1,7 +1,8 @@
 """In-memory driver: runs one SecAgg+ round between a server and its clients on this machine.
 
 The server and the message routing live in the calling process; the clients too, or in
-``workers`` forked processes (``run_round(..., workers=2)``) for large simulations.
+``workers`` forked processes (``run_round(..., workers=2)``) for large simulations, which then
+also expand the masks the server removes in its last stage (they are idle by then).
 
 Messages travel as bytes through their codecs (so byte counts are real wire sizes).
 Dropouts are injectable at every stage: a client listed under a :class:`DropStage` stops
@@ -35,7 +36,7 @@ import enum
 import functools
 import time
 import tracemalloc
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,9 +45,11 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from privagg.errors import ConfigurationError, ProtocolAbort
 from privagg.randomness import SYSTEM_SECRETS, SecretSource
-from secagg.client import ClientStage, SecAggClient
+from secagg.client import SecAggClient
+from secagg.crypto import apply_masks
 from secagg.messages import DIGEST_BYTES, ClientMessage, decode_message
 from secagg.params import ClientPolicy, SecAggParams, ThreatModel
+from secagg.pools import ClientSpec, LocalPool, Pool, WorkerPool
 from secagg.server import Envelope, SecAggServer
 
 __all__ = ["DropStage", "RoundReport", "run_round", "make_identities", "STAGE_NAMES"]
@@ -128,142 +131,6 @@ def make_identities(
     return keys, {c: k.public_key().public_bytes_raw() for c, k in keys.items()}
 
 
-@dataclass(frozen=True)
-class _ClientSpec:
-    threat: ThreatModel
-    keys: dict[int, bytes]
-    directory: dict[int, bytes]
-    round: int
-    hardened: bool
-    policy: ClientPolicy | None = None
-
-    def make(self, c: int, secrets: SecretSource) -> SecAggClient:
-        active = self.threat is ThreatModel.ACTIVE
-        return SecAggClient(
-            c,
-            threat=self.threat,
-            identity_key=ed25519.Ed25519PrivateKey.from_private_bytes(self.keys[c]) if active else None,
-            directory=self.directory if active else None,
-            round=self.round,
-            hardened=self.hardened,
-            secrets=secrets,
-            policy=self.policy,
-        )
-
-
-_Result = list[bytes] | ProtocolAbort
-
-
-def _step_one(client: SecAggClient, wire: bytes) -> _Result:
-    try:
-        return [m.encode() for m in client.step(wire)]
-    except ProtocolAbort as e:
-        return e
-
-
-class _Pool:
-    def run(self, items: list[tuple[int, bytes]], *, set_inputs: bool) -> Iterator[tuple[int, _Result]]:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-
-class _LocalPool(_Pool):
-    """Clients in this process: the driver's own (inputs fetched just before masking) and the
-    caller's ``external`` ones (inputs set by the caller)."""
-
-    def __init__(
-        self,
-        spec: _ClientSpec,
-        ids: list[int],
-        inputs: Any,
-        secrets: SecretSource,
-        external: Mapping[int, SecAggClient] | None = None,
-    ) -> None:
-        self.clients = {c: spec.make(c, secrets) for c in ids}
-        self._needs_input = set(ids)
-        self.clients.update(external or {})
-        self._get = inputs if callable(inputs) else inputs.__getitem__
-
-    def run(self, items: list[tuple[int, bytes]], *, set_inputs: bool) -> Iterator[tuple[int, _Result]]:
-        for c, wire in items:
-            client = self.clients[c]
-            if set_inputs and c in self._needs_input and client.stage is ClientStage.AWAIT_MASK:
-                client.set_input(np.asarray(self._get(c)))
-                self._needs_input.discard(c)
-            yield c, _step_one(client, wire)
-
-
-def _worker_main(conn: Any, spec: _ClientSpec, ids: list[int], inputs: Any) -> None:
-    pool = _LocalPool(spec, ids, inputs, SYSTEM_SECRETS)
-    while True:
-        cmd = conn.recv()
-        if cmd is None:
-            return
-        items, set_inputs = cmd
-        for c, res in pool.run(items, set_inputs=set_inputs):
-            if isinstance(res, ProtocolAbort):
-                conn.send((c, ("abort", res.reason, res.stage)))
-            else:
-                conn.send((c, res))
-        conn.send(None)
-
-
-class _WorkerPool(_Pool):
-    """Clients in forked worker processes; replies stream back as they are produced."""
-
-    def __init__(self, spec: _ClientSpec, ids: list[int], inputs: Any, workers: int) -> None:
-        import multiprocessing as mp
-
-        ctx = mp.get_context("fork")
-        self._conns = []
-        self._procs = []
-        self._owner: dict[int, int] = {}
-        for w in range(workers):
-            mine = ids[w::workers]
-            for c in mine:
-                self._owner[c] = w
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker_main, args=(child, spec, mine, inputs), daemon=True)
-            proc.start()
-            child.close()
-            self._conns.append(parent)
-            self._procs.append(proc)
-
-    def run(self, items: list[tuple[int, bytes]], *, set_inputs: bool) -> Iterator[tuple[int, _Result]]:
-        from multiprocessing.connection import wait
-
-        per: list[list[tuple[int, bytes]]] = [[] for _ in self._conns]
-        for c, wire in items:
-            per[self._owner[c]].append((c, wire))
-        for conn, lst in zip(self._conns, per):
-            conn.send((lst, set_inputs))
-        pending = set(range(len(self._conns)))
-        index = {id(c): i for i, c in enumerate(self._conns)}
-        while pending:
-            for ready in wait([self._conns[i] for i in pending]):
-                msg = ready.recv()  # type: ignore[union-attr,call-arg]
-                if msg is None:
-                    pending.discard(index[id(ready)])
-                    continue
-                cid: int = msg[0]
-                res: Any = msg[1]
-                if isinstance(res, tuple):
-                    yield cid, ProtocolAbort(res[1], stage=res[2], party=cid)
-                else:
-                    yield cid, list(res)
-
-    def close(self) -> None:
-        for conn in self._conns:
-            with contextlib.suppress(BrokenPipeError, OSError):
-                conn.send(None)
-        for p in self._procs:
-            p.join(timeout=5)
-            if p.is_alive():
-                p.terminate()
-
-
 def run_round(
     params: SecAggParams,
     *,
@@ -318,7 +185,7 @@ def run_round(
     external = dict(external_clients or {})
     if set(external) & set(client_ids):
         raise ConfigurationError("external client ids repeat driver client ids", field="external_clients")
-    spec = _ClientSpec(
+    spec = ClientSpec(
         threat=threat,
         keys={c: keys[c].private_bytes_raw() for c in client_ids if c in keys} if keys else {},
         directory=dict(directory),
@@ -333,11 +200,13 @@ def run_round(
             raise ConfigurationError("keep_clients needs workers=1", field="keep_clients")
         if external:
             raise ConfigurationError("external clients need workers=1", field="external_clients")
-        pool: _Pool = _WorkerPool(spec, list(client_ids), inputs, workers)
+        pool: Pool = WorkerPool(spec, list(client_ids), inputs, workers)
     else:
-        pool = _LocalPool(spec, list(client_ids), inputs, secrets, external)
+        pool = LocalPool(spec, list(client_ids), inputs, secrets, external)
     srv = server or SecAggServer(
         params,
+        # workers > 1: the server's mask removal runs on the worker processes too (they idle meanwhile)
+        mask_expander=pool.expand_masks if isinstance(pool, WorkerPool) else apply_masks,
         clients=client_ids,
         dimension=dimension,
         round=round,
@@ -383,14 +252,14 @@ def run_round(
         """Server -> clients, clients answer, answers -> server; returns the server's next envelopes."""
         if server_hook is not None:
             envelopes = [e2 for e in envelopes for e2 in server_hook(e)]
-        cache: dict[int, bytes] = {}
+        last: tuple[object, bytes] | None = None  # a broadcast is one object to consecutive recipients
         nxt: list[Envelope] = []
         items: list[tuple[int, bytes]] = []
         for env in envelopes:
             c = env.recipient
-            wire = cache.get(id(env.message))
-            if wire is None:
-                wire = cache[id(env.message)] = env.message.encode()
+            if last is None or last[0] is not env.message:  # encode each distinct message once, keep one
+                last = (env.message, env.message.encode())
+            wire = last[1]
             sent["server"] += len(wire)
             if c not in sent or not alive(c, stage) or c in client_aborts:
                 continue
@@ -454,5 +323,5 @@ def run_round(
         round_seconds=round_seconds,
         server_peak_bytes=peak[0],
         server=srv,
-        clients=pool.clients if keep_clients and isinstance(pool, _LocalPool) else {},
+        clients=pool.clients if keep_clients and isinstance(pool, LocalPool) else {},
     )

@@ -219,9 +219,32 @@ class KeyRoster:
         r = _open(data, cls.TYPE, "KeyRoster")
         rnd = read_round(r)
         n = r.count(_ADV_MIN, limits.clients)
-        advs = tuple(KeyAdvertisement._read(r) for _ in range(n))
+        advs = _read_uniform_advertisements(r, n)
+        if advs is None:  # entries of mixed sizes, or a bad one: field by field, with its reason
+            advs = tuple(KeyAdvertisement._read(r) for _ in range(n))
         r.end()
         return cls(rnd, advs)
+
+
+_UNIFORM = {s: struct.Struct(f"{_ADV_STRUCT.format}{s}s") for s in (0, SIGNATURE_BYTES)}
+
+
+def _read_uniform_advertisements(r: Reader, n: int) -> tuple[KeyAdvertisement, ...] | None:
+    """The roster's ``n`` entries when all have one size (every signature empty, or every one 64 bytes:
+    what an honest server sends) and every field is in range, in one pass over the bytes; else ``None``
+    and the reader is untouched (the entry-by-entry path then decodes or refuses)."""
+    if n == 0:
+        return None
+    for slen, st in _UNIFORM.items():
+        if r.remaining() != n * st.size:  # the roster ends after its entries
+            continue
+        body = r.peek(n * st.size)
+        rows = list(st.iter_unpack(body))
+        if any(row[0] > MAX_ROUND or row[1] > MAX_CLIENT_ID or row[6] != slen for row in rows):
+            continue
+        r.fixed(n * st.size)
+        return tuple(KeyAdvertisement(rnd, cid, ch, epk, mpk, sig, com) for rnd, cid, ch, epk, mpk, com, _, sig in rows)
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +289,9 @@ class DeliveredShare:
     check: bytes = b""
 
 
+_DELIVERED_SIZES = (CIPHERTEXT_BYTES, DIGEST_BYTES, DIGEST_BYTES, DIGEST_BYTES, DIGEST_BYTES)
+
+
 def _read_delivered(r: Reader, limits: Limits) -> DeliveredShare:
     sender, ct, digest, c_self, c_key, kc = r.unpack(_DELIVERED)
     return DeliveredShare(sender, ct, digest, c_self, c_key, kc, r.var(max_check(limits)))
@@ -285,9 +311,15 @@ class ShareDelivery:
         w = _header(Writer(), self.TYPE).u64(self.round).fixed(self.session_id, DIGEST_BYTES).u32(self.recipient)
         w.u32(len(self.shares))
         for s in self.shares:
-            w.u32(s.sender).fixed(s.ciphertext, CIPHERTEXT_BYTES).fixed(s.dealing_digest, DIGEST_BYTES)
-            w.fixed(s.self_share_commitment, DIGEST_BYTES).fixed(s.key_share_commitment, DIGEST_BYTES)
-            w.fixed(s.key_commitment, DIGEST_BYTES).var(s.check)
+            fields = (s.ciphertext, s.dealing_digest, s.self_share_commitment, s.key_share_commitment, s.key_commitment)
+            for f, n in zip(fields, _DELIVERED_SIZES):
+                if len(f) != n:
+                    raise ValueError(f"field must be {n} bytes, got {len(f)}")
+            try:
+                w.raw(_DELIVERED.pack(s.sender, *fields))
+            except struct.error:
+                raise InvalidMessage(f"integer field {s.sender!r} does not fit the wire format (>I)") from None
+            w.var(s.check)
         return w.getvalue()
 
     @classmethod

@@ -23,6 +23,7 @@ hashing budget. See ``secagg/THREAT_MODEL.md``.
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Mapping, Sequence
 
 from privagg.randomness import label
@@ -33,9 +34,21 @@ from secagg.messages import KeyAdvertisement
 __all__ = ["commitment", "graph_seed", "reveal_fault"]
 
 
+_PREFIX = label(DOMAIN, "seed-commit")
+#: round and id (signed 64-bit) and a 32-byte config hash, laid out as ``label`` does, in one pack
+_TAIL = struct.Struct(">IqIqI32s")
+_MAX_I64 = (1 << 63) - 1
+
+
 def commitment(*, round: int, client_id: int, config_hash: bytes, value: bytes) -> bytes:
-    """The hash commitment a client signs into its advertisement (binding; hiding: ``value`` is 256 random bits)."""
-    return hashlib.sha256(label(DOMAIN, "seed-commit", round, client_id, config_hash) + value).digest()
+    """The hash commitment a client signs into its advertisement (binding; hiding: ``value`` is 256 random bits):
+    ``SHA-256(label(DOMAIN, "seed-commit", round, client_id, config_hash) || value)``. Every client opens every
+    roster entry's, so the common shape is packed in one step (the same bytes)."""
+    if 0 <= round <= _MAX_I64 and 0 <= client_id <= _MAX_I64 and len(config_hash) == 32:
+        head = _PREFIX + _TAIL.pack(8, round, 8, client_id, 32, config_hash)
+    else:
+        head = label(DOMAIN, "seed-commit", round, client_id, config_hash)
+    return hashlib.sha256(head + value).digest()
 
 
 def graph_seed(session: bytes, reveals: Sequence[tuple[int, bytes]]) -> bytes:

@@ -153,7 +153,8 @@ class SecAggServer(Unmasking):
     server rejects advertisements no honest client accepts, and client messages not signed by their
     sender. An active server without it is refused (:class:`ConfigurationError`) unless
     ``screen_senders=False`` says so explicitly: a study of a malicious server, which screens nothing
-    (only the clients' own checks stand)."""
+    (only the clients' own checks stand). ``mask_expander`` applies the masks the last stage removes
+    (default :func:`secagg.crypto.apply_masks`; a driver may spread them over its processes)."""
 
     def __init__(
         self,
@@ -167,6 +168,7 @@ class SecAggServer(Unmasking):
         nonce: bytes | None = None,
         secrets: SecretSource = SYSTEM_SECRETS,
         screen_senders: bool = True,
+        mask_expander: crypto.MaskExpander = crypto.apply_masks,
     ) -> None:
         if not (isinstance(round, int) and 0 <= round <= MAX_ROUND):
             raise ConfigurationError(f"got {round!r}", field="round", accepted=f"0..{MAX_ROUND}")
@@ -192,6 +194,7 @@ class SecAggServer(Unmasking):
         if directory is not None and not screen_senders:
             raise ConfigurationError("a directory screens senders", field="screen_senders", accepted="True")
         self.params = params
+        self.mask_expander = mask_expander
         self.clients = tuple(ids)
         if nonce is None:
             nonce = secrets.token_bytes(DIGEST_BYTES)  # a fresh session
@@ -219,7 +222,8 @@ class SecAggServer(Unmasking):
         self.excluded: dict[int, str] = {}  # dealers proven faulty at the share check, and why
         self.shared: frozenset[int] = frozenset()  # U2
         self._seed_commitments: dict[int, bytes] = {}
-        self._share_commitments: dict[int, tuple[np.ndarray, bytes]] = {}  # owner -> (holders, 64 B each)
+        # owner -> (holders ascending, 64 B of commitments each)
+        self._share_commitments: dict[int, tuple[array.array[int], bytes]] = {}
         self.delivered_to: dict[int, frozenset[int]] = {}
         self.survivors: tuple[int, ...] = ()
         self.dropped: tuple[int, ...] = ()
@@ -248,7 +252,7 @@ class SecAggServer(Unmasking):
         dealings (until the share check), the share commitments and the revealed shares."""
         n = self._acc.nbytes if self._acc is not None else 0
         n += sum(len(e.envelopes) * _ENVELOPE_BYTES + len(e.check) for e in self.shares.values())
-        n += sum(h.nbytes + len(b) + 32 for h, b in self._share_commitments.values())
+        n += sum(h.itemsize * len(h) + len(b) + 32 for h, b in self._share_commitments.values())
         for store in self._revealed.values():
             n += sum(len(blob) + 4 * len(ids) + 200 for ids, blob in store.values())
         return n
@@ -353,7 +357,7 @@ class SecAggServer(Unmasking):
         return [Envelope(c, self.roster) for c in sorted(self._expected)]
 
     def _on_reveal(self, msg: SeedReveal) -> None:
-        if (why := seeding.reveal_fault({msg.sender: self.advertisements[msg.sender]}, [(msg.sender, msg.value)])):
+        if why := seeding.reveal_fault({msg.sender: self.advertisements[msg.sender]}, [(msg.sender, msg.value)]):
             raise InvalidMessage(why)
         self.reveals[msg.sender] = msg.value
 
@@ -384,9 +388,9 @@ class SecAggServer(Unmasking):
         self.delivered_to = {c: frozenset(d.sender for d in lst) for c, lst in inbox.items()}
         for sender in u2:  # what unmasking needs: the commitments (the whole dealing until the share check)
             msg = self.shares[sender]
-            holders = np.array([e.recipient for e in msg.envelopes], dtype=np.int32)
-            blob = b"".join(e.self_share_commitment + e.key_share_commitment for e in msg.envelopes)
-            self._share_commitments[sender] = (holders, blob)
+            envs = sorted(msg.envelopes, key=lambda e: e.recipient)  # by holder: found by bisection
+            blob = b"".join(e.self_share_commitment + e.key_share_commitment for e in envs)
+            self._share_commitments[sender] = (array.array("i", [e.recipient for e in envs]), blob)
             self._seed_commitments[sender] = msg.self_seed_commitment
         self.shared = u2
         self._expected = set(u2)

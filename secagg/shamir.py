@@ -25,11 +25,15 @@ __all__ = [
     "share",
     "random_polynomials",
     "evaluate",
+    "matmul_mod",
+    "vandermonde",
     "interpolate",
     "reconstruct",
     "share_bytes",
     "reconstruct_bytes",
     "lagrange_at_zero",
+    "lagrange_at_zero_batch",
+    "reconstruct_batch",
     "is_share",
 ]
 
@@ -93,13 +97,66 @@ def random_polynomials(constants: np.ndarray, *, threshold: int, source: SecretS
 
 
 def evaluate(coeffs: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """The polynomials ``coeffs`` (shape ``(t, *S)``, lowest degree first) at ``xs`` -> ``(len(xs), *S)``."""
+    """The polynomials ``coeffs`` (shape ``(t, *S)``, lowest degree first) at ``xs`` -> ``(len(xs), *S)``.
+
+    One exact matrix product mod p (:func:`matmul_mod`): the Vandermonde rows of ``xs`` times the
+    coefficients."""
     co = np.asarray(coeffs, dtype=np.uint64)
-    x = np.asarray(xs, dtype=np.uint64).ravel().reshape((-1,) + (1,) * (co.ndim - 1))
-    acc = np.zeros((x.shape[0], *co.shape[1:]), dtype=np.uint64)
+    x = np.asarray(xs, dtype=np.uint64).ravel() % _P
+    t = co.shape[0]
+    if t <= 16 or t > _MATMUL_MAX_TERMS:  # few terms: Horner's numpy calls cost less than the product
+        return _evaluate_horner(co, x)
+    return matmul_mod(vandermonde(x, t), co.reshape(t, -1)).reshape((x.size, *co.shape[1:]))
+
+
+def vandermonde(xs: np.ndarray, t: int) -> np.ndarray:
+    """``x**j mod p`` for ``j < t``: shape ``(len(xs), t)``, in O(sqrt t) numpy steps (baby steps
+    ``x**r``, giant steps ``x**(k i)``, one broadcast product)."""
+    x = np.asarray(xs, dtype=np.uint64).ravel() % _P
+    k = max(1, int(np.ceil(np.sqrt(t))))
+    baby = np.empty((x.size, k), dtype=np.uint64)
+    baby[:, 0] = 1
+    for r in range(1, k):
+        baby[:, r] = baby[:, r - 1] * x % _P
+    step = baby[:, k - 1] * x % _P  # x**k
+    giants = -(-t // k)
+    giant = np.empty((x.size, giants), dtype=np.uint64)
+    giant[:, 0] = 1
+    for i in range(1, giants):
+        giant[:, i] = giant[:, i - 1] * step % _P
+    full = giant[:, :, None] * baby[:, None, :] % _P  # x**(k i + r)
+    return full.reshape(x.size, giants * k)[:, :t]
+
+
+#: float64 products are exact below 2**53: a (< 2**31) times an 11-bit limb of b, summed over t <= 2**11 terms
+_MATMUL_MAX_TERMS = 1 << 11
+
+
+def matmul_mod(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b mod p`` for field-element matrices ``a`` ``(m, t)`` and ``b`` ``(t, k)``, ``t <= 2**11``.
+
+    Exact: ``b`` is split in 11-bit limbs, and each limb's product is a float64 matrix product whose
+    every partial sum is an integer below 2**53 (BLAS speed, no rounding)."""
+    if a.shape[1] > _MATMUL_MAX_TERMS:
+        raise ValueError(f"at most {_MATMUL_MAX_TERMS} terms")
+    af = a.astype(np.float64)
+    out = np.zeros((a.shape[0], b.shape[1]), dtype=np.uint64)
+    for shift in (22, 11, 0):  # Horner over the limbs: out = out * 2**11 + a @ limb
+        limb = ((b >> np.uint64(shift)) & np.uint64(0x7FF)).astype(np.float64)
+        part = (af @ limb).astype(np.uint64)
+        out <<= np.uint64(11)  # out < p: < 2**42
+        out += part % _P
+        out %= _P
+    return out
+
+
+def _evaluate_horner(co: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Reference evaluation (Horner's rule, one reduction per step)."""
+    xb = x.reshape((-1,) + (1,) * (co.ndim - 1))
+    acc = np.zeros((x.size, *co.shape[1:]), dtype=np.uint64)
     acc[...] = co[-1]
-    for j in range(co.shape[0] - 2, -1, -1):  # Horner: products of two 31-bit values fit in 64 bits
-        acc *= x
+    for j in range(co.shape[0] - 2, -1, -1):  # products of two 31-bit values fit in 64 bits
+        acc *= xb
         acc += co[j]
         acc %= _P
     return acc
@@ -138,6 +195,66 @@ def lagrange_at_zero(xs: np.ndarray) -> np.ndarray:
                 den = den * (xj - xi) % PRIME
         out.append(num * pow(den, PRIME - 2, PRIME) % PRIME)
     return np.array(out, dtype=np.uint64)
+
+
+def _mulmod(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``a * b mod p`` for field elements (``uint64``: the product of two 31-bit values fits)."""
+    out = np.multiply(a, b, out=out)
+    return np.remainder(out, _P, out=out)
+
+
+def _inverse(a: np.ndarray) -> np.ndarray:
+    """``a**(p-2) mod p`` elementwise (Fermat; ``a`` nonzero field elements), square and multiply."""
+    result = np.ones_like(a)
+    base = a.copy()
+    e = PRIME - 2
+    while e:
+        if e & 1:
+            _mulmod(result, base, out=result)
+        _mulmod(base, base, out=base)
+        e >>= 1
+    return result
+
+
+def lagrange_at_zero_batch(xs: np.ndarray) -> np.ndarray:
+    """:func:`lagrange_at_zero` of many point sets at once: ``xs`` of shape ``(B, t)`` (each row distinct
+    points in ``1..p-1``) -> coefficients ``(B, t)``, ``f(0) = sum_i l[b, i] f(xs[b, i])`` for every row."""
+    x = np.asarray(xs, dtype=np.uint64)
+    if x.ndim != 2 or x.shape[1] == 0:
+        raise ValueError("evaluation points must be a (batch, threshold) array")
+    if np.any(x == 0) or np.any(x >= _P):
+        raise ValueError("evaluation points must be distinct and in 1..p-1")
+    srt = np.sort(x, axis=1)
+    if np.any(srt[:, 1:] == srt[:, :-1]):
+        raise ValueError("evaluation points must be distinct and in 1..p-1")
+    b, t = x.shape
+    num = np.ones((b, t), dtype=np.uint64)  # prod_{j != i} x_j
+    den = np.ones((b, t), dtype=np.uint64)  # prod_{j != i} (x_j - x_i)
+    diff = np.empty((b, t), dtype=np.uint64)
+    for j in range(t):
+        xj = x[:, j : j + 1]
+        np.subtract(xj + _P, x, out=diff)  # x_j - x_i + p, in 1..2p-1 (0 only at i = j)
+        np.remainder(diff, _P, out=diff)
+        diff[:, j] = 1
+        _mulmod(den, diff, out=den)
+        factor = np.broadcast_to(xj, (b, t)).copy()
+        factor[:, j] = 1
+        _mulmod(num, factor, out=num)
+    return _mulmod(num, _inverse(den))
+
+
+def reconstruct_batch(shares: np.ndarray, *, xs: np.ndarray) -> np.ndarray:
+    """:func:`reconstruct` of ``B`` independent sharings at once: ``shares`` ``(B, t, *S)`` taken at the
+    points ``xs`` ``(B, t)`` (each row its own holders) -> secrets ``(B, *S)``."""
+    sh = np.asarray(shares, dtype=np.uint64)
+    lam = lagrange_at_zero_batch(xs)
+    if sh.shape[:2] != lam.shape:
+        raise ValueError("one share per evaluation point")
+    if np.any(sh >= _P):
+        raise ValueError("shares must be field elements")
+    lam = lam.reshape(lam.shape + (1,) * (sh.ndim - 2))
+    # each term is < p; a sum of t < 2**32 of them fits in 64 bits
+    return np.remainder(np.remainder(sh * lam, _P).sum(axis=1, dtype=np.uint64), _P)
 
 
 def reconstruct(shares: np.ndarray, *, xs: np.ndarray) -> np.ndarray:

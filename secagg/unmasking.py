@@ -4,21 +4,26 @@ rebuilt, masks removed (a part of :class:`secagg.server.SecAggServer`, kept apar
 from __future__ import annotations
 
 import array
+import bisect
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric import x25519
 
-from privagg.errors import ProtocolAbort, VerificationError
+from privagg.errors import ProtocolAbort
 from secagg import crypto
 from secagg.messages import SECRET_LIMBS, SHARE_BYTES, KeyAdvertisement, UnmaskResponse
 from secagg.params import SecAggParams
-from secagg.shamir import is_share, reconstruct_bytes
+from secagg.shamir import PRIME, is_share, reconstruct_batch
 
 if TYPE_CHECKING:
     from secagg.server import AggregationOutcome, Envelope, ServerStage
 
 __all__ = ["Unmasking"]
+
+_P = np.uint64(PRIME)
+_BATCH = 256  # owners rebuilt per vectorised pass
 
 
 class Unmasking:
@@ -40,8 +45,9 @@ class Unmasking:
     _acc: np.ndarray | None
     _own_shares: dict[int, bytes]
     _seed_commitments: dict[int, bytes]
-    _share_commitments: dict[int, tuple[np.ndarray, bytes]]
+    _share_commitments: dict[int, tuple[array.array[int], bytes]]
     _revealed: dict[str, dict[int, tuple[array.array[int], bytearray]]]
+    mask_expander: crypto.MaskExpander
 
     stage: ServerStage
 
@@ -89,7 +95,7 @@ class Unmasking:
                     self.rejected.append((holder, f"unrequested {kind} share of client {owner}"))
                     continue
                 holders, blob = self._share_commitments[owner]
-                i = int(np.flatnonzero(holders == holder)[0]) * 64 + (0 if kind == "self" else 32)
+                i = bisect.bisect_left(holders, holder) * 64 + (0 if kind == "self" else 32)
                 want = blob[i : i + 32]
                 got = crypto.share_commitment(
                     session=self.session_id, owner=owner, holder=holder, kind=kind, share=rs.share
@@ -98,7 +104,7 @@ class Unmasking:
                     self.corrupt_shares.append((holder, owner, kind))
                     continue
                 # a committed share is what its dealer dealt: one outside the field names the dealer
-                # when the secret is rebuilt (shamir.reconstruct_bytes -> VerificationError)
+                # when the secrets are rebuilt (_reconstruct_all)
                 self._store_share(kind, owner, holder, rs.share)
         self.responders.add(holder)
 
@@ -109,43 +115,68 @@ class Unmasking:
             out[owner] = self._own_shares[owner]
         return out
 
-    def _reconstruct(self, owner: int, shares: dict[int, bytes], kind: str) -> bytes:
-        t = self.params.threshold
-        if len(shares) < t:
-            raise self._abort(f"only {len(shares)} valid {kind} shares of client {owner}, the threshold is {t}")
-        holders = sorted(shares)[:t]
-        xs = np.array([h + 1 for h in holders], dtype=np.uint64)
-        try:  # shares are what the dealer committed to (or its own): any failure is the dealer's
-            limbs = 4 * SECRET_LIMBS  # the secret's limbs; the check limbs follow (secagg.vss)
-            arr = np.stack([np.frombuffer(shares[h][:limbs], dtype="<u4").astype(np.uint64) for h in holders])
-            (secret,) = reconstruct_bytes(arr[:, None, :], xs=xs)
-        except (VerificationError, ValueError):
-            raise self._abort(f"client {owner} dealt inconsistent shares", party=owner) from None
-        return secret
-
-    def _close_unmask(self) -> list[Envelope]:
-        from secagg.server import AggregationOutcome as _outcome
-
-        assert self._acc is not None and self.graph is not None
-        acc = self._acc
-        for w in self.survivors:
-            seed = self._reconstruct(w, self._shares_of("self", w), "self-mask")
-            if crypto.seed_commitment(session=self.session_id, owner=w, seed=seed) != self._seed_commitments[w]:
+    def _masks_to_remove(self) -> Iterator[crypto.MaskTask]:
+        """Every survivor's self mask and every pairwise mask of a dropped client with a survivor that
+        masked with it, each secret checked (commitment, public key) before its masks are yielded."""
+        assert self.graph is not None
+        sid, rnd = self.session_id, self.round
+        for w, seed in self._reconstruct_all(self.survivors, "self", "self-mask"):
+            if crypto.seed_commitment(session=sid, owner=w, seed=seed) != self._seed_commitments[w]:
                 raise self._abort(f"client {w} dealt inconsistent self-mask shares", party=w)
-            crypto.add_self_mask(acc, seed, session=self.session_id, round=self.round, subtract=True)
+            yield crypto.self_mask_task(seed, session=sid, round=rnd, subtract=True)
         surv = set(self.survivors)
-        for w in self.dropped:
-            raw = self._reconstruct(w, self._shares_of("key", w), "mask-key")
+        for w, raw in self._reconstruct_all(self.dropped, "key", "mask-key"):
             sk = x25519.X25519PrivateKey.from_private_bytes(raw)
             if crypto.x25519_public(sk) != self.advertisements[w].mask_public_key:
                 raise self._abort(f"client {w} dealt inconsistent key shares", party=w)
             for v in self.graph.neighbours(w):
-                if v in surv and w in self.delivered_to.get(v, ()):
-                    shared = crypto.x25519_shared(sk, self.advertisements[v].mask_public_key)
-                    seed = crypto.pair_seed(shared, session=self.session_id, round=self.round, a=v, b=w)
-                    crypto.add_pair_mask(
-                        acc, seed, session=self.session_id, round=self.round, me=v, peer=w, subtract=True
+                if v in surv and w in self.delivered_to.get(v, ()):  # remove v's mask with w
+                    seed = crypto.pair_seed(
+                        crypto.x25519_shared(sk, self.advertisements[v].mask_public_key),
+                        session=sid,
+                        round=rnd,
+                        a=v,
+                        b=w,
                     )
+                    yield crypto.pair_mask_task(seed, session=sid, round=rnd, me=v, peer=w, subtract=True)
+
+    def _reconstruct_all(self, owners: tuple[int, ...], kind: str, what: str) -> Iterator[tuple[int, bytes]]:
+        """``(owner, secret)`` in ``owners``' order, every secret rebuilt in one vectorised pass
+        (``shamir.reconstruct_batch``); the first owner with fewer than ``threshold`` valid shares, or
+        whose shares are inconsistent, aborts when its turn comes (as one by one would)."""
+        t = self.params.threshold
+        limbs = 4 * SECRET_LIMBS  # the secret's limbs; the check limbs follow (secagg.vss)
+        chosen = {w: self._shares_of(kind, w) for w in owners}
+        ready = [w for w in owners if len(chosen[w]) >= t]
+        secrets: dict[int, bytes | None] = {}
+        for lo in range(0, len(ready), _BATCH):  # bounded temporaries: (batch, t, 16) words
+            part = ready[lo : lo + _BATCH]
+            holders = [sorted(chosen[w])[:t] for w in part]
+            raw = b"".join(chosen[w][h][:limbs] for w, hs in zip(part, holders) for h in hs)
+            arr = np.frombuffer(raw, dtype="<u4").astype(np.uint64).reshape(len(part), t, SECRET_LIMBS)
+            xs = np.array(holders, dtype=np.uint64).reshape(len(part), t) + np.uint64(1)
+            bad = np.any(arr >= _P, axis=(1, 2))  # a committed share outside the field: its dealer's
+            arr[bad] = 0
+            out = reconstruct_batch(arr, xs=xs)
+            bad |= np.any(out >> np.uint64(16), axis=1)  # not 16-bit limbs: inconsistent shares
+            wire = out.astype("<u2")
+            for i, w in enumerate(part):
+                secrets[w] = None if bad[i] else wire[i].tobytes()
+        for w in owners:
+            if w not in secrets:
+                n = len(chosen[w])
+                raise self._abort(f"only {n} valid {what} shares of client {w}, the threshold is {t}")
+            secret = secrets[w]
+            if secret is None:  # shares are what the dealer committed to (or its own): the dealer's fault
+                raise self._abort(f"client {w} dealt inconsistent shares", party=w)
+            yield w, secret
+
+    def _close_unmask(self) -> list[Envelope]:
+        from secagg.server import AggregationOutcome as _outcome
+
+        assert self._acc is not None
+        acc = self._acc
+        self.mask_expander(acc, self._masks_to_remove())  # an abort raised while they stream discards acc
         mb = self.params.modulus_bits
         if mb < acc.dtype.itemsize * 8:
             acc &= acc.dtype.type((1 << mb) - 1)

@@ -28,7 +28,6 @@ anyone masks with it (``secagg/THREAT_MODEL.md``).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 from collections.abc import Sequence
@@ -225,39 +224,47 @@ def seal_dealing(
     holders = list(keys)
     xs = np.array([v + 1 for v in holders] + [dealer + 1], dtype=np.uint64)
     shares, coeffs = deal(self_seed, mask_key, xs=xs, threshold=threshold, source=source)
+    wire = shares.astype("<u4")  # every holder's two parts, as on the wire (part_bytes)
     ids: dict[str, Any] = {"session": session, "round": round, "sender": dealer}
     plain, envelopes = [], []
     for i, v in enumerate(holders):
-        s_self, s_key = part_bytes(shares[i, 0]), part_bytes(shares[i, 1])
+        s_self, s_key = wire[i, 0].tobytes(), wire[i, 1].tobytes()
         plain.append(s_self + s_key)
         envelopes.append(
             ShareEnvelope(
-                recipient=v,
-                self_share_commitment=crypto.share_commitment(
-                    session=session, owner=dealer, holder=v, kind="self", share=s_self
-                ),
-                key_share_commitment=crypto.share_commitment(
-                    session=session, owner=dealer, holder=v, kind="key", share=s_key
-                ),
-                key_commitment=crypto.key_commitment(keys[v], **ids, recipient=v),
-                ciphertext=b"",
+                v,
+                crypto.share_commitment(session=session, owner=dealer, holder=v, kind="self", share=s_self),
+                crypto.share_commitment(session=session, owner=dealer, holder=v, kind="key", share=s_key),
+                b"",
+                crypto.key_commitment(keys[v], **ids, recipient=v),
             )
         )
     seed_com = crypto.seed_commitment(session=session, owner=dealer, seed=self_seed)
-    msg = EncryptedShares(round=round, session_id=session, sender=dealer, self_seed_commitment=seed_com, envelopes=())
-    msg = dataclasses.replace(msg, envelopes=tuple(envelopes))
-    digest = dealing_digest(msg)
+    digest = dealing_digest(
+        EncryptedShares(
+            round=round, session_id=session, sender=dealer, self_seed_commitment=seed_com, envelopes=tuple(envelopes)
+        )
+    )
     check = check_polynomials(coeffs, digest)
+    head = digest + hashlib.sha256(check).digest()  # binding(): the same for every holder up to its commitments
     sealed = tuple(
-        dataclasses.replace(
-            e,
-            ciphertext=crypto.encrypt_shares(
-                keys[e.recipient], pt, **ids, recipient=e.recipient, bound=binding(digest, check, e)
+        ShareEnvelope(
+            e.recipient,
+            e.self_share_commitment,
+            e.key_share_commitment,
+            crypto.encrypt_shares(
+                keys[e.recipient],
+                pt,
+                **ids,
+                recipient=e.recipient,
+                bound=head + e.self_share_commitment + e.key_share_commitment + e.key_commitment,
             ),
+            e.key_commitment,
         )
         for e, pt in zip(envelopes, plain)
     )
-    return dataclasses.replace(msg, envelopes=sealed, check=check), part_bytes(shares[-1, 0])
+    msg = EncryptedShares(round, session, dealer, seed_com, sealed, check)
+    return msg, wire[-1, 0].tobytes()
 
 
 def open_shares(
@@ -276,11 +283,16 @@ def open_shares(
     opened: list[tuple[bytes, ShareEnvelope]] = []
     for ds, key in zip(delivered, keys):
         env = ShareEnvelope(holder, ds.self_share_commitment, ds.key_share_commitment, b"", ds.key_commitment)
-        ids: dict[str, Any] = {"session": session, "round": round, "sender": ds.sender, "recipient": holder}
-        if crypto.key_commitment(key, **ids) != ds.key_commitment:
+        if (
+            crypto.key_commitment(key, session=session, round=round, sender=ds.sender, recipient=holder)
+            != env.key_commitment
+        ):
             raise VerificationError()
         bound = binding(ds.dealing_digest, ds.check, env)
-        opened.append((crypto.decrypt_shares(key, ds.ciphertext, **ids, bound=bound), env))
+        pt = crypto.decrypt_shares(
+            key, ds.ciphertext, session=session, round=round, sender=ds.sender, recipient=holder, bound=bound
+        )
+        opened.append((pt, env))
     good = np.zeros(len(opened), dtype=bool)
     sized = [
         i

@@ -145,6 +145,12 @@ class Reader:
         self._pos += st.size
         return vals
 
+    def peek(self, n: int) -> memoryview:
+        """The next ``n`` bytes without consuming them (``n`` must not exceed :meth:`remaining`)."""
+        if n < 0 or self._pos + n > len(self._buf):
+            raise InvalidMessage(f"{self._what}: truncated")
+        return memoryview(self._buf)[self._pos : self._pos + n]
+
     def remaining(self) -> int:
         return len(self._buf) - self._pos
 

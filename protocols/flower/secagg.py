@@ -5,16 +5,15 @@ Drop-in shape of Flower's ``secaggplus_mod`` / ``SecAggPlusWorkflow``; switching
     # ClientApp
     app = ClientApp(client_fn=client_fn, mods=[privagg_secagg_mod])      # was: secaggplus_mod
     # ServerApp (legacy strategy API)
-    DefaultWorkflow(fit_workflow=PrivAggSecAggWorkflow(SecAggWorkflowConfig(dropout_rate=0.1)))(grid, context)
+    DefaultWorkflow(fit_workflow=PrivAggSecAggWorkflow(SecAggWorkflowConfig(dropout_rate=0.1, pki="keys")))(grid, ctx)
 
 Flower is only the transport. The parties are the pure state machines of :mod:`secagg`
-(:class:`~secagg.client.SecAggClient`, :class:`~secagg.server.SecAggServer`), the same as
-under the in-memory driver; every protocol message travels as its versioned binary codec in
-the ``"msg"`` bytes of a ``ConfigRecord`` named :data:`RECORD`. A client party lives in the
-node's ``Context.state`` between messages (see :mod:`._state`), so the mod works when
-Flower runs successive messages of a node in different Ray actors or processes. The Flower
-side of the round (fit instructions, replies, the weighted mean handed to the strategy) is
-the template of :mod:`._fit_round`.
+(:class:`~secagg.client.SecAggClient`, :class:`~secagg.server.SecAggServer`), as under the
+in-memory driver; every message travels as its versioned binary codec in the ``"msg"`` bytes of
+a ``ConfigRecord`` named :data:`RECORD`. A client party lives in the node's ``Context.state``
+between messages (:mod:`._state`), so successive messages of a node may run in different Ray
+actors or processes. The Flower side of the round (fit instructions, replies, the weighted mean
+for the strategy) is the template of :mod:`._fit_round`.
 
 Round (server side)::
 
@@ -33,9 +32,9 @@ or ``f = 1`` with ``weighting="uniform"``) and :class:`~privagg.encoding.RingEnc
 server learns only the weighted mean of the survivors and the total weight. A node whose reply
 is an error, is missing at the ``timeout``, or does not decode has dropped out at that stage.
 
-Threat models: ``"active"`` (default; clients sign with identity keys from a PKI, see
-:mod:`.pki`, and abort on any inconsistency the server introduces) and ``"semi-honest"``
-(Flower's model; no PKI). Client and server must agree: a client never accepts a weaker mode.
+Threat models: ``"active"`` (default; clients sign with identity keys from a PKI, :mod:`.pki`, the
+server screens with its directory and every client aborts on any inconsistency the server introduces)
+and ``"semi-honest"`` (Flower's; no PKI). A client never accepts a weaker mode than its own.
 """
 
 from __future__ import annotations
@@ -123,9 +122,7 @@ _STAGE_OF: dict[type, str] = {
     ConsistencyRequest: "consistency",
     UnmaskRequest: "unmask",
 }
-_TYPE_CODE = {"setup": RoundSetup.TYPE, "roster": KeyRoster.TYPE, "reveals": RevealSet.TYPE}
-_TYPE_CODE["delivery"] = ShareDelivery.TYPE
-_TYPE_CODE.update({"mask": MaskRequest.TYPE, "consistency": ConsistencyRequest.TYPE, "unmask": UnmaskRequest.TYPE})
+_TYPE_CODE: dict[str, int] = {name: cls.TYPE for cls, name in _STAGE_OF.items()}  # type: ignore[attr-defined]
 
 
 def stage_of(message: ServerMessage) -> str:
@@ -152,7 +149,9 @@ class SecAggRoundRecord(FitRoundRecord):
 class PrivAggSecAggWorkflow(FitWorkflow[SecAggRoundRecord]):
     """privagg SecAgg+ as a Flower ``fit_workflow`` (legacy ``Strategy`` API, like ``SecAggPlusWorkflow``).
 
-    ``config``: :class:`SecAggWorkflowConfig`; ``round_hook(record)`` is called after every round.
+    ``config``: :class:`SecAggWorkflowConfig`; ``round_hook(record)`` is called after every round. An active
+    workflow needs ``config.pki`` to screen advertisements and senders (else :class:`ConfigurationError`),
+    unless ``screen_senders=False`` runs an unscreened server on purpose (a study; a DoS path otherwise).
     """
 
     RECORD = RECORD
@@ -164,8 +163,15 @@ class PrivAggSecAggWorkflow(FitWorkflow[SecAggRoundRecord]):
         *,
         round_hook: Callable[[SecAggRoundRecord], None] | None = None,
         secrets: SecretSource = SYSTEM_SECRETS,
+        screen_senders: bool = True,
     ) -> None:
         self.config = config if config is not None else SecAggWorkflowConfig()
+        if self.config.threat is ThreatModel.ACTIVE and self.config.pki is None and screen_senders:
+            # unscreened, one client claiming an id it holds no key for makes every honest client abort
+            why, fix = "an active server screens advertisements and senders with the clients' PKI", "pki=<folder>"
+            raise ConfigurationError(why, field="pki", accepted=f"{fix}, or screen_senders=False (unscreened)")
+        if not screen_senders and self.config.pki is not None:
+            raise ConfigurationError("a PKI screens senders", field="screen_senders", accepted="True with a pki")
         self._secrets = secrets  # the session nonce of each round (advertisements sign it: no cross-session replay)
         super().__init__(self.config, slot_scale=self.config.clipping_range, round_hook=round_hook)
         #: public identity directory: the server drops advertisements no honest client would accept
@@ -281,7 +287,7 @@ class PrivAggSecAggWorkflow(FitWorkflow[SecAggRoundRecord]):
             model_digest=setup.model_digest,
             nonce=setup.nonce,
             directory=self.directory,
-            # no PKI folder configured: an unscreening server, by the deployment's explicit choice
+            # no PKI folder: an unscreened server, only by the explicit screen_senders=False
             screen_senders=self.directory is not None or setup.params.threat is not ThreatModel.ACTIVE,
         )
         node_of: dict[int, int] = {}

@@ -152,3 +152,19 @@ def test_the_session_is_bound_to_the_round_model(monkeypatch):
     assert other.participants == tuple(range(8))
     assert seen == [model_digest([theta]), model_digest([theta + 1e-3])] and seen[0] != seen[1]
     assert bytes(32) not in seen
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 8, 20, 60])
+@pytest.mark.parametrize("kwargs", [{"degree": 4, "threshold": 3}, {"degree": 30, "threshold": 20}, {}])
+def test_min_survivors_is_the_parameters_own_bound(n, kwargs):
+    """One source: the aggregator's bound is :meth:`SecAggParams.min_survivors` of the round's parameters."""
+    agg = SecAggAggregator(SecAggOptions(threat="active", **kwargs))
+    if n < 3:
+        assert agg.min_survivors(n) == n
+        return
+    try:
+        p = agg.params_for(n)
+    except ConfigurationError:  # no parameters for this cohort (a threshold out of reach)
+        return
+    assert agg.min_survivors(n) == p.min_survivors(n)
+    assert p.threshold <= agg.min_survivors(n) <= n

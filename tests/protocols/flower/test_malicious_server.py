@@ -66,7 +66,7 @@ def _attack(threat: str, pki: Path, rewrite: Callable[[int, object], object | No
                 msg.content.config_records[RECORD] = ConfigRecord({**dict(cfg), "msg": new.encode()})
         return [msg]
 
-    wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=7, threshold=5, threat=threat))
+    wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=7, threshold=5, threat=threat), screen_senders=False)
     capp = vector_client_app(dimension=M, seed=1, mods=[recorder, make_secagg_mod(threat=threat, pki=str(pki))])
     run_inprocess(vector_server_app(wf, num_clients=N, dimension=M), capp, num_nodes=N, intercept=intercept)
     return wf.history[0], revealed
@@ -230,7 +230,7 @@ def test_server_screens_a_client_outside_the_pki(screen: bool, pki: Path, tmp_pa
         return call_next(msg, ctxt)
 
     cfg = SecAggWorkflowConfig.manual(degree=6, threshold=4, threat="active", pki=str(pki) if screen else None)
-    wf = PrivAggSecAggWorkflow(cfg)
+    wf = PrivAggSecAggWorkflow(cfg, screen_senders=screen)
     capp = vector_client_app(dimension=M, seed=1, mods=[squat, make_secagg_mod(threat="active", pki=str(pki))])
     run_inprocess(vector_server_app(wf, num_clients=N, dimension=M), capp, num_nodes=N)
     rec = wf.history[0]
@@ -259,7 +259,7 @@ def test_model_inconsistency_through_fit_instructions(threat: str, pki: Path) ->
             msg.content.array_records["fitins.parameters"] = compat.parameters_to_arrayrecord(crafted, True)
         return [msg]
 
-    wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=7, threshold=5, threat=threat))
+    wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=7, threshold=5, threat=threat), screen_senders=False)
     capp = vector_client_app(dimension=M, seed=1, mods=[make_secagg_mod(threat=threat, pki=str(pki))])
     run_inprocess(vector_server_app(wf, num_clients=N, dimension=M), capp, num_nodes=N, intercept=intercept)
     rec = wf.history[0]
@@ -283,7 +283,7 @@ def test_config_inconsistency_through_fit_instructions(threat: str, pki: Path) -
             msg.content.config_records["fitins.config"] = _ConfigRecord(crafted)
         return [msg]
 
-    wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=7, threshold=5, threat=threat))
+    wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=7, threshold=5, threat=threat), screen_senders=False)
     capp = vector_client_app(dimension=M, seed=1, mods=[make_secagg_mod(threat=threat, pki=str(pki))])
     run_inprocess(vector_server_app(wf, num_clients=N, dimension=M), capp, num_nodes=N, intercept=intercept)
     rec = wf.history[0]

@@ -38,8 +38,9 @@ CLIP = 8.0
 
 
 def _run(threat: str, pki: Path | None, *, mods=(), drop=None, rounds=1, degree=7, threshold=5, timeout=None):
+    screening = str(pki) if pki is not None and threat == "active" else None  # the server's directory
     cfg = SecAggWorkflowConfig.manual(
-        degree=degree, threshold=threshold, threat=threat, clipping_range=CLIP, timeout=timeout
+        degree=degree, threshold=threshold, threat=threat, clipping_range=CLIP, timeout=timeout, pki=screening
     )
     wf = PrivAggSecAggWorkflow(cfg)
     capp = vector_client_app(
@@ -168,7 +169,7 @@ def test_workflow_config_validates_settings(settings) -> None:
         SecAggWorkflowConfig(**settings)
 
 
-def test_workflow_config_named_constructors() -> None:
+def test_workflow_config_named_constructors(pki: Path) -> None:
     manual = SecAggWorkflowConfig.manual(degree=7, threshold=5, threat="semi-honest", weighting="uniform")
     assert (manual.degree, manual.threshold, manual.threat.value, manual.weighting) == (7, 5, "semi-honest", "uniform")
     p = manual.params_for(8)
@@ -179,5 +180,19 @@ def test_workflow_config_named_constructors() -> None:
     assert derived == SecAggWorkflowConfig(dropout_rate=0.05, failure_bits=8)
     assert derived.degree is None and derived.params_for(12).num_clients == 12
     assert SecAggWorkflowConfig.manual(degree=6, threshold=4, modulus_bits=32).params_for(10).modulus_bits == 32
-    wf = PrivAggSecAggWorkflow()  # the defaults: active, derived graph
-    assert wf.config == SecAggWorkflowConfig() and wf.codec.slot_scale == wf.config.clipping_range
+    wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig(pki=str(pki)))  # the defaults: active, derived graph
+    assert wf.config.degree is None and wf.codec.slot_scale == wf.config.clipping_range
+
+
+def test_active_workflow_without_a_pki_is_refused_unless_unscreened_on_purpose(tmp_path: Path) -> None:
+    """Issue 12: an active server with no directory screens nothing (one client claiming an id it has no
+    key for aborts every honest client): refused, with the fix named; allowed only explicitly."""
+    with pytest.raises(ConfigurationError, match="pki") as e:
+        PrivAggSecAggWorkflow()  # the defaults are active
+    assert e.value.field == "pki" and "screen_senders=False" in str(e.value.accepted)
+    wf = PrivAggSecAggWorkflow(screen_senders=False)  # an explicit study of an unscreened server
+    assert wf.directory is None
+    with pytest.raises(ConfigurationError, match="screen_senders"):
+        PrivAggSecAggWorkflow(SecAggWorkflowConfig(pki=str(tmp_path)), screen_senders=False)
+    semi = PrivAggSecAggWorkflow(SecAggWorkflowConfig(threat="semi-honest"))  # nothing to screen with
+    assert semi.directory is None

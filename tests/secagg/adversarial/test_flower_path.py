@@ -132,7 +132,8 @@ def _run(case: RoundAttack, threat: ThreatModel, pki: Path) -> tuple[Any, list[U
         msg.content.config_records[RECORD] = ConfigRecord({**dict(cfg), "msg": out[0].message.encode()})
         return [msg]
 
-    wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=n - 1, threshold=n // 2 + 1, threat=threat))
+    cfg = SecAggWorkflowConfig.manual(degree=n - 1, threshold=n // 2 + 1, threat=threat)
+    wf = PrivAggSecAggWorkflow(cfg, screen_senders=False)  # a malicious-server study: the server screens nothing
     mods = [recorder, make_secagg_mod(threat=threat.value, pki=str(pki / str(n)))]
     if case.client_rewrite(threat) is not None:
         mods.insert(1, _attacker_mod(case, threat, pki / str(n)))
@@ -296,7 +297,8 @@ def test_flower_clients_with_a_policy_refuse_server_chosen_weak_parameters(pki: 
     n = 8
     # at 8 clients: 2^-20 against a 5% corrupt roster needs the complete graph, threshold 7
     policy = ClientPolicy(min_clients=n, dropout_rate=0.0, corruption_rate=0.05, security_bits=20, failure_bits=8)
-    weak = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=2, threshold=2, threat=ThreatModel.ACTIVE))
+    directory = str(pki / str(n))  # the server screens with the clients' PKI
+    weak = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=2, threshold=2, threat="active", pki=directory))
     mods = [make_secagg_mod(threat="active", pki=str(pki / str(n)), policy=policy)]
     capp = vector_client_app(dimension=M, seed=1, mods=mods)
     run_inprocess(vector_server_app(weak, num_clients=n, dimension=M), capp, num_nodes=n)
@@ -304,7 +306,7 @@ def test_flower_clients_with_a_policy_refuse_server_chosen_weak_parameters(pki: 
     assert not rec.ok and len(rec.node_errors) == n, rec
     assert all("weaker than this client derives" in e for e in rec.node_errors.values()), rec.node_errors
     # the same clients accept the parameters they derive themselves
-    fair = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=n - 1, threshold=7, threat=ThreatModel.ACTIVE))
+    fair = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=n - 1, threshold=7, threat="active", pki=directory))
     run_inprocess(vector_server_app(fair, num_clients=n, dimension=M), capp, num_nodes=n)
     assert fair.history[0].ok, fair.history[0]
 
@@ -324,7 +326,8 @@ def test_inner_mods_see_the_roster_and_the_fewest_releasable_survivors(pki: Path
         return call_next(msg, ctxt)
 
     n = 8
-    wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=n - 1, threshold=5, threat=ThreatModel.ACTIVE))
+    cfg = SecAggWorkflowConfig.manual(degree=n - 1, threshold=5, threat=ThreatModel.ACTIVE, pki=str(pki / str(n)))
+    wf = PrivAggSecAggWorkflow(cfg)
     mods = [make_secagg_mod(threat="active", pki=str(pki / str(n))), inner]
     capp = vector_client_app(dimension=M, seed=1, mods=mods)
     run_inprocess(vector_server_app(wf, num_clients=n, dimension=M), capp, num_nodes=n)
