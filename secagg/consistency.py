@@ -62,7 +62,7 @@ def consistency_fault(
         if cid not in valid:
             key = directory.get(cid)
             valid[cid] = (
-                cid in sigs and cid in alive and key is not None and crypto.verify_shared(key, sigs[cid], payload)
+                cid in sigs and cid in alive and key is not None and crypto.verify(key, sigs[cid], payload)
             )
         return valid[cid]
 

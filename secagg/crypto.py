@@ -51,7 +51,6 @@ __all__ = [
     "signed_by_sender",
     "sign",
     "verify",
-    "verify_shared",
     "x25519_public",
     "valid_x25519_public",
     "LOW_ORDER_U",
@@ -165,13 +164,6 @@ def verify(public_key: bytes, signature: bytes, payload: bytes) -> bool:
     return True
 
 
-#: :func:`verify` is a pure function of its inputs, memoised for what many parties check (short payloads):
-#: advertisements (every client checks every roster entry) and consistency signatures (the server on receipt,
-#: then every revealing neighbour). Parties simulated in one process then verify each one once, not once
-#: each; the key of the cache is the whole input (key, signature, payload), so the answer is the same.
-verify_shared = functools.lru_cache(maxsize=1 << 14)(verify)
-
-
 def message_payload(msg: EncryptedShares | ShareCheck | MaskedInput | UnmaskResponse) -> bytes:
     """What a client signs in active mode to bind a message to its sender (the server checks it
     with the directory, so no client can speak in another's name): every field but the signature,
@@ -201,8 +193,8 @@ def signed_by_sender(msg: Message, directory: Mapping[int, bytes], *, survivors:
     if isinstance(msg, (KeyAdvertisement, SeedReveal)):
         return True
     key = directory.get(getattr(msg, "sender", -1), b"")
-    if isinstance(msg, ConsistencySignature):  # checked again by the neighbours that reveal: the shared memo
-        return verify_shared(key, msg.signature, consistency_payload(msg.session_id, msg.round, survivors))
+    if isinstance(msg, ConsistencySignature):
+        return verify(key, msg.signature, consistency_payload(msg.session_id, msg.round, survivors))
     if isinstance(msg, SIGNED_MESSAGES):
         return verify(key, msg.signature, message_payload(msg))
     return False
@@ -250,7 +242,7 @@ def advertisement_fault(
         key = directory.get(c)
         if key is None:
             return f"client {c} is not in the identity directory"
-        if not verify_shared(key, adv.signature, advertisement_payload(adv)):
+        if not verify(key, adv.signature, advertisement_payload(adv)):
             return f"advertisement of client {c} has no valid signature"
     for name in ("enc_public_key", "mask_public_key"):  # last: a signed bad key is its client's fault
         if not valid_x25519_public(getattr(adv, name)):

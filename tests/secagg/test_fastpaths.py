@@ -13,7 +13,6 @@ import os
 
 import numpy as np
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -189,13 +188,3 @@ def test_roster_decoder_still_refuses_bad_entries_and_trailing_bytes() -> None:
         KeyRoster.decode(bytes(data))
     with pytest.raises(InvalidMessage):
         KeyRoster.decode(good.encode(), Limits(clients=3))  # more entries than the cohort
-
-
-# ---------------------------------------------------------------------------- shared signature memo
-def test_shared_verification_answers_as_verify() -> None:
-    key = ed25519.Ed25519PrivateKey.generate()
-    pub = key.public_key().public_bytes_raw()
-    sig = key.sign(b"payload")
-    for args in [(pub, sig, b"payload"), (pub, sig, b"other"), (pub, bytes(64), b"payload"), (b"", sig, b"payload")]:
-        assert crypto.verify_shared(*args) == crypto.verify(*args)
-        assert crypto.verify_shared(*args) == crypto.verify(*args)  # from the memo
