@@ -39,6 +39,10 @@ class LedgerEntry:
     ``mechanism`` is ``None`` for the subsampled Gaussian of ``noise_multiplier``; otherwise a
     mechanism with its own Rényi curve (distributed DP), ``noise_multiplier`` its Gaussian
     equivalent, for display.
+
+    ``roster``: the clients of the round's cohort (``None``: not recorded, then counted for every
+    client), for the guarantee against the server (:mod:`dp.server_view`). The server's own
+    knowledge: kept in the ledger file, never in :meth:`PrivacyLedger.rows` or a report.
     """
 
     round: int
@@ -47,6 +51,7 @@ class LedgerEntry:
     epsilon: dict[str, float]
     info: dict[str, Any] = field(default_factory=dict)
     mechanism: RDPMechanism | None = None
+    roster: tuple[int, ...] | None = field(default=None, repr=False)
 
 
 class PrivacyLedger:
@@ -127,6 +132,7 @@ class PrivacyLedger:
         noise_multiplier: float,
         sampling: Sampling,
         mechanism: RDPMechanism | None = None,
+        roster: Sequence[int] | None = None,
         **info: Any,
     ) -> LedgerEntry:
         """Compose one released round into every accountant and append a ledger entry.
@@ -137,6 +143,8 @@ class PrivacyLedger:
         ``noise_multiplier = 0`` records a release without a noise guarantee (epsilon infinite).
         ``mechanism``: a release with its own Rényi curve (``noise_multiplier`` is then its
         Gaussian equivalent); an accountant without a bound for it reads ``nan`` from then on.
+        ``roster``: the round's cohort (client ids), for :func:`dp.server_view.server_view`; it is
+        saved with the ledger and never published (``None``: unknown, counted for every client).
         """
         eps: dict[str, float] = {}
         for name, acc in self._accountants.items():
@@ -157,6 +165,7 @@ class PrivacyLedger:
             epsilon=eps,
             info=dict(info),
             mechanism=mechanism,
+            roster=None if roster is None else tuple(sorted({int(c) for c in roster})),
         )
         self.entries.append(entry)
         return entry
@@ -180,6 +189,7 @@ class PrivacyLedger:
                 },
                 "info": {k: v for k, v in e.info.items() if isinstance(v, (int, float, str, bool))},
                 **({"mechanism": e.mechanism.to_dict()} if e.mechanism is not None else {}),
+                **({"roster": list(e.roster)} if e.roster is not None else {}),
             }
             for e in self.entries
         ]
@@ -208,11 +218,15 @@ class PrivacyLedger:
                 raise ConfigurationError("unreadable ledger file: state is not an object", field="ledger")
             for row in data["entries"]:
                 mech = row.get("mechanism")
+                roster = row.get("roster")
+                if roster is not None and not isinstance(roster, list):
+                    raise ConfigurationError("unreadable ledger file: roster is not a list", field="ledger")
                 self.record(
                     round=int(row["round"]),
                     noise_multiplier=float(row["noise_multiplier"]),
                     sampling=Sampling(**row["sampling"]),
                     mechanism=mechanism_from_dict(mech) if mech else None,
+                    roster=None if roster is None else [int(c) for c in roster],
                     **dict(row["info"]),
                 )
             self.state = state
@@ -220,6 +234,14 @@ class PrivacyLedger:
             if isinstance(e, ConfigurationError):
                 raise
             raise ConfigurationError(f"unreadable ledger file: {type(e).__name__}", field="ledger") from None
+
+    def participation_counts(self) -> dict[int, int]:
+        """Rounds per client over the rounds recorded with a roster (the server's knowledge; never publish it)."""
+        out: dict[int, int] = {}
+        for e in self.entries:
+            for c in e.roster or ():
+                out[c] = out.get(c, 0) + 1
+        return out
 
     def rows(self) -> list[dict[str, Any]]:
         out = []

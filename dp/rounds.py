@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -319,12 +320,15 @@ class DPRounds:
         round: int,
         survivors: int,
         noised_count: float = math.nan,
+        roster: Sequence[int] | None = None,
         **ledger_info: Any,
     ) -> RoundOutcome:
         """Account a round whose noised sum is known; raises :class:`ProtocolAbort` to withhold it.
 
         ``survivors``: the cohort's clients whose (noised) updates are in the sum;
         ``noised_count``: the noised centred clip count (adaptive clipping);
+        ``roster``: the ids of the round's cohort, recorded (never published) for the guarantee against
+        the server (:mod:`dp.server_view`; ``None``: unknown, counted for every client);
         ``ledger_info``: more fields for the ledger entry, after the common ones.
         The round is recorded before anything can abort.
         """
@@ -359,7 +363,7 @@ class DPRounds:
         if moves:  # a non-finite count (a malformed sum) holds the clip
             assert self.clipper is not None
             new_clip = self.clipper.next_clip(unclipped_est)
-        entry = self.ledger.record(round=round, noise_multiplier=z_effective, sampling=sampling, **info)
+        entry = self.ledger.record(round=round, noise_multiplier=z_effective, sampling=sampling, roster=roster, **info)
         if self.clipper is not None:  # the clip of the next round, saved in the same file as this entry
             after = self.clipper.state()
             if moves:

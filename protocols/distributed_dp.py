@@ -15,7 +15,8 @@ when its :class:`~dp.config.DPConfig` asks for distributed noise (:mod:`dp.distr
    mod ``2^b``), the inner aggregator computes the sum mod ``2^b``
    (:meth:`~protocols.aggregation.Aggregator.modular_sum`: SecAgg+ over the ``b``-bit ring, or a
    plain sum with ``mean``, where the server sees every vector);
-4. the round is recorded in the ledger whatever happened, with the honest survivors' shares
+4. the round is recorded in the ledger whatever happened (with its cohort, for the guarantee
+   against the server, :mod:`dp.server_view`), with the honest survivors' shares
    counted up to ``t`` (the effective noise after dropouts: the planned noise, or less when fewer
    than ``t`` honest shares reached the sum; counting more than ``t`` would let epsilon reveal the
    cohort size); a sum of fewer honest shares than promised is then withheld
@@ -203,6 +204,7 @@ class DistributedDPRounds:
             sampling=sampling,
             survivors=survivors,
             participants=participants,
+            roster=[u.client_id for u in updates],  # the whole cohort, survivors or not (an upper bound)
             upload_bytes=upload,
             secure=secure,
             seconds=seconds,
@@ -248,11 +250,15 @@ class DistributedDPRounds:
         sampling: Sampling,
         survivors: int,
         participants: tuple[int, ...] = (),
+        roster: Sequence[int] | None = None,
         upload_bytes: float = 0.0,
         secure: bool = True,
         seconds: float = 0.0,
     ) -> AggregateResult:
-        """After the secure sum of ``survivors`` clients' vectors: record, withhold or decode (steps 4-5)."""
+        """After the secure sum of ``survivors`` clients' vectors: record, withhold or decode (steps 4-5).
+
+        ``roster``: the round's cohort (client ids), kept in the ledger (never published) for the guarantee
+        against the server (:mod:`dp.server_view`); ``None``: unknown, counted for every client."""
         p, t, n, encoder = opened.params, opened.shares, opened.cohort, opened.encoder
         honest = survivors - self.dishonest(n)
         true_std = p.effective_noise_std(max(honest, 0) + self.dishonest(n), t)
@@ -277,6 +283,7 @@ class DistributedDPRounds:
             noise_multiplier=mech.noise_multiplier if mech is not None else 0.0,  # 0: released without a guarantee
             sampling=sampling,
             mechanism=mech,
+            roster=roster,
             **info,
         )
         if self.config.ledger_path is not None:

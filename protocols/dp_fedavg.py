@@ -19,8 +19,9 @@ secure aggregation, Paillier...). Each round it
    mean back into the sum and divides by the *fixed* denominator ``q * W`` (McMahan et al.'s
    fixed-denominator estimator; ``W`` = total weight of the population, public);
 5. records the round in the privacy ledger (RDP and PRV epsilon), whatever happened after the
-   inner aggregation, and, with adaptive clipping, moves the clip toward the target quantile
-   from the noised unclipped count.
+   inner aggregation, with its cohort (the roster the server sees, kept in the ledger and never
+   published, for the guarantee against the server: :mod:`dp.server_view`), and, with adaptive
+   clipping, moves the clip toward the target quantile from the noised unclipped count.
 
 An empty cohort (Poisson sampling) is a round too: the release is noise alone, added by the
 server, and it is accounted (``aggregates_empty_rounds``: the FedAvg loop calls
@@ -272,7 +273,11 @@ class DPFedAvg(DPRoundsDriver, Aggregator):
             noisy_u = self.empty_release(plan, dim)
             noisy_b = count_mech.release(np.zeros(1), self.sampler) if count_mech is not None else np.zeros(0)
             outcome = self.dp_rounds.finish(
-                plan, round=ctx.round, survivors=0, noised_count=float(noisy_b[0]) if noisy_b.size else math.nan
+                plan,
+                round=ctx.round,
+                survivors=0,
+                noised_count=float(noisy_b[0]) if noisy_b.size else math.nan,
+                roster=(),
             )
             return AggregateResult(delta=noisy_u / outcome.denominator, participants=(), metrics=outcome.metrics)
 
@@ -314,6 +319,7 @@ class DPFedAvg(DPRoundsDriver, Aggregator):
             round=ctx.round,
             survivors=len(set(participants) & {u.client_id for u in updates}),
             noised_count=float(noisy_b[0]) if count_mech is not None else math.nan,
+            roster=[u.client_id for u in updates],  # the whole cohort, survivors or not (an upper bound)
         )
         # the inner aggregator's metrics count clients and bytes: public only under fixed-size sampling
         metrics = dict(inner_result.metrics) if sampling.kind == "fixed" else {}

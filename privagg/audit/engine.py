@@ -7,7 +7,10 @@
    deployed threat model and in privagg's active mode; the threat model is judged by what
    happened: semi-honest fails, an attack that worked fails, what was not run or not covered
    is reported as assumed, not tested);
-2. the differential-privacy budget (RDP and PRV) over the planned rounds; for distributed DP
+2. the differential-privacy budget (RDP and PRV) over the planned rounds, against observers of the
+   released models (amplified by sampling), and ``dp.server``: against the server, which sees
+   who took part (client and distributed noise: the planned unamplified bound of
+   :mod:`dp.server_view`; central noise: the server is trusted, said as a WARN); for distributed DP
    (``[dp] noise = "distributed"``) the parameters the run would choose (or its refusal, naming
    the bits that work), the modular-clipping bound, the noise split for the fewest survivors the
    secure-aggregation graph allows, and the budget from the mechanism's own RDP bound;
@@ -17,6 +20,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -28,6 +32,7 @@ from privagg.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from dp import Sampling
+    from dp.distributed_accounting import RDPMechanism
 
 __all__ = ["AuditResult", "check_compatibility", "check_dp", "run_audit"]
 
@@ -118,10 +123,11 @@ def check_dp(cfg: AuditConfig) -> tuple[list[Finding], BudgetCurve | None]:
         Finding(
             "dp.budget",
             "fail" if worst > d.max_epsilon else "pass",
-            "Privacy budget",
+            _budget_title("Privacy budget", mech.noise),
             detail,
             {"epsilon": finals, "delta": mech.delta},
-        )
+        ),
+        _server_finding(cfg, sampling, amplified=finals.get("rdp", worst), noise_multiplier=z, noise=str(mech.noise)),
     ]
     if not mech.secure_noise:
         findings.append(
@@ -135,6 +141,81 @@ def check_dp(cfg: AuditConfig) -> tuple[list[Finding], BudgetCurve | None]:
         )
     budget = BudgetCurve(tuple(float(r) for r in marks), curves, mech.delta, d.max_epsilon)
     return findings, budget
+
+
+def _budget_title(title: str, noise: str) -> str:
+    """The budget finding's title says against whom its (amplified) figure holds: never the server."""
+    if noise == "central":
+        return f"{title} against observers of the released models (the server is trusted: central noise)"
+    return f"{title} against observers of the released models who do not see the rosters (amplified by sampling)"
+
+
+def _server_finding(
+    cfg: AuditConfig,
+    sampling: Sampling,
+    *,
+    amplified: float,
+    noise: str,
+    noise_multiplier: float = math.nan,
+    mechanism: RDPMechanism | None = None,
+) -> Finding:
+    """DP against the server, which sees who took part: the planned bound of :mod:`dp.server_view`.
+
+    Client and distributed noise: the worst client's rounds (a bound holding with probability
+    ``1 - PARTICIPATION_FAILURE`` over the secret cohorts) composed unamplified; WARN when above the
+    limit or more than twice the target epsilon (``target_epsilon``, else the amplified figure),
+    never a PASS read from the amplified figure. Central noise: the server is trusted, a WARN.
+    """
+    from dp.server_view import planned_server_view
+
+    d, mech = cfg.dp, cfg.dp.mechanism
+    assert mech is not None
+    if noise == "central":
+        return Finding(
+            "dp.server",
+            "warn",
+            "No DP against the server: it adds the noise (central noise, the server is trusted)",
+            "the server sees the aggregate before the noise (every update without secure aggregation); the budget "
+            "above holds against observers of the released models only; use client or distributed noise",
+        )
+    planned = planned_server_view(
+        population=cfg.deployment.num_clients,
+        rounds=d.rounds,
+        rate=sampling.rate,
+        delta=mech.delta,
+        noise_multiplier=noise_multiplier,
+        sensitivity_factor=sampling.sensitivity_factor,
+        mechanism=mechanism,
+    )
+    target = mech.target_epsilon if mech.target_epsilon is not None else amplified
+    eps = planned.epsilon
+    over_target = eps > 2.0 * target
+    ok = eps <= d.max_epsilon and not over_target
+    why = []
+    if over_target:
+        what = "target" if mech.target_epsilon is not None else "amplified"
+        why.append(f"{eps / target:.3g}x the {what} epsilon {target:.3g}")
+    if eps > d.max_epsilon:
+        why.append(f"above the limit {d.max_epsilon:g}")
+    detail = (
+        f"{planned.describe()}; the amplified epsilon {amplified:.3g} holds only against observers of the released "
+        "models who do not see the rosters: the server runs secure aggregation with authenticated rosters"
+    )
+    return Finding(
+        "dp.server",
+        "pass" if ok else "warn",
+        f"DP against the server (it sees who took part): epsilon {eps:.3g}, unamplified"
+        + (f" ({'; '.join(why)})" if why else ""),
+        detail,
+        {
+            "epsilon": eps,
+            "delta": mech.delta,
+            "max_rounds": planned.max_rounds,
+            "failure": planned.failure,
+            "target_epsilon": target,
+            "amplified_epsilon": amplified,
+        },
+    )
 
 
 def _threshold(dep: Deployment, n: int) -> int:
@@ -157,7 +238,6 @@ def _threshold(dep: Deployment, n: int) -> int:
 
 def check_distributed(cfg: AuditConfig, sampling: Sampling) -> tuple[list[Finding], BudgetCurve | None]:
     """Distributed DP inside the secure sum: the parameters the run would choose, or its refusal."""
-    import math
 
     from dp import RDPAccountant
     from dp.distributed import choose_parameters
@@ -170,7 +250,8 @@ def check_distributed(cfg: AuditConfig, sampling: Sampling) -> tuple[list[Findin
                 "dp.budget",
                 "fail",
                 "Distributed DP without a valid bound",
-                "distributed DP is accounted for Poisson sampling only (Zhu-Wang's general subsampling bound); "
+                "distributed DP is accounted for Poisson sampling only (its Poisson-subsampled RDP bound, "
+                "dp.distributed_accounting.subsampled_rdp, proof in dp/SUBSAMPLING.md); "
                 "set dp.sampling = 'poisson'",
             )
         ], None
@@ -209,7 +290,7 @@ def check_distributed(cfg: AuditConfig, sampling: Sampling) -> tuple[list[Findin
         Finding(
             "dp.budget",
             "fail" if final > d.max_epsilon else "pass",
-            "Privacy budget (distributed DP)",
+            _budget_title("Privacy budget (distributed DP)", "distributed"),
             f"{sampling.describe()}, {p.mechanism} noise summing to std {p.sigma:.4g} (scale {p.scale:.4g}; "
             f"Gaussian-equivalent noise multiplier {p.sigma / p.l2_sensitivity:.3g}), {d.rounds} rounds: epsilon RDP "
             f"{final:.3g} at delta {mech.delta:g} (limit {d.max_epsilon:g}); PRV n/a (no bound for this mechanism)",
@@ -226,6 +307,7 @@ def check_distributed(cfg: AuditConfig, sampling: Sampling) -> tuple[list[Findin
             f"{p.upload_bytes} bytes per client ({p.padded} coordinates after padding)",
             {"bits": p.bits, "scale": p.scale, "shares": p.shares, "clip_probability": p.clip_probability},
         ),
+        _server_finding(cfg, sampling, amplified=final, mechanism=rdp_mech, noise="distributed"),
     ]
     if not AGGREGATIONS.get(dep.aggregation).hides_updates:
         findings.append(

@@ -2,9 +2,11 @@
 
 (DP-FedAvg's own section, the ledger, is rendered in :mod:`privagg.report.aggregators`.)
 
-* :func:`guarantee` / :func:`guarantee_section`: what a DP run's report opens with: epsilon,
-  delta, the accountant, the sampling, how cohorts were drawn, the noise, and what in the
-  report is *not* covered by the guarantee;
+* :func:`guarantee` / :func:`guarantee_section`: what a DP run's report opens with: against whom
+  (client and distributed noise: the server, which sees who took part, gets the unamplified
+  figure of :mod:`dp.server_view`, ``epsilon_server``; an observer of the released models the
+  amplified ``epsilon``; central noise: the server is trusted), delta, the accountant, the
+  sampling, how cohorts were drawn, the noise, and what in the report is *not* covered;
 * :func:`accuracy_cost_section`: a DP run against the same run without DP, with how cohorts
   were drawn (secret, or "cohorts reproducible from the seed: not private"), ``delta * N`` and
   the warnings of :func:`dp_warnings`;
@@ -19,6 +21,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from dp.server_view import server_view
 from privagg.report import Figure, Section
 from protocols.dp_fedavg import SampleLevelDP
 
@@ -28,6 +31,7 @@ __all__ = [
     "NOT_COVERED_PER_CLIENT",
     "NOT_COVERED_UPLOAD",
     "NOT_COVERED_WARNINGS",
+    "SERVER_SEES_ROSTERS",
     "accuracy_cost_section",
     "dp_warnings",
     "guarantee",
@@ -35,6 +39,9 @@ __all__ = [
     "guarantee_section",
     "sample_level_section",
 ]
+
+#: noise placements whose guarantee is meant to hold against the server (which sees the rosters)
+SERVER_SEES_ROSTERS = ("client", "distributed")
 
 #: what a DP run's report shows that the client-level guarantee does not cover
 NOT_COVERED_BASELINE = "the no-DP baseline run (its accuracy is a figure of the clients' data without noise)"
@@ -47,7 +54,12 @@ NOT_COVERED_UPLOAD = "the median upload per client (it depends on the exact coho
 def guarantee(dp_run: Any) -> dict[str, Any]:
     """The guarantee of a DP run, from its aggregator's ledger and configuration (a JSON-able dict).
 
-    ``epsilon`` is the budget accountant's (``accountant``) over the ``rounds`` released;
+    ``epsilon`` is the budget accountant's (``accountant``) over the ``rounds`` released, amplified by
+    sampling: it holds against an observer of the released models who does not see the rosters.
+    ``epsilon_server`` (client and distributed noise; ``nan`` for central noise, where the server is
+    trusted) holds against the server, which sees who took part: zero-out neighbours, the worst
+    client's ``server_rounds`` rounds composed unamplified (:func:`dp.server_view.server_view`);
+    ``against_server`` / ``against_observer`` say so in words.
     ``epsilon_by_accountant`` every accountant of the ledger (``nan``: no valid bound, refused
     rather than approximated). ``private`` is False when the noise was seeded or the cohorts
     are reproducible from the public seed (the sampling amplification then does not hold).
@@ -66,6 +78,25 @@ def guarantee(dp_run: Any) -> dict[str, Any]:
     sampler = type(source).__name__
     reproducible = "not private" in cohorts
     population = getattr(agg, "population", None)
+    noise = str(cfg.noise)
+    server: dict[str, Any]
+    if noise in SERVER_SEES_ROSTERS:
+        view = server_view(ledger)
+        server = {
+            "epsilon_server": view.epsilon,
+            "server_rounds": view.worst_rounds,
+            "server_unknown_rosters": view.unknown_rosters,
+            "against_server": "zero-out neighbours, worst client's rounds, unamplified (dp/server_view.py)",
+            "against_observer": "amplified by sampling; assumes (A3), see dp/SUBSAMPLING.md",
+        }
+    else:
+        server = {
+            "epsilon_server": math.nan,
+            "server_rounds": None,
+            "server_unknown_rosters": 0,
+            "against_server": "none: the server is trusted (central noise: it sees the aggregate before the noise)",
+            "against_observer": "amplified by sampling",
+        }
     return {
         "unit": "client-level (all updates of one client, every round)",
         "epsilon": eps,
@@ -81,15 +112,45 @@ def guarantee(dp_run: Any) -> dict[str, Any]:
         "budget_epsilon": cfg.budget,
         "delta_times_population": float(ledger.delta * population) if population else math.nan,
         "private": secure and not reproducible,
+        **server,
     }
 
 
-def guarantee_line(g: dict[str, Any]) -> str:
-    """One line: ``client-level (eps, delta)-DP (accountant, rounds, sampling)`` and what voids it."""
-    line = (
-        f"client-level ({g['epsilon']:.4g}, {g['delta']:g})-DP by the {g['accountant']} accountant over "
-        f"{g['rounds']} released rounds, {g['sampling']}, cohorts {g['cohorts']}"
+def _server_clause(g: dict[str, Any]) -> str:
+    """The guarantee against the server that sees the rosters (client and distributed noise)."""
+    eps_s = float(g.get("epsilon_server", math.nan))
+    if math.isnan(eps_s):
+        return "against the server (it sees who took part): not computed, NOT the figure below"
+    unknown = int(g.get("server_unknown_rosters") or 0)
+    extra = f"; {unknown} rounds without a roster counted for every client" if unknown else ""
+    return (
+        f"against the server (it sees who took part): ({eps_s:.4g}, {g['delta']:g})-DP, zero-out neighbours, "
+        f"over the worst client's {g.get('server_rounds')} of {g['rounds']} rounds, unamplified{extra}"
     )
+
+
+def guarantee_line(g: dict[str, Any]) -> str:
+    """One line: against whom, ``client-level (eps, delta)-DP (accountant, rounds, sampling)``, what voids it.
+
+    Client and distributed noise: the guarantee against the server (which sees the rosters) first, then the
+    amplified one against an observer of the released models; central noise: the server is trusted.
+    """
+    eps = f"({g['epsilon']:.4g}, {g['delta']:g})-DP"
+    how = f"by the {g['accountant']} accountant over {g['rounds']} released rounds, {g['sampling']}, "
+    how += f"cohorts {g['cohorts']}"
+    noise = g.get("noise")
+    if noise in SERVER_SEES_ROSTERS:
+        line = (
+            f"client-level, {_server_clause(g)}; against an observer of the released models who does not see "
+            f"the rosters: {eps} with amplification by sampling (assumes (A3), see dp/SUBSAMPLING.md) {how}"
+        )
+    elif noise is not None:
+        line = (
+            f"client-level {eps} against observers of the released models (the server is trusted: central noise, "
+            f"it sees the aggregate before the noise) {how}"
+        )
+    else:
+        line = f"client-level {eps} {how}"
     if not g["secure_noise"]:
         line += "; NOT PRIVATE: the noise was drawn from a public seed"
     if "not private" in g["cohorts"]:
@@ -118,6 +179,8 @@ def guarantee_section(dp_run: Any, *, not_covered: list[str]) -> Section:
         data={**g, "not_covered": list(not_covered)},
         summary=[
             ("guarantee", guarantee_line(g)),
+            ("against the server", _server_clause(g) if g["noise"] in SERVER_SEES_ROSTERS else g["against_server"]),
+            ("against observers of the models", f"epsilon {g['epsilon']:.4g}, {g['against_observer']}"),
             ("epsilon by accountant", eps_rows),
             ("sampling", g["sampling"]),
             ("cohorts", g["cohorts"]),
@@ -196,7 +259,11 @@ def accuracy_cost_section(dp_run: Any, baseline_run: Any, *, key: str = "dp-cost
             "warnings": warnings,
         },
         summary=[
-            ("final accuracy with DP", f"{dp_run.final_accuracy:.4f} (epsilon {eps:.4g})"),
+            (
+                "final accuracy with DP",
+                f"{dp_run.final_accuracy:.4f} (epsilon {eps:.4g} against observers of the released models; "
+                "see Privacy guarantee for the server)",
+            ),
             ("final accuracy without DP", f"{baseline_run.final_accuracy:.4f}"),
             ("cost", f"{100 * cost:.1f} points"),
             ("cohorts", cohorts),

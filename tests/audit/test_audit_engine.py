@@ -63,7 +63,7 @@ def test_target_epsilon_is_calibrated_for_the_plan() -> None:
 def test_insecure_noise_is_flagged() -> None:
     cfg = _cfg(dp={"noise_multiplier": 1.0, "secure_noise": False, "seed": 3})
     findings, _ = check_dp(cfg)
-    assert [f.id for f in findings] == ["dp.budget", "dp.noise"] and findings[1].severity == "fail"
+    assert [f.id for f in findings] == ["dp.budget", "dp.server", "dp.noise"] and findings[2].severity == "fail"
 
 
 def test_aggregations_come_from_registries() -> None:
@@ -90,6 +90,7 @@ def test_findings_order_and_evidence() -> None:
         "secagg.threat-model",
         "secagg.not-covered",
         "dp.budget",
+        "dp.server",
         "secagg.cost",
     ]
     assert r.budget is not None and set(r.budget.epsilon) == {"rdp", "prv"} and len(r.budget.rounds) == 10

@@ -96,7 +96,8 @@ def test_state_is_saved_and_restored_with_the_entries(tmp_path) -> None:  # type
 def test_a_mechanism_with_its_own_curve_is_checked_recorded_and_resumed(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from dp.distributed_accounting import DistributedDGaussRDP
 
-    mech = DistributedDGaussRDP(l2_sensitivity=50.0, sigma=8.0, shares=100, dim=1024)
+    # sigma 0.9 per share: KLS21's tau term is felt (at sigma 8 the curve is the Gaussian's to 1e-15)
+    mech = DistributedDGaussRDP(l2_sensitivity=2.0, sigma=0.9, shares=100, dim=1024)
     led = PrivacyLedger(delta=1e-5, budget=PrivacyBudget(epsilon=2.0, delta=1e-5))
     for r in (1, 2):
         led.check(noise_multiplier=mech.noise_multiplier, sampling=S, mechanism=mech)
