@@ -256,6 +256,7 @@ class PrivAggDistributedDPWorkflow(PrivAggSecAggWorkflow):
             sampling=self.sampling,
             survivors=len(summed.included) if fit.nodes else self.dp.empty_survivors(opened),
             participants=tuple(summed.included),
+            roster=tuple(int(n) for n in fit.nodes),  # the nodes the round was sent to (() when empty)
             upload_bytes=rec.bytes_up / max(len(fit.nodes), 1),
             secure=True,
             seconds=rec.server_seconds,

@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import logging
 import math
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -229,6 +230,7 @@ class PrivAggDPStrategy(DPRoundsDriver, Strategy):  # type: ignore[misc]
             "global": [np.asarray(a, dtype=np.float64) for a in arrays],
             "dtypes": [a.dtype for a in arrays],
             "plan": plan,
+            "roster": tuple(_client_key(proxy) for proxy, _ in pairs),
         }
         return [(proxy, FitIns(sent, {**fi.config, **extra})) for proxy, fi in pairs]
 
@@ -248,7 +250,9 @@ class PrivAggDPStrategy(DPRoundsDriver, Strategy):  # type: ignore[misc]
             count = float(plan.count_mechanism.release(np.zeros(1), sampler)[0])
         else:
             count = math.nan
-        outcome = self.dp_rounds.finish(plan, round=server_round, survivors=0, noised_count=count, noise_shares=0)
+        outcome = self.dp_rounds.finish(
+            plan, round=server_round, survivors=0, noised_count=count, noise_shares=0, roster=()
+        )
         new, off = [], 0
         for a in arrays:
             g = np.asarray(a, dtype=np.float64)
@@ -276,7 +280,12 @@ class PrivAggDPStrategy(DPRoundsDriver, Strategy):  # type: ignore[misc]
             mean = mean[:-1]
         # the server holds the sum: it is recorded even when it cannot be used (withheld below)
         outcome = self.dp_rounds.finish(
-            plan, round=server_round, survivors=survivors, noised_count=count_sum, noise_shares=plan.shares
+            plan,
+            round=server_round,
+            survivors=survivors,
+            noised_count=count_sum,
+            noise_shares=plan.shares,
+            roster=st["roster"],  # the cohort the round was sent to (an upper bound on who took part)
         )
         if mean is None:
             raise ProtocolAbort(
@@ -424,3 +433,13 @@ def make_dp_mod(
 
 #: the client mod with its policy read from node_config / run_config (:data:`POLICY_KEYS`); no policy: refuses
 privagg_dp_mod = make_dp_mod()
+
+
+def _client_key(proxy: Any) -> int:
+    """The integer the ledger counts a client's rounds under (its Flower node id; a non-numeric id is
+    hashed, and a collision only merges two clients' counts: the server-view bound stays an upper bound)."""
+    node = getattr(proxy, "node_id", None)
+    if isinstance(node, int):
+        return node
+    cid = str(getattr(proxy, "cid", node))
+    return int(cid) if cid.isdigit() else zlib.crc32(cid.encode())

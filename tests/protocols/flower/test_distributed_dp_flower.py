@@ -129,6 +129,7 @@ def test_flower_round_equals_the_in_memory_path(pki: Path, mechanism: str) -> No
     assert rec.dp_metrics["dp_noise"] == "distributed" and "dp_participants" not in rec.dp_metrics
     (entry,) = wf.ledger.entries
     assert entry.mechanism == rec.plan.rdp_mechanism(4, 4)
+    assert entry.roster is not None and len(set(entry.roster)) == N  # kept for the server-view guarantee
     assert 0 < entry.epsilon["rdp"] <= 8.0 * 1.001
 
 
@@ -195,6 +196,7 @@ def test_an_empty_poisson_cohort_is_released_and_accounted(pki: Path) -> None:
     first, second = wf.ledger.entries
     assert first.round == 1 and first.mechanism == empty.plan.rdp_mechanism(empty.shares, empty.shares)
     assert second.round == 2 and second.epsilon["rdp"] > first.epsilon["rdp"]
+    assert first.roster == () and second.roster is not None and len(second.roster) > 0
 
 
 def test_a_round_the_budget_cannot_pay_for_is_not_started(pki: Path) -> None:

@@ -77,6 +77,10 @@ def test_fixed_clipping_mean_and_ledger(pki: Path) -> None:
     assert len(strat.ledger.entries) == 1
     eps = strat.ledger.entries[0].epsilon["rdp"]
     assert eps > 0 and math.isfinite(eps)
+    # the cohort the round was sent to is kept for the server-view guarantee: N distinct clients, once each
+    roster = strat.ledger.entries[0].roster
+    assert roster is not None and len(set(roster)) == N
+    assert sorted(strat.ledger.participation_counts().values()) == [1] * N
 
 
 def test_adaptive_clip_moves_up_when_everything_is_clipped(pki: Path) -> None:
@@ -199,6 +203,7 @@ def test_an_empty_poisson_round_releases_noise_and_is_accounted() -> None:
     model = [np.zeros((2, 3), dtype=np.float32)]
     assert strat.configure_fit(1, ndarrays_to_parameters(model), _Available()) == []
     (entry,) = strat.ledger.entries  # accounted like any round
+    assert entry.roster == ()  # nobody took part: the server-view guarantee counts nobody
     assert entry.noise_multiplier == 1.0 and entry.round == 1
     assert strat.last_parameters is not None and np.count_nonzero(strat.last_parameters[0]) > 0
     assert strat.last_parameters[0].dtype == np.float32
