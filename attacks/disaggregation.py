@@ -86,7 +86,7 @@ class Disaggregation(Attack):
         t0 = time.perf_counter()
         rounds = int(case.option("rounds", 20))
         n = case.num_clients
-        cohort = int(case.option("cohort", n // 2))
+        cohort = int(case.option("cohort", n // 2 if case.population is None else case.cohort_size))
         lr = float(case.option("lr", 0.1))
         target = int(case.option("target", 0))
         freeze = self.freeze_model
@@ -103,11 +103,12 @@ class Disaggregation(Attack):
             pick = np.sort(rng.choice(len(y), case.batch_size, replace=False))
             batches.append((x[pick], y[pick]))
         gp = sim.global_params.copy()
-        poisson = case.defense_spec.sampling == "poisson"
+        # distributed DP is accounted for Poisson sampling only; population mode samples Poisson cohorts of its rate
+        poisson = case.defense_spec.sampling == "poisson" or case.population is not None
         participants: list[tuple[int, ...]] = []
         sums, truth = [], []
         for r in range(1, rounds + 1):
-            if poisson:  # distributed DP is accounted for Poisson sampling only: a Poisson cohort of that rate
+            if poisson:  # a Poisson cohort of rate cohort / n
                 chosen = tuple(int(c) for c in np.flatnonzero(rng.random(n) < cohort / n))
             else:
                 chosen = tuple(sorted(int(c) for c in rng.choice(n, cohort, replace=False)))

@@ -181,9 +181,9 @@ class FedAvgInversion(Attack):
         set_flat_params(model, gp)
         exposed = case.defense_spec.exposes_updates
         target = int(case.option("target", 0))
-        observed_vec = round_.observed[target] if exposed else round_.observed[0]
+        observed_vec = round_.observed[round_.members.index(target)] if exposed else round_.observed[0]
         observed = unflatten(model, np.asarray(observed_vec))
-        clients = 1 if exposed else case.num_clients
+        clients = 1 if exposed else len(round_.members)
         mine = round_.owners == target
         originals = round_.cohort_images[mine] if exposed else round_.cohort_images
         true_labels = round_.cohort_labels[mine] if exposed else round_.cohort_labels

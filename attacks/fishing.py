@@ -180,7 +180,7 @@ class FishingAttack(Attack):
         base = sim.global_params.copy()
         first = mlp_linears(model)[0]
         classes = ds.num_classes
-        images = case.num_clients * case.batch_size  # public: the cohort and the batch size
+        images = case.cohort_size * case.batch_size  # public: the (expected) cohort and the batch size
         public = ds.x_test.reshape(len(ds.x_test), -1).astype(np.float64)  # the attacker's labelled public data
         with torch.no_grad():
             feats = torch.relu(first(torch.as_tensor(ds.x_test.reshape(len(ds.x_test), -1), dtype=torch.float32)))

@@ -9,6 +9,21 @@ that needs a malicious server (the imprint model) gets one; a cell the deploymen
 utility column is the test accuracy of a FedAvg model trained under each defense (same
 federation, ``utility_rounds`` rounds), and the gap to the undefended model in points: a
 defense only counts as effective when it stays within 5 points.
+
+Two modes, named in every table and CSV row (``mode``):
+
+* ``cohort`` (the default; the issue-16 matrix): the federation *is* one cohort of
+  ``num_clients`` (10) clients, every client every round; DP is calibrated for that federation
+  and the rounds each attack (or the utility run) takes.
+* ``population`` (:func:`population_case`): the ``num_clients`` (1,000) clients are a population
+  sampled with Poisson rate ``q`` for ``R`` rounds, DP is calibrated for (q, R, epsilon, delta) by the
+  DP accountant as it would be deployed; each attack cell sees one round of that deployment (its
+  target's cohort as sampled, the noised secure sum, the crafted model for malicious-model attacks), and
+  the utility column trains the whole deployment (same q, R and noise) against the same population
+  without DP, on the same seeds.
+
+Utility is measured on every seed; the gap to the undefended model is the mean of the paired per-seed
+gaps with its 95% interval, and "effective" reads the mean gap.
 """
 
 from __future__ import annotations
@@ -18,19 +33,26 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from attacks.registry import Adversary, AttackCase, AttackResult
-from privagg.errors import PrivAggError
+from attacks.metrics import seed_interval
+from attacks.registry import Adversary, AttackCase, AttackResult, Population
+from privagg.errors import ConfigurationError, PrivAggError
 
 __all__ = [
     "DEFAULT_MATRIX_ATTACKS",
     "DEFAULT_MATRIX_OPTIONS",
+    "DEFAULT_POPULATION",
+    "POPULATION_CLIENTS",
     "MATRIX_DEFENSES",
     "AttackMatrix",
     "MatrixCell",
     "attack_matrix",
     "defense_utility",
     "matrix_table",
+    "measure_utility",
+    "merge_matrices",
+    "utility_table",
     "noise_check",
+    "population_case",
 ]
 
 #: defenses of the matrix, in column order (those registered in :data:`attacks.registry.DEFENSES`)
@@ -51,6 +73,18 @@ UTILITY_TOLERANCE_POINTS = 5.0
 #: issue 15's figure: the malicious-model attack and gradient inversion recover < 5% of images under the noise
 #: defense, against >= 70% under secure aggregation alone
 NOISE_CHECK_ATTACKS: tuple[str, ...] = ("imprint", "inverting-gradients")
+#: population mode: digits split among this many clients (IID, one or two examples each)
+POPULATION_CLIENTS = 1000
+#: population mode: Poisson rate 0.03 (expected cohort 30 of 1,000) for 200 rounds
+DEFAULT_POPULATION = Population(rate=0.03, rounds=200)
+
+
+def population_case(
+    *, clients: int = POPULATION_CLIENTS, population: Population = DEFAULT_POPULATION, **axes: Any
+) -> AttackCase:
+    """The matrix's base case in population mode: ``clients`` clients sampled as ``population`` says
+    (``axes``: further :meth:`AttackCase.create` keywords, e.g. ``dp_epsilon``)."""
+    return AttackCase.create(num_clients=clients, population=population, **axes)
 
 
 def _leak_metric(metrics: Mapping[str, float]) -> str:
@@ -90,6 +124,25 @@ class AttackMatrix(AttackResult):
     cells: list[MatrixCell] = field(default_factory=list)
     utility: dict[str, float | None] = field(default_factory=dict)
     utility_errors: dict[str, str] = field(default_factory=dict)
+    #: test accuracy per seed (the matrix's seeds, in order), per defense that ran
+    utility_per_seed: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def mode(self) -> str:
+        """``cohort`` or ``population`` (see the module docstring)."""
+        return self.case.mode
+
+    def utility_interval(self, defense: str) -> tuple[float, float]:
+        """95% Student-t interval of the defense's test accuracy over seeds (nan when unknown)."""
+        vals = self.utility_per_seed.get(defense, [])
+        return seed_interval(vals)[1:] if len(vals) >= 2 else (float("nan"), float("nan"))
+
+    def utility_gap_interval(self, defense: str) -> tuple[float, float]:
+        """95% interval of the paired per-seed gap (points) to the undefended model (nan when unknown)."""
+        base, mine = self.utility_per_seed.get("none", []), self.utility_per_seed.get(defense, [])
+        if len(base) < 2 or len(base) != len(mine):
+            return float("nan"), float("nan")
+        return seed_interval([100.0 * (b - a) for b, a in zip(base, mine, strict=True)])[1:]
 
     def cell(self, attack: str, defense: str) -> MatrixCell:
         return next(c for c in self.cells if c.attack == attack and c.defense == defense)
@@ -145,14 +198,23 @@ def _cell_text(check: Mapping[str, Any], defense: str) -> str:
     return f"{check[defense]:.0%} [{lo:.0%}, {hi:.0%}]; {seeds}"
 
 
-def defense_utility(case: AttackCase, *, rounds: int = 10) -> float:
-    """Test accuracy of a FedAvg model trained ``rounds`` rounds under the case's defense."""
+def _utility_run(case: AttackCase, *, rounds: int) -> tuple[float, float | None]:
+    """Test accuracy of a FedAvg model trained under the case's defense, and its DP noise multiplier."""
     from attacks.scenario import make_run_config
+    from protocols.dp_fedavg import DPFedAvg
     from protocols.fedavg import FedAvgSimulation
     from protocols.training import TrainConfig
 
     cfg = make_run_config(case, train=TrainConfig(epochs=1, batch_size=32, lr=0.1), rounds=rounds)
-    return float(FedAvgSimulation(cfg).run().history[-1].accuracy)
+    run = FedAvgSimulation(cfg).run()
+    agg = run.aggregator
+    return float(run.final_accuracy), agg.noise_multiplier if isinstance(agg, DPFedAvg) else None
+
+
+def defense_utility(case: AttackCase, *, rounds: int = 10) -> float:
+    """Test accuracy of a FedAvg model trained ``rounds`` rounds under the case's defense (population
+    mode: the deployment's rounds, Poisson cohorts of its rate)."""
+    return _utility_run(case, rounds=rounds)[0]
 
 
 def attack_matrix(
@@ -163,8 +225,10 @@ def attack_matrix(
     seeds: Sequence[int] = (0, 1, 2),
     options: Mapping[str, Mapping[str, Any]] | None = None,
     utility_rounds: int = 10,
+    utility: bool = True,
 ) -> AttackMatrix:
-    """Run every attack against every defense over ``seeds``; ``options[attack]`` are its hyper-parameters."""
+    """Run every attack against every defense over ``seeds``; ``options[attack]`` are its hyper-parameters.
+    ``utility=False`` leaves the utility column out (a part of a matrix run in batches: :func:`merge_matrices`)."""
     from attacks.runner import build_attack, seed_study
 
     t0 = time.perf_counter()
@@ -193,38 +257,73 @@ def attack_matrix(
                     per_seed=tuple(st.per_seed.get(key, [])),
                 )
             )
-    utility: dict[str, float | None] = {}
-    errors: dict[str, str] = {}
-    for d in dict.fromkeys(("none", *defenses)):
-        try:
-            utility[d] = defense_utility(base.with_(defense=d), rounds=utility_rounds)
-        except PrivAggError as e:
-            utility[d] = None
-            errors[d] = f"{type(e).__name__}: {e}"[:200]
     out = AttackMatrix(
         attack="matrix",
         case=base,
         attacks=list(attacks),
         defenses=list(defenses),
         cells=cells,
-        utility=utility,
-        utility_errors=errors,
-        seconds=0.0,
         data={
+            "mode": base.mode,
+            "deployment": _deployment(base, utility_rounds),
+            "noise_multipliers": {},
             "seeds": list(seeds),
             "utility_rounds": utility_rounds,
             "options": {n: {**DEFAULT_MATRIX_OPTIONS.get(n, {}), **dict((options or {}).get(n, {}))} for n in attacks},
         },
-        text=(
-            f"Each cell: the attack's leak measure (fraction recovered, or AUC) under the defense, mean and 95% "
-            f"interval over seeds {list(seeds)}; {base.num_clients} clients, {base.dataset}. Utility: test accuracy "
-            f"after {utility_rounds} FedAvg rounds under the defense; effective = no leak and within "
-            f"{UTILITY_TOLERANCE_POINTS:.0f} points of the undefended model. DP defenses: client-level epsilon "
-            f"{base.dp_epsilon:g}, delta {base.dp_delta:g}, calibrated for the rounds each attack (or the utility "
-            f"run) takes; distributed-dp is the default distributed configuration (discrete Gaussian shares, "
-            f"16-bit ring, clip 1), every client sampled with rate 1 and accounted as Poisson sampling."
-        ),
     )
+    if utility:
+        measure_utility(out, ("none", *defenses))
+    return _finish(out, t0)
+
+
+def measure_utility(m: AttackMatrix, defenses: Sequence[str]) -> None:
+    """The utility column: each defense's test accuracy on every seed of ``m`` (a refusal is recorded)."""
+    rounds, noise = int(m.data["utility_rounds"]), m.data["noise_multipliers"]
+    for d in dict.fromkeys(defenses):
+        try:
+            runs = [_utility_run(m.case.with_(defense=d, seed=int(s)), rounds=rounds) for s in m.data["seeds"]]
+        except PrivAggError as e:
+            m.utility[d] = None
+            m.utility_errors[d] = f"{type(e).__name__}: {e}"[:200]
+            continue
+        m.utility_per_seed[d] = [acc for acc, _ in runs]
+        m.utility[d] = sum(m.utility_per_seed[d]) / len(runs)
+        if runs[0][1] is not None:
+            noise[d] = float(runs[0][1])
+
+
+def merge_matrices(parts: Sequence[AttackMatrix]) -> AttackMatrix:
+    """One matrix from parts run apart (the same base case, seeds and utility rounds): their cells, attacks,
+    defenses and utility column; the tables and text as :func:`attack_matrix` gives them."""
+    if not parts:
+        raise ConfigurationError("nothing to merge", field="parts")
+    first = parts[0]
+    keys = ("seeds", "utility_rounds", "mode")
+    for p in parts[1:]:
+        if p.case != first.case or any(p.data[k] != first.data[k] for k in keys):
+            raise ConfigurationError("parts of different matrices (case, seeds or rounds differ)", field="parts")
+    out = AttackMatrix(
+        attack="matrix",
+        case=first.case,
+        attacks=list(dict.fromkeys(a for p in parts for a in p.attacks)),
+        defenses=list(dict.fromkeys(d for p in parts for d in p.defenses)),
+        cells=[c for p in parts for c in p.cells],
+        data={**first.data, "noise_multipliers": {}, "options": {}},
+    )
+    for p in parts:
+        out.utility.update(p.utility)
+        out.utility_errors.update(p.utility_errors)
+        out.utility_per_seed.update(p.utility_per_seed)
+        out.data["noise_multipliers"].update(p.data["noise_multipliers"])
+        out.data["options"].update(p.data["options"])
+    return _finish(out, time.perf_counter() - sum(p.seconds for p in parts))
+
+
+def _finish(out: AttackMatrix, t0: float) -> AttackMatrix:
+    """The text, the issue-15 check table and the matrix table of a measured matrix."""
+    base = out.case
+    out.text = _matrix_text(base, out.data["seeds"], int(out.data["utility_rounds"]))
     check = noise_check(out)
     if check:
         out.data["distributed_dp_check"] = check
@@ -245,14 +344,90 @@ def attack_matrix(
                 ],
             )
         )
-    out.tables.insert(0, ("Attack x defense", *matrix_table(out)))
+    cells_header, cells_rows = matrix_table(out)
+    out.tables.insert(0, ("Attack x defense", cells_header, cells_rows))
+    out.data["cells"] = [dict(zip(cells_header, r, strict=True)) for r in cells_rows]  # the JSON holds the matrix
+    header, rows = utility_table(out)
+    out.tables.insert(1, (f"Utility ({out.mode} mode)", header, rows))
+    out.data["utility_table"] = [dict(zip(header, r, strict=True)) for r in rows]  # the JSON holds it too
     out.seconds = time.perf_counter() - t0
     return out
+
+
+def _deployment(base: AttackCase, utility_rounds: int) -> dict[str, Any]:
+    pop = base.population
+    out: dict[str, Any] = {"clients": base.num_clients, "dataset": base.dataset, "epsilon": base.dp_epsilon}
+    out["delta"] = base.dp_delta
+    if pop is None:
+        return {**out, "sampling": "every client every round", "utility_rounds": utility_rounds}
+    return {
+        **out,
+        "sampling": "poisson",
+        "rate": pop.rate,
+        "expected_cohort": pop.expected_cohort(base.num_clients),
+        "rounds": max(utility_rounds, pop.rounds),
+    }
+
+
+def _matrix_text(base: AttackCase, seeds: Sequence[int], utility_rounds: int) -> str:
+    head = (
+        f"Each cell: the attack's leak measure (fraction recovered, or AUC) under the defense, mean and 95% "
+        f"interval over seeds {list(seeds)}; {base.dataset}. Utility: mean test accuracy over the same seeds; "
+        f"effective = no leak and a mean gap within {UTILITY_TOLERANCE_POINTS:.0f} points of the undefended "
+        f"model (the gap's paired 95% interval beside it). DP defenses: client-level epsilon {base.dp_epsilon:g}, "
+        f"delta {base.dp_delta:g}; distributed-dp is the default distributed configuration (discrete Gaussian "
+        f"shares, 16-bit ring, clip 1)."
+    )
+    pop = base.population
+    if pop is None:
+        return (
+            f"Mode: cohort ({base.num_clients} clients, all of them every round). {head} DP is calibrated for this "
+            f"{base.num_clients}-client federation and the rounds each attack (or the {utility_rounds}-round utility "
+            f"run) takes; distributed-dp samples every client with rate 1, accounted as Poisson sampling."
+        )
+    rounds = max(utility_rounds, pop.rounds)
+    return (
+        f"Mode: population ({base.num_clients} clients, Poisson sampling rate {pop.rate:g}: expected cohort "
+        f"{pop.expected_cohort(base.num_clients):g}, {rounds} rounds). {head} DP is calibrated by the accountant "
+        f"for (q = {pop.rate:g}, R = {rounds}, epsilon, delta), as deployed. Each attack cell observes one round "
+        f"of the deployment: its target and every other client with probability q (the cohort as sampled), "
+        f"aggregated by the defense (the crafted model for malicious-model attacks). Utility: the whole "
+        f"deployment ({rounds} rounds, same q and noise) trained on every seed, against the same population "
+        f"without DP."
+    )
+
+
+def utility_table(m: AttackMatrix) -> tuple[list[str], list[list[Any]]]:
+    """One row per defense: mean test accuracy over seeds [95% CI], per seed, the paired gap to the undefended
+    model in points [95% CI], the DP noise multiplier, and whether the gap is within the tolerance."""
+    header = ["mode", "defense", "utility", "ci_low", "ci_high", "per_seed", "gap_points", "gap_ci_low"]
+    header += ["gap_ci_high", "noise_multiplier", f"within_{UTILITY_TOLERANCE_POINTS:.0f}_points", "error"]
+    rows: list[list[Any]] = []
+    for d in dict.fromkeys(("none", *m.defenses)):
+        if d not in m.utility:
+            continue
+        gap = m.utility_gap(d)
+        rows.append(
+            [
+                m.mode,
+                d,
+                m.utility[d],
+                *m.utility_interval(d),
+                " ".join(f"{v:.3f}" for v in m.utility_per_seed.get(d, [])),
+                gap,
+                *m.utility_gap_interval(d),
+                m.data.get("noise_multipliers", {}).get(d),
+                None if gap is None else gap <= UTILITY_TOLERANCE_POINTS,
+                m.utility_errors.get(d, ""),
+            ]
+        )
+    return header, rows
 
 
 def matrix_table(m: AttackMatrix) -> tuple[list[str], list[list[Any]]]:
     """Header and rows (one per attack x defense, plus the utility rows): what the CSV and the report hold."""
     header = [
+        "mode",
         "attack",
         "defense",
         "metric",
@@ -262,15 +437,21 @@ def matrix_table(m: AttackMatrix) -> tuple[list[str], list[list[Any]]]:
         "per_seed",
         "leaks",
         "utility",
+        "utility_ci_low",
+        "utility_ci_high",
         "utility_gap_points",
+        "gap_ci_low",
+        "gap_ci_high",
         "effective",
         "error",
     ]
     rows: list[list[Any]] = []
     for c in m.cells:
         acc, gap = m.utility.get(c.defense), m.utility_gap(c.defense)
+        (u_lo, u_hi), (g_lo, g_hi) = m.utility_interval(c.defense), m.utility_gap_interval(c.defense)
         rows.append(
             [
+                m.mode,
                 c.attack,
                 c.defense,
                 c.metric,
@@ -280,7 +461,11 @@ def matrix_table(m: AttackMatrix) -> tuple[list[str], list[list[Any]]]:
                 " ".join(f"{v:.3g}" for v in c.per_seed),
                 c.leaks,
                 acc,
+                u_lo,
+                u_hi,
                 gap,
+                g_lo,
+                g_hi,
                 m.effective(c.attack, c.defense),
                 c.error,
             ]

@@ -41,6 +41,7 @@ __all__ = [
     "AttackCase",
     "AttackResult",
     "Defense",
+    "Population",
     "register_attack",
     "register_defense",
 ]
@@ -192,6 +193,39 @@ def _default_run() -> RunConfig:
     return RunConfig(data=DataConfig(num_clients=10, partition="iid"), federation=FederationConfig())
 
 
+@dataclass(frozen=True)
+class Population:
+    """A population-scale deployment: the case's ``num_clients`` clients are the population, each round
+    samples every client independently with ``rate`` (Poisson sampling, expected cohort ``rate * clients``)
+    and the deployment runs ``rounds`` rounds. Client-level DP is calibrated for (``rate``, ``rounds``,
+    epsilon, delta) as it would be deployed; an attack observes one round of it (the target's cohort as
+    sampled), and the matrix trains the whole deployment for its utility column.
+    """
+
+    rate: float
+    rounds: int
+
+    def __post_init__(self) -> None:
+        if not 0 < self.rate <= 1:
+            raise ConfigurationError("must be in (0, 1]", field="population.rate")
+        if self.rounds < 1:
+            raise ConfigurationError("must be >= 1", field="population.rounds")
+
+    def expected_cohort(self, clients: int) -> float:
+        return self.rate * clients
+
+    @classmethod
+    def parse(cls, text: str, *, field: str = "population") -> Population:
+        """``"RATE,ROUNDS"`` (e.g. ``"0.03,200"``), as the command line gives it."""
+        parts = text.split(",")
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            return cls(rate=float(parts[0]), rounds=int(parts[1]))
+        except ValueError:
+            raise ConfigurationError(f"expected RATE,ROUNDS (e.g. 0.03,200), got {text!r}", field=field) from None
+
+
 #: ``AttackCase.create`` / ``with_`` shortcuts into the nested run config.
 _FEDERATION = frozenset({"dataset", "model", "hidden", "num_clients", "seed"})
 
@@ -221,7 +255,10 @@ class AttackCase:
     ``defense`` (a name in :data:`DEFENSES`), so ``run.aggregation`` and ``run.dp`` stay at
     their defaults. ``batch_size`` is the victim's local batch (gradient inversion);
     ``dp_epsilon``/``dp_delta`` the client-level budget when the defense includes DP;
-    ``options`` carries attack-specific knobs in a read-only mapping.
+    ``options`` carries attack-specific knobs in a read-only mapping. ``population``: ``None`` (cohort
+    mode: the ``num_clients`` clients are one cohort, every client every round, DP calibrated for that
+    federation) or a :class:`Population` (population mode: Poisson cohorts of the ``num_clients``
+    clients, DP calibrated for the deployment's rate and rounds).
 
     Build one with :meth:`create` (flat keywords) or load it from a TOML ``[case]`` table
     (``[case.run.data]``, ``[case.run.model]``, ``[case.adversary]``, ``[case.options]``).
@@ -234,6 +271,7 @@ class AttackCase:
     dp_epsilon: float = 8.0
     dp_delta: float = 1e-5
     options: Mapping[str, Any] = field(default_factory=dict)
+    population: Population | None = None
 
     def __post_init__(self) -> None:
         DEFENSES.get(self.defense, field="defense")
@@ -282,6 +320,19 @@ class AttackCase:
     @property
     def num_clients(self) -> int:
         return self.run.data.num_clients
+
+    @property
+    def mode(self) -> Literal["cohort", "population"]:
+        """``"cohort"``: the federation is one cohort; ``"population"``: Poisson cohorts of a population."""
+        return "cohort" if self.population is None else "population"
+
+    @property
+    def cohort_size(self) -> int:
+        """The cohort size the server plans for (public): every client in cohort mode, the expected
+        Poisson cohort (at least 1) in population mode."""
+        if self.population is None:
+            return self.num_clients
+        return max(1, round(self.population.expected_cohort(self.num_clients)))
 
     @property
     def defense_spec(self) -> Defense:

@@ -18,7 +18,7 @@ from typing import Any
 
 from attacks.membership import MembershipAttack, collect_membership_scores
 from attacks.metrics import seed_interval
-from attacks.registry import ATTACKS, DEFENSES, Adversary, Attack, AttackCase, AttackResult
+from attacks.registry import ATTACKS, DEFENSES, Adversary, Attack, AttackCase, AttackResult, Population
 from privagg.config import override
 from privagg.errors import ConfigurationError
 
@@ -243,8 +243,9 @@ def attack_config(
     ``config`` holds a ``[case]`` table (the fields of :class:`AttackCase` that differ from
     the default case; the federation under ``[case.run]``) and an ``[attack]`` table (the
     attack's hyper-parameters); ``overrides`` (command-line flags, ``None`` = not given) are
-    applied on top: ``defense``, ``batch_size``, ``dp_epsilon`` and the federation shortcuts
-    ``seed`` and ``num_clients``.
+    applied on top: ``defense``, ``batch_size``, ``dp_epsilon``, ``population`` (a
+    :class:`~attacks.registry.Population` or its ``"RATE,ROUNDS"`` text; ``num_clients`` then defaults to
+    :data:`attacks.matrix.POPULATION_CLIENTS`) and the federation shortcuts ``seed`` and ``num_clients``.
     """
     unknown = set(config) - {"case", "attack"}
     if unknown:
@@ -254,6 +255,12 @@ def attack_config(
     except ConfigurationError as e:
         raise ConfigurationError(e.message, field=f"case.{e.field}", accepted=e.accepted) from None
     changes = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if isinstance(changes.get("population"), str):  # the command line's RATE,ROUNDS
+        changes["population"] = Population.parse(changes["population"], field="--population")
+    if "population" in changes and "num_clients" not in changes:  # population mode: a population of clients
+        from attacks.matrix import POPULATION_CLIENTS
+
+        changes["num_clients"] = POPULATION_CLIENTS
     if changes:
         case = case.with_(**changes)
     return case, dict(config.get("attack", {}))

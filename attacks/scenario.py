@@ -15,6 +15,11 @@ What the attacker observes per defense (:data:`attacks.registry.DEFENSES`):
 * ``secagg+dp``: both; the server sees only the noised sum.
 * ``distributed-dp``: distributed DP inside the secure sum (integer noise shares, a ``2^bits`` ring);
   its rounds sample every client with rate 1 as Poisson sampling (the only sampling it is accounted for).
+
+Population mode (``case.population``, :class:`attacks.registry.Population`): the case's clients are a
+population sampled with Poisson rate ``q`` for ``R`` rounds, DP is calibrated for (q, R, epsilon, delta),
+and :func:`observe_round` shows the server one round of that deployment: the target and each other
+client independently with probability q (the cohort as sampled), aggregated by the same defense.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ __all__ = [
     "InversionObservation",
     "RoundObservation",
     "aggregation_options",
+    "cohort_members",
     "dp_config",
     "fresh_aggregator",
     "inversion_observation",
@@ -85,7 +91,15 @@ def make_run_config(
     """The case's run config (federation, model, seed) with ``train``, ``rounds`` and its defense."""
     spec = case.defense_spec
     federation = replace(case.run.federation, rounds=rounds, patience=None, target_accuracy=None)
-    if spec.sampling == "poisson":  # distributed DP: every client with rate 1, accounted as Poisson sampling
+    if case.population is not None:  # the deployment: Poisson cohorts of rate q for R rounds (DP calibrated so)
+        federation = replace(
+            federation,
+            rounds=max(rounds, case.population.rounds),
+            sampling="poisson",
+            sampling_rate=case.population.rate,
+            clients_per_round=None,
+        )
+    elif spec.sampling == "poisson":  # distributed DP: every client with rate 1, accounted as Poisson sampling
         federation = replace(federation, sampling="poisson", sampling_rate=1.0, clients_per_round=None)
     return replace(
         case.run,
@@ -133,14 +147,32 @@ class RoundObservation:
     ``observed``: every client's own update (``none``: nothing hides them) or the one
     released aggregate (secure / DP aggregation). ``cohort_images`` / ``cohort_labels`` /
     ``owners``: every client's real batch and whose it is (ground truth, metrics only).
+    ``members``: the clients of the round, in the order of ``observed`` when updates are exposed.
     """
 
+    members: tuple[int, ...]
     observed: list[np.ndarray]
     cohort_images: np.ndarray
     cohort_labels: np.ndarray
     owners: np.ndarray
     description: str
     metrics: dict[str, Any]
+
+
+def cohort_members(case: AttackCase, stream: str) -> tuple[int, ...]:
+    """The clients of the observed round: every client in cohort mode; in population mode the target
+    (``case.options["target"]``, default 0: the attacker studies a round its target takes part in) and
+    each other client independently with the sampling rate, drawn from ``stream`` of the case seed (one
+    cohort per stream: an attack that spans rounds sees the same clients return, as in cohort mode)."""
+    n = case.num_clients
+    if case.population is None:
+        return tuple(range(n))
+    target = int(case.option("target", 0))
+    if not 0 <= target < n:
+        raise ConfigurationError(f"target client {target} is not in the federation", field="options.target")
+    draw = simulation_rng(case.seed, stream, "cohort").random(n) < case.population.rate
+    draw[target] = True
+    return tuple(int(c) for c in np.flatnonzero(draw))
 
 
 def observe_round(
@@ -156,11 +188,13 @@ def observe_round(
 ) -> RoundObservation:
     """Every client takes its local step(s) from ``params`` on ``batch_size`` of its own examples;
     the updates go through the simulation's real aggregator (the case's defense). The batches and
-    the aggregation draw from ``stream`` (or the generators given)."""
+    the aggregation draw from ``stream`` (or the generators given). In population mode only the round's
+    Poisson cohort (:func:`cohort_members`) takes part."""
     n = sim.config.data.num_clients
+    members = cohort_members(case, stream)
     rng = batch_rng if batch_rng is not None else simulation_rng(case.seed, stream, "batches", round)
     updates, xs, ys = [], [], []
-    for cid in range(n):
+    for cid in members:
         x, y = sim.client_data(cid)
         if len(y) < batch_size:
             raise ConfigurationError(f"client {cid} has only {len(y)} examples", field="batch_size")
@@ -168,10 +202,12 @@ def observe_round(
         xs.append(x[pick])
         ys.append(y[pick])
         updates.append(sim.train_client(cid, params, x=x[pick], y=y[pick], round=round))
-    owners = np.repeat(np.arange(n), batch_size)
+    owners = np.repeat(np.asarray(members, dtype=np.int64), batch_size)
+    pop = case.population
+    where = "" if pop is None else f" of a Poisson cohort (rate {pop.rate:g}) from {n} clients"
     if case.defense_spec.exposes_updates:
         observed = [np.asarray(u.delta) for u in updates]
-        desc = f"each of the {n} clients' own update ({batch_size} example(s) each)"
+        desc = f"each of the {len(members)} clients' own update ({batch_size} example(s) each){where}"
         metrics: dict[str, Any] = {}
     else:
         if aggregation_rng is None:
@@ -179,9 +215,9 @@ def observe_round(
         ctx = RoundContext(
             round=round,
             population=n,
-            sampled=tuple(range(n)),
-            sampling=case.defense_spec.sampling,
-            sampling_rate=1.0,
+            sampled=members,
+            sampling="poisson" if pop is not None else case.defense_spec.sampling,
+            sampling_rate=1.0 if pop is None else pop.rate,
             rng=aggregation_rng,
             global_params=params,
         )
@@ -190,9 +226,10 @@ def observe_round(
         metrics = dict(result.metrics)
         desc = (
             f"only the {case.defense} aggregate of {len(result.participants)} clients' updates "
-            f"({batch_size} example(s) each)"
+            f"({batch_size} example(s) each){where}"
         )
     return RoundObservation(
+        members=members,
         observed=observed,
         cohort_images=np.concatenate(xs),
         cohort_labels=np.concatenate(ys),
@@ -257,7 +294,7 @@ def inversion_observation(case: AttackCase) -> InversionObservation:
         aggregation_rng=simulation_rng(case.seed, "aggregation", 1),
     )
     if case.defense_spec.exposes_updates:
-        observed = seen.observed[target]
+        observed = seen.observed[seen.members.index(target)]
         desc = f"client {target}'s own update (one SGD step on {case.batch_size} example(s))"
     else:
         observed = seen.observed[0]

@@ -131,7 +131,7 @@ class TrapWeightsAttack(Attack):
         first = mlp_linears(model)[0]
         k, d = first.weight.shape
         public = sim.dataset.x_test.reshape(len(sim.dataset.x_test), -1).astype(np.float64)  # the attacker's data
-        images = case.num_clients * case.batch_size  # public: the cohort and the batch size
+        images = case.cohort_size * case.batch_size  # public: the (expected) cohort and the batch size
         rate = self.rate if self.rate is not None else 1.0 / max(images, 2)
         magnitudes, negative = _split_signs(k, d, simulation_rng(case.seed, "trap-weights", "layer"))
         scales = trap_scales(magnitudes, negative, public, rate=rate, per_unit=self.per_unit)

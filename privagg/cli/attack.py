@@ -9,6 +9,7 @@ Examples::
     privagg attack imprint --defense secagg --seeds 0,1,2 # malicious model through SecAgg, 3 seeds
     privagg attack fishing --defense distributed-dp       # trap-weights, fishing: the other malicious models
     privagg attack --matrix                              # attack x defense matrix (HTML, CSV, heatmap)
+    privagg attack --matrix --population 0.03,200        # the same, DP calibrated for 1,000 Poisson-sampled clients
     privagg attack --list
 
 ``--config x.toml`` holds a ``[case]`` table (fields of :class:`attacks.AttackCase`:
@@ -52,6 +53,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--batch-sizes", metavar="LIST", help="inversion: sweep batch sizes, e.g. 1,2,4,8 (PSNR curve)")
     p.add_argument("--seeds", metavar="LIST", help="repeat over seeds, e.g. 0,1,2: mean and 95%% interval")
     p.add_argument("--matrix", action="store_true", help="attack x defense matrix with utility (NAME: one attack)")
+    p.add_argument("--population", metavar="RATE,ROUNDS", help="population mode (DP as deployed): Poisson rate, rounds")
     p.set_defaults(func=_main)
 
 
@@ -74,8 +76,7 @@ def _main(args: argparse.Namespace) -> int:
     from attacks.runner import run_configured_attack
     from privagg.cli import command_line, utc_now
     from privagg.config import read_toml
-    from privagg.report import environment_section, provenance
-    from privagg.report.attacks import attack_report, attack_title, verdict
+    from privagg.report.attacks import write_attack_report
 
     if args.list:
         for n in ATTACKS.names():
@@ -95,6 +96,7 @@ def _main(args: argparse.Namespace) -> int:
             "num_clients": args.num_clients,
             "batch_size": args.batch_size,
             "dp_epsilon": args.epsilon,
+            "population": args.population,
         },
         batch_sizes=_ints(args.batch_sizes, "--batch-sizes", 1),
         seeds=_ints(args.seeds, "--seeds", 0),
@@ -105,22 +107,13 @@ def _main(args: argparse.Namespace) -> int:
     out = Path(args.out or f"privagg-attack-{args.name or 'all'}-{defense}")
     if out.exists() and not out.is_dir():
         raise ConfigurationError(f"{out} exists and is not a directory", field="--out")
-    kind = ATTACKS.get(result.attack).kind if result.attack in ATTACKS else "inference"
-    title, line = attack_title(result, kind), verdict(result, kind)
-    top = {"attack": args.name or "matrix", "defense": defense, "metrics": result.metrics, "success": result.success}
-    report = attack_report([result], title=f"privagg attack {title}", top={**top, "verdict": line})
-    provenance(report, command=command_line(args), seed=result.case.seed, timestamp=started)
-    report.add(environment_section())
-    report.write(out)
-    from attacks.matrix import AttackMatrix
-
-    if isinstance(result, AttackMatrix):
-        from privagg.report.attacks import write_matrix_csv
-
-        write_matrix_csv(result, out / "attack_matrix.csv")
+    report, title, line = write_attack_report(
+        result, out, name=args.name, command=command_line(args), timestamp=started
+    )
     if args.json:
         print(report.to_json())
     else:
+        kind = ATTACKS.get(result.attack).kind if result.attack in ATTACKS else "inference"
         _print_summary(result, kind, title, line, out)
     return 0
 

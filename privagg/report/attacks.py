@@ -38,6 +38,7 @@ __all__ = [
     "matrix_heatmap",
     "roc_figure",
     "verdict",
+    "write_attack_report",
     "write_matrix_csv",
 ]
 
@@ -182,7 +183,7 @@ def matrix_heatmap(m: AttackMatrix, filename: str = "attack_matrix.png") -> Figu
                 dark = math.isfinite(grid[i, j]) and grid[i, j] > 0.6
                 ax.text(j, i, label, ha="center", va="center", fontsize=7, color="white" if dark else "black")
         fig.colorbar(im, ax=ax, label="leak (fraction recovered; AUC: 2 x (AUC - 0.5))")
-        ax.set_title("Attack x defense (mean over seeds, 95% interval)")
+        ax.set_title(f"Attack x defense, {m.mode} mode (mean over seeds, 95% interval)")
         fig.tight_layout()
         fig.savefig(path, dpi=110)
 
@@ -379,7 +380,7 @@ def verdict(r: AttackResult, kind: str) -> str:
         return (
             f"verdict: {leaking} of {len(ran)} attack x defense cells leak ({len(r.cells) - len(ran)} refused); "
             f"defenses effective against some attack at <= {UTILITY_TOLERANCE_POINTS:.0f} points utility cost: "
-            f"{', '.join(good) or 'none'}"
+            f"{', '.join(good) or 'none'} [{r.mode} mode]"
         )
     m = {k: v for k, v in r.metrics.items() if isinstance(v, (int, float)) and np.isfinite(v)}
     if kind == "protocol":
@@ -463,3 +464,31 @@ def verdict(r: AttackResult, kind: str) -> str:
     if r.success is not None:
         return f"verdict: attack {'succeeded' if r.success else 'failed'} against its stated goal"
     return "verdict: no verdict metric for this attack (see the metrics above)"
+
+
+def write_attack_report(
+    result: AttackResult, out: Path, *, name: str | None, command: str | None, timestamp: str | None
+) -> tuple[Report, str, str]:
+    """Write ``result``'s report (HTML + JSON, and the CSV of a matrix) into ``out``; return the report, its
+    title and its one-line verdict. ``name``: the attack asked for (``None`` for a whole matrix)."""
+    from privagg.report import environment_section, provenance
+
+    kind = ATTACKS.get(result.attack).kind if result.attack in ATTACKS else "inference"
+    matrix = isinstance(result, AttackMatrix)
+    title, line = attack_title(result, kind), verdict(result, kind)
+    top = {
+        "attack": name or "matrix",
+        "defense": "matrix" if matrix else result.case.defense,
+        "metrics": result.metrics,
+        "success": result.success,
+        "verdict": line,
+    }
+    if matrix:
+        top["mode"] = result.case.mode
+    report = attack_report([result], title=f"privagg attack {title}", top=top)
+    provenance(report, command=command, seed=result.case.seed, timestamp=timestamp)
+    report.add(environment_section())
+    report.write(out)
+    if isinstance(result, AttackMatrix):
+        write_matrix_csv(result, out / "attack_matrix.csv")
+    return report, title, line

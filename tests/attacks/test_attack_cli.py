@@ -115,8 +115,8 @@ def test_matrix_writes_html_csv_and_heatmap(tmp_path: Path, capsys: pytest.Captu
     last = capsys.readouterr().err.rstrip("\n").splitlines()[-1]
     assert last.startswith("verdict: ") and "attack x defense cells leak" in last
     rows = (out / "attack_matrix.csv").read_text().splitlines()
-    assert rows[0].startswith("attack,defense,metric,mean,ci_low,ci_high,per_seed,leaks,utility,utility_gap_points")
-    assert len(rows) == 1 + 5 and all(r.startswith("imprint,") for r in rows[1:])  # 5 defenses
+    assert rows[0].startswith("mode,attack,defense,metric,mean,ci_low,ci_high,per_seed,leaks,utility,utility_ci_low")
+    assert len(rows) == 1 + 5 and all(r.startswith("cohort,imprint,") for r in rows[1:])  # 5 defenses
     assert (out / "attack_matrix.png").exists() and (out / "report.html").exists()
 
 

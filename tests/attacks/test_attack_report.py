@@ -137,4 +137,4 @@ def test_imprint_and_matrix_results_are_drawn(tmp_path: Path) -> None:
     from privagg.report.attacks import write_matrix_csv
 
     rows = write_matrix_csv(m, tmp_path / "m.csv").read_text().splitlines()
-    assert rows[2].startswith("imprint,secagg+dp,,nan,nan,nan,,,,,,PrivacyBudgetExceeded")
+    assert rows[2].startswith("cohort,imprint,secagg+dp,,nan,nan,nan,,,,nan,nan,,nan,nan,,PrivacyBudgetExceeded")

@@ -53,7 +53,8 @@ def test_matrix_runs_each_attack_against_each_defense() -> None:
     assert dp.value == 0.0 and dp.leaks is False
     assert set(m.utility) == {"none", "dp"} and all(isinstance(v, float) for v in m.utility.values())
     header, rows = matrix_table(m)
-    assert header[:3] == ["attack", "defense", "metric"] and len(rows) == 2
+    assert header[:4] == ["mode", "attack", "defense", "metric"] and len(rows) == 2
+    assert {r[0] for r in rows} == {"cohort"} and m.data["mode"] == "cohort"
     assert rows[1][header.index("utility_gap_points")] == pytest.approx(m.utility_gap("dp"))
 
 
@@ -90,6 +91,6 @@ def test_the_distributed_dp_column_and_issue_15_check() -> None:
     check = m.data["distributed_dp_check"]["imprint"]
     assert check["distributed-dp"] == 0.0 and check["secagg"] >= 0.7 and check["met"] is True
     assert check["distributed-dp_per_seed"] == (0.0, 0.0)
-    caption, _, rows = m.tables[1]
+    caption, _, rows = next(t for t in m.tables if t[0].startswith("Issue 15"))
     assert "Issue 15" in caption and "epsilon 8" in caption and rows[0][0] == "imprint"
     assert set(m.utility) == {"none", "secagg", "distributed-dp"}
