@@ -61,7 +61,9 @@ class SecAggOptions:
     weights; default: the round's largest ``num_examples``), ``min_clients`` (active mode with
     derived parameters: each client holds a :class:`secagg.ClientPolicy` of this minimum cohort
     and the rates above, derives the graph itself and refuses a weaker setup or a smaller roster;
-    with a ``degree``/``threshold`` override the clients accept the override, weaker or not).
+    with a ``degree``/``threshold`` override the clients accept the override, weaker or not),
+    ``workers`` (the simulated clients run in that many forked processes, :func:`secagg.run_round`:
+    every client still does all of its own work, the cores share it).
     """
 
     threat: str = "active"
@@ -75,6 +77,7 @@ class SecAggOptions:
     weighted: bool = True
     max_weight: float | None = None
     min_clients: int = 3
+    workers: int = 1
 
     def __post_init__(self) -> None:
         ThreatModel.parse(self.threat)
@@ -97,6 +100,8 @@ class SecAggOptions:
         for fname, iv in (("degree", self.degree), ("threshold", self.threshold)):
             if iv is not None and not (isinstance(iv, int) and iv >= 1):
                 raise ConfigurationError(f"got {iv!r}", field=fname, accepted="a positive integer")
+        if not (isinstance(self.workers, int) and self.workers >= 1):
+            raise ConfigurationError(f"got {self.workers!r}", field="workers", accepted="an integer >= 1")
         mw = self.max_weight
         if mw is not None and not (isinstance(mw, (int, float)) and mw > 0):
             raise ConfigurationError(f"got {mw!r}", field="max_weight", accepted="a positive number")
@@ -265,6 +270,7 @@ class SecAggAggregator(Aggregator):
             identities=identities,
             secrets=self._secrets,
             client_policy=self.client_policy(),
+            workers=min(self.options.workers, max(1, len(ids) // 8)),  # a tiny cohort is not worth a fork
         )
         if rep.abort is not None or rep.sum is None:
             raise rep.abort or ConfigurationError("secure aggregation produced no result", field="updates")

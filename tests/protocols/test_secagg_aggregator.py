@@ -88,6 +88,7 @@ def test_derived_parameters_by_default():
         {"degree": 0, "threshold": 1},
         {"drop_stage": "lunch"},
         {"max_weight": -1},
+        {"workers": 0},
     ],
 )
 def test_option_validation(kwargs):
@@ -168,3 +169,14 @@ def test_min_survivors_is_the_parameters_own_bound(n, kwargs):
         return
     assert agg.min_survivors(n) == p.min_survivors(n)
     assert p.threshold <= agg.min_survivors(n) <= n
+
+
+def test_clients_in_worker_processes_give_the_same_round() -> None:
+    """``workers=2``: the same parties in two forked processes; the same sum, every client's own work done."""
+    ups = _updates(n=16)
+    one = AGGREGATORS.get("secagg")(threat="active", clip=1.0, degree=6, threshold=4)
+    two = AGGREGATORS.get("secagg")(threat="active", clip=1.0, degree=6, threshold=4, workers=2)
+    a, b = one.aggregate(ups, _ctx(n=16)), two.aggregate(ups, _ctx(n=16))
+    np.testing.assert_array_equal(a.delta, b.delta)  # exact: the same fixed-point sum
+    assert a.participants == b.participants == tuple(range(16))
+    assert one.rounds[0].client_upload_bytes == two.rounds[0].client_upload_bytes
