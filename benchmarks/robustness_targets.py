@@ -1,97 +1,286 @@
 """The targets of issue 18, measured: a stack's worst case and clean accuracy, and backdoors every round.
 
-Run: ``python benchmarks/robustness_targets.py [--dataset digits] [--seeds 0,1,2] [--defenses ...] [--workers 2]``
+Run in batches of a seed and a few defenses (each writes ``targets_<dataset>_s<seed>_<defenses>.json``
+into ``--out``; the mean's clean accuracy, the reference of the checks, needs only ``--attacks none``),
+then the summary:
 
-Per seed, on the default task (20 clients, Dirichlet 0.5, 20% malicious, 15 rounds):
+    python benchmarks/robustness_targets.py --dataset digits --seeds 0 --defenses mean --attacks none
+    python benchmarks/robustness_targets.py --dataset digits --seeds 0 --defenses nnm+fltrust [--workers 2]
+    python benchmarks/robustness_targets.py --dataset digits --summarize
+
+Per seed, on the default task (20 clients, Dirichlet 0.5, 20% malicious, 30 rounds; ``--rounds``
+overrides, e.g. 15 for mnist-5k, whose honest-only run is flat by then):
 
 1. the matrix of every attack (both schedules, both knowledge models) against ``--defenses``
    (the clean baseline and the honest-only ceiling included);
-2. one model-replacement client attacking every round (5% malicious), against the same defenses.
+2. one model-replacement client attacking every round (5% malicious), both knowledge models.
 
-Checks, per defense and seed: worst case >= 0.80; clean within 2 points of the mean's clean;
-backdoor success <= 5% with 1 and with 4 model-replacement attackers every round, main task
-within 3 points of the defense's clean accuracy. Writes ``targets_<dataset>.json`` into ``--out``.
+Model replacement with partial knowledge boosts by ``n / attackers``; with omniscient knowledge
+it knows the defense and keeps to the honest median norm against a robust rule (the adaptive
+attacker). Checks, per defense and seed: worst case >= 0.80; clean within 2 points of the
+mean's clean; backdoor success <= 5% with 1 and with 4 model-replacement attackers every round
+(the higher of the two knowledge models), main task within 3 points of the defense's clean
+accuracy. ``--decorrelate 0.5,1,2`` runs instead four attackers every round who add fresh noise of
+that many times their update's norm (``decorrelate_<dataset>_s<seed>_<defenses>.json``): the
+adaptive attacker of a similarity screen such as ``history``. ``--summarize`` gathers every
+seed's files into ``targets_<dataset>.json``: per defense and figure the mean, a 95% t-interval
+over the seeds, the range, and the checks met per seed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from attacks.robustness import RobustnessConfig, backdoor_success, honest_only_ceiling, run_matrix, worst_case
+from attacks.robustness import (
+    Cell,
+    CellResult,
+    RobustnessConfig,
+    backdoor_success,
+    defense_info,
+    honest_only_ceiling,
+    run_matrix,
+    worst_case,
+)
+from attacks.robustness.runner import run_jobs
 
-DEFENSES = ("mean", "fltrust", "nnm+fltrust", "bucketing+fltrust", "arc+nnm+fltrust")
+DEFENSES = ("mean", "nnm+fltrust", "history+fltrust", "history+nnm+fltrust")
+# two-sided 95% Student t quantiles by degrees of freedom (seeds - 1)
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
-def one_seed(dataset: str, seed: int, defenses: tuple[str, ...], workers: int) -> dict[str, Any]:
-    cfg = RobustnessConfig(defenses=defenses).with_run({"seed": seed, "data": {"dataset": dataset}})
+def _worst_mr(rows: list[CellResult]) -> CellResult | None:
+    """The model-replacement cell with the highest backdoor success over the knowledge models."""
+    ok = [r for r in rows if r.status == "ok" and r.attack_success_rate is not None]
+    return max(ok, key=lambda r: r.attack_success_rate or 0.0) if ok else None
+
+
+def one_seed(
+    dataset: str,
+    seed: int,
+    defenses: tuple[str, ...],
+    workers: int,
+    rounds: int | None,
+    attacks: tuple[str, ...] | None = None,
+    defense_options: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    changes: dict[str, Any] = {"seed": seed, "data": {"dataset": dataset}}
+    if rounds is not None:
+        changes["federation"] = {"rounds": rounds}
+    cfg = RobustnessConfig(defenses=defenses, defense_options=defense_options or {}).with_run(changes)
+    if attacks is not None:
+        cfg = replace(cfg, attacks=attacks)
     t0 = time.perf_counter()
     res = run_matrix(cfg, workers=workers)
-    one = run_matrix(
-        replace(cfg, attacks=("model-replacement",), malicious=(0.05,), schedules=("every-round",)), workers=workers
+    one = (
+        run_matrix(
+            replace(cfg, attacks=("model-replacement",), malicious=(0.05,), schedules=("every-round",)),
+            workers=workers,
+        )
+        if "model-replacement" in cfg.attacks
+        else []
     )
     wall = time.perf_counter() - t0
     wc, bd, top = worst_case(res), backdoor_success(res), honest_only_ceiling(res)
     clean = {r.defense: r.accuracy for r in res if r.attack == "none"}
-    mr4 = {r.defense: r for r in res if r.attack == "model-replacement" and r.schedule == "every-round"}
-    mr1 = {r.defense: r for r in one if r.attack == "model-replacement"}
     rows: dict[str, dict[str, Any]] = {}
     for d in defenses:
-        w, a = wc.get((d, 0.2, 0.5), (float("nan"), "-"))
-        r1, r4 = mr1.get(d), mr4.get(d)
+        w, a = wc.get((d, 0.2, 0.5), (math.nan, "-"))
+        mr4 = [r for r in res if r.defense == d and r.attack == "model-replacement" and r.schedule == "every-round"]
+        mr1 = [r for r in one if r.defense == d and r.attack == "model-replacement"]
+        r4, r1 = _worst_mr(mr4), _worst_mr(mr1)
+        c = clean.get(d, math.nan)
         rows[d] = {
-            "clean": clean.get(d),
+            "clean": c,
             "worst": w,
             "worst_attack": a,
             "backdoor_every_round": bd.get((d, 0.2, 0.5, "every-round"), (None, "-")),
             "backdoor_single_shot": bd.get((d, 0.2, 0.5, "single-shot"), (None, "-")),
+            "mr4": {r.knowledge: [r.attack_success_rate, r.accuracy] for r in mr4},
+            "mr1": {r.knowledge: [r.attack_success_rate, r.accuracy] for r in mr1},
             "mr4_asr": None if r4 is None else r4.attack_success_rate,
             "mr4_accuracy": None if r4 is None else r4.accuracy,
             "mr1_asr": None if r1 is None else r1.attack_success_rate,
             "mr1_accuracy": None if r1 is None else r1.accuracy,
+            "sum_only": defense_info(d)["sum_only"],
         }
-        c, m = clean.get(d, float("nan")), clean.get("mean", float("nan"))
-        rows[d]["checks"] = {
-            "worst_ge_0.80": w >= 0.80,
-            "clean_within_2_points_of_mean": abs(c - m) <= 0.02 or c >= m,
-            "mr_le_5pct_main_within_3_points": all(
-                r is not None and (r.attack_success_rate or 0.0) <= 0.05 and c - r.accuracy <= 0.03 for r in (r1, r4)
-            ),
+    return {
+        "dataset": dataset,
+        "seed": seed,
+        "attacks": list(cfg.attacks),
+        "defense_options": {k: dict(v) for k, v in cfg.defense_options.items()},
+        "rounds": cfg.run.federation.rounds,
+        "regime": cfg.regime,
+        "honest_only_ceiling": top.get((0.2, 0.5)),
+        "wall_seconds": wall,
+        "workers": workers,
+        "load_average_at_end": os.getloadavg(),
+        "defenses": rows,
+    }
+
+
+def decorrelation_study(
+    dataset: str, seed: int, defenses: tuple[str, ...], values: tuple[float, ...], workers: int, rounds: int | None
+) -> dict[str, Any]:
+    """Four model-replacement attackers every round who add fresh noise (``decorrelate`` times
+    their update's norm) to look unalike: the adaptive attacker of a similarity screen."""
+    changes: dict[str, Any] = {"seed": seed, "data": {"dataset": dataset}}
+    if rounds is not None:
+        changes["federation"] = {"rounds": rounds}
+    base = RobustnessConfig(defenses=defenses).with_run(changes)
+    t0 = time.perf_counter()
+    jobs = [
+        (
+            replace(base, attack_options={"model-replacement": {"decorrelate": v}}),
+            Cell("model-replacement", d, 0.2, 0.5),
+        )
+        for d in defenses
+        for v in values
+    ]
+    res = run_jobs(jobs, workers=workers)
+    rows: dict[str, Any] = {}
+    for k, d in enumerate(defenses):
+        mine = res[k * len(values) : (k + 1) * len(values)]
+        rows[d] = {str(v): [r.attack_success_rate, r.accuracy] for v, r in zip(values, mine)}
+    return {
+        "dataset": dataset,
+        "seed": seed,
+        "rounds": base.run.federation.rounds,
+        "decorrelate": list(values),
+        "wall_seconds": time.perf_counter() - t0,
+        "load_average_at_end": os.getloadavg(),
+        "defenses": rows,
+    }
+
+
+def _interval(xs: list[float]) -> dict[str, Any]:
+    xs = [x for x in xs if x is not None and math.isfinite(x)]
+    if not xs:
+        return {"mean": None, "ci95": None, "min": None, "max": None, "n": 0}
+    mean = statistics.fmean(xs)
+    half = _T95.get(len(xs) - 1, 1.96) * statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else math.nan
+    ci = [max(0.0, mean - half), min(1.0, mean + half)] if len(xs) > 1 else None  # rates live in [0, 1]
+    return {"mean": mean, "ci95": ci, "min": min(xs), "max": max(xs), "n": len(xs)}
+
+
+def _checks(r: dict[str, Any], mean_clean: float) -> dict[str, bool | None]:
+    """The issue's checks for one defense and seed (``None``: not measured in that batch)."""
+    c = r["clean"]
+    mr = [(r["mr1_asr"], r["mr1_accuracy"]), (r["mr4_asr"], r["mr4_accuracy"])]
+    measured = all(a is not None for a, _ in mr)
+    return {
+        "worst_ge_0.80": None if not math.isfinite(r["worst"]) else r["worst"] >= 0.80,
+        "clean_within_2_points_of_mean": None if not math.isfinite(mean_clean) else c >= mean_clean - 0.02,
+        "mr_le_5pct_main_within_3_points": (all(a <= 0.05 and c - acc <= 0.03 for a, acc in mr) if measured else None),
+    }
+
+
+def summarize(out: Path, dataset: str) -> dict[str, Any]:
+    """Gather ``targets_<dataset>_s*.json`` into per-defense intervals and per-seed checks."""
+    batches = [json.loads(p.read_text()) for p in sorted(out.glob(f"targets_{dataset}_s*.json"))]
+    by_seed: dict[int, dict[str, Any]] = {}
+    for b in sorted(batches, key=lambda b: b["seed"]):
+        s = by_seed.setdefault(b["seed"], {**b, "defenses": {}, "wall_seconds": 0.0})
+        s["defenses"].update(b["defenses"])
+        s["wall_seconds"] += b["wall_seconds"]
+    seeds = list(by_seed.values())
+    for s in seeds:
+        m = s["defenses"].get("mean", {}).get("clean", math.nan)
+        for r in s["defenses"].values():
+            r["checks"] = _checks(r, m)
+    for p in sorted(out.glob(f"decorrelate_{dataset}_s*.json")):
+        study = json.loads(p.read_text())
+        for d, by_value in study["defenses"].items():
+            row = by_seed.get(study["seed"], {}).get("defenses", {}).get(d)
+            if row is not None:
+                worst = max(by_value.items(), key=lambda kv: kv[1][0])
+                row["mr4_decorrelated"] = by_value
+                row["mr4_decorrelated_max_asr"], row["mr4_decorrelated_accuracy"] = worst[1]
+                row["checks"]["decorrelated_mr4_le_5pct_main_within_3_points"] = (
+                    worst[1][0] <= 0.05 and row["clean"] - worst[1][1] <= 0.03
+                )
+    defenses = list(dict.fromkeys(d for s in seeds for d in s["defenses"]))
+    per: dict[str, Any] = {}
+    for d in defenses:
+        rows = [(s["seed"], s["defenses"][d]) for s in seeds if d in s["defenses"]]
+        per[d] = {
+            figure: _interval([r.get(figure) for _, r in rows])
+            for figure in (
+                "clean",
+                "worst",
+                "mr4_asr",
+                "mr4_accuracy",
+                "mr1_asr",
+                "mr1_accuracy",
+                "mr4_decorrelated_max_asr",
+            )
         }
-    return {"seed": seed, "honest_only_ceiling": top.get((0.2, 0.5)), "wall_seconds": wall, "defenses": rows}
+        per[d]["checks_per_seed"] = {seed: r["checks"] for seed, r in rows}
+        per[d]["worst_attack_per_seed"] = {seed: r["worst_attack"] for seed, r in rows}
+        per[d]["sum_only"] = rows[0][1].get("sum_only") if rows else None
+    summary = {
+        "dataset": dataset,
+        "seeds": [s["seed"] for s in seeds],
+        "rounds": sorted({s["rounds"] for s in seeds}),
+        "honest_only_ceiling": {s["seed"]: s["honest_only_ceiling"] for s in seeds},
+        "honest_only_ceiling_interval": _interval([s["honest_only_ceiling"] for s in seeds]),
+        "wall_seconds_per_seed": {s["seed"]: s["wall_seconds"] for s in seeds},
+        "defenses": per,
+    }
+    (out / f"targets_{dataset}.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return summary
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="digits")
-    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--seeds", default="0")
     ap.add_argument("--defenses", default=",".join(DEFENSES))
+    ap.add_argument("--rounds", type=int, default=None, help="override the task's rounds (default: the task's 30)")
+    ap.add_argument("--attacks", default=None, help="the matrix's attacks (default: all; the mean needs only none)")
+    ap.add_argument("--defense-options", default="{}", help='JSON, e.g. {"history+fltrust": {"centre": false}}')
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/results/robustness")
+    ap.add_argument("--summarize", action="store_true", help="only gather the per-seed files into the summary")
+    ap.add_argument(
+        "--decorrelate", default=None, metavar="V[,V...]", help="run only the decorrelating attackers' study"
+    )
     args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     defenses = tuple(d for d in args.defenses.split(",") if d)
-    out = {
-        "dataset": args.dataset,
-        "load_average_at_start": os.getloadavg(),
-        "seeds": [one_seed(args.dataset, int(s), defenses, args.workers) for s in args.seeds.split(",")],
-        "load_average_at_end": os.getloadavg(),
-    }
-    path = Path(args.out)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / f"targets_{args.dataset}.json").write_text(json.dumps(out, indent=2, default=str))
-    for s in out["seeds"]:
-        print(f"seed {s['seed']}: honest-only ceiling {s['honest_only_ceiling']:.3f}, {s['wall_seconds']:.0f} s")
-        for d, r in s["defenses"].items():
-            print(
-                f"  {d:22s} clean {r['clean']:.3f} worst {r['worst']:.3f} ({r['worst_attack']}); "
-                f"MR x4 {r['mr4_asr']:.3f}/{r['mr4_accuracy']:.3f}, x1 {r['mr1_asr']:.3f}/{r['mr1_accuracy']:.3f}; "
-                f"{r['checks']}"
-            )
+    if args.decorrelate is not None and not args.summarize:
+        values = tuple(float(v) for v in args.decorrelate.split(","))
+        for s in args.seeds.split(","):
+            study = decorrelation_study(args.dataset, int(s), defenses, values, args.workers, args.rounds)
+            name = f"decorrelate_{args.dataset}_s{study['seed']}_{'_'.join(defenses)}.json"
+            (out / name).write_text(json.dumps(study, indent=2, default=str) + "\n")
+            print(json.dumps(study["defenses"]))
+    elif not args.summarize:
+        for s in args.seeds.split(","):
+            attacks = None if args.attacks is None else tuple(a for a in args.attacks.split(",") if a)
+            options = json.loads(args.defense_options)
+            rec = one_seed(args.dataset, int(s), defenses, args.workers, args.rounds, attacks, options)
+            tag = "_".join(defenses)
+            path = out / f"targets_{args.dataset}_s{rec['seed']}_{tag}.json"
+            path.write_text(json.dumps(rec, indent=2, default=str) + "\n")
+            top, wall = rec["honest_only_ceiling"], rec["wall_seconds"]
+            print(f"seed {rec['seed']}: honest-only ceiling {top:.3f}, {wall:.0f} s")
+            for d, r in rec["defenses"].items():
+                print(
+                    f"  {d:22s} clean {r['clean']:.3f} worst {r['worst']:.3f} ({r['worst_attack']}); "
+                    f"MR x4 {r['mr4']}, x1 {r['mr1']}"
+                )
+    summary = summarize(out, args.dataset)
+    for d, v in summary["defenses"].items():
+        print(f"{d:22s} worst {v['worst']} clean {v['clean']} checks {v['checks_per_seed']}")
     return 0
 
 

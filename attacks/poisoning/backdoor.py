@@ -22,7 +22,7 @@ from privagg.errors import ConfigurationError
 from privagg.randomness import torch_generator
 from protocols.aggregation import ClientUpdate, RoundContext
 from protocols.models import get_flat_params, set_flat_params
-from protocols.robust import ServerPolicy
+from protocols.robust import RobustAggregator, ServerPolicy
 from protocols.training import predict_logits, train_local
 
 if TYPE_CHECKING:
@@ -223,9 +223,58 @@ class ModelReplacement(BackdoorAttack):
 
     Default boost: ``n / (number of attackers in the round)``, so the attackers' models
     replace the global one under FedAvg.
+
+    Omniscient attackers know the defense and every honest update of the round. Against a
+    robust rule (any :class:`~protocols.robust.RobustAggregator`, stacks included) a boosted
+    update is an outlier by norm, which clipping, nearest-neighbour mixing and distance-based
+    selection single out; so they boost no further than the honest updates' median norm
+    (:meth:`stealth_norm`), the largest norm no norm-based screening can tell from an honest
+    one. Against a plain mean they keep the replacement boost. An explicit ``boost`` wins.
     """
 
     description = "backdoor with model replacement (Bagdasaryan et al. 2020)"
+    reads_benign_updates = True
+
+    def __init__(self, *, decorrelate: float = 0.0, **kw: Any) -> None:
+        """``decorrelate``: each attacker adds fresh Gaussian noise of ``decorrelate`` times its
+        update's norm every round, so colluders look less alike (against similarity screening)."""
+        super().__init__(**kw)
+        if decorrelate < 0:
+            raise ConfigurationError("must be >= 0", field="decorrelate")
+        self.decorrelate = float(decorrelate)
+
+    def stealth_norm(self, updates: list[ClientUpdate], mal: list[int], sim: FedAvgSimulation) -> float | None:
+        """The norm the attackers keep to (the honest median norm), or ``None``: no cap.
+
+        ``None`` unless the attackers are omniscient, no ``boost`` was fixed and the server runs a robust rule.
+        """
+        if self.boost is not None or not self.adversary.omniscient:
+            return None
+        if not isinstance(sim.aggregator, RobustAggregator):
+            return None
+        bad = set(mal)
+        honest = [np.linalg.norm(u.delta) for j, u in enumerate(updates) if j not in bad]
+        return float(np.median(honest)) if honest else None
+
+    def craft(
+        self, updates: list[ClientUpdate], mal: list[int], ctx: RoundContext, sim: FedAvgSimulation
+    ) -> dict[int, np.ndarray | ClientUpdate]:
+        out = super().craft(updates, mal, ctx, sim)
+        if self.decorrelate > 0:
+            for i, d in list(out.items()):
+                v = np.asarray(d, dtype=np.float64)
+                noise = self.rng(ctx, "decorrelate", updates[i].client_id).standard_normal(v.shape)
+                scale = self.decorrelate * float(np.linalg.norm(v)) / max(float(np.linalg.norm(noise)), 1e-300)
+                out[i] = v + scale * noise
+        cap = self.stealth_norm(updates, mal, sim)
+        if cap is None:
+            return out
+        capped: dict[int, np.ndarray | ClientUpdate] = {}
+        for i, d in out.items():
+            v = np.asarray(d, dtype=np.float64)
+            nrm = float(np.linalg.norm(v))
+            capped[i] = v * (cap / nrm) if nrm > cap > 0 else v
+        return capped
 
 
 @register_attack("constrain-and-scale")

@@ -44,7 +44,14 @@ SCHEDULES = ("every-round", "single-shot")
 #: What the attackers know: their own genuine updates (``partial``) or every honest update (``omniscient``).
 KNOWLEDGE = ("partial", "omniscient")
 #: The stacks the default sweep adds to the rules (pre-aggregators in front of a rule).
-DEFAULT_STACKS = ("nnm+fltrust", "bucketing+fltrust", "arc+nnm+trimmed-mean", "bucketing+median")
+DEFAULT_STACKS = (
+    "nnm+fltrust",
+    "history+fltrust",
+    "history+nnm+fltrust",
+    "bucketing+fltrust",
+    "arc+nnm+trimmed-mean",
+    "bucketing+median",
+)
 _PARTITIONS = ("dirichlet", "iid")
 
 
@@ -123,8 +130,14 @@ def _task(
     )
 
 
+#: Rounds of the default task. At 15 rounds the honest-only run had not converged (digits seed 0:
+#: 0.653 -> 0.782 over the last five rounds, with the four malicious clients holding 60% of one
+#: class's data); at 30 it is flat (0.889) and every defense trains the same 30 rounds.
+DEFAULT_ROUNDS = 30
+
+
 def _default_task() -> RunConfig:
-    return _task(num_clients=20, train=TrainConfig(epochs=2, batch_size=16, lr=0.1), rounds=15)
+    return _task(num_clients=20, train=TrainConfig(epochs=2, batch_size=16, lr=0.1), rounds=DEFAULT_ROUNDS)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ def _floats(text: str, field: str) -> tuple[float, ...]:
 
 
 _TASK: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
-    ("rounds", "federation", "rounds", int, "FedAvg rounds per run (default 15)"),
+    ("rounds", "federation", "rounds", int, "FedAvg rounds per run (default 30)"),
     ("clients", "data", "num_clients", int, "number of clients (default 20)"),
     ("dataset", "data", "dataset", str, "dataset (default digits; backdoors need images)"),
     ("model", "model", "name", str, "model (default mlp)"),

@@ -310,8 +310,9 @@ def matrix_report(
             text=(
                 "One FedAvg run per cell on the same seeded task; defenses assume f = number of malicious clients. "
                 "Worst = lowest accuracy over every attack and variant (single shot = the last round only; "
-                "omniscient = the attackers read every honest update). Backdoor success = share of triggered test "
-                "images of other classes classified as the target label, the highest over the backdoors, per "
+                "omniscient = the attackers read every honest update; model replacement then also knows the defense "
+                "and keeps to the honest median norm against a robust rule). Backdoor success = share of triggered "
+                "test images of other classes classified as the target label, the highest over the backdoors, per "
                 "schedule (the 'none' row gives the trigger's rate on a clean model). The honest-only ceiling is "
                 "FedAvg on the honest clients alone: no defense that discards the attackers' updates can expect "
                 "more, since their data leaves with them. Refused cells (shown '-') ask a defense to tolerate more "

@@ -27,9 +27,11 @@ name                    rule                               tolerated f (n client
 ``flame``               Nguyen et al. 2022                 f <= (n-1)//2               no
 ======================  =================================  ==========================  ==========
 
-Pre-aggregators (:mod:`protocols.robust.pre`: ``nnm``, ``bucketing``, ``arc``, ``normalize``) sit in
-front of a rule in a :class:`Stack`; every stackable rule is registered behind ``nnm+``,
-``bucketing+``, ``arc+``, ``arc+nnm+`` and ``normalize+nnm+`` (:func:`defense_stacks`), whose
+Pre-aggregators (:mod:`protocols.robust.pre`: ``nnm``, ``bucketing``, ``arc``, ``normalize``,
+``history``) sit in front of a rule in a :class:`Stack`; every stackable rule is registered behind
+``nnm+``, ``bucketing+``, ``arc+``, ``arc+nnm+``, ``normalize+nnm+``, ``history+`` and ``history+nnm+``
+(:func:`defense_stacks`; ``history`` drops the ``f`` clients whose update histories are most
+alike others', a colluding group's shared goal), whose
 bound composes the stages' bounds with the rule's (``bucketing+krum`` tolerates ``f <= 3`` of
 20: Krum over 10 buckets). A stack that starts with bucketing needs only each bucket's sum, so
 secure aggregation can run within every bucket (the server then learns the bucket sums, each
@@ -51,7 +53,17 @@ from protocols.robust.base import (
     robust_aggregators,
     secure_aggregation_compatible,
 )
-from protocols.robust.pre import ARC, NNM, PRE_AGGREGATORS, Bucketing, BucketingOptions, Normalize, PreAggregator
+from protocols.robust.pre import (
+    ARC,
+    NNM,
+    PRE_AGGREGATORS,
+    Bucketing,
+    BucketingOptions,
+    History,
+    HistoryOptions,
+    Normalize,
+    PreAggregator,
+)
 from protocols.robust.rules import (
     Bulyan,
     CenteredClipping,
@@ -108,6 +120,8 @@ __all__ = [
     "NNM",
     "Bucketing",
     "BucketingOptions",
+    "History",
+    "HistoryOptions",
     "Normalize",
     "PreAggregator",
     "PRE_AGGREGATORS",

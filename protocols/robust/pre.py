@@ -23,6 +23,9 @@ name           pre-aggregator                               tolerated f (n)     
                updates clipped to the next largest norm
 ``normalize``  every update rescaled to the round's median      f <= (n-1)//2          n vectors, f
                norm (only directions left to compare)
+``history``    drops the f clients whose update histories   f <= (n-1)//2          n - f vectors,
+               (sums of unit-norm updates over the rounds)                         f
+               are most alike another client's
 =============  ===========================================  =====================  =============
 
 The bucketing shuffle is simulation randomness: the round's injected seeded generator
@@ -51,6 +54,7 @@ __all__ = [
     "PRE_AGGREGATORS",
     "Normalize",
     "Bucketing",
+    "History",
     "BucketingOptions",
     "PreAggregator",
     "Stage",
@@ -201,11 +205,98 @@ class Normalize(PreAggregator):
         return x * scale[:, None], members
 
 
+@dataclass(frozen=True)
+class HistoryOptions:
+    """``centre``: take the round's median unit update out of every update before it enters a history."""
+
+    centre: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.centre, bool):
+            raise ConfigurationError(f"must be true or false, got {self.centre!r}", field="centre")
+
+
+class History(PreAggregator):
+    """Collusion filter: drop the ``f`` clients whose update histories are most alike other clients'.
+
+    Each client's history is the sum, over the rounds so far, of its unit-norm update minus the
+    round's coordinate-wise median unit update (kept by client id; the stage must come first,
+    where every row is one client): the direction every client shares, the global descent,
+    would make every history alike (``centre=False`` keeps it: the ablation). Its score is the
+    mean cosine similarity between its history and its ``f - 1`` most similar other histories
+    (:meth:`scores`); the ``f`` highest scores are dropped this round.
+
+    Colluders who pursue one goal every round (a backdoor) share a direction that adds up
+    round after round, while noise they add to look diverse grows only like the square root
+    of the rounds, and rescaling changes nothing (unit norms); honest clients under label
+    skew drift apart. The signal of FoolsGold (Fung et al. 2020), used to drop a budget of
+    ``f`` clients instead of weighting everyone. Passes ``n - f`` vectors of which at most
+    ``f`` are Byzantine; states its bound as an honest majority, ``f <= (n-1)//2`` (the
+    median is an honest direction). Stateful: one instance per federation.
+
+    A lone attacker has no partner to be alike; in ``history+fltrust`` FLTrust's cosine to the
+    root update then weighs it down. Nearest-neighbour mixing after it (``history+nnm+fltrust``)
+    undoes that: an attacker whose update has an honest norm is mixed into honest rows, whose
+    cosine to the root update is high.
+    """
+
+    name = "history"
+    Options = HistoryOptions
+
+    def __init__(self, options: Any = None, **overrides: Any) -> None:
+        super().__init__(options, **overrides)
+        self._history: dict[int, np.ndarray] = {}
+
+    @property
+    def centre(self) -> bool:
+        assert isinstance(self.options, HistoryOptions)
+        return self.options.centre
+
+    def passes(self, n: int, f: int) -> tuple[int, int]:
+        return n - f, f
+
+    def scores(self, x: np.ndarray, ids: Sequence[int], group: int = 2) -> np.ndarray:
+        """Add this round's centred unit-norm rows to the clients' histories; score each client.
+
+        The score is the mean cosine of its history to its ``group - 1`` most similar other
+        histories (at least one): members of a colluding group of ``group`` clients each have
+        ``group - 1`` close partners, an honest client with a look-alike label mix usually one.
+        """
+        d = x.shape[1]
+        norms = np.linalg.norm(x, axis=1)
+        units = x / np.maximum(norms, 1e-300)[:, None]
+        units[norms == 0] = 0.0
+        if self.centre:
+            units = units - np.median(units, axis=0)  # the round's common direction makes everyone alike
+        for cid, row in zip(ids, units):
+            prev = self._history.get(cid)
+            self._history[cid] = row if prev is None or prev.shape != (d,) else prev + row
+        h = np.stack([self._history[c] for c in ids])
+        hn = np.linalg.norm(h, axis=1)
+        cos = (h @ h.T) / np.maximum(np.outer(hn, hn), 1e-300)
+        np.fill_diagonal(cos, -np.inf)
+        if len(ids) < 2:
+            return np.full(len(ids), -np.inf)
+        k = min(max(1, group - 1), len(ids) - 1)
+        return np.sort(cos, axis=1)[:, ::-1][:, :k].mean(axis=1)
+
+    def apply(self, x: np.ndarray, members: list[frozenset[int]], f: int, rng: np.random.Generator) -> Stage:
+        if any(len(m) != 1 for m in members):
+            raise ConfigurationError("history must be the first stage of a stack (one client per row)", field="pre")
+        s = self.scores(x, [next(iter(m)) for m in members], group=max(f, 2))
+        if f <= 0:
+            return x, members
+        drop = set(np.argsort(-s, kind="stable")[:f].tolist())
+        keep = [i for i in range(len(x)) if i not in drop]
+        return x[keep], [members[i] for i in keep]
+
+
 PRE_AGGREGATORS: Registry[type[PreAggregator]] = Registry("pre-aggregator")
 PRE_AGGREGATORS.add("nnm", NNM)
 PRE_AGGREGATORS.add("bucketing", Bucketing)
 PRE_AGGREGATORS.add("arc", ARC)
 PRE_AGGREGATORS.add("normalize", Normalize)
+PRE_AGGREGATORS.add("history", History)
 
 
 def split_options(parts: Sequence[type[Any]], options: dict[str, Any]) -> list[dict[str, Any]]:

@@ -360,3 +360,57 @@ def test_clean_trigger_rate_is_model_replacements_trigger_on_a_clean_model(sim: 
     assert P.clean_trigger_rate(sim) == probe.success(sim)
     assert P.clean_trigger_rate(FedAvgSimulation(tiny_config(dataset="breast-cancer", clients=4))) is None
 
+
+@pytest.mark.parametrize("robust_rule", [False, True])
+@pytest.mark.parametrize("omniscient", [False, True])
+def test_model_replacement_keeps_to_the_honest_median_norm_only_when_it_knows_a_robust_rule(
+    robust_rule: bool, omniscient: bool
+) -> None:
+    cfg = tiny_config(rounds=1, clients=8, model="mlp")
+    s = FedAvgSimulation(cfg, aggregator=Krum() if robust_rule else None)
+    atk = armed("model-replacement", s, P.PoisoningAdversary(num_malicious=2, omniscient=omniscient), local_epochs=1)
+    assert type(atk).reads_benign_updates  # the matrix runs its omniscient variant
+    gp = s.global_params.copy()
+    updates = [s.train_client(c, gp, round=1) for c in range(8)]
+    out = atk(updates, _ctx_with(gp, 8), s)
+    mal, hon = split(atk, updates)
+    median = float(np.median([np.linalg.norm(updates[i].delta) for i in hon]))
+    norms = [float(np.linalg.norm(out[i].delta)) for i in mal]
+    if omniscient and robust_rule:
+        np.testing.assert_allclose(norms, median, rtol=1e-9)  # boosted updates would stand out: capped
+    else:
+        assert min(norms) > 2 * median  # the replacement boost n / attackers = 4
+    fixed = armed("model-replacement", s, P.PoisoningAdversary(num_malicious=2, omniscient=True), boost=3.0)
+    assert isinstance(fixed, P.ModelReplacement) and fixed.stealth_norm(updates, mal, s) is None  # boost wins
+
+
+def _ctx_with(gp: np.ndarray, n: int) -> RoundContext:
+    return RoundContext(
+        round=1,
+        population=n,
+        sampled=tuple(range(n)),
+        sampling="fixed",
+        sampling_rate=1.0,
+        rng=np.random.default_rng(0),
+        global_params=gp,
+    )
+
+
+def test_model_replacement_decorrelate_adds_seeded_noise_of_the_stated_size() -> None:
+    s = FedAvgSimulation(tiny_config(rounds=1, clients=8, model="mlp"))
+    threat = P.PoisoningAdversary(num_malicious=2)
+    plain = armed("model-replacement", s, threat, local_epochs=1)
+    noisy = armed("model-replacement", s, threat, local_epochs=1, decorrelate=2.0)
+    gp = s.global_params.copy()
+    updates = [s.train_client(c, gp, round=1) for c in range(8)]
+    a, b = plain(updates, _ctx_with(gp, 8), s), noisy(updates, _ctx_with(gp, 8), s)
+    mal, _ = split(plain, updates)
+    for i in mal:
+        noise = b[i].delta - a[i].delta
+        np.testing.assert_allclose(np.linalg.norm(noise), 2.0 * np.linalg.norm(a[i].delta), rtol=1e-9)
+    n0, n1 = (b[i].delta - a[i].delta for i in mal)
+    assert abs(n0 @ n1) < 0.2 * np.linalg.norm(n0) * np.linalg.norm(n1)  # fresh noise per attacker
+    again = armed("model-replacement", s, threat, local_epochs=1, decorrelate=2.0)(updates, _ctx_with(gp, 8), s)
+    np.testing.assert_array_equal(again[mal[0]].delta, b[mal[0]].delta)  # seeded
+    with pytest.raises(ConfigurationError):
+        P.ModelReplacement(decorrelate=-1.0)

@@ -45,12 +45,13 @@ def test_defaults_cover_every_attack_defense_schedule_and_knowledge() -> None:
     assert len(set(cells)) == len(cells)
     assert sum(1 for c in cells if c.attack == R.NO_ATTACK) == len(cfg.defenses)
     assert [c for c in cells if c.attack == R.HONEST_ONLY] == [R.Cell(R.HONEST_ONLY, "mean", 0.2, 0.5)]
-    # single shot for the three backdoors, omniscient for the six attacks that read benign updates
+    # single shot for the three backdoors, omniscient for the seven attacks that read benign updates
+    # (model replacement: the adaptive attacker that keeps to the honest median norm against a robust rule)
     single = {c.attack for c in cells if c.schedule == "single-shot"}
     omni = {c.attack for c in cells if c.knowledge == "omniscient"}
     assert single == {"model-replacement", "constrain-and-scale", "dba"}
-    assert omni == {"alie", "ipm", "min-max", "min-sum", "fang-krum", "fang-median"}
-    assert len(cells) == len(cfg.defenses) * (1 + 12 + 3 + 6) + 1
+    assert omni == {"alie", "ipm", "min-max", "min-sum", "fang-krum", "fang-median", "model-replacement"}
+    assert len(cells) == len(cfg.defenses) * (1 + 12 + 3 + 7) + 1
     # the clean baseline runs even when "none" is not asked for
     no_none = tiny(attacks=("sign-flip",), defenses=("median",))
     assert R.NO_ATTACK not in no_none.attacks
@@ -88,9 +89,9 @@ def test_the_sweep_nests_its_task() -> None:
     assert cfg.run.train == TrainConfig(epochs=1, batch_size=32, lr=0.1)
     cell = cfg.cell_run(0.1)
     assert cell.data.alpha == 0.1 and replace(cell, data=cfg.run.data) == cfg.run
-    # the default task: no early stopping, plain SGD without momentum, 15 rounds
+    # the default task: no early stopping, plain SGD without momentum, 30 rounds (15 left honest-only unconverged)
     default = R.RobustnessConfig().run
-    assert default.federation.patience is None and default.train.momentum == 0.0 and default.federation.rounds == 15
+    assert default.federation.patience is None and default.train.momentum == 0.0 and default.federation.rounds == 30
     assert R.RobustnessConfig.quick().run.data.num_clients == 10
 
 
@@ -170,8 +171,8 @@ def test_tiny_matrix_end_to_end(tmp_path: Path) -> None:
     cfg = tiny(attacks=("none", "sign-flip", "model-replacement"), defenses=("mean", "median", "fltrust"))
     seen: list[R.CellResult] = []
     res = R.run_matrix(cfg, on_cell=seen.append)
-    # per defense: clean, sign-flip, model replacement every round and single shot; plus the honest-only ceiling
-    assert len(res) == len(seen) == 3 * 4 + 1
+    # per defense: clean, sign-flip, model replacement every round, single shot and omniscient; plus the ceiling
+    assert len(res) == len(seen) == 3 * 5 + 1
     assert all(r.status == "ok" for r in res)
     for r in res:
         assert 0.0 <= r.accuracy <= 1.0 and r.seed == 0
@@ -183,7 +184,8 @@ def test_tiny_matrix_end_to_end(tmp_path: Path) -> None:
             assert r.attack_success_rate is None and r.num_malicious == 1
     single = [r for r in res if r.schedule == "single-shot"]
     assert {r.attack for r in single} == {"model-replacement"} and len(single) == 3
-    assert all(r.knowledge == "partial" for r in res)
+    omni = [r for r in res if r.knowledge == "omniscient"]
+    assert {r.attack for r in omni} == {"model-replacement"} and len(omni) == 3
     bd = R.backdoor_success(res)
     assert {k[3] for k in bd} == {"every-round", "single-shot"}
     assert bd[("mean", 0.2, 0.5, "single-shot")][1] == "model-replacement (single-shot)"
@@ -205,7 +207,7 @@ def test_tiny_matrix_end_to_end(tmp_path: Path) -> None:
     } <= names
     data = json.loads((out / "report.json").read_text())
     assert data["seeds"]["run_seed"] == 0
-    assert len(data["sections"]["robustness"]["cells"]) == 13
+    assert len(data["sections"]["robustness"]["cells"]) == 16
     per = {p["defense"]: p for p in data["sections"]["robustness"]["per_defense"]}
     assert set(per) == {"mean", "median", "fltrust"}
     for d, p in per.items():
@@ -214,7 +216,7 @@ def test_tiny_matrix_end_to_end(tmp_path: Path) -> None:
         assert p["backdoor_single_shot"] == next(r.attack_success_rate for r in single if r.defense == d)
     assert [x["sum_only"] for x in data["sections"]["defenses"]["defenses"]] == ["global sum", "no", "no"]
     rows = list(csv.DictReader((out / "robustness.csv").open()))
-    assert len(rows) == 13 and {"attack", "defense", "accuracy", "schedule", "knowledge", "seed"} <= set(rows[0])
+    assert len(rows) == 16 and {"attack", "defense", "accuracy", "schedule", "knowledge", "seed"} <= set(rows[0])
     wc = R.worst_case(res)
     assert set(wc) == {("mean", 0.2, 0.5), ("median", 0.2, 0.5), ("fltrust", 0.2, 0.5)}
 

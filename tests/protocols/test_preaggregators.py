@@ -166,3 +166,61 @@ def test_normalize_equalises_norms_to_the_median() -> None:
     eq, _ = robust.Normalize().apply(x2, members(6), 1, np.random.default_rng(0))
     _, eq_mem = robust.NNM().apply(eq, members(6), 1, np.random.default_rng(0))
     assert all(5 not in m for m in eq_mem[:5])
+
+
+def test_history_drops_a_colluding_group_whatever_its_scale_and_noise() -> None:
+    # heterogeneous honest clients: a private direction each (plus a little shared drift);
+    # four colluders share one goal b but each hides it under fresh noise every round,
+    # rescaled to a different norm; one honest pair has near-identical label mixes (a twin)
+    rng = np.random.default_rng(3)
+    n, d, f = 20, 200, 4
+    private = rng.normal(size=(n, d))
+    private[1] = private[0] + 0.3 * rng.normal(size=d)  # the honest twin of client 0
+    b = rng.normal(size=d)
+    bad = [16, 17, 18, 19]
+    stage = robust.History()
+    for r in range(8):
+        x = private + 0.5 * rng.normal(size=(n, d))
+        for i, c in enumerate(bad):
+            x[c] = (b + 3.0 * rng.normal(size=d)) * (0.1 + 3 * i)  # noise 3x the goal, any scale
+        out, mem = stage.apply(x, members(n), f, rng)
+        kept = {next(iter(m)) for m in mem}
+        assert len(out) == n - f and len(kept) == n - f
+    assert not kept & set(bad)  # after a few rounds the shared goal dominates each colluder's history
+    assert {0, 1} <= kept  # one look-alike partner is not a group of f
+    # what it passes on, its bound in a stack, and where it must sit
+    assert stage.passes(20, 4) == (16, 4)
+    assert AGGREGATORS.get("history+nnm+fltrust").max_byzantine(20) == 6  # NNM over the 20 - f kept
+    with pytest.raises(ConfigurationError, match="first stage"):
+        stage.apply(x[:2], [frozenset({0, 1}), frozenset({2})], 1, rng)
+
+
+def test_history_is_keyed_by_client_and_scale_free() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 5))
+    a, b = robust.History(), robust.History()
+    ids = [frozenset({c}) for c in (7, 3, 9, 1, 4, 8)]
+    sa = a.scores(x, [7, 3, 9, 1, 4, 8], group=2)
+    sb = b.scores(x * np.array([[1.0], [10.0], [0.1], [5.0], [2.0], [1e3]]), [7, 3, 9, 1, 4, 8], group=2)
+    np.testing.assert_allclose(sa, sb)  # unit norms: rescaling an update changes nothing
+    out, mem = robust.History().apply(x, ids, 0, rng)
+    assert out is x and mem == ids  # f = 0 drops nobody
+    # a second round adds to each client's own history, whatever the order of the rows; the
+    # round's median unit update (the direction everyone shares) is taken out first
+    a.scores(x[::-1], [8, 4, 1, 9, 3, 7], group=2)
+    units = x / np.linalg.norm(x, axis=1)[:, None]
+    np.testing.assert_allclose(a._history[7], 2 * (units[0] - np.median(units, axis=0)))
+
+
+def test_history_centre_option_reaches_the_stage_through_the_stack() -> None:
+    agg = build_aggregator("history+fltrust", {"centre": False})
+    assert isinstance(agg, robust.Stack) and isinstance(agg.pre[0], robust.History)
+    assert agg.pre[0].centre is False and build_aggregator("history+fltrust", {}).pre[0].centre is True
+    with pytest.raises(ConfigurationError) as e:
+        build_aggregator("history+nnm+krum", {"centre": "yes"})
+    assert e.value.field == "aggregation.options.centre"
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 4)) + 3.0  # a large shared component
+    plain = robust.History(centre=False)
+    plain.scores(x, [0, 1, 2, 3, 4])
+    np.testing.assert_allclose(plain._history[2], x[2] / np.linalg.norm(x[2]))
