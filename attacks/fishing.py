@@ -43,8 +43,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from attacks.imprint import ImprintResult, match_candidates, mlp_linears
-from attacks.metrics import RECOVERED_PSNR, image_recovery_metrics, psnr_per_image
+from attacks.imprint import (
+    ImprintResult,
+    malicious_round_setup,
+    match_candidates,
+    mlp_linears,
+    scored_result,
+    update_clip,
+)
+from attacks.metrics import RECOVERED_PSNR, psnr_per_image
 from attacks.registry import Attack, AttackCase, register_attack
 from attacks.scenario import RoundObservation
 from privagg.errors import ConfigurationError
@@ -159,33 +166,23 @@ class FishingAttack(Attack):
         return case.run.model.name == "mlp" and len(case.run.model.hidden) == 1 and case.adversary.server == "malicious"
 
     def run(self, case: AttackCase, *, progress: bool = False) -> ImprintResult:
-        from attacks.scenario import aggregation_options, make_run_config, observe_round, unflatten
+        from attacks.scenario import observe_round, unflatten
         from privagg.randomness import simulation_rng
-        from protocols.fedavg import FedAvgSimulation
         from protocols.models import get_flat_params
-        from protocols.training import TrainConfig
 
         t0 = time.perf_counter()
         if not self.supports(case):
             raise ConfigurationError("fishing needs a malicious server and a one-hidden-layer MLP", field="case")
-        lr = float(case.option("lr", 0.1))
-        cfg = make_run_config(
-            case,
-            train=TrainConfig(epochs=1, batch_size=case.batch_size, lr=lr),
-            rounds=self.rounds,
-            dp_clip=float(case.option("dp_clip", 1.0)),
-        )
-        sim = FedAvgSimulation(cfg)
+        sim, lr, public = malicious_round_setup(case, rounds=self.rounds)
         model, ds = sim.model, sim.dataset
         base = sim.global_params.copy()
         first = mlp_linears(model)[0]
         classes = ds.num_classes
         images = case.cohort_size * case.batch_size  # public: the (expected) cohort and the batch size
-        public = ds.x_test.reshape(len(ds.x_test), -1).astype(np.float64)  # the attacker's labelled public data
         with torch.no_grad():
             feats = torch.relu(first(torch.as_tensor(ds.x_test.reshape(len(ds.x_test), -1), dtype=torch.float32)))
         feats_np = feats.double().numpy()
-        clip = float(aggregation_options(case).get("clip", 1.0)) if case.uses_secure_aggregation else 1.0
+        clip = update_clip(case)
 
         def gain_for(u: np.ndarray) -> float:  # a client's first-layer step <= update_scale * clip
             return self.update_scale * clip * case.batch_size / (lr * float(np.max(np.abs(u))))
@@ -272,19 +269,9 @@ class FishingAttack(Attack):
                 else:  # nobody below v (or only other classes above it): raise v
                     lo = 0.5 * (lo + hi)
         seen = observations[-1]  # the batches are the same every round: ground truth for scoring
-        originals = seen.cohort_images
-        shape = originals.shape[1:]
-        cand = np.stack(readings).reshape((len(readings), *shape))
-        matched = match_candidates(originals, cand, public.mean(axis=0))
-        metrics: dict[str, Any] = image_recovery_metrics(originals, matched)
-        mine = seen.owners == int(case.option("target", 0))
-        metrics.update(image_recovery_metrics(originals[mine], matched[mine], prefix="target_"))
+        shape = seen.cohort_images.shape[1:]
         claimed = np.stack(accepted).reshape((len(accepted), *shape)) if accepted else np.zeros((0, *shape))
-        hits = psnr_per_image(originals, match_candidates(originals, claimed, public.mean(axis=0)))
-        metrics.update({key: v for key, v in seen.metrics.items() if isinstance(v, (int, float))})
-        metrics["rounds_used"] = float(r)
-        metrics["images_claimed"] = float(len(accepted))
-        metrics["claimed_recovered"] = float(np.count_nonzero(hits >= RECOVERED_PSNR))
+        hits = psnr_per_image(seen.cohort_images, match_candidates(seen.cohort_images, claimed, public.mean(axis=0)))
         threat = (
             f"Threat model: malicious server; over {r} rounds it sends crafted output layers (class fishing, then "
             f"a threshold search on a class direction), each identical for every client, and observes "
@@ -292,26 +279,20 @@ class FishingAttack(Attack):
             f"round's reading is one candidate image (closed form through the first layer); scoring matches each "
             f"real image to its best candidate, and the attack reads no real image."
         )
-        return ImprintResult(
-            attack=self.name,
-            case=case,
-            metrics=metrics,
-            originals=originals,
-            reconstructions=matched,
-            true_labels=seen.cohort_labels,
-            success=bool(metrics["fraction_recovered"] >= 0.5),
-            data={
-                "threat_model": threat,
-                "observation": seen.description,
-                "closed_form": True,
-                "rounds": log,
-                "label_histogram_read": counts.tolist(),
-                "per_image_psnr": psnr_per_image(originals, matched).round(2).tolist(),
-                "recovered_criterion": f"PSNR >= {RECOVERED_PSNR:.0f} dB",
+        return scored_result(
+            self.name,
+            case,
+            seen,
+            np.stack(readings),
+            public,
+            threat=threat,
+            started=t0,
+            metrics={
+                "rounds_used": float(r),
+                "images_claimed": float(len(accepted)),
+                "claimed_recovered": float(np.count_nonzero(hits >= RECOVERED_PSNR)),
             },
-            seconds=time.perf_counter() - t0,
-            text=(
-                f"{threat} Recovered {int(metrics['images_recovered'])}/{int(metrics['images'])} images of the "
-                f"cohort (PSNR >= {RECOVERED_PSNR:.0f} dB); the server claimed {len(accepted)} isolated images."
-            ),
+            data={"closed_form": True, "rounds": log, "label_histogram_read": counts.tolist()},
+            median=False,
+            tail=f"; the server claimed {len(accepted)} isolated images",
         )

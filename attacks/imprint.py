@@ -29,8 +29,9 @@ for a deployment's defense, with the verdict.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -40,6 +41,10 @@ from torch import nn
 from attacks.metrics import RECOVERED_PSNR, image_recovery_metrics, psnr_per_image, seed_interval
 from attacks.registry import Adversary, Attack, AttackCase, AttackResult, register_attack
 from privagg.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from attacks.scenario import RoundObservation
+    from protocols.fedavg import FedAvgSimulation
 
 __all__ = [
     "ImprintAttack",
@@ -155,6 +160,102 @@ class ImprintResult(AttackResult):
     true_labels: np.ndarray = field(repr=False, compare=False)
 
 
+def malicious_round_setup(case: AttackCase, *, rounds: int = 1) -> tuple[FedAvgSimulation, float, np.ndarray]:
+    """What every malicious-model attack starts from: the case's simulation (one local SGD epoch at the
+    case's ``lr``), that ``lr``, and the attacker's public images (the test split, flattened)."""
+    from attacks.scenario import make_run_config
+    from protocols.fedavg import FedAvgSimulation
+    from protocols.training import TrainConfig
+
+    if case.adversary.server != "malicious":
+        raise ConfigurationError("crafting the model needs a malicious server", field="adversary.server")
+    lr = float(case.option("lr", 0.1))
+    train = TrainConfig(epochs=1, batch_size=case.batch_size, lr=lr)
+    sim = FedAvgSimulation(
+        make_run_config(case, train=train, rounds=rounds, dp_clip=float(case.option("dp_clip", 1.0)))
+    )
+    x = sim.dataset.x_test
+    return sim, lr, x.reshape(len(x), -1).astype(np.float64)
+
+
+def update_clip(case: AttackCase) -> float:
+    """The per-coordinate bound a client's update is clipped to before the secure sum (1 without one)."""
+    from attacks.scenario import aggregation_options
+
+    return float(aggregation_options(case).get("clip", 1.0)) if case.uses_secure_aggregation else 1.0
+
+
+def first_layer_reads(
+    model: nn.Module,
+    observed: Sequence[np.ndarray],
+    lr: float,
+    recover: Callable[..., np.ndarray],
+    *,
+    tolerance: float,
+) -> np.ndarray:
+    """The candidates ``recover`` reads from the first layer's weight and bias gradients of each observed
+    update (an update is ``-lr`` times the gradient of the round's loss), stacked."""
+    from attacks.scenario import unflatten
+
+    first = mlp_linears(model)[0]
+    iw = next(i for i, p in enumerate(model.parameters()) if p is first.weight)
+    ib = next(i for i, p in enumerate(model.parameters()) if p is first.bias)
+    grads = (unflatten(model, -np.asarray(delta) / lr) for delta in observed)
+    return np.vstack([recover(g[iw].numpy(), g[ib].numpy(), tolerance=tolerance) for g in grads])
+
+
+def scored_result(
+    attack: str,
+    case: AttackCase,
+    seen: RoundObservation,
+    candidates: np.ndarray,
+    public: np.ndarray,
+    *,
+    threat: str,
+    started: float,
+    metrics: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+    median: bool = True,
+    tail: str = "",
+) -> ImprintResult:
+    """Scoring of a malicious-model attack (the attack itself reads no real image): each real image of the
+    observed cohort matched one-to-one to its best candidate, recovery over the cohort and the target,
+    the observation's own figures, then ``metrics``; ``data`` and ``tail`` (after the recovery sentence
+    and, with ``median``, the median PSNR) add what the attack states of itself."""
+    originals = seen.cohort_images
+    matched = match_candidates(
+        originals, candidates.reshape((len(candidates), *originals.shape[1:])), public.mean(axis=0)
+    )
+    out: dict[str, Any] = image_recovery_metrics(originals, matched)
+    mine = seen.owners == int(case.option("target", 0))
+    out.update(image_recovery_metrics(originals[mine], matched[mine], prefix="target_"))
+    out.update({key: v for key, v in seen.metrics.items() if isinstance(v, (int, float))})
+    out.update(metrics or {})
+    return ImprintResult(
+        attack=attack,
+        case=case,
+        metrics=out,
+        originals=originals,
+        reconstructions=matched,
+        true_labels=seen.cohort_labels,
+        success=bool(out["fraction_recovered"] >= 0.5),
+        data={
+            "threat_model": threat,
+            "observation": seen.description,
+            "per_image_psnr": psnr_per_image(originals, matched).round(2).tolist(),
+            "recovered_criterion": f"PSNR >= {RECOVERED_PSNR:.0f} dB",
+            **(data or {}),
+        },
+        seconds=time.perf_counter() - started,
+        text=(
+            f"{threat} Recovered {int(out['images_recovered'])}/{int(out['images'])} images of the cohort "
+            f"(PSNR >= {RECOVERED_PSNR:.0f} dB)"
+            + (f"; median PSNR {out['psnr_median']:.1f} dB" if median else "")
+            + f"{tail}."
+        ),
+    )
+
+
 @register_attack("imprint")
 class ImprintAttack(Attack):
     """Robbing the Fed: a malicious server sends every client one crafted imprint model.
@@ -187,79 +288,40 @@ class ImprintAttack(Attack):
         return case.run.model.name == "mlp" and case.adversary.server == "malicious"
 
     def run(self, case: AttackCase, *, progress: bool = False) -> ImprintResult:
-        from attacks.scenario import aggregation_options, make_run_config, observe_round, unflatten
+        from attacks.scenario import observe_round
         from privagg.randomness import simulation_rng
-        from protocols.fedavg import FedAvgSimulation
         from protocols.models import get_flat_params
-        from protocols.training import TrainConfig
 
         t0 = time.perf_counter()
-        if case.adversary.server != "malicious":
-            raise ConfigurationError("crafting the model needs a malicious server", field="adversary.server")
-        lr = float(case.option("lr", 0.1))
-        train = TrainConfig(epochs=1, batch_size=case.batch_size, lr=lr)
-        cfg = make_run_config(case, train=train, dp_clip=float(case.option("dp_clip", 1.0)))
-        sim = FedAvgSimulation(cfg)
-        ds = sim.dataset
+        sim, lr, public = malicious_round_setup(case)
         model = sim.model
         first = mlp_linears(model)[0]
         d = first.in_features
-        public = ds.x_test.reshape(len(ds.x_test), -1).astype(np.float64)  # the attacker's public data
         if self.statistic == "brightness":
             direction = np.full(d, 1.0 / d)
         else:
             direction = simulation_rng(case.seed, "imprint", "direction").standard_normal(d)
             direction /= np.linalg.norm(direction)
         thresholds = imprint_thresholds(public @ direction, first.out_features)
-        clip = float(aggregation_options(case).get("clip", 1.0)) if case.uses_secure_aggregation else 1.0
-        gain = self.update_scale * clip / lr  # one SGD step moves a pixel weight by at most update_scale * clip
+        gain = self.update_scale * update_clip(case) / lr  # one SGD step moves a pixel weight by <= update_scale * clip
         craft_imprint_model(model, direction=direction, thresholds=thresholds, output_gain=gain)
-        crafted = get_flat_params(model)
-        round_ = observe_round(case, sim, crafted, batch_size=case.batch_size, stream="imprint")
-        iw = next(i for i, p in enumerate(model.parameters()) if p is first.weight)
-        ib = next(i for i, p in enumerate(model.parameters()) if p is first.bias)
-        candidates = []
-        for delta in round_.observed:
-            grads = unflatten(model, -np.asarray(delta) / lr)
-            candidates.append(recover_imprint(grads[iw].numpy(), grads[ib].numpy(), tolerance=self.tolerance))
-        cand = np.vstack(candidates)
-        originals = round_.cohort_images
-        fallback = public.mean(axis=0)
-        matched = match_candidates(originals, cand.reshape((len(cand), *originals.shape[1:])), fallback)
-        metrics: dict[str, Any] = image_recovery_metrics(originals, matched)
-        target = int(case.option("target", 0))
-        mine = round_.owners == target
-        metrics.update(image_recovery_metrics(originals[mine], matched[mine], prefix="target_"))
-        metrics["candidates"] = float(len(cand))
-        metrics["bins"] = float(first.out_features)
-        metrics.update({k: v for k, v in round_.metrics.items() if isinstance(v, (int, float))})
+        round_ = observe_round(case, sim, get_flat_params(model), batch_size=case.batch_size, stream="imprint")
+        cand = first_layer_reads(model, round_.observed, lr, recover_imprint, tolerance=self.tolerance)
         threat = (
             f"Threat model: malicious server; it sends one crafted model (the deployment's {first.out_features}-unit "
             f"first layer as {first.out_features} {self.statistic} bins from public-data quantiles), identical for "
             f"every client, so a model-consistency check passes. The server observes {round_.description}."
         )
-        verdict_psnr = psnr_per_image(originals, matched)
-        return ImprintResult(
-            attack=self.name,
-            case=case,
-            metrics=metrics,
-            originals=originals,
-            reconstructions=matched,
-            true_labels=round_.cohort_labels,
-            success=bool(metrics["fraction_recovered"] >= 0.5),
-            data={
-                "threat_model": threat,
-                "observation": round_.description,
-                "per_image_psnr": verdict_psnr.round(2).tolist(),
-                "recovered_criterion": f"PSNR >= {RECOVERED_PSNR:.0f} dB",
-                "statistic": self.statistic,
-                "secagg_threat": round_.metrics.get("secagg_threat"),
-            },
-            seconds=time.perf_counter() - t0,
-            text=(
-                f"{threat} Recovered {int(metrics['images_recovered'])}/{int(metrics['images'])} images of the cohort "
-                f"(PSNR >= {RECOVERED_PSNR:.0f} dB); median PSNR {metrics['psnr_median']:.1f} dB."
-            ),
+        return scored_result(
+            self.name,
+            case,
+            round_,
+            cand,
+            public,
+            threat=threat,
+            started=t0,
+            metrics={"candidates": float(len(cand)), "bins": float(first.out_features)},
+            data={"statistic": self.statistic, "secagg_threat": round_.metrics.get("secagg_threat")},
         )
 
 

@@ -24,14 +24,13 @@ leaks every image some unit caught alone.
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from attacks.imprint import ImprintResult, match_candidates, mlp_linears
-from attacks.metrics import RECOVERED_PSNR, image_recovery_metrics, psnr_per_image
+from attacks.imprint import ImprintResult, first_layer_reads, malicious_round_setup, mlp_linears, scored_result
 from attacks.registry import Attack, AttackCase, register_attack
 from privagg.errors import ConfigurationError
 
@@ -114,48 +113,21 @@ class TrapWeightsAttack(Attack):
         return case.run.model.name == "mlp" and case.adversary.server == "malicious"
 
     def run(self, case: AttackCase, *, progress: bool = False) -> ImprintResult:
-        from attacks.scenario import make_run_config, observe_round, unflatten
+        from attacks.scenario import observe_round
         from privagg.randomness import simulation_rng
-        from protocols.fedavg import FedAvgSimulation
         from protocols.models import get_flat_params
-        from protocols.training import TrainConfig
 
         t0 = time.perf_counter()
-        if case.adversary.server != "malicious":
-            raise ConfigurationError("crafting the model needs a malicious server", field="adversary.server")
-        lr = float(case.option("lr", 0.1))
-        train = TrainConfig(epochs=1, batch_size=case.batch_size, lr=lr)
-        cfg = make_run_config(case, train=train, dp_clip=float(case.option("dp_clip", 1.0)))
-        sim = FedAvgSimulation(cfg)
+        sim, lr, public = malicious_round_setup(case)
         model = sim.model
-        first = mlp_linears(model)[0]
-        k, d = first.weight.shape
-        public = sim.dataset.x_test.reshape(len(sim.dataset.x_test), -1).astype(np.float64)  # the attacker's data
+        k, d = mlp_linears(model)[0].weight.shape
         images = case.cohort_size * case.batch_size  # public: the (expected) cohort and the batch size
         rate = self.rate if self.rate is not None else 1.0 / max(images, 2)
         magnitudes, negative = _split_signs(k, d, simulation_rng(case.seed, "trap-weights", "layer"))
         scales = trap_scales(magnitudes, negative, public, rate=rate, per_unit=self.per_unit)
         craft_trap_weights(model, magnitudes=magnitudes, negative=negative, scales=scales)
-        crafted = get_flat_params(model)
-        seen = observe_round(case, sim, crafted, batch_size=case.batch_size, stream="trap-weights")
-        iw = next(i for i, p in enumerate(model.parameters()) if p is first.weight)
-        ib = next(i for i, p in enumerate(model.parameters()) if p is first.bias)
-        cand = [
-            recover_trap_weights(g[iw].numpy(), g[ib].numpy(), tolerance=self.tolerance)
-            for g in (unflatten(model, -np.asarray(delta) / lr) for delta in seen.observed)
-        ]
-        candidates = np.vstack(cand)
-        originals = seen.cohort_images
-        matched = match_candidates(
-            originals, candidates.reshape((len(candidates), *originals.shape[1:])), public.mean(axis=0)
-        )
-        metrics: dict[str, Any] = image_recovery_metrics(originals, matched)
-        mine = seen.owners == int(case.option("target", 0))
-        metrics.update(image_recovery_metrics(originals[mine], matched[mine], prefix="target_"))
-        metrics["candidates"] = float(len(candidates))
-        metrics["units"] = float(k)
-        metrics["activation_rate"] = float(rate)
-        metrics.update({key: v for key, v in seen.metrics.items() if isinstance(v, (int, float))})
+        seen = observe_round(case, sim, get_flat_params(model), batch_size=case.batch_size, stream="trap-weights")
+        candidates = first_layer_reads(model, seen.observed, lr, recover_trap_weights, tolerance=self.tolerance)
         threat = (
             f"Threat model: malicious server; it sends one model whose {k}-unit first layer holds trap weights "
             f"(half of each unit's weights negative and scaled so that a unit fires on {rate:.1%} of public "
@@ -163,25 +135,14 @@ class TrapWeightsAttack(Attack):
             f"the deployment's. The server observes {seen.description}. Scoring matches each real image to its "
             f"best candidate (one-to-one); the attack itself reads no real image."
         )
-        return ImprintResult(
-            attack=self.name,
-            case=case,
-            metrics=metrics,
-            originals=originals,
-            reconstructions=matched,
-            true_labels=seen.cohort_labels,
-            success=bool(metrics["fraction_recovered"] >= 0.5),
-            data={
-                "threat_model": threat,
-                "observation": seen.description,
-                "per_image_psnr": psnr_per_image(originals, matched).round(2).tolist(),
-                "recovered_criterion": f"PSNR >= {RECOVERED_PSNR:.0f} dB",
-                "per_unit_scales": self.per_unit,
-                "secagg_threat": seen.metrics.get("secagg_threat"),
-            },
-            seconds=time.perf_counter() - t0,
-            text=(
-                f"{threat} Recovered {int(metrics['images_recovered'])}/{int(metrics['images'])} images of the "
-                f"cohort (PSNR >= {RECOVERED_PSNR:.0f} dB); median PSNR {metrics['psnr_median']:.1f} dB."
-            ),
+        return scored_result(
+            self.name,
+            case,
+            seen,
+            candidates,
+            public,
+            threat=threat,
+            started=t0,
+            metrics={"candidates": float(len(candidates)), "units": float(k), "activation_rate": float(rate)},
+            data={"per_unit_scales": self.per_unit, "secagg_threat": seen.metrics.get("secagg_threat")},
         )
