@@ -3,12 +3,8 @@ from secure aggregates once the pattern has full column rank."""
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,15 +13,7 @@ from attacks.disaggregation import Disaggregation, disaggregate, participation_m
 from attacks.runner import run_attack
 from privagg.errors import ConfigurationError
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_quiet_thread")
 
 
 @settings(max_examples=50, deadline=None)

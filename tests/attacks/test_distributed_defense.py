@@ -3,11 +3,7 @@ the Poisson accounting of its rounds, the real ring sum, and what it stops."""
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator
-
 import pytest
-import torch
 
 from attacks import DEFENSES, Adversary, AttackCase, Defense
 from attacks.runner import run_attack
@@ -15,15 +11,7 @@ from attacks.scenario import make_run_config
 from privagg.errors import ConfigurationError
 from protocols.training import TrainConfig
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # the seeded simulation noise warns
-        yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_quiet_thread")
 
 
 def test_noise_placement_is_checked() -> None:

@@ -3,7 +3,6 @@ the attack rebuilds a client's batch from its 5-step model difference."""
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -19,15 +18,7 @@ from protocols.datasets import load_dataset
 from protocols.models import build_model, get_flat_params, set_flat_params
 from protocols.training import TrainConfig, train_local
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_quiet_thread")
 
 
 @pytest.mark.parametrize(("images", "batch", "steps"), [(8, 8, 5), (16, 8, 2)])

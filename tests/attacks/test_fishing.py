@@ -5,8 +5,6 @@ reads images from the secure aggregate alone — but not from a noised sum."""
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -25,15 +23,7 @@ from privagg.randomness import torch_generator
 from protocols.datasets import load_dataset
 from protocols.models import build_model, get_flat_params
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # DP-FedAvg's seeded-noise warning
-        yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_quiet_thread")
 
 
 def _malicious(**kw: object) -> AttackCase:

@@ -3,24 +3,12 @@ and "effective" only when the attack is stopped within 5 points of the undefende
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator
-
 import pytest
-import torch
 
 from attacks.matrix import AttackMatrix, MatrixCell, attack_matrix, matrix_table, noise_check
 from attacks.registry import AttackCase
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_quiet_thread")
 
 
 def _matrix(utility: dict[str, float | None], cells: list[MatrixCell]) -> AttackMatrix:

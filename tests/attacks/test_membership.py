@@ -3,12 +3,8 @@ federated experiment, and (slow) the LiRA acceptance figures with and without DP
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
-import torch
 
 from attacks.membership import (
     LossThreshold,
@@ -26,15 +22,7 @@ from attacks.registry import AttackCase
 from attacks.runner import run_attack
 from privagg.errors import ConfigurationError
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_quiet_thread")
 
 
 def test_logit_confidence_matches_the_definition() -> None:

@@ -4,12 +4,8 @@ utility column trains the whole deployment on every seed, and every table row sa
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
-import torch
 
 from attacks.matrix import (
     AttackMatrix,
@@ -30,14 +26,7 @@ from protocols.training import TrainConfig
 SMALL = Population(rate=0.05, rounds=40)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_quiet_thread")
 
 
 def test_population_is_validated_and_parsed() -> None:

@@ -3,12 +3,8 @@ secure aggregation / DP-FedAvg leave of it."""
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
-import torch
 
 from attacks.property import sample_client_data
 from attacks.registry import AttackCase
@@ -18,14 +14,7 @@ from privagg.errors import ConfigurationError
 OPTS = {"aux_updates": 60, "targets": 40}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_quiet_thread")
 
 
 def test_client_datasets_have_the_property_or_not() -> None:

@@ -3,9 +3,6 @@ image gives that image exactly, and the attack reads the cohort's images from th
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -29,15 +26,7 @@ from privagg.randomness import torch_generator
 from protocols.datasets import load_dataset
 from protocols.models import build_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # DP-FedAvg's seeded-noise warning
-        yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_quiet_thread")
 
 
 def _malicious(**kw: object) -> AttackCase:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -17,15 +14,7 @@ from attacks.update_membership import loss_drop_scores
 from privagg.errors import ConfigurationError
 from protocols.models import build_model, get_flat_params
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_quiet_thread")
 
 
 def test_loss_drop_is_zero_without_an_update_and_positive_after_a_step_on_the_example() -> None:
