@@ -79,7 +79,7 @@ from secagg.params import SecAggParams
 
 from ._fit_round import FitRound, Summed
 from .config import SecAggWorkflowConfig
-from .dp_policy import _client_policy, check_shares
+from .dp_policy import _client_policy, check_shares, trained_delta
 from .secagg import MIN_SURVIVORS_KEY, RING_RECORD, ROSTER_KEY, PrivAggSecAggWorkflow, SecAggRoundRecord
 
 __all__ = [
@@ -361,14 +361,9 @@ def make_distributed_dp_mod(
         out = call_next(msg, ctxt)
         if out.has_error():
             return out
-        fitres = compat.recorddict_to_fitres(out.content, keep_input=True)
-        new_arrays = parameters_to_ndarrays(fitres.parameters)
-        if [a.shape for a in new_arrays] != [a.shape for a in global_arrays]:
-            raise ProtocolAbort("the trained model has another shape than the global model", stage="dp", party="client")
-        g = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in global_arrays])
-        x = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in new_arrays])
+        fitres, delta = trained_delta(out, global_arrays)
         source = noise(ctxt) if noise is not None else IntegerNoise()
-        ring = DistributedEncoder(params=params, rotation=rotation).encode(x - g, source, weight=1.0)
+        ring = DistributedEncoder(params=params, rotation=rotation).encode(delta, source, weight=1.0)
         metrics = dict(fitres.metrics)
         metrics["privagg-dp"] = True
         content = compat.fitres_to_recorddict(

@@ -77,7 +77,7 @@ from dp.config import DPConfig
 from dp.noise import NoiseSampler, SecureNoise
 from dp.rounds import DPRounds, DPRoundsDriver, RoundPlan, count_mechanism, update_mechanism
 from privagg.errors import PrivacyBudgetExceeded, ProtocolAbort
-from protocols.flower.dp_policy import POLICY_KEYS, _client_policy, check_shares
+from protocols.flower.dp_policy import POLICY_KEYS, _client_policy, check_shares, trained_delta
 
 __all__ = ["PrivAggDPStrategy", "make_dp_mod", "privagg_dp_mod", "check_shares", "DP_KEYS", "POLICY_KEYS"]
 
@@ -399,15 +399,10 @@ def make_dp_mod(
         out = call_next(msg, ctxt)
         if out.has_error():
             return out
-        fitres = compat.recorddict_to_fitres(out.content, keep_input=True)
-        new_arrays = parameters_to_ndarrays(fitres.parameters)
-        if [a.shape for a in new_arrays] != [a.shape for a in global_arrays]:
-            raise ProtocolAbort("the trained model has another shape than the global model", stage="dp", party="client")
-        g = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in global_arrays])
-        x = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in new_arrays])
-        clipped, norm = clip_l2(x - g, clip)
+        fitres, delta = trained_delta(out, global_arrays)
+        clipped, norm = clip_l2(delta, clip)
         mech = update_mechanism(
-            clip=clip, sensitivity_factor=factor, noise_multiplier=z, dim=g.size, resolution=resolution
+            clip=clip, sensitivity_factor=factor, noise_multiplier=z, dim=delta.size, resolution=resolution
         )
         noised = mech.release(clipped, sampler, shares=shares)
         pieces: list[np.ndarray] = []

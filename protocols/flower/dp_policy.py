@@ -12,12 +12,15 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from flwr.app import Context
+import numpy as np
+from flwr.app import Context, Message
+from flwr.common import FitRes, parameters_to_ndarrays
+from flwr.compat.common import recorddict_compat as compat
 
 from privagg.errors import ConfigurationError, ProtocolAbort
 from protocols.flower.secagg import MIN_SURVIVORS_KEY, ROSTER_KEY
 
-__all__ = ["POLICY_KEYS", "check_shares"]
+__all__ = ["POLICY_KEYS", "check_shares", "trained_delta"]
 
 #: node_config / run_config keys of the client's DP policy (when not given to make_dp_mod)
 POLICY_KEYS = {
@@ -101,3 +104,15 @@ def _client_policy(
             field=POLICY_KEYS["min_noise_multiplier"],
         )
     return policy
+
+
+def trained_delta(out: Message, global_arrays: list[np.ndarray]) -> tuple[FitRes, np.ndarray]:
+    """The user's fit result and its update against the global model, flattened in float64 (both client
+    DP mods clip or encode it); a trained model of another shape aborts the client."""
+    fitres = compat.recorddict_to_fitres(out.content, keep_input=True)
+    new_arrays = parameters_to_ndarrays(fitres.parameters)
+    if [a.shape for a in new_arrays] != [a.shape for a in global_arrays]:
+        raise ProtocolAbort("the trained model has another shape than the global model", stage="dp", party="client")
+    g = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in global_arrays])
+    x = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in new_arrays])
+    return fitres, x - g
