@@ -395,3 +395,27 @@ def test_a_restarted_server_app_resumes_the_ledger_and_the_adaptive_clip(tmp_pat
     assert again.clipper.history == first.clipper.history
     pairs = again.configure_fit(3, model, _Available())
     assert pairs[0][1].config[DP_KEYS["clip"]] == first.clip  # the clients are sent the resumed clip
+
+
+def test_a_trained_model_of_another_shape_aborts_the_client() -> None:
+    """Both client DP mods read the user's fit through ``trained_delta``: the update against the global
+    model, or a typed abort when the trained model does not have the global model's shapes."""
+    from types import SimpleNamespace
+    from typing import cast
+
+    from flwr.app import Message
+    from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
+    from flwr.compat.common import recorddict_compat as compat
+
+    from privagg.errors import ProtocolAbort
+    from protocols.flower.dp_policy import trained_delta
+
+    def reply(arrays: list[np.ndarray]) -> Message:
+        res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(arrays), num_examples=3, metrics={})
+        return cast(Message, SimpleNamespace(content=compat.fitres_to_recorddict(res, keep_input=True)))
+
+    global_arrays = [np.zeros((2, 3), np.float32), np.ones(4, np.float32)]
+    _, delta = trained_delta(reply([np.full((2, 3), 0.5, np.float32), np.ones(4, np.float32)]), global_arrays)
+    np.testing.assert_array_equal(delta, [0.5] * 6 + [0.0] * 4)
+    with pytest.raises(ProtocolAbort, match="another shape"):
+        trained_delta(reply([np.zeros((3, 2), np.float32), np.ones(4, np.float32)]), global_arrays)
