@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from attacks.metrics import membership_metrics
+from attacks.metrics import membership_metrics, utility_gap
 from attacks.registry import Attack, AttackCase, AttackResult, register_attack
 from privagg.errors import ConfigurationError
 
@@ -354,9 +354,7 @@ class MembershipAttack(Attack):
         metrics["model_test_accuracy"] = float(np.mean(s.test_accuracy))
         metrics["tpr@1%fpr / fpr"] = metrics["tpr@1%fpr"] / 0.01
         if s.reference_test_accuracy.size:
-            metrics["undefended_test_accuracy"] = float(np.mean(s.reference_test_accuracy))
-            gap = metrics["undefended_test_accuracy"] - metrics["model_test_accuracy"]
-            metrics["utility_gap_points"] = 100.0 * gap
+            metrics.update(utility_gap(metrics["model_test_accuracy"], float(np.mean(s.reference_test_accuracy))))
         target_model = str(case.option("target_model", "global"))
         return MembershipResult(
             attack=self.name,

@@ -18,6 +18,8 @@ import numpy as np
 from privagg.errors import ConfigurationError
 
 __all__ = [
+    "auc_interval_metrics",
+    "utility_gap",
     "RECOVERED_PSNR",
     "auc_interval",
     "image_recovery_metrics",
@@ -179,6 +181,21 @@ def auc_interval(auc: float, n_pos: int, n_neg: int, *, confidence: float = 0.95
     var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (n_pos * n_neg)
     half = float(norm.ppf(0.5 + confidence / 2) * math.sqrt(max(var, 0.0)))
     return max(0.0, auc - half), min(1.0, auc + half)
+
+
+def auc_interval_metrics(auc: float, labels: np.ndarray, *, confidence: float = 0.95) -> dict[str, float]:
+    """``auc_ci_low``, ``auc_ci_high`` and ``auc_ci_halfwidth`` of :func:`auc_interval` for boolean ``labels``."""
+    lab = np.asarray(labels, dtype=bool)
+    lo, hi = auc_interval(auc, int(lab.sum()), int((~lab).sum()), confidence=confidence)
+    return {"auc_ci_low": lo, "auc_ci_high": hi, "auc_ci_halfwidth": (hi - lo) / 2}
+
+
+def utility_gap(model_accuracy: float, undefended_accuracy: float) -> dict[str, float]:
+    """The undefended model's test accuracy and what the defense costs against it, in points."""
+    return {
+        "undefended_test_accuracy": float(undefended_accuracy),
+        "utility_gap_points": 100.0 * (float(undefended_accuracy) - float(model_accuracy)),
+    }
 
 
 def label_accuracy(true: np.ndarray, recovered: np.ndarray) -> float:

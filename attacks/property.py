@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from attacks.metrics import auc_interval, membership_metrics, roc_auc
+from attacks.metrics import auc_interval_metrics, membership_metrics, roc_auc, utility_gap
 from attacks.registry import Attack, AttackCase, AttackResult, register_attack
 from privagg.errors import ConfigurationError
 
@@ -179,15 +179,12 @@ class PropertyInference(Attack):
                     acc.append(evaluate(model, ds.x_test, ds.y_test)[0])
         scores = clf.decision_function(scaler.transform(np.stack(observed)))
         metrics: dict[str, Any] = {"auc": roc_auc(scores, tgt_y)}
-        lo, hi = auc_interval(metrics["auc"], int(tgt_y.sum()), int((~tgt_y).sum()))
-        metrics.update({"auc_ci_low": lo, "auc_ci_high": hi, "auc_ci_halfwidth": (hi - lo) / 2})
+        metrics.update(auc_interval_metrics(metrics["auc"], tgt_y))
         set_flat_params(model, gp)
         metrics["model_test_accuracy"] = evaluate(model, ds.x_test, ds.y_test)[0]
         if released_acc:
             metrics["released_model_accuracy"] = float(np.mean(released_acc))
-            metrics["undefended_test_accuracy"] = float(np.mean(plain_acc))
-            gap = metrics["undefended_test_accuracy"] - metrics["released_model_accuracy"]
-            metrics["utility_gap_points"] = 100.0 * gap
+            metrics.update(utility_gap(metrics["released_model_accuracy"], float(np.mean(plain_acc))))
         mm = membership_metrics(scores, tgt_y)
         metrics["accuracy"] = mm["accuracy"]
         metrics["aux_train_auc"] = roc_auc(clf.decision_function(scaler.transform(aux_x)), aux_y)

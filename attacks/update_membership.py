@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from attacks.metrics import auc_interval, membership_metrics
+from attacks.metrics import auc_interval_metrics, membership_metrics, utility_gap
 from attacks.registry import Attack, AttackCase, AttackResult, register_attack
 from privagg.errors import ConfigurationError
 
@@ -123,15 +123,12 @@ class UpdateMembership(Attack):
             labels.append(np.r_[np.ones(size, dtype=bool), np.zeros(size, dtype=bool)])
         sc, lb = np.concatenate(scores), np.concatenate(labels)
         metrics: dict[str, Any] = membership_metrics(sc, lb)
-        lo, hi = auc_interval(metrics["auc"], int(lb.sum()), int((~lb).sum()))
-        metrics.update({"auc_ci_low": lo, "auc_ci_high": hi, "auc_ci_halfwidth": (hi - lo) / 2})
+        metrics.update(auc_interval_metrics(metrics["auc"], lb))
         set_flat_params(model, gp)
         metrics["model_test_accuracy"] = evaluate(model, ds.x_test, ds.y_test)[0]
         if released_acc:
             metrics["released_model_accuracy"] = float(np.mean(released_acc))
-            metrics["undefended_test_accuracy"] = float(np.mean(plain_acc))
-            gap = metrics["undefended_test_accuracy"] - metrics["released_model_accuracy"]
-            metrics["utility_gap_points"] = 100.0 * gap
+            metrics.update(utility_gap(metrics["released_model_accuracy"], float(np.mean(plain_acc))))
         obs = "each target's own update" if exposed else f"only the {case.defense} aggregate of all {n} clients"
         threat = (
             f"Threat model: honest-but-curious server; knows the global model it sent and observes {obs} "
@@ -145,7 +142,8 @@ class UpdateMembership(Attack):
             data={"threat_model": threat, "pairs": int(lb.size)},
             seconds=time.perf_counter() - t0,
             text=(
-                f"{threat} AUC {metrics['auc']:.3f} (95% CI {lo:.3f}..{hi:.3f}) over {lb.size} candidate examples "
+                f"{threat} AUC {metrics['auc']:.3f} (95% CI {metrics['auc_ci_low']:.3f}.."
+                f"{metrics['auc_ci_high']:.3f}) over {lb.size} candidate examples "
                 f"({n} targets)."
             ),
         )
