@@ -151,3 +151,13 @@ def test_scores_need_both_classes_and_finite_values() -> None:
         roc_auc(np.array([np.nan, 2.0]), np.array([True, False]))
     with pytest.raises(ConfigurationError):
         tpr_at_fpr(np.array([1.0, 2.0]), np.array([True, False]), 1.5)
+
+
+def test_auc_interval_metrics_and_utility_gap() -> None:
+    from attacks.metrics import auc_interval, auc_interval_metrics, utility_gap
+
+    labels = np.array([True] * 30 + [False] * 50)
+    m = auc_interval_metrics(0.7, labels)
+    assert (m["auc_ci_low"], m["auc_ci_high"]) == auc_interval(0.7, 30, 50)
+    assert m["auc_ci_halfwidth"] == pytest.approx((m["auc_ci_high"] - m["auc_ci_low"]) / 2)
+    assert utility_gap(0.8, 0.9) == {"undefended_test_accuracy": 0.9, "utility_gap_points": pytest.approx(10.0)}
