@@ -55,7 +55,14 @@ from privagg.errors import ConfigurationError, ProtocolAbort
 from privagg.randomness import SYSTEM_SECRETS, SecretSource
 from protocols.aggregation import AggregateResult, Aggregator, ClientUpdate, RoundContext
 
-__all__ = ["DistributedDPRounds", "DistributedRoundStats", "OpenRound", "SurvivorFloor"]
+__all__ = [
+    "DistributedDPRounds",
+    "DistributedRoundStats",
+    "OpenRound",
+    "SurvivorFloor",
+    "dishonest_clients",
+    "plan_parameters",
+]
 
 _EPS = 1e-9
 
@@ -87,6 +94,49 @@ class OpenRound:
     params: DistributedDPParams
     shares: int  # t: the honest noise shares every released sum is guaranteed to hold
     encoder: DistributedEncoder
+
+
+def dishonest_clients(config: DPConfig, cohort: int) -> int:
+    """The most dishonest clients in a cohort of ``cohort`` (``honest_fraction`` of the configuration)."""
+    return math.floor((1.0 - config.honest_fraction) * cohort + _EPS)
+
+
+def plan_parameters(
+    config: DPConfig, sampling: Sampling, dim: int, *, rounds: int | None, inner: SurvivorFloor
+) -> DistributedDPParams:
+    """The parameters a run chooses (the audit asks the same question): the ring sized for a cohort
+    4 standard deviations above the expected one, the noise split over the fewest honest survivors
+    ``inner`` releases a sum of for the expected cohort; refused with the bits that work."""
+    if sampling.kind != "poisson":
+        raise ConfigurationError(
+            "distributed DP is accounted for Poisson sampling only",
+            field="federation.sampling",
+            accepted=["poisson"],
+        )
+    if rounds is None or sampling.population is None:
+        raise ConfigurationError("distributed DP needs the number of rounds and the population", field="dp.rounds")
+    n_exp = sampling.rate * sampling.population
+    spread = 4.0 * math.sqrt(n_exp * (1.0 - sampling.rate))
+    cohort = max(1, min(sampling.population, math.ceil(n_exp + spread)))
+    # the noise split is re-derived every round from that round's cohort; the plan assumes the expected one
+    typical = max(1, round(n_exp))
+    shares = max(1, min(int(inner.min_survivors(typical)) - dishonest_clients(config, typical), cohort))
+    assert config.target_epsilon is not None  # DPConfig: distributed DP needs target_epsilon
+    return choose_parameters(
+        mechanism=config.mechanism,
+        bits=config.bits,
+        clip=config.clip_norm,
+        dim=dim,
+        epsilon=config.target_epsilon,
+        delta=config.delta,
+        rounds=rounds,
+        sampling_rate=sampling.rate,
+        cohort=cohort,
+        shares=shares,
+        beta=config.beta,
+        clip_probability=config.clip_probability,
+        max_inflation=config.max_noise_inflation,
+    )
 
 
 class DistributedDPRounds:
@@ -125,49 +175,19 @@ class DistributedDPRounds:
         self.stats: list[DistributedRoundStats] = []
 
     def dishonest(self, cohort: int) -> int:
-        return math.floor((1.0 - self.config.honest_fraction) * cohort + _EPS)
+        return dishonest_clients(self.config, cohort)
 
     def honest_min(self, inner: SurvivorFloor, cohort: int) -> int:
         """The fewest honest noise shares in a sum the inner protocol releases for ``cohort`` clients."""
         return int(inner.min_survivors(cohort)) - self.dishonest(cohort)
 
     def plan(self, sampling: Sampling, dim: int, inner: SurvivorFloor) -> DistributedDPParams:
-        """The run's parameters (chosen at the first round; refused with the bits that work)."""
+        """The run's parameters (chosen at the first round by :func:`plan_parameters`)."""
         if self.params is not None:
             if self.params.dim != dim:
                 raise ConfigurationError(f"update length changed from {self.params.dim} to {dim}", field="updates")
             return self.params
-        cfg = self.config
-        if sampling.kind != "poisson":
-            raise ConfigurationError(
-                "distributed DP is accounted for Poisson sampling only",
-                field="federation.sampling",
-                accepted=["poisson"],
-            )
-        if self.rounds is None or sampling.population is None:
-            raise ConfigurationError("distributed DP needs the number of rounds and the population", field="dp.rounds")
-        n_exp = sampling.rate * sampling.population
-        spread = 4.0 * math.sqrt(n_exp * (1.0 - sampling.rate))
-        cohort = max(1, min(sampling.population, math.ceil(n_exp + spread)))
-        # the noise split is re-derived every round from that round's cohort; the plan assumes the expected one
-        typical = max(1, round(n_exp))
-        shares = max(1, min(self.honest_min(inner, typical), cohort))
-        assert cfg.target_epsilon is not None  # DPConfig: distributed DP needs target_epsilon
-        self.params = choose_parameters(
-            mechanism=cfg.mechanism,
-            bits=cfg.bits,
-            clip=cfg.clip_norm,
-            dim=dim,
-            epsilon=cfg.target_epsilon,
-            delta=cfg.delta,
-            rounds=self.rounds,
-            sampling_rate=sampling.rate,
-            cohort=cohort,
-            shares=shares,
-            beta=cfg.beta,
-            clip_probability=cfg.clip_probability,
-            max_inflation=cfg.max_noise_inflation,
-        )
+        self.params = plan_parameters(self.config, sampling, dim, rounds=self.rounds, inner=inner)
         return self.params
 
     def run(

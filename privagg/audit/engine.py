@@ -218,29 +218,40 @@ def _server_finding(
     )
 
 
-def _threshold(dep: Deployment, n: int) -> int:
-    """The threshold of the deployment's graph for ``n`` clients (configured, or derived from the rates)."""
-    from secagg import SecAggParams
+class _DeploymentFloor:
+    """The fewest survivors the deployment's aggregation releases a sum of (the run's
+    :class:`~protocols.distributed_dp.SurvivorFloor`): its secure-aggregation graph for ``n`` clients
+    (configured, or derived from the rates, as the run's aggregator does), or everyone without one."""
 
-    if n < 3:
-        return n
-    if dep.degree is not None and dep.threshold is not None:
-        return min(dep.threshold, n - 1)
-    return SecAggParams.derive(
-        num_clients=n,
-        dropout_rate=dep.dropout_rate,
-        corruption_rate=dep.corruption_rate,
-        security_bits=dep.security_bits,
-        failure_bits=dep.failure_bits,
-        threat=dep.threat,
-    ).threshold
+    def __init__(self, dep: Deployment) -> None:
+        self.dep = dep
+
+    def min_survivors(self, n: int) -> int:
+        from secagg import SecAggParams
+
+        dep = self.dep
+        if not AGGREGATIONS.get(dep.aggregation).hides_updates or n < 3:
+            return n
+        if dep.degree is not None and dep.threshold is not None:
+            k, t = (n - 1, min(dep.threshold, n - 1)) if dep.degree >= n - 1 else (dep.degree, dep.threshold)
+            params = SecAggParams.manual(num_clients=n, degree=k, threshold=t, threat=dep.threat)
+        else:
+            params = SecAggParams.derive(
+                num_clients=n,
+                dropout_rate=dep.dropout_rate,
+                corruption_rate=dep.corruption_rate,
+                security_bits=dep.security_bits,
+                failure_bits=dep.failure_bits,
+                threat=dep.threat,
+            )
+        return params.min_survivors(n)
 
 
 def check_distributed(cfg: AuditConfig, sampling: Sampling) -> tuple[list[Finding], BudgetCurve | None]:
     """Distributed DP inside the secure sum: the parameters the run would choose, or its refusal."""
 
     from dp import RDPAccountant
-    from dp.distributed import choose_parameters
+    from protocols.distributed_dp import plan_parameters
 
     d, dep, mech = cfg.dp, cfg.deployment, cfg.dp.mechanism
     assert mech is not None and mech.target_epsilon is not None  # DPConfig: distributed needs target_epsilon
@@ -255,27 +266,8 @@ def check_distributed(cfg: AuditConfig, sampling: Sampling) -> tuple[list[Findin
                 "set dp.sampling = 'poisson'",
             )
         ], None
-    n_exp = sampling.rate * dep.num_clients
-    cohort = max(1, min(dep.num_clients, math.ceil(n_exp + 4.0 * math.sqrt(n_exp * (1.0 - sampling.rate)))))
-    typical = max(1, round(n_exp))
     try:
-        survivors = _threshold(dep, typical) if AGGREGATIONS.get(dep.aggregation).hides_updates else typical
-        shares = max(1, min(survivors - math.floor((1.0 - mech.honest_fraction) * typical + 1e-9), cohort))
-        p = choose_parameters(
-            mechanism=mech.mechanism,
-            bits=mech.bits,
-            clip=mech.clip_norm,
-            dim=dep.model_params,
-            epsilon=mech.target_epsilon,
-            delta=mech.delta,
-            rounds=d.rounds,
-            sampling_rate=sampling.rate,
-            cohort=cohort,
-            shares=shares,
-            beta=mech.beta,
-            clip_probability=mech.clip_probability,
-            max_inflation=mech.max_noise_inflation,
-        )
+        p = plan_parameters(mech, sampling, dep.model_params, rounds=d.rounds, inner=_DeploymentFloor(dep))
     except ConfigurationError as e:
         return [Finding("dp.distributed", "fail", "Distributed DP cannot run as configured", str(e))], None
     marks = sorted({max(1, round(d.rounds * f / 10)) for f in range(1, 11)})

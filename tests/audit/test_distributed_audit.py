@@ -46,3 +46,26 @@ def test_malicious_model_runs_the_deployed_distributed_mechanism() -> None:
     assert f.id == "secagg.malicious-model"
     assert "'distributed-dp'" in f.detail and "skellam, 18 bits, as deployed" in f.detail
     assert f.severity == "pass" and max(f.data["fractions"]) < 0.05
+
+
+def test_the_audit_plans_what_the_run_would_choose() -> None:
+    """The audit asks the run's own planner, with the survivor floor of the deployment's graph (the
+    aggregator's ``min_survivors``, not its threshold): same bits, scale and noise split as the run."""
+    from dp.accounting import Sampling
+    from privagg.audit.engine import check_dp
+    from protocols.distributed_dp import plan_parameters
+    from protocols.secagg_aggregator import SecAggAggregator
+
+    cfg = _cfg({}, degree=20, threshold=12)
+    (found,) = [f for f in check_dp(cfg)[0] if f.id == "dp.distributed"]
+    mech = cfg.dp.mechanism
+    assert mech is not None
+    run = plan_parameters(
+        mech,
+        Sampling.poisson(rate=0.2, population=1000),
+        650,
+        rounds=40,
+        inner=SecAggAggregator(threat="active", degree=20, threshold=12),
+    )
+    assert found.data["shares"] == run.shares > 12  # a threshold-sized split would have planned 12
+    assert (found.data["bits"], found.data["scale"]) == (run.bits, run.scale)
