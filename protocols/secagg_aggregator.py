@@ -214,16 +214,7 @@ class SecAggAggregator(Aggregator):
     def ring_params(self, n: int, bits: int) -> SecAggParams:
         """The round's graph for ``n`` clients over the ring ``Z_{2^bits}``: a *modular* ring (distributed
         DP: every input is any ring element and the sum wraps by design), the graph as for a sum."""
-        base = self.params_for(n)
-        return SecAggParams.manual(
-            num_clients=n,
-            degree=base.degree,
-            threshold=base.threshold,
-            threat=self.threat,
-            value_bits=bits,
-            modulus_bits=bits,
-            modular=True,
-        )
+        return self.params_for(n).over_ring(bits)
 
     def modular_sum(self, vectors: Mapping[int, np.ndarray], *, bits: int, ctx: RoundContext) -> ModularSum:
         """The secure sum mod ``2**bits`` of the clients' ring vectors (SecAgg+, bit-packed ``bits`` per value)."""

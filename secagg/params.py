@@ -292,6 +292,19 @@ class SecAggParams:
         return None
 
     # ------------------------------------------------------------------ analysis
+    def over_ring(self, bits: int) -> SecAggParams:
+        """The same graph over the modular ring ``Z_{2^bits}`` (distributed DP: every input is any ring
+        element and the sum wraps by design)."""
+        return SecAggParams.manual(
+            num_clients=self.num_clients,
+            degree=self.degree,
+            threshold=self.threshold,
+            threat=self.threat,
+            value_bits=bits,
+            modulus_bits=bits,
+            modular=True,
+        )
+
     def min_survivors(self, roster_size: int) -> int:
         """The fewest survivors whose sum a roster of ``roster_size`` clients can release: every dropped
         client's key needs ``threshold`` shares of surviving neighbours, and a survivor holds at most

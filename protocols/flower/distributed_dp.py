@@ -14,7 +14,7 @@ budget, ledger, withholding, decoding). This module only moves it over Flower::
     DefaultWorkflow(fit_workflow=wf)(grid, context)
 
 :class:`PrivAggDistributedDPWorkflow` is :class:`~.secagg.PrivAggSecAggWorkflow` over a *modular*
-ring (``SecAggParams(..., modular=True)``: the graph of the workflow's configuration, the width
+ring (``SecAggParams.over_ring``: the graph of the workflow's configuration, the width
 of the plan's ``bits``). Before a round it plans it (:func:`dp.distributed.choose_parameters` at
 the first round; ``t``, the fewest honest noise shares any sum the secure aggregation may
 release holds; the budget checked for a sum of ``t`` honest shares) and adds the plan to every
@@ -180,17 +180,7 @@ class PrivAggDistributedDPWorkflow(PrivAggSecAggWorkflow):
         """The configured graph over the modular ring of the round's plan."""
         if self._current is None:  # pragma: no cover - _configure opens the round first
             raise ProtocolAbort("no distributed-DP plan for this round", stage="setup", party="server")
-        base = self.config.params_for(num_clients)
-        bits = self._current.params.bits
-        return SecAggParams.manual(
-            num_clients=num_clients,
-            degree=base.degree,
-            threshold=base.threshold,
-            threat=base.threat,
-            value_bits=bits,
-            modulus_bits=bits,
-            modular=True,
-        )
+        return self.config.params_for(num_clients).over_ring(self._current.params.bits)
 
     def _configure(self, grid: Any, context: LegacyContext, rec: DistributedDPRoundRecord) -> FitRound:  # type: ignore[override]
         self._current = None

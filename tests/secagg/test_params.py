@@ -153,3 +153,11 @@ def test_min_survivors_is_a_lower_bound_of_every_releasable_survivor_set(n: int,
     smallest = next(m for m in range(n + 1) if any(releasable(set(c)) for c in combinations(range(n), m)))
     assert t <= p.min_survivors(n) <= smallest
     assert p.min_survivors(2) == 2 and p.min_survivors(n) <= n
+
+
+def test_over_ring_keeps_the_graph_and_wraps_in_the_ring() -> None:
+    base = SecAggParams.manual(num_clients=40, degree=12, threshold=8, threat="active")
+    ring = base.over_ring(14)
+    assert (ring.num_clients, ring.degree, ring.threshold, ring.threat) == (40, 12, 8, base.threat)
+    assert ring.modular and ring.modulus_bits == 14 and ring.value_bits == 14
+    assert ring.min_survivors(40) == base.min_survivors(40)
