@@ -27,7 +27,13 @@ from torch.func import functional_call
 
 from attacks.inversion import InversionResult
 from attacks.metrics import RECOVERED_PSNR, image_recovery_metrics
-from attacks.reconstruction import _total_variation, match_reconstructions, match_subset, recover_labels
+from attacks.reconstruction import (
+    _total_variation,
+    match_reconstructions,
+    match_subset,
+    recover_labels,
+    signed_descent,
+)
 from attacks.registry import Attack, AttackCase, register_attack
 from privagg.errors import ConfigurationError
 
@@ -117,16 +123,7 @@ def invert_fedavg_update(
             assert total is not None
             return _cosine([t / clients for t in total], obs)
 
-        for _ in range(iterations):
-            opt.zero_grad()
-            loss = objective(x, True) + tv_weight * _total_variation(x)
-            loss.backward()
-            assert x.grad is not None
-            x.grad.sign_()
-            opt.step()
-            sched.step()
-            with torch.no_grad():
-                x.clamp_(0.0, 1.0)
+        signed_descent(x, lambda v: objective(v, True) + tv_weight * _total_variation(v), opt, sched, iterations)
         xd = x.detach().requires_grad_(True)
         final = float(objective(xd, False).detach())
         if best is None or final < best[1]:

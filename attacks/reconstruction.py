@@ -19,7 +19,7 @@ case; :mod:`attacks.inversion` runs them as registered attacks):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,6 +125,26 @@ def _grad_cosine(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> torch.
     return 1.0 - dot / (torch.sqrt(na) * torch.sqrt(nb) + 1e-12)
 
 
+def signed_descent(
+    x: torch.Tensor,
+    loss: Callable[[torch.Tensor], torch.Tensor],
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    iterations: int,
+) -> None:
+    """Inverting Gradients' optimiser loop on the images ``x``: signed gradients of ``loss(x)``, one
+    scheduler step per iteration, pixels kept in ``[0, 1]``."""
+    for _ in range(iterations):
+        opt.zero_grad()
+        loss(x).backward()
+        assert x.grad is not None
+        x.grad.sign_()
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            x.clamp_(0.0, 1.0)
+
+
 def _total_variation(x: torch.Tensor) -> torch.Tensor:
     if x.dim() < 4:
         return x.new_zeros(())
@@ -226,17 +246,15 @@ def inverting_gradients(
         opt = torch.optim.Adam([x], lr=lr)
         milestones = [int(iterations * f) for f in (3 / 8, 5 / 8, 7 / 8)]
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
-        for _ in range(iterations):
-            opt.zero_grad()
-            g = model_gradients(model, x, y, create_graph=True)
-            loss = _grad_cosine(g, g_obs) + tv_weight * _total_variation(x)
-            loss.backward()
-            assert x.grad is not None
-            x.grad.sign_()
-            opt.step()
-            sched.step()
-            with torch.no_grad():
-                x.clamp_(0.0, 1.0)
+        signed_descent(
+            x,
+            lambda v: (
+                _grad_cosine(model_gradients(model, v, y, create_graph=True), g_obs) + tv_weight * _total_variation(v)
+            ),
+            opt,
+            sched,
+            iterations,
+        )
         final = float(_grad_cosine(model_gradients(model, x.detach(), y), g_obs))
         rec = Reconstruction(x=x.detach().numpy(), labels=y.numpy(), grad_loss=final, iterations=iterations)
         if best is None or rec.grad_loss < best.grad_loss:
