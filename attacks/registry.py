@@ -18,6 +18,11 @@ and runners build them with ``ATTACKS.get(name)(**options)``. Defenses register 
 :data:`DEFENSES` (name -> :class:`Defense`: inner aggregator, options, DP, sum-only).
 Importing :mod:`attacks` imports every attack module, so :data:`ATTACKS` is complete.
 
+Listing them needs no attack code: :func:`catalog` (every attack's name, kind and description,
+every defense's name) is written to ``attacks/catalog.json`` (:func:`write_catalog`),
+which the front door reads without importing :mod:`attacks` (whose modules import torch);
+``tests/attacks/test_catalog.py`` fails when the file and the registries disagree.
+
 An :class:`AttackResult` holds numbers and data, never figures: :mod:`privagg.report.attacks`
 knows how to draw each result type (image grids, ROC curves, PSNR curves).
 """
@@ -25,8 +30,10 @@ knows how to draw each result type (image grids, ROC curves, PSNR curves).
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
 from privagg.errors import ConfigurationError
@@ -35,6 +42,7 @@ from protocols.fedavg import DataConfig, FederationConfig, RunConfig
 
 __all__ = [
     "ATTACKS",
+    "CATALOG_FILE",
     "DEFENSES",
     "Adversary",
     "Attack",
@@ -42,8 +50,10 @@ __all__ = [
     "AttackResult",
     "Defense",
     "Population",
+    "catalog",
     "register_attack",
     "register_defense",
+    "write_catalog",
 ]
 
 ServerRole = Literal["honest-but-curious", "malicious"]
@@ -414,3 +424,24 @@ def register_attack(name: str) -> Callable[[A], A]:
         return cls
 
     return deco
+
+
+#: the registries' metadata, as :func:`catalog` gives it, beside this module (read without importing attacks)
+CATALOG_FILE = "catalog.json"
+
+
+def catalog() -> dict[str, Any]:
+    """Every registered attack ``[name, kind, description]`` and every defense name (in ``names()`` order)."""
+    import attacks  # noqa: F401  (complete registries: every attack module registers on import)
+
+    return {
+        "attacks": [[name, ATTACKS.get(name).kind, ATTACKS.get(name).description] for name in ATTACKS.names()],
+        "defenses": DEFENSES.names(),
+    }
+
+
+def write_catalog(path: str | Path | None = None) -> Path:
+    """Write :func:`catalog` as JSON to ``path`` (default: ``attacks/catalog.json``); returns the path."""
+    target = Path(path) if path is not None else Path(__file__).with_name(CATALOG_FILE)
+    target.write_text(json.dumps(catalog(), indent=1) + "\n", encoding="utf-8")
+    return target

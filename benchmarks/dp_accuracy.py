@@ -49,7 +49,11 @@ def run(cfg_dict: dict[str, Any], *, aggregator: Any = None) -> tuple[float, dic
     cfg = load_config(RunConfig, cfg_dict)
     sim = FedAvgSimulation(cfg, aggregator=aggregator)
     res = sim.run()
-    return res.final_accuracy, dict(res.history[-1].metrics)
+    metrics = dict(res.history[-1].metrics)
+    ledger = getattr(res.aggregator, "ledger", None)
+    if ledger is not None:  # PRV is computed when asked, not every round
+        metrics["dp_epsilon_prv"] = ledger.epsilon("prv")
+    return res.final_accuracy, metrics
 
 
 def base_config(*, num_clients: int, rounds: int, seed: int, partition: str, sampling: dict[str, Any]) -> dict:

@@ -55,6 +55,11 @@ class DPConfig:
       Poisson sampling only; no adaptive clipping.
     * ``ledger_path``: a JSON file the privacy ledger is written to after every released round
       and resumed from when the server starts again (a restart never resets the privacy spent).
+    * ``budget_against``: which guarantee the budget (:attr:`budget`) enforces before each round:
+      ``"observers"`` (default) the amplified epsilon, valid against observers of the released
+      models who do not see the rosters; ``"server"`` the worst client's unamplified epsilon
+      against the server, which sees who took part (:mod:`dp.server_view`; client or distributed
+      noise only: with central noise the server is trusted and has no guarantee to enforce).
     """
 
     noise_multiplier: float | None = None
@@ -84,6 +89,7 @@ class DPConfig:
     beta: float = math.exp(-0.5)
     clip_probability: float = 1e-4
     max_noise_inflation: float = 1.2
+    budget_against: Literal["observers", "server"] = "observers"
 
     def __post_init__(self) -> None:
         def bad(field: str, msg: str, accepted: Any = None) -> ConfigurationError:
@@ -101,6 +107,14 @@ class DPConfig:
             raise bad("target_epsilon", f"must be finite and > 0, got {self.target_epsilon}")
         if not 0 < self.delta < 1:
             raise bad("delta", f"must be in (0, 1), got {self.delta}")
+        if self.budget_against not in ("observers", "server"):
+            raise bad("budget_against", f"got {self.budget_against!r}", accepted=["observers", "server"])
+        if self.budget_against == "server" and self.noise == "central":
+            raise bad(
+                "budget_against",
+                "central noise gives no guarantee against the server (it sees the aggregate before the noise)",
+                accepted=["observers"],
+            )
         if self.budget_epsilon is not None and not self.budget_epsilon > 0:
             raise bad("budget_epsilon", f"must be > 0, got {self.budget_epsilon}")
         if not (self.clip_norm > 0 and math.isfinite(self.clip_norm)):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,27 +14,76 @@ from dp.accounting import Accountant, Sampling, make_accountant
 from dp.distributed_accounting import RDPMechanism, mechanism_from_dict
 from privagg.errors import ConfigurationError, PrivacyBudgetExceeded
 
-__all__ = ["PrivacyBudget", "LedgerEntry", "PrivacyLedger"]
+__all__ = ["BUDGET_AGAINST", "Epsilons", "PrivacyBudget", "LedgerEntry", "PrivacyLedger"]
+
+
+#: whom a budget's guarantee holds against (:attr:`PrivacyBudget.against`)
+BUDGET_AGAINST = ("observers", "server")
 
 
 @dataclass(frozen=True)
 class PrivacyBudget:
-    """At most ``epsilon`` at ``delta``, as bounded by the ``accountant`` named."""
+    """At most ``epsilon`` at ``delta``, as bounded by the ``accountant`` named.
+
+    ``against``: ``"observers"`` enforces the amplified epsilon (valid against observers of the
+    released models who do not see the rosters); ``"server"`` enforces it *and* the worst client's
+    unamplified epsilon against the server, which sees who took part (:mod:`dp.server_view`).
+    """
 
     epsilon: float
     delta: float
     accountant: str = "rdp"
+    against: str = "observers"
 
     def __post_init__(self) -> None:
+        if self.against not in BUDGET_AGAINST:
+            raise ConfigurationError(f"got {self.against!r}", field="budget_against", accepted=list(BUDGET_AGAINST))
         if not (self.epsilon > 0):
             raise ConfigurationError(f"must be > 0, got {self.epsilon}", field="budget_epsilon")
         if not (0 < self.delta < 1):
             raise ConfigurationError(f"must be in (0, 1), got {self.delta}", field="delta")
 
 
+class Epsilons(Mapping[str, float]):
+    """The cumulative epsilon after one ledger entry, per accountant (a read-only mapping).
+
+    A cheap accountant's value (RDP) is computed when the round is recorded; a lazy one's (PRV,
+    :attr:`dp.accounting.Accountant.lazy`, about 0.8 s a call) on first access, from a snapshot
+    of its history at that entry, then cached: the same number, computed once, and only when asked.
+    """
+
+    def __init__(self, names: Sequence[str], values: dict[str, float], pending: dict[str, Accountant], delta: float):
+        self._names = tuple(names)
+        self._values = dict(values)
+        self._pending = dict(pending)
+        self._delta = delta
+
+    def __getitem__(self, name: str) -> float:
+        if name not in self._values:
+            if name not in self._pending:
+                raise KeyError(name)
+            self._values[name] = self._pending.pop(name).get_epsilon(self._delta)
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def computed(self, name: str) -> bool:
+        """Whether ``name``'s value is known without computing it."""
+        return name in self._values
+
+    def __repr__(self) -> str:
+        shown = {n: self._values.get(n, "(on demand)") for n in self._names}
+        return f"Epsilons({shown})"
+
+
 @dataclass(frozen=True)
 class LedgerEntry:
-    """One released round: its mechanism and the cumulative epsilon after it, per accountant.
+    """One charged round: its mechanism and the cumulative epsilon after it, per accountant (:class:`Epsilons`:
+    PRV computed on first access).
 
     ``mechanism`` is ``None`` for the subsampled Gaussian of ``noise_multiplier``; otherwise a
     mechanism with its own Rényi curve (distributed DP), ``noise_multiplier`` its Gaussian
@@ -48,7 +97,7 @@ class LedgerEntry:
     round: int
     noise_multiplier: float
     sampling: Sampling
-    epsilon: dict[str, float]
+    epsilon: Mapping[str, float]
     info: dict[str, Any] = field(default_factory=dict)
     mechanism: RDPMechanism | None = None
     roster: tuple[int, ...] | None = field(default=None, repr=False)
@@ -84,6 +133,8 @@ class PrivacyLedger:
         names = list(dict.fromkeys([*accountants, *([budget.accountant] if budget else [])]))
         self._accountants: dict[str, Accountant] = {n: make_accountant(n) for n in names}
         self._unsupported: set[str] = set()
+        #: the last :meth:`check` (ledger length, round, budget delta, epsilon), reused by :meth:`record`
+        self._checked: tuple[int, float, Sampling, RDPMechanism | None, float, float] | None = None
         self.entries: list[LedgerEntry] = []
         self.state: dict[str, Any] = {}
 
@@ -92,15 +143,28 @@ class PrivacyLedger:
         return list(self._accountants)
 
     def epsilon(self, accountant: str | None = None) -> float:
+        """Cumulative epsilon (at the ledger's delta) by ``accountant`` (default: the budget's, else the first);
+        cached per ledger length (the last entry's value)."""
         name = accountant or (self.budget.accountant if self.budget else next(iter(self._accountants)))
         if name in self._unsupported:
             return math.nan
+        if self.entries and name in self.entries[-1].epsilon:
+            return self.entries[-1].epsilon[name]
         return self._accountants[name].get_epsilon(self.delta)
 
-    def check(self, *, noise_multiplier: float, sampling: Sampling, mechanism: RDPMechanism | None = None) -> float:
+    def check(
+        self,
+        *,
+        noise_multiplier: float,
+        sampling: Sampling,
+        mechanism: RDPMechanism | None = None,
+        roster: Sequence[int] | None = None,
+    ) -> float:
         """Epsilon (budget accountant) if this round ran; raises :class:`PrivacyBudgetExceeded` if over budget.
 
         ``mechanism``: a release with its own Rényi curve (``None``: the Gaussian of ``noise_multiplier``).
+        With a budget ``against="server"`` the worst client's server-view epsilon with this round
+        (``roster``: its cohort; ``None``: counted for every client) must stay within it too.
         """
         if self.budget is None:
             return math.nan
@@ -115,6 +179,9 @@ class PrivacyLedger:
         trial = acc.copy()
         trial.step(noise_multiplier=noise_multiplier, sampling=sampling, mechanism=mechanism)
         eps = trial.get_epsilon(self.budget.delta)
+        self._checked = (len(self.entries), float(noise_multiplier), sampling, mechanism, self.budget.delta, eps)
+        if self.budget.against == "server":
+            self._check_server(noise_multiplier=noise_multiplier, sampling=sampling, mechanism=mechanism, roster=roster)
         if eps > self.budget.epsilon:
             spent = acc.get_epsilon(self.budget.delta)
             raise PrivacyBudgetExceeded(
@@ -124,6 +191,37 @@ class PrivacyLedger:
                 budget=self.budget.epsilon,
             )
         return eps
+
+    def _check_server(
+        self,
+        *,
+        noise_multiplier: float,
+        sampling: Sampling,
+        mechanism: RDPMechanism | None,
+        roster: Sequence[int] | None,
+    ) -> None:
+        """Refuse a round that would bring the worst client's epsilon against the server over the budget."""
+        from dp.server_view import server_view_of  # the server view reads ledger entries: imported when used
+
+        assert self.budget is not None
+        trial = LedgerEntry(
+            round=len(self.entries) + 1,
+            noise_multiplier=float(noise_multiplier),
+            sampling=sampling,
+            epsilon={},
+            mechanism=mechanism,
+            roster=None if roster is None else tuple(sorted({int(c) for c in roster})),
+        )
+        view = server_view_of([*self.entries, trial], delta=self.budget.delta)
+        if view.epsilon > self.budget.epsilon:
+            spent = server_view_of(self.entries, delta=self.budget.delta).epsilon
+            raise PrivacyBudgetExceeded(
+                f"round {len(self.entries) + 1} would bring the worst client's epsilon against the server to "
+                f"{view.epsilon:.4g} > budget {self.budget.epsilon:.4g} (delta {self.budget.delta:g}, unamplified, "
+                f"{view.worst_rounds} rounds; the budget is enforced against the server); spent so far {spent:.4g}",
+                spent=spent,
+                budget=self.budget.epsilon,
+            )
 
     def record(
         self,
@@ -147,6 +245,15 @@ class PrivacyLedger:
         saved with the ledger and never published (``None``: unknown, counted for every client).
         """
         eps: dict[str, float] = {}
+        pending: dict[str, Accountant] = {}
+        checked = self._checked
+        same = checked is not None and checked[:5] == (
+            len(self.entries),
+            float(noise_multiplier),
+            sampling,
+            mechanism,
+            self.delta,
+        )
         for name, acc in self._accountants.items():
             if (
                 name in self._unsupported
@@ -157,12 +264,18 @@ class PrivacyLedger:
                 eps[name] = math.nan
                 continue
             acc.step(noise_multiplier=noise_multiplier, sampling=sampling, mechanism=mechanism)
-            eps[name] = acc.get_epsilon(self.delta)
+            if same and checked is not None and self.budget is not None and name == self.budget.accountant:
+                eps[name] = checked[5]  # :meth:`check` computed this very composition
+            elif acc.lazy:
+                pending[name] = acc.copy()  # a snapshot of this entry's history: computed on first access
+            else:
+                eps[name] = acc.get_epsilon(self.delta)
+        self._checked = None
         entry = LedgerEntry(
             round=round,
             noise_multiplier=float(noise_multiplier),
             sampling=sampling,
-            epsilon=eps,
+            epsilon=Epsilons(list(self._accountants), eps, pending, self.delta),
             info=dict(info),
             mechanism=mechanism,
             roster=None if roster is None else tuple(sorted({int(c) for c in roster})),
@@ -244,10 +357,18 @@ class PrivacyLedger:
         return out
 
     def rows(self) -> list[dict[str, Any]]:
+        """One row per entry; a lazy accountant's epsilon (PRV) is in the last row only (computed there, once)."""
         out = []
-        for e in self.entries:
+        last = len(self.entries) - 1
+        for i, e in enumerate(self.entries):
             row: dict[str, Any] = {"round": e.round, "noise_multiplier": e.noise_multiplier, "q": e.sampling.rate}
-            row.update({f"epsilon_{k}": v for k, v in e.epsilon.items()})
+            row.update(
+                {
+                    f"epsilon_{k}": e.epsilon[k]
+                    for k in e.epsilon
+                    if i == last or not self._accountants[k].lazy or k in self._unsupported
+                }
+            )
             row.update(e.info)
             out.append(row)
         return out

@@ -156,7 +156,9 @@ class DPRounds:
     (``dp_cohorts``: :data:`SECRET_COHORTS` or :data:`REPRODUCIBLE_COHORTS`); ``ledger_path``
     makes the ledger durable (resumed at construction, written after every recorded round),
     the adaptive clip of the next round with it (in the same atomic file: a restarted server
-    resumes the exact clip; a ledger it cannot continue exactly is refused).
+    resumes the exact clip; a ledger it cannot continue exactly is refused). ``accountant``: the
+    configured one; the round metrics carry RDP epsilon, and this accountant's when it is another
+    (the ledger computes PRV only when asked: :class:`dp.ledger.Epsilons`).
     """
 
     def __init__(
@@ -173,8 +175,10 @@ class DPRounds:
         secure_noise: bool | None = None,
         cohorts: str | None = None,
         ledger_path: str | None = None,
+        accountant: str = "rdp",
     ) -> None:
         self.ledger = PrivacyLedger(delta=delta, accountants=("rdp", "prv"), budget=budget)
+        self.accountant = accountant
         self.ledger_path = ledger_path
         if ledger_path is not None and os.path.exists(ledger_path):
             self.ledger.load(ledger_path)  # a restarted server keeps composing what it already released
@@ -190,7 +194,11 @@ class DPRounds:
 
     @classmethod
     def from_config(cls, cfg: DPConfig, *, secure_noise: bool | None = None, cohorts: str | None = None) -> DPRounds:
-        budget = PrivacyBudget(epsilon=cfg.budget, delta=cfg.delta, accountant=cfg.accountant) if cfg.budget else None
+        budget = (
+            PrivacyBudget(epsilon=cfg.budget, delta=cfg.delta, accountant=cfg.accountant, against=cfg.budget_against)
+            if cfg.budget
+            else None
+        )
         adaptive = (
             AdaptiveClipConfig(
                 initial_clip=cfg.clip_norm,
@@ -215,6 +223,7 @@ class DPRounds:
             secure_noise=secure_noise,
             cohorts=cohorts,
             ledger_path=cfg.ledger_path,
+            accountant=cfg.accountant,
         )
 
     @property
@@ -253,11 +262,14 @@ class DPRounds:
         cohort: int,
         dim: int,
         min_survivors: int | None = None,
+        roster: Sequence[int] | None = None,
     ) -> RoundPlan:
         """Check the budget for the worst case and fix the round's mechanisms.
 
         ``min_survivors`` (default ``cohort``: no dropout tolerated) is the fewest survivors
-        the inner protocol releases a sum for. Raises :class:`PrivacyBudgetExceeded` when even
+        the inner protocol releases a sum for; ``roster`` the round's cohort, for a budget
+        enforced against the server (``None``: counted for every client).
+        Raises :class:`PrivacyBudgetExceeded` when even
         the worst case is over budget, :class:`ProtocolAbort` when the protocol could release a
         sum without any honest noise share. Nothing is recorded: nothing was released yet.
         """
@@ -282,7 +294,7 @@ class DPRounds:
                 )
             shares = min(shares, honest_min)  # every sum the protocol may release holds >= shares honest shares
             z_worst = z * math.sqrt(min(honest_min, shares) / shares)  # == z
-        self.ledger.check(noise_multiplier=z_worst, sampling=sampling)
+        self.ledger.check(noise_multiplier=z_worst, sampling=sampling, roster=roster)
         factor = sampling.sensitivity_factor
         expected = sampling.rate * (sampling.population or cohort)
         z_update, z_count = z, 0.0
@@ -387,7 +399,8 @@ class DPRounds:
             self.clipper.restore(self.ledger.state[_CLIP_STATE])  # exactly what was saved
         metrics: dict[str, Any] = {
             "dp_epsilon_rdp": entry.epsilon.get("rdp", math.nan),
-            "dp_epsilon_prv": entry.epsilon.get("prv", math.nan),
+            # the configured accountant's, when it is not RDP (PRV costs ~0.8 s: computed only when asked)
+            **self._accountant_metric(entry),
             "dp_delta": self.ledger.delta,
             "dp_noise_multiplier": z,
             "dp_noise_multiplier_effective": z_effective,
@@ -426,6 +439,12 @@ class DPRounds:
             entry=entry,
             metrics=metrics,
         )
+
+    def _accountant_metric(self, entry: LedgerEntry) -> dict[str, float]:
+        """``dp_epsilon_<accountant>`` when the configured accountant is not RDP (whose figure is always there)."""
+        if self.accountant == "rdp":
+            return {}
+        return {f"dp_epsilon_{self.accountant}": entry.epsilon.get(self.accountant, math.nan)}
 
 
 class DPRoundsDriver:

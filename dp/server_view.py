@@ -48,7 +48,7 @@ from privagg.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from dp.accounting import Sampling
-    from dp.ledger import PrivacyLedger
+    from dp.ledger import LedgerEntry, PrivacyLedger
 
 __all__ = [
     "ServerView",
@@ -57,6 +57,7 @@ __all__ = [
     "gaussian_orders",
     "unamplified_rdp",
     "server_view",
+    "server_view_of",
     "participation_bound",
     "planned_server_view",
 ]
@@ -137,8 +138,12 @@ def server_view(ledger: PrivacyLedger, *, delta: float | None = None) -> ServerV
     Rounds with identical mechanisms are grouped; each client's vector of per-group counts is
     composed and converted; the largest epsilon is returned. ``delta`` defaults to the ledger's.
     """
-    d = ledger.delta if delta is None else float(delta)
-    entries = ledger.entries
+    return server_view_of(ledger.entries, delta=ledger.delta if delta is None else float(delta))
+
+
+def server_view_of(entries: Sequence[LedgerEntry], *, delta: float) -> ServerView:
+    """:func:`server_view` of a sequence of entries (a ledger's, or with one more round the budget tries)."""
+    d = float(delta)
     if not entries:
         return ServerView(0.0, d, 0, 0, 0)
     curves_only = any(e.mechanism is not None for e in entries)

@@ -83,11 +83,14 @@ class AggregateResult:
 
     ``participants`` are the clients whose updates are in ``delta`` (survivors);
     ``metrics`` holds numbers the report shows (bytes, seconds, clipped counts, epsilon...).
+    ``refused``: why the round was refused (:meth:`Aggregator.refuse`: nothing released, the model
+    stays as it was); ``None`` for a round that ran.
     """
 
     delta: np.ndarray
     participants: tuple[int, ...]
     metrics: dict[str, Any] = field(default_factory=dict)
+    refused: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +134,27 @@ class Aggregator(abc.ABC):
         DP-FedAvg checks its budget for this worst case before the sum is computed. Default: all ``n``.
         """
         return n
+
+    def min_cohort(self) -> int:
+        """The smallest cohort this aggregator's protocol runs a round for (default 1: any non-empty cohort)."""
+        return 1
+
+    def cohort_fault(self, n: int) -> str | None:
+        """Why the protocol refuses a round of ``n >= 1`` clients (``None``: it runs).
+
+        A refused round is not an error: the FedAvg loop refuses it (:meth:`refuse`) and goes on. The
+        reason never states ``n`` (under Poisson sampling with DP the cohort size is withheld).
+        """
+        m = self.min_cohort()
+        return None if n >= m else f"a cohort below the {self.name} aggregator's minimum of {m} clients"
+
+    def refuse(self, updates: Sequence[ClientUpdate], ctx: RoundContext, reason: str) -> AggregateResult:
+        """A refused round: nothing released, a zero delta, ``refused`` set (DP-FedAvg also charges it)."""
+        if ctx.global_params is not None:
+            dim = int(np.asarray(ctx.global_params).size)
+        else:
+            dim = check_updates(updates)
+        return AggregateResult(delta=np.zeros(dim), participants=(), metrics={"round_refused": reason}, refused=reason)
 
     def modular_sum(self, vectors: Mapping[int, np.ndarray], *, bits: int, ctx: RoundContext) -> ModularSum:
         """The sum mod ``2**bits`` of ring vectors (``uint64`` below ``2**bits``), for distributed DP.

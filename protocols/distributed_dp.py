@@ -156,7 +156,11 @@ class DistributedDPRounds:
         self.config = config
         self.population = population
         self.rounds = rounds
-        budget = PrivacyBudget(epsilon=config.budget, delta=config.delta) if config.budget else None
+        budget = (
+            PrivacyBudget(epsilon=config.budget, delta=config.delta, against=config.budget_against)
+            if config.budget
+            else None
+        )
         # RDP from each mechanism's own bound; the PRV accountant has none for these rounds (reads nan)
         self.ledger = PrivacyLedger(delta=config.delta, accountants=("rdp", "prv"), budget=budget)
         if config.ledger_path is not None and os.path.exists(config.ledger_path):
@@ -201,7 +205,8 @@ class DistributedDPRounds:
         inner: Aggregator,
     ) -> AggregateResult:
         n = len(updates)
-        opened = self.open_round(n, round=ctx.round, sampling=sampling, dim=dim, inner=inner)
+        roster = [u.client_id for u in updates]
+        opened = self.open_round(n, round=ctx.round, sampling=sampling, dim=dim, inner=inner, roster=roster)
         p, t, encoder = opened.params, opened.shares, opened.encoder
         start = time.perf_counter()
         if n == 0:  # an empty cohort: the server's noise alone, t shares as planned
@@ -224,7 +229,7 @@ class DistributedDPRounds:
             sampling=sampling,
             survivors=survivors,
             participants=participants,
-            roster=[u.client_id for u in updates],  # the whole cohort, survivors or not (an upper bound)
+            roster=roster,  # the whole cohort, survivors or not (an upper bound)
             upload_bytes=upload,
             secure=secure,
             seconds=seconds,
@@ -245,9 +250,64 @@ class DistributedDPRounds:
         """The survivors :meth:`close_round` is told for an empty cohort: the server's ``t`` honest shares."""
         return opened.shares + self.dishonest(0)
 
-    def open_round(self, n: int, *, round: int, sampling: Sampling, dim: int, inner: SurvivorFloor) -> OpenRound:
+    def refuse(
+        self,
+        n: int,
+        *,
+        round: int,
+        sampling: Sampling,
+        dim: int,
+        inner: SurvivorFloor,
+        roster: Sequence[int] | None,
+        reason: str,
+    ) -> dict[str, Any]:
+        """Charge a round whose cohort the secure sum refuses (nothing released): the plan's mechanism at its
+        ``t`` shares, as an empty cohort's release is charged, after the budget check; returns its metrics."""
+        p = self.plan(sampling, dim, inner)
+        mech = p.rdp_mechanism(p.shares, p.shares)
+        self.ledger.check(noise_multiplier=mech.noise_multiplier, sampling=sampling, mechanism=mech, roster=roster)
+        entry = self.ledger.record(
+            round=round,
+            noise_multiplier=mech.noise_multiplier,
+            sampling=sampling,
+            mechanism=mech,
+            roster=roster,
+            noise_mechanism=p.mechanism,
+            bits=p.bits,
+            clip_norm=p.clip,
+            clipped_fraction=WITHHELD,
+            noise_std=p.effective_noise_std(p.shares, p.shares),
+            sensitivity=p.l2_sensitivity / p.scale,
+            cohort=WITHHELD if sampling.kind == "poisson" else n,
+            participants=0,
+            refused=reason,
+        )
+        if self.config.ledger_path is not None:
+            self.ledger.save(self.config.ledger_path)
+        return {
+            "dp_epsilon_rdp": entry.epsilon.get("rdp", math.nan),
+            "dp_epsilon_prv": math.nan,
+            "dp_delta": self.ledger.delta,
+            "dp_noise": "distributed",
+            "dp_mechanism": p.mechanism,
+            "dp_bits": p.bits,
+            "dp_noise_multiplier": p.sigma / p.l2_sensitivity,
+            "dp_noise_multiplier_effective": mech.noise_multiplier,
+        }
+
+    def open_round(
+        self,
+        n: int,
+        *,
+        round: int,
+        sampling: Sampling,
+        dim: int,
+        inner: SurvivorFloor,
+        roster: Sequence[int] | None = None,
+    ) -> OpenRound:
         """Before anything is computed: the plan, ``t`` (refused when a sum could hold no honest share),
-        the budget checked for a sum of exactly ``t`` honest shares, the round's encoder."""
+        the budget checked for a sum of exactly ``t`` honest shares (``roster``: the cohort, for a budget
+        enforced against the server; ``None``: counted for every client), the round's encoder."""
         p = self.plan(sampling, dim, inner)
         t = p.shares if n == 0 else self.honest_min(inner, n)
         if t < 1:
@@ -258,7 +318,8 @@ class DistributedDPRounds:
                 party="server",
             )
         planned = p.rdp_mechanism(t, t)
-        self.ledger.check(noise_multiplier=planned.noise_multiplier, sampling=sampling, mechanism=planned)
+        z = planned.noise_multiplier
+        self.ledger.check(noise_multiplier=z, sampling=sampling, mechanism=planned, roster=roster)
         encoder = DistributedEncoder.for_round(p, seed=self.rotation_seed, round=round)
         return OpenRound(round=round, cohort=n, params=p, shares=t, encoder=encoder)
 

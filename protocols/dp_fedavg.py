@@ -231,6 +231,58 @@ class DPFedAvg(DPRoundsDriver, Aggregator):
         """
         return int(self.inner.min_survivors(n))
 
+    def min_cohort(self) -> int:
+        """The inner protocol's smallest cohort (an empty Poisson cohort still releases noise, accounted)."""
+        return self.inner.min_cohort()
+
+    def cohort_fault(self, n: int) -> str | None:
+        """The inner protocol's refusal of a cohort of ``n`` clients (see :meth:`refuse`)."""
+        return self.inner.cohort_fault(n)
+
+    def refuse(self, updates: Sequence[ClientUpdate], ctx: RoundContext, reason: str) -> AggregateResult:
+        """A round whose cohort the inner protocol refuses: nothing is released, and it is still charged.
+
+        The cohort was drawn (Poisson sampling ran), and the accounting composes every round, so the
+        round is recorded in the ledger at the noise it would have released with (the budget is
+        checked first, as for any round), with its roster, ``refused`` in the ledger row. The delta
+        is zero and ``refused`` is set: the loop leaves the model as it was.
+        """
+        dim = int(np.asarray(ctx.global_params).size) if ctx.global_params is not None else check_updates(updates)
+        sampling = self._round_sampling(updates, ctx)
+        roster = [u.client_id for u in updates]
+        if self.distributed is not None:
+            metrics = self.distributed.refuse(
+                len(updates),
+                round=ctx.round,
+                sampling=sampling,
+                dim=dim,
+                inner=self.inner,
+                roster=roster,
+                reason=reason,
+            )
+        else:
+            z = self.noise_multiplier if self.noise_multiplier is not None else self._calibrate(sampling)
+            plan = self.dp_rounds.plan(noise_multiplier=z, sampling=sampling, cohort=0, dim=dim, roster=roster)
+            metrics = self.dp_rounds.finish(plan, round=ctx.round, survivors=0, roster=roster, refused=reason).metrics
+        metrics = {**metrics, "round_refused": reason}
+        return AggregateResult(delta=np.zeros(dim), participants=(), metrics=metrics, refused=reason)
+
+    def _round_sampling(self, updates: Sequence[ClientUpdate], ctx: RoundContext) -> Sampling:
+        """The round's sampling scheme, checked against the configuration and the rounds so far."""
+        if self.population is not None and ctx.population != self.population:
+            raise ConfigurationError(
+                f"round population {ctx.population} differs from the configured {self.population}", field="population"
+            )
+        if self.population is None:
+            self.config.check_population(ctx.population)
+        sampling = sampling_from_context(ctx) if updates or ctx.sampling == "poisson" else None
+        if sampling is None:
+            raise ConfigurationError("an empty round only happens under Poisson sampling", field="sampling")
+        if self._sampling is not None and self._sampling.kind != sampling.kind:
+            raise ConfigurationError("the sampling scheme changed between rounds", field="sampling")
+        self._sampling = sampling
+        return sampling
+
     def aggregate(self, updates: Sequence[ClientUpdate], ctx: RoundContext) -> AggregateResult:
         cfg = self.config
         if updates:
@@ -241,18 +293,7 @@ class DPFedAvg(DPRoundsDriver, Aggregator):
             raise ConfigurationError(
                 "an empty round needs the global model's size (ctx.global_params)", field="updates"
             )
-        if self.population is not None and ctx.population != self.population:
-            raise ConfigurationError(
-                f"round population {ctx.population} differs from the configured {self.population}", field="population"
-            )
-        if self.population is None:
-            cfg.check_population(ctx.population)
-        sampling = sampling_from_context(ctx) if updates or ctx.sampling == "poisson" else None
-        if sampling is None:
-            raise ConfigurationError("an empty round only happens under Poisson sampling", field="sampling")
-        if self._sampling is not None and self._sampling.kind != sampling.kind:
-            raise ConfigurationError("the sampling scheme changed between rounds", field="sampling")
-        self._sampling = sampling
+        sampling = self._round_sampling(updates, ctx)
         if self.distributed is not None:  # clip, rotate, round, integer noise shares, secure sum mod 2^b
             weights = self.client_weights(updates) if updates else np.zeros(0)
             result = self.distributed.run(updates, weights, ctx, sampling=sampling, dim=dim, inner=self.inner)
@@ -266,7 +307,12 @@ class DPFedAvg(DPRoundsDriver, Aggregator):
         # 1. budget for the worst case, before anything is computed or released; the noise split
         n = len(updates)
         plan = self.dp_rounds.plan(
-            noise_multiplier=z, sampling=sampling, cohort=n, dim=dim, min_survivors=self.min_survivors(n) if n else 0
+            noise_multiplier=z,
+            sampling=sampling,
+            cohort=n,
+            dim=dim,
+            min_survivors=self.min_survivors(n) if n else 0,
+            roster=[u.client_id for u in updates],
         )
         mech, count_mech = plan.mechanism, plan.count_mechanism
         if n == 0:  # an empty cohort: the release is the server's noise alone

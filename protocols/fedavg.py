@@ -13,7 +13,11 @@ default), because amplification by subsampling assumes nobody knows who was samp
 draws them from the seed only when ``dp.reproducible_cohorts`` asks for it (the report then
 says "cohorts reproducible from the seed: not private"). An empty Poisson round is passed to
 an aggregator that releases it (``aggregates_empty_rounds``: DP-FedAvg adds its noise and
-accounts it); other aggregators skip it.
+accounts it); other aggregators skip it. A cohort the aggregator's protocol refuses
+(:meth:`~protocols.aggregation.Aggregator.cohort_fault`: below secure aggregation's minimum
+cohort) is a *refused* round: nothing released, the model unchanged, ``RoundRecord.refused`` set,
+and DP-FedAvg still charges it (:meth:`~protocols.dp_fedavg.DPFedAvg.refuse`); the run goes on. A
+federation that can never, or mostly cannot, reach that minimum is refused before round 1.
 """
 
 from __future__ import annotations
@@ -176,6 +180,8 @@ class RoundRecord:
     metrics: dict[str, Any] = field(default_factory=dict)
     #: False in a DP run with Poisson sampling: the cohort size and survivors reveal a client's presence
     counts_public: bool = True
+    #: why the aggregator's protocol refused the round's cohort (nothing released, model unchanged); None: it ran
+    refused: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         ca = self.client_accuracies
@@ -189,6 +195,7 @@ class RoundRecord:
             "num_participants": len(self.participants) if self.counts_public else "withheld",
             "seconds": self.seconds,
             "metrics": self.metrics,
+            **({"refused": self.refused} if self.refused is not None else {}),
         }
 
 
@@ -279,6 +286,7 @@ class FedAvgSimulation:
         if config.dp is not None:
             aggregator = self._wrap_dp(aggregator)
         self.aggregator = aggregator
+        self._check_cohorts()
         dp_cfg = aggregator.config if isinstance(aggregator, DPFedAvg) else config.dp
         #: cohorts from the secret source (a DP run, unless ``dp.reproducible_cohorts``)
         self.secret_cohorts = dp_cfg is not None and not dp_cfg.reproducible_cohorts
@@ -289,6 +297,32 @@ class FedAvgSimulation:
         self.local_trainer = local_trainer
         self.history: list[RoundRecord] = []
         self._scratch = copy.deepcopy(self.model)
+
+    def _check_cohorts(self) -> None:
+        """Refuse, before round 1, a federation whose cohorts the aggregator's protocol (mostly) cannot run.
+
+        A single small Poisson cohort is refused at its round and the run goes on; a configuration
+        that can never reach the protocol's minimum cohort (population or fixed cohort below it), or
+        whose expected Poisson cohort is below it (most rounds refused, each still charged under DP),
+        is a misconfiguration.
+        """
+        fed, n = self.config.federation, self.config.data.num_clients
+        largest = fed.clients_per_round if fed.sampling == "fixed" and fed.clients_per_round is not None else n
+        if self.aggregator.cohort_fault(largest) is not None:
+            where = "federation.clients_per_round" if fed.sampling == "fixed" else "data.num_clients"
+            raise ConfigurationError(
+                f"a round of {largest} clients can never run: {self.aggregator.cohort_fault(largest)}", field=where
+            )
+        if fed.sampling == "poisson" and fed.sampling_rate is not None:
+            m = self.aggregator.min_cohort()
+            if fed.sampling_rate * n < m:
+                raise ConfigurationError(
+                    f"the expected Poisson cohort ({fed.sampling_rate:g} x {n} = {fed.sampling_rate * n:.3g} clients) "
+                    f"is below the {self.aggregator.name} protocol's minimum cohort of {m}: most rounds would be "
+                    f"refused{' and still charged to the DP ledger' if self.config.dp is not None else ''}",
+                    field="federation.sampling_rate",
+                    accepted=f">= {m / n:.4g}",
+                )
 
     def _wrap_dp(self, inner: Aggregator) -> Aggregator:
         dp = self.config.dp
@@ -384,7 +418,10 @@ class FedAvgSimulation:
         )
         for hook in self.update_hooks:
             updates = hook(updates, ctx, self)
-        if updates or getattr(self.aggregator, "aggregates_empty_rounds", False):
+        fault = self.aggregator.cohort_fault(len(updates)) if updates else None
+        if fault is not None:  # the protocol refuses this cohort: nothing released (DP still charges it)
+            result = self.aggregator.refuse(updates, ctx, fault)
+        elif updates or getattr(self.aggregator, "aggregates_empty_rounds", False):
             result = self.aggregator.aggregate(updates, ctx)
             self.global_params = gp + self.config.federation.server_lr * result.delta
         else:
@@ -400,6 +437,7 @@ class FedAvgSimulation:
             seconds=time.perf_counter() - t0,
             metrics=dict(result.metrics),
             counts_public=not (isinstance(self.aggregator, DPFedAvg) and ctx.sampling == "poisson"),
+            refused=result.refused,
         )
         self.history.append(record)
         for obs in self.observers:

@@ -40,6 +40,8 @@ from secagg.messages import DIGEST_BYTES
 
 __all__ = ["SecAggAggregator", "SecAggOptions", "SecAggRoundStats"]
 
+_MAX_COHORT_SEARCH = 1 << 16  # min_cohort gives up past this many clients
+
 
 def _round_digest(ctx: RoundContext) -> bytes:
     """The digest of the global model this round's clients trained on: it binds the session (and, in
@@ -180,6 +182,7 @@ class SecAggAggregator(Aggregator):
         self._identity_keys: dict[int, ed25519.Ed25519PrivateKey] = {}
         self._directory: dict[int, bytes] = {}
         self.rounds: list[SecAggRoundStats] = []
+        self._min_cohort: int | None = None
 
     @classmethod
     def from_options(cls, options: SecAggOptions) -> SecAggAggregator:
@@ -197,6 +200,51 @@ class SecAggAggregator(Aggregator):
         if n < 3:
             return n
         return self.params_for(n).min_survivors(n)
+
+    def min_cohort(self) -> int:
+        """The smallest cohort a round runs for: 3 clients, the clients' policy minimum (active mode), and the
+        smallest population the derivation finds parameters for at the configured rates (searched once,
+        assuming a larger cohort is never harder to secure; :meth:`cohort_fault` still checks each cohort)."""
+        if self._min_cohort is None:
+            policy = self.client_policy()
+            lo = max(3, policy.min_clients if policy is not None else 3)
+            if self._derivable(lo):
+                self._min_cohort = lo
+            else:
+                hi = lo + 1
+                while not self._derivable(hi):
+                    if hi > _MAX_COHORT_SEARCH:
+                        raise ConfigurationError(
+                            f"no cohort of up to {_MAX_COHORT_SEARCH} clients has secure-aggregation parameters at "
+                            f"dropout {self.options.dropout_rate:g} and corruption {self.options.corruption_rate:g}",
+                            field="aggregation.options.dropout_rate",
+                        )
+                    lo, hi = hi, min(2 * hi, _MAX_COHORT_SEARCH + 1)
+                while hi - lo > 1:  # lo fails, hi works
+                    mid = (lo + hi) // 2
+                    lo, hi = (lo, mid) if self._derivable(mid) else (mid, hi)
+                self._min_cohort = hi
+        return self._min_cohort
+
+    def _derivable(self, n: int) -> bool:
+        try:
+            self.params_for(n)
+        except ConfigurationError:
+            return False
+        return True
+
+    def cohort_fault(self, n: int) -> str | None:
+        """A cohort below :meth:`min_cohort`, or one the derivation finds no parameters for, is refused (the
+        clients would refuse its roster); the reason names the minimum, never the cohort's size."""
+        m = self.min_cohort()
+        if n >= m and self._derivable(n):
+            return None
+        rates = (
+            f" at dropout {self.options.dropout_rate:g} and corruption {self.options.corruption_rate:g}"
+            if self._policy is not None
+            else ""
+        )
+        return f"a cohort below secure aggregation's minimum of {m} clients{rates}"
 
     def params_for(self, n: int) -> SecAggParams:
         """The round's parameters for a cohort of ``n`` clients."""

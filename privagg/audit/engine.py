@@ -32,6 +32,7 @@ from privagg.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from dp import Sampling
+    from dp.config import DPConfig
     from dp.distributed_accounting import RDPMechanism
 
 __all__ = ["AuditResult", "check_compatibility", "check_dp", "run_audit"]
@@ -117,7 +118,7 @@ def check_dp(cfg: AuditConfig) -> tuple[list[Finding], BudgetCurve | None]:
     detail = (
         f"{sampling.describe()}, noise multiplier {z:g}, {d.rounds} rounds: epsilon "
         + ", ".join(f"{k.upper()} {v:.3g}" for k, v in finals.items())
-        + f" at delta {mech.delta:g} (limit {d.max_epsilon:g})"
+        + f" at delta {mech.delta:g} (limit {d.max_epsilon:g}); {_enforced(mech)}"
     )
     findings = [
         Finding(
@@ -125,7 +126,7 @@ def check_dp(cfg: AuditConfig) -> tuple[list[Finding], BudgetCurve | None]:
             "fail" if worst > d.max_epsilon else "pass",
             _budget_title("Privacy budget", mech.noise),
             detail,
-            {"epsilon": finals, "delta": mech.delta},
+            {"epsilon": finals, "delta": mech.delta, "budget_against": mech.budget_against},
         ),
         _server_finding(cfg, sampling, amplified=finals.get("rdp", worst), noise_multiplier=z, noise=str(mech.noise)),
     ]
@@ -141,6 +142,21 @@ def check_dp(cfg: AuditConfig) -> tuple[list[Finding], BudgetCurve | None]:
         )
     budget = BudgetCurve(tuple(float(r) for r in marks), curves, mech.delta, d.max_epsilon)
     return findings, budget
+
+
+def _enforced(mech: DPConfig) -> str:
+    """Which guarantee the run's budget enforces before each round (``dp.budget_against``)."""
+    if mech.budget is None:
+        return "the run enforces no budget"
+    if mech.budget_against == "server":
+        return (
+            f'the run\'s budget {mech.budget:g} is enforced against the server (budget_against = "server": a round '
+            "is refused before the worst client's unamplified epsilon, or the amplified one, would exceed it)"
+        )
+    return (
+        f"the run's budget {mech.budget:g} is enforced against observers of the released models (the amplified "
+        'epsilon; budget_against = "observers")'
+    )
 
 
 def _budget_title(title: str, noise: str) -> str:
@@ -199,7 +215,12 @@ def _server_finding(
         why.append(f"above the limit {d.max_epsilon:g}")
     detail = (
         f"{planned.describe()}; the amplified epsilon {amplified:.3g} holds only against observers of the released "
-        "models who do not see the rosters: the server runs secure aggregation with authenticated rosters"
+        "models who do not see the rosters: the server runs secure aggregation with authenticated rosters; "
+        + (
+            'the run\'s budget is enforced against this figure (budget_against = "server")'
+            if mech.budget_against == "server"
+            else 'the run\'s budget does not enforce this figure (budget_against = "observers")'
+        )
     )
     return Finding(
         "dp.server",
@@ -214,6 +235,7 @@ def _server_finding(
             "failure": planned.failure,
             "target_epsilon": target,
             "amplified_epsilon": amplified,
+            "budget_against": mech.budget_against,
         },
     )
 
@@ -285,8 +307,9 @@ def check_distributed(cfg: AuditConfig, sampling: Sampling) -> tuple[list[Findin
             _budget_title("Privacy budget (distributed DP)", "distributed"),
             f"{sampling.describe()}, {p.mechanism} noise summing to std {p.sigma:.4g} (scale {p.scale:.4g}; "
             f"Gaussian-equivalent noise multiplier {p.sigma / p.l2_sensitivity:.3g}), {d.rounds} rounds: epsilon RDP "
-            f"{final:.3g} at delta {mech.delta:g} (limit {d.max_epsilon:g}); PRV n/a (no bound for this mechanism)",
-            {"epsilon": {"rdp": final}, "delta": mech.delta},
+            f"{final:.3g} at delta {mech.delta:g} (limit {d.max_epsilon:g}); PRV n/a (no bound for this mechanism); "
+            + _enforced(mech),
+            {"epsilon": {"rdp": final}, "delta": mech.delta, "budget_against": mech.budget_against},
         ),
         Finding(
             "dp.distributed",

@@ -16,13 +16,14 @@ Examples::
 ``defense``, ``batch_size``, ``dp_epsilon``, ``dp_delta``; the federation under
 ``[case.run]`` — ``seed``, ``[case.run.data]`` ``dataset``/``num_clients``,
 ``[case.run.model]`` — ``[case.adversary]``, ``[case.options]``) and an ``[attack]`` table
-(the attack's hyper-parameters). Command-line flags override the file. Everything is
-seeded: the same command gives the same numbers.
+(the attack's hyper-parameters). Flags override the file. Everything is seeded.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,20 @@ from typing import Any
 from privagg.cli._console import names_help
 from privagg.errors import ConfigurationError
 
-__all__ = ["add_parser"]
+__all__ = ["add_parser", "catalog", "defenses"]
+
+
+def catalog() -> dict[str, Any]:
+    """``attacks/catalog.json`` (:func:`attacks.registry.catalog`), found by its import spec: no attack code runs."""
+    spec = importlib.util.find_spec("attacks")
+    assert spec is not None and spec.submodule_search_locations, "the attacks package is not installed"
+    data: dict[str, Any] = json.loads((Path(spec.submodule_search_locations[0]) / "catalog.json").read_text("utf-8"))
+    return data
+
+
+def defenses() -> list[str]:
+    """The registered defense names (from the catalogue: no torch for ``--help``)."""
+    return [str(n) for n in catalog()["defenses"]]
 
 
 def add_parser(sub: Any) -> None:
@@ -42,7 +56,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("name", nargs="?", metavar="NAME", help="registered attack name (see --list)")
     p.add_argument("--list", action="store_true", help="list the registered attacks and exit")
-    p.add_argument("--defense", action=names_help("defense (default none): {names}", "attacks.registry:DEFENSES.names"))
+    p.add_argument("--defense", action=names_help("defense (default none): {names}", "privagg.cli.attack:defenses"))
     p.add_argument("--config", metavar="TOML", help="TOML file with [case] and [attack] tables")
     p.add_argument("--json", action="store_true", help="print report.json to stdout")
     p.add_argument("--out", metavar="DIR", help="report directory (default: privagg-attack-NAME-DEFENSE)")
@@ -70,6 +84,10 @@ def _ints(text: str | None, field: str, low: int) -> tuple[int, ...]:
 
 
 def _main(args: argparse.Namespace) -> int:
+    if args.list:  # from the catalogue: listing imports no attack (and no torch)
+        for n, kind, description in catalog()["attacks"]:
+            print(f"{n:24s} {kind:10s} {description}")
+        return 0
     import torch
 
     from attacks import ATTACKS
@@ -78,11 +96,6 @@ def _main(args: argparse.Namespace) -> int:
     from privagg.config import read_toml
     from privagg.report.attacks import write_attack_report
 
-    if args.list:
-        for n in ATTACKS.names():
-            cls = ATTACKS.get(n)
-            print(f"{n:24s} {cls.kind:10s} {cls.description}")
-        return 0
     if not args.name and not args.matrix:
         raise ConfigurationError("give an attack NAME (or --list, --matrix)", field="NAME", accepted=ATTACKS.names())
     started = utc_now()

@@ -197,6 +197,12 @@ def _distributed_rows(agg: DPFedAvg) -> list[tuple[str, str]]:
     ]
 
 
+def _against(against: str) -> str:
+    if against == "server":
+        return "the server: the worst client's unamplified epsilon, and the amplified one"
+    return "observers of the released models: the amplified epsilon"
+
+
 @aggregator_sections.register
 def dp_fedavg_sections(agg: DPFedAvg) -> list[Section]:
     """The DP section (guarantee, ledger, epsilon per round), then the inner aggregator's sections."""
@@ -204,7 +210,7 @@ def dp_fedavg_sections(agg: DPFedAvg) -> list[Section]:
     rows = agg.ledger.rows()
     rounds = [r["round"] for r in rows]
     eps_rdp = [r.get("epsilon_rdp", math.nan) for r in rows]
-    eps_prv = [r.get("epsilon_prv", math.nan) for r in rows]
+    eps_prv = [r.get("epsilon_prv", math.nan) for r in rows]  # the last round only: PRV is computed once
     final_rdp = eps_rdp[-1] if rows else 0.0
     final_prv = eps_prv[-1] if rows else 0.0
     samp = agg.sampling
@@ -215,7 +221,7 @@ def dp_fedavg_sections(agg: DPFedAvg) -> list[Section]:
         fig, ax = plt.subplots(figsize=(6, 3.6))
         ax.plot(rounds, eps_rdp, marker=".", label="RDP (Opacus / dp-accounting)")
         if any(math.isfinite(e) for e in eps_prv):
-            ax.plot(rounds, eps_prv, marker=".", label="PRV (Opacus)")
+            ax.plot(rounds, eps_prv, marker="o", linestyle="none", label="PRV (Opacus), final round")
         if cfg.budget is not None:
             ax.axhline(cfg.budget, color="red", linestyle="--", linewidth=1, label=f"budget {cfg.budget:g}")
         ax.set_xlabel("round")
@@ -246,7 +252,12 @@ def dp_fedavg_sections(agg: DPFedAvg) -> list[Section]:
         *_distributed_rows(agg),
         ("clipping", f"{'adaptive' if cfg.adaptive_clipping else 'fixed'}, initial C = {cfg.clip_norm:g}"),
         ("weighting", cfg.weighting),
-        ("budget", f"{cfg.budget:g} ({cfg.accountant})" if cfg.budget else "none"),
+        (
+            "budget",
+            f"{cfg.budget:g} ({cfg.accountant}, enforced against {_against(cfg.budget_against)})"
+            if cfg.budget
+            else "none",
+        ),
         ("cohorts", agg.dp_rounds.cohorts or "drawn by the caller (not stated)"),
         ("delta x population", f"{cfg.delta * agg.population:.3g}" if agg.population else "population not fixed"),
     ]
@@ -259,7 +270,7 @@ def dp_fedavg_sections(agg: DPFedAvg) -> list[Section]:
             r.get("epsilon_prv"),
             r["clip_norm"],
             r["clipped_fraction"],
-            r["participants"],
+            "refused (charged)" if r.get("refused") else r["participants"],
         ]
         for r in rows
     ]
@@ -268,7 +279,7 @@ def dp_fedavg_sections(agg: DPFedAvg) -> list[Section]:
         title="Differential privacy (client-level DP-FedAvg)",
         data={"config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}, "ledger": rows},
         summary=summary,
-        figures=[Figure("dp_epsilon.png", "Cumulative epsilon per round, RDP and PRV accountants", draw)],
+        figures=[Figure("dp_epsilon.png", "Cumulative epsilon per round (RDP) and after the last round (PRV)", draw)],
         tables=[("Privacy ledger", header, table)],
         text=GUARANTEE_TEXT,
     )

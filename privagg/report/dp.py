@@ -33,6 +33,7 @@ __all__ = [
     "NOT_COVERED_WARNINGS",
     "SERVER_SEES_ROSTERS",
     "accuracy_cost_section",
+    "budget_line",
     "dp_warnings",
     "guarantee",
     "guarantee_line",
@@ -97,8 +98,10 @@ def guarantee(dp_run: Any) -> dict[str, Any]:
             "against_server": "none: the server is trusted (central noise: it sees the aggregate before the noise)",
             "against_observer": "amplified by sampling",
         }
+    refused = [e.round for e in ledger.entries if e.info.get("refused")]
     return {
         "unit": "client-level (all updates of one client, every round)",
+        "refused_rounds": refused,
         "epsilon": eps,
         "delta": float(ledger.delta),
         "accountant": accountant,
@@ -110,6 +113,7 @@ def guarantee(dp_run: Any) -> dict[str, Any]:
         "noise_sampler": sampler,
         "secure_noise": secure,
         "budget_epsilon": cfg.budget,
+        "budget_against": str(getattr(cfg, "budget_against", "observers")),
         "delta_times_population": float(ledger.delta * population) if population else math.nan,
         "private": secure and not reproducible,
         **server,
@@ -136,7 +140,13 @@ def guarantee_line(g: dict[str, Any]) -> str:
     amplified one against an observer of the released models; central noise: the server is trusted.
     """
     eps = f"({g['epsilon']:.4g}, {g['delta']:g})-DP"
-    how = f"by the {g['accountant']} accountant over {g['rounds']} released rounds, {g['sampling']}, "
+    refused = len(g.get("refused_rounds") or ())
+    counted = (
+        f"{g['rounds']} rounds ({refused} refused: nothing released, still charged)"
+        if refused
+        else (f"{g['rounds']} released rounds")
+    )
+    how = f"by the {g['accountant']} accountant over {counted}, {g['sampling']}, "
     how += f"cohorts {g['cohorts']}"
     noise = g.get("noise")
     if noise in SERVER_SEES_ROSTERS:
@@ -156,6 +166,44 @@ def guarantee_line(g: dict[str, Any]) -> str:
     if "not private" in g["cohorts"]:
         line += "; NOT PRIVATE: the accountant assumes secret cohorts (amplification by sampling)"
     return line
+
+
+def budget_line(g: dict[str, Any]) -> str:
+    """The budget and which guarantee it enforces before each round (``budget_against``)."""
+    if g.get("budget_epsilon") is None:
+        return "none"
+    head = f"{g['budget_epsilon']:g} ({g['accountant']}), "
+    if g.get("budget_against") == "server":
+        return head + (
+            "enforced against the server: a round is refused before it would bring the worst client's "
+            "unamplified epsilon against the server (or the amplified one) over it"
+        )
+    return head + (
+        "enforced against observers of the released models (the amplified epsilon); the epsilon against "
+        "the server is reported, not enforced"
+        if g.get("noise") in SERVER_SEES_ROSTERS
+        else "enforced against observers of the released models (the amplified epsilon)"
+    )
+
+
+def _refused_rows(g: dict[str, Any]) -> list[tuple[str, str]]:
+    """The refused rounds (a cohort the secure sum refused): what happened, and what the accounting leaves out."""
+    refused = list(g.get("refused_rounds") or ())
+    if not refused:
+        return []
+    shown = ", ".join(str(r) for r in refused[:20]) + (", ..." if len(refused) > 20 else "")
+    return [
+        (
+            "refused rounds",
+            f"{len(refused)} of {g['rounds']} (rounds {shown}): the cohort was below the protocol's minimum; "
+            "nothing was released and the model was left as it was; each is charged like a released round",
+        ),
+        (
+            "not covered by DP",
+            "that a round was refused: it tells observers the round's cohort was below the minimum (a function "
+            "of who was sampled), which the amplified accounting does not bound",
+        ),
+    ]
 
 
 def guarantee_section(dp_run: Any, *, not_covered: list[str]) -> Section:
@@ -185,7 +233,8 @@ def guarantee_section(dp_run: Any, *, not_covered: list[str]) -> Section:
             ("sampling", g["sampling"]),
             ("cohorts", g["cohorts"]),
             ("noise", noise),
-            ("budget", "none" if g["budget_epsilon"] is None else f"{g['budget_epsilon']:g} ({g['accountant']})"),
+            *_refused_rows(g),
+            ("budget", budget_line(g)),
             ("delta x population", f"{delta_n:.3g} (must stay below 1)" if math.isfinite(delta_n) else "-"),
             *[("not covered by DP", item) for item in not_covered],
         ],
@@ -197,7 +246,8 @@ def dp_warnings(dp_run: Any, baseline_run: Any = None) -> list[str]:
 
     * near chance: final accuracy below ``1.5 / classes``; or more than 20 points under the run
       without DP;
-    * every update clipped in the last rounds (the aggregator's operator diagnostic, never published).
+    * every update clipped in the last rounds (the aggregator's operator diagnostic, never published);
+    * refused rounds (a cohort below the protocol's minimum): charged, nothing released.
     """
     out: list[str] = []
     classes = int(getattr(getattr(dp_run, "label_counts", None), "shape", (0, 0))[1] or 0)
@@ -215,6 +265,12 @@ def dp_warnings(dp_run: Any, baseline_run: Any = None) -> list[str]:
     fractions = list(getattr(getattr(dp_run, "aggregator", None), "operator_clipped_fractions", []))[-3:]
     if fractions and min(fractions) >= 1.0:
         out.append("DP clips every update: raise dp.clip_norm or set dp.adaptive_clipping = true")
+    refused = [h.round for h in getattr(dp_run, "history", []) if getattr(h, "refused", None) is not None]
+    if refused:
+        out.append(
+            f"{len(refused)} of {len(dp_run.history)} rounds refused (cohort below the protocol's minimum), each "
+            "charged to the DP ledger with nothing released: raise federation.sampling_rate or data.num_clients"
+        )
     return out
 
 

@@ -472,5 +472,12 @@ def training_section(
             {k: v for k, v in r.items() if k not in ("worst_client_accuracy", "median_client_accuracy")}
             for r in records
         ]
+    refused = [h.round for h in history if h.refused is not None]
+    if refused:
+        reason = next(h.refused for h in history if h.refused is not None)
+        summary.append(
+            ("refused rounds", f"{len(refused)} of {len(history)} ({reason}): nothing released, model unchanged")
+        )
+        data["refused_rounds"] = refused
     summary.append(("wall time", wall_text))
     return Section(key="training", title="Federated training", text=text, data=data, summary=summary, figures=figures)

@@ -145,7 +145,8 @@ def test_weighted_estimate_is_fixed_denominator_sum() -> None:
     want = (w[:, None] * np.stack([u.delta for u in ups])).sum(0) / (5 / pop * 25.0)
     # exact up to the noise grid: snapping moves each coordinate by <= g/2 before the division
     np.testing.assert_allclose(res.delta, want, atol=res.metrics["dp_grid"] / 2 / res.metrics["dp_denominator"] + 1e-5)
-    assert math.isinf(res.metrics["dp_epsilon_prv"]) or res.metrics["dp_epsilon_prv"] > 100
+    prv = agg.ledger.epsilon("prv")
+    assert math.isinf(prv) or prv > 100
 
 
 def test_budget_stops_a_round_before_overspending() -> None:
@@ -173,13 +174,17 @@ def test_target_epsilon_calibrates_and_never_exceeds() -> None:
         agg.aggregate(updates(10, 8), ctx(range(10), population=pop, r=rounds + 1))
 
 
-def test_metrics_report_both_accountants() -> None:
+def test_the_ledger_keeps_both_accountants_and_the_metrics_the_configured_one() -> None:
     agg = DPFedAvg(MeanAggregator(), config=DPConfig(noise_multiplier=1.2), noise_sampler=noise())
     res = agg.aggregate(updates(4, 8), ctx(range(4), population=4 * 3383 // 120))
-    assert res.metrics["dp_epsilon_prv"] < res.metrics["dp_epsilon_rdp"]
+    assert "dp_epsilon_prv" not in res.metrics  # PRV (~0.8 s) is computed when asked, not every round
+    assert agg.ledger.epsilon("prv") < res.metrics["dp_epsilon_rdp"] == agg.ledger.epsilon("rdp")
+    asked = DPFedAvg(MeanAggregator(), config=DPConfig(noise_multiplier=1.2, accountant="prv"), noise_sampler=noise())
+    res = asked.aggregate(updates(4, 8), ctx(range(4), population=4 * 3383 // 120))
+    assert res.metrics["dp_epsilon_prv"] == asked.ledger.epsilon("prv") < res.metrics["dp_epsilon_rdp"]
     fixed = DPFedAvg(MeanAggregator(), config=DPConfig(noise_multiplier=1.2), noise_sampler=noise())
     res = fixed.aggregate(updates(4, 8), ctx(range(4), population=40, sampling="fixed"))
-    assert math.isnan(res.metrics["dp_epsilon_prv"]) and res.metrics["dp_epsilon_rdp"] > 0
+    assert math.isnan(fixed.ledger.epsilon("prv")) and res.metrics["dp_epsilon_rdp"] > 0
 
 
 def test_client_side_noise_sum_carries_full_noise() -> None:
