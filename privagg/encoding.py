@@ -122,19 +122,24 @@ class RingEncoding:
         Non-finite inputs are refused: a NaN would silently poison the aggregate.
         """
         x = np.asarray(x, dtype=np.float64).ravel()
-        if not np.all(np.isfinite(x)):
+        if not np.isfinite(x).all():
             raise ConfigurationError("input contains NaN or infinity", field="x")
-        clipped = int(np.count_nonzero(np.abs(x) > self.clip))
-        v = np.clip(x, -self.clip, self.clip) * self.scale
+        v = np.clip(x, -self.clip, self.clip)  # a new array: the steps below work in place
+        clipped = int(np.count_nonzero(v != x))  # for finite x, clip(x) != x exactly when |x| > clip
+        v *= self.scale
         low = np.floor(v)
-        up = rng.random(v.shape) < (v - low)
-        ints = low.astype(np.int64) + up
+        v -= low  # the fractional part
+        up = rng.random(v.shape) < v
+        ints = low.astype(np.int64)
+        ints += up
         np.clip(ints, -self.q, self.q, out=ints)
         return ints, clipped
 
     def to_ring(self, ints: np.ndarray) -> np.ndarray:
         """Signed integers -> ring elements (two's complement mod ``2**modulus_bits``)."""
-        return np.asarray(ints, dtype=np.int64).astype(np.uint64) & np.uint64(self.modulus - 1)
+        r = np.array(ints, dtype=np.int64).view(np.uint64)  # one copy, reinterpreted in two's complement
+        r &= np.uint64(self.modulus - 1)
+        return r
 
     def from_ring(self, ring: np.ndarray) -> np.ndarray:
         """Ring elements -> signed integers in ``[-2**(k-1), 2**(k-1))``."""
