@@ -30,9 +30,12 @@ start-up and is excluded).
 
     python benchmarks/flower_secagg.py --clients 100 --params 100000 --dropout 0.1 --repeat 3
     python benchmarks/flower_secagg.py --engine ray --clients 100 --params 100000 --dropout 0.1 --repeat 2
+    # the nodes' party cache (protocols.flower._state) on and off, side by side:
+    python benchmarks/flower_secagg.py --systems privagg-sh,privagg-sh-nocache,privagg-active,privagg-active-nocache
 
 Prints one JSON ``SUMMARY`` line: per system the median round seconds, and the ratios
-``flower / privagg``.
+``flower / privagg`` (wall clock; with the inproc engine also of this process's CPU time,
+``cpu_speedup_vs_flower``, which a busy machine disturbs less), with the 1-minute load average.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -53,6 +57,9 @@ import numpy as np
 __all__ = ["main"]
 
 SYSTEMS = ("plain", "flower", "privagg-sh", "privagg-active", "privagg-active-derived")
+#: not run by default: a privagg system with its nodes' process-local party cache off (every party restored
+#: from its node state, as after a process change before every message), e.g. ``privagg-sh-nocache``
+NOCACHE = "-nocache"
 
 
 def _flower_k(n: int) -> int:
@@ -60,11 +67,12 @@ def _flower_k(n: int) -> int:
     return n if k >= n else k
 
 
-def _timed(workflow: Any, log: list[float]) -> Any:
+def _timed(workflow: Any, log: list[float], cpu: list[float]) -> Any:
     def fit(grid: Any, context: Any) -> None:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         workflow(grid, context)
         log.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)  # this process's CPU: robust to a busy machine (inproc engine only)
 
     return fit
 
@@ -141,7 +149,7 @@ def run_system(name: str, args: argparse.Namespace, pki: str) -> dict[str, Any]:
                 errors.append(math.inf)
 
     else:
-        threat = ThreatModel.SEMI_HONEST if name == "privagg-sh" else ThreatModel.ACTIVE
+        threat = ThreatModel.SEMI_HONEST if name.startswith("privagg-sh") else ThreatModel.ACTIVE
         config = SecAggWorkflowConfig(
             threat=threat,
             dropout_rate=args.dropout,
@@ -150,7 +158,7 @@ def run_system(name: str, args: argparse.Namespace, pki: str) -> dict[str, Any]:
             modulus_bits=args.modulus_bits,
             pki=pki if threat is ThreatModel.ACTIVE else None,  # active: the server screens with the clients' PKI
         )
-        if not name.endswith("derived"):  # Flower's graph: K - 1 neighbours, threshold T
+        if not name.removesuffix(NOCACHE).endswith("derived"):  # Flower's graph: K - 1 neighbours, threshold T
             config = dataclasses.replace(config, degree=k - 1, threshold=t)
         inner = PrivAggSecAggWorkflow(config)
         mods = [dropout_mod(partitions=range(n_drop), stage="delivery")]
@@ -169,7 +177,8 @@ def run_system(name: str, args: argparse.Namespace, pki: str) -> dict[str, Any]:
 
     log: list[float] = []
     counter = [0]
-    timed = _timed(inner, log)
+    cpu: list[float] = []
+    timed = _timed(inner, log, cpu)
 
     def workflow(grid: Any, context: Any) -> None:
         counter[0] += 1
@@ -178,6 +187,11 @@ def run_system(name: str, args: argparse.Namespace, pki: str) -> dict[str, Any]:
 
     server_app = vector_server_app(workflow, num_clients=n, dimension=m, rounds=rounds, dimension_of_round=dim_of)
     client_app = vector_client_app(dimension=m, seed=seed, mods=mods)
+    from protocols.flower.secagg import _STORE
+
+    hits, restores, entries = _STORE.hits, _STORE.restores, _STORE.max_entries
+    if name.endswith(NOCACHE):
+        _STORE.max_entries = 0
     t0 = time.perf_counter()
     if args.engine == "ray":
         from flwr.simulation import run_simulation
@@ -193,6 +207,7 @@ def run_system(name: str, args: argparse.Namespace, pki: str) -> dict[str, Any]:
         )
     else:
         run_inprocess(server_app, client_app, num_nodes=n)
+    _STORE.max_entries = entries
     total = time.perf_counter() - t0
     times = log[warm:]
     errs = errors[warm:]
@@ -201,6 +216,8 @@ def run_system(name: str, args: argparse.Namespace, pki: str) -> dict[str, Any]:
         "system": name,
         "round_s": times,
         "round_s_median": statistics.median(times) if times else None,
+        "round_cpu_s": cpu[warm:],
+        "round_cpu_s_median": statistics.median(cpu[warm:]) if cpu[warm:] else None,
         "max_abs_err": max(errs) if errs else None,
         "included_clients": included[warm:],
         "ok": ok,
@@ -212,6 +229,9 @@ def run_system(name: str, args: argparse.Namespace, pki: str) -> dict[str, Any]:
         out["params"] = repr(inner.history[-1].params)
         out["stage_s_last"] = {s: round(v, 4) for s, v in inner.history[-1].stage_seconds.items()}
         out["server_s_last"] = inner.history[-1].server_seconds
+        # node parties taken from this process's cache / restored from their node state (protocols.flower._state;
+        # with the ray engine the actors' counts are not seen here)
+        out["party_cache_hits"], out["party_restores"] = _STORE.hits - hits, _STORE.restores - restores
     else:
         out["params"] = f"num_shares={k} (degree {k - 1}) threshold={t}"
     return out
@@ -247,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
 
     systems = [s for s in args.systems.split(",") if s]
     for s in systems:
-        if s not in SYSTEMS:
+        if s not in SYSTEMS and not (s.endswith(NOCACHE) and s.removesuffix(NOCACHE) in SYSTEMS[2:]):
             p.error(f"unknown system {s!r}; choose from {SYSTEMS}")
     print(
         f"# Flower {flwr.__version__} engine={args.engine} N={args.clients} M={args.params} "
@@ -255,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     results = []
+    load_start = round(os.getloadavg()[0], 2)
     with tempfile.TemporaryDirectory() as pki:
         create_identities(pki, range(args.clients))
         for s in systems:
@@ -263,11 +284,19 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(r), flush=True)
     by = {r["system"]: r for r in results}
     summary: dict[str, Any] = {"engine": args.engine, "N": args.clients, "M": args.params, "dropout": args.dropout}
+    summary["load_avg_1m_start_end"] = [load_start, round(os.getloadavg()[0], 2)]  # 2 cores: above ~1 is a busy machine
     summary["round_s_median"] = {s: r["round_s_median"] for s, r in by.items()}
     fl = by.get("flower", {}).get("round_s_median")
     if fl:
         summary["speedup_vs_flower"] = {
             s: fl / r["round_s_median"] for s, r in by.items() if s not in ("flower", "plain") and r["round_s_median"]
+        }
+    fl_cpu = by.get("flower", {}).get("round_cpu_s_median")
+    if fl_cpu and args.engine == "inproc":  # (with ray the clients' CPU is in the actors)
+        summary["cpu_speedup_vs_flower"] = {
+            s: fl_cpu / r["round_cpu_s_median"]
+            for s, r in by.items()
+            if s not in ("flower", "plain") and r["round_cpu_s_median"]
         }
     plain = by.get("plain", {}).get("round_s_median")
     if plain:

@@ -6,6 +6,10 @@ Flower's ``SecAggPlusWorkflow``). Whatever the protocol, the Flower work is the 
 1. ask the strategy which nodes train on which instructions (``configure_fit``), and refuse a
    round whose instructions differ between nodes: the protocol binds the round to *one*
    :func:`~privagg.digest.model_digest` of model and fit config;
+   A cohort the protocol cannot run (:meth:`FitWorkflow._cohort_fault`, e.g. one client) is refused
+   before anything is sent: ``refused`` in the round's record, ``refuse_fit(round, reason)`` on a
+   strategy that accounts rounds (a DP strategy charges it: the sample was drawn), a typed abort,
+   and the run goes on;
 2. move the protocol's messages: one ``ConfigRecord`` per message (``stage`` + bytes), the
    ``FitIns`` beside the message of the training stage, replies by node id, every node's
    error recorded (:func:`._grid.round_trip`);
@@ -23,6 +27,7 @@ digest against the round setup, replays, lengths) is the protocol core's.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import time
@@ -52,7 +57,9 @@ __all__ = [
     "FitRound",
     "FitWorkflow",
     "Summed",
+    "array_views",
     "codec_fields",
+    "narrow_ring",
     "received_digest",
     "received_codec",
     "weighted_update",
@@ -73,6 +80,9 @@ class FitRoundRecord:
     round_seconds: float = 0.0
     node_errors: dict[int, str] = field(default_factory=dict)  # node id -> "<stage>: <reason>"
     fit_metrics: dict[int, dict[str, Any]] = field(default_factory=dict)  # node id -> its FitRes metrics
+    #: why the protocol refused the round's cohort before anything was sent (nothing released, the model
+    #: unchanged; a strategy that accounts rounds was told: ``refuse_fit``); ``None``: the round ran
+    refused: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -150,6 +160,20 @@ class FitWorkflow(ABC, Generic[R]):
     def _sum(self, grid: Any, context: LegacyContext, fit: FitRound, rec: R) -> Summed:
         """Run the protocol over ``fit.nodes`` (its bytes only); raise :class:`ProtocolAbort` to abort."""
 
+    def _cohort_fault(self, n: int) -> str | None:
+        """Why the protocol refuses a round of ``n >= 1`` clients before anything is sent (``None``: it runs)."""
+        return None
+
+    def _refuse(self, context: LegacyContext, fit: FitRound, rec: R, reason: str) -> None:
+        """A refused cohort: nothing is sent or released. The round was sampled all the same, so a strategy
+        that accounts rounds (``refuse_fit(server_round, reason)``, e.g. :class:`.dp.PrivAggDPStrategy`) is
+        told, and charges it; then :class:`ProtocolAbort` (the run goes on with the next round)."""
+        rec.refused = reason
+        hook = getattr(context.strategy, "refuse_fit", None)
+        if callable(hook):
+            hook(rec.round, reason)
+        raise ProtocolAbort(f"round refused: {reason}", stage="configure", party="server")
+
     # ------------------------------------------------------------------ the template
     def __call__(self, grid: Any, context: Context) -> None:
         if not isinstance(context, LegacyContext):
@@ -159,6 +183,9 @@ class FitWorkflow(ABC, Generic[R]):
         t0 = time.perf_counter()
         try:
             fit = self._configure(grid, context, rec)
+            fault = self._cohort_fault(len(fit.nodes)) if fit.nodes else None
+            if fault is not None:
+                self._refuse(context, fit, rec, fault)
             summed = self._sum(grid, context, fit, rec)
             self._finish(context, fit, rec, summed)
         except ProtocolAbort as e:
@@ -210,7 +237,7 @@ class FitWorkflow(ABC, Generic[R]):
         out = []
         for node, (fields, content) in messages.items():
             rd = content if content is not None else RecordDict()
-            rd.config_records[self.RECORD] = ConfigRecord({"stage": stage, **fields})
+            rd[self.RECORD] = ConfigRecord({"stage": stage, **fields})  # (``config_records`` is a rebuilt view)
             out.append(Message(content=rd, dst_node_id=node, message_type=message_type, group_id=str(rec.round)))
         replies, rec.stage_seconds[stage] = round_trip(
             grid, out, timeout=self.timeout, stage=stage, errors=rec.node_errors
@@ -219,8 +246,8 @@ class FitWorkflow(ABC, Generic[R]):
 
     def _reply_bytes(self, reply: Message, key: str = "msg") -> bytes | None:
         """The protocol message a reply carries (``None``: no record or no bytes)."""
-        cfg = reply.content.config_records.get(self.RECORD)
-        wire = cfg.get(key) if cfg is not None else None
+        cfg = reply.content.get(self.RECORD)
+        wire = cfg.get(key) if isinstance(cfg, ConfigRecord) else None
         return wire if isinstance(wire, bytes) else None
 
     def _fit_result(self, node: int, reply: Message, rec: R, stage: str) -> FitRes | None:
@@ -273,16 +300,49 @@ def received_digest(content: RecordDict, *, stage: str) -> bytes:
     """:func:`~privagg.digest.model_digest` of the model and fit config this node was sent."""
     try:
         fitins = compat.recorddict_to_fitins(content, keep_input=True)
-        return model_digest(parameters_to_ndarrays(fitins.parameters), config=fitins.config)
+        return model_digest(array_views(fitins.parameters.tensors), config=fitins.config)
     except Exception:
         raise InvalidMessage("no valid fit instructions", stage=stage, party="client") from None
 
 
 def weighted_update(codec: WeightingCodec, fitres: FitRes, *, stage: str) -> np.ndarray:
     """``[f * parameters, f * slot]`` (float64) of the node's ``FitRes``, ``f`` from its ``num_examples``."""
-    arrays = parameters_to_ndarrays(fitres.parameters)
-    flat = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays]) if arrays else np.empty(0)
+    arrays = array_views(fitres.parameters.tensors)
+    if len(arrays) == 1:  # one copy (to float64), not two
+        flat = np.asarray(arrays[0], dtype=np.float64).ravel()
+    else:
+        flat = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays]) if arrays else np.empty(0)
     try:
         return codec.encode(flat, float(fitres.num_examples))
     except ConfigurationError as e:
         raise ProtocolAbort(f"cannot weight the update: {e.message}", stage=stage, party="client") from None
+
+
+def narrow_ring(ring: np.ndarray, params: Any) -> np.ndarray:
+    """Ring elements in the narrowest word of the round's ring (``uint32`` up to 32 bits; ``params``: its
+    :class:`~secagg.params.SecAggParams`): a node keeps its input in its state until it masks, at half
+    the size. Anything else is returned as it is (the protocol core checks the range either way)."""
+    bits = getattr(params, "modulus_bits", 64)
+    if bits <= 32 and ring.dtype.kind == "u" and ring.dtype != np.uint32 and ring.size and int(ring.max()) >> bits == 0:
+        return ring.astype(np.uint32)
+    return ring
+
+
+def array_views(tensors: Sequence[bytes]) -> list[np.ndarray]:
+    """Flower's serialised arrays (``.npy`` bytes, as ``parameters_to_ndarrays`` reads them) as read-only
+    views of the bytes, without copying them; ``ValueError`` on malformed bytes or object arrays."""
+    out = []
+    for t in tensors:
+        buf = io.BytesIO(t)
+        version = np.lib.format.read_magic(buf)
+        if version not in ((1, 0), (2, 0)):  # (3.0: unicode field names) the copying reader
+            out.append(np.load(io.BytesIO(t), allow_pickle=False))
+            continue
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(buf)
+        count = math.prod(shape)
+        if dtype.hasobject or len(t) - buf.tell() != count * dtype.itemsize:
+            raise ValueError("not a numeric array of the stated shape")
+        flat = np.frombuffer(t, dtype=dtype, count=count, offset=buf.tell())
+        out.append(flat.reshape(shape, order="F" if fortran else "C"))
+    return out

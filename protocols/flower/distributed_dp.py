@@ -29,7 +29,11 @@ accounting assumes it; the workflow cannot check it). ``Sampling.poisson(rate=1.
 strategy that selects every client is exact. A round whose strategy selects nobody (an empty
 Poisson cohort) is released all the same, as in the in-memory path: the server draws the ``t``
 noise shares itself and the noised model is released and accounted (the privacy of Poisson
-sampling counts the empty sample as one of the outcomes; aborting on it would reveal it).
+sampling counts the empty sample as one of the outcomes; aborting on it would reveal it). A cohort
+the secure sum refuses (one client: its sum would be its input; no secure parameters; no honest
+noise share guaranteed) is refused before anything is sent, nothing released, and still charged
+(:meth:`~protocols.distributed_dp.DistributedDPRounds.refuse`: the plan's mechanism at its ``t``
+shares, as for an empty cohort; ``refused`` in the ledger entry).
 
 :func:`make_distributed_dp_mod` runs on the client inside the secure-aggregation mod. Its
 policy bounds what the server may ask, whatever it sends: the round's noise multiplier
@@ -198,9 +202,13 @@ class PrivAggDistributedDPWorkflow(PrivAggSecAggWorkflow):
                 fit = super()._configure(grid, context, rec)
             finally:
                 context.strategy = strategy
+            fault = self._cohort_fault(len(fit.nodes))
+            if fault is not None:
+                self._refuse_charged(fit, rec, fault)
         try:
+            roster = tuple(int(n) for n in fit.nodes)  # for a budget against the server (dp.budget_against)
             opened = self.dp.open_round(
-                len(fit.nodes), round=rec.round, sampling=self.sampling, dim=fit.size, inner=self
+                len(fit.nodes), round=rec.round, sampling=self.sampling, dim=fit.size, inner=self, roster=roster
             )
         except (ConfigurationError, PrivacyBudgetExceeded) as e:
             raise ProtocolAbort(f"round not started: {e}", stage="dp-plan", party="server") from None
@@ -218,6 +226,39 @@ class PrivAggDistributedDPWorkflow(PrivAggSecAggWorkflow):
         config = next(iter(fitins.values())).config  # one config for all (the template refused otherwise)
         digest = model_digest(fit.arrays, config=config)
         return dataclasses.replace(fit, fitins=fitins, digest=digest)
+
+    def _cohort_fault(self, n: int) -> str | None:
+        """A cohort the secure sum refuses (one client; no secure parameters; a sum that may hold no honest
+        noise share). Checked in :meth:`_configure`, before the round's plan is opened."""
+        if n < 2:
+            return "secure aggregation needs at least 2 clients"
+        try:
+            self.config.params_for(n)
+        except ConfigurationError as e:
+            return f"no secure parameters for this cohort: {e}"
+        if self.dp.honest_min(self, n) < 1:
+            return "a sum of this cohort may hold no honest noise share"
+        return None
+
+    def _refuse_charged(self, fit: FitRound, rec: DistributedDPRoundRecord, reason: str) -> None:
+        """A Poisson cohort the secure sum refuses: nothing is sent or released, the model stays, and the round
+        is charged all the same (the sample was drawn; the accounting composes every round, whoever was
+        sampled, as for an empty cohort: the plan's mechanism at its ``t`` shares), after the budget check."""
+        rec.refused = reason
+        try:
+            metrics = self.dp.refuse(
+                len(fit.nodes),
+                round=rec.round,
+                sampling=self.sampling,
+                dim=fit.size,
+                inner=self,
+                roster=tuple(int(n) for n in fit.nodes),
+                reason=reason,
+            )
+        except (ConfigurationError, PrivacyBudgetExceeded) as e:
+            raise ProtocolAbort(f"round not started: {e}", stage="dp-plan", party="server") from None
+        rec.dp_metrics = dict(metrics)
+        raise ProtocolAbort(f"round refused (charged): {reason}", stage="configure", party="server")
 
     def _sum(self, grid: Any, context: LegacyContext, fit: FitRound, rec: SecAggRoundRecord) -> Summed:
         if fit.nodes:

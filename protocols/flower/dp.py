@@ -36,7 +36,9 @@ aggregate that reached the server but cannot be used (other shapes than the mode
 values) is recorded and withheld with a typed abort; the adaptive clip then holds. A round's
 plan lives from ``configure_fit`` to its own ``aggregate_fit`` only: it is dropped when that
 call starts, and a plan whose secure sum aborted (no ``aggregate_fit``) is dropped by the next
-``configure_fit``, so no later round is finished with it.
+``configure_fit``, so no later round is finished with it. A cohort the fit workflow refuses before
+sending anything (a Poisson cohort of one client: no secure sum of one input) is charged like an
+empty one (:meth:`PrivAggDPStrategy.refuse_fit`, which the workflow calls), nothing released.
 
 A malicious server could ask for little noise: a huge ``shares`` (each client adds
 ``std / sqrt(shares)``), the Poisson sensitivity factor 1 (half the noise of replace-one), a
@@ -76,7 +78,7 @@ from dp.clipping import clip_l2
 from dp.config import DPConfig
 from dp.noise import NoiseSampler, SecureNoise
 from dp.rounds import DPRounds, DPRoundsDriver, RoundPlan, count_mechanism, update_mechanism
-from privagg.errors import PrivacyBudgetExceeded, ProtocolAbort
+from privagg.errors import ConfigurationError, PrivacyBudgetExceeded, ProtocolAbort
 from protocols.flower.dp_policy import POLICY_KEYS, _client_policy, check_shares, trained_delta
 
 __all__ = ["PrivAggDPStrategy", "make_dp_mod", "privagg_dp_mod", "check_shares", "DP_KEYS", "POLICY_KEYS"]
@@ -185,7 +187,10 @@ class PrivAggDPStrategy(DPRoundsDriver, Strategy):  # type: ignore[misc]
         ms = self.min_survivors
         if ms is None:
             return None
-        return min(cohort, int(ms(cohort) if callable(ms) else ms))
+        try:
+            return min(cohort, int(ms(cohort) if callable(ms) else ms))
+        except ConfigurationError:  # no secure graph for this cohort: the fit workflow refuses it (refuse_fit)
+            return cohort
 
     def configure_fit(self, server_round: int, parameters: Parameters, client_manager: Any) -> list[tuple[Any, FitIns]]:
         self._round = {}  # a round whose secure sum aborted never reached aggregate_fit: drop its plan
@@ -209,6 +214,7 @@ class PrivAggDPStrategy(DPRoundsDriver, Strategy):  # type: ignore[misc]
                 cohort=n,
                 dim=dim,
                 min_survivors=self._floor(n),
+                roster=tuple(_client_key(proxy) for proxy, _ in pairs),  # for a budget against the server
             )
         except (PrivacyBudgetExceeded, ProtocolAbort) as e:
             log.warning("round %s not started: %s", server_round, e)
@@ -239,7 +245,7 @@ class PrivAggDPStrategy(DPRoundsDriver, Strategy):  # type: ignore[misc]
         assert self.sampling is not None
         try:
             plan = self.dp_rounds.plan(
-                noise_multiplier=self.noise_multiplier, sampling=self.sampling, cohort=0, dim=dim
+                noise_multiplier=self.noise_multiplier, sampling=self.sampling, cohort=0, dim=dim, roster=()
             )
         except PrivacyBudgetExceeded as e:
             log.warning("round %s not started: %s", server_round, e)
@@ -260,6 +266,30 @@ class PrivAggDPStrategy(DPRoundsDriver, Strategy):  # type: ignore[misc]
             off += g.size
         self._pending = new
         self.last_parameters = new
+
+    def refuse_fit(self, server_round: int, reason: str) -> dict[str, Scalar]:
+        """The fit workflow refused this round's cohort before sending anything (e.g. a Poisson cohort of one
+        client: no secure sum of one input). Nothing is released and the model stays; the round is charged
+        all the same, as an empty cohort's release is (the sample was drawn, and the accounting composes every
+        round whoever was sampled), with ``refused`` in the ledger entry. Returns the round's DP metrics."""
+        st, self._round = self._round, {}
+        if not st or st["round"] != server_round:  # not a round this wrapper planned: nothing to charge
+            return {}
+        planned: RoundPlan = st["plan"]
+        dim = sum(int(g.size) for g in st["global"])
+        try:
+            plan = self.dp_rounds.plan(
+                noise_multiplier=self.noise_multiplier,
+                sampling=planned.sampling,
+                cohort=0,
+                dim=dim,
+                roster=st["roster"],
+            )
+        except PrivacyBudgetExceeded as e:  # pragma: no cover - the round's own plan passed the same check
+            log.warning("round %s not charged: %s", server_round, e)
+            return {}
+        outcome = self.dp_rounds.finish(plan, round=server_round, survivors=0, roster=st["roster"], refused=reason)
+        return {k: v for k, v in outcome.metrics.items() if isinstance(v, (bool, int, float, str))}
 
     def aggregate_fit(
         self, server_round: int, results: list[tuple[Any, FitRes]], failures: list[Any]

@@ -46,9 +46,9 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.app.message_type import MessageType
-from flwr.common import FitRes, parameters_to_ndarrays
+from flwr.common import FitRes
 from flwr.compat.common import recorddict_compat as compat
 from flwr.server.compat.legacy_context import LegacyContext
 
@@ -76,12 +76,14 @@ from ._fit_round import (
     FitRoundRecord,
     FitWorkflow,
     Summed,
+    array_views,
     codec_fields,
+    narrow_ring,
     received_codec,
     received_digest,
     weighted_update,
 )
-from ._state import dump_party, load_party
+from ._state import PartyStore
 from .config import SecAggWorkflowConfig
 from .pki import load_directory, load_identity
 
@@ -122,6 +124,7 @@ _STAGE_OF: dict[type, str] = {
     ConsistencyRequest: "consistency",
     UnmaskRequest: "unmask",
 }
+_Out = tuple[bytes, Mapping[str, Any], RecordDict | None]  # (wire, extra record fields, content) to one node
 _TYPE_CODE: dict[str, int] = {name: cls.TYPE for cls, name in _STAGE_OF.items()}  # type: ignore[attr-defined]
 
 
@@ -183,25 +186,26 @@ class PrivAggSecAggWorkflow(FitWorkflow[SecAggRoundRecord]):
     def _new_record(self, round: int) -> SecAggRoundRecord:
         return SecAggRoundRecord(round=round)
 
-    def _exchange(
-        self,
-        grid: Any,
-        rec: SecAggRoundRecord,
-        stage: str,
-        outgoing: Mapping[int, tuple[bytes, Mapping[str, Any], RecordDict | None]],
-    ) -> dict[int, Message]:
+    def _cohort_fault(self, n: int) -> str | None:
+        """A cohort of one (its sum is its input), or without secure parameters (e.g. below the minimum)."""
+        if n < 2:
+            return "secure aggregation needs at least 2 clients"
+        try:
+            self.params_for(n)
+        except ConfigurationError as e:
+            return f"no secure parameters for this cohort: {e}"
+        return None
+
+    def _exchange(self, grid: Any, rec: SecAggRoundRecord, stage: str, outgoing: Mapping[int, _Out]) -> dict[int, Any]:
         """One protocol message per node (``{node: (wire, extra fields, content)}``)."""
         rec.bytes_down += sum(len(wire) for wire, _, _ in outgoing.values())
         return self._send(grid, rec, stage, {n: ({"msg": w, **x}, c) for n, (w, x, c) in outgoing.items()})
 
     def _sum(self, grid: Any, context: LegacyContext, fit: FitRound, rec: SecAggRoundRecord) -> Summed:
         nodes = rec.sampled = fit.nodes
-        if len(nodes) < 2:
-            raise ProtocolAbort("secure aggregation needs at least 2 clients", stage="setup", party="server")
-        try:
-            params = rec.params = self.params_for(len(nodes))
-        except ConfigurationError as e:
-            raise ProtocolAbort(f"no secure parameters for this cohort: {e}", stage="setup", party="server") from None
+        if (fault := self._cohort_fault(len(nodes))) is not None:  # (the template refuses it first)
+            raise ProtocolAbort(fault, stage="setup", party="server")
+        params = rec.params = self.params_for(len(nodes))
         setup = RoundSetup(
             round=rec.round,
             params=params,
@@ -219,7 +223,7 @@ class PrivAggSecAggWorkflow(FitWorkflow[SecAggRoundRecord]):
                 raise ProtocolAbort("no message to send and no result", stage=server.stage.value, party="server")
             stage = stage_of(envs[0].message)
             cache: dict[int, bytes] = {}
-            out: dict[int, tuple[bytes, Mapping[str, Any], RecordDict | None]] = {}
+            out: dict[int, _Out] = {}
             for env in envs:
                 w = cache.get(id(env.message))
                 if w is None:
@@ -325,6 +329,10 @@ class _Local:
     codec: WeightingCodec
 
 
+#: the nodes' parties in their ``Context.state`` (with this process's cache of live parties)
+_STORE = PartyStore(STATE_RECORD, _Local)
+
+
 def _resolve(ctxt: Context, key: str) -> Any:
     for src in (ctxt.node_config, ctxt.run_config):
         if key in src:
@@ -366,68 +374,58 @@ def make_secagg_mod(
     fixed_threat = ThreatModel.parse(threat) if threat is not None else None
 
     def mod(msg: Message, ctxt: Context, call_next: Callable[[Message, Context], Message]) -> Message:
-        if msg.metadata.message_type != MessageType.TRAIN or RECORD not in msg.content.config_records:
+        cfg = msg.content.get(RECORD)  # (not ``config_records``: that view is rebuilt on every access)
+        if msg.metadata.message_type != MessageType.TRAIN or not isinstance(cfg, ConfigRecord):
             return call_next(msg, ctxt)
-        cfg = msg.content.config_records[RECORD]
         stage, wire = cfg.get("stage"), cfg.get("msg")
         if not isinstance(wire, bytes) or stage not in _TYPE_CODE or len(wire) < 4 or wire[3] != _TYPE_CODE[stage]:
-            _drop_state(ctxt)
+            _STORE.drop(ctxt)
             raise InvalidMessage("malformed privagg secure-aggregation record", stage=str(stage), party="client")
         if stage == "setup":
             local = _new_local(ctxt, cfg, fixed_threat, pki, client_id, secrets, policy or _policy_from(ctxt))
         else:
-            local = _load_local(ctxt)
+            local = _STORE.take(ctxt)
         out_content = RecordDict()
         try:
             client = local.client
             if stage == "delivery" and client.stage is ClientStage.AWAIT_SHARES:
                 digest = received_digest(msg.content, stage="delivery")  # the client core checks it
-                if "fitins.config" in msg.content.config_records and client.graph is not None:
-                    fit_cfg, n = msg.content.config_records["fitins.config"], len(client.graph.ids)
+                fit_cfg = msg.content.get("fitins.config")
+                if isinstance(fit_cfg, ConfigRecord) and client.graph is not None:
+                    n = len(client.graph.ids)
                     fit_cfg[ROSTER_KEY] = n
                     fit_cfg[MIN_SURVIVORS_KEY] = client.params.min_survivors(n) if client.params is not None else n
                 fit_out = call_next(msg, ctxt)
                 if fit_out.has_error():
-                    _drop_state(ctxt)
+                    _STORE.drop(ctxt)
                     return fit_out
                 out_content = fit_out.content
                 fitres = compat.recorddict_to_fitres(out_content, keep_input=True)
                 ring = _modular_input(local, fitres, out_content)
                 if ring is None:
                     ring = _ring_input(local, fitres, secrets)
-                client.set_input(ring, model_digest=digest)
-                for arr in out_content.array_records.values():
+                client.set_input(narrow_ring(ring, client.params), model_digest=digest)
+                for arr in [r for r in out_content.values() if isinstance(r, ArrayRecord)]:
                     arr.clear()  # only the masked vector leaves the node
             replies = client.step(wire)
         except ProtocolAbort:
-            _drop_state(ctxt)
+            _STORE.drop(ctxt)
             raise
         if client.stage is ClientStage.DONE:
-            _drop_state(ctxt)
+            _STORE.drop(ctxt)
         else:
-            ctxt.state.config_records[STATE_RECORD] = ConfigRecord({"party": dump_party(local)})
+            _STORE.save(ctxt, local)
         if len(replies) != 1:  # pragma: no cover - every client transition answers exactly once
             raise ProtocolAbort("the client produced no reply", stage=str(stage), party="client")
-        out_content.config_records[RECORD] = ConfigRecord({"stage": stage, "msg": replies[0].encode()})
+        out_content[RECORD] = ConfigRecord({"stage": stage, "msg": replies[0].encode()})
         return Message(out_content, reply_to=msg)
 
     return mod
 
 
-def _drop_state(ctxt: Context) -> None:
-    if STATE_RECORD in ctxt.state.config_records:
-        del ctxt.state.config_records[STATE_RECORD]
-
-
 def _load_local(ctxt: Context) -> _Local:
-    rec = ctxt.state.config_records.get(STATE_RECORD)
-    blob = rec.get("party") if rec is not None else None
-    if not isinstance(blob, bytes):
-        raise ProtocolAbort("no secure-aggregation round in progress on this node", stage="load", party="client")
-    local = load_party(blob)
-    if not isinstance(local, _Local):  # pragma: no cover - only this mod writes the record
-        raise ProtocolAbort("corrupt node state", stage="load", party="client")
-    return local
+    """The node's party as restored from its state (a copy; the round's own party is not touched)."""
+    return cast(_Local, _STORE.peek(ctxt))
 
 
 def _new_local(
@@ -439,7 +437,7 @@ def _new_local(
     secrets: SecretSource,
     policy: ClientPolicy | None = None,
 ) -> _Local:
-    _drop_state(ctxt)  # a new setup ends whatever round this node was in
+    _STORE.drop(ctxt)  # a new setup ends whatever round this node was in
     threat = fixed_threat or ThreatModel.parse(str(_resolve(ctxt, "privagg-threat") or ThreatModel.ACTIVE.value))
     clip = cfg.get("clip")
     if not (isinstance(clip, float) and math.isfinite(clip) and clip > 0):
@@ -470,12 +468,14 @@ def _new_local(
 def _modular_input(local: _Local, fitres: FitRes, content: RecordDict) -> np.ndarray | None:
     """A modular round's input: the ring vector an inner mod marked with :data:`RING_RECORD` of the
     ring's width (the core checks length and range); ``None`` in a plain round, which refuses a marked one."""
-    p, mark = local.client.params, content.config_records.pop(RING_RECORD, None)
+    p, mark = local.client.params, content.pop(RING_RECORD, None)
     modular = p is not None and p.modular
+    if mark is not None and not isinstance(mark, ConfigRecord):
+        raise ProtocolAbort("malformed ring mark from the inner mod", stage="delivery", party="client")
     if (mark is not None) != modular or (mark is not None and p is not None and mark.get("bits") != p.modulus_bits):
         why = "a modular round takes ring elements of its width from an inner mod (distributed DP)"
         raise ProtocolAbort(why if modular else "ring elements for a plain round", stage="delivery", party="client")
-    arrays = parameters_to_ndarrays(fitres.parameters) if modular else []
+    arrays = array_views(fitres.parameters.tensors) if modular else []  # (no copy: read once, masked later)
     if modular and (len(arrays) != 1 or arrays[0].dtype != np.uint64):
         raise ProtocolAbort("malformed ring elements from the inner mod", stage="delivery", party="client")
     return arrays[0] if modular else None
