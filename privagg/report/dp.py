@@ -21,6 +21,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from dp.refusal import refusal_delta
 from dp.server_view import server_view
 from privagg.report import Figure, Section
 from protocols.dp_fedavg import SampleLevelDP
@@ -102,6 +103,7 @@ def guarantee(dp_run: Any) -> dict[str, Any]:
     return {
         "unit": "client-level (all updates of one client, every round)",
         "refused_rounds": refused,
+        "delta_refusal": _delta_refusal(agg),
         "epsilon": eps,
         "delta": float(ledger.delta),
         "accountant": accountant,
@@ -118,6 +120,21 @@ def guarantee(dp_run: Any) -> dict[str, Any]:
         "private": secure and not reproducible,
         **server,
     }
+
+
+def _delta_refusal(agg: Any) -> float:
+    """What whether its Poisson rounds ran costs a DP aggregator against observers (:mod:`dp.refusal`)."""
+    sampling, ledger = getattr(agg, "sampling", None), getattr(agg, "ledger", None)
+    population = getattr(agg, "population", None)
+    if sampling is None or ledger is None or sampling.kind != "poisson" or not population:
+        return 0.0
+    return refusal_delta(
+        population=int(population),
+        rate=sampling.rate,
+        min_cohort=int(agg.min_cohort()) if hasattr(agg, "min_cohort") else 1,
+        rounds=len(ledger.entries),
+        empty_released=bool(getattr(agg, "aggregates_empty_rounds", False)),
+    )
 
 
 def _server_clause(g: dict[str, Any]) -> str:
@@ -139,7 +156,9 @@ def guarantee_line(g: dict[str, Any]) -> str:
     Client and distributed noise: the guarantee against the server (which sees the rosters) first, then the
     amplified one against an observer of the released models; central noise: the server is trusted.
     """
-    eps = f"({g['epsilon']:.4g}, {g['delta']:g})-DP"
+    d_ref = float(g.get("delta_refusal") or 0.0)
+    delta = f"{g['delta'] + d_ref:.3g}" if d_ref > 0 else f"{g['delta']:g}"  # + whether rounds ran (dp/refusal.py)
+    eps = f"({g['epsilon']:.4g}, {delta})-DP"
     refused = len(g.get("refused_rounds") or ())
     counted = (
         f"{g['rounds']} rounds ({refused} refused: nothing released, still charged)"
@@ -187,23 +206,29 @@ def budget_line(g: dict[str, Any]) -> str:
 
 
 def _refused_rows(g: dict[str, Any]) -> list[tuple[str, str]]:
-    """The refused rounds (a cohort the secure sum refused): what happened, and what the accounting leaves out."""
+    """The refused rounds (a cohort the secure sum refused), and what whether a round ran costs observers."""
+    rows: list[tuple[str, str]] = []
     refused = list(g.get("refused_rounds") or ())
-    if not refused:
-        return []
-    shown = ", ".join(str(r) for r in refused[:20]) + (", ..." if len(refused) > 20 else "")
-    return [
-        (
-            "refused rounds",
-            f"{len(refused)} of {g['rounds']} (rounds {shown}): the cohort was below the protocol's minimum; "
-            "nothing was released and the model was left as it was; each is charged like a released round",
-        ),
-        (
-            "not covered by DP",
-            "that a round was refused: it tells observers the round's cohort was below the minimum (a function "
-            "of who was sampled), which the amplified accounting does not bound",
-        ),
-    ]
+    if refused:
+        shown = ", ".join(str(r) for r in refused[:20]) + (", ..." if len(refused) > 20 else "")
+        rows.append(
+            (
+                "refused rounds",
+                f"{len(refused)} of {g['rounds']} (rounds {shown}): the cohort was below the protocol's minimum; "
+                "nothing was released and the model was left as it was; each is charged like a released round",
+            )
+        )
+    d_ref = float(g.get("delta_refusal") or 0.0)
+    if d_ref > 0 or refused:
+        rows.append(
+            (
+                "whether rounds ran",
+                "reveals whether the cohort reached the protocol's minimum (a function of who was sampled): it adds "
+                f"delta {d_ref:.3g} to the observers' guarantee (dp/refusal.py, proof in dp/SUBSAMPLING.md); the "
+                "server sees the roster sizes anyway",
+            )
+        )
+    return rows
 
 
 def guarantee_section(dp_run: Any, *, not_covered: list[str]) -> Section:
@@ -247,7 +272,8 @@ def dp_warnings(dp_run: Any, baseline_run: Any = None) -> list[str]:
     * near chance: final accuracy below ``1.5 / classes``; or more than 20 points under the run
       without DP;
     * every update clipped in the last rounds (the aggregator's operator diagnostic, never published);
-    * refused rounds (a cohort below the protocol's minimum): charged, nothing released.
+    * refused rounds (a cohort below the protocol's minimum): charged, nothing released;
+    * whether rounds ran costs observers more delta than ``dp.delta`` (dp/refusal.py).
     """
     out: list[str] = []
     classes = int(getattr(getattr(dp_run, "label_counts", None), "shape", (0, 0))[1] or 0)
@@ -270,6 +296,13 @@ def dp_warnings(dp_run: Any, baseline_run: Any = None) -> list[str]:
         out.append(
             f"{len(refused)} of {len(dp_run.history)} rounds refused (cohort below the protocol's minimum), each "
             "charged to the DP ledger with nothing released: raise federation.sampling_rate or data.num_clients"
+        )
+    agg = getattr(dp_run, "aggregator", None)
+    d_ref, delta = _delta_refusal(agg), float(getattr(getattr(agg, "ledger", None), "delta", math.inf))
+    if d_ref > delta:
+        out.append(
+            f"whether rounds ran adds delta {d_ref:.3g} > dp.delta {delta:g} against observers "
+            "(cohorts near the protocol's minimum): raise federation.sampling_rate or data.num_clients"
         )
     return out
 

@@ -13,6 +13,7 @@ import pytest
 
 from dp.config import DPConfig
 from dp.noise import InsecureNoiseWarning
+from dp.refusal import refusal_delta
 from privagg.errors import ConfigurationError
 from privagg.report.dp import dp_warnings, guarantee, guarantee_line
 from privagg.report.run import training_section
@@ -112,6 +113,12 @@ def test_the_report_shows_the_refused_rounds() -> None:
     rows = dict(section.summary)
     assert rows["refused rounds"].startswith(f"{len(refused)} of 12 (")
     assert any(w.startswith(f"{len(refused)} of 12 rounds refused") for w in dp_warnings(result))
+    # whether rounds ran costs observers an extra delta (dp/refusal.py): 30 clients at q = 0.1 against a
+    # minimum of 3 leak far more than dp.delta = 1e-3, and the line, the row and a warning say so
+    extra = refusal_delta(population=30, rate=0.1, min_cohort=3, rounds=12, empty_released=True)
+    assert g["delta_refusal"] == pytest.approx(extra) and extra > 0.1
+    assert f"({g['epsilon']:.4g}, {1e-3 + extra:.3g})-DP" in guarantee_line(g)
+    assert any(w.startswith("whether rounds ran adds delta") for w in dp_warnings(result))
 
 
 def test_distributed_dp_refuses_and_charges_the_planned_mechanism() -> None:
