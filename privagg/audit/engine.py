@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from dp import Sampling
     from dp.config import DPConfig
     from dp.distributed_accounting import RDPMechanism
+    from secagg import SecAggParams
 
 __all__ = ["AuditResult", "check_compatibility", "check_dp", "run_audit"]
 
@@ -129,6 +131,7 @@ def check_dp(cfg: AuditConfig) -> tuple[list[Finding], BudgetCurve | None]:
             {"epsilon": finals, "delta": mech.delta, "budget_against": mech.budget_against},
         ),
         _server_finding(cfg, sampling, amplified=finals.get("rdp", worst), noise_multiplier=z, noise=str(mech.noise)),
+        *filter(None, [_refusal_finding(cfg, sampling)]),
     ]
     if not mech.secure_noise:
         findings.append(
@@ -240,6 +243,42 @@ def _server_finding(
     )
 
 
+def _refusal_finding(cfg: AuditConfig, sampling: Sampling) -> Finding | None:
+    """What whether a Poisson round ran costs against observers (:mod:`dp.refusal`): the secure sum refuses
+    a cohort below its minimum, a function of who was sampled. FAIL when the extra delta exceeds dp.delta
+    (the stated guarantee does not hold), WARN above a tenth of it; ``None`` when no cohort is refused."""
+    from dp.refusal import refusal_delta
+
+    d, mech = cfg.dp, cfg.dp.mechanism
+    assert mech is not None
+    m = _DeploymentFloor(cfg.deployment).min_cohort()
+    if sampling.kind != "poisson" or m <= 1:
+        return None
+    n = cfg.deployment.num_clients
+    if sampling.rate * n < m:
+        return Finding(
+            "dp.refusal",
+            "fail",
+            f"Most rounds cannot run: the expected cohort ({sampling.rate:g} x {n}) is below the secure sum's minimum",
+            f"Poisson cohorts of about {sampling.rate * n:.3g} clients, but the secure sum needs at least {m} at the "
+            "deployment's rates (smaller cohorts are refused, each still charged to the DP budget); privagg run "
+            "refuses this configuration before round 1: raise num_clients or the sampling rate",
+            {"min_cohort": m, "expected_cohort": sampling.rate * n},
+        )
+    extra = refusal_delta(population=n, rate=sampling.rate, min_cohort=m, rounds=d.rounds, empty_released=True)
+    severity: Severity = "fail" if extra > mech.delta else "warn" if extra > mech.delta / 10 else "pass"
+    return Finding(
+        "dp.refusal",
+        severity,
+        f"Whether a round ran adds delta {extra:.3g} against observers",
+        f"the secure sum refuses a Poisson cohort below {m} clients; whether a round ran is a function of who was "
+        f"sampled, bounded as an extra delta q*P[Bin(N-1, q) in F] per round (dp/refusal.py, proof in "
+        f"dp/SUBSAMPLING.md): {extra:.3g} over {d.rounds} rounds at q = {sampling.rate:g}, N = {n}, against "
+        f"dp.delta {mech.delta:g}; assumed: every cohort of at least {m} clients runs",
+        {"delta_refusal": extra, "min_cohort": m, "delta": mech.delta},
+    )
+
+
 class _DeploymentFloor:
     """The fewest survivors the deployment's aggregation releases a sum of (the run's
     :class:`~protocols.distributed_dp.SurvivorFloor`): its secure-aggregation graph for ``n`` clients
@@ -249,11 +288,30 @@ class _DeploymentFloor:
         self.dep = dep
 
     def min_survivors(self, n: int) -> int:
+        if not AGGREGATIONS.get(self.dep.aggregation).hides_updates or n < 3:
+            return n
+        return self._params(n).min_survivors(n)
+
+    def min_cohort(self) -> int:
+        """The smallest cohort the deployment's secure sum runs (3, or the smallest population its parameters
+        can be derived for; searched assuming a larger cohort is never harder to secure); 1 without one."""
+        dep = self.dep
+        if not AGGREGATIONS.get(dep.aggregation).hides_updates:
+            return 1
+        sizes = range(3, max(3, dep.num_clients) + 1)
+        return sizes[min(len(sizes) - 1, bisect.bisect_left(sizes, True, key=self._derivable))]
+
+    def _derivable(self, n: int) -> bool:
+        try:
+            self._params(n)
+        except ConfigurationError:
+            return False
+        return True
+
+    def _params(self, n: int) -> SecAggParams:
         from secagg import SecAggParams
 
         dep = self.dep
-        if not AGGREGATIONS.get(dep.aggregation).hides_updates or n < 3:
-            return n
         if dep.degree is not None and dep.threshold is not None:
             k, t = (n - 1, min(dep.threshold, n - 1)) if dep.degree >= n - 1 else (dep.degree, dep.threshold)
             params = SecAggParams.manual(num_clients=n, degree=k, threshold=t, threat=dep.threat)
@@ -266,7 +324,7 @@ class _DeploymentFloor:
                 failure_bits=dep.failure_bits,
                 threat=dep.threat,
             )
-        return params.min_survivors(n)
+        return params
 
 
 def check_distributed(cfg: AuditConfig, sampling: Sampling) -> tuple[list[Finding], BudgetCurve | None]:
@@ -323,6 +381,7 @@ def check_distributed(cfg: AuditConfig, sampling: Sampling) -> tuple[list[Findin
             {"bits": p.bits, "scale": p.scale, "shares": p.shares, "clip_probability": p.clip_probability},
         ),
         _server_finding(cfg, sampling, amplified=final, mechanism=rdp_mech, noise="distributed"),
+        *filter(None, [_refusal_finding(cfg, sampling)]),
     ]
     if not AGGREGATIONS.get(dep.aggregation).hides_updates:
         findings.append(

@@ -63,7 +63,23 @@ def test_target_epsilon_is_calibrated_for_the_plan() -> None:
 def test_insecure_noise_is_flagged() -> None:
     cfg = _cfg(dp={"noise_multiplier": 1.0, "secure_noise": False, "seed": 3})
     findings, _ = check_dp(cfg)
-    assert [f.id for f in findings] == ["dp.budget", "dp.server", "dp.noise"] and findings[2].severity == "fail"
+    assert [f.id for f in findings] == ["dp.budget", "dp.server", "dp.refusal", "dp.noise"]
+    assert findings[3].severity == "fail"
+
+
+def test_cohorts_near_the_secure_sums_minimum_are_flagged() -> None:
+    """Whether a Poisson round ran tells observers whether its cohort reached the secure sum's minimum
+    (dp/refusal.py): the audit states that delta, and fails a plan whose cohorts mostly cannot run."""
+    rates = {"dropout_rate": 0.1, "corruption_rate": 0.05, "threat": "active"}  # examples/audit/hardened.toml
+    dp = {"noise_multiplier": 1.3, "sampling": "poisson", "sampling_rate": 0.1, "rounds": 200, "delta": 1e-5}
+    few = next(f for f in check_dp(_cfg(deployment={"num_clients": 100, **rates}, dp=dp))[0] if f.id == "dp.refusal")
+    assert few.severity == "fail" and few.data["min_cohort"] == 80 and few.data["expected_cohort"] == 10
+    many = next(f for f in check_dp(_cfg(deployment={"num_clients": 1500, **rates}, dp=dp))[0] if f.id == "dp.refusal")
+    assert many.severity == "pass" and 0 < many.data["delta_refusal"] < 1e-6
+    near = next(f for f in check_dp(_cfg(deployment={"num_clients": 900, **rates}, dp=dp))[0] if f.id == "dp.refusal")
+    assert near.severity == "fail" and near.data["delta_refusal"] > 1e-5  # cohorts of 90 against a minimum of 80
+    plain = check_dp(_cfg(deployment={"num_clients": 100, "aggregation": "plain"}, dp=dp))[0]
+    assert "dp.refusal" not in [f.id for f in plain]  # nothing refuses a cohort: nothing to bound
 
 
 def test_aggregations_come_from_registries() -> None:
@@ -91,6 +107,7 @@ def test_findings_order_and_evidence() -> None:
         "secagg.not-covered",
         "dp.budget",
         "dp.server",
+        "dp.refusal",
         "secagg.cost",
     ]
     assert r.budget is not None and set(r.budget.epsilon) == {"rdp", "prv"} and len(r.budget.rounds) == 10
