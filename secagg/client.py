@@ -312,9 +312,12 @@ class SecAggClient:
         if self.policy is not None and (why := self.policy.roster_fault(len(by_id))) is not None:
             raise self._fail(why)
         active = self.threat is ThreatModel.ACTIVE
-        # active: every entry (not only the neighbours'): all of them feed the session id and the graph
+        # active: every entry (not only the neighbours'): all of them feed the session id and the graph;
+        # this client's own entry is already the very advertisement it signed (compared above)
         for a in msg.advertisements if active else ():
-            if why := crypto.advertisement_fault(a, config_hash=self.config_hash, directory=self._directory):
+            if a.client_id != me and (
+                why := crypto.advertisement_fault(a, config_hash=self.config_hash, directory=self._directory)
+            ):
                 raise self._fail(why)
         self.session_id = crypto.session_id(self.round, msg.advertisements)
         if active:  # the roster is fixed: reveal the contribution, draw the ring once all are revealed

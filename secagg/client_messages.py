@@ -208,6 +208,9 @@ class RevealedShare:
     share: bytes
 
 
+_REVEALED = struct.Struct(f">I{SHARE_BYTES}s")
+
+
 @dataclass(frozen=True, slots=True)
 class UnmaskResponse:
     """Client -> server: shares of survivors' self-mask seeds and of dropped clients' mask keys."""
@@ -233,9 +236,12 @@ class UnmaskResponse:
         r = _open(data, cls.TYPE, "UnmaskResponse")
         rnd, sid, snd = read_round(r), r.fixed(DIGEST_BYTES), read_client_id(r)
         lists = []
-        for _ in range(2):
-            n = r.count(4 + SHARE_BYTES, limits.clients)
-            lists.append(tuple(RevealedShare(read_client_id(r), r.fixed(SHARE_BYTES)) for _ in range(n)))
+        for _ in range(2):  # each list in one pass over its bytes
+            n = r.count(_REVEALED.size, limits.clients)
+            rows = list(_REVEALED.iter_unpack(r.fixed(n * _REVEALED.size)))
+            if any(owner > MAX_CLIENT_ID for owner, _ in rows):
+                raise InvalidMessage("UnmaskResponse: client id out of range")
+            lists.append(tuple(RevealedShare(owner, share) for owner, share in rows))
         sig = read_signature(r)
         r.end()
         return cls(rnd, sid, snd, lists[0], lists[1], sig)

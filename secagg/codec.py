@@ -52,12 +52,16 @@ def header(w: Writer, type_code: int) -> Writer:
     return w.raw(_MAGIC).u8(CODEC_VERSION).u8(type_code)
 
 
+_HEADER = struct.Struct(">2sBB")
+
+
 def open_message(data: bytes, type_code: int, name: str) -> Reader:
     r = Reader(data, name)
-    if r.fixed(2) != _MAGIC:
+    magic, v, t = r.unpack(_HEADER)
+    if magic != _MAGIC:
         raise InvalidMessage(f"{name}: bad magic")
-    if (v := r.u8()) != CODEC_VERSION:
+    if v != CODEC_VERSION:
         raise InvalidMessage(f"{name}: unsupported codec version {v}")
-    if (t := r.u8()) != type_code:
+    if t != type_code:
         raise InvalidMessage(f"{name}: wrong message type {t}")
     return r

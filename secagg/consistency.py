@@ -61,9 +61,7 @@ def consistency_fault(
     def ok(cid: int) -> bool:
         if cid not in valid:
             key = directory.get(cid)
-            valid[cid] = (
-                cid in sigs and cid in alive and key is not None and crypto.verify(key, sigs[cid], payload)
-            )
+            valid[cid] = cid in sigs and cid in alive and key is not None and crypto.verify(key, sigs[cid], payload)
         return valid[cid]
 
     # Only key-share reveals need the neighbours' signatures: an honest client that reveals a

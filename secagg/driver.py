@@ -24,9 +24,10 @@ Server memory: ``server_peak_bytes`` is the buffers the server holds between ste
 (explicit accounting: accumulator, ciphertexts awaiting delivery, share commitments, revealed
 shares) plus the input bytes of
 the step, plus the peak of new allocations during the step (``tracemalloc``, to which numpy
-reports its buffers), maximised over the round. Tracing slows allocation, so every stage
-close and the first three messages of each stage are traced; later messages of the same
-stage (same work, same size) are charged the traced peak.
+reports its buffers), maximised over the round (``server_peak_by_stage``: per stage, a close
+counted in the stage it closes). Tracing slows allocation, so every stage close (a deadline, or
+the step of the last expected answer) and the first three messages of each stage are traced;
+later messages of the same stage (same work, same size) are charged the traced peak.
 """
 
 from __future__ import annotations
@@ -109,10 +110,13 @@ class RoundReport:
     server: SecAggServer
     memory_method: str = (
         "explicit accounting of the buffers the server holds + message size + tracemalloc peak of "
-        "allocations within server steps (every stage close and the first 3 messages of each stage "
-        "traced; later same-stage steps use the traced peak)"
+        "allocations within server steps (every stage close, deadline or last answer, and the first 3 "
+        "messages of each stage traced; later same-stage steps use the traced peak); excludes the "
+        "driver's encoded messages in flight"
     )
     clients: dict[int, SecAggClient] = field(default_factory=dict)
+    #: the server's peak per stage it was in (same method as ``server_peak_bytes``)
+    server_peak_by_stage: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -221,19 +225,25 @@ def run_round(
     stage_seconds: dict[str, float] = {}
     client_aborts: dict[int, ProtocolAbort] = {}
     peak = [0]
+    by_stage: dict[str, int] = {}
+
+    def note(stage: Any, value: int) -> None:
+        peak[0] = max(peak[0], value)
+        by_stage[stage.value] = max(by_stage.get(stage.value, 0), value)
 
     traced: dict[Any, int] = {}  # calls traced per server stage; transient peak per stage
 
-    def server_call(fn: Callable[[], list[Envelope]], extra: int = 0) -> list[Envelope]:
+    def server_call(fn: Callable[[], list[Envelope]], extra: int = 0, closing: bool = False) -> list[Envelope]:
         if not measure_memory:
             return fn()
         key = srv.stage
         held = srv.held_bytes() + extra
         # tracemalloc slows every allocation: trace the first calls of each stage (the steps of
-        # one stage do the same work on same-sized messages) and every stage change
-        if traced.get(key, 0) >= _TRACED_CALLS_PER_STAGE and fn.__name__ != "close_stage":
+        # one stage do the same work on same-sized messages) and every stage change (a deadline,
+        # or the step of the last expected answer, which closes the stage inside it)
+        if traced.get(key, 0) >= _TRACED_CALLS_PER_STAGE and fn.__name__ != "close_stage" and not closing:
             out = fn()
-            peak[0] = max(peak[0], held + transient.get(key, 0), srv.held_bytes())
+            note(key, max(held + transient.get(key, 0), srv.held_bytes()))
             return out
         traced[key] = traced.get(key, 0) + 1
         tracemalloc.start()
@@ -242,8 +252,11 @@ def run_round(
         finally:
             _, p = tracemalloc.get_traced_memory()
             tracemalloc.stop()
-        transient[key] = max(transient.get(key, 0), p)
-        peak[0] = max(peak[0], held + p, srv.held_bytes())
+        after = srv.held_bytes()
+        # what later steps of the stage are charged: the part of the peak the server did not keep
+        # (what it kept, e.g. an accumulator made by the first step, is in their held bytes already)
+        transient[key] = max(transient.get(key, 0), p - max(0, after - (held - extra)))
+        note(key, max(held + p, after))
         return out
 
     transient: dict[Any, int] = {}
@@ -279,7 +292,9 @@ def run_round(
                     if server_observer is not None:
                         with contextlib.suppress(ProtocolAbort):  # undecodable bytes: the server refuses them
                             server_observer(decode_message(b))  # type: ignore[arg-type]
-                    nxt.extend(server_call(_named(functools.partial(srv.step, [b]), "step"), extra=len(b)))
+                    closing = srv.pending <= 1 and c in srv.waiting_for
+                    step = _named(functools.partial(srv.step, [b]), "step")
+                    nxt.extend(server_call(step, extra=len(b), closing=closing))
         return nxt
 
     t_round = time.perf_counter()
@@ -323,5 +338,6 @@ def run_round(
         round_seconds=round_seconds,
         server_peak_bytes=peak[0],
         server=srv,
+        server_peak_by_stage=by_stage,
         clients=pool.clients if keep_clients and isinstance(pool, LocalPool) else {},
     )

@@ -11,7 +11,7 @@ and clients must refuse them).
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeAlias
 
@@ -247,6 +247,18 @@ def _read_uniform_advertisements(r: Reader, n: int) -> tuple[KeyAdvertisement, .
     return None
 
 
+_ID_DIGEST = struct.Struct(f">I{DIGEST_BYTES}s")
+_ID_SIGNATURE = struct.Struct(f">I{SIGNATURE_BYTES}s")
+
+
+def _id_rows(r: Reader, st: struct.Struct, n: int, what: str) -> tuple[tuple[int, bytes], ...]:
+    """``n`` (client id, fixed-size field) pairs in one pass over their bytes (ids range-checked)."""
+    rows: list[tuple[int, bytes]] = list(st.iter_unpack(r.fixed(n * st.size)))
+    if any(cid > MAX_CLIENT_ID for cid, _ in rows):
+        raise InvalidMessage(f"{what}: client id out of range")
+    return tuple(rows)
+
+
 @dataclass(frozen=True, slots=True)
 class RevealSet:
     """Server -> every roster client (active mode): every roster client's graph-seed contribution,
@@ -268,8 +280,8 @@ class RevealSet:
     def decode(cls, data: bytes, limits: Limits = NO_LIMITS) -> RevealSet:
         r = _open(data, cls.TYPE, "RevealSet")
         rnd, sid = read_round(r), r.fixed(DIGEST_BYTES)
-        n = r.count(4 + DIGEST_BYTES, limits.clients)
-        reveals = tuple((read_client_id(r), r.fixed(DIGEST_BYTES)) for _ in range(n))
+        n = r.count(_ID_DIGEST.size, limits.clients)
+        reveals = _id_rows(r, _ID_DIGEST, n, "RevealSet")
         r.end()
         return cls(rnd, sid, reveals)
 
@@ -305,7 +317,7 @@ class ShareDelivery:
     round: int
     session_id: bytes
     recipient: int
-    shares: tuple[DeliveredShare, ...]
+    shares: Sequence[DeliveredShare]  # a tuple, or the server's lazy view (secagg.vss.DeliveryView)
 
     def encode(self) -> bytes:
         w = _header(Writer(), self.TYPE).u64(self.round).fixed(self.session_id, DIGEST_BYTES).u32(self.recipient)
@@ -385,8 +397,8 @@ class UnmaskRequest:
         r = _open(data, cls.TYPE, "UnmaskRequest")
         rnd, sid = read_round(r), r.fixed(DIGEST_BYTES)
         surv, drop = read_ids(r, limits.clients), read_ids(r, limits.clients)
-        n = r.count(4 + SIGNATURE_BYTES, limits.clients)
-        sigs = tuple((read_client_id(r), r.fixed(SIGNATURE_BYTES)) for _ in range(n))
+        n = r.count(_ID_SIGNATURE.size, limits.clients)
+        sigs = _id_rows(r, _ID_SIGNATURE, n, "UnmaskRequest")
         r.end()
         return cls(rnd, sid, surv, drop, sigs)
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 import array
 import enum
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +46,7 @@ import numpy as np
 from privagg.errors import ConfigurationError, InvalidMessage, ProtocolAbort, VerificationError
 from privagg.randomness import SYSTEM_SECRETS, SecretSource
 from secagg import crypto, seeding, vss
+from secagg.idset import IdSet
 from secagg.messages import (
     CIPHERTEXT_BYTES,
     DIGEST_BYTES,
@@ -223,8 +225,11 @@ class SecAggServer(Unmasking):
         self.shared: frozenset[int] = frozenset()  # U2
         self._seed_commitments: dict[int, bytes] = {}
         # owner -> (holders ascending, 64 B of commitments each)
-        self._share_commitments: dict[int, tuple[array.array[int], bytes]] = {}
-        self.delivered_to: dict[int, frozenset[int]] = {}
+        # kind -> owner -> (holders ascending, 32 B of commitment each): after the masked inputs only the
+        # kind each owner's shares are revealed for (survivors: self, dropped: key)
+        self._share_commitments: dict[str, dict[int, tuple[array.array[int], bytes]]] = {"self": {}, "key": {}}
+        # holder -> the dealers whose shares it was sent (compact IdSets)
+        self.delivered_to: dict[int, AbstractSet[int]] = {}
         self.survivors: tuple[int, ...] = ()
         self.dropped: tuple[int, ...] = ()
         self.signatures: dict[int, bytes] = {}
@@ -247,12 +252,20 @@ class SecAggServer(Unmasking):
         """Clients that have not answered the current stage yet."""
         return frozenset(self._expected - self._answered)
 
+    @property
+    def pending(self) -> int:
+        """How many clients expected at the current stage have not answered (O(1))."""
+        return len(self._expected) - len(self._answered)
+
     def held_bytes(self) -> int:
         """Explicit accounting of what the server holds between steps: the accumulator, the
-        dealings (until the share check), the share commitments and the revealed shares."""
+        dealings (until the share check; then only their share commitments), who was sent whose
+        shares, and the revealed shares (wire sizes, not Python's object overhead)."""
         n = self._acc.nbytes if self._acc is not None else 0
         n += sum(len(e.envelopes) * _ENVELOPE_BYTES + len(e.check) for e in self.shares.values())
-        n += sum(h.itemsize * len(h) + len(b) + 32 for h, b in self._share_commitments.values())
+        for kind_store in self._share_commitments.values():  # (a holders array shared by both kinds counts twice)
+            n += sum(h.itemsize * len(h) + len(b) + 32 for h, b in kind_store.values())
+        n += sum(4 * len(ids) for ids in self.delivered_to.values())  # IdSet: 4 bytes an id
         for store in self._revealed.values():
             n += sum(len(blob) + 4 * len(ids) + 200 for ids, blob in store.values())
         return n
@@ -384,26 +397,18 @@ class SecAggServer(Unmasking):
     def _close_shares(self) -> list[Envelope]:
         self._need(self.shares, "shared keys")
         u2 = frozenset(self.shares)
-        inbox = vss.deliveries(self.shares, u2)
-        self.delivered_to = {c: frozenset(d.sender for d in lst) for c, lst in inbox.items()}
-        for sender in u2:  # what unmasking needs: the commitments (the whole dealing until the share check)
-            msg = self.shares[sender]
-            envs = sorted(msg.envelopes, key=lambda e: e.recipient)  # by holder: found by bisection
-            blob = b"".join(e.self_share_commitment + e.key_share_commitment for e in envs)
-            self._share_commitments[sender] = (array.array("i", [e.recipient for e in envs]), blob)
-            self._seed_commitments[sender] = msg.self_seed_commitment
+        self.delivered_to = vss.delivery_map(self.shares, u2)
+        inbox = vss.deliveries(self.shares, u2, self.delivered_to)  # views: no object per share held
         self.shared = u2
         self._expected = set(u2)
         return [
-            Envelope(
-                c, ShareDelivery(round=self.round, session_id=self.session_id, recipient=c, shares=tuple(inbox[c]))
-            )
+            Envelope(c, ShareDelivery(round=self.round, session_id=self.session_id, recipient=c, shares=inbox[c]))
             for c in sorted(u2)
         ]
 
     def _on_check(self, msg: ShareCheck) -> None:
         dealers = [c.dealer for c in msg.complaints]
-        if len(set(dealers)) != len(dealers) or not set(dealers) <= self.delivered_to.get(msg.sender, frozenset()):
+        if len(set(dealers)) != len(dealers) or not set(dealers) <= self.delivered_to.get(msg.sender, IdSet()):
             raise InvalidMessage("complaints about dealers that did not deal to this client, or repeated")
         self._complaints += [(msg.sender, c) for c in msg.complaints]
 
@@ -415,18 +420,27 @@ class SecAggServer(Unmasking):
         self.excluded = {d: why for d, (_, why) in proven.items()}
         gone = set(proven)
         self.shared = frozenset(self.shared - gone)
-        self.delivered_to = {c: got - gone for c, got in self.delivered_to.items() if c not in gone}
-        for d in gone:
-            del self._share_commitments[d], self._seed_commitments[d]
-        self.shares, self._complaints = {}, []
+        if gone:
+            self.delivered_to = {c: IdSet(got - gone) for c, got in self.delivered_to.items() if c not in gone}
+        for sender in sorted(self.shares):  # what unmasking needs: the commitments; each dealing freed in turn
+            msg = self.shares.pop(sender)
+            if sender in gone:
+                continue
+            envs = sorted(msg.envelopes, key=lambda e: e.recipient)  # by holder: found by bisection
+            holders = array.array("i", [e.recipient for e in envs])
+            self._share_commitments["self"][sender] = (holders, b"".join([e.self_share_commitment for e in envs]))
+            self._share_commitments["key"][sender] = (holders, b"".join([e.key_share_commitment for e in envs]))
+            self._seed_commitments[sender] = msg.self_seed_commitment
+        self._complaints = []
         self._expected = set(self._answered) - gone
         self._need(self._expected, "passed the share check")
-        self._acc = np.zeros(self.dimension, dtype=np.uint32 if self.params.word_bits == 32 else np.uint64)
+        self._acc = None  # allocated by the first masked input (not beside the dealings being freed here)
         req = MaskRequest(self.round, self.session_id, tuple(proven[d][0] for d in sorted(proven)))
         return [Envelope(c, req) for c in sorted(self._expected)]
 
     def _on_masked(self, msg: MaskedInput) -> None:
-        assert self._acc is not None
+        if self._acc is None:
+            self._acc = np.zeros(self.dimension, dtype=np.uint32 if self.params.word_bits == 32 else np.uint64)
         if msg.modulus_bits != self.params.modulus_bits or msg.count != self.dimension:
             raise InvalidMessage("masked input of the wrong length or ring")
         add_packed(self._acc, msg.data, msg.modulus_bits)
@@ -436,6 +450,10 @@ class SecAggServer(Unmasking):
         self._need(u3, "sent masked inputs")
         self.survivors = tuple(sorted(u3))
         self.dropped = tuple(sorted(self.shared - u3))
+        keep = {"self": set(self.survivors), "key": set(self.dropped)}  # the other kind is never revealed now
+        for kind, store in self._share_commitments.items():
+            for owner in [w for w in store if w not in keep[kind]]:
+                del store[owner]
         self._expected = set(u3)
         if self.params.threat is ThreatModel.ACTIVE:
             req: ServerMessage = ConsistencyRequest(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import array
 import bisect
 from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["Unmasking"]
 
 _P = np.uint64(PRIME)
-_BATCH = 256  # owners rebuilt per vectorised pass
+_BATCH = 32  # owners rebuilt per vectorised pass (temporaries: _BATCH x threshold x 16 words)
 
 
 class Unmasking:
@@ -35,7 +36,7 @@ class Unmasking:
     session_id: bytes
     survivors: tuple[int, ...]
     dropped: tuple[int, ...]
-    delivered_to: dict[int, frozenset[int]]
+    delivered_to: dict[int, AbstractSet[int]]
     advertisements: dict[int, KeyAdvertisement]
     graph: crypto.NeighbourGraph | None
     rejected: list[tuple[int | None, str]]
@@ -45,7 +46,7 @@ class Unmasking:
     _acc: np.ndarray | None
     _own_shares: dict[int, bytes]
     _seed_commitments: dict[int, bytes]
-    _share_commitments: dict[int, tuple[array.array[int], bytes]]
+    _share_commitments: dict[str, dict[int, tuple[array.array[int], bytes]]]
     _revealed: dict[str, dict[int, tuple[array.array[int], bytearray]]]
     mask_expander: crypto.MaskExpander
 
@@ -94,8 +95,8 @@ class Unmasking:
                 if owner not in allowed or owner not in self.delivered_to.get(holder, ()):
                     self.rejected.append((holder, f"unrequested {kind} share of client {owner}"))
                     continue
-                holders, blob = self._share_commitments[owner]
-                i = bisect.bisect_left(holders, holder) * 64 + (0 if kind == "self" else 32)
+                holders, blob = self._share_commitments[kind][owner]
+                i = bisect.bisect_left(holders, holder) * 32
                 want = blob[i : i + 32]
                 got = crypto.share_commitment(
                     session=self.session_id, owner=owner, holder=holder, kind=kind, share=rs.share
@@ -107,13 +108,6 @@ class Unmasking:
                 # when the secrets are rebuilt (_reconstruct_all)
                 self._store_share(kind, owner, holder, rs.share)
         self.responders.add(holder)
-
-    def _shares_of(self, kind: str, owner: int) -> dict[int, bytes]:
-        ids, blob = self._revealed[kind].get(owner, (array.array("i"), bytearray()))
-        out = {h: bytes(blob[SHARE_BYTES * i : SHARE_BYTES * (i + 1)]) for i, h in enumerate(ids)}
-        if kind == "self" and len(out) < self.params.threshold and owner in self._own_shares:
-            out[owner] = self._own_shares[owner]
-        return out
 
     def _masks_to_remove(self) -> Iterator[crypto.MaskTask]:
         """Every survivor's self mask and every pairwise mask of a dropped client with a survivor that
@@ -140,21 +134,36 @@ class Unmasking:
                     )
                     yield crypto.pair_mask_task(seed, session=sid, round=rnd, me=v, peer=w, subtract=True)
 
+    def _rows_of(self, kind: str, owner: int) -> tuple[np.ndarray, np.ndarray]:
+        """An owner's valid shares as ``(holder ids, (n, SECRET_LIMBS + CHECK_LIMBS) words)``, read in
+        place from the compact store (no bytes object per share); a survivor's own share of its seed
+        joins when fewer than ``threshold`` committed shares arrived."""
+        ids, blob = self._revealed[kind].get(owner, (array.array("i"), bytearray()))
+        hs = np.frombuffer(ids, dtype=np.int32) if len(ids) else np.zeros(0, dtype=np.int32)
+        rows = np.frombuffer(blob, dtype="<u4").reshape(len(ids), SHARE_BYTES // 4)
+        if kind == "self" and len(ids) < self.params.threshold and owner in self._own_shares:
+            own = np.frombuffer(self._own_shares[owner], dtype="<u4").reshape(1, SHARE_BYTES // 4)
+            hs, rows = np.append(hs, np.int32(owner)), np.concatenate([rows, own])
+        return hs, rows
+
     def _reconstruct_all(self, owners: tuple[int, ...], kind: str, what: str) -> Iterator[tuple[int, bytes]]:
-        """``(owner, secret)`` in ``owners``' order, every secret rebuilt in one vectorised pass
-        (``shamir.reconstruct_batch``); the first owner with fewer than ``threshold`` valid shares, or
-        whose shares are inconsistent, aborts when its turn comes (as one by one would)."""
+        """``(owner, secret)`` in ``owners``' order, every secret rebuilt in vectorised passes
+        (``shamir.reconstruct_batch``) from the ``threshold`` lowest holder ids of its valid shares; the
+        first owner with fewer than ``threshold`` valid shares, or whose shares are inconsistent, aborts
+        when its turn comes (as one by one would). Temporaries: ``_BATCH x threshold x 16`` words."""
         t = self.params.threshold
-        limbs = 4 * SECRET_LIMBS  # the secret's limbs; the check limbs follow (secagg.vss)
-        chosen = {w: self._shares_of(kind, w) for w in owners}
-        ready = [w for w in owners if len(chosen[w]) >= t]
+        counts = {w: len(self._rows_of(kind, w)[0]) for w in owners}
+        ready = [w for w in owners if counts[w] >= t]
         secrets: dict[int, bytes | None] = {}
         for lo in range(0, len(ready), _BATCH):  # bounded temporaries: (batch, t, 16) words
             part = ready[lo : lo + _BATCH]
-            holders = [sorted(chosen[w])[:t] for w in part]
-            raw = b"".join(chosen[w][h][:limbs] for w, hs in zip(part, holders) for h in hs)
-            arr = np.frombuffer(raw, dtype="<u4").astype(np.uint64).reshape(len(part), t, SECRET_LIMBS)
-            xs = np.array(holders, dtype=np.uint64).reshape(len(part), t) + np.uint64(1)
+            arr = np.empty((len(part), t, SECRET_LIMBS), dtype=np.uint64)
+            xs = np.empty((len(part), t), dtype=np.uint64)
+            for i, w in enumerate(part):
+                hs, rows = self._rows_of(kind, w)
+                pick = np.argsort(hs, kind="stable")[:t]  # the t lowest holder ids
+                arr[i] = rows[pick, :SECRET_LIMBS]  # the secret's limbs; the check limbs follow (secagg.vss)
+                xs[i] = hs[pick].astype(np.uint64) + np.uint64(1)
             bad = np.any(arr >= _P, axis=(1, 2))  # a committed share outside the field: its dealer's
             arr[bad] = 0
             out = reconstruct_batch(arr, xs=xs)
@@ -164,8 +173,7 @@ class Unmasking:
                 secrets[w] = None if bad[i] else wire[i].tobytes()
         for w in owners:
             if w not in secrets:
-                n = len(chosen[w])
-                raise self._abort(f"only {n} valid {what} shares of client {w}, the threshold is {t}")
+                raise self._abort(f"only {counts[w]} valid {what} shares of client {w}, the threshold is {t}")
             secret = secrets[w]
             if secret is None:  # shares are what the dealer committed to (or its own): the dealer's fault
                 raise self._abort(f"client {w} dealt inconsistent shares", party=w)

@@ -28,16 +28,20 @@ anyone masks with it (``secagg/THREAT_MODEL.md``).
 
 from __future__ import annotations
 
+import array
+import bisect
 import functools
 import hashlib
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from typing import Any, overload
 
 import numpy as np
 
 from privagg.errors import InvalidMessage, VerificationError
 from privagg.randomness import SecretSource, label
 from secagg import crypto
+from secagg.idset import IdSet
 from secagg.messages import (
     CHECK_LIMBS,
     PART_BYTES,
@@ -68,6 +72,8 @@ __all__ = [
     "seal_dealing",
     "open_shares",
     "deliveries",
+    "delivery_map",
+    "DeliveryView",
     "resolve",
 ]
 
@@ -333,27 +339,91 @@ def open_shares(
     return out
 
 
-def deliveries(dealings: dict[int, EncryptedShares], recipients: frozenset[int]) -> dict[int, list[DeliveredShare]]:
+class _Dealings:
+    """The dealers' messages indexed for delivery: per dealer its digest and its holders sorted (with
+    their positions in the signed message), so one holder's envelope is found by bisection."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, dealings: dict[int, EncryptedShares]) -> None:
+        self._rows: dict[int, tuple[EncryptedShares, bytes, array.array[int], array.array[int]]] = {}
+        for d, msg in dealings.items():
+            rcp = np.array([e.recipient for e in msg.envelopes], dtype=np.intc)
+            order = np.argsort(rcp, kind="stable").astype(np.intc)
+            keys, pos = array.array("i"), array.array("i")
+            keys.frombytes(rcp[order].tobytes())
+            pos.frombytes(order.tobytes())
+            self._rows[d] = (msg, dealing_digest(msg), keys, pos)
+
+    def recipients(self, d: int) -> array.array[int]:
+        return self._rows[d][2]
+
+    def share(self, d: int, holder: int) -> DeliveredShare:
+        msg, digest, keys, pos = self._rows[d]
+        e = msg.envelopes[pos[bisect.bisect_left(keys, holder)]]
+        c_self, c_key, kc = e.self_share_commitment, e.key_share_commitment, e.key_commitment
+        return DeliveredShare(d, e.ciphertext, digest, c_self, c_key, kc, msg.check)
+
+
+class DeliveryView(Sequence[DeliveredShare]):
+    """What the server forwards to one holder: every dealer's envelope for it (ascending dealer ids),
+    each :class:`~secagg.messages.DeliveredShare` built when read (encoding it, or a study's hook),
+    so a server delivering to all its clients at once holds no object per share."""
+
+    __slots__ = ("_dealers", "_holder", "_table")
+
+    def __init__(self, table: _Dealings, holder: int, dealers: AbstractSet[int]) -> None:
+        self._table, self._holder, self._dealers = table, holder, dealers
+
+    def __len__(self) -> int:
+        return len(self._dealers)
+
+    @overload
+    def __getitem__(self, i: int) -> DeliveredShare: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> tuple[DeliveredShare, ...]: ...
+
+    def __getitem__(self, i: int | slice) -> DeliveredShare | tuple[DeliveredShare, ...]:
+        if isinstance(i, slice):
+            return tuple(self)[i]
+        d = self._dealers.at(i) if isinstance(self._dealers, IdSet) else sorted(self._dealers)[i]
+        return self._table.share(d, self._holder)
+
+    def __iter__(self) -> Iterator[DeliveredShare]:
+        return (self._table.share(d, self._holder) for d in sorted(self._dealers))
+
+    def __repr__(self) -> str:
+        return f"DeliveryView(holder={self._holder}, dealers={len(self._dealers)})"
+
+
+def delivery_map(dealings: dict[int, EncryptedShares], recipients: frozenset[int]) -> dict[int, AbstractSet[int]]:
+    """Who gets whose envelope: recipient -> the dealers (of ``dealings``) that addressed it, for every
+    one of ``recipients``; from one sorted array of (recipient, dealer) keys (no object per envelope)."""
+    parts = [
+        (np.fromiter((e.recipient for e in m.envelopes), dtype=np.int64, count=len(m.envelopes)) << 32) | d
+        for d, m in dealings.items()
+    ]
+    keys = np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+    del parts
+    out: dict[int, AbstractSet[int]] = {}
+    for c in sorted(recipients):
+        a, b = np.searchsorted(keys, [c << 32, (c + 1) << 32])
+        out[c] = IdSet.of_sorted(keys[a:b] & 0xFFFFFFFF)
+    return out
+
+
+def deliveries(
+    dealings: dict[int, EncryptedShares],
+    recipients: frozenset[int],
+    delivered: Mapping[int, AbstractSet[int]] | None = None,
+) -> dict[int, DeliveryView]:
     """What the server forwards to each of ``recipients``: every dealer's envelope for it, with the
-    dealer's digest, check polynomials and commitments (what the recipient checks)."""
-    inbox: dict[int, list[DeliveredShare]] = {c: [] for c in recipients}
-    for d in sorted(dealings):
-        msg = dealings[d]
-        digest = dealing_digest(msg)
-        for e in msg.envelopes:
-            if e.recipient in recipients:
-                inbox[e.recipient].append(
-                    DeliveredShare(
-                        d,
-                        e.ciphertext,
-                        digest,
-                        e.self_share_commitment,
-                        e.key_share_commitment,
-                        e.key_commitment,
-                        msg.check,
-                    )
-                )
-    return inbox
+    dealer's digest, check polynomials and commitments (what the recipient checks), as lazy views
+    (``delivered``: :func:`delivery_map` of the same dealings, when the caller has it)."""
+    table = _Dealings(dealings)
+    got = delivered if delivered is not None else delivery_map(dealings, recipients)
+    return {c: DeliveryView(table, c, got[c]) for c in sorted(recipients)}
 
 
 def resolve(

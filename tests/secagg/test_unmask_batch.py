@@ -22,14 +22,14 @@ class _Tampering(SecAggServer):
         super().__init__(P, clients=range(N), dimension=M)
         self.short, self.bad = short, bad
 
-    def _shares_of(self, kind: str, owner: int) -> dict[int, bytes]:
-        out = super()._shares_of(kind, owner)
+    def _rows_of(self, kind: str, owner: int) -> tuple[np.ndarray, np.ndarray]:
+        hs, rows = super()._rows_of(kind, owner)
         if owner in self.short:
-            return dict(list(out.items())[:1])
+            return hs[:1], rows[:1]
         if owner in self.bad:
-            h = min(out)
-            out[h] = (int.from_bytes(out[h][:4], "little") ^ 1).to_bytes(4, "little") + out[h][4:]
-        return out
+            rows = rows.copy()
+            rows[int(np.argmin(hs)), 0] ^= 1
+        return hs, rows
 
 
 def _run(server: SecAggServer | None = None, drop: tuple[int, ...] = (5,)):
