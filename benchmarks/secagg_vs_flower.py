@@ -5,6 +5,7 @@
     python benchmarks/secagg_vs_flower.py --scenario large    # N=1000, M=1e6, 30% dropout, active, derived graph
     python benchmarks/secagg_vs_flower.py --scenario expansion  # N=1024, M=2^20 upload expansion
     python benchmarks/secagg_vs_flower.py --scenario all
+    python benchmarks/secagg_vs_flower.py --scenario verifier # Ed25519 verify: libsodium vs OpenSSL, A/B
 
 Flower runs through ``../shared/peers/flower_secaggplus.py --engine inproc`` (its unmodified
 ``SecAggPlusWorkflow`` + ``secaggplus_mod``, all clients in one process, one core), in a
@@ -23,11 +24,18 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
 from privagg.bench.secagg import SecAggBenchResult, combine_runs, run_bench
 from privagg.bench.timing import median
+from secagg import crypto
 
 # ../shared/peers beside the repository (override with PRIVAGG_FLOWER_HARNESS)
 FLOWER = Path(
@@ -62,7 +70,11 @@ def _summary(runs: list[SecAggBenchResult], *, memory: bool = False) -> dict[str
     both = combine_runs(runs)
     last = both.to_dict()
     keys: tuple[str, ...] = ("degree", "threshold", "modulus_bits", "stage_seconds", "client_upload_bytes")
-    keys += ("expansion", "server_peak_bytes", "server_peak_over_vector") if memory else ("expansion",)
+    keys += (
+        ("expansion", "server_peak_bytes", "server_peak_over_vector", "server_peak_by_stage", "memory_method")
+        if memory
+        else ("expansion",)
+    )
     keys += ("prg_gbps", "mask_add_gbps", "aes_ctr_gbps", "prg_over_aes", "mask_add_over_aes")
     return {
         "round_seconds_median": both.round_seconds,
@@ -163,9 +175,93 @@ def scenario_expansion(workers: int) -> dict[str, Any]:
     return res
 
 
+def _openssl_verify(public_key: bytes, signature: bytes, payload: bytes) -> bool:
+    """The verifier ``secagg.crypto.verify`` used before libsodium (OpenSSL; laxer, see its docstring)."""
+    try:
+        ed25519.Ed25519PublicKey.from_public_bytes(public_key).verify(signature, payload)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+@contextmanager
+def _verifier(fn: Callable[[bytes, bytes, bytes], bool]) -> Iterator[None]:
+    """Every caller (``advertisement_fault``, ``signed_by_sender``, ``consistency``) looks ``verify`` up
+    in ``secagg.crypto`` at call time, so replacing it there swaps the verifier of the whole round."""
+    saved = crypto.verify
+    crypto.verify = fn  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        crypto.verify = saved  # type: ignore[assignment]
+
+
+def scenario_verifier(repeat: int) -> dict[str, Any]:
+    """Our active round in Flower's case (N=100, M=1e5, 10% dropping, k 14 / t 10), the Ed25519
+    verifier swapped between OpenSSL (before) and libsodium (now), alternating; then one round with
+    every verification timed, for the share of the round it takes."""
+    kw: dict[str, Any] = {
+        "clients": 100,
+        "params": 100_000,
+        "dropout": 0.1,
+        "drop_stage": "masked_input",
+        "measure_memory": False,
+        "threat": "active",
+        "degree": 14,
+        "threshold": 10,
+    }
+    arms: dict[str, Callable[[bytes, bytes, bytes], bool]] = {"openssl": _openssl_verify, "libsodium": crypto.verify}
+    times: dict[str, list[float]] = {k: [] for k in arms}
+    failed: list[dict[str, Any]] = []
+    res: dict[str, Any] = {"setting": kw, "load_before": os.getloadavg()}
+    run_bench(seed=10_000, **kw)  # warm-up
+    for i in range(repeat):
+        for name in arms if i % 2 == 0 else reversed(list(arms)):
+            with _verifier(arms[name]):
+                r = run_bench(seed=i, **kw)
+            if not r.correct:  # reported, never hidden: its time is still in the list
+                failed.append({"verifier": name, "seed": i, "aborted": r.aborted, "survivors": r.survivors})
+            times[name].append(r.round_seconds)
+    key = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    pk, payload = key.public_key().public_bytes_raw(), bytes(202)  # an advertisement payload's length
+    sig = crypto.sign(key, payload)
+    per_call: dict[str, list[float]] = {k: [] for k in arms}
+    for _ in range(5):  # alternating batches of 2,000 verifications
+        for name, fn in arms.items():
+            t0 = time.perf_counter()
+            for _ in range(2000):
+                fn(pk, sig, payload)
+            per_call[name].append((time.perf_counter() - t0) / 2000)
+    spent = [0.0, 0]
+    plain = crypto.verify
+
+    def timed(public_key: bytes, signature: bytes, payload: bytes) -> bool:
+        t = time.perf_counter()
+        ok = plain(public_key, signature, payload)
+        spent[0] += time.perf_counter() - t
+        spent[1] += 1
+        return ok
+
+    with _verifier(timed):
+        r = run_bench(seed=repeat, **kw)
+    res.update(
+        rounds=times,
+        medians={k: median(v) for k, v in times.items()},
+        verify_us={k: 1e6 * median(v) for k, v in per_call.items()},
+        paired_speedup=median([a / b for a, b in zip(times["openssl"], times["libsodium"], strict=True)]),
+        verifications=spent[1],
+        verify_seconds=spent[0],
+        verify_share=spent[0] / r.round_seconds,
+        instrumented_round_seconds=r.round_seconds,
+        failed_rounds=failed,
+        load_after=os.getloadavg(),
+    )
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--scenario", choices=("flower", "large", "expansion", "all"), default="flower")
+    ap.add_argument("--scenario", choices=("flower", "large", "expansion", "verifier", "all"), default="flower")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", default=None, help="also write the figures here")
     ap.add_argument("--degree", type=int, default=0, help="large scenario: neighbours (0 = derived)")
@@ -201,6 +297,12 @@ def main(argv: list[str] | None = None) -> int:
             "one float64 vector"
         )
         print("stages: " + ", ".join(f"{k} {v:.1f}s" for k, v in o["stage_seconds"].items()))
+        vec = 8 * r["setting"]["params"]
+        print(
+            "server peak by stage: "
+            + ", ".join(f"{k} {b / 1e6:.1f} MB = {b / vec:.2f}x" for k, b in o["server_peak_by_stage"].items())
+            + f" (one float64 vector; {o['memory_method']})"
+        )
     if args.scenario in ("expansion", "all"):
         out["expansion"] = r = scenario_expansion(args.workers)
         u = r["upload"]
@@ -209,6 +311,17 @@ def main(argv: list[str] | None = None) -> int:
             f"plaintext (ring {u['modulus_bits']} bits; limit {u['information_limit']:.3f}x), "
             f"k {u['degree']}, t {u['threshold']}"
         )
+    if args.scenario == "verifier":
+        out["verifier"] = r = scenario_verifier(args.repeat)
+        print(f"# active, N=100 M=1e5 10% dropping, k 14 t 10; load {r['load_before']} -> {r['load_after']}")
+        for k, v in r["medians"].items():
+            print(f"verify by {k:<9} round median {v:.3f} s  rounds {', '.join(f'{x:.3f}' for x in r['rounds'][k])}")
+        print(
+            f"paired speed-up {r['paired_speedup']:.2f}x; libsodium round: {r['verifications']} verifications, "
+            f"{r['verify_seconds']:.3f} s = {100 * r['verify_share']:.0f}% of {r['instrumented_round_seconds']:.3f} s"
+        )
+        print("one verification: " + ", ".join(f"{k} {v:.1f} us" for k, v in r["verify_us"].items()))
+        print(f"rounds not correct: {r['failed_rounds'] or 'none'}")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1, default=float))
     return 0

@@ -123,7 +123,9 @@ def _check_seed(seed: bytes) -> None:
         raise ValueError(f"PRG seeds are {SEED_BYTES} bytes (got {len(seed)}); never fold or truncate a seed")
 
 
-_PRG_CHUNK_BYTES = 1 << 17  # prg_add_words: keystream generated and added in cache-sized chunks
+#: prg_add_words: keystream generated and added in chunks that stay in L2 with the slice they add to
+#: (512 KiB: 8-25% faster than 128 KiB at 1e5 and 1e6 words here, 1 MiB of L2 a core)
+_PRG_CHUNK_BYTES = 1 << 19
 _ZERO_BYTES = 1 << 20  # a read-only zero input for the keystream (CTR encrypts zeros)
 _ZEROS = np.zeros(_ZERO_BYTES, dtype=np.uint8)
 _ZEROS.setflags(write=False)

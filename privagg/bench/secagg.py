@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -104,6 +104,8 @@ class SecAggBenchResult(JsonResult):
     loadavg: tuple[float, float, float]
     #: every round's time when several rounds were combined (:func:`combine_runs`)
     round_seconds_all: tuple[float, ...] = ()
+    #: the server's peak per stage (``RoundReport.server_peak_by_stage``, same method as ``server_peak_bytes``)
+    server_peak_by_stage: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def vector_bytes(self) -> int:
@@ -142,6 +144,7 @@ class SecAggBenchResult(JsonResult):
             "server_peak_bytes": self.server_peak_bytes,
             "vector_bytes": self.vector_bytes,
             "server_peak_over_vector": self.server_peak_over_vector,
+            "server_peak_by_stage": dict(self.server_peak_by_stage),
             "memory_method": self.memory_method,
             **self.prg.to_dict(),
             "loadavg": list(self.loadavg),
@@ -155,7 +158,7 @@ def measure_prg(words: int = 1 << 18, *, repeats: int = 7) -> PrgRates:
     """Interleaved medians (GB/s) of raw AES-256-CTR, ``prg_words`` and ``prg_add_words``.
 
     Default: 1 MiB of keystream per call, which stays in cache for all three (masks are
-    generated in 128 KiB chunks anyway); at sizes beyond the cache the raw reference is
+    generated in 512 KiB chunks anyway); at sizes beyond the cache the raw reference is
     bound by memory traffic on its input buffer, not by AES. Within each of ``repeats`` rounds
     every figure is the fastest of 3 calls after a warm-up (:func:`.timing.best_seconds`, as
     :func:`.timing.aes_ctr_keystream_rate`), so the three are measured alike.
@@ -211,7 +214,8 @@ def measure_vss(degree: int, threshold: int, *, repeats: int = 5) -> VssCost:
 
 
 def combine_runs(runs: Sequence[SecAggBenchResult]) -> SecAggBenchResult:
-    """Several rounds as one: the last round's figures, the median round time, correct if all were."""
+    """Several rounds as one: the last round's figures (memory per stage included), the median round
+    time, correct if all were."""
     if not runs:
         raise ConfigurationError("no rounds to combine", field="repeat", accepted=">= 1")
     times = tuple(r.round_seconds for r in runs)
@@ -336,6 +340,7 @@ def _one_round(
         expansion=float(np.mean(uploads)) / (m * p.value_bits / 8),
         server_sent_bytes=rep.bytes_sent["server"],
         server_peak_bytes=rep.server_peak_bytes,
+        server_peak_by_stage=dict(rep.server_peak_by_stage),
         memory_method=rep.memory_method if measure_memory else "not measured",
         prg=measure_prg(),
         loadavg=os.getloadavg(),

@@ -21,7 +21,8 @@ SECAGG_KEYS = [
     *("value_bits", "derived", "workers", "aborted", "client_aborts", "survivors", "round_seconds"),
     *("wall_seconds", "stage_seconds", "correct", "max_abs_error", "error_bound", "client_upload_bytes"),
     *("expansion", "server_sent_bytes", "server_peak_bytes", "vector_bytes", "server_peak_over_vector"),
-    *("memory_method", "aes_ctr_gbps", "prg_gbps", "mask_add_gbps", "prg_over_aes", "mask_add_over_aes"),
+    *("server_peak_by_stage", "memory_method", "aes_ctr_gbps", "prg_gbps", "mask_add_gbps", "prg_over_aes"),
+    "mask_add_over_aes",
     "loadavg",
 ]
 PAILLIER_KEYS = [
@@ -94,6 +95,18 @@ def test_secagg_engine_repeat_is_the_median_round() -> None:
     d = r.to_dict()
     assert list(d) == [*SECAGG_KEYS, "round_seconds_all"] and len(d["round_seconds_all"]) == 3
     assert r.round_seconds == median(r.round_seconds_all) and r.correct
+
+
+def test_secagg_engine_memory_by_stage() -> None:
+    """The server's peak per stage is carried from the round report; the round's peak is their maximum;
+    without the probe there are none."""
+    kw: dict[str, Any] = dict(clients=8, params=300, dropout=0.25, degree=4, threshold=3, threat="active")
+    r = secagg.run_bench(seed=1, **kw)
+    d = r.to_dict()
+    assert r.correct and d["server_peak_by_stage"] == dict(r.server_peak_by_stage)
+    assert len(r.server_peak_by_stage) >= 5 and all(v > 0 for v in r.server_peak_by_stage.values())
+    assert max(r.server_peak_by_stage.values()) == r.server_peak_bytes
+    assert secagg.run_bench(seed=1, measure_memory=False, **kw).server_peak_by_stage == {}
 
 
 def test_secagg_engine_prg_rates() -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -37,7 +39,7 @@ _FIELD = st.integers(0, PRIME - 1)
 
 
 # ---------------------------------------------------------------------------- Shamir, batched
-def _point_sets(draw: st.DrawFn, batch: int, t: int) -> np.ndarray:
+def _point_sets(draw: Callable[..., Any], batch: int, t: int) -> np.ndarray:
     rows = [draw(st.lists(st.integers(1, PRIME - 1), min_size=t, max_size=t, unique=True)) for _ in range(batch)]
     return np.array(rows, dtype=np.uint64)
 
@@ -136,6 +138,32 @@ def test_advertisement_payload_of_odd_fields_is_still_the_label() -> None:
     )
     with pytest.raises(OverflowError):  # out of the signed 64-bit range: refused as the label refuses it
         crypto.advertisement_payload(KeyAdvertisement(1 << 63, 2, *(bytes(32),) * 3))
+
+
+_P25519 = (1 << 255) - 19
+#: 32-byte strings biased to the edges of the check: near p, the top byte 0x7f / 0x80, low-order points
+_U_EDGES = st.one_of(
+    st.binary(min_size=32, max_size=32),
+    st.integers(_P25519 - 64, (1 << 256) - 1).map(lambda u: u.to_bytes(32, "little")),
+    st.integers(0x7F << 248, (0x81 << 248) - 1).map(lambda u: u.to_bytes(32, "little")),
+    st.sampled_from(sorted(crypto.LOW_ORDER_U)).flatmap(
+        lambda u: st.sampled_from([u, u + _P25519, u | 1 << 255]).map(lambda v: (v % (1 << 256)).to_bytes(32, "little"))
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(public=_U_EDGES)
+def test_valid_x25519_public_is_the_integer_definition(public: bytes) -> None:
+    u = int.from_bytes(public, "little")
+    assert crypto.valid_x25519_public(public) is (u < _P25519 and u not in crypto.LOW_ORDER_U)
+
+
+@pytest.mark.parametrize("short", range(4))
+def test_advertisement_payload_with_any_one_field_not_32_bytes_is_the_label(short: int) -> None:
+    fields = [bytes([i]) * (31 if i == short else 32) for i in range(4)]
+    adv = KeyAdvertisement(1, 2, fields[0], fields[1], fields[2], b"", fields[3])
+    assert crypto.advertisement_payload(adv) == label(crypto.DOMAIN, "advertise", 1, 2, *fields)
 
 
 @settings(max_examples=60, deadline=None)
