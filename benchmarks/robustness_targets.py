@@ -6,7 +6,15 @@ then the summary:
 
     python benchmarks/robustness_targets.py --dataset digits --seeds 0 --defenses mean --attacks none
     python benchmarks/robustness_targets.py --dataset digits --seeds 0 --defenses nnm+fltrust [--workers 2]
+    python benchmarks/robustness_targets.py --dataset digits --seeds 0,1,2 --defenses history+fltrust --tune-seed 1000
     python benchmarks/robustness_targets.py --dataset digits --summarize
+
+``--tune-seed V`` first runs the tuning step (:func:`attacks.robustness.tune`) for ``--defenses`` on
+validation seed ``V`` (not a reported seed): every candidate of each defense's grid against the
+clean baseline and every attack (every round, partial knowledge), keeping the highest worst-case
+accuracy. The chosen options and every trial go to ``tuning_<dataset>_<defenses>.json`` (reused
+when it exists for the same seed and rounds) and into the reported runs' ``defense_options``
+(``--defense-options`` wins over them).
 
 Per seed, on the default task (20 clients, Dirichlet 0.5, 20% malicious, 30 rounds; ``--rounds``
 overrides, e.g. 15 for mnist-5k, whose honest-only run is flat by then):
@@ -50,8 +58,9 @@ from attacks.robustness import (
     worst_case,
 )
 from attacks.robustness.runner import run_jobs
+from attacks.robustness.tuning import DEFAULT_TOLERANCE, Trial, choose, tune
 
-DEFENSES = ("mean", "nnm+fltrust", "history+fltrust", "history+nnm+fltrust")
+DEFENSES = ("mean", "nnm+fltrust", "history+fltrust", "history+nnm+fltrust", "history+support+fltrust")
 # two-sided 95% Student t quantiles by degrees of freedom (seeds - 1)
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
@@ -127,14 +136,20 @@ def one_seed(
 
 
 def decorrelation_study(
-    dataset: str, seed: int, defenses: tuple[str, ...], values: tuple[float, ...], workers: int, rounds: int | None
+    dataset: str,
+    seed: int,
+    defenses: tuple[str, ...],
+    values: tuple[float, ...],
+    workers: int,
+    rounds: int | None,
+    defense_options: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Four model-replacement attackers every round who add fresh noise (``decorrelate`` times
     their update's norm) to look unalike: the adaptive attacker of a similarity screen."""
     changes: dict[str, Any] = {"seed": seed, "data": {"dataset": dataset}}
     if rounds is not None:
         changes["federation"] = {"rounds": rounds}
-    base = RobustnessConfig(defenses=defenses).with_run(changes)
+    base = RobustnessConfig(defenses=defenses, defense_options=defense_options or {}).with_run(changes)
     t0 = time.perf_counter()
     jobs = [
         (
@@ -154,10 +169,45 @@ def decorrelation_study(
         "seed": seed,
         "rounds": base.run.federation.rounds,
         "decorrelate": list(values),
+        "defense_options": {k: dict(v) for k, v in base.defense_options.items()},
         "wall_seconds": time.perf_counter() - t0,
         "load_average_at_end": os.getloadavg(),
         "defenses": rows,
     }
+
+
+def tuned_options(
+    dataset: str, seed: int, defenses: tuple[str, ...], workers: int, rounds: int | None, path: Path
+) -> dict[str, dict[str, Any]]:
+    """The options the tuning step chooses for ``defenses`` on validation seed ``seed`` (cached in ``path``)."""
+    if path.exists():
+        rec = json.loads(path.read_text())
+        if rec["validation_seed"] == seed and rec["rounds"] == rounds:
+            trials = [Trial(**{k: v for k, v in t.items() if k != "chosen"}) for t in rec["trials"]]
+            chosen = choose(trials)  # the trials are kept; the choice is re-made by the current rule
+            if chosen != rec["chosen"] or rec.get("tolerance") != DEFAULT_TOLERANCE:
+                rec["chosen"], rec["tolerance"] = chosen, DEFAULT_TOLERANCE
+                rec["trials"] = [{**t, "chosen": chosen.get(t["defense"]) == t["options"]} for t in rec["trials"]]
+                path.write_text(json.dumps(rec, indent=2, default=str) + "\n")
+            return chosen
+    changes: dict[str, Any] = {"seed": seed + 1, "data": {"dataset": dataset}}  # any seed but the validation one
+    if rounds is not None:
+        changes["federation"] = {"rounds": rounds}
+    cfg = RobustnessConfig(defenses=defenses).with_run(changes)
+    t0 = time.perf_counter()
+    res = tune(cfg, validation_seed=seed, workers=workers)
+    rec = {
+        "dataset": dataset,
+        "validation_seed": seed,
+        "rounds": rounds,
+        "chosen": res.chosen,
+        "tolerance": DEFAULT_TOLERANCE,
+        "trials": res.rows(),
+        "wall_seconds": time.perf_counter() - t0,
+        "load_average_at_end": os.getloadavg(),
+    }
+    path.write_text(json.dumps(rec, indent=2, default=str) + "\n")
+    return {d: dict(o) for d, o in res.chosen.items()}
 
 
 def _interval(xs: list[float]) -> dict[str, Any]:
@@ -247,6 +297,7 @@ def main() -> int:
     ap.add_argument("--attacks", default=None, help="the matrix's attacks (default: all; the mean needs only none)")
     ap.add_argument("--defense-options", default="{}", help='JSON, e.g. {"history+fltrust": {"centre": false}}')
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--tune-seed", type=int, default=None, help="choose the defenses' options on this validation seed")
     ap.add_argument("--out", default="benchmarks/results/robustness")
     ap.add_argument("--summarize", action="store_true", help="only gather the per-seed files into the summary")
     ap.add_argument(
@@ -256,19 +307,27 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     defenses = tuple(d for d in args.defenses.split(",") if d)
+    tag = "_".join(defenses)
+    options: dict[str, dict[str, Any]] = {}
+    if args.tune_seed is not None and not args.summarize:
+        path = out / f"tuning_{args.dataset}_{tag}.json"
+        options = tuned_options(args.dataset, args.tune_seed, defenses, args.workers, args.rounds, path)
+        print(f"tuned on validation seed {args.tune_seed}: {options}")
+    for d, o in json.loads(args.defense_options).items():
+        options[d] = {**options.get(d, {}), **o}
     if args.decorrelate is not None and not args.summarize:
         values = tuple(float(v) for v in args.decorrelate.split(","))
         for s in args.seeds.split(","):
-            study = decorrelation_study(args.dataset, int(s), defenses, values, args.workers, args.rounds)
-            name = f"decorrelate_{args.dataset}_s{study['seed']}_{'_'.join(defenses)}.json"
+            study = decorrelation_study(args.dataset, int(s), defenses, values, args.workers, args.rounds, options)
+            name = f"decorrelate_{args.dataset}_s{study['seed']}_{tag}.json"
             (out / name).write_text(json.dumps(study, indent=2, default=str) + "\n")
             print(json.dumps(study["defenses"]))
     elif not args.summarize:
         for s in args.seeds.split(","):
+            if args.tune_seed is not None and int(s) == args.tune_seed:
+                raise SystemExit(f"seed {s} is the validation seed: report other seeds")
             attacks = None if args.attacks is None else tuple(a for a in args.attacks.split(",") if a)
-            options = json.loads(args.defense_options)
             rec = one_seed(args.dataset, int(s), defenses, args.workers, args.rounds, attacks, options)
-            tag = "_".join(defenses)
             path = out / f"targets_{args.dataset}_s{rec['seed']}_{tag}.json"
             path.write_text(json.dumps(rec, indent=2, default=str) + "\n")
             top, wall = rec["honest_only_ceiling"], rec["wall_seconds"]

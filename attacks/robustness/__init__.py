@@ -57,7 +57,7 @@ from attacks.robustness.runner import (
     single_threaded,
     worst_case,
 )
-from attacks.robustness.tuning import Trial, TuningResult, candidates, tune
+from attacks.robustness.tuning import DEFAULT_TOLERANCE, Trial, TuningResult, candidates, choose, tune
 
 __all__ = [
     "BASELINE_DEFENSE",
@@ -83,5 +83,7 @@ __all__ = [
     "Trial",
     "TuningResult",
     "candidates",
+    "choose",
+    "DEFAULT_TOLERANCE",
     "tune",
 ]

@@ -48,6 +48,7 @@ DEFAULT_STACKS = (
     "nnm+fltrust",
     "history+fltrust",
     "history+nnm+fltrust",
+    "history+support+fltrust",
     "bucketing+fltrust",
     "arc+nnm+trimmed-mean",
     "bucketing+median",

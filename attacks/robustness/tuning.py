@@ -5,7 +5,11 @@ plus its pre-aggregators' for a stack, e.g. ``bucket_size``). :func:`tune` runs,
 *validation seed* that the reported runs do not use, every candidate against the clean
 baseline and every attack of the sweep (every round, the attackers' partial knowledge), and
 keeps, per defense, the candidate with the highest worst-case accuracy over the attacks
-(ties: the higher clean accuracy, then the first candidate). :meth:`TuningResult.apply`
+(:func:`choose`). Worst cases within ``tolerance`` (default one point) of the best are ties,
+which the higher clean accuracy breaks, then the grid's order: one run's accuracy on these
+tasks' 360 to 1,000 test examples has a binomial standard error of about one point, so a
+smaller gap in the worst case is not a measured difference, while the clean accuracy is a
+target of its own. :meth:`TuningResult.apply`
 puts the chosen values into the sweep's ``defense_options``; the report shows them.
 Defenses without a grid are not tuned. Options the sweep already fixes for a defense
 (``defense_options``) are kept, not searched.
@@ -24,7 +28,10 @@ from attacks.robustness.runner import CellResult, run_jobs
 from privagg.errors import ConfigurationError
 from protocols.aggregation import AGGREGATORS
 
-__all__ = ["Trial", "TuningResult", "candidates", "tune"]
+__all__ = ["DEFAULT_TOLERANCE", "Trial", "TuningResult", "candidates", "choose", "tune"]
+
+#: Worst-case accuracies this close to the best are ties (about one binomial standard error).
+DEFAULT_TOLERANCE = 0.01
 
 
 def candidates(defense: str, fixed: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -49,11 +56,13 @@ class Trial:
 
 @dataclass(frozen=True)
 class TuningResult:
-    """The chosen options per tuned defense, every trial, and the validation seed they were measured on."""
+    """The chosen options per tuned defense, every trial, the validation seed they were measured on,
+    and the ``tolerance`` within which worst cases tied (:func:`choose`)."""
 
     validation_seed: int
     chosen: dict[str, dict[str, Any]]
     trials: list[Trial] = field(default_factory=list)
+    tolerance: float = DEFAULT_TOLERANCE
 
     def apply(self, cfg: RobustnessConfig) -> RobustnessConfig:
         """``cfg`` with the chosen options added to its ``defense_options`` (options it fixed win)."""
@@ -76,10 +85,23 @@ class TuningResult:
         ]
 
 
-def _key(t: Trial) -> tuple[float, float]:
-    w = t.worst_accuracy if math.isfinite(t.worst_accuracy) else -1.0
-    c = t.clean_accuracy if math.isfinite(t.clean_accuracy) else -1.0
-    return (w, c)
+def _finite(v: float) -> float:
+    return v if math.isfinite(v) else -1.0
+
+
+def choose(trials: list[Trial], tolerance: float = DEFAULT_TOLERANCE) -> dict[str, dict[str, Any]]:
+    """Per defense, the options of the trial with the best worst case; worst cases within
+    ``tolerance`` of the best tie, broken by the higher clean accuracy, then the first trial."""
+    if not tolerance >= 0:
+        raise ConfigurationError(f"must be >= 0, got {tolerance!r}", field="tolerance")
+    chosen: dict[str, dict[str, Any]] = {}
+    for d in dict.fromkeys(t.defense for t in trials):
+        mine = [t for t in trials if t.defense == d]
+        best = max(_finite(t.worst_accuracy) for t in mine)
+        near = [t for t in mine if _finite(t.worst_accuracy) >= best - tolerance - 1e-12]
+        pick = max(near, key=lambda t: _finite(t.clean_accuracy))  # max keeps the first of equals
+        chosen[d] = dict(pick.options)
+    return chosen
 
 
 def tune(
@@ -88,13 +110,16 @@ def tune(
     validation_seed: int,
     workers: int = 1,
     on_result: Callable[[CellResult], None] | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
 ) -> TuningResult:
     """Choose each defense's options of ``cfg`` by worst-case accuracy over its attacks on ``validation_seed``.
 
     Runs, per candidate, the clean baseline and every attack of ``cfg`` (every round, partial
     knowledge) at the first malicious fraction and alpha. ``validation_seed`` must differ
-    from the reported seed ``cfg.run.seed``.
+    from the reported seed ``cfg.run.seed``. ``tolerance``: see :func:`choose`.
     """
+    if not tolerance >= 0:
+        raise ConfigurationError(f"must be >= 0, got {tolerance!r}", field="tolerance")
     if validation_seed == cfg.run.seed:
         raise ConfigurationError(
             f"the validation seed must differ from the reported seed {cfg.run.seed}", field="validation_seed"
@@ -127,9 +152,6 @@ def tune(
                 worst_attack=worst.attack if worst is not None else "-",
             )
         )
-    chosen: dict[str, dict[str, Any]] = {}
-    for d in dict.fromkeys(t.defense for t in trials):
-        mine = [t for t in trials if t.defense == d]
-        best = max(mine, key=_key)  # max keeps the first of equals: the grid's order breaks ties
-        chosen[d] = dict(best.options)
-    return TuningResult(validation_seed=validation_seed, chosen=chosen, trials=trials)
+    return TuningResult(
+        validation_seed=validation_seed, chosen=choose(trials, tolerance), trials=trials, tolerance=tolerance
+    )

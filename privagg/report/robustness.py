@@ -353,8 +353,9 @@ def matrix_report(
                 title="Hyperparameters chosen by worst-case accuracy",
                 text=(
                     f"Every candidate ran against the clean baseline and every attack on the validation seed "
-                    f"{tuning.validation_seed} (not a reported seed); the highest worst-case accuracy was kept "
-                    "(ties: the higher clean accuracy)."
+                    f"{tuning.validation_seed} (not a reported seed); the highest worst-case accuracy was kept; "
+                    f"worst cases within {100 * tuning.tolerance:g} point(s) of it count as ties, broken by the "
+                    "higher clean accuracy."
                 ),
                 data={"validation_seed": tuning.validation_seed, "chosen": tuning.chosen, "trials": tuning.rows()},
                 tables=[

@@ -28,10 +28,12 @@ name                    rule                               tolerated f (n client
 ======================  =================================  ==========================  ==========
 
 Pre-aggregators (:mod:`protocols.robust.pre`: ``nnm``, ``bucketing``, ``arc``, ``normalize``,
-``history``) sit in front of a rule in a :class:`Stack`; every stackable rule is registered behind
-``nnm+``, ``bucketing+``, ``arc+``, ``arc+nnm+``, ``normalize+nnm+``, ``history+`` and ``history+nnm+``
+``history``, ``support``) sit in front of a rule in a :class:`Stack`; every stackable rule is registered behind
+``nnm+``, ``bucketing+``, ``arc+``, ``arc+nnm+``, ``normalize+nnm+``, ``history+``, ``history+nnm+`` and
+``history+support+``
 (:func:`defense_stacks`; ``history`` drops the ``f`` clients whose update histories are most
-alike others', a colluding group's shared goal), whose
+alike others', a colluding group's shared goal; ``support`` zeroes every coordinate that at most
+``f`` updates move, the parameters only attackers touch), whose
 bound composes the stages' bounds with the rule's (``bucketing+krum`` tolerates ``f <= 3`` of
 20: Krum over 10 buckets). A stack that starts with bucketing needs only each bucket's sum, so
 secure aggregation can run within every bucket (the server then learns the bucket sums, each
@@ -63,6 +65,7 @@ from protocols.robust.pre import (
     HistoryOptions,
     Normalize,
     PreAggregator,
+    Support,
 )
 from protocols.robust.rules import (
     Bulyan,
@@ -124,6 +127,7 @@ __all__ = [
     "HistoryOptions",
     "Normalize",
     "PreAggregator",
+    "Support",
     "PRE_AGGREGATORS",
     "STACK_PREFIXES",
     "Stack",

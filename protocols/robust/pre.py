@@ -26,6 +26,8 @@ name           pre-aggregator                               tolerated f (n)     
 ``history``    drops the f clients whose update histories   f <= (n-1)//2          n - f vectors,
                (sums of unit-norm updates over the rounds)                         f
                are most alike another client's
+``support``    zeroes, in every update, the coordinates     any f                  n vectors, f
+               that at most f updates move at all
 =============  ===========================================  =====================  =============
 
 The bucketing shuffle is simulation randomness: the round's injected seeded generator
@@ -55,6 +57,7 @@ __all__ = [
     "Normalize",
     "Bucketing",
     "History",
+    "Support",
     "BucketingOptions",
     "PreAggregator",
     "Stage",
@@ -234,6 +237,14 @@ class History(PreAggregator):
     ``f`` are Byzantine; states its bound as an honest majority, ``f <= (n-1)//2`` (the
     median is an honest direction). Stateful: one instance per federation.
 
+    Dropping ``f`` every round costs a clean run the ``f`` honest clients with the most
+    look-alike label mixes, the same ones round after round (measured on the issue-18 task,
+    clean runs, seeds 0-2: 0 to 2.2 points before any rule). It is a ranking, not a test:
+    dropping only scores that stand out of the round's spread (median + 3 robust standard
+    deviations) kept every clean client but let four model-replacement attackers through
+    (99% backdoor, digits seed 1): at round 11 three of them scored 1.9 to 2.3 robust
+    deviations above the median, the honest clients at most 1.1, the fourth attacker -0.5.
+
     A lone attacker has no partner to be alike; in ``history+fltrust`` FLTrust's cosine to the
     root update then weighs it down. Nearest-neighbour mixing after it (``history+nnm+fltrust``)
     undoes that: an attacker whose update has an honest norm is mixed into honest rows, whose
@@ -291,12 +302,48 @@ class History(PreAggregator):
         return x[keep], [members[i] for i in keep]
 
 
+class Support(PreAggregator):
+    """Coordinate support: zero, in every update, each coordinate that at most ``f`` updates move.
+
+    A coordinate's support is the number of updates in which it is not exactly zero. ``f``
+    Byzantine clients give any coordinate a support of at most ``f``, so a parameter that no
+    honest client moves never reaches the rule, whatever the attackers send, and a
+    coordinate some honest client moves is kept once more than ``f`` clients move it. Honest
+    clients leave a first-layer weight untouched when its input is zero on all their data:
+    a backdoor trigger drawn on pixels that honest images never light (the background)
+    needs exactly those weights. Measured on the issue-18 task (``history+support+fltrust``
+    against ``history+fltrust``, seeds 0-2): the distributed backdoor's success fell from
+    37% to 10% (digits seed 0), 15.5% to 11% (seed 1), 4.7% to 1.7% (seed 2), 8.4% to 1.3%
+    (mnist-5k seed 0), and clean accuracy was unchanged. A trigger on pixels honest data
+    lights is not stopped by it; nor is anything when honest updates move every coordinate
+    (weight decay, noise). Tolerates any ``f < n``: the guarantee above needs no honest
+    majority, the stages after it state their own.
+    """
+
+    name = "support"
+    secagg_note = (
+        "compatible with sums: a second secure sum of the clients' 0/1 moved-indicators gives every "
+        "coordinate's support (a client adds at most 1 to it)"
+    )
+
+    @classmethod
+    def max_byzantine(cls, n: int) -> int:
+        return n - 1
+
+    def apply(self, x: np.ndarray, members: list[frozenset[int]], f: int, rng: np.random.Generator) -> Stage:
+        if f <= 0:
+            return x, members
+        support = np.count_nonzero(x, axis=0)
+        return np.where(support > f, x, 0.0), members
+
+
 PRE_AGGREGATORS: Registry[type[PreAggregator]] = Registry("pre-aggregator")
 PRE_AGGREGATORS.add("nnm", NNM)
 PRE_AGGREGATORS.add("bucketing", Bucketing)
 PRE_AGGREGATORS.add("arc", ARC)
 PRE_AGGREGATORS.add("normalize", Normalize)
 PRE_AGGREGATORS.add("history", History)
+PRE_AGGREGATORS.add("support", Support)
 
 
 def split_options(parts: Sequence[type[Any]], options: dict[str, Any]) -> list[dict[str, Any]]:

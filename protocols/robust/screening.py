@@ -151,14 +151,22 @@ class NormBound(RobustAggregator):
 
 @dataclass(frozen=True)
 class FLTrustOptions(RobustOptions):
-    """``root_size``: the size of the server's clean root sample (when :meth:`FLTrust.prepare` draws it)."""
+    """``root_size``: the size of the server's clean root sample (when :meth:`FLTrust.prepare` draws it).
+
+    ``root_passes``: how many times the root sample is repeated in each local epoch of the
+    server's training (1: FLTrust as published). The aggregate has the root update's norm, so
+    this sets the length of the global step, without any more clean data.
+    """
 
     root_size: int = 100
+    root_passes: int = 1
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.root_size < 1:
             raise ConfigurationError("must be >= 1", field="root_size")
+        if not isinstance(self.root_passes, int) or isinstance(self.root_passes, bool) or self.root_passes < 1:
+            raise ConfigurationError(f"must be an integer >= 1, got {self.root_passes!r}", field="root_passes")
 
 
 @register_aggregator("fltrust")
@@ -171,11 +179,20 @@ class FLTrust(RobustAggregator):
     to ``||g0||`` and weighted by ``ReLU(cos(g_i, g0))``. Since trust comes from the root
     data and not from a majority, FLTrust tolerates ``f <= n-1`` (it needs one client to
     aggregate).
+
+    The aggregate's norm is ``||g0||``, the global step. With a root sample smaller than a
+    typical client's data the server takes fewer SGD steps than the clients, and that step
+    is short: measured on the issue-18 task (100 root examples, clean runs, seed 1), 1/1.13
+    (digits) to 1/1.32 (mnist-5k) of the mean's, and 1.2 to 4.3 points of clean accuracy lost
+    (digits seeds 0-1, mnist-5k seeds 1-2).
+    ``root_passes`` repeats the root sample within each epoch, lengthening the step without
+    more clean data; the tuning step chooses it. ``root_size`` is not tuned: it is what the
+    server holds (:class:`ServerPolicy`), a resource and not a setting.
     """
 
     name = "fltrust"
     Options = FLTrustOptions
-    tuning_grid: ClassVar[Mapping[str, tuple[Any, ...]]] = {"root_size": (100, 200)}
+    tuning_grid: ClassVar[Mapping[str, tuple[Any, ...]]] = {"root_passes": (1, 2, 3)}
 
     def __init__(
         self, options: FLTrustOptions | None = None, *, root_update: RootUpdate | None = None, **overrides: Any
@@ -184,6 +201,7 @@ class FLTrust(RobustAggregator):
         super().__init__(opts)
         self.root_update = root_update
         self.root_size = opts.root_size
+        self.root_passes = opts.root_passes
 
     @classmethod
     def from_policy(cls, options: Mapping[str, Any], policy: ServerPolicy) -> Self:
@@ -194,13 +212,15 @@ class FLTrust(RobustAggregator):
         """Unless a ``root_update`` was given: train on a seeded clean sample of ``sim``'s training set.
 
         The sample (``root_size`` examples, drawn from the run's seed and its split's ``alpha``)
-        is the server's; it trains like a client with an id no client has.
+        is the server's; it trains like a client with an id no client has, on the sample
+        repeated ``root_passes`` times.
         """
         if self.root_update is not None:
             return
         ds = sim.dataset
         rng = simulation_rng(sim.config.seed, "fltrust-root", int(sim.config.data.alpha * 1000))
         idx = rng.choice(len(ds.y_train), size=min(self.root_size, len(ds.y_train)), replace=False)
+        idx = np.tile(idx, self.root_passes)
         x, y = ds.x_train[idx], ds.y_train[idx]
         server_id = sim.config.data.num_clients
 

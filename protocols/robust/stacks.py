@@ -3,8 +3,8 @@
 :class:`Stack` is the typed form (``Stack([NNM(), ARC()], Krum())``). Importing this module
 registers, for every robust rule ``r`` of :func:`~protocols.robust.robust_aggregators` (but
 FoolsGold, whose Sybil signal mixing erases), the
-stacks ``nnm+r``, ``bucketing+r``, ``arc+r``, ``arc+nnm+r``, ``normalize+nnm+r``, ``history+r`` and
-``history+nnm+r`` in
+stacks ``nnm+r``, ``bucketing+r``, ``arc+r``, ``arc+nnm+r``, ``normalize+nnm+r``, ``history+r``,
+``history+nnm+r`` and ``history+support+r`` in
 :data:`~protocols.aggregation.AGGREGATORS`; their ``Options`` are the rule's options plus the
 pre-aggregators' (``bucket_size``), so ``build_aggregator("bucketing+median", {"bucket_size": 3})``
 validates like any rule. :func:`defense_stacks` lists them.
@@ -37,6 +37,7 @@ STACK_PREFIXES: tuple[tuple[str, ...], ...] = (
     ("normalize", "nnm"),
     ("history",),
     ("history", "nnm"),
+    ("history", "support"),
 )
 
 

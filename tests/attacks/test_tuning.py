@@ -35,6 +35,8 @@ def test_candidates_are_the_product_of_the_grids() -> None:
         {"bucket_size": 3, "trim": 2},
     ]
     assert R.candidates("bucketing+trimmed-mean", {"trim": 1}) == [{"bucket_size": 2}, {"bucket_size": 3}]
+    # FLTrust tunes its server's passes over the root sample, not the root sample's size (a resource)
+    assert R.candidates("history+fltrust") == [{"root_passes": 1}, {"root_passes": 2}, {"root_passes": 3}]
 
 
 def test_tune_picks_the_best_worst_case_on_the_validation_seed(tmp_path: Path) -> None:
@@ -72,3 +74,19 @@ def test_tune_picks_the_best_worst_case_on_the_validation_seed(tmp_path: Path) -
     assert data["seeds"]["validation_seed"] == 7 and data["command"] == "test"
     assert sum(t["chosen"] for t in data["sections"]["tuning"]["trials"]) == 1
     assert rep.header[0] == ("command", "test")
+
+
+def test_choose_ties_worst_cases_within_the_tolerance_and_breaks_them_by_clean_accuracy() -> None:
+    def t(opts: int, clean: float, worst: float, d: str = "fltrust") -> R.Trial:
+        return R.Trial(d, {"root_passes": opts}, clean, worst, "dba")
+
+    trials = [t(1, 0.879, 0.876), t(2, 0.897, 0.8744), t(3, 0.876, 0.8648), t(1, 0.5, float("nan"), "flame")]
+    # the best worst case (0.876) and one 0.16 points below it tie: the higher clean accuracy wins;
+    # 1.1 points below is a worse worst case
+    assert R.choose(trials) == {"fltrust": {"root_passes": 2}, "flame": {"root_passes": 1}}
+    assert R.choose(trials, tolerance=0.0) == {"fltrust": {"root_passes": 1}, "flame": {"root_passes": 1}}
+    assert R.choose(trials, tolerance=0.02)["fltrust"] == {"root_passes": 2}
+    assert R.choose([t(1, 0.9, 0.8), t(2, 0.95, 0.7)])["fltrust"] == {"root_passes": 1}  # 10 points: no tie
+    assert R.choose([t(1, 0.9, 0.8), t(2, 0.9, 0.8)])["fltrust"] == {"root_passes": 1}  # full tie: grid order
+    with pytest.raises(ConfigurationError, match="tolerance"):
+        R.choose(trials, tolerance=-0.01)

@@ -224,3 +224,50 @@ def test_history_centre_option_reaches_the_stage_through_the_stack() -> None:
     plain = robust.History(centre=False)
     plain.scores(x, [0, 1, 2, 3, 4])
     np.testing.assert_allclose(plain._history[2], x[2] / np.linalg.norm(x[2]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(3, 12),
+    d=st.integers(1, 16),
+    f=st.integers(0, 5),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_support_zeroes_what_only_f_updates_move_and_keeps_the_rest(n: int, d: int, f: int, seed: int) -> None:
+    f = min(f, n - 1)
+    rng = np.random.default_rng(seed)
+    # honest rows move a random subset of coordinates; the f Byzantine rows send anything, everywhere
+    x = rng.normal(size=(n, d)) * (rng.random((n, d)) < 0.5)
+    x[n - f :] = rng.normal(size=(f, d)) * 10.0
+    honest_support = np.count_nonzero(x[: n - f], axis=0)
+    out, mem = robust.Support().apply(x, members(n), f, rng)
+    assert mem == members(n) and out.shape == x.shape
+    support = np.count_nonzero(x, axis=0)
+    np.testing.assert_array_equal(out[:, support > f], x[:, support > f])  # kept coordinates are untouched
+    if f > 0:
+        assert not out[:, support <= f].any()
+        assert not out[:, honest_support == 0].any()  # no honest mover: nothing the attackers send gets through
+    else:
+        np.testing.assert_array_equal(out, x)  # f = 0 changes nothing
+
+
+def test_support_known_answer_and_its_stack() -> None:
+    x = np.array(
+        [
+            [1.0, 0.0, 0.0, 2.0],
+            [1.0, 0.0, 5.0, 0.0],
+            [1.0, 7.0, 5.0, 0.0],
+            [-1.0, 0.0, 0.0, 0.0],
+        ]
+    )
+    out, _ = robust.Support().apply(x, members(4), 1, np.random.default_rng(0))
+    want = x.copy()
+    want[:, [1, 3]] = 0.0  # coordinates 1 and 3 are moved by one update each: at most f
+    np.testing.assert_array_equal(out, want)
+    out2, _ = robust.Support().apply(x, members(4), 2, np.random.default_rng(0))
+    np.testing.assert_array_equal(out2[:, 0], x[:, 0])
+    assert not out2[:, 1:].any()
+    assert robust.Support.max_byzantine(20) == 19 and robust.Support().passes(20, 4) == (20, 4)
+    agg = build_aggregator("history+support+fltrust", {"root_passes": 2})
+    assert isinstance(agg, robust.Stack) and [p.name for p in agg.pre] == ["history", "support"]
+    assert AGGREGATORS.get("history+support+fltrust").max_byzantine(20) == 9  # history's honest majority

@@ -503,3 +503,37 @@ def test_fltrust_prepares_its_root_update_on_the_simulation() -> None:
     assert given.root_update is not None and not given.root_update(c).any()  # an explicit root update is kept
     with pytest.raises(ConfigurationError):
         robust.FLTrust(root_size=0)
+
+
+def test_fltrust_root_passes_repeat_the_root_sample_and_lengthen_the_step() -> None:
+    from privagg.randomness import simulation_rng
+
+    sim = _sim()
+    c = RoundContext(
+        round=1,
+        population=4,
+        sampled=(0, 1, 2, 3),
+        sampling="fixed",
+        sampling_rate=1.0,
+        rng=np.random.default_rng(0),
+        global_params=sim.global_params.copy(),
+    )
+    steps = {}
+    for passes in (1, 2, 3):
+        fl = robust.FLTrust(root_size=20, root_passes=passes)
+        fl.prepare(sim)
+        assert fl.root_update is not None
+        steps[passes] = fl.root_update(c)
+    # the same 20 examples, each seen ``passes`` times per epoch: no more clean data
+    ds = sim.dataset
+    rng = simulation_rng(sim.config.seed, "fltrust-root", int(sim.config.data.alpha * 1000))
+    idx = np.tile(rng.choice(len(ds.y_train), size=20, replace=False), 2)
+    want = sim.train_client(4, sim.global_params.copy(), x=ds.x_train[idx], y=ds.y_train[idx], round=1).delta
+    np.testing.assert_allclose(steps[2], want)
+    norms = [float(np.linalg.norm(steps[p])) for p in (1, 2, 3)]
+    assert norms[0] < norms[1] < norms[2]  # more SGD steps on the server: a longer global step
+    st = robust.build_defense("history+fltrust", {"root_passes": 2}, robust.ServerPolicy(num_byzantine=2))
+    assert isinstance(st, robust.Stack) and isinstance(st.rule, robust.FLTrust) and st.rule.root_passes == 2
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(ConfigurationError, match="root_passes"):
+            robust.FLTrust(root_passes=bad)
