@@ -33,6 +33,7 @@ __all__ = [
     "AuditedAggregation",
     "check_threat_model",
     "register_aggregation",
+    "round_size",
     "run_protocol_attacks",
     "check_malicious_model",
     "upload_bytes",
@@ -82,7 +83,7 @@ class SecureAggregation(AuditedAggregation):
     """SecAgg+: the graph and threshold, the threat model (attacks run, not assumed), the upload."""
 
     def audit(self, cfg: AuditConfig, *, progress: Progress | None = None) -> AggregationAudit:
-        findings, params = check_secagg(cfg.deployment)
+        findings, params = check_secagg(cfg.deployment, round_size=round_size(cfg))
         attacks: tuple[AttackRow, ...] | None = None
         if cfg.protocol_attacks:
             if progress is not None:
@@ -134,15 +135,26 @@ class PlainAggregation(AuditedAggregation):
         )
 
 
-def check_secagg(dep: Deployment) -> tuple[list[Finding], SecAggParams | None]:
-    """Privacy and failure probabilities of the configured (or derived) graph against the targets."""
+def round_size(cfg: AuditConfig) -> int:
+    """How many clients one secure sum runs over: the whole deployment without DP sampling, else the
+    expected cohort ``q N`` (Poisson) or the fixed cohort (at least 3)."""
+    if cfg.dp.mechanism is None:
+        return cfg.deployment.num_clients
+    return max(3, round(cfg.dp.sampling_rate * cfg.deployment.num_clients))
+
+
+def check_secagg(dep: Deployment, *, round_size: int | None = None) -> tuple[list[Finding], SecAggParams | None]:
+    """Privacy and failure probabilities of the configured (or derived) graph against the targets, for
+    rounds of ``round_size`` clients (default: the whole deployment; with DP sampling the cohort, which
+    is what each round's graph is built over)."""
     from secagg import SecAggParams
 
+    n = dep.num_clients if round_size is None else round_size
     findings: list[Finding] = []
     derived: SecAggParams | None
     try:
         derived = SecAggParams.derive(
-            num_clients=dep.num_clients,
+            num_clients=n,
             dropout_rate=dep.dropout_rate,
             corruption_rate=dep.corruption_rate,
             security_bits=dep.security_bits,
@@ -156,11 +168,13 @@ def check_secagg(dep: Deployment) -> tuple[list[Finding], SecAggParams | None]:
         findings.append(Finding("secagg.derive", "warn", "No graph meets the stated targets", str(e)))
     params = derived
     if dep.degree is not None and dep.threshold is not None:
+        # a configured graph wider than the round is the complete graph (as the run's aggregator builds it)
+        k, t = (n - 1, min(dep.threshold, n - 1)) if dep.degree >= n - 1 else (dep.degree, dep.threshold)
         try:
             params = SecAggParams.manual(
-                num_clients=dep.num_clients,
-                degree=dep.degree,
-                threshold=dep.threshold,
+                num_clients=n,
+                degree=k,
+                threshold=t,
                 threat=dep.threat,
                 value_bits=dep.value_bits,
             )
@@ -172,6 +186,7 @@ def check_secagg(dep: Deployment) -> tuple[list[Finding], SecAggParams | None]:
     sec = params.security_log2(dep.corruption_rate, dep.dropout_rate)
     fail = params.failure_log2(dep.dropout_rate)
     data = {
+        "round_size": n,
         "degree": params.degree,
         "threshold": params.threshold,
         "modulus_bits": params.modulus_bits,
@@ -180,7 +195,8 @@ def check_secagg(dep: Deployment) -> tuple[list[Finding], SecAggParams | None]:
         "derived_degree": derived.degree if derived else None,
         "derived_threshold": derived.threshold if derived else None,
     }
-    detail = (
+    rounds = "" if n == dep.num_clients else f"rounds of {n} clients (the sampled cohort of {dep.num_clients}): "
+    detail = rounds + (
         f"degree {params.degree}, threshold {params.threshold}, ring 2^{params.modulus_bits}: privacy failure "
         f"probability {_fmt_log2(sec)} (target 2^-{dep.security_bits}), round failure probability {_fmt_log2(fail)} "
         f"(target 2^-{dep.failure_bits}) at dropout {dep.dropout_rate:g} and corruption {dep.corruption_rate:g}"

@@ -100,7 +100,7 @@ def test_findings_order_and_evidence() -> None:
     assert [f.id for f in r.findings] == ["aggregation.plain", "dp.budget", "aggregation.compatibility"]
     assert r.verdict == "fail" and r.failed and r.counts == {"pass": 1, "warn": 1, "fail": 1}
     assert r.attacks is None and r.budget is None
-    r = run_audit(_cfg(deployment={"num_clients": 100, "threat": "active"}, dp={"noise_multiplier": 1.0}))
+    r = run_audit(_cfg(deployment={"num_clients": 1000, "threat": "active"}, dp={"noise_multiplier": 1.0}))
     assert [f.id for f in r.findings] == [
         "secagg.parameters",
         "secagg.threat-model",
@@ -196,3 +196,23 @@ def test_a_paillier_deployment_is_reported_as_assumed_never_passed() -> None:
     (f,) = [f for f in r.findings if f.id.startswith("paillier")]
     assert f.severity == "warn" and "not tested" in f.title.lower()
     assert "dealer" in f.detail and "corrupt the sum" in f.detail and r.attacks is None
+
+
+def test_the_graph_is_audited_for_the_rounds_that_run() -> None:
+    """With DP sampling a secure sum runs over the cohort, not the population: the graph finding (and the
+    upload) are for rounds of q N clients, as each round's clients derive their graph from their roster."""
+    from secagg import SecAggParams
+
+    rates = {"dropout_rate": 0.1, "corruption_rate": 0.05, "threat": "active"}
+    dp = {"noise_multiplier": 1.3, "sampling": "poisson", "sampling_rate": 0.1, "rounds": 200, "delta": 1e-5}
+    r = run_audit(_cfg(deployment={"num_clients": 1500, **rates}, dp=dp))
+    graph = next(f for f in r.findings if f.id == "secagg.parameters")
+    cohort = SecAggParams.derive(num_clients=150, dropout_rate=0.1, corruption_rate=0.05, threat="active")
+    assert graph.data["round_size"] == 150 and graph.data["degree"] == cohort.degree
+    assert graph.detail.startswith("rounds of 150 clients (the sampled cohort of 1500)")
+    whole = run_audit(_cfg(deployment={"num_clients": 1500, **rates}))  # no DP: every client in every round
+    assert next(f for f in whole.findings if f.id == "secagg.parameters").data["round_size"] == 1500
+    # a configured graph wider than the cohort is the complete graph of the cohort
+    wide = run_audit(_cfg(deployment={"num_clients": 100, "degree": 14, "threshold": 10}, dp=dp))
+    data = next(f for f in wide.findings if f.id == "secagg.parameters").data
+    assert (data["round_size"], data["degree"], data["threshold"]) == (10, 9, 9)
