@@ -455,6 +455,19 @@ def test_typed_options_validate_a_configuration_table() -> None:
     assert e.value.field == "aggregation.options.noise_lambda"
 
 
+def _first_round(sim: FedAvgSimulation) -> RoundContext:
+    """Round 1 of a 4-client simulation, every client sampled, seeded."""
+    return RoundContext(
+        round=1,
+        population=4,
+        sampled=(0, 1, 2, 3),
+        sampling="fixed",
+        sampling_rate=1.0,
+        rng=np.random.default_rng(0),
+        global_params=sim.global_params.copy(),
+    )
+
+
 def _sim(num_clients: int = 4) -> FedAvgSimulation:
     cfg = RunConfig(
         data=DataConfig(num_clients=num_clients),
@@ -486,15 +499,7 @@ def test_fltrust_prepares_its_root_update_on_the_simulation() -> None:
     fl = robust.FLTrust(root_size=20)
     fl.prepare(sim)
     assert fl.root_update is not None
-    c = RoundContext(
-        round=1,
-        population=4,
-        sampled=(0, 1, 2, 3),
-        sampling="fixed",
-        sampling_rate=1.0,
-        rng=np.random.default_rng(0),
-        global_params=sim.global_params.copy(),
-    )
+    c = _first_round(sim)
     g0 = fl.root_update(c)
     assert g0.shape == sim.global_params.shape and np.linalg.norm(g0) > 0
     np.testing.assert_array_equal(g0, fl.root_update(c))  # seeded: the same sample and batch order
@@ -509,15 +514,7 @@ def test_fltrust_root_passes_repeat_the_root_sample_and_lengthen_the_step() -> N
     from privagg.randomness import simulation_rng
 
     sim = _sim()
-    c = RoundContext(
-        round=1,
-        population=4,
-        sampled=(0, 1, 2, 3),
-        sampling="fixed",
-        sampling_rate=1.0,
-        rng=np.random.default_rng(0),
-        global_params=sim.global_params.copy(),
-    )
+    c = _first_round(sim)
     steps = {}
     for passes in (1, 2, 3):
         fl = robust.FLTrust(root_size=20, root_passes=passes)
