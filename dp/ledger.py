@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from dp.accounting import Accountant, Sampling, make_accountant
 from dp.distributed_accounting import RDPMechanism, mechanism_from_dict
 from privagg.errors import ConfigurationError, PrivacyBudgetExceeded
 
-__all__ = ["BUDGET_AGAINST", "Epsilons", "PrivacyBudget", "LedgerEntry", "PrivacyLedger"]
+__all__ = ["BUDGET_AGAINST", "BudgetRefusal", "Epsilons", "PrivacyBudget", "LedgerEntry", "PrivacyLedger"]
 
 
 #: whom a budget's guarantee holds against (:attr:`PrivacyBudget.against`)
@@ -42,6 +43,35 @@ class PrivacyBudget:
             raise ConfigurationError(f"must be > 0, got {self.epsilon}", field="budget_epsilon")
         if not (0 < self.delta < 1):
             raise ConfigurationError(f"must be in (0, 1), got {self.delta}", field="delta")
+
+
+@dataclass(frozen=True)
+class BudgetRefusal:
+    """A round :meth:`PrivacyLedger.check` refused: nothing of it was recorded or released.
+
+    ``round``: the refused round (ledger length + 1); ``against``: the guarantee that would have
+    gone over (``"server"``: the worst client's unamplified epsilon against the server;
+    ``"observers"``: the amplified one); ``epsilon``: the figure that round would have reached;
+    ``spent``: that guarantee's figure over the rounds already charged; ``message``: the error's text.
+    """
+
+    round: int
+    against: str
+    epsilon: float
+    budget: float
+    delta: float
+    spent: float
+    message: str
+
+    @classmethod
+    def of(cls, error: PrivacyBudgetExceeded, *, round: int, ledger: Any = None) -> BudgetRefusal:
+        """``error``'s refusal as ``ledger`` (a :class:`PrivacyLedger`) kept it, numbered ``round`` (the caller's
+        numbering); without a ledger's record, only the error's figures (``against = "unknown"``)."""
+        kept = getattr(ledger, "refusal", None)
+        if isinstance(kept, BudgetRefusal) and kept.message == str(error):
+            return dataclasses.replace(kept, round=round)
+        spent, budget = (math.nan if v is None else float(v) for v in (error.spent, error.budget))
+        return cls(round, "unknown", math.nan, budget, math.nan, spent, str(error))
 
 
 class Epsilons(Mapping[str, float]):
@@ -137,6 +167,8 @@ class PrivacyLedger:
         self._checked: tuple[int, float, Sampling, RDPMechanism | None, float, float] | None = None
         self.entries: list[LedgerEntry] = []
         self.state: dict[str, Any] = {}
+        #: the round the last :meth:`check` refused (``None``: the last check passed, or none ran)
+        self.refusal: BudgetRefusal | None = None
 
     @property
     def accountant_names(self) -> list[str]:
@@ -166,6 +198,7 @@ class PrivacyLedger:
         With a budget ``against="server"`` the worst client's server-view epsilon with this round
         (``roster``: its cohort; ``None``: counted for every client) must stay within it too.
         """
+        self.refusal = None
         if self.budget is None:
             return math.nan
         acc = self._accountants[self.budget.accountant]
@@ -184,13 +217,28 @@ class PrivacyLedger:
             self._check_server(noise_multiplier=noise_multiplier, sampling=sampling, mechanism=mechanism, roster=roster)
         if eps > self.budget.epsilon:
             spent = acc.get_epsilon(self.budget.delta)
-            raise PrivacyBudgetExceeded(
+            self._refuse(
+                "observers",
+                eps,
+                spent,
                 f"round {len(self.entries) + 1} would bring epsilon to {eps:.4g} > budget {self.budget.epsilon:.4g} "
                 f"(delta {self.budget.delta:g}, {acc.name}); spent so far {spent:.4g} over {len(self.entries)} rounds",
-                spent=spent,
-                budget=self.budget.epsilon,
             )
         return eps
+
+    def _refuse(self, against: str, epsilon: float, spent: float, message: str) -> NoReturn:
+        """Keep the refusal (:attr:`refusal`) and raise :class:`PrivacyBudgetExceeded`; nothing is recorded."""
+        assert self.budget is not None
+        self.refusal = BudgetRefusal(
+            round=len(self.entries) + 1,
+            against=against,
+            epsilon=float(epsilon),
+            budget=float(self.budget.epsilon),
+            delta=float(self.budget.delta),
+            spent=float(spent),
+            message=message,
+        )
+        raise PrivacyBudgetExceeded(message, spent=spent, budget=self.budget.epsilon)
 
     def _check_server(
         self,
@@ -215,12 +263,13 @@ class PrivacyLedger:
         view = server_view_of([*self.entries, trial], delta=self.budget.delta)
         if view.epsilon > self.budget.epsilon:
             spent = server_view_of(self.entries, delta=self.budget.delta).epsilon
-            raise PrivacyBudgetExceeded(
+            self._refuse(
+                "server",
+                view.epsilon,
+                spent,
                 f"round {len(self.entries) + 1} would bring the worst client's epsilon against the server to "
                 f"{view.epsilon:.4g} > budget {self.budget.epsilon:.4g} (delta {self.budget.delta:g}, unamplified, "
                 f"{view.worst_rounds} rounds; the budget is enforced against the server); spent so far {spent:.4g}",
-                spent=spent,
-                budget=self.budget.epsilon,
             )
 
     def record(

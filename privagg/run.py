@@ -313,14 +313,19 @@ def measure_membership(sim: FedAvgSimulation, baseline: FedAvgSimulation | None 
 
 def execute_run(cfg: RunConfig, *, progress: bool = True, baseline: bool = True, leakage: bool = False) -> RunOutcome:
     """Run the federation; when it has privacy and ``baseline``, the same run without privacy
-    (:func:`without_privacy`); with ``leakage`` the imprint attack and membership inference."""
+    (:func:`without_privacy`; over the rounds the DP budget allowed when it stopped the run,
+    ``result.budget_stop``); with ``leakage`` the imprint attack and membership inference."""
     t0 = time.perf_counter()
     sim = FedAvgSimulation(cfg)
     result = sim.run(progress=progress, description="FedAvg")
     base_sim = None
     base = None
-    if has_privacy(cfg) and baseline:
-        base_sim = FedAvgSimulation(without_privacy(cfg), dataset=sim.dataset)
+    if has_privacy(cfg) and baseline and sim.history:  # none when the budget refused round 1
+        base_cfg = without_privacy(cfg)
+        if result.budget_stop is not None:  # compare like with like: the rounds the budget allowed
+            fed = dataclasses.replace(base_cfg.federation, rounds=len(sim.history))
+            base_cfg = dataclasses.replace(base_cfg, federation=fed)
+        base_sim = FedAvgSimulation(base_cfg, dataset=sim.dataset)
         base = base_sim.run(progress=progress, description="without privacy")
     leak = measure_leakage(cfg) if leakage else None
     member = None

@@ -17,7 +17,8 @@ accounts it); other aggregators skip it. A cohort the aggregator's protocol refu
 (:meth:`~protocols.aggregation.Aggregator.cohort_fault`: below secure aggregation's minimum
 cohort) is a *refused* round: nothing released, the model unchanged, ``RoundRecord.refused`` set,
 and DP-FedAvg still charges it (:meth:`~protocols.dp_fedavg.DPFedAvg.refuse`); the run goes on. A
-federation that can never, or mostly cannot, reach that minimum is refused before round 1.
+federation that can never, or mostly cannot, reach that minimum is refused before round 1. A round the DP
+budget refuses ends the run like ``target_accuracy`` does, with ``RunResult.budget_stop`` set.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ import numpy as np
 import torch
 
 from dp.config import DPConfig
+from dp.ledger import BudgetRefusal
 from dp.rounds import REPRODUCIBLE_COHORTS, SECRET_COHORTS
 from dp.sampling import fixed_cohort, poisson_cohort
-from privagg.errors import ConfigurationError
+from privagg.errors import ConfigurationError, PrivacyBudgetExceeded
 from privagg.randomness import SYSTEM_SECRETS, SecretSource, simulation_rng, torch_generator
 from protocols.aggregation import AggregateResult, Aggregator, ClientUpdate, RoundContext, build_aggregator
 from protocols.datasets import Dataset, load_dataset
@@ -220,6 +222,8 @@ class RunResult:
     dataset: str
     client_sizes: list[int]
     label_counts: np.ndarray
+    #: the round the DP budget refused, which ended the run before it (``None``: not stopped by the budget)
+    budget_stop: BudgetRefusal | None = None
 
     @property
     def final_accuracy(self) -> float:
@@ -296,6 +300,7 @@ class FedAvgSimulation:
         self.observers = list(observers)
         self.local_trainer = local_trainer
         self.history: list[RoundRecord] = []
+        self.budget_stop: BudgetRefusal | None = None
         self._scratch = copy.deepcopy(self.model)
 
     def _check_cohorts(self) -> None:
@@ -360,8 +365,7 @@ class FedAvgSimulation:
 
     # -- sampling ----------------------------------------------------------------------
     def sample_clients(self, r: int) -> tuple[tuple[int, ...], float]:
-        fed = self.config.federation
-        n = self.config.data.num_clients
+        fed, n = self.config.federation, self.config.data.num_clients
         rng = simulation_rng(self.config.seed, "sampling", r)
         if fed.sampling == "all":
             return tuple(range(n)), 1.0
@@ -385,8 +389,7 @@ class FedAvgSimulation:
         ds = self.dataset
         set_flat_params(self.model, self.global_params)
         acc, loss = evaluate(self.model, ds.x_test, ds.y_test)
-        per_class = per_class_accuracy(self.model, ds.x_test, ds.y_test, ds.num_classes)
-        per_class = np.nan_to_num(per_class, nan=0.0)
+        per_class = np.nan_to_num(per_class_accuracy(self.model, ds.x_test, ds.y_test, ds.num_classes), nan=0.0)
         mix = self.label_counts / np.maximum(self.label_counts.sum(1, keepdims=True), 1)
         return acc, loss, mix @ per_class
 
@@ -451,8 +454,7 @@ class FedAvgSimulation:
         return max(h.accuracy for h in self.history[-patience:]) < best_before + min_delta
 
     def run(self, *, progress: bool = False, description: str = "FedAvg") -> RunResult:
-        fed = self.config.federation
-        t0 = time.perf_counter()
+        fed, t0 = self.config.federation, time.perf_counter()
         prog = None
         task = None
         if progress:
@@ -470,7 +472,11 @@ class FedAvgSimulation:
             task = prog.add_task(description, total=fed.rounds, acc="-")
         try:
             for r in range(len(self.history) + 1, fed.rounds + 1):
-                rec = self.run_round(r)
+                try:
+                    rec = self.run_round(r)
+                except PrivacyBudgetExceeded as e:  # refused before anything of round r was released or charged
+                    self.budget_stop = BudgetRefusal.of(e, round=r, ledger=getattr(self.aggregator, "ledger", None))
+                    break
                 if prog is not None and task is not None:
                     prog.update(task, advance=1, acc=f"{rec.accuracy:.3f}")
                 if fed.target_accuracy is not None and rec.accuracy >= fed.target_accuracy:
@@ -490,4 +496,5 @@ class FedAvgSimulation:
             dataset=self.dataset.name,
             client_sizes=[len(i) for i in self.client_indices],
             label_counts=self.label_counts,
+            budget_stop=self.budget_stop,
         )

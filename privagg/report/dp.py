@@ -17,7 +17,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ __all__ = [
     "SERVER_SEES_ROSTERS",
     "accuracy_cost_section",
     "budget_line",
+    "budget_stop_line",
     "dp_warnings",
     "guarantee",
     "guarantee_line",
@@ -100,7 +103,9 @@ def guarantee(dp_run: Any) -> dict[str, Any]:
             "against_observer": "amplified by sampling",
         }
     refused = [e.round for e in ledger.entries if e.info.get("refused")]
+    stop = getattr(dp_run, "budget_stop", None)
     return {
+        "budget_stop": dataclasses.asdict(stop) if stop is not None else None,
         "unit": "client-level (all updates of one client, every round)",
         "refused_rounds": refused,
         "delta_refusal": _delta_refusal(agg),
@@ -205,6 +210,27 @@ def budget_line(g: dict[str, Any]) -> str:
     )
 
 
+def budget_stop_line(stop: Mapping[str, Any] | None) -> str | None:
+    """``training stopped before round r: ...``: the round the budget refused and the figure it would have
+    reached (``stop``: :attr:`protocols.fedavg.RunResult.budget_stop` as a dict); ``None``: not stopped."""
+    if not stop:
+        return None
+    against = {"server": "against the server", "observers": "against observers of the released models"}
+    whom = against.get(str(stop["against"]), "the guarantee it enforces: not recorded")
+    which = {"server": "the worst client's unamplified ", "observers": "the amplified "}.get(str(stop["against"]), "")
+    figure = (
+        f"{which}epsilon would reach {stop['epsilon']:.4g} > budget {stop['budget']:.4g} (delta {stop['delta']:g})"
+        if math.isfinite(stop["epsilon"])
+        else str(stop["message"])
+    )
+    r = int(stop["round"])
+    return (
+        f"training stopped before round {r}: the budget ({whom}) would be exceeded: {figure}; spent "
+        f"{stop['spent']:.4g} over the {r - 1} rounds run, nothing of round {r} released or charged; the model "
+        "and this report are those of the rounds run"
+    )
+
+
 def _refused_rows(g: dict[str, Any]) -> list[tuple[str, str]]:
     """The refused rounds (a cohort the secure sum refused), and what whether a round ran costs observers."""
     rows: list[tuple[str, str]] = []
@@ -260,6 +286,7 @@ def guarantee_section(dp_run: Any, *, not_covered: list[str]) -> Section:
             ("noise", noise),
             *_refused_rows(g),
             ("budget", budget_line(g)),
+            *([("training stopped", line)] if (line := budget_stop_line(g["budget_stop"])) else []),
             ("delta x population", f"{delta_n:.3g} (must stay below 1)" if math.isfinite(delta_n) else "-"),
             *[("not covered by DP", item) for item in not_covered],
         ],
@@ -273,9 +300,12 @@ def dp_warnings(dp_run: Any, baseline_run: Any = None) -> list[str]:
       without DP;
     * every update clipped in the last rounds (the aggregator's operator diagnostic, never published);
     * refused rounds (a cohort below the protocol's minimum): charged, nothing released;
-    * whether rounds ran costs observers more delta than ``dp.delta`` (dp/refusal.py).
+    * whether rounds ran costs observers more delta than ``dp.delta`` (dp/refusal.py);
+    * first, the round the budget refused, which stopped training (:func:`budget_stop_line`).
     """
-    out: list[str] = []
+    stop = getattr(dp_run, "budget_stop", None)
+    line = budget_stop_line(dataclasses.asdict(stop) if stop is not None else None)
+    out: list[str] = [f"{line} (raise dp.budget_epsilon or the noise, or lower federation.rounds)"] if line else []
     classes = int(getattr(getattr(dp_run, "label_counts", None), "shape", (0, 0))[1] or 0)
     acc = float(dp_run.final_accuracy)
     base = float(baseline_run.final_accuracy) if baseline_run is not None else math.nan

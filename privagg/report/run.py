@@ -479,5 +479,9 @@ def training_section(
             ("refused rounds", f"{len(refused)} of {len(history)} ({reason}): nothing released, model unchanged")
         )
         data["refused_rounds"] = refused
+    stop = getattr(result, "budget_stop", None)
+    if stop is not None:  # the privacy section says which guarantee and the figure
+        summary.append(("stopped", f"before round {stop.round}: the DP budget would be exceeded (see privacy)"))
+        data["stopped_before_round"] = stop.round
     summary.append(("wall time", wall_text))
     return Section(key="training", title="Federated training", text=text, data=data, summary=summary, figures=figures)

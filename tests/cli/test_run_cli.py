@@ -181,3 +181,32 @@ def test_the_default_run_is_private_and_within_5_points_of_the_run_without_priva
     assert d["privacy"]["epsilon"] <= 8.0 and d["privacy"]["delta"] == 1e-5 and d["privacy"]["private"]
     assert d["sections"]["costs"]["accuracy_cost_points"] <= 10.0
     assert d["exposure"]["leakage"]["leaks"] is False and d["exposure"]["membership"]["run"]["auc"] < 0.6
+
+
+@pytest.mark.filterwarnings("ignore::dp.noise.InsecureNoiseWarning")  # seeded noise: a reproducible stop
+@pytest.mark.parametrize(
+    ("against", "budget", "stop_round", "whom"),
+    [("server", 6.0, 9, "against the server"), ("observers", 3.0, 5, "against observers of the released models")],
+)
+def test_a_run_the_budget_stops_writes_its_report_and_says_so(tmp_path, capsys, against, budget, stop_round, whom):
+    cfg = tmp_path / "budget.toml"
+    cfg.write_text(
+        '[data]\nnum_clients = 10\n[model]\nname = "logreg"\n'
+        '[federation]\nrounds = 12\nsampling = "poisson"\nsampling_rate = 0.5\n'
+        f'[dp]\nnoise_multiplier = 2.0\nclip_norm = 0.5\nnoise = "client"\nbudget_epsilon = {budget}\n'
+        f'budget_against = "{against}"\nsecure_noise = false\nseed = 3\nreproducible_cohorts = true\n'
+    )
+    out = tmp_path / "r"
+    cmd = ["run", "--config", str(cfg), "--no-progress", "--no-leakage", "--no-baseline", "--out", str(out)]
+    assert main(cmd) == 0  # the run did what it was configured to do: exit 0, report written
+    err = capsys.readouterr().err
+    said = f"privagg: warning: training stopped before round {stop_round}: the budget ({whom}) would be exceeded: "
+    which = "the worst client's unamplified" if against == "server" else "the amplified"
+    assert f"{said}{which} epsilon would reach " in err
+    assert f"after {stop_round - 1} rounds" in err
+    d = json.loads((out / "report.json").read_text())
+    stop = d["sections"]["privacy"]["budget_stop"]
+    assert (stop["round"], stop["against"], stop["budget"]) == (stop_round, against, budget)
+    assert stop["epsilon"] > budget
+    assert d["rounds"] == stop_round - 1 and d["sections"]["training"]["stopped_before_round"] == stop_round
+    assert f"training stopped before round {stop_round}" in (out / "report.html").read_text()
