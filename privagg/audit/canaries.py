@@ -46,7 +46,7 @@ from typing import Any, Literal
 import numpy as np
 
 from privagg.audit.empirical import EpsilonBound, gaussian_fit, one_run_bound, threshold_bound
-from privagg.errors import ConfigurationError
+from privagg.errors import ConfigurationError, PrivacyBudgetExceeded
 from privagg.randomness import simulation_rng
 
 __all__ = [
@@ -376,7 +376,13 @@ def run_canary_audit(
     sim.update_hooks.append(hook)
     sim.observers.append(observe)
     theta0 = sim.global_params.copy()
-    sim.run()
+    res = sim.run()
+    if res.budget_stop is not None:  # the audit needs every planned round
+        raise PrivacyBudgetExceeded(
+            f"the canary audit needs all {fed.rounds} rounds: {res.budget_stop.message}",
+            spent=res.budget_stop.spent,
+            budget=res.budget_stop.budget,
+        )
     per_round = canary_scores(
         np.array(cosines), np.array(norms), np.array(dens), active,
         dimension=d, clip=clip, rate=rate, game=game,

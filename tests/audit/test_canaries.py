@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from privagg.audit.canaries import CanaryConfig, canary_scores, empirical_run_config, run_canary_audit
-from privagg.errors import ConfigurationError
+from privagg.errors import ConfigurationError, PrivacyBudgetExceeded
 from privagg.run import run_config
 from tests.audit.planted import planted_aggregator
 
@@ -122,3 +122,12 @@ def test_the_audit_runs_through_secure_aggregation() -> None:
     assert res.config["inner"] == "secagg" and not res.flagged
     # real clients (about 10 a round) and canaries (about 8 a round) went through SecAgg+
     assert len(agg.inner.rounds) == 3 and sum(s.clients for s in agg.inner.rounds) > 30
+
+
+def test_a_budget_that_runs_out_is_a_typed_refusal() -> None:
+    """The canary audit needs every planned round: a budget the run would exhaust is refused as such (the
+    in-memory run itself stops early, RunResult.budget_stop), never a half-filled score matrix."""
+    seeded = {"noise_multiplier": 2.0, "secure_noise": False, "seed": 7, "reproducible_cohorts": True}
+    run = run_config(overrides={**SMALL, "dp": {**seeded, "budget_epsilon": 0.5}})
+    with pytest.raises(PrivacyBudgetExceeded, match="the canary audit needs all 10 rounds"):
+        run_canary_audit(run, CanaryConfig(canaries=16, seed=1))
