@@ -313,11 +313,10 @@ class FedAvgSimulation:
         """
         fed, n = self.config.federation, self.config.data.num_clients
         largest = fed.clients_per_round if fed.sampling == "fixed" and fed.clients_per_round is not None else n
-        if self.aggregator.cohort_fault(largest) is not None:
+        fault = self.aggregator.cohort_fault(largest)
+        if fault is not None:
             where = "federation.clients_per_round" if fed.sampling == "fixed" else "data.num_clients"
-            raise ConfigurationError(
-                f"a round of {largest} clients can never run: {self.aggregator.cohort_fault(largest)}", field=where
-            )
+            raise ConfigurationError(f"a round of {largest} clients can never run: {fault}", field=where)
         if fed.sampling == "poisson" and fed.sampling_rate is not None:
             m = self.aggregator.min_cohort()
             if fed.sampling_rate * n < m:

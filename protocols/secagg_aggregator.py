@@ -37,6 +37,7 @@ from protocols.aggregation import (
 from protocols.weighting import WeightingCodec
 from secagg import ClientPolicy, DropStage, RoundReport, SecAggParams, ThreatModel, make_identities, run_round
 from secagg.messages import DIGEST_BYTES
+from secagg.params import smallest_cohort
 
 __all__ = ["SecAggAggregator", "SecAggOptions", "SecAggRoundStats"]
 
@@ -207,23 +208,15 @@ class SecAggAggregator(Aggregator):
         assuming a larger cohort is never harder to secure; :meth:`cohort_fault` still checks each cohort)."""
         if self._min_cohort is None:
             policy = self.client_policy()
-            lo = max(3, policy.min_clients if policy is not None else 3)
-            if self._derivable(lo):
-                self._min_cohort = lo
-            else:
-                hi = lo + 1
-                while not self._derivable(hi):
-                    if hi > _MAX_COHORT_SEARCH:
-                        raise ConfigurationError(
-                            f"no cohort of up to {_MAX_COHORT_SEARCH} clients has secure-aggregation parameters at "
-                            f"dropout {self.options.dropout_rate:g} and corruption {self.options.corruption_rate:g}",
-                            field="aggregation.options.dropout_rate",
-                        )
-                    lo, hi = hi, min(2 * hi, _MAX_COHORT_SEARCH + 1)
-                while hi - lo > 1:  # lo fails, hi works
-                    mid = (lo + hi) // 2
-                    lo, hi = (lo, mid) if self._derivable(mid) else (mid, hi)
-                self._min_cohort = hi
+            start = max(3, policy.min_clients if policy is not None else 3)
+            m = smallest_cohort(self.params_for, start=start, limit=_MAX_COHORT_SEARCH)
+            if m is None:
+                raise ConfigurationError(
+                    f"no cohort of up to {_MAX_COHORT_SEARCH} clients has secure-aggregation parameters at "
+                    f"dropout {self.options.dropout_rate:g} and corruption {self.options.corruption_rate:g}",
+                    field="aggregation.options.dropout_rate",
+                )
+            self._min_cohort = m
         return self._min_cohort
 
     def _derivable(self, n: int) -> bool:

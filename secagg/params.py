@@ -49,12 +49,14 @@ from __future__ import annotations
 import enum
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from privagg.encoding import MAX_MODULUS_BITS, sum_bits
 from privagg.errors import ConfigurationError
 
-__all__ = ["ThreatModel", "SecAggParams", "ClientPolicy", "MAX_CLIENT_ID"]
+__all__ = ["ThreatModel", "SecAggParams", "ClientPolicy", "MAX_CLIENT_ID", "smallest_cohort"]
 
 #: client ids are Shamir evaluation points ``id + 1`` in GF(2**31 - 1)
 MAX_CLIENT_ID = (1 << 31) - 3
@@ -421,3 +423,30 @@ def _required(policy: ClientPolicy, n: int, threat: ThreatModel, value_bits: int
         grinding_bits=policy.grinding_bits,
         modular=modular,
     )
+
+
+def smallest_cohort(params_for: Callable[[int], Any], *, start: int, limit: int) -> int | None:
+    """The smallest cohort ``n`` in ``[start, limit]`` that ``params_for(n)`` finds parameters for (does not
+    raise :class:`ConfigurationError`), or ``None``. Assumes a larger cohort is never harder to secure:
+    one call when ``start`` works, else doubling and then bisection."""
+
+    def works(n: int) -> bool:
+        try:
+            params_for(n)
+        except ConfigurationError:
+            return False
+        return True
+
+    if start > limit:
+        return None
+    if works(start):
+        return start
+    lo, hi = start, min(start + 1, limit)  # lo fails
+    while not works(hi):
+        if hi >= limit:
+            return None
+        lo, hi = hi, min(2 * hi, limit)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if works(mid) else (mid, hi)
+    return hi

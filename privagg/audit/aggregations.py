@@ -32,6 +32,8 @@ __all__ = [
     "AggregationAudit",
     "AuditedAggregation",
     "check_threat_model",
+    "configured_params",
+    "derived_params",
     "register_aggregation",
     "round_size",
     "run_protocol_attacks",
@@ -143,44 +145,53 @@ def round_size(cfg: AuditConfig) -> int:
     return max(3, round(cfg.dp.sampling_rate * cfg.deployment.num_clients))
 
 
+def derived_params(dep: Deployment, n: int, *, grinding: bool = True) -> SecAggParams:
+    """The graph ``SecAggParams.derive`` picks for rounds of ``n`` clients at the deployment's rates and targets
+    (``grinding``: raised by the deployment's ``grinding_bits``)."""
+    from secagg import SecAggParams
+
+    return SecAggParams.derive(
+        num_clients=n,
+        dropout_rate=dep.dropout_rate,
+        corruption_rate=dep.corruption_rate,
+        security_bits=dep.security_bits,
+        failure_bits=dep.failure_bits,
+        threat=dep.threat,
+        value_bits=dep.value_bits,
+        grinding_bits=dep.grinding_bits if grinding else 0,
+    )
+
+
+def configured_params(dep: Deployment, n: int) -> SecAggParams | None:
+    """The deployment's configured graph for rounds of ``n`` clients (``None``: none configured, derived); a
+    configured degree wider than the round is the round's complete graph, as the run's aggregator builds it."""
+    from secagg import SecAggParams
+
+    if dep.degree is None or dep.threshold is None:
+        return None
+    k, t = (n - 1, min(dep.threshold, n - 1)) if dep.degree >= n - 1 else (dep.degree, dep.threshold)
+    return SecAggParams.manual(num_clients=n, degree=k, threshold=t, threat=dep.threat, value_bits=dep.value_bits)
+
+
 def check_secagg(dep: Deployment, *, round_size: int | None = None) -> tuple[list[Finding], SecAggParams | None]:
     """Privacy and failure probabilities of the configured (or derived) graph against the targets, for
     rounds of ``round_size`` clients (default: the whole deployment; with DP sampling the cohort, which
     is what each round's graph is built over)."""
-    from secagg import SecAggParams
 
     n = dep.num_clients if round_size is None else round_size
     findings: list[Finding] = []
     derived: SecAggParams | None
     try:
-        derived = SecAggParams.derive(
-            num_clients=n,
-            dropout_rate=dep.dropout_rate,
-            corruption_rate=dep.corruption_rate,
-            security_bits=dep.security_bits,
-            failure_bits=dep.failure_bits,
-            threat=dep.threat,
-            value_bits=dep.value_bits,
-            grinding_bits=dep.grinding_bits,
-        )
+        derived = derived_params(dep, n)
     except ConfigurationError as e:
         derived = None
         findings.append(Finding("secagg.derive", "warn", "No graph meets the stated targets", str(e)))
     params = derived
-    if dep.degree is not None and dep.threshold is not None:
-        # a configured graph wider than the round is the complete graph (as the run's aggregator builds it)
-        k, t = (n - 1, min(dep.threshold, n - 1)) if dep.degree >= n - 1 else (dep.degree, dep.threshold)
-        try:
-            params = SecAggParams.manual(
-                num_clients=n,
-                degree=k,
-                threshold=t,
-                threat=dep.threat,
-                value_bits=dep.value_bits,
-            )
-        except ConfigurationError as e:
-            findings.append(Finding("secagg.parameters", "fail", "Configured graph is invalid", str(e)))
-            return findings, derived
+    try:
+        params = configured_params(dep, n) or derived
+    except ConfigurationError as e:
+        findings.append(Finding("secagg.parameters", "fail", "Configured graph is invalid", str(e)))
+        return findings, derived
     if params is None:
         return findings, None
     sec = params.security_log2(dep.corruption_rate, dep.dropout_rate)

@@ -20,13 +20,12 @@
 
 from __future__ import annotations
 
-import bisect
 import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from privagg.audit.aggregations import AGGREGATIONS, Progress
+from privagg.audit.aggregations import AGGREGATIONS, Progress, configured_params, derived_params
 from privagg.audit.config import AuditConfig, Deployment
 from privagg.audit.findings import AttackRow, BudgetCurve, Finding, Severity
 from privagg.errors import ConfigurationError
@@ -294,37 +293,19 @@ class _DeploymentFloor:
 
     def min_cohort(self) -> int:
         """The smallest cohort the deployment's secure sum runs (3, or the smallest population its parameters
-        can be derived for; searched assuming a larger cohort is never harder to secure); 1 without one."""
+        can be derived for; searched assuming a larger cohort is never harder to secure; the whole deployment
+        when none is); 1 without one."""
+        from secagg.params import smallest_cohort
+
         dep = self.dep
         if not AGGREGATIONS.get(dep.aggregation).hides_updates:
             return 1
-        sizes = range(3, max(3, dep.num_clients) + 1)
-        return sizes[min(len(sizes) - 1, bisect.bisect_left(sizes, True, key=self._derivable))]
-
-    def _derivable(self, n: int) -> bool:
-        try:
-            self._params(n)
-        except ConfigurationError:
-            return False
-        return True
+        limit = max(3, dep.num_clients)
+        return smallest_cohort(self._params, start=3, limit=limit) or limit
 
     def _params(self, n: int) -> SecAggParams:
-        from secagg import SecAggParams
-
-        dep = self.dep
-        if dep.degree is not None and dep.threshold is not None:
-            k, t = (n - 1, min(dep.threshold, n - 1)) if dep.degree >= n - 1 else (dep.degree, dep.threshold)
-            params = SecAggParams.manual(num_clients=n, degree=k, threshold=t, threat=dep.threat)
-        else:
-            params = SecAggParams.derive(
-                num_clients=n,
-                dropout_rate=dep.dropout_rate,
-                corruption_rate=dep.corruption_rate,
-                security_bits=dep.security_bits,
-                failure_bits=dep.failure_bits,
-                threat=dep.threat,
-            )
-        return params
+        """The run's graph for ``n`` clients: configured, or derived without grinding, as the aggregator does."""
+        return configured_params(self.dep, n) or derived_params(self.dep, n, grinding=False)
 
 
 def check_distributed(cfg: AuditConfig, sampling: Sampling) -> tuple[list[Finding], BudgetCurve | None]:

@@ -1,6 +1,8 @@
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from privagg.encoding import sum_bits
 from privagg.errors import ConfigurationError
@@ -161,3 +163,25 @@ def test_over_ring_keeps_the_graph_and_wraps_in_the_ring() -> None:
     assert (ring.num_clients, ring.degree, ring.threshold, ring.threat) == (40, 12, 8, base.threat)
     assert ring.modular and ring.modulus_bits == 14 and ring.value_bits == 14
     assert ring.min_survivors(40) == base.min_survivors(40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(start=st.integers(1, 50), threshold=st.integers(1, 300), limit=st.integers(1, 300))
+def test_smallest_cohort_finds_the_first_cohort_with_parameters(start: int, threshold: int, limit: int) -> None:
+    """Against a monotone oracle: the smallest n in [start, limit] it accepts, or None; one call when
+    ``start`` works (the common case costs one derivation)."""
+    from secagg.params import smallest_cohort
+
+    calls: list[int] = []
+
+    def params_for(n: int) -> int:
+        calls.append(n)
+        assert start <= n <= limit  # never asks outside the range
+        if n < threshold:
+            raise ConfigurationError("too small", field="num_clients")
+        return n
+
+    want = max(start, threshold) if max(start, threshold) <= limit else None
+    assert smallest_cohort(params_for, start=start, limit=limit) == want
+    if start >= threshold and start <= limit:
+        assert calls == [start]
