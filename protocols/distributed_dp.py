@@ -48,8 +48,9 @@ from dp.accounting import Sampling
 from dp.clipping import MAX_WEIGHT
 from dp.config import DPConfig
 from dp.distributed import DistributedDPParams, choose_parameters
+from dp.distributed_accounting import RDPMechanism
 from dp.distributed_encoding import DistributedEncoder, IntegerNoise
-from dp.ledger import PrivacyBudget, PrivacyLedger
+from dp.ledger import LedgerEntry, PrivacyBudget, PrivacyLedger
 from dp.rounds import WITHHELD
 from privagg.errors import ConfigurationError, ProtocolAbort
 from privagg.randomness import SYSTEM_SECRETS, SecretSource
@@ -266,9 +267,26 @@ class DistributedDPRounds:
         p = self.plan(sampling, dim, inner)
         mech = p.rdp_mechanism(p.shares, p.shares)
         self.ledger.check(noise_multiplier=mech.noise_multiplier, sampling=sampling, mechanism=mech, roster=roster)
+        noise_std = p.effective_noise_std(p.shares, p.shares)
+        cohort: int | str = WITHHELD if sampling.kind == "poisson" else n
+        entry = self._charge(round, p, mech, noise_std, sampling, roster, cohort=cohort, participants=0, refused=reason)
+        return self._metrics(entry, p, mech)
+
+    def _charge(
+        self,
+        round: int,
+        p: DistributedDPParams,
+        mech: RDPMechanism | None,
+        noise_std: float,
+        sampling: Sampling,
+        roster: Sequence[int] | None,
+        **info: Any,
+    ) -> LedgerEntry:
+        """Record one round of the plan ``p`` at ``mech`` (``None``: released without a guarantee) in the
+        ledger, with what it withholds, and keep the ledger durable."""
         entry = self.ledger.record(
             round=round,
-            noise_multiplier=mech.noise_multiplier,
+            noise_multiplier=mech.noise_multiplier if mech is not None else 0.0,
             sampling=sampling,
             mechanism=mech,
             roster=roster,
@@ -276,14 +294,16 @@ class DistributedDPRounds:
             bits=p.bits,
             clip_norm=p.clip,
             clipped_fraction=WITHHELD,
-            noise_std=p.effective_noise_std(p.shares, p.shares),
+            noise_std=noise_std,
             sensitivity=p.l2_sensitivity / p.scale,
-            cohort=WITHHELD if sampling.kind == "poisson" else n,
-            participants=0,
-            refused=reason,
+            **info,
         )
         if self.config.ledger_path is not None:
             self.ledger.save(self.config.ledger_path)
+        return entry
+
+    def _metrics(self, entry: LedgerEntry, p: DistributedDPParams, mech: RDPMechanism | None) -> dict[str, Any]:
+        """The DP metrics every round reports, released or refused."""
         return {
             "dp_epsilon_rdp": entry.epsilon.get("rdp", math.nan),
             "dp_epsilon_prv": math.nan,
@@ -292,7 +312,7 @@ class DistributedDPRounds:
             "dp_mechanism": p.mechanism,
             "dp_bits": p.bits,
             "dp_noise_multiplier": p.sigma / p.l2_sensitivity,
-            "dp_noise_multiplier_effective": mech.noise_multiplier,
+            "dp_noise_multiplier_effective": mech.noise_multiplier if mech is not None else 0.0,
         }
 
     def open_round(
@@ -349,26 +369,9 @@ class DistributedDPRounds:
         counted = min(honest, t)
         mech = p.rdp_mechanism(counted, t) if counted >= 1 else None
         noise_std = p.effective_noise_std(counted, t) if counted >= 1 else 0.0
-        info: dict[str, Any] = {
-            "noise_mechanism": p.mechanism,
-            "bits": p.bits,
-            "clip_norm": p.clip,
-            "clipped_fraction": WITHHELD,
-            "noise_std": noise_std,
-            "sensitivity": p.l2_sensitivity / p.scale,
-            "cohort": "withheld",
-            "participants": "withheld",
-        }
-        entry = self.ledger.record(
-            round=opened.round,
-            noise_multiplier=mech.noise_multiplier if mech is not None else 0.0,  # 0: released without a guarantee
-            sampling=sampling,
-            mechanism=mech,
-            roster=roster,
-            **info,
+        entry = self._charge(
+            opened.round, p, mech, noise_std, sampling, roster, cohort="withheld", participants="withheld"
         )
-        if self.config.ledger_path is not None:
-            self.ledger.save(self.config.ledger_path)
         if honest < t:
             raise ProtocolAbort(
                 f"the inner aggregation released a sum with fewer honest noise shares than it allows ({t}): "
@@ -380,16 +383,9 @@ class DistributedDPRounds:
         denominator = sampling.rate * total_weight
         delta = encoder.decode(ring) / denominator
         metrics: dict[str, Any] = {
-            "dp_epsilon_rdp": entry.epsilon.get("rdp", math.nan),
-            "dp_epsilon_prv": math.nan,
-            "dp_delta": self.ledger.delta,
-            "dp_noise": "distributed",
-            "dp_mechanism": p.mechanism,
-            "dp_bits": p.bits,
+            **self._metrics(entry, p, mech),
             "dp_scale": p.scale,
             "dp_clip_norm": p.clip,
-            "dp_noise_multiplier": p.sigma / p.l2_sensitivity,
-            "dp_noise_multiplier_effective": mech.noise_multiplier if mech is not None else 0.0,
             "dp_noise_std_planned": p.noise_std_value,
             "dp_noise_std": noise_std,
             "dp_noise_std_on_mean": noise_std / denominator,
