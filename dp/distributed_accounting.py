@@ -254,24 +254,24 @@ def _second_order(eps: np.ndarray, alphas: np.ndarray, q: float) -> np.ndarray:
     return np.where(np.isfinite(second), second, np.inf)
 
 
-def general_subsampled_rdp(mechanism: RDPMechanism, q: float, orders: tuple[int, ...] = INTEGER_ORDERS) -> np.ndarray:
-    """Zhu-Wang's general bound (Theorem 5, the factor 3 on ``l >= 3``), both directions; ``<= eps(alpha)``."""
+def _capped_binomial(mechanism: RDPMechanism, q: float, orders: tuple[int, ...], factor: float) -> np.ndarray:
+    """``min(binomial sum with the factor on l >= 3, eps(alpha))``; ``eps(alpha)`` itself at ``q = 1``."""
     alphas = _check(q, orders)
     eps = _curve(mechanism, alphas)
     if q == 1.0:
         return np.asarray(eps[alphas], dtype=np.float64)
-    out: np.ndarray = np.minimum(_binomial_sum(eps, alphas, q, 3.0), eps[alphas])
+    out: np.ndarray = np.minimum(_binomial_sum(eps, alphas, q, factor), eps[alphas])
     return out
+
+
+def general_subsampled_rdp(mechanism: RDPMechanism, q: float, orders: tuple[int, ...] = INTEGER_ORDERS) -> np.ndarray:
+    """Zhu-Wang's general bound (Theorem 5, the factor 3 on ``l >= 3``), both directions; ``<= eps(alpha)``."""
+    return _capped_binomial(mechanism, q, orders, 3.0)
 
 
 def subsampled_rdp_add(mechanism: RDPMechanism, q: float, orders: tuple[int, ...] = INTEGER_ORDERS) -> np.ndarray:
     """``D_alpha((1-q)P + qQ || P)``: the exact binomial expansion with ``eps(l)`` (module docstring)."""
-    alphas = _check(q, orders)
-    eps = _curve(mechanism, alphas)
-    if q == 1.0:
-        return np.asarray(eps[alphas], dtype=np.float64)
-    out: np.ndarray = np.minimum(_binomial_sum(eps, alphas, q, 1.0), eps[alphas])
-    return out
+    return _capped_binomial(mechanism, q, orders, 1.0)
 
 
 def subsampled_rdp_remove(mechanism: RDPMechanism, q: float, orders: tuple[int, ...] = INTEGER_ORDERS) -> np.ndarray:
