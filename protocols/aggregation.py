@@ -76,6 +76,13 @@ class RoundContext:
     rng: np.random.Generator  # simulation randomness only (dropout patterns, encoding rounding)
     global_params: np.ndarray | None = None
 
+    @classmethod
+    def everyone(
+        cls, n: int, *, rng: np.random.Generator, round: int = 1, global_params: np.ndarray | None = None
+    ) -> RoundContext:
+        """A round of all ``n`` clients (fixed sampling, rate 1): a one-shot aggregation, a study, a test."""
+        return cls(round, n, tuple(range(n)), "fixed", 1.0, rng, global_params)
+
 
 @dataclass(frozen=True, slots=True)
 class AggregateResult:

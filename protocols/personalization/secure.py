@@ -53,7 +53,7 @@ def secure_per_coordinate_mean(
         for k, (d, m) in enumerate(zip(deltas, masks, strict=True))
     ]
     n = len(updates)
-    ctx = RoundContext(round=round, population=n, sampled=tuple(range(n)), sampling="fixed", sampling_rate=1.0, rng=rng)
+    ctx = RoundContext.everyone(n, rng=rng, round=round)
     result = aggregator.aggregate(updates, ctx)
     survivors = len(result.participants)
     sums = result.delta[:dim] * survivors

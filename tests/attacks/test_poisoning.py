@@ -42,15 +42,7 @@ def sim() -> FedAvgSimulation:
 
 
 def ctx(n: int = N, r: int = 1, d: int = 8) -> RoundContext:
-    return RoundContext(
-        round=r,
-        population=n,
-        sampled=tuple(range(n)),
-        sampling="fixed",
-        sampling_rate=1.0,
-        rng=np.random.default_rng(0),
-        global_params=np.zeros(d),
-    )
+    return RoundContext.everyone(n, rng=np.random.default_rng(0), round=r, global_params=np.zeros(d))
 
 
 def synthetic(n: int = N, d: int = 8, seed: int = 0, mean: float = 0.5) -> list[ClientUpdate]:
@@ -281,15 +273,7 @@ def test_constrain_and_scale_respects_the_assumed_norm_bound(sim: FedAvgSimulati
     atk = armed("constrain-and-scale", sim, P.PoisoningAdversary(num_malicious=1), norm_bound=0.5, local_epochs=1)
     gp = sim.global_params.copy()
     updates = [sim.train_client(c, gp, round=1) for c in range(N)]
-    c = RoundContext(
-        round=1,
-        population=N,
-        sampled=tuple(range(N)),
-        sampling="fixed",
-        sampling_rate=1.0,
-        rng=np.random.default_rng(0),
-        global_params=gp,
-    )
+    c = RoundContext.everyone(N, rng=np.random.default_rng(0), global_params=gp)
     out = atk(updates, c, sim)
     (m,) = atk.malicious
     assert np.linalg.norm(out[m].delta) <= 0.5 * (1 + 1e-4)
@@ -385,15 +369,7 @@ def test_model_replacement_keeps_to_the_honest_median_norm_only_when_it_knows_a_
 
 
 def _ctx_with(gp: np.ndarray, n: int) -> RoundContext:
-    return RoundContext(
-        round=1,
-        population=n,
-        sampled=tuple(range(n)),
-        sampling="fixed",
-        sampling_rate=1.0,
-        rng=np.random.default_rng(0),
-        global_params=gp,
-    )
+    return RoundContext.everyone(n, rng=np.random.default_rng(0), global_params=gp)
 
 
 def test_model_replacement_decorrelate_adds_seeded_noise_of_the_stated_size() -> None:

@@ -19,14 +19,7 @@ from protocols.aggregation import AGGREGATORS, ClientUpdate, RoundContext, build
 
 
 def ctx(n: int, *, seed: int = 0) -> RoundContext:
-    return RoundContext(
-        round=1,
-        population=n,
-        sampled=tuple(range(n)),
-        sampling="fixed",
-        sampling_rate=1.0,
-        rng=np.random.default_rng(seed),
-    )
+    return RoundContext.everyone(n, rng=np.random.default_rng(seed))
 
 
 def ups(x: np.ndarray, ids: list[int] | None = None) -> list[ClientUpdate]:

@@ -16,15 +16,7 @@ from protocols.fedavg import DataConfig, FedAvgSimulation, FederationConfig, Mod
 
 
 def ctx(n: int, *, seed: int = 0, d: int | None = None) -> RoundContext:
-    return RoundContext(
-        round=1,
-        population=n,
-        sampled=tuple(range(n)),
-        sampling="fixed",
-        sampling_rate=1.0,
-        rng=np.random.default_rng(seed),
-        global_params=None if d is None else np.zeros(d),
-    )
+    return RoundContext.everyone(n, rng=np.random.default_rng(seed), global_params=None if d is None else np.zeros(d))
 
 
 def ups(x: np.ndarray, ids: list[int] | None = None, sizes: list[int] | None = None) -> list[ClientUpdate]:
@@ -457,15 +449,7 @@ def test_typed_options_validate_a_configuration_table() -> None:
 
 def _first_round(sim: FedAvgSimulation) -> RoundContext:
     """Round 1 of a 4-client simulation, every client sampled, seeded."""
-    return RoundContext(
-        round=1,
-        population=4,
-        sampled=(0, 1, 2, 3),
-        sampling="fixed",
-        sampling_rate=1.0,
-        rng=np.random.default_rng(0),
-        global_params=sim.global_params.copy(),
-    )
+    return RoundContext.everyone(4, rng=np.random.default_rng(0), global_params=sim.global_params.copy())
 
 
 def _sim(num_clients: int = 4) -> FedAvgSimulation:
