@@ -45,6 +45,7 @@ from torch import nn
 
 from attacks.imprint import (
     ImprintResult,
+    malicious_mlp,
     malicious_round_setup,
     match_candidates,
     mlp_linears,
@@ -163,7 +164,7 @@ class FishingAttack(Attack):
         self.update_scale = float(update_scale)
 
     def supports(self, case: AttackCase) -> bool:
-        return case.run.model.name == "mlp" and len(case.run.model.hidden) == 1 and case.adversary.server == "malicious"
+        return malicious_mlp(case) and len(case.run.model.hidden) == 1
 
     def run(self, case: AttackCase, *, progress: bool = False) -> ImprintResult:
         from attacks.scenario import observe_round, unflatten

@@ -160,6 +160,11 @@ class ImprintResult(AttackResult):
     true_labels: np.ndarray = field(repr=False, compare=False)
 
 
+def malicious_mlp(case: AttackCase) -> bool:
+    """The case the malicious-model attacks apply to: an MLP the server may craft (a malicious server)."""
+    return case.run.model.name == "mlp" and case.adversary.server == "malicious"
+
+
 def malicious_round_setup(case: AttackCase, *, rounds: int = 1) -> tuple[FedAvgSimulation, float, np.ndarray]:
     """What every malicious-model attack starts from: the case's simulation (one local SGD epoch at the
     case's ``lr``), that ``lr``, and the attacker's public images (the test split, flattened)."""
@@ -285,7 +290,7 @@ class ImprintAttack(Attack):
         self.tolerance = float(tolerance)
 
     def supports(self, case: AttackCase) -> bool:
-        return case.run.model.name == "mlp" and case.adversary.server == "malicious"
+        return malicious_mlp(case)
 
     def run(self, case: AttackCase, *, progress: bool = False) -> ImprintResult:
         from attacks.scenario import observe_round

@@ -30,7 +30,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from attacks.imprint import ImprintResult, first_layer_reads, malicious_round_setup, mlp_linears, scored_result
+from attacks.imprint import (
+    ImprintResult,
+    first_layer_reads,
+    malicious_mlp,
+    malicious_round_setup,
+    mlp_linears,
+    scored_result,
+)
 from attacks.registry import Attack, AttackCase, register_attack
 from privagg.errors import ConfigurationError
 
@@ -110,7 +117,7 @@ class TrapWeightsAttack(Attack):
         self.tolerance = float(tolerance)
 
     def supports(self, case: AttackCase) -> bool:
-        return case.run.model.name == "mlp" and case.adversary.server == "malicious"
+        return malicious_mlp(case)
 
     def run(self, case: AttackCase, *, progress: bool = False) -> ImprintResult:
         from attacks.scenario import observe_round
