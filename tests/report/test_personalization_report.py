@@ -8,16 +8,10 @@ import numpy as np
 import pytest
 
 from privagg.report.personalization import CLIENT_HEADER, client_rows, personalization_report, upload_rows
-from protocols.fedavg import DataConfig, ModelConfig, RunConfig
 from protocols.personalization import PersonalizationOptions, compare_personalization
-from protocols.training import TrainConfig
+from tests.protocols.personalization.task import shards_task
 
-RC = RunConfig(
-    seed=2,
-    data=DataConfig(dataset="digits", num_clients=5, partition="shards", shards_per_client=2),
-    model=ModelConfig(name="mlp", hidden=(16,)),
-    train=TrainConfig(epochs=1, batch_size=32, lr=0.1),
-)
+RC = shards_task(2)
 
 
 @pytest.fixture(scope="module")

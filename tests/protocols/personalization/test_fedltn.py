@@ -9,19 +9,14 @@ from torch import nn
 
 from privagg.errors import ConfigurationError
 from privagg.randomness import torch_generator
-from protocols.fedavg import DataConfig, ModelConfig, RunConfig
 from protocols.models import build_model, get_flat_params
 from protocols.personalization import ALGORITHMS, PersonalizationOptions, client_splits, run_fedltn
 from protocols.personalization.fedltn import ClientData, client_update
 from protocols.personalization.masks import layers_of, sparse_bytes, weight_density
 from protocols.training import TrainConfig
+from tests.protocols.personalization.task import shards_task
 
-RC = RunConfig(
-    seed=3,
-    data=DataConfig(dataset="digits", num_clients=5, partition="shards", shards_per_client=2),
-    model=ModelConfig(name="mlp", hidden=(16,)),
-    train=TrainConfig(epochs=1, batch_size=32, lr=0.1),
-)
+RC = shards_task(3)
 
 
 @pytest.fixture(scope="module")

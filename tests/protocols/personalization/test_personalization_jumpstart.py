@@ -7,7 +7,6 @@ import pytest
 
 from privagg.errors import ConfigurationError
 from privagg.randomness import torch_generator
-from protocols.fedavg import DataConfig, ModelConfig, RunConfig
 from protocols.models import build_model, get_flat_params
 from protocols.personalization import (
     PersonalizationOptions,
@@ -18,13 +17,9 @@ from protocols.personalization import (
     run_fedltn,
 )
 from protocols.training import TrainConfig, train_local
+from tests.protocols.personalization.task import shards_task
 
-RC = RunConfig(
-    seed=5,
-    data=DataConfig(dataset="digits", num_clients=5, partition="shards", shards_per_client=2),
-    model=ModelConfig(name="mlp", hidden=(16,)),
-    train=TrainConfig(epochs=1, batch_size=32, lr=0.1),
-)
+RC = shards_task(5)
 
 
 @pytest.fixture(scope="module")
