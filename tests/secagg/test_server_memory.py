@@ -4,12 +4,15 @@ a stage close traced even when the last expected answer triggers it inside a ste
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from privagg.randomness import InsecureDeterministicSecrets
-from secagg import EncryptedShares, SecAggParams, SecAggServer, ShareDelivery, run_round, vss
+from secagg import EncryptedShares, SecAggParams, SecAggServer, ShareDelivery, ThreatModel, run_round, vss
 from secagg.idset import IdSet
 from secagg.messages import CIPHERTEXT_BYTES, DIGEST_BYTES, DeliveredShare, ShareEnvelope
 
@@ -116,3 +119,39 @@ def test_after_the_masked_inputs_the_server_keeps_one_kind_of_commitment_per_own
     assert all(isinstance(v, IdSet) for v in srv.delivered_to.values())
     want = sum(INPUTS[c].astype(np.uint64) for c in rep.survivors) % (1 << P.modulus_bits)
     assert np.array_equal(rep.sum, want)
+
+
+@pytest.mark.parametrize("threat", [ThreatModel.SEMI_HONEST, ThreatModel.ACTIVE])
+def test_a_share_of_the_kind_no_longer_kept_is_refused_and_attributed(threat: ThreatModel) -> None:
+    """The server keeps one kind of commitment per owner after the masked inputs; a colluding client that
+    also reveals the other kind (a survivor's mask-key share, a dropped client's self-mask share: the
+    "both shares" attack from the client side) is refused by name before any commitment is looked up,
+    the round completes with the correct sum, and nobody is exposed."""
+    from attacks.protocol.conformance import complete_params
+    from attacks.protocol.rewrite import run_tampered
+    from secagg import UnmaskResponse
+    from secagg.client_messages import RevealedShare
+
+    p = complete_params(threat)
+    swapped: list[tuple[int, int]] = []
+
+    def swap(sender, m, rnd):  # type: ignore[no-untyped-def]
+        if sender == 2 and isinstance(m, UnmaskResponse) and m.self_shares and m.key_shares:
+            s, k = m.self_shares[0], m.key_shares[0]
+            swapped[:] = [(s.owner, k.owner)]
+            m = dataclasses.replace(
+                m,
+                self_shares=(*m.self_shares, RevealedShare(k.owner, k.share)),
+                key_shares=(*m.key_shares, RevealedShare(s.owner, s.share)),
+            )
+            return [rnd.resign(m) if threat is ThreatModel.ACTIVE else m]
+        return [m]
+
+    out = run_tampered(p, attackers=(2,), client_rewrite=swap, dropouts={"masked_input": [7]})
+    assert out.crash is None and out.completed and out.correct_sum() and not out.exposed()
+    ((survivor, dropped),) = swapped
+    assert dropped == 7
+    assert out.report is not None and set(out.report.survivors) == set(range(7))
+    rejected = out.rnd.server.rejected
+    assert (2, f"unrequested self share of client {dropped}") in rejected
+    assert (2, f"unrequested key share of client {survivor}") in rejected
