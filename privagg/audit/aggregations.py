@@ -32,10 +32,7 @@ __all__ = [
     "AggregationAudit",
     "AuditedAggregation",
     "check_threat_model",
-    "configured_params",
-    "derived_params",
     "register_aggregation",
-    "round_size",
     "run_protocol_attacks",
     "check_malicious_model",
     "upload_bytes",
@@ -85,7 +82,7 @@ class SecureAggregation(AuditedAggregation):
     """SecAgg+: the graph and threshold, the threat model (attacks run, not assumed), the upload."""
 
     def audit(self, cfg: AuditConfig, *, progress: Progress | None = None) -> AggregationAudit:
-        findings, params = check_secagg(cfg.deployment, round_size=round_size(cfg))
+        findings, params = check_secagg(cfg.deployment, round_size=cfg.round_size)
         attacks: tuple[AttackRow, ...] | None = None
         if cfg.protocol_attacks:
             if progress is not None:
@@ -137,42 +134,6 @@ class PlainAggregation(AuditedAggregation):
         )
 
 
-def round_size(cfg: AuditConfig) -> int:
-    """How many clients one secure sum runs over: the whole deployment without DP sampling, else the
-    expected cohort ``q N`` (Poisson) or the fixed cohort (at least 3)."""
-    if cfg.dp.mechanism is None:
-        return cfg.deployment.num_clients
-    return max(3, round(cfg.dp.sampling_rate * cfg.deployment.num_clients))
-
-
-def derived_params(dep: Deployment, n: int, *, grinding: bool = True) -> SecAggParams:
-    """The graph ``SecAggParams.derive`` picks for rounds of ``n`` clients at the deployment's rates and targets
-    (``grinding``: raised by the deployment's ``grinding_bits``)."""
-    from secagg import SecAggParams
-
-    return SecAggParams.derive(
-        num_clients=n,
-        dropout_rate=dep.dropout_rate,
-        corruption_rate=dep.corruption_rate,
-        security_bits=dep.security_bits,
-        failure_bits=dep.failure_bits,
-        threat=dep.threat,
-        value_bits=dep.value_bits,
-        grinding_bits=dep.grinding_bits if grinding else 0,
-    )
-
-
-def configured_params(dep: Deployment, n: int) -> SecAggParams | None:
-    """The deployment's configured graph for rounds of ``n`` clients (``None``: none configured, derived); a
-    configured degree wider than the round is the round's complete graph, as the run's aggregator builds it."""
-    from secagg import SecAggParams
-
-    if dep.degree is None or dep.threshold is None:
-        return None
-    k, t = (n - 1, min(dep.threshold, n - 1)) if dep.degree >= n - 1 else (dep.degree, dep.threshold)
-    return SecAggParams.manual(num_clients=n, degree=k, threshold=t, threat=dep.threat, value_bits=dep.value_bits)
-
-
 def check_secagg(dep: Deployment, *, round_size: int | None = None) -> tuple[list[Finding], SecAggParams | None]:
     """Privacy and failure probabilities of the configured (or derived) graph against the targets, for
     rounds of ``round_size`` clients (default: the whole deployment; with DP sampling the cohort, which
@@ -182,13 +143,13 @@ def check_secagg(dep: Deployment, *, round_size: int | None = None) -> tuple[lis
     findings: list[Finding] = []
     derived: SecAggParams | None
     try:
-        derived = derived_params(dep, n)
+        derived = dep.derived_params(n)
     except ConfigurationError as e:
         derived = None
         findings.append(Finding("secagg.derive", "warn", "No graph meets the stated targets", str(e)))
     params = derived
     try:
-        params = configured_params(dep, n) or derived
+        params = dep.configured_params(n) or derived
     except ConfigurationError as e:
         findings.append(Finding("secagg.parameters", "fail", "Configured graph is invalid", str(e)))
         return findings, derived

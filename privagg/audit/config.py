@@ -25,7 +25,7 @@ from dp.config import DPConfig
 from privagg.audit.aggregations import AGGREGATIONS
 from privagg.config import config_to_dict, load_config
 from privagg.errors import ConfigurationError
-from secagg.params import ThreatModel
+from secagg.params import SecAggParams, ThreatModel
 
 __all__ = ["FLOWER_DEFAULTS", "AuditConfig", "AuditDP", "Deployment"]
 
@@ -101,6 +101,28 @@ class Deployment:
 
             AGGREGATORS.get(self.robust_rule, field="robust_rule")
 
+    def derived_params(self, n: int, *, grinding: bool = True) -> SecAggParams:
+        """The graph ``SecAggParams.derive`` picks for rounds of ``n`` clients at these rates and targets
+        (``grinding``: raised by ``grinding_bits``; the run's aggregator derives without)."""
+        return SecAggParams.derive(
+            num_clients=n,
+            dropout_rate=self.dropout_rate,
+            corruption_rate=self.corruption_rate,
+            security_bits=self.security_bits,
+            failure_bits=self.failure_bits,
+            threat=self.threat,
+            value_bits=self.value_bits,
+            grinding_bits=self.grinding_bits if grinding else 0,
+        )
+
+    def configured_params(self, n: int) -> SecAggParams | None:
+        """The configured graph for rounds of ``n`` clients (``None``: none configured, derived); a degree
+        wider than the round is the round's complete graph, as the run's aggregator builds it."""
+        if self.degree is None or self.threshold is None:
+            return None
+        k, t = (n - 1, min(self.threshold, n - 1)) if self.degree >= n - 1 else (self.degree, self.threshold)
+        return SecAggParams.manual(num_clients=n, degree=k, threshold=t, threat=self.threat, value_bits=self.value_bits)
+
 
 #: Fields of the ``[dp]`` table that belong to the audited plan (the rest is the mechanism).
 _PLAN = ("sampling", "sampling_rate", "rounds", "max_epsilon")
@@ -164,6 +186,14 @@ class AuditConfig:
     def __post_init__(self) -> None:
         if self.attack_clients < 4:
             raise ConfigurationError("protocol attacks need at least 4 clients", field="attack_clients")
+
+    @property
+    def round_size(self) -> int:
+        """How many clients one secure sum runs over: the whole deployment without DP sampling, else the
+        expected cohort ``q N`` (Poisson) or the fixed cohort (at least 3)."""
+        if self.dp.mechanism is None:
+            return self.deployment.num_clients
+        return max(3, round(self.dp.sampling_rate * self.deployment.num_clients))
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> AuditConfig:

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from privagg.audit.aggregations import AGGREGATIONS, Progress, configured_params, derived_params
+from privagg.audit.aggregations import AGGREGATIONS, Progress
 from privagg.audit.config import AuditConfig, Deployment
 from privagg.audit.findings import AttackRow, BudgetCurve, Finding, Severity
 from privagg.errors import ConfigurationError
@@ -305,7 +305,7 @@ class _DeploymentFloor:
 
     def _params(self, n: int) -> SecAggParams:
         """The run's graph for ``n`` clients: configured, or derived without grinding, as the aggregator does."""
-        return configured_params(self.dep, n) or derived_params(self.dep, n, grinding=False)
+        return self.dep.configured_params(n) or self.dep.derived_params(n, grinding=False)
 
 
 def check_distributed(cfg: AuditConfig, sampling: Sampling) -> tuple[list[Finding], BudgetCurve | None]:
