@@ -18,10 +18,11 @@ Keys are dealt once by a trusted dealer and provisioned out of band as files
 (:mod:`.paillier_material`: :func:`provision_paillier`, :func:`load_paillier`). A node reads
 only its own secret file.
 
-Round: ``roles`` (QUERY, once per run) -> ``contribute`` (TRAIN + FitIns + a
+Round: ``roles`` (QUERY, once per run: each node signs its role, a fresh nonce and its node id with the
+key the dealer gave that role, :func:`role_claim`) -> ``contribute`` (TRAIN + FitIns + a
 :class:`~protocols.paillier.RoundSetup` carrying the digest of the global model and fit config
-to the training nodes: each computes the digest of the model *and fit config* it received,
-runs fit, encodes ``[f * params, f * clip]`` with the round's
+to the training nodes: each computes the digest of the model *and fit config* it received and
+of the weighting it was told (:func:`round_digest`), runs fit, encodes ``[f * params, f * clip]`` with the round's
 :class:`~protocols.weighting.WeightingCodec` and :class:`~privagg.encoding.RingEncoding` and
 returns a packed-Paillier contribution signed over session, round, key id and that digest;
 the :class:`~protocols.paillier.PaillierClient` refuses a setup announcing another digest) ->
@@ -53,12 +54,15 @@ with one session for all runs a server could replay an earlier run's signed cont
 
 from __future__ import annotations
 
+import hashlib
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import numpy as np
+from cryptography.exceptions import InvalidSignature
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.app.message_type import MessageType
 from flwr.common import FitRes
@@ -66,7 +70,7 @@ from flwr.compat.common import recorddict_compat as compat
 from flwr.server.compat.legacy_context import LegacyContext
 
 from privagg.errors import ConfigurationError, InvalidMessage, ProtocolAbort
-from privagg.randomness import SYSTEM_SECRETS, SecretSource
+from privagg.randomness import SYSTEM_SECRETS, SecretSource, label
 from protocols.paillier import (
     AggregateRequest,
     ClientContribution,
@@ -82,6 +86,7 @@ from protocols.paillier import (
     make_randomness,
 )
 from protocols.paillier.waves import Answer, DecryptorsUnavailable, decrypt_in_waves
+from protocols.weighting import WeightingCodec
 
 from ._fit_round import (
     FitRound,
@@ -101,6 +106,8 @@ __all__ = [
     "PaillierRoundRecord",
     "PrivAggPaillierWorkflow",
     "make_paillier_mod",
+    "role_claim",
+    "round_digest",
 ]
 
 #: the decryptors' replies: a set endorsement, then a partial decryption
@@ -108,6 +115,23 @@ _D = TypeVar("_D", SetEndorsement, PartialDecryption)
 
 PAILLIER_RECORD = "privagg_paillier"
 _STATE = "privagg_paillier_state"
+
+
+def role_claim(nonce: bytes, node_id: int, role: str, ident: int) -> bytes:
+    """What a node signs to claim its role (with the key the dealer gave that role): the server's fresh
+    nonce and the node's id, so a claim cannot be replayed by another node or in another query."""
+    return label("privagg/flower/paillier-role/v1", nonce, int(node_id).to_bytes(8, "big"), role, int(ident))
+
+
+def round_digest(instructions: bytes, codec: WeightingCodec) -> bytes:
+    """What a round's contributions sign: the digest of the model and fit config *and* the weighting.
+
+    The weighting travels beside the fit instructions; unbound, a server could tell every client but one
+    ``max-weight = 1e300`` (factor ~0) and receive that one client's vector as the "sum". Bound, clients
+    told different weightings sign different digests, and no decryptor sums them together.
+    """
+    weight = struct.pack(">d", float(codec.max_weight if codec.max_weight is not None else 0.0))
+    return hashlib.sha256(label("privagg/flower/paillier-round/v1", instructions, codec.weighting, weight)).digest()
 
 
 # ---------------------------------------------------------------------------------- server
@@ -141,15 +165,34 @@ class PrivAggPaillierWorkflow(FitWorkflow[PaillierRoundRecord]):
         return PaillierRoundRecord(round=round)
 
     def _trainers(self, grid: Any, rec: PaillierRoundRecord) -> set[int]:
-        """The nodes' roles (asked once per node and run); only clients train."""
+        """The nodes' roles (asked once per node and run); only clients train.
+
+        A node proves its role: it signs :func:`role_claim` (a fresh nonce, its node id) with the key the
+        dealer provisioned for that client id or decryptor index. An unproven claim is ignored (the node
+        neither trains nor decrypts): a client claiming decryptor ``i`` would otherwise displace it.
+        """
         unknown = [n for n in grid.get_node_ids() if n not in self.roles]
         if unknown:
-            replies = self._send(grid, rec, "roles", {n: ({}, None) for n in unknown}, message_type=MessageType.QUERY)
+            nonce = SYSTEM_SECRETS.token_bytes(32)
+            replies = self._send(
+                grid, rec, "roles", {n: ({"nonce": nonce}, None) for n in unknown}, message_type=MessageType.QUERY
+            )
+            mat = self.material
             for nid, r in replies.items():
                 cfg = r.content.config_records.get(PAILLIER_RECORD)
-                role, ident = (cfg.get("role"), cfg.get("id")) if cfg is not None else (None, None)
-                if role in ("client", "decryptor") and isinstance(ident, int):
-                    self.roles[nid] = (str(role), ident)
+                role, ident, sig = (cfg.get("role"), cfg.get("id"), cfg.get("sig")) if cfg is not None else (None,) * 3
+                if role not in ("client", "decryptor") or not isinstance(ident, int) or not isinstance(sig, bytes):
+                    rec.node_errors[nid] = "roles: malformed role answer"
+                    continue
+                key = (mat.directory if role == "client" else mat.decryptor_directory).get(ident)
+                try:
+                    if key is None:
+                        raise InvalidSignature
+                    key.verify(sig, role_claim(nonce, nid, str(role), ident))
+                except (InvalidSignature, ValueError, OverflowError):
+                    rec.node_errors[nid] = f"roles: the claim to be {role} {ident} does not verify"
+                    continue
+                self.roles[nid] = (str(role), ident)
         return {n for n, (role, _) in self.roles.items() if role == "client"}
 
     def _sum(self, grid: Any, context: LegacyContext, fit: FitRound, rec: PaillierRoundRecord) -> Summed:
@@ -169,7 +212,8 @@ class PrivAggPaillierWorkflow(FitWorkflow[PaillierRoundRecord]):
             client_keys=mat.directory,
             screen_proofs=False,  # screened only when a decryptor refuses (_decrypt)
         )
-        setup = server.start_round(round=rec.round, count=fit.size + 1, model_digest=fit.digest)
+        digest = round_digest(fit.digest, self.codec)
+        setup = server.start_round(round=rec.round, count=fit.size + 1, model_digest=digest)
         extra = {"setup": encode_message(setup, pk), **codec_fields(self.codec)}
         replies = self._send(grid, rec, "contribute", {n: (extra, fit.instructions(n)) for n in fit.nodes})
         node_of: dict[int, int] = {}
@@ -313,7 +357,8 @@ def make_paillier_mod(
 ) -> Callable[[Message, Context, Callable[[Message, Context], Message]], Message]:
     """The node mod: answers the role query, contributes (clients) or decrypts (decryptors).
 
-    ``material`` is the provisioned folder (default ``run_config["privagg-paillier"]``). The
+    ``material`` is the provisioned folder (default ``node_config["privagg-paillier"]``, then
+    ``run_config["privagg-paillier"]``: the run config is written by the server side). The
     protocol checks (model digest against the round setup, one contribution or decryption per
     round, lengths, signatures) are those of the parties in :mod:`protocols.paillier`.
     """
@@ -324,7 +369,8 @@ def make_paillier_mod(
         cfg = msg.content.config_records[PAILLIER_RECORD]
         stage = cfg.get("stage")
         role, ident = _role(ctxt)
-        folder = material or ctxt.run_config.get("privagg-paillier") or ctxt.node_config.get("privagg-paillier")
+        # the node's own config first: the run config is the server side's, it must not pick a node's trust anchors
+        folder = material or ctxt.node_config.get("privagg-paillier") or ctxt.run_config.get("privagg-paillier")
         if folder is None:
             raise ConfigurationError(
                 "no Paillier material folder (run_config 'privagg-paillier')", field="privagg-paillier"
@@ -335,13 +381,20 @@ def make_paillier_mod(
         wire = cfg.get("setup" if stage == "contribute" else "msg")
         wire = wire if isinstance(wire, bytes) else b""
         if stage == "roles":
-            return Message(RecordDict({PAILLIER_RECORD: ConfigRecord({"role": role, "id": ident})}), reply_to=msg)
+            nonce = cfg.get("nonce")
+            if not isinstance(nonce, bytes) or len(nonce) != 32:
+                raise InvalidMessage("malformed role query", stage="roles", party=role)
+            sk = mat.signing_key(ident) if role == "client" else mat.decryptor_signing_key(ident)
+            sig = sk.sign(role_claim(nonce, ctxt.node_id, role, ident))
+            claim = ConfigRecord({"role": role, "id": ident, "sig": sig})
+            return Message(RecordDict({PAILLIER_RECORD: claim}), reply_to=msg)
         if stage == "contribute" and role == "client" and msg.metadata.message_type == MessageType.TRAIN:
             setup = decode_message(wire, public_key=mat.public_key)
             if not isinstance(setup, RoundSetup):
                 raise InvalidMessage("malformed contribute request", stage="contribute", party="client")
             codec = received_codec(cfg, slot_scale=mat.clip, stage="contribute")
-            digest = received_digest(msg.content, stage="contribute")  # the client party checks it
+            # the client party checks it against the setup: model, fit config and the weighting it encodes with
+            digest = round_digest(received_digest(msg.content, stage="contribute"), codec)
             out = call_next(msg, ctxt)
             if out.has_error():
                 return out

@@ -238,7 +238,8 @@ class PaillierAggregator(Aggregator):
             digest = NO_MODEL_DIGEST if ctx.global_params is None else model_digest([ctx.global_params])
             out = session.run_round(ints, round=ctx.round, model_digest=digest)
         except ProtocolAbort as e:
-            # the decryptors refused (e.g. fewer than min_clients): the round is skipped, nothing decrypted
+            # the decryptors refused (e.g. fewer than min_clients): the round is skipped, nothing decrypted; or the
+            # decrypted sum is one no honest clients give (an out-of-range client): the round is skipped too
             stats = PaillierRoundStats(
                 round=ctx.round,
                 clients=len(updates),

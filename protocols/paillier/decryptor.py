@@ -94,7 +94,11 @@ def verify_endorsements(
     for e in endorsements:
         if (e.key_id, e.session, e.round, e.set_hash) != (key_id, session, round, digest) or e.decryptor in good:
             continue
-        if _verifies(decryptor_keys.get(e.decryptor), e.signature, ENDORSEMENT_CONTEXT + endorsement_signed_bytes(e)):
+        try:
+            data = ENDORSEMENT_CONTEXT + endorsement_signed_bytes(e)
+        except ValueError:
+            continue  # a field no codec carries: not an endorsement
+        if _verifies(decryptor_keys.get(e.decryptor), e.signature, data):
             good[e.decryptor] = e
     return tuple(good[i] for i in sorted(good))
 
@@ -289,7 +293,11 @@ class PaillierDecryptor:
             raise InvalidMessage("wrong session", stage="verify")
         if msg.round <= self.last_round:
             raise self._abort(f"round {msg.round} already decrypted or older (last: {self.last_round})")
-        digest = set_hash(msg, pk) if digest is None else digest
+        if digest is None:
+            try:
+                digest = set_hash(msg, pk)
+            except ValueError as e:  # a field no codec carries (an in-memory message): nothing recorded
+                raise InvalidMessage(f"malformed aggregate request: {e}", stage="verify") from None
         prev = self._endorsed.get(msg.round)
         if prev is not None and prev != digest:
             self.equivocations.append((msg.round, prev, digest))

@@ -29,10 +29,12 @@ versions or types, always with :class:`InvalidMessage`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec
 
 import gmpy2
 from gmpy2 import mpz
@@ -163,6 +165,23 @@ class PartialDecryption:
 PaillierMessage = RoundSetup | ClientContribution | AggregateRequest | PartialDecryption | SetEndorsement
 
 
+_P = ParamSpec("_P")
+
+
+def _encoding(f: Callable[_P, bytes]) -> Callable[_P, bytes]:
+    """An encoder that refuses any field outside its encoded range with ``ValueError`` (a party's screening
+    turns it into :class:`InvalidMessage`): a negative or too wide integer, a count beyond its width."""
+
+    @functools.wraps(f)
+    def encode(*args: _P.args, **kwargs: _P.kwargs) -> bytes:
+        try:
+            return f(*args, **kwargs)
+        except (struct.error, OverflowError) as e:
+            raise ValueError(f"a field does not fit its encoding ({e})") from None
+
+    return encode
+
+
 def _header(msg_type: int, key_id: bytes, session: bytes, rnd: int) -> bytes:
     if len(key_id) != 16 or len(session) != 16:
         raise ValueError("key_id and session are 16 bytes")
@@ -187,6 +206,7 @@ def partial_context(key_id: bytes, session: bytes, round: int) -> bytes:
     return label("privagg/paillier/partial/v1", key_id, session, round)
 
 
+@_encoding
 def contribution_signed_bytes(msg: ClientContribution, public_key: PaillierPublicKey) -> bytes:
     """What the client signs: the whole encoding except the signature."""
     w = public_key.ciphertext_bytes
@@ -207,6 +227,7 @@ def _hash32(h: bytes) -> bytes:
     return bytes(h)
 
 
+@_encoding
 def endorsement_signed_bytes(msg: SetEndorsement) -> bytes:
     """What a decryptor signs to endorse a contribution set."""
     return (
@@ -216,6 +237,7 @@ def endorsement_signed_bytes(msg: SetEndorsement) -> bytes:
     )
 
 
+@_encoding
 def partial_signed_bytes(msg: PartialDecryption, public_key: PaillierPublicKey) -> bytes:
     """What a decryptor signs with its partial decryption: the whole encoding except the signature."""
     if len(msg.proof) > 0xFFFF:
@@ -230,6 +252,7 @@ def partial_signed_bytes(msg: PartialDecryption, public_key: PaillierPublicKey) 
     )
 
 
+@_encoding
 def set_hash(msg: AggregateRequest, public_key: PaillierPublicKey) -> bytes:
     """The hash of a contribution set: key, session, round, count, model digest, aggregate and every
     signed contribution (endorsements excluded). Two requests differing in any of these differ here."""
@@ -237,6 +260,7 @@ def set_hash(msg: AggregateRequest, public_key: PaillierPublicKey) -> bytes:
     return hashlib.sha256(label("privagg/paillier/contribution-set/v1", body)).digest()
 
 
+@_encoding
 def encode_message(msg: PaillierMessage, public_key: PaillierPublicKey) -> bytes:
     """The canonical bytes of a message (widths from ``public_key``)."""
     w = public_key.ciphertext_bytes

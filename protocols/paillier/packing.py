@@ -6,7 +6,9 @@ A sum of up to ``max_clients`` such slots lies in ``[0, 2 q max_clients]``, whic
 ``slot_bits = sum_bits(max_clients, value_bits)`` bits; with that many bits per slot no
 carry can ever cross into the next slot, so the homomorphic sum of packed plaintexts is the
 packing of the per-slot sums, exactly. The sum of ``N`` clients decodes as
-``slot - N q``. ``slots = plaintext_bits // slot_bits`` slots fit below ``2**(key_bits-1) <= n``.
+``slot - N q``; :meth:`PackingLayout.unpack` refuses a sum outside ``[-N q, N q]`` and padding
+slots that do not sum to 0 (no ``N`` values in ``[-q, q]`` give them: a summand was out of range).
+``slots = plaintext_bits // slot_bits`` slots fit below ``2**(key_bits-1) <= n``.
 """
 
 from __future__ import annotations
@@ -126,5 +128,16 @@ class PackingLayout:
             parts.append(unpack_bits(int(p).to_bytes(nbytes, "little"), self.slot_bits, self.slots))
         if not parts:
             return np.zeros(0, dtype=np.int64)
-        sums = np.concatenate(parts)[:count].astype(np.int64)
-        return sums - np.int64(num_summands * self.q)
+        slots = np.concatenate(parts).astype(np.int64) - np.int64(num_summands * self.q)
+        # what no honest summands can produce: a sum outside [-N q, N q], or padding (encodes 0) that is not 0
+        bound = num_summands * self.q
+        outside = np.flatnonzero(np.abs(slots[:count]) > bound)
+        if outside.size:
+            raise ConfigurationError(
+                f"{outside.size} sums (first at coordinate {int(outside[0])}) lie outside [-{bound}, {bound}], "
+                f"the range of {num_summands} summands in [-{self.q}, {self.q}]",
+                field="plaintexts",
+            )
+        if np.any(slots[count:]):
+            raise ConfigurationError("the padding slots do not sum to 0", field="plaintexts")
+        return slots[:count]

@@ -36,12 +36,12 @@ plaintext; fewer than ``t`` colluding decryptors learn nothing; ``t`` colluding 
 the server could decrypt single contributions (threshold trust).
 
 What a malicious client can still do: encrypt any plaintext in ``[0, n)`` it knows (no range
-proofs on the packed slots) — values outside ``[-q, q]`` in a slot corrupt the sum (silently,
-when the carry stays inside the slot's headroom; an abort when the decrypted sum does not fit the
-packing) — and skip rounds. It cannot submit a ciphertext whose plaintext it does not know
-(proof of plaintext knowledge), so it cannot replay, re-sign or combine other clients'
-ciphertexts to make the decryptors open someone's vector. What no sum can hide: the server
-together with ``N - 1`` of the ``N`` summed clients (e.g. ``min_clients - 1`` colluding
+proofs on the packed slots) — it moves a coordinate of the sum unnoticed while the decoded sum stays
+within ``[-N q, N q]``; a sum outside it, or one that does not fit the packing, aborts the round
+(typed, nobody named, after the decryption: a denial of service) — and skip rounds. It cannot
+submit a ciphertext whose plaintext it does not know (proof of plaintext knowledge), so it cannot
+replay, re-sign or combine other clients' ciphertexts to make the decryptors open someone's vector.
+What no sum can hide: the server together with ``N - 1`` of the ``N`` summed clients (e.g. ``min_clients - 1`` colluding
 *provisioned* clients sending zeros) learns the remaining client's vector from the sum.
 """
 
@@ -66,6 +66,7 @@ from .messages import (
     DIGEST_BYTES,
     PARTIAL_PLAINTEXT,
     PARTIAL_THRESHOLD,
+    SIGNATURE_BYTES,
     AggregateRequest,
     ClientContribution,
     PartialDecryption,
@@ -310,12 +311,18 @@ class PaillierServer:
             )
         if msg.client_id in self._received:
             raise InvalidMessage(f"client {msg.client_id} contributed twice", stage="receive")
+        try:
+            signed = contribution_signed_bytes(msg, self.public_key)
+            if len(msg.signature) != SIGNATURE_BYTES:
+                raise ValueError("contribution is not signed")
+        except ValueError as e:  # a field no codec carries (an in-memory message)
+            raise InvalidMessage(f"malformed contribution: {e}", stage="receive") from None
         if self.client_keys is not None:
             vk = self.client_keys.get(msg.client_id)
             try:
                 if vk is None:
                     raise InvalidSignature
-                vk.verify(msg.signature, SIGNATURE_CONTEXT + contribution_signed_bytes(msg, self.public_key))
+                vk.verify(msg.signature, SIGNATURE_CONTEXT + signed)
             except (InvalidSignature, ValueError):
                 raise InvalidMessage(
                     f"client {msg.client_id} is not provisioned or its signature does not verify", stage="receive"
@@ -463,10 +470,14 @@ class PaillierServer:
             sums = self.layout.unpack(
                 [int(x) for x in plaintexts], count=self.count, num_summands=len(self._request.contributions)
             )
-        except ConfigurationError:
-            # only a client encrypting a plaintext outside the packing can cause this (no range proofs)
+        except ConfigurationError as e:
+            # proven partials: only a client encrypting a plaintext outside the packing (no range proofs);
+            # unproven ones: a decryptor's wrong partial too. Nobody is named: the sum cannot tell who
+            cause = "a client encrypted an out-of-range plaintext"
+            if self.threshold_key is not None and not self.threshold_key.has_proofs:
+                cause += ", or a decryptor's partial decryption (unproven) is wrong"
             raise ProtocolAbort(
-                "the decrypted sum does not fit the packing: a client encrypted an out-of-range plaintext",
+                f"the decrypted sum does not fit the packing ({e.message}): {cause}",
                 stage="finish",
                 party="server",
             ) from None

@@ -108,7 +108,8 @@ def _craft_for_target(material: Path, *, announce: bool, what: str = "model") ->
     from flwr.common import FitIns, ndarrays_to_parameters, parameters_to_ndarrays
     from flwr.compat.common import recorddict_compat as compat
 
-    from protocols.flower.paillier import PAILLIER_RECORD
+    from protocols.flower._fit_round import received_codec
+    from protocols.flower.paillier import PAILLIER_RECORD, round_digest
     from protocols.flower.paillier_material import load_paillier
     from protocols.paillier import RoundSetup, decode_message, encode_message, model_digest
 
@@ -133,7 +134,9 @@ def _craft_for_target(material: Path, *, announce: bool, what: str = "model") ->
         if announce:
             setup = decode_message(cfg["setup"], public_key=pk)
             assert isinstance(setup, RoundSetup)
-            forged = dataclasses.replace(setup, model_digest=model_digest(crafted, config=config))
+            # the digest the target computes: the crafted instructions and the weighting it was told
+            codec = received_codec(cfg, slot_scale=CLIP, stage="contribute")
+            forged = dataclasses.replace(setup, model_digest=round_digest(model_digest(crafted, config=config), codec))
             msg.content.config_records[PAILLIER_RECORD] = ConfigRecord({**cfg, "setup": encode_message(forged, pk)})
         return [msg]
 

@@ -102,8 +102,31 @@ def test_overflow_would_corrupt_a_neighbour_without_headroom(key256):
     ):
         object.__setattr__(tight, f, v)
     vecs = [np.full(3, lay.q, dtype=np.int64) for _ in range(4)]
-    got = _encrypted_sum(key256, tight, vecs)
-    assert not np.array_equal(got, np.full(3, 4 * lay.q))
+    # the carry leaves every sum wrong; unpack notices (a sum outside [-N q, N q]) instead of returning it
+    with pytest.raises(ConfigurationError, match=r"outside|padding|larger than the packed layout"):
+        _encrypted_sum(key256, tight, vecs)
+
+
+@settings(max_examples=40, deadline=None)
+@given(clients=st.integers(1, 4), data=st.data())
+def test_unpack_refuses_exactly_what_no_honest_summands_give(clients, data):
+    """A decoded sum outside [-N q, N q] or non-zero padding is refused; anything N honest values give is not."""
+    lay = PackingLayout.derive(key_bits=256, value_bits=8, max_clients=4)
+    q, count = lay.q, lay.slots + 3
+    bound = clients * q
+    sums = data.draw(st.lists(st.integers(-bound - 3, bound + 3), min_size=count, max_size=count))
+    pad = data.draw(st.sampled_from([0, 0, 1, -1]))
+    slots = [s + bound for s in sums] + [bound + pad] * (2 * lay.slots - count)
+    if min(slots) < 0:
+        return  # below the slot's zero: a borrow, not a plaintext of this form
+    rows = [slots[: lay.slots], slots[lay.slots :]]
+    plain = [sum(v << (i * lay.slot_bits) for i, v in enumerate(row)) for row in rows]
+    honest = max(abs(x) for x in sums) <= bound and pad == 0
+    if honest:
+        assert lay.unpack(plain, count=count, num_summands=clients).tolist() == sums
+    else:
+        with pytest.raises(ConfigurationError, match=r"outside|padding"):
+            lay.unpack(plain, count=count, num_summands=clients)
 
 
 def test_worst_case_at_a_thousand_clients_is_exact(key256):
