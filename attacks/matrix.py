@@ -126,6 +126,18 @@ class AttackMatrix(AttackResult):
     utility_errors: dict[str, str] = field(default_factory=dict)
     #: test accuracy per seed (the matrix's seeds, in order), per defense that ran
     utility_per_seed: dict[str, list[float]] = field(default_factory=dict)
+    #: per defense and seed, the round the DP budget refused, which ended its utility run early (``None``: it
+    #: ran every round); the utility of a shortened run is stated as such (:func:`utility_table`, the text)
+    utility_budget_stops: dict[str, list[int | None]] = field(default_factory=dict)
+
+    def shortened(self, defense: str) -> str:
+        """``""``, or which seeds' utility runs the DP budget stopped, and before which round."""
+        stops = self.utility_budget_stops.get(defense, [])
+        hit = [(s, r) for s, r in zip(self.data.get("seeds", []), stops, strict=False) if r is not None]
+        if not hit:
+            return ""
+        where = ", ".join(f"seed {s}: before round {r}" for s, r in hit)
+        return f"trained fewer rounds than asked: the DP budget stopped it ({where})"
 
     @property
     def mode(self) -> str:
@@ -198,17 +210,23 @@ def _cell_text(check: Mapping[str, Any], defense: str) -> str:
     return f"{check[defense]:.0%} [{lo:.0%}, {hi:.0%}]; {seeds}"
 
 
-def _utility_run(case: AttackCase, *, rounds: int) -> tuple[float, float | None]:
-    """Test accuracy of a FedAvg model trained under the case's defense, and its DP noise multiplier."""
+def _utility_run(case: AttackCase, *, rounds: int) -> tuple[float, float | None, int | None]:
+    """Test accuracy of a FedAvg model trained under the case's defense, its DP noise multiplier, and the round
+    the DP budget refused (``None``: every round ran). A deployment whose budget runs out stops training
+    there: its utility is that of the shortened run, and the matrix says so (``utility_budget_stops``)."""
+    from dataclasses import replace
+
     from attacks.scenario import make_run_config
     from protocols.dp_fedavg import DPFedAvg
     from protocols.fedavg import FedAvgSimulation
     from protocols.training import TrainConfig
 
     cfg = make_run_config(case, train=TrainConfig(epochs=1, batch_size=32, lr=0.1), rounds=rounds)
+    cfg = replace(cfg, federation=replace(cfg.federation, budget_exhausted="stop"))
     run = FedAvgSimulation(cfg).run()
-    agg = run.aggregator
-    return float(run.final_accuracy), agg.noise_multiplier if isinstance(agg, DPFedAvg) else None
+    agg, stop = run.aggregator, run.budget_stop
+    noise = agg.noise_multiplier if isinstance(agg, DPFedAvg) else None
+    return float(run.final_accuracy), noise, None if stop is None else int(stop.round)
 
 
 def defense_utility(case: AttackCase, *, rounds: int = 10) -> float:
@@ -287,7 +305,8 @@ def measure_utility(m: AttackMatrix, defenses: Sequence[str]) -> None:
             m.utility[d] = None
             m.utility_errors[d] = f"{type(e).__name__}: {e}"[:200]
             continue
-        m.utility_per_seed[d] = [acc for acc, _ in runs]
+        m.utility_per_seed[d] = [acc for acc, _, _ in runs]
+        m.utility_budget_stops[d] = [stop for _, _, stop in runs]
         m.utility[d] = sum(m.utility_per_seed[d]) / len(runs)
         if runs[0][1] is not None:
             noise[d] = float(runs[0][1])
@@ -315,6 +334,7 @@ def merge_matrices(parts: Sequence[AttackMatrix]) -> AttackMatrix:
         out.utility.update(p.utility)
         out.utility_errors.update(p.utility_errors)
         out.utility_per_seed.update(p.utility_per_seed)
+        out.utility_budget_stops.update(p.utility_budget_stops)
         out.data["noise_multipliers"].update(p.data["noise_multipliers"])
         out.data["options"].update(p.data["options"])
     return _finish(out, time.perf_counter() - sum(p.seconds for p in parts))
@@ -324,6 +344,9 @@ def _finish(out: AttackMatrix, t0: float) -> AttackMatrix:
     """The text, the issue-15 check table and the matrix table of a measured matrix."""
     base = out.case
     out.text = _matrix_text(base, out.data["seeds"], int(out.data["utility_rounds"]))
+    short = {d: why for d in out.utility_budget_stops if (why := out.shortened(d))}
+    out.text += "".join(f" Utility of {d}: {why}." for d, why in short.items())
+    out.data["utility_budget_stops"] = dict(out.utility_budget_stops)
     check = noise_check(out)
     if check:
         out.data["distributed_dp_check"] = check
@@ -402,6 +425,7 @@ def utility_table(m: AttackMatrix) -> tuple[list[str], list[list[Any]]]:
     model in points [95% CI], the DP noise multiplier, and whether the gap is within the tolerance."""
     header = ["mode", "defense", "utility", "ci_low", "ci_high", "per_seed", "gap_points", "gap_ci_low"]
     header += ["gap_ci_high", "noise_multiplier", f"within_{UTILITY_TOLERANCE_POINTS:.0f}_points", "error"]
+    header += ["shortened"]
     rows: list[list[Any]] = []
     for d in dict.fromkeys(("none", *m.defenses)):
         if d not in m.utility:
@@ -419,6 +443,7 @@ def utility_table(m: AttackMatrix) -> tuple[list[str], list[list[Any]]]:
                 m.data.get("noise_multipliers", {}).get(d),
                 None if gap is None else gap <= UTILITY_TOLERANCE_POINTS,
                 m.utility_errors.get(d, ""),
+                m.shortened(d),
             ]
         )
     return header, rows

@@ -6,7 +6,9 @@ over batch sizes (PSNR vs batch size); :func:`defense_matrix` runs one attack ag
 defenses; :func:`run_suite` runs :data:`DEFAULT_SUITE`, the suite ``benchmarks/attack_suite.py``
 times; :func:`run_configured_attack` is the engine behind ``privagg attack`` (a ``[case]`` and
 an ``[attack]`` table plus command-line overrides). :mod:`privagg.report.attacks` turns the
-results into a report.
+results into a report. No inference-attack figure comes from a run the DP budget shortened: the
+attack's measurement runs refuse instead (:func:`attacks.scenario.make_run_config`, typed
+:class:`~privagg.errors.PrivacyBudgetExceeded`), and the matrix's utility column says so.
 """
 
 from __future__ import annotations

@@ -88,9 +88,16 @@ def dp_config(case: AttackCase, *, clip: float | None = None) -> DPConfig:
 def make_run_config(
     case: AttackCase, *, train: TrainConfig, rounds: int = 1, dp_clip: float | None = None
 ) -> RunConfig:
-    """The case's run config (federation, model, seed) with ``train``, ``rounds`` and its defense."""
+    """The case's run config (federation, model, seed) with ``train``, ``rounds`` and its defense.
+
+    An attack's figure is measured on the rounds it asked for: a round the DP budget refuses raises
+    :class:`~privagg.errors.PrivacyBudgetExceeded` (``federation.budget_exhausted = "refuse"``) rather
+    than ending the run early; a caller that can use a shortened run (the matrix's utility column) says so.
+    """
     spec = case.defense_spec
-    federation = replace(case.run.federation, rounds=rounds, patience=None, target_accuracy=None)
+    federation = replace(
+        case.run.federation, rounds=rounds, patience=None, target_accuracy=None, budget_exhausted="refuse"
+    )
     if case.population is not None:  # the deployment: Poisson cohorts of rate q for R rounds (DP calibrated so)
         federation = replace(
             federation,

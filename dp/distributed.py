@@ -58,6 +58,7 @@ from dp.distributed_accounting import (
     rdp_to_epsilon,
     subsampled_rdp,
 )
+from dp.noise import MIN_SHARE_SIGMA
 from dp.rotation import padded_dim
 from privagg.errors import ConfigurationError
 
@@ -77,7 +78,6 @@ __all__ = [
 MECHANISMS = ("dgauss", "skellam")
 MIN_BITS, MAX_BITS = 4, 24  # above 24 bits the Skellam tables and float64 scaling lose their margin
 DEFAULT_BETA = math.exp(-0.5)
-_MIN_SHARE_SIGMA = 1.0  # per-share discrete Gaussian parameter floor (KLS21's bound needs >= 1/2)
 
 
 def rounded_l2_bound(scaled_clip: float, padded: int, beta: float) -> float:
@@ -236,7 +236,7 @@ def choose_parameters(
         raise ConfigurationError("clip, dim, rounds, sampling rate, epsilon and delta out of range", field="dp")
     kind: Literal["dgauss", "skellam"] = "dgauss" if mechanism == "dgauss" else "skellam"
     padded = padded_dim(dim)
-    floor = _MIN_SHARE_SIGMA * math.sqrt(shares) if kind == "dgauss" else 1e-3
+    floor = MIN_SHARE_SIGMA * math.sqrt(shares) if kind == "dgauss" else 1e-3  # each share >= the floor
 
     def eps_of(s: float, sigma: float) -> float:
         l2 = rounded_l2_bound(clip * s, padded, beta)

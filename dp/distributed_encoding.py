@@ -27,7 +27,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from dp.distributed import DistributedDPParams
 from dp.exact import discrete_gaussian_exact
@@ -54,6 +53,8 @@ def _poisson_table(lam: float) -> tuple[int, np.ndarray]:
     lo, hi = max(0, math.floor(lam - width)), math.ceil(lam + width)
     if hi - lo > 5_000_000:
         raise ValueError(f"lambda {lam:g} too large for the table sampler")
+    from scipy import stats  # loaded here: importing the encoder (and every aggregator) stays cheap
+
     cdf = stats.poisson.cdf(np.arange(lo, hi + 1, dtype=np.float64), lam)  # each entry to float64 accuracy
     cdf[-1] = 1.0  # the mass beyond the table (< 1e-30) is folded into its last entry
     cdf.setflags(write=False)

@@ -56,9 +56,30 @@ __all__ = [
     "discrete_laplace",
     "grid_for",
     "GaussianGridMechanism",
+    "MIN_SHARE_SIGMA",
+    "check_share_sigma",
 ]
 
+#: the smallest discrete Gaussian parameter (grid units) of one noise share of a split: the sum of ``t``
+#: shares of parameter ``s`` is within ``tau ~ 10 t exp(-2 pi^2 s^2)`` of one discrete Gaussian
+#: (Kairouz, Liu, Steinke 2021, the bound :meth:`GaussianGridMechanism.release` and :mod:`dp.distributed`
+#: rely on); at ``s = 1`` that is ``~1e-7 t``, below ``s = 1/2`` it exceeds 1 (no guarantee at all)
+MIN_SHARE_SIGMA = 1.0
+
 _MAX_GRID_UNITS = 2.0**52  # |value / grid| must stay below this for exact float64 arithmetic
+
+
+def check_share_sigma(sigma: float, *, shares: int, split_only: bool = True, field: str = "noise_multiplier") -> None:
+    """Refuse noise shares of discrete Gaussian parameter ``0 < sigma < MIN_SHARE_SIGMA`` (grid units) when the
+    noise is split (``shares > 1``; one share is the exact discrete Gaussian, checked too unless ``split_only``);
+    ``sigma = 0`` is no noise: nothing is claimed."""
+    if (shares > 1 or not split_only) and 0 < sigma < MIN_SHARE_SIGMA:
+        raise ConfigurationError(
+            f"noise shares of discrete Gaussian parameter {sigma:.3g} < {MIN_SHARE_SIGMA:g} grid units ({shares} "
+            "shares): their sum is not close to a discrete Gaussian (Kairouz et al. 2021), so the accounted noise "
+            "is not what is released; use fewer shares or more noise",
+            field=field,
+        )
 
 
 class InsecureNoiseWarning(UserWarning):
@@ -189,12 +210,14 @@ class GaussianGridMechanism:
         ``shares=1`` is central noise; client-side noise gives each of ``shares`` clients
         one share, so the sum of their outputs carries variance ``std^2`` (the sum of
         independent discrete Gaussians of variance ``s^2`` is within ``~exp(-2 pi^2 s^2)`` of
-        a discrete Gaussian of variance ``shares * s^2``; Kairouz et al. 2021).
+        a discrete Gaussian of variance ``shares * s^2``; Kairouz et al. 2021). A share below
+        :data:`MIN_SHARE_SIGMA` grid units is refused (:func:`check_share_sigma`).
         """
         if shares < 1:
             raise ConfigurationError(f"must be >= 1, got {shares}", field="shares")
         units = self.snap(x)
         sigma_units = self.std / self.grid / math.sqrt(shares)
+        check_share_sigma(sigma_units, shares=shares)
         if sigma_units * 40 >= _MAX_GRID_UNITS:
             raise ConfigurationError("noise too large for the grid", field="noise_multiplier")
         noise = sampler.discrete_gaussian(sigma_units, self.dim)

@@ -29,24 +29,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from attacks.imprint import MaliciousModelExposure, malicious_model_exposure
-from attacks.metrics import auc_interval, membership_metrics
-from dp import InsecureNoiseWarning
 from privagg.config import override, read_toml, split_sections
 from privagg.errors import ConfigurationError
-from protocols.fedavg import AggregationConfig, FedAvgSimulation, RoundRecord, RunConfig, RunResult
-from protocols.models import set_flat_params
-from protocols.personalization import PersonalizationComparison, PersonalizationOptions, compare_personalization
-from protocols.training import predict_logits
+
+if TYPE_CHECKING:  # the engines load torch: imported where they run, so `privagg run --help` does not
+    from attacks.imprint import MaliciousModelExposure
+    from protocols.fedavg import FedAvgSimulation, RoundRecord, RunConfig, RunResult
+    from protocols.personalization import PersonalizationComparison, PersonalizationOptions
 
 __all__ = [
     "DEFAULT_PRESET",
     "PRESETS",
-    "SECTIONS",
+    "SECTIONS",  # noqa: F822 (module __getattr__: built on first use)
     "Leakage",
     "Membership",
     "MembershipFigure",
@@ -78,8 +76,21 @@ PRESETS: dict[str, str] = {
 #: what ``privagg run`` starts from when neither ``--preset`` nor ``--config`` is given
 DEFAULT_PRESET = "hardened"
 
-#: extra tables of a run file, each loaded into its own frozen dataclass (``[personalization]``: issue 19)
-SECTIONS: dict[str, type[Any]] = {"personalization": PersonalizationOptions}
+
+def _sections() -> dict[str, type[Any]]:
+    """:data:`SECTIONS` (built on first use: the personalization package loads torch)."""
+    from protocols.personalization import PersonalizationOptions
+
+    return {"personalization": PersonalizationOptions}
+
+
+def __getattr__(name: str) -> Any:
+    """``SECTIONS``: the extra tables of a run file, each loaded into its own frozen dataclass
+    (``[personalization]``: issue 19); built on first use (PEP 562)."""
+    if name == "SECTIONS":
+        return _sections()
+    raise AttributeError(f"module 'privagg.run' has no attribute {name!r}")
+
 
 #: aggregators whose server learns only the sum of the updates
 SUM_ONLY = ("secagg", "paillier")
@@ -169,6 +180,8 @@ def _layer(cfg: RunConfig, table: Mapping[str, Any]) -> RunConfig:
     without options (the previous aggregator's options would not fit the new one)."""
     agg = table.get("aggregation")
     if isinstance(agg, Mapping) and "name" in agg and "options" not in agg and agg["name"] != cfg.aggregation.name:
+        from protocols.fedavg import AggregationConfig
+
         cfg = dataclasses.replace(cfg, aggregation=AggregationConfig(name=cfg.aggregation.name, options={}))
     return override(cfg, table)
 
@@ -181,6 +194,8 @@ def run_plan(
     Layers apply in that order (a later one refines an earlier one, sections included); a layer that
     names another aggregator without its options starts that aggregator from its defaults.
     """
+    from protocols.fedavg import RunConfig
+
     tables = [read_toml(preset_path(preset))] if preset is not None else []
     if toml is not None:
         tables.append(read_toml(toml))
@@ -189,7 +204,7 @@ def run_plan(
     cfg: RunConfig = RunConfig()
     sections: dict[str, Any] = {}
     for table in tables:
-        rest, found = split_sections(table, SECTIONS, current=sections)
+        rest, found = split_sections(table, _sections(), current=sections)
         if rest:
             cfg = _layer(cfg, rest)
         sections.update(found)
@@ -206,6 +221,8 @@ def run_config(
 
 def execute_personalized(cfg: RunConfig, options: PersonalizationOptions) -> PersonalizationComparison:
     """A ``[personalization]`` run: the chosen algorithm beside FedAvg and FedAvg + fine-tuning (same clients)."""
+    from protocols.personalization import compare_personalization
+
     return compare_personalization(cfg, options)
 
 
@@ -217,6 +234,8 @@ def has_privacy(cfg: RunConfig) -> bool:
 def without_privacy(cfg: RunConfig) -> RunConfig:
     """The same run without privacy: no DP, and the plain mean instead of a sum-only aggregator (same seed,
     data, clients, sampling, training and rounds; other aggregators, e.g. robust rules, are kept)."""
+    from protocols.fedavg import AggregationConfig
+
     agg = AggregationConfig() if cfg.aggregation.name in SUM_ONLY else cfg.aggregation
     return dataclasses.replace(cfg, dp=None, aggregation=agg)
 
@@ -256,6 +275,9 @@ def exposure_defense(cfg: RunConfig) -> tuple[str, str]:
 
 def measure_leakage(cfg: RunConfig, *, seeds: tuple[int, ...] = (0, 1, 2)) -> Leakage:
     """The malicious-model (imprint) attack against the defense modelling ``cfg``'s server view (~1 s)."""
+    from attacks.imprint import malicious_model_exposure
+    from dp.noise import InsecureNoiseWarning
+
     defense, modelled = exposure_defense(cfg)
     eps = cfg.dp.target_epsilon if cfg.dp is not None and cfg.dp.target_epsilon is not None else 8.0
     t0 = time.perf_counter()
@@ -275,6 +297,10 @@ def _losses(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 def membership_figure(sim: FedAvgSimulation, params: np.ndarray, history: Sequence[RoundRecord]) -> MembershipFigure:
     """Loss-threshold membership inference on the model ``params`` of ``sim`` (see :class:`MembershipFigure`)."""
+    from attacks.metrics import auc_interval, membership_metrics
+    from protocols.models import set_flat_params
+    from protocols.training import predict_logits
+
     took_part = sorted({int(c) for h in history for c in h.participants})
     if not took_part:
         raise ConfigurationError("no client took part in a released round: no member to test", field="membership")
@@ -315,6 +341,8 @@ def execute_run(cfg: RunConfig, *, progress: bool = True, baseline: bool = True,
     """Run the federation; when it has privacy and ``baseline``, the same run without privacy
     (:func:`without_privacy`; over the rounds the DP budget allowed when it stopped the run,
     ``result.budget_stop``); with ``leakage`` the imprint attack and membership inference."""
+    from protocols.fedavg import FedAvgSimulation
+
     t0 = time.perf_counter()
     sim = FedAvgSimulation(cfg)
     result = sim.run(progress=progress, description="FedAvg")

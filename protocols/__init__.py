@@ -13,11 +13,21 @@
 
 Importing the package loads the built-in aggregators, so the registry
 (:data:`protocols.aggregation.AGGREGATORS`) is complete after ``import protocols`` or the
-import of any submodule. No other import-time side effects.
+import of any submodule. The other submodules load on first use (PEP 562:
+``protocols.fedavg`` and ``from protocols import fedavg`` import it then), so listing names
+(``privagg run --help``) does not load torch. No other import-time side effects.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 # The built-ins: each module registers its aggregators when imported (the registry is complete on import).
-from protocols import dp_fedavg, paillier, personalization, robust, secagg_aggregator
+from protocols import dp_fedavg, paillier, robust, secagg_aggregator
+
+if TYPE_CHECKING:
+    from protocols import aggregation, datasets, fedavg, models, partition, personalization, split, training
 
 __all__ = [
     "aggregation",
@@ -33,3 +43,14 @@ __all__ = [
     "split",
     "training",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """A submodule of :data:`__all__` not loaded yet: import it now (PEP 562)."""
+    if name in __all__:
+        return importlib.import_module(f"protocols.{name}")
+    raise AttributeError(f"module 'protocols' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

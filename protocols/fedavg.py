@@ -18,7 +18,8 @@ accounts it); other aggregators skip it. A cohort the aggregator's protocol refu
 cohort) is a *refused* round: nothing released, the model unchanged, ``RoundRecord.refused`` set,
 and DP-FedAvg still charges it (:meth:`~protocols.dp_fedavg.DPFedAvg.refuse`); the run goes on. A
 federation that can never, or mostly cannot, reach that minimum is refused before round 1. A round the DP
-budget refuses ends the run like ``target_accuracy`` does, with ``RunResult.budget_stop`` set.
+budget refuses ends the run like ``target_accuracy`` does, with ``RunResult.budget_stop`` set (or,
+with ``federation.budget_exhausted = "refuse"``, raises :class:`~privagg.errors.PrivacyBudgetExceeded`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from protocols.datasets import Dataset, load_dataset
 from protocols.dp_fedavg import DPFedAvg, wrap_with_dp
 from protocols.models import build_model, get_flat_params, num_params, set_flat_params
 from protocols.partition import label_distribution, partition
+from protocols.progress import round_progress
 from protocols.training import TrainConfig, evaluate, per_class_accuracy, train_local
 
 __all__ = [
@@ -105,6 +107,9 @@ class FederationConfig:
     ``sampling_rate``; rounds may be empty). ``target_accuracy`` stops early, and so does
     ``patience``: stop after that many rounds without a test-accuracy gain of ``min_delta``
     (off here; :class:`RunConfig`, the main job, stops after 10 rounds on a plateau).
+    ``budget_exhausted``: what a round the DP budget refuses does: ``"stop"`` ends the run before it
+    (``RunResult.budget_stop`` says so), ``"refuse"`` raises :class:`PrivacyBudgetExceeded` (a caller
+    whose figure needs every round it asked for, e.g. an attack's measurement run).
     """
 
     rounds: int = 50
@@ -115,8 +120,13 @@ class FederationConfig:
     patience: int | None = None
     min_delta: float = 0.002
     server_lr: float = 1.0
+    budget_exhausted: Literal["stop", "refuse"] = "stop"
 
     def __post_init__(self) -> None:
+        if self.budget_exhausted not in ("stop", "refuse"):
+            raise ConfigurationError(
+                f"got {self.budget_exhausted!r}", field="federation.budget_exhausted", accepted=["stop", "refuse"]
+            )
         if self.rounds < 1:
             raise ConfigurationError(f"must be >= 1, got {self.rounds}", field="federation.rounds")
         if self.sampling == "fixed" and (self.clients_per_round is None or self.clients_per_round < 1):
@@ -454,37 +464,24 @@ class FedAvgSimulation:
 
     def run(self, *, progress: bool = False, description: str = "FedAvg") -> RunResult:
         fed, t0 = self.config.federation, time.perf_counter()
-        prog = None
-        task = None
-        if progress:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            prog = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("acc {task.fields[acc]}"),
-                TimeElapsedColumn(),
-                transient=False,
-            )
-            prog.start()
-            task = prog.add_task(description, total=fed.rounds, acc="-")
-        try:
+        with round_progress(progress, description, fed.rounds) as advance:
             for r in range(len(self.history) + 1, fed.rounds + 1):
                 try:
                     rec = self.run_round(r)
                 except PrivacyBudgetExceeded as e:  # refused before anything of round r was released or charged
                     self.budget_stop = BudgetRefusal.of(e, round=r, ledger=getattr(self.aggregator, "ledger", None))
+                    if fed.budget_exhausted == "refuse":
+                        raise PrivacyBudgetExceeded(
+                            f"this run needs all {fed.rounds} rounds; the DP budget refused round {r}: {e}",
+                            spent=e.spent,
+                            budget=e.budget,
+                        ) from None
                     break
-                if prog is not None and task is not None:
-                    prog.update(task, advance=1, acc=f"{rec.accuracy:.3f}")
+                advance(rec.accuracy)
                 if fed.target_accuracy is not None and rec.accuracy >= fed.target_accuracy:
                     break
                 if fed.patience is not None and self._plateaued(fed.patience, fed.min_delta):
                     break
-        finally:
-            if prog is not None:
-                prog.stop()
         return RunResult(
             config=self.config,
             history=list(self.history),

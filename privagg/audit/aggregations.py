@@ -82,7 +82,9 @@ class SecureAggregation(AuditedAggregation):
     """SecAgg+: the graph and threshold, the threat model (attacks run, not assumed), the upload."""
 
     def audit(self, cfg: AuditConfig, *, progress: Progress | None = None) -> AggregationAudit:
-        findings, params = check_secagg(cfg.deployment, round_size=cfg.round_size)
+        poisson = cfg.dp.mechanism is not None and cfg.dp.sampling == "poisson"
+        rate = cfg.dp.sampling_rate if poisson else None
+        findings, params = check_secagg(cfg.deployment, round_size=cfg.round_size, poisson_rate=rate)
         attacks: tuple[AttackRow, ...] | None = None
         if cfg.protocol_attacks:
             if progress is not None:
@@ -134,10 +136,14 @@ class PlainAggregation(AuditedAggregation):
         )
 
 
-def check_secagg(dep: Deployment, *, round_size: int | None = None) -> tuple[list[Finding], SecAggParams | None]:
+def check_secagg(
+    dep: Deployment, *, round_size: int | None = None, poisson_rate: float | None = None
+) -> tuple[list[Finding], SecAggParams | None]:
     """Privacy and failure probabilities of the configured (or derived) graph against the targets, for
     rounds of ``round_size`` clients (default: the whole deployment; with DP sampling the cohort, which
-    is what each round's graph is built over)."""
+    is what each round's graph is built over). With ``poisson_rate`` a configured graph is judged by its
+    per-round figures mixed over the cohort sizes (:func:`privagg.audit.cohorts.graph_mixture`)."""
+    from privagg.audit.cohorts import graph_mixture
 
     n = dep.num_clients if round_size is None else round_size
     findings: list[Finding] = []
@@ -157,7 +163,7 @@ def check_secagg(dep: Deployment, *, round_size: int | None = None) -> tuple[lis
         return findings, None
     sec = params.security_log2(dep.corruption_rate, dep.dropout_rate)
     fail = params.failure_log2(dep.dropout_rate)
-    data = {
+    data: dict[str, Any] = {
         "round_size": n,
         "degree": params.degree,
         "threshold": params.threshold,
@@ -167,7 +173,13 @@ def check_secagg(dep: Deployment, *, round_size: int | None = None) -> tuple[lis
         "derived_degree": derived.degree if derived else None,
         "derived_threshold": derived.threshold if derived else None,
     }
+    mix = graph_mixture(dep, rate=poisson_rate) if poisson_rate is not None else None
+    judged = (sec, fail) if mix is None else (mix.security_log2, mix.failure_log2)  # over the cohorts that run
+    if mix is not None:
+        data.update(security_log2=judged[0], failure_log2=judged[1], cohort_mixture=vars(mix))
+        data["at_expected_cohort"] = {"security_log2": sec, "failure_log2": fail}
     rounds = "" if n == dep.num_clients else f"rounds of {n} clients (the sampled cohort of {dep.num_clients}): "
+    rounds = f"judged {mix.describe()}; at the expected cohort, " + rounds if mix is not None else rounds
     detail = rounds + (
         f"degree {params.degree}, threshold {params.threshold}, ring 2^{params.modulus_bits}: privacy failure "
         f"probability {_fmt_log2(sec)} (target 2^-{dep.security_bits}), round failure probability {_fmt_log2(fail)} "
@@ -178,9 +190,9 @@ def check_secagg(dep: Deployment, *, round_size: int | None = None) -> tuple[lis
     severity: Severity = "pass"
     if dep.grinding_bits:
         detail += f"; the privacy target is raised by {dep.grinding_bits} bits for 2^{dep.grinding_bits} server retries"
-    if sec > -dep.security_bits - dep.grinding_bits:
+    if judged[0] > -dep.security_bits - dep.grinding_bits:
         severity = "fail"
-    elif fail > -dep.failure_bits:
+    elif judged[1] > -dep.failure_bits:
         severity = "warn"
     findings.append(Finding("secagg.parameters", severity, "Secure-aggregation graph and threshold", detail, data))
     return findings, params

@@ -295,13 +295,9 @@ class _DeploymentFloor:
         """The smallest cohort the deployment's secure sum runs (3, or the smallest population its parameters
         can be derived for; searched assuming a larger cohort is never harder to secure; the whole deployment
         when none is); 1 without one."""
-        from secagg.params import smallest_cohort
+        from privagg.audit.cohorts import secure_floor
 
-        dep = self.dep
-        if not AGGREGATIONS.get(dep.aggregation).hides_updates:
-            return 1
-        limit = max(3, dep.num_clients)
-        return smallest_cohort(self._params, start=3, limit=limit) or limit
+        return secure_floor(self.dep) if AGGREGATIONS.get(self.dep.aggregation).hides_updates else 1
 
     def _params(self, n: int) -> SecAggParams:
         """The run's graph for ``n`` clients: configured, or derived without grinding, as the aggregator does."""

@@ -149,7 +149,7 @@ def paillier_sections(agg: PaillierAggregator) -> list[Section]:
         "The server sees only ciphertexts; the decryptors decrypt only an aggregate of at least "
         f"{cfg.min_clients} distinct clients whose Ed25519-signed contributions they re-multiply, once per "
         f"round. Assumptions: the threshold key comes from a trusted dealer who erases p, q; {proofs}; "
-        "clients are not range-checked (a malicious client can corrupt, not read, the sum)."
+        "clients are not range-checked (a malicious client can corrupt, not read, the sum, or abort the round)."
     )
     if cfg.randomness == "fixed-base":
         text += " Randomness h_s^x with a public fixed base (DJN variant): rests on an assumption beyond DCR."

@@ -23,8 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dp.refusal import refusal_delta
-from dp.server_view import server_view
+from dp.guarantee import SERVER_SEES_ROSTERS, LedgerGuarantee, guarantee_line, ledger_guarantee, server_clause
 from privagg.report import Figure, Section
 from protocols.dp_fedavg import SampleLevelDP
 
@@ -45,9 +44,6 @@ __all__ = [
     "sample_level_section",
 ]
 
-#: noise placements whose guarantee is meant to hold against the server (which sees the rosters)
-SERVER_SEES_ROSTERS = ("client", "distributed")
-
 #: what a DP run's report shows that the client-level guarantee does not cover
 NOT_COVERED_BASELINE = "the no-DP baseline run (its accuracy is a figure of the clients' data without noise)"
 NOT_COVERED_PER_CLIENT = "per-client accuracy and client sizes (each from one client's own data, without noise)"
@@ -59,12 +55,13 @@ NOT_COVERED_UPLOAD = "the median upload per client (it depends on the exact coho
 def guarantee(dp_run: Any) -> dict[str, Any]:
     """The guarantee of a DP run, from its aggregator's ledger and configuration (a JSON-able dict).
 
+    The core is :func:`dp.guarantee.ledger_guarantee` (the Flower DP drivers state the same one):
     ``epsilon`` is the budget accountant's (``accountant``) over the ``rounds`` released, amplified by
-    sampling: it holds against an observer of the released models who does not see the rosters.
-    ``epsilon_server`` (client and distributed noise; ``nan`` for central noise, where the server is
-    trusted) holds against the server, which sees who took part: zero-out neighbours, the worst
-    client's ``server_rounds`` rounds composed unamplified (:func:`dp.server_view.server_view`);
-    ``against_server`` / ``against_observer`` say so in words.
+    sampling: it holds against an observer of the released models who does not see the rosters, at
+    ``delta + delta_refusal``. ``epsilon_server`` (client and distributed noise; ``nan`` for central
+    noise, where the server is trusted) holds against the server, which sees who took part: zero-out
+    neighbours, the worst client's ``server_rounds`` rounds composed unamplified
+    (:func:`dp.server_view.server_view`); ``against_server`` / ``against_observer`` say so in words.
     ``epsilon_by_accountant`` every accountant of the ledger (``nan``: no valid bound, refused
     rather than approximated). ``private`` is False when the noise was seeded or the cohorts
     are reproducible from the public seed (the sampling amplification then does not hold).
@@ -72,124 +69,37 @@ def guarantee(dp_run: Any) -> dict[str, Any]:
     agg = dp_run.aggregator
     ledger = agg.ledger
     cfg = agg.config
-    eps_all = {name: float(ledger.epsilon(name)) for name in ledger.accountant_names}
-    accountant = str(cfg.accountant)
-    eps = eps_all.get(accountant, math.nan)
-    sampling = agg.sampling
     last = dp_run.history[-1].metrics if dp_run.history else {}
     cohorts = str(agg.dp_rounds.cohorts or last.get("dp_cohorts") or "drawn by the caller (not stated)")
     source = getattr(getattr(agg, "distributed", None), "noise", None) or agg.sampler  # distributed DP: its own
     secure = bool(getattr(source, "secure", False))
-    sampler = type(source).__name__
-    reproducible = "not private" in cohorts
     population = getattr(agg, "population", None)
-    noise = str(cfg.noise)
-    server: dict[str, Any]
-    if noise in SERVER_SEES_ROSTERS:
-        view = server_view(ledger)
-        server = {
-            "epsilon_server": view.epsilon,
-            "server_rounds": view.worst_rounds,
-            "server_unknown_rosters": view.unknown_rosters,
-            "against_server": "zero-out neighbours, worst client's rounds, unamplified (dp/server_view.py)",
-            "against_observer": "amplified by sampling; assumes (A3), see dp/SUBSAMPLING.md",
-        }
-    else:
-        server = {
-            "epsilon_server": math.nan,
-            "server_rounds": None,
-            "server_unknown_rosters": 0,
-            "against_server": "none: the server is trusted (central noise: it sees the aggregate before the noise)",
-            "against_observer": "amplified by sampling",
-        }
-    refused = [e.round for e in ledger.entries if e.info.get("refused")]
+    core = _ledger_guarantee(agg, cohorts=cohorts, secure_noise=secure)
     stop = getattr(dp_run, "budget_stop", None)
     return {
         "budget_stop": dataclasses.asdict(stop) if stop is not None else None,
         "unit": "client-level (all updates of one client, every round)",
-        "refused_rounds": refused,
-        "delta_refusal": _delta_refusal(agg),
-        "epsilon": eps,
-        "delta": float(ledger.delta),
-        "accountant": accountant,
-        "epsilon_by_accountant": eps_all,
-        "rounds": len(ledger.entries),
-        "sampling": sampling.describe() if sampling is not None else "no round released",
-        "cohorts": cohorts,
-        "noise": str(cfg.noise),
-        "noise_sampler": sampler,
-        "secure_noise": secure,
+        **core.as_dict(),
+        "noise_sampler": type(source).__name__,
         "budget_epsilon": cfg.budget,
         "budget_against": str(getattr(cfg, "budget_against", "observers")),
         "delta_times_population": float(ledger.delta * population) if population else math.nan,
-        "private": secure and not reproducible,
-        **server,
+        "private": secure and "not private" not in cohorts,
     }
 
 
-def _delta_refusal(agg: Any) -> float:
-    """What whether its Poisson rounds ran costs a DP aggregator against observers (:mod:`dp.refusal`)."""
-    sampling, ledger = getattr(agg, "sampling", None), getattr(agg, "ledger", None)
-    population = getattr(agg, "population", None)
-    if sampling is None or ledger is None or sampling.kind != "poisson" or not population:
-        return 0.0
-    return refusal_delta(
-        population=int(population),
-        rate=sampling.rate,
+def _ledger_guarantee(agg: Any, *, cohorts: str | None = None, secure_noise: bool = True) -> LedgerGuarantee:
+    """:func:`dp.guarantee.ledger_guarantee` of a DP aggregator (its ledger, configuration and protocol)."""
+    return ledger_guarantee(
+        agg.ledger,
+        noise=str(agg.config.noise),
+        accountant=str(agg.config.accountant),
+        population=getattr(agg, "population", None),
         min_cohort=int(agg.min_cohort()) if hasattr(agg, "min_cohort") else 1,
-        rounds=len(ledger.entries),
         empty_released=bool(getattr(agg, "aggregates_empty_rounds", False)),
+        cohorts=cohorts,
+        secure_noise=secure_noise,
     )
-
-
-def _server_clause(g: dict[str, Any]) -> str:
-    """The guarantee against the server that sees the rosters (client and distributed noise)."""
-    eps_s = float(g.get("epsilon_server", math.nan))
-    if math.isnan(eps_s):
-        return "against the server (it sees who took part): not computed, NOT the figure below"
-    unknown = int(g.get("server_unknown_rosters") or 0)
-    extra = f"; {unknown} rounds without a roster counted for every client" if unknown else ""
-    return (
-        f"against the server (it sees who took part): ({eps_s:.4g}, {g['delta']:g})-DP, zero-out neighbours, "
-        f"over the worst client's {g.get('server_rounds')} of {g['rounds']} rounds, unamplified{extra}"
-    )
-
-
-def guarantee_line(g: dict[str, Any]) -> str:
-    """One line: against whom, ``client-level (eps, delta)-DP (accountant, rounds, sampling)``, what voids it.
-
-    Client and distributed noise: the guarantee against the server (which sees the rosters) first, then the
-    amplified one against an observer of the released models; central noise: the server is trusted.
-    """
-    d_ref = float(g.get("delta_refusal") or 0.0)
-    delta = f"{g['delta'] + d_ref:.3g}" if d_ref > 0 else f"{g['delta']:g}"  # + whether rounds ran (dp/refusal.py)
-    eps = f"({g['epsilon']:.4g}, {delta})-DP"
-    refused = len(g.get("refused_rounds") or ())
-    counted = (
-        f"{g['rounds']} rounds ({refused} refused: nothing released, still charged)"
-        if refused
-        else (f"{g['rounds']} released rounds")
-    )
-    how = f"by the {g['accountant']} accountant over {counted}, {g['sampling']}, "
-    how += f"cohorts {g['cohorts']}"
-    noise = g.get("noise")
-    if noise in SERVER_SEES_ROSTERS:
-        line = (
-            f"client-level, {_server_clause(g)}; against an observer of the released models who does not see "
-            f"the rosters: {eps} with amplification by sampling (assumes (A3), see dp/SUBSAMPLING.md) {how}"
-        )
-    elif noise is not None:
-        line = (
-            f"client-level {eps} against observers of the released models (the server is trusted: central noise, "
-            f"it sees the aggregate before the noise) {how}"
-        )
-    else:
-        line = f"client-level {eps} {how}"
-    if not g["secure_noise"]:
-        line += "; NOT PRIVATE: the noise was drawn from a public seed"
-    if "not private" in g["cohorts"]:
-        line += "; NOT PRIVATE: the accountant assumes secret cohorts (amplification by sampling)"
-    return line
 
 
 def budget_line(g: dict[str, Any]) -> str:
@@ -278,7 +188,7 @@ def guarantee_section(dp_run: Any, *, not_covered: list[str]) -> Section:
         data={**g, "not_covered": list(not_covered)},
         summary=[
             ("guarantee", guarantee_line(g)),
-            ("against the server", _server_clause(g) if g["noise"] in SERVER_SEES_ROSTERS else g["against_server"]),
+            ("against the server", server_clause(g) if g["noise"] in SERVER_SEES_ROSTERS else g["against_server"]),
             ("against observers of the models", f"epsilon {g['epsilon']:.4g}, {g['against_observer']}"),
             ("epsilon by accountant", eps_rows),
             ("sampling", g["sampling"]),
@@ -328,12 +238,8 @@ def dp_warnings(dp_run: Any, baseline_run: Any = None) -> list[str]:
             "charged to the DP ledger with nothing released: raise federation.sampling_rate or data.num_clients"
         )
     agg = getattr(dp_run, "aggregator", None)
-    d_ref, delta = _delta_refusal(agg), float(getattr(getattr(agg, "ledger", None), "delta", math.inf))
-    if d_ref > delta:
-        out.append(
-            f"whether rounds ran adds delta {d_ref:.3g} > dp.delta {delta:g} against observers "
-            "(cohorts near the protocol's minimum): raise federation.sampling_rate or data.num_clients"
-        )
+    if getattr(agg, "ledger", None) is not None:
+        out.extend(_ledger_guarantee(agg).warnings())
     return out
 
 

@@ -33,7 +33,9 @@ sampling counts the empty sample as one of the outcomes; aborting on it would re
 the secure sum refuses (one client: its sum would be its input; no secure parameters; no honest
 noise share guaranteed) is refused before anything is sent, nothing released, and still charged
 (:meth:`~protocols.distributed_dp.DistributedDPRounds.refuse`: the plan's mechanism at its ``t``
-shares, as for an empty cohort; ``refused`` in the ledger entry).
+shares, as for an empty cohort; ``refused`` in the ledger entry). After every round it records, the
+workflow states its guarantee as the in-memory run's report does (:meth:`~PrivAggDistributedDPWorkflow.
+guarantee`, :mod:`dp.guarantee`): logged, and in the round's metrics (``dp_guarantee``, ...).
 
 :func:`make_distributed_dp_mod` runs on the client inside the secure-aggregation mod. Its
 policy bounds what the server may ask, whatever it sends: the round's noise multiplier
@@ -44,7 +46,8 @@ survivors the secure-aggregation mod lets a sum be released with (``MIN_SURVIVOR
 the graph the client derived over the roster it verified: a share is ``sigma / sqrt(t)``, so a
 server that split the noise over more clients could force dropouts down to that floor and
 release less noise than accounted; :func:`.dp_policy.check_shares`); a clip at most ``max_clip``; a discrete
-Gaussian share parameter of at least 1/2 (the accounting bound's condition). It then encodes
+Gaussian share parameter of at least :data:`dp.noise.MIN_SHARE_SIGMA` (:func:`dp.noise.check_share_sigma`,
+the floor the server's plan uses). It then encodes
 the delta ``fit - global`` with uniform weight 1, its noise from :class:`IntegerNoise` (the
 OS CSPRNG), and hands the ring vector to the secure-aggregation mod (``RING_RECORD``). The
 policy keys are those of :mod:`.dp` (:data:`~.dp.POLICY_KEYS`): one DP policy per client.
@@ -57,7 +60,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -73,13 +76,15 @@ from dp.accounting import Sampling
 from dp.config import DPConfig
 from dp.distributed import MAX_BITS, MECHANISMS, MIN_BITS, DistributedDPParams, rounded_l1_bound, rounded_l2_bound
 from dp.distributed_encoding import DistributedEncoder, IntegerNoise
+from dp.guarantee import LedgerGuarantee, announce, ledger_guarantee
 from dp.ledger import PrivacyLedger
+from dp.noise import check_share_sigma
 from dp.rotation import RandomizedHadamard, padded_dim
 from privagg.digest import model_digest
 from privagg.errors import ConfigurationError, PrivacyBudgetExceeded, ProtocolAbort
 from privagg.randomness import SEED_BYTES, SYSTEM_SECRETS, SecretSource
 from protocols.distributed_dp import DistributedDPRounds, OpenRound
-from secagg.params import SecAggParams
+from secagg.params import SecAggParams, smallest_cohort
 
 from ._fit_round import FitRound, Summed
 from .config import SecAggWorkflowConfig
@@ -166,6 +171,7 @@ class PrivAggDistributedDPWorkflow(PrivAggSecAggWorkflow):
         self.sampling = sampling
         self.dp = DistributedDPRounds(dp, population=sampling.population, rounds=rounds, secrets=secrets)
         self._current: OpenRound | None = None
+        self._min_cohort: int | None = None
 
     @property
     def ledger(self) -> PrivacyLedger:
@@ -173,6 +179,39 @@ class PrivAggDistributedDPWorkflow(PrivAggSecAggWorkflow):
 
     def _new_record(self, round: int) -> DistributedDPRoundRecord:
         return DistributedDPRoundRecord(round=round)
+
+    def min_cohort(self) -> int:
+        """The smallest cohort this workflow runs (:meth:`_cohort_fault` is ``None``; a larger cohort is assumed
+        never harder to secure); ``N + 1`` when none of the population does."""
+        if self._min_cohort is None:
+            n = int(self.sampling.population or 0)
+
+            def runs(k: int) -> None:
+                if self._cohort_fault(k) is not None:
+                    raise ConfigurationError("refused", field="cohort")
+
+            found = smallest_cohort(runs, start=2, limit=n) if n >= 2 else None
+            self._min_cohort = n + 1 if found is None else found
+        return self._min_cohort
+
+    def guarantee(self, *, accountants: Sequence[str] | None = None) -> LedgerGuarantee:
+        """What the rounds so far guarantee: the statement of the in-memory run's report, from this ledger
+        (:func:`dp.guarantee.ledger_guarantee`; an empty Poisson cohort releases the noise shares)."""
+        return ledger_guarantee(
+            self.ledger,
+            noise="distributed",
+            accountant=str(self.dp.config.accountant),
+            population=self.sampling.population,
+            min_cohort=self.min_cohort(),
+            empty_released=True,
+            cohorts="drawn by the strategy (Poisson at the stated rate, assumed)",
+            secure_noise=True,
+            accountants=accountants,
+        )
+
+    def _stated(self, server_round: int) -> dict[str, Any]:
+        """The guarantee after ``server_round`` as round metrics, logged (:func:`dp.guarantee.announce`)."""
+        return dict(announce(self.guarantee(accountants=(str(self.dp.config.accountant),)), log, server_round))
 
     def min_survivors(self, n: int) -> int:
         """The fewest survivors whose sum a round of ``n`` clients can release: the one rule,
@@ -257,7 +296,7 @@ class PrivAggDistributedDPWorkflow(PrivAggSecAggWorkflow):
             )
         except (ConfigurationError, PrivacyBudgetExceeded) as e:
             raise ProtocolAbort(f"round not started: {e}", stage="dp-plan", party="server") from None
-        rec.dp_metrics = dict(metrics)
+        rec.dp_metrics = {**metrics, **self._stated(rec.round)}
         raise ProtocolAbort(f"round refused (charged): {reason}", stage="configure", party="server")
 
     def _sum(self, grid: Any, context: LegacyContext, fit: FitRound, rec: SecAggRoundRecord) -> Summed:
@@ -293,7 +332,7 @@ class PrivAggDistributedDPWorkflow(PrivAggSecAggWorkflow):
             seconds=rec.server_seconds,
         )
         rec.server_seconds += time.perf_counter() - t0
-        rec.dp_metrics = dict(result.metrics)
+        rec.dp_metrics = {**result.metrics, **self._stated(rec.round)}
         flat = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in fit.arrays])
         rec.aggregate = fit.unflatten(flat + result.delta)
         rec.total_weight = math.nan  # not released: under Poisson sampling it would reveal the cohort
@@ -357,8 +396,11 @@ def _round_plan(
             stage="dp",
             party="client",
         )
-    if mechanism == "dgauss" and sigma / math.sqrt(shares) < 0.5:
-        raise ProtocolAbort("discrete Gaussian shares below 1/2: no accounting bound", stage="dp", party="client")
+    if mechanism == "dgauss":
+        try:
+            check_share_sigma(sigma / math.sqrt(shares), shares=shares, split_only=False)  # the plan's floor
+        except ConfigurationError as e:
+            raise ProtocolAbort(str(e), stage="dp", party="client") from None
     fields = {**raw, "padded": padded, "l2_sensitivity": l2, "l1_sensitivity": rounded_l1_bound(l2, padded)}
     params = DistributedDPParams(**{**fields, "shares": shares, "mechanism": mechanism, "bits": bits})
     return params, RandomizedHadamard(dim, seed, rnd)

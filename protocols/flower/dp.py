@@ -39,6 +39,9 @@ call starts, and a plan whose secure sum aborted (no ``aggregate_fit``) is dropp
 ``configure_fit``, so no later round is finished with it. A cohort the fit workflow refuses before
 sending anything (a Poisson cohort of one client: no secure sum of one input) is charged like an
 empty one (:meth:`PrivAggDPStrategy.refuse_fit`, which the workflow calls), nothing released.
+After every round it records, the strategy states its guarantee as the in-memory run's report does
+(:meth:`PrivAggDPStrategy.guarantee`, :mod:`dp.guarantee`: against the server, and against observers
+at ``delta`` + what whether Poisson rounds ran costs): logged, and in the round's metrics.
 
 A malicious server could ask for little noise: a huge ``shares`` (each client adds
 ``std / sqrt(shares)``), the Poisson sensitivity factor 1 (half the noise of replace-one), a
@@ -63,7 +66,7 @@ from __future__ import annotations
 import logging
 import math
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -76,26 +79,24 @@ from flwr.server.strategy import Strategy
 from dp.accounting import Sampling
 from dp.clipping import clip_l2
 from dp.config import DPConfig
+from dp.guarantee import LedgerGuarantee, announce, ledger_guarantee
 from dp.noise import NoiseSampler, SecureNoise
 from dp.rounds import DPRounds, DPRoundsDriver, RoundPlan, count_mechanism, update_mechanism
 from privagg.errors import ConfigurationError, PrivacyBudgetExceeded, ProtocolAbort
-from protocols.flower.dp_policy import POLICY_KEYS, _client_policy, check_shares, trained_delta
+from protocols.flower.dp_policy import (
+    DP_KEYS,
+    POLICY_KEYS,
+    _client_policy,
+    check_noise_shares,
+    check_shares,
+    read_dp_settings,
+    trained_delta,
+)
+from secagg.params import smallest_cohort
 
 __all__ = ["PrivAggDPStrategy", "make_dp_mod", "privagg_dp_mod", "check_shares", "DP_KEYS", "POLICY_KEYS"]
 
 log = logging.getLogger("privagg.flower")
-
-
-#: FitIns.config keys the strategy sets and the mod reads
-DP_KEYS = {
-    "clip": "privagg-dp-clip",
-    "z": "privagg-dp-z",
-    "z_count": "privagg-dp-z-count",
-    "shares": "privagg-dp-shares",
-    "factor": "privagg-dp-sensitivity-factor",
-    "resolution": "privagg-dp-grid-resolution",
-    "adaptive": "privagg-dp-adaptive",
-}
 
 
 # ---------------------------------------------------------------------------------- server
@@ -111,7 +112,10 @@ class PrivAggDPStrategy(DPRoundsDriver, Strategy):  # type: ignore[misc]
     more shares than the floor of the secure aggregation they run (:func:`check_shares`): give it
     that floor, ``min_survivors=lambda n: config.params_for(n).min_survivors(n)``.
     ``ledger_path``: the ledger is written there after every recorded round and resumed from it
-    when the server app starts again.
+    when the server app starts again. ``min_cohort``: the smallest cohort the fit workflow runs, for
+    the guarantee statement (:meth:`guarantee`; what whether a Poisson round ran costs observers);
+    default: the smallest ``n >= 2`` that ``min_survivors`` finds a graph for (privagg's
+    secure-aggregation workflow refuses a cohort of one, and one without secure parameters).
     """
 
     def __init__(
@@ -132,6 +136,7 @@ class PrivAggDPStrategy(DPRoundsDriver, Strategy):  # type: ignore[misc]
         count_noise_std: float | None = None,
         grid_resolution: float = 1000.0,
         min_survivors: int | Callable[[int], int] | None = None,
+        min_cohort: int | None = None,
         allow_large_delta: bool = False,
         ledger_path: str | None = None,
     ) -> None:
@@ -155,6 +160,9 @@ class PrivAggDPStrategy(DPRoundsDriver, Strategy):  # type: ignore[misc]
         config.check_population(population)
         self.config = config
         self.min_survivors = min_survivors
+        if min_cohort is not None and min_cohort < 1:
+            raise ConfigurationError(f"must be >= 1, got {min_cohort}", field="min_cohort")
+        self._min_cohort = min_cohort
         self._pending: list[np.ndarray] | None = None  # the model an empty round released
         self.inner = strategy
         self.noise_multiplier = float(noise_multiplier)
@@ -182,6 +190,37 @@ class PrivAggDPStrategy(DPRoundsDriver, Strategy):  # type: ignore[misc]
 
     def initialize_parameters(self, client_manager: Any) -> Parameters | None:
         return self.inner.initialize_parameters(client_manager)
+
+    def min_cohort(self) -> int:
+        """The smallest cohort the fit workflow runs (``min_cohort``, or derived: see the class docstring)."""
+        if self._min_cohort is None:
+            ms, n = self.min_survivors, self._population()
+            found = smallest_cohort(ms, start=2, limit=n) if callable(ms) and n else 2
+            self._min_cohort = (n or 0) + 1 if found is None else found  # None: no cohort runs, all refused
+        return self._min_cohort
+
+    def _population(self) -> int | None:
+        return self.population or (self.sampling.population if self.sampling is not None else None)
+
+    def guarantee(self, *, accountants: Sequence[str] | None = None) -> LedgerGuarantee:
+        """What the rounds so far guarantee: the statement of the in-memory run's report, from this ledger
+        (:func:`dp.guarantee.ledger_guarantee`; the clients draw their noise shares from the CSPRNG,
+        :class:`~dp.noise.SecureNoise`)."""
+        return ledger_guarantee(
+            self.ledger,
+            noise=str(self.config.noise),
+            accountant=str(self.config.accountant),
+            population=self._population(),
+            min_cohort=self.min_cohort(),
+            empty_released=self.sampling is not None and self.sampling.kind == "poisson",  # the server's noise
+            cohorts=self.dp_rounds.cohorts,
+            secure_noise=True,
+            accountants=accountants,
+        )
+
+    def _stated(self, server_round: int) -> dict[str, Scalar]:
+        """The guarantee after ``server_round`` as round metrics, logged (:func:`dp.guarantee.announce`)."""
+        return dict(announce(self.guarantee(accountants=(str(self.config.accountant),)), log, server_round))
 
     def _floor(self, cohort: int) -> int | None:
         ms = self.min_survivors
@@ -266,6 +305,7 @@ class PrivAggDPStrategy(DPRoundsDriver, Strategy):  # type: ignore[misc]
             off += g.size
         self._pending = new
         self.last_parameters = new
+        self._stated(server_round)
 
     def refuse_fit(self, server_round: int, reason: str) -> dict[str, Scalar]:
         """The fit workflow refused this round's cohort before sending anything (e.g. a Poisson cohort of one
@@ -289,7 +329,8 @@ class PrivAggDPStrategy(DPRoundsDriver, Strategy):  # type: ignore[misc]
             log.warning("round %s not charged: %s", server_round, e)
             return {}
         outcome = self.dp_rounds.finish(plan, round=server_round, survivors=0, roster=st["roster"], refused=reason)
-        return {k: v for k, v in outcome.metrics.items() if isinstance(v, (bool, int, float, str))}
+        metrics = {k: v for k, v in outcome.metrics.items() if isinstance(v, (bool, int, float, str))}
+        return {**metrics, **self._stated(server_round)}
 
     def aggregate_fit(
         self, server_round: int, results: list[tuple[Any, FitRes]], failures: list[Any]
@@ -317,6 +358,7 @@ class PrivAggDPStrategy(DPRoundsDriver, Strategy):  # type: ignore[misc]
             noise_shares=plan.shares,
             roster=st["roster"],  # the cohort the round was sent to (an upper bound on who took part)
         )
+        stated = self._stated(server_round)  # recorded: stated even when withheld below
         if mean is None:
             raise ProtocolAbort(
                 f"the secure aggregate does not have the model's shapes: recorded at noise multiplier "
@@ -335,6 +377,7 @@ class PrivAggDPStrategy(DPRoundsDriver, Strategy):  # type: ignore[misc]
         }
         if plan.sampling.kind == "fixed":  # Poisson: the number of survivors reveals presence
             metrics["dp_participants"] = survivors
+        metrics.update(stated)
         return ndarrays_to_parameters(new), metrics
 
     def _read_aggregate(self, parameters: Parameters, global_arrays: list[np.ndarray]) -> list[np.ndarray] | None:
@@ -384,35 +427,9 @@ def make_dp_mod(
         cfg = msg.content.config_records["fitins.config"]
         if DP_KEYS["clip"] not in cfg:
             return call_next(msg, ctxt)
-        try:
-            clip = float(cfg[DP_KEYS["clip"]])  # type: ignore[arg-type]
-            z = float(cfg[DP_KEYS["z"]])  # type: ignore[arg-type]
-            z_count = float(cfg[DP_KEYS["z_count"]])  # type: ignore[arg-type]
-            shares = int(cfg[DP_KEYS["shares"]])  # type: ignore[arg-type]
-            factor = float(cfg[DP_KEYS["factor"]])  # type: ignore[arg-type]
-            resolution = float(cfg[DP_KEYS["resolution"]])  # type: ignore[arg-type]
-            adaptive = bool(cfg[DP_KEYS["adaptive"]])
-        except (KeyError, TypeError, ValueError):
-            raise ProtocolAbort("malformed DP settings", stage="dp", party="client") from None
-        z_min, shares_max, poisson_ok, clip_max = _client_policy(
-            ctxt, min_noise_multiplier, max_shares, accept_poisson, max_clip
+        clip, z, z_count, shares, factor, resolution, adaptive = read_dp_settings(
+            cfg, lambda: _client_policy(ctxt, min_noise_multiplier, max_shares, accept_poisson, max_clip)
         )
-        if not (math.isfinite(clip) and 0 < clip <= clip_max):
-            raise ProtocolAbort(f"clip {clip} outside this client's policy (<= {clip_max})", stage="dp", party="client")
-        if not 1 <= shares <= shares_max:
-            raise ProtocolAbort(
-                f"{shares} noise shares outside this client's policy (1..{shares_max})", stage="dp", party="client"
-            )
-        check_shares(shares, cfg)
-        if factor not in ((1.0, 2.0) if poisson_ok else (2.0,)):
-            raise ProtocolAbort(f"sensitivity factor {factor} outside this client's policy", stage="dp", party="client")
-        if adaptive and not (math.isfinite(z_count) and z_count > 0):
-            raise ProtocolAbort("adaptive clipping without count noise", stage="dp", party="client")
-        joint = (z**-2 + z_count**-2) ** -0.5 if adaptive and z > 0 else z
-        if not (math.isfinite(z) and z > 0 and joint >= z_min * (1 - 1e-9)):  # slack: the split and its inverse
-            raise ProtocolAbort(
-                f"noise multiplier {joint:.4g} below this client's policy ({z_min:g})", stage="dp", party="client"
-            )
         sampler = sampler_override if sampler_override is not None else SecureNoise()
 
         fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
@@ -426,22 +443,26 @@ def make_dp_mod(
                 ndarrays_to_parameters(global_arrays), True
             )
             msg.content = inner_content  # the user's fit sees the model without the clip-bit slot
+        dim = sum(int(a.size) for a in global_arrays)
+        mech = update_mechanism(
+            clip=clip, sensitivity_factor=factor, noise_multiplier=z, dim=dim, resolution=resolution
+        )
+        count_mech = None
+        if adaptive:
+            count_mech = count_mechanism(sensitivity_factor=factor, noise_multiplier=z_count, resolution=resolution)
+        check_noise_shares((mech, count_mech), shares)  # before training: every share above the floor
         out = call_next(msg, ctxt)
         if out.has_error():
             return out
         fitres, delta = trained_delta(out, global_arrays)
         clipped, norm = clip_l2(delta, clip)
-        mech = update_mechanism(
-            clip=clip, sensitivity_factor=factor, noise_multiplier=z, dim=delta.size, resolution=resolution
-        )
         noised = mech.release(clipped, sampler, shares=shares)
         pieces: list[np.ndarray] = []
         off = 0
         for a in global_arrays:
             pieces.append(noised[off : off + a.size].reshape(a.shape))
             off += a.size
-        if adaptive:
-            count_mech = count_mechanism(sensitivity_factor=factor, noise_multiplier=z_count, resolution=resolution)
+        if count_mech is not None:
             bit = np.array([float(norm <= clip) - 0.5])
             pieces.append(count_mech.release(bit, sampler, shares=shares))
         metrics = dict(fitres.metrics)

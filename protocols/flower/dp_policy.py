@@ -9,7 +9,7 @@ the DP mod verified: its roster and the fewest survivors it lets a sum be releas
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -17,10 +17,22 @@ from flwr.app import Context, Message
 from flwr.common import FitRes, parameters_to_ndarrays
 from flwr.compat.common import recorddict_compat as compat
 
+from dp.noise import GaussianGridMechanism, check_share_sigma
 from privagg.errors import ConfigurationError, ProtocolAbort
 from protocols.flower.secagg import MIN_SURVIVORS_KEY, ROSTER_KEY
 
-__all__ = ["POLICY_KEYS", "check_shares", "trained_delta"]
+__all__ = ["DP_KEYS", "POLICY_KEYS", "check_noise_shares", "check_shares", "read_dp_settings", "trained_delta"]
+
+#: FitIns.config keys the strategy sets and the mod reads
+DP_KEYS = {
+    "clip": "privagg-dp-clip",
+    "z": "privagg-dp-z",
+    "z_count": "privagg-dp-z-count",
+    "shares": "privagg-dp-shares",
+    "factor": "privagg-dp-sensitivity-factor",
+    "resolution": "privagg-dp-grid-resolution",
+    "adaptive": "privagg-dp-adaptive",
+}
 
 #: node_config / run_config keys of the client's DP policy (when not given to make_dp_mod)
 POLICY_KEYS = {
@@ -104,6 +116,55 @@ def _client_policy(
             field=POLICY_KEYS["min_noise_multiplier"],
         )
     return policy
+
+
+def read_dp_settings(
+    cfg: Mapping[str, Any], policy: Callable[[], tuple[float, int, bool, float]]
+) -> tuple[float, float, float, int, float, float, bool]:
+    """The round's DP settings (:data:`DP_KEYS`: clip, z, z_count, shares, sensitivity factor, grid
+    resolution, adaptive), refused (:class:`ProtocolAbort`) when malformed or outside this client's
+    ``policy()`` (read after the settings parse; :func:`_client_policy`: noise floor, share ceiling,
+    Poisson factor accepted, clip ceiling)."""
+    try:
+        clip = float(cfg[DP_KEYS["clip"]])  # type: ignore[arg-type]
+        z = float(cfg[DP_KEYS["z"]])  # type: ignore[arg-type]
+        z_count = float(cfg[DP_KEYS["z_count"]])  # type: ignore[arg-type]
+        shares = int(cfg[DP_KEYS["shares"]])  # type: ignore[arg-type]
+        factor = float(cfg[DP_KEYS["factor"]])  # type: ignore[arg-type]
+        resolution = float(cfg[DP_KEYS["resolution"]])  # type: ignore[arg-type]
+        adaptive = bool(cfg[DP_KEYS["adaptive"]])
+    except (KeyError, TypeError, ValueError):
+        raise ProtocolAbort("malformed DP settings", stage="dp", party="client") from None
+    z_min, shares_max, poisson_ok, clip_max = policy()
+    if not (math.isfinite(clip) and 0 < clip <= clip_max):
+        raise ProtocolAbort(f"clip {clip} outside this client's policy (<= {clip_max})", stage="dp", party="client")
+    if not 1 <= shares <= shares_max:
+        raise ProtocolAbort(
+            f"{shares} noise shares outside this client's policy (1..{shares_max})", stage="dp", party="client"
+        )
+    check_shares(shares, cfg)
+    if factor not in ((1.0, 2.0) if poisson_ok else (2.0,)):
+        raise ProtocolAbort(f"sensitivity factor {factor} outside this client's policy", stage="dp", party="client")
+    if adaptive and not (math.isfinite(z_count) and z_count > 0):
+        raise ProtocolAbort("adaptive clipping without count noise", stage="dp", party="client")
+    joint = (z**-2 + z_count**-2) ** -0.5 if adaptive and z > 0 else z
+    if not (math.isfinite(z) and z > 0 and joint >= z_min * (1 - 1e-9)):  # slack: the split and its inverse
+        raise ProtocolAbort(
+            f"noise multiplier {joint:.4g} below this client's policy ({z_min:g})", stage="dp", party="client"
+        )
+    return clip, z, z_count, shares, factor, resolution, adaptive
+
+
+def check_noise_shares(mechanisms: Iterable[GaussianGridMechanism | None], shares: int) -> None:
+    """Refuse (:class:`ProtocolAbort`) a split whose shares fall below :data:`dp.noise.MIN_SHARE_SIGMA` grid
+    units (:func:`dp.noise.check_share_sigma`): the sum of the shares would not carry the accounted noise."""
+    for mech in mechanisms:
+        if mech is None:
+            continue
+        try:
+            check_share_sigma(mech.std / mech.grid / math.sqrt(shares), shares=shares)
+        except ConfigurationError as e:
+            raise ProtocolAbort(str(e), stage="dp", party="client") from None
 
 
 def trained_delta(out: Message, global_arrays: list[np.ndarray]) -> tuple[FitRes, np.ndarray]:

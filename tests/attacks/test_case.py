@@ -98,7 +98,7 @@ def test_run_config_derives_from_the_case() -> None:
     train = TrainConfig(epochs=1, batch_size=8, lr=0.1)
     cfg = make_run_config(case, train=train, rounds=3, dp_clip=2.0)
     assert (cfg.seed, cfg.data, cfg.model) == (5, case.run.data, case.run.model)
-    assert cfg.train == train and cfg.federation == FederationConfig(rounds=3)
+    assert cfg.train == train and cfg.federation == FederationConfig(rounds=3, budget_exhausted="refuse")
     assert cfg.aggregation == AggregationConfig(name="secagg", options={"clip": 32.0, "value_bits": 25})
     assert cfg.dp == DPConfig(
         target_epsilon=4.0,

@@ -207,3 +207,29 @@ def test_the_random_stream_and_the_noise_do_not_depend_on_the_input(monkeypatch:
     out2 = mech.release(x2, seeded_secure(9))
     assert calls == calls1 and len(calls) > 1
     np.testing.assert_array_equal(out1 / mech.grid - mech.snap(x1), out2 / mech.grid - mech.snap(x2))
+
+
+def test_a_split_into_shares_below_the_floor_is_refused() -> None:
+    """Each share's discrete Gaussian parameter must be >= MIN_SHARE_SIGMA grid units, else the sum of shares is
+    not close to the accounted discrete Gaussian (the lead's repro: z = 0.01, 1,000 shares: 0.32 grid units)."""
+    from dp import distributed
+    from dp.noise import MIN_SHARE_SIGMA, check_share_sigma
+
+    mech = GaussianGridMechanism.create(sensitivity=1.0, noise_multiplier=0.01, dim=1)
+    per_share = mech.std / mech.grid / math.sqrt(1000)
+    assert 0 < per_share < MIN_SHARE_SIGMA
+    with pytest.raises(ConfigurationError, match=r"0\.324 < 1 grid units \(1000 shares\)") as e:
+        mech.release(np.zeros(1), SecureNoise(), shares=1000)
+    assert e.value.field == "noise_multiplier"
+    mech.release(np.zeros(1), SecureNoise())  # one share: the exact discrete Gaussian, whatever its parameter
+    fits = int((mech.std / mech.grid / MIN_SHARE_SIGMA) ** 2)  # the most shares that keep each at the floor
+    mech.release(np.zeros(1), SecureNoise(), shares=fits)
+    with pytest.raises(ConfigurationError):
+        mech.release(np.zeros(1), SecureNoise(), shares=fits + 1)
+    GaussianGridMechanism.create(sensitivity=1.0, noise_multiplier=0.0, dim=1).release(
+        np.zeros(1), SecureNoise(), shares=1000
+    )  # no noise: nothing claimed, nothing to refuse
+    check_share_sigma(0.5, shares=1)  # one share passes, unless the caller asks for the floor on it too
+    with pytest.raises(ConfigurationError):
+        check_share_sigma(0.5, shares=1, split_only=False)
+    assert distributed.MIN_SHARE_SIGMA is MIN_SHARE_SIGMA  # the distributed plan's floor is the same constant

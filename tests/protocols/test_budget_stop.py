@@ -16,7 +16,7 @@ from dp.config import DPConfig
 from dp.ledger import BudgetRefusal, PrivacyBudget, PrivacyLedger
 from dp.noise import InsecureNoiseWarning
 from dp.server_view import server_view
-from privagg.errors import PrivacyBudgetExceeded
+from privagg.errors import ConfigurationError, PrivacyBudgetExceeded
 from privagg.report.dp import budget_stop_line, dp_warnings, guarantee
 from privagg.report.run import run_report
 from privagg.run import execute_run
@@ -150,3 +150,15 @@ def test_a_refusal_without_a_ledger_record_keeps_only_the_errors_figures() -> No
     line = budget_stop_line(dataclasses.asdict(stop))
     assert line is not None and "would be exceeded: over;" in line and "not recorded" in line
     assert budget_stop_line(None) is None
+
+
+def test_a_run_that_needs_every_round_refuses_at_the_round_the_budget_refuses() -> None:
+    cfg = config("observers", 3.0)
+    refusing = dataclasses.replace(cfg, federation=dataclasses.replace(cfg.federation, budget_exhausted="refuse"))
+    sim = FedAvgSimulation(refusing)
+    with pytest.raises(PrivacyBudgetExceeded, match=r"needs all 12 rounds; the DP budget refused round 5") as e:
+        sim.run()
+    assert e.value.budget == 3.0 and e.value.spent is not None and e.value.spent <= 3.0
+    assert len(sim.history) == len(ledger_of(sim).entries) == 4  # as the stopping run: nothing of round 5
+    with pytest.raises(ConfigurationError, match="budget_exhausted"):
+        FederationConfig(budget_exhausted="never")  # type: ignore[arg-type]

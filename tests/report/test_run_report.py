@@ -107,6 +107,8 @@ def test_paillier_section_from_typed_rounds() -> None:
     assert sec.data["rounds"][1] == {"round": 2, "aborted": refused.metrics["paillier_aborted"]}
     assert sec.data["config"]["key_bits"] == 512 and sec.data["config"]["max_clients"] == 6
     assert [r[0] for r in sec.tables[0][2]][:2] == ["encode (clip + quantise)", "offline"]
+    # no range proofs: one client can corrupt the sum or make the round abort (tests/protocols/paillier red team)
+    assert "a malicious client can corrupt, not read, the sum, or abort the round" in sec.text
 
 
 DP = {"noise_multiplier": 1.0, "clip_norm": 0.5}

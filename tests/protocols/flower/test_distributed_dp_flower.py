@@ -307,6 +307,8 @@ def test_the_client_checks_the_plan_with_its_own_sensitivity() -> None:
         (_cfg(plan, raw={"bits": 40}), policy, "range"),
         (_cfg(plan, **{DDP_KEYS["seed"]: b"short"}), policy, "range"),
         (_cfg(plan, **{DDP_KEYS["params"]: "{"}), policy, "malformed"),
+        # shares of parameter 0.8 (sigma 1.6 over t = 4): under dp.noise.MIN_SHARE_SIGMA, whatever the policy
+        (_cfg(plan, raw={"sigma": 1.6}), (1e-9, N, True, math.inf), "0.8 < 1 grid units"),
     ]
     for cfg, pol, why in bad:
         with pytest.raises(ProtocolAbort, match=why):

@@ -419,3 +419,16 @@ def test_a_trained_model_of_another_shape_aborts_the_client() -> None:
     np.testing.assert_array_equal(delta, [0.5] * 6 + [0.0] * 4)
     with pytest.raises(ProtocolAbort, match="another shape"):
         trained_delta(reply([np.zeros((3, 2), np.float32), np.ones(4, np.float32)]), global_arrays)
+
+
+def test_the_client_refuses_noise_shares_below_the_floor_before_training() -> None:
+    """The mod checks every share against dp.noise.MIN_SHARE_SIGMA before the user's fit runs (a resolution and a
+    share count a server picked could otherwise split the noise into shares whose sum is not the accounted one)."""
+    from dp.noise import GaussianGridMechanism
+    from privagg.errors import ProtocolAbort
+    from protocols.flower.dp_policy import check_noise_shares
+
+    weak = GaussianGridMechanism.create(sensitivity=1.0, noise_multiplier=0.01, dim=1)  # 10.25 grid units in all
+    check_noise_shares((weak, None), 105)  # 1.0003 grid units per share: just above the floor
+    with pytest.raises(ProtocolAbort, match="grid units"):
+        check_noise_shares((None, weak), 106)  # 0.996
