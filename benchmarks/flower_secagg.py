@@ -93,7 +93,7 @@ def run_system(name: str, args: argparse.Namespace, pki: str) -> dict[str, Any]:
     from flwr.server.workflow import SecAggPlusWorkflow
 
     from protocols.flower import PrivAggSecAggWorkflow, SecAggWorkflowConfig, make_secagg_mod
-    from protocols.flower.apps import dropout_mod, expected_mean, vector_client_app, vector_server_app
+    from protocols.flower.apps import dropout_mod, expected_mean, send_metrics_mod, vector_client_app, vector_server_app
     from protocols.flower.inproc import run_inprocess
     from secagg.params import ThreatModel
 
@@ -161,7 +161,8 @@ def run_system(name: str, args: argparse.Namespace, pki: str) -> dict[str, Any]:
         if not name.removesuffix(NOCACHE).endswith("derived"):  # Flower's graph: K - 1 neighbours, threshold T
             config = dataclasses.replace(config, degree=k - 1, threshold=t)
         inner = PrivAggSecAggWorkflow(config)
-        mods = [dropout_mod(partitions=range(n_drop), stage="delivery")]
+        # the test clients opt in to reporting their partition id in the clear (the check below reads it)
+        mods = [send_metrics_mod, dropout_mod(partitions=range(n_drop), stage="delivery")]
         mods.append(make_secagg_mod(threat=threat, pki=pki))
 
         def check(context: Any, rnd: int) -> None:

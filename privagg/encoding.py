@@ -28,6 +28,7 @@ __all__ = [
     "unpack_bits",
     "packed_size",
     "strided_u64",
+    "add_unpacked",
 ]
 
 MAX_MODULUS_BITS = 62
@@ -116,21 +117,29 @@ class RingEncoding:
         """One quantisation step in input units (per-value error bound)."""
         return self.clip / self.q
 
-    def quantize(self, x: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    def quantize(self, x: np.ndarray, rng: np.random.Generator, *, overwrite: bool = False) -> tuple[np.ndarray, int]:
         """Signed integers in ``[-q, q]`` (``int64``) and the number of clipped inputs.
 
-        Non-finite inputs are refused: a NaN would silently poison the aggregate.
+        Non-finite inputs are refused: a NaN would silently poison the aggregate. ``overwrite=True``
+        lets a caller that owns a C-contiguous ``float64`` ``x`` have it used as scratch (its values
+        are then undefined); the result is the same. Two fresh arrays of the vector's size are
+        allocated, plus the clipped copy when ``x`` is not overwritten (each fresh vector is memory
+        traffic, and page faults on a busy machine).
         """
-        x = np.asarray(x, dtype=np.float64).ravel()
-        if not np.isfinite(x).all():
+        arr = np.asarray(x)
+        xf = arr.astype(np.float64, copy=False).reshape(-1)
+        if not np.isfinite(xf).all():
             raise ConfigurationError("input contains NaN or infinity", field="x")
-        v = np.clip(x, -self.clip, self.clip)  # a new array: the steps below work in place
-        clipped = int(np.count_nonzero(v != x))  # for finite x, clip(x) != x exactly when |x| > clip
+        c = self.clip
+        # for finite x, clip(x) != x exactly when |x| > clip
+        clipped = int(np.count_nonzero(xf > c)) + int(np.count_nonzero(xf < -c))
+        own = xf.flags.writeable and xf.flags.c_contiguous and (overwrite or not np.may_share_memory(xf, arr))
+        v = np.clip(xf, -c, c, out=xf if own else None)
         v *= self.scale
         low = np.floor(v)
         v -= low  # the fractional part
-        up = rng.random(v.shape) < v
         ints = low.astype(np.int64)
+        up = rng.random(out=low) < v  # (the same draws as rng.random(v.shape), into a buffer no longer needed)
         ints += up
         np.clip(ints, -self.q, self.q, out=ints)
         return ints, clipped
@@ -149,9 +158,13 @@ class RingEncoding:
         signed[r >= half] -= np.int64(self.modulus)
         return signed
 
-    def encode(self, x: np.ndarray, rng: np.random.Generator) -> EncodedVector:
-        ints, clipped = self.quantize(x, rng)
-        return EncodedVector(self.to_ring(ints), clipped)
+    def encode(self, x: np.ndarray, rng: np.random.Generator, *, overwrite: bool = False) -> EncodedVector:
+        """:meth:`quantize` then :meth:`to_ring` (in place: the integers are this call's own);
+        ``overwrite`` as for :meth:`quantize`."""
+        ints, clipped = self.quantize(x, rng, overwrite=overwrite)
+        ring = ints.view(np.uint64)
+        ring &= np.uint64(self.modulus - 1)
+        return EncodedVector(ring, clipped)
 
     def decode(self, ring: np.ndarray) -> np.ndarray:
         """Ring elements (a single encoding or a sum of up to ``max_summands``) -> floats."""
@@ -191,6 +204,99 @@ def _pack_windows(v: np.ndarray, bits: int) -> bytes:
     return buf[:size].tobytes()
 
 
+#: widths packed two values at a time (:func:`_pack_pairs`): a pair of ``2 b`` bits, shifted by at most 6
+#: inside its 8-byte window, still fits it
+_PAIR_BITS = range(17, 30)
+
+
+def _pairs(w32: np.ndarray, bits: int) -> np.ndarray:
+    """``uint32`` values (even count) -> ``uint64`` pairs ``v[2i] | v[2i+1] << bits``: on the
+    little-endian ``uint64`` view ``lo | hi << 32``, subtract ``hi * (2**32 - 2**bits)``."""
+    w = w32.view("<u8")
+    hi = w >> np.uint64(32)
+    hi *= np.uint64((1 << 32) - (1 << bits))
+    np.subtract(w, hi, out=hi)
+    return hi
+
+
+def _pack_pairs(v: np.ndarray, bits: int) -> bytes:
+    """:data:`_PAIR_BITS`: as :func:`_pack_windows`, but over pairs of values: 8 values are 4 pairs
+    and ``bits`` bytes, so 4 strided passes. numpy's ufuncs are slow on unaligned memory and its
+    copies are not: each pass shifts its pairs in an aligned buffer, ORs the bytes already written
+    (the first byte of each window holds the previous pair's last bits) and stores the window."""
+    n = v.size
+    g = (n + 7) // 8
+    if n % 8 or v.dtype != np.dtype("<u4") or not v.flags.c_contiguous:
+        w32 = np.zeros(g * 8, dtype="<u4")
+        w32[:n] = v
+    else:
+        w32 = v
+    pr = _pairs(w32, bits)
+    buf = np.zeros(g * bits + 8, dtype=np.uint8)
+    col = np.empty(g, dtype=np.uint64)
+    old = np.empty(g, dtype=np.uint64)
+    for q in range(4):
+        off, shift = divmod(q * 2 * bits, 8)
+        np.left_shift(pr[q::4], np.uint64(shift), out=col)
+        win = strided_u64(buf, off, g, bits)
+        if q:
+            np.copyto(old, win)
+            col |= old
+        win[...] = col
+    return buf[: packed_size(n, bits)].tobytes()
+
+
+def add_unpacked(acc: np.ndarray, data: bytes, bits: int) -> None:
+    """``acc += unpack_bits(data, bits, acc.size)`` in place, wrapping in ``acc``'s unsigned dtype;
+    ``ValueError`` unless ``data`` has the exact size. Whole-byte widths are added from a view of
+    ``data``; a ``uint32`` accumulator at :data:`_PAIR_BITS` takes 4 strided passes over pairs and one
+    contiguous add; anything else goes through :func:`unpack_bits` a chunk at a time."""
+    n = acc.size
+    if len(data) != packed_size(n, bits):
+        raise ValueError(f"expected {packed_size(n, bits)} bytes for {n} values of {bits} bits, got {len(data)}")
+    if acc.dtype.kind != "u" or not acc.flags.c_contiguous:
+        raise ValueError("acc must be a C-contiguous unsigned array")
+    flat = acc.reshape(-1)
+    if bits in (8, 16, 32, 64):  # whole bytes: the data is the values, added from a view of it
+        np.add(flat, np.frombuffer(data, dtype=f"<u{bits // 8}"), out=flat, casting="unsafe")
+        return
+    if bits in _PAIR_BITS and acc.dtype == np.dtype("<u4") and n >= 8:
+        g = n // 8  # whole groups; the last n % 8 values below
+        buf = np.frombuffer(data, dtype=np.uint8)
+        pr = np.empty(4 * g, dtype=np.uint64)
+        col = np.empty(g, dtype=np.uint64)
+        mask = np.uint64((1 << (2 * bits)) - 1)
+        for q in range(4):
+            off, shift = divmod(q * 2 * bits, 8)
+            # a window may reach 7 bytes past the packed data only in the last group: read it apart
+            k = g if off + 8 + (g - 1) * bits <= len(data) else g - 1
+            np.copyto(col[:k], strided_u64(buf, off, k, bits))
+            if k < g:
+                tail = data[(g - 1) * bits + off : (g - 1) * bits + off + 8]
+                col[g - 1] = int.from_bytes(tail, "little")
+            col >>= np.uint64(shift)
+            col &= mask
+            pr[q::4] = col
+        # pairs lo | hi << bits -> lo | hi << 32 (the uint32 view is the values in order)
+        hi = pr >> np.uint64(bits)
+        hi *= np.uint64((1 << 32) - (1 << bits))
+        pr += hi
+        head = flat[: 8 * g]
+        np.add(head, pr.view("<u4"), out=head)
+        if n % 8:
+            rest = unpack_bits(data, bits, n)[8 * g :]
+            tail_acc = flat[8 * g :]
+            np.add(tail_acc, rest.astype(acc.dtype, copy=False), out=tail_acc)
+        return
+    step = 1 << 14  # values per chunk (a multiple of 8: chunks start on byte boundaries)
+    mv = memoryview(data)
+    for start in range(0, n, step):
+        cnt = min(step, n - start)
+        part = bytes(mv[start * bits // 8 : start * bits // 8 + packed_size(cnt, bits)])
+        seg = flat[start : start + cnt]
+        np.add(seg, unpack_bits(part, bits, cnt).astype(acc.dtype, copy=False), out=seg)
+
+
 def _unpack_windows(data: bytes, bits: int, count: int, out_dtype: type = np.uint64) -> np.ndarray:
     buf = np.zeros(len(data) + 8, dtype=np.uint8)
     buf[: len(data)] = np.frombuffer(data, dtype=np.uint8)
@@ -222,7 +328,9 @@ def pack_bits(values: np.ndarray, bits: int, *, check: bool = True) -> bytes:
         raise ValueError(f"a value does not fit in {bits} bits")
     n = v.size
     if bits in (8, 16, 32, 64):
-        return v.astype(f"<u{bits // 8}").tobytes()
+        return v.astype(f"<u{bits // 8}", copy=False).tobytes()
+    if bits in _PAIR_BITS and v.dtype.itemsize <= 4 and n:
+        return _pack_pairs(v, bits)
     if 8 <= bits <= 56:
         return _pack_windows(v, bits)
     g = (n + 7) // 8

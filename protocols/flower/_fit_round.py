@@ -20,16 +20,19 @@ Flower's ``SecAggPlusWorkflow``). Whatever the protocol, the Flower work is the 
 
 :class:`FitWorkflow` is that template; a protocol subclass implements only
 :meth:`FitWorkflow._sum` (its own bytes). On the node side, :func:`received_digest` (the
-digest of the instructions a node received), :func:`received_codec` and
-:func:`weighted_update` are the shared steps of both mods; every protocol check (the model
-digest against the round setup, replays, lengths) is the protocol core's.
+digest of the instructions a node received), :func:`received_codec`, :func:`round_digest` (those
+instructions bound to the weighting and clip the node was told), :func:`weighted_update` and
+:func:`clear_fit_metadata` (no weight or metric in the clear) are the shared steps of both mods;
+every protocol check (the model digest against the round setup, replays, lengths) is the protocol core's.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import math
+import struct
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -37,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import numpy as np
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.app.message_type import MessageType
 from flwr.common import FitIns, FitRes, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.compat.common import recorddict_compat as compat
@@ -47,6 +50,7 @@ from flwr.server.workflow.constant import Key as WorkflowKey
 
 from privagg.digest import model_digest
 from privagg.errors import ConfigurationError, InvalidMessage, ProtocolAbort
+from privagg.randomness import label
 from protocols.weighting import Weighting, WeightingCodec
 
 from ._grid import round_trip
@@ -62,6 +66,9 @@ __all__ = [
     "narrow_ring",
     "received_digest",
     "received_codec",
+    "round_digest",
+    "SEND_METRICS_KEY",
+    "clear_fit_metadata",
     "weighted_update",
 ]
 
@@ -296,6 +303,20 @@ def received_codec(cfg: ConfigRecord, *, slot_scale: float, stage: str) -> Weigh
         raise InvalidMessage(f"{stage}: invalid weighting", stage=stage, party="client") from None
 
 
+def round_digest(instructions: bytes, codec: WeightingCodec, *, clip: float, protocol: str) -> bytes:
+    """What a round's inputs are bound to: the digest of the model and fit config (``instructions``),
+    the weighting (:func:`codec_fields`) and the clipping range, under a label naming ``protocol``.
+
+    The weighting and the clip travel beside the fit instructions; unbound, a server could tell every
+    client but one ``max-weight = 1e300`` (factor ~0) or ``clip = 1e-300`` (update clipped to ~0) and
+    receive that one client's vector as the "sum". Bound, the workflow announces this digest in its
+    setup and each node recomputes it from what it was told: a node told another weighting or clip
+    holds another digest, and the protocol core refuses its input."""
+    weight = float(codec.max_weight) if codec.max_weight is not None else 0.0
+    fields = struct.pack(">dd", weight, float(clip))
+    return hashlib.sha256(label(f"privagg/flower/{protocol}-round/v1", instructions, codec.weighting, fields)).digest()
+
+
 def received_digest(content: RecordDict, *, stage: str) -> bytes:
     """:func:`~privagg.digest.model_digest` of the model and fit config this node was sent."""
     try:
@@ -305,15 +326,33 @@ def received_digest(content: RecordDict, *, stage: str) -> bytes:
         raise InvalidMessage("no valid fit instructions", stage=stage, party="client") from None
 
 
+#: a node's own config key opting in to sending its ``FitRes`` metrics in the clear (:func:`clear_fit_metadata`);
+#: read from ``node_config`` only: the run config is the server's, it cannot turn it on
+SEND_METRICS_KEY = "privagg-send-metrics"
+
+
+def clear_fit_metadata(content: RecordDict, ctxt: Context) -> None:
+    """What a training node's reply carries in the clear beside its protocol message (in place): its ``FitRes``
+    status, ``num_examples = 1`` (its weight travels inside the secure sum, :mod:`protocols.weighting`) and no
+    metrics, unless the node itself opts in with ``node_config[SEND_METRICS_KEY]`` (true). The server's strategy
+    still gets one ``FitRes`` per included node: with equal weights, a weighted mean of the one aggregate is it."""
+    content.metric_records["fitres.num_examples"] = MetricRecord({"num_examples": 1})
+    opt_in = ctxt.node_config.get(SEND_METRICS_KEY)
+    if not (opt_in is True or (isinstance(opt_in, str) and opt_in.strip().lower() in ("true", "1", "yes"))):
+        content.config_records["fitres.metrics"] = ConfigRecord({})
+
+
 def weighted_update(codec: WeightingCodec, fitres: FitRes, *, stage: str) -> np.ndarray:
     """``[f * parameters, f * slot]`` (float64) of the node's ``FitRes``, ``f`` from its ``num_examples``."""
     arrays = array_views(fitres.parameters.tensors)
-    if len(arrays) == 1:  # one copy (to float64), not two
-        flat = np.asarray(arrays[0], dtype=np.float64).ravel()
-    else:
-        flat = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays]) if arrays else np.empty(0)
+    # one float64 vector, allocated once: the arrays are cast into it and the codec weights them in place
+    vec = np.empty(sum(a.size for a in arrays) + 1, dtype=np.float64)
+    pos = 0
+    for a in arrays:
+        vec[pos : pos + a.size] = a.reshape(-1)
+        pos += a.size
     try:
-        return codec.encode(flat, float(fitres.num_examples))
+        return codec.encode(vec[:pos], float(fitres.num_examples), out=vec)
     except ConfigurationError as e:
         raise ProtocolAbort(f"cannot weight the update: {e.message}", stage=stage, party="client") from None
 

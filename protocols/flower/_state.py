@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
+import operator
 import os
 import pickle
 import threading
@@ -79,16 +80,42 @@ def _rebuild(cls: type, values: tuple[Any, ...]) -> Any:
     return obj
 
 
+def _reducer(cls: Any) -> Any:
+    """How :class:`_Pickler` reduces an instance of ``cls``: a key's reducer, a slotted dataclass's
+    ``(_rebuild, (cls, field values))``, or ``None`` (pickle's own way)."""
+    key = _key_reducers().get(cls)
+    if key is not None:
+        return key
+    names = _slot_fields(cls)
+    if names is None:
+        return None
+    if len(names) > 1:
+        get = operator.attrgetter(*names)  # the field values as one tuple, in C
+
+        def reduce_many(obj: Any) -> tuple[Any, ...]:
+            return _rebuild, (cls, get(obj))
+
+        return reduce_many
+
+    def reduce(obj: Any) -> tuple[Any, ...]:
+        return _rebuild, (cls, tuple(getattr(obj, n) for n in names))
+
+    return reduce
+
+
+#: per class, its :func:`_reducer` (a party holds a few dozen objects of a handful of classes, pickled
+#: after every message: one dict lookup each)
+_REDUCERS: dict[type, Any] = {}
+
+
 class _Pickler(pickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
-        cls: Any = type(obj)
-        key = _key_reducers().get(cls)
-        if key is not None:
-            return key(obj)
-        names = _slot_fields(cls)
-        if names is None:
-            return NotImplemented
-        return _rebuild, (cls, tuple(getattr(obj, n) for n in names))
+        cls = type(obj)
+        try:
+            red = _REDUCERS[cls]
+        except KeyError:
+            red = _REDUCERS[cls] = _reducer(cls)
+        return NotImplemented if red is None else red(obj)
 
 
 def dump_party(party: object) -> bytes:

@@ -20,7 +20,14 @@ from flwr.app.message_type import MessageType
 
 from privagg.randomness import simulation_rng
 
-__all__ = ["client_vector", "expected_mean", "dropout_mod", "vector_client_app", "vector_server_app"]
+__all__ = [
+    "client_vector",
+    "expected_mean",
+    "dropout_mod",
+    "send_metrics_mod",
+    "vector_client_app",
+    "vector_server_app",
+]
 
 
 def client_vector(seed: int, rnd: int, pid: int, dimension: int) -> np.ndarray:
@@ -47,6 +54,16 @@ def dropout_mod(
         return call_next(msg, ctxt)
 
     return mod
+
+
+def send_metrics_mod(msg: Message, ctxt: Context, call_next: Callable[[Message, Context], Message]) -> Message:
+    """A node's own opt-in to sending its ``FitRes`` metrics in the clear (``SEND_METRICS_KEY`` in its
+    ``node_config``; :func:`protocols.flower._fit_round.clear_fit_metadata`): benchmarks and tests whose
+    clients report their partition id, to recompute the survivors' plain mean. Put it first in the mods."""
+    from ._fit_round import SEND_METRICS_KEY
+
+    ctxt.node_config[SEND_METRICS_KEY] = True
+    return call_next(msg, ctxt)
 
 
 def vector_client_app(*, dimension: int, seed: int, mods: Sequence[Any] = (), num_examples: int = 1000) -> Any:

@@ -22,9 +22,10 @@ Round: ``roles`` (QUERY, once per run: each node signs its role, a fresh nonce a
 key the dealer gave that role, :func:`role_claim`) -> ``contribute`` (TRAIN + FitIns + a
 :class:`~protocols.paillier.RoundSetup` carrying the digest of the global model and fit config
 to the training nodes: each computes the digest of the model *and fit config* it received and
-of the weighting it was told (:func:`round_digest`), runs fit, encodes ``[f * params, f * clip]`` with the round's
-:class:`~protocols.weighting.WeightingCodec` and :class:`~privagg.encoding.RingEncoding` and
-returns a packed-Paillier contribution signed over session, round, key id and that digest;
+of the weighting it was told (:func:`._fit_round.round_digest`), runs fit, encodes ``[f * params, f * clip]``
+with the round's :class:`~protocols.weighting.WeightingCodec` and :class:`~privagg.encoding.RingEncoding` and
+returns a packed-Paillier contribution signed over session, round, key id and that digest, beside a
+``FitRes`` with ``num_examples = 1`` and no metrics unless the node opts in (:func:`._fit_round.clear_fit_metadata`);
 the :class:`~protocols.paillier.PaillierClient` refuses a setup announcing another digest) ->
 the server multiplies them -> ``endorse``, in two waves as in the in-memory driver
 (:meth:`PrivAggPaillierWorkflow._decrypt`): first ``t`` decryptors (QUERY) each verify every
@@ -54,8 +55,6 @@ with one session for all runs a server could replay an earlier run's signed cont
 
 from __future__ import annotations
 
-import hashlib
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,16 +85,17 @@ from protocols.paillier import (
     make_randomness,
 )
 from protocols.paillier.waves import Answer, DecryptorsUnavailable, decrypt_in_waves
-from protocols.weighting import WeightingCodec
 
 from ._fit_round import (
     FitRound,
     FitRoundRecord,
     FitWorkflow,
     Summed,
+    clear_fit_metadata,
     codec_fields,
     received_codec,
     received_digest,
+    round_digest,
     weighted_update,
 )
 from .config import PaillierWorkflowConfig
@@ -107,7 +107,6 @@ __all__ = [
     "PrivAggPaillierWorkflow",
     "make_paillier_mod",
     "role_claim",
-    "round_digest",
 ]
 
 #: the decryptors' replies: a set endorsement, then a partial decryption
@@ -123,15 +122,9 @@ def role_claim(nonce: bytes, node_id: int, role: str, ident: int) -> bytes:
     return label("privagg/flower/paillier-role/v1", nonce, int(node_id).to_bytes(8, "big"), role, int(ident))
 
 
-def round_digest(instructions: bytes, codec: WeightingCodec) -> bytes:
-    """What a round's contributions sign: the digest of the model and fit config *and* the weighting.
-
-    The weighting travels beside the fit instructions; unbound, a server could tell every client but one
-    ``max-weight = 1e300`` (factor ~0) and receive that one client's vector as the "sum". Bound, clients
-    told different weightings sign different digests, and no decryptor sums them together.
-    """
-    weight = struct.pack(">d", float(codec.max_weight if codec.max_weight is not None else 0.0))
-    return hashlib.sha256(label("privagg/flower/paillier-round/v1", instructions, codec.weighting, weight)).digest()
+#: the label of this adapter's round digest (:func:`._fit_round.round_digest`: the fit instructions, the weighting and
+#: the clip; the clip here is the provisioned material's, bound all the same)
+_PROTOCOL = "paillier"
 
 
 # ---------------------------------------------------------------------------------- server
@@ -212,7 +205,7 @@ class PrivAggPaillierWorkflow(FitWorkflow[PaillierRoundRecord]):
             client_keys=mat.directory,
             screen_proofs=False,  # screened only when a decryptor refuses (_decrypt)
         )
-        digest = round_digest(fit.digest, self.codec)
+        digest = round_digest(fit.digest, self.codec, clip=mat.clip, protocol=_PROTOCOL)
         setup = server.start_round(round=rec.round, count=fit.size + 1, model_digest=digest)
         extra = {"setup": encode_message(setup, pk), **codec_fields(self.codec)}
         replies = self._send(grid, rec, "contribute", {n: (extra, fit.instructions(n)) for n in fit.nodes})
@@ -394,7 +387,8 @@ def make_paillier_mod(
                 raise InvalidMessage("malformed contribute request", stage="contribute", party="client")
             codec = received_codec(cfg, slot_scale=mat.clip, stage="contribute")
             # the client party checks it against the setup: model, fit config and the weighting it encodes with
-            digest = round_digest(received_digest(msg.content, stage="contribute"), codec)
+            got = received_digest(msg.content, stage="contribute")
+            digest = round_digest(got, codec, clip=mat.clip, protocol=_PROTOCOL)
             out = call_next(msg, ctxt)
             if out.has_error():
                 return out
@@ -413,7 +407,8 @@ def make_paillier_mod(
             contribution = client.contribute(setup=setup, model_digest=digest, values=ints)
             ctxt.state.config_records[_STATE] = ConfigRecord({"last-round": setup.round})
             for arr in out.content.array_records.values():
-                arr.clear()  # only ciphertexts leave the node
+                arr.clear()  # only ciphertexts leave the node, with no weight or metric in the clear
+            clear_fit_metadata(out.content, ctxt)
             out.content.config_records[PAILLIER_RECORD] = ConfigRecord(
                 {"msg": encode_message(contribution, mat.public_key)}
             )

@@ -29,8 +29,10 @@ Each client encodes ``[f * params, f * clip]`` with the round's
 :class:`~protocols.weighting.WeightingCodec` (``f = min(num_examples, max_weight) / max_weight``,
 or ``f = 1`` with ``weighting="uniform"``) and :class:`~privagg.encoding.RingEncoding` (clip to
 ``[-clipping_range, clipping_range]``, unbiased stochastic rounding to ``value_bits``), so the
-server learns only the weighted mean of the survivors and the total weight. A node whose reply
-is an error, is missing at the ``timeout``, or does not decode has dropped out at that stage.
+server learns only the weighted mean of the survivors and the total weight (the reply's ``FitRes`` says
+``num_examples = 1``, no metrics: :func:`._fit_round.clear_fit_metadata`). The weighting and clip a node
+is told are bound into the setup's digest (:func:`._fit_round.round_digest`): told others, it refuses to mask.
+A node whose reply is an error, is missing at the ``timeout``, or does not decode has dropped out.
 
 Threat models: ``"active"`` (default; clients sign with identity keys from a PKI, :mod:`.pki`, the
 server screens with its directory and every client aborts on any inconsistency the server introduces)
@@ -77,10 +79,12 @@ from ._fit_round import (
     FitWorkflow,
     Summed,
     array_views,
+    clear_fit_metadata,
     codec_fields,
     narrow_ring,
     received_codec,
     received_digest,
+    round_digest,
     weighted_update,
 )
 from ._state import PartyStore
@@ -126,6 +130,7 @@ _STAGE_OF: dict[type, str] = {
 }
 _Out = tuple[bytes, Mapping[str, Any], RecordDict | None]  # (wire, extra record fields, content) to one node
 _TYPE_CODE: dict[str, int] = {name: cls.TYPE for cls, name in _STAGE_OF.items()}  # type: ignore[attr-defined]
+_PROTOCOL = "secagg"  # the label of this adapter's round digest (_fit_round.round_digest)
 
 
 def stage_of(message: ServerMessage) -> str:
@@ -206,15 +211,15 @@ class PrivAggSecAggWorkflow(FitWorkflow[SecAggRoundRecord]):
         if (fault := self._cohort_fault(len(nodes))) is not None:  # (the template refuses it first)
             raise ProtocolAbort(fault, stage="setup", party="server")
         params = rec.params = self.params_for(len(nodes))
+        clip = self.config.clipping_range
         setup = RoundSetup(
             round=rec.round,
             params=params,
             dimension=self._dimension(fit, params),
-            model_digest=fit.digest,
+            model_digest=round_digest(fit.digest, self.codec, clip=clip, protocol=_PROTOCOL),  # the weighting too
             nonce=self._secrets.token_bytes(32),
         )
-        wire, clip = setup.encode(), self.config.clipping_range
-        extra = {"clip": clip, **codec_fields(self.codec)}
+        wire, extra = setup.encode(), {"clip": clip, **codec_fields(self.codec)}
         outgoing = {nid: (wire, {**extra, "client-id": i}, None) for i, nid in enumerate(nodes)}
         server, envs, node_of = self._open(setup, self._exchange(grid, rec, "setup", outgoing), rec)
         fit_results: dict[int, FitRes] = {}
@@ -360,17 +365,14 @@ def make_secagg_mod(
     policy: ClientPolicy | None = None,
     secrets: SecretSource = SYSTEM_SECRETS,
 ) -> Callable[[Message, Context, Callable[[Message, Context], Message]], Message]:
-    """Build the client mod (Flower ``Mod``).
-
-    ``threat`` (default: ``run_config["privagg-threat"]`` or ``"active"``) is the mode this
-    client *requires*. Active mode reads the identity key and directory from the PKI folder
-    ``pki`` (default: ``node_config`` / ``run_config["privagg-pki"]``); the client id is
+    """Build the client mod (Flower ``Mod``). ``threat`` (default: ``run_config["privagg-threat"]`` or
+    ``"active"``) is the mode this client *requires*. Active mode reads the identity key and directory from
+    the PKI folder ``pki`` (default: ``node_config`` / ``run_config["privagg-pki"]``); the client id is
     ``client_id`` or ``node_config["privagg-client-id"]`` or ``node_config["partition-id"]``.
     Semi-honest clients use the id the server suggests. ``policy`` (default: built from
     ``node_config`` / ``run_config`` keys ``privagg-secagg-min-clients``, ``-dropout-rate``,
     ``-corruption-rate`` when the first is set) is what an active client accepts: it derives the
-    graph itself and refuses a weaker setup or a smaller roster (:class:`secagg.ClientPolicy`).
-    """
+    graph itself and refuses a weaker setup or a smaller roster (:class:`secagg.ClientPolicy`)."""
     fixed_threat = ThreatModel.parse(threat) if threat is not None else None
 
     def mod(msg: Message, ctxt: Context, call_next: Callable[[Message, Context], Message]) -> Message:
@@ -389,7 +391,8 @@ def make_secagg_mod(
         try:
             client = local.client
             if stage == "delivery" and client.stage is ClientStage.AWAIT_SHARES:
-                digest = received_digest(msg.content, stage="delivery")  # the client core checks it
+                got = received_digest(msg.content, stage="delivery")  # + the weighting and clip told at setup:
+                digest = round_digest(got, local.codec, clip=local.clip, protocol=_PROTOCOL)  # the core checks it
                 fit_cfg = msg.content.get("fitins.config")
                 if isinstance(fit_cfg, ConfigRecord) and client.graph is not None:
                     n = len(client.graph.ids)
@@ -406,7 +409,8 @@ def make_secagg_mod(
                     ring = _ring_input(local, fitres, secrets)
                 client.set_input(narrow_ring(ring, client.params), model_digest=digest)
                 for arr in [r for r in out_content.values() if isinstance(r, ArrayRecord)]:
-                    arr.clear()  # only the masked vector leaves the node
+                    arr.clear()  # only the masked vector leaves the node, with no weight or metric in the clear
+                clear_fit_metadata(out_content, ctxt)
             replies = client.step(wire)
         except ProtocolAbort:
             _STORE.drop(ctxt)
@@ -444,16 +448,11 @@ def _new_local(
         raise InvalidMessage("setup: invalid clipping range", stage="setup", party="client")
     codec = received_codec(cfg, slot_scale=clip, stage="setup")
     if threat is ThreatModel.ACTIVE:
-        cid_raw = client_id if client_id is not None else _resolve(ctxt, "privagg-client-id")
-        if cid_raw is None:
-            cid_raw = ctxt.node_config.get("partition-id")
-        folder = pki or _resolve(ctxt, "privagg-pki")
+        named = (client_id, _resolve(ctxt, "privagg-client-id"), ctxt.node_config.get("partition-id"))
+        cid_raw, folder = next((c for c in named if c is not None), None), pki or _resolve(ctxt, "privagg-pki")
         if cid_raw is None or folder is None:
-            raise ConfigurationError(
-                "active-mode secure aggregation needs a client id and a PKI folder "
-                "(node_config 'partition-id' / 'privagg-client-id' and run_config 'privagg-pki')",
-                field="privagg-pki",
-            )
+            why = "active-mode secure aggregation needs a client id and a PKI folder (node_config 'partition-id' / "
+            raise ConfigurationError(why + "'privagg-client-id' and run_config 'privagg-pki')", field="privagg-pki")
         cid = int(cid_raw)
         key, directory = load_identity(str(folder), cid)
         client = SecAggClient(cid, threat=threat, identity_key=key, directory=directory, secrets=secrets, policy=policy)
@@ -493,7 +492,7 @@ def _ring_input(local: _Local, fitres: FitRes, secrets: SecretSource) -> np.ndar
         clip=local.clip, value_bits=p.value_bits, max_summands=p.num_clients, modulus_bits=p.modulus_bits
     )
     rng = np.random.default_rng(int.from_bytes(secrets.token_bytes(16), "little"))  # stochastic rounding
-    return cast(np.ndarray, enc.encode(vec, rng).values)
+    return cast(np.ndarray, enc.encode(vec, rng, overwrite=True).values)  # (vec is this call's own scratch)
 
 
 #: the mod with every setting read from the node/run configuration (the one-line drop-in)

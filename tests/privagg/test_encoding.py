@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from privagg.encoding import RingEncoding, pack_bits, packed_size, sum_bits, unpack_bits
+from privagg.encoding import RingEncoding, add_unpacked, pack_bits, packed_size, sum_bits, unpack_bits
 from privagg.errors import ConfigurationError
 
 floats = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False)
@@ -119,3 +119,76 @@ def test_unpack_rejects_wrong_sizes_with_value_error_only(data, bits, count):
 def test_pack_refuses_values_that_do_not_fit():
     with pytest.raises(ValueError):
         pack_bits(np.array([8], dtype=np.uint64), 3)
+
+
+def _reference_pack(values: list[int], bits: int) -> bytes:
+    """The layout by definition: value ``i`` at bits ``[i b, (i+1) b)`` of one little-endian integer."""
+    whole = sum(v << (bits * i) for i, v in enumerate(values))
+    return whole.to_bytes(packed_size(len(values), bits), "little")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    bits=st.integers(1, 64),
+    count=st.integers(0, 90),
+    dtype=st.sampled_from(["<u1", "<u2", "<u4", "<u8"]),
+    seed=st.integers(0, 2**32 - 1),
+    offset=st.integers(0, 3),
+)
+def test_pack_and_add_unpacked_follow_the_layout(bits, count, dtype, seed, offset):
+    """Every packing path (windows, value pairs for 17..29 bits from uint32, lanes) lays values out as
+    defined, from any unsigned dtype and from non-contiguous input; ``add_unpacked`` adds them back into
+    an accumulator of any unsigned dtype with wrapping."""
+    width = 8 * np.dtype(dtype).itemsize
+    rng = np.random.default_rng(seed)
+    top = min(bits, width)
+    big = rng.integers(0, 2**63, size=2 * count + offset, dtype=np.uint64, endpoint=True)
+    if top < 64:
+        big &= np.uint64((1 << top) - 1)
+    v = big.astype(dtype)[offset::2][:count]  # strided: not contiguous
+    data = pack_bits(v, bits)
+    assert data == _reference_pack([int(x) for x in v], bits)
+    acc = rng.integers(0, 2**63, size=count, dtype=np.uint64).astype(dtype)
+    want = (acc.astype(object) + np.array([int(x) for x in v], dtype=object)) % (1 << width)
+    add_unpacked(acc, data, bits)
+    assert [int(x) for x in acc] == [int(x) for x in want]
+
+
+def test_add_unpacked_refuses_wrong_sizes_and_accumulators():
+    with pytest.raises(ValueError, match="expected 29 bytes"):
+        add_unpacked(np.zeros(10, np.uint32), b"\x00" * 3, 23)
+    with pytest.raises(ValueError, match="unsigned"):
+        add_unpacked(np.zeros(10, np.int64), bytes(packed_size(10, 23)), 23)
+    acc = np.zeros(1000, np.uint32)
+    add_unpacked(acc, pack_bits(np.full(1000, (1 << 23) - 1, dtype=np.uint32), 23), 23)
+    add_unpacked(acc, pack_bits(np.full(1000, 2, dtype=np.uint32), 23), 23)
+    assert (acc == (1 << 23) + 1).all()  # the sum carries past the 23 bits: the accumulator's word holds it
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    x=arrays(np.float64, st.integers(1, 300), elements=st.floats(-50, 50)),
+    dtype=st.sampled_from([np.float64, np.float32]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_encode_overwrite_and_input_dtypes_change_nothing_but_scratch(x, dtype, seed):
+    """``quantize`` / ``encode`` give the same integers, ring elements and clip count whether or not the
+    caller lends its vector as scratch; without ``overwrite`` the caller's vector is untouched; the ring
+    elements are ``to_ring`` of the integers (same draws from the same generator)."""
+    enc = RingEncoding(clip=3.0, value_bits=12, max_summands=7, modulus_bits=20)
+    xs = x.astype(dtype)
+    before = xs.copy()
+    ints, clipped = enc.quantize(xs, np.random.default_rng(seed))
+    np.testing.assert_array_equal(xs, before)
+    assert clipped == int(np.count_nonzero(np.abs(xs.astype(np.float64)) > 3.0))
+    ring = enc.encode(xs, np.random.default_rng(seed))
+    np.testing.assert_array_equal(xs, before)
+    np.testing.assert_array_equal(ring.values, enc.to_ring(ints))
+    assert ring.values.dtype == np.uint64 and ring.clipped == clipped
+    scratch = xs.astype(np.float64)
+    lent = enc.encode(scratch, np.random.default_rng(seed), overwrite=True)
+    np.testing.assert_array_equal(lent.values, ring.values)
+    assert lent.clipped == clipped
+    ro = before.astype(np.float64)
+    ro.setflags(write=False)  # a read-only vector is never written, even when lent
+    np.testing.assert_array_equal(enc.encode(ro, np.random.default_rng(seed), overwrite=True).values, ring.values)

@@ -290,3 +290,49 @@ def test_config_inconsistency_through_fit_instructions(threat: str, pki: Path) -
     assert not rec.ok
     errs = list(rec.node_errors.values())
     assert len(errs) == N - 1 and all("not the model of this round" in e for e in errs)
+
+
+@pytest.mark.parametrize("threat", ["semi-honest", "active"])
+@pytest.mark.parametrize("field,value", [("max-weight", 1e300), ("clip", 1e-300)])
+def test_server_cannot_weigh_or_clip_every_client_but_one_away(threat: str, field: str, value: float, pki: Path):
+    """The weighting and the clip travel in the setup record beside the protocol message. A server that
+    tells every client but the victim ``max-weight = 1e300`` (factor ~0) or ``clip = 1e-300`` (update
+    clipped to ~0) would receive the victim's vector as the "sum" of a full round. Each node binds what
+    it was told into the digest the core checks against the setup (``_fit_round.round_digest``), so the
+    others refuse to mask. Old code: the round succeeded and its mean was the victim's update."""
+
+    def intercept(pid: int, msg: Message) -> list[Message]:
+        cfg = msg.content.config_records.get(RECORD)
+        if cfg is not None and cfg.get("stage") == "setup" and pid != VICTIM:
+            msg.content.config_records[RECORD] = ConfigRecord({**dict(cfg), field: value})
+        return [msg]
+
+    wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=7, threshold=5, threat=threat), screen_senders=False)
+    capp = vector_client_app(dimension=M, seed=1, mods=[make_secagg_mod(threat=threat, pki=str(pki))])
+    grid = run_inprocess(vector_server_app(wf, num_clients=N, dimension=M), capp, num_nodes=N, intercept=intercept)
+    rec = wf.history[0]
+    assert not rec.ok and rec.aggregate is None, "the sum was one client's vector"
+    victim = next(n for n, p in grid.partition_of.items() if p == VICTIM)
+    others = [n for n, p in grid.partition_of.items() if p != VICTIM]
+    assert all("not the model of this round" in rec.node_errors[n] for n in others), rec.node_errors
+    assert victim not in rec.node_errors
+
+
+def test_round_digest_binds_weighting_clip_and_protocol() -> None:
+    """Every field of the round digest changes it (a node told anything else holds another digest)."""
+    from protocols.flower._fit_round import round_digest
+    from protocols.weighting import WeightingCodec
+
+    base: dict = dict(clip=8.0, protocol="secagg")
+    codec = WeightingCodec(weighting="examples", max_weight=100.0, slot_scale=8.0)
+    ref = round_digest(b"d" * 32, codec, **base)
+    same = WeightingCodec(weighting="examples", max_weight=100.0, slot_scale=8.0)
+    assert ref == round_digest(b"d" * 32, same, **base)
+    variants = [
+        round_digest(b"e" * 32, codec, **base),
+        round_digest(b"d" * 32, WeightingCodec(weighting="uniform", max_weight=100.0, slot_scale=8.0), **base),
+        round_digest(b"d" * 32, WeightingCodec(weighting="examples", max_weight=1e300, slot_scale=8.0), **base),
+        round_digest(b"d" * 32, codec, clip=1e-300, protocol="secagg"),
+        round_digest(b"d" * 32, codec, clip=8.0, protocol="paillier"),
+    ]
+    assert len({ref, *variants}) == 6

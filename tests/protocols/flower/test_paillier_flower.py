@@ -73,7 +73,8 @@ def test_decryptors_refuse_a_single_client_aggregate(material: Path) -> None:
     from protocols.flower.paillier_material import load_paillier
     from protocols.paillier import AggregateRequest, decode_message, encode_message
 
-    pk = load_paillier(material).public_key
+    mat = load_paillier(material)
+    pk = mat.public_key
 
     def intercept(pid: int, msg: Any) -> list[Any]:
         cfg = msg.content.config_records.get(PAILLIER_RECORD)
@@ -108,12 +109,13 @@ def _craft_for_target(material: Path, *, announce: bool, what: str = "model") ->
     from flwr.common import FitIns, ndarrays_to_parameters, parameters_to_ndarrays
     from flwr.compat.common import recorddict_compat as compat
 
-    from protocols.flower._fit_round import received_codec
-    from protocols.flower.paillier import PAILLIER_RECORD, round_digest
+    from protocols.flower._fit_round import received_codec, round_digest
+    from protocols.flower.paillier import PAILLIER_RECORD
     from protocols.flower.paillier_material import load_paillier
     from protocols.paillier import RoundSetup, decode_message, encode_message, model_digest
 
-    pk = load_paillier(material).public_key
+    mat = load_paillier(material)
+    pk = mat.public_key
 
     def intercept(pid: int, msg: Any) -> list[Any]:
         cfg = msg.content.config_records.get(PAILLIER_RECORD)
@@ -136,7 +138,8 @@ def _craft_for_target(material: Path, *, announce: bool, what: str = "model") ->
             assert isinstance(setup, RoundSetup)
             # the digest the target computes: the crafted instructions and the weighting it was told
             codec = received_codec(cfg, slot_scale=CLIP, stage="contribute")
-            forged = dataclasses.replace(setup, model_digest=round_digest(model_digest(crafted, config=config), codec))
+            digest = round_digest(model_digest(crafted, config=config), codec, clip=mat.clip, protocol="paillier")
+            forged = dataclasses.replace(setup, model_digest=digest)
             msg.content.config_records[PAILLIER_RECORD] = ConfigRecord({**cfg, "setup": encode_message(forged, pk)})
         return [msg]
 

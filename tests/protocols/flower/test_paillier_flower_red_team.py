@@ -301,12 +301,15 @@ def test_a_client_claiming_a_decryptors_role_is_not_believed(material: Path, tmp
 
 
 # ------------------------------------------------------------ what leaves a training node
-def test_a_training_node_sends_ciphertexts_and_only_its_fitres_metadata_in_the_clear(
-    material: Path, tmp_path: Path
+@pytest.mark.parametrize("opt_in", ["none", "node", "server"])
+def test_a_training_node_sends_ciphertexts_and_no_weight_or_metric_in_the_clear(
+    material: Path, tmp_path: Path, opt_in: str
 ) -> None:
     """THREAT_MODEL "What each party learns": beside the ciphertexts, a client's contribute reply carries its
-    ``FitRes`` status, ``num_examples`` and metrics in the clear (the strategy's ``aggregate_fit`` gets them);
-    no array of its update leaves the node."""
+    ``FitRes`` status and ``num_examples = 1`` (its weight travels inside the encrypted sum), and no metrics
+    unless the node itself opts in (``node_config["privagg-send-metrics"]``); the server's run config cannot
+    turn it on. No array of its update leaves the node. Old code: ``num_examples = 1000`` and ``{"pid": ...}``
+    in the clear. The round's mean is unchanged (weights inside the sum)."""
     from flwr.compat.common import recorddict_compat as compat
 
     seen: list[Any] = []
@@ -318,10 +321,24 @@ def test_a_training_node_sends_ciphertexts_and_only_its_fitres_metadata_in_the_c
             seen.append(out.content)
         return out
 
-    wf, _, _ = _run(material, tmp_path, mods=(inspect,))
-    assert wf.history[0].ok and len(seen) == CLIENTS
+    flag = {"privagg-send-metrics": True}
+    wf, grid, _ = _run(
+        material,
+        tmp_path,
+        mods=(inspect,),
+        node_config=(lambda pid: flag) if opt_in == "node" else None,
+        run_config=flag if opt_in == "server" else None,
+    )
+    _check_mean(wf.history[0], grid, list(range(K, K + CLIENTS)))
+    assert len(seen) == CLIENTS
     for content in seen:
         assert all(len(a) == 0 for a in content.array_records.values())  # no parameters
         fr = compat.recorddict_to_fitres(content, keep_input=True)
-        assert fr.num_examples == 1000 and dict(fr.metrics) == {"pid": fr.metrics["pid"]}  # in the clear
+        assert fr.num_examples == 1
+        assert dict(fr.metrics) == ({"pid": fr.metrics["pid"]} if opt_in == "node" else {})
         assert isinstance(content.config_records[PAILLIER_RECORD]["msg"], bytes)  # the contribution
+    # what the server received and hands its strategy
+    got = wf.history[0].fit_metrics
+    assert len(got) == CLIENTS and all(
+        m == ({"pid": grid.partition_of[n]} if opt_in == "node" else {}) for n, m in got.items()
+    )
