@@ -5,8 +5,11 @@ mean must travel inside the sum: each client sends ``v_i = [f_i x_i, f_i s]`` wi
 ``f_i = min(weight_i, max_weight) / max_weight`` in ``(0, 1]`` and ``s`` the scale of the weight
 slot (the encoding's clip, so the slot fits the same fixed-point range as the update). The
 server decodes ``sum_i v_i`` into the weighted mean ``sum f_i x_i / sum f_i`` and the total
-weight ``sum f_i`` -- over exactly the clients the protocol summed (survivors of dropouts),
-without learning any single weight.
+weight ``sum f_i`` -- over exactly the clients the protocol summed (survivors of dropouts).
+The sum hides each single weight only if nothing else carries it: the Flower adapters send each
+training node's ``num_examples`` as 1 and no metrics unless the node itself opts in
+(``protocols.flower._fit_round.clear_fit_metadata``), and bind the announced weighting into the
+digest each client signs (``round_digest``), so a server cannot weigh clients differently.
 
 ``max_weight`` is public and fixed before the round: a client's influence on the sum is at most
 that of ``max_weight`` examples. With ``weighting="uniform"`` every ``f_i = 1`` and the weight
