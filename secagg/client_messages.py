@@ -15,6 +15,7 @@ from secagg.codec import (
     CIPHERTEXT_BYTES,
     DIGEST_BYTES,
     KEY_BYTES,
+    OPENING_BYTES,
     SHARE_BYTES,
     max_check,
 )
@@ -25,7 +26,6 @@ from secagg.wire import (
     NO_LIMITS,
     SIGNATURE_BYTES,
     Limits,
-    Reader,
     Writer,
     pack_ring,
     read_client_id,
@@ -75,22 +75,21 @@ class SeedReveal:
 
 @dataclass(frozen=True, slots=True)
 class ShareEnvelope:
-    """One recipient's encrypted shares, with hash commitments to each of the two shares and to the
-    pairwise key that encrypts them (``secagg.vss``: what makes a complaint a proof)."""
+    """One recipient's encrypted shares and the envelope's *leaf*: a hash of the commitments to the
+    pairwise key and to each of the two shares (``secagg.vss.leaf``: what makes a complaint a proof
+    and a revealed share checkable)."""
 
     recipient: int
-    self_share_commitment: bytes
-    key_share_commitment: bytes
+    leaf: bytes
     ciphertext: bytes
-    key_commitment: bytes = bytes(DIGEST_BYTES)
 
 
-_ENVELOPE_SIZES = (DIGEST_BYTES, DIGEST_BYTES, DIGEST_BYTES, CIPHERTEXT_BYTES)
+_ENVELOPE_SIZES = (DIGEST_BYTES, CIPHERTEXT_BYTES)
 
 
 def _pack_envelope(e: ShareEnvelope) -> bytes:
     """One envelope in one precompiled pack (sizes checked first: ``struct`` would pad or cut)."""
-    fields = (e.self_share_commitment, e.key_share_commitment, e.key_commitment, e.ciphertext)
+    fields = (e.leaf, e.ciphertext)
     for f, n in zip(fields, _ENVELOPE_SIZES):
         if len(f) != n:
             raise ValueError(f"field must be {n} bytes, got {len(f)}")
@@ -100,15 +99,10 @@ def _pack_envelope(e: ShareEnvelope) -> bytes:
         raise InvalidMessage(f"integer field {e.recipient!r} does not fit the wire format (>I)") from None
 
 
-def _read_envelope(r: Reader) -> ShareEnvelope:
-    rcp, c_self, c_key, kc, ct = r.unpack(_ENVELOPE)
-    return ShareEnvelope(rcp, c_self, c_key, ct, kc)
-
-
 @dataclass(frozen=True, slots=True)
 class EncryptedShares:
-    """Client -> server: shares for every neighbour (set U2), a commitment to the self-mask seed and
-    the check polynomials of the verifiable dealing (``secagg.vss``)."""
+    """Client -> server: shares for every neighbour (set U2, ascending recipient ids), a commitment to
+    the self-mask seed and the check polynomials of the verifiable dealing (``secagg.vss``)."""
 
     TYPE: ClassVar[int] = 4
     round: int
@@ -130,7 +124,7 @@ class EncryptedShares:
         r = _open(data, cls.TYPE, "EncryptedShares")
         rnd, sid, snd, com = read_round(r), r.fixed(DIGEST_BYTES), read_client_id(r), r.fixed(DIGEST_BYTES)
         n = r.count(_ENVELOPE.size, limits.clients)
-        envs = tuple(_read_envelope(r) for _ in range(n))
+        envs = tuple(ShareEnvelope(*row) for row in _ENVELOPE.iter_unpack(r.fixed(n * _ENVELOPE.size)))
         if any(e.recipient > MAX_CLIENT_ID for e in envs):
             raise InvalidMessage("EncryptedShares: client id out of range")
         check = r.var(max_check(limits))
@@ -204,11 +198,15 @@ class ConsistencySignature:
 
 @dataclass(frozen=True, slots=True)
 class RevealedShare:
+    """A holder's share of ``owner``'s secret and its ``opening`` (``secagg.vss.opening``: the other
+    share's commitment and the key commitment, which with the share rebuild the signed leaf)."""
+
     owner: int
     share: bytes
+    opening: bytes = bytes(OPENING_BYTES)
 
 
-_REVEALED = struct.Struct(f">I{SHARE_BYTES}s")
+_REVEALED = struct.Struct(f">I{SHARE_BYTES}s{OPENING_BYTES}s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +226,7 @@ class UnmaskResponse:
         for lst in (self.self_shares, self.key_shares):
             w.u32(len(lst))
             for s in lst:
-                w.u32(s.owner).fixed(s.share, SHARE_BYTES)
+                w.u32(s.owner).fixed(s.share, SHARE_BYTES).fixed(s.opening, OPENING_BYTES)
         return write_signature(w, self.signature).getvalue()
 
     @classmethod
@@ -239,9 +237,9 @@ class UnmaskResponse:
         for _ in range(2):  # each list in one pass over its bytes
             n = r.count(_REVEALED.size, limits.clients)
             rows = list(_REVEALED.iter_unpack(r.fixed(n * _REVEALED.size)))
-            if any(owner > MAX_CLIENT_ID for owner, _ in rows):
+            if any(row[0] > MAX_CLIENT_ID for row in rows):
                 raise InvalidMessage("UnmaskResponse: client id out of range")
-            lists.append(tuple(RevealedShare(owner, share) for owner, share in rows))
+            lists.append(tuple(RevealedShare(*row) for row in rows))
         sig = read_signature(r)
         r.end()
         return cls(rnd, sid, snd, lists[0], lists[1], sig)

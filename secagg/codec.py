@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 
 from privagg.errors import InvalidMessage
+from secagg.limbs import SECRET_LIMBS
 from secagg.params import ThreatModel
 from secagg.wire import Limits, Reader, Writer
 
@@ -16,32 +17,38 @@ __all__ = [
     "CHECK_LIMBS",
     "PART_BYTES",
     "SHARE_BYTES",
+    "PLAIN_BYTES",
     "CIPHERTEXT_BYTES",
+    "OPENING_BYTES",
     "header",
     "open_message",
     "max_check",
 ]
 
-CODEC_VERSION = 4  # 2: RoundSetup nonce, sender signatures; 3: verifiable dealing; 4: graph seed commit-reveal
+CODEC_VERSION = 5  # 2: RoundSetup nonce, sender signatures; 3: verifiable dealing; 4: graph seed commit-reveal;
+# 5: 30-bit limbs, one leaf hash per share envelope, one check-limb set per dealing (secagg.vss)
 _MAGIC = b"PS"
 KEY_BYTES = 32
 DIGEST_BYTES = 32
-#: a 32-byte secret is 16 limbs of 16 bits, each a field element of GF(2**31 - 1)
-SECRET_LIMBS = 16
-#: check limbs dealt with every secret (``secagg.vss``: the verifiable-sharing check)
+#: check limbs dealt with every dealing (both secrets: ``secagg.vss``, the verifiable-sharing check)
 CHECK_LIMBS = 3
-#: one holder's share of one secret: 16 + 3 field elements of 4 bytes
-PART_BYTES = 4 * (SECRET_LIMBS + CHECK_LIMBS)
+#: one holder's share of one secret (what unmasking reveals): SECRET_LIMBS field elements of 4 bytes
+PART_BYTES = 4 * SECRET_LIMBS
 SHARE_BYTES = PART_BYTES
-#: AES-GCM of (self-seed share || key share) + 16-byte tag
-CIPHERTEXT_BYTES = 2 * SHARE_BYTES + 16
-_DELIVERED = struct.Struct(f">I{CIPHERTEXT_BYTES}s{DIGEST_BYTES}s{DIGEST_BYTES}s{DIGEST_BYTES}s{DIGEST_BYTES}s")
-_ENVELOPE = struct.Struct(f">I{DIGEST_BYTES}s{DIGEST_BYTES}s{DIGEST_BYTES}s{CIPHERTEXT_BYTES}s")
+#: what a holder decrypts: its self-seed share, its key share and its check limbs
+PLAIN_BYTES = 2 * PART_BYTES + 4 * CHECK_LIMBS
+#: AES-GCM of the plaintext + 16-byte tag
+CIPHERTEXT_BYTES = PLAIN_BYTES + 16
+#: what opens a share envelope's leaf besides the revealed share: the other share's commitment and the
+#: key commitment (``secagg.vss.opening``)
+OPENING_BYTES = 2 * DIGEST_BYTES
+_DELIVERED = struct.Struct(f">I{CIPHERTEXT_BYTES}s{DIGEST_BYTES}s{DIGEST_BYTES}s")
+_ENVELOPE = struct.Struct(f">I{DIGEST_BYTES}s{CIPHERTEXT_BYTES}s")
 
 
 def max_check(limits: Limits) -> int:
     """The largest check-polynomial field a round allows (the threshold is below the cohort size)."""
-    return 2 * CHECK_LIMBS * 4 * limits.clients
+    return CHECK_LIMBS * 4 * limits.clients
 
 
 _THREAT_CODE = {ThreatModel.SEMI_HONEST: 0, ThreatModel.ACTIVE: 1}

@@ -432,20 +432,15 @@ class NeighbourGraph:
 
 
 def reconstruct_secret(shares: dict[int, bytes], *, threshold: int) -> bytes:
-    """A 32-byte secret from ``threshold`` revealed shares ``{holder id: share bytes}``.
+    """A 32-byte secret from ``threshold`` revealed shares ``{holder id: share bytes}``
+    (:func:`secagg.limbs.reconstruct_secret`: the limb layout lives there, with the codec).
 
-    Raises :class:`VerificationError` if the shares are inconsistent (cheap limb check; the
-    protocol additionally checks the result against the dealer's commitment).
+    Raises :class:`VerificationError` if the shares are not field elements or are inconsistent
+    (the protocol additionally checks the result against the dealer's commitment).
     """
-    from secagg.shamir import reconstruct_bytes
+    from secagg.limbs import reconstruct_secret as rebuild
 
-    if len(shares) < threshold:
-        raise ValueError(f"{len(shares)} shares, {threshold} needed")
-    holders = sorted(shares)[:threshold]
-    arr = np.stack([np.frombuffer(shares[h][:64], dtype="<u4").astype(np.uint64) for h in holders])
-    xs = np.array([h + 1 for h in holders], dtype=np.uint64)
-    (secret,) = reconstruct_bytes(arr[:, None, :], xs=xs)
-    return secret
+    return rebuild(shares, threshold=threshold)
 
 
 def strip_masks(

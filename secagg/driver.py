@@ -21,8 +21,8 @@ Hooks let a study play a malicious server or a meddling network between the *rea
   driver's own clients. Pass ``server=`` to run the round over a cohort of the caller's choice.
 
 Server memory: ``server_peak_bytes`` is the buffers the server holds between steps
-(explicit accounting: accumulator, ciphertexts awaiting delivery, share commitments, revealed
-shares) plus the input bytes of
+(explicit accounting: accumulator, dealings awaiting delivery (leaves, ciphertexts, check
+polynomials), then their leaves, revealed shares) plus the input bytes of
 the step, plus the peak of new allocations during the step (``tracemalloc``, to which numpy
 reports its buffers), maximised over the round (``server_peak_by_stage``: per stage, a close
 counted in the stage it closes). Tracing slows allocation, so every stage close (a deadline, or
@@ -56,6 +56,7 @@ from secagg.server import Envelope, SecAggServer
 __all__ = ["DropStage", "RoundReport", "run_round", "make_identities", "STAGE_NAMES"]
 
 _TRACED_CALLS_PER_STAGE = 3
+_BATCH_BYTES = 32 << 20  # encoded server messages handed to the clients at once (the rest are encoded later)
 
 
 def _named(fn: Callable[[], list[Envelope]], name: str) -> Callable[[], list[Envelope]]:
@@ -112,7 +113,7 @@ class RoundReport:
         "explicit accounting of the buffers the server holds + message size + tracemalloc peak of "
         "allocations within server steps (every stage close, deadline or last answer, and the first 3 "
         "messages of each stage traced; later same-stage steps use the traced peak); excludes the "
-        "driver's encoded messages in flight"
+        "driver's encoded messages in flight (at most one 32 MiB batch of server messages at a time)"
     )
     clients: dict[int, SecAggClient] = field(default_factory=dict)
     #: the server's peak per stage it was in (same method as ``server_peak_bytes``)
@@ -267,7 +268,28 @@ def run_round(
             envelopes = [e2 for e in envelopes for e2 in server_hook(e)]
         last: tuple[object, bytes] | None = None  # a broadcast is one object to consecutive recipients
         nxt: list[Envelope] = []
-        items: list[tuple[int, bytes]] = []
+        batch: list[tuple[int, bytes]] = []
+        held = 0
+
+        def run_batch() -> None:  # the clients of one batch answer, their answers reach the server
+            for c, result in pool.run(batch, set_inputs=stage is DropStage.MASKED_INPUT):
+                if isinstance(result, ProtocolAbort):
+                    client_aborts[c] = result
+                    continue
+                for wire in result:
+                    outs: list[bytes] = [wire]
+                    if client_hook is not None:
+                        outs = [m.encode() for m in client_hook(c, decode_message(wire))]  # type: ignore[arg-type]
+                    for b in outs:
+                        sent[c] += len(b)
+                        recv["server"] += len(b)
+                        if server_observer is not None:
+                            with contextlib.suppress(ProtocolAbort):  # undecodable bytes: the server refuses them
+                                server_observer(decode_message(b))  # type: ignore[arg-type]
+                        closing = srv.pending <= 1 and c in srv.waiting_for
+                        step = _named(functools.partial(srv.step, [b]), "step")
+                        nxt.extend(server_call(step, extra=len(b), closing=closing))
+
         for env in envelopes:
             c = env.recipient
             if last is None or last[0] is not env.message:  # encode each distinct message once, keep one
@@ -277,24 +299,13 @@ def run_round(
             if c not in sent or not alive(c, stage) or c in client_aborts:
                 continue
             recv[c] += len(wire)
-            items.append((c, wire))
-        for c, result in pool.run(items, set_inputs=stage is DropStage.MASKED_INPUT):
-            if isinstance(result, ProtocolAbort):
-                client_aborts[c] = result
-                continue
-            for wire in result:
-                outs: list[bytes] = [wire]
-                if client_hook is not None:
-                    outs = [m.encode() for m in client_hook(c, decode_message(wire))]  # type: ignore[arg-type]
-                for b in outs:
-                    sent[c] += len(b)
-                    recv["server"] += len(b)
-                    if server_observer is not None:
-                        with contextlib.suppress(ProtocolAbort):  # undecodable bytes: the server refuses them
-                            server_observer(decode_message(b))  # type: ignore[arg-type]
-                    closing = srv.pending <= 1 and c in srv.waiting_for
-                    step = _named(functools.partial(srv.step, [b]), "step")
-                    nxt.extend(server_call(step, extra=len(b), closing=closing))
+            batch.append((c, wire))
+            held += len(wire)
+            if held >= _BATCH_BYTES:  # deliveries stream: at most one batch of encoded messages at a time
+                run_batch()
+                batch, held = [], 0
+        if batch:
+            run_batch()
         return nxt
 
     t_round = time.perf_counter()

@@ -41,7 +41,9 @@ __all__ = [
     "SECRET_LIMBS",
     "CHECK_LIMBS",
     "PART_BYTES",
+    "PLAIN_BYTES",
     "CIPHERTEXT_BYTES",
+    "OPENING_BYTES",
     "MAX_DIMENSION",
     "RoundSetup",
     "KeyAdvertisement",
@@ -89,7 +91,9 @@ from secagg.codec import (
     CODEC_VERSION,
     DIGEST_BYTES,
     KEY_BYTES,
+    OPENING_BYTES,
     PART_BYTES,
+    PLAIN_BYTES,
     SECRET_LIMBS,
     SHARE_BYTES,
     max_check,
@@ -289,24 +293,21 @@ class RevealSet:
 @dataclass(frozen=True, slots=True)
 class DeliveredShare:
     """One dealer's encrypted shares for the recipient, with what the recipient checks them against:
-    the dealer's dealing digest and check polynomials (``secagg.vss``) and its commitments to these
-    shares and to their encryption key."""
+    the dealer's dealing digest and check polynomials (``secagg.vss``) and the envelope's leaf."""
 
     sender: int
     ciphertext: bytes
     dealing_digest: bytes = bytes(DIGEST_BYTES)
-    self_share_commitment: bytes = bytes(DIGEST_BYTES)
-    key_share_commitment: bytes = bytes(DIGEST_BYTES)
-    key_commitment: bytes = bytes(DIGEST_BYTES)
+    leaf: bytes = bytes(DIGEST_BYTES)
     check: bytes = b""
 
 
-_DELIVERED_SIZES = (CIPHERTEXT_BYTES, DIGEST_BYTES, DIGEST_BYTES, DIGEST_BYTES, DIGEST_BYTES)
+_DELIVERED_SIZES = (CIPHERTEXT_BYTES, DIGEST_BYTES, DIGEST_BYTES)
 
 
 def _read_delivered(r: Reader, limits: Limits) -> DeliveredShare:
-    sender, ct, digest, c_self, c_key, kc = r.unpack(_DELIVERED)
-    return DeliveredShare(sender, ct, digest, c_self, c_key, kc, r.var(max_check(limits)))
+    sender, ct, digest, leaf = r.unpack(_DELIVERED)
+    return DeliveredShare(sender, ct, digest, leaf, r.var(max_check(limits)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,13 +318,13 @@ class ShareDelivery:
     round: int
     session_id: bytes
     recipient: int
-    shares: Sequence[DeliveredShare]  # a tuple, or the server's lazy view (secagg.vss.DeliveryView)
+    shares: Sequence[DeliveredShare]  # a tuple, or the server's lazy view (secagg.dealings.DeliveryView)
 
     def encode(self) -> bytes:
         w = _header(Writer(), self.TYPE).u64(self.round).fixed(self.session_id, DIGEST_BYTES).u32(self.recipient)
         w.u32(len(self.shares))
         for s in self.shares:
-            fields = (s.ciphertext, s.dealing_digest, s.self_share_commitment, s.key_share_commitment, s.key_commitment)
+            fields = (s.ciphertext, s.dealing_digest, s.leaf)
             for f, n in zip(fields, _DELIVERED_SIZES):
                 if len(f) != n:
                     raise ValueError(f"field must be {n} bytes, got {len(f)}")

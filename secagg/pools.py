@@ -102,10 +102,13 @@ class _MaskJob:
 
 @dataclass(frozen=True)
 class _MaskSum:
-    data: bytes
+    """A worker's masks' sum follows as raw bytes (``nbytes``; 0: it got no mask, nothing follows)."""
+
+    nbytes: int
 
 
 _MASK_BATCH = 64  # masks per job sent to a worker
+_SUM_CHUNK = 1 << 18  # bytes per chunk of a worker's masks' sum (a multiple of every word size)
 _MASK_SUM = "mask-sum"  # a worker's cue to send its masks' sum (and start a new one)
 
 
@@ -122,7 +125,11 @@ def _worker_main(conn: Any, spec: ClientSpec, ids: list[int], inputs: Any) -> No
             apply_masks(part, cmd.tasks)
             continue
         if cmd == _MASK_SUM:
-            conn.send(_MaskSum(part.tobytes() if part is not None else b""))
+            conn.send(_MaskSum(part.nbytes if part is not None else 0))
+            if part is not None:  # raw chunks (no pickled vector): the server adds each as it arrives
+                raw = part.data.cast("B")
+                for lo in range(0, part.nbytes, _SUM_CHUNK):
+                    conn.send_bytes(raw[lo : lo + _SUM_CHUNK])
             part = None
             continue
         items, set_inputs = cmd
@@ -197,12 +204,19 @@ class WorkerPool(Pool):
                 batch, turn = [], turn + 1
         if batch:
             self._conns[turn % len(self._conns)].send(_MaskJob(acc.dtype.str, acc.size, batch))
+        flat = acc.reshape(-1)
         for i, conn in enumerate(self._conns):
             conn.send(_MASK_SUM)
             while not isinstance(msg := conn.recv(), _MaskSum):  # the end of a stage still streaming
                 self._backlog[i].append(msg)
-            if msg.data:  # a worker that got no mask sends nothing to add
-                np.add(acc, np.frombuffer(msg.data, dtype=acc.dtype), out=acc)
+            if msg.nbytes not in (0, acc.nbytes):  # 0: a worker that got no mask sends nothing to add
+                raise RuntimeError("a worker's mask sum has the wrong size")
+            at = 0  # the sum arrives in chunks, each added where it belongs: no vector-sized scratch
+            while at < msg.nbytes:
+                chunk = np.frombuffer(conn.recv_bytes(), dtype=acc.dtype)
+                seg = flat[at // acc.itemsize : at // acc.itemsize + chunk.size]
+                np.add(seg, chunk, out=seg)
+                at += chunk.nbytes
 
     def close(self) -> None:
         for conn in self._conns:

@@ -24,9 +24,9 @@ the ``directory``), or malformed in any way is *rejected* (``server.rejected``, 
 without disturbing the round: no client input raises anything but a typed :class:`ProtocolAbort`.
 Advertisements no honest client would accept are rejected (:func:`secagg.crypto.advertisement_fault`:
 invalid X25519 keys always; with the directory, another configuration, unknown id, bad signature).
-Revealed shares are checked against their dealer's commitments: a wrong one is recorded in
+Revealed shares (with their openings) are checked against their dealer's signed leaves: a wrong one is recorded in
 ``server.corrupt_shares`` (holder) and ignored; a committed share outside the field or a secret
-that misses its commitment names the dealer. See ``secagg/THREAT_MODEL.md``.
+that misses its seed or key commitment names the dealer. See ``secagg/THREAT_MODEL.md``.
 
 All the server knows is public state (``advertisements``, ``roster``, ``session_id``, ``graph``,
 ``survivors``, ``revealed_*_shares``, ...): a malicious server for attack studies reads it and edits
@@ -46,9 +46,9 @@ import numpy as np
 from privagg.errors import ConfigurationError, InvalidMessage, ProtocolAbort, VerificationError
 from privagg.randomness import SYSTEM_SECRETS, SecretSource
 from secagg import crypto, seeding, vss
+from secagg.dealings import Dealing, DeliveredTo
 from secagg.idset import IdSet
 from secagg.messages import (
-    CIPHERTEXT_BYTES,
     DIGEST_BYTES,
     MAX_ROUND,
     ClientMessage,
@@ -76,9 +76,6 @@ from secagg.unmasking import Unmasking
 from secagg.wire import add_packed
 
 __all__ = ["ServerStage", "Envelope", "AggregationOutcome", "SecAggServer"]
-
-
-_ENVELOPE_BYTES = 4 + 3 * DIGEST_BYTES + CIPHERTEXT_BYTES
 
 
 class ServerStage(enum.Enum):
@@ -219,17 +216,14 @@ class SecAggServer(Unmasking):
         self.session_id = b""
         self.graph: crypto.NeighbourGraph | None = None
         self.reveals: dict[int, bytes] = {}  # active: graph-seed contributions (secagg.seeding)
-        self.shares: dict[int, EncryptedShares] = {}  # until the share check; then only the commitments stay
+        # dealer -> its dealing, compact (secagg.dealings): after the share check only the leaves stay
+        self.shares: dict[int, Dealing] = {}
         self._complaints: list[tuple[int, Complaint]] = []  # (holder, complaint)
         self.excluded: dict[int, str] = {}  # dealers proven faulty at the share check, and why
         self.shared: frozenset[int] = frozenset()  # U2
         self._seed_commitments: dict[int, bytes] = {}
-        # owner -> (holders ascending, 64 B of commitments each)
-        # kind -> owner -> (holders ascending, 32 B of commitment each): after the masked inputs only the
-        # kind each owner's shares are revealed for (survivors: self, dropped: key)
-        self._share_commitments: dict[str, dict[int, tuple[array.array[int], bytes]]] = {"self": {}, "key": {}}
-        # holder -> the dealers whose shares it was sent (compact IdSets)
-        self.delivered_to: dict[int, AbstractSet[int]] = {}
+        # holder -> the dealers whose shares it was sent (views over the dealings, secagg.dealings.DeliveredTo)
+        self.delivered_to: Mapping[int, AbstractSet[int]] = {}
         self.survivors: tuple[int, ...] = ()
         self.dropped: tuple[int, ...] = ()
         self.signatures: dict[int, bytes] = {}
@@ -259,13 +253,12 @@ class SecAggServer(Unmasking):
 
     def held_bytes(self) -> int:
         """Explicit accounting of what the server holds between steps: the accumulator, the
-        dealings (until the share check; then only their share commitments), who was sent whose
-        shares, and the revealed shares (wire sizes, not Python's object overhead)."""
+        dealings (until the share check; then only their leaves and holders), the seed commitments,
+        U2, and the revealed shares (the bytes of each compact store)."""
         n = self._acc.nbytes if self._acc is not None else 0
-        n += sum(len(e.envelopes) * _ENVELOPE_BYTES + len(e.check) for e in self.shares.values())
-        for kind_store in self._share_commitments.values():  # (a holders array shared by both kinds counts twice)
-            n += sum(h.itemsize * len(h) + len(b) + 32 for h, b in kind_store.values())
-        n += sum(4 * len(ids) for ids in self.delivered_to.values())  # IdSet: 4 bytes an id
+        n += sum(d.nbytes for d in self.shares.values())
+        n += sum(len(c) + 8 for c in self._seed_commitments.values())
+        n += 64 * len(self.shared)  # U2 as a Python set (``delivered_to`` reads it and the dealings' holders)
         for store in self._revealed.values():
             n += sum(len(blob) + 4 * len(ids) + 200 for ids, blob in store.values())
         return n
@@ -390,16 +383,18 @@ class SecAggServer(Unmasking):
         if len(msg.check) != vss.check_bytes(self.params.threshold):
             raise InvalidMessage("check polynomials of the wrong size")
         recipients = [e.recipient for e in msg.envelopes]
-        if sorted(recipients) != sorted(self.graph.neighbours(msg.sender)):
-            raise InvalidMessage("shares are not addressed to exactly the sender's neighbours")
-        self.shares[msg.sender] = msg
+        if recipients != sorted(self.graph.neighbours(msg.sender)):
+            raise InvalidMessage("shares are not addressed to exactly the sender's neighbours, ascending")
+        self.shares[msg.sender] = Dealing(msg)
 
     def _close_shares(self) -> list[Envelope]:
         self._need(self.shares, "shared keys")
         u2 = frozenset(self.shares)
-        self.delivered_to = vss.delivery_map(self.shares, u2)
-        inbox = vss.deliveries(self.shares, u2, self.delivered_to)  # views: no object per share held
+        assert self.graph is not None
         self.shared = u2
+        # who gets whose envelope: every dealer addressed exactly its neighbours (checked on receipt)
+        self.delivered_to = DeliveredTo(self.shares, u2)
+        inbox = vss.deliveries(self.shares, u2, self.delivered_to)  # views: no object per share held
         self._expected = set(u2)
         return [
             Envelope(c, ShareDelivery(round=self.round, session_id=self.session_id, recipient=c, shares=inbox[c]))
@@ -420,17 +415,13 @@ class SecAggServer(Unmasking):
         self.excluded = {d: why for d, (_, why) in proven.items()}
         gone = set(proven)
         self.shared = frozenset(self.shared - gone)
-        if gone:
-            self.delivered_to = {c: IdSet(got - gone) for c, got in self.delivered_to.items() if c not in gone}
-        for sender in sorted(self.shares):  # what unmasking needs: the commitments; each dealing freed in turn
-            msg = self.shares.pop(sender)
+        for sender in sorted(self.shares):  # what unmasking needs: the leaves (no copy); ciphertexts freed
             if sender in gone:
+                del self.shares[sender]
                 continue
-            envs = sorted(msg.envelopes, key=lambda e: e.recipient)  # by holder: found by bisection
-            holders = array.array("i", [e.recipient for e in envs])
-            self._share_commitments["self"][sender] = (holders, b"".join([e.self_share_commitment for e in envs]))
-            self._share_commitments["key"][sender] = (holders, b"".join([e.key_share_commitment for e in envs]))
-            self._seed_commitments[sender] = msg.self_seed_commitment
+            self.shares[sender] = self.shares[sender].leaves_only()
+            self._seed_commitments[sender] = self.shares[sender].seed_commitment
+        self.delivered_to = DeliveredTo(self.shares, self.shared)
         self._complaints = []
         self._expected = set(self._answered) - gone
         self._need(self._expected, "passed the share check")
@@ -450,10 +441,6 @@ class SecAggServer(Unmasking):
         self._need(u3, "sent masked inputs")
         self.survivors = tuple(sorted(u3))
         self.dropped = tuple(sorted(self.shared - u3))
-        keep = {"self": set(self.survivors), "key": set(self.dropped)}  # the other kind is never revealed now
-        for kind, store in self._share_commitments.items():
-            for owner in [w for w in store if w not in keep[kind]]:
-                del store[owner]
         self._expected = set(u3)
         if self.params.threat is ThreatModel.ACTIVE:
             req: ServerMessage = ConsistencyRequest(

@@ -1,11 +1,10 @@
-"""The server's last stage: revealed shares checked against their dealers' commitments, secrets
+"""The server's last stage: revealed shares checked against their dealers' signed leaves, secrets
 rebuilt, masks removed (a part of :class:`secagg.server.SecAggServer`, kept apart for size)."""
 
 from __future__ import annotations
 
 import array
-import bisect
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING
 
@@ -13,12 +12,14 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric import x25519
 
 from privagg.errors import ProtocolAbort
-from secagg import crypto
+from secagg import crypto, vss
+from secagg.limbs import from_limbs_batch
 from secagg.messages import SECRET_LIMBS, SHARE_BYTES, KeyAdvertisement, UnmaskResponse
 from secagg.params import SecAggParams
 from secagg.shamir import PRIME, is_share, reconstruct_batch
 
 if TYPE_CHECKING:
+    from secagg.dealings import Dealing
     from secagg.server import AggregationOutcome, Envelope, ServerStage
 
 __all__ = ["Unmasking"]
@@ -36,7 +37,7 @@ class Unmasking:
     session_id: bytes
     survivors: tuple[int, ...]
     dropped: tuple[int, ...]
-    delivered_to: dict[int, AbstractSet[int]]
+    delivered_to: Mapping[int, AbstractSet[int]]
     advertisements: dict[int, KeyAdvertisement]
     graph: crypto.NeighbourGraph | None
     rejected: list[tuple[int | None, str]]
@@ -46,7 +47,7 @@ class Unmasking:
     _acc: np.ndarray | None
     _own_shares: dict[int, bytes]
     _seed_commitments: dict[int, bytes]
-    _share_commitments: dict[str, dict[int, tuple[array.array[int], bytes]]]
+    shares: dict[int, Dealing]
     _revealed: dict[str, dict[int, tuple[array.array[int], bytearray]]]
     mask_expander: crypto.MaskExpander
 
@@ -95,13 +96,12 @@ class Unmasking:
                 if owner not in allowed or owner not in self.delivered_to.get(holder, ()):
                     self.rejected.append((holder, f"unrequested {kind} share of client {owner}"))
                     continue
-                holders, blob = self._share_commitments[kind][owner]
-                i = bisect.bisect_left(holders, holder) * 32
-                want = blob[i : i + 32]
-                got = crypto.share_commitment(
-                    session=self.session_id, owner=owner, holder=holder, kind=kind, share=rs.share
+                dealing = self.shares[owner]
+                i = dealing.index(holder)
+                got = vss.opened_leaf(
+                    kind, rs.share, rs.opening, session=self.session_id, round=self.round, owner=owner, holder=holder
                 )
-                if got != want:
+                if i is None or got != dealing.leaf(i):
                     self.corrupt_shares.append((holder, owner, kind))
                     continue
                 # a committed share is what its dealer dealt: one outside the field names the dealer
@@ -162,15 +162,14 @@ class Unmasking:
             for i, w in enumerate(part):
                 hs, rows = self._rows_of(kind, w)
                 pick = np.argsort(hs, kind="stable")[:t]  # the t lowest holder ids
-                arr[i] = rows[pick, :SECRET_LIMBS]  # the secret's limbs; the check limbs follow (secagg.vss)
+                arr[i] = rows[pick, :SECRET_LIMBS]  # the secret's limbs
                 xs[i] = hs[pick].astype(np.uint64) + np.uint64(1)
             bad = np.any(arr >= _P, axis=(1, 2))  # a committed share outside the field: its dealer's
             arr[bad] = 0
             out = reconstruct_batch(arr, xs=xs)
-            bad |= np.any(out >> np.uint64(16), axis=1)  # not 16-bit limbs: inconsistent shares
-            wire = out.astype("<u2")
+            rebuilt = from_limbs_batch(out)  # None: a limb out of its range, inconsistent shares
             for i, w in enumerate(part):
-                secrets[w] = None if bad[i] else wire[i].tobytes()
+                secrets[w] = None if bad[i] else rebuilt[i]
         for w in owners:
             if w not in secrets:
                 raise self._abort(f"only {counts[w]} valid {what} shares of client {w}, the threshold is {t}")

@@ -1,59 +1,69 @@
 """Verifiable dealing: each holder checks on receipt that its shares lie on the dealer's polynomials.
 
-A dealer shares two 32-byte secrets (self-mask seed, mask key), 16 limbs each, with one random
-polynomial of degree ``t - 1`` over GF(p) per limb (:mod:`secagg.shamir`). For every secret it
-also deals :data:`CHECK_LIMBS` *check polynomials* ``m_i`` (uniformly random, constant term
-included), so a holder's share of one secret is ``16 + CHECK_LIMBS`` field elements
-(:data:`PART_BYTES` on the wire). Then (a Fiat-Shamir linear check, no public-key operation):
+A dealer shares two 32-byte secrets (self-mask seed, mask key), :data:`SECRET_LIMBS` limbs of 30 bits
+each (``secagg.limbs``), with one random polynomial of degree ``t - 1`` over GF(p) per limb
+(:mod:`secagg.shamir`), and deals :data:`CHECK_LIMBS` *check polynomials* ``m_i`` (uniformly random,
+constant term included) with them, one set for both secrets. A holder's plaintext is its self-seed
+share, its key share (:data:`PART_BYTES` each: what unmasking reveals) and its check limbs. Then (a
+Fiat-Shamir linear check, no public-key operation):
 
-1. the dealer commits to every holder's share (SHA-256, per secret, as before) and to every
-   pairwise share-encryption key (:func:`key_commitment`), and signs them in its
-   :class:`~secagg.messages.EncryptedShares`;
-2. the challenge ``r`` (``CHECK_LIMBS x 16`` field elements per secret) is a hash of all those
-   commitments (:func:`dealing_digest`, :func:`challenge`): fixed only after every share is;
+1. per holder, the dealer hashes the commitments to the pairwise share-encryption key and to each of
+   the two shares into one *leaf* (:func:`leaf`), and signs the leaves in its
+   :class:`~secagg.messages.EncryptedShares` (the server keeps 32 bytes per envelope, not three
+   commitments);
+2. the challenge ``r`` (``CHECK_LIMBS x 2 SECRET_LIMBS`` field elements) is a hash of the leaves and
+   the seed commitment (:func:`dealing_digest`, :func:`challenge`): fixed only after every share is;
 3. the dealer publishes ``Q_i = m_i + sum_j r_ij a_j`` (``t`` coefficients each,
    :func:`check_polynomials`): uniformly random whatever the ``a_j``, because ``m_i`` is;
-4. each holder checks ``Q_i(x) = m_i(x) + sum_j r_ij a_j(x)`` on its own share
-   (:func:`share_fault`). If the honest holders' shares of some limb do not lie on one polynomial
-   of degree ``< t``, a fixed nonzero residual must vanish under a random ``r_i``: probability
-   ``<= 1/p`` for each ``i``, so ``p**-CHECK_LIMBS ~ 2**-93`` per dealing the dealer tries.
+4. each holder checks ``Q_i(x) = m_i(x) + sum_j r_ij a_j(x)`` on its own share, and that its
+   plaintext and key rebuild its leaf (:func:`share_fault`). If the honest holders' shares of some
+   limb do not lie on one polynomial of degree ``< t``, a fixed nonzero residual must vanish under a
+   random ``r_i``: probability ``<= 1/p`` for each ``i``, so ``p**-CHECK_LIMBS ~ 2**-93`` per dealing
+   the dealer tries.
 
 The share ciphertext is authenticated (AES-GCM associated data) over the digest, the check
-polynomials and the holder's commitments, so what a holder checks is what the dealer sent. A
-holder whose check fails reveals that one pairwise key: with the dealer's signed message, anyone
-re-runs :func:`dealing_fault` (the key matches the dealer's key commitment, the ciphertext opens
-to shares that fail the check or their commitments): a proof, so the dealer is excluded before
-anyone masks with it (``secagg/THREAT_MODEL.md``).
+polynomials and the holder's leaf (:func:`binding`), so what a holder checks is what the dealer
+signed (an honest server forwards the signed leaf). A holder whose check fails reveals that one
+pairwise key: with the dealer's signed message, anyone re-runs :func:`dealing_fault` (the signed
+ciphertext opens under the key to shares that fail the check or miss their signed leaf): a proof, so
+the dealer is excluded before anyone masks with it (``secagg/THREAT_MODEL.md``). At unmasking a
+holder sends each revealed share with its :func:`opening` (the other share's commitment and the key
+commitment); the server rebuilds the leaf (:func:`opened_leaf`).
 """
 
 from __future__ import annotations
 
-import array
-import bisect
 import functools
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from privagg.errors import InvalidMessage, VerificationError
 from privagg.randomness import SecretSource, label
 from secagg import crypto
-from secagg.idset import IdSet
+from secagg.limbs import to_limbs
 from secagg.messages import (
     CHECK_LIMBS,
+    DIGEST_BYTES,
+    OPENING_BYTES,
     PART_BYTES,
+    PLAIN_BYTES,
     SECRET_LIMBS,
     Complaint,
     DeliveredShare,
     EncryptedShares,
     Exclusion,
     Limits,
+    RevealedShare,
     ShareEnvelope,
 )
 from secagg.shamir import PRIME, evaluate, random_field_elements, random_polynomials
+
+if TYPE_CHECKING:
+    from secagg.dealings import Dealing, DeliveryView
 
 __all__ = [
     "exclusion_proven",
@@ -61,7 +71,12 @@ __all__ = [
     "SECRET_LIMBS",
     "PART_BYTES",
     "deal",
+    "leaf",
+    "opening",
+    "opened_leaf",
+    "reveals",
     "dealing_digest",
+    "digest_of",
     "challenge",
     "check_polynomials",
     "check_bytes",
@@ -69,56 +84,115 @@ __all__ = [
     "share_fault",
     "dealing_fault",
     "part_bytes",
+    "seal_rows",
     "seal_dealing",
     "open_shares",
     "deliveries",
-    "delivery_map",
-    "DeliveryView",
     "resolve",
 ]
 
 _P = np.uint64(PRIME)
-_LIMBS = SECRET_LIMBS + CHECK_LIMBS
+_S = SECRET_LIMBS
+_ROW = 2 * SECRET_LIMBS + CHECK_LIMBS  # one holder's field elements: self share, key share, check limbs
 
 
 def check_bytes(threshold: int) -> int:
-    """Size of the check polynomials of one dealing: 2 secrets x CHECK_LIMBS x threshold x 4 bytes."""
-    return 2 * CHECK_LIMBS * threshold * 4
+    """Size of the check polynomials of one dealing: CHECK_LIMBS x threshold x 4 bytes."""
+    return CHECK_LIMBS * threshold * 4
 
 
 def deal(
     self_seed: bytes, mask_key: bytes, *, xs: np.ndarray, threshold: int, source: SecretSource
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Shares ``(len(xs), 2, 16 + CHECK_LIMBS)`` of both secrets plus check limbs, and the
-    polynomials' coefficients ``(threshold, 2, 16 + CHECK_LIMBS)``."""
-    if len(self_seed) != 2 * SECRET_LIMBS or len(mask_key) != 2 * SECRET_LIMBS:
-        raise ValueError("secrets are 32 bytes")
-    limbs = np.stack([np.frombuffer(s, dtype="<u2").astype(np.uint64) for s in (self_seed, mask_key)])
-    constants = np.concatenate([limbs, random_field_elements(source, (2, CHECK_LIMBS))], axis=1)
+    """Shares ``(len(xs), 2 SECRET_LIMBS + CHECK_LIMBS)`` of both secrets' limbs and the check limbs,
+    and the polynomials' coefficients ``(threshold, 2 SECRET_LIMBS + CHECK_LIMBS)``."""
+    constants = np.concatenate([to_limbs(self_seed), to_limbs(mask_key), random_field_elements(source, (CHECK_LIMBS,))])
     coeffs = random_polynomials(constants, threshold=threshold, source=source)
     return evaluate(coeffs, xs), coeffs
 
 
-def dealing_digest(msg: EncryptedShares) -> bytes:
-    """Hash of everything the dealer committed to before the challenge: its seed commitment and,
-    per holder (in the message's order), the two share commitments and the key commitment."""
-    h = hashlib.sha256(label(crypto.DOMAIN, "dealing", msg.session_id, msg.round, msg.sender, len(msg.envelopes)))
-    h.update(msg.self_seed_commitment)
-    h.update(
-        b"".join(
-            e.recipient.to_bytes(4, "big") + e.self_share_commitment + e.key_share_commitment + e.key_commitment
-            for e in msg.envelopes
-        )
+def leaf(
+    *, session: bytes, round: int, dealer: int, holder: int, key: bytes, self_share: bytes, key_share: bytes
+) -> bytes:
+    """The envelope's leaf from its parts: the commitments to the pairwise key and to both shares."""
+    return _leaf(
+        session,
+        round,
+        dealer,
+        holder,
+        crypto.key_commitment(key, session=session, round=round, sender=dealer, recipient=holder),
+        crypto.share_commitment(session=session, owner=dealer, holder=holder, kind="self", share=self_share),
+        crypto.share_commitment(session=session, owner=dealer, holder=holder, kind="key", share=key_share),
     )
+
+
+def _leaf(session: bytes, round: int, dealer: int, holder: int, kc: bytes, c_self: bytes, c_key: bytes) -> bytes:
+    return hashlib.sha256(
+        label(crypto.DOMAIN, "dealing-leaf", session, round, dealer, holder) + kc + c_self + c_key
+    ).digest()
+
+
+def opening(
+    kind: str, *, session: bytes, round: int, dealer: int, holder: int, key: bytes, self_share: bytes, key_share: bytes
+) -> bytes:
+    """What a holder sends with its revealed ``kind`` share: the other share's commitment and the key
+    commitment (:data:`OPENING_BYTES`); with the share they rebuild the leaf."""
+    other = ("key", key_share) if kind == "self" else ("self", self_share)
+    c_other = crypto.share_commitment(session=session, owner=dealer, holder=holder, kind=other[0], share=other[1])
+    return c_other + crypto.key_commitment(key, session=session, round=round, sender=dealer, recipient=holder)
+
+
+def opened_leaf(
+    kind: str, share: bytes, opened: bytes, *, session: bytes, round: int, owner: int, holder: int
+) -> bytes:
+    """The leaf a revealed ``kind`` share and its opening rebuild (compared with the signed one)."""
+    if len(opened) != OPENING_BYTES:
+        raise ValueError("an opening is 64 bytes")
+    c = crypto.share_commitment(session=session, owner=owner, holder=holder, kind=kind, share=share)
+    c_other, kc = opened[:DIGEST_BYTES], opened[DIGEST_BYTES:]
+    return _leaf(session, round, owner, holder, kc, *((c, c_other) if kind == "self" else (c_other, c)))
+
+
+def digest_of(*, session: bytes, round: int, dealer: int, seed_commitment: bytes, pairs: Sequence[bytes]) -> bytes:
+    """:func:`dealing_digest` from its parts: ``pairs`` are ``recipient (4 bytes, big-endian) + leaf``."""
+    h = hashlib.sha256(label(crypto.DOMAIN, "dealing", session, round, dealer, len(pairs)))
+    h.update(seed_commitment)
+    h.update(b"".join(pairs))
     return h.digest()
 
 
+def reveals(
+    dealer: int, plaintext: bytes, key: bytes, *, session: bytes, round: int, holder: int
+) -> tuple[RevealedShare, RevealedShare]:
+    """What a holder may reveal of a dealer's checked plaintext: its self-seed share and its key share,
+    each with its :func:`opening`."""
+    self_share, key_share = plaintext[:PART_BYTES], plaintext[PART_BYTES : 2 * PART_BYTES]
+    ids: dict[str, Any] = {"session": session, "round": round, "dealer": dealer, "holder": holder, "key": key}
+    return (
+        RevealedShare(dealer, self_share, opening("self", **ids, self_share=self_share, key_share=key_share)),
+        RevealedShare(dealer, key_share, opening("key", **ids, self_share=self_share, key_share=key_share)),
+    )
+
+
+def dealing_digest(msg: EncryptedShares) -> bytes:
+    """Hash of everything the dealer committed to before the challenge: its seed commitment and,
+    per holder (in the message's order), the holder's id and leaf."""
+    pairs = [e.recipient.to_bytes(4, "big") + e.leaf for e in msg.envelopes]
+    return digest_of(
+        session=msg.session_id,
+        round=msg.round,
+        dealer=msg.sender,
+        seed_commitment=msg.self_seed_commitment,
+        pairs=pairs,
+    )
+
+
 def challenge(digest: bytes) -> np.ndarray:
-    """``r``: ``(2, CHECK_LIMBS, 16)`` field elements from the dealing digest (SHAKE-256, a random
-    oracle here; 64-bit words mod p: bias below 2**-33)."""
+    """``r``: ``(CHECK_LIMBS, 2 SECRET_LIMBS)`` field elements from the dealing digest (SHAKE-256, a
+    random oracle here; 64-bit words mod p: bias below 2**-33)."""
     xof = hashlib.shake_256(label(crypto.DOMAIN, "vss-challenge") + digest)
-    words = np.frombuffer(xof.digest(8 * 2 * CHECK_LIMBS * SECRET_LIMBS), dtype="<u8")
-    return (words % _P).reshape(2, CHECK_LIMBS, SECRET_LIMBS)
+    words = np.frombuffer(xof.digest(8 * CHECK_LIMBS * 2 * _S), dtype="<u8")
+    return (words % _P).reshape(CHECK_LIMBS, 2 * _S)
 
 
 @functools.lru_cache(maxsize=64)
@@ -132,77 +206,82 @@ def _powers(x: int, t: int) -> np.ndarray:
 
 
 def check_polynomials(coeffs: np.ndarray, digest: bytes) -> bytes:
-    """``Q_i = m_i + sum_j r_ij a_j`` for both secrets, ``(2, CHECK_LIMBS, t)`` little-endian u32."""
+    """``Q_i = m_i + sum_j r_ij a_j``, ``(CHECK_LIMBS, t)`` little-endian u32."""
     r = challenge(digest)
-    prod = (r[None, :, :, :] * coeffs[:, :, None, :SECRET_LIMBS]) % _P  # (t, 2, L, 16)
-    q = (prod.sum(axis=-1) + coeffs[:, :, SECRET_LIMBS:]) % _P  # (t, 2, L)
-    return np.ascontiguousarray(q.transpose(1, 2, 0)).astype("<u4").tobytes()
+    prod = (r[None, :, :] * coeffs[:, None, : 2 * _S]) % _P  # (t, L, 2S)
+    q = (prod.sum(axis=-1) + coeffs[:, 2 * _S :]) % _P  # (t, L)
+    return np.ascontiguousarray(q.T).astype("<u4").tobytes()
 
 
-def binding(digest: bytes, check: bytes, envelope: ShareEnvelope) -> bytes:
+def binding(digest: bytes, check: bytes, envelope_leaf: bytes) -> bytes:
     """What the share ciphertext authenticates besides the parties: the digest, the check
-    polynomials and this holder's commitments (a holder checks only what its dealer sent)."""
-    return (
-        digest
-        + hashlib.sha256(check).digest()
-        + envelope.self_share_commitment
-        + envelope.key_share_commitment
-        + envelope.key_commitment
-    )
+    polynomials and this holder's leaf (a holder checks only what its dealer signed)."""
+    return digest + hashlib.sha256(check).digest() + envelope_leaf
+
+
+def _passes(parts: np.ndarray, q: np.ndarray, r: np.ndarray, x: int, t: int) -> np.ndarray:
+    """The check of ``n`` plaintexts ``(n, _ROW)`` against their check polynomials ``(n, L, t)`` and
+    challenges ``(n, L, 2S)`` at the holder's point ``x``: ``(n,)`` booleans."""
+    lhs = ((q * _powers(x, t)) % _P).sum(axis=-1) % _P  # Q_i(x): (n, L)
+    rhs = (parts[:, 2 * _S :] + ((r * parts[:, None, : 2 * _S]) % _P).sum(axis=-1)) % _P
+    return np.all(parts < _P, axis=1) & np.all(lhs == rhs, axis=1)  # type: ignore[no-any-return]
 
 
 def share_fault(
     plaintext: bytes,
     *,
     session: bytes,
+    round: int,
     dealer: int,
     holder: int,
-    envelope: ShareEnvelope,
+    key: bytes,
+    envelope_leaf: bytes,
     digest: bytes,
     check: bytes,
     threshold: int,
 ) -> str | None:
-    """Why a holder's decrypted shares prove the dealer faulty (``None``: they pass)."""
+    """Why a holder's decrypted plaintext proves the dealer faulty (``None``: it passes)."""
     who = f"client {dealer} dealt client {holder}"
-    if len(plaintext) != 2 * PART_BYTES or len(check) != check_bytes(threshold):
+    if len(plaintext) != PLAIN_BYTES or len(check) != check_bytes(threshold):
         return f"{who} shares or check polynomials of the wrong size"
-    parts = np.frombuffer(plaintext, dtype="<u4").astype(np.uint64).reshape(2, _LIMBS)
+    parts = np.frombuffer(plaintext, dtype="<u4").astype(np.uint64).reshape(1, _ROW)
     if np.any(parts >= _P):
         return f"{who} shares that are not field elements"
-    for kind, part in (("self", plaintext[:PART_BYTES]), ("key", plaintext[PART_BYTES:])):
-        want = envelope.self_share_commitment if kind == "self" else envelope.key_share_commitment
-        if crypto.share_commitment(session=session, owner=dealer, holder=holder, kind=kind, share=part) != want:
-            return f"{who} a {kind} share that misses its own commitment"
-    q = np.frombuffer(check, dtype="<u4").astype(np.uint64).reshape(2, CHECK_LIMBS, threshold)
-    lhs = ((q * _powers(holder + 1, threshold)) % _P).sum(axis=-1) % _P  # Q_i(x) for both secrets: (2, L)
-    r = challenge(digest)
-    rhs = (parts[:, SECRET_LIMBS:] + ((r * parts[:, None, :SECRET_LIMBS]) % _P).sum(axis=-1)) % _P
-    if not np.array_equal(lhs, rhs):
+    ids: dict[str, Any] = {"session": session, "round": round, "dealer": dealer, "holder": holder, "key": key}
+    if (
+        leaf(**ids, self_share=plaintext[:PART_BYTES], key_share=plaintext[PART_BYTES : 2 * PART_BYTES])
+        != envelope_leaf
+    ):
+        return f"{who} shares that miss their signed leaf"
+    q = np.frombuffer(check, dtype="<u4").astype(np.uint64).reshape(1, CHECK_LIMBS, threshold)
+    if not _passes(parts, q, challenge(digest)[None], holder + 1, threshold)[0]:
         return f"{who} shares off its polynomials (the verifiable-sharing check fails)"
     return None
 
 
 def dealing_fault(msg: EncryptedShares, *, holder: int, key: bytes, threshold: int) -> str | None:
     """The proof check: with the dealer's (signed) message and the pairwise key ``holder`` reveals,
-    why the dealer is provably faulty; ``None`` when nothing is proven (a wrong key, no envelope for
-    ``holder``, or shares that pass: the complaint is unfounded)."""
+    why the dealer is provably faulty; ``None`` when nothing is proven (no envelope for ``holder``, a
+    key under which the signed ciphertext does not open, or shares that pass: the complaint is
+    unfounded). Only the dealer and the holder can make a ciphertext open under the key, and the dealer
+    signed this one: what it opens to is the dealer's."""
     env = next((e for e in msg.envelopes if e.recipient == holder), None)
     if env is None or len(key) != 32:
         return None
     ids: dict[str, Any] = {"session": msg.session_id, "round": msg.round, "sender": msg.sender, "recipient": holder}
-    if crypto.key_commitment(key, **ids) != env.key_commitment:
-        return None
     digest = dealing_digest(msg)
     try:
-        pt = crypto.decrypt_shares(key, env.ciphertext, **ids, bound=binding(digest, msg.check, env))
+        pt = crypto.decrypt_shares(key, env.ciphertext, **ids, bound=binding(digest, msg.check, env.leaf))
     except VerificationError:
-        return f"client {msg.sender}'s shares for client {holder} do not open under the key it committed to"
+        return None
     return share_fault(
         pt,
         session=msg.session_id,
+        round=msg.round,
         dealer=msg.sender,
         holder=holder,
-        envelope=env,
+        key=key,
+        envelope_leaf=env.leaf,
         digest=digest,
         check=msg.check,
         threshold=threshold,
@@ -210,8 +289,54 @@ def dealing_fault(msg: EncryptedShares, *, holder: int, key: bytes, threshold: i
 
 
 def part_bytes(row: np.ndarray) -> bytes:
-    """One holder's share of one secret on the wire (``16 + CHECK_LIMBS`` little-endian u32)."""
+    """Field elements on the wire (little-endian u32): a part, or a holder's whole plaintext row."""
     return np.asarray(row, dtype=np.uint64).astype("<u4").tobytes()
+
+
+def seal_rows(
+    *,
+    session: bytes,
+    round: int,
+    dealer: int,
+    seed_commitment: bytes,
+    rows: Mapping[int, np.ndarray],
+    coeffs: np.ndarray,
+    keys: Mapping[int, bytes],
+) -> EncryptedShares:
+    """The (unsigned) message that deals ``rows`` (holder -> its ``_ROW`` field elements) under the
+    pairwise ``keys``, with the check polynomials of ``coeffs``: leaves, digest, challenge, encryption.
+    Envelopes go in ascending holder order."""
+    holders = sorted(rows)
+    plain = {v: part_bytes(rows[v]) for v in holders}
+    leaves = {
+        v: leaf(
+            session=session,
+            round=round,
+            dealer=dealer,
+            holder=v,
+            key=keys[v],
+            self_share=plain[v][:PART_BYTES],
+            key_share=plain[v][PART_BYTES : 2 * PART_BYTES],
+        )
+        for v in holders
+    }
+    digest = digest_of(
+        session=session,
+        round=round,
+        dealer=dealer,
+        seed_commitment=seed_commitment,
+        pairs=[v.to_bytes(4, "big") + leaves[v] for v in holders],
+    )
+    check = check_polynomials(coeffs, digest)
+    head = digest + hashlib.sha256(check).digest()  # binding(): the same for every holder up to its leaf
+    ids: dict[str, Any] = {"session": session, "round": round, "sender": dealer}
+    envelopes = tuple(
+        ShareEnvelope(
+            v, leaves[v], crypto.encrypt_shares(keys[v], plain[v], **ids, recipient=v, bound=head + leaves[v])
+        )
+        for v in holders
+    )
+    return EncryptedShares(round, session, dealer, seed_commitment, envelopes, check)
 
 
 def seal_dealing(
@@ -225,52 +350,21 @@ def seal_dealing(
     threshold: int,
     source: SecretSource,
 ) -> tuple[EncryptedShares, bytes]:
-    """The dealer's message to its holders ``keys`` (holder -> pairwise share-encryption key, in ring
-    order) and its own share of its self-mask seed: deal, commit, challenge, check polynomials, encrypt."""
-    holders = list(keys)
+    """The dealer's message to its holders ``keys`` (holder -> pairwise share-encryption key) and its
+    own share of its self-mask seed: deal, then :func:`seal_rows`."""
+    holders = sorted(keys)
     xs = np.array([v + 1 for v in holders] + [dealer + 1], dtype=np.uint64)
     shares, coeffs = deal(self_seed, mask_key, xs=xs, threshold=threshold, source=source)
-    wire = shares.astype("<u4")  # every holder's two parts, as on the wire (part_bytes)
-    ids: dict[str, Any] = {"session": session, "round": round, "sender": dealer}
-    plain, envelopes = [], []
-    for i, v in enumerate(holders):
-        s_self, s_key = wire[i, 0].tobytes(), wire[i, 1].tobytes()
-        plain.append(s_self + s_key)
-        envelopes.append(
-            ShareEnvelope(
-                v,
-                crypto.share_commitment(session=session, owner=dealer, holder=v, kind="self", share=s_self),
-                crypto.share_commitment(session=session, owner=dealer, holder=v, kind="key", share=s_key),
-                b"",
-                crypto.key_commitment(keys[v], **ids, recipient=v),
-            )
-        )
-    seed_com = crypto.seed_commitment(session=session, owner=dealer, seed=self_seed)
-    digest = dealing_digest(
-        EncryptedShares(
-            round=round, session_id=session, sender=dealer, self_seed_commitment=seed_com, envelopes=tuple(envelopes)
-        )
+    msg = seal_rows(
+        session=session,
+        round=round,
+        dealer=dealer,
+        seed_commitment=crypto.seed_commitment(session=session, owner=dealer, seed=self_seed),
+        rows={v: shares[i] for i, v in enumerate(holders)},
+        coeffs=coeffs,
+        keys=keys,
     )
-    check = check_polynomials(coeffs, digest)
-    head = digest + hashlib.sha256(check).digest()  # binding(): the same for every holder up to its commitments
-    sealed = tuple(
-        ShareEnvelope(
-            e.recipient,
-            e.self_share_commitment,
-            e.key_share_commitment,
-            crypto.encrypt_shares(
-                keys[e.recipient],
-                pt,
-                **ids,
-                recipient=e.recipient,
-                bound=head + e.self_share_commitment + e.key_share_commitment + e.key_commitment,
-            ),
-            e.key_commitment,
-        )
-        for e, pt in zip(envelopes, plain)
-    )
-    msg = EncryptedShares(round, session, dealer, seed_com, sealed, check)
-    return msg, wire[-1, 0].tobytes()
+    return msg, part_bytes(shares[-1, :_S])
 
 
 def open_shares(
@@ -283,151 +377,67 @@ def open_shares(
     threshold: int,
 ) -> list[tuple[bytes, str | None]]:
     """A holder opens every dealer's delivery (``keys``: the pairwise keys, in the same order): the
-    plaintext (both parts) and why it proves its dealer faulty (``None``: it passes), the check of
-    all dealers in one vectorised pass. A key commitment that is not this key's, or a ciphertext that
-    does not open, raises :class:`VerificationError`: the server or the dealer, unprovable either way."""
-    opened: list[tuple[bytes, ShareEnvelope]] = []
-    for ds, key in zip(delivered, keys):
-        env = ShareEnvelope(holder, ds.self_share_commitment, ds.key_share_commitment, b"", ds.key_commitment)
-        if (
-            crypto.key_commitment(key, session=session, round=round, sender=ds.sender, recipient=holder)
-            != env.key_commitment
-        ):
-            raise VerificationError()
-        bound = binding(ds.dealing_digest, ds.check, env)
-        pt = crypto.decrypt_shares(
-            key, ds.ciphertext, session=session, round=round, sender=ds.sender, recipient=holder, bound=bound
+    plaintext and why it proves its dealer faulty (``None``: it passes), the check of all dealers in
+    one vectorised pass. A ciphertext that does not open raises :class:`VerificationError`: the server
+    or the dealer, unprovable either way."""
+    opened = [
+        crypto.decrypt_shares(
+            key,
+            ds.ciphertext,
+            session=session,
+            round=round,
+            sender=ds.sender,
+            recipient=holder,
+            bound=binding(ds.dealing_digest, ds.check, ds.leaf),
         )
-        opened.append((pt, env))
+        for ds, key in zip(delivered, keys)
+    ]
     good = np.zeros(len(opened), dtype=bool)
     sized = [
-        i
-        for i, (pt, _) in enumerate(opened)
-        if len(pt) == 2 * PART_BYTES and len(delivered[i].check) == check_bytes(threshold)
+        i for i, pt in enumerate(opened) if len(pt) == PLAIN_BYTES and len(delivered[i].check) == check_bytes(threshold)
     ]
     if sized:  # the verifiable-sharing check of every well-sized delivery at once
-        parts = np.frombuffer(b"".join(opened[i][0] for i in sized), dtype="<u4").astype(np.uint64)
-        parts = parts.reshape(len(sized), 2, _LIMBS)
+        parts = np.frombuffer(b"".join(opened[i] for i in sized), dtype="<u4").astype(np.uint64).reshape(-1, _ROW)
         q = np.frombuffer(b"".join(delivered[i].check for i in sized), dtype="<u4").astype(np.uint64)
-        q = q.reshape(len(sized), 2, CHECK_LIMBS, threshold)
-        lhs = ((q * _powers(holder + 1, threshold)) % _P).sum(axis=-1) % _P
         r = np.stack([challenge(delivered[i].dealing_digest) for i in sized])
-        rhs = (parts[:, :, SECRET_LIMBS:] + ((r * parts[:, :, None, :SECRET_LIMBS]) % _P).sum(axis=-1)) % _P
-        good[sized] = np.all(parts < _P, axis=(1, 2)) & np.all(lhs == rhs, axis=(1, 2))
+        good[sized] = _passes(parts, q.reshape(len(sized), CHECK_LIMBS, threshold), r, holder + 1, threshold)
     out: list[tuple[bytes, str | None]] = []
-    for i, ((pt, env), ds) in enumerate(zip(opened, delivered)):
-        committed = good[i] and all(
-            crypto.share_commitment(session=session, owner=ds.sender, holder=holder, kind=kind, share=part) == want
-            for kind, part, want in (
-                ("self", pt[:PART_BYTES], env.self_share_commitment),
-                ("key", pt[PART_BYTES:], env.key_share_commitment),
-            )
+    for i, (pt, ds, key) in enumerate(zip(opened, delivered, keys)):
+        ids: dict[str, Any] = {"session": session, "round": round, "dealer": ds.sender, "holder": holder, "key": key}
+        parts_ok = (
+            good[i] and leaf(**ids, self_share=pt[:PART_BYTES], key_share=pt[PART_BYTES : 2 * PART_BYTES]) == ds.leaf
         )
         why = None
-        if not committed:  # the slow path names the reason
+        if not parts_ok:  # the slow path names the reason
             why = share_fault(
-                pt,
-                session=session,
-                dealer=ds.sender,
-                holder=holder,
-                envelope=env,
-                digest=ds.dealing_digest,
-                check=ds.check,
-                threshold=threshold,
+                pt, **ids, envelope_leaf=ds.leaf, digest=ds.dealing_digest, check=ds.check, threshold=threshold
             )
         out.append((pt, why))
     return out
 
 
-class _Dealings:
-    """The dealers' messages indexed for delivery: per dealer its digest and its holders sorted (with
-    their positions in the signed message), so one holder's envelope is found by bisection."""
-
-    __slots__ = ("_rows",)
-
-    def __init__(self, dealings: dict[int, EncryptedShares]) -> None:
-        self._rows: dict[int, tuple[EncryptedShares, bytes, array.array[int], array.array[int]]] = {}
-        for d, msg in dealings.items():
-            rcp = np.array([e.recipient for e in msg.envelopes], dtype=np.intc)
-            order = np.argsort(rcp, kind="stable").astype(np.intc)
-            keys, pos = array.array("i"), array.array("i")
-            keys.frombytes(rcp[order].tobytes())
-            pos.frombytes(order.tobytes())
-            self._rows[d] = (msg, dealing_digest(msg), keys, pos)
-
-    def recipients(self, d: int) -> array.array[int]:
-        return self._rows[d][2]
-
-    def share(self, d: int, holder: int) -> DeliveredShare:
-        msg, digest, keys, pos = self._rows[d]
-        e = msg.envelopes[pos[bisect.bisect_left(keys, holder)]]
-        c_self, c_key, kc = e.self_share_commitment, e.key_share_commitment, e.key_commitment
-        return DeliveredShare(d, e.ciphertext, digest, c_self, c_key, kc, msg.check)
-
-
-class DeliveryView(Sequence[DeliveredShare]):
-    """What the server forwards to one holder: every dealer's envelope for it (ascending dealer ids),
-    each :class:`~secagg.messages.DeliveredShare` built when read (encoding it, or a study's hook),
-    so a server delivering to all its clients at once holds no object per share."""
-
-    __slots__ = ("_dealers", "_holder", "_table")
-
-    def __init__(self, table: _Dealings, holder: int, dealers: AbstractSet[int]) -> None:
-        self._table, self._holder, self._dealers = table, holder, dealers
-
-    def __len__(self) -> int:
-        return len(self._dealers)
-
-    @overload
-    def __getitem__(self, i: int) -> DeliveredShare: ...
-
-    @overload
-    def __getitem__(self, i: slice) -> tuple[DeliveredShare, ...]: ...
-
-    def __getitem__(self, i: int | slice) -> DeliveredShare | tuple[DeliveredShare, ...]:
-        if isinstance(i, slice):
-            return tuple(self)[i]
-        d = self._dealers.at(i) if isinstance(self._dealers, IdSet) else sorted(self._dealers)[i]
-        return self._table.share(d, self._holder)
-
-    def __iter__(self) -> Iterator[DeliveredShare]:
-        return (self._table.share(d, self._holder) for d in sorted(self._dealers))
-
-    def __repr__(self) -> str:
-        return f"DeliveryView(holder={self._holder}, dealers={len(self._dealers)})"
-
-
-def delivery_map(dealings: dict[int, EncryptedShares], recipients: frozenset[int]) -> dict[int, AbstractSet[int]]:
-    """Who gets whose envelope: recipient -> the dealers (of ``dealings``) that addressed it, for every
-    one of ``recipients``; from one sorted array of (recipient, dealer) keys (no object per envelope)."""
-    parts = [
-        (np.fromiter((e.recipient for e in m.envelopes), dtype=np.int64, count=len(m.envelopes)) << 32) | d
-        for d, m in dealings.items()
-    ]
-    keys = np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
-    del parts
-    out: dict[int, AbstractSet[int]] = {}
-    for c in sorted(recipients):
-        a, b = np.searchsorted(keys, [c << 32, (c + 1) << 32])
-        out[c] = IdSet.of_sorted(keys[a:b] & 0xFFFFFFFF)
-    return out
-
-
 def deliveries(
-    dealings: dict[int, EncryptedShares],
-    recipients: frozenset[int],
+    dealings: Mapping[int, EncryptedShares | Dealing],
+    recipients: Iterable[int],
     delivered: Mapping[int, AbstractSet[int]] | None = None,
 ) -> dict[int, DeliveryView]:
     """What the server forwards to each of ``recipients``: every dealer's envelope for it, with the
-    dealer's digest, check polynomials and commitments (what the recipient checks), as lazy views
-    (``delivered``: :func:`delivery_map` of the same dealings, when the caller has it)."""
-    table = _Dealings(dealings)
-    got = delivered if delivered is not None else delivery_map(dealings, recipients)
-    return {c: DeliveryView(table, c, got[c]) for c in sorted(recipients)}
+    dealer's digest, check polynomials and the envelope's leaf (what the recipient checks), as lazy
+    views (``delivered``: recipient -> its dealers, when the caller has it)."""
+    from secagg.dealings import Dealing, DeliveryView
+
+    table = {d: m if isinstance(m, Dealing) else Dealing.of(m) for d, m in dealings.items()}
+    if delivered is None:
+        got: dict[int, set[int]] = {}
+        for d, m in table.items():
+            for h in m.holders:
+                got.setdefault(h, set()).add(d)
+        delivered = {c: frozenset(got.get(c, ())) for c in recipients}
+    return {c: DeliveryView(table, c, delivered[c]) for c in sorted(recipients)}
 
 
 def resolve(
-    complaints: list[tuple[int, Complaint]], dealings: dict[int, EncryptedShares], *, threshold: int
+    complaints: list[tuple[int, Complaint]], dealings: Mapping[int, Dealing], *, threshold: int
 ) -> tuple[dict[int, tuple[Exclusion, str]], list[tuple[int, str]]]:
     """The server's judgement of ``(holder, complaint)`` pairs: proven dealers (their
     :class:`Exclusion` and why) and unfounded complaints (attributed to their holder)."""
@@ -436,7 +446,8 @@ def resolve(
     for holder, c in complaints:
         if c.dealer in proven:
             continue
-        msg = dealings.get(c.dealer)
+        stored = dealings.get(c.dealer)
+        msg = stored.message() if stored is not None else None
         why = dealing_fault(msg, holder=holder, key=c.key, threshold=threshold) if msg is not None else None
         if why is None:
             unfounded.append((holder, f"unfounded complaint about client {c.dealer}"))

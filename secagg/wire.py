@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from privagg.encoding import pack_bits, packed_size, strided_u64, unpack_bits
+from privagg.encoding import add_unpacked, pack_bits, packed_size, unpack_bits
 from privagg.errors import InvalidMessage
 from secagg.params import MAX_CLIENT_ID
 
@@ -229,32 +229,19 @@ def read_signature(r: Reader) -> bytes:
     return r.fixed(n)
 
 
-_ADD_CHUNK = 1 << 14  # values per chunk (a multiple of 8: chunks start on byte boundaries)
+_ADD_CHUNK = 1 << 16  # values per chunk (a multiple of 8: chunks start on byte boundaries)
 
 
 def add_packed(acc: np.ndarray, data: bytes, bits: int) -> None:
-    """``acc += unpack_ring(data, bits, acc.size)`` (wrapping), chunk by chunk: O(chunk) extra memory."""
+    """``acc += unpack_ring(data, bits, acc.size)`` (wrapping), by :func:`privagg.encoding.add_unpacked`
+    on chunks of ``_ADD_CHUNK`` values: its temporaries (about 9 bytes a value) stay O(chunk), so the
+    server adding a masked input holds no vector-sized scratch beside its accumulator."""
     n = acc.size
     if len(data) != packed_size(n, bits):
-        raise ValueError(f"expected {packed_size(n, bits)} bytes for {n} values of {bits} bits")
-    if 8 <= bits <= 56:
-        # one eighth of the vector at a time: O(n/8) temporaries
-        buf = np.zeros(len(data) + 8, dtype=np.uint8)
-        buf[: len(data)] = np.frombuffer(data, dtype=np.uint8)
-        mask = np.uint64((1 << bits) - 1)
-        for p in range(min(8, n)):
-            off, shift = divmod(p * bits, 8)
-            win = strided_u64(buf, off, len(range(p, n, 8)), bits)
-            col = win >> np.uint64(shift) if shift else win.copy()
-            col &= mask
-            seg = acc[p::8]
-            np.add(seg, col.astype(acc.dtype, copy=False), out=seg)
-        return
+        raise ValueError(f"expected {packed_size(n, bits)} bytes for {n} values of {bits} bits, got {len(data)}")
+    flat = acc.reshape(-1)
     mv = memoryview(data)
-    step_bytes = _ADD_CHUNK * bits // 8
-    for i, start in enumerate(range(0, n, _ADD_CHUNK)):
+    for start in range(0, n, _ADD_CHUNK):
         cnt = min(_ADD_CHUNK, n - start)
-        part = mv[i * step_bytes : i * step_bytes + packed_size(cnt, bits)]
-        vals = unpack_ring(bytes(part), bits, cnt)
-        seg = acc[start : start + cnt]
-        np.add(seg, vals.astype(acc.dtype, copy=False), out=seg)
+        lo = start * bits // 8
+        add_unpacked(flat[start : start + cnt], bytes(mv[lo : lo + packed_size(cnt, bits)]), bits)

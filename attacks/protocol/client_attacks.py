@@ -182,7 +182,7 @@ class InconsistentDealer(RoundAttack):
 
 
 def off_polynomial_rewrite(dealer: int, victim: int) -> ClientRewrite:
-    """The dealer's best try: the victim's self share moved off the polynomial, every commitment,
+    """The dealer's best try: the victim's self share moved off the polynomial, every leaf,
     the challenge and the check polynomials recomputed (from the honest polynomial) and re-encrypted,
     re-signed: a consistent-looking dealing in which only the victim's share is wrong."""
 
@@ -192,37 +192,28 @@ def off_polynomial_rewrite(dealer: int, victim: int) -> ClientRewrite:
         sk, t = rnd.secrets_of(dealer).enc_key, rnd.params.threshold
         digest = vss.dealing_digest(m)
         ids: dict[str, Any] = {"session": m.session_id, "round": m.round, "sender": dealer}
-        keys, parts = {}, {}
+        keys, rows = {}, {}
         for e in m.envelopes:
             peer = rnd.advertisement(e.recipient)
             assert peer is not None
             k = crypto.share_cipher_key(crypto.x25519_shared(sk, peer.enc_public_key), **ids, recipient=e.recipient)
-            pt = crypto.decrypt_shares(
-                k, e.ciphertext, **ids, recipient=e.recipient, bound=vss.binding(digest, m.check, e)
-            )
+            bound = vss.binding(digest, m.check, e.leaf)
+            pt = crypto.decrypt_shares(k, e.ciphertext, **ids, recipient=e.recipient, bound=bound)
             keys[e.recipient] = k
-            parts[e.recipient] = np.frombuffer(pt, dtype="<u4").astype(np.uint64).reshape(2, -1)
-        honest = [v for v in parts if v != victim][:t]
-        coeffs = interpolate(np.array([v + 1 for v in honest], dtype=np.uint64), np.stack([parts[v] for v in honest]))
-        parts[victim] = parts[victim].copy()
-        parts[victim][0, 0] = (parts[victim][0, 0] + 1) % PRIME
-        envs = []
-        for e in m.envelopes:
-            s_self = vss.part_bytes(parts[e.recipient][0])
-            com = crypto.share_commitment(
-                session=m.session_id, owner=dealer, holder=e.recipient, kind="self", share=s_self
-            )
-            envs.append(dataclasses.replace(e, self_share_commitment=com))
-        forged = dataclasses.replace(m, envelopes=tuple(envs))
-        digest = vss.dealing_digest(forged)
-        check = vss.check_polynomials(coeffs, digest)
-        sealed = []
-        for e in envs:
-            pt = vss.part_bytes(parts[e.recipient][0]) + vss.part_bytes(parts[e.recipient][1])
-            ct = crypto.encrypt_shares(
-                keys[e.recipient], pt, **ids, recipient=e.recipient, bound=vss.binding(digest, check, e)
-            )
-            sealed.append(dataclasses.replace(e, ciphertext=ct))
-        return [rnd.resign(dataclasses.replace(forged, envelopes=tuple(sealed), check=check))]
+            rows[e.recipient] = np.frombuffer(pt, dtype="<u4").astype(np.uint64)
+        honest = [v for v in rows if v != victim][:t]
+        coeffs = interpolate(np.array([v + 1 for v in honest], dtype=np.uint64), np.stack([rows[v] for v in honest]))
+        rows[victim] = rows[victim].copy()
+        rows[victim][0] = (rows[victim][0] + 1) % PRIME  # the victim's first self-share limb, off the polynomial
+        forged = vss.seal_rows(
+            session=m.session_id,
+            round=m.round,
+            dealer=dealer,
+            seed_commitment=m.self_seed_commitment,
+            rows=rows,
+            coeffs=coeffs,
+            keys=keys,
+        )
+        return [rnd.resign(dataclasses.replace(forged, signature=m.signature))]  # resign() re-signs what was signed
 
     return rewrite

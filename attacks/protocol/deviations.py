@@ -47,6 +47,7 @@ from attacks.registry import ATTACKS, Attack, AttackCase, AttackResult, register
 from privagg.errors import ConfigurationError, VerificationError
 from privagg.randomness import SYSTEM_SECRETS, SecretSource
 from secagg import ConsistencyRequest, Envelope, RoundReport, RoundSetup, ServerStage, UnmaskRequest, crypto
+from secagg.limbs import reconstruct_secret
 
 __all__ = [
     "FLOWER_ATTACKS",
@@ -161,15 +162,15 @@ class UnmaskAttack(ProtocolAttack):
         pk = {c: a.mask_public_key for c, a in srv.advertisements.items()}
         peers = srv.delivered_to.get(t, frozenset())
         try:
-            seed = crypto.reconstruct_secret(self_shares, threshold=k)
+            seed = reconstruct_secret(self_shares, threshold=k)
             if t in key_shares:
-                own = x25519.X25519PrivateKey.from_private_bytes(crypto.reconstruct_secret(key_shares[t], threshold=k))
+                own = x25519.X25519PrivateKey.from_private_bytes(reconstruct_secret(key_shares[t], threshold=k))
                 shared = {v: crypto.x25519_shared(own, pk[v]) for v in peers}
             else:
                 shared = {
                     v: crypto.x25519_shared(
                         x25519.X25519PrivateKey.from_private_bytes(
-                            crypto.reconstruct_secret(key_shares.get(v, {}), threshold=k)
+                            reconstruct_secret(key_shares.get(v, {}), threshold=k)
                         ),
                         pk[t],
                     )

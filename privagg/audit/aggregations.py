@@ -410,7 +410,14 @@ def upload_bytes(params: SecAggParams, model_params: int) -> dict[str, int]:
         ThreatModel,
         UnmaskResponse,
     )
-    from secagg.messages import CIPHERTEXT_BYTES, DIGEST_BYTES, KEY_BYTES, SHARE_BYTES, SIGNATURE_BYTES
+    from secagg.messages import (
+        CIPHERTEXT_BYTES,
+        DIGEST_BYTES,
+        KEY_BYTES,
+        OPENING_BYTES,
+        SHARE_BYTES,
+        SIGNATURE_BYTES,
+    )
     from secagg.vss import check_bytes
 
     active = params.threat is ThreatModel.ACTIVE
@@ -422,13 +429,7 @@ def upload_bytes(params: SecAggParams, model_params: int) -> dict[str, int]:
             fields["signature"] = bytes(SIGNATURE_BYTES)
         return len(cls(**fields).encode())
 
-    env = ShareEnvelope(
-        recipient=1,
-        self_share_commitment=d,
-        key_share_commitment=d,
-        ciphertext=bytes(CIPHERTEXT_BYTES),
-        key_commitment=d,
-    )
+    env = ShareEnvelope(recipient=1, leaf=d, ciphertext=bytes(CIPHERTEXT_BYTES))
     check = bytes(check_bytes(params.threshold))
 
     def shares(n: int) -> int:
@@ -436,7 +437,7 @@ def upload_bytes(params: SecAggParams, model_params: int) -> dict[str, int]:
         return size(EncryptedShares, envelopes=(env,) * n, **fields)
 
     def unmask(n: int) -> int:
-        rs = (RevealedShare(owner=1, share=bytes(SHARE_BYTES)),) * n
+        rs = (RevealedShare(owner=1, share=bytes(SHARE_BYTES), opening=bytes(OPENING_BYTES)),) * n
         return size(UnmaskResponse, round=0, session_id=d, sender=0, self_shares=rs, key_shares=())
 
     mb = params.modulus_bits

@@ -165,6 +165,7 @@ def test_upload_is_the_encoded_message_sizes() -> None:
     import numpy as np
 
     from secagg import SecAggParams, run_round
+    from secagg.messages import CIPHERTEXT_BYTES, DIGEST_BYTES
 
     for threat in ("semi-honest", "active"):
         p = SecAggParams.manual(num_clients=7, degree=6, threshold=4, threat=threat)
@@ -172,7 +173,7 @@ def test_upload_is_the_encoded_message_sizes() -> None:
         rep = run_round(p, client_ids=range(7), inputs=lambda c: np.full(dim, c, np.uint64), dimension=dim)
         assert rep.ok
         sizes = upload_bytes(p, dim)
-        assert sizes["per_neighbour_envelope"] > 156  # the old constant undercounted every envelope
+        assert sizes["per_neighbour_envelope"] == 4 + DIGEST_BYTES + CIPHERTEXT_BYTES  # the codec's real size
         total = sum(v for k, v in sizes.items() if k != "per_neighbour_envelope")
         assert {rep.bytes_sent[c] for c in range(7)} == {total}, threat
 

@@ -133,3 +133,30 @@ def test_external_clients_join_a_cohort_of_the_callers_choice():
         run_round(p, client_ids=list(range(4)), inputs=inputs, dimension=8, external_clients={3: own[10]})
     with pytest.raises(ConfigurationError):
         run_round(p, client_ids=list(range(4)), inputs=inputs, dimension=8, external_clients=own, workers=2)
+
+
+def test_deliveries_stream_in_batches(monkeypatch):
+    """With a tiny batch every server message is handed to the clients on its own (what the driver holds
+    encoded at once is one batch): the round is the same, workers or not."""
+    import secagg.driver as drv
+    from secagg.pools import LocalPool, WorkerPool
+
+    calls = []
+    for cls in (LocalPool, WorkerPool):
+        real = cls.run
+
+        def counted(self, items, *, set_inputs, real=real):
+            calls.append(len(items))
+            yield from real(self, items, set_inputs=set_inputs)
+
+        monkeypatch.setattr(cls, "run", counted)
+    monkeypatch.setattr(drv, "_BATCH_BYTES", 1)
+    p = SecAggParams.manual(num_clients=10, degree=4, threshold=3, threat="active")
+    base = {c: np.full(64, c + 1, dtype=np.uint64) for c in range(10)}
+    for workers in (1, 2):
+        calls.clear()
+        rep = run_round(
+            p, client_ids=list(range(10)), inputs=base, dimension=64, dropouts={"masked_input": [0]}, workers=workers
+        )
+        assert rep.ok and np.array_equal(rep.sum, sum(base[c] for c in rep.survivors) % (1 << p.modulus_bits))
+        assert calls and max(calls) == 1 and len(calls) >= 7 * 9  # one call per message, every stage

@@ -38,16 +38,14 @@ SAMPLES = [
     RoundSetup(3, SecAggParams.manual(num_clients=100, degree=14, threshold=10), 1000, b"d" * 32),
     ADV,
     KeyRoster(3, (ADV, KeyAdvertisement(3, 8, b"c" * 32, b"f" * 32, b"n" * 32))),
-    EncryptedShares(
-        3, SID, 7, b"h" * 32, (ShareEnvelope(8, b"a" * 32, b"b" * 32, b"x" * CIPHERTEXT_BYTES, b"k" * 32),), b"q" * 24
-    ),
+    EncryptedShares(3, SID, 7, b"h" * 32, (ShareEnvelope(8, b"a" * 32, b"x" * CIPHERTEXT_BYTES),), b"q" * 12),
     ShareDelivery(
         3,
         SID,
         8,
         (
-            DeliveredShare(7, b"x" * CIPHERTEXT_BYTES, b"d" * 32, b"a" * 32, b"b" * 32, b"k" * 32, b"q" * 24),
-            DeliveredShare(9, b"y" * CIPHERTEXT_BYTES, b"e" * 32, b"c" * 32, b"f" * 32, b"l" * 32, b"r" * 24),
+            DeliveredShare(7, b"x" * CIPHERTEXT_BYTES, b"d" * 32, b"a" * 32, b"q" * 12),
+            DeliveredShare(9, b"y" * CIPHERTEXT_BYTES, b"e" * 32, b"c" * 32, b"r" * 12),
         ),
     ),
     MaskedInput.from_values(
@@ -56,7 +54,9 @@ SAMPLES = [
     ConsistencyRequest(3, SID, (1, 2, 7)),
     ConsistencySignature(3, SID, 7, b"g" * 64),
     UnmaskRequest(3, SID, (1, 2), (5,), ((1, b"p" * 64), (2, b"q" * 64))),
-    UnmaskResponse(3, SID, 7, (RevealedShare(1, b"r" * SHARE_BYTES),), (RevealedShare(5, b"k" * SHARE_BYTES),)),
+    UnmaskResponse(
+        3, SID, 7, (RevealedShare(1, b"r" * SHARE_BYTES, b"o" * 64),), (RevealedShare(5, b"k" * SHARE_BYTES),)
+    ),
     ShareCheck(3, SID, 7, (Complaint(2, b"K" * 32), Complaint(9, b"L" * 32)), b"s" * 64),
     MaskRequest(3, SID, (Exclusion(2, 7, b"K" * 32, b"dealing bytes"), Exclusion(9, 4, b"L" * 32, b""))),
     SeedReveal(3, SID, 7, b"r" * 32),
@@ -64,11 +64,13 @@ SAMPLES = [
 ]
 
 
-def test_codec_version_4_refuses_version_3() -> None:
-    """Version 4 added the seed commitment to the advertisement and the reveal stage: an older peer is refused."""
+@pytest.mark.parametrize("old", [3, 4])
+def test_codec_version_5_refuses_older_versions(old: int) -> None:
+    """Version 4 added the seed commitment to the advertisement and the reveal stage; version 5 the
+    30-bit limbs, the envelope leaves and the openings of revealed shares: an older peer is refused."""
     b = bytearray(ADV.encode())
-    assert b[2] == 4
-    b[2] = 3
+    assert b[2] == 5
+    b[2] = old
     with pytest.raises(InvalidMessage, match="version"):
         decode_message(bytes(b))
 
@@ -146,7 +148,7 @@ def test_codec_v3_sizes_are_bounded_by_the_round():
     """The check-polynomial fields are bounded by the round's cohort before anything is allocated."""
     from secagg.messages import Limits
 
-    big = EncryptedShares(3, SID, 7, b"h" * 32, (), b"q" * (2 * 3 * 4 * 11))
+    big = EncryptedShares(3, SID, 7, b"h" * 32, (), b"q" * (3 * 4 * 11))  # CHECK_LIMBS x 4 bytes x cohort
     with pytest.raises(InvalidMessage, match="exceeds"):
         EncryptedShares.decode(big.encode(), Limits(clients=10))
     assert EncryptedShares.decode(big.encode(), Limits(clients=11)) == big

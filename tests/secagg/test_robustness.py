@@ -84,7 +84,7 @@ def test_committed_share_outside_the_field_excludes_its_dealer_before_masking(mo
     def cheat(self_seed, mask_key, *, xs, threshold, source):
         sh, co = real(self_seed, mask_key, xs=xs, threshold=threshold, source=source)
         if int(xs[-1]) == 1:  # client 0 (its own point is last)
-            sh[:-1, 0, 0] = (1 << 32) - 1  # every neighbour's self-seed share: a limb >= p
+            sh[:-1, 0] = (1 << 32) - 1  # every neighbour's self-seed share: a limb >= p
         return sh, co
 
     monkeypatch.setattr(vss_mod, "deal", cheat)

@@ -37,8 +37,8 @@ def _dealing(dealer: int, holders: list[int], rng: np.random.Generator) -> Encry
     def b(n: int) -> bytes:
         return rng.bytes(n)
 
-    envs = tuple(ShareEnvelope(v, b(32), b(32), b(CIPHERTEXT_BYTES), b(32)) for v in holders)
-    return EncryptedShares(3, bytes(DIGEST_BYTES), dealer, b(32), envs, b(24), b(64))
+    envs = tuple(ShareEnvelope(v, b(32), b(CIPHERTEXT_BYTES)) for v in holders)
+    return EncryptedShares(3, bytes(DIGEST_BYTES), dealer, b(32), envs, b(12), b(64))
 
 
 def _naive(dealings: dict[int, EncryptedShares], recipients: frozenset[int]) -> dict[int, list[DeliveredShare]]:
@@ -48,9 +48,7 @@ def _naive(dealings: dict[int, EncryptedShares], recipients: frozenset[int]) -> 
         m = dealings[d]
         for e in m.envelopes:
             if e.recipient in recipients:
-                dig = vss.dealing_digest(m)
-                fields = (e.self_share_commitment, e.key_share_commitment, e.key_commitment, m.check)
-                out[e.recipient].append(DeliveredShare(d, e.ciphertext, dig, *fields))
+                out[e.recipient].append(DeliveredShare(d, e.ciphertext, vss.dealing_digest(m), e.leaf, m.check))
     return out
 
 
@@ -62,17 +60,15 @@ def test_lazy_deliveries_are_the_naive_deliveries(n: int, seed: int, data: st.Da
     dealers = data.draw(st.sets(st.sampled_from(clients), min_size=1))
     recipients = frozenset(data.draw(st.sets(st.sampled_from(clients))))
     dealings = {}
-    for d in dealers:  # holders in any order (a dealer's message keeps its own order)
+    for d in dealers:  # holders ascending (the server refuses any other order)
         holders = [c for c in clients if c != d and rng.random() < 0.7]
-        rng.shuffle(holders)
         dealings[d] = _dealing(d, holders, rng)
     want = _naive(dealings, recipients)
     got = vss.deliveries(dealings, recipients)
     assert sorted(got) == sorted(recipients)
-    who = vss.delivery_map(dealings, recipients)
     for c in recipients:
         view = got[c]
-        assert list(view) == want[c] and len(view) == len(want[c]) and list(who[c]) == [s.sender for s in want[c]]
+        assert list(view) == want[c] and len(view) == len(want[c])
         assert [view[i] for i in range(-len(view), len(view))] == want[c] + want[c]
         assert view[1:] == tuple(want[c][1:])
         lazy = ShareDelivery(3, bytes(DIGEST_BYTES), c, view)
@@ -102,30 +98,57 @@ def test_a_stage_closed_by_its_last_answer_is_traced() -> None:
     assert rep.server_peak_bytes == max(rep.server_peak_by_stage.values())
 
 
-def test_after_the_masked_inputs_the_server_keeps_one_kind_of_commitment_per_owner() -> None:
-    """No dealing after the share check; after the masked inputs, survivors' self-share commitments
-    and dropped clients' key-share commitments only (the other kind is never revealed)."""
+def test_after_the_share_check_the_server_keeps_only_the_leaves() -> None:
+    """After the share check every dealing of U2 is its leaves (32 bytes per holder, ascending holders,
+    no ciphertext), the id sets are compact, and the round's sum is right."""
     srv = SecAggServer(P, clients=range(8), dimension=16, secrets=InsecureDeterministicSecrets(2))
     rep = run_round(
         P, client_ids=list(range(8)), inputs=INPUTS, dimension=16, server=srv, dropouts={"masked_input": [6, 7]}
     )
-    assert rep.ok and rep.dropped == (6, 7) and srv.shares == {}
-    assert sorted(srv._share_commitments["self"]) == list(rep.survivors)
-    assert sorted(srv._share_commitments["key"]) == [6, 7]
+    assert rep.ok and rep.dropped == (6, 7) and sorted(srv.shares) == sorted(rep.survivors + rep.dropped)
     assert srv.graph is not None
-    for store in srv._share_commitments.values():
-        for owner, (holders, blob) in store.items():
-            assert list(holders) == sorted(srv.graph.neighbours(owner)) and len(blob) == 32 * len(holders)
-    assert all(isinstance(v, IdSet) for v in srv.delivered_to.values())
+    for owner, dealing in srv.shares.items():
+        assert list(dealing.holders) == sorted(srv.graph.neighbours(owner))
+        assert len(dealing.leaves) == 32 * len(dealing.holders)
+        with pytest.raises(ValueError, match="dropped"):
+            dealing.ciphertext(0)
+    for c in srv.shared:  # the views: every dealer of U2 that addressed c
+        assert set(srv.delivered_to[c]) == set(srv.graph.neighbours(c)) & srv.shared
+        assert all(d in srv.delivered_to[c] for d in srv.shared if d in srv.graph.neighbours(c))
     want = sum(INPUTS[c].astype(np.uint64) for c in rep.survivors) % (1 << P.modulus_bits)
     assert np.array_equal(rep.sum, want)
 
 
+def test_a_dealing_holds_what_its_accounting_says() -> None:
+    """The server's accounting of a dealing is its real memory: leaf + ciphertext + 4 bytes per envelope
+    (plus fixed fields), measured with tracemalloc (within 10% and 2 KB), and the leaves alone after the
+    share check; envelopes out of ascending order are refused."""
+    import tracemalloc
+
+    from secagg.dealings import Dealing
+
+    rng = np.random.default_rng(5)
+    msgs = [_dealing(d, [h for h in range(300) if h != d], rng) for d in range(20)]
+    tracemalloc.start()
+    try:
+        held = [Dealing(m) for m in msgs]
+        real, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    counted = sum(d.nbytes for d in held)
+    per_envelope = 32 + CIPHERTEXT_BYTES + 4
+    assert counted >= 20 * 299 * per_envelope
+    assert abs(real - counted) <= 0.1 * counted + 2048 * 20
+    assert sum(d.leaves_only().nbytes for d in held) < 20 * 299 * (32 + 4) + 20 * 300
+    with pytest.raises(ValueError, match="ascending"):
+        Dealing(dataclasses.replace(msgs[0], envelopes=msgs[0].envelopes[::-1]))
+
+
 @pytest.mark.parametrize("threat", [ThreatModel.SEMI_HONEST, ThreatModel.ACTIVE])
 def test_a_share_of_the_kind_no_longer_kept_is_refused_and_attributed(threat: ThreatModel) -> None:
-    """The server keeps one kind of commitment per owner after the masked inputs; a colluding client that
+    """After the masked inputs the server asks for one kind of share per owner; a colluding client that
     also reveals the other kind (a survivor's mask-key share, a dropped client's self-mask share: the
-    "both shares" attack from the client side) is refused by name before any commitment is looked up,
+    "both shares" attack from the client side) is refused by name before any leaf is looked up,
     the round completes with the correct sum, and nobody is exposed."""
     from attacks.protocol.conformance import complete_params
     from attacks.protocol.rewrite import run_tampered

@@ -24,7 +24,8 @@ from secagg import (
     run_round,
     vss,
 )
-from secagg.messages import PART_BYTES
+from secagg.limbs import from_limbs
+from secagg.messages import PART_BYTES, SECRET_LIMBS
 from secagg.shamir import PRIME, evaluate, interpolate, lagrange_at_zero
 
 SESSION, ROUND, DEALER, T = bytes(range(32)), 7, 0, 4
@@ -79,28 +80,28 @@ def test_an_honest_dealing_passes_every_holder_and_reconstructs_both_secrets():
     for v in HOLDERS:
         pt, why = _open(msg, keys, v)
         assert why is None
-        parts[v] = np.frombuffer(pt, dtype="<u4").astype(np.uint64).reshape(2, -1)
+        parts[v] = np.frombuffer(pt, dtype="<u4").astype(np.uint64)
         assert vss.dealing_fault(msg, holder=v, key=keys[v], threshold=T) is None  # no proof against it
     xs = np.array([v + 1 for v in HOLDERS[:T]], dtype=np.uint64)
     lam = lagrange_at_zero(xs)
-    limbs = sum((parts[v][:, :16] * li) % PRIME for v, li in zip(HOLDERS[:T], lam)) % PRIME
-    assert limbs[0].astype("<u2").tobytes() == seed and limbs[1].astype("<u2").tobytes() == key
+    limbs = sum((parts[v][: 2 * SECRET_LIMBS] * li) % PRIME for v, li in zip(HOLDERS[:T], lam)) % PRIME
+    assert from_limbs(limbs[:SECRET_LIMBS]) == seed and from_limbs(limbs[SECRET_LIMBS:]) == key
     assert len(own) == PART_BYTES and len(msg.check) == vss.check_bytes(T)
 
 
 @settings(max_examples=25, deadline=None)
 @given(
     holder=st.integers(0, len(HOLDERS) - 1),
-    secret=st.integers(0, 1),
-    limb=st.integers(0, 18),
+    limb=st.integers(0, 2 * SECRET_LIMBS + 2),
     delta=st.integers(1, PRIME - 1),
 )
-def test_any_single_share_off_the_polynomial_is_caught_and_proven(holder, secret, limb, delta):
-    """One field element of one holder's share moved (secret limb or check limb), commitments and
-    check polynomials recomputed by the dealer: that holder's check fails and its key proves it."""
+def test_any_single_share_off_the_polynomial_is_caught_and_proven(holder, limb, delta):
+    """One field element of one holder's plaintext moved (a limb of either secret, or a check limb),
+    leaves and check polynomials recomputed by the dealer: that holder's check fails and its key
+    proves it."""
 
     def tamper(sh):
-        sh[holder, secret, limb] = (sh[holder, secret, limb] + delta) % PRIME
+        sh[holder, limb] = (sh[holder, limb] + delta) % PRIME
 
     msg, keys, _, _ = _dealing(seed=3, tamper=tamper)
     v = HOLDERS[holder]
@@ -113,7 +114,7 @@ def test_any_single_share_off_the_polynomial_is_caught_and_proven(holder, secret
 
 def test_a_proof_needs_the_committed_key_and_the_dealers_own_message():
     def tamper(sh):
-        sh[0, 0, 0] = (sh[0, 0, 0] + 1) % PRIME
+        sh[0, 0] = (sh[0, 0] + 1) % PRIME
 
     msg, keys, _, _ = _dealing(tamper=tamper)
     assert vss.dealing_fault(msg, holder=1, key=keys[1], threshold=T) is not None
@@ -134,7 +135,7 @@ def test_a_garbled_delivery_raises_and_reveals_no_key():
         dataclasses.replace(d, ciphertext=bytes(len(d.ciphertext))),
         dataclasses.replace(d, check=bytes(len(d.check))),
         dataclasses.replace(d, dealing_digest=bytes(32)),
-        dataclasses.replace(d, key_commitment=bytes(32)),
+        dataclasses.replace(d, leaf=bytes(32)),
     ):
         with pytest.raises(VerificationError):
             vss.open_shares([bad], keys=[keys[1]], session=SESSION, round=ROUND, holder=1, threshold=T)
@@ -147,10 +148,11 @@ def test_check_polynomials_are_the_combination_of_the_dealt_polynomials():
     sh, co = vss.deal(src.token_bytes(32), src.token_bytes(32), xs=xs, threshold=T, source=src)
     assert np.array_equal(interpolate(xs[:T], sh[:T]), co)
     digest = bytes(32)
-    q = np.frombuffer(vss.check_polynomials(co, digest), dtype="<u4").astype(np.uint64).reshape(2, 3, T)
-    r = vss.challenge(digest)
-    at = evaluate(q.transpose(2, 0, 1), xs)  # (7, 2, 3)
-    want = (sh[:, :, 16:] + ((r[None] * sh[:, :, None, :16]) % PRIME).sum(-1)) % PRIME
+    q = np.frombuffer(vss.check_polynomials(co, digest), dtype="<u4").astype(np.uint64).reshape(3, T)
+    r = vss.challenge(digest)  # (3, 2 SECRET_LIMBS)
+    at = evaluate(q.T, xs)  # (7, 3)
+    s2 = 2 * SECRET_LIMBS
+    want = (sh[:, s2:] + ((r[None] * sh[:, None, :s2]) % PRIME).sum(-1)) % PRIME
     assert np.array_equal(at, want)
 
 
@@ -164,7 +166,7 @@ def _exclusion_round(forge):
 
     def hook(env):
         if isinstance(env.message, ShareDelivery):
-            store.setdefault("dealing", srv.shares[2])
+            store.setdefault("dealing", srv.shares[2].message().encode())
         if isinstance(env.message, MaskRequest):
             return [dataclasses.replace(env, message=forge(env.message, store))]
         return [env]
@@ -186,7 +188,7 @@ def test_active_clients_refuse_an_exclusion_without_a_proof():
     nothing): every neighbour of 2 refuses to mask rather than drop it."""
 
     def forge(req, store):
-        return dataclasses.replace(req, excluded=(Exclusion(2, 3, bytes(32), store["dealing"].encode()),))
+        return dataclasses.replace(req, excluded=(Exclusion(2, 3, bytes(32), store["dealing"]),))
 
     rep = _exclusion_round(forge)
     assert not rep.ok
