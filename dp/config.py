@@ -29,7 +29,9 @@ class DPConfig:
     * ``noise``: ``"central"`` (the server adds all the noise to the aggregate) or
       ``"client"`` (each client adds a share, so a secure-aggregation sum carries the full
       noise; assumes at least ``honest_fraction`` of each cohort is honest, see
-      :mod:`protocols.dp_fedavg`).
+      :mod:`protocols.dp_fedavg`; of *each cohort*: an adversary holding ``1 - h`` of the
+      population exceeds it in a random cohort about half the time, so set ``h`` from a tail
+      bound, as the audit's ``dp.honest`` finding computes).
     * ``weighting``: ``"uniform"`` or ``"capped"`` (``min(n_k / weight_cap, 1)``), both
       with a fixed denominator ``q * total_weight`` (``total_weight`` defaults to the population).
     * ``secure_noise=False`` with a ``seed`` gives reproducible, *insecure* simulation noise

@@ -11,7 +11,10 @@ the few facts of the deployment the ledger does not hold:
 * against the server (client and distributed noise: it sees who took part): the worst client's
   rounds composed unamplified (:func:`dp.server_view.server_view`); central noise trusts the server;
 * :func:`refusal_warning`: one line when the refusal delta exceeds ``delta`` (the statement then
-  holds at a delta nobody asked for).
+  holds at a delta nobody asked for);
+* :func:`sampling_warning`: one line when the recorded Poisson cohorts' sizes cannot be Poisson at the
+  charged rate (:func:`dp.sampling.poisson_sizes_p_value` over the ledger's rosters): the amplified
+  figure then rests on sampling that did not happen.
 
 :func:`ledger_guarantee` returns a :class:`LedgerGuarantee` (JSON-able through ``as_dict``);
 :func:`guarantee_line` is the one sentence (the report's ``guarantee`` line and the Flower
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dp.refusal import refusal_delta
+from dp.sampling import poisson_sizes_p_value
 from dp.server_view import server_view
 
 if TYPE_CHECKING:
@@ -41,6 +45,7 @@ __all__ = [
     "guarantee_line",
     "server_clause",
     "refusal_warning",
+    "sampling_warning",
     "guarantee_metrics",
     "announce",
 ]
@@ -59,7 +64,8 @@ class LedgerGuarantee:
     models who do not see the rosters), valid at ``delta + delta_refusal``; ``epsilon_server``: the
     worst client's unamplified figure over ``server_rounds`` of its rounds (``nan`` for central noise:
     the server is trusted); ``refused_rounds``: rounds the secure sum refused (charged, nothing
-    released).
+    released); ``sampling_p_value``: the Poisson check of the recorded cohort sizes (``nan``: not
+    checkable, e.g. fixed-size sampling, too few rounds, rosters not recorded).
     """
 
     epsilon: float
@@ -78,6 +84,7 @@ class LedgerGuarantee:
     server_unknown_rosters: int
     against_server: str
     against_observer: str
+    sampling_p_value: float = math.nan
 
     @property
     def delta_observers(self) -> float:
@@ -95,9 +102,9 @@ class LedgerGuarantee:
         return guarantee_line(self.as_dict())
 
     def warnings(self) -> list[str]:
-        """The warnings the statement carries (today: :func:`refusal_warning`)."""
-        w = refusal_warning(self.delta_refusal, self.delta)
-        return [w] if w else []
+        """The warnings the statement carries (:func:`refusal_warning`, :func:`sampling_warning`)."""
+        ws = [refusal_warning(self.delta_refusal, self.delta), sampling_warning(self.sampling_p_value)]
+        return [w for w in ws if w]
 
 
 def ledger_refusal_delta(
@@ -172,7 +179,17 @@ def ledger_guarantee(
         server_unknown_rosters=int(unknown),
         against_server=against_server,
         against_observer=against_observer,
+        sampling_p_value=_poisson_check(ledger, population),
     )
+
+
+def _poisson_check(ledger: PrivacyLedger, population: int | None) -> float:
+    """:func:`dp.sampling.poisson_sizes_p_value` of the ledger's Poisson rounds with a roster (``nan``: none)."""
+    rows = [e for e in ledger.entries if e.sampling.kind == "poisson" and e.roster is not None]
+    n = population or (rows[-1].sampling.population if rows else None)
+    if not rows or not n or len({e.sampling.rate for e in rows}) != 1:
+        return math.nan
+    return poisson_sizes_p_value([len(e.roster or ()) for e in rows], rate=rows[-1].sampling.rate, population=int(n))
 
 
 def server_clause(g: Mapping[str, Any]) -> str:
@@ -244,6 +261,21 @@ def announce(g: LedgerGuarantee, logger: logging.Logger, round: int) -> dict[str
     for w in g.warnings():
         logger.warning("round %s: %s", round, w)
     return guarantee_metrics(g)
+
+
+#: below this p-value the recorded cohorts are said not to be Poisson (a false warning about once in a million)
+SAMPLING_ALARM = 1e-6
+
+
+def sampling_warning(p_value: float) -> str | None:
+    """The warning when the recorded cohort sizes cannot come from the charged Poisson sampling."""
+    if not p_value < SAMPLING_ALARM:
+        return None
+    return (
+        f"the recorded cohorts are not Poisson at the charged rate (cohort-size dispersion test, p = {p_value:.2g}): "
+        "the amplified epsilon assumes each client joins each round independently; the strategy must draw "
+        "cohorts by Poisson sampling (fixed-size cohorts: use Sampling.fixed)"
+    )
 
 
 def refusal_warning(delta_refusal: float, delta: float) -> str | None:

@@ -11,18 +11,28 @@ epsilon about 4 to about 12. These samplers draw from a :class:`~privagg.randomn
   integer is below ``a``; exact, no floating-point comparison).
 * :func:`fixed_cohort`: ``size`` of ``population`` uniformly without replacement (partial
   Fisher-Yates with unbiased :func:`~privagg.randomness.secret_below`).
+* :func:`poisson_sizes_p_value`: whether recorded cohort sizes can come from Poisson sampling at
+  the charged rate (a driver may be told ``Sampling.poisson`` while its strategy draws fixed-size
+  cohorts; the accountant's amplification then does not hold). Operator-side: the sizes are
+  the ledger's rosters, never published.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from fractions import Fraction
 
 import numpy as np
+from scipy.stats import chi2
 
 from privagg.errors import ConfigurationError
 from privagg.randomness import SYSTEM_SECRETS, SecretSource, secret_below
 
-__all__ = ["poisson_cohort", "fixed_cohort"]
+__all__ = ["MIN_CHECKED_ROUNDS", "poisson_cohort", "fixed_cohort", "poisson_sizes_p_value"]
+
+#: fewer recorded rounds than this: :func:`poisson_sizes_p_value` says nothing (``nan``)
+MIN_CHECKED_ROUNDS = 10
 
 
 def poisson_cohort(population: int, rate: float, *, secrets: SecretSource = SYSTEM_SECRETS) -> tuple[int, ...]:
@@ -51,3 +61,25 @@ def fixed_cohort(population: int, size: int, *, secrets: SecretSource = SYSTEM_S
         j = i + secret_below(secrets, population - i)
         pool[i], pool[j] = pool[j], pool[i]
     return tuple(sorted(pool[:size]))
+
+
+def poisson_sizes_p_value(sizes: Sequence[int], *, rate: float, population: int) -> float:
+    """Two-sided p-value of the cohort sizes' dispersion under Poisson sampling (each ~ Binomial(N, q)).
+
+    The statistic ``sum_r (n_r - N q)^2 / (N q (1 - q))`` is about chi-square with one degree of
+    freedom per round (the normal approximation of the binomial); fixed-size cohorts give no spread
+    (a tiny statistic), a cohort of everyone a huge one. ``nan`` when it cannot say: fewer than
+    :data:`MIN_CHECKED_ROUNDS` rounds, ``q = 1`` (nothing random), or an expected cohort below 5 in
+    or out (the approximation is poor there).
+    """
+    if not 0 < rate <= 1 or population < 1:
+        raise ConfigurationError(
+            f"rate {rate}, population {population}", field="sampling", accepted="0 < q <= 1, N >= 1"
+        )
+    var = population * rate * (1 - rate)
+    if len(sizes) < MIN_CHECKED_ROUNDS or rate == 1 or min(population * rate, population * (1 - rate)) < 5:
+        return math.nan
+    mean = population * rate
+    stat = float(sum((n - mean) ** 2 for n in sizes)) / var
+    dof = len(sizes)
+    return float(min(1.0, 2 * min(chi2.cdf(stat, dof), chi2.sf(stat, dof))))

@@ -31,7 +31,11 @@ its block). Together they expose mechanisms whose leak needs a client alone in a
 
 The verdict: the audit *flags* the mechanism when any lower bound exceeds the accountant's
 epsilon. The six bounds (three methods, white- and black-box) each hold at
-``1 - (1 - confidence) / 6``, so together they hold at ``confidence``.
+``1 - (1 - confidence) / 6``, so together they hold at ``confidence``. Otherwise it says
+NOT SHOWN: a lower bound below the claim is no evidence of privacy (the test has power only
+against leaks larger than its canaries can see), and :data:`UNTESTED` names the faults the
+canaries cannot see at all. Canaries are ``norm_factor`` clip norms long, so a mechanism that
+skips clipping releases them unclipped and is seen (a correct one clips them to ``C``).
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from privagg.randomness import simulation_rng
 
 __all__ = [
     "EMPIRICAL_DEFAULTS",
+    "UNTESTED",
     "CanaryAuditResult",
     "CanaryConfig",
     "DPClaim",
@@ -69,6 +74,14 @@ EMPIRICAL_DEFAULTS: dict[str, Any] = {
     "dp": {"noise_multiplier": 2.0, "clip_norm": 1.0, "delta": 1e-5},
 }
 
+#: faults of a DP deployment the canary audit cannot see, whatever its canaries and rounds
+UNTESTED = (
+    "the deployment's sampling (the audit samples its canaries itself, at the accounted rate; the run's guarantee "
+    "checks its recorded cohort sizes: dp.sampling.poisson_sizes_p_value)",
+    "adaptive clipping's noised clip-count release (only the model deltas are scored)",
+    "noise shares missing for dropped or colluding clients beyond what the run's own aggregator drops",
+)
+
 _METHODS = 3  # gaussian-fit, threshold, one-run
 _NO_NOISE_PENALTY = -50.0  # log-likelihood of "not sampled" when the rate is 1
 
@@ -79,7 +92,8 @@ class CanaryConfig:
 
     ``population``: ``"deployment"`` (canaries join the real clients) or ``"canaries-only"``;
     ``groups``: canaries active in that many consecutive blocks of rounds (1: all rounds);
-    ``examples``: the example count each canary reports (default: 10 x the largest client's).
+    ``examples``: the example count each canary reports (default: 10 x the largest client's);
+    ``norm_factor``: a canary's update norm in clip norms (a correct mechanism clips it to ``C``).
     """
 
     canaries: int = 1000
@@ -88,6 +102,7 @@ class CanaryConfig:
     population: Literal["deployment", "canaries-only"] = "deployment"
     groups: int = 1
     examples: int | None = None
+    norm_factor: float = 4.0
 
     def __post_init__(self) -> None:
         if self.canaries < 8:
@@ -102,6 +117,8 @@ class CanaryConfig:
             raise ConfigurationError(f"must be in 1..canaries, got {self.groups}", field="groups")
         if self.examples is not None and self.examples < 1:
             raise ConfigurationError(f"must be >= 1, got {self.examples}", field="examples")
+        if not 1.0 <= self.norm_factor <= 1e3:
+            raise ConfigurationError(f"must be in [1, 1000], got {self.norm_factor}", field="norm_factor")
 
 
 @dataclass(frozen=True)
@@ -141,6 +158,7 @@ class CanaryAuditResult:
     dimension: int
     seconds: float
     config: dict[str, Any] = field(default_factory=dict)
+    untested: tuple[str, ...] = UNTESTED
 
     @property
     def lower_bound(self) -> EpsilonBound:
@@ -160,12 +178,18 @@ class CanaryAuditResult:
         best = self.lower_bound
         view = "white-box" if best in self.white_box else "black-box"
         fit = self.bound("white", "gaussian-fit")
-        head = "FLAGGED" if self.flagged else "consistent"
+        head = "FLAGGED" if self.flagged else "NOT SHOWN (no violation shown)"
         relation = ">" if self.flagged else "<="
-        return (
+        line = (
             f"{head}: empirical epsilon >= {best.epsilon:.3g} ({view} {best.method}, {self.confidence:.0%} confidence) "
             f"{relation} accounted {self.claimed_epsilon:.3g} ({self.accountant.upper()}, delta {self.delta:g}); "
             f"white-box estimate {fit.estimate:.3g}, {self.canaries} canaries, {self.rounds} rounds"
+        )
+        if self.flagged:
+            return line
+        return (
+            f"{line}; not evidence of privacy: a canary audit sees only leaks above its power, and does not test "
+            + "; ".join(self.untested)
         )
 
 
@@ -203,7 +227,7 @@ def canary_scores(
     active: np.ndarray,
     *,
     dimension: int,
-    clip: float,
+    clip: float | np.ndarray,
     rate: float,
     game: Literal["add/remove", "replace"],
 ) -> np.ndarray:
@@ -211,7 +235,8 @@ def canary_scores(
 
     ``cosines[r, i] = cos(u_i, D_r)``, ``norms[r] = |D_r|``, ``denominators[r]``: the round's
     fixed denominator, ``active[r, i]``: canary ``i`` could join round ``r``; ``dimension``: of
-    the model; ``clip``: the canaries' norm; ``rate``: the probability a member joins a round.
+    the model; ``clip``: the canaries' norm in the release (one, or one per round: the round's clip
+    under adaptive clipping); ``rate``: the probability a member joins a round.
     """
     rounds, m = cosines.shape
     root = math.sqrt(dimension)
@@ -222,7 +247,7 @@ def canary_scores(
                 out[r] = math.log1p(-rate) if rate < 1 else _NO_NOISE_PENALTY
             continue
         z = cosines[r] * root
-        mu = clip * root / (denominators[r] * norms[r])
+        mu = float(np.broadcast_to(clip, (rounds,))[r]) * root / (denominators[r] * norms[r])
         llr = _round_llr(z, mu, rate)
         if game == "replace":
             llr = llr - _round_llr(-z, mu, rate)
@@ -341,7 +366,7 @@ def run_canary_audit(
 
     trainer = no_training if cc.population == "canaries-only" else train_local
     sim = FedAvgSimulation(sim_cfg, aggregator=agg, local_trainer=trainer)
-    m, d, clip = cc.canaries, sim.num_params, dp.clip_norm
+    m, d, clip = cc.canaries, sim.num_params, dp.clip_norm  # ``clip``: what a correct mechanism releases
     rng = simulation_rng(cc.seed, "canary-audit")
     directions = rng.standard_normal((m, d))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
@@ -355,13 +380,14 @@ def run_canary_audit(
 
     def hook(updates: list[Any], ctx: Any, _sim: Any) -> list[Any]:
         joins = member & active[ctx.round - 1] & (simulation_rng(cc.seed, "canary-join", ctx.round).random(m) < rate)
+        length = sign * cc.norm_factor * clip
         extra = [
-            ClientUpdate(client_id=population + int(i), delta=sign[i] * clip * directions[i], num_examples=examples)
+            ClientUpdate(client_id=population + int(i), delta=length[i] * directions[i], num_examples=examples)
             for i in np.flatnonzero(joins)
         ]
         return ([] if cc.population == "canaries-only" else list(updates)) + extra
 
-    cosines, norms, dens, eps_rounds = [], [], [], []
+    cosines, norms, dens, eps_rounds, clips = [], [], [], [], []
 
     def observe(record: Any, _updates: Any, result: Any, _sim: Any) -> None:
         delta = np.asarray(result.delta, dtype=np.float64)
@@ -369,6 +395,7 @@ def run_canary_audit(
         cosines.append(directions @ delta / nrm if nrm > 0 else np.zeros(m))
         norms.append(nrm)
         dens.append(float(result.metrics.get("dp_denominator", len(result.participants) or math.nan)))
+        clips.append(min(cc.norm_factor * clip, float(result.metrics.get("dp_clip_norm", clip))))  # adaptive clip
         eps_rounds.append(float(result.metrics.get(f"dp_epsilon_{dp.accountant}", math.nan)))
         if progress is not None and (record.round % 10 == 0 or record.round == fed.rounds):
             progress(f"canary audit: round {record.round}/{fed.rounds}")
@@ -385,7 +412,7 @@ def run_canary_audit(
         )
     per_round = canary_scores(
         np.array(cosines), np.array(norms), np.array(dens), active,
-        dimension=d, clip=clip, rate=rate, game=game,
+        dimension=d, clip=np.array(clips), rate=rate, game=game,
     )  # fmt: skip
     final = sim.global_params - theta0
     fnorm = float(np.linalg.norm(final))

@@ -119,7 +119,7 @@ def check_dp(cfg: AuditConfig) -> tuple[list[Finding], BudgetCurve | None]:
     detail = (
         f"{sampling.describe()}, noise multiplier {z:g}, {d.rounds} rounds: epsilon "
         + ", ".join(f"{k.upper()} {v:.3g}" for k, v in finals.items())
-        + f" at delta {mech.delta:g} (limit {d.max_epsilon:g}); {_enforced(mech)}"
+        + f" at delta {mech.delta:g} (limit {d.max_epsilon:g}); {_enforced(mech)}; {_ACCOUNTING_ONLY}"
     )
     findings = [
         Finding(
@@ -130,7 +130,7 @@ def check_dp(cfg: AuditConfig) -> tuple[list[Finding], BudgetCurve | None]:
             {"epsilon": finals, "delta": mech.delta, "budget_against": mech.budget_against},
         ),
         _server_finding(cfg, sampling, amplified=finals.get("rdp", worst), noise_multiplier=z, noise=str(mech.noise)),
-        *filter(None, [_refusal_finding(cfg, sampling)]),
+        *filter(None, [_refusal_finding(cfg, sampling), _honest_finding(cfg, sampling)]),
     ]
     if not mech.secure_noise:
         findings.append(
@@ -144,6 +144,13 @@ def check_dp(cfg: AuditConfig) -> tuple[list[Finding], BudgetCurve | None]:
         )
     budget = BudgetCurve(tuple(float(r) for r in marks), curves, mech.delta, d.max_epsilon)
     return findings, budget
+
+
+#: what a budget PASS is and is not: the configured mechanism's accounting, not a test of what the deployment releases
+_ACCOUNTING_ONLY = (
+    "this is the accounting of the configured mechanism: whether the deployment releases that mechanism is not "
+    "shown here (privagg audit --empirical measures a lower bound; it too cannot show that a mechanism is private)"
+)
 
 
 def _enforced(mech: DPConfig) -> str:
@@ -278,6 +285,40 @@ def _refusal_finding(cfg: AuditConfig, sampling: Sampling) -> Finding | None:
     )
 
 
+def _honest_finding(cfg: AuditConfig, sampling: Sampling) -> Finding | None:
+    """``honest_fraction < 1`` is assumed of every cohort (the accounting subtracts ``floor((1-h) n)``
+    dishonest survivors). Read as a fraction of the population, a random cohort of the expected size ``n``
+    holds more with probability ``P[Bin(n, 1-h) > floor((1-h) n)]`` (binomial: the sampled cohort's
+    corrupt count, hypergeometric under fixed sampling, is no more spread); a sum at the survivor floor
+    then carries fewer honest shares than charged. WARN, with the per-cohort fraction covering it."""
+    from scipy.stats import binom
+
+    mech, rounds = cfg.dp.mechanism, cfg.dp.rounds
+    assert mech is not None
+    h = mech.honest_fraction
+    if h >= 1:
+        return None
+    n = max(1, round(sampling.rate * cfg.deployment.num_clients))
+    c = 1.0 - h
+    assumed = math.floor(c * n + 1e-9)
+    p = float(binom.sf(assumed, n, c))
+    k = assumed
+    while k < n and rounds * float(binom.sf(k, n, c)) > mech.delta:
+        k += 1
+    covering = 1.0 - k / n
+    return Finding(
+        "dp.honest",
+        "warn",
+        f"honest_fraction {h:g} is assumed of each cohort, not of the population",
+        f"the accounting counts at most {assumed} dishonest clients in a cohort of {n} (floor((1-h) n)); if the "
+        f"adversary instead holds a fraction {c:g} of the population, a random cohort holds more with probability "
+        f"{p:.3g} per round, and a sum released at the secure sum's survivor floor then carries fewer honest noise "
+        f"shares than charged (epsilon understated). To cover a population fraction {c:g} in all {rounds} rounds "
+        f"but delta {mech.delta:g} of the time, set honest_fraction <= {covering:.4g} (at most {k} of {n} dishonest)",
+        {"exceed_probability": p, "covering_honest_fraction": covering, "assumed_dishonest": assumed, "cohort": n},
+    )
+
+
 class _DeploymentFloor:
     """The fewest survivors the deployment's aggregation releases a sum of (the run's
     :class:`~protocols.distributed_dp.SurvivorFloor`): its secure-aggregation graph for ``n`` clients
@@ -343,7 +384,8 @@ def check_distributed(cfg: AuditConfig, sampling: Sampling) -> tuple[list[Findin
             f"{sampling.describe()}, {p.mechanism} noise summing to std {p.sigma:.4g} (scale {p.scale:.4g}; "
             f"Gaussian-equivalent noise multiplier {p.sigma / p.l2_sensitivity:.3g}), {d.rounds} rounds: epsilon RDP "
             f"{final:.3g} at delta {mech.delta:g} (limit {d.max_epsilon:g}); PRV n/a (no bound for this mechanism); "
-            + _enforced(mech),
+            + _enforced(mech)
+            + f"; {_ACCOUNTING_ONLY}",
             {"epsilon": {"rdp": final}, "delta": mech.delta, "budget_against": mech.budget_against},
         ),
         Finding(
@@ -358,7 +400,7 @@ def check_distributed(cfg: AuditConfig, sampling: Sampling) -> tuple[list[Findin
             {"bits": p.bits, "scale": p.scale, "shares": p.shares, "clip_probability": p.clip_probability},
         ),
         _server_finding(cfg, sampling, amplified=final, mechanism=rdp_mech, noise="distributed"),
-        *filter(None, [_refusal_finding(cfg, sampling)]),
+        *filter(None, [_refusal_finding(cfg, sampling), _honest_finding(cfg, sampling)]),
     ]
     if not AGGREGATIONS.get(dep.aggregation).hides_updates:
         findings.append(

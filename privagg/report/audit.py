@@ -144,11 +144,12 @@ def empirical_report(result: CanaryAuditResult) -> Report:
                 "curve": dataclasses.asdict(r.curve) if r.curve is not None else None,
             },
             summary=[
-                ("verdict", "FLAGGED" if r.flagged else "consistent"),
+                ("verdict", "FLAGGED" if r.flagged else "NOT SHOWN (no violation shown; not evidence of privacy)"),
                 ("accounted epsilon", ", ".join(f"{k.upper()} {v:.3g}" for k, v in r.accounted.items())),
                 ("largest lower bound", f"{r.lower_bound.epsilon:.3g} ({r.lower_bound.method})"),
                 ("canaries", f"{r.canaries} ({r.included} included), {r.game} game, dimension {r.dimension}"),
                 ("rounds", f"{r.rounds} ({r.rounds_per_canary} per canary), rate {r.sampling_rate:.3g}"),
+                ("not tested by canaries", "; ".join(r.untested)),
             ],
             tables=[("Epsilon lower bounds", _BOUND_COLUMNS, rows)],
             figures=figures,
@@ -175,6 +176,6 @@ def _draw_empirical(curve: EmpiricalCurve, r: CanaryAuditResult, path: Path) -> 
     ax.set_xlabel("round")
     ax.set_ylabel(f"epsilon (delta = {r.delta:g})")
     ax.legend()
-    ax.set_title("FLAGGED" if r.flagged else "Empirical epsilon within the accounted epsilon")
+    ax.set_title("FLAGGED" if r.flagged else "No violation shown (not evidence of privacy)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -11,7 +11,13 @@ the buggy part:
 * :class:`UncappedWeights` -- ``DPFedAvg.client_weights`` without the cap: weighted averaging
   (``n_k / weight_cap``, above 1 for large clients) under the unweighted sensitivity ``C``;
 * :class:`NoEmptyNoise` -- ``DPFedAvg.empty_release`` releases exact zeros for an empty cohort
-  (the round is still accounted).
+  (the round is still accounted);
+* :class:`TenthNoiseRounds` -- the update noise is ``sigma / 10`` (the ledger charges ``sigma``);
+* :class:`NoClipRounds` -- the updates are not clipped (the noise is still sized for ``C``);
+* :class:`DoubleCounted` -- every client's clipped update enters the sum twice (sensitivity ``2C``,
+  accounted ``C``);
+* :class:`UnchargedCountRounds` -- adaptive clipping's noised clip count is released but not
+  charged: the updates carry the whole noise multiplier as if there were no count release.
 
 :class:`AdversarialDropouts` is the fault the recalibration exists for: an inner mean whose
 survivors exclude real clients only (the canary, a target, always survives), as a server that
@@ -36,6 +42,11 @@ from protocols.dp_fedavg import DPFedAvg
 
 __all__ = [
     "AdversarialDropouts",
+    "DoubleCounted",
+    "NoClipRounds",
+    "SlightlyLessNoiseRounds",
+    "TenthNoiseRounds",
+    "UnchargedCountRounds",
     "HalfSensitivityRounds",
     "NoEmptyNoise",
     "NoRecalibrationRounds",
@@ -59,6 +70,52 @@ class HalfSensitivityRounds(DPRounds):
         return dataclasses.replace(plan, mechanism=half)
 
 
+class TenthNoiseRounds(DPRounds):
+    """Bug: the update noise is a tenth of the accounted one (noise multiplier ``z * factor``, factor 1/10)."""
+
+    factor = 0.1
+
+    def plan(self, **kwargs: Any) -> RoundPlan:
+        plan = super().plan(**kwargs)
+        m = plan.mechanism
+        less = GaussianGridMechanism.create(
+            sensitivity=m.sensitivity,
+            noise_multiplier=m.noise_multiplier * self.factor,
+            dim=m.dim,
+            resolution=self.grid_resolution,
+        )
+        return dataclasses.replace(plan, mechanism=less)
+
+
+class SlightlyLessNoiseRounds(TenthNoiseRounds):
+    """Bug: the update noise is 0.8 of the accounted one (a fault near the audit's power limit)."""
+
+    factor = 0.8
+
+
+class NoClipRounds(DPRounds):
+    """Bug: clipping skipped (the updates are clipped to a norm no update reaches; the noise is sized for ``C``)."""
+
+    def plan(self, **kwargs: Any) -> RoundPlan:
+        return dataclasses.replace(super().plan(**kwargs), clip=1e12)
+
+
+class UnchargedCountRounds(DPRounds):
+    """Bug: adaptive clipping's count release is not charged: the updates get the whole ``z``, not the
+    split ``z_update`` (:func:`dp.adaptive.split_noise_multiplier`), and the count is released besides."""
+
+    def plan(self, **kwargs: Any) -> RoundPlan:
+        plan = super().plan(**kwargs)
+        m = plan.mechanism
+        whole = GaussianGridMechanism.create(
+            sensitivity=m.sensitivity,
+            noise_multiplier=plan.noise_multiplier,
+            dim=m.dim,
+            resolution=self.grid_resolution,
+        )
+        return dataclasses.replace(plan, mechanism=whole, update_noise_multiplier=plan.noise_multiplier)
+
+
 class NoRecalibrationRounds(DPRounds):
     """Bug: the client noise is split as if the whole cohort survived, and every round is accounted so
     (the noise is neither sized for the fewest survivors the protocol allows nor recalibrated after
@@ -80,6 +137,13 @@ class UncappedWeights(DPFedAvg):
         if cfg.weighting == "capped" and cfg.weight_cap is not None:
             return n / cfg.weight_cap  # no min(., MAX_WEIGHT): the sensitivity C * MAX_WEIGHT no longer holds
         return super().client_weights(updates)
+
+
+class DoubleCounted(DPFedAvg):
+    """Bug: each client is counted twice (its clipped update enters the sum twice: weight ``2 w_k``)."""
+
+    def client_weights(self, updates: Sequence[ClientUpdate]) -> np.ndarray:
+        return 2.0 * super().client_weights(updates)
 
 
 class NoEmptyNoise(DPFedAvg):
@@ -110,7 +174,26 @@ class AdversarialDropouts(MeanAggregator):
         return super().aggregate(kept, ctx)
 
 
-Bug = Literal["half-sensitivity", "no-recalibration", "uncapped-weights", "no-empty-noise", "dropouts", "none"]
+Bug = Literal[
+    "half-sensitivity",
+    "no-recalibration",
+    "uncapped-weights",
+    "no-empty-noise",
+    "dropouts",
+    "tenth-noise",
+    "noise-x0.8",
+    "no-clip",
+    "double-counted",
+    "uncharged-count",
+    "none",
+]
+_ROUNDS: dict[str, type[DPRounds]] = {
+    "half-sensitivity": HalfSensitivityRounds,
+    "tenth-noise": TenthNoiseRounds,
+    "noise-x0.8": SlightlyLessNoiseRounds,
+    "no-clip": NoClipRounds,
+    "uncharged-count": UnchargedCountRounds,
+}
 
 
 def planted_aggregator(run: Any, bug: Bug, *, dropout_rate: float = 0.5) -> DPFedAvg:
@@ -121,15 +204,15 @@ def planted_aggregator(run: Any, bug: Bug, *, dropout_rate: float = 0.5) -> DPFe
     """
     agg: DPFedAvg = build_dp_aggregator(run)
     dp = run.dp
-    if bug == "half-sensitivity":
-        agg.dp_rounds = HalfSensitivityRounds.from_config(dp, secure_noise=True)
+    if bug in _ROUNDS:
+        agg.dp_rounds = _ROUNDS[bug].from_config(dp, secure_noise=True)
     elif bug in ("no-recalibration", "dropouts"):
         agg.inner = AdversarialDropouts(rate=dropout_rate, population=run.data.num_clients)
         if bug == "no-recalibration":
             agg.dp_rounds = NoRecalibrationRounds.from_config(dp, secure_noise=True)
-    elif bug in ("no-empty-noise", "uncapped-weights"):
-        cls = NoEmptyNoise if bug == "no-empty-noise" else UncappedWeights
-        agg = cls(agg.inner, config=dp, population=run.data.num_clients, rounds=run.federation.rounds)
+    elif bug in ("no-empty-noise", "uncapped-weights", "double-counted"):
+        cls = {"no-empty-noise": NoEmptyNoise, "uncapped-weights": UncappedWeights, "double-counted": DoubleCounted}
+        agg = cls[bug](agg.inner, config=dp, population=run.data.num_clients, rounds=run.federation.rounds)
     return agg
 
 

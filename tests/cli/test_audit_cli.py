@@ -133,7 +133,8 @@ def test_empirical_audit_prints_one_verdict_and_writes_the_plot(tmp_path, capsys
     rc = main(["audit", "--empirical", "--config", str(cfg), "--canaries", "200", "--strict", "--out", str(out)])
     lines = capsys.readouterr().out.strip().splitlines()
     assert rc == 0 and len(lines) == 1
-    assert lines[0].startswith("consistent: empirical epsilon >= ") and "accounted" in lines[0]
+    assert lines[0].startswith("NOT SHOWN (no violation shown): empirical epsilon >= ") and "accounted" in lines[0]
+    assert "not evidence of privacy" in lines[0]
     d = json.loads((out / "report.json").read_text())
     sec = d["sections"]["empirical"]
     assert d["flagged"] is False and sec["game"] == "add/remove"

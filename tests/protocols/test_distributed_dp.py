@@ -240,3 +240,46 @@ def test_the_rotation_seed_follows_an_insecure_simulation_seed_only() -> None:
     assert a.rotation_seed == b.rotation_seed != c.rotation_seed and len(a.rotation_seed) == 32
     secure = [DistributedDPRounds(dist_config(), population=200, rounds=10) for _ in range(2)]
     assert secure[0].rotation_seed != secure[1].rotation_seed
+
+
+class _Floor:
+    """A secure sum that releases sums of at least ``k - gap`` survivors of ``k``."""
+
+    def __init__(self, gap: int) -> None:
+        self.gap = gap
+
+    def min_survivors(self, k: int) -> int:
+        return max(1, k - self.gap)
+
+
+@pytest.mark.parametrize(("n", "honest", "gap"), [(20, 0.8, 5), (12, 0.9, 3), (30, 0.7, 2), (8, 0.75, 1)])
+def test_charged_noise_is_held_by_honest_survivors_when_colluders_send_none(n: int, honest: float, gap: int) -> None:
+    """Red team: ``floor((1-h) n)`` colluding survivors send no noise share and honest clients drop to the
+    secure sum's floor. Every sum that is released carries at least the charged shares from honest
+    survivors alone; a sum with fewer is recorded with the shares it had, then withheld. (The fraction is
+    assumed of each cohort; read of the population, see tests/audit/test_honest_fraction_audit.py.)"""
+    from dp.accounting import Sampling
+    from protocols.distributed_dp import DistributedDPRounds, dishonest_clients
+
+    cfg = dist_config(honest_fraction=honest)
+    rounds = DistributedDPRounds(cfg, population=200, rounds=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InsecureNoiseWarning)
+        rounds.noise = IntegerNoise(seed=5)
+    s = Sampling.poisson(rate=0.05, population=200)
+    floor = _Floor(gap)
+    opened = rounds.open_round(n, round=1, sampling=s, dim=20, inner=floor)
+    p, t, d = opened.params, opened.shares, dishonest_clients(cfg, n)
+    assert t == floor.min_survivors(n) - d >= 1
+    ring = np.zeros(p.padded, dtype=np.uint64)
+    for survivors in range(floor.min_survivors(n) - 1, n + 1):  # one below the floor: a faulty protocol
+        honest_shares = survivors - d  # the worst case: every colluder survived and added nothing
+        if honest_shares < t:
+            with pytest.raises(ProtocolAbort):
+                rounds.close_round(opened, ring, sampling=s, survivors=survivors)
+        else:
+            rounds.close_round(opened, ring, sampling=s, survivors=survivors)
+        mech = rounds.ledger.entries[-1].mechanism
+        assert isinstance(mech, DistributedDGaussRDP)
+        assert mech.shares <= honest_shares and mech.shares == min(honest_shares, t)
+        assert mech.sigma == pytest.approx(p.sigma / math.sqrt(t))  # each honest share's size as encoded
