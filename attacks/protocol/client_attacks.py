@@ -29,7 +29,7 @@ from secagg import (
 from secagg.messages import SHARE_BYTES, ClientMessage
 from secagg.shamir import PRIME, interpolate
 
-__all__ = ["attributed", "off_polynomial_rewrite"]
+__all__ = ["attributed", "off_polynomial_rewrite", "open_own_dealing"]
 
 _BOTH = (ThreatModel.SEMI_HONEST, ThreatModel.ACTIVE)
 
@@ -181,6 +181,23 @@ class InconsistentDealer(RoundAttack):
         )
 
 
+def open_own_dealing(m: EncryptedShares, rnd: TamperedRound) -> tuple[dict[int, bytes], dict[int, bytes]]:
+    """What a colluding dealer reads back from its own dealing ``m``: ``({holder: pairwise share
+    key}, {holder: share plaintext})``, each envelope opened under its signed leaf."""
+    sk, digest = rnd.secrets_of(m.sender).enc_key, vss.dealing_digest(m)
+    ids: dict[str, Any] = {"session": m.session_id, "round": m.round, "sender": m.sender}
+    keys, plain = {}, {}
+    for e in m.envelopes:
+        peer = rnd.advertisement(e.recipient)
+        assert peer is not None
+        k = crypto.share_cipher_key(crypto.x25519_shared(sk, peer.enc_public_key), **ids, recipient=e.recipient)
+        keys[e.recipient] = k
+        plain[e.recipient] = crypto.decrypt_shares(
+            k, e.ciphertext, **ids, recipient=e.recipient, bound=vss.binding(digest, m.check, e.leaf)
+        )
+    return keys, plain
+
+
 def off_polynomial_rewrite(dealer: int, victim: int) -> ClientRewrite:
     """The dealer's best try: the victim's self share moved off the polynomial, every leaf,
     the challenge and the check polynomials recomputed (from the honest polynomial) and re-encrypted,
@@ -189,18 +206,9 @@ def off_polynomial_rewrite(dealer: int, victim: int) -> ClientRewrite:
     def rewrite(sender: int, m: ClientMessage, rnd: TamperedRound) -> list[ClientMessage]:
         if sender != dealer or not isinstance(m, EncryptedShares):
             return [m]
-        sk, t = rnd.secrets_of(dealer).enc_key, rnd.params.threshold
-        digest = vss.dealing_digest(m)
-        ids: dict[str, Any] = {"session": m.session_id, "round": m.round, "sender": dealer}
-        keys, rows = {}, {}
-        for e in m.envelopes:
-            peer = rnd.advertisement(e.recipient)
-            assert peer is not None
-            k = crypto.share_cipher_key(crypto.x25519_shared(sk, peer.enc_public_key), **ids, recipient=e.recipient)
-            bound = vss.binding(digest, m.check, e.leaf)
-            pt = crypto.decrypt_shares(k, e.ciphertext, **ids, recipient=e.recipient, bound=bound)
-            keys[e.recipient] = k
-            rows[e.recipient] = np.frombuffer(pt, dtype="<u4").astype(np.uint64)
+        t = rnd.params.threshold
+        keys, plain = open_own_dealing(m, rnd)
+        rows = {v: np.frombuffer(pt, dtype="<u4").astype(np.uint64) for v, pt in plain.items()}
         honest = [v for v in rows if v != victim][:t]
         coeffs = interpolate(np.array([v + 1 for v in honest], dtype=np.uint64), np.stack([rows[v] for v in honest]))
         rows[victim] = rows[victim].copy()

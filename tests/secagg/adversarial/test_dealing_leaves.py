@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from attacks.protocol.client_attacks import off_polynomial_rewrite
+from attacks.protocol.client_attacks import off_polynomial_rewrite, open_own_dealing
 from attacks.protocol.conformance import complete_params
 from attacks.protocol.rewrite import Tampered, TamperedRound, run_tampered
 from secagg import EncryptedShares, Envelope, MaskRequest, ShareCheck, ShareDelivery, ThreatModel, crypto, vss
@@ -30,25 +30,10 @@ DEALER, VICTIM, OTHER = 2, 0, 5
 TAG_FAILED = "a signature, tag or key check failed"
 
 
-def _opened(m: EncryptedShares, rnd: TamperedRound) -> tuple[dict[int, bytes], dict[int, bytes]]:
-    """The colluding dealer's pairwise keys and plaintexts of its own (honest) dealing."""
-    sk, digest = rnd.secrets_of(m.sender).enc_key, vss.dealing_digest(m)
-    ids: dict[str, Any] = {"session": m.session_id, "round": m.round, "sender": m.sender}
-    keys, plain = {}, {}
-    for e in m.envelopes:
-        peer = rnd.advertisement(e.recipient)
-        assert peer is not None
-        k = crypto.share_cipher_key(crypto.x25519_shared(sk, peer.enc_public_key), **ids, recipient=e.recipient)
-        bound = vss.binding(digest, m.check, e.leaf)
-        keys[e.recipient] = k
-        plain[e.recipient] = crypto.decrypt_shares(k, e.ciphertext, **ids, recipient=e.recipient, bound=bound)
-    return keys, plain
-
-
 def _reseal(m: EncryptedShares, rnd: TamperedRound, *, signed: bytes | None, sealed: bytes | None) -> EncryptedShares:
     """The dealer's own shares again, but for VICTIM it signs the leaf ``signed`` and encrypts under
     the leaf ``sealed`` (``None``: the true leaf); re-signed."""
-    keys, plain = _opened(m, rnd)
+    keys, plain = open_own_dealing(m, rnd)
     true = {e.recipient: e.leaf for e in m.envelopes}
     signed_leaves = {**true, **({VICTIM: signed} if signed is not None else {})}
     digest = vss.digest_of(
