@@ -31,6 +31,7 @@ from protocols.paillier import AggregateRequest, ClientContribution, PaillierCon
 from protocols.paillier.knowledge import MODE_FRESH, prove_knowledge
 from protocols.paillier.messages import contribution_signed_bytes
 from protocols.paillier.parties import SIGNATURE_CONTEXT
+from tests.protocols.flower.clear_metadata import OPT_INS, check_clear_metadata, opt_in_configs, record_replies
 
 logging.getLogger("flwr").setLevel(logging.WARNING)
 
@@ -301,7 +302,7 @@ def test_a_client_claiming_a_decryptors_role_is_not_believed(material: Path, tmp
 
 
 # ------------------------------------------------------------ what leaves a training node
-@pytest.mark.parametrize("opt_in", ["none", "node", "server"])
+@pytest.mark.parametrize("opt_in", OPT_INS)
 def test_a_training_node_sends_ciphertexts_and_no_weight_or_metric_in_the_clear(
     material: Path, tmp_path: Path, opt_in: str
 ) -> None:
@@ -310,35 +311,10 @@ def test_a_training_node_sends_ciphertexts_and_no_weight_or_metric_in_the_clear(
     unless the node itself opts in (``node_config["privagg-send-metrics"]``); the server's run config cannot
     turn it on. No array of its update leaves the node. Old code: ``num_examples = 1000`` and ``{"pid": ...}``
     in the clear. The round's mean is unchanged (weights inside the sum)."""
-    from flwr.compat.common import recorddict_compat as compat
-
-    seen: list[Any] = []
-
-    def inspect(msg: Any, ctxt: Any, call_next: Callable[[Any, Any], Any]) -> Any:
-        out = call_next(msg, ctxt)
-        cfg = msg.content.config_records.get(PAILLIER_RECORD) if msg.has_content() else None
-        if cfg is not None and cfg.get("stage") == "contribute" and not out.has_error():
-            seen.append(out.content)
-        return out
-
-    flag = {"privagg-send-metrics": True}
-    wf, grid, _ = _run(
-        material,
-        tmp_path,
-        mods=(inspect,),
-        node_config=(lambda pid: flag) if opt_in == "node" else None,
-        run_config=flag if opt_in == "server" else None,
-    )
+    seen, inspect = record_replies(PAILLIER_RECORD, "contribute")
+    wf, grid, _ = _run(material, tmp_path, mods=(inspect,), **opt_in_configs(opt_in))
     _check_mean(wf.history[0], grid, list(range(K, K + CLIENTS)))
-    assert len(seen) == CLIENTS
-    for content in seen:
-        assert all(len(a) == 0 for a in content.array_records.values())  # no parameters
-        fr = compat.recorddict_to_fitres(content, keep_input=True)
-        assert fr.num_examples == 1
-        assert dict(fr.metrics) == ({"pid": fr.metrics["pid"]} if opt_in == "node" else {})
-        assert isinstance(content.config_records[PAILLIER_RECORD]["msg"], bytes)  # the contribution
-    # what the server received and hands its strategy
-    got = wf.history[0].fit_metrics
-    assert len(got) == CLIENTS and all(
-        m == ({"pid": grid.partition_of[n]} if opt_in == "node" else {}) for n, m in got.items()
+    assert all(isinstance(c.config_records[PAILLIER_RECORD]["msg"], bytes) for c in seen)  # the contributions
+    check_clear_metadata(
+        seen, count=CLIENTS, opt_in=opt_in, fit_metrics=wf.history[0].fit_metrics, partition_of=grid.partition_of
     )

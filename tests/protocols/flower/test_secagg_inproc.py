@@ -30,6 +30,7 @@ from protocols.flower import (
 from protocols.flower.apps import dropout_mod, expected_mean, vector_client_app, vector_server_app
 from protocols.flower.inproc import run_inprocess
 from protocols.flower.secagg import RECORD
+from tests.protocols.flower.clear_metadata import OPT_INS, check_clear_metadata, opt_in_configs, record_replies
 
 logging.getLogger("flwr").setLevel(logging.WARNING)
 
@@ -198,41 +199,18 @@ def test_active_workflow_without_a_pki_is_refused_unless_unscreened_on_purpose(t
     assert semi.directory is None
 
 
-@pytest.mark.parametrize("opt_in", ["none", "node", "server"])
+@pytest.mark.parametrize("opt_in", OPT_INS)
 def test_a_training_node_sends_no_weight_or_metric_in_the_clear(opt_in: str) -> None:
     """Beside its masked vector, a node's training reply carries its ``FitRes`` status and ``num_examples = 1``
     (its weight travels inside the secure sum) and no metrics, unless the node itself opts in
     (``node_config["privagg-send-metrics"]``); the server's run config cannot turn it on. Old code:
     ``num_examples = 1000`` and ``{"pid": ...}`` in the clear. The mean is unchanged."""
-    from flwr.compat.common import recorddict_compat as compat
-
-    seen: list[RecordDict] = []
-
-    def inspect(msg: Message, ctxt: Context, call_next):
-        out = call_next(msg, ctxt)
-        cfg = msg.content.config_records.get(RECORD) if msg.has_content() else None
-        if cfg is not None and cfg.get("stage") == "delivery" and not out.has_error():
-            seen.append(out.content)
-        return out
-
-    flag = {"privagg-send-metrics": True}
+    seen, inspect = record_replies(RECORD, "delivery")
     cfg = SecAggWorkflowConfig.manual(degree=7, threshold=5, threat="semi-honest", clipping_range=CLIP)
     wf = PrivAggSecAggWorkflow(cfg)
     capp = vector_client_app(dimension=M, seed=SEED, mods=[inspect, make_secagg_mod(threat="semi-honest")])
-    grid = run_inprocess(
-        vector_server_app(wf, num_clients=N, dimension=M),
-        capp,
-        num_nodes=N,
-        node_config=(lambda pid: flag) if opt_in == "node" else None,
-        run_config=flag if opt_in == "server" else None,
-    )
+    grid = run_inprocess(vector_server_app(wf, num_clients=N, dimension=M), capp, num_nodes=N, **opt_in_configs(opt_in))
     _check_mean(wf, grid)
-    assert len(seen) == N
-    for content in seen:
-        assert all(len(a) == 0 for a in content.array_records.values())  # no parameters
-        fr = compat.recorddict_to_fitres(content, keep_input=True)
-        assert fr.num_examples == 1
-        assert dict(fr.metrics) == ({"pid": fr.metrics["pid"]} if opt_in == "node" else {})
-    got = wf.history[0].fit_metrics  # what the server received and hands its strategy
-    assert len(got) == N
-    assert all(m == ({"pid": grid.partition_of[n]} if opt_in == "node" else {}) for n, m in got.items())
+    check_clear_metadata(
+        seen, count=N, opt_in=opt_in, fit_metrics=wf.history[0].fit_metrics, partition_of=grid.partition_of
+    )
