@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
@@ -126,10 +127,16 @@ def leaf(
     )
 
 
+#: the two ids after the leaf's cached prefix, laid out as :func:`privagg.randomness.label` lays out ints
+#: (length 8, signed 64-bit): ``_prefix(...) + _LEAF_IDS.pack(8, dealer, 8, holder)`` is the full label
+_LEAF_IDS = struct.Struct(">" + "Iq" * 2)
+
+
 def _leaf(session: bytes, round: int, dealer: int, holder: int, kc: bytes, c_self: bytes, c_key: bytes) -> bytes:
-    return hashlib.sha256(
-        label(crypto.DOMAIN, "dealing-leaf", session, round, dealer, holder) + kc + c_self + c_key
-    ).digest()
+    """SHA-256 of ``label(DOMAIN, "dealing-leaf", session, round, dealer, holder)`` and the three commitments
+    (a hot path: one leaf per envelope, built by dealer, holder and server)."""
+    head = crypto._prefix("dealing-leaf", session, round) + _LEAF_IDS.pack(8, dealer, 8, holder)
+    return hashlib.sha256(head + kc + c_self + c_key).digest()
 
 
 def opening(
@@ -187,10 +194,13 @@ def dealing_digest(msg: EncryptedShares) -> bytes:
     )
 
 
+_CHALLENGE_LABEL = label(crypto.DOMAIN, "vss-challenge")
+
+
 def challenge(digest: bytes) -> np.ndarray:
     """``r``: ``(CHECK_LIMBS, 2 SECRET_LIMBS)`` field elements from the dealing digest (SHAKE-256, a
     random oracle here; 64-bit words mod p: bias below 2**-33)."""
-    xof = hashlib.shake_256(label(crypto.DOMAIN, "vss-challenge") + digest)
+    xof = hashlib.shake_256(_CHALLENGE_LABEL + digest)
     words = np.frombuffer(xof.digest(8 * CHECK_LIMBS * 2 * _S), dtype="<u8")
     return (words % _P).reshape(CHECK_LIMBS, 2 * _S)
 
