@@ -30,7 +30,10 @@ mean's clean; backdoor success <= 5% with 1 and with 4 model-replacement attacke
 (the higher of the two knowledge models), main task within 3 points of the defense's clean
 accuracy. ``--decorrelate 0.5,1,2`` runs instead four attackers every round who add fresh noise of
 that many times their update's norm (``decorrelate_<dataset>_s<seed>_<defenses>.json``): the
-adaptive attacker of a similarity screen such as ``history``. ``--summarize`` gathers every
+adaptive attacker of a similarity screen such as ``history``. ``--align 0.4,0.6,0.8`` runs four
+omniscient attackers every round who turn their update towards the honest consensus until its
+cosine to it reaches that value (``align_<dataset>_s<seed>_<defenses>.json``): the adaptive attacker
+of a screen that spares updates agreeing with the consensus. ``--summarize`` gathers every
 seed's files into ``targets_<dataset>.json``: per defense and figure the mean, a 95% t-interval
 over the seeds, the range, and the checks met per seed.
 """
@@ -135,6 +138,10 @@ def one_seed(
     }
 
 
+#: The adaptive model-replacement studies: the attack option each varies and the attackers' knowledge.
+STUDIES = {"decorrelate": "partial", "align": "omniscient"}
+
+
 def decorrelation_study(
     dataset: str,
     seed: int,
@@ -143,9 +150,12 @@ def decorrelation_study(
     workers: int,
     rounds: int | None,
     defense_options: dict[str, dict[str, Any]] | None = None,
+    option: str = "decorrelate",
 ) -> dict[str, Any]:
-    """Four model-replacement attackers every round who add fresh noise (``decorrelate`` times
-    their update's norm) to look unalike: the adaptive attacker of a similarity screen."""
+    """Four model-replacement attackers every round with attack ``option`` set to each of ``values``:
+    ``decorrelate`` adds fresh noise (that many times their update's norm) to look unalike, the
+    adaptive attacker of a similarity screen; ``align`` (omniscient) turns their updates towards
+    the honest consensus, the adaptive attacker of a screen that spares agreeing updates."""
     changes: dict[str, Any] = {"seed": seed, "data": {"dataset": dataset}}
     if rounds is not None:
         changes["federation"] = {"rounds": rounds}
@@ -153,8 +163,8 @@ def decorrelation_study(
     t0 = time.perf_counter()
     jobs = [
         (
-            replace(base, attack_options={"model-replacement": {"decorrelate": v}}),
-            Cell("model-replacement", d, 0.2, 0.5),
+            replace(base, attack_options={"model-replacement": {option: v}}),
+            Cell("model-replacement", d, 0.2, 0.5, knowledge=STUDIES[option]),
         )
         for d in defenses
         for v in values
@@ -168,7 +178,9 @@ def decorrelation_study(
         "dataset": dataset,
         "seed": seed,
         "rounds": base.run.federation.rounds,
-        "decorrelate": list(values),
+        "option": option,
+        "knowledge": STUDIES[option],
+        option: list(values),
         "defense_options": {k: dict(v) for k, v in base.defense_options.items()},
         "wall_seconds": time.perf_counter() - t0,
         "load_average_at_end": os.getloadavg(),
@@ -245,17 +257,18 @@ def summarize(out: Path, dataset: str) -> dict[str, Any]:
         m = s["defenses"].get("mean", {}).get("clean", math.nan)
         for r in s["defenses"].values():
             r["checks"] = _checks(r, m)
-    for p in sorted(out.glob(f"decorrelate_{dataset}_s*.json")):
-        study = json.loads(p.read_text())
-        for d, by_value in study["defenses"].items():
-            row = by_seed.get(study["seed"], {}).get("defenses", {}).get(d)
-            if row is not None:
-                worst = max(by_value.items(), key=lambda kv: kv[1][0])
-                row["mr4_decorrelated"] = by_value
-                row["mr4_decorrelated_max_asr"], row["mr4_decorrelated_accuracy"] = worst[1]
-                row["checks"]["decorrelated_mr4_le_5pct_main_within_3_points"] = (
-                    worst[1][0] <= 0.05 and row["clean"] - worst[1][1] <= 0.03
-                )
+    for prefix, label in (("decorrelate", "decorrelated"), ("align", "aligned")):
+        for p in sorted(out.glob(f"{prefix}_{dataset}_s*.json")):
+            study = json.loads(p.read_text())
+            for d, by_value in study["defenses"].items():
+                row = by_seed.get(study["seed"], {}).get("defenses", {}).get(d)
+                if row is not None:
+                    worst = max(by_value.items(), key=lambda kv: kv[1][0])
+                    row[f"mr4_{label}"] = by_value
+                    row[f"mr4_{label}_max_asr"], row[f"mr4_{label}_accuracy"] = worst[1]
+                    row["checks"][f"{label}_mr4_le_5pct_main_within_3_points"] = (
+                        worst[1][0] <= 0.05 and row["clean"] - worst[1][1] <= 0.03
+                    )
     defenses = list(dict.fromkeys(d for s in seeds for d in s["defenses"]))
     per: dict[str, Any] = {}
     for d in defenses:
@@ -270,6 +283,7 @@ def summarize(out: Path, dataset: str) -> dict[str, Any]:
                 "mr1_asr",
                 "mr1_accuracy",
                 "mr4_decorrelated_max_asr",
+                "mr4_aligned_max_asr",
             )
         }
         per[d]["checks_per_seed"] = {seed: r["checks"] for seed, r in rows}
@@ -303,6 +317,7 @@ def main() -> int:
     ap.add_argument(
         "--decorrelate", default=None, metavar="V[,V...]", help="run only the decorrelating attackers' study"
     )
+    ap.add_argument("--align", default=None, metavar="C[,C...]", help="run only the aligning attackers' study")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -315,11 +330,14 @@ def main() -> int:
         print(f"tuned on validation seed {args.tune_seed}: {options}")
     for d, o in json.loads(args.defense_options).items():
         options[d] = {**options.get(d, {}), **o}
-    if args.decorrelate is not None and not args.summarize:
-        values = tuple(float(v) for v in args.decorrelate.split(","))
+    study_option = "align" if args.align is not None else "decorrelate" if args.decorrelate is not None else None
+    if study_option is not None and not args.summarize:
+        values = tuple(float(v) for v in (args.align or args.decorrelate).split(","))
         for s in args.seeds.split(","):
-            study = decorrelation_study(args.dataset, int(s), defenses, values, args.workers, args.rounds, options)
-            name = f"decorrelate_{args.dataset}_s{study['seed']}_{tag}.json"
+            study = decorrelation_study(
+                args.dataset, int(s), defenses, values, args.workers, args.rounds, options, study_option
+            )
+            name = f"{study_option}_{args.dataset}_s{study['seed']}_{tag}.json"
             (out / name).write_text(json.dumps(study, indent=2, default=str) + "\n")
             print(json.dumps(study["defenses"]))
     elif not args.summarize:

@@ -35,6 +35,7 @@ __all__ = [
     "ConstrainAndScale",
     "DistributedBackdoor",
     "ModelReplacement",
+    "align_to",
     "apply_trigger",
     "clean_trigger_rate",
     "trigger_groups",
@@ -235,13 +236,24 @@ class ModelReplacement(BackdoorAttack):
     description = "backdoor with model replacement (Bagdasaryan et al. 2020)"
     reads_benign_updates = True
 
-    def __init__(self, *, decorrelate: float = 0.0, **kw: Any) -> None:
+    def __init__(self, *, decorrelate: float = 0.0, align: float = 0.0, **kw: Any) -> None:
         """``decorrelate``: each attacker adds fresh Gaussian noise of ``decorrelate`` times its
-        update's norm every round, so colluders look less alike (against similarity screening)."""
+        update's norm every round, so colluders look less alike (against similarity screening).
+
+        ``align`` (in ``[0, 1)``; 0: off): each attacker turns its update towards the consensus
+        of the benign updates it knows (:meth:`~attacks.poisoning.PoisoningAttack.reference`:
+        every honest update if omniscient, else the attackers' own genuine ones), the
+        coordinate-wise median of their unit directions, until its cosine to it is at least
+        ``align``; the norm is kept (:func:`align_to`). The adaptive attacker of a screen that
+        spares updates which agree with the consensus: what it adds is benign, the backdoor
+        stays."""
         super().__init__(**kw)
         if decorrelate < 0:
             raise ConfigurationError("must be >= 0", field="decorrelate")
+        if not 0 <= align < 1:
+            raise ConfigurationError(f"must be in [0, 1), got {align!r}", field="align")
         self.decorrelate = float(decorrelate)
+        self.align = float(align)
 
     def stealth_norm(self, updates: list[ClientUpdate], mal: list[int], sim: FedAvgSimulation) -> float | None:
         """The norm the attackers keep to (the honest median norm), or ``None``: no cap.
@@ -266,6 +278,12 @@ class ModelReplacement(BackdoorAttack):
                 noise = self.rng(ctx, "decorrelate", updates[i].client_id).standard_normal(v.shape)
                 scale = self.decorrelate * float(np.linalg.norm(v)) / max(float(np.linalg.norm(noise)), 1e-300)
                 out[i] = v + scale * noise
+        if self.align > 0:
+            known = self.reference(updates, mal)
+            units = known / np.maximum(np.linalg.norm(known, axis=1), 1e-300)[:, None]
+            consensus = np.median(units, axis=0)
+            for i, d in list(out.items()):
+                out[i] = align_to(np.asarray(d, dtype=np.float64), consensus, self.align)
         cap = self.stealth_norm(updates, mal, sim)
         if cap is None:
             return out
@@ -331,6 +349,28 @@ class DistributedBackdoor(BackdoorAttack):
 
     description = "distributed backdoor attack (Xie et al. 2020)"
     local_trigger = True
+
+
+def align_to(v: np.ndarray, direction: np.ndarray, cosine: float) -> np.ndarray:
+    """``v`` turned towards ``direction`` until its cosine to it is ``cosine``, at ``v``'s norm.
+
+    Adds the least multiple ``beta`` of the unit ``direction`` to the unit ``v`` that reaches
+    the cosine (``beta = t sqrt((1 - c^2) / (1 - t^2)) - c`` for a start cosine ``c`` and the
+    target ``t``), then rescales to ``||v||``. ``v`` is returned unchanged when it is already
+    at least that aligned, or when either vector is zero.
+    """
+    if not 0 <= cosine < 1:
+        raise ConfigurationError(f"must be in [0, 1), got {cosine!r}", field="align")
+    nv, nd = float(np.linalg.norm(v)), float(np.linalg.norm(direction))
+    if nv == 0 or nd == 0:
+        return v
+    u, m = v / nv, direction / nd
+    c = float(np.clip(u @ m, -1.0, 1.0))
+    if c >= cosine:
+        return v
+    beta = cosine * np.sqrt(max(1.0 - c * c, 0.0) / (1.0 - cosine * cosine)) - c
+    w = u + beta * m
+    return w * (nv / float(np.linalg.norm(w)))
 
 
 def clean_trigger_rate(sim: FedAvgSimulation) -> float | None:

@@ -218,7 +218,8 @@ class PoisoningAttack(Attack):
         cfg = replace(
             run,
             data=replace(run.data, partition="dirichlet", alpha=float(case.option("alpha", 0.5))),
-            federation=replace(run.federation, rounds=int(case.option("rounds", 15))),
+            # an attack is measured on all its rounds: a DP budget that would end the run early raises
+            federation=replace(run.federation, rounds=int(case.option("rounds", 15)), budget_exhausted="refuse"),
         )
         adversary = case.adversary
         if not isinstance(adversary, PoisoningAdversary):  # the case's adversary, plus what poisoning adds

@@ -179,6 +179,12 @@ def _run_cell(cfg: RobustnessConfig, c: Cell, *, dataset: Dataset | None) -> Cel
         res = sim.run(progress=False)
     except ConfigurationError as e:
         return refused(str(e))
+    # Unreachable today (a sweep refuses run.dp and no robust defense carries a DP budget), kept so a
+    # run the DP budget ends early is never compared with full runs: cells compare at equal rounds.
+    if res.budget_stop is not None:
+        return refused(
+            f"the DP budget stopped training before round {res.budget_stop.round} of {cfg.run.federation.rounds}"
+        )
     asr = atk.success(sim) if atk is not None else clean_trigger_rate(sim)
     details: dict[str, Any] = {
         "malicious_clients": sorted(malicious),

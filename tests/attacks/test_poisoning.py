@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import norm
 
 import attacks.poisoning as P
@@ -390,3 +392,64 @@ def test_model_replacement_decorrelate_adds_seeded_noise_of_the_stated_size() ->
     np.testing.assert_array_equal(again[mal[0]].delta, b[mal[0]].delta)  # seeded
     with pytest.raises(ConfigurationError):
         P.ModelReplacement(decorrelate=-1.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    d=st.integers(2, 40),
+    cosine=st.floats(0.0, 0.95),
+)
+def test_align_to_reaches_the_cosine_at_the_same_norm_and_only_when_below(seed: int, d: int, cosine: float) -> None:
+    rng = np.random.default_rng(seed)
+    v, m = rng.normal(size=d), rng.normal(size=d)
+    w = P.align_to(v, m, cosine)
+    start = float(v @ m / (np.linalg.norm(v) * np.linalg.norm(m)))
+    np.testing.assert_allclose(np.linalg.norm(w), np.linalg.norm(v), rtol=1e-9)
+    got = float(w @ m / (np.linalg.norm(w) * np.linalg.norm(m)))
+    if start >= cosine:
+        np.testing.assert_array_equal(w, v)  # already aligned enough: untouched
+    else:
+        assert abs(got - cosine) < 1e-9
+        # the least turn: w stays in the plane of v and m, on v's side of m
+        resid = w - (w @ m) / (m @ m) * m
+        vres = v - (v @ m) / (m @ m) * m
+        assert resid @ vres >= 0
+        np.testing.assert_allclose(abs(resid @ vres), np.linalg.norm(resid) * np.linalg.norm(vres), rtol=1e-7)
+
+
+def test_align_to_known_answer_and_refusals() -> None:
+    v, m = np.array([0.0, 2.0]), np.array([1.0, 0.0])  # orthogonal: c = 0, beta = t / sqrt(1 - t^2)
+    np.testing.assert_allclose(P.align_to(v, m, 0.6), [1.2, 1.6], rtol=1e-12)  # norm 2 at cosine 0.6
+    np.testing.assert_array_equal(P.align_to(np.zeros(2), m, 0.5), np.zeros(2))
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ConfigurationError):
+            P.align_to(v, m, bad)
+        with pytest.raises(ConfigurationError):
+            P.ModelReplacement(align=bad)
+
+
+@pytest.mark.parametrize("omniscient", [False, True])
+def test_model_replacement_align_turns_towards_the_known_consensus(omniscient: bool) -> None:
+    s = FedAvgSimulation(tiny_config(rounds=1, clients=8, model="mlp"))
+    threat = P.PoisoningAdversary(num_malicious=2, omniscient=omniscient)
+    plain = armed("model-replacement", s, threat, local_epochs=1)
+    aligned = armed("model-replacement", s, threat, local_epochs=1, align=0.9)
+    gp = s.global_params.copy()
+    updates = [s.train_client(c, gp, round=1) for c in range(8)]
+    a, b = plain(updates, _ctx_with(gp, 8), s), aligned(updates, _ctx_with(gp, 8), s)
+    mal, hon = split(plain, updates)
+    known = [updates[i].delta for i in (hon if omniscient else mal)]  # what the attackers know of the benign updates
+    consensus = np.median([k / np.linalg.norm(k) for k in known], axis=0)
+    other = np.median(
+        [updates[i].delta / np.linalg.norm(updates[i].delta) for i in (mal if omniscient else hon)], axis=0
+    )
+    for i in mal:
+        cos = float(b[i].delta @ consensus / (np.linalg.norm(b[i].delta) * np.linalg.norm(consensus)))
+        before = float(a[i].delta @ consensus / (np.linalg.norm(a[i].delta) * np.linalg.norm(consensus)))
+        assert before < 0.9 and abs(cos - 0.9) < 1e-9  # turned to exactly the asked cosine
+        assert not np.allclose(b[i].delta, P.align_to(a[i].delta, other, 0.9))  # towards what it knows, not more
+        if not omniscient:
+            np.testing.assert_allclose(np.linalg.norm(b[i].delta), np.linalg.norm(a[i].delta), rtol=1e-9)
+    for i in hon:
+        np.testing.assert_array_equal(b[i].delta, updates[i].delta)

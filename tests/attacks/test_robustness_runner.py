@@ -402,3 +402,18 @@ def test_cli_fedsgd_regime_flags(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert cfg["partition"] == "iid" and cfg["local_steps"] == 1
     assert main([*args[:8], "--local-steps", "0", "--out", str(tmp_path / "bad")]) == 2
     assert "local_steps: must be >= 1" in capsys.readouterr().err
+
+
+def test_no_sweep_defense_carries_a_dp_budget_so_no_cell_stops_early() -> None:
+    """Why ``RunResult.budget_stop`` is ``None`` in every cell (the runner still refuses a cell if
+    it is not): the sweep refuses ``run.dp`` (above), and no defense it can build is DP-FedAvg
+    or holds a DP ledger; ``dp-fedavg`` itself cannot be built from a sweep's options."""
+    from protocols.dp_fedavg import DPFedAvg
+    from protocols.robust import build_defense
+
+    cfg = R.RobustnessConfig()
+    for name in cfg.defenses:
+        agg = build_defense(name, cfg.defense_options.get(name, {}), cfg.policy(4))
+        assert not isinstance(agg, DPFedAvg) and getattr(agg, "ledger", None) is None, name
+    with pytest.raises(ConfigurationError, match="dp-fedavg"):
+        build_defense("dp-fedavg", {}, cfg.policy(4))
