@@ -7,13 +7,11 @@ Drop-in shape of Flower's ``secaggplus_mod`` / ``SecAggPlusWorkflow``; switching
     # ServerApp (legacy strategy API)
     DefaultWorkflow(fit_workflow=PrivAggSecAggWorkflow(SecAggWorkflowConfig(dropout_rate=0.1, pki="keys")))(grid, ctx)
 
-Flower is only the transport. The parties are the pure state machines of :mod:`secagg`
-(:class:`~secagg.client.SecAggClient`, :class:`~secagg.server.SecAggServer`), as under the
-in-memory driver; every message travels as its versioned binary codec in the ``"msg"`` bytes of
-a ``ConfigRecord`` named :data:`RECORD`. A client party lives in the node's ``Context.state``
-between messages (:mod:`._state`), so successive messages of a node may run in different Ray
-actors or processes. The Flower side of the round (fit instructions, replies, the weighted mean
-for the strategy) is the template of :mod:`._fit_round`.
+Flower is only the transport. The parties are the pure state machines of :mod:`secagg` (``SecAggClient``,
+``SecAggServer``), as under the in-memory driver; every message travels as its versioned binary codec in the
+``"msg"`` bytes of a ``ConfigRecord`` named :data:`RECORD`. A client party lives in the node's ``Context.state``
+between messages (:mod:`._state`), so successive messages of a node may run in different Ray actors or
+processes. The Flower side of the round (fit instructions, replies, the weighted mean) is :mod:`._fit_round`'s.
 
 Round (server side)::
 
@@ -33,10 +31,8 @@ server learns only the weighted mean of the survivors and the total weight (the 
 ``num_examples = 1``, no metrics: :func:`._fit_round.clear_fit_metadata`). The weighting and clip a node
 is told are bound into the setup's digest (:func:`._fit_round.round_digest`): told others, it refuses to mask.
 A node whose reply is an error, is missing at the ``timeout``, or does not decode has dropped out.
-
-Threat models: ``"active"`` (default; clients sign with identity keys from a PKI, :mod:`.pki`, the
-server screens with its directory and every client aborts on any inconsistency the server introduces)
-and ``"semi-honest"`` (Flower's; no PKI). A client never accepts a weaker mode than its own.
+Threat models: ``"active"`` (default; a PKI, :mod:`.pki`; clients abort on any inconsistency the server
+introduces), ``"semi-honest"`` (Flower's). A client never accepts a weaker mode than its own (:mod:`._node`).
 """
 
 from __future__ import annotations
@@ -87,6 +83,7 @@ from ._fit_round import (
     round_digest,
     weighted_update,
 )
+from ._node import own_threat, policy_from, secure_only_from
 from ._state import PartyStore
 from .config import SecAggWorkflowConfig
 from .pki import load_directory, load_identity
@@ -180,7 +177,7 @@ class PrivAggSecAggWorkflow(FitWorkflow[SecAggRoundRecord]):
             raise ConfigurationError(why, field="pki", accepted=f"{fix}, or screen_senders=False (unscreened)")
         if not screen_senders and self.config.pki is not None:
             raise ConfigurationError("a PKI screens senders", field="screen_senders", accepted="True with a pki")
-        self._secrets = secrets  # the session nonce of each round (advertisements sign it: no cross-session replay)
+        self._secrets = secrets  # each round's session nonce (advertisements sign it: no cross-session replay)
         super().__init__(self.config, slot_scale=self.config.clipping_range, round_hook=round_hook)
         #: public identity directory: the server drops advertisements no honest client would accept
         self.directory = load_directory(self.config.pki) if self.config.pki is not None else None
@@ -338,25 +335,6 @@ class _Local:
 _STORE = PartyStore(STATE_RECORD, _Local)
 
 
-def _resolve(ctxt: Context, key: str) -> Any:
-    for src in (ctxt.node_config, ctxt.run_config):
-        if key in src:
-            return src[key]
-    return None
-
-
-def _policy_from(ctxt: Context) -> ClientPolicy | None:
-    """The client's policy from its node / run configuration (``None`` when no minimum cohort is set)."""
-    min_clients = _resolve(ctxt, "privagg-secagg-min-clients")
-    if min_clients is None:
-        return None
-    return ClientPolicy(
-        min_clients=int(min_clients),
-        dropout_rate=float(_resolve(ctxt, "privagg-secagg-dropout-rate") or 0.0),
-        corruption_rate=float(_resolve(ctxt, "privagg-secagg-corruption-rate") or 0.0),
-    )
-
-
 def make_secagg_mod(
     *,
     threat: ThreatModel | str | None = None,
@@ -364,27 +342,36 @@ def make_secagg_mod(
     client_id: int | None = None,
     policy: ClientPolicy | None = None,
     secrets: SecretSource = SYSTEM_SECRETS,
+    secure_only: bool | None = None,
 ) -> Callable[[Message, Context, Callable[[Message, Context], Message]], Message]:
-    """Build the client mod (Flower ``Mod``). ``threat`` (default: ``run_config["privagg-threat"]`` or
-    ``"active"``) is the mode this client *requires*. Active mode reads the identity key and directory from
-    the PKI folder ``pki`` (default: ``node_config`` / ``run_config["privagg-pki"]``); the client id is
-    ``client_id`` or ``node_config["privagg-client-id"]`` or ``node_config["partition-id"]``.
+    """Build the client mod (Flower ``Mod``). ``threat`` (default: ``node_config["privagg-threat"]`` or
+    ``"active"``; the server's run config cannot downgrade it) is the mode this client *requires*. Active mode
+    reads the identity key and directory from the PKI folder ``pki`` (default: ``node_config`` /
+    ``run_config["privagg-pki"]``); the client id is ``client_id`` or ``node_config["privagg-client-id"]`` or
+    ``node_config["partition-id"]``.
     Semi-honest clients use the id the server suggests. ``policy`` (default: built from
     ``node_config`` / ``run_config`` keys ``privagg-secagg-min-clients``, ``-dropout-rate``,
     ``-corruption-rate`` when the first is set) is what an active client accepts: it derives the
-    graph itself and refuses a weaker setup or a smaller roster (:class:`secagg.ClientPolicy`)."""
+    graph itself and refuses a weaker setup or a smaller roster (:class:`secagg.ClientPolicy`).
+    ``secure_only`` (default: ``node_config["privagg-secure-only"]``, else ``False``): refuse every training
+    message outside a secure-aggregation round. Off, the mod passes such a message on (one mod list for
+    several protocols), so a server that sends a plain fit receives the node's update in the clear."""
     fixed_threat = ThreatModel.parse(threat) if threat is not None else None
 
     def mod(msg: Message, ctxt: Context, call_next: Callable[[Message, Context], Message]) -> Message:
-        cfg = msg.content.get(RECORD)  # (not ``config_records``: that view is rebuilt on every access)
+        cfg, fit_cfg = msg.content.get(RECORD), msg.content.get("fitins.config")  # (not the rebuilt views)
         if msg.metadata.message_type != MessageType.TRAIN or not isinstance(cfg, ConfigRecord):
+            if msg.metadata.message_type == MessageType.TRAIN and secure_only_from(ctxt, secure_only):
+                raise InvalidMessage("a training message outside secure aggregation", stage="fit", party="client")
+            if isinstance(fit_cfg, ConfigRecord):  # set by this mod from a roster it verified, never by the server
+                fit_cfg.pop(ROSTER_KEY, None), fit_cfg.pop(MIN_SURVIVORS_KEY, None)
             return call_next(msg, ctxt)
         stage, wire = cfg.get("stage"), cfg.get("msg")
         if not isinstance(wire, bytes) or stage not in _TYPE_CODE or len(wire) < 4 or wire[3] != _TYPE_CODE[stage]:
             _STORE.drop(ctxt)
             raise InvalidMessage("malformed privagg secure-aggregation record", stage=str(stage), party="client")
         if stage == "setup":
-            local = _new_local(ctxt, cfg, fixed_threat, pki, client_id, secrets, policy or _policy_from(ctxt))
+            local = _new_local(ctxt, cfg, fixed_threat, pki, client_id, secrets, policy or policy_from(ctxt))
         else:
             local = _STORE.take(ctxt)
         out_content = RecordDict()
@@ -393,7 +380,6 @@ def make_secagg_mod(
             if stage == "delivery" and client.stage is ClientStage.AWAIT_SHARES:
                 got = received_digest(msg.content, stage="delivery")  # + the weighting and clip told at setup:
                 digest = round_digest(got, local.codec, clip=local.clip, protocol=_PROTOCOL)  # the core checks it
-                fit_cfg = msg.content.get("fitins.config")
                 if isinstance(fit_cfg, ConfigRecord) and client.graph is not None:
                     n = len(client.graph.ids)
                     fit_cfg[ROSTER_KEY] = n
@@ -442,14 +428,15 @@ def _new_local(
     policy: ClientPolicy | None = None,
 ) -> _Local:
     _STORE.drop(ctxt)  # a new setup ends whatever round this node was in
-    threat = fixed_threat or ThreatModel.parse(str(_resolve(ctxt, "privagg-threat") or ThreatModel.ACTIVE.value))
+    threat = own_threat(ctxt, fixed_threat)
     clip = cfg.get("clip")
     if not (isinstance(clip, float) and math.isfinite(clip) and clip > 0):
         raise InvalidMessage("setup: invalid clipping range", stage="setup", party="client")
     codec = received_codec(cfg, slot_scale=clip, stage="setup")
     if threat is ThreatModel.ACTIVE:
-        named = (client_id, _resolve(ctxt, "privagg-client-id"), ctxt.node_config.get("partition-id"))
-        cid_raw, folder = next((c for c in named if c is not None), None), pki or _resolve(ctxt, "privagg-pki")
+        named = (client_id, ctxt.node_config.get("privagg-client-id"), ctxt.node_config.get("partition-id"))
+        cid_raw = next((c for c in named if c is not None), None)  # its own identity, never the run config's
+        folder = pki or ctxt.node_config.get("privagg-pki", ctxt.run_config.get("privagg-pki"))
         if cid_raw is None or folder is None:
             why = "active-mode secure aggregation needs a client id and a PKI folder (node_config 'partition-id' / "
             raise ConfigurationError(why + "'privagg-client-id' and run_config 'privagg-pki')", field="privagg-pki")

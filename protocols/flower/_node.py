@@ -1,0 +1,51 @@
+"""What the secure-aggregation client mod takes from a node's configuration, and from where.
+
+``node_config`` is the node's own (set where the SuperNode is started); ``run_config`` is written by
+whoever starts the run: the server side. Whatever protects the node against the server is read from
+the node's own settings (or the mod's arguments), never the run config: its threat mode
+(:func:`own_threat`), its identity (``secagg._new_local``) and whether it trains only inside a secure
+sum (:func:`secure_only_from`). The secure-aggregation policy (:func:`policy_from`) may fill a key the
+node left out from the run config: a larger assumed rate or cohort only makes the client refuse more.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flwr.app import Context
+
+from secagg.params import ClientPolicy, ThreatModel
+
+__all__ = ["SECURE_ONLY_KEY", "own_threat", "policy_from", "secure_only_from"]
+
+#: a node's own config key: refuse any training message that does not come inside a secure-aggregation round
+SECURE_ONLY_KEY = "privagg-secure-only"
+
+
+def policy_from(ctxt: Context) -> ClientPolicy | None:
+    """The client's policy from its node / run configuration, key by key (``None`` when no minimum cohort is
+    set): ``privagg-secagg-min-clients``, ``-dropout-rate``, ``-corruption-rate``."""
+
+    def get(key: str) -> Any:
+        return ctxt.node_config.get(key, ctxt.run_config.get(key))
+
+    if (n := get("privagg-secagg-min-clients")) is None:
+        return None
+    rates = [float(get(f"privagg-secagg-{k}-rate") or 0.0) for k in ("dropout", "corruption")]
+    return ClientPolicy(min_clients=int(n), dropout_rate=rates[0], corruption_rate=rates[1])
+
+
+def own_threat(ctxt: Context, fixed: ThreatModel | None) -> ThreatModel:
+    """The mode this node requires: the mod's, else its ``node_config["privagg-threat"]``, else active; never the
+    run config's (the server's: it would downgrade the node to semi-honest, no protection against that server)."""
+    own = ctxt.node_config.get("privagg-threat")
+    return fixed or (ThreatModel.parse(str(own)) if own is not None else ThreatModel.ACTIVE)
+
+
+def secure_only_from(ctxt: Context, fixed: bool | None) -> bool:
+    """Whether this node trains only inside a secure-aggregation round: the mod's argument, else its own
+    ``node_config[SECURE_ONLY_KEY]`` (true / 1 / yes), else ``False`` (the mod passes other messages on)."""
+    if fixed is not None:
+        return fixed
+    own = ctxt.node_config.get(SECURE_ONLY_KEY)
+    return own is True or (isinstance(own, str) and own.strip().lower() in ("true", "1", "yes"))

@@ -1,0 +1,243 @@
+"""Red team of what a node takes from the server besides the protocol messages: the run config.
+
+``run_config`` is written by whoever starts the run (the server side). A node's own mode and identity
+must not come from it: a server that writes ``privagg-threat = "semi-honest"`` would otherwise turn
+every node that did not pin its mode into a semi-honest client (no protection against that very
+server, ``secagg/THREAT_MODEL.md``), and one ``privagg-client-id`` would make every node claim one
+identity. The same holds for fit-config keys only the secure-aggregation mod may set (the verified roster
+size and survivor floor a DP mod bounds its noise shares by), and for a plain fit the server sends instead
+of a secure-aggregation round. Each test runs the real workflow and mods over the in-process grid.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("flwr")
+
+from flwr.app import Context, Message, RecordDict
+
+from protocols.flower import PrivAggSecAggWorkflow, SecAggWorkflowConfig, create_identities, make_secagg_mod
+from protocols.flower._node import policy_from
+from protocols.flower.apps import vector_client_app, vector_server_app
+from protocols.flower.inproc import run_inprocess
+from protocols.flower.secagg import RECORD
+from secagg.messages import KeyAdvertisement, decode_message
+from secagg.params import ThreatModel
+
+logging.getLogger("flwr").setLevel(logging.WARNING)
+
+N, M = 4, 8
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("pki")
+    create_identities(d, range(N))
+    return d
+
+
+def _adverts() -> tuple[list[KeyAdvertisement], object]:
+    sent: list[KeyAdvertisement] = []
+
+    def recorder(msg: Message, ctxt: Context, call_next):  # type: ignore[no-untyped-def]
+        out = call_next(msg, ctxt)
+        if out.has_content() and RECORD in out.content.config_records:
+            m = decode_message(out.content.config_records[RECORD]["msg"])
+            if isinstance(m, KeyAdvertisement):
+                sent.append(m)
+        return out
+
+    return sent, recorder
+
+
+def _round(mod: object, wf: PrivAggSecAggWorkflow, **kw: object) -> list[KeyAdvertisement]:
+    sent, recorder = _adverts()
+    capp = vector_client_app(dimension=M, seed=1, mods=[recorder, mod])
+    run_inprocess(vector_server_app(wf, num_clients=N, dimension=M), capp, num_nodes=N, **kw)  # type: ignore[arg-type]
+    return sent
+
+
+def test_run_config_cannot_downgrade_a_node_to_semi_honest(pki: Path) -> None:
+    """The server runs semi-honest and writes ``privagg-threat = "semi-honest"`` into the run config.
+    A node whose mod and node config name no mode requires active mode: it refuses the setup and sends
+    no key advertisement, so the round aborts before any input is masked."""
+    wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=N - 1, threshold=3, threat=ThreatModel.SEMI_HONEST))
+    sent = _round(make_secagg_mod(pki=str(pki)), wf, run_config={"privagg-threat": "semi-honest"})
+    rec = wf.history[0]
+    assert not rec.ok and sent == []
+    assert len(rec.node_errors) == N
+    assert all("this client requires active" in e for e in rec.node_errors.values())
+
+
+def test_a_node_may_still_choose_semi_honest_itself(pki: Path) -> None:
+    """The node's own ``node_config["privagg-threat"]`` is its choice: the semi-honest round runs."""
+    wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=N - 1, threshold=3, threat=ThreatModel.SEMI_HONEST))
+    sent = _round(make_secagg_mod(), wf, node_config=lambda pid: {"privagg-threat": "semi-honest"}, run_config={})
+    assert wf.history[0].ok and len(sent) == N
+
+
+def test_run_config_cannot_name_the_nodes_identity(pki: Path) -> None:
+    """The server writes ``privagg-client-id = 0`` into the run config. Every node still signs as its own
+    identity (its ``partition-id``): four distinct advertisers and the round completes; with the run
+    config's id every node would claim client 0 (one heard, the round refused or isolating)."""
+    wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=N - 1, threshold=3, pki=str(pki)))
+    sent = _round(make_secagg_mod(threat="active", pki=str(pki)), wf, run_config={"privagg-client-id": 0})
+    rec = wf.history[0]
+    assert sorted(a.client_id for a in sent) == list(range(N))
+    assert rec.ok and sorted(rec.node_of_client) == list(range(N))
+
+
+def test_policy_keys_node_first() -> None:
+    """The node's own policy keys win over the run config's, key by key (a rate it leaves out may come
+    from the run config: a larger assumed rate only makes the client refuse more)."""
+    ctx = Context(
+        run_id=1,
+        node_id=1,
+        node_config={"privagg-secagg-min-clients": 40, "privagg-secagg-corruption-rate": 0.05},
+        state=RecordDict(),
+        run_config={"privagg-secagg-min-clients": 2, "privagg-secagg-corruption-rate": 0.0},
+    )
+    policy = policy_from(ctx)
+    assert policy is not None and (policy.min_clients, policy.corruption_rate, policy.dropout_rate) == (40, 0.05, 0.0)
+    assert policy_from(Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})) is None
+
+
+@pytest.mark.filterwarnings("ignore::dp.noise.InsecureNoiseWarning")
+@pytest.mark.xfail(
+    strict=True,
+    reason="open hole (protocols/flower/dp_policy.py, not this helper's file): a node's DP policy falls back "
+    "to the server's run config, so the server sets the noise floor it is checked against",
+)
+def test_run_config_cannot_set_a_nodes_dp_policy(pki: Path) -> None:
+    """The server asks for little noise (epsilon 1e4) and writes the policy that admits it into the run
+    config. A node whose mod and node config hold no DP policy must refuse ("no DP policy"), not adopt the
+    server's: the round should abort with nothing released."""
+    from dp.accounting import Sampling
+    from dp.config import DPConfig
+    from dp.distributed_encoding import IntegerNoise
+    from protocols.flower.distributed_dp import PrivAggDistributedDPWorkflow, make_distributed_dp_mod
+
+    dp = DPConfig(noise="distributed", target_epsilon=1e4, delta=1e-5, clip_norm=1.0, bits=16, mechanism="dgauss")
+    wf = PrivAggDistributedDPWorkflow(
+        SecAggWorkflowConfig.manual(degree=N - 1, threshold=3, weighting="uniform", pki=str(pki)),
+        dp=dp,
+        sampling=Sampling.poisson(rate=1.0, population=N),
+        rounds=1,
+    )
+    ddp = make_distributed_dp_mod(noise=lambda c: IntegerNoise(seed=int(c.node_config["partition-id"])))
+    capp = vector_client_app(dimension=M, seed=1, mods=[make_secagg_mod(threat="active", pki=str(pki)), ddp])
+    run_config = {
+        "privagg-dp-min-noise-multiplier": 1e-6,
+        "privagg-dp-max-shares": N,
+        "privagg-dp-accept-poisson": True,
+    }
+    run_inprocess(vector_server_app(wf, num_clients=N, dimension=M), capp, num_nodes=N, run_config=run_config)
+    rec = wf.history[0]
+    assert not rec.ok and rec.aggregate is None
+    assert rec.node_errors and all("no DP policy" in e for e in rec.node_errors.values())
+
+
+@pytest.mark.filterwarnings("ignore::dp.noise.InsecureNoiseWarning")
+def test_forged_roster_floor_on_a_plain_fit_message_releases_nothing(pki: Path) -> None:
+    """The roster size and survivor floor in the fit config (``ROSTER_KEY``, ``MIN_SURVIVORS_KEY``) are for the
+    secure-aggregation mod to set, from the roster it verified. The server strips the secure-aggregation record
+    from the victim's delivery message and writes the two keys itself: the message is a plain fit, which the
+    secure-aggregation mod passes through, and a distributed-DP mod that believed the forged floor would
+    return its noised ring vector unmasked (one noise share, ``sigma / sqrt(shares)``). Wanted: the
+    secure-aggregation mod removes keys it did not set, the DP mod refuses, no ring vector leaves the node."""
+    from dp.accounting import Sampling
+    from dp.config import DPConfig
+    from dp.distributed_encoding import IntegerNoise
+    from protocols.flower.distributed_dp import PrivAggDistributedDPWorkflow, make_distributed_dp_mod
+    from protocols.flower.secagg import MIN_SURVIVORS_KEY, RING_RECORD, ROSTER_KEY
+
+    victim = 0
+    dp = DPConfig(noise="distributed", target_epsilon=8.0, delta=1e-5, clip_norm=1.0, bits=16, mechanism="dgauss")
+    wf = PrivAggDistributedDPWorkflow(
+        SecAggWorkflowConfig.manual(degree=N - 1, threshold=3, weighting="uniform", pki=str(pki)),
+        dp=dp,
+        sampling=Sampling.poisson(rate=1.0, population=N),
+        rounds=1,
+    )
+    leaked: list[int] = []
+
+    def outer(msg: Message, ctxt: Context, call_next):  # type: ignore[no-untyped-def]
+        out = call_next(msg, ctxt)
+        if out.has_content() and RING_RECORD in out.content.config_records:
+            leaked.append(int(ctxt.node_config["partition-id"]))
+        return out
+
+    def intercept(pid: int, msg: Message) -> list[Message]:
+        cfg = msg.content.config_records.get(RECORD)
+        if pid == victim and cfg is not None and cfg.get("stage") == "delivery":
+            msg.content.pop(RECORD)
+            fit_cfg = msg.content.config_records["fitins.config"]
+            fit_cfg[ROSTER_KEY] = N
+            fit_cfg[MIN_SURVIVORS_KEY] = N
+        return [msg]
+
+    ddp = make_distributed_dp_mod(
+        min_noise_multiplier=0.1, max_shares=N, noise=lambda c: IntegerNoise(seed=int(c.node_config["partition-id"]))
+    )
+    capp = vector_client_app(dimension=M, seed=1, mods=[outer, make_secagg_mod(threat="active", pki=str(pki)), ddp])
+    run_inprocess(vector_server_app(wf, num_clients=N, dimension=M), capp, num_nodes=N, intercept=intercept)
+    assert victim not in leaked
+    victim_node = wf.history[0].node_of_client[victim]
+    assert "no verified roster" in wf.history[0].node_errors[victim_node]
+
+
+def _plain_fit_to(victim: int) -> tuple[Callable[[int, Message], list[Message]], Callable[..., Message], list[int]]:
+    """The server strips the secure-aggregation record from ``victim``'s delivery (a plain fit); ``leaked``
+    collects the partitions whose reply carries a model in the clear."""
+    leaked: list[int] = []
+
+    def intercept(pid: int, msg: Message) -> list[Message]:
+        cfg = msg.content.config_records.get(RECORD)
+        if pid == victim and cfg is not None and cfg.get("stage") == "delivery":
+            msg.content.pop(RECORD)
+        return [msg]
+
+    def outer(msg: Message, ctxt: Context, call_next):  # type: ignore[no-untyped-def]
+        out = call_next(msg, ctxt)
+        arrays = [a for a in out.content.array_records.values() if len(a)] if out.has_content() else []
+        if arrays and RECORD not in out.content.config_records:
+            leaked.append(int(ctxt.node_config["partition-id"]))
+        return out
+
+    return intercept, outer, leaked
+
+
+@pytest.mark.parametrize("where", ["default", "node", "server"])
+def test_plain_fit_outside_secure_aggregation(pki: Path, where: str) -> None:
+    """The server sends the victim a plain fit (no secure-aggregation record). By default the mod passes it on
+    (one mod list for several protocols): the victim's update reaches the server in the clear. A node that
+    opts in itself (``node_config["privagg-secure-only"]``) refuses it; the server's run config cannot opt it in
+    or out (it is the node's protection against that server)."""
+    victim = 0
+    intercept, outer, leaked = _plain_fit_to(victim)
+    wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=N - 1, threshold=3, pki=str(pki)))
+    capp = vector_client_app(dimension=M, seed=1, mods=[outer, make_secagg_mod(threat="active", pki=str(pki))])
+    run_inprocess(
+        vector_server_app(wf, num_clients=N, dimension=M),
+        capp,
+        num_nodes=N,
+        intercept=intercept,
+        node_config=(lambda pid: {"privagg-secure-only": True}) if where == "node" else None,
+        run_config={"privagg-secure-only": where != "server"},  # the server asks for the opposite: ignored
+    )
+    rec = wf.history[0]
+    if where == "node":
+        assert leaked == [] and "outside secure aggregation" in rec.node_errors[rec.node_of_client[victim]]
+    else:
+        assert leaked == [victim]  # the documented default: open unless the node opts in
+
+
+def test_secure_only_nodes_complete_an_honest_round(pki: Path) -> None:
+    wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=N - 1, threshold=3, pki=str(pki)))
+    _round(make_secagg_mod(threat="active", pki=str(pki), secure_only=True), wf)
+    assert wf.history[0].ok and len(wf.history[0].survivors) == N
