@@ -163,7 +163,7 @@ class SecAggClient:
         self._seed_value = b""  # this client's graph-seed contribution (secagg.seeding; active mode)
         self._roster: dict[int, KeyAdvertisement] = {}
         self._peers: dict[int, KeyAdvertisement] = {}
-        self._held: dict[int, tuple[RevealedShare, RevealedShare]] = {}  # owner -> (self-seed, key) share to reveal
+        self._held: dict[int, vss.Held] = {}  # owner -> its checked shares, revealed at unmasking
         self._enc_shared: dict[int, bytes] = {}  # neighbour -> X25519 secret of the encryption keys
         self._own_share = b""  # this client's own share of its self-mask seed
         self.shared_with_me: tuple[int, ...] = ()  # U2 as this client saw it (without excluded dealers)
@@ -383,11 +383,8 @@ class SecAggClient:
         opened = vss.open_shares(
             msg.shares, keys=keys, session=self.session_id, round=self.round, holder=me, threshold=p.threshold
         )
-        complaints = [Complaint(d, key) for d, key, (_, fault) in zip(senders, keys, opened) if fault is not None]
-        ids: dict[str, Any] = {"session": sid, "round": rnd, "holder": me}
-        self._held.update(
-            {d: vss.reveals(d, pt, k, **ids) for d, k, (pt, fault) in zip(senders, keys, opened) if not fault}
-        )
+        complaints = [Complaint(d, key) for d, key, (_, fault, _) in zip(senders, keys, opened) if fault is not None]
+        self._held.update({h.dealer: h for _, fault, h in opened if fault is None and h is not None})
         self._enc_shared = {}
         self.complained = tuple(c.dealer for c in complaints)
         return [ShareCheck(self.round, self.session_id, me, tuple(complaints))]
@@ -475,10 +472,10 @@ class SecAggClient:
                 raise self._fail("the lists omit a neighbour that shared keys with this client")
             if self.threat is ThreatModel.ACTIVE:
                 self._check_signatures(msg)
-        self_shares = [held[w][0] for w in msg.survivors if w in held]
+        self_shares = [held[w].reveal("self") for w in msg.survivors if w in held]  # reveals made only now
         if self.client_id in msg.survivors:
             self_shares.append(RevealedShare(self.client_id, self._own_share))
-        key_shares = [held[w][1] for w in msg.dropped if w in held]
+        key_shares = [held[w].reveal("key") for w in msg.dropped if w in held]
         return [
             UnmaskResponse(
                 round=self.round,

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import struct
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from privagg.errors import InvalidMessage
 from secagg.limbs import SECRET_LIMBS
@@ -23,7 +27,11 @@ __all__ = [
     "header",
     "open_message",
     "max_check",
+    "slot_builder",
+    "uniform_delivered",
 ]
+
+_T = TypeVar("_T")
 
 CODEC_VERSION = 5  # 2: RoundSetup nonce, sender signatures; 3: verifiable dealing; 4: graph seed commit-reveal;
 # 5: 30-bit limbs, one leaf hash per share envelope, one check-limb set per dealing (secagg.vss)
@@ -72,3 +80,47 @@ def open_message(data: bytes, type_code: int, name: str) -> Reader:
     if t != type_code:
         raise InvalidMessage(f"{name}: wrong message type {t}")
     return r
+
+
+def slot_builder(cls: type[_T], order: Sequence[str]) -> Callable[[Sequence[Any]], _T]:
+    """A decoder's constructor of the frozen, slotted dataclass ``cls`` from one unpacked row whose items
+    ``order`` names ("" skips one): the object ``cls(...)`` gives, built through the slot descriptors
+    (a frozen ``__init__`` goes through ``object.__setattr__`` per field, twice the cost in the decoders'
+    per-entry loops). Refuses a class whose ``__init__`` does more (``__post_init__``) or a missing field."""
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    if hasattr(cls, "__post_init__") or sorted(names) != sorted(f for f in order if f):
+        raise TypeError(f"{cls.__name__}: a row must name every field, and only plain fields are built")
+    setters = tuple((cls.__dict__[f].__set__, order.index(f)) for f in names)
+    new = object.__new__
+
+    def build(row: Sequence[Any]) -> _T:
+        obj = new(cls)
+        for put, i in setters:
+            put(obj, row[i])
+        return obj
+
+    return build
+
+
+@functools.lru_cache(maxsize=64)
+def _delivered_row(check: int) -> struct.Struct:
+    return struct.Struct(f"{_DELIVERED.format}I{check}s")
+
+
+def uniform_delivered(r: Reader, n: int, limits: Limits) -> list[tuple[Any, ...]] | None:
+    """The ``n`` delivered shares that end a message, as rows ``(sender, ciphertext, digest, leaf, check
+    length, check)``, in one pass when every check field has the first one's length (what an honest
+    server sends): the rows the field-by-field reader gives; else ``None`` and the reader is untouched."""
+    if n == 0 or r.remaining() < _DELIVERED.size + 4:
+        return None
+    (c,) = struct.unpack_from(">I", r.peek(_DELIVERED.size + 4), _DELIVERED.size)
+    if c > max_check(limits):
+        return None
+    st = _delivered_row(c)
+    if r.remaining() != n * st.size:
+        return None
+    rows = list(st.iter_unpack(r.peek(n * st.size)))
+    if any(row[4] != c for row in rows):
+        return None
+    r.fixed(n * st.size)
+    return rows

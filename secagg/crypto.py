@@ -348,6 +348,21 @@ def share_commitment(*, session: bytes, owner: int, holder: int, kind: str, shar
     return hashlib.sha256(_prefix("share-commitment", session, kind) + _ids(owner, holder) + share).digest()
 
 
+def envelope_commitments(session: bytes, round: int) -> Callable[[int, int, bytes, bytes, bytes], tuple[bytes, ...]]:
+    """``(sender, recipient, key, self share, key share) -> (key commitment, self-share commitment,
+    key-share commitment)``: :func:`key_commitment` and :func:`share_commitment` of one share envelope,
+    the same bytes, with the session's prefixes looked up once (three hashes per envelope at dealer and holder)."""
+    kp = _prefix("share-key-commitment", session, round)
+    sp, qp = _prefix("share-commitment", session, "self"), _prefix("share-commitment", session, "key")
+    sha, pair = hashlib.sha256, _PAIR.pack
+
+    def commit(sender: int, recipient: int, key: bytes, self_share: bytes, key_share: bytes) -> tuple[bytes, ...]:
+        ids = pair(sender, recipient)
+        return sha(kp + ids + key).digest(), sha(sp + ids + self_share).digest(), sha(qp + ids + key_share).digest()
+
+    return commit
+
+
 def seed_commitment(*, session: bytes, owner: int, seed: bytes) -> bytes:
     return digest("self-seed-commitment", session, owner, seed)
 

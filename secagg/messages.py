@@ -97,6 +97,8 @@ from secagg.codec import (
     SECRET_LIMBS,
     SHARE_BYTES,
     max_check,
+    slot_builder,
+    uniform_delivered,
 )
 from secagg.codec import header as _header
 from secagg.codec import open_message as _open
@@ -200,6 +202,8 @@ class KeyAdvertisement:
         return m
 
 
+_ADV_FIELDS = ("round", "client_id", "config_hash", "enc_public_key", "mask_public_key", "seed_commitment")
+_ADV_ROW = slot_builder(KeyAdvertisement, (*_ADV_FIELDS, "", "signature"))
 _ADV_STRUCT = struct.Struct(f">QI{DIGEST_BYTES}s{KEY_BYTES}s{KEY_BYTES}s{DIGEST_BYTES}sB")
 _ADV_MIN = _ADV_STRUCT.size
 
@@ -247,7 +251,7 @@ def _read_uniform_advertisements(r: Reader, n: int) -> tuple[KeyAdvertisement, .
         if any(row[0] > MAX_ROUND or row[1] > MAX_CLIENT_ID or row[6] != slen for row in rows):
             continue
         r.fixed(n * st.size)
-        return tuple(KeyAdvertisement(rnd, cid, ch, epk, mpk, sig, com) for rnd, cid, ch, epk, mpk, com, _, sig in rows)
+        return tuple(map(_ADV_ROW, rows))
     return None
 
 
@@ -302,6 +306,7 @@ class DeliveredShare:
     check: bytes = b""
 
 
+_DS_ROW = slot_builder(DeliveredShare, ("sender", "ciphertext", "dealing_digest", "leaf", "", "check"))
 _DELIVERED_SIZES = (CIPHERTEXT_BYTES, DIGEST_BYTES, DIGEST_BYTES)
 
 
@@ -340,7 +345,8 @@ class ShareDelivery:
         r = _open(data, cls.TYPE, "ShareDelivery")
         rnd, sid, rcp = read_round(r), r.fixed(DIGEST_BYTES), read_client_id(r)
         n = r.count(_DELIVERED.size + 4, limits.clients)
-        shares = tuple(_read_delivered(r, limits) for _ in range(n))
+        rows = uniform_delivered(r, n, limits)
+        shares = tuple(_read_delivered(r, limits) for _ in range(n)) if rows is None else tuple(map(_DS_ROW, rows))
         if any(s.sender > MAX_CLIENT_ID for s in shares):
             raise InvalidMessage("ShareDelivery: client id out of range")
         r.end()

@@ -38,7 +38,7 @@ import hashlib
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -75,10 +75,11 @@ __all__ = [
     "leaf",
     "opening",
     "opened_leaf",
-    "reveals",
+    "Held",
     "dealing_digest",
     "digest_of",
     "challenge",
+    "challenges",
     "check_polynomials",
     "check_bytes",
     "binding",
@@ -168,17 +169,25 @@ def digest_of(*, session: bytes, round: int, dealer: int, seed_commitment: bytes
     return h.digest()
 
 
-def reveals(
-    dealer: int, plaintext: bytes, key: bytes, *, session: bytes, round: int, holder: int
-) -> tuple[RevealedShare, RevealedShare]:
-    """What a holder may reveal of a dealer's checked plaintext: its self-seed share and its key share,
-    each with its :func:`opening`."""
-    self_share, key_share = plaintext[:PART_BYTES], plaintext[PART_BYTES : 2 * PART_BYTES]
-    ids: dict[str, Any] = {"session": session, "round": round, "dealer": dealer, "holder": holder, "key": key}
-    return (
-        RevealedShare(dealer, self_share, opening("self", **ids, self_share=self_share, key_share=key_share)),
-        RevealedShare(dealer, key_share, opening("key", **ids, self_share=self_share, key_share=key_share)),
-    )
+class Held(NamedTuple):
+    """A dealing its holder checked, as the holder keeps it until unmasking: both shares and the three
+    commitments its leaf was rebuilt from, so a reveal costs no hash (the bytes :func:`opening` gives)."""
+
+    dealer: int
+    self_share: bytes
+    key_share: bytes
+    key_commitment: bytes
+    self_commitment: bytes
+    key_share_commitment: bytes
+
+    def __repr__(self) -> str:  # the shares are secret
+        return f"Held(dealer={self.dealer})"
+
+    def reveal(self, kind: str) -> RevealedShare:
+        """The ``kind`` ("self" or "key") share with its :func:`opening`."""
+        if kind == "self":
+            return RevealedShare(self.dealer, self.self_share, self.key_share_commitment + self.key_commitment)
+        return RevealedShare(self.dealer, self.key_share, self.self_commitment + self.key_commitment)
 
 
 def dealing_digest(msg: EncryptedShares) -> bytes:
@@ -200,9 +209,13 @@ _CHALLENGE_LABEL = label(crypto.DOMAIN, "vss-challenge")
 def challenge(digest: bytes) -> np.ndarray:
     """``r``: ``(CHECK_LIMBS, 2 SECRET_LIMBS)`` field elements from the dealing digest (SHAKE-256, a
     random oracle here; 64-bit words mod p: bias below 2**-33)."""
-    xof = hashlib.shake_256(_CHALLENGE_LABEL + digest)
-    words = np.frombuffer(xof.digest(8 * CHECK_LIMBS * 2 * _S), dtype="<u8")
-    return (words % _P).reshape(CHECK_LIMBS, 2 * _S)
+    return challenges([digest])[0]
+
+
+def challenges(digests: Sequence[bytes]) -> np.ndarray:
+    """:func:`challenge` of each digest, ``(n, CHECK_LIMBS, 2 SECRET_LIMBS)``, in one modular pass."""
+    raw = b"".join([hashlib.shake_256(_CHALLENGE_LABEL + d).digest(8 * CHECK_LIMBS * 2 * _S) for d in digests])
+    return (np.frombuffer(raw, dtype="<u8") % _P).reshape(len(digests), CHECK_LIMBS, 2 * _S)
 
 
 @functools.lru_cache(maxsize=64)
@@ -318,17 +331,12 @@ def seal_rows(
     Envelopes go in ascending holder order."""
     holders = sorted(rows)
     plain = {v: part_bytes(rows[v]) for v in holders}
+    commit = crypto.envelope_commitments(session, round)
     leaves = {
-        v: leaf(
-            session=session,
-            round=round,
-            dealer=dealer,
-            holder=v,
-            key=keys[v],
-            self_share=plain[v][:PART_BYTES],
-            key_share=plain[v][PART_BYTES : 2 * PART_BYTES],
+        v: _leaf(
+            session, round, dealer, v, *commit(dealer, v, keys[v], pt[:PART_BYTES], pt[PART_BYTES : 2 * PART_BYTES])
         )
-        for v in holders
+        for v, pt in plain.items()
     }
     digest = digest_of(
         session=session,
@@ -385,11 +393,11 @@ def open_shares(
     round: int,
     holder: int,
     threshold: int,
-) -> list[tuple[bytes, str | None]]:
+) -> list[tuple[bytes, str | None, Held | None]]:
     """A holder opens every dealer's delivery (``keys``: the pairwise keys, in the same order): the
-    plaintext and why it proves its dealer faulty (``None``: it passes), the check of all dealers in
-    one vectorised pass. A ciphertext that does not open raises :class:`VerificationError`: the server
-    or the dealer, unprovable either way."""
+    plaintext, why it proves its dealer faulty (``None``: it passes) and, when it passes, the
+    :class:`Held` the holder keeps; the check of all dealers in one vectorised pass. A ciphertext that
+    does not open raises :class:`VerificationError`: the server or the dealer, unprovable either way."""
     opened = [
         crypto.decrypt_shares(
             key,
@@ -409,20 +417,23 @@ def open_shares(
     if sized:  # the verifiable-sharing check of every well-sized delivery at once
         parts = np.frombuffer(b"".join(opened[i] for i in sized), dtype="<u4").astype(np.uint64).reshape(-1, _ROW)
         q = np.frombuffer(b"".join(delivered[i].check for i in sized), dtype="<u4").astype(np.uint64)
-        r = np.stack([challenge(delivered[i].dealing_digest) for i in sized])
+        r = challenges([delivered[i].dealing_digest for i in sized])
         good[sized] = _passes(parts, q.reshape(len(sized), CHECK_LIMBS, threshold), r, holder + 1, threshold)
-    out: list[tuple[bytes, str | None]] = []
+    out: list[tuple[bytes, str | None, Held | None]] = []
+    commit = crypto.envelope_commitments(session, round)
     for i, (pt, ds, key) in enumerate(zip(opened, delivered, keys)):
-        ids: dict[str, Any] = {"session": session, "round": round, "dealer": ds.sender, "holder": holder, "key": key}
-        parts_ok = (
-            good[i] and leaf(**ids, self_share=pt[:PART_BYTES], key_share=pt[PART_BYTES : 2 * PART_BYTES]) == ds.leaf
+        d = ds.sender
+        if good[i]:  # the leaf's commitments, kept for the reveals
+            s, k = pt[:PART_BYTES], pt[PART_BYTES : 2 * PART_BYTES]
+            kc, cs, ck = commit(d, holder, key, s, k)
+            if _leaf(session, round, d, holder, kc, cs, ck) == ds.leaf:
+                out.append((pt, None, Held(d, s, k, kc, cs, ck)))
+                continue
+        ids: dict[str, Any] = {"session": session, "round": round, "dealer": d, "holder": holder, "key": key}
+        why = share_fault(  # the slow path names the reason
+            pt, **ids, envelope_leaf=ds.leaf, digest=ds.dealing_digest, check=ds.check, threshold=threshold
         )
-        why = None
-        if not parts_ok:  # the slow path names the reason
-            why = share_fault(
-                pt, **ids, envelope_leaf=ds.leaf, digest=ds.dealing_digest, check=ds.check, threshold=threshold
-            )
-        out.append((pt, why))
+        out.append((pt, why, None))
     return out
 
 

@@ -68,7 +68,7 @@ def _delivered(msg: EncryptedShares):
 
 def _open(msg, keys, holder):
     by_holder = _delivered(msg)
-    ((pt, why),) = vss.open_shares(
+    ((pt, why, _),) = vss.open_shares(
         [by_holder[holder]], keys=[keys[holder]], session=SESSION, round=ROUND, holder=holder, threshold=T
     )
     return pt, why
