@@ -3,8 +3,9 @@
 ``node_config`` is the node's own (set where the SuperNode is started); ``run_config`` is written by
 whoever starts the run: the server side. Whatever protects the node against the server is read from
 the node's own settings (or the mod's arguments), never the run config: its threat mode
-(:func:`own_threat`), its identity (``secagg._new_local``) and whether it trains only inside a secure
-sum (:func:`secure_only_from`). The secure-aggregation policy (:func:`policy_from`) may fill a key the
+(:func:`own_threat`), its identity and PKI folder (``secagg._new_local``, :func:`node_value`), its DP policy
+(``dp_policy._client_policy``) and whether it trains only inside a secure sum (:func:`secure_only_from`).
+The secure-aggregation policy (:func:`policy_from`) may fill a key the
 node left out from the run config: a larger assumed rate or cohort only makes the client refuse more.
 """
 
@@ -16,10 +17,16 @@ from flwr.app import Context
 
 from secagg.params import ClientPolicy, ThreatModel
 
-__all__ = ["SECURE_ONLY_KEY", "own_threat", "policy_from", "secure_only_from"]
+__all__ = ["SECURE_ONLY_KEY", "node_value", "own_threat", "policy_from", "secure_only_from"]
 
 #: a node's own config key: refuse any training message that does not come inside a secure-aggregation round
 SECURE_ONLY_KEY = "privagg-secure-only"
+
+
+def node_value(ctxt: Context, key: str, fixed: Any = None) -> Any:
+    """A setting that protects this node: the mod's argument ``fixed``, else the node's own ``node_config[key]``,
+    else ``None``; never the run config (the server writes it: it would pick the node's trust root or noise floor)."""
+    return fixed if fixed is not None else ctxt.node_config.get(key)
 
 
 def policy_from(ctxt: Context) -> ClientPolicy | None:

@@ -451,5 +451,5 @@ def make_distributed_dp_mod(
     return mod
 
 
-#: the client mod with its policy read from node_config / run_config (:data:`.dp.POLICY_KEYS`); no policy: refuses
+#: the client mod with its policy read from the node's node_config (:data:`.dp.POLICY_KEYS`); no policy: refuses
 privagg_distributed_dp_mod = make_distributed_dp_mod()

@@ -54,8 +54,8 @@ and release less noise than accounted; :func:`check_shares`), ``accept_poisson``
 factor 1) and ``max_clip``. The strategy must therefore plan for that floor: pass
 ``min_survivors=lambda n: config.params_for(n).min_survivors(n)`` (``config``: the
 secure-aggregation workflow's :class:`~.config.SecAggWorkflowConfig`).
-The policy comes from the arguments or from ``node_config`` / ``run_config``
-(``privagg-dp-min-noise-multiplier``, ``privagg-dp-max-shares``, ``privagg-dp-accept-poisson``,
+The policy comes from the arguments or from the node's own ``node_config`` (never the server's run config;
+``privagg-dp-min-noise-multiplier``, ``privagg-dp-max-shares``, ``privagg-dp-accept-poisson``,
 ``privagg-dp-max-clip``); a client without a policy refuses every DP round.
 Weights are uniform (each client reports ``num_examples = 1``); use the secure-aggregation
 workflow with ``weighting="uniform"``.
@@ -416,8 +416,8 @@ def make_dp_mod(
     (updates and clip count) at least ``min_noise_multiplier``; at most ``max_shares`` noise
     shares (the roster size it knows: each share is ``std / sqrt(shares)``); the Poisson
     sensitivity factor 1 only if ``accept_poisson`` (otherwise replace-one, factor 2); a clip at
-    most ``max_clip``. Unset arguments are read from ``node_config`` / ``run_config``
-    (:data:`POLICY_KEYS`); without a noise floor and a share ceiling the client refuses.
+    most ``max_clip``. Unset arguments are read from the node's own ``node_config``
+    (:data:`POLICY_KEYS`; never the server's run config); without a noise floor and a share ceiling the client refuses.
     """
     sampler_override = noise_sampler
 
@@ -477,7 +477,7 @@ def make_dp_mod(
     return mod
 
 
-#: the client mod with its policy read from node_config / run_config (:data:`POLICY_KEYS`); no policy: refuses
+#: the client mod with its policy read from the node's node_config (:data:`POLICY_KEYS`); no policy: refuses
 privagg_dp_mod = make_dp_mod()
 
 

@@ -1,7 +1,8 @@
 """A client's DP policy for the Flower DP mods (:mod:`.dp`, :mod:`.distributed_dp`): one policy per client.
 
-The policy comes from the mod's arguments or from ``node_config`` / ``run_config``
-(:data:`POLICY_KEYS`); a client without a noise floor and a share ceiling refuses every DP
+The policy comes from the mod's arguments or from the node's own ``node_config`` (:data:`POLICY_KEYS`),
+never from the run config: the server writes that one, and would set the floor its own noise is checked
+against. A client without a noise floor and a share ceiling refuses every DP
 round. :func:`check_shares` bounds the noise shares by what the secure-aggregation mod outside
 the DP mod verified: its roster and the fewest survivors it lets a sum be released with.
 """
@@ -19,6 +20,7 @@ from flwr.compat.common import recorddict_compat as compat
 
 from dp.noise import GaussianGridMechanism, check_share_sigma
 from privagg.errors import ConfigurationError, ProtocolAbort
+from protocols.flower._node import node_value
 from protocols.flower.secagg import MIN_SURVIVORS_KEY, ROSTER_KEY
 
 __all__ = ["DP_KEYS", "POLICY_KEYS", "check_noise_shares", "check_shares", "read_dp_settings", "trained_delta"]
@@ -34,7 +36,7 @@ DP_KEYS = {
     "adaptive": "privagg-dp-adaptive",
 }
 
-#: node_config / run_config keys of the client's DP policy (when not given to make_dp_mod)
+#: node_config keys of the client's DP policy (when not given to make_dp_mod)
 POLICY_KEYS = {
     "min_noise_multiplier": "privagg-dp-min-noise-multiplier",
     "max_shares": "privagg-dp-max-shares",
@@ -78,13 +80,6 @@ def check_shares(shares: int, cfg: Mapping[str, Any]) -> None:
         )
 
 
-def _policy_value(ctxt: Context, key: str) -> Any:
-    for src in (ctxt.node_config, ctxt.run_config):
-        if key in src:
-            return src[key]
-    return None
-
-
 def _client_policy(
     ctxt: Context,
     min_noise_multiplier: float | None,
@@ -92,20 +87,19 @@ def _client_policy(
     accept_poisson: bool | None,
     max_clip: float | None,
 ) -> tuple[float, int, bool, float]:
-    """This client's DP policy: the arguments, else ``node_config`` / ``run_config``; refuses without one."""
-    z_min = min_noise_multiplier
-    if z_min is None:
-        z_min = _policy_value(ctxt, POLICY_KEYS["min_noise_multiplier"])
-    shares = max_shares if max_shares is not None else _policy_value(ctxt, POLICY_KEYS["max_shares"])
+    """This client's DP policy: the arguments, else its own ``node_config`` (never the server's run config);
+    refuses without one."""
+    z_min = node_value(ctxt, POLICY_KEYS["min_noise_multiplier"], min_noise_multiplier)
+    shares = node_value(ctxt, POLICY_KEYS["max_shares"], max_shares)
     if z_min is None or shares is None:
         raise ConfigurationError(
             "this client has no DP policy: it would trust the server's noise settings; give make_dp_mod("
-            "min_noise_multiplier=..., max_shares=<roster size>) or set node_config / run_config "
+            "min_noise_multiplier=..., max_shares=<roster size>) or set the node's own node_config "
             f"{POLICY_KEYS['min_noise_multiplier']!r} and {POLICY_KEYS['max_shares']!r}",
             field=POLICY_KEYS["max_shares"] if z_min is not None else POLICY_KEYS["min_noise_multiplier"],
         )
-    poisson = accept_poisson if accept_poisson is not None else _policy_value(ctxt, POLICY_KEYS["accept_poisson"])
-    clip = max_clip if max_clip is not None else _policy_value(ctxt, POLICY_KEYS["max_clip"])
+    poisson = node_value(ctxt, POLICY_KEYS["accept_poisson"], accept_poisson)
+    clip = node_value(ctxt, POLICY_KEYS["max_clip"], max_clip)
     try:
         policy = (float(z_min), int(shares), bool(poisson), math.inf if clip is None else float(clip))
     except (TypeError, ValueError):

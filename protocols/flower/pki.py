@@ -11,7 +11,8 @@ through the server: it is provisioned out of band, like any PKI. Here it is a fo
   only to that client's node.
 
 :func:`create_identities` writes such a folder (keys from the OS CSPRNG); the Flower client
-mod reads it from ``run_config["privagg-pki"]`` / ``node_config["privagg-pki"]``. In Flower's
+mod reads it from its ``pki`` argument or the node's own ``node_config["privagg-pki"]`` (never the
+run config: the server writes it). In Flower's
 simulation engine every node runs on this machine and shares the folder; in a deployment
 each SuperNode gets the directory and its own key file.
 """

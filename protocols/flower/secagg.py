@@ -83,7 +83,7 @@ from ._fit_round import (
     round_digest,
     weighted_update,
 )
-from ._node import own_threat, policy_from, secure_only_from
+from ._node import node_value, own_threat, policy_from, secure_only_from
 from ._state import PartyStore
 from .config import SecAggWorkflowConfig
 from .pki import load_directory, load_identity
@@ -346,9 +346,9 @@ def make_secagg_mod(
 ) -> Callable[[Message, Context, Callable[[Message, Context], Message]], Message]:
     """Build the client mod (Flower ``Mod``). ``threat`` (default: ``node_config["privagg-threat"]`` or
     ``"active"``; the server's run config cannot downgrade it) is the mode this client *requires*. Active mode
-    reads the identity key and directory from the PKI folder ``pki`` (default: ``node_config`` /
-    ``run_config["privagg-pki"]``); the client id is ``client_id`` or ``node_config["privagg-client-id"]`` or
-    ``node_config["partition-id"]``.
+    reads the identity key and directory from the PKI folder ``pki`` (default: the node's own
+    ``node_config["privagg-pki"]``; never the run config, whose server would choose the node's trust root);
+    the client id is ``client_id`` or ``node_config["privagg-client-id"]`` or ``node_config["partition-id"]``.
     Semi-honest clients use the id the server suggests. ``policy`` (default: built from
     ``node_config`` / ``run_config`` keys ``privagg-secagg-min-clients``, ``-dropout-rate``,
     ``-corruption-rate`` when the first is set) is what an active client accepts: it derives the
@@ -436,10 +436,10 @@ def _new_local(
     if threat is ThreatModel.ACTIVE:
         named = (client_id, ctxt.node_config.get("privagg-client-id"), ctxt.node_config.get("partition-id"))
         cid_raw = next((c for c in named if c is not None), None)  # its own identity, never the run config's
-        folder = pki or ctxt.node_config.get("privagg-pki", ctxt.run_config.get("privagg-pki"))
+        folder = node_value(ctxt, "privagg-pki", pki)  # its own trust root, never the server's run config
         if cid_raw is None or folder is None:
             why = "active-mode secure aggregation needs a client id and a PKI folder (node_config 'partition-id' / "
-            raise ConfigurationError(why + "'privagg-client-id' and run_config 'privagg-pki')", field="privagg-pki")
+            raise ConfigurationError(why + "'privagg-client-id' and node_config 'privagg-pki')", field="privagg-pki")
         cid = int(cid_raw)
         key, directory = load_identity(str(folder), cid)
         client = SecAggClient(cid, threat=threat, identity_key=key, directory=directory, secrets=secrets, policy=policy)

@@ -4,20 +4,41 @@ One mod list serves all three modes: each privagg mod only acts on its own messa
 (``privagg_secagg_mod`` on secure-aggregation records, ``paillier`` on Paillier records,
 ``privagg_dp_mod`` on fit instructions that carry DP settings), exactly like swapping in
 Flower's ``secaggplus_mod``.
+
+What protects a node against the server is the node's own: its threat mode, PKI folder (trust root)
+and DP policy come from its ``node_config`` (``flower-supernode --node-config ...``), never from the
+run config, which the server side writes. :data:`NODE_DEFAULTS` fills the keys a node left out.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from flwr.app import Context
+from flwr.app import Context, Message
 from flwr.client import ClientApp, NumPyClient
 
 from protocols.flower import privagg_secagg_mod
 from protocols.flower.dp import privagg_dp_mod
 from protocols.flower.paillier import make_paillier_mod
 
-__all__ = ["app"]
+__all__ = ["NODE_DEFAULTS", "app", "node_defaults"]
+
+#: this node's own settings where its node config has none (``--node-config`` overrides each): the PKI
+#: folder ``provision`` wrote, and the DP policy (it refuses a server asking for less noise or more noise
+#: shares). The threat mode defaults to active; a semi-honest node sets ``privagg-threat`` itself.
+NODE_DEFAULTS: dict[str, Any] = {
+    "privagg-pki": "/tmp/privagg-flower-digits",
+    "privagg-dp-min-noise-multiplier": 0.3,
+    "privagg-dp-max-shares": 12,
+}
+
+
+def node_defaults(msg: Message, ctxt: Context, call_next: Callable[[Message, Context], Message]) -> Message:
+    """Fill :data:`NODE_DEFAULTS` into the node's own config (keys it set win) before privagg's mods read it."""
+    for key, value in NODE_DEFAULTS.items():
+        ctxt.node_config.setdefault(key, value)
+    return call_next(msg, ctxt)
 
 
 class DigitsClient(NumPyClient):  # type: ignore[misc]
@@ -59,4 +80,4 @@ def client_fn(context: Context) -> Any:
     return DigitsClient(pid, n, dict(context.run_config)).to_client()
 
 
-app = ClientApp(client_fn=client_fn, mods=[privagg_secagg_mod, make_paillier_mod(), privagg_dp_mod])
+app = ClientApp(client_fn=client_fn, mods=[node_defaults, privagg_secagg_mod, make_paillier_mod(), privagg_dp_mod])

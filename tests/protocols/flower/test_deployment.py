@@ -125,7 +125,10 @@ def test_deployment_secagg_dp_with_killed_supernode(tmp_path: Path) -> None:
                         "--port",
                         str(_free_port()),
                         "--node-config",
-                        f"partition-id={i} num-partitions={NODES}",
+                        # the node's own settings: its trust root and DP policy (never the server's run config);
+                        # the policy must admit the low noise level below (it refuses a server asking for less)
+                        f"partition-id={i} num-partitions={NODES} privagg-pki='{tmp_path / 'keys'}' "
+                        f"privagg-dp-min-noise-multiplier=0.01 privagg-dp-max-shares={NODES}",
                     ],
                 )
             )
@@ -134,9 +137,7 @@ def test_deployment_secagg_dp_with_killed_supernode(tmp_path: Path) -> None:
             f"privagg-pki='{tmp_path / 'keys'}' secagg-degree={NODES - 1} secagg-threshold=3 secagg-timeout=90.0 "
             # DP on (clipping, client noise shares, ledger) at a low noise level: 4 clients cannot
             # learn under strong client-level DP, and this test checks that training goes on
-            "dp=true dp-noise-multiplier=0.01 dp-clip=3.0 local-epochs=2 "
-            # each client's own DP policy must admit that level (it refuses a server asking for less)
-            f"privagg-dp-min-noise-multiplier=0.01 privagg-dp-max-shares={NODES}"
+            "dp=true dp-noise-multiplier=0.01 dp-clip=3.0 local-epochs=2"
         )
         run = start("run", [_bin("flwr"), "run", str(EXAMPLE), "deploy", "--stream", "--run-config", run_config])
         end = time.monotonic() + DEADLINE_S

@@ -108,11 +108,6 @@ def test_policy_keys_node_first() -> None:
 
 
 @pytest.mark.filterwarnings("ignore::dp.noise.InsecureNoiseWarning")
-@pytest.mark.xfail(
-    strict=True,
-    reason="open hole (protocols/flower/dp_policy.py, not this helper's file): a node's DP policy falls back "
-    "to the server's run config, so the server sets the noise floor it is checked against",
-)
 def test_run_config_cannot_set_a_nodes_dp_policy(pki: Path) -> None:
     """The server asks for little noise (epsilon 1e4) and writes the policy that admits it into the run
     config. A node whose mod and node config hold no DP policy must refuse ("no DP policy"), not adopt the
@@ -140,6 +135,48 @@ def test_run_config_cannot_set_a_nodes_dp_policy(pki: Path) -> None:
     rec = wf.history[0]
     assert not rec.ok and rec.aggregate is None
     assert rec.node_errors and all("no DP policy" in e for e in rec.node_errors.values())
+
+
+def test_a_nodes_own_dp_policy_comes_from_its_node_config() -> None:
+    """The node's own ``node_config`` policy is read; the run config's is ignored key by key (a server
+    writing a lower floor or more shares changes nothing), and mod arguments win over the node config."""
+    from protocols.flower.dp_policy import POLICY_KEYS, _client_policy
+
+    own: dict[str, bool | float | int | str] = {
+        POLICY_KEYS["min_noise_multiplier"]: 0.5,
+        POLICY_KEYS["max_shares"]: 7,
+        POLICY_KEYS["max_clip"]: 2.0,
+    }
+    server: dict[str, bool | float | int | str] = {
+        POLICY_KEYS["min_noise_multiplier"]: 1e-6,
+        POLICY_KEYS["max_shares"]: 10**6,
+    }
+    server |= {POLICY_KEYS["accept_poisson"]: True, POLICY_KEYS["max_clip"]: 1e9}
+    ctx = Context(run_id=1, node_id=1, node_config=own, state=RecordDict(), run_config=server)
+    assert _client_policy(ctx, None, None, None, None) == (0.5, 7, False, 2.0)
+    assert _client_policy(ctx, 0.9, 3, True, None) == (0.9, 3, True, 2.0)
+
+
+def test_run_config_cannot_choose_a_nodes_pki_folder(pki: Path) -> None:
+    """The server writes ``privagg-pki`` (its own directory, or one whose keys it holds) into the run
+    config. An active node without its own PKI folder refuses the setup instead of taking the server's
+    trust root: no key advertisement, the round aborts."""
+    wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=N - 1, threshold=3, pki=str(pki)))
+    sent = _round(make_secagg_mod(threat="active"), wf, run_config={"privagg-pki": str(pki)})
+    rec = wf.history[0]
+    assert not rec.ok and sent == [] and len(rec.node_errors) == N
+    assert all("PKI folder" in e for e in rec.node_errors.values())
+
+
+def test_a_nodes_own_pki_folder_comes_from_its_node_config(pki: Path, tmp_path: Path) -> None:
+    """The node's ``node_config["privagg-pki"]`` is its trust root: the round completes with it, and a run
+    config naming another folder (an empty decoy) is ignored."""
+    wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=N - 1, threshold=3, pki=str(pki)))
+    own = {"privagg-pki": str(pki)}
+    sent = _round(
+        make_secagg_mod(threat="active"), wf, node_config=lambda pid: own, run_config={"privagg-pki": str(tmp_path)}
+    )
+    assert wf.history[0].ok and sorted(a.client_id for a in sent) == list(range(N))
 
 
 @pytest.mark.filterwarnings("ignore::dp.noise.InsecureNoiseWarning")
