@@ -72,9 +72,17 @@ def test_flower_server_dp_is_consistent_when_every_client_reports_the_mean() -> 
 def test_local_dp_mod_with_the_clipping_norm_as_sensitivity_is_flagged() -> None:
     """Replace-one sensitivity of a clipped update is 2 C: LocalDpMod(sensitivity = C) adds half the noise."""
     kw = {"clipping_norm": 1.0, "epsilon": 4.0, "delta": 1e-5, "rounds": 2, "dimension": 200}
-    low = audit_flower_local_dp(CanaryConfig(canaries=120), sensitivity=1.0, **kw)  # type: ignore[arg-type]
+    # Flower's LocalDpMod draws its noise from numpy's global generator: fix it here (the canaries are seeded
+    # already), so the outcome does not depend on what other tests in the worker drew before. At this size the
+    # fault is flagged on 30 of 30 global seeds tried and the bound sits near the claim (one CI run saw 5.58 < 5.66).
+    state = np.random.get_state()
+    np.random.seed(20261130)
+    try:
+        low = audit_flower_local_dp(CanaryConfig(canaries=120), sensitivity=1.0, **kw)  # type: ignore[arg-type]
+        right = audit_flower_local_dp(CanaryConfig(canaries=120, seed=1), sensitivity=2.0, **kw)  # type: ignore[arg-type]
+    finally:
+        np.random.set_state(state)
     assert low.flagged, low.verdict
-    right = audit_flower_local_dp(CanaryConfig(canaries=120, seed=1), sensitivity=2.0, **kw)  # type: ignore[arg-type]
     assert not right.flagged, right.verdict
     # the same claim (noise over the stated sensitivity); only the stated sensitivity differs
     assert right.claimed_epsilon == pytest.approx(low.claimed_epsilon) and right.config["flower"] == "LocalDpMod"
