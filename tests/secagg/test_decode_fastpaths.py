@@ -19,7 +19,7 @@ from privagg.errors import InvalidMessage, VerificationError
 from privagg.randomness import InsecureDeterministicSecrets, label
 from secagg import crypto, vss
 from secagg.codec import CIPHERTEXT_BYTES, slot_builder
-from secagg.messages import DeliveredShare, KeyAdvertisement, KeyRoster, ShareDelivery
+from secagg.messages import DeliveredShare, EncryptedShares, KeyAdvertisement, KeyRoster, ShareDelivery
 from secagg.params import MAX_CLIENT_ID
 from secagg.shamir import PRIME
 from secagg.wire import NO_LIMITS, Limits
@@ -28,7 +28,8 @@ SESSION, ROUND, DEALER, T = bytes(range(32)), 7, 2, 3
 HOLDERS = [0, 1, 3, 4, 5]
 
 
-def _dealing(seed: int, tamper_holder: int | None = None) -> tuple[dict[int, DeliveredShare], dict[int, bytes]]:
+def _sealed(seed: int) -> tuple[EncryptedShares, dict[int, bytes]]:
+    """DEALER's dealing to HOLDERS (seeded) and the holders' pairwise keys."""
     src = InsecureDeterministicSecrets(seed)
     keys = {v: src.token_bytes(32) for v in HOLDERS}
     msg, _ = vss.seal_dealing(
@@ -41,13 +42,21 @@ def _dealing(seed: int, tamper_holder: int | None = None) -> tuple[dict[int, Del
         threshold=T,
         source=src,
     )
+    return msg, keys
+
+
+def _delivered(msg: EncryptedShares) -> dict[int, DeliveredShare]:
+    return {v: lst[0] for v, lst in vss.deliveries({DEALER: msg}, frozenset(HOLDERS)).items()}
+
+
+def _dealing(seed: int, tamper_holder: int | None = None) -> tuple[dict[int, DeliveredShare], dict[int, bytes]]:
+    msg, keys = _sealed(seed)
     if tamper_holder is not None:  # a leaf the shares do not open: the dealer's fault, no Held
         envs = tuple(
             dataclasses.replace(e, leaf=bytes(32)) if e.recipient == tamper_holder else e for e in msg.envelopes
         )
         msg = dataclasses.replace(msg, envelopes=envs)
-    delivered = {v: lst[0] for v, lst in vss.deliveries({DEALER: msg}, frozenset(HOLDERS)).items()}
-    return delivered, keys
+    return _delivered(msg), keys
 
 
 @settings(max_examples=10, deadline=None)
@@ -77,8 +86,6 @@ def test_a_delivery_off_its_signed_leaf_does_not_open() -> None:
 
 
 def test_a_share_off_the_polynomial_names_the_dealer_and_is_not_held() -> None:
-    src = InsecureDeterministicSecrets(9)
-    keys = {v: src.token_bytes(32) for v in HOLDERS}
     real = vss.deal
 
     def deal(*a, **kw):  # type: ignore[no-untyped-def]
@@ -88,19 +95,10 @@ def test_a_share_off_the_polynomial_names_the_dealer_and_is_not_held() -> None:
 
     vss.deal = deal  # type: ignore[assignment]
     try:
-        msg, _ = vss.seal_dealing(
-            session=SESSION,
-            round=ROUND,
-            dealer=DEALER,
-            self_seed=src.token_bytes(32),
-            mask_key=src.token_bytes(32),
-            keys=keys,
-            threshold=T,
-            source=src,
-        )
+        msg, keys = _sealed(9)
     finally:
         vss.deal = real
-    delivered = {v: lst[0] for v, lst in vss.deliveries({DEALER: msg}, frozenset(HOLDERS)).items()}
+    delivered = _delivered(msg)
     ((_, why, held),) = vss.open_shares(
         [delivered[1]], keys=[keys[1]], session=SESSION, round=ROUND, holder=1, threshold=T
     )
