@@ -30,6 +30,11 @@ so ``x = sum_i db_i dW_i / sum_i db_i^2``; the server accepts it when the rank-o
 below ``consistency`` (a mix of several images is not rank one). With a convolutional model
 the last step would be an optimisation-based inversion of the now single-image gradient; this
 MLP has a first-layer bias, so it is read in closed form (labelled ``closed_form``).
+
+Without a defense the server sees each client's own update, so it fishes each one apart: one class per
+round, every update read with its own batch size, each update whose class holds one image yields it. (It
+used to average the updates, the secure sum's view: 2% of 80 images at batch 8, the same as under secure
+aggregation, seeds 0-4.)
 """
 
 from __future__ import annotations
@@ -215,6 +220,29 @@ class FishingAttack(Attack):
         c0 = int(case.option("first_class", 0)) % classes
         g1 = gain_for(ones)
         block = -(_BLOCK + g1 * float(np.max(feats_np @ ones)))
+        if case.defense_spec.exposes_updates:  # the server reads each client's update: fish each one apart
+            for r in range(1, min(self.rounds, classes) + 1):
+                c = (c0 + r - 1) % classes
+                craft_fishing_model(model, base, target=c, direction=ones, gain=g1, offset=block, feature_scale=1.0)
+                seen = observe_round(
+                    case,
+                    sim,
+                    get_flat_params(model),
+                    batch_size=case.batch_size,
+                    stream="fishing",
+                    round=r,
+                    batch_rng=simulation_rng(case.seed, "fishing", "batches"),
+                )
+                observations.append(seen)
+                for delta in seen.observed:  # one client's batch behind each update
+                    got = read_round(
+                        unflatten(model, -delta / lr), target=c, images=case.batch_size, num_classes=classes
+                    )
+                    readings.append(got.image)
+                    if abs(got.passing - 1.0) < 0.5 and got.residual <= self.consistency:
+                        accepted.append(got.image)
+                log.append({"round": r, "mode": "class, each update", "class": c, "accepted": len(accepted)})
+            return self._scored(case, observations, accepted, readings, public, log, started=t0, rounds=r, counts=[])
         read = fish(1, c0, ones, gain=g1, offset=block, scale=1.0)
         counts = np.maximum(np.rint(read.counts), 0).astype(int)
         log.append({"round": 1, "mode": "class", "class": c0, "passing": read.passing, "residual": read.residual})
@@ -269,6 +297,24 @@ class FishingAttack(Attack):
                     hi = 0.5 * (lo + hi)
                 else:  # nobody below v (or only other classes above it): raise v
                     lo = 0.5 * (lo + hi)
+        return self._scored(
+            case, observations, accepted, readings, public, log, started=t0, rounds=r, counts=counts.tolist()
+        )
+
+    def _scored(
+        self,
+        case: AttackCase,
+        observations: list[RoundObservation],
+        accepted: list[np.ndarray],
+        readings: list[np.ndarray],
+        public: np.ndarray,
+        log: list[dict[str, Any]],
+        *,
+        started: float,
+        rounds: int,
+        counts: list[int],
+    ) -> ImprintResult:
+        r, t0 = rounds, started
         seen = observations[-1]  # the batches are the same every round: ground truth for scoring
         shape = seen.cohort_images.shape[1:]
         claimed = np.stack(accepted).reshape((len(accepted), *shape)) if accepted else np.zeros((0, *shape))
@@ -293,7 +339,7 @@ class FishingAttack(Attack):
                 "images_claimed": float(len(accepted)),
                 "claimed_recovered": float(np.count_nonzero(hits >= RECOVERED_PSNR)),
             },
-            data={"closed_form": True, "rounds": log, "label_histogram_read": counts.tolist()},
+            data={"closed_form": True, "rounds": log, "label_histogram_read": counts},
             median=False,
             tail=f"; the server claimed {len(accepted)} isolated images",
         )

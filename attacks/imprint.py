@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
@@ -345,19 +345,46 @@ class MaliciousModelExposure:
     fractions: tuple[float, ...]
     median_psnr: tuple[float, ...]
     interval: tuple[float, float, float]
+    #: the positive control run when the defense shows no leak (:func:`attacks.registry.control_defense`):
+    #: the same attack and seeds without the defense (or under the secure sum alone), per-seed fractions
+    control_defense: str = ""
+    control_fractions: tuple[float, ...] = ()
 
     @property
     def leaks(self) -> bool:
         """Images leak when on average at least one in ten is recovered."""
         return self.interval[0] >= 0.1
 
+    @property
+    def stopped(self) -> bool | None:
+        """The defense stopped the attack: no leak, and the same attack and seeds leak in the positive control.
+        ``False``: it leaks; ``None``: not shown (no control ran, or the control did not leak either)."""
+        if self.leaks:
+            return False
+        if not self.control_fractions:
+            return None
+        return True if float(np.mean(self.control_fractions)) >= 0.1 else None
+
     def verdict(self) -> str:
         m, lo, hi = self.interval
         lo, hi = max(lo, 0.0), min(hi, 1.0)  # a fraction: the t-interval is clipped to [0, 1]
         state = "LEAKS" if self.leaks else "does not leak"
-        return (
+        line = (
             f"malicious model (imprint) against {self.defense}: {m:.0%} of {self.num_clients} clients' images "
             f"recovered at >= {RECOVERED_PSNR:.0f} dB (95% CI {lo:.0%}..{hi:.0%}, {len(self.seeds)} seeds): {state}"
+        )
+        if self.leaks:
+            return line
+        ctrl = float(np.mean(self.control_fractions)) if self.control_fractions else float("nan")
+        if self.stopped:
+            return f"{line}; stopped by {self.defense}: the same attack and seeds recover {ctrl:.0%} under " + (
+                f"{self.control_defense}"
+            )
+        if not self.control_fractions:
+            return f"{line}; NOT SHOWN that {self.defense} stops it: no positive control ran"
+        return (
+            f"{line}; NOT SHOWN: the attack does not succeed without the defense either ({self.control_defense}: "
+            f"{ctrl:.0%}), so this says nothing about {self.defense}"
         )
 
 
@@ -372,26 +399,35 @@ def malicious_model_exposure(
 ) -> MaliciousModelExposure:
     """Run :class:`ImprintAttack` on digits for ``defense`` over ``seeds`` (the audit's check).
 
-    Secure aggregation alone does not stop it: the crafted model is the same for everyone.
+    Secure aggregation alone does not stop it: the crafted model is the same for everyone. When ``defense``
+    shows no leak, the same attack runs on the same seeds under its positive control
+    (:func:`attacks.registry.control_defense`): :attr:`MaliciousModelExposure.stopped` says whether the
+    defense stopped it or the attack failed without the defense too (not shown).
     """
     if len(seeds) < 2:
         raise ConfigurationError("give at least 2 seeds (an interval)", field="seeds")
-    fr, med = [], []
-    for s in seeds:
-        case = AttackCase.create(
-            dataset="digits",
-            num_clients=num_clients,
-            seed=s,
-            defense=defense,
-            batch_size=batch_size,
-            dp_epsilon=dp_epsilon,
-            adversary=Adversary.malicious_server(),
-            options=dict(options or {}),
-        )
-        r = ImprintAttack().run(case)
-        fr.append(float(r.metrics["fraction_recovered"]))
-        med.append(float(r.metrics["psnr_median"]))
-    return MaliciousModelExposure(
+    from attacks.registry import control_defense
+
+    def measure(d: str) -> tuple[list[float], list[float]]:
+        fr, med = [], []
+        for s in seeds:
+            case = AttackCase.create(
+                dataset="digits",
+                num_clients=num_clients,
+                seed=s,
+                defense=d,
+                batch_size=batch_size,
+                dp_epsilon=dp_epsilon,
+                adversary=Adversary.malicious_server(),
+                options=dict(options or {}),
+            )
+            r = ImprintAttack().run(case)
+            fr.append(float(r.metrics["fraction_recovered"]))
+            med.append(float(r.metrics["psnr_median"]))
+        return fr, med
+
+    fr, med = measure(defense)
+    out = MaliciousModelExposure(
         defense=defense,
         num_clients=num_clients,
         batch_size=batch_size,
@@ -400,3 +436,9 @@ def malicious_model_exposure(
         median_psnr=tuple(med),
         interval=seed_interval(fr),
     )
+    control = control_defense(defense)
+    if out.leaks or not control:
+        return out
+    # no leak: the positive control (same attack, seeds and options without the defense's protection)
+    ctrl, _ = measure(control)
+    return replace(out, control_defense=control, control_fractions=tuple(ctrl))

@@ -305,12 +305,18 @@ class InvertingGradients(InversionAttack):
             observed,
             input_shape=input_shape,
             labels=labels,
-            iterations=self.iterations or 400,
+            iterations=self.iterations or _ig_iterations(batch_size),
             lr=self.lr or 0.1,
             tv_weight=self.tv_weight,
             restarts=self.restarts,
             generator=generator,
         )
+
+
+def _ig_iterations(batch_size: int) -> int:
+    """Inverting Gradients' default steps: 400 up to a batch of 4; 1,000 beyond (400 stopped short at batch 8:
+    62% [28%, 97%] of the images recovered over seeds 0-4 against 82% with 1,000, no defense)."""
+    return 400 if batch_size <= 4 else 1000
 
 
 @register_attack("linear-leakage")

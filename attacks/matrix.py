@@ -24,6 +24,12 @@ Two modes, named in every table and CSV row (``mode``):
 
 Utility is measured on every seed; the gap to the undefended model is the mean of the paired per-seed
 gaps with its 95% interval, and "effective" reads the mean gap.
+
+Positive controls: a cell without a leak says the defense *stopped* the attack only when the same attack,
+seeds and options leak in the defense's control column (:func:`attacks.registry.control_defense`: no defense,
+or the secure sum alone for a noised secure sum). When the control does not leak (an attack too weak for
+the case) or is not in the matrix, the cell is *not shown* (:meth:`AttackMatrix.not_shown`), never
+"effective".
 """
 
 from __future__ import annotations
@@ -33,8 +39,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from attacks.matrix_tables import UTILITY_TOLERANCE_POINTS, matrix_table, utility_table
 from attacks.metrics import seed_interval
-from attacks.registry import Adversary, AttackCase, AttackResult, Population
+from attacks.registry import Adversary, AttackCase, AttackResult, Population, control_defense
 from privagg.errors import ConfigurationError, PrivAggError
 
 __all__ = [
@@ -68,8 +75,6 @@ DEFAULT_MATRIX_ATTACKS: tuple[str, ...] = (
 )
 #: attack hyper-parameters of the default matrix: the strongest variant each threat model allows
 DEFAULT_MATRIX_OPTIONS: dict[str, dict[str, Any]] = {"disaggregation": {"freeze_model": True}}
-#: a defense whose model is more than this many accuracy points below the undefended one is not "effective"
-UTILITY_TOLERANCE_POINTS = 5.0
 #: issue 15's figure: the malicious-model attack and gradient inversion recover < 5% of images under the noise
 #: defense, against >= 70% under secure aggregation alone
 NOISE_CHECK_ATTACKS: tuple[str, ...] = ("imprint", "inverting-gradients")
@@ -164,12 +169,41 @@ class AttackMatrix(AttackResult):
         base, acc = self.utility.get("none"), self.utility.get(defense)
         return None if base is None or acc is None else 100.0 * (base - acc)
 
-    def effective(self, attack: str, defense: str) -> bool | None:
-        """The defense stops the attack *and* keeps utility within 5 points (``None``: unknown)."""
-        leaks, gap = self.cell(attack, defense).leaks, self.utility_gap(defense)
-        if leaks is None or gap is None:
+    def control(self, attack: str, defense: str) -> MatrixCell | None:
+        """The positive control of a cell: the same attack, seeds and options under
+        :func:`~attacks.registry.control_defense` (``None``: no control, or its column is not in the matrix)."""
+        name = control_defense(defense)
+        if not name or name not in self.defenses:
             return None
-        return (not leaks) and gap <= UTILITY_TOLERANCE_POINTS
+        return self.cell(attack, name)
+
+    def stopped(self, attack: str, defense: str) -> bool | None:
+        """The defense stops the attack: no leak under it *and* a leak in its positive control. ``False``: it
+        leaks; ``None``: not shown (the cell did not run, or the control is missing, refused or did not leak:
+        an attack that fails without the defense too says nothing about the defense)."""
+        leaks = self.cell(attack, defense).leaks
+        if leaks is None:
+            return None
+        if leaks:
+            return False
+        ctrl = self.control(attack, defense)
+        return True if ctrl is not None and ctrl.leaks else None
+
+    def not_shown(self) -> list[tuple[str, str]]:
+        """The (attack, defense) cells with no leak whose positive control did not leak either (or is missing)."""
+        return [
+            (c.attack, c.defense)
+            for c in self.cells
+            if c.leaks is False and control_defense(c.defense) and self.stopped(c.attack, c.defense) is None
+        ]
+
+    def effective(self, attack: str, defense: str) -> bool | None:
+        """The defense stops the attack (:meth:`stopped`: the positive control leaks) *and* keeps utility within
+        5 points. ``None``: unknown, or not shown (the attack does not succeed without the defense either)."""
+        stopped, gap = self.stopped(attack, defense), self.utility_gap(defense)
+        if stopped is None or gap is None:
+            return None
+        return stopped and gap <= UTILITY_TOLERANCE_POINTS
 
 
 def noise_check(
@@ -397,9 +431,11 @@ def _matrix_text(base: AttackCase, seeds: Sequence[int], utility_rounds: int) ->
         f"Each cell: the attack's leak measure (fraction recovered, or AUC) under the defense, mean and 95% "
         f"interval over seeds {list(seeds)}; {base.dataset}. Utility: mean test accuracy over the same seeds; "
         f"effective = no leak and a mean gap within {UTILITY_TOLERANCE_POINTS:.0f} points of the undefended "
-        f"model (the gap's paired 95% interval beside it). DP defenses: client-level epsilon {base.dp_epsilon:g}, "
-        f"delta {base.dp_delta:g}; distributed-dp is the default distributed configuration (discrete Gaussian "
-        f"shares, 16-bit ring, clip 1)."
+        f"model (the gap's paired 95% interval beside it), and only when the same attack leaks in the "
+        f"defense's positive control (no defense; for a noised secure sum, the secure sum alone): an attack "
+        f"that fails there too shows nothing about the defense (not shown). DP defenses: client-level epsilon "
+        f"{base.dp_epsilon:g}, delta {base.dp_delta:g}; distributed-dp is the default distributed configuration "
+        f"(discrete Gaussian shares, 16-bit ring, clip 1)."
     )
     pop = base.population
     if pop is None:
@@ -418,81 +454,3 @@ def _matrix_text(base: AttackCase, seeds: Sequence[int], utility_rounds: int) ->
         f"deployment ({rounds} rounds, same q and noise) trained on every seed, against the same population "
         f"without DP."
     )
-
-
-def utility_table(m: AttackMatrix) -> tuple[list[str], list[list[Any]]]:
-    """One row per defense: mean test accuracy over seeds [95% CI], per seed, the paired gap to the undefended
-    model in points [95% CI], the DP noise multiplier, and whether the gap is within the tolerance."""
-    header = ["mode", "defense", "utility", "ci_low", "ci_high", "per_seed", "gap_points", "gap_ci_low"]
-    header += ["gap_ci_high", "noise_multiplier", f"within_{UTILITY_TOLERANCE_POINTS:.0f}_points", "error"]
-    header += ["shortened"]
-    rows: list[list[Any]] = []
-    for d in dict.fromkeys(("none", *m.defenses)):
-        if d not in m.utility:
-            continue
-        gap = m.utility_gap(d)
-        rows.append(
-            [
-                m.mode,
-                d,
-                m.utility[d],
-                *m.utility_interval(d),
-                " ".join(f"{v:.3f}" for v in m.utility_per_seed.get(d, [])),
-                gap,
-                *m.utility_gap_interval(d),
-                m.data.get("noise_multipliers", {}).get(d),
-                None if gap is None else gap <= UTILITY_TOLERANCE_POINTS,
-                m.utility_errors.get(d, ""),
-                m.shortened(d),
-            ]
-        )
-    return header, rows
-
-
-def matrix_table(m: AttackMatrix) -> tuple[list[str], list[list[Any]]]:
-    """Header and rows (one per attack x defense, plus the utility rows): what the CSV and the report hold."""
-    header = [
-        "mode",
-        "attack",
-        "defense",
-        "metric",
-        "mean",
-        "ci_low",
-        "ci_high",
-        "per_seed",
-        "leaks",
-        "utility",
-        "utility_ci_low",
-        "utility_ci_high",
-        "utility_gap_points",
-        "gap_ci_low",
-        "gap_ci_high",
-        "effective",
-        "error",
-    ]
-    rows: list[list[Any]] = []
-    for c in m.cells:
-        acc, gap = m.utility.get(c.defense), m.utility_gap(c.defense)
-        (u_lo, u_hi), (g_lo, g_hi) = m.utility_interval(c.defense), m.utility_gap_interval(c.defense)
-        rows.append(
-            [
-                m.mode,
-                c.attack,
-                c.defense,
-                c.metric,
-                c.value,
-                c.low,
-                c.high,
-                " ".join(f"{v:.3g}" for v in c.per_seed),
-                c.leaks,
-                acc,
-                u_lo,
-                u_hi,
-                gap,
-                g_lo,
-                g_hi,
-                m.effective(c.attack, c.defense),
-                c.error,
-            ]
-        )
-    return header, rows

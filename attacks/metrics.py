@@ -18,6 +18,9 @@ import numpy as np
 from privagg.errors import ConfigurationError
 
 __all__ = [
+    "DISTINGUISHING_AUC",
+    "LeakMeasure",
+    "leak_measure",
     "auc_interval_metrics",
     "utility_gap",
     "RECOVERED_PSNR",
@@ -196,6 +199,40 @@ def utility_gap(model_accuracy: float, undefended_accuracy: float) -> dict[str, 
         "undefended_test_accuracy": float(undefended_accuracy),
         "utility_gap_points": 100.0 * (float(undefended_accuracy) - float(model_accuracy)),
     }
+
+
+#: membership / property AUC from which the attacker tells members apart better than chance
+DISTINGUISHING_AUC = 0.6
+
+
+@dataclass(frozen=True)
+class LeakMeasure:
+    """An attack result's leak measure: the metric read, its value, and whether it counts as a leak."""
+
+    metric: str
+    value: float
+    leaks: bool
+
+
+def leak_measure(metrics: dict[str, float]) -> LeakMeasure | None:
+    """Whether a result's metrics show a leak, by the measure a verdict reads (``None``: no such measure).
+
+    A fraction of images / updates recovered leaks when above 0 (or when the target's image from an
+    update estimate reaches :data:`RECOVERED_PSNR`); a PSNR (or the best of a batch-size curve's
+    ``psnr@bN``) when at least :data:`RECOVERED_PSNR`; an AUC when at least :data:`DISTINGUISHING_AUC`.
+    """
+    m = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+    if "fraction_recovered" in m:
+        leaks = m["fraction_recovered"] > 0 or m.get("target_image_psnr", -math.inf) >= RECOVERED_PSNR
+        return LeakMeasure("fraction_recovered", m["fraction_recovered"], leaks)
+    if "psnr" in m:
+        return LeakMeasure("psnr", m["psnr"], m["psnr"] >= RECOVERED_PSNR)
+    curve = [v for k, v in m.items() if k.startswith("psnr@b")]
+    if curve:
+        return LeakMeasure("best psnr@b", max(curve), max(curve) >= RECOVERED_PSNR)
+    if "auc" in m:
+        return LeakMeasure("auc", m["auc"], m["auc"] >= DISTINGUISHING_AUC)
+    return None
 
 
 def label_accuracy(true: np.ndarray, recovered: np.ndarray) -> float:

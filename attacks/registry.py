@@ -51,6 +51,7 @@ __all__ = [
     "Defense",
     "Population",
     "catalog",
+    "control_defense",
     "register_attack",
     "register_defense",
     "write_catalog",
@@ -90,6 +91,14 @@ class Defense:
         return not (self.dp or self.sum_only)
 
     @property
+    def observer_only(self) -> bool:
+        """Central DP without a secure sum: the server receives every client's update and noises their
+        aggregate itself, so the noised release protects against *observers* of the released model, never
+        against the server (against the server this defense is ``none``). An attack case measures the
+        release; verdicts say whom that figure is about."""
+        return self.dp and not self.sum_only
+
+    @property
     def dp_noise(self) -> Literal["central", "client", "distributed"]:
         """Where DP noise is added: ``noise`` when given, else by the clients when the server sees
         only their sum (continuous shares), else centrally."""
@@ -112,6 +121,19 @@ def register_defense(name: str, defense: Defense) -> Defense:
     """Register ``defense`` under ``name`` (an attack case's ``defense``)."""
     DEFENSES.add(name, defense)
     return defense
+
+
+def control_defense(name: str) -> str:
+    """The positive control of a defense: the weakest server view that lacks its protection.
+
+    A defense only *stops* an attack that succeeds without it, on the same case and seeds. The control of
+    a noised secure sum (``secagg+dp``, ``distributed-dp``) is the secure sum alone (``secagg``: what the
+    server faces without the noise); of any other defense, no defense (``none``); ``none`` has no control.
+    """
+    spec = DEFENSES.get(name, field="defense")
+    if spec.exposes_updates:
+        return ""
+    return "secagg" if spec.sum_only and spec.dp else "none"
 
 
 register_defense("none", Defense("mean", description="plain FedAvg: the server sees every client's update"))

@@ -5,7 +5,8 @@
 over batch sizes (PSNR vs batch size); :func:`defense_matrix` runs one attack against several
 defenses; :func:`run_suite` runs :data:`DEFAULT_SUITE`, the suite ``benchmarks/attack_suite.py``
 times; :func:`run_configured_attack` is the engine behind ``privagg attack`` (a ``[case]`` and
-an ``[attack]`` table plus command-line overrides). :mod:`privagg.report.attacks` turns the
+an ``[attack]`` table plus command-line overrides), and reads a result without a leak against its
+positive control (:func:`with_control`). :mod:`privagg.report.attacks` turns the
 results into a report. No inference-attack figure comes from a run the DP budget shortened: the
 attack's measurement runs refuse instead (:func:`attacks.scenario.make_run_config`, typed
 :class:`~privagg.errors.PrivacyBudgetExceeded`), and the matrix's utility column says so.
@@ -19,10 +20,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from attacks.membership import MembershipAttack, collect_membership_scores
-from attacks.metrics import seed_interval
-from attacks.registry import ATTACKS, DEFENSES, Adversary, Attack, AttackCase, AttackResult, Population
+from attacks.metrics import leak_measure, seed_interval
+from attacks.registry import (
+    ATTACKS,
+    DEFENSES,
+    Adversary,
+    Attack,
+    AttackCase,
+    AttackResult,
+    Population,
+    control_defense,
+)
 from privagg.config import override
-from privagg.errors import ConfigurationError
+from privagg.errors import ConfigurationError, PrivAggError
 
 __all__ = [
     "DEFAULT_SUITE",
@@ -38,6 +48,7 @@ __all__ = [
     "run_configured_attack",
     "run_suite",
     "seed_study",
+    "with_control",
 ]
 
 
@@ -234,7 +245,79 @@ def run_suite(
                 first.comparison = {r.attack: (r.scores, r.labels) for r in group}
             else:
                 out.append(attack.run(case, progress=progress))
+    _suite_controls(out)  # a defended result without a leak is read against the suite's undefended run
     return out
+
+
+def with_control(
+    result: AttackResult,
+    name: str,
+    case: AttackCase,
+    *,
+    options: Mapping[str, Any] | None = None,
+    seeds: Sequence[int] = (),
+    batch_sizes: Sequence[int] = (),
+) -> AttackResult:
+    """``result`` with its positive control when it shows no leak under a defense: the same attack, options,
+    seeds (or batch sizes) and case under :func:`~attacks.registry.control_defense` (no defense, or the secure
+    sum alone for a noised secure sum), in ``result.data["control"]`` (``defense``, ``metric``, ``value``,
+    ``leaks``, or ``error`` when the control could not run). A defense stops an attack only when the control
+    leaks; an attack that fails without the defense too shows nothing about it (the verdict says NOT SHOWN).
+    A result that leaks, an attack that is not an inference attack, or a case without a defense is returned
+    as it is."""
+    measure = leak_measure(result.metrics)
+    control = control_defense(case.defense)
+    if not control or measure is None or measure.leaks or ATTACKS.get(name, field="attack").kind != "inference":
+        return result
+    ctrl_case = case.with_(defense=control)
+    try:
+        if seeds:
+            ctrl: AttackResult = seed_study(name, ctrl_case, seeds=seeds, options=options)
+        elif batch_sizes:
+            ctrl = batch_size_curve(name, ctrl_case, batch_sizes=batch_sizes, options=options)
+        else:
+            ctrl = run_attack(name, ctrl_case, options=options)
+    except PrivAggError as e:  # the control could not run: recorded (the verdict says NOT SHOWN), not hidden
+        result.data["control"] = {"defense": control, "error": f"{type(e).__name__}: {e}"[:200]}
+        return result
+    return _attach_control(result, ctrl, seeds=list(seeds) or [case.seed])
+
+
+def _attach_control(result: AttackResult, ctrl: AttackResult, *, seeds: list[int]) -> AttackResult:
+    """Record ``ctrl`` (the same attack under the control defense) as ``result``'s positive control."""
+    got = leak_measure(ctrl.metrics)
+    record = {
+        "defense": ctrl.case.defense,
+        "metric": got.metric if got else "",
+        "value": got.value if got else float("nan"),
+        "leaks": bool(got and got.leaks),
+        "seeds": seeds,
+        "seconds": ctrl.seconds,
+    }
+    result.data["control"] = record
+    result.tables.append(
+        (
+            f"Positive control: {result.attack} under {record['defense']} (same case, seeds and options)",
+            ["defense", "metric", "value", "leaks"],
+            [[record["defense"], record["metric"], record["value"], record["leaks"]]],
+        )
+    )
+    return result
+
+
+def _suite_controls(results: Sequence[AttackResult]) -> None:
+    """Attach to each suite result without a leak under a defense the suite's own run of the same attack on the
+    same case under the control defense, when the suite has one (else the verdict says no control ran)."""
+    for r in results:
+        control = control_defense(r.case.defense)
+        measure = leak_measure(r.metrics)
+        if not control or measure is None or measure.leaks or "control" in r.data:
+            continue
+        want = r.case.with_(defense=control)
+        runs = [pt for q in results for pt in (q.points if isinstance(q, BatchSizeCurve) else [q])]
+        match = [q for q in runs if q.attack == r.attack and q.case == want and type(q) is type(r)]
+        if match:
+            _attach_control(r, match[0], seeds=[r.case.seed])
 
 
 def attack_config(
@@ -294,7 +377,10 @@ def run_configured_attack(
         names = (name,) if name else DEFAULT_MATRIX_ATTACKS
         return attack_matrix(names, base=case, seeds=seeds or (0, 1, 2), options={n: options for n in names})
     if seeds:
-        return seed_study(str(name), case, seeds=seeds, options=options)
-    if batch_sizes:
-        return batch_size_curve(str(name), case, batch_sizes=batch_sizes, options=options)
-    return run_attack(str(name), case, options=options, progress=progress)
+        result: AttackResult = seed_study(str(name), case, seeds=seeds, options=options)
+    elif batch_sizes:
+        result = batch_size_curve(str(name), case, batch_sizes=batch_sizes, options=options)
+    else:
+        result = run_attack(str(name), case, options=options, progress=progress)
+    # a result without a leak under a defense is read against its positive control (the verdict says which)
+    return with_control(result, str(name), case, options=options, seeds=seeds, batch_sizes=batch_sizes)

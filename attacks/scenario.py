@@ -11,7 +11,9 @@ What the attacker observes per defense (:data:`attacks.registry.DEFENSES`):
 * ``none``: the server sees every client's update; the observation is the target's.
 * ``secagg`` / ``paillier``: the server learns only the cohort's aggregate.
 * ``dp``: client-level DP-FedAvg (clip + Gaussian noise); the observation is the released,
-  noised aggregate (the model update every participant and the server receive).
+  noised aggregate (the model update every participant receives). That is an *observer's* view: the
+  server noises the aggregate after it has received every update, so against the server itself
+  central DP is ``none`` (:attr:`attacks.registry.Defense.observer_only`; verdicts say so).
 * ``secagg+dp``: both; the server sees only the noised sum.
 * ``distributed-dp``: distributed DP inside the secure sum (integer noise shares, a ``2^bits`` ring);
   its rounds sample every client with rate 1 as Poisson sampling (the only sampling it is accounted for).
@@ -235,6 +237,8 @@ def observe_round(
             f"only the {case.defense} aggregate of {len(result.participants)} clients' updates "
             f"({batch_size} example(s) each){where}"
         )
+        if case.defense_spec.observer_only:
+            desc += " - what an observer of the release sees; the server itself receives every update before noising"
     return RoundObservation(
         members=members,
         observed=observed,

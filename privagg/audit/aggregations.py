@@ -239,7 +239,7 @@ def check_malicious_model(cfg: AuditConfig, *, seeds: tuple[int, ...] = (0, 1, 2
     data = {"fractions": list(exp.fractions), "interval": [mean, lo, hi], "median_psnr": list(exp.median_psnr)}
     return Finding(
         "secagg.malicious-model",
-        "fail" if exp.leaks else "pass",
+        "fail" if exp.leaks else ("pass" if exp.stopped else "warn"),
         "Malicious model (imprint) through secure aggregation",
         detail,
         data,

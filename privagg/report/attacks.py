@@ -28,12 +28,18 @@ from attacks.metrics import RECOVERED_PSNR, roc_curve
 from attacks.registry import ATTACKS, AttackResult
 from attacks.runner import BatchSizeCurve, SeedStudy
 from privagg.report import Figure, Report, Section
+from privagg.report.attack_verdicts import (
+    attack_title,
+    control_clause,
+    verdict,
+)
 
 __all__ = [
     "attack_figures",
     "attack_report",
     "attack_section",
     "attack_title",
+    "control_clause",
     "image_grid_figure",
     "matrix_heatmap",
     "roc_figure",
@@ -41,13 +47,6 @@ __all__ = [
     "write_attack_report",
     "write_matrix_csv",
 ]
-
-#: PSNR (dB) from which a reconstructed image is taken as recognisable (= recovered, one criterion)
-RECOGNISABLE_PSNR = RECOVERED_PSNR
-#: membership / property AUC from which the attacker tells members apart better than chance
-DISTINGUISHING_AUC = 0.6
-#: a defense is only called effective when the defended model's accuracy stays this close to the undefended one
-UTILITY_TOLERANCE_POINTS = 5.0
 
 
 def image_grid_figure(
@@ -155,6 +154,7 @@ def matrix_heatmap(m: AttackMatrix, filename: str = "attack_matrix.png") -> Figu
         return max(0.0, min(1.0, (c.value - 0.5) * 2)) if c.metric == "auc" else max(0.0, min(1.0, c.value))
 
     grid = np.array([[level(m.cell(a, d)) for d in m.defenses] for a in m.attacks], dtype=float)
+    unshown = set(m.not_shown())  # no leak, but the attack fails without the defense too
 
     def draw(path: Path) -> None:
         import matplotlib.pyplot as plt
@@ -180,6 +180,8 @@ def matrix_heatmap(m: AttackMatrix, filename: str = "attack_matrix.png") -> Figu
                 label = "refused" if c.error else f"{c.metric.replace('fraction_recovered', 'rec')}\n{c.value:.2f}"
                 if not c.error and math.isfinite(c.low):
                     label += f" [{max(c.low, 0):.2f},{min(c.high, 1):.2f}]"
+                if (a, d) in unshown:
+                    label += "\nnot shown"
                 dark = math.isfinite(grid[i, j]) and grid[i, j] > 0.6
                 ax.text(j, i, label, ha="center", va="center", fontsize=7, color="white" if dark else "black")
         fig.colorbar(im, ax=ax, label="leak (fraction recovered; AUC: 2 x (AUC - 0.5))")
@@ -347,123 +349,9 @@ def _headline(r: AttackResult) -> tuple[str, str]:
     return "-", "-"
 
 
-def _configurations(r: AttackResult) -> list[str]:
-    """The configurations a protocol attack ran against (metric keys ``attack/configuration``)."""
-    seen: dict[str, None] = {}
-    for k in r.metrics:
-        if "/" in k:
-            seen[k.split("/", 1)[1]] = None
-    return list(seen)
-
-
 def _kind(r: AttackResult) -> str:
     """The registered attack's kind ("inference", "poisoning", "protocol")."""
     return ATTACKS.get(r.attack).kind if r.attack in ATTACKS else "inference"
-
-
-def attack_title(r: AttackResult, kind: str) -> str:
-    """What ran: a protocol attack names the SecAgg configurations it attacked, others the defense."""
-    if isinstance(r, AttackMatrix):
-        return f"matrix: {', '.join(r.attacks)} x {', '.join(r.defenses)}"
-    if kind == "protocol":
-        configs = _configurations(r)
-        return f"{r.attack}: malicious server against secure aggregation ({', '.join(configs) or 'no configuration'})"
-    return f"{r.attack} against defense {r.case.defense}"
-
-
-def verdict(r: AttackResult, kind: str) -> str:
-    """One line: did the attack work, by which metric, and what that metric means."""
-    if isinstance(r, AttackMatrix):
-        ran = [c for c in r.cells if c.leaks is not None]
-        leaking = sum(1 for c in ran if c.leaks)
-        good = sorted({d for a in r.attacks for d in r.defenses if r.effective(a, d)})
-        return (
-            f"verdict: {leaking} of {len(ran)} attack x defense cells leak ({len(r.cells) - len(ran)} refused); "
-            f"defenses effective against some attack at <= {UTILITY_TOLERANCE_POINTS:.0f} points utility cost: "
-            f"{', '.join(good) or 'none'} [{r.mode} mode]"
-        )
-    m = {k: v for k, v in r.metrics.items() if isinstance(v, (int, float)) and np.isfinite(v)}
-    if kind == "protocol":
-        per: dict[str, list[float]] = {}
-        for k, v in m.items():
-            if "/" in k:
-                per.setdefault(k.split("/", 1)[1], []).append(v)
-        if per:
-            parts = ", ".join(f"{c} {int(sum(v))}/{len(v)}" for c, v in per.items())
-            expected = "" if r.success is None else (" - as expected" if r.success else " - NOT as expected")
-            return f"verdict: target's update isolated in {parts} attack runs{expected} (1 = isolated, 0 = stopped)"
-    if isinstance(r, BatchSizeCurve) and r.psnr:
-        worst = max(r.psnr)
-        leak = "recognisable" if worst >= RECOGNISABLE_PSNR else "not recognisable"
-        return (
-            f"verdict: best median reconstruction PSNR {worst:.1f} dB over batch sizes {r.batch_sizes}: images "
-            f"{leak} (>= {RECOGNISABLE_PSNR:.0f} dB counts as recovered)"
-        )
-    if "identifiable" in m and "fraction_recovered" in m:
-        got = round(m["fraction_recovered"] * m.get("target_rounds", 0))
-        image = m.get("target_image_psnr", float("nan"))
-        state = "LEAKS" if m["fraction_recovered"] > 0 or image >= RECOVERED_PSNR else "does not leak"
-        shown = f"; target's image from the estimate {image:.1f} dB" if np.isfinite(image) else ""
-        return (
-            f"verdict: target's update recovered in {got}/{int(m.get('target_rounds', 0))} of its rounds from "
-            f"{int(m.get('rounds', 0))} aggregates ({'identifiable' if m['identifiable'] else 'not identifiable'}; "
-            f"within 10% relative error){shown}: {state}"
-        )
-    if "fraction_recovered" in m and "images" in m:
-        seeds = ""
-        if isinstance(r, SeedStudy) and "fraction_recovered_seeds_ci_low" in m:
-            lo, hi = max(0.0, m["fraction_recovered_seeds_ci_low"]), min(1.0, m["fraction_recovered_seeds_ci_high"])
-            seeds = f" (mean of {len(r.seeds)} seeds, 95% CI {lo:.0%}..{hi:.0%})"
-        state = "LEAKS: the server recovered images" if m["fraction_recovered"] > 0 else "does not leak"
-        target = ""
-        if "target_fraction_recovered" in m and m.get("images", 0) != m.get("target_images", 0):
-            target = f"; the target's: {m['target_fraction_recovered']:.0%}"
-        closed = " [closed-form batch-1 case]" if r.data.get("closed_form") else ""
-        return (
-            f"verdict: {m['fraction_recovered']:.0%} of {int(m['images'])} images recovered{seeds}, median PSNR "
-            f"{m.get('psnr_median', float('nan')):.1f} dB{target}: {state} (>= {RECOVERED_PSNR:.0f} dB counts "
-            f"as recovered){closed}"
-        )
-    if "psnr" in m:
-        leak = (
-            "recognisable: the server recovered the images" if m["psnr"] >= RECOGNISABLE_PSNR else ("not recognisable")
-        )
-        base = f", random image {m['random_image_psnr']:.1f} dB" if "random_image_psnr" in m else ""
-        return (
-            f"verdict: median reconstruction PSNR {m['psnr']:.1f} dB{base}: {leak} "
-            f"(>= {RECOGNISABLE_PSNR:.0f} dB counts as recovered)"
-        )
-    if "auc" in m:
-        told = "better than chance" if m["auc"] >= DISTINGUISHING_AUC else "near chance"
-        ci = f" [95% CI {m['auc_ci_low']:.2f}..{m['auc_ci_high']:.2f}]" if "auc_ci_low" in m else ""
-        extra = f", TPR at 1% FPR {m['tpr@1%fpr']:.3f}" if "tpr@1%fpr" in m else ""
-        model = ""
-        if "model_test_accuracy" in m:
-            model = f"; target model test accuracy {m['model_test_accuracy']:.2f}"
-            if m["model_test_accuracy"] < 0.5:
-                model += " (a weak model leaks little: weigh the AUC against its utility)"
-        if "utility_gap_points" in m:
-            gap = m["utility_gap_points"]
-            model += f"; undefended {m['undefended_test_accuracy']:.2f}, utility cost {gap:.1f} points"
-            if m["auc"] < DISTINGUISHING_AUC:
-                model += (
-                    f": defense {r.case.defense} effective (within {UTILITY_TOLERANCE_POINTS:.0f} points)"
-                    if gap <= UTILITY_TOLERANCE_POINTS
-                    else f": NOT an effective defense (costs more than {UTILITY_TOLERANCE_POINTS:.0f} points)"
-                )
-        return f"verdict: attack AUC {m['auc']:.2f}{ci} ({told}; 0.5 = chance, 1 = always right){extra}{model}"
-    if "attack_success_rate" in m:
-        asr = m["attack_success_rate"]
-        return (
-            f"verdict: backdoor success rate {asr:.2f} ({'succeeded' if asr >= 0.5 else 'failed'}: share of "
-            f"triggered inputs given the attacker's label, >= 0.5 counts as success); model accuracy "
-            f"{m.get('accuracy', float('nan')):.2f}"
-        )
-    if kind == "poisoning" and "accuracy" in m:
-        return f"verdict: model accuracy under attack {m['accuracy']:.2f} (the attack aims to lower it)"
-    if r.success is not None:
-        return f"verdict: attack {'succeeded' if r.success else 'failed'} against its stated goal"
-    return "verdict: no verdict metric for this attack (see the metrics above)"
 
 
 def write_attack_report(

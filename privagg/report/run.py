@@ -202,6 +202,9 @@ def exposure_section(outcome: RunOutcome) -> Section:
             "interval": list(exp.interval),
             "median_psnr": list(exp.median_psnr),
             "leaks": exp.leaks,
+            "stopped": exp.stopped,
+            "control_defense": exp.control_defense,
+            "control_fractions": list(exp.control_fractions),
             "seconds": leak.seconds,
         }
         rows += [

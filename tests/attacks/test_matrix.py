@@ -13,17 +13,20 @@ pytestmark = pytest.mark.usefixtures("one_quiet_thread")
 
 def _matrix(utility: dict[str, float | None], cells: list[MatrixCell]) -> AttackMatrix:
     return AttackMatrix(
-        attack="matrix", case=AttackCase(), attacks=["a"], defenses=["none", "d"], cells=cells, utility=utility
+        attack="matrix", case=AttackCase(), attacks=["a"], defenses=["none", "dp"], cells=cells, utility=utility
     )
 
 
 def test_effective_needs_no_leak_and_utility_within_five_points() -> None:
-    stopped = [MatrixCell("a", "none", "fraction_recovered", 1.0), MatrixCell("a", "d", "fraction_recovered", 0.0)]
-    assert _matrix({"none": 0.90, "d": 0.86}, stopped).effective("a", "d") is True
-    assert _matrix({"none": 0.90, "d": 0.84}, stopped).effective("a", "d") is False  # 6 points
-    assert _matrix({"none": 0.90, "d": None}, stopped).effective("a", "d") is None  # utility refused
-    leaking = [MatrixCell("a", "none", "fraction_recovered", 1.0), MatrixCell("a", "d", "fraction_recovered", 0.1)]
-    assert _matrix({"none": 0.90, "d": 0.90}, leaking).effective("a", "d") is False
+    stopped = [MatrixCell("a", "none", "fraction_recovered", 1.0), MatrixCell("a", "dp", "fraction_recovered", 0.0)]
+    assert _matrix({"none": 0.90, "dp": 0.86}, stopped).effective("a", "dp") is True
+    assert _matrix({"none": 0.90, "dp": 0.84}, stopped).effective("a", "dp") is False  # 6 points
+    assert _matrix({"none": 0.90, "dp": None}, stopped).effective("a", "dp") is None  # utility refused
+    leaking = [MatrixCell("a", "none", "fraction_recovered", 1.0), MatrixCell("a", "dp", "fraction_recovered", 0.1)]
+    assert _matrix({"none": 0.90, "dp": 0.90}, leaking).effective("a", "dp") is False
+    # the positive control (no defense) recovered nothing either: not shown, never effective
+    blind = [MatrixCell("a", "none", "fraction_recovered", 0.0), MatrixCell("a", "dp", "fraction_recovered", 0.0)]
+    assert _matrix({"none": 0.90, "dp": 0.90}, blind).effective("a", "dp") is None
 
 
 def test_cell_leak_semantics() -> None:

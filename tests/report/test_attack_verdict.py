@@ -27,7 +27,7 @@ def _r(metrics: dict[str, float], success: bool | None = None, defense: str = "n
          None, "inference", ["near chance", "utility cost 78.0 points", "NOT an effective defense"]),
         ({"auc": 0.52, "auc_ci_low": 0.47, "auc_ci_high": 0.57, "model_test_accuracy": 0.88,
           "undefended_test_accuracy": 0.9, "utility_gap_points": 2.0}, None, "inference",
-         ["[95% CI 0.47..0.57]", "effective (within 5 points)"]),
+         ["[95% CI 0.47..0.57]", "utility cost 2.0 points", "no defense here"]),  # effective: needs a control
         ({"psnr": 7.5, "random_image_psnr": 5.2}, None, "inference", ["PSNR 7.5 dB", "not recognisable"]),
         ({"auc": 0.5, "tpr@1%fpr": 0.01, "model_test_accuracy": 0.15}, None, "inference",
          ["AUC 0.50", "near chance", "0.5 = chance", "test accuracy 0.15", "weak model"]),
