@@ -54,6 +54,7 @@ from privagg.randomness import label
 from protocols.weighting import Weighting, WeightingCodec
 
 from ._grid import round_trip
+from ._node import node_flag
 from .config import FitWorkflowConfig
 
 __all__ = [
@@ -69,6 +70,7 @@ __all__ = [
     "round_digest",
     "SEND_METRICS_KEY",
     "clear_fit_metadata",
+    "sends_metrics",
     "weighted_update",
 ]
 
@@ -337,9 +339,14 @@ def clear_fit_metadata(content: RecordDict, ctxt: Context) -> None:
     metrics, unless the node itself opts in with ``node_config[SEND_METRICS_KEY]`` (true). The server's strategy
     still gets one ``FitRes`` per included node: with equal weights, a weighted mean of the one aggregate is it."""
     content.metric_records["fitres.num_examples"] = MetricRecord({"num_examples": 1})
-    opt_in = ctxt.node_config.get(SEND_METRICS_KEY)
-    if not (opt_in is True or (isinstance(opt_in, str) and opt_in.strip().lower() in ("true", "1", "yes"))):
+    if not sends_metrics(ctxt):
         content.config_records["fitres.metrics"] = ConfigRecord({})
+
+
+def sends_metrics(ctxt: Context) -> bool:
+    """Whether this node opted in (its own ``node_config[SEND_METRICS_KEY]``) to metrics in the clear: its
+    ``FitRes`` metrics, and answers to evaluate messages (loss, metrics, eval-set size; :mod:`._guard`)."""
+    return node_flag(ctxt, SEND_METRICS_KEY) is True
 
 
 def weighted_update(codec: WeightingCodec, fitres: FitRes, *, stage: str) -> np.ndarray:

@@ -4,7 +4,8 @@
 whoever starts the run: the server side. Whatever protects the node against the server is read from
 the node's own settings (or the mod's arguments), never the run config: its threat mode
 (:func:`own_threat`), its identity and PKI folder (``secagg._new_local``, :func:`node_value`), its DP policy
-(``dp_policy._client_policy``) and whether it trains only inside a secure sum (:func:`secure_only_from`).
+(``dp_policy._client_policy``) and whether it answers only inside a secure round (:func:`secure_only_from`: by
+default yes, in active mode; :mod:`._guard`).
 The secure-aggregation policy (:func:`policy_from`) may fill a key the
 node left out from the run config: a larger assumed rate or cohort only makes the client refuse more.
 """
@@ -15,11 +16,13 @@ from typing import Any
 
 from flwr.app import Context
 
+from privagg.errors import ConfigurationError
 from secagg.params import ClientPolicy, ThreatModel
 
-__all__ = ["SECURE_ONLY_KEY", "node_value", "own_threat", "policy_from", "secure_only_from"]
+__all__ = ["SECURE_ONLY_KEY", "node_flag", "node_value", "own_threat", "policy_from", "secure_only_from"]
 
-#: a node's own config key: refuse any training message that does not come inside a secure-aggregation round
+#: a node's own config key: refuse any training message outside a secure round (and evaluate and get-parameters
+#: messages, :mod:`._guard`); default on in active mode, off in semi-honest mode
 SECURE_ONLY_KEY = "privagg-secure-only"
 
 
@@ -49,10 +52,25 @@ def own_threat(ctxt: Context, fixed: ThreatModel | None) -> ThreatModel:
     return fixed or (ThreatModel.parse(str(own)) if own is not None else ThreatModel.ACTIVE)
 
 
-def secure_only_from(ctxt: Context, fixed: bool | None) -> bool:
-    """Whether this node trains only inside a secure-aggregation round: the mod's argument, else its own
-    ``node_config[SECURE_ONLY_KEY]`` (true / 1 / yes), else ``False`` (the mod passes other messages on)."""
+def node_flag(ctxt: Context, key: str) -> bool | None:
+    """A yes/no setting of the node's own ``node_config[key]`` (a bool, or true / 1 / yes, false / 0 / no;
+    ``None``: unset); anything else is a :class:`ConfigurationError` (a typo must not flip a protection)."""
+    own = ctxt.node_config.get(key)
+    if own is None or isinstance(own, bool):
+        return own
+    word = str(own).strip().lower()
+    if word in ("true", "1", "yes"):
+        return True
+    if word in ("false", "0", "no"):
+        return False
+    raise ConfigurationError(f"not a yes/no setting: {own!r}", field=key, accepted="true | false")
+
+
+def secure_only_from(ctxt: Context, fixed: bool | None, threat: ThreatModel) -> bool:
+    """Whether this node answers only inside a secure round (:mod:`._guard`): the mod's argument, else its own
+    ``node_config[SECURE_ONLY_KEY]``, else whether its own mode ``threat`` is active. The run config cannot
+    turn it off (the server would ask the node for its update in the clear)."""
     if fixed is not None:
         return fixed
-    own = ctxt.node_config.get(SECURE_ONLY_KEY)
-    return own is True or (isinstance(own, str) and own.strip().lower() in ("true", "1", "yes"))
+    own = node_flag(ctxt, SECURE_ONLY_KEY)
+    return own if own is not None else threat is ThreatModel.ACTIVE

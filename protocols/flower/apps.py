@@ -2,8 +2,9 @@
 
 :func:`vector_client_app` builds a ClientApp whose ``fit`` returns one float vector drawn
 from a seeded simulation stream ``(seed, round, partition-id)``, so the server-side test can
-recompute the plain mean of exactly the clients that survived. :func:`dropout_mod` makes
-chosen partitions fail at the start of a chosen protocol stage (mid-round dropout: the
+recompute the plain mean of exactly the clients that survived (its ``evaluate`` answers the squared
+distance of the model to that vector, its ``get_parameters`` the vector: what a server learns from them).
+:func:`dropout_mod` makes chosen partitions fail at the start of a chosen protocol stage (mid-round dropout: the
 engine turns the exception into an error reply, the workflow counts the node as dropped).
 :func:`vector_server_app` runs ``rounds`` rounds of a legacy FedAvg strategy with the
 given fit workflow (privagg's or Flower's). Everything here is importable by Ray actors.
@@ -78,6 +79,17 @@ def vector_client_app(*, dimension: int, seed: int, mods: Sequence[Any] = (), nu
             dim = int(config.get("dimension", dimension))
             return [client_vector(seed, rnd, self.pid, dim)], num_examples, {"pid": self.pid}
 
+        def evaluate(self, parameters: Any, config: Any) -> tuple[float, int, dict[str, Any]]:
+            """The loss of the model against this node's vector of round ``config["round"]`` (squared distance)."""
+            x = client_vector(seed, int(config.get("round", 0)), self.pid, int(config.get("dimension", dimension)))
+            loss = float(np.sum((np.asarray(parameters[0], dtype=np.float64) - x) ** 2))
+            return loss, num_examples, {"pid": self.pid}
+
+        def get_parameters(self, config: Any) -> list[np.ndarray]:
+            """The model this node holds: its vector of round ``config["round"]`` (a stateful client's last fit)."""
+            rnd, dim = int(config.get("round", 0)), int(config.get("dimension", dimension))
+            return [client_vector(seed, rnd, self.pid, dim)]
+
     def client_fn(context: Context) -> Any:
         return VectorClient(int(context.node_config["partition-id"])).to_client()
 
@@ -93,11 +105,13 @@ def vector_server_app(
     dimension_of_round: Callable[[int], int] | None = None,
     wrap_strategy: Callable[[Any], Any] | None = None,
     reset_model: bool = True,
+    evaluate: bool = False,
 ) -> Any:
     """A ServerApp: ``rounds`` rounds of FedAvg over all ``num_clients`` nodes with ``fit_workflow``.
 
     ``wrap_strategy(fedavg)`` may wrap the strategy (e.g. with DP); ``reset_model`` resets the
-    global model to zeros before every round (benchmarks: the broadcast stays small).
+    global model to zeros before every round (benchmarks: the broadcast stays small); ``evaluate``
+    sends every node an evaluate message after each round (Flower's federated evaluation).
     """
     from flwr.common import ndarrays_to_parameters
     from flwr.server import LegacyContext, ServerConfig
@@ -112,13 +126,14 @@ def vector_server_app(
     def main(grid: Grid, context: Context) -> None:
         strategy = FedAvg(
             fraction_fit=1.0,
-            fraction_evaluate=0.0,
+            fraction_evaluate=1.0 if evaluate else 0.0,
             min_fit_clients=num_clients,
-            min_evaluate_clients=0,
+            min_evaluate_clients=num_clients if evaluate else 0,
             min_available_clients=num_clients,
             accept_failures=True,
             initial_parameters=ndarrays_to_parameters([np.zeros(dim_of(1), dtype=np.float32)]),
             on_fit_config_fn=lambda rnd: {"round": rnd, "dimension": dim_of(rnd)},
+            on_evaluate_config_fn=lambda rnd: {"round": rnd, "dimension": dim_of(rnd)},
         )
         if wrap_strategy is not None:
             strategy = wrap_strategy(strategy)

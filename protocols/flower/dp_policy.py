@@ -4,7 +4,8 @@ The policy comes from the mod's arguments or from the node's own ``node_config``
 never from the run config: the server writes that one, and would set the floor its own noise is checked
 against. A client without a noise floor and a share ceiling refuses every DP
 round. :func:`check_shares` bounds the noise shares by what the secure-aggregation mod outside
-the DP mod verified: its roster and the fewest survivors it lets a sum be released with.
+the DP mod verified: its roster and the fewest survivors it lets a sum be released with (inside the
+Paillier mod: the provisioned fewest contributions its decryptors decrypt).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from flwr.compat.common import recorddict_compat as compat
 
 from dp.noise import GaussianGridMechanism, check_share_sigma
 from privagg.errors import ConfigurationError, ProtocolAbort
+from protocols.flower._guard import running_protocol
 from protocols.flower._node import node_value
 from protocols.flower.secagg import MIN_SURVIVORS_KEY, ROSTER_KEY
 
@@ -58,9 +60,13 @@ def check_shares(shares: int, cfg: Mapping[str, Any]) -> None:
     (``MIN_SURVIVORS_KEY``; at most the roster, ``ROSTER_KEY``). A server asking for more shares
     could split the noise over the roster and then force dropouts down to that floor: the sum
     would carry ``std sqrt(floor / shares)``. Up to ``shares = 1`` (a client's own full noise) the
-    mod needs no secure aggregation.
+    mod needs no secure aggregation. The two fields count only inside a round a privagg mod further out runs
+    (:func:`._guard.running_protocol`; it sets them, the Paillier mod from the floor its decryptors enforce):
+    with no such mod on the node, nobody removed what the server wrote there.
     """
     roster, floor = _count(cfg.get(ROSTER_KEY)), _count(cfg.get(MIN_SURVIVORS_KEY))
+    if running_protocol() is None:
+        roster = floor = None
     if shares <= 1:
         return
     if roster is None or floor is None or not 1 <= floor <= roster:

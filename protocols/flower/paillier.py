@@ -9,10 +9,13 @@ partial decryptions, so the trust split is real (fewer than ``t`` decryptors, wi
 without the server, learn nothing; only ``t`` decryptors colluding with the server could
 decrypt one client). Keeping decryptors inside the ServerApp process would make that split
 fictional; making every training client a decryptor would put key shares on the least
-trusted machines. A node's role comes from its ``node_config``
+trusted machines. A node's role comes from its own settings: its ``node_config``
 (``privagg-paillier-decryptor = <index>``, e.g. ``flower-supernode --node-config
 "privagg-paillier-decryptor=1"``) or, in the simulation engine where nodes only get a
-partition id, from ``run_config["privagg-paillier-decryptors"] = "p1,p2,p3"`` (partition ids).
+partition id, the partition ids of the decryptors given to the mod (``make_paillier_mod(decryptors=...)``)
+or in ``node_config["privagg-paillier-decryptors"] = "p1,p2,p3"``. Never from the run config, which the
+server side writes: it would choose which nodes train and which decrypt; nor the material folder, the node's
+trust root (a folder of the server's: its public key, whose secret it holds, and its directories).
 
 Keys are dealt once by a trusted dealer and provisioned out of band as files
 (:mod:`.paillier_material`: :func:`provision_paillier`, :func:`load_paillier`). A node reads
@@ -41,6 +44,13 @@ missing or refused) -> the server drops partials not signed by the decryptor the
 proofs, combines ``t`` partials into the sum, and the fit-round template
 (:mod:`._fit_round`) decodes the weighted mean and hands it to ``Strategy.aggregate_fit``.
 
+A node whose own mode is active (``node_config["privagg-threat"]``, default active) answers only inside a
+round (:mod:`._guard`): a training message without a Paillier (or secure-aggregation) record, an evaluate
+message (unless it opts in to metrics in the clear) and a get-parameters message are refused, so a server
+cannot ask a client for its update in the clear. A DP mod inside this one splits its noise over at most the
+provisioned ``min_clients`` shares (set in the fit config by this mod: the fewest contributions the
+decryptors decrypt), never over numbers the server wrote there.
+
 Decryptor store: ``node_config["privagg-paillier-store"]`` (a file path), default
 ``paillier-decryptor-<i>.log`` in the material folder: the endorsed and decrypted (session,
 round) pairs, appended and fsynced before the decryptor answers, so a restarted decryptor never
@@ -55,7 +65,7 @@ with one session for all runs a server could replay an earlier run's signed cont
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -96,10 +106,14 @@ from ._fit_round import (
     received_codec,
     received_digest,
     round_digest,
+    sends_metrics,
     weighted_update,
 )
+from ._guard import guard, running, running_protocol
+from ._node import node_value, own_threat, secure_only_from
 from .config import PaillierWorkflowConfig
 from .paillier_material import load_paillier
+from .secagg import MIN_SURVIVORS_KEY, ROSTER_KEY
 
 __all__ = [
     "PAILLIER_RECORD",
@@ -327,12 +341,16 @@ class PrivAggPaillierWorkflow(FitWorkflow[PaillierRoundRecord]):
 # ---------------------------------------------------------------------------------- node mod
 
 
-def _role(ctxt: Context) -> tuple[str, int]:
+def _role(ctxt: Context, decryptors: Sequence[int] | None) -> tuple[str, int]:
+    """This node's role, from its own settings only (the run config is the server's: it would displace a
+    decryptor, or make a client hold a key share it chose): ``node_config["privagg-paillier-decryptor"]``, else
+    its partition id's place in ``decryptors`` (the mod's) or ``node_config["privagg-paillier-decryptors"]``."""
     idx = ctxt.node_config.get("privagg-paillier-decryptor")
     pid = ctxt.node_config.get("partition-id")
-    if idx is None and pid is not None:
-        listed = str(ctxt.run_config.get("privagg-paillier-decryptors", ""))
-        ids = [int(x) for x in listed.split(",") if x.strip()]
+    listed = node_value(ctxt, "privagg-paillier-decryptors", decryptors)
+    if idx is None and pid is not None and listed is not None:
+        items = str(listed).split(",") if isinstance(listed, (str, int)) else listed  # "0,1,2", 0 or a sequence
+        ids = [int(x) for x in items if str(x).strip()]
         if int(cast(int, pid)) in ids:
             idx = ids.index(int(cast(int, pid))) + 1
     if idx is not None:
@@ -346,27 +364,47 @@ def _role(ctxt: Context) -> tuple[str, int]:
 
 
 def make_paillier_mod(
-    *, material: str | None = None, secrets: SecretSource = SYSTEM_SECRETS
+    *,
+    material: str | None = None,
+    decryptors: Sequence[int] | None = None,
+    secrets: SecretSource = SYSTEM_SECRETS,
+    secure_only: bool | None = None,
 ) -> Callable[[Message, Context, Callable[[Message, Context], Message]], Message]:
     """The node mod: answers the role query, contributes (clients) or decrypts (decryptors).
 
-    ``material`` is the provisioned folder (default ``node_config["privagg-paillier"]``, then
-    ``run_config["privagg-paillier"]``: the run config is written by the server side). The
-    protocol checks (model digest against the round setup, one contribution or decryption per
-    round, lengths, signatures) are those of the parties in :mod:`protocols.paillier`.
+    Everything it trusts is the node's own, never the run config (the server writes it): ``material`` is
+    the provisioned folder (default ``node_config["privagg-paillier"]``; a folder the server named would
+    be its trust root: its public key, directories and the node's signing key); ``decryptors`` the partition
+    ids that are decryptors (default ``node_config["privagg-paillier-decryptors"]``, ``"0,1,2"``; a deployed
+    decryptor sets ``node_config["privagg-paillier-decryptor"]``). ``secure_only`` (default: the node's own
+    ``node_config["privagg-secure-only"]``, else on when its own mode, ``node_config["privagg-threat"]``,
+    is active): refuse a training message outside a Paillier or secure-aggregation round, evaluate and
+    get-parameters messages (:mod:`._guard`). The protocol checks (model digest against the round setup,
+    one contribution or decryption per round, lengths, signatures) are those of the parties in
+    :mod:`protocols.paillier`.
     """
 
     def mod(msg: Message, ctxt: Context, call_next: Callable[[Message, Context], Message]) -> Message:
-        if not msg.has_content() or PAILLIER_RECORD not in msg.content.config_records:
+        if not msg.has_content():
             return call_next(msg, ctxt)
-        cfg = msg.content.config_records[PAILLIER_RECORD]
+        cfg = msg.content.get(PAILLIER_RECORD)
+        if not isinstance(cfg, ConfigRecord):
+            fit_cfg = msg.content.get("fitins.config")
+            if isinstance(fit_cfg, ConfigRecord) and running_protocol() is None:  # a privagg mod's, never the server's
+                fit_cfg.pop(ROSTER_KEY, None), fit_cfg.pop(MIN_SURVIVORS_KEY, None)
+            only = secure_only_from(ctxt, secure_only, own_threat(ctxt, None))
+            return guard(msg, ctxt, call_next, own=PAILLIER_RECORD, secure_only=only, send_metrics=sends_metrics(ctxt))
+        with running(_PROTOCOL):
+            return handle(msg, ctxt, call_next, cfg)
+
+    def handle(msg: Message, ctxt: Context, call_next: Callable[..., Message], cfg: ConfigRecord) -> Message:
         stage = cfg.get("stage")
-        role, ident = _role(ctxt)
-        # the node's own config first: the run config is the server side's, it must not pick a node's trust anchors
-        folder = material or ctxt.node_config.get("privagg-paillier") or ctxt.run_config.get("privagg-paillier")
+        role, ident = _role(ctxt, decryptors)
+        folder = node_value(ctxt, "privagg-paillier", material)  # its own trust root, never the run config's
         if folder is None:
             raise ConfigurationError(
-                "no Paillier material folder (run_config 'privagg-paillier')", field="privagg-paillier"
+                "no Paillier material folder (the mod's material= or the node's own node_config 'privagg-paillier')",
+                field="privagg-paillier",
             )
         mat = load_paillier(str(folder))
         state = ctxt.state.config_records.get(_STATE)
@@ -389,6 +427,9 @@ def make_paillier_mod(
             # the client party checks it against the setup: model, fit config and the weighting it encodes with
             got = received_digest(msg.content, stage="contribute")
             digest = round_digest(got, codec, clip=mat.clip, protocol=_PROTOCOL)
+            fit_cfg = msg.content.get("fitins.config")
+            if isinstance(fit_cfg, ConfigRecord):  # for a DP mod further in: the floor the decryptors enforce
+                fit_cfg[ROSTER_KEY], fit_cfg[MIN_SURVIVORS_KEY] = mat.config.max_clients, mat.config.min_clients
             out = call_next(msg, ctxt)
             if out.has_error():
                 return out

@@ -33,6 +33,8 @@ is told are bound into the setup's digest (:func:`._fit_round.round_digest`): to
 A node whose reply is an error, is missing at the ``timeout``, or does not decode has dropped out.
 Threat models: ``"active"`` (default; a PKI, :mod:`.pki`; clients abort on any inconsistency the server
 introduces), ``"semi-honest"`` (Flower's). A client never accepts a weaker mode than its own (:mod:`._node`).
+An active client answers only inside a secure round (:mod:`._guard`): a plain fit, an evaluate message
+(unless it opts in to metrics in the clear) and a get-parameters message are refused.
 """
 
 from __future__ import annotations
@@ -81,8 +83,10 @@ from ._fit_round import (
     received_codec,
     received_digest,
     round_digest,
+    sends_metrics,
     weighted_update,
 )
+from ._guard import guard, running, running_protocol
 from ._node import node_value, own_threat, policy_from, secure_only_from
 from ._state import PartyStore
 from .config import SecAggWorkflowConfig
@@ -353,19 +357,14 @@ def make_secagg_mod(
     ``node_config`` / ``run_config`` keys ``privagg-secagg-min-clients``, ``-dropout-rate``,
     ``-corruption-rate`` when the first is set) is what an active client accepts: it derives the
     graph itself and refuses a weaker setup or a smaller roster (:class:`secagg.ClientPolicy`).
-    ``secure_only`` (default: ``node_config["privagg-secure-only"]``, else ``False``): refuse every training
-    message outside a secure-aggregation round. Off, the mod passes such a message on (one mod list for
-    several protocols), so a server that sends a plain fit receives the node's update in the clear."""
+    ``secure_only`` (default: ``node_config["privagg-secure-only"]``, else on exactly when the node's own mode
+    is active; never the run config): refuse a training message outside a secure round (and evaluate and
+    get-parameters messages, :mod:`._guard`); another privagg protocol's round (Paillier) is passed on to its
+    mod further in. Off, the mod passes such a message on, and a server that sends a plain fit receives the
+    node's update in the clear."""
     fixed_threat = ThreatModel.parse(threat) if threat is not None else None
 
-    def mod(msg: Message, ctxt: Context, call_next: Callable[[Message, Context], Message]) -> Message:
-        cfg, fit_cfg = msg.content.get(RECORD), msg.content.get("fitins.config")  # (not the rebuilt views)
-        if msg.metadata.message_type != MessageType.TRAIN or not isinstance(cfg, ConfigRecord):
-            if msg.metadata.message_type == MessageType.TRAIN and secure_only_from(ctxt, secure_only):
-                raise InvalidMessage("a training message outside secure aggregation", stage="fit", party="client")
-            if isinstance(fit_cfg, ConfigRecord):  # set by this mod from a roster it verified, never by the server
-                fit_cfg.pop(ROSTER_KEY, None), fit_cfg.pop(MIN_SURVIVORS_KEY, None)
-            return call_next(msg, ctxt)
+    def handle(msg: Message, ctxt: Context, nxt: Callable[..., Message], cfg: ConfigRecord, fit_cfg: Any) -> Message:
         stage, wire = cfg.get("stage"), cfg.get("msg")
         if not isinstance(wire, bytes) or stage not in _TYPE_CODE or len(wire) < 4 or wire[3] != _TYPE_CODE[stage]:
             _STORE.drop(ctxt)
@@ -380,11 +379,13 @@ def make_secagg_mod(
             if stage == "delivery" and client.stage is ClientStage.AWAIT_SHARES:
                 got = received_digest(msg.content, stage="delivery")  # + the weighting and clip told at setup:
                 digest = round_digest(got, local.codec, clip=local.clip, protocol=_PROTOCOL)  # the core checks it
-                if isinstance(fit_cfg, ConfigRecord) and client.graph is not None:
-                    n = len(client.graph.ids)
-                    fit_cfg[ROSTER_KEY] = n
-                    fit_cfg[MIN_SURVIVORS_KEY] = client.params.min_survivors(n) if client.params is not None else n
-                fit_out = call_next(msg, ctxt)
+                if isinstance(fit_cfg, ConfigRecord):  # the roster this client verified, never the server's numbers
+                    fit_cfg.pop(ROSTER_KEY, None), fit_cfg.pop(MIN_SURVIVORS_KEY, None)
+                    if client.graph is not None:
+                        n = len(client.graph.ids)
+                        fit_cfg[ROSTER_KEY] = n
+                        fit_cfg[MIN_SURVIVORS_KEY] = client.params.min_survivors(n) if client.params else n
+                fit_out = nxt(msg, ctxt)
                 if fit_out.has_error():
                     _STORE.drop(ctxt)
                     return fit_out
@@ -409,6 +410,16 @@ def make_secagg_mod(
             raise ProtocolAbort("the client produced no reply", stage=str(stage), party="client")
         out_content[RECORD] = ConfigRecord({"stage": stage, "msg": replies[0].encode()})
         return Message(out_content, reply_to=msg)
+
+    def mod(msg: Message, ctxt: Context, call_next: Callable[[Message, Context], Message]) -> Message:
+        cfg, fit_cfg = msg.content.get(RECORD), msg.content.get("fitins.config")  # (not the rebuilt views)
+        if msg.metadata.message_type != MessageType.TRAIN or not isinstance(cfg, ConfigRecord):
+            if isinstance(fit_cfg, ConfigRecord) and running_protocol() is None:  # set by a privagg mod, never
+                fit_cfg.pop(ROSTER_KEY, None), fit_cfg.pop(MIN_SURVIVORS_KEY, None)  # by the server
+            only = secure_only_from(ctxt, secure_only, own_threat(ctxt, fixed_threat))
+            return guard(msg, ctxt, call_next, own=RECORD, secure_only=only, send_metrics=sends_metrics(ctxt))
+        with running(_PROTOCOL):
+            return handle(msg, ctxt, call_next, cfg, fit_cfg)
 
     return mod
 

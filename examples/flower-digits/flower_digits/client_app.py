@@ -5,9 +5,12 @@ One mod list serves all three modes: each privagg mod only acts on its own messa
 ``privagg_dp_mod`` on fit instructions that carry DP settings), exactly like swapping in
 Flower's ``secaggplus_mod``.
 
-What protects a node against the server is the node's own: its threat mode, PKI folder (trust root)
-and DP policy come from its ``node_config`` (``flower-supernode --node-config ...``), never from the
-run config, which the server side writes. :data:`NODE_DEFAULTS` fills the keys a node left out.
+What protects a node against the server is the node's own: its threat mode, PKI and Paillier folders
+(trust roots), Paillier role and DP policy come from its ``node_config`` (``flower-supernode --node-config
+...``), never from the run config, which the server side writes. :data:`NODE_DEFAULTS` fills the keys a
+node left out. In active mode (the default) a node answers only inside a secure round: a plain fit
+(``aggregation = "plain"``), an evaluate or a get-parameters message is refused unless the node itself sets
+``privagg-secure-only = false`` (the comparison run without protection).
 """
 
 from __future__ import annotations
@@ -24,11 +27,16 @@ from protocols.flower.paillier import make_paillier_mod
 
 __all__ = ["NODE_DEFAULTS", "app", "node_defaults"]
 
-#: this node's own settings where its node config has none (``--node-config`` overrides each): the PKI
-#: folder ``provision`` wrote, and the DP policy (it refuses a server asking for less noise or more noise
-#: shares). The threat mode defaults to active; a semi-honest node sets ``privagg-threat`` itself.
+#: this node's own settings where its node config has none (``--node-config`` overrides each): the PKI and
+#: Paillier folders ``provision`` wrote, which partitions are Paillier decryptors in simulation (a deployed
+#: decryptor sets ``privagg-paillier-decryptor=<i>`` instead), and the DP policy (it refuses a server asking
+#: for less noise or more noise shares). The threat mode defaults to active; a semi-honest node sets
+#: ``privagg-threat`` itself, and a node that takes part in ``aggregation = "plain"`` runs sets
+#: ``privagg-secure-only`` to false itself.
 NODE_DEFAULTS: dict[str, Any] = {
     "privagg-pki": "/tmp/privagg-flower-digits",
+    "privagg-paillier": "/tmp/privagg-flower-digits",
+    "privagg-paillier-decryptors": "0,1,2",
     "privagg-dp-min-noise-multiplier": 0.3,
     "privagg-dp-max-shares": 12,
 }

@@ -100,7 +100,12 @@ def main(grid: Grid, context: Context) -> None:
     if dp:
         budget = float(cfg.get("dp-budget-epsilon", 0.0))
         # the fewest survivors a round can release with: the budget is checked for them before the secure sum
-        survivors: Any = (lambda n: config.params_for(n).min_survivors(n)) if mode == "secagg" else None
+        # (Paillier: the fewest contributions the decryptors decrypt; the clients' DP mod checks the same floor)
+        survivors: Any = None
+        if mode == "secagg":
+            survivors = lambda n: config.params_for(n).min_survivors(n)  # noqa: E731
+        elif mode == "paillier":
+            survivors = workflow.material.config.min_clients
         strategy = PrivAggDPStrategy(
             strategy,
             noise_multiplier=float(cfg["dp-noise-multiplier"]),

@@ -24,6 +24,7 @@ from privagg.digest import model_digest
 from privagg.errors import ProtocolAbort
 from protocols.distributed_dp import DistributedDPRounds
 from protocols.flower import SecAggWorkflowConfig, create_identities, make_secagg_mod
+from protocols.flower._guard import running
 from protocols.flower.apps import client_vector, dropout_mod, vector_client_app, vector_server_app
 from protocols.flower.distributed_dp import (
     DDP_KEYS,
@@ -286,6 +287,15 @@ def test_the_client_checks_the_plan_with_its_own_sensitivity() -> None:
             SAMPLING, M, _Floor()
         )
     policy = (0.5, N, True, math.inf)
+    with pytest.raises(ProtocolAbort, match="roster"):  # the roster fields count only inside a secure round
+        _round_plan(_cfg(plan), M, policy)
+    with running("secagg"):  # as the secure-aggregation mod outside the DP mod marks its round
+        _check_plans(plan, policy)
+
+
+def _check_plans(plan: Any, policy: tuple[float, int, bool, float]) -> None:
+    from protocols.flower.distributed_dp import _round_plan
+
     params, rotation = _round_plan(_cfg(plan), M, policy)
     assert params.l2_sensitivity == pytest.approx(plan.l2_sensitivity) and params.shares == 4
     assert rotation.round == 1

@@ -37,10 +37,11 @@ def material(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _run(material: Path, mods: tuple[Any, ...] | list[Any] = (), rounds: int = 2) -> tuple[Any, Any]:
     wf = PrivAggPaillierWorkflow(PaillierWorkflowConfig.from_folder(material))
-    capp = vector_client_app(dimension=M, seed=SEED, mods=[*mods, make_paillier_mod(material=str(material))])
+    capp = vector_client_app(
+        dimension=M, seed=SEED, mods=[*mods, make_paillier_mod(material=str(material), decryptors=DECRYPTORS)]
+    )
     sapp = vector_server_app(wf, num_clients=N, dimension=M, rounds=rounds)
-    run_cfg = {"privagg-paillier-decryptors": ",".join(map(str, DECRYPTORS))}
-    grid = run_inprocess(sapp, capp, num_nodes=N, run_config=run_cfg)
+    grid = run_inprocess(sapp, capp, num_nodes=N)
     return wf, grid
 
 
@@ -89,10 +90,11 @@ def test_decryptors_refuse_a_single_client_aggregate(material: Path) -> None:
         return [msg]
 
     wf = PrivAggPaillierWorkflow(PaillierWorkflowConfig.from_folder(material))
-    capp = vector_client_app(dimension=M, seed=SEED, mods=[make_paillier_mod(material=str(material))])
+    capp = vector_client_app(
+        dimension=M, seed=SEED, mods=[make_paillier_mod(material=str(material), decryptors=DECRYPTORS)]
+    )
     sapp = vector_server_app(wf, num_clients=N, dimension=M, rounds=1)
-    run_cfg = {"privagg-paillier-decryptors": ",".join(map(str, DECRYPTORS))}
-    run_inprocess(sapp, capp, num_nodes=N, run_config=run_cfg, intercept=intercept)
+    run_inprocess(sapp, capp, num_nodes=N, intercept=intercept)
     rec = wf.history[0]
     assert not rec.ok and rec.decryptors == () and "0 valid endorsements" in (rec.abort or "")
     errs = [e for e in rec.node_errors.values() if e.startswith("endorse")]
@@ -148,10 +150,11 @@ def _craft_for_target(material: Path, *, announce: bool, what: str = "model") ->
 
 def _run_attacked(material: Path, intercept: Callable[[int, Any], list[Any]]) -> tuple[Any, Any]:
     wf = PrivAggPaillierWorkflow(PaillierWorkflowConfig.from_folder(material))
-    capp = vector_client_app(dimension=M, seed=SEED, mods=[make_paillier_mod(material=str(material))])
+    capp = vector_client_app(
+        dimension=M, seed=SEED, mods=[make_paillier_mod(material=str(material), decryptors=DECRYPTORS)]
+    )
     sapp = vector_server_app(wf, num_clients=N, dimension=M, rounds=1)
-    run_cfg = {"privagg-paillier-decryptors": ",".join(map(str, DECRYPTORS))}
-    grid = run_inprocess(sapp, capp, num_nodes=N, run_config=run_cfg, intercept=intercept)
+    grid = run_inprocess(sapp, capp, num_nodes=N, intercept=intercept)
     return wf.history[0], grid
 
 
@@ -238,10 +241,11 @@ def test_workflow_refuses_a_strategy_that_sends_different_models(material: Path)
         return strategy
 
     wf = PrivAggPaillierWorkflow(PaillierWorkflowConfig.from_folder(material))
-    capp = vector_client_app(dimension=M, seed=SEED, mods=[make_paillier_mod(material=str(material))])
+    capp = vector_client_app(
+        dimension=M, seed=SEED, mods=[make_paillier_mod(material=str(material), decryptors=DECRYPTORS)]
+    )
     sapp = vector_server_app(wf, num_clients=N, dimension=M, rounds=1, wrap_strategy=wrap)
-    run_cfg = {"privagg-paillier-decryptors": ",".join(map(str, DECRYPTORS))}
-    run_inprocess(sapp, capp, num_nodes=N, run_config=run_cfg)
+    run_inprocess(sapp, capp, num_nodes=N)
     rec = wf.history[0]
     assert not rec.ok and "different models or fit configs for different clients" in (rec.abort or "")
     assert not any(e.startswith("contribute") for e in rec.node_errors.values())  # nothing was sent

@@ -57,12 +57,13 @@ def _run(
     node_config: Callable[[int], dict[str, Any]] | None = None,
     intercept: Callable[[int, Any], list[Any]] | None = None,
     server_material: Path | None = None,
+    decryptors: range | None = range(K),
 ) -> tuple[PrivAggPaillierWorkflow, Any, Any]:
     """``rounds`` rounds; returns the workflow, the grid and the client app (to message nodes afterwards)."""
     folder = server_material or material
     assert folder is not None
     wf = PrivAggPaillierWorkflow(PaillierWorkflowConfig.from_folder(folder))
-    paillier = make_paillier_mod(material=str(material) if material is not None else None)
+    paillier = make_paillier_mod(material=str(material) if material is not None else None, decryptors=decryptors)
     capp = vector_client_app(dimension=M, seed=SEED, mods=[*mods, paillier])
     sapp = vector_server_app(wf, num_clients=K + CLIENTS, dimension=M, rounds=rounds)
 
@@ -73,7 +74,7 @@ def _run(
         sapp,
         capp,
         num_nodes=K + CLIENTS,
-        run_config={"privagg-paillier-decryptors": ",".join(map(str, range(K))), **(run_config or {})},
+        run_config=run_config,
         node_config=nodes,
         intercept=intercept,
     )
@@ -235,6 +236,42 @@ def test_a_node_takes_its_material_folder_from_its_own_config_before_the_servers
         server_material=material,
     )
     _check_mean(wf.history[0], grid, list(range(K, K + CLIENTS)))
+
+
+def test_a_node_without_its_own_material_folder_refuses_the_servers(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The server provisions material of its own (it holds every key share of that public key) and names its
+    folder in the run config. A node that took it would sign with the server's keys, trust the server's
+    directories and encrypt its update under a key the server decrypts alone: its contribution in the clear.
+    Wanted (wave 7): a node without a folder of its own (mod argument or ``node_config["privagg-paillier"]``)
+    refuses every message; nobody trains, nothing is encrypted. Old code: the round ran under the server's key."""
+    decoy = tmp_path_factory.mktemp("server-material") / "material"
+    cfg = PaillierConfig(key_bits=512, allow_insecure=True, max_clients=8, decryptors=K, threshold=2)
+    provision_paillier(decoy, cfg, range(K + CLIENTS), clip=CLIP)
+    wf, _grid, _ = _run(None, tmp_path, run_config={"privagg-paillier": str(decoy)}, server_material=decoy)
+    rec = wf.history[0]
+    assert not rec.ok and rec.aggregate is None and rec.contributors == ()
+    assert len(rec.node_errors) == K + CLIENTS
+    assert all("no Paillier material folder" in e for e in rec.node_errors.values())
+
+
+def test_the_run_config_cannot_name_the_decryptors(material: Path, tmp_path: Path) -> None:
+    """Decryptors 1 and 2 are partitions 0 and 1 by their own node config (as deployed SuperNodes). The server
+    lists partitions 3 and 4 as decryptors in the run config. Old code: those clients took decryptor roles
+    (signing with the key shares of the simulation's shared folder, one of them claiming a role a real
+    decryptor holds) and left the training cohort: the server chose who trains and who decrypts. Wanted: roles
+    come from the nodes' own settings only; the run config's list changes nothing."""
+    wf, grid, _ = _run(
+        material,
+        tmp_path,
+        run_config={"privagg-paillier-decryptors": "3,4"},
+        node_config=lambda pid: {"privagg-paillier-decryptor": pid + 1} if pid < K else {},
+        decryptors=None,
+    )
+    rec = wf.history[0]
+    _check_mean(rec, grid, list(range(K, K + CLIENTS)))
+    assert sorted(grid.partition_of[n] for n in rec.decryptors) == [0, 1]
 
 
 # ------------------------------------------------------------ the weighting is part of what a client signs

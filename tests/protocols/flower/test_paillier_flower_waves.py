@@ -71,7 +71,10 @@ def _run(
         return [msg]
 
     def node_config(pid: int) -> dict[str, Any]:
-        return {"privagg-paillier-store": str(tmp / f"store-{pid}.log")}
+        # the node's own list of decryptor partitions (never the run config's, which the server writes)
+        return {"privagg-paillier-store": str(tmp / f"store-{pid}.log"), "privagg-paillier-decryptors": decryptors}
+
+    decryptors = ",".join(map(str, range(k)))
 
     wf = PrivAggPaillierWorkflow(PaillierWorkflowConfig.from_folder(material))
     capp = vector_client_app(dimension=M, seed=SEED, mods=[*mods, make_paillier_mod(material=str(material))])
@@ -80,7 +83,6 @@ def _run(
         sapp,
         capp,
         num_nodes=k + CLIENTS,
-        run_config={"privagg-paillier-decryptors": ",".join(map(str, range(k)))},
         node_config=node_config,
         drop=lambda pid, msg: pid in down and _stage(msg) in ("endorse", "decrypt"),
         intercept=intercept,

@@ -15,15 +15,18 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("flwr")
 
 from flwr.app import Context, Message, RecordDict
+from flwr.common import parameters_to_ndarrays
+from flwr.compat.common import recorddict_compat as compat
 
 from protocols.flower import PrivAggSecAggWorkflow, SecAggWorkflowConfig, create_identities, make_secagg_mod
 from protocols.flower._node import policy_from
-from protocols.flower.apps import vector_client_app, vector_server_app
+from protocols.flower.apps import client_vector, vector_client_app, vector_server_app
 from protocols.flower.inproc import run_inprocess
 from protocols.flower.secagg import RECORD
 from secagg.messages import KeyAdvertisement, decode_message
@@ -180,13 +183,15 @@ def test_a_nodes_own_pki_folder_comes_from_its_node_config(pki: Path, tmp_path: 
 
 
 @pytest.mark.filterwarnings("ignore::dp.noise.InsecureNoiseWarning")
-def test_forged_roster_floor_on_a_plain_fit_message_releases_nothing(pki: Path) -> None:
+@pytest.mark.parametrize("secure_only", [None, False])
+def test_forged_roster_floor_on_a_plain_fit_message_releases_nothing(pki: Path, secure_only: bool | None) -> None:
     """The roster size and survivor floor in the fit config (``ROSTER_KEY``, ``MIN_SURVIVORS_KEY``) are for the
     secure-aggregation mod to set, from the roster it verified. The server strips the secure-aggregation record
-    from the victim's delivery message and writes the two keys itself: the message is a plain fit, which the
-    secure-aggregation mod passes through, and a distributed-DP mod that believed the forged floor would
-    return its noised ring vector unmasked (one noise share, ``sigma / sqrt(shares)``). Wanted: the
-    secure-aggregation mod removes keys it did not set, the DP mod refuses, no ring vector leaves the node."""
+    from the victim's delivery message and writes the two keys itself: the message is a plain fit, and a
+    distributed-DP mod that believed the forged floor would return its noised ring vector unmasked (one noise
+    share, ``sigma / sqrt(shares)``). Wanted: the active node refuses the plain fit (wave 7's default); a node
+    that opted out of that (``secure_only=False``) still sends nothing: the DP mod trusts the two keys only
+    inside a round a privagg mod runs (and the secure-aggregation mod removes them), so it refuses."""
     from dp.accounting import Sampling
     from dp.config import DPConfig
     from dp.distributed_encoding import IntegerNoise
@@ -221,17 +226,21 @@ def test_forged_roster_floor_on_a_plain_fit_message_releases_nothing(pki: Path) 
     ddp = make_distributed_dp_mod(
         min_noise_multiplier=0.1, max_shares=N, noise=lambda c: IntegerNoise(seed=int(c.node_config["partition-id"]))
     )
-    capp = vector_client_app(dimension=M, seed=1, mods=[outer, make_secagg_mod(threat="active", pki=str(pki)), ddp])
+    secagg = make_secagg_mod(threat="active", pki=str(pki), secure_only=secure_only)
+    capp = vector_client_app(dimension=M, seed=1, mods=[outer, secagg, ddp])
     run_inprocess(vector_server_app(wf, num_clients=N, dimension=M), capp, num_nodes=N, intercept=intercept)
     assert victim not in leaked
     victim_node = wf.history[0].node_of_client[victim]
-    assert "no verified roster" in wf.history[0].node_errors[victim_node]
+    why = "outside secure aggregation" if secure_only is None else "no verified roster"
+    assert why in wf.history[0].node_errors[victim_node]
 
 
-def _plain_fit_to(victim: int) -> tuple[Callable[[int, Message], list[Message]], Callable[..., Message], list[int]]:
+def _plain_fit_to(
+    victim: int,
+) -> tuple[Callable[[int, Message], list[Message]], Callable[..., Message], dict[int, np.ndarray]]:
     """The server strips the secure-aggregation record from ``victim``'s delivery (a plain fit); ``leaked``
-    collects the partitions whose reply carries a model in the clear."""
-    leaked: list[int] = []
+    maps each partition whose reply carries a model in the clear to that model."""
+    leaked: dict[int, np.ndarray] = {}
 
     def intercept(pid: int, msg: Message) -> list[Message]:
         cfg = msg.content.config_records.get(RECORD)
@@ -243,7 +252,8 @@ def _plain_fit_to(victim: int) -> tuple[Callable[[int, Message], list[Message]],
         out = call_next(msg, ctxt)
         arrays = [a for a in out.content.array_records.values() if len(a)] if out.has_content() else []
         if arrays and RECORD not in out.content.config_records:
-            leaked.append(int(ctxt.node_config["partition-id"]))
+            fitres = compat.recorddict_to_fitres(out.content, keep_input=True)
+            leaked[int(ctxt.node_config["partition-id"])] = parameters_to_ndarrays(fitres.parameters)[0]
         return out
 
     return intercept, outer, leaked
@@ -251,10 +261,11 @@ def _plain_fit_to(victim: int) -> tuple[Callable[[int, Message], list[Message]],
 
 @pytest.mark.parametrize("where", ["default", "node", "server"])
 def test_plain_fit_outside_secure_aggregation(pki: Path, where: str) -> None:
-    """The server sends the victim a plain fit (no secure-aggregation record). By default the mod passes it on
-    (one mod list for several protocols): the victim's update reaches the server in the clear. A node that
-    opts in itself (``node_config["privagg-secure-only"]``) refuses it; the server's run config cannot opt it in
-    or out (it is the node's protection against that server)."""
+    """The server strips the secure-aggregation record from the victim's delivery (a plain fit). Before wave 7
+    the mod passed it on by default and the victim's exact update reached the server. Now an active node
+    refuses it unless it opts out itself (``node_config["privagg-secure-only"] = false``: then the update
+    leaves in the clear, exactly); the server's run config cannot opt it out (it is the node's protection
+    against that server)."""
     victim = 0
     intercept, outer, leaked = _plain_fit_to(victim)
     wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=N - 1, threshold=3, pki=str(pki)))
@@ -264,14 +275,15 @@ def test_plain_fit_outside_secure_aggregation(pki: Path, where: str) -> None:
         capp,
         num_nodes=N,
         intercept=intercept,
-        node_config=(lambda pid: {"privagg-secure-only": True}) if where == "node" else None,
-        run_config={"privagg-secure-only": where != "server"},  # the server asks for the opposite: ignored
+        node_config=(lambda pid: {"privagg-secure-only": False}) if where == "node" else None,
+        run_config={"privagg-secure-only": where == "node"},  # the server asks for the opposite: ignored
     )
     rec = wf.history[0]
     if where == "node":
-        assert leaked == [] and "outside secure aggregation" in rec.node_errors[rec.node_of_client[victim]]
+        assert list(leaked) == [victim]
+        np.testing.assert_array_equal(leaked[victim], client_vector(1, 1, victim, M))
     else:
-        assert leaked == [victim]  # the documented default: open unless the node opts in
+        assert leaked == {} and "outside secure aggregation" in rec.node_errors[rec.node_of_client[victim]]
 
 
 def test_secure_only_nodes_complete_an_honest_round(pki: Path) -> None:
