@@ -95,7 +95,7 @@ def run_system(name: str, args: argparse.Namespace, pki: str) -> dict[str, Any]:
     from protocols.flower import PrivAggSecAggWorkflow, SecAggWorkflowConfig, make_secagg_mod
     from protocols.flower.apps import dropout_mod, expected_mean, send_metrics_mod, vector_client_app, vector_server_app
     from protocols.flower.inproc import run_inprocess
-    from secagg.params import ThreatModel
+    from secagg.params import ClientPolicy, ThreatModel
 
     n, m = args.clients, args.params
     k = args.num_shares or _flower_k(n)
@@ -163,7 +163,9 @@ def run_system(name: str, args: argparse.Namespace, pki: str) -> dict[str, Any]:
         inner = PrivAggSecAggWorkflow(config)
         # the test clients opt in to reporting their partition id in the clear (the check below reads it)
         mods = [send_metrics_mod, dropout_mod(partitions=range(n_drop), stage="delivery")]
-        mods.append(make_secagg_mod(threat=threat, pki=pki))
+        # active nodes need a policy of their own (they refuse to run without one); a benchmark assumes no colluder
+        own = ClientPolicy(min_clients=2, dropout_rate=0.0, corruption_rate=0.0)
+        mods.append(make_secagg_mod(threat=threat, pki=pki, policy=own if threat is ThreatModel.ACTIVE else None))
 
         def check(context: Any, rnd: int) -> None:
             rec = inner.history[-1]

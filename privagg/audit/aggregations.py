@@ -82,9 +82,12 @@ class SecureAggregation(AuditedAggregation):
     """SecAgg+: the graph and threshold, the threat model (attacks run, not assumed), the upload."""
 
     def audit(self, cfg: AuditConfig, *, progress: Progress | None = None) -> AggregationAudit:
+        from privagg.audit.client_policy import check_client_policy
+
         poisson = cfg.dp.mechanism is not None and cfg.dp.sampling == "poisson"
         rate = cfg.dp.sampling_rate if poisson else None
         findings, params = check_secagg(cfg.deployment, round_size=cfg.round_size, poisson_rate=rate)
+        findings.extend(check_client_policy(cfg.deployment))  # active clients without a policy of their own
         attacks: tuple[AttackRow, ...] | None = None
         if cfg.protocol_attacks:
             if progress is not None:

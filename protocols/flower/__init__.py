@@ -2,7 +2,8 @@
 
 Drop-in for Flower's ``secaggplus_mod`` / ``SecAggPlusWorkflow``::
 
-    ClientApp(client_fn=client_fn, mods=[privagg_secagg_mod, privagg_dp_mod])
+    ClientApp(client_fn=client_fn, mods=[privagg_secagg_mod, privagg_dp_mod])  # each active node: its own policy,
+    # node_config privagg-secagg-min-clients and privagg-secagg-corruption-rate (else it refuses to run)
     workflow = PrivAggSecAggWorkflow(SecAggWorkflowConfig(dropout_rate=0.1, pki="keys"))  # "keys": the identities
     DefaultWorkflow(fit_workflow=workflow)(grid, context)
 

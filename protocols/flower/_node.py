@@ -6,8 +6,12 @@ the node's own settings (or the mod's arguments), never the run config: its thre
 (:func:`own_threat`), its identity and PKI folder (``secagg._new_local``, :func:`node_value`), its DP policy
 (``dp_policy._client_policy``) and whether it answers only inside a secure round (:func:`secure_only_from`: by
 default yes, in active mode; :mod:`._guard`).
-The secure-aggregation policy (:func:`policy_from`) may fill a key the
-node left out from the run config: a larger assumed rate or cohort only makes the client refuse more.
+The secure-aggregation policy (:func:`own_policy`) is the node's too: an active node takes its minimum cohort
+and assumed corruption rate only from its own settings and refuses a round without them (else it would accept
+the server's degree, threshold and roster size). Only the assumed dropout rate may come from the run config
+when the node left it out: a larger one only makes the client refuse more (``SecAggParams.derive`` meets
+condition 2 whatever the dropout rate and condition 3 at ``dropout + corruption``, so a graph accepted at a
+larger dropout rate is accepted at a smaller; ``tests/protocols/flower/test_node_policy.py`` holds the property).
 """
 
 from __future__ import annotations
@@ -19,11 +23,29 @@ from flwr.app import Context
 from privagg.errors import ConfigurationError
 from secagg.params import ClientPolicy, ThreatModel
 
-__all__ = ["SECURE_ONLY_KEY", "node_flag", "node_value", "own_threat", "policy_from", "secure_only_from"]
+__all__ = [
+    "CORRUPTION_RATE_KEY",
+    "DROPOUT_RATE_KEY",
+    "MIN_CLIENTS_KEY",
+    "SECURE_ONLY_KEY",
+    "node_flag",
+    "node_value",
+    "own_policy",
+    "own_threat",
+    "policy_from",
+    "secure_only_from",
+]
 
 #: a node's own config key: refuse any training message outside a secure round (and evaluate and get-parameters
 #: messages, :mod:`._guard`); default on in active mode, off in semi-honest mode
 SECURE_ONLY_KEY = "privagg-secure-only"
+#: a node's own secure-aggregation policy (:class:`secagg.ClientPolicy`): the smallest cohort and roster it joins,
+#: and the fraction of every roster it assumes colludes with the server (active mode: both from ``node_config``)
+MIN_CLIENTS_KEY = "privagg-secagg-min-clients"
+CORRUPTION_RATE_KEY = "privagg-secagg-corruption-rate"
+#: the dropout rate the node derives its graph for (node config, else run config: a larger one only adds refusals)
+DROPOUT_RATE_KEY = "privagg-secagg-dropout-rate"
+_RANGES = {MIN_CLIENTS_KEY: "an integer >= 2", CORRUPTION_RATE_KEY: "0 <= rate < 1"}
 
 
 def node_value(ctxt: Context, key: str, fixed: Any = None) -> Any:
@@ -32,17 +54,50 @@ def node_value(ctxt: Context, key: str, fixed: Any = None) -> Any:
     return fixed if fixed is not None else ctxt.node_config.get(key)
 
 
-def policy_from(ctxt: Context) -> ClientPolicy | None:
-    """The client's policy from its node / run configuration, key by key (``None`` when no minimum cohort is
-    set): ``privagg-secagg-min-clients``, ``-dropout-rate``, ``-corruption-rate``."""
+def policy_from(ctxt: Context, threat: ThreatModel = ThreatModel.ACTIVE) -> ClientPolicy | None:
+    """The client's secure-aggregation policy from its configuration, key by key (``None``: none).
+
+    Active mode: :data:`MIN_CLIENTS_KEY` and :data:`CORRUPTION_RATE_KEY` only from the node's own
+    ``node_config`` (``None`` unless both are set: the run config is the server's); :data:`DROPOUT_RATE_KEY`
+    from the node, else the run config, else 0 (the smallest rate: a run config can only raise it, which only
+    adds refusals). Semi-honest mode (the server is trusted): each key from the node, else the run config, as
+    before (``None`` when no minimum cohort is set)."""
+    own = ctxt.node_config
 
     def get(key: str) -> Any:
-        return ctxt.node_config.get(key, ctxt.run_config.get(key))
+        return own.get(key, ctxt.run_config.get(key))
 
-    if (n := get("privagg-secagg-min-clients")) is None:
+    if threat is ThreatModel.ACTIVE:
+        n, corruption = own.get(MIN_CLIENTS_KEY), own.get(CORRUPTION_RATE_KEY)
+        if corruption is None:
+            return None
+    else:
+        n, corruption = get(MIN_CLIENTS_KEY), get(CORRUPTION_RATE_KEY)
+    if n is None:
         return None
-    rates = [float(get(f"privagg-secagg-{k}-rate") or 0.0) for k in ("dropout", "corruption")]
-    return ClientPolicy(min_clients=int(n), dropout_rate=rates[0], corruption_rate=rates[1])
+    dropout = get(DROPOUT_RATE_KEY)
+    return ClientPolicy(
+        min_clients=int(n), dropout_rate=float(dropout or 0.0), corruption_rate=float(corruption or 0.0)
+    )
+
+
+def own_policy(ctxt: Context, fixed: ClientPolicy | None, threat: ThreatModel) -> ClientPolicy | None:
+    """The policy this node's client holds: the mod's ``fixed``, else :func:`policy_from`. An active node with
+    neither refuses (:class:`ConfigurationError` naming the keys): without a policy of its own it would accept
+    the server's degree, threshold and roster size (a weak graph lets the server and a colluder rebuild an
+    input). A semi-honest node may run without one (its server is trusted)."""
+    policy = fixed if fixed is not None else policy_from(ctxt, threat)
+    if policy is None and threat is ThreatModel.ACTIVE:
+        missing = [k for k in (MIN_CLIENTS_KEY, CORRUPTION_RATE_KEY) if ctxt.node_config.get(k) is None]
+        raise ConfigurationError(
+            "an active node needs a secure-aggregation policy of its own, or it accepts whatever degree, threshold "
+            f"and roster size the server sends: set node_config {' and '.join(repr(k) for k in missing)} "
+            f"(optionally {DROPOUT_RATE_KEY!r}) or make_secagg_mod(policy=ClientPolicy(...)); the run config "
+            "(the server's) is not read for them",
+            field=missing[0],
+            accepted=" and ".join(f"node_config {k} ({_RANGES[k]})" for k in missing),
+        )
+    return policy
 
 
 def own_threat(ctxt: Context, fixed: ThreatModel | None) -> ThreatModel:

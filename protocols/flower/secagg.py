@@ -34,7 +34,8 @@ A node whose reply is an error, is missing at the ``timeout``, or does not decod
 Threat models: ``"active"`` (default; a PKI, :mod:`.pki`; clients abort on any inconsistency the server
 introduces), ``"semi-honest"`` (Flower's). A client never accepts a weaker mode than its own (:mod:`._node`).
 An active client answers only inside a secure round (:mod:`._guard`): a plain fit, an evaluate message
-(unless it opts in to metrics in the clear) and a get-parameters message are refused.
+(unless it opts in to metrics in the clear) and a get-parameters message are refused; it joins a round only
+under a policy of its own (:func:`._node.own_policy`).
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ from ._fit_round import (
     weighted_update,
 )
 from ._guard import guard, running, running_protocol
-from ._node import node_value, own_threat, policy_from, secure_only_from
+from ._node import node_value, own_policy, own_threat, secure_only_from
 from ._state import PartyStore
 from .config import SecAggWorkflowConfig
 from .pki import load_directory, load_identity
@@ -353,10 +354,11 @@ def make_secagg_mod(
     reads the identity key and directory from the PKI folder ``pki`` (default: the node's own
     ``node_config["privagg-pki"]``; never the run config, whose server would choose the node's trust root);
     the client id is ``client_id`` or ``node_config["privagg-client-id"]`` or ``node_config["partition-id"]``.
-    Semi-honest clients use the id the server suggests. ``policy`` (default: built from
-    ``node_config`` / ``run_config`` keys ``privagg-secagg-min-clients``, ``-dropout-rate``,
-    ``-corruption-rate`` when the first is set) is what an active client accepts: it derives the
-    graph itself and refuses a weaker setup or a smaller roster (:class:`secagg.ClientPolicy`).
+    Semi-honest clients use the id the server suggests. ``policy`` (default: the node's own ``node_config`` keys
+    ``privagg-secagg-min-clients`` and ``privagg-secagg-corruption-rate``, and ``-dropout-rate``;
+    :func:`._node.own_policy`) is what an active client accepts: it derives the graph itself and refuses a weaker
+    setup or a smaller roster (:class:`secagg.ClientPolicy`); without one an active node refuses every setup
+    (:class:`ConfigurationError` naming the keys), a semi-honest node runs.
     ``secure_only`` (default: ``node_config["privagg-secure-only"]``, else on exactly when the node's own mode
     is active; never the run config): refuse a training message outside a secure round (and evaluate and
     get-parameters messages, :mod:`._guard`); another privagg protocol's round (Paillier) is passed on to its
@@ -370,7 +372,7 @@ def make_secagg_mod(
             _STORE.drop(ctxt)
             raise InvalidMessage("malformed privagg secure-aggregation record", stage=str(stage), party="client")
         if stage == "setup":
-            local = _new_local(ctxt, cfg, fixed_threat, pki, client_id, secrets, policy or policy_from(ctxt))
+            local = _new_local(ctxt, cfg, fixed_threat, pki, client_id, secrets, policy)
         else:
             local = _STORE.take(ctxt)
         out_content = RecordDict()
@@ -440,6 +442,7 @@ def _new_local(
 ) -> _Local:
     _STORE.drop(ctxt)  # a new setup ends whatever round this node was in
     threat = own_threat(ctxt, fixed_threat)
+    policy = own_policy(ctxt, policy, threat)  # active: the node's own, or a refusal naming its keys
     clip = cfg.get("clip")
     if not (isinstance(clip, float) and math.isfinite(clip) and clip > 0):
         raise InvalidMessage("setup: invalid clipping range", stage="setup", party="client")

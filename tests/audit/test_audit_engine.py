@@ -103,6 +103,7 @@ def test_findings_order_and_evidence() -> None:
     r = run_audit(_cfg(deployment={"num_clients": 1000, "threat": "active"}, dp={"noise_multiplier": 1.0}))
     assert [f.id for f in r.findings] == [
         "secagg.parameters",
+        "secagg.client-policy",  # active clients without a policy of their own: FAIL
         "secagg.threat-model",
         "secagg.not-covered",
         "dp.budget",

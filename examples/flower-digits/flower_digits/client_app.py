@@ -8,7 +8,8 @@ Flower's ``secaggplus_mod``.
 What protects a node against the server is the node's own: its threat mode, PKI and Paillier folders
 (trust roots), Paillier role and DP policy come from its ``node_config`` (``flower-supernode --node-config
 ...``), never from the run config, which the server side writes. :data:`NODE_DEFAULTS` fills the keys a
-node left out. In active mode (the default) a node answers only inside a secure round: a plain fit
+node left out. In active mode (the default) a node joins a secure-aggregation round only under its own policy
+(``privagg-secagg-min-clients``, ``privagg-secagg-corruption-rate``) and answers only inside a secure round: a plain fit
 (``aggregation = "plain"``), an evaluate or a get-parameters message is refused unless the node itself sets
 ``privagg-secure-only = false`` (the comparison run without protection).
 """
@@ -29,8 +30,13 @@ __all__ = ["NODE_DEFAULTS", "app", "node_defaults"]
 
 #: this node's own settings where its node config has none (``--node-config`` overrides each): the PKI and
 #: Paillier folders ``provision`` wrote, which partitions are Paillier decryptors in simulation (a deployed
-#: decryptor sets ``privagg-paillier-decryptor=<i>`` instead), and the DP policy (it refuses a server asking
-#: for less noise or more noise shares). The threat mode defaults to active; a semi-honest node sets
+#: decryptor sets ``privagg-paillier-decryptor=<i>`` instead), the DP policy (it refuses a server asking
+#: for less noise or more noise shares) and the secure-aggregation policy an active node needs (it refuses to
+#: run without one): the smallest cohort and roster it joins, and the fraction of colluding clients it assumes.
+#: 12 clients are too few to protect against a colluder (``SecAggParams.derive`` finds no graph at 2^-40 against
+#: one in twelve), so this demo assumes none: with ``corruption-rate = 0`` a node accepts any valid graph of
+#: 12 or more clients (degree 2 / threshold 2 included). A deployment that assumes ``C`` colluders sets a rate
+#: ``> 0`` and ``min-clients >= C / rate``. The threat mode defaults to active; a semi-honest node sets
 #: ``privagg-threat`` itself, and a node that takes part in ``aggregation = "plain"`` runs sets
 #: ``privagg-secure-only`` to false itself.
 NODE_DEFAULTS: dict[str, Any] = {
@@ -39,6 +45,8 @@ NODE_DEFAULTS: dict[str, Any] = {
     "privagg-paillier-decryptors": "0,1,2",
     "privagg-dp-min-noise-multiplier": 0.3,
     "privagg-dp-max-shares": 12,
+    "privagg-secagg-min-clients": 12,
+    "privagg-secagg-corruption-rate": 0.0,
 }
 
 

@@ -1,6 +1,8 @@
 """The Flower integration tests need the ``flower`` extra: without Flower the directory is skipped.
 
-Every test here carries the ``flower`` marker (``pytest -m flower`` selects them).
+Every test here carries the ``flower`` marker (``pytest -m flower`` selects them). An active node refuses to run
+without a secure-aggregation policy of its own: tests not about the policy give it the shared
+``node_policy.TEST_POLICY`` (``node_policy.active_secagg_mod``; a module beside this one, importable by helpers).
 """
 
 from __future__ import annotations

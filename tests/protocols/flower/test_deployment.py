@@ -126,9 +126,11 @@ def test_deployment_secagg_dp_with_killed_supernode(tmp_path: Path) -> None:
                         str(_free_port()),
                         "--node-config",
                         # the node's own settings: its trust root and DP policy (never the server's run config);
-                        # the policy must admit the low noise level below (it refuses a server asking for less)
+                        # the policy must admit the low noise level below (it refuses a server asking for less);
+                        # its secure-aggregation policy admits the cohort left after the kill (NODES - 1)
                         f"partition-id={i} num-partitions={NODES} privagg-pki='{tmp_path / 'keys'}' "
-                        f"privagg-dp-min-noise-multiplier=0.01 privagg-dp-max-shares={NODES}",
+                        f"privagg-dp-min-noise-multiplier=0.01 privagg-dp-max-shares={NODES} "
+                        f"privagg-secagg-min-clients={NODES - 1} privagg-secagg-corruption-rate=0.0",
                     ],
                 )
             )

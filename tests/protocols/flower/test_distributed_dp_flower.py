@@ -35,6 +35,7 @@ from protocols.flower.distributed_dp import (
 from protocols.flower.inproc import run_inprocess
 from protocols.flower.secagg import MIN_SURVIVORS_KEY, ROSTER_KEY
 from secagg.params import ThreatModel
+from tests.protocols.flower.node_policy import TEST_POLICY
 
 logging.getLogger("flwr").setLevel(logging.WARNING)
 pytestmark = pytest.mark.filterwarnings("ignore::dp.noise.InsecureNoiseWarning")
@@ -91,7 +92,9 @@ def _run(
     )
     inner = [] if ddp_mod is None else [_ddp_mod() if ddp_mod == "default" else ddp_mod]
     capp = vector_client_app(
-        dimension=M, seed=SEED, mods=[*outer, make_secagg_mod(threat="active", pki=str(pki)), *inner]
+        dimension=M,
+        seed=SEED,
+        mods=[*outer, make_secagg_mod(threat="active", pki=str(pki), policy=TEST_POLICY), *inner],
     )
     sapp = vector_server_app(wf, num_clients=N, dimension=M, rounds=rounds)
     run_inprocess(sapp, capp, num_nodes=N)

@@ -18,6 +18,7 @@ from protocols.flower.apps import client_vector, vector_client_app, vector_serve
 from protocols.flower.dp import DP_KEYS, PrivAggDPStrategy, make_dp_mod
 from protocols.flower.inproc import run_inprocess
 from secagg.params import ThreatModel
+from tests.protocols.flower.node_policy import TEST_POLICY
 
 logging.getLogger("flwr").setLevel(logging.WARNING)
 
@@ -52,7 +53,9 @@ def _run(
 
     wf = PrivAggSecAggWorkflow(config)
     capp = vector_client_app(
-        dimension=M, seed=SEED, mods=[make_secagg_mod(threat="active", pki=str(pki)), dp_mod or _policy()]
+        dimension=M,
+        seed=SEED,
+        mods=[make_secagg_mod(threat="active", pki=str(pki), policy=TEST_POLICY), dp_mod or _policy()],
     )
     sapp = vector_server_app(wf, num_clients=N, dimension=M, rounds=rounds, wrap_strategy=wrap)
     grid = run_inprocess(sapp, capp, num_nodes=N)

@@ -33,6 +33,7 @@ from secagg.messages import (
     UnmaskResponse,
     decode_message,
 )
+from tests.protocols.flower.node_policy import TEST_POLICY, policy_for
 
 logging.getLogger("flwr").setLevel(logging.WARNING)
 
@@ -67,7 +68,9 @@ def _attack(threat: str, pki: Path, rewrite: Callable[[int, object], object | No
         return [msg]
 
     wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=7, threshold=5, threat=threat), screen_senders=False)
-    capp = vector_client_app(dimension=M, seed=1, mods=[recorder, make_secagg_mod(threat=threat, pki=str(pki))])
+    capp = vector_client_app(
+        dimension=M, seed=1, mods=[recorder, make_secagg_mod(threat=threat, pki=str(pki), policy=policy_for(threat))]
+    )
     run_inprocess(vector_server_app(wf, num_clients=N, dimension=M), capp, num_nodes=N, intercept=intercept)
     return wf.history[0], revealed
 
@@ -222,7 +225,7 @@ def test_server_screens_a_client_outside_the_pki(screen: bool, pki: Path, tmp_pa
     client refuses the roster (a clean abort: nothing is revealed either way)."""
     rogue_pki = tmp_path / "rogue"
     create_identities(rogue_pki, [99])
-    rogue = make_secagg_mod(threat="active", pki=str(rogue_pki), client_id=99)
+    rogue = make_secagg_mod(threat="active", pki=str(rogue_pki), client_id=99, policy=TEST_POLICY)
 
     def squat(msg: Message, ctxt: Context, call_next):
         if int(ctxt.node_config["partition-id"]) == N - 1:
@@ -231,7 +234,9 @@ def test_server_screens_a_client_outside_the_pki(screen: bool, pki: Path, tmp_pa
 
     cfg = SecAggWorkflowConfig.manual(degree=6, threshold=4, threat="active", pki=str(pki) if screen else None)
     wf = PrivAggSecAggWorkflow(cfg, screen_senders=screen)
-    capp = vector_client_app(dimension=M, seed=1, mods=[squat, make_secagg_mod(threat="active", pki=str(pki))])
+    capp = vector_client_app(
+        dimension=M, seed=1, mods=[squat, make_secagg_mod(threat="active", pki=str(pki), policy=TEST_POLICY)]
+    )
     run_inprocess(vector_server_app(wf, num_clients=N, dimension=M), capp, num_nodes=N)
     rec = wf.history[0]
     if screen:  # the SecAggServer core screens the advertisement (the workflow only moves bytes)
@@ -260,7 +265,9 @@ def test_model_inconsistency_through_fit_instructions(threat: str, pki: Path) ->
         return [msg]
 
     wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=7, threshold=5, threat=threat), screen_senders=False)
-    capp = vector_client_app(dimension=M, seed=1, mods=[make_secagg_mod(threat=threat, pki=str(pki))])
+    capp = vector_client_app(
+        dimension=M, seed=1, mods=[make_secagg_mod(threat=threat, pki=str(pki), policy=policy_for(threat))]
+    )
     run_inprocess(vector_server_app(wf, num_clients=N, dimension=M), capp, num_nodes=N, intercept=intercept)
     rec = wf.history[0]
     assert not rec.ok
@@ -284,7 +291,9 @@ def test_config_inconsistency_through_fit_instructions(threat: str, pki: Path) -
         return [msg]
 
     wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=7, threshold=5, threat=threat), screen_senders=False)
-    capp = vector_client_app(dimension=M, seed=1, mods=[make_secagg_mod(threat=threat, pki=str(pki))])
+    capp = vector_client_app(
+        dimension=M, seed=1, mods=[make_secagg_mod(threat=threat, pki=str(pki), policy=policy_for(threat))]
+    )
     run_inprocess(vector_server_app(wf, num_clients=N, dimension=M), capp, num_nodes=N, intercept=intercept)
     rec = wf.history[0]
     assert not rec.ok
@@ -308,7 +317,9 @@ def test_server_cannot_weigh_or_clip_every_client_but_one_away(threat: str, fiel
         return [msg]
 
     wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=7, threshold=5, threat=threat), screen_senders=False)
-    capp = vector_client_app(dimension=M, seed=1, mods=[make_secagg_mod(threat=threat, pki=str(pki))])
+    capp = vector_client_app(
+        dimension=M, seed=1, mods=[make_secagg_mod(threat=threat, pki=str(pki), policy=policy_for(threat))]
+    )
     grid = run_inprocess(vector_server_app(wf, num_clients=N, dimension=M), capp, num_nodes=N, intercept=intercept)
     rec = wf.history[0]
     assert not rec.ok and rec.aggregate is None, "the sum was one client's vector"

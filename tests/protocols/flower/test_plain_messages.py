@@ -39,6 +39,7 @@ from protocols.flower.paillier import PAILLIER_RECORD, PrivAggPaillierWorkflow, 
 from protocols.flower.paillier_material import provision_paillier
 from protocols.flower.secagg import MIN_SURVIVORS_KEY, RECORD, ROSTER_KEY, make_secagg_mod
 from protocols.paillier import PaillierConfig
+from tests.protocols.flower.node_policy import TEST_POLICY
 
 logging.getLogger("flwr").setLevel(logging.WARNING)
 
@@ -62,7 +63,9 @@ def material(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _mods(stack: str, pki: Path, material: Path) -> list[Any]:
-    secagg = make_secagg_mod(pki=str(pki))  # the node's mode: its own (default active), never the run config's
+    secagg = make_secagg_mod(
+        pki=str(pki), policy=TEST_POLICY
+    )  # the node's mode: its own (default active), never the run config's
     paillier = make_paillier_mod(material=str(material), decryptors=range(K))
     dp = make_dp_mod(min_noise_multiplier=1e-3, max_shares=N)
     return {
@@ -208,7 +211,7 @@ def test_federated_evaluation_after_a_secure_round_reaches_only_nodes_that_opt_i
     wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=N - 1, threshold=3, pki=str(pki)))
     sapp = vector_server_app(wf, num_clients=N, dimension=M, evaluate=True, wrap_strategy=wrap)
     node = (lambda pid: {"privagg-send-metrics": True}) if opt_in else None
-    capp = vector_client_app(dimension=M, seed=SEED, mods=[make_secagg_mod(pki=str(pki))])
+    capp = vector_client_app(dimension=M, seed=SEED, mods=[make_secagg_mod(pki=str(pki), policy=TEST_POLICY)])
     run_inprocess(sapp, capp, num_nodes=N, node_config=node, run_config={"privagg-send-metrics": True})
     assert wf.history[0].ok
     ((results, failures),) = seen
@@ -272,7 +275,7 @@ def test_a_message_type_with_an_action_is_judged_by_its_category(pki: Path, kind
     from flwr.app import ArrayRecord, MetricRecord
     from flwr.clientapp import ClientApp
 
-    app = ClientApp(mods=[make_secagg_mod(pki=str(pki))])
+    app = ClientApp(mods=[make_secagg_mod(pki=str(pki), policy=TEST_POLICY)])
 
     def answer(msg: Message, ctxt: Any) -> Message:
         x = client_vector(SEED, 1, int(ctxt.node_config["partition-id"]), M)

@@ -19,6 +19,7 @@ pytest.importorskip("ray")
 
 from protocols.flower import PrivAggSecAggWorkflow, SecAggWorkflowConfig, create_identities, make_secagg_mod
 from protocols.flower.apps import client_vector, dropout_mod, vector_client_app, vector_server_app
+from tests.protocols.flower.node_policy import TEST_POLICY
 
 N, M, SEED, CLIP = 5, 24, 3, 8.0
 
@@ -33,7 +34,10 @@ def test_ray_round_equals_mean_of_survivors(tmp_path: Path) -> None:
     capp = vector_client_app(
         dimension=M,
         seed=SEED,
-        mods=[dropout_mod(partitions=[2], stage="delivery"), make_secagg_mod(threat="active", pki=str(tmp_path))],
+        mods=[
+            dropout_mod(partitions=[2], stage="delivery"),
+            make_secagg_mod(threat="active", pki=str(tmp_path), policy=TEST_POLICY),
+        ],
     )
     run_simulation(
         server_app=vector_server_app(wf, num_clients=N, dimension=M),

@@ -35,6 +35,7 @@ from protocols.flower.distributed_dp import (
 from protocols.flower.dp import PrivAggDPStrategy, make_dp_mod
 from protocols.flower.inproc import run_inprocess
 from secagg.params import ThreatModel
+from tests.protocols.flower.node_policy import TEST_POLICY
 
 logging.getLogger("flwr").setLevel(logging.WARNING)
 pytestmark = pytest.mark.filterwarnings("ignore::dp.noise.InsecureNoiseWarning")
@@ -80,7 +81,9 @@ def _assert_refused_untouched(rec: Any) -> None:
 
 def test_secure_aggregation_refuses_a_cohort_of_one_and_the_run_goes_on(pki: Path) -> None:
     wf = PrivAggSecAggWorkflow(_config(pki, clipping_range=8.0))
-    capp = vector_client_app(dimension=M, seed=SEED, mods=[make_secagg_mod(threat="active", pki=str(pki))])
+    capp = vector_client_app(
+        dimension=M, seed=SEED, mods=[make_secagg_mod(threat="active", pki=str(pki), policy=TEST_POLICY)]
+    )
     sapp = vector_server_app(wf, num_clients=N, dimension=M, rounds=2, wrap_strategy=_OneFirst)
     run_inprocess(sapp, capp, num_nodes=N)
     refused, ran = wf.history
@@ -105,7 +108,7 @@ def test_a_dp_strategy_charges_a_refused_poisson_round(pki: Path) -> None:
 
     wf = PrivAggSecAggWorkflow(config)
     mods = [
-        make_secagg_mod(threat="active", pki=str(pki)),
+        make_secagg_mod(threat="active", pki=str(pki), policy=TEST_POLICY),
         make_dp_mod(min_noise_multiplier=0.5, max_shares=N, accept_poisson=True),
     ]
     sapp = vector_server_app(wf, num_clients=N, dimension=M, rounds=2, wrap_strategy=wrap)
@@ -138,7 +141,7 @@ def test_distributed_dp_charges_a_refused_poisson_round_and_releases_nothing(pki
         max_shares=N,
         noise=lambda c: IntegerNoise(seed=1000 + int(c.node_config["partition-id"])),
     )
-    mods = [make_secagg_mod(threat="active", pki=str(pki)), ddp]
+    mods = [make_secagg_mod(threat="active", pki=str(pki), policy=TEST_POLICY), ddp]
     sapp = vector_server_app(wf, num_clients=N, dimension=M, rounds=2, wrap_strategy=wrap)
     run_inprocess(sapp, vector_client_app(dimension=M, seed=SEED, mods=mods), num_nodes=N)
     refused, ran = cast(list[DistributedDPRoundRecord], wf.history)
@@ -205,7 +208,7 @@ def test_the_flower_dp_strategy_states_the_in_memory_guarantee_and_warns(
 
     wf = PrivAggSecAggWorkflow(config)
     mods = [
-        make_secagg_mod(threat="active", pki=str(pki)),
+        make_secagg_mod(threat="active", pki=str(pki), policy=TEST_POLICY),
         make_dp_mod(min_noise_multiplier=0.5, max_shares=N, accept_poisson=True),
     ]
     sapp = vector_server_app(_keeping_history(wf, holder), num_clients=N, dimension=M, rounds=2, wrap_strategy=wrap)
@@ -242,7 +245,7 @@ def test_the_distributed_dp_workflow_states_the_in_memory_guarantee(
         max_shares=N,
         noise=lambda c: IntegerNoise(seed=1000 + int(c.node_config["partition-id"])),
     )
-    mods = [make_secagg_mod(threat="active", pki=str(pki)), ddp]
+    mods = [make_secagg_mod(threat="active", pki=str(pki), policy=TEST_POLICY), ddp]
     sapp = vector_server_app(wf, num_clients=N, dimension=M, rounds=2, wrap_strategy=_OneFirst)
     with caplog.at_level(logging.INFO, logger="privagg.flower"):
         run_inprocess(sapp, vector_client_app(dimension=M, seed=SEED, mods=mods), num_nodes=N)

@@ -31,6 +31,7 @@ from protocols.flower.apps import dropout_mod, expected_mean, vector_client_app,
 from protocols.flower.inproc import run_inprocess
 from protocols.flower.secagg import RECORD
 from tests.protocols.flower.clear_metadata import OPT_INS, check_clear_metadata, opt_in_configs, record_replies
+from tests.protocols.flower.node_policy import TEST_POLICY, policy_for
 
 logging.getLogger("flwr").setLevel(logging.WARNING)
 
@@ -45,7 +46,9 @@ def _run(threat: str, pki: Path | None, *, mods=(), drop=None, rounds=1, degree=
     )
     wf = PrivAggSecAggWorkflow(cfg)
     capp = vector_client_app(
-        dimension=M, seed=SEED, mods=[*mods, make_secagg_mod(threat=threat, pki=str(pki) if pki else None)]
+        dimension=M,
+        seed=SEED,
+        mods=[*mods, make_secagg_mod(threat=threat, pki=str(pki) if pki else None, policy=policy_for(threat))],
     )
     grid = run_inprocess(vector_server_app(wf, num_clients=N, dimension=M, rounds=rounds), capp, num_nodes=N, drop=drop)
     return wf, grid
@@ -101,7 +104,9 @@ def test_below_threshold_aborts_cleanly(pki: Path) -> None:
 def test_client_refuses_downgrade(pki: Path) -> None:
     """An active client never joins a semi-honest round (no signatures, no checks)."""
     wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=7, threshold=5, threat="semi-honest"))
-    capp = vector_client_app(dimension=M, seed=SEED, mods=[make_secagg_mod(threat="active", pki=str(pki))])
+    capp = vector_client_app(
+        dimension=M, seed=SEED, mods=[make_secagg_mod(threat="active", pki=str(pki), policy=TEST_POLICY)]
+    )
     run_inprocess(vector_server_app(wf, num_clients=N, dimension=M), capp, num_nodes=N)
     rec = wf.history[0]
     assert not rec.ok

@@ -31,6 +31,7 @@ from protocols.flower.inproc import run_inprocess
 from protocols.flower.secagg import RECORD
 from secagg.messages import KeyAdvertisement, decode_message
 from secagg.params import ThreatModel
+from tests.protocols.flower.node_policy import TEST_POLICY
 
 logging.getLogger("flwr").setLevel(logging.WARNING)
 
@@ -70,7 +71,7 @@ def test_run_config_cannot_downgrade_a_node_to_semi_honest(pki: Path) -> None:
     A node whose mod and node config name no mode requires active mode: it refuses the setup and sends
     no key advertisement, so the round aborts before any input is masked."""
     wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=N - 1, threshold=3, threat=ThreatModel.SEMI_HONEST))
-    sent = _round(make_secagg_mod(pki=str(pki)), wf, run_config={"privagg-threat": "semi-honest"})
+    sent = _round(make_secagg_mod(pki=str(pki), policy=TEST_POLICY), wf, run_config={"privagg-threat": "semi-honest"})
     rec = wf.history[0]
     assert not rec.ok and sent == []
     assert len(rec.node_errors) == N
@@ -89,15 +90,18 @@ def test_run_config_cannot_name_the_nodes_identity(pki: Path) -> None:
     identity (its ``partition-id``): four distinct advertisers and the round completes; with the run
     config's id every node would claim client 0 (one heard, the round refused or isolating)."""
     wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=N - 1, threshold=3, pki=str(pki)))
-    sent = _round(make_secagg_mod(threat="active", pki=str(pki)), wf, run_config={"privagg-client-id": 0})
+    sent = _round(
+        make_secagg_mod(threat="active", pki=str(pki), policy=TEST_POLICY), wf, run_config={"privagg-client-id": 0}
+    )
     rec = wf.history[0]
     assert sorted(a.client_id for a in sent) == list(range(N))
     assert rec.ok and sorted(rec.node_of_client) == list(range(N))
 
 
 def test_policy_keys_node_first() -> None:
-    """The node's own policy keys win over the run config's, key by key (a rate it leaves out may come
-    from the run config: a larger assumed rate only makes the client refuse more)."""
+    """The node's own policy keys win over the run config's, key by key; an active node's minimum cohort and
+    corruption rate come only from its own settings (``test_node_policy.py``: the run config may only raise
+    the dropout rate, which only makes the client refuse more)."""
     ctx = Context(
         run_id=1,
         node_id=1,
@@ -128,7 +132,9 @@ def test_run_config_cannot_set_a_nodes_dp_policy(pki: Path) -> None:
         rounds=1,
     )
     ddp = make_distributed_dp_mod(noise=lambda c: IntegerNoise(seed=int(c.node_config["partition-id"])))
-    capp = vector_client_app(dimension=M, seed=1, mods=[make_secagg_mod(threat="active", pki=str(pki)), ddp])
+    capp = vector_client_app(
+        dimension=M, seed=1, mods=[make_secagg_mod(threat="active", pki=str(pki), policy=TEST_POLICY), ddp]
+    )
     run_config = {
         "privagg-dp-min-noise-multiplier": 1e-6,
         "privagg-dp-max-shares": N,
@@ -165,7 +171,7 @@ def test_run_config_cannot_choose_a_nodes_pki_folder(pki: Path) -> None:
     config. An active node without its own PKI folder refuses the setup instead of taking the server's
     trust root: no key advertisement, the round aborts."""
     wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=N - 1, threshold=3, pki=str(pki)))
-    sent = _round(make_secagg_mod(threat="active"), wf, run_config={"privagg-pki": str(pki)})
+    sent = _round(make_secagg_mod(threat="active", policy=TEST_POLICY), wf, run_config={"privagg-pki": str(pki)})
     rec = wf.history[0]
     assert not rec.ok and sent == [] and len(rec.node_errors) == N
     assert all("PKI folder" in e for e in rec.node_errors.values())
@@ -177,7 +183,10 @@ def test_a_nodes_own_pki_folder_comes_from_its_node_config(pki: Path, tmp_path: 
     wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=N - 1, threshold=3, pki=str(pki)))
     own = {"privagg-pki": str(pki)}
     sent = _round(
-        make_secagg_mod(threat="active"), wf, node_config=lambda pid: own, run_config={"privagg-pki": str(tmp_path)}
+        make_secagg_mod(threat="active", policy=TEST_POLICY),
+        wf,
+        node_config=lambda pid: own,
+        run_config={"privagg-pki": str(tmp_path)},
     )
     assert wf.history[0].ok and sorted(a.client_id for a in sent) == list(range(N))
 
@@ -226,7 +235,7 @@ def test_forged_roster_floor_on_a_plain_fit_message_releases_nothing(pki: Path, 
     ddp = make_distributed_dp_mod(
         min_noise_multiplier=0.1, max_shares=N, noise=lambda c: IntegerNoise(seed=int(c.node_config["partition-id"]))
     )
-    secagg = make_secagg_mod(threat="active", pki=str(pki), secure_only=secure_only)
+    secagg = make_secagg_mod(threat="active", pki=str(pki), secure_only=secure_only, policy=TEST_POLICY)
     capp = vector_client_app(dimension=M, seed=1, mods=[outer, secagg, ddp])
     run_inprocess(vector_server_app(wf, num_clients=N, dimension=M), capp, num_nodes=N, intercept=intercept)
     assert victim not in leaked
@@ -269,7 +278,9 @@ def test_plain_fit_outside_secure_aggregation(pki: Path, where: str) -> None:
     victim = 0
     intercept, outer, leaked = _plain_fit_to(victim)
     wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=N - 1, threshold=3, pki=str(pki)))
-    capp = vector_client_app(dimension=M, seed=1, mods=[outer, make_secagg_mod(threat="active", pki=str(pki))])
+    capp = vector_client_app(
+        dimension=M, seed=1, mods=[outer, make_secagg_mod(threat="active", pki=str(pki), policy=TEST_POLICY)]
+    )
     run_inprocess(
         vector_server_app(wf, num_clients=N, dimension=M),
         capp,
@@ -288,5 +299,5 @@ def test_plain_fit_outside_secure_aggregation(pki: Path, where: str) -> None:
 
 def test_secure_only_nodes_complete_an_honest_round(pki: Path) -> None:
     wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=N - 1, threshold=3, pki=str(pki)))
-    _round(make_secagg_mod(threat="active", pki=str(pki), secure_only=True), wf)
+    _round(make_secagg_mod(threat="active", pki=str(pki), secure_only=True, policy=TEST_POLICY), wf)
     assert wf.history[0].ok and len(wf.history[0].survivors) == N

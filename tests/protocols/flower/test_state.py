@@ -34,6 +34,7 @@ from protocols.flower.inproc import run_inprocess
 from protocols.flower.secagg import _STORE, RECORD, STATE_RECORD
 from secagg.messages import KeyAdvertisement, KeyRoster
 from secagg.params import SecAggParams, ThreatModel
+from tests.protocols.flower.node_policy import policy_for
 
 logging.getLogger("flwr").setLevel(logging.WARNING)
 
@@ -185,7 +186,9 @@ def test_a_round_survives_a_process_change_before_every_message(threat: str, tmp
             )
         )
         mods = [_process_change] if change else []
-        capp = vector_client_app(dimension=M, seed=SEED, mods=[*mods, make_secagg_mod(threat=threat, pki=pki)])
+        capp = vector_client_app(
+            dimension=M, seed=SEED, mods=[*mods, make_secagg_mod(threat=threat, pki=pki, policy=policy_for(threat))]
+        )
         hits, restores = _STORE.hits, _STORE.restores
         grid = run_inprocess(vector_server_app(wf, num_clients=N, dimension=M, rounds=2), capp, num_nodes=N)
         results[change] = (_STORE.hits - hits, _STORE.restores - restores)

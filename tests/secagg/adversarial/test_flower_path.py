@@ -42,6 +42,7 @@ from secagg import (
     crypto,
     decode_message,
 )
+from tests.protocols.flower.node_policy import TEST_POLICY, policy_for
 
 logging.getLogger("flwr").setLevel(logging.WARNING)
 
@@ -134,7 +135,7 @@ def _run(case: RoundAttack, threat: ThreatModel, pki: Path) -> tuple[Any, list[U
 
     cfg = SecAggWorkflowConfig.manual(degree=n - 1, threshold=n // 2 + 1, threat=threat)
     wf = PrivAggSecAggWorkflow(cfg, screen_senders=False)  # a malicious-server study: the server screens nothing
-    mods = [recorder, make_secagg_mod(threat=threat.value, pki=str(pki / str(n)))]
+    mods = [recorder, make_secagg_mod(threat=threat.value, pki=str(pki / str(n)), policy=policy_for(threat))]
     if case.client_rewrite(threat) is not None:
         mods.insert(1, _attacker_mod(case, threat, pki / str(n)))
     capp = vector_client_app(dimension=M, seed=1, mods=mods)
@@ -328,7 +329,7 @@ def test_inner_mods_see_the_roster_and_the_fewest_releasable_survivors(pki: Path
     n = 8
     cfg = SecAggWorkflowConfig.manual(degree=n - 1, threshold=5, threat=ThreatModel.ACTIVE, pki=str(pki / str(n)))
     wf = PrivAggSecAggWorkflow(cfg)
-    mods = [make_secagg_mod(threat="active", pki=str(pki / str(n))), inner]
+    mods = [make_secagg_mod(threat="active", pki=str(pki / str(n)), policy=TEST_POLICY), inner]
     capp = vector_client_app(dimension=M, seed=1, mods=mods)
     run_inprocess(vector_server_app(wf, num_clients=n, dimension=M), capp, num_nodes=n)
     assert wf.history[0].ok
