@@ -33,9 +33,10 @@ that many times their update's norm (``decorrelate_<dataset>_s<seed>_<defenses>.
 adaptive attacker of a similarity screen such as ``history``. ``--align 0.4,0.6,0.8`` runs four
 omniscient attackers every round who turn their update towards the honest consensus until its
 cosine to it reaches that value (``align_<dataset>_s<seed>_<defenses>.json``): the adaptive attacker
-of a screen that spares updates agreeing with the consensus. ``--summarize`` gathers every
-seed's files into ``targets_<dataset>.json``: per defense and figure the mean, a 95% t-interval
-over the seeds, the range, and the checks met per seed.
+of a screen that spares updates agreeing with the consensus; with ``--inside`` they also clamp every
+coordinate into the range a trim keeps (``align-inside_...``), the adaptive attacker of ``fltrust-trim``.
+``--summarize`` gathers every seed's files into ``targets_<dataset>.json``: per defense and figure the
+mean, a 95% t-interval over the seeds, the range, and the checks met per seed.
 """
 
 from __future__ import annotations
@@ -63,7 +64,14 @@ from attacks.robustness import (
 from attacks.robustness.runner import run_jobs
 from attacks.robustness.tuning import DEFAULT_TOLERANCE, Trial, choose, tune
 
-DEFENSES = ("mean", "nnm+fltrust", "history+fltrust", "history+nnm+fltrust", "history+support+fltrust")
+DEFENSES = (
+    "mean",
+    "nnm+fltrust",
+    "history+fltrust",
+    "history+nnm+fltrust",
+    "history+support+fltrust",
+    "history+support+fltrust-trim",
+)
 # two-sided 95% Student t quantiles by degrees of freedom (seeds - 1)
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
@@ -151,6 +159,7 @@ def decorrelation_study(
     rounds: int | None,
     defense_options: dict[str, dict[str, Any]] | None = None,
     option: str = "decorrelate",
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Four model-replacement attackers every round with attack ``option`` set to each of ``values``:
     ``decorrelate`` adds fresh noise (that many times their update's norm) to look unalike, the
@@ -163,7 +172,7 @@ def decorrelation_study(
     t0 = time.perf_counter()
     jobs = [
         (
-            replace(base, attack_options={"model-replacement": {option: v}}),
+            replace(base, attack_options={"model-replacement": {option: v, **(extra or {})}}),
             Cell("model-replacement", d, 0.2, 0.5, knowledge=STUDIES[option]),
         )
         for d in defenses
@@ -179,6 +188,7 @@ def decorrelation_study(
         "seed": seed,
         "rounds": base.run.federation.rounds,
         "option": option,
+        "extra_attack_options": extra or {},
         "knowledge": STUDIES[option],
         option: list(values),
         "defense_options": {k: dict(v) for k, v in base.defense_options.items()},
@@ -318,6 +328,9 @@ def main() -> int:
         "--decorrelate", default=None, metavar="V[,V...]", help="run only the decorrelating attackers' study"
     )
     ap.add_argument("--align", default=None, metavar="C[,C...]", help="run only the aligning attackers' study")
+    ap.add_argument(
+        "--inside", action="store_true", help="with --align: the attackers also clamp into the trimmed range"
+    )
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -334,10 +347,12 @@ def main() -> int:
     if study_option is not None and not args.summarize:
         values = tuple(float(v) for v in (args.align or args.decorrelate).split(","))
         for s in args.seeds.split(","):
+            extra = {"inside": True} if args.inside else None
             study = decorrelation_study(
-                args.dataset, int(s), defenses, values, args.workers, args.rounds, options, study_option
+                args.dataset, int(s), defenses, values, args.workers, args.rounds, options, study_option, extra
             )
-            name = f"{study_option}_{args.dataset}_s{study['seed']}_{tag}.json"
+            prefix = f"{study_option}-inside" if args.inside else study_option
+            name = f"{prefix}_{args.dataset}_s{study['seed']}_{tag}.json"
             (out / name).write_text(json.dumps(study, indent=2, default=str) + "\n")
             print(json.dumps(study["defenses"]))
     elif not args.summarize:

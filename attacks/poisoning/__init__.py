@@ -52,6 +52,7 @@ from attacks.poisoning.backdoor import (  # isort: skip
     ModelReplacement,
     align_to,
     apply_trigger,
+    clamp_inside,
     clean_trigger_rate,
     trigger_groups,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "alie_z",
     "align_to",
     "apply_trigger",
+    "clamp_inside",
     "clean_trigger_rate",
     "poisoning_attack",
     "poisoning_attacks",

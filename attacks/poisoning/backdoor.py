@@ -37,6 +37,7 @@ __all__ = [
     "ModelReplacement",
     "align_to",
     "apply_trigger",
+    "clamp_inside",
     "clean_trigger_rate",
     "trigger_groups",
 ]
@@ -236,7 +237,7 @@ class ModelReplacement(BackdoorAttack):
     description = "backdoor with model replacement (Bagdasaryan et al. 2020)"
     reads_benign_updates = True
 
-    def __init__(self, *, decorrelate: float = 0.0, align: float = 0.0, **kw: Any) -> None:
+    def __init__(self, *, decorrelate: float = 0.0, align: float = 0.0, inside: bool = False, **kw: Any) -> None:
         """``decorrelate``: each attacker adds fresh Gaussian noise of ``decorrelate`` times its
         update's norm every round, so colluders look less alike (against similarity screening).
 
@@ -246,8 +247,15 @@ class ModelReplacement(BackdoorAttack):
         coordinate-wise median of their unit directions, until its cosine to it is at least
         ``align``; the norm is kept (:func:`align_to`). The adaptive attacker of a screen that
         spares updates which agree with the consensus: what it adds is benign, the backdoor
-        stays."""
+        stays.
+
+        ``inside``: last, each attacker clamps every coordinate of its update into the range a
+        coordinate-wise trim by the number of attackers keeps among the benign updates it knows
+        (:func:`clamp_inside`): the adaptive attacker of a trimmed mean (``fltrust-trim``)."""
         super().__init__(**kw)
+        if not isinstance(inside, bool):
+            raise ConfigurationError(f"must be true or false, got {inside!r}", field="inside")
+        self.inside = inside
         if decorrelate < 0:
             raise ConfigurationError("must be >= 0", field="decorrelate")
         if not 0 <= align < 1:
@@ -285,14 +293,16 @@ class ModelReplacement(BackdoorAttack):
             for i, d in list(out.items()):
                 out[i] = align_to(np.asarray(d, dtype=np.float64), consensus, self.align)
         cap = self.stealth_norm(updates, mal, sim)
-        if cap is None:
-            return out
-        capped: dict[int, np.ndarray | ClientUpdate] = {}
-        for i, d in out.items():
-            v = np.asarray(d, dtype=np.float64)
-            nrm = float(np.linalg.norm(v))
-            capped[i] = v * (cap / nrm) if nrm > cap > 0 else v
-        return capped
+        if cap is not None:
+            for i, d in list(out.items()):
+                v = np.asarray(d, dtype=np.float64)
+                nrm = float(np.linalg.norm(v))
+                out[i] = v * (cap / nrm) if nrm > cap > 0 else v
+        if self.inside:
+            known = self.reference(updates, mal)
+            for i, d in list(out.items()):
+                out[i] = clamp_inside(np.asarray(d, dtype=np.float64), known, len(mal))
+        return out
 
 
 @register_attack("constrain-and-scale")
@@ -371,6 +381,15 @@ def align_to(v: np.ndarray, direction: np.ndarray, cosine: float) -> np.ndarray:
     beta = cosine * np.sqrt(max(1.0 - c * c, 0.0) / (1.0 - cosine * cosine)) - c
     w = u + beta * m
     return w * (nv / float(np.linalg.norm(w)))
+
+
+def clamp_inside(v: np.ndarray, known: np.ndarray, trim: int) -> np.ndarray:
+    """``v`` with every coordinate clamped between the ``(t+1)``-th smallest and ``(t+1)``-th largest
+    value of that coordinate among the rows of ``known``, ``t = min(trim, (len(known)-1)//2)``: the
+    values a coordinate-wise trim of ``trim`` keeps when the honest updates are ``known``."""
+    srt = np.sort(np.asarray(known, dtype=np.float64), axis=0)
+    t = max(0, min(trim, (len(srt) - 1) // 2))
+    return np.clip(v, srt[t], srt[len(srt) - 1 - t])
 
 
 def clean_trigger_rate(sim: FedAvgSimulation) -> float | None:

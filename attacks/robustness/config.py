@@ -49,6 +49,7 @@ DEFAULT_STACKS = (
     "history+fltrust",
     "history+nnm+fltrust",
     "history+support+fltrust",
+    "history+support+fltrust-trim",
     "bucketing+fltrust",
     "arc+nnm+trimmed-mean",
     "bucketing+median",

@@ -23,6 +23,9 @@ name                    rule                               tolerated f (n client
 ``centered-clipping``   Karimireddy et al. 2021            f <= (n-1)//2               no
 ``norm-bound``          Sun et al. 2019 (clip + weak DP)   f <= (n-1)//2 (influence)   yes*
 ``fltrust``             Cao et al. 2021 (root dataset)     f <= n-1                    no
+``fltrust-trim``        FLTrust, trusted updates trimmed   f <= n-1                    no
+                        by f per coordinate (but where
+                        the root update moves most)
 ``foolsgold``           Fung et al. 2020                   f <= n-1 (Sybil-oriented)   no
 ``flame``               Nguyen et al. 2022                 f <= (n-1)//2               no
 ======================  =================================  ==========================  ==========
@@ -90,6 +93,9 @@ from protocols.robust.screening import (
     NormBound,
     NormBoundOptions,
     RootUpdate,
+    TrimmedFLTrust,
+    TrimmedFLTrustOptions,
+    weighted_trimmed_mean,
 )
 
 # the stacks after every rule: importing the module registers nnm+<rule>, bucketing+<rule>, ...
@@ -114,6 +120,8 @@ __all__ = [
     "NormBoundOptions",
     "FLTrust",
     "FLTrustOptions",
+    "TrimmedFLTrust",
+    "TrimmedFLTrustOptions",
     "FoolsGold",
     "FoolsGoldOptions",
     "FLAME",
@@ -133,6 +141,7 @@ __all__ = [
     "Stack",
     "defense_stacks",
     "stack_class",
+    "weighted_trimmed_mean",
     "build_defense",
     "byzantine_bound",
     "max_byzantine",

@@ -28,6 +28,9 @@ __all__ = [
     "FLAMEOptions",
     "FLTrust",
     "FLTrustOptions",
+    "TrimmedFLTrust",
+    "TrimmedFLTrustOptions",
+    "weighted_trimmed_mean",
     "FoolsGold",
     "FoolsGoldOptions",
     "NormBound",
@@ -255,9 +258,89 @@ class FLTrust(RobustAggregator):
         if ts.sum() <= 0:
             return AggregateResult(delta=np.zeros_like(g0), participants=(), metrics={"f": f, "trust": ts.tolist()})
         scaled = x * (n0 / np.maximum(norms, 1e-300))[:, None]
-        delta = (ts / ts.sum()) @ scaled
+        delta, extra = self.combine(scaled, ts, f, g0)
         part = tuple(u.client_id for u, t in zip(updates, ts) if t > 0)
-        return AggregateResult(delta=delta, participants=part, metrics={"f": f, "trust": ts.tolist()})
+        return AggregateResult(delta=delta, participants=part, metrics={"f": f, "trust": ts.tolist(), **extra})
+
+    def combine(
+        self, scaled: np.ndarray, trust: np.ndarray, f: int, g0: np.ndarray
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """The aggregate of the rescaled updates ``scaled`` with trust scores ``trust`` (some > 0) and
+        root update ``g0``: their trust-weighted mean (FLTrust as published)."""
+        return (trust / trust.sum()) @ scaled, {}
+
+
+def weighted_trimmed_mean(x: np.ndarray, w: np.ndarray, trim: int) -> np.ndarray:
+    """Per coordinate, the ``w``-weighted mean of the values of ``x`` (one row per update) left after
+    dropping the ``trim`` largest and the ``trim`` smallest; needs ``len(x) - 2 trim >= 1`` and ``w > 0``."""
+    n = len(x)
+    if trim < 0 or n - 2 * trim < 1:
+        raise ConfigurationError(f"cannot trim {trim} from each side of {n} values", field="trim")
+    order = np.argsort(x, axis=0, kind="stable")[trim : n - trim]
+    vals = np.take_along_axis(x, order, axis=0)
+    wk = np.asarray(w, dtype=np.float64)[order]
+    return np.asarray((vals * wk).sum(axis=0) / wk.sum(axis=0))
+
+
+@dataclass(frozen=True)
+class TrimmedFLTrustOptions(FLTrustOptions):
+    """``untrimmed_share``: the share of coordinates, those the root update moves most, averaged untrimmed."""
+
+    untrimmed_share: float = 0.05
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 <= self.untrimmed_share <= 1:
+            raise ConfigurationError(f"must be in [0, 1], got {self.untrimmed_share!r}", field="untrimmed_share")
+
+
+@register_aggregator("fltrust-trim")
+class TrimmedFLTrust(FLTrust):
+    """FLTrust whose trusted updates are trimmed by ``f`` per coordinate, but where the root update moves most.
+
+    Trust and rescaling as :class:`FLTrust`; then, among the ``m`` updates with positive trust,
+    every coordinate drops its ``t = min(f, (m-1)//2)`` largest and ``t`` smallest values and
+    takes the trust-weighted mean of the rest (Yin et al. 2018's trimmed mean), except the
+    ``untrimmed_share`` of coordinates where ``|g0|`` is largest: clean data vouch for moving
+    them, and they keep FLTrust's mean (trimming them cut what a few honest clients teach).
+
+    Why: an attacker that turns its update towards the honest consensus
+    (``ModelReplacement(align=c)``) earns an honest trust score and carries its backdoor in
+    the rest of the vector, which moves weights the clean root data hardly moves (those the
+    trigger's pixels feed) far more than honest updates do; the trim removes those values.
+    Measured on the issue-18 task (``history+support+`` in front, four omniscient aligning
+    attackers every round, development seeds 1000-1009, not the reported 0-2): the shipped
+    ``history+support+fltrust`` let 99.5% / 24.4% / 73.7% backdoor through on digits seeds
+    1003 / 1004 / 1008 at cosine 0.4; this rule (``root_passes=3``, as tuned) at most 2.7% at
+    cosines 0.4 and 0.6 on all ten, clean accuracy -1.3 to +2.0 points from the mean's.
+    Trimming every coordinate (``untrimmed_share=0``) let up to 7.1% through and cost up to 5.4
+    points of clean accuracy; 20% untrimmed let 10% through; trimming 2 per side, 96%.
+    Not stopped: ``ModelReplacement(align=0.4, inside=True)``, every coordinate kept inside the
+    trimmed range (7.6% on digits seed 0; the plain stack 3.4%), nor a backdoor where the root update
+    moves most. Tolerates ``f <= n-1`` like FLTrust (``m <= 2f`` trusted: it trims what it can).
+    """
+
+    name = "fltrust-trim"
+    Options = TrimmedFLTrustOptions
+
+    def __init__(
+        self, options: TrimmedFLTrustOptions | None = None, *, root_update: RootUpdate | None = None, **overrides: Any
+    ) -> None:
+        opts = resolve_options(TrimmedFLTrustOptions, options, overrides)
+        super().__init__(opts, root_update=root_update)
+        self.untrimmed_share = opts.untrimmed_share
+
+    def combine(
+        self, scaled: np.ndarray, trust: np.ndarray, f: int, g0: np.ndarray
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        keep = trust > 0
+        t = max(0, min(f, (int(keep.sum()) - 1) // 2))
+        trimmed = weighted_trimmed_mean(scaled[keep], trust[keep], t)
+        a = np.abs(g0)
+        share = self.untrimmed_share
+        vouched = a > np.quantile(a, 1.0 - share) if 0 < share < 1 else np.full(a.shape, share >= 1)
+        mean = (trust / trust.sum()) @ scaled
+        return np.where(vouched, mean, trimmed), {"trim": t, "untrimmed": int(vouched.sum())}
 
 
 @dataclass(frozen=True)

@@ -453,3 +453,34 @@ def test_model_replacement_align_turns_towards_the_known_consensus(omniscient: b
             np.testing.assert_allclose(np.linalg.norm(b[i].delta), np.linalg.norm(a[i].delta), rtol=1e-9)
     for i in hon:
         np.testing.assert_array_equal(b[i].delta, updates[i].delta)
+
+
+def test_clamp_inside_keeps_every_coordinate_in_the_trimmed_range() -> None:
+    known = np.array([[0.0, 5.0], [1.0, -5.0], [2.0, 0.0], [3.0, 1.0], [4.0, 2.0]])
+    v = np.array([10.0, -10.0])
+    np.testing.assert_array_equal(P.clamp_inside(v, known, 1), [3.0, -0.0])  # 2nd smallest / largest
+    np.testing.assert_array_equal(P.clamp_inside(v, known, 0), [4.0, -5.0])
+    np.testing.assert_array_equal(P.clamp_inside(v, known, 9), [2.0, 1.0])  # capped at the median
+    inside = np.array([1.5, 0.5])
+    np.testing.assert_array_equal(P.clamp_inside(inside, known, 1), inside)
+
+
+def test_model_replacement_inside_clamps_the_crafted_updates_into_the_known_range() -> None:
+    s = FedAvgSimulation(tiny_config(rounds=1, clients=8, model="mlp"))
+    threat = P.PoisoningAdversary(num_malicious=2, omniscient=True)
+    plain = armed("model-replacement", s, threat, local_epochs=1, align=0.5)
+    inside = armed("model-replacement", s, threat, local_epochs=1, align=0.5, inside=True)
+    gp = s.global_params.copy()
+    updates = [s.train_client(c, gp, round=1) for c in range(8)]
+    a, b = plain(updates, _ctx_with(gp, 8), s), inside(updates, _ctx_with(gp, 8), s)
+    mal, hon = split(plain, updates)
+    known = np.stack([updates[i].delta for i in hon])
+    srt = np.sort(known, axis=0)
+    for i in mal:
+        np.testing.assert_array_equal(b[i].delta, P.clamp_inside(a[i].delta, known, 2))
+        assert np.all(b[i].delta >= srt[2]) and np.all(b[i].delta <= srt[-3])
+        assert not np.array_equal(a[i].delta, b[i].delta)
+    for i in hon:
+        np.testing.assert_array_equal(b[i].delta, updates[i].delta)
+    with pytest.raises(ConfigurationError, match="true or false"):
+        P.ModelReplacement(inside=1)  # type: ignore[arg-type]

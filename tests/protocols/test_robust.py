@@ -187,6 +187,10 @@ class TestFLTrust(AggregatorConformance):
     name = "fltrust"
 
 
+class TestTrimmedFLTrust(AggregatorConformance):
+    name = "fltrust-trim"
+
+
 class TestFoolsGold(AggregatorConformance):
     name = "foolsgold"
 
@@ -392,6 +396,87 @@ def test_invalid_options_are_configuration_errors() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(3, 9).flatmap(
+        lambda n: st.tuples(
+            st.lists(st.lists(st.floats(-50, 50), min_size=3, max_size=3), min_size=n, max_size=n),
+            st.lists(st.floats(0.01, 5.0), min_size=n, max_size=n),
+            st.integers(0, (n - 1) // 2),
+        )
+    )
+)
+def test_weighted_trimmed_mean_stays_in_the_kept_range_and_is_the_trimmed_mean_at_equal_weights(
+    case: tuple[list[list[float]], list[float], int],
+) -> None:
+    rows, weights, trim = case
+    x, w = np.array(rows), np.array(weights)
+    out = robust.weighted_trimmed_mean(x, w, trim)
+    s = np.sort(x, axis=0)
+    n = len(x)
+    assert np.all(out >= s[trim] - 1e-9) and np.all(out <= s[n - 1 - trim] + 1e-9)
+    np.testing.assert_allclose(robust.weighted_trimmed_mean(x, np.ones(n), trim), s[trim : n - trim].mean(axis=0))
+    with pytest.raises(ConfigurationError, match="cannot trim"):
+        robust.weighted_trimmed_mean(x, w, (n + 1) // 2)
+
+
+def test_weighted_trimmed_mean_known_answer() -> None:
+    x = np.array([[0.0, 10.0], [1.0, -3.0], [2.0, 1.0], [100.0, 2.0]])
+    w = np.array([1.0, 1.0, 3.0, 1.0])
+    # column 0 keeps 1 (w 1) and 2 (w 3); column 1 keeps 1 (w 3) and 2 (w 1)
+    np.testing.assert_allclose(robust.weighted_trimmed_mean(x, w, 1), [(1 + 6) / 4, (3 + 2) / 4])
+
+
+def test_fltrust_trim_removes_what_aligned_colluders_add_where_fltrust_keeps_it() -> None:
+    """Four colluders with an honest cosine to the root update (so an honest trust score) push one
+    coordinate the honest updates leave alone: FLTrust moves it by their trust share, the trim not at all."""
+    rng = np.random.default_rng(3)
+    d, g0 = 8, np.zeros(8)
+    g0[:4] = 1.0
+    honest = np.tile(g0, (12, 1)) + 0.6 * rng.standard_normal((12, d))
+    honest[:, 7] = 0.05 * rng.standard_normal(12)  # the backdoor's coordinate: honest updates hardly move it
+    bad = np.tile(0.5 * g0, (4, 1)) + 0.1 * rng.standard_normal((4, d))
+    bad[:, 7] = 2.0
+    x = np.vstack([honest, bad])
+    plain = robust.FLTrust(root_update=lambda c: g0, num_byzantine=4).aggregate(ups(x), ctx(16))
+    trimmed = robust.TrimmedFLTrust(root_update=lambda c: g0, num_byzantine=4).aggregate(ups(x), ctx(16))
+    trust = np.array(plain.metrics["trust"])
+    assert trust[12:].min() > np.median(trust[:12]) * 0.5  # the colluders are trusted like honest clients
+    assert plain.delta[7] > 0.25
+    assert abs(trimmed.delta[7]) <= np.abs(honest[:, 7]).max() and trimmed.metrics["trim"] == 4
+    np.testing.assert_array_equal(trimmed.metrics["trust"], plain.metrics["trust"])
+    assert trimmed.metrics["untrimmed"] == 0  # g0's largest |values| tie: none is above its 95% quantile
+    # the trim is f, capped so that one trusted value per coordinate stays
+    few = robust.TrimmedFLTrust(root_update=lambda c: g0, num_byzantine=4).aggregate(ups(x[:5]), ctx(5))
+    assert few.metrics["trim"] == 2
+
+
+def test_fltrust_trim_keeps_the_mean_where_the_root_update_moves_most() -> None:
+    rng = np.random.default_rng(5)
+    d = 40
+    g0 = np.linspace(0.01, 1.0, d)  # coordinate d-1 moves most, then d-2, ...
+    x = np.tile(g0, (10, 1)) + rng.standard_normal((10, d))
+    fl = robust.FLTrust(root_update=lambda c: g0, num_byzantine=3).aggregate(ups(x), ctx(10))
+    share = robust.TrimmedFLTrust(root_update=lambda c: g0, num_byzantine=3, untrimmed_share=0.1)
+    res = share.aggregate(ups(x), ctx(10))
+    none = robust.TrimmedFLTrust(root_update=lambda c: g0, num_byzantine=3, untrimmed_share=0.0).aggregate(
+        ups(x), ctx(10)
+    )
+    top = np.abs(g0) > np.quantile(np.abs(g0), 0.9)
+    assert res.metrics["untrimmed"] == int(top.sum()) == 4 and none.metrics["untrimmed"] == 0
+    np.testing.assert_allclose(res.delta[top], fl.delta[top])
+    np.testing.assert_allclose(res.delta[~top], none.delta[~top])
+    assert not np.allclose(none.delta[top], fl.delta[top])
+    everything = robust.TrimmedFLTrust(root_update=lambda c: g0, num_byzantine=3, untrimmed_share=1.0)
+    np.testing.assert_allclose(everything.aggregate(ups(x), ctx(10)).delta, fl.delta)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ConfigurationError, match="untrimmed_share"):
+            robust.TrimmedFLTrust(untrimmed_share=bad)
+    st = robust.build_defense("history+support+fltrust-trim", {"root_passes": 3}, robust.ServerPolicy(num_byzantine=2))
+    assert isinstance(st, robust.Stack) and isinstance(st.rule, robust.TrimmedFLTrust)
+    assert st.rule.root_passes == 3 and st.rule.untrimmed_share == 0.05
+
+
 # Built for a deployment: the server policy, and setting up on a simulation
 # ---------------------------------------------------------------------------------------------
 
@@ -399,7 +484,7 @@ def test_invalid_options_are_configuration_errors() -> None:
 def test_robust_rules_are_listed_from_the_registry_in_definition_order() -> None:
     names = robust.robust_aggregators()
     assert names[:3] == ("median", "trimmed-mean", "krum") and names[-1] == "flame"
-    assert "mean" not in names and len(set(names)) == len(names) == 11
+    assert "mean" not in names and len(set(names)) == len(names) == 12
     for n in names:
         factory = AGGREGATORS.get(n)
         assert isinstance(factory, type) and issubclass(factory, robust.RobustAggregator)
