@@ -198,8 +198,8 @@ class FishingAttack(Attack):
         readings: list[np.ndarray] = []
         observations: list[RoundObservation] = []
 
-        def fish(r: int, c: int, u: np.ndarray, *, gain: float, offset: float, scale: float) -> FishingRead:
-            craft_fishing_model(model, base, target=c, direction=u, gain=gain, offset=offset, feature_scale=scale)
+        def look(r: int) -> RoundObservation:
+            """What the server sees of round ``r`` under the crafted model (the same local batch every round)."""
             seen = observe_round(
                 case,
                 sim,
@@ -207,12 +207,17 @@ class FishingAttack(Attack):
                 batch_size=case.batch_size,
                 stream="fishing",
                 round=r,
-                batch_rng=simulation_rng(case.seed, "fishing", "batches"),  # the same local batch every round
+                batch_rng=simulation_rng(case.seed, "fishing", "batches"),
             )
+            observations.append(seen)
+            return seen
+
+        def fish(r: int, c: int, u: np.ndarray, *, gain: float, offset: float, scale: float) -> FishingRead:
+            craft_fishing_model(model, base, target=c, direction=u, gain=gain, offset=offset, feature_scale=scale)
+            seen = look(r)
             delta = np.mean(seen.observed, axis=0)  # under "none": the plain mean of the updates it sees
             read = read_round(unflatten(model, -delta / lr), target=c, images=images, num_classes=classes)
             readings.append(read.image)
-            observations.append(seen)
             return read
 
         # round 1: class fishing on the first class; the output-bias gradient gives the label histogram
@@ -224,17 +229,7 @@ class FishingAttack(Attack):
             for r in range(1, min(self.rounds, classes) + 1):
                 c = (c0 + r - 1) % classes
                 craft_fishing_model(model, base, target=c, direction=ones, gain=g1, offset=block, feature_scale=1.0)
-                seen = observe_round(
-                    case,
-                    sim,
-                    get_flat_params(model),
-                    batch_size=case.batch_size,
-                    stream="fishing",
-                    round=r,
-                    batch_rng=simulation_rng(case.seed, "fishing", "batches"),
-                )
-                observations.append(seen)
-                for delta in seen.observed:  # one client's batch behind each update
+                for delta in look(r).observed:  # one client's batch behind each update
                     got = read_round(
                         unflatten(model, -delta / lr), target=c, images=case.batch_size, num_classes=classes
                     )

@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("flwr")
 
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Context, RecordDict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -34,9 +34,9 @@ from protocols.flower._node import (
 )
 from protocols.flower.apps import vector_client_app, vector_server_app
 from protocols.flower.inproc import run_inprocess
-from protocols.flower.secagg import RECORD
-from secagg.messages import KeyAdvertisement, decode_message
+from secagg.messages import KeyAdvertisement
 from secagg.params import ClientPolicy, SecAggParams, ThreatModel
+from tests.protocols.flower.adverts import advert_recorder
 
 logging.getLogger("flwr").setLevel(logging.WARNING)
 
@@ -52,20 +52,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def _recorder(sent: list[KeyAdvertisement]) -> object:
-    """An outer mod recording every key advertisement a node sends."""
-
-    def mod(msg: Message, ctxt: Context, call_next):  # type: ignore[no-untyped-def]
-        out = call_next(msg, ctxt)
-        if out.has_content() and RECORD in out.content.config_records:
-            m = decode_message(out.content.config_records[RECORD]["msg"])
-            if isinstance(m, KeyAdvertisement):
-                sent.append(m)
-        return out
-
-    return mod
-
-
 def _weak_round(
     pki: Path,
     nodes: int,
@@ -76,10 +62,8 @@ def _weak_round(
     """The server forces degree 2 / threshold 2 on a cohort of ``nodes`` (the issue's weak graph; with 3
     nodes also a tiny cohort) on nodes whose mod names no policy."""
     wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=2, threshold=2, pki=str(pki)))
-    sent: list[KeyAdvertisement] = []
-    capp = vector_client_app(
-        dimension=M, seed=1, mods=[_recorder(sent), make_secagg_mod(threat="active", pki=str(pki))]
-    )
+    sent, recorder = advert_recorder()
+    capp = vector_client_app(dimension=M, seed=1, mods=[recorder, make_secagg_mod(threat="active", pki=str(pki))])
     run_inprocess(
         vector_server_app(wf, num_clients=nodes, dimension=M),
         capp,

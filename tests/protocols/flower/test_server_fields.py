@@ -29,8 +29,9 @@ from protocols.flower._node import policy_from
 from protocols.flower.apps import client_vector, vector_client_app, vector_server_app
 from protocols.flower.inproc import run_inprocess
 from protocols.flower.secagg import RECORD
-from secagg.messages import KeyAdvertisement, decode_message
+from secagg.messages import KeyAdvertisement
 from secagg.params import ThreatModel
+from tests.protocols.flower.adverts import advert_recorder
 from tests.protocols.flower.node_policy import TEST_POLICY
 
 logging.getLogger("flwr").setLevel(logging.WARNING)
@@ -45,22 +46,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def _adverts() -> tuple[list[KeyAdvertisement], object]:
-    sent: list[KeyAdvertisement] = []
-
-    def recorder(msg: Message, ctxt: Context, call_next):  # type: ignore[no-untyped-def]
-        out = call_next(msg, ctxt)
-        if out.has_content() and RECORD in out.content.config_records:
-            m = decode_message(out.content.config_records[RECORD]["msg"])
-            if isinstance(m, KeyAdvertisement):
-                sent.append(m)
-        return out
-
-    return sent, recorder
-
-
 def _round(mod: object, wf: PrivAggSecAggWorkflow, **kw: object) -> list[KeyAdvertisement]:
-    sent, recorder = _adverts()
+    sent, recorder = advert_recorder()
     capp = vector_client_app(dimension=M, seed=1, mods=[recorder, mod])
     run_inprocess(vector_server_app(wf, num_clients=N, dimension=M), capp, num_nodes=N, **kw)  # type: ignore[arg-type]
     return sent
