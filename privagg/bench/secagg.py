@@ -24,7 +24,7 @@ import numpy as np
 from privagg.encoding import RingEncoding
 from privagg.errors import ConfigurationError
 from privagg.randomness import SYSTEM_SECRETS, prg_add_words, prg_words, simulation_rng
-from secagg import EncryptedShares, RoundReport, SecAggParams, run_round, vss
+from secagg import ClientPolicy, EncryptedShares, RoundReport, SecAggParams, run_round, vss
 
 from .timing import JsonResult, aes_ctr_keystream_rate, best_seconds, median, median_seconds, timed
 
@@ -238,8 +238,12 @@ def run_bench(
     measure_memory: bool = True,
     workers: int = 1,
     repeat: int = 1,
+    client_policy: ClientPolicy | None = None,
 ) -> SecAggBenchResult:
-    """``repeat`` rounds (seeds ``seed``, ``seed + 1``, ...) combined by :func:`combine_runs`."""
+    """``repeat`` rounds (seeds ``seed``, ``seed + 1``, ...) combined by :func:`combine_runs`.
+
+    ``client_policy``: what every client accepts (:class:`secagg.ClientPolicy`; in active mode a client with
+    one also waits for the consistency quorum before revealing, which every active Flower node now does)."""
     if clients < 3 or params < 1:
         raise ConfigurationError("need at least 3 clients and 1 parameter", field="clients")
     if (degree is None) != (threshold is None):
@@ -266,6 +270,7 @@ def run_bench(
                 distinct=distinct,
                 measure_memory=measure_memory,
                 workers=workers,
+                client_policy=client_policy,
             )
             for i in range(repeat)
         ]
@@ -289,6 +294,7 @@ def _one_round(
     distinct: int,
     measure_memory: bool,
     workers: int,
+    client_policy: ClientPolicy | None = None,
 ) -> SecAggBenchResult:
     n, m = p.num_clients, params
     enc = RingEncoding(clip=1.0, value_bits=p.value_bits, max_summands=n, modulus_bits=p.modulus_bits)
@@ -311,6 +317,7 @@ def _one_round(
             dropouts={drop_stage: dropped},
             measure_memory=measure_memory,
             workers=workers,
+            client_policy=client_policy,
         )
     )
     correct, max_err = _check_sum(rep, enc, floats, rings)

@@ -8,6 +8,8 @@ import dataclasses
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from privagg.errors import ConfigurationError
 from secagg import ClientPolicy, RoundSetup, SecAggParams, SecAggServer, make_identities, run_round
@@ -237,3 +239,53 @@ def test_roster_quorum_is_exact_at_float_boundaries():
             c = math.floor(rate * n + 1e-9)
             q = roster_quorum(n, rate)
             assert 2 * q > n + c and 2 * (q - 1) <= n + c, (n, rate, q)
+
+
+_N_SIGNERS = 16
+_SIGNED = _signed_views(_N_SIGNERS, {c: tuple(range(_N_SIGNERS)) for c in range(_N_SIGNERS)})
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    forged=st.sets(st.integers(0, _N_SIGNERS - 1)),
+    missing=st.sets(st.integers(0, _N_SIGNERS - 1)),
+    quorum=st.integers(1, _N_SIGNERS + 1),
+)
+def test_the_quorum_check_decides_as_counting_every_signature(forged: set[int], missing: set[int], quorum: int) -> None:
+    """The roster quorum stops verifying once it is reached (a cost measure): whatever signatures are forged or
+    missing, it refuses exactly when fewer than ``quorum`` valid ones came, and then names the full count."""
+    from secagg import crypto
+    from secagg.consistency import consistency_fault
+
+    sigs, directory, session = _SIGNED
+    everyone = tuple(range(_N_SIGNERS))
+    payload = crypto.consistency_payload(session, 0, everyone)
+    sent = tuple((c, bytes(64) if c in forged else s) for c, s in sigs if c not in missing)
+    valid = sum(1 for c, _ in sent if c not in forged)
+    checked: list[int] = []
+    real_verify = crypto.verify
+
+    def counting(key: bytes, sig: bytes, data: bytes) -> bool:
+        checked.append(1)
+        return real_verify(key, sig, data)
+
+    crypto.verify = counting  # type: ignore[assignment]
+    try:
+        why = consistency_fault(
+            signatures=sent,
+            survivors=everyone,
+            dropped_held=(),
+            neighbours_of={},
+            threshold=1,
+            directory=directory,
+            payload=payload,
+            quorum=quorum,
+        )
+    finally:
+        crypto.verify = real_verify  # type: ignore[assignment]
+    if valid >= quorum:
+        assert why is None
+        assert len(checked) <= quorum + len(forged)  # never more than the quorum and the forgeries met on the way
+    else:
+        assert why is not None and f"only {valid} clients signed" in why and f"the quorum is {quorum}" in why
+        assert len(checked) == len(sent)
