@@ -27,6 +27,7 @@ __all__ = [
     "CORRUPTION_RATE_KEY",
     "DROPOUT_RATE_KEY",
     "MIN_CLIENTS_KEY",
+    "POLICY_BITS_KEYS",
     "SECURE_ONLY_KEY",
     "node_flag",
     "node_value",
@@ -45,6 +46,13 @@ MIN_CLIENTS_KEY = "privagg-secagg-min-clients"
 CORRUPTION_RATE_KEY = "privagg-secagg-corruption-rate"
 #: the dropout rate the node derives its graph for (node config, else run config: a larger one only adds refusals)
 DROPOUT_RATE_KEY = "privagg-secagg-dropout-rate"
+#: the policy's security / failure / grinding bits (:class:`secagg.ClientPolicy`), by field name; active mode:
+#: only from the node's own ``node_config`` (unset: the policy's defaults)
+POLICY_BITS_KEYS = {
+    "security_bits": "privagg-secagg-security-bits",
+    "failure_bits": "privagg-secagg-failure-bits",
+    "grinding_bits": "privagg-secagg-grinding-bits",
+}
 _RANGES = {MIN_CLIENTS_KEY: "an integer >= 2", CORRUPTION_RATE_KEY: "0 <= rate < 1"}
 
 
@@ -76,9 +84,25 @@ def policy_from(ctxt: Context, threat: ThreatModel = ThreatModel.ACTIVE) -> Clie
     if n is None:
         return None
     dropout = get(DROPOUT_RATE_KEY)
+    bits_from = own.get if threat is ThreatModel.ACTIVE else get
+    bits = {f: _number(v, k, int) for f, k in POLICY_BITS_KEYS.items() if (v := bits_from(k)) is not None}
     return ClientPolicy(
-        min_clients=int(n), dropout_rate=float(dropout or 0.0), corruption_rate=float(corruption or 0.0)
+        min_clients=_number(n, MIN_CLIENTS_KEY, int),
+        dropout_rate=_number(dropout or 0.0, DROPOUT_RATE_KEY, float),
+        corruption_rate=_number(corruption or 0.0, CORRUPTION_RATE_KEY, float),
+        **bits,
     )
+
+
+def _number(value: Any, key: str, kind: type[int] | type[float]) -> Any:
+    """``value`` of config ``key`` as an int or float; a :class:`ConfigurationError` naming the key otherwise."""
+    try:
+        got = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"not a number: {value!r}", field=key, accepted=kind.__name__) from None
+    if kind is int and got != float(value):
+        raise ConfigurationError(f"not an integer: {value!r}", field=key, accepted="int")
+    return got
 
 
 def own_policy(ctxt: Context, fixed: ClientPolicy | None, threat: ThreatModel) -> ClientPolicy | None:

@@ -29,6 +29,7 @@ from protocols.flower._node import (
     CORRUPTION_RATE_KEY,
     DROPOUT_RATE_KEY,
     MIN_CLIENTS_KEY,
+    POLICY_BITS_KEYS,
     own_policy,
     policy_from,
 )
@@ -190,3 +191,25 @@ def test_the_example_nodes_hold_a_policy_of_their_own() -> None:
     spec.loader.exec_module(module)
     policy = own_policy(_ctx(module.NODE_DEFAULTS, {}), None, ThreatModel.ACTIVE)
     assert policy == ClientPolicy(min_clients=12, dropout_rate=0.0, corruption_rate=0.0)
+
+
+def test_policy_bits_of_an_active_node_are_its_own() -> None:
+    """Security, failure and grinding bits: from the node's own config (a node asking for more than the defaults
+    gets a stricter policy); the server's run config is ignored in active mode, whether it asks for less or more;
+    a value that is not an integer is a typed error naming the key."""
+    own = {MIN_CLIENTS_KEY: 9, CORRUPTION_RATE_KEY: 0.05}
+    keys = POLICY_BITS_KEYS
+    weaker = {keys["security_bits"]: 8, keys["failure_bits"]: 2, keys["grinding_bits"]: 0}
+    assert policy_from(_ctx(own, weaker)) == ClientPolicy(min_clients=9, dropout_rate=0.0, corruption_rate=0.05)
+    stricter = {**own, keys["security_bits"]: 64, keys["grinding_bits"]: 10}
+    got = policy_from(_ctx(stricter, weaker))
+    assert got is not None and (got.security_bits, got.failure_bits, got.grinding_bits) == (64, 20, 10)
+    semi = policy_from(_ctx({}, {**own, keys["security_bits"]: 50}), ThreatModel.SEMI_HONEST)
+    assert semi is not None and semi.security_bits == 50  # semi-honest: the server is trusted, as before
+    for bad in ("forty", 40.5):
+        with pytest.raises(ConfigurationError) as e:
+            policy_from(_ctx({**own, keys["security_bits"]: bad}, {}))
+        assert e.value.field == keys["security_bits"]
+    with pytest.raises(ConfigurationError) as e:
+        policy_from(_ctx({MIN_CLIENTS_KEY: "many", CORRUPTION_RATE_KEY: 0.05}, {}))
+    assert e.value.field == MIN_CLIENTS_KEY
