@@ -41,10 +41,18 @@ from flwr.common.constant import MessageTypeLegacy
 
 from privagg.errors import InvalidMessage
 
-__all__ = ["SECURE_RECORDS", "guard", "running", "running_protocol"]
+__all__ = ["MIN_SURVIVORS_KEY", "ROSTER_KEY", "SECURE_RECORDS", "guard", "running", "running_protocol"]
 
 #: the ``ConfigRecord`` names of privagg's secure protocols (secure aggregation, Paillier)
 SECURE_RECORDS = ("privagg_secagg", "privagg_paillier")
+#: fit-config key the mod running a secure round sets, before the inner mods run, to the size of the roster
+#: this client verified (or, for Paillier, the provisioned maximum): the DP mod bounds the noise shares it
+#: accepts by it
+ROSTER_KEY = "privagg-secagg-roster"
+#: fit-config key set beside it: the fewest survivors this client's own graph lets a sum be released with
+#: (:meth:`secagg.SecAggParams.min_survivors`; Paillier: the provisioned ``min_clients``): a DP mod may bound
+#: its noise shares by it
+MIN_SURVIVORS_KEY = "privagg-secagg-min-survivors"
 
 
 @dataclass
@@ -89,8 +97,13 @@ def guard(
     send_metrics: bool,
 ) -> Message:
     """A message that is not the calling mod's own protocol message (``own``: its record): passed on, or
-    refused with :class:`InvalidMessage` when ``secure_only`` (see the module docstring)."""
+    refused with :class:`InvalidMessage` when ``secure_only`` (see the module docstring). Outside a privagg
+    round the roster fields (:data:`ROSTER_KEY`, :data:`MIN_SURVIVORS_KEY`) are removed first: only a mod
+    running a secure round writes them, so a server's would be a forged floor for the DP mods further in."""
     kind = msg.metadata.message_type.split(".", 1)[0]  # "train.<action>" reaches the app's train functions too
+    fit_cfg = msg.content.get("fitins.config") if msg.has_content() else None
+    if isinstance(fit_cfg, ConfigRecord) and running_protocol() is None:  # only a privagg mod sets these, never
+        fit_cfg.pop(ROSTER_KEY, None), fit_cfg.pop(MIN_SURVIVORS_KEY, None)  # the server
     if not secure_only or running_protocol() is not None:
         return call_next(msg, ctxt)
     if kind == MessageType.EVALUATE and not send_metrics:

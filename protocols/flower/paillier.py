@@ -109,11 +109,10 @@ from ._fit_round import (
     sends_metrics,
     weighted_update,
 )
-from ._guard import guard, running, running_protocol
+from ._guard import MIN_SURVIVORS_KEY, ROSTER_KEY, guard, running
 from ._node import node_value, own_threat, secure_only_from
 from .config import PaillierWorkflowConfig
 from .paillier_material import load_paillier
-from .secagg import MIN_SURVIVORS_KEY, ROSTER_KEY
 
 __all__ = [
     "PAILLIER_RECORD",
@@ -389,9 +388,6 @@ def make_paillier_mod(
             return call_next(msg, ctxt)
         cfg = msg.content.get(PAILLIER_RECORD)
         if not isinstance(cfg, ConfigRecord):
-            fit_cfg = msg.content.get("fitins.config")
-            if isinstance(fit_cfg, ConfigRecord) and running_protocol() is None:  # a privagg mod's, never the server's
-                fit_cfg.pop(ROSTER_KEY, None), fit_cfg.pop(MIN_SURVIVORS_KEY, None)
             only = secure_only_from(ctxt, secure_only, own_threat(ctxt, None))
             return guard(msg, ctxt, call_next, own=PAILLIER_RECORD, secure_only=only, send_metrics=sends_metrics(ctxt))
         with running(_PROTOCOL):

@@ -87,7 +87,7 @@ from ._fit_round import (
     sends_metrics,
     weighted_update,
 )
-from ._guard import guard, running, running_protocol
+from ._guard import MIN_SURVIVORS_KEY, ROSTER_KEY, guard, running
 from ._node import node_value, own_policy, own_threat, secure_only_from
 from ._state import PartyStore
 from .config import SecAggWorkflowConfig
@@ -112,12 +112,6 @@ RECORD = "privagg_secagg"
 #: ConfigRecord in the node's own ``Context.state`` holding its party between messages
 STATE_RECORD = "privagg_secagg_state"
 STAGES = ("setup", "roster", "reveals", "delivery", "mask", "consistency", "unmask")
-#: fit-config key the client mod sets, before the inner mods run, to the size of the roster this
-#: client verified: the DP mod bounds the noise shares it accepts by it
-ROSTER_KEY = "privagg-secagg-roster"
-#: fit-config key set beside it: the fewest survivors this client's own graph lets a sum be released with
-#: (:meth:`secagg.SecAggParams.min_survivors`): a DP mod may bound its noise shares by it
-MIN_SURVIVORS_KEY = "privagg-secagg-min-survivors"
 #: ConfigRecord an inner mod adds to its reply when its FitRes parameters already are the ring
 #: elements of a *modular* round (one ``uint64`` array; field ``bits``: the ring's width)
 RING_RECORD = "privagg-secagg-ring"
@@ -416,8 +410,6 @@ def make_secagg_mod(
     def mod(msg: Message, ctxt: Context, call_next: Callable[[Message, Context], Message]) -> Message:
         cfg, fit_cfg = msg.content.get(RECORD), msg.content.get("fitins.config")  # (not the rebuilt views)
         if msg.metadata.message_type != MessageType.TRAIN or not isinstance(cfg, ConfigRecord):
-            if isinstance(fit_cfg, ConfigRecord) and running_protocol() is None:  # set by a privagg mod, never
-                fit_cfg.pop(ROSTER_KEY, None), fit_cfg.pop(MIN_SURVIVORS_KEY, None)  # by the server
             only = secure_only_from(ctxt, secure_only, own_threat(ctxt, fixed_threat))
             return guard(msg, ctxt, call_next, own=RECORD, secure_only=only, send_metrics=sends_metrics(ctxt))
         with running(_PROTOCOL):
