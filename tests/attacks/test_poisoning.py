@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -374,15 +376,27 @@ def _ctx_with(gp: np.ndarray, n: int) -> RoundContext:
     return RoundContext.everyone(n, rng=np.random.default_rng(0), global_params=gp)
 
 
-def test_model_replacement_decorrelate_adds_seeded_noise_of_the_stated_size() -> None:
+_Updates = list[ClientUpdate]
+
+
+def _replacement_pair(
+    threat: P.PoisoningAdversary, base: dict[str, Any], **variant: Any
+) -> tuple[FedAvgSimulation, np.ndarray, _Updates, _Updates, _Updates, list[int], list[int]]:
+    """One round of 8 clients: model replacement armed with ``base`` options and with ``base`` + ``variant``,
+    both fed the same benign updates. ``(s, gp, updates, a, b, mal, hon)``: ``a`` / ``b`` what each sends."""
     s = FedAvgSimulation(tiny_config(rounds=1, clients=8, model="mlp"))
-    threat = P.PoisoningAdversary(num_malicious=2)
-    plain = armed("model-replacement", s, threat, local_epochs=1)
-    noisy = armed("model-replacement", s, threat, local_epochs=1, decorrelate=2.0)
+    plain = armed("model-replacement", s, threat, local_epochs=1, **base)
+    other = armed("model-replacement", s, threat, local_epochs=1, **base, **variant)
     gp = s.global_params.copy()
     updates = [s.train_client(c, gp, round=1) for c in range(8)]
-    a, b = plain(updates, _ctx_with(gp, 8), s), noisy(updates, _ctx_with(gp, 8), s)
-    mal, _ = split(plain, updates)
+    a, b = plain(updates, _ctx_with(gp, 8), s), other(updates, _ctx_with(gp, 8), s)
+    mal, hon = split(plain, updates)
+    return s, gp, updates, a, b, mal, hon
+
+
+def test_model_replacement_decorrelate_adds_seeded_noise_of_the_stated_size() -> None:
+    threat = P.PoisoningAdversary(num_malicious=2)
+    s, gp, updates, a, b, mal, _ = _replacement_pair(threat, {}, decorrelate=2.0)
     for i in mal:
         noise = b[i].delta - a[i].delta
         np.testing.assert_allclose(np.linalg.norm(noise), 2.0 * np.linalg.norm(a[i].delta), rtol=1e-9)
@@ -431,14 +445,8 @@ def test_align_to_known_answer_and_refusals() -> None:
 
 @pytest.mark.parametrize("omniscient", [False, True])
 def test_model_replacement_align_turns_towards_the_known_consensus(omniscient: bool) -> None:
-    s = FedAvgSimulation(tiny_config(rounds=1, clients=8, model="mlp"))
     threat = P.PoisoningAdversary(num_malicious=2, omniscient=omniscient)
-    plain = armed("model-replacement", s, threat, local_epochs=1)
-    aligned = armed("model-replacement", s, threat, local_epochs=1, align=0.9)
-    gp = s.global_params.copy()
-    updates = [s.train_client(c, gp, round=1) for c in range(8)]
-    a, b = plain(updates, _ctx_with(gp, 8), s), aligned(updates, _ctx_with(gp, 8), s)
-    mal, hon = split(plain, updates)
+    _, _, updates, a, b, mal, hon = _replacement_pair(threat, {}, align=0.9)
     known = [updates[i].delta for i in (hon if omniscient else mal)]  # what the attackers know of the benign updates
     consensus = np.median([k / np.linalg.norm(k) for k in known], axis=0)
     other = np.median(
@@ -466,14 +474,8 @@ def test_clamp_inside_keeps_every_coordinate_in_the_trimmed_range() -> None:
 
 
 def test_model_replacement_inside_clamps_the_crafted_updates_into_the_known_range() -> None:
-    s = FedAvgSimulation(tiny_config(rounds=1, clients=8, model="mlp"))
     threat = P.PoisoningAdversary(num_malicious=2, omniscient=True)
-    plain = armed("model-replacement", s, threat, local_epochs=1, align=0.5)
-    inside = armed("model-replacement", s, threat, local_epochs=1, align=0.5, inside=True)
-    gp = s.global_params.copy()
-    updates = [s.train_client(c, gp, round=1) for c in range(8)]
-    a, b = plain(updates, _ctx_with(gp, 8), s), inside(updates, _ctx_with(gp, 8), s)
-    mal, hon = split(plain, updates)
+    _, _, updates, a, b, mal, hon = _replacement_pair(threat, {"align": 0.5}, inside=True)
     known = np.stack([updates[i].delta for i in hon])
     srt = np.sort(known, axis=0)
     for i in mal:

@@ -33,6 +33,7 @@ from secagg.messages import (
     UnmaskResponse,
     decode_message,
 )
+from tests.protocols.flower.adverts import reply_recorder
 from tests.protocols.flower.node_policy import TEST_POLICY, policy_for
 
 logging.getLogger("flwr").setLevel(logging.WARNING)
@@ -49,15 +50,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _attack(threat: str, pki: Path, rewrite: Callable[[int, object], object | None]):
     """Run one round; ``rewrite(dst_partition, message)`` returns a replacement message (or None)."""
-    revealed: list[UnmaskResponse] = []
-
-    def recorder(msg: Message, ctxt: Context, call_next):
-        out = call_next(msg, ctxt)
-        if out.has_content() and RECORD in out.content.config_records:
-            m = decode_message(out.content.config_records[RECORD]["msg"])
-            if isinstance(m, UnmaskResponse):
-                revealed.append(m)
-        return out
+    revealed, recorder = reply_recorder(UnmaskResponse)
 
     def intercept(pid: int, msg: Message) -> list[Message]:
         cfg = msg.content.config_records.get(RECORD)

@@ -27,6 +27,7 @@ from flwr.compat.common import recorddict_compat as compat
 from protocols.flower import PrivAggSecAggWorkflow, SecAggWorkflowConfig, create_identities, make_secagg_mod
 from protocols.flower._node import policy_from
 from protocols.flower.apps import client_vector, vector_client_app, vector_server_app
+from protocols.flower.distributed_dp import PrivAggDistributedDPWorkflow, make_distributed_dp_mod
 from protocols.flower.inproc import run_inprocess
 from protocols.flower.secagg import RECORD
 from secagg.messages import KeyAdvertisement
@@ -101,23 +102,28 @@ def test_policy_keys_node_first() -> None:
     assert policy_from(Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})) is None
 
 
-@pytest.mark.filterwarnings("ignore::dp.noise.InsecureNoiseWarning")
-def test_run_config_cannot_set_a_nodes_dp_policy(pki: Path) -> None:
-    """The server asks for little noise (epsilon 1e4) and writes the policy that admits it into the run
-    config. A node whose mod and node config hold no DP policy must refuse ("no DP policy"), not adopt the
-    server's: the round should abort with nothing released."""
+def _ddp_workflow(pki: Path, *, epsilon: float) -> PrivAggDistributedDPWorkflow:
+    """One round of distributed DP over active secure aggregation (every node, k = N - 1, t = 3) at ``epsilon``."""
     from dp.accounting import Sampling
     from dp.config import DPConfig
-    from dp.distributed_encoding import IntegerNoise
-    from protocols.flower.distributed_dp import PrivAggDistributedDPWorkflow, make_distributed_dp_mod
 
-    dp = DPConfig(noise="distributed", target_epsilon=1e4, delta=1e-5, clip_norm=1.0, bits=16, mechanism="dgauss")
-    wf = PrivAggDistributedDPWorkflow(
+    dp = DPConfig(noise="distributed", target_epsilon=epsilon, delta=1e-5, clip_norm=1.0, bits=16, mechanism="dgauss")
+    return PrivAggDistributedDPWorkflow(
         SecAggWorkflowConfig.manual(degree=N - 1, threshold=3, weighting="uniform", pki=str(pki)),
         dp=dp,
         sampling=Sampling.poisson(rate=1.0, population=N),
         rounds=1,
     )
+
+
+@pytest.mark.filterwarnings("ignore::dp.noise.InsecureNoiseWarning")
+def test_run_config_cannot_set_a_nodes_dp_policy(pki: Path) -> None:
+    """The server asks for little noise (epsilon 1e4) and writes the policy that admits it into the run
+    config. A node whose mod and node config hold no DP policy must refuse ("no DP policy"), not adopt the
+    server's: the round should abort with nothing released."""
+    from dp.distributed_encoding import IntegerNoise
+
+    wf = _ddp_workflow(pki, epsilon=1e4)
     ddp = make_distributed_dp_mod(noise=lambda c: IntegerNoise(seed=int(c.node_config["partition-id"])))
     capp = vector_client_app(
         dimension=M, seed=1, mods=[make_secagg_mod(threat="active", pki=str(pki), policy=TEST_POLICY), ddp]
@@ -188,20 +194,11 @@ def test_forged_roster_floor_on_a_plain_fit_message_releases_nothing(pki: Path, 
     share, ``sigma / sqrt(shares)``). Wanted: the active node refuses the plain fit (wave 7's default); a node
     that opted out of that (``secure_only=False``) still sends nothing: the DP mod trusts the two keys only
     inside a round a privagg mod runs (and the secure-aggregation mod removes them), so it refuses."""
-    from dp.accounting import Sampling
-    from dp.config import DPConfig
     from dp.distributed_encoding import IntegerNoise
-    from protocols.flower.distributed_dp import PrivAggDistributedDPWorkflow, make_distributed_dp_mod
     from protocols.flower.secagg import MIN_SURVIVORS_KEY, RING_RECORD, ROSTER_KEY
 
     victim = 0
-    dp = DPConfig(noise="distributed", target_epsilon=8.0, delta=1e-5, clip_norm=1.0, bits=16, mechanism="dgauss")
-    wf = PrivAggDistributedDPWorkflow(
-        SecAggWorkflowConfig.manual(degree=N - 1, threshold=3, weighting="uniform", pki=str(pki)),
-        dp=dp,
-        sampling=Sampling.poisson(rate=1.0, population=N),
-        rounds=1,
-    )
+    wf = _ddp_workflow(pki, epsilon=8.0)
     leaked: list[int] = []
 
     def outer(msg: Message, ctxt: Context, call_next):  # type: ignore[no-untyped-def]
