@@ -290,8 +290,10 @@ NOT_COVERED = (
     "before and revealed after the roster (secagg.seeding), so omitting clients or redrawing colluders' keys "
     "no longer moves it and only aborting a session and running another buys a new ring (semi-honest: "
     "offline retries); bounded in secagg.params by the deployment's grinding_bits, not exercised",
-    "the Flower adapter (node <-> client-id mapping, transport, its session nonce): the audit runs the attacks "
-    "on the in-memory driver only (the test suite runs the rewrite cases through Flower too)",
+    "the Flower adapter (node <-> client-id mapping, transport, its session nonce; that an active node answers "
+    "no plain fit, evaluate or get-parameters message and takes its policy, roles and trust root from its own "
+    "config, never the run config): the audit runs the attacks on the in-memory driver only (the test suite "
+    "drives these through Flower's mods: tests/protocols/flower)",
     "collusion larger than the runs' (a few colluding clients per case) and populations beyond a dozen clients",
     "timing and other side channels; the PKI (identity directory) and its provisioning are trusted",
 )
