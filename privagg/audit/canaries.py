@@ -65,6 +65,7 @@ __all__ = [
     "empirical_run_config",
     "epsilon_bounds",
     "run_canary_audit",
+    "run_every_round",
 ]
 
 #: the run audited by ``privagg audit --empirical`` without ``--config``: the main job with DP,
@@ -314,6 +315,18 @@ class DPClaim:
             raise ConfigurationError(f"must be in (0, 1), got {self.delta}", field="delta")
 
 
+def run_every_round(sim: Any, what: str) -> Any:
+    """Run ``sim`` to its last planned round; a budget that stops it first is a typed refusal."""
+    res = sim.run()
+    if res.budget_stop is not None:
+        raise PrivacyBudgetExceeded(
+            f"{what} needs all {sim.config.federation.rounds} rounds: {res.budget_stop.message}",
+            spent=res.budget_stop.spent,
+            budget=res.budget_stop.budget,
+        )
+    return res
+
+
 def _sampling(fed: Any, population: int) -> Any:
     from dp import Sampling
 
@@ -403,13 +416,7 @@ def run_canary_audit(
     sim.update_hooks.append(hook)
     sim.observers.append(observe)
     theta0 = sim.global_params.copy()
-    res = sim.run()
-    if res.budget_stop is not None:  # the audit needs every planned round
-        raise PrivacyBudgetExceeded(
-            f"the canary audit needs all {fed.rounds} rounds: {res.budget_stop.message}",
-            spent=res.budget_stop.spent,
-            budget=res.budget_stop.budget,
-        )
+    run_every_round(sim, "the canary audit")
     per_round = canary_scores(
         np.array(cosines), np.array(norms), np.array(dens), active,
         dimension=d, clip=np.array(clips), rate=rate, game=game,

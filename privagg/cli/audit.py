@@ -67,6 +67,7 @@ def _progress(message: str) -> None:
 
 def _empirical(args: argparse.Namespace) -> int:
     from privagg.audit.canaries import CanaryConfig, empirical_run_config, run_canary_audit
+    from privagg.audit.noise_check import run_noise_check
     from privagg.cli import command_line, utc_now
     from privagg.report import provenance
     from privagg.report.audit import empirical_report
@@ -75,15 +76,17 @@ def _empirical(args: argparse.Namespace) -> int:
     canary = CanaryConfig(canaries=args.canaries, seed=args.seed, confidence=args.confidence)
     started = utc_now()
     result = run_canary_audit(run, canary, progress=None if args.json else _progress)
-    report = empirical_report(result)
+    noise = run_noise_check(run, progress=None if args.json else _progress)
+    report = empirical_report(result, noise)
     provenance(report, command=command_line(args), seed=args.seed, timestamp=started)
     report.write(args.out)
     if args.json:
         print(report.to_json())
     else:
         print(result.verdict)
+        print(f"noise check: {noise.verdict}")
         print(f"report: {Path(args.out) / 'report.html'}", file=sys.stderr)
-    return 1 if (result.flagged and args.strict) else 0
+    return 1 if ((result.flagged or noise.failed) and args.strict) else 0
 
 
 def _main(args: argparse.Namespace) -> int:

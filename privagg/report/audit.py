@@ -9,6 +9,7 @@ from typing import Any
 
 from privagg.audit import AttackRow, AuditResult, BudgetCurve
 from privagg.audit.canaries import CanaryAuditResult, EmpiricalCurve
+from privagg.audit.noise_check import NoiseCheckResult
 from privagg.report import Figure, Report, Section, environment_section
 
 __all__ = ["audit_report", "empirical_report"]
@@ -98,14 +99,16 @@ def _draw_budget(b: BudgetCurve, path: Path) -> None:
 _BOUND_COLUMNS = ["view", "method", "epsilon lower bound", "estimate", "confidence", "rests on", "counts"]
 
 
-def empirical_report(result: CanaryAuditResult) -> Report:
-    """``report.json`` / ``report.html`` of a canary audit (plus ``empirical_epsilon.png`` per round)."""
+def empirical_report(result: CanaryAuditResult, noise: NoiseCheckResult | None = None) -> Report:
+    """``report.json`` / ``report.html`` of a canary audit (plus ``empirical_epsilon.png`` per round),
+    and of the noise check run beside it (:mod:`privagg.audit.noise_check`) when given."""
     r = result
     report = Report(
         "privagg audit --empirical",
         top={
             "verdict": r.verdict,
             "flagged": r.flagged,
+            "noise_check": None if noise is None else {"verdict": noise.verdict, "failed": noise.failed},
             "claimed_epsilon": r.claimed_epsilon,
             "lower_bound": r.lower_bound.epsilon,
             "seconds": r.seconds,
@@ -160,8 +163,36 @@ def empirical_report(result: CanaryAuditResult) -> Report:
             ),
         )
     )
+    if noise is not None:
+        report.add(_noise_section(noise))
     report.add(environment_section())
     return report
+
+
+def _noise_section(n: NoiseCheckResult) -> Section:
+    def ratio(x: Any) -> str:
+        return f"{x.estimate:.4f} [{x.low:.4f}, {x.high:.4f}] ({x.samples} samples)"
+
+    summary = [
+        ("verdict", "FAIL" if n.failed else "PASS (measured)"),
+        ("update noise, measured / charged", ratio(n.update)),
+        *([("clip-count noise, measured / charged", ratio(n.count))] if n.count is not None else []),
+        ("privacy loss, measured / charged", f"{n.loss_ratio:.4f} (lower bound {n.loss_ratio_low:.4f}; FAIL above 1)"),
+        ("two rounds' noise, largest sqrt(d)|cos|", f"{n.correlation:.2f} (limit {n.correlation_limit:.2f})"),
+        ("rounds", f"{n.rounds} measured, {n.rounds_skipped} without a charged release; dimension {n.dimension}"),
+        ("not measured", "; ".join(n.not_measured)),
+    ]
+    return Section(
+        "noise-check",
+        "Noise check: the noise in the releases, measured against the ledger's charge",
+        data={**dataclasses.asdict(n), "verdict": n.verdict, "failed": n.failed},
+        summary=summary,
+        text=(
+            "Every sampled client runs the deployed protocol with a zero update, so each release is the "
+            f"mechanism's noise alone. Intervals at {n.confidence:.1%} per part; FAIL when even the most generous "
+            "end of the interval leaves less noise than the ledger charges."
+        ),
+    )
 
 
 def _draw_empirical(curve: EmpiricalCurve, r: CanaryAuditResult, path: Path) -> None:

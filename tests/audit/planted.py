@@ -17,7 +17,9 @@ the buggy part:
 * :class:`DoubleCounted` -- every client's clipped update enters the sum twice (sensitivity ``2C``,
   accounted ``C``);
 * :class:`UnchargedCountRounds` -- adaptive clipping's noised clip count is released but not
-  charged: the updates carry the whole noise multiplier as if there were no count release.
+  charged: the updates carry the whole noise multiplier as if there were no count release;
+* :class:`ReusedNoise` -- the noise sampler restarts from the same seed at every draw (each
+  round's noise is the same vector: two releases differ by the difference of two exact sums).
 
 :class:`AdversarialDropouts` is the fault the recalibration exists for: an inner mean whose
 survivors exclude real clients only (the canary, a target, always survives), as a server that
@@ -34,9 +36,10 @@ from typing import Any, Literal
 import numpy as np
 
 from dp.clipping import MAX_WEIGHT
-from dp.noise import GaussianGridMechanism
+from dp.noise import GaussianGridMechanism, discrete_gaussian
 from dp.rounds import DPRounds, RoundOutcome, RoundPlan
 from privagg.audit.canaries import build_dp_aggregator
+from privagg.randomness import simulation_rng
 from protocols.aggregation import AggregateResult, ClientUpdate, MeanAggregator, RoundContext
 from protocols.dp_fedavg import DPFedAvg
 
@@ -50,6 +53,7 @@ __all__ = [
     "HalfSensitivityRounds",
     "NoEmptyNoise",
     "NoRecalibrationRounds",
+    "ReusedNoise",
     "UncappedWeights",
     "planted_aggregator",
 ]
@@ -153,6 +157,23 @@ class NoEmptyNoise(DPFedAvg):
         return np.zeros(dim)
 
 
+class ReusedNoise:
+    """Bug: every draw restarts a seeded sampler from one seed (a fixed key, or a counter that never moves)."""
+
+    secure = True  # what the broken sampler claims
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def discrete_gaussian(self, sigma: float, size: int) -> np.ndarray:
+        rng = simulation_rng(self.seed, "reused-noise")  # the same stream at every draw
+
+        def words(n: int) -> np.ndarray:
+            return rng.integers(0, 2**64, size=n, dtype=np.uint64, endpoint=False)
+
+        return discrete_gaussian(sigma, size, words)
+
+
 class AdversarialDropouts(MeanAggregator):
     """A sum whose survivors exclude up to ``rate`` of the cohort, real clients (ids < ``population``) only."""
 
@@ -185,6 +206,7 @@ Bug = Literal[
     "no-clip",
     "double-counted",
     "uncharged-count",
+    "reused-noise",
     "none",
 ]
 _ROUNDS: dict[str, type[DPRounds]] = {
@@ -210,6 +232,8 @@ def planted_aggregator(run: Any, bug: Bug, *, dropout_rate: float = 0.5) -> DPFe
         agg.inner = AdversarialDropouts(rate=dropout_rate, population=run.data.num_clients)
         if bug == "no-recalibration":
             agg.dp_rounds = NoRecalibrationRounds.from_config(dp, secure_noise=True)
+    elif bug == "reused-noise":
+        agg.sampler = ReusedNoise()
     elif bug in ("no-empty-noise", "uncapped-weights", "double-counted"):
         cls = {"no-empty-noise": NoEmptyNoise, "uncapped-weights": UncappedWeights, "double-counted": DoubleCounted}
         agg = cls[bug](agg.inner, config=dp, population=run.data.num_clients, rounds=run.federation.rounds)

@@ -126,16 +126,35 @@ noise_multiplier = 2.0
 """
 
 
+@pytest.mark.filterwarnings("ignore::dp.noise.InsecureNoiseWarning")
+def test_a_release_with_less_noise_fails_the_noise_check_and_the_strict_exit(tmp_path, capsys, monkeypatch):
+    """The canary bounds cannot see 0.8 of the charged noise; the noise check run beside them does."""
+    from privagg.audit import canaries
+    from tests.audit.planted import planted_aggregator
+
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(_SMALL_RUN + 'secure_noise = false\nseed = 7\nreproducible_cohorts = true\n')
+    monkeypatch.setattr(canaries, "build_dp_aggregator", lambda run: planted_aggregator(run, "noise-x0.8"))
+    rc = main(["audit", "--empirical", "--config", str(cfg), "--canaries", "200", "--strict", "--out", str(tmp_path)])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert rc == 1 and lines[0].startswith("NOT SHOWN (no violation shown)")
+    assert lines[1].startswith("noise check: FAIL: the release carries less noise than the ledger charges")
+    d = json.loads((tmp_path / "report.json").read_text())
+    assert d["noise_check"]["failed"] is True and d["sections"]["noise-check"]["update"]["estimate"] < 0.85
+
+
 def test_empirical_audit_prints_one_verdict_and_writes_the_plot(tmp_path, capsys):
     cfg = tmp_path / "run.toml"
     cfg.write_text(_SMALL_RUN)
     out = tmp_path / "e"
     rc = main(["audit", "--empirical", "--config", str(cfg), "--canaries", "200", "--strict", "--out", str(out)])
     lines = capsys.readouterr().out.strip().splitlines()
-    assert rc == 0 and len(lines) == 1
+    assert rc == 0 and len(lines) == 2
     assert lines[0].startswith("NOT SHOWN (no violation shown): empirical epsilon >= ") and "accounted" in lines[0]
     assert "not evidence of privacy" in lines[0]
+    assert lines[1].startswith("noise check: PASS (measured): the release carries at least the charged noise")
     d = json.loads((out / "report.json").read_text())
+    assert d["noise_check"]["failed"] is False and "noise-check" in d["sections"]
     sec = d["sections"]["empirical"]
     assert d["flagged"] is False and sec["game"] == "add/remove"
     assert {b["method"] for b in sec["white_box"]} == {"gaussian-fit", "threshold", "one-run"}
