@@ -14,7 +14,8 @@ noise included):
   dropouts); the sensitivity is recomputed here, never read from the mechanism:
   ``s_r = factor * C_r * MAX_WEIGHT`` (factor 1 under Poisson sampling, 2 otherwise; ``C_r``:
   the configured clip, or with adaptive clipping the clip that the released noised counts imply,
-  recomputed from the configured start);
+  recomputed from the configured start); under distributed DP the ledger records the mechanism it
+  charges, and the charged std is that mechanism's total noise over the round's public scale;
 * ``rho_u^2 = sum_r |x_r|^2 / (d z_r^2 s_r^2) / R`` estimates (measured std / charged std)^2,
   a chi-square statistic with ``d R`` degrees of freedom when the noise is the charged Gaussian;
 * with adaptive clipping the noised centred clip count is a release too: its noise is
@@ -230,30 +231,34 @@ def run_noise_check(
         return None
 
     sim = FedAvgSimulation(dataclasses.replace(run, federation=fed, dp=None), aggregator=agg, local_trainer=zero_update)
-    seen: dict[int, tuple[np.ndarray, float, int]] = {}
+    seen: dict[int, tuple[np.ndarray, float, int, float]] = {}
 
     def observe(record: Any, _updates: Any, result: Any, _sim: Any) -> None:
         if result.refused or "dp_denominator" not in result.metrics:
             return
         est = float(result.metrics.get("dp_unclipped_estimate", math.nan))
         x = np.asarray(result.delta, dtype=np.float64) * float(result.metrics["dp_denominator"])
-        seen[record.round] = (x, est, len(result.participants))
+        seen[record.round] = (x, est, len(result.participants), float(result.metrics.get("dp_scale", math.nan)))
         if progress is not None and (record.round % 10 == 0 or record.round == fed.rounds):
             progress(f"noise check: round {record.round}/{fed.rounds}")
 
     sim.observers.append(observe)
     run_every_round(sim, "the noise check")
-    charged = {e.round: e.noise_multiplier for e in agg.ledger.entries}
+    entries = {e.round: e for e in agg.ledger.entries}
     clip = dp.clip_norm  # adaptive clipping: the clip the released counts imply, from the configured start
     noise, std, cnoise, cstd, skipped = [], [], [], [], 0
     for r in range(1, fed.rounds + 1):
-        z = charged.get(r, 0.0)
+        z = entries[r].noise_multiplier if r in entries else 0.0
         if r not in seen or z <= 0:  # nothing released, or released and charged as noiseless
             skipped += 1
             continue
-        x, est, survivors = seen[r]
+        x, est, survivors, scale = seen[r]
         noise.append(x)
-        std.append(z * factor * clip * MAX_WEIGHT)
+        mech = entries[r].mechanism
+        if mech is not None:  # distributed DP: the charged mechanism's total noise, integer units / the scale
+            std.append(mech.central_std / scale)
+        else:
+            std.append(z * factor * clip * MAX_WEIGHT)
         if dp.adaptive_clipping:
             cnoise.append((est * expected - expected / 2) - survivors / 2)
             cstd.append(z * factor / 2)
@@ -269,7 +274,7 @@ def run_noise_check(
         confidence=confidence,
     )
     update, count, loss, loss_low, worst, limit, pair = stats_
-    used = [r for r in range(1, fed.rounds + 1) if r in seen and charged.get(r, 0.0) > 0]
+    used = [r for r in range(1, fed.rounds + 1) if r in seen and r in entries and entries[r].noise_multiplier > 0]
     return NoiseCheckResult(
         update=update,
         count=count,

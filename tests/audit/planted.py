@@ -18,6 +18,8 @@ the buggy part:
   accounted ``C``);
 * :class:`UnchargedCountRounds` -- adaptive clipping's noised clip count is released but not
   charged: the updates carry the whole noise multiplier as if there were no count release;
+* :class:`SmallerShares` -- distributed DP: each client's integer noise share is half the
+  planned ``sigma / sqrt(t)`` (the ledger charges the planned mechanism);
 * :class:`ReusedNoise` -- the noise sampler restarts from the same seed at every draw (each
   round's noise is the same vector: two releases differ by the difference of two exact sums).
 
@@ -36,7 +38,8 @@ from typing import Any, Literal
 import numpy as np
 
 from dp.clipping import MAX_WEIGHT
-from dp.noise import GaussianGridMechanism, discrete_gaussian
+from dp.distributed_encoding import IntegerNoise
+from dp.noise import GaussianGridMechanism, WordSource, discrete_gaussian
 from dp.rounds import DPRounds, RoundOutcome, RoundPlan
 from privagg.audit.canaries import build_dp_aggregator
 from privagg.randomness import simulation_rng
@@ -54,6 +57,7 @@ __all__ = [
     "NoEmptyNoise",
     "NoRecalibrationRounds",
     "ReusedNoise",
+    "SmallerShares",
     "UncappedWeights",
     "planted_aggregator",
 ]
@@ -174,6 +178,15 @@ class ReusedNoise:
         return discrete_gaussian(sigma, size, words)
 
 
+class SmallerShares(IntegerNoise):
+    """Bug (distributed DP): every client's noise share is ``factor`` of the planned one."""
+
+    factor = 0.5
+
+    def share(self, mechanism: str, sigma: float, n: int, words: WordSource) -> np.ndarray:
+        return super().share(mechanism, sigma * self.factor, n, words)
+
+
 class AdversarialDropouts(MeanAggregator):
     """A sum whose survivors exclude up to ``rate`` of the cohort, real clients (ids < ``population``) only."""
 
@@ -207,6 +220,7 @@ Bug = Literal[
     "double-counted",
     "uncharged-count",
     "reused-noise",
+    "smaller-shares",
     "none",
 ]
 _ROUNDS: dict[str, type[DPRounds]] = {
@@ -234,6 +248,10 @@ def planted_aggregator(run: Any, bug: Bug, *, dropout_rate: float = 0.5) -> DPFe
             agg.dp_rounds = NoRecalibrationRounds.from_config(dp, secure_noise=True)
     elif bug == "reused-noise":
         agg.sampler = ReusedNoise()
+    elif bug == "smaller-shares":
+        assert agg.distributed is not None, "smaller-shares plants into distributed DP"
+        seed = dp.seed if not dp.secure_noise else None
+        agg.distributed.noise = SmallerShares(seed=seed)
     elif bug in ("no-empty-noise", "uncapped-weights", "double-counted"):
         cls = {"no-empty-noise": NoEmptyNoise, "uncapped-weights": UncappedWeights, "double-counted": DoubleCounted}
         agg = cls[bug](agg.inner, config=dp, population=run.data.num_clients, rounds=run.federation.rounds)

@@ -44,6 +44,14 @@ ADAPTIVE = {
     "dp": {"noise_multiplier": 2.0, "adaptive_clipping": True, **SEEDED},
 }
 
+#: distributed DP inside secure aggregation (integer shares, rotation, mod 2^b)
+DISTRIBUTED = {
+    "model": {"hidden": [16]},
+    "aggregation": {"name": "secagg"},
+    "federation": {"rounds": 4, "sampling": "poisson", "sampling_rate": 0.5},
+    "dp": {"target_epsilon": 5.0, "noise": "distributed", **SEEDED},
+}
+
 
 def _check(overrides: dict[str, Any], bug: Bug) -> Any:
     run = run_config(overrides=overrides)
@@ -84,6 +92,15 @@ def test_an_uncharged_clip_count_release_fails_and_the_split_passes() -> None:
     assert bad.failed and bad.loss_ratio_low > 1.0, bad.verdict
     assert abs(bad.update.estimate - 1.0) < 0.03  # the update alone carries the whole charge: only the pair fails
     assert "clip count" in bad.verdict
+
+
+def test_distributed_dp_inside_secure_aggregation_is_measured_against_its_charged_mechanism() -> None:
+    ok = _check(DISTRIBUTED, "none")
+    # every survivor adds its share; the ledger counts only the t shares the plan guarantees: more noise
+    assert not ok.failed and ok.update.low > 1.0, ok.verdict
+    bad = _check(DISTRIBUTED, "smaller-shares")  # every share half the planned one: below the charge
+    assert bad.failed and bad.update.high < 1.0, bad.verdict
+    assert bad.update.estimate == pytest.approx(0.5 * ok.update.estimate, rel=0.03)
 
 
 def test_reused_noise_fails_as_correlated_rounds() -> None:
