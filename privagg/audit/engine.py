@@ -149,7 +149,8 @@ def check_dp(cfg: AuditConfig) -> tuple[list[Finding], BudgetCurve | None]:
 #: what a budget PASS is and is not: the configured mechanism's accounting, not a test of what the deployment releases
 _ACCOUNTING_ONLY = (
     "this is the accounting of the configured mechanism: whether the deployment releases that mechanism is not "
-    "shown here (privagg audit --empirical measures a lower bound; it too cannot show that a mechanism is private)"
+    "shown here (privagg audit --empirical measures a lower bound on epsilon and the released noise against the "
+    "ledger's charge; neither can show that a mechanism is private)"
 )
 
 
