@@ -27,10 +27,17 @@ from typing import Any
 import numpy as np
 
 from privagg.audit.canaries import CanaryAuditResult, CanaryConfig, DPClaim, run_canary_audit
+from privagg.audit.noise_check import NoiseCheckResult, run_noise_check
 from privagg.errors import ConfigurationError
 from protocols.aggregation import AggregateResult, Aggregator, ClientUpdate, RoundContext, check_updates
 
-__all__ = ["FlowerServerSideDP", "audit_flower_local_dp", "audit_flower_server_dp", "flower_claim"]
+__all__ = [
+    "FlowerServerSideDP",
+    "audit_flower_local_dp",
+    "audit_flower_server_dp",
+    "flower_claim",
+    "noise_check_flower_server_dp",
+]
 
 
 class FlowerServerSideDP(Aggregator):
@@ -39,8 +46,16 @@ class FlowerServerSideDP(Aggregator):
     name = "flower-dp-server-fixed-clipping"
     needs_plaintext_updates = False
 
-    def __init__(self, *, noise_multiplier: float, clipping_norm: float, num_sampled_clients: int) -> None:
+    def __init__(
+        self, *, noise_multiplier: float, clipping_norm: float, num_sampled_clients: int, failed: float = 0.0
+    ) -> None:
+        """``failed``: the share of each round's clients whose reply fails (the last ones by id); Flower's
+        ``FedAvg`` accepts failures and averages the replies that arrived."""
         from flwr.server.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg
+
+        if not 0 <= failed < 1:
+            raise ConfigurationError(f"must be in [0, 1), got {failed}", field="failed")
+        self.failed = failed
 
         self.strategy = DifferentialPrivacyServerSideFixedClipping(
             FedAvg(),
@@ -53,6 +68,7 @@ class FlowerServerSideDP(Aggregator):
         from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 
         check_updates(updates)
+        updates = list(updates)[: len(updates) - int(self.failed * len(updates))]  # the replies that arrived
         if ctx.global_params is None:
             raise ConfigurationError("Flower's wrapper needs the global model", field="global_params")
         gp = np.asarray(ctx.global_params, dtype=np.float64)
@@ -110,6 +126,28 @@ def audit_flower_server_dp(
     claim = flower_claim(noise_multiplier=noise_multiplier, clipping_norm=clipping_norm, delta=delta)
     result = run_canary_audit(dataclasses.replace(run, dp=None), canary, aggregator=agg, claim=claim)
     return dataclasses.replace(result, config={**result.config, "flower": "DifferentialPrivacyServerSideFixedClipping"})
+
+
+def noise_check_flower_server_dp(
+    run: Any, *, noise_multiplier: float, clipping_norm: float, failed: float = 0.0
+) -> NoiseCheckResult:
+    """The noise check (:mod:`privagg.audit.noise_check`) of Flower's server-side fixed-clipping DP on ``run``'s
+    task, every client sampled each round and ``failed`` of them failing to reply.
+
+    Flower's wrapper adds ``z C / num_sampled_clients`` to the average of the replies that arrived, so the
+    noise on their sum is ``z C`` times the share that replied: below its claim whenever a client fails.
+    """
+    if run.federation.sampling != "all":
+        raise ConfigurationError("check Flower's wrapper with sampling = 'all'", field="federation.sampling")
+    agg = FlowerServerSideDP(
+        noise_multiplier=noise_multiplier,
+        clipping_norm=clipping_norm,
+        num_sampled_clients=run.data.num_clients,
+        failed=failed,
+    )
+    claim = flower_claim(noise_multiplier=noise_multiplier, clipping_norm=clipping_norm)
+    # Flower's clipping divides by each update's norm (a zero update raises ZeroDivisionError): a tiny one
+    return run_noise_check(dataclasses.replace(run, dp=None), aggregator=agg, claim=claim, update_norm=1e-6)
 
 
 def _local_dp_release(mod: Any, update: np.ndarray, examples: int) -> np.ndarray:

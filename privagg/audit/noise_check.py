@@ -7,9 +7,12 @@ observer of the releases would, with the deployment's own aggregator and round l
 (:class:`protocols.fedavg.FedAvgSimulation`, secure aggregation and client-side or distributed
 noise included):
 
-* every sampled client runs the real protocol with a **zero update** (its training is skipped,
-  so its model delta is exactly zero): the released sum is then the mechanism's noise alone,
-  ``x_r = D_r * den_r`` (``den_r``: the round's public fixed denominator);
+* every sampled client runs the real protocol with a **zero update** (its training is skipped
+  and its delta set to exact zeros): the released sum is then the mechanism's noise alone,
+  ``x_r = D_r * den_r`` (``den_r``: the round's public fixed denominator). A mechanism that
+  cannot take a zero update (Flower's clipping divides by the update's norm) gets one tiny
+  update instead, the same for every client (``update_norm`` ``u``, far below the noise: with
+  ``n`` clients its share of the measured variance is below ``(n u / (z C))^2``);
 * the ledger charges round ``r`` the noise multiplier ``z_r`` (after any recalibration for
   dropouts); the sensitivity is recomputed here, never read from the mechanism:
   ``s_r = factor * C_r * MAX_WEIGHT`` (factor 1 under Poisson sampling, 2 otherwise; ``C_r``:
@@ -47,7 +50,9 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from privagg.audit.canaries import DPClaim
 from privagg.errors import ConfigurationError
+from privagg.randomness import simulation_rng
 
 __all__ = [
     "CORRELATION_LEVEL",
@@ -198,26 +203,35 @@ def run_noise_check(
     run: Any,
     *,
     aggregator: Any = None,
+    claim: DPClaim | None = None,
+    update_norm: float = 0.0,
     confidence: float = DEFAULT_CONFIDENCE,
     progress: Callable[[str], None] | None = None,
 ) -> NoiseCheckResult:
     """Run ``run`` (a ``RunConfig`` with ``[dp]``) with zero updates; measure its released noise.
 
     ``aggregator``: a prebuilt ``dp-fedavg`` aggregator (default: the one ``privagg run`` builds;
-    tests plant mechanism bugs through it). Every planned round is run.
+    tests plant mechanism bugs through it). Any other aggregator (another toolkit's DP, e.g.
+    :class:`privagg.audit.empirical_flower.FlowerServerSideDP`) needs its ``claim``, charged every
+    round, and must report each round's ``dp_denominator``. ``update_norm``: each client's update
+    (0: exact zeros; otherwise one fixed direction of that norm, for mechanisms that divide by it).
+    Every planned round is run.
     """
     from dp.clipping import MAX_WEIGHT
     from privagg.audit.canaries import build_dp_aggregator, run_every_round
     from protocols.dp_fedavg import DPFedAvg
     from protocols.fedavg import FedAvgSimulation
 
+    if not 0 <= update_norm <= 1e-3:
+        raise ConfigurationError(f"must be in [0, 1e-3], got {update_norm}", field="update_norm")
     if not 0.5 <= confidence < 1:
         raise ConfigurationError(f"must be in [0.5, 1), got {confidence}", field="confidence")
     t0 = time.perf_counter()
     agg = aggregator if aggregator is not None else build_dp_aggregator(run)
-    if not isinstance(agg, DPFedAvg):
-        raise ConfigurationError("the noise check reads a dp-fedavg ledger", field="aggregator")
-    dp = agg.config
+    ours = isinstance(agg, DPFedAvg)
+    if not ours and claim is None:
+        raise ConfigurationError("an aggregator other than dp-fedavg needs its DP claim", field="claim")
+    adaptive = ours and agg.config.adaptive_clipping
     fed = dataclasses.replace(run.federation, patience=None, target_accuracy=None)
     population = run.data.num_clients
     expected = (
@@ -227,10 +241,19 @@ def run_noise_check(
     )
     factor = 1.0 if fed.sampling == "poisson" else 2.0
 
-    def zero_update(*args: Any, **kwargs: Any) -> None:  # the model is left as sent: its delta is exactly 0
+    def no_training(*args: Any, **kwargs: Any) -> None:  # the model is left as sent
         return None
 
-    sim = FedAvgSimulation(dataclasses.replace(run, federation=fed, dp=None), aggregator=agg, local_trainer=zero_update)
+    sim = FedAvgSimulation(dataclasses.replace(run, federation=fed, dp=None), aggregator=agg, local_trainer=no_training)
+    known = np.zeros(sim.num_params)
+    if update_norm:
+        known = simulation_rng(0, "noise-check-update").standard_normal(sim.num_params)
+        known *= update_norm / np.linalg.norm(known)
+
+    def send_known(updates: list[Any], _ctx: Any, _sim: Any) -> list[Any]:
+        return [dataclasses.replace(u, delta=known.copy()) for u in updates]
+
+    sim.update_hooks.append(send_known)
     seen: dict[int, tuple[np.ndarray, float, int, float]] = {}
 
     def observe(record: Any, _updates: Any, result: Any, _sim: Any) -> None:
@@ -244,37 +267,42 @@ def run_noise_check(
 
     sim.observers.append(observe)
     run_every_round(sim, "the noise check")
-    entries = {e.round: e for e in agg.ledger.entries}
-    clip = dp.clip_norm  # adaptive clipping: the clip the released counts imply, from the configured start
+    if ours:
+        charges = {e.round: (e.noise_multiplier, e.mechanism) for e in agg.ledger.entries}
+        clip = agg.config.clip_norm  # adaptive clipping: the clip the released counts imply, from the configured start
+    else:
+        assert claim is not None
+        charges = {r: (claim.noise_multiplier, None) for r in range(1, fed.rounds + 1)}
+        clip = claim.clip_norm
     noise, std, cnoise, cstd, skipped = [], [], [], [], 0
     for r in range(1, fed.rounds + 1):
-        z = entries[r].noise_multiplier if r in entries else 0.0
+        z, mech = charges.get(r, (0.0, None))
         if r not in seen or z <= 0:  # nothing released, or released and charged as noiseless
             skipped += 1
             continue
         x, est, survivors, scale = seen[r]
         noise.append(x)
-        mech = entries[r].mechanism
         if mech is not None:  # distributed DP: the charged mechanism's total noise, integer units / the scale
             std.append(mech.central_std / scale)
         else:
             std.append(z * factor * clip * MAX_WEIGHT)
-        if dp.adaptive_clipping:
+        if adaptive:
+            cfg = agg.config
             cnoise.append((est * expected - expected / 2) - survivors / 2)
             cstd.append(z * factor / 2)
             if math.isfinite(est):
-                clip = clip * math.exp(-dp.clip_learning_rate * (est - dp.target_quantile))
+                clip = clip * math.exp(-cfg.clip_learning_rate * (est - cfg.target_quantile))
     if not noise:
         raise ConfigurationError("no round released a charged sum: nothing to measure", field="rounds")
     stats_ = noise_statistics(
         np.stack(noise),
         np.array(std),
-        count_noise=np.array(cnoise) if dp.adaptive_clipping else None,
-        count_charged_std=np.array(cstd) if dp.adaptive_clipping else None,
+        count_noise=np.array(cnoise) if adaptive else None,
+        count_charged_std=np.array(cstd) if adaptive else None,
         confidence=confidence,
     )
     update, count, loss, loss_low, worst, limit, pair = stats_
-    used = [r for r in range(1, fed.rounds + 1) if r in seen and r in entries and entries[r].noise_multiplier > 0]
+    used = [r for r in range(1, fed.rounds + 1) if r in seen and charges.get(r, (0.0, None))[0] > 0]
     return NoiseCheckResult(
         update=update,
         count=count,
@@ -288,5 +316,9 @@ def run_noise_check(
         dimension=int(noise[0].size),
         confidence=confidence,
         seconds=time.perf_counter() - t0,
-        config={"aggregator": type(agg).__name__, "noise": dp.noise, "sampling": fed.sampling},
+        config={
+            "aggregator": type(agg).__name__,
+            "noise": agg.config.noise if ours else "claimed",
+            "sampling": fed.sampling,
+        },
     )

@@ -15,6 +15,7 @@ from privagg.audit.empirical_flower import (
     audit_flower_local_dp,
     audit_flower_server_dp,
     flower_claim,
+    noise_check_flower_server_dp,
 )
 from privagg.errors import ConfigurationError
 from privagg.run import run_config
@@ -86,3 +87,16 @@ def test_local_dp_mod_with_the_clipping_norm_as_sensitivity_is_flagged() -> None
     assert not right.flagged, right.verdict
     # the same claim (noise over the stated sensitivity); only the stated sensitivity differs
     assert right.claimed_epsilon == pytest.approx(low.claimed_epsilon) and right.config["flower"] == "LocalDpMod"
+
+
+def test_flower_server_dp_carries_its_claimed_noise_and_loses_it_when_clients_fail() -> None:
+    """The noise check on Flower's real wrapper: z C on the sum when every client replies; z C times the
+    share that replied otherwise (its noise is sized by num_sampled_clients, the average by the replies)."""
+    run = run_config(overrides=SMALL)
+    ok = noise_check_flower_server_dp(run, noise_multiplier=2.0, clipping_norm=1.0)
+    assert not ok.failed and abs(ok.update.estimate - 1.0) < 0.03, ok.verdict
+    assert ok.config["noise"] == "claimed" and ok.rounds == 10
+    bad = noise_check_flower_server_dp(run, noise_multiplier=2.0, clipping_norm=1.0, failed=0.3)
+    assert bad.failed and abs(bad.update.estimate - 0.7) < 0.03, bad.verdict  # 14 of 20 replies
+    with pytest.raises(ConfigurationError, match="failed"):
+        FlowerServerSideDP(noise_multiplier=1.0, clipping_norm=1.0, num_sampled_clients=2, failed=1.0)

@@ -122,8 +122,10 @@ def test_inputs_are_validated() -> None:
     run = run_config(overrides=CENTRAL)
     with pytest.raises(ConfigurationError, match="confidence"):
         run_noise_check(run, confidence=1.0)
-    with pytest.raises(ConfigurationError, match="dp-fedavg ledger"):
+    with pytest.raises(ConfigurationError, match="needs its DP claim"):
         run_noise_check(run, aggregator=object())
+    with pytest.raises(ConfigurationError, match="update_norm"):
+        run_noise_check(run, update_norm=0.1)
     with pytest.raises(ConfigurationError, match="rounds, d"):
         noise_statistics(np.zeros(3), np.ones(3))
     with pytest.raises(ConfigurationError, match="rounds, d"):
