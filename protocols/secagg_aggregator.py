@@ -301,7 +301,8 @@ class SecAggAggregator(Aggregator):
             dropouts={self.drop_stage: dropped},
             identities=identities,
             secrets=self._secrets,
-            client_policy=self.client_policy(),
+            # no policy (semi-honest, or a degree/threshold override the clients accept: SecAggOptions), said out loud
+            client_policy=self.client_policy() or ClientPolicy.trust_server(),
             workers=min(self.options.workers, max(1, len(ids) // 8)),  # a tiny cohort is not worth a fork
         )
         if rep.abort is not None or rep.sum is None:

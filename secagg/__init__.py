@@ -11,7 +11,8 @@ anyone masks.
 - :class:`SecAggClient`, :class:`SecAggServer`: pure state machines over the messages of
   :mod:`secagg.messages` (each with a versioned binary codec).
 - :func:`run_round`: the in-memory driver (dropouts at every stage, costs, hooks).
-- :class:`ClientPolicy`: what a client accepts (minimum cohort, derived degree and threshold).
+- :class:`ClientPolicy`: what a client accepts (minimum cohort, derived degree and threshold); every
+  active-mode client holds one, or says ``ClientPolicy.trust_server()`` (unsafe: a :class:`TrustServer`).
 
 Who may deviate and collude, what is trusted, what each party learns and what is not covered:
 ``secagg/THREAT_MODEL.md`` (the one statement; `privagg audit` runs an attack for each guarantee
@@ -42,12 +43,13 @@ from secagg.messages import (
     UnmaskResponse,
     decode_message,
 )
-from secagg.params import ClientPolicy, SecAggParams, ThreatModel
+from secagg.params import ClientPolicy, SecAggParams, ThreatModel, TrustServer
 from secagg.server import AggregationOutcome, Envelope, SecAggServer, ServerStage
 
 __all__ = [
     "SecAggParams",
     "ClientPolicy",
+    "TrustServer",
     "ThreatModel",
     "SecAggClient",
     "ClientStage",

@@ -62,7 +62,7 @@ from secagg.messages import (
     UnmaskResponse,
     decode_message,
 )
-from secagg.params import MAX_CLIENT_ID, ClientPolicy, SecAggParams, ThreatModel
+from secagg.params import MAX_CLIENT_ID, ClientPolicy, SecAggParams, ThreatModel, TrustServer, checked_policy
 
 __all__ = ["ClientStage", "SecAggClient"]
 
@@ -106,7 +106,8 @@ class SecAggClient:
     public key of every client, the PKI) are required in active mode. ``input_vector``
     (ring elements ``< 2**modulus_bits``) can be given now or with :meth:`set_input` any time
     before the share delivery arrives. ``round`` pins the round number the client expects.
-    ``policy`` (:class:`~secagg.params.ClientPolicy`): the parameters and cohort it accepts.
+    ``policy`` (:class:`~secagg.params.ClientPolicy`): the parameters and cohort it accepts; required in active
+    mode (:class:`ConfigurationError` without), where only ``ClientPolicy.trust_server()`` (unsafe) opts out.
     """
 
     def __init__(
@@ -120,7 +121,7 @@ class SecAggClient:
         round: int | None = None,
         hardened: bool = True,
         secrets: SecretSource = SYSTEM_SECRETS,
-        policy: ClientPolicy | None = None,
+        policy: ClientPolicy | TrustServer | None = None,
     ) -> None:
         if not (isinstance(client_id, int) and 0 <= client_id <= MAX_CLIENT_ID):
             raise ConfigurationError(f"got {client_id!r}", field="client_id", accepted=f"0..{MAX_CLIENT_ID}")
@@ -142,7 +143,7 @@ class SecAggClient:
         self.hardened = hardened
         self._secrets = secrets
         self._expected_round = round
-        self.policy = policy
+        self.policy = checked_policy(policy, self.threat)  # None: trusts the server (semi-honest, or opted out)
         self.stage = ClientStage.AWAIT_SETUP
         self._input: np.ndarray | None = None
         self.model_digest = b""  # announced by the setup

@@ -49,7 +49,7 @@ from privagg.randomness import SYSTEM_SECRETS, SecretSource
 from secagg.client import SecAggClient
 from secagg.crypto import apply_masks
 from secagg.messages import DIGEST_BYTES, ClientMessage, decode_message
-from secagg.params import ClientPolicy, SecAggParams, ThreatModel
+from secagg.params import ClientPolicy, SecAggParams, ThreatModel, TrustServer, checked_policy
 from secagg.pools import ClientSpec, LocalPool, Pool, WorkerPool
 from secagg.server import Envelope, SecAggServer
 
@@ -156,7 +156,7 @@ def run_round(
     measure_memory: bool = True,
     keep_clients: bool = False,
     workers: int = 1,
-    client_policy: ClientPolicy | None = None,
+    client_policy: ClientPolicy | TrustServer | None = None,
 ) -> RoundReport:
     """Run one round; a :class:`ProtocolAbort` of the server ends it (``report.abort``).
 
@@ -166,8 +166,11 @@ def run_round(
     message routing stay here; client replies stream back one by one, so the server still
     adds masked vectors as they arrive). See the module docstring for the hooks;
     ``external_clients`` need ``workers=1`` and ids apart from ``client_ids``. ``client_policy``:
-    what every driver client accepts (:class:`~secagg.params.ClientPolicy`).
+    what every driver client accepts (:class:`~secagg.params.ClientPolicy`); required in active mode
+    (:class:`ConfigurationError` naming it before anything runs), where ``ClientPolicy.trust_server()`` is
+    the one, unsafe, opt-out.
     """
+    checked_policy(client_policy, params.threat, field="client_policy")
     drops: dict[DropStage, set[int]] = {s: set() for s in DropStage}
     for k, v in (dropouts or {}).items():
         drops[DropStage.parse(k)] |= {int(c) for c in v}

@@ -57,6 +57,7 @@ from privagg.encoding import MAX_MODULUS_BITS, sum_bits
 from privagg.errors import ConfigurationError
 
 __all__ = ["ThreatModel", "SecAggParams", "ClientPolicy", "MAX_CLIENT_ID", "smallest_cohort"]
+__all__ += ["TrustServer", "checked_policy"]  # the policy an active client must hold, and its one opt-out
 
 #: client ids are Shamir evaluation points ``id + 1`` in GF(2**31 - 1)
 MAX_CLIENT_ID = (1 << 31) - 3
@@ -361,6 +362,12 @@ class ClientPolicy:
       ``(1 + corruption_rate) / 2`` of the roster before revealing anything
       (:func:`secagg.consistency.roster_quorum`): rounds where more than about half of the roster
       drops before signing do not complete (a split view looks the same).
+
+    An active-mode client must hold one (:func:`checked_policy`). The one opt-out is
+    :meth:`trust_server`: **unsafe**, a client that accepts whatever degree, threshold and roster size
+    the server sends (degree 2 / threshold 2 lets the server and one colluder rebuild an input exactly);
+    for attack demonstrations (the protocol-attack harness's positive controls) and deployments that
+    knowingly trust the server, which ``privagg audit`` reports as FAIL (``secagg.client-policy``).
     """
 
     min_clients: int
@@ -377,6 +384,12 @@ class ClientPolicy:
         SecAggParams._validate_rates(self.dropout_rate, self.corruption_rate, self.security_bits, self.failure_bits)
         if not (isinstance(self.grinding_bits, int) and 0 <= self.grinding_bits <= 128):
             raise ConfigurationError(f"got {self.grinding_bits!r}", field="grinding_bits", accepted="0..128")
+
+    @staticmethod
+    def trust_server() -> TrustServer:
+        """UNSAFE: the opt-out of an active client's policy. The client accepts the server's parameters
+        and any roster size, and needs no consistency quorum (``secagg/THREAT_MODEL.md``, "Not covered")."""
+        return _TRUST_SERVER
 
     def required(
         self, num_clients: int, threat: ThreatModel | str, value_bits: int = 16, modular: bool = False
@@ -408,6 +421,34 @@ class ClientPolicy:
         if size < self.min_clients:
             return f"the roster holds {size} clients, below this client's minimum cohort of {self.min_clients}"
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class TrustServer:
+    """What :meth:`ClientPolicy.trust_server` returns: no policy, said out loud (unsafe in active mode)."""
+
+    def __repr__(self) -> str:
+        return "ClientPolicy.trust_server()"
+
+
+_TRUST_SERVER = TrustServer()
+
+
+def checked_policy(
+    policy: ClientPolicy | TrustServer | None, threat: ThreatModel, *, field: str = "policy"
+) -> ClientPolicy | None:
+    """The policy a client checks the server's numbers against (``None``: it trusts them). Active mode refuses ``None``
+    (naming ``field``): hold a :class:`ClientPolicy` or say :meth:`ClientPolicy.trust_server` (semi-honest: trusted)."""
+    if isinstance(policy, (ClientPolicy, TrustServer)) or (policy is None and threat is not ThreatModel.ACTIVE):
+        return policy if isinstance(policy, ClientPolicy) else None
+    raise ConfigurationError(
+        "an active-mode client needs a secure-aggregation policy of its own: without one it accepts whatever "
+        "degree, threshold and roster size the server sends (degree 2 / threshold 2 lets the server and one "
+        f"colluding client rebuild an input exactly){'' if policy is None else f'; got {type(policy).__name__}'}",
+        field=field,
+        accepted="ClientPolicy(min_clients=..., dropout_rate=..., corruption_rate=...), or ClientPolicy.trust_server() "
+        "to accept the server's numbers (unsafe: attack demonstrations; privagg audit reports it as FAIL)",
+    )
 
 
 @functools.lru_cache(maxsize=256)

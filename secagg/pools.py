@@ -19,7 +19,7 @@ from privagg.errors import ProtocolAbort
 from privagg.randomness import SYSTEM_SECRETS, SecretSource
 from secagg.client import ClientStage, SecAggClient
 from secagg.crypto import MaskTask, apply_masks
-from secagg.params import ClientPolicy, ThreatModel
+from secagg.params import ClientPolicy, ThreatModel, TrustServer, checked_policy
 
 __all__ = ["ClientSpec", "Pool", "LocalPool", "WorkerPool"]
 
@@ -31,7 +31,11 @@ class ClientSpec:
     directory: dict[int, bytes]
     round: int
     hardened: bool
-    policy: ClientPolicy | None = None
+    #: required in active mode, as for every :class:`SecAggClient` (``ClientPolicy.trust_server()``: unsafe opt-out)
+    policy: ClientPolicy | TrustServer | None = None
+
+    def __post_init__(self) -> None:
+        checked_policy(self.policy, self.threat, field="client_policy")  # refused here, before any fork
 
     def make(self, c: int, secrets: SecretSource) -> SecAggClient:
         active = self.threat is ThreatModel.ACTIVE

@@ -29,6 +29,7 @@ from attacks.registry import Attack, AttackCase, AttackResult
 from privagg.errors import ConfigurationError
 from privagg.randomness import SYSTEM_SECRETS, SecretSource
 from secagg import (
+    ClientPolicy,
     Envelope,
     MaskedInput,
     RoundReport,
@@ -146,6 +147,7 @@ class MaliciousRound:
                 directory={**directory, **own} if active else None,
                 hardened=self.config.hardened,
                 secrets=self.secrets,
+                policy=ClientPolicy.trust_server(),  # the server's own clients take its numbers
             )
             out[s].set_input(np.zeros(self.dimension, dtype=np.uint64))
         return out
@@ -178,6 +180,7 @@ class MaliciousRound:
             server_observer=self.observe,
             external_clients=self._sybils(directory),
             measure_memory=False,
+            client_policy=ClientPolicy.trust_server(),  # unsafe on purpose: the attack shows what the checks stop
         )
 
 

@@ -68,7 +68,7 @@ class RoundAttack:
         (``None``: it needs more). Such cases also run through the Flower adapter."""
         return None
 
-    #: what the honest clients accept (``None``: the server's numbers, as without a policy)
+    #: what the honest clients accept (``None``: the server's numbers, ``ClientPolicy.trust_server()`` in the harness)
     policy: ClientPolicy | None = None
 
     def params(self, threat: ThreatModel) -> SecAggParams:
@@ -95,7 +95,7 @@ class RoundAttack:
         self, threat: ThreatModel | str = ThreatModel.ACTIVE, *, seed: int = 0, client_policy: bool = True
     ) -> RoundAttackOutcome:
         """Run the case; ``client_policy=False``: the clients hold no :class:`secagg.ClientPolicy`
-        (they accept the server's numbers), as a deployment without one."""
+        (they accept the server's numbers: ``ClientPolicy.trust_server()``), as a deployment without one."""
         tm = ThreatModel.parse(threat)
         if not client_policy:
             self.policy = None

@@ -44,6 +44,7 @@ from secagg import (
     SecAggParams,
     SecAggServer,
     ThreatModel,
+    TrustServer,
     UnmaskResponse,
     crypto,
     make_identities,
@@ -307,7 +308,7 @@ def run_tampered(
     identities: tuple[Mapping[int, ed25519.Ed25519PrivateKey], Mapping[int, bytes]] | None = None,
     seed: int = 0,
     server_screens: bool = True,
-    client_policy: ClientPolicy | None = None,
+    client_policy: ClientPolicy | TrustServer | None = None,
 ) -> Tampered:
     """Run one round between the real parties with the rewrites (see the module docstring).
 
@@ -316,8 +317,10 @@ def run_tampered(
     by default an honest one over ``client_ids``. ``server_screens``: the default server checks
     advertisements and message signatures against the PKI (active mode), as deployed; a malicious
     server's study passes ``False`` (it screens nothing: only the clients' checks stand).
-    ``client_policy``: what every client (colluders too) accepts (:class:`secagg.ClientPolicy`).
+    ``client_policy``: what every client (colluders too) accepts (:class:`secagg.ClientPolicy`); ``None``: the
+    harness's clients trust the server's numbers (``ClientPolicy.trust_server()``, unsafe: the positive controls).
     """
+    policy = client_policy if client_policy is not None else ClientPolicy.trust_server()
     ids = tuple(range(params.num_clients)) if client_ids is None else tuple(client_ids)
     if inputs is None:
         rng = np.random.default_rng(seed)
@@ -352,7 +355,7 @@ def run_tampered(
             directory=rnd.directory if active else None,
             round=round,
             secrets=rnd.source_of(c),
-            policy=client_policy,
+            policy=policy,
         )
         colluders[c].set_input(np.asarray(inputs[c]))
     own = [c for c in ids if c not in rnd.attackers]
@@ -380,7 +383,7 @@ def run_tampered(
             server_observer=rnd.observed.append,
             external_clients=colluders,
             measure_memory=False,
-            client_policy=client_policy,
+            client_policy=policy,
         )
     except Exception as e:
         return Tampered(rnd, None, crash=f"{type(e).__name__}: {e}")

@@ -21,8 +21,9 @@ __all__ = ["check_client_policy"]
 
 
 def check_client_policy(dep: Deployment) -> list[Finding]:
-    """FAIL for an active deployment whose clients hold no policy (``client_policy = false``); nothing
-    otherwise (semi-honest mode trusts the server and fails the threat-model check for it)."""
+    """FAIL for an active deployment whose clients hold no policy (``client_policy = false``, also what clients built
+    with the opt-out ``secagg.ClientPolicy.trust_server()`` are); nothing otherwise (semi-honest mode trusts the
+    server and fails the threat-model check for it)."""
     if dep.threat is not ThreatModel.ACTIVE or dep.client_policy:
         return []
     detail = (
@@ -31,7 +32,8 @@ def check_client_policy(dep: Deployment) -> list[Finding]:
         "input with one colluding client, one that gathers a roster of a few clients learns what their sum "
         "reveals, and one that splits the roster runs separate sub-rounds (no consistency quorum without a "
         "policy). The graph judged in secagg.parameters holds only while the server keeps to it. Give every "
-        "client its own policy (SecAggClient(policy=...), run_round(client_policy=...); in Flower "
+        "client its own policy (SecAggClient(policy=...), run_round(client_policy=...), which an active core client "
+        "requires: ClientPolicy.trust_server() is the unsafe opt-out and counts as no policy here; in Flower "
         "make_secagg_mod(policy=...) or node_config 'privagg-secagg-min-clients' and "
         "'privagg-secagg-corruption-rate', without which an active Flower node refuses to run) and set "
         "client_policy = true"

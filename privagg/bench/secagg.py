@@ -24,7 +24,7 @@ import numpy as np
 from privagg.encoding import RingEncoding
 from privagg.errors import ConfigurationError
 from privagg.randomness import SYSTEM_SECRETS, prg_add_words, prg_words, simulation_rng
-from secagg import ClientPolicy, EncryptedShares, RoundReport, SecAggParams, run_round, vss
+from secagg import ClientPolicy, EncryptedShares, RoundReport, SecAggParams, TrustServer, run_round, vss
 
 from .timing import JsonResult, aes_ctr_keystream_rate, best_seconds, median, median_seconds, timed
 
@@ -238,12 +238,13 @@ def run_bench(
     measure_memory: bool = True,
     workers: int = 1,
     repeat: int = 1,
-    client_policy: ClientPolicy | None = None,
+    client_policy: ClientPolicy | TrustServer | None = None,
 ) -> SecAggBenchResult:
     """``repeat`` rounds (seeds ``seed``, ``seed + 1``, ...) combined by :func:`combine_runs`.
 
     ``client_policy``: what every client accepts (:class:`secagg.ClientPolicy`; in active mode a client with
-    one also waits for the consistency quorum before revealing, which every active Flower node now does)."""
+    one also waits for the consistency quorum before revealing, which every active Flower node now does; ``None``:
+    ``ClientPolicy.trust_server()``, the clients take the bench's numbers, as before a policy was required)."""
     if clients < 3 or params < 1:
         raise ConfigurationError("need at least 3 clients and 1 parameter", field="clients")
     if (degree is None) != (threshold is None):
@@ -280,7 +281,8 @@ def run_bench(
 def _warm_up(threat: str) -> None:
     """A tiny round first, so lazy imports (OpenSSL bindings...) are not billed to the measured one."""
     p = SecAggParams.manual(num_clients=4, degree=2, threshold=2, threat=threat)
-    run_round(p, client_ids=[0, 1, 2, 3], inputs=lambda c: np.zeros(8, dtype=np.uint32), dimension=8)
+    zeros, trust = (lambda c: np.zeros(8, dtype=np.uint32)), ClientPolicy.trust_server()  # nothing to protect
+    run_round(p, client_ids=[0, 1, 2, 3], inputs=zeros, dimension=8, client_policy=trust)
 
 
 def _one_round(
@@ -294,7 +296,7 @@ def _one_round(
     distinct: int,
     measure_memory: bool,
     workers: int,
-    client_policy: ClientPolicy | None = None,
+    client_policy: ClientPolicy | TrustServer | None = None,
 ) -> SecAggBenchResult:
     n, m = p.num_clients, params
     enc = RingEncoding(clip=1.0, value_bits=p.value_bits, max_summands=n, modulus_bits=p.modulus_bits)
@@ -317,7 +319,7 @@ def _one_round(
             dropouts={drop_stage: dropped},
             measure_memory=measure_memory,
             workers=workers,
-            client_policy=client_policy,
+            client_policy=client_policy if client_policy is not None else ClientPolicy.trust_server(),
         )
     )
     correct, max_err = _check_sum(rep, enc, floats, rings)

@@ -165,13 +165,19 @@ def test_upload_is_the_encoded_message_sizes() -> None:
     reveals degree + 1 shares)."""
     import numpy as np
 
-    from secagg import SecAggParams, run_round
+    from secagg import ClientPolicy, SecAggParams, run_round
     from secagg.messages import CIPHERTEXT_BYTES, DIGEST_BYTES
 
     for threat in ("semi-honest", "active"):
         p = SecAggParams.manual(num_clients=7, degree=6, threshold=4, threat=threat)
         dim = 1000
-        rep = run_round(p, client_ids=range(7), inputs=lambda c: np.full(dim, c, np.uint64), dimension=dim)
+        rep = run_round(
+            p,
+            client_ids=range(7),
+            inputs=lambda c: np.full(dim, c, np.uint64),
+            dimension=dim,
+            client_policy=ClientPolicy.trust_server(),  # message sizes only
+        )
         assert rep.ok
         sizes = upload_bytes(p, dim)
         assert sizes["per_neighbour_envelope"] == 4 + DIGEST_BYTES + CIPHERTEXT_BYTES  # the codec's real size

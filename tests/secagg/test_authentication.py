@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from secagg import (
+    ClientPolicy,
     ConsistencySignature,
     EncryptedShares,
     KeyAdvertisement,
@@ -25,6 +26,9 @@ from secagg import (
     make_identities,
     run_round,
 )
+
+#: these tests exercise the protocol's mechanics with the server's numbers (unsafe opt-out, on purpose)
+TRUST = ClientPolicy.trust_server()
 
 M = 16
 
@@ -59,7 +63,9 @@ def test_a_client_cannot_speak_in_another_clients_name(kind):
     n, inputs = 8, _inputs(8)
     p = SecAggParams.manual(num_clients=n, degree=4, threshold=3)
     victim = 7  # answers after client 1 in every stage
-    rep = run_round(p, client_ids=list(range(n)), inputs=inputs, dimension=M, client_hook=_forge(kind, victim))
+    rep = run_round(
+        p, client_ids=list(range(n)), inputs=inputs, dimension=M, client_hook=_forge(kind, victim), client_policy=TRUST
+    )
     assert rep.ok, rep.abort
     assert victim in rep.survivors and rep.survivors == tuple(range(n))
     assert np.array_equal(rep.sum, _expected(rep, inputs, p))
@@ -97,7 +103,13 @@ def test_advertisements_of_another_session_are_refused():
         return [msg]
 
     first = run_round(
-        p, client_ids=list(range(n)), inputs=_inputs(n), dimension=M, identities=identities, client_hook=grab
+        p,
+        client_ids=list(range(n)),
+        inputs=_inputs(n),
+        dimension=M,
+        identities=identities,
+        client_hook=grab,
+        client_policy=TRUST,
     )
     assert first.ok
 
@@ -107,7 +119,15 @@ def test_advertisements_of_another_session_are_refused():
             return super().build_roster(advertisements)
 
     server = Replay(p, clients=range(n), dimension=M, nonce=b"\x02" * 32, screen_senders=False)
-    rep = run_round(p, client_ids=list(range(n)), inputs=_inputs(n), dimension=M, identities=identities, server=server)
+    rep = run_round(
+        p,
+        client_ids=list(range(n)),
+        inputs=_inputs(n),
+        dimension=M,
+        identities=identities,
+        server=server,
+        client_policy=TRUST,
+    )
     assert not rep.ok and server.revealed_key_shares == {} and server.revealed_self_shares == {}
     others = {c: e.reason for c, e in rep.client_aborts.items() if c != target}
     assert set(others) == set(range(1, n))
@@ -131,7 +151,13 @@ def test_every_roster_entry_is_verified_not_only_the_neighbours():
 
     server = Forge(p, clients=range(n), dimension=M, screen_senders=False)
     rep = run_round(
-        p, client_ids=list(range(n)), inputs=_inputs(n), dimension=M, identities=(keys, directory), server=server
+        p,
+        client_ids=list(range(n)),
+        inputs=_inputs(n),
+        dimension=M,
+        identities=(keys, directory),
+        server=server,
+        client_policy=TRUST,
     )
     assert not rep.ok
     assert server.graph is None  # every client refuses the roster before it reveals: no ring is ever drawn
@@ -145,7 +171,7 @@ def test_session_nonce_is_validated_and_fresh_in_the_driver():
         SecAggServer(p, clients=range(4), dimension=M, nonce=b"short", screen_senders=False)
     seen = set()
     for _ in range(2):
-        rep = run_round(p, client_ids=list(range(4)), inputs=_inputs(4), dimension=M)
+        rep = run_round(p, client_ids=list(range(4)), inputs=_inputs(4), dimension=M, client_policy=TRUST)
         assert rep.ok
         seen.add(rep.server.setup.nonce)
     assert len(seen) == 2

@@ -1,7 +1,10 @@
 import numpy as np
 
 from privagg.encoding import packed_size
-from secagg import SecAggParams, run_round
+from secagg import ClientPolicy, SecAggParams, run_round
+
+#: these tests exercise the protocol's mechanics with the server's numbers (unsafe opt-out, on purpose)
+TRUST = ClientPolicy.trust_server()
 
 
 def _round(n: int, m: int, threat: str = "active"):
@@ -9,7 +12,12 @@ def _round(n: int, m: int, threat: str = "active"):
     rng = np.random.default_rng(n)
     base = [rng.integers(0, 2**16, m, dtype=np.uint64) for _ in range(3)]
     rep = run_round(
-        p, client_ids=list(range(n)), inputs=lambda c: base[c % 3], dimension=m, dropouts={"masked_input": [0]}
+        p,
+        client_ids=list(range(n)),
+        inputs=lambda c: base[c % 3],
+        dimension=m,
+        dropouts={"masked_input": [0]},
+        client_policy=TRUST,
     )
     return rep, p, base
 
@@ -63,6 +71,7 @@ def test_worker_processes_give_the_same_protocol():
         dimension=m,
         dropouts={"masked_input": [1], "unmask": [2]},
         workers=2,
+        client_policy=TRUST,
     )
     assert rep.ok
     assert np.array_equal(rep.sum, sum(inputs[c] for c in rep.survivors) % (1 << p.modulus_bits))
@@ -82,7 +91,9 @@ def test_worker_processes_report_client_aborts():
 
     p = SecAggParams.manual(num_clients=6, degree=4, threshold=3, threat="semi-honest")
     inputs = {c: np.zeros(10, dtype=np.uint64) for c in range(6)}
-    rep = run_round(p, client_ids=list(range(6)), inputs=inputs, dimension=10, server_hook=both, workers=2)
+    rep = run_round(
+        p, client_ids=list(range(6)), inputs=inputs, dimension=10, server_hook=both, workers=2, client_policy=TRUST
+    )
     assert not rep.ok and len(rep.client_aborts) == 6
 
 
@@ -93,7 +104,13 @@ def test_server_observer_sees_what_the_server_receives():
     inputs = {c: np.full(10, c, dtype=np.uint64) for c in range(6)}
     seen: list[object] = []
     rep = run_round(
-        p, client_ids=list(range(6)), inputs=inputs, dimension=10, server_observer=seen.append, measure_memory=False
+        p,
+        client_ids=list(range(6)),
+        inputs=inputs,
+        dimension=10,
+        server_observer=seen.append,
+        measure_memory=False,
+        client_policy=TRUST,
     )
     assert rep.ok
     kinds = [type(m) for m in seen]
@@ -125,14 +142,25 @@ def test_external_clients_join_a_cohort_of_the_callers_choice():
         server=server,
         external_clients=own,
         measure_memory=False,
+        client_policy=TRUST,
     )
     assert rep.ok and rep.survivors == (2, 10, 11, 12) and rep.sum is not None
     assert np.array_equal(rep.sum, inputs[2])  # the sum is client 2's input alone
     assert rep.bytes_sent[10] > 0 and rep.bytes_received[0] == 0  # client 0 was never invited
     with pytest.raises(ConfigurationError):
-        run_round(p, client_ids=list(range(4)), inputs=inputs, dimension=8, external_clients={3: own[10]})
+        run_round(
+            p, client_ids=list(range(4)), inputs=inputs, dimension=8, external_clients={3: own[10]}, client_policy=TRUST
+        )
     with pytest.raises(ConfigurationError):
-        run_round(p, client_ids=list(range(4)), inputs=inputs, dimension=8, external_clients=own, workers=2)
+        run_round(
+            p,
+            client_ids=list(range(4)),
+            inputs=inputs,
+            dimension=8,
+            external_clients=own,
+            workers=2,
+            client_policy=TRUST,
+        )
 
 
 def test_deliveries_stream_in_batches(monkeypatch):
@@ -156,7 +184,13 @@ def test_deliveries_stream_in_batches(monkeypatch):
     for workers in (1, 2):
         calls.clear()
         rep = run_round(
-            p, client_ids=list(range(10)), inputs=base, dimension=64, dropouts={"masked_input": [0]}, workers=workers
+            p,
+            client_ids=list(range(10)),
+            inputs=base,
+            dimension=64,
+            dropouts={"masked_input": [0]},
+            workers=workers,
+            client_policy=TRUST,
         )
         assert rep.ok and np.array_equal(rep.sum, sum(base[c] for c in rep.survivors) % (1 << p.modulus_bits))
         assert calls and max(calls) == 1 and len(calls) >= 7 * 9  # one call per message, every stage

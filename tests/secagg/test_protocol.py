@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from privagg.errors import ConfigurationError, InvalidMessage, ProtocolAbort
 from privagg.randomness import InsecureDeterministicSecrets
 from secagg import (
+    ClientPolicy,
     ClientStage,
     ConsistencyRequest,
     DropStage,
@@ -35,6 +36,9 @@ from secagg import (
 from secagg.limbs import reconstruct_secret
 from secagg.messages import RevealedShare, RevealSet
 
+#: these tests exercise the protocol's mechanics with the server's numbers (unsafe opt-out, on purpose)
+TRUST = ClientPolicy.trust_server()
+
 M = 16
 
 
@@ -51,6 +55,7 @@ def _run(n=8, k=4, t=3, threat="active", drops=None, **kw):
     unscreened = p.threat.value == "active"  # an active server without the PKI: explicitly unscreened
     srv = SecAggServer(p, clients=list(range(n)), dimension=M, round=kw.get("round", 0), screen_senders=not unscreened)
     kw.setdefault("server", srv)
+    kw.setdefault("client_policy", TRUST)
     rep = run_round(p, client_ids=list(range(n)), inputs=inputs, dimension=M, dropouts=drops or {}, **kw)
     return rep, inputs, p
 
@@ -295,9 +300,9 @@ def test_hardened_is_mandatory_in_active_mode():
 
     keys, directory = make_identities([0, 1])
     with pytest.raises(ConfigurationError):
-        SecAggClient(0, threat="active", identity_key=keys[0], directory=directory, hardened=False)
+        SecAggClient(0, threat="active", identity_key=keys[0], directory=directory, hardened=False, policy=TRUST)
     with pytest.raises(ConfigurationError):
-        SecAggClient(0, threat="active")
+        SecAggClient(0, threat="active", policy=TRUST)
 
 
 def _flip(b: bytes) -> bytes:
@@ -381,7 +386,7 @@ def test_sybil_in_roster(threat):
     srv = _SybilServer(p, clients=list(range(n)), dimension=M, screen_senders=threat != "active")
     srv.sybil_adv = dataclasses.replace(adv, config_hash=crypto.config_hash(srv.setup))
     inputs = _inputs(n)
-    rep = run_round(p, client_ids=list(range(n)), inputs=inputs, dimension=M, server=srv)
+    rep = run_round(p, client_ids=list(range(n)), inputs=inputs, dimension=M, server=srv, client_policy=TRUST)
     if threat == "semi-honest":
         assert 99 in srv.graph
         # accepted: the sybil is somebody's neighbour and receives its shares (it then stays silent here)
@@ -467,7 +472,15 @@ def test_inconsistent_dealer_is_excluded_before_masking(monkeypatch, threat):
     active = threat == "active"
     srv = SecAggServer(p, clients=range(8), dimension=M, directory=directory if active else None)
     inputs = _inputs(8)
-    rep = run_round(p, client_ids=list(range(8)), inputs=inputs, dimension=M, server=srv, identities=(keys, directory))
+    rep = run_round(
+        p,
+        client_ids=list(range(8)),
+        inputs=inputs,
+        dimension=M,
+        server=srv,
+        identities=(keys, directory),
+        client_policy=TRUST,
+    )
     victim = min(srv.graph.neighbours(0))  # envelopes go in ascending holder order
     assert rep.ok and rep.client_aborts == {}
     assert srv.excluded == {
@@ -561,7 +574,14 @@ def test_server_screens_bad_advertisements_with_the_directory(case):
     srv = SecAggServer(p, clients=list(range(n)), dimension=M, directory=pki)
     inputs = _inputs(n)
     rep = run_round(
-        p, client_ids=list(range(n)), inputs=inputs, dimension=M, identities=(keys, directory), server=srv, **hooks
+        p,
+        client_ids=list(range(n)),
+        inputs=inputs,
+        dimension=M,
+        identities=(keys, directory),
+        server=srv,
+        client_policy=TRUST,
+        **hooks,
     )
     assert rep.ok, rep.abort
     assert srv.rejected == [(victim, reason)]
@@ -574,7 +594,15 @@ def test_server_screens_bad_advertisements_with_the_directory(case):
         assert not rep.ok and rep.server.rejected == []
         assert rep.client_aborts and set(rep.client_aborts) <= set(range(n))
         # the driver's own server holds the clients' directory in active mode: screened as above
-        rep = run_round(p, client_ids=list(range(n)), inputs=inputs, dimension=M, identities=(keys, directory), **hooks)
+        rep = run_round(
+            p,
+            client_ids=list(range(n)),
+            inputs=inputs,
+            dimension=M,
+            identities=(keys, directory),
+            client_policy=TRUST,
+            **hooks,
+        )
         assert rep.ok and rep.server.rejected == [(victim, reason)] and rep.client_aborts == {}
 
 
@@ -587,7 +615,7 @@ def test_screened_advertisement_does_not_lock_out_its_client():
     srv = SecAggServer(p, clients=list(range(n)), dimension=M, directory=directory)
     adverts = []
     for c in range(n):
-        client = SecAggClient(c, identity_key=keys[c], directory=directory)
+        client = SecAggClient(c, identity_key=keys[c], directory=directory, policy=TRUST)
         (adv,) = client.step(srv.setup)
         adverts.append(adv)
     forged = dataclasses.replace(adverts[1], enc_public_key=_flip(adverts[1].enc_public_key))
@@ -655,7 +683,7 @@ def test_replay_from_another_round_and_session():
     assert any("round 0" in r for r in reasons) and any("another session" in r for r in reasons)
     # a client refuses server messages of another round
     keys, directory = make_identities([0])
-    c = SecAggClient(0, threat="active", identity_key=keys[0], directory=directory, round=1)
+    c = SecAggClient(0, threat="active", identity_key=keys[0], directory=directory, round=1, policy=TRUST)
     setup0 = next(e.message for e in captured["server"] if isinstance(e.message, RoundSetup))
     with pytest.raises(InvalidMessage):
         c.step(setup0)
@@ -701,6 +729,7 @@ def _scripted(threat: str):
         identities=idents if threat == "active" else None,
         server_hook=grab,
         secrets=make_secrets(),
+        client_policy=TRUST,
     )
     assert rep.ok
     return p, idents, log
@@ -755,6 +784,7 @@ def _fresh_client(threat, idents):
         identity_key=keys[0] if threat == "active" else None,
         directory=directory if threat == "active" else None,
         secrets=InsecureDeterministicSecrets(b"round"),
+        policy=TRUST,
     )
     c.set_input(_inputs(6)[0])
     return c

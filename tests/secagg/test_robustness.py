@@ -16,6 +16,7 @@ import pytest
 
 from privagg.errors import ConfigurationError, InvalidMessage
 from secagg import (
+    ClientPolicy,
     ClientStage,
     ConsistencyRequest,
     KeyAdvertisement,
@@ -30,6 +31,9 @@ from secagg import (
     run_round,
 )
 from secagg.messages import SHARE_BYTES, RevealedShare
+
+#: these tests exercise the protocol's mechanics with the server's numbers (unsafe opt-out, on purpose)
+TRUST = ClientPolicy.trust_server()
 
 MAX_ROUND = (1 << 63) - 1  # rounds enter signed 64-bit labels
 
@@ -68,6 +72,7 @@ def test_own_share_outside_the_field_is_screened_and_the_round_completes():
         dimension=M,
         identities=(keys, directory),
         client_hook=bad_own_share,
+        client_policy=TRUST,
     )
     assert rep.ok, rep.abort
     assert np.array_equal(rep.sum, _expected(rep, inputs, p))
@@ -90,7 +95,7 @@ def test_committed_share_outside_the_field_excludes_its_dealer_before_masking(mo
     monkeypatch.setattr(vss_mod, "deal", cheat)
     p = SecAggParams.manual(num_clients=8, degree=4, threshold=3)
     inputs = _inputs(8)
-    rep = run_round(p, client_ids=list(range(8)), inputs=inputs, dimension=M)
+    rep = run_round(p, client_ids=list(range(8)), inputs=inputs, dimension=M, client_policy=TRUST)
     assert rep.ok, rep.abort
     assert set(rep.server.excluded) == {0}
     assert re.fullmatch(r"client 0 dealt client \d+ shares that are not field elements", rep.server.excluded[0])
@@ -137,6 +142,7 @@ def test_invalid_keys_are_refused_at_advertisement(threat, field, key):
         server=server,
         client_hook=_resign(keys, 5, **{field: key}),
         dropouts={"masked_input": [2]},  # a dropout: the server rebuilds mask keys
+        client_policy=TRUST,
     )
     assert rep.ok, rep.abort
     assert 5 not in rep.survivors and 5 not in server.advertisements
@@ -161,7 +167,13 @@ def test_client_refuses_a_roster_with_an_invalid_key_anywhere():
 
     server = Slip(p, clients=range(n), dimension=M, screen_senders=False)
     rep = run_round(
-        p, client_ids=list(range(n)), inputs=_inputs(n), dimension=M, identities=(keys, directory), server=server
+        p,
+        client_ids=list(range(n)),
+        inputs=_inputs(n),
+        dimension=M,
+        identities=(keys, directory),
+        server=server,
+        client_policy=TRUST,
     )
     assert not rep.ok
     assert set(rep.client_aborts) == set(range(n))  # non-neighbours of 7 included

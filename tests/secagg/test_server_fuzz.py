@@ -17,6 +17,7 @@ import pytest
 
 from privagg.errors import ProtocolAbort
 from secagg import (
+    ClientPolicy,
     ClientStage,
     EncryptedShares,
     MaskedInput,
@@ -28,6 +29,9 @@ from secagg import (
     make_identities,
 )
 from secagg.messages import SHARE_BYTES, RevealedShare
+
+#: these tests exercise the protocol's mechanics with the server's numbers (unsafe opt-out, on purpose)
+TRUST = ClientPolicy.trust_server()
 
 M = 16
 N = 8
@@ -42,7 +46,11 @@ def _parties(threat: str):
     inputs = {c: rng.integers(0, 2**10, M, dtype=np.uint64) for c in range(N)}
     clients = {
         c: SecAggClient(
-            c, threat=threat, identity_key=keys[c] if active else None, directory=directory if active else None
+            c,
+            threat=threat,
+            identity_key=keys[c] if active else None,
+            directory=directory if active else None,
+            policy=TRUST,
         )
         for c in range(N)
     }

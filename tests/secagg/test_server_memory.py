@@ -12,9 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from privagg.randomness import InsecureDeterministicSecrets
-from secagg import EncryptedShares, SecAggParams, SecAggServer, ShareDelivery, ThreatModel, run_round, vss
+from secagg import ClientPolicy, EncryptedShares, SecAggParams, SecAggServer, ShareDelivery, ThreatModel, run_round, vss
 from secagg.idset import IdSet
 from secagg.messages import CIPHERTEXT_BYTES, DIGEST_BYTES, DeliveredShare, ShareEnvelope
+
+#: these tests exercise the protocol's mechanics with the server's numbers (unsafe opt-out, on purpose)
+TRUST = ClientPolicy.trust_server()
 
 ids = st.sets(st.integers(min_value=0, max_value=5000), max_size=60)
 
@@ -92,7 +95,7 @@ class _BigClose(SecAggServer):
 def test_a_stage_closed_by_its_last_answer_is_traced() -> None:
     """No deadline here: the last dealing closes the share stage inside ``step``; its transient counts."""
     srv = _BigClose(P, clients=range(8), dimension=16, secrets=InsecureDeterministicSecrets(1))
-    rep = run_round(P, client_ids=list(range(8)), inputs=INPUTS, dimension=16, server=srv)
+    rep = run_round(P, client_ids=list(range(8)), inputs=INPUTS, dimension=16, server=srv, client_policy=TRUST)
     assert rep.ok
     assert rep.server_peak_by_stage["collect_shares"] >= 4 << 20
     assert rep.server_peak_bytes == max(rep.server_peak_by_stage.values())
@@ -103,7 +106,13 @@ def test_after_the_share_check_the_server_keeps_only_the_leaves() -> None:
     no ciphertext), the id sets are compact, and the round's sum is right."""
     srv = SecAggServer(P, clients=range(8), dimension=16, secrets=InsecureDeterministicSecrets(2))
     rep = run_round(
-        P, client_ids=list(range(8)), inputs=INPUTS, dimension=16, server=srv, dropouts={"masked_input": [6, 7]}
+        P,
+        client_ids=list(range(8)),
+        inputs=INPUTS,
+        dimension=16,
+        server=srv,
+        dropouts={"masked_input": [6, 7]},
+        client_policy=TRUST,
     )
     assert rep.ok and rep.dropped == (6, 7) and sorted(srv.shares) == sorted(rep.survivors + rep.dropped)
     assert srv.graph is not None

@@ -7,7 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from secagg import SecAggParams, ThreatModel, make_identities, run_round
+from secagg import ClientPolicy, SecAggParams, ThreatModel, make_identities, run_round
+
+#: these tests exercise the protocol's mechanics with the server's numbers (unsafe opt-out, on purpose)
+TRUST = ClientPolicy.trust_server()
 
 N, DIM = 8, 16
 
@@ -24,7 +27,14 @@ def test_two_sums_over_one_model_differ_by_one_client(threat: ThreatModel) -> No
             num_clients=len(cohort), degree=len(cohort) - 1, threshold=len(cohort) // 2 + 1, threat=threat
         )
         rep = run_round(
-            p, client_ids=cohort, inputs=inputs, dimension=DIM, round=rnd, model_digest=digest, identities=identities
+            p,
+            client_ids=cohort,
+            inputs=inputs,
+            dimension=DIM,
+            round=rnd,
+            model_digest=digest,
+            identities=identities,
+            client_policy=TRUST,
         )
         assert rep.ok and sorted(rep.survivors) == cohort
         sums.append(rep.sum.astype(np.uint64))
