@@ -110,6 +110,13 @@ def own_policy(ctxt: Context, fixed: ClientPolicy | None, threat: ThreatModel) -
     neither refuses (:class:`ConfigurationError` naming the keys): without a policy of its own it would accept
     the server's degree, threshold and roster size (a weak graph lets the server and a colluder rebuild an
     input). A semi-honest node may run without one (its server is trusted)."""
+    if not isinstance(fixed, ClientPolicy | None):  # the core's ClientPolicy.trust_server(): not for a node
+        raise ConfigurationError(
+            f"a node's policy must be a ClientPolicy, got {fixed!r}: the core's opt-out (accept the server's "
+            "degree, threshold and roster size) is for attack demonstrations, not for a deployed node",
+            field="policy",
+            accepted="ClientPolicy(min_clients=..., dropout_rate=..., corruption_rate=...)",
+        )
     policy = fixed if fixed is not None else policy_from(ctxt, threat)
     if policy is None and threat is ThreatModel.ACTIVE:
         missing = [k for k in (MIN_CLIENTS_KEY, CORRUPTION_RATE_KEY) if ctxt.node_config.get(k) is None]

@@ -151,6 +151,10 @@ def test_own_policy_is_typed_and_only_active_nodes_need_one() -> None:
     assert own_policy(_ctx({}, {}), fixed, ThreatModel.ACTIVE) is fixed  # the mod's argument wins
     assert own_policy(_ctx({}, SERVER_POLICY), None, ThreatModel.SEMI_HONEST) is not None  # as before
     assert own_policy(_ctx({}, {}), None, ThreatModel.SEMI_HONEST) is None
+    for threat in ThreatModel:  # the core's named opt-out is refused by a node, whatever its mode
+        with pytest.raises(ConfigurationError, match="attack demonstrations") as err:
+            own_policy(_ctx({}, {}), ClientPolicy.trust_server(), threat)  # type: ignore[arg-type]
+        assert err.value.field == "policy"
 
 
 @st.composite
