@@ -41,7 +41,7 @@ from flwr.common.constant import MessageTypeLegacy
 
 from privagg.errors import InvalidMessage
 
-__all__ = ["MIN_SURVIVORS_KEY", "ROSTER_KEY", "SECURE_RECORDS", "guard", "running", "running_protocol"]
+__all__ = ["COLLUDERS_KEY", "MIN_SURVIVORS_KEY", "ROSTER_KEY", "SECURE_RECORDS", "guard", "running", "running_protocol"]
 
 #: the ``ConfigRecord`` names of privagg's secure protocols (secure aggregation, Paillier)
 SECURE_RECORDS = ("privagg_secagg", "privagg_paillier")
@@ -53,6 +53,10 @@ ROSTER_KEY = "privagg-secagg-roster"
 #: (:meth:`secagg.SecAggParams.min_survivors`; Paillier: the provisioned ``min_clients``): a DP mod may bound
 #: its noise shares by it
 MIN_SURVIVORS_KEY = "privagg-secagg-min-survivors"
+#: fit-config key set beside them by the secure-aggregation mod when its client holds a policy: the colluding
+#: clients that policy assumes among the verified roster (``floor(corruption_rate * roster)``): a DP mod counts
+#: only the survivors beyond them as honest noise shares
+COLLUDERS_KEY = "privagg-secagg-colluders"
 
 
 @dataclass
@@ -98,12 +102,14 @@ def guard(
 ) -> Message:
     """A message that is not the calling mod's own protocol message (``own``: its record): passed on, or
     refused with :class:`InvalidMessage` when ``secure_only`` (see the module docstring). Outside a privagg
-    round the roster fields (:data:`ROSTER_KEY`, :data:`MIN_SURVIVORS_KEY`) are removed first: only a mod
+    round the roster fields (:data:`ROSTER_KEY`, :data:`MIN_SURVIVORS_KEY`, :data:`COLLUDERS_KEY`) are removed
+    first: only a mod
     running a secure round writes them, so a server's would be a forged floor for the DP mods further in."""
     kind = msg.metadata.message_type.split(".", 1)[0]  # "train.<action>" reaches the app's train functions too
     fit_cfg = msg.content.get("fitins.config") if msg.has_content() else None
     if isinstance(fit_cfg, ConfigRecord) and running_protocol() is None:  # only a privagg mod sets these, never
-        fit_cfg.pop(ROSTER_KEY, None), fit_cfg.pop(MIN_SURVIVORS_KEY, None)  # the server
+        for key in (ROSTER_KEY, MIN_SURVIVORS_KEY, COLLUDERS_KEY):  # the server
+            fit_cfg.pop(key, None)
     if not secure_only or running_protocol() is not None:
         return call_next(msg, ctxt)
     if kind == MessageType.EVALUATE and not send_metrics:

@@ -87,7 +87,7 @@ from ._fit_round import (
     sends_metrics,
     weighted_update,
 )
-from ._guard import MIN_SURVIVORS_KEY, ROSTER_KEY, guard, running
+from ._guard import COLLUDERS_KEY, MIN_SURVIVORS_KEY, ROSTER_KEY, guard, running
 from ._node import node_value, own_policy, own_threat, secure_only_from
 from ._state import PartyStore
 from .config import SecAggWorkflowConfig
@@ -97,6 +97,7 @@ __all__ = [
     "RECORD",
     "ROSTER_KEY",
     "MIN_SURVIVORS_KEY",
+    "COLLUDERS_KEY",
     "RING_RECORD",
     "STATE_RECORD",
     "STAGES",
@@ -376,11 +377,14 @@ def make_secagg_mod(
                 got = received_digest(msg.content, stage="delivery")  # + the weighting and clip told at setup:
                 digest = round_digest(got, local.codec, clip=local.clip, protocol=_PROTOCOL)  # the core checks it
                 if isinstance(fit_cfg, ConfigRecord):  # the roster this client verified, never the server's numbers
-                    fit_cfg.pop(ROSTER_KEY, None), fit_cfg.pop(MIN_SURVIVORS_KEY, None)
+                    for key in (ROSTER_KEY, MIN_SURVIVORS_KEY, COLLUDERS_KEY):
+                        fit_cfg.pop(key, None)
                     if client.graph is not None:
                         n = len(client.graph.ids)
                         fit_cfg[ROSTER_KEY] = n
                         fit_cfg[MIN_SURVIVORS_KEY] = client.params.min_survivors(n) if client.params else n
+                        if client.policy is not None:  # the colluders this client's own policy assumes
+                            fit_cfg[COLLUDERS_KEY] = math.floor(client.policy.corruption_rate * n + 1e-9)
                 fit_out = nxt(msg, ctxt)
                 if fit_out.has_error():
                     _STORE.drop(ctxt)

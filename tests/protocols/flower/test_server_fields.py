@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,7 +30,7 @@ from protocols.flower._node import policy_from
 from protocols.flower.apps import client_vector, vector_client_app, vector_server_app
 from protocols.flower.distributed_dp import PrivAggDistributedDPWorkflow, make_distributed_dp_mod
 from protocols.flower.inproc import run_inprocess
-from protocols.flower.secagg import RECORD
+from protocols.flower.secagg import COLLUDERS_KEY, RECORD, ROSTER_KEY
 from secagg.messages import KeyAdvertisement
 from secagg.params import ThreatModel
 from tests.protocols.flower.adverts import advert_recorder
@@ -285,3 +286,34 @@ def test_secure_only_nodes_complete_an_honest_round(pki: Path) -> None:
     wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=N - 1, threshold=3, pki=str(pki)))
     _round(make_secagg_mod(threat="active", pki=str(pki), secure_only=True, policy=TEST_POLICY), wf)
     assert wf.history[0].ok and len(wf.history[0].survivors) == N
+
+
+def test_the_colluders_a_dp_mod_counts_come_from_the_nodes_policy_never_the_server(tmp_path: Path) -> None:
+    """``COLLUDERS_KEY`` tells a DP mod further in how many of the verified roster its node's own policy assumes
+    colluding (their noise shares do not count). The server writes 0 into every fit config; each node's secure-
+    aggregation mod replaces it with ``floor(corruption_rate * roster)`` from its own policy (here 1 of 8)."""
+    from secagg.params import ClientPolicy
+
+    n = 8
+    create_identities(tmp_path, range(n))
+    policy = ClientPolicy(min_clients=2, dropout_rate=0.0, corruption_rate=0.2, security_bits=4, failure_bits=4)
+    seen: dict[int, tuple[object, object]] = {}
+
+    def inner(msg: Message, ctxt: Context, call_next):  # type: ignore[no-untyped-def]
+        fit_cfg = msg.content.config_records.get("fitins.config") if msg.has_content() else None
+        if fit_cfg is not None and ROSTER_KEY in fit_cfg:
+            seen[int(ctxt.node_config["partition-id"])] = (fit_cfg[ROSTER_KEY], fit_cfg.get(COLLUDERS_KEY))
+        return call_next(msg, ctxt)
+
+    def server_writes_zero(fedavg: Any) -> Any:  # the strategy's fit config, as the server sends it
+        fedavg.on_fit_config_fn = lambda rnd: {COLLUDERS_KEY: 0}
+        return fedavg
+
+    cfg = SecAggWorkflowConfig.manual(degree=6, threshold=6, threat="active", pki=str(tmp_path))
+    wf = PrivAggSecAggWorkflow(cfg)
+    mod = make_secagg_mod(threat="active", pki=str(tmp_path), policy=policy)
+    capp = vector_client_app(dimension=M, seed=1, mods=[mod, inner])
+    server = vector_server_app(wf, num_clients=n, dimension=M, wrap_strategy=server_writes_zero)
+    run_inprocess(server, capp, num_nodes=n)
+    assert wf.history[0].ok, wf.history[0].abort
+    assert seen == {pid: (n, 1) for pid in range(n)}
