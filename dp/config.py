@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from dp.distributed import MAX_BITS, MIN_BITS
+from dp.distributed import MAX_BITS, MIN_BITS, check_beta
 from privagg.config import load_config
 from privagg.errors import ConfigurationError
 
@@ -176,8 +176,7 @@ class DPConfig:
             raise bad("accountant", "distributed DP is accounted by its own RDP bounds", accepted=["rdp"])
         if not (isinstance(self.bits, int) and MIN_BITS <= self.bits <= MAX_BITS):
             raise bad("bits", f"got {self.bits!r}", accepted=f"{MIN_BITS}..{MAX_BITS}")
-        if not 0 <= self.beta < 1:
-            raise bad("beta", f"must be in [0, 1), got {self.beta}")
+        check_beta(self.beta, field="beta")  # above MAX_BETA a client's rounding may give up on its update
         if not 0 < self.clip_probability < 1:
             raise bad("clip_probability", f"must be in (0, 1), got {self.clip_probability}")
         if not self.max_noise_inflation > 1:

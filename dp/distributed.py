@@ -9,7 +9,12 @@ Kairouz, Liu NeurIPS 2021: Skellam). Each client
    *conditionally*: it redraws the rounding until the rounded vector's L2 norm is at most
    ``l2 = min(c s + sqrt(P), sqrt((c s)^2 + P/4 + sqrt(2 ln(1/beta)) (c s + sqrt(P)/2)))``
    (KLS21 Prop. 22: a draw passes with probability at least ``1 - beta``), so ``l2`` is the
-   sensitivity in integer units; the L1 sensitivity is ``l2 min(sqrt(P), l2)``;
+   sensitivity in integer units; the L1 sensitivity is ``l2 min(sqrt(P), l2)``. A client gives up
+   (and drops out of the round, visibly) after :data:`ROUNDING_TRIES` failed draws, which happens
+   with probability at most ``beta^ROUNDING_TRIES`` *whatever its update*: ``beta`` is refused above
+   :data:`MAX_BETA` (that bound ``2^-64``), by the plan, the encoder and a Flower client, since near
+   ``beta = 1`` the bound gives nothing and whether a client answers would depend on its update (a
+   clipped update fails where one inside the clip passes: a norm oracle outside the accounting);
 4. adds its integer noise share (a discrete Gaussian of parameter ``sigma / sqrt(t)``, or a
    Skellam of variance ``sigma^2 / t``) from the secure source, ``t`` being the fewest honest
    shares the protocol guarantees in a released sum (the fewest survivors it releases a sum of,
@@ -67,6 +72,12 @@ __all__ = [
     "MIN_BITS",
     "MAX_BITS",
     "DEFAULT_BETA",
+    "MAX_BETA",
+    "POISSON_TABLE_MAX",
+    "ROUNDING_TRIES",
+    "SKELLAM_MAX_SHARE_VARIANCE",
+    "check_beta",
+    "check_share",
     "DistributedDPParams",
     "rounded_l2_bound",
     "rounded_l1_bound",
@@ -78,6 +89,38 @@ __all__ = [
 MECHANISMS = ("dgauss", "skellam")
 MIN_BITS, MAX_BITS = 4, 24  # above 24 bits the Skellam tables and float64 scaling lose their margin
 DEFAULT_BETA = math.exp(-0.5)
+#: the most entries of the Poisson CDF table a Skellam share is drawn from (:mod:`dp.distributed_encoding`)
+POISSON_TABLE_MAX = 5_000_000
+#: the largest Skellam share variance (``2 lambda``) whose table (``lambda +- (13 sqrt(lambda) + 40)``) fits it;
+#: a Skellam plan keeps its scale below what needs more (at 24 bits and a few clients it would)
+SKELLAM_MAX_SHARE_VARIANCE = 2.0 * (0.99 * (POISSON_TABLE_MAX / 2 - 41) / 13.0) ** 2
+#: conditional-rounding draws before a client gives up (each passes with probability >= 1 - beta, KLS21 Prop. 22)
+ROUNDING_TRIES = 200
+#: the largest beta at which giving up, whatever the update, has probability <= 2^-64 (beta^ROUNDING_TRIES)
+MAX_BETA = 2.0 ** (-64.0 / ROUNDING_TRIES)
+
+
+def check_beta(beta: float, *, field: str = "dp.beta") -> None:
+    """Refuse a conditional-rounding ``beta`` outside ``[0, MAX_BETA]`` (module docstring, step 3)."""
+    if not (isinstance(beta, float | int) and 0 <= beta <= MAX_BETA):
+        raise ConfigurationError(
+            f"beta {beta!r} outside [0, {MAX_BETA:.4f}]: above it a client's rounding may give up with a "
+            "probability that depends on its update (an observable dropout outside the accounting)",
+            field=field,
+            accepted=f"0..{MAX_BETA:.4f}",
+        )
+
+
+def check_share(mechanism: str, share_sigma: float, bits: int, *, field: str = "sigma") -> None:
+    """Refuse a noise share no plan chooses, before anything depends on the update: above ``2^bits`` (the share
+    alone covers the ring; a plan keeps the whole sum's noise inside it) or, for Skellam, a variance beyond
+    :data:`SKELLAM_MAX_SHARE_VARIANCE` (the table sampler would fail after training)."""
+    top = SKELLAM_MAX_SHARE_VARIANCE if mechanism == "skellam" else math.inf
+    if not (0 < share_sigma <= float(1 << bits) and share_sigma**2 <= top):
+        raise ConfigurationError(
+            f"a {mechanism} noise share of {share_sigma:.4g} is outside what a {bits}-bit plan draws",
+            field=field,
+        )
 
 
 def rounded_l2_bound(scaled_clip: float, padded: int, beta: float) -> float:
@@ -224,8 +267,7 @@ def choose_parameters(
         raise ConfigurationError(f"unknown mechanism {mechanism!r}", field="dp.mechanism", accepted=list(MECHANISMS))
     if not (isinstance(bits, int) and MIN_BITS <= bits <= MAX_BITS):
         raise ConfigurationError(f"got {bits!r}", field="dp.bits", accepted=f"{MIN_BITS}..{MAX_BITS}")
-    if not 0 <= beta < 1:
-        raise ConfigurationError(f"must be in [0, 1), got {beta}", field="dp.beta")
+    check_beta(beta)
     if not 0 < clip_probability < 1:
         raise ConfigurationError(f"must be in (0, 1), got {clip_probability}", field="dp.clip_probability")
     if not max_inflation > 1:
@@ -266,13 +308,18 @@ def choose_parameters(
 
     lo, hi = 1e-3 / clip, float(1 << bits) / clip
     best: float | None = None
-    if overflow(lo) <= clip_probability:
-        if overflow(hi) <= clip_probability:
+
+    def fits(s: float) -> bool:  # in the ring, and (Skellam) a share the table sampler can draw
+        share_ok = kind == "dgauss" or sigma_at(s) ** 2 / shares <= SKELLAM_MAX_SHARE_VARIANCE
+        return share_ok and overflow(s) <= clip_probability
+
+    if fits(lo):
+        if fits(hi):
             best = hi
         else:
-            for _ in range(40):  # bisection on log s: overflow grows with s
+            for _ in range(40):  # bisection on log s: overflow and the share grow with s
                 mid = math.sqrt(lo * hi)
-                if overflow(mid) <= clip_probability:
+                if fits(mid):
                     lo = mid
                 else:
                     hi = mid

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dp.distributed import DistributedDPParams
+from dp.distributed import POISSON_TABLE_MAX, ROUNDING_TRIES, DistributedDPParams, check_beta, check_share
 from dp.exact import discrete_gaussian_exact
 from dp.noise import InsecureNoiseWarning, WordSource, discrete_gaussian
 from dp.rotation import RandomizedHadamard
@@ -38,7 +38,7 @@ from privagg.randomness import SYSTEM_SECRETS, SecretSource, label, prg_words, s
 __all__ = ["IntegerNoise", "poisson_table_sample", "skellam", "conditional_round", "DistributedEncoder"]
 
 _TWO_M53 = 2.0**-53
-_MAX_ROUNDING_TRIES = 200  # each try passes with probability >= 1 - beta (0.39 at beta = e^-0.5)
+_MAX_ROUNDING_TRIES = ROUNDING_TRIES  # each try passes with probability >= 1 - beta (0.39 at beta = e^-0.5)
 
 
 def _uniform53(words: WordSource, n: int) -> np.ndarray:
@@ -51,7 +51,7 @@ def _poisson_table(lam: float) -> tuple[int, np.ndarray]:
     round draws with the same ``lam``; read-only)."""
     width = 13.0 * math.sqrt(lam) + 40.0
     lo, hi = max(0, math.floor(lam - width)), math.ceil(lam + width)
-    if hi - lo > 5_000_000:
+    if hi - lo > POISSON_TABLE_MAX:
         raise ValueError(f"lambda {lam:g} too large for the table sampler")
     from scipy import stats  # loaded here: importing the encoder (and every aggregator) stays cheap
 
@@ -170,6 +170,11 @@ class DistributedEncoder:
             raise ConfigurationError(f"expected a finite vector of length {p.dim}", field="updates")
         if not 0 <= weight <= 1:
             raise ConfigurationError(f"weights must be in [0, 1], got {weight}", field="weights")
+        t = p.shares if shares is None else shares
+        if t < 1:
+            raise ConfigurationError("a round needs at least one honest noise share", field="shares")
+        check_beta(p.beta, field="beta")  # before anything depends on the update (dp.distributed.MAX_BETA)
+        check_share(p.mechanism, p.sigma / math.sqrt(t), p.bits)  # and a share its sampler can draw
         norm = float(np.linalg.norm(x))
         if norm > p.clip:
             x = x * (p.clip / norm)
@@ -177,9 +182,6 @@ class DistributedEncoder:
         scaled = self.rotation.rotate(x * weight) * p.scale
         bound = p.l2_sensitivity if p.beta > 0 else None
         ints = conditional_round(scaled, bound, words)
-        t = p.shares if shares is None else shares
-        if t < 1:
-            raise ConfigurationError("a round needs at least one honest noise share", field="shares")
         ints = ints + noise.share(p.mechanism, p.sigma / math.sqrt(t), p.padded, words)
         return ints.astype(np.uint64) & np.uint64(p.modulus - 1)
 

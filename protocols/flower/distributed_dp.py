@@ -30,12 +30,12 @@ strategy that selects every client is exact. A round whose strategy selects nobo
 Poisson cohort) is released all the same, as in the in-memory path: the server draws the ``t``
 noise shares itself and the noised model is released and accounted (the privacy of Poisson
 sampling counts the empty sample as one of the outcomes; aborting on it would reveal it). A cohort
-the secure sum refuses (one client: its sum would be its input; no secure parameters; no honest
-noise share guaranteed) is refused before anything is sent, nothing released, and still charged
-(:meth:`~protocols.distributed_dp.DistributedDPRounds.refuse`: the plan's mechanism at its ``t``
-shares, as for an empty cohort; ``refused`` in the ledger entry). After every round it records, the
-workflow states its guarantee as the in-memory run's report does (:meth:`~PrivAggDistributedDPWorkflow.
-guarantee`, :mod:`dp.guarantee`): logged, and in the round's metrics (``dp_guarantee``, ...).
+the secure sum refuses (one client: its sum would be its input; no secure parameters; no honest noise share
+guaranteed) is refused before anything is sent, nothing released, and still charged
+(:meth:`~protocols.distributed_dp.DistributedDPRounds.refuse`: the plan's mechanism at its ``t`` shares;
+``refused`` in the ledger entry). After every round it records, the workflow states its guarantee as the
+in-memory run's report does (:meth:`~PrivAggDistributedDPWorkflow.guarantee`, :mod:`dp.guarantee`): logged,
+and in the round's metrics (``dp_guarantee``, ...).
 
 :func:`make_distributed_dp_mod` runs on the client inside the secure-aggregation mod. Its
 policy bounds what the server may ask, whatever it sends: the round's noise multiplier
@@ -45,12 +45,19 @@ least ``min_noise_multiplier``; at most ``max_shares`` shares, and never more th
 survivors the secure-aggregation mod lets a sum be released with (``MIN_SURVIVORS_KEY``, from
 the graph the client derived over the roster it verified: a share is ``sigma / sqrt(t)``, so a
 server that split the noise over more clients could force dropouts down to that floor and
-release less noise than accounted; :func:`.dp_policy.check_shares`); a clip at most ``max_clip``; a discrete
+release less noise than accounted; :func:`.dp_policy.check_shares`) less the colluders the node
+assumes of its roster (``corruption_rate``, :func:`.dp_policy.own_corruption_rate`: a colluder adds
+no share); a rounding ``beta`` at most :data:`dp.distributed.MAX_BETA` (above it whether the client's
+rounding gives up would depend on its update); a clip at most ``max_clip``; a discrete
 Gaussian share parameter of at least :data:`dp.noise.MIN_SHARE_SIGMA` (:func:`dp.noise.check_share_sigma`,
-the floor the server's plan uses). It then encodes
-the delta ``fit - global`` with uniform weight 1, its noise from :class:`IntegerNoise` (the
-OS CSPRNG), and hands the ring vector to the secure-aggregation mod (``RING_RECORD``). The
-policy keys are those of :mod:`.dp` (:data:`~.dp.POLICY_KEYS`): one DP policy per client.
+the floor the server's plan uses); a scale that keeps one clipped update inside the ring. A node
+answers each round number once, in increasing order, and at most ``max_rounds`` rounds of a run
+when its own policy sets it (:func:`.dp_policy.answer_round`): a replayed round would be a second
+release of its update under one charge, and the cap bounds its epsilon against a server whose
+ledger it cannot see (the count lives in the node's state of the run: a new run starts anew). It then
+encodes the delta ``fit - global`` with uniform weight 1, its noise from :class:`IntegerNoise` (the OS CSPRNG),
+and hands the ring vector to the secure-aggregation mod (``RING_RECORD``). One DP policy per client: the keys
+of :mod:`.dp` (:data:`~.dp.POLICY_KEYS`).
 """
 
 from __future__ import annotations
@@ -74,7 +81,16 @@ from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
 
 from dp.accounting import Sampling
 from dp.config import DPConfig
-from dp.distributed import MAX_BITS, MECHANISMS, MIN_BITS, DistributedDPParams, rounded_l1_bound, rounded_l2_bound
+from dp.distributed import (
+    MAX_BITS,
+    MECHANISMS,
+    MIN_BITS,
+    DistributedDPParams,
+    check_beta,
+    check_share,
+    rounded_l1_bound,
+    rounded_l2_bound,
+)
 from dp.distributed_encoding import DistributedEncoder, IntegerNoise
 from dp.guarantee import LedgerGuarantee, announce, ledger_guarantee
 from dp.ledger import PrivacyLedger
@@ -87,8 +103,17 @@ from protocols.distributed_dp import DistributedDPRounds, OpenRound
 from secagg.params import SecAggParams, smallest_cohort
 
 from ._fit_round import FitRound, Summed
+from ._node import node_value
 from .config import SecAggWorkflowConfig
-from .dp_policy import _client_policy, check_shares, trained_delta
+from .dp_policy import (
+    ANSWERED_RECORD,
+    POLICY_KEYS,
+    _client_policy,
+    answer_round,
+    check_shares,
+    own_corruption_rate,
+    trained_delta,
+)
 from .secagg import MIN_SURVIVORS_KEY, RING_RECORD, ROSTER_KEY, PrivAggSecAggWorkflow, SecAggRoundRecord
 
 __all__ = [
@@ -352,10 +377,11 @@ class PrivAggDistributedDPWorkflow(PrivAggSecAggWorkflow):
 
 # ---------------------------------------------------------------------------------- client
 def _round_plan(
-    cfg: Mapping[str, Any], dim: int, policy: tuple[float, int, bool, float]
+    cfg: Mapping[str, Any], dim: int, policy: tuple[float, int, bool, float], *, corruption_rate: float = 0.0
 ) -> tuple[DistributedDPParams, RandomizedHadamard]:
-    """The round's parameters as this client sees them (its own ``l2``), checked against its policy and
-    the roster and survivor floor the secure-aggregation mod set in ``cfg`` (:func:`.dp_policy.check_shares`)."""
+    """The round's parameters as this client sees them (its own ``l2``), checked against its policy, the
+    roster and survivor floor the secure-aggregation mod set in ``cfg`` less the colluders ``corruption_rate``
+    assumes (:func:`.dp_policy.check_shares`), and the rounding's ``beta`` (:func:`dp.distributed.check_beta`)."""
     z_min, shares_max, poisson_ok, clip_max = policy
     try:
         raw = json.loads(str(cfg[DDP_KEYS["params"]]))
@@ -372,6 +398,17 @@ def _round_plan(
         raise ProtocolAbort("distributed-DP settings out of range", stage="dp", party="client")
     if not all(math.isfinite(v) for v in (clip, scale, sigma)) or not (scale > 0 and sigma > 0 and 0 <= beta < 1):
         raise ProtocolAbort("distributed-DP settings out of range", stage="dp", party="client")
+    if clip * scale > float(1 << bits) * (1 + 1e-9):  # the plan's own range (choose_parameters: s <= 2^b / c)
+        raise ProtocolAbort(
+            f"scale {scale:g} puts one clipped update ({clip * scale:.4g} units) beyond the {bits}-bit ring",
+            stage="dp",
+            party="client",
+        )
+    try:  # near beta = 1 whether this client's rounding gives up (a visible dropout) would depend on its update
+        check_beta(beta)
+        check_share(mechanism, sigma / math.sqrt(max(shares, 1)), bits)  # a share its sampler can draw
+    except ConfigurationError as e:
+        raise ProtocolAbort(str(e), stage="dp", party="client") from None
     if raw["dim"] != dim:
         raise ProtocolAbort(f"the plan is for dimension {raw['dim']}, the model has {dim}", stage="dp", party="client")
     if not 0 < clip <= clip_max:
@@ -386,7 +423,7 @@ def _round_plan(
             stage="dp",
             party="client",
         )
-    check_shares(shares, cfg)
+    check_shares(shares, cfg, corruption_rate=corruption_rate)
     padded = padded_dim(dim)
     l2 = rounded_l2_bound(clip * scale, padded, beta)  # this client's own bound: never the server's number
     factor = 1.0 if poisson_ok else 2.0
@@ -413,11 +450,17 @@ def make_distributed_dp_mod(
     accept_poisson: bool | None = None,
     max_clip: float | None = None,
     noise: Callable[[Context], IntegerNoise] | None = None,
+    corruption_rate: float | None = None,
+    max_rounds: int | None = None,
 ) -> Callable[[Message, Context, Callable[[Message, Context], Message]], Message]:
     """The client mod (see the module docstring); the policy as :func:`.dp.make_dp_mod`'s.
 
     ``noise(context)`` gives the round's :class:`IntegerNoise` (default: a fresh secure one;
-    a seeded one is for reproducible simulations only).
+    a seeded one is for reproducible simulations only). ``corruption_rate``: the share of the roster this node
+    assumes colludes (:func:`.dp_policy.own_corruption_rate`): the noise shares are bounded by honest survivors.
+    ``max_rounds`` (else the node's own ``node_config["privagg-dp-max-rounds"]``; unset: no cap): the most
+    rounds of a run this node answers (:func:`.dp_policy.answer_round`; with its noise floor, a bound on its
+    epsilon against the server, whatever the server's ledger says). Each round number is answered once.
     """
 
     def mod(msg: Message, ctxt: Context, call_next: Callable[[Message, Context], Message]) -> Message:
@@ -430,13 +473,15 @@ def make_distributed_dp_mod(
         fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
         global_arrays = parameters_to_ndarrays(fitins.parameters)
         dim = int(sum(a.size for a in global_arrays))
-        params, rotation = _round_plan(cfg, dim, policy)
+        params, rotation = _round_plan(cfg, dim, policy, corruption_rate=own_corruption_rate(ctxt, corruption_rate))
+        answered = answer_round(ctxt, rotation.round, node_value(ctxt, POLICY_KEYS["max_rounds"], max_rounds))
         out = call_next(msg, ctxt)
         if out.has_error():
             return out
         fitres, delta = trained_delta(out, global_arrays)
         source = noise(ctxt) if noise is not None else IntegerNoise()
         ring = DistributedEncoder(params=params, rotation=rotation).encode(delta, source, weight=1.0)
+        ctxt.state[ANSWERED_RECORD] = answered  # before the vector leaves: a second answer is refused
         metrics = dict(fitres.metrics)
         metrics["privagg-dp"] = True
         content = compat.fitres_to_recorddict(

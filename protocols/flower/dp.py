@@ -43,20 +43,19 @@ After every round it records, the strategy states its guarantee as the in-memory
 (:meth:`PrivAggDPStrategy.guarantee`, :mod:`dp.guarantee`: against the server, and against observers
 at ``delta`` + what whether Poisson rounds ran costs): logged, and in the round's metrics.
 
-A malicious server could ask for little noise: a huge ``shares`` (each client adds
-``std / sqrt(shares)``), the Poisson sensitivity factor 1 (half the noise of replace-one), a
-tiny clip-count noise, a huge clip. The mod enforces the client's own policy and aborts
-otherwise: ``min_noise_multiplier`` (of the joint release, the clip count included),
-``max_shares``, and never more shares than the fewest survivors the secure-aggregation mod lets
-a sum be released with (``MIN_SURVIVORS_KEY``, from the graph this client derived itself: a
-server that split the noise over the whole roster could then force dropouts down to that floor
-and release less noise than accounted; :func:`check_shares`), ``accept_poisson`` (only then the
-factor 1) and ``max_clip``. The strategy must therefore plan for that floor: pass
-``min_survivors=lambda n: config.params_for(n).min_survivors(n)`` (``config``: the
-secure-aggregation workflow's :class:`~.config.SecAggWorkflowConfig`).
-The policy comes from the arguments or from the node's own ``node_config`` (never the server's run config;
-``privagg-dp-min-noise-multiplier``, ``privagg-dp-max-shares``, ``privagg-dp-accept-poisson``,
-``privagg-dp-max-clip``); a client without a policy refuses every DP round.
+A malicious server could ask for little noise: a huge ``shares`` (each client adds ``std / sqrt(shares)``),
+the Poisson factor 1 (half the noise of replace-one), a tiny clip-count noise, a huge clip. The mod enforces
+the client's own policy and aborts otherwise: ``min_noise_multiplier`` (of the joint release, the clip count
+included), ``max_shares``, and never more shares than the fewest survivors the secure-aggregation mod lets a sum be
+released with (``MIN_SURVIVORS_KEY``, from the graph this client derived itself: a server that split the noise
+over the whole roster could force dropouts down to that floor and release less noise than accounted;
+:func:`check_shares`) less the colluders of its roster it assumes (``corruption_rate``, or its secure-aggregation
+corruption rate: a colluder adds no share), ``accept_poisson`` (only then the factor 1), ``max_clip`` and
+``max_rounds`` (the rounds of a run it answers). The strategy must therefore plan for that floor: pass
+``min_survivors=lambda n: config.params_for(n).min_survivors(n)`` (``config``: the secure-aggregation
+workflow's :class:`~.config.SecAggWorkflowConfig`) and an ``honest_fraction`` that matches the nodes'.
+The policy comes from the arguments or the node's own ``node_config`` (:data:`POLICY_KEYS`; never the server's
+run config); a client without a noise floor and a share ceiling refuses every DP round.
 Weights are uniform (each client reports ``num_examples = 1``); use the secure-aggregation
 workflow with ``weighting="uniform"``.
 """
@@ -83,12 +82,16 @@ from dp.guarantee import LedgerGuarantee, announce, ledger_guarantee
 from dp.noise import NoiseSampler, SecureNoise
 from dp.rounds import DPRounds, DPRoundsDriver, RoundPlan, count_mechanism, update_mechanism
 from privagg.errors import ConfigurationError, PrivacyBudgetExceeded, ProtocolAbort
+from protocols.flower._node import node_value
 from protocols.flower.dp_policy import (
     DP_KEYS,
+    NOISED_RECORD,
     POLICY_KEYS,
     _client_policy,
+    answer_round,
     check_noise_shares,
     check_shares,
+    own_corruption_rate,
     read_dp_settings,
     trained_delta,
 )
@@ -409,15 +412,15 @@ def make_dp_mod(
     accept_poisson: bool | None = None,
     max_clip: float | None = None,
     noise_sampler: NoiseSampler | None = None,
+    corruption_rate: float | None = None,
+    max_rounds: int | None = None,
 ) -> Callable[[Message, Context, Callable[[Message, Context], Message]], Message]:
-    """The client mod: clip the delta, add this client's noise share (see the module docstring).
-
-    The client's own policy, whatever the server asks: the round's joint noise multiplier
-    (updates and clip count) at least ``min_noise_multiplier``; at most ``max_shares`` noise
-    shares (the roster size it knows: each share is ``std / sqrt(shares)``); the Poisson
-    sensitivity factor 1 only if ``accept_poisson`` (otherwise replace-one, factor 2); a clip at
-    most ``max_clip``. Unset arguments are read from the node's own ``node_config``
-    (:data:`POLICY_KEYS`; never the server's run config); without a noise floor and a share ceiling the client refuses.
+    """The client mod: clip the delta, add this client's noise share. Its own policy, whatever the server asks
+    (module docstring): ``min_noise_multiplier`` (updates and clip count jointly), ``max_shares``, the Poisson
+    factor 1 only if ``accept_poisson``, ``max_clip``, shares bounded by the survivor floor less the colluders
+    ``corruption_rate`` assumes (:func:`.dp_policy.own_corruption_rate`), at most ``max_rounds`` rounds of a run
+    (:func:`.dp_policy.answer_round`). Unset: the node's own ``node_config`` (:data:`POLICY_KEYS`; never the
+    run config); without a noise floor and a share ceiling the client refuses.
     """
     sampler_override = noise_sampler
 
@@ -428,7 +431,12 @@ def make_dp_mod(
         if DP_KEYS["clip"] not in cfg:
             return call_next(msg, ctxt)
         clip, z, z_count, shares, factor, resolution, adaptive = read_dp_settings(
-            cfg, lambda: _client_policy(ctxt, min_noise_multiplier, max_shares, accept_poisson, max_clip)
+            cfg,
+            lambda: _client_policy(ctxt, min_noise_multiplier, max_shares, accept_poisson, max_clip),
+            lambda: own_corruption_rate(ctxt, corruption_rate),
+        )
+        answered = answer_round(
+            ctxt, None, node_value(ctxt, POLICY_KEYS["max_rounds"], max_rounds), record=NOISED_RECORD
         )
         sampler = sampler_override if sampler_override is not None else SecureNoise()
 
@@ -467,6 +475,7 @@ def make_dp_mod(
             pieces.append(count_mech.release(bit, sampler, shares=shares))
         metrics = dict(fitres.metrics)
         metrics["privagg-dp"] = True
+        ctxt.state[NOISED_RECORD] = answered  # before the noised update leaves: counted against the cap
         res = FitRes(fitres.status, ndarrays_to_parameters(pieces), 1, metrics)
         content = compat.fitres_to_recorddict(res, keep_input=True)
         for name, rec in out.content.config_records.items():  # keep what other mods added

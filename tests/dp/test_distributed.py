@@ -259,3 +259,31 @@ def test_overflow_bound_is_a_probability_and_tight_enough() -> None:
     assert np.max(np.abs(centred)) < (1 << 11)
     total = enc.decode(ring)
     assert np.abs(total - 40 * x).max() < 8 * p.noise_std_value * math.sqrt(2)
+
+
+def test_a_skellam_plan_keeps_its_shares_within_the_table_sampler() -> None:
+    """At 24 bits and a handful of clients the best scale used to give Skellam shares the Poisson table cannot
+    draw (lambda 2.8e11): the plan passed every check and every client failed after training with an untyped
+    ValueError. The plan now keeps the share variance within the table, at the same noise inflation."""
+    from dp.distributed import SKELLAM_MAX_SHARE_VARIANCE
+    from dp.distributed_encoding import DistributedEncoder, IntegerNoise
+
+    for cohort, shares in ((6, 4), (2, 1)):
+        p = choose_parameters(
+            mechanism="skellam",
+            bits=24,
+            clip=1.0,
+            dim=1000,
+            epsilon=8.0,
+            delta=1e-5,
+            rounds=1,
+            sampling_rate=1.0,
+            cohort=cohort,
+            shares=shares,
+        )
+        assert p.share_sigma**2 <= SKELLAM_MAX_SHARE_VARIANCE and p.noise_inflation < 1.001
+        enc = DistributedEncoder.for_round(p, seed=bytes(32), round=1)
+        with pytest.warns(InsecureNoiseWarning):
+            noise = IntegerNoise(seed=1)
+        ring = enc.encode(np.full(1000, 0.01), noise)
+        assert ring.shape == (p.padded,) and int(ring.max()) < p.modulus
