@@ -24,7 +24,7 @@ from dp.noise import GaussianGridMechanism, check_share_sigma
 from privagg.errors import ConfigurationError, ProtocolAbort
 from protocols.flower._guard import running_protocol
 from protocols.flower._node import CORRUPTION_RATE_KEY, node_value
-from protocols.flower.secagg import MIN_SURVIVORS_KEY, ROSTER_KEY
+from protocols.flower.secagg import COLLUDERS_KEY, MIN_SURVIVORS_KEY, ROSTER_KEY
 
 __all__ = [
     "ANSWERED_RECORD",
@@ -66,10 +66,6 @@ POLICY_KEYS = {
 def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
-
-#: fit-config key a secure-aggregation mod may set beside ``MIN_SURVIVORS_KEY``: the colluders its own policy
-#: assumes in the verified roster (read inside its round only; the larger of it and :func:`colluders` counts)
-COLLUDERS_KEY = "privagg-secagg-colluders"
 
 
 def colluders(rate: float, roster: int) -> int:
