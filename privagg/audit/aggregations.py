@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from privagg.audit.findings import AttackRow, Finding, Severity
-from privagg.errors import ConfigurationError, PrivAggError
+from privagg.audit.malicious_model import check_malicious_model
+from privagg.errors import ConfigurationError
 from privagg.registry import Registry
 
 if TYPE_CHECKING:
@@ -56,6 +57,8 @@ class AuditedAggregation:
 
     name: ClassVar[str] = "aggregation"
     hides_updates: ClassVar[bool] = True
+    #: the run's aggregator computes a sum mod ``2^bits`` (what distributed DP needs; ``Aggregator.modular_sum``)
+    modular_sum: ClassVar[bool] = False
 
     def audit(self, cfg: AuditConfig, *, progress: Progress | None = None) -> AggregationAudit:
         return AggregationAudit()
@@ -81,6 +84,8 @@ def _fmt_log2(v: float) -> str:
 class SecureAggregation(AuditedAggregation):
     """SecAgg+: the graph and threshold, the threat model (attacks run, not assumed), the upload."""
 
+    modular_sum = True
+
     def audit(self, cfg: AuditConfig, *, progress: Progress | None = None) -> AggregationAudit:
         from privagg.audit.client_policy import check_client_policy
 
@@ -88,6 +93,20 @@ class SecureAggregation(AuditedAggregation):
         rate = cfg.dp.sampling_rate if poisson else None
         findings, params = check_secagg(cfg.deployment, round_size=cfg.round_size, poisson_rate=rate)
         findings.extend(check_client_policy(cfg.deployment))  # active clients without a policy of their own
+        mech, dep = cfg.dp.mechanism, cfg.deployment
+        if mech is not None and 1.0 - mech.honest_fraction > dep.corruption_rate + 1e-12:
+            findings.append(
+                Finding(
+                    "secagg.corruption",
+                    "warn",
+                    "The graph is judged at a lower corruption than the DP table assumes",
+                    f"[dp] honest_fraction {mech.honest_fraction:g} assumes up to {1 - mech.honest_fraction:g} of a "
+                    f"cohort dishonest, but secagg.parameters judges the graph at corruption_rate "
+                    f"{dep.corruption_rate:g}: its privacy figure does not cover the colluders the DP accounting "
+                    "allows; set corruption_rate to at least the dishonest fraction",
+                    {"corruption_rate": dep.corruption_rate, "dishonest_fraction": 1 - mech.honest_fraction},
+                )
+            )
         attacks: tuple[AttackRow, ...] | None = None
         if cfg.protocol_attacks:
             if progress is not None:
@@ -112,6 +131,8 @@ class PaillierAggregation(AuditedAggregation):
             "contribution sets in one round, spoofed partials) -- privagg's test suite runs them against the real "
             "parties (tests/protocols/paillier/test_paillier_attacks.py), not against this deployment",
             "not covered by any proof: slot ranges -- a malicious client can corrupt the sum (not read it)",
+            "not run by this audit: the malicious-model (imprint) attack -- a crafted model sent to every client "
+            "passes any sum; only noise in the decrypted sum stops it (run for secagg deployments only)",
             "what no sum hides: the server with all but one of the summed clients learns the last one's update",
         )
         return AggregationAudit(
@@ -124,6 +145,7 @@ class PlainAggregation(AuditedAggregation):
     """No secure aggregation: the server sees every individual update."""
 
     hides_updates = False
+    modular_sum = True
 
     def audit(self, cfg: AuditConfig, *, progress: Progress | None = None) -> AggregationAudit:
         return AggregationAudit(
@@ -186,7 +208,8 @@ def check_secagg(
     detail = rounds + (
         f"degree {params.degree}, threshold {params.threshold}, ring 2^{params.modulus_bits}: privacy failure "
         f"probability {_fmt_log2(sec)} (target 2^-{dep.security_bits}), round failure probability {_fmt_log2(fail)} "
-        f"(target 2^-{dep.failure_bits}) at dropout {dep.dropout_rate:g} and corruption {dep.corruption_rate:g}"
+        f"(target 2^-{dep.failure_bits}) at dropout {dep.dropout_rate:g} and corruption {dep.corruption_rate:g} "
+        "(computed from the graph's parameters by secagg.params' bounds, not measured)"
     )
     if derived is not None:
         detail += f"; derived for these rates: degree {derived.degree}, threshold {derived.threshold}"
@@ -199,54 +222,6 @@ def check_secagg(
         severity = "warn"
     findings.append(Finding("secagg.parameters", severity, "Secure-aggregation graph and threshold", detail, data))
     return findings, params
-
-
-def check_malicious_model(cfg: AuditConfig, *, seeds: tuple[int, ...] = (0, 1, 2)) -> Finding:
-    """The malicious-model attack (imprint / Robbing the Fed) *run* against the deployment's defence.
-
-    A server that sends one crafted model to every client passes the model-consistency check, so secure
-    aggregation alone does not stop it; noise in the sum does. The deployment maps onto an attack-case
-    defence: no DP or central DP (the server adds the noise after seeing the sum) -> ``secagg``; client
-    noise -> ``secagg+dp``; distributed noise -> ``distributed-dp`` (the real integer path: the
-    deployment's mechanism and bits, shares inside a secure sum mod ``2^bits``); each at the plan's
-    epsilon. The attack case calibrates its own noise for its cohort of 10: that calibration, not the
-    deployment's population, is what was run (said in the finding).
-    """
-    from attacks.imprint import malicious_model_exposure
-
-    mech = cfg.dp.mechanism
-    noised_sum = mech is not None and mech.noise in ("client", "distributed")
-    distributed = mech is not None and mech.noise == "distributed"
-    defense = "distributed-dp" if distributed else "secagg+dp" if noised_sum else "secagg"
-    eps = mech.target_epsilon if mech is not None and mech.target_epsilon is not None else 8.0
-    options = {"dp": {"mechanism": mech.mechanism, "bits": mech.bits}} if mech is not None and distributed else None
-    try:
-        exp = malicious_model_exposure(defense, num_clients=10, seeds=seeds, dp_epsilon=eps, options=options)
-    except PrivAggError as e:  # reported as not run, never as held
-        return Finding(
-            "secagg.malicious-model",
-            "warn",
-            "Malicious model (imprint): NOT RUN",
-            f"the attack case '{defense}' could not run ({type(e).__name__}: {e}); nothing shows the deployment "
-            "resists a crafted model",
-        )
-    mean, lo, hi = exp.interval
-    modelled = f"; modelled as '{defense}'" + (
-        f" with the attack case's own noise calibrated to epsilon {eps:g} (assumed comparable to the deployment's)"
-        if noised_sum
-        else " (no noise in the sum the server sees)"
-    )
-    if distributed and mech is not None:
-        modelled += f" ({mech.mechanism}, {mech.bits} bits, as deployed)"
-    detail = exp.verdict() + modelled
-    data = {"fractions": list(exp.fractions), "interval": [mean, lo, hi], "median_psnr": list(exp.median_psnr)}
-    return Finding(
-        "secagg.malicious-model",
-        "fail" if exp.leaks else ("pass" if exp.stopped else "warn"),
-        "Malicious model (imprint) through secure aggregation",
-        detail,
-        data,
-    )
 
 
 def run_protocol_attacks(cfg: AuditConfig) -> tuple[AttackRow, ...]:
@@ -376,7 +351,9 @@ def check_threat_model(cfg: AuditConfig, rows: tuple[AttackRow, ...] | None) -> 
                 "pass",
                 "Every attack class run was stopped",
                 f"all {len(run)} attack classes were run against real state machines in 'active' mode and each "
-                "ended as the threat model promises (see the protocol attacks table)",
+                "ended as the threat model promises (see the protocol attacks table); run on the attack harness's "
+                f"own small rounds ({cfg.attack_clients} clients for the isolation attacks, each conformance case "
+                "its own), not on the deployment's population or graph (judged in secagg.parameters)",
                 {"mode": mode, "succeeded": [], "run": True},
             )
         )
@@ -481,7 +458,7 @@ def check_cost(dep: Deployment, params: SecAggParams | None) -> list[Finding]:
             f"the masked vector at {params.modulus_bits} bits per parameter plus {overhead} B of protocol messages "
             f"(key advertisement, {params.degree} share envelopes of {sizes['per_neighbour_envelope']} B, "
             + ("consistency signature, " if sizes["consistency"] else "")
-            + "unmask response; sizes of the encoded messages)",
+            + "unmask response; computed from the encoded messages' sizes, not measured on a network)",
             {"upload_bytes": total, "expansion": total / plain, "messages": sizes},
         )
     ]

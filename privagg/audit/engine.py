@@ -121,13 +121,14 @@ def check_dp(cfg: AuditConfig) -> tuple[list[Finding], BudgetCurve | None]:
         + ", ".join(f"{k.upper()} {v:.3g}" for k, v in finals.items())
         + f" at delta {mech.delta:g} (limit {d.max_epsilon:g}); {_enforced(mech)}; {_ACCOUNTING_ONLY}"
     )
+    faults = _budget_faults(cfg)
     findings = [
         Finding(
             "dp.budget",
-            "fail" if worst > d.max_epsilon else "pass",
-            _budget_title("Privacy budget", mech.noise),
-            detail,
-            {"epsilon": finals, "delta": mech.delta, "budget_against": mech.budget_against},
+            "fail" if worst > d.max_epsilon or faults else "pass",
+            _budget_title("Privacy budget", mech.noise) + (": does not hold as configured" if faults else ""),
+            "; ".join([*faults, detail]),
+            {"epsilon": finals, "delta": mech.delta, "budget_against": mech.budget_against, "faults": faults},
         ),
         _server_finding(cfg, sampling, amplified=finals.get("rdp", worst), noise_multiplier=z, noise=str(mech.noise)),
         *filter(None, [_refusal_finding(cfg, sampling), _honest_finding(cfg, sampling)]),
@@ -152,6 +153,24 @@ _ACCOUNTING_ONLY = (
     "shown here (privagg audit --empirical measures a lower bound on epsilon and the released noise against the "
     "ledger's charge; neither can show that a mechanism is private)"
 )
+
+
+def _budget_faults(cfg: AuditConfig) -> list[str]:
+    """Why the accounted (epsilon, delta) is no guarantee as configured, whatever epsilon it comes to."""
+    mech, n = cfg.dp.mechanism, cfg.deployment.num_clients
+    assert mech is not None
+    faults = []
+    if mech.delta * n > 1:
+        faults.append(
+            f"delta {mech.delta:g} exceeds 1/population = 1/{n}: a mechanism may then publish one client's data "
+            "outright with probability delta (privagg run refuses it unless allow_large_delta = true)"
+        )
+    if mech.reproducible_cohorts:
+        faults.append(
+            "cohorts are drawn from the public run seed (reproducible_cohorts = true): amplification by "
+            "subsampling assumes a secret cohort, so the amplified epsilon does not hold (simulation only)"
+        )
+    return faults
 
 
 def _enforced(mech: DPConfig) -> str:
@@ -204,6 +223,16 @@ def _server_finding(
             "the server sees the aggregate before the noise (every update without secure aggregation); the budget "
             "above holds against observers of the released models only; use client or distributed noise",
         )
+    if not AGGREGATIONS.get(cfg.deployment.aggregation).hides_updates:
+        return Finding(
+            "dp.server",
+            "fail",
+            f"No DP against the server: it sees every client's update ('{cfg.deployment.aggregation}' aggregation)",
+            f"with {noise} noise each client adds only its share, sized so that the sum carries the accounted noise; "
+            "the server receives each update with that share alone, so the planned figure against the server (which "
+            "assumes it sees only the sum) does not hold; use secure aggregation",
+            {"aggregation": cfg.deployment.aggregation},
+        )
     planned = planned_server_view(
         population=cfg.deployment.num_clients,
         rounds=d.rounds,
@@ -231,6 +260,7 @@ def _server_finding(
             if mech.budget_against == "server"
             else 'the run\'s budget does not enforce this figure (budget_against = "observers")'
         )
+        + "; accounting of the configured mechanism, not a measurement"
     )
     return Finding(
         "dp.server",
@@ -365,6 +395,12 @@ def check_distributed(cfg: AuditConfig, sampling: Sampling) -> tuple[list[Findin
                 "set dp.sampling = 'poisson'",
             )
         ], None
+    if not AGGREGATIONS.get(dep.aggregation).modular_sum:
+        why = (
+            f"the '{dep.aggregation}' aggregation computes no sum mod 2^bits, which distributed DP needs (the run's "
+            "aggregator refuses it); use secagg"
+        )
+        return [Finding("dp.distributed", "fail", "Distributed DP cannot run as configured", why)], None
     try:
         p = plan_parameters(mech, sampling, dep.model_params, rounds=d.rounds, inner=_DeploymentFloor(dep))
     except ConfigurationError as e:
@@ -377,17 +413,20 @@ def check_distributed(cfg: AuditConfig, sampling: Sampling) -> tuple[list[Findin
         done = r
         eps.append(acc.get_epsilon(mech.delta))
     final = eps[-1]
+    faults = _budget_faults(cfg)
     findings = [
         Finding(
             "dp.budget",
-            "fail" if final > d.max_epsilon else "pass",
-            _budget_title("Privacy budget (distributed DP)", "distributed"),
-            f"{sampling.describe()}, {p.mechanism} noise summing to std {p.sigma:.4g} (scale {p.scale:.4g}; "
+            "fail" if final > d.max_epsilon or faults else "pass",
+            _budget_title("Privacy budget (distributed DP)", "distributed")
+            + (": does not hold as configured" if faults else ""),
+            "".join(f"{f}; " for f in faults)
+            + f"{sampling.describe()}, {p.mechanism} noise summing to std {p.sigma:.4g} (scale {p.scale:.4g}; "
             f"Gaussian-equivalent noise multiplier {p.sigma / p.l2_sensitivity:.3g}), {d.rounds} rounds: epsilon RDP "
             f"{final:.3g} at delta {mech.delta:g} (limit {d.max_epsilon:g}); PRV n/a (no bound for this mechanism); "
             + _enforced(mech)
             + f"; {_ACCOUNTING_ONLY}",
-            {"epsilon": {"rdp": final}, "delta": mech.delta, "budget_against": mech.budget_against},
+            {"epsilon": {"rdp": final}, "delta": mech.delta, "budget_against": mech.budget_against, "faults": faults},
         ),
         Finding(
             "dp.distributed",
@@ -397,7 +436,8 @@ def check_distributed(cfg: AuditConfig, sampling: Sampling) -> tuple[list[Findin
             f"coordinate (tail bound); the bits inflate the noise {p.noise_inflation:.3g}x over unlimited bits; "
             f"each client adds 1/{p.shares} of the noise variance (the fewest honest survivors the aggregation "
             f"releases a sum of), so any released sum carries at least the accounted noise; payload "
-            f"{p.upload_bytes} bytes per client ({p.padded} coordinates after padding)",
+            f"{p.upload_bytes} bytes per client ({p.padded} coordinates after padding); planned from the configuration "
+            "by the run's own planner, not measured here (privagg audit --empirical measures the released noise)",
             {"bits": p.bits, "scale": p.scale, "shares": p.shares, "clip_probability": p.clip_probability},
         ),
         _server_finding(cfg, sampling, amplified=final, mechanism=rdp_mech, noise="distributed"),
@@ -445,7 +485,8 @@ def check_compatibility(dep: Deployment) -> list[Finding]:
             "aggregation.compatibility",
             "pass",
             f"'{dep.robust_rule}' is compatible",
-            "it only needs the aggregate" if not needs else "no secure aggregation is claimed",
+            ("it only needs the aggregate" if not needs else "no secure aggregation is claimed")
+            + " (read from the rule's declared needs, not run here)",
         )
     ]
 

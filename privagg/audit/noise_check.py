@@ -30,8 +30,11 @@ noise included):
   accountant relies on.
 
 Verdict: FAIL when the lower confidence bound of ``L`` exceeds 1 (the release carries less noise
-than charged, at the stated confidence), or when two rounds released correlated noise (a
-reused noise seed: the difference of two releases is then the difference of two exact sums).
+than charged, at the stated confidence), when two rounds released correlated noise (a
+reused noise seed: the difference of two releases is then the difference of two exact sums), or
+when a round released a sum the ledger has no charge for (the accountant leaves it out).
+Rounds that released nothing (refused) or were charged as noiseless are not measured, and the
+verdict says how many.
 PASS otherwise, for what was measured: the noise's size and independence across rounds on the
 rounds run. Not measured (labelled in :data:`NOT_MEASURED`): the noise's secrecy, its shape
 beyond the second moment, the clipping and weighting (the canary audit's job), and colluding
@@ -77,6 +80,8 @@ NOT_MEASURED = (
     "the noise's distribution beyond its second moment",
     "clipping and weighting (every update here is zero: the canary audit tests them)",
     "colluding clients withholding their noise shares (assumed: the honest fraction)",
+    "the round's denominator (and under distributed DP its scale): read from the mechanism's own metrics "
+    "(dp_denominator, dp_scale), assumed to be what it divided by",
 )
 
 
@@ -115,10 +120,12 @@ class NoiseCheckResult:
     seconds: float
     config: dict[str, Any] = field(default_factory=dict)
     not_measured: tuple[str, ...] = NOT_MEASURED
+    uncharged: tuple[int, ...] = ()
 
     @property
     def failed(self) -> bool:
-        return self.loss_ratio_low > 1.0 or self.correlated_rounds is not None
+        # ``not <= 1``: a NaN statistic (a release or count the check could not read) is a FAIL, never a PASS
+        return not self.loss_ratio_low <= 1.0 or self.correlated_rounds is not None or bool(self.uncharged)
 
     @property
     def verdict(self) -> str:
@@ -128,6 +135,23 @@ class NoiseCheckResult:
             c = self.count
             size += f", clip count {c.estimate:.3f} [{c.low:.3f}, {c.high:.3f}]"
         where = f"{self.rounds} rounds x {self.dimension} coordinates of zero updates, {self.confidence:.1%} confidence"
+        if self.rounds_skipped:
+            where += (
+                f"; {self.rounds_skipped} of {self.rounds + self.rounds_skipped} rounds not measured (nothing "
+                "released, or charged as noiseless)"
+            )
+        if self.uncharged:
+            shown = ", ".join(map(str, self.uncharged[:10])) + (", ..." if len(self.uncharged) > 10 else "")
+            return (
+                f"FAIL: {len(self.uncharged)} released rounds have no charge in the ledger (rounds {shown}): the "
+                f"accountant's epsilon leaves them out ({size} on the charged ones; {where})"
+            )
+        parts = (self.update, *([self.count] if self.count is not None else []))
+        if math.isnan(self.loss_ratio_low) or any(math.isnan(x.estimate) or math.isnan(x.high) for x in parts):
+            return (
+                f"FAIL: the noise could not be measured: a statistic is not a number ({size}; {where}), e.g. a "
+                "released value the mechanism did not report"
+            )
         if self.loss_ratio_low > 1.0:
             return (
                 f"FAIL: the release carries less noise than the ledger charges ({size}; privacy loss "
@@ -274,10 +298,13 @@ def run_noise_check(
         assert claim is not None
         charges = {r: (claim.noise_multiplier, None) for r in range(1, fed.rounds + 1)}
         clip = claim.clip_norm
+    # a released round the ledger does not charge (every round run, refused ones too, has one entry) is left out of
+    # the accountant's epsilon: a FAIL, never a skipped round
+    uncharged = tuple(r for r in sorted(seen) if r not in charges)
     noise, std, cnoise, cstd, skipped = [], [], [], [], 0
     for r in range(1, fed.rounds + 1):
         z, mech = charges.get(r, (0.0, None))
-        if r not in seen or z <= 0:  # nothing released, or released and charged as noiseless
+        if r not in seen or z <= 0:  # nothing released, released without a charge (above), or charged as noiseless
             skipped += 1
             continue
         x, est, survivors, scale = seen[r]
@@ -320,5 +347,7 @@ def run_noise_check(
             "aggregator": type(agg).__name__,
             "noise": agg.config.noise if ours else "claimed",
             "sampling": fed.sampling,
+            "ledger_entries": len(agg.ledger.entries) if ours else None,
         },
+        uncharged=uncharged,
     )

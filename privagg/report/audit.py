@@ -107,6 +107,8 @@ def empirical_report(result: CanaryAuditResult, noise: NoiseCheckResult | None =
         "privagg audit --empirical",
         top={
             "verdict": r.verdict,
+            # what ``--strict`` exits 1 on: the canaries flagged the mechanism or the noise check failed
+            "failed": r.flagged or (noise is not None and noise.failed),
             "flagged": r.flagged,
             "noise_check": None if noise is None else {"verdict": noise.verdict, "failed": noise.failed},
             "claimed_epsilon": r.claimed_epsilon,

@@ -20,6 +20,8 @@ the buggy part:
   charged: the updates carry the whole noise multiplier as if there were no count release;
 * :class:`SmallerShares` -- distributed DP: each client's integer noise share is half the
   planned ``sigma / sqrt(t)`` (the ledger charges the planned mechanism);
+* :class:`UnledgeredRounds` -- every even round is released but its ledger entry is dropped (the
+  accountant composes half the releases);
 * :class:`ReusedNoise` -- the noise sampler restarts from the same seed at every draw (each
   round's noise is the same vector: two releases differ by the difference of two exact sums).
 
@@ -59,6 +61,7 @@ __all__ = [
     "ReusedNoise",
     "SmallerShares",
     "UncappedWeights",
+    "UnledgeredRounds",
     "planted_aggregator",
 ]
 
@@ -134,6 +137,16 @@ class NoRecalibrationRounds(DPRounds):
 
     def finish(self, plan: RoundPlan, *, round: int, survivors: int, **kwargs: Any) -> RoundOutcome:
         return super().finish(plan, round=round, survivors=plan.cohort, **kwargs)
+
+
+class UnledgeredRounds(DPRounds):
+    """Bug: every even round is released but not charged (its ledger entry is dropped after recording)."""
+
+    def finish(self, plan: RoundPlan, *, round: int, survivors: int, **kwargs: Any) -> RoundOutcome:
+        out = super().finish(plan, round=round, survivors=survivors, **kwargs)
+        if round % 2 == 0:
+            self.ledger.entries.pop()
+        return out
 
 
 class UncappedWeights(DPFedAvg):
@@ -221,6 +234,7 @@ Bug = Literal[
     "uncharged-count",
     "reused-noise",
     "smaller-shares",
+    "unledgered",
     "none",
 ]
 _ROUNDS: dict[str, type[DPRounds]] = {
@@ -228,6 +242,7 @@ _ROUNDS: dict[str, type[DPRounds]] = {
     "tenth-noise": TenthNoiseRounds,
     "noise-x0.8": SlightlyLessNoiseRounds,
     "no-clip": NoClipRounds,
+    "unledgered": UnledgeredRounds,
     "uncharged-count": UnchargedCountRounds,
 }
 

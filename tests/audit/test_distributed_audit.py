@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from privagg.audit import AuditConfig
 from privagg.audit.engine import check_dp
 
@@ -69,3 +71,16 @@ def test_the_audit_plans_what_the_run_would_choose() -> None:
     )
     assert found.data["shares"] == run.shares > 12  # a threshold-sized split would have planned 12
     assert (found.data["bits"], found.data["scale"]) == (run.bits, run.scale)
+
+
+def test_distributed_dp_under_paillier_cannot_run_and_is_not_a_pass() -> None:
+    """HEAD: dp.budget and dp.distributed PASSed a Paillier deployment, whose aggregator has no sum mod 2^bits
+    (``Aggregator.modular_sum`` refuses): the run cannot release one such round."""
+    from privagg.errors import ConfigurationError
+    from protocols.aggregation import build_aggregator
+
+    with pytest.raises(ConfigurationError, match="cannot compute a sum mod"):
+        build_aggregator("paillier", {}).modular_sum({}, bits=16, ctx=None)  # type: ignore[arg-type]
+    findings, budget = check_dp(_cfg({}, aggregation="paillier"))
+    assert budget is None and [(f.id, f.severity) for f in findings] == [("dp.distributed", "fail")]
+    assert "computes no sum mod 2^bits" in findings[0].detail

@@ -163,3 +163,40 @@ def test_a_repeated_vector_is_always_caught_and_independent_gaussians_are_not(se
     *_, worst, limit, pair = noise_statistics(repeated, np.ones(rounds))
     assert pair == (0, rounds - 1) and worst == pytest.approx(math.sqrt(d))
     assert CORRELATION_LEVEL <= 1e-6
+
+
+def test_a_released_round_without_a_ledger_charge_fails_not_skipped() -> None:
+    # On HEAD the even rounds (released, no ledger entry) were skipped and the odd ones PASSed: the accountant's
+    # epsilon composed half the releases behind a "PASS (measured)".
+    bad = _check(CENTRAL, "unledgered")
+    assert bad.uncharged == (2, 4, 6, 8, 10) and bad.failed
+    assert bad.verdict.startswith("FAIL: 5 released rounds have no charge in the ledger"), bad.verdict
+    assert bad.rounds == 5 and bad.rounds_skipped == 5 and bad.config["ledger_entries"] == 5
+
+
+def test_a_pass_with_rounds_not_measured_says_how_many() -> None:
+    from privagg.audit.noise_check import NoiseCheckResult, Ratio
+
+    r = Ratio(1.0, 0.98, 1.02, 1000)
+    ok = NoiseCheckResult(r, None, 1.0, 0.96, 1.0, 6.0, None, rounds=3, rounds_skipped=7, dimension=10,
+                          confidence=0.999, seconds=0.0)  # fmt: skip
+    assert not ok.failed and ok.verdict.startswith("PASS (measured)")
+    assert "7 of 10 rounds not measured" in ok.verdict
+
+
+def test_a_count_the_check_could_not_read_is_a_fail_not_a_pass() -> None:
+    # a NaN clip-count release (an estimate missing from a round's metrics); HEAD failed it as "less noise than
+    # the ledger charges", a measurement it did not make
+    rng = np.random.default_rng(0)
+    stats_ = noise_statistics(
+        rng.standard_normal((4, 500)),
+        np.ones(4),
+        count_noise=np.array([0.1, math.nan, -0.2, 0.3]),
+        count_charged_std=np.ones(4),
+    )
+    update, count, loss, low, worst, limit, pair = stats_
+    from privagg.audit.noise_check import NoiseCheckResult
+
+    r = NoiseCheckResult(update, count, loss, low, worst, limit, pair, rounds=4, rounds_skipped=0, dimension=500,
+                         confidence=0.999, seconds=0.0)  # fmt: skip
+    assert r.failed and r.verdict.startswith("FAIL: the noise could not be measured"), r.verdict

@@ -133,7 +133,7 @@ def test_a_release_with_less_noise_fails_the_noise_check_and_the_strict_exit(tmp
     from tests.audit.planted import planted_aggregator
 
     cfg = tmp_path / "run.toml"
-    cfg.write_text(_SMALL_RUN + 'secure_noise = false\nseed = 7\nreproducible_cohorts = true\n')
+    cfg.write_text(_SMALL_RUN + "secure_noise = false\nseed = 7\nreproducible_cohorts = true\n")
     monkeypatch.setattr(canaries, "build_dp_aggregator", lambda run: planted_aggregator(run, "noise-x0.8"))
     rc = main(["audit", "--empirical", "--config", str(cfg), "--canaries", "200", "--strict", "--out", str(tmp_path)])
     lines = capsys.readouterr().out.strip().splitlines()
@@ -141,6 +141,7 @@ def test_a_release_with_less_noise_fails_the_noise_check_and_the_strict_exit(tmp
     assert lines[1].startswith("noise check: FAIL: the release carries less noise than the ledger charges")
     d = json.loads((tmp_path / "report.json").read_text())
     assert d["noise_check"]["failed"] is True and d["sections"]["noise-check"]["update"]["estimate"] < 0.85
+    assert d["failed"] is True and d["flagged"] is False  # the JSON says what the exit code says (HEAD: no "failed")
 
 
 def test_empirical_audit_prints_one_verdict_and_writes_the_plot(tmp_path, capsys):
@@ -154,7 +155,7 @@ def test_empirical_audit_prints_one_verdict_and_writes_the_plot(tmp_path, capsys
     assert "not evidence of privacy" in lines[0]
     assert lines[1].startswith("noise check: PASS (measured): the release carries at least the charged noise")
     d = json.loads((out / "report.json").read_text())
-    assert d["noise_check"]["failed"] is False and "noise-check" in d["sections"]
+    assert d["noise_check"]["failed"] is False and d["failed"] is False and "noise-check" in d["sections"]
     sec = d["sections"]["empirical"]
     assert d["flagged"] is False and sec["game"] == "add/remove"
     assert {b["method"] for b in sec["white_box"]} == {"gaussian-fit", "threshold", "one-run"}
