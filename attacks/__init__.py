@@ -16,6 +16,7 @@ from attacks import (  # noqa: F401  (register their attacks)
     poisoning,
     property,
     protocol,
+    spear,
     split,
     trap_weights,
     update_membership,
