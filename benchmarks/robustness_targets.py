@@ -35,6 +35,10 @@ omniscient attackers every round who turn their update towards the honest consen
 cosine to it reaches that value (``align_<dataset>_s<seed>_<defenses>.json``): the adaptive attacker
 of a screen that spares updates agreeing with the consensus; with ``--inside`` they also clamp every
 coordinate into the range a trim keeps (``align-inside_...``), the adaptive attacker of ``fltrust-trim``.
+``--focus 0.05,0.1`` runs four omniscient attackers who keep their backdoor only on that share of
+coordinates where the honest mean moves most and send the honest mean elsewhere
+(``focus_<dataset>_s<seed>_<defenses>.json``): the adaptive attacker of ``fltrust-trim``'s untrimmed
+coordinates. ``--attack-options '{"align": 0.4}'`` adds options to a study (named in its file's prefix).
 ``--summarize`` gathers every seed's files into ``targets_<dataset>.json``: per defense and figure the
 mean, a 95% t-interval over the seeds, the range, and the checks met per seed.
 """
@@ -147,7 +151,7 @@ def one_seed(
 
 
 #: The adaptive model-replacement studies: the attack option each varies and the attackers' knowledge.
-STUDIES = {"decorrelate": "partial", "align": "omniscient"}
+STUDIES = {"decorrelate": "partial", "align": "omniscient", "focus": "omniscient"}
 
 
 def decorrelation_study(
@@ -232,14 +236,19 @@ def tuned_options(
     return {d: dict(o) for d, o in res.chosen.items()}
 
 
-def _interval(xs: list[float]) -> dict[str, Any]:
+def _interval(xs: list[float], *, rate: bool = True) -> dict[str, Any]:
+    """Mean, 95% t-interval (clipped to [0, 1] for a ``rate``, not for a difference), min, max and count."""
     xs = [x for x in xs if x is not None and math.isfinite(x)]
     if not xs:
         return {"mean": None, "ci95": None, "min": None, "max": None, "n": 0}
     mean = statistics.fmean(xs)
     half = _T95.get(len(xs) - 1, 1.96) * statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else math.nan
-    ci = [max(0.0, mean - half), min(1.0, mean + half)] if len(xs) > 1 else None  # rates live in [0, 1]
+    lo, hi = (max(0.0, mean - half), min(1.0, mean + half)) if rate else (mean - half, mean + half)
+    ci = [lo, hi] if len(xs) > 1 else None  # rates live in [0, 1]
     return {"mean": mean, "ci95": ci, "min": min(xs), "max": max(xs), "n": len(xs)}
+
+
+_DIFFERENCES = ("clean_minus_mean", "mr4_drop", "mr1_drop")
 
 
 def _checks(r: dict[str, Any], mean_clean: float) -> dict[str, bool | None]:
@@ -267,7 +276,12 @@ def summarize(out: Path, dataset: str) -> dict[str, Any]:
         m = s["defenses"].get("mean", {}).get("clean", math.nan)
         for r in s["defenses"].values():
             r["checks"] = _checks(r, m)
-    for prefix, label in (("decorrelate", "decorrelated"), ("align", "aligned")):
+            # the checks' own quantities, so that they get intervals over the seeds too
+            r["clean_minus_mean"] = r["clean"] - m
+            for k in ("mr4", "mr1"):
+                acc = r.get(f"{k}_accuracy")
+                r[f"{k}_drop"] = None if acc is None else r["clean"] - acc
+    for prefix, label in (("decorrelate", "decorrelated"), ("align", "aligned"), ("focus", "focused")):
         for p in sorted(out.glob(f"{prefix}_{dataset}_s*.json")):
             study = json.loads(p.read_text())
             for d, by_value in study["defenses"].items():
@@ -284,16 +298,20 @@ def summarize(out: Path, dataset: str) -> dict[str, Any]:
     for d in defenses:
         rows = [(s["seed"], s["defenses"][d]) for s in seeds if d in s["defenses"]]
         per[d] = {
-            figure: _interval([r.get(figure) for _, r in rows])
+            figure: _interval([r.get(figure) for _, r in rows], rate=figure not in _DIFFERENCES)
             for figure in (
                 "clean",
+                "clean_minus_mean",
                 "worst",
+                "mr4_drop",
+                "mr1_drop",
                 "mr4_asr",
                 "mr4_accuracy",
                 "mr1_asr",
                 "mr1_accuracy",
                 "mr4_decorrelated_max_asr",
                 "mr4_aligned_max_asr",
+                "mr4_focused_max_asr",
             )
         }
         per[d]["checks_per_seed"] = {seed: r["checks"] for seed, r in rows}
@@ -328,9 +346,11 @@ def main() -> int:
         "--decorrelate", default=None, metavar="V[,V...]", help="run only the decorrelating attackers' study"
     )
     ap.add_argument("--align", default=None, metavar="C[,C...]", help="run only the aligning attackers' study")
+    ap.add_argument("--focus", default=None, metavar="S[,S...]", help="run only the focused attackers' study")
     ap.add_argument(
         "--inside", action="store_true", help="with --align: the attackers also clamp into the trimmed range"
     )
+    ap.add_argument("--attack-options", default="{}", help="JSON, more model-replacement options for a study")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -343,15 +363,17 @@ def main() -> int:
         print(f"tuned on validation seed {args.tune_seed}: {options}")
     for d, o in json.loads(args.defense_options).items():
         options[d] = {**options.get(d, {}), **o}
-    study_option = "align" if args.align is not None else "decorrelate" if args.decorrelate is not None else None
+    given = {"align": args.align, "decorrelate": args.decorrelate, "focus": args.focus}
+    study_option = next((k for k, v in given.items() if v is not None), None)
     if study_option is not None and not args.summarize:
-        values = tuple(float(v) for v in (args.align or args.decorrelate).split(","))
+        values = tuple(float(v) for v in given[study_option].split(","))
         for s in args.seeds.split(","):
-            extra = {"inside": True} if args.inside else None
+            extra = {**json.loads(args.attack_options), **({"inside": True} if args.inside else {})} or None
             study = decorrelation_study(
                 args.dataset, int(s), defenses, values, args.workers, args.rounds, options, study_option, extra
             )
             prefix = f"{study_option}-inside" if args.inside else study_option
+            prefix += "".join(f"-{k}{v}" for k, v in json.loads(args.attack_options).items())  # e.g. focus-align0.4
             name = f"{prefix}_{args.dataset}_s{study['seed']}_{tag}.json"
             (out / name).write_text(json.dumps(study, indent=2, default=str) + "\n")
             print(json.dumps(study["defenses"]))

@@ -54,6 +54,7 @@ from attacks.poisoning.backdoor import (  # isort: skip
     apply_trigger,
     clamp_inside,
     clean_trigger_rate,
+    focus_on,
     trigger_groups,
 )
 
@@ -78,6 +79,7 @@ __all__ = [
     "apply_trigger",
     "clamp_inside",
     "clean_trigger_rate",
+    "focus_on",
     "poisoning_attack",
     "poisoning_attacks",
     "trigger_groups",

@@ -39,6 +39,7 @@ __all__ = [
     "apply_trigger",
     "clamp_inside",
     "clean_trigger_rate",
+    "focus_on",
     "trigger_groups",
 ]
 
@@ -237,7 +238,9 @@ class ModelReplacement(BackdoorAttack):
     description = "backdoor with model replacement (Bagdasaryan et al. 2020)"
     reads_benign_updates = True
 
-    def __init__(self, *, decorrelate: float = 0.0, align: float = 0.0, inside: bool = False, **kw: Any) -> None:
+    def __init__(
+        self, *, decorrelate: float = 0.0, align: float = 0.0, inside: bool = False, focus: float = 0.0, **kw: Any
+    ) -> None:
         """``decorrelate``: each attacker adds fresh Gaussian noise of ``decorrelate`` times its
         update's norm every round, so colluders look less alike (against similarity screening).
 
@@ -251,8 +254,19 @@ class ModelReplacement(BackdoorAttack):
 
         ``inside``: last, each attacker clamps every coordinate of its update into the range a
         coordinate-wise trim by the number of attackers keeps among the benign updates it knows
-        (:func:`clamp_inside`): the adaptive attacker of a trimmed mean (``fltrust-trim``)."""
+        (:func:`clamp_inside`): the adaptive attacker of a trimmed mean (``fltrust-trim``).
+
+        ``focus`` (in ``[0, 1)``; 0: off): after aligning, each attacker keeps its update only on
+        the ``focus`` share of coordinates where the mean of the benign updates it knows moves
+        most, and sends that mean everywhere else (:func:`focus_on`); ``inside`` then clamps only
+        the other coordinates. Those coordinates estimate where a clean root update moves most,
+        which ``fltrust-trim`` averages untrimmed (its ``untrimmed_share``): the adaptive attacker
+        of that exception. Omniscient, it estimates them from every honest update of the round;
+        with partial knowledge, from the attackers' own genuine updates."""
         super().__init__(**kw)
+        if not 0 <= focus < 1:
+            raise ConfigurationError(f"must be in [0, 1), got {focus!r}", field="focus")
+        self.focus = float(focus)
         if not isinstance(inside, bool):
             raise ConfigurationError(f"must be true or false, got {inside!r}", field="inside")
         self.inside = inside
@@ -292,6 +306,11 @@ class ModelReplacement(BackdoorAttack):
             consensus = np.median(units, axis=0)
             for i, d in list(out.items()):
                 out[i] = align_to(np.asarray(d, dtype=np.float64), consensus, self.align)
+        vouched: np.ndarray | None = None
+        if self.focus > 0:
+            benign = self.reference(updates, mal).mean(axis=0)
+            for i, d in list(out.items()):
+                out[i], vouched = focus_on(np.asarray(d, dtype=np.float64), benign, self.focus)
         cap = self.stealth_norm(updates, mal, sim)
         if cap is not None:
             for i, d in list(out.items()):
@@ -301,7 +320,9 @@ class ModelReplacement(BackdoorAttack):
         if self.inside:
             known = self.reference(updates, mal)
             for i, d in list(out.items()):
-                out[i] = clamp_inside(np.asarray(d, dtype=np.float64), known, len(mal))
+                v = np.asarray(d, dtype=np.float64)
+                clamped = clamp_inside(v, known, len(mal))
+                out[i] = clamped if vouched is None else np.where(vouched, v, clamped)
         return out
 
 
@@ -381,6 +402,17 @@ def align_to(v: np.ndarray, direction: np.ndarray, cosine: float) -> np.ndarray:
     beta = cosine * np.sqrt(max(1.0 - c * c, 0.0) / (1.0 - cosine * cosine)) - c
     w = u + beta * m
     return w * (nv / float(np.linalg.norm(w)))
+
+
+def focus_on(v: np.ndarray, benign: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarray]:
+    """``v`` on the ``share`` of coordinates where ``|benign|`` is largest (at least one), ``benign``
+    elsewhere; and the mask of those coordinates. Ties at the threshold are all kept."""
+    if not 0 < share <= 1:
+        raise ConfigurationError(f"must be in (0, 1], got {share!r}", field="focus")
+    a = np.abs(np.asarray(benign, dtype=np.float64))
+    k = max(1, round(share * a.size))
+    top = a >= np.partition(a, a.size - k)[a.size - k]
+    return np.where(top, v, benign), top
 
 
 def clamp_inside(v: np.ndarray, known: np.ndarray, trim: int) -> np.ndarray:

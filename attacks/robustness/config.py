@@ -29,6 +29,7 @@ __all__ = [
     "default_attacks",
     "default_defenses",
     "defense_info",
+    "seed_list",
     "sum_only_mode",
 ]
 
@@ -315,3 +316,16 @@ class RobustnessConfig:
                         out.extend(Cell(a, d, m, alpha, s, k) for s, k in self.variants(a))
             out.extend(Cell(HONEST_ONLY, BASELINE_DEFENSE, m, alpha) for m in self.malicious if m > 0)
         return out
+
+
+def seed_list(text: str) -> list[int]:
+    """Seeds written as ``"0-9"``, ``"0,1,2"`` or a mix (``"0-2,1000"``), in the order given."""
+    out: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        lo, dash, hi = part.partition("-")
+        if not (lo.isdigit() and (not dash or hi.isdigit())):
+            if part:
+                raise ConfigurationError(f"not a seed or a range of seeds: {part!r}", field="seeds")
+            continue
+        out.extend(range(int(lo), int(hi) + 1) if dash else [int(lo)])
+    return out

@@ -95,8 +95,8 @@ from protocols.robust.screening import (
     RootUpdate,
     TrimmedFLTrust,
     TrimmedFLTrustOptions,
-    weighted_trimmed_mean,
 )
+from protocols.robust.trim import root_trimmed_mean, weighted_trimmed_mean
 
 # the stacks after every rule: importing the module registers nnm+<rule>, bucketing+<rule>, ...
 from protocols.robust.stacks import STACK_PREFIXES, Stack, defense_stacks, stack_class  # isort: skip
@@ -141,6 +141,7 @@ __all__ = [
     "Stack",
     "defense_stacks",
     "stack_class",
+    "root_trimmed_mean",
     "weighted_trimmed_mean",
     "build_defense",
     "byzantine_bound",

@@ -486,3 +486,46 @@ def test_model_replacement_inside_clamps_the_crafted_updates_into_the_known_rang
         np.testing.assert_array_equal(b[i].delta, updates[i].delta)
     with pytest.raises(ConfigurationError, match="true or false"):
         P.ModelReplacement(inside=1)  # type: ignore[arg-type]
+
+
+def test_focus_on_keeps_v_only_where_the_benign_mean_moves_most() -> None:
+    v, benign = np.array([9.0, 9.0, 9.0, 9.0, 9.0]), np.array([0.1, -3.0, 0.2, 2.0, -0.5])
+    out, top = P.focus_on(v, benign, 0.4)  # 2 of 5 coordinates: |-3| and |2|
+    np.testing.assert_array_equal(top, [False, True, False, True, False])
+    np.testing.assert_array_equal(out, [0.1, 9.0, 0.2, 9.0, -0.5])
+    out, top = P.focus_on(v, benign, 0.01)  # at least one coordinate
+    np.testing.assert_array_equal(top, [False, True, False, False, False])
+    for bad in (0.0, -0.1, 1.5):
+        with pytest.raises(ConfigurationError):
+            P.focus_on(v, benign, bad)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ConfigurationError, match="focus"):
+            P.ModelReplacement(focus=bad)
+
+
+@pytest.mark.parametrize("omniscient", [False, True])
+def test_model_replacement_focus_sends_the_known_benign_mean_outside_its_coordinates(omniscient: bool) -> None:
+    threat = P.PoisoningAdversary(num_malicious=2, omniscient=omniscient)
+    share = 0.05
+    _, _, updates, a, b, mal, hon = _replacement_pair(threat, {"boost": 1.0}, focus=share)
+    benign = np.mean([updates[i].delta for i in (hon if omniscient else mal)], axis=0)
+    k = max(1, round(share * benign.size))
+    top = np.argsort(-np.abs(benign))[:k]
+    rest = np.setdiff1d(np.arange(benign.size), top)
+    for i in mal:
+        np.testing.assert_array_equal(b[i].delta[top], a[i].delta[top])  # its poisoned update where the mean moves most
+        np.testing.assert_array_equal(b[i].delta[rest], benign[rest])  # the known benign mean elsewhere
+        assert not np.array_equal(a[i].delta[rest], benign[rest])
+    for i in hon:
+        np.testing.assert_array_equal(b[i].delta, updates[i].delta)
+
+
+def test_model_replacement_focus_with_inside_clamps_only_outside_its_coordinates() -> None:
+    threat = P.PoisoningAdversary(num_malicious=2, omniscient=True)
+    _, _, updates, a, b, mal, hon = _replacement_pair(threat, {"boost": 3.0, "focus": 0.1}, inside=True)
+    known = np.stack([updates[i].delta for i in hon])
+    _, top = P.focus_on(a[mal[0]].delta, known.mean(axis=0), 0.1)
+    for i in mal:
+        np.testing.assert_array_equal(b[i].delta[top], a[i].delta[top])  # focus coordinates not clamped
+        np.testing.assert_array_equal(b[i].delta[~top], P.clamp_inside(a[i].delta, known, 2)[~top])
+    assert any(not np.array_equal(P.clamp_inside(a[i].delta, known, 2)[top], a[i].delta[top]) for i in mal)

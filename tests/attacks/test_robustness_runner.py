@@ -417,3 +417,13 @@ def test_no_sweep_defense_carries_a_dp_budget_so_no_cell_stops_early() -> None:
         assert not isinstance(agg, DPFedAvg) and getattr(agg, "ledger", None) is None, name
     with pytest.raises(ConfigurationError, match="dp-fedavg"):
         build_defense("dp-fedavg", {}, cfg.policy(4))
+
+
+def test_seed_lists_take_ranges_and_lists_and_refuse_anything_else() -> None:
+    from attacks.robustness.config import seed_list
+
+    assert seed_list("0-2,1000") == [0, 1, 2, 1000] and seed_list("7") == [7] and seed_list("3,1,") == [3, 1]
+    assert seed_list("1000-1009") == list(range(1000, 1010))
+    for bad in ("a", "1-", "-3", "1-2-3", "1.5"):
+        with pytest.raises(ConfigurationError, match="seeds"):
+            seed_list(bad)

@@ -427,6 +427,61 @@ def test_weighted_trimmed_mean_known_answer() -> None:
     np.testing.assert_allclose(robust.weighted_trimmed_mean(x, w, 1), [(1 + 6) / 4, (3 + 2) / 4])
 
 
+@given(
+    st.integers(3, 9).flatmap(
+        lambda n: st.tuples(
+            st.lists(st.lists(st.floats(-50, 50), min_size=3, max_size=3), min_size=n, max_size=n),
+            st.lists(st.floats(0.01, 5.0), min_size=n, max_size=n),
+            st.integers(0, n - 1),
+            st.lists(st.floats(-60, 60), min_size=3, max_size=3),
+        )
+    )
+)
+def test_root_trimmed_mean_keeps_the_values_nearest_the_reference(
+    case: tuple[list[list[float]], list[float], int, list[float]],
+) -> None:
+    rows, weights, drop, reference = case
+    x, w, ref = np.array(rows), np.array(weights), np.array(reference)
+    n = len(x)
+    out = robust.root_trimmed_mean(x, w, drop, ref)
+    for j in range(x.shape[1]):  # brute force: the n - drop rows nearest ref[j], the earlier row on a tie
+        near = sorted(range(n), key=lambda i: (abs(x[i, j] - ref[j]), i))[: n - drop]
+        np.testing.assert_allclose(out[j], np.average(x[near, j], weights=w[near]), rtol=1e-9, atol=1e-9)
+    for bad in (n, -1):
+        with pytest.raises(ConfigurationError, match="cannot drop"):
+            robust.root_trimmed_mean(x, w, bad, ref)
+    with pytest.raises(ConfigurationError, match="shape"):
+        robust.root_trimmed_mean(x, w, drop, ref[:2])
+
+
+def test_root_trimmed_mean_known_answer_differs_from_the_symmetric_trim() -> None:
+    x = np.array([[0.0, 5.0], [1.0, -5.0], [2.0, 0.0], [3.0, 1.0], [4.0, 2.0]])
+    np.testing.assert_allclose(robust.root_trimmed_mean(x, np.ones(5), 2, np.array([4.0, -4.0])), [3.0, -4.0 / 3])
+    np.testing.assert_allclose(robust.root_trimmed_mean(x, np.ones(5), 1, np.array([4.0, -4.0])), [2.5, -0.5])
+    np.testing.assert_allclose(robust.weighted_trimmed_mean(x, np.ones(5), 1), [2.0, 1.0])
+
+
+def test_fltrust_trim_around_root_drops_what_is_far_from_the_root_update() -> None:
+    """Honest values skewed to one side of a coordinate: the symmetric trim keeps the middle, the
+    root-centred one the values the root update agrees with, dropping f in all (not f per side)."""
+    g0 = np.array([1.0, 1.0, 1.0, 0.0])
+    x = np.tile(g0, (9, 1))
+    x[:, 3] = [0.0, 0.0, 0.0, 0.0, 0.0, 2.0, 3.0, 4.0, 5.0]  # trust (cosine to g0) unaffected by coordinate 3's sign
+    sym = robust.TrimmedFLTrust(root_update=lambda c: g0, num_byzantine=2, untrimmed_share=0.0)  # the default
+    rooted = robust.TrimmedFLTrust(root_update=lambda c: g0, num_byzantine=2, untrimmed_share=0.0, around_root=True)
+    a, b = sym.aggregate(ups(x), ctx(9)), rooted.aggregate(ups(x), ctx(9))
+    scaled = x * (np.linalg.norm(g0) / np.linalg.norm(x, axis=1))[:, None]
+    w = np.array(a.metrics["trust"])
+    np.testing.assert_allclose(a.delta, robust.weighted_trimmed_mean(scaled, w, 2))
+    np.testing.assert_allclose(b.delta, robust.root_trimmed_mean(scaled, w, 2, g0))
+    assert a.metrics["trim"] == 2 and b.metrics["trim"] == 2  # t per side, against f in all
+    assert b.delta[3] < a.delta[3]  # the zeros (what the root update says) weigh more
+    few = rooted.aggregate(ups(np.vstack([x[:2], -g0])), ctx(3))  # two trusted: f capped so that one value stays
+    assert few.metrics["trust"][2] == 0 and few.metrics["trim"] == 1
+    with pytest.raises(ConfigurationError, match="around_root"):
+        robust.TrimmedFLTrust(around_root=1)  # type: ignore[arg-type]
+
+
 def test_fltrust_trim_removes_what_aligned_colluders_add_where_fltrust_keeps_it() -> None:
     """Four colluders with an honest cosine to the root update (so an honest trust score) push one
     coordinate the honest updates leave alone: FLTrust moves it by their trust share, the trim not at all."""
@@ -439,7 +494,12 @@ def test_fltrust_trim_removes_what_aligned_colluders_add_where_fltrust_keeps_it(
     bad[:, 7] = 2.0
     x = np.vstack([honest, bad])
     plain = robust.FLTrust(root_update=lambda c: g0, num_byzantine=4).aggregate(ups(x), ctx(16))
-    trimmed = robust.TrimmedFLTrust(root_update=lambda c: g0, num_byzantine=4).aggregate(ups(x), ctx(16))
+    sym = robust.TrimmedFLTrust(root_update=lambda c: g0, num_byzantine=4)
+    trimmed = sym.aggregate(ups(x), ctx(16))
+    rooted = robust.TrimmedFLTrust(root_update=lambda c: g0, num_byzantine=4, around_root=True).aggregate(
+        ups(x), ctx(16)
+    )
+    assert abs(rooted.delta[7]) <= np.abs(honest[:, 7]).max() and rooted.metrics["trim"] == 4
     trust = np.array(plain.metrics["trust"])
     assert trust[12:].min() > np.median(trust[:12]) * 0.5  # the colluders are trusted like honest clients
     assert plain.delta[7] > 0.25
@@ -447,7 +507,7 @@ def test_fltrust_trim_removes_what_aligned_colluders_add_where_fltrust_keeps_it(
     np.testing.assert_array_equal(trimmed.metrics["trust"], plain.metrics["trust"])
     assert trimmed.metrics["untrimmed"] == 0  # g0's largest |values| tie: none is above its 95% quantile
     # the trim is f, capped so that one trusted value per coordinate stays
-    few = robust.TrimmedFLTrust(root_update=lambda c: g0, num_byzantine=4).aggregate(ups(x[:5]), ctx(5))
+    few = sym.aggregate(ups(x[:5]), ctx(5))
     assert few.metrics["trim"] == 2
 
 
@@ -474,7 +534,7 @@ def test_fltrust_trim_keeps_the_mean_where_the_root_update_moves_most() -> None:
             robust.TrimmedFLTrust(untrimmed_share=bad)
     st = robust.build_defense("history+support+fltrust-trim", {"root_passes": 3}, robust.ServerPolicy(num_byzantine=2))
     assert isinstance(st, robust.Stack) and isinstance(st.rule, robust.TrimmedFLTrust)
-    assert st.rule.root_passes == 3 and st.rule.untrimmed_share == 0.05
+    assert st.rule.root_passes == 3 and st.rule.untrimmed_share == 0.05 and st.rule.around_root is False
 
 
 # Built for a deployment: the server policy, and setting up on a simulation
