@@ -16,6 +16,10 @@ clients, Dirichlet 0.5, 20% malicious, every round); one JSON line per run is ap
         --variant 'shipped={"defense": "history+support+fltrust-trim", "options": {"root_passes": 3}}' \\
         --out benchmarks/results/robustness/session8/exploration/runs.jsonl
 
+The trim's centre is an option of the stack's rule, e.g. ``--variant 'centre_median={"defense":
+"history+support+fltrust-trim", "options": {"root_passes": 3, "trim_centre": "median"}}'`` (``"root"``,
+``"median"``, ``"blend"``; ``around_root: true`` is ``"root"``).
+
 Development seeds only (1000-1009): nothing is chosen on the reported seeds.
 """
 

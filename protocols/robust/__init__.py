@@ -96,7 +96,7 @@ from protocols.robust.screening import (
     TrimmedFLTrust,
     TrimmedFLTrustOptions,
 )
-from protocols.robust.trim import root_trimmed_mean, weighted_trimmed_mean
+from protocols.robust.trim import CENTRES, root_trimmed_mean, trim_reference, weighted_median, weighted_trimmed_mean
 
 # the stacks after every rule: importing the module registers nnm+<rule>, bucketing+<rule>, ...
 from protocols.robust.stacks import STACK_PREFIXES, Stack, defense_stacks, stack_class  # isort: skip
@@ -141,7 +141,10 @@ __all__ = [
     "Stack",
     "defense_stacks",
     "stack_class",
+    "CENTRES",
     "root_trimmed_mean",
+    "trim_reference",
+    "weighted_median",
     "weighted_trimmed_mean",
     "build_defense",
     "byzantine_bound",

@@ -482,6 +482,85 @@ def test_fltrust_trim_around_root_drops_what_is_far_from_the_root_update() -> No
         robust.TrimmedFLTrust(around_root=1)  # type: ignore[arg-type]
 
 
+@given(
+    st.integers(1, 9).flatmap(
+        lambda n: st.tuples(
+            st.lists(st.lists(st.integers(-20, 20), min_size=3, max_size=3), min_size=n, max_size=n),
+            st.lists(st.integers(1, 5), min_size=n, max_size=n),
+        )
+    )
+)
+def test_weighted_median_is_the_midpoint_of_the_weighted_l1_minimisers(case: tuple[list[list[int]], list[int]]) -> None:
+    """Brute force on exact (integer) inputs: sum_i w_i |x_i - v| is piecewise linear with its minimum
+    at data points, so the minimisers are [lo, hi] with lo, hi the smallest and largest minimising value."""
+    rows, weights = case
+    x, w = np.array(rows, dtype=np.float64), np.array(weights, dtype=np.float64)
+    out = robust.weighted_median(x, w)
+    for j in range(x.shape[1]):
+        cost = {float(v): float(np.sum(w * np.abs(x[:, j] - v))) for v in x[:, j]}
+        best = min(cost.values())
+        argmin = [v for v, c in cost.items() if c == best]
+        assert out[j] == (min(argmin) + max(argmin)) / 2
+    np.testing.assert_allclose(robust.weighted_median(x, np.ones(len(x))), np.median(x, axis=0))
+
+
+def test_weighted_median_and_trim_reference_known_answers_and_refusals() -> None:
+    x = np.array([[0.0, 4.0], [1.0, -2.0], [2.0, -1.0], [9.0, 3.0]])
+    np.testing.assert_allclose(robust.weighted_median(x, np.ones(4)), [1.5, 1.0])
+    # weights 1 1 3 1: half is 3; column 0 sorted 0 1 2 9 reaches 5 >= 3 at 2 from both ends -> 2;
+    # column 1 sorted -2 -1 3 4 (weights 1 3 1 1): from below 4 >= 3 at -1, from above 5 >= 3 at -1
+    np.testing.assert_allclose(robust.weighted_median(x, np.array([1.0, 1.0, 3.0, 1.0])), [2.0, -1.0])
+    root = np.array([-5.0, 7.0])
+    np.testing.assert_allclose(robust.trim_reference("root", x, np.ones(4), root), root)
+    np.testing.assert_allclose(robust.trim_reference("median", x, np.ones(4), root), [1.5, 1.0])
+    # blend: the root's value where root and median have the same strict sign, else the median's
+    np.testing.assert_allclose(robust.trim_reference("blend", x, np.ones(4), root), [1.5, 7.0])
+    np.testing.assert_allclose(robust.trim_reference("blend", x, np.ones(4), np.array([0.0, 0.5])), [1.5, 0.5])
+    with pytest.raises(ConfigurationError, match="one of"):
+        robust.trim_reference("mean", x, np.ones(4), root)
+    for bad in (np.array([1.0, 0.0, 1.0, 1.0]), np.ones(3)):
+        with pytest.raises(ConfigurationError, match="positive weights"):
+            robust.weighted_median(x, bad)
+
+
+def test_fltrust_trim_centred_on_the_median_is_not_led_by_a_noisy_root_update() -> None:
+    """The root update is off on coordinate 3 (noise): centred on it, the trim keeps the minority
+    near it; centred on the trusted median, the majority; the blend falls back to the median there
+    (signs differ) and follows the root on coordinate 0 (signs agree)."""
+    g0 = np.array([1.0, 1.0, 1.0, -0.5])
+    x = np.tile([1.0, 1.0, 1.0, 0.0], (9, 1))
+    x[:, 0] = [0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2]
+    x[:, 3] = [1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, -0.5, -0.6]
+    scaled = x * (np.linalg.norm(g0) / np.linalg.norm(x, axis=1))[:, None]
+    out = {}
+    for centre in ("none", "root", "median", "blend"):
+        agg = robust.TrimmedFLTrust(root_update=lambda c: g0, num_byzantine=2, untrimmed_share=0.0, trim_centre=centre)
+        res = agg.aggregate(ups(x), ctx(9))
+        w = np.array(res.metrics["trust"])
+        assert np.all(w > 0) and res.metrics["trim"] == 2  # f per side (none) or f in all
+        if centre != "none":
+            ref = robust.trim_reference(centre, scaled, w, g0)
+            np.testing.assert_allclose(res.delta, robust.root_trimmed_mean(scaled, w, 2, ref))
+        out[centre] = res.delta
+    assert out["root"][3] < scaled[:7, 3].min() <= out["median"][3]  # the root keeps the two negatives, the median none
+    np.testing.assert_allclose(out["blend"][3], out["median"][3])
+    assert out["blend"][0] > out["median"][0]  # near the root's (larger) value where the signs agree
+    alias = robust.TrimmedFLTrust(root_update=lambda c: g0, num_byzantine=2, untrimmed_share=0.0, around_root=True)
+    assert alias.trim_centre == "root" and alias.around_root
+    np.testing.assert_allclose(alias.aggregate(ups(x), ctx(9)).delta, out["root"])
+    for bad in ("mean", "", None):
+        with pytest.raises(ConfigurationError, match="trim_centre"):
+            robust.TrimmedFLTrust(trim_centre=bad)
+    with pytest.raises(ConfigurationError, match="trim_centre"):
+        robust.TrimmedFLTrust(around_root=True, trim_centre="median")
+    assert robust.TrimmedFLTrust(around_root=True, trim_centre="root").trim_centre == "root"
+    policy = robust.ServerPolicy(num_byzantine=2)
+    stacked = robust.build_defense("history+support+fltrust-trim", {"trim_centre": "blend"}, policy)
+    assert isinstance(stacked, robust.Stack) and isinstance(stacked.rule, robust.TrimmedFLTrust)
+    assert stacked.rule.trim_centre == "blend"
+    assert stacked.rule.around_root is False
+
+
 def test_fltrust_trim_removes_what_aligned_colluders_add_where_fltrust_keeps_it() -> None:
     """Four colluders with an honest cosine to the root update (so an honest trust score) push one
     coordinate the honest updates leave alone: FLTrust moves it by their trust share, the trim not at all."""
@@ -535,6 +614,7 @@ def test_fltrust_trim_keeps_the_mean_where_the_root_update_moves_most() -> None:
     st = robust.build_defense("history+support+fltrust-trim", {"root_passes": 3}, robust.ServerPolicy(num_byzantine=2))
     assert isinstance(st, robust.Stack) and isinstance(st.rule, robust.TrimmedFLTrust)
     assert st.rule.root_passes == 3 and st.rule.untrimmed_share == 0.05 and st.rule.around_root is False
+    assert st.rule.trim_centre == "none"
 
 
 # Built for a deployment: the server policy, and setting up on a simulation
