@@ -50,6 +50,7 @@ __all__ = [
     "ImprintAttack",
     "ImprintResult",
     "MaliciousModelExposure",
+    "client_noise_case",
     "craft_imprint_model",
     "imprint_thresholds",
     "malicious_model_exposure",
@@ -386,6 +387,25 @@ class MaliciousModelExposure:
             f"{line}; NOT SHOWN: the attack does not succeed without the defense either ({self.control_defense}: "
             f"{ctrl:.0%}), so this says nothing about {self.defense}"
         )
+
+
+def client_noise_case(noise_multiplier: float, sensitivity_factor: float) -> tuple[dict[str, Any], str]:
+    """The ``secagg+dp`` attack case's options that put a deployment's per-round client noise in the sum.
+
+    The deployment's noise std in the sum, in clip norms, is ``noise_multiplier * sensitivity_factor`` (1 under
+    Poisson sampling, 2 under fixed-size cohorts); the case gets the multiplier giving the same std under its own
+    sampling. Returns the options for :func:`malicious_model_exposure` and the sentence that says so.
+    """
+    from attacks.registry import DEFENSES
+
+    std = noise_multiplier * sensitivity_factor
+    case_factor = 1.0 if DEFENSES.get("secagg+dp").sampling == "poisson" else 2.0
+    how = (
+        f"with the deployment's per-round noise in the sum (std {std:.3g} clip norms: noise multiplier "
+        f"{noise_multiplier:.3g} x sensitivity factor {sensitivity_factor:g}) on the attack case's model and "
+        "cohort of 10"
+    )
+    return {"dp": {"noise_multiplier": std / case_factor, "target_epsilon": None}}, how
 
 
 def malicious_model_exposure(

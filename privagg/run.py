@@ -240,6 +240,29 @@ def without_privacy(cfg: RunConfig) -> RunConfig:
     return dataclasses.replace(cfg, dp=None, aggregation=agg)
 
 
+def _client_noise_case(cfg: RunConfig) -> tuple[dict[str, Any], str]:
+    """The attack case's options with this run's per-round client noise (its noise multiplier, or the one it
+    calibrates for its plan), never a fixed epsilon: a crafted model is answered in one round."""
+    from attacks.imprint import client_noise_case
+    from dp import Sampling, calibrate
+
+    dp, fed, n = cfg.dp, cfg.federation, cfg.data.num_clients
+    assert dp is not None
+    if fed.sampling == "poisson":
+        assert fed.sampling_rate is not None
+        sampling = Sampling.poisson(rate=fed.sampling_rate, population=n)
+    else:
+        k = fed.clients_per_round if fed.sampling == "fixed" else n
+        assert k is not None
+        sampling = Sampling.fixed(sample_size=k, population=n)
+    z = dp.noise_multiplier
+    if z is None:
+        assert dp.target_epsilon is not None
+        z = calibrate(target_epsilon=dp.target_epsilon, delta=dp.delta, rounds=fed.rounds, sampling=sampling,
+                      accountant=dp.accountant)  # fmt: skip
+    return client_noise_case(z, sampling.sensitivity_factor)
+
+
 def exposure_defense(cfg: RunConfig) -> tuple[str, str]:
     """The attack-case defense that models what this run's server sees, and the assumption in words.
 
@@ -260,11 +283,7 @@ def exposure_defense(cfg: RunConfig) -> tuple[str, str]:
                 + ("" if same else f"; this run's {dp.mechanism} at {dp.bits} bits is assumed comparable")
             )
         if dp is not None and dp.noise == "client":
-            eps = dp.target_epsilon if dp.target_epsilon is not None else 8.0
-            return "secagg+dp", (
-                f"modelled as client-noised secure aggregation at epsilon {eps:g} with the attack case's own "
-                "calibration (assumed comparable to this run's noise)"
-            )
+            return "secagg+dp", "modelled as client-noised secure aggregation " + _client_noise_case(cfg)[1]
         how = (
             "paillier releases only the sum, like secure aggregation (assumed equivalent)" if name == "paillier" else ""
         )
@@ -280,11 +299,12 @@ def measure_leakage(cfg: RunConfig, *, seeds: tuple[int, ...] = (0, 1, 2)) -> Le
 
     defense, modelled = exposure_defense(cfg)
     eps = cfg.dp.target_epsilon if cfg.dp is not None and cfg.dp.target_epsilon is not None else 8.0
+    options = _client_noise_case(cfg)[0] if defense == "secagg+dp" else None  # this run's own per-round noise
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         # the attack case draws seeded simulation noise (and warns so): a measurement, not a release
         warnings.simplefilter("ignore", InsecureNoiseWarning)
-        exp = malicious_model_exposure(defense, num_clients=10, seeds=seeds, dp_epsilon=eps)
+        exp = malicious_model_exposure(defense, num_clients=10, seeds=seeds, dp_epsilon=eps, options=options)
     return Leakage(defense=defense, modelled=modelled, exposure=exp, seconds=time.perf_counter() - t0)
 
 

@@ -29,7 +29,7 @@ def _deployed_noise(cfg: AuditConfig, defense: str) -> tuple[float, dict[str, An
     under its own sampling. Distributed noise: the case is calibrated to the one-round, unsampled epsilon of the
     deployment's per-round mechanism (its bits and mechanism as deployed). Returns ``(dp_epsilon, options, how)``.
     """
-    from attacks.registry import DEFENSES
+    from attacks.imprint import client_noise_case
     from dp import RDPAccountant, Sampling, calibrate
     from privagg.audit.engine import _DeploymentFloor, _sampling
 
@@ -59,13 +59,8 @@ def _deployed_noise(cfg: AuditConfig, defense: str) -> tuple[float, dict[str, An
         assert mech.target_epsilon is not None
         z = calibrate(target_epsilon=mech.target_epsilon, delta=mech.delta, rounds=d.rounds, sampling=sampling,
                       accountant=mech.accountant)  # fmt: skip
-    std = z * sampling.sensitivity_factor  # the round's noise std in the sum, in clip norms
-    case_factor = 1.0 if DEFENSES.get(defense).sampling == "poisson" else 2.0
-    how = (
-        f"with the deployment's per-round noise in the sum (std {std:.3g} clip norms: noise multiplier {z:.3g} "
-        f"x sensitivity factor {sampling.sensitivity_factor:g}) on the attack case's model and cohort of 10"
-    )
-    return math.nan, {"dp": {"noise_multiplier": std / case_factor, "target_epsilon": None}}, how
+    options, how = client_noise_case(z, sampling.sensitivity_factor)
+    return math.nan, options, how
 
 
 def check_malicious_model(cfg: AuditConfig, *, seeds: tuple[int, ...] = (0, 1, 2)) -> Finding:

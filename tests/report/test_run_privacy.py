@@ -120,6 +120,16 @@ def test_noise_inside_the_secure_sum_is_measured_to_stop_the_malicious_model() -
     assert no_noise.exposure.leaks and min(no_noise.exposure.fractions) >= 0.5
 
 
+def test_the_measured_leak_uses_this_runs_own_noise_not_a_fixed_epsilon() -> None:
+    """Client noise of multiplier 0.001 inside the secure sum stops nothing: the case runs at that noise (before,
+    it ran at epsilon 8 whatever the run's noise, and reported the attack stopped)."""
+    weak = {**SECAGG_CLIENT_DP, "dp": {"noise_multiplier": 0.001, "noise": "client", "clip_norm": 0.5}}
+    _, modelled = exposure_defense(run_config(overrides=weak))
+    assert "noise multiplier 0.001" in modelled and "epsilon 8" not in modelled
+    leak = measure_leakage(run_config(overrides=weak), seeds=(0, 1))
+    assert leak.defense == "secagg+dp" and leak.exposure.leaks, leak.exposure.fractions
+
+
 def test_presets_ship_as_files_and_layer_under_the_config() -> None:
     for name in PRESETS:
         tomllib.loads(preset_path(name).read_text())  # each preset is a file in the package
