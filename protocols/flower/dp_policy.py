@@ -67,7 +67,6 @@ def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-
 def colluders(rate: float, roster: int) -> int:
     """The most clients of a roster of ``roster`` that collude with the server at ``rate`` (of every roster, as
     :class:`secagg.ClientPolicy` assumes): ``floor(rate * roster)``, as the server's plan counts them."""
