@@ -22,17 +22,29 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 from scipy.stats import chi2
 
+from dp.accounting import Sampling
 from privagg.errors import ConfigurationError
 from privagg.randomness import SYSTEM_SECRETS, SecretSource, secret_below
 
-__all__ = ["MIN_CHECKED_ROUNDS", "poisson_cohort", "fixed_cohort", "poisson_sizes_p_value"]
+__all__ = ["MIN_CHECKED_ROUNDS", "federation_sampling", "poisson_cohort", "fixed_cohort", "poisson_sizes_p_value"]
 
 #: fewer recorded rounds than this: :func:`poisson_sizes_p_value` says nothing (``nan``)
 MIN_CHECKED_ROUNDS = 10
+
+
+def federation_sampling(fed: Any, population: int) -> Sampling:
+    """The accountant's view of a federation's sampling (``protocols.fedavg.FederationConfig``: ``sampling``,
+    ``sampling_rate``, ``clients_per_round``) over ``population`` clients: Poisson at the rate, else fixed-size
+    cohorts of ``clients_per_round`` (``"all"``: everyone) under replace-one neighbours."""
+    if fed.sampling == "poisson":
+        return Sampling.poisson(rate=fed.sampling_rate, population=population)
+    k = fed.clients_per_round if fed.sampling == "fixed" else population
+    return Sampling.fixed(sample_size=k, population=population)
 
 
 def poisson_cohort(population: int, rate: float, *, secrets: SecretSource = SYSTEM_SECRETS) -> tuple[int, ...]:

@@ -244,17 +244,12 @@ def _client_noise_case(cfg: RunConfig) -> tuple[dict[str, Any], str]:
     """The attack case's options with this run's per-round client noise (its noise multiplier, or the one it
     calibrates for its plan), never a fixed epsilon: a crafted model is answered in one round."""
     from attacks.imprint import client_noise_case
-    from dp import Sampling, calibrate
+    from dp import calibrate
+    from dp.sampling import federation_sampling
 
-    dp, fed, n = cfg.dp, cfg.federation, cfg.data.num_clients
+    dp, fed = cfg.dp, cfg.federation
     assert dp is not None
-    if fed.sampling == "poisson":
-        assert fed.sampling_rate is not None
-        sampling = Sampling.poisson(rate=fed.sampling_rate, population=n)
-    else:
-        k = fed.clients_per_round if fed.sampling == "fixed" else n
-        assert k is not None
-        sampling = Sampling.fixed(sample_size=k, population=n)
+    sampling = federation_sampling(fed, cfg.data.num_clients)
     z = dp.noise_multiplier
     if z is None:
         assert dp.target_epsilon is not None

@@ -60,10 +60,12 @@ __all__ = [
     "CanaryConfig",
     "DPClaim",
     "EmpiricalCurve",
+    "audit_simulation",
     "build_dp_aggregator",
     "canary_scores",
     "empirical_run_config",
     "epsilon_bounds",
+    "no_training",
     "run_canary_audit",
     "run_every_round",
 ]
@@ -205,14 +207,6 @@ def build_dp_aggregator(run: Any) -> Any:
     return wrap_with_dp(inner, run.dp, population=run.data.num_clients, rounds=run.federation.rounds)
 
 
-def _rate(fed: Any, population: int) -> float:
-    if fed.sampling == "poisson":
-        return float(fed.sampling_rate)
-    if fed.sampling == "fixed":
-        return float(fed.clients_per_round) / population
-    return 1.0
-
-
 def _round_llr(z: np.ndarray, mu: float, q: float) -> np.ndarray:
     """log P(z | sampled with prob q) / P(z | absent) for unit-variance z shifted by mu when sampled."""
     shifted = mu * z - mu * mu / 2
@@ -315,6 +309,21 @@ class DPClaim:
             raise ConfigurationError(f"must be in (0, 1), got {self.delta}", field="delta")
 
 
+def no_training(*args: Any, **kwargs: Any) -> None:
+    """A local trainer that leaves the model as the server sent it."""
+    return None
+
+
+def audit_simulation(run: Any, aggregator: Any, *, trainer: Callable[..., None]) -> Any:
+    """``run``'s round loop (a ``FedAvgSimulation``) around ``aggregator``, every planned round run: early stopping
+    off, and the DP the aggregator brings (the run's own ``[dp]`` table is not wrapped a second time)."""
+    from protocols.fedavg import FedAvgSimulation
+
+    fed = dataclasses.replace(run.federation, patience=None, target_accuracy=None)
+    return FedAvgSimulation(dataclasses.replace(run, federation=fed, dp=None), aggregator=aggregator,
+                            local_trainer=trainer)  # fmt: skip
+
+
 def run_every_round(sim: Any, what: str) -> Any:
     """Run ``sim`` to its last planned round; a budget that stops it first is a typed refusal."""
     res = sim.run()
@@ -325,15 +334,6 @@ def run_every_round(sim: Any, what: str) -> Any:
             budget=res.budget_stop.budget,
         )
     return res
-
-
-def _sampling(fed: Any, population: int) -> Any:
-    from dp import Sampling
-
-    if fed.sampling == "poisson":
-        return Sampling.poisson(rate=fed.sampling_rate, population=population)
-    k = fed.clients_per_round if fed.sampling == "fixed" else population
-    return Sampling.fixed(sample_size=k, population=population)
 
 
 def run_canary_audit(
@@ -351,9 +351,9 @@ def run_canary_audit(
     aggregator (another toolkit's DP, e.g. :mod:`privagg.audit.empirical_flower`) needs its
     ``claim``. Every planned round is run (early stopping is off: the audit is about what is released).
     """
+    from dp.sampling import federation_sampling
     from protocols.aggregation import ClientUpdate
     from protocols.dp_fedavg import DPFedAvg
-    from protocols.fedavg import FedAvgSimulation
     from protocols.training import train_local
 
     t0 = time.perf_counter()
@@ -364,21 +364,17 @@ def run_canary_audit(
         raise ConfigurationError("an aggregator other than dp-fedavg needs its DP claim", field="claim")
     dp = agg.config if ours else claim
     assert dp is not None
-    fed = dataclasses.replace(run.federation, patience=None, target_accuracy=None)
-    sim_cfg = dataclasses.replace(run, federation=fed, dp=None)
+    fed = run.federation
     population = run.data.num_clients
-    rate = _rate(fed, population)
+    rate = federation_sampling(fed, population).rate
     game: Literal["add/remove", "replace"] = "add/remove" if fed.sampling == "poisson" else "replace"
     if cc.population == "canaries-only" and game != "add/remove":
         raise ConfigurationError("canaries-only needs Poisson sampling", field="population")
     if fed.rounds % cc.groups:
         raise ConfigurationError(f"{fed.rounds} rounds do not split into {cc.groups} blocks", field="groups")
 
-    def no_training(*args: Any, **kwargs: Any) -> None:  # canaries-only: the real updates are dropped
-        return None
-
-    trainer = no_training if cc.population == "canaries-only" else train_local
-    sim = FedAvgSimulation(sim_cfg, aggregator=agg, local_trainer=trainer)
+    # canaries-only: the real updates are dropped, so the clients need not train
+    sim = audit_simulation(run, agg, trainer=no_training if cc.population == "canaries-only" else train_local)
     m, d, clip = cc.canaries, sim.num_params, dp.clip_norm  # ``clip``: what a correct mechanism releases
     rng = simulation_rng(cc.seed, "canary-audit")
     directions = rng.standard_normal((m, d))
@@ -430,7 +426,7 @@ def run_canary_audit(
         steps = {e.round: (e.noise_multiplier, e.sampling) for e in agg.ledger.entries}
         names = list(agg.ledger.accountant_names)
     else:
-        steps = {r: (dp.noise_multiplier, _sampling(fed, population)) for r in range(1, fed.rounds + 1)}
+        steps = {r: (dp.noise_multiplier, federation_sampling(fed, population)) for r in range(1, fed.rounds + 1)}
         names = ["rdp", "prv"]
     cache: dict[Any, float] = {}
 

@@ -242,9 +242,9 @@ def run_noise_check(
     Every planned round is run.
     """
     from dp.clipping import MAX_WEIGHT
-    from privagg.audit.canaries import build_dp_aggregator, run_every_round
+    from dp.sampling import federation_sampling
+    from privagg.audit.canaries import audit_simulation, build_dp_aggregator, no_training, run_every_round
     from protocols.dp_fedavg import DPFedAvg
-    from protocols.fedavg import FedAvgSimulation
 
     if not 0 <= update_norm <= 1e-3:
         raise ConfigurationError(f"must be in [0, 1e-3], got {update_norm}", field="update_norm")
@@ -256,19 +256,11 @@ def run_noise_check(
     if not ours and claim is None:
         raise ConfigurationError("an aggregator other than dp-fedavg needs its DP claim", field="claim")
     adaptive = ours and agg.config.adaptive_clipping
-    fed = dataclasses.replace(run.federation, patience=None, target_accuracy=None)
-    population = run.data.num_clients
-    expected = (
-        fed.sampling_rate * population
-        if fed.sampling == "poisson"
-        else float(fed.clients_per_round if fed.sampling == "fixed" else population)
-    )
-    factor = 1.0 if fed.sampling == "poisson" else 2.0
+    fed = run.federation
+    sampling = federation_sampling(fed, run.data.num_clients)
+    expected, factor = sampling.expected_cohort, sampling.sensitivity_factor
 
-    def no_training(*args: Any, **kwargs: Any) -> None:  # the model is left as sent
-        return None
-
-    sim = FedAvgSimulation(dataclasses.replace(run, federation=fed, dp=None), aggregator=agg, local_trainer=no_training)
+    sim = audit_simulation(run, agg, trainer=no_training)
     known = np.zeros(sim.num_params)
     if update_norm:
         known = simulation_rng(0, "noise-check-update").standard_normal(sim.num_params)
