@@ -16,12 +16,11 @@ signatures an :class:`~secagg.messages.UnmaskRequest` carries, from the revealin
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 from secagg import crypto
 from secagg.messages import UnmaskRequest
-from secagg.params import ClientPolicy
+from secagg.params import ClientPolicy, colluders
 
 __all__ = ["roster_quorum", "consistency_fault", "unmask_fault"]
 
@@ -33,8 +32,7 @@ def roster_quorum(roster_size: int, corruption_rate: float) -> int:
     ``q`` signers each need ``2 q <= n + c``; ``q = floor((n + c) / 2) + 1`` rules that out. Integer
     arithmetic: a float product such as ``1.4 * 90 / 2 = 62.999...`` would give one signer too few.
     """
-    corrupted = math.floor(corruption_rate * roster_size + 1e-9)
-    return (roster_size + corrupted) // 2 + 1
+    return (roster_size + colluders(corruption_rate, roster_size)) // 2 + 1
 
 
 def consistency_fault(

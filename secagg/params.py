@@ -58,6 +58,7 @@ from privagg.errors import ConfigurationError
 
 __all__ = ["ThreatModel", "SecAggParams", "ClientPolicy", "MAX_CLIENT_ID", "smallest_cohort"]
 __all__ += ["TrustServer", "checked_policy"]  # the policy an active client must hold, and its one opt-out
+__all__ += ["colluders"]
 
 #: client ids are Shamir evaluation points ``id + 1`` in GF(2**31 - 1)
 MAX_CLIENT_ID = (1 << 31) - 3
@@ -449,6 +450,12 @@ def checked_policy(
         accepted="ClientPolicy(min_clients=..., dropout_rate=..., corruption_rate=...), or ClientPolicy.trust_server() "
         "to accept the server's numbers (unsafe: attack demonstrations; privagg audit reports it as FAIL)",
     )
+
+
+def colluders(corruption_rate: float, clients: int) -> int:
+    """The most of ``clients`` that collude with the server at ``corruption_rate``: ``floor(rate * clients)``,
+    with a tolerance so that a float product such as ``0.34 * 50 = 16.999...`` does not lose one."""
+    return math.floor(corruption_rate * clients + 1e-9)
 
 
 @functools.lru_cache(maxsize=256)

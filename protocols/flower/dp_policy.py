@@ -25,6 +25,7 @@ from privagg.errors import ConfigurationError, ProtocolAbort
 from protocols.flower._guard import running_protocol
 from protocols.flower._node import CORRUPTION_RATE_KEY, node_value
 from protocols.flower.secagg import COLLUDERS_KEY, MIN_SURVIVORS_KEY, ROSTER_KEY
+from secagg.params import colluders  # of a roster, at a corruption rate: what a ClientPolicy assumes
 
 __all__ = [
     "ANSWERED_RECORD",
@@ -65,12 +66,6 @@ POLICY_KEYS = {
 
 def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def colluders(rate: float, roster: int) -> int:
-    """The most clients of a roster of ``roster`` that collude with the server at ``rate`` (of every roster, as
-    :class:`secagg.ClientPolicy` assumes): ``floor(rate * roster)``, as the server's plan counts them."""
-    return math.floor(rate * roster + 1e-9)
 
 
 def own_corruption_rate(ctxt: Context, fixed: float | None = None) -> float:

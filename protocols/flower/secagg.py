@@ -69,7 +69,7 @@ from secagg.messages import (
     ShareDelivery,
     UnmaskRequest,
 )
-from secagg.params import MAX_CLIENT_ID, ClientPolicy, SecAggParams, ThreatModel
+from secagg.params import MAX_CLIENT_ID, ClientPolicy, SecAggParams, ThreatModel, colluders
 from secagg.server import Envelope, SecAggServer, ServerStage
 
 from ._fit_round import (
@@ -384,7 +384,7 @@ def make_secagg_mod(
                         fit_cfg[ROSTER_KEY] = n
                         fit_cfg[MIN_SURVIVORS_KEY] = client.params.min_survivors(n) if client.params else n
                         if client.policy is not None:  # the colluders this client's own policy assumes
-                            fit_cfg[COLLUDERS_KEY] = math.floor(client.policy.corruption_rate * n + 1e-9)
+                            fit_cfg[COLLUDERS_KEY] = colluders(client.policy.corruption_rate, n)
                 fit_out = nxt(msg, ctxt)
                 if fit_out.has_error():
                     _STORE.drop(ctxt)
