@@ -31,11 +31,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from attacks.metrics import seed_interval
 from attacks.robustness import Cell, RobustnessConfig
 from attacks.robustness.config import HONEST_ONLY, NO_ATTACK, seed_list
 from attacks.robustness.runner import run_jobs
 
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 MR = "model-replacement"
 CASES = (NO_ATTACK, HONEST_ONLY, MR)
 
@@ -48,8 +48,8 @@ def interval(xs: list[float]) -> dict[str, Any]:
     m = statistics.fmean(xs)
     if len(xs) < 2:
         return {"mean": m, "ci95": None, "min": m, "max": m, "n": 1}
-    half = _T95.get(len(xs) - 1, 1.96) * statistics.stdev(xs) / math.sqrt(len(xs))
-    return {"mean": m, "ci95": [m - half, m + half], "min": min(xs), "max": max(xs), "n": len(xs)}
+    _, lo, hi = seed_interval(xs)
+    return {"mean": m, "ci95": [lo, hi], "min": min(xs), "max": max(xs), "n": len(xs)}
 
 
 def run(

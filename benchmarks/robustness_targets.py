@@ -55,6 +55,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from attacks.metrics import seed_interval
 from attacks.robustness import (
     Cell,
     CellResult,
@@ -77,7 +78,6 @@ DEFENSES = (
     "history+support+fltrust-trim",
 )
 # two-sided 95% Student t quantiles by degrees of freedom (seeds - 1)
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
 def _worst_mr(rows: list[CellResult]) -> CellResult | None:
@@ -242,9 +242,10 @@ def _interval(xs: list[float], *, rate: bool = True) -> dict[str, Any]:
     if not xs:
         return {"mean": None, "ci95": None, "min": None, "max": None, "n": 0}
     mean = statistics.fmean(xs)
-    half = _T95.get(len(xs) - 1, 1.96) * statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else math.nan
-    lo, hi = (max(0.0, mean - half), min(1.0, mean + half)) if rate else (mean - half, mean + half)
-    ci = [lo, hi] if len(xs) > 1 else None  # rates live in [0, 1]
+    ci = None
+    if len(xs) > 1:
+        _, lo, hi = seed_interval(xs)
+        ci = [max(0.0, lo), min(1.0, hi)] if rate else [lo, hi]  # rates live in [0, 1]
     return {"mean": mean, "ci95": ci, "min": min(xs), "max": max(xs), "n": len(xs)}
 
 

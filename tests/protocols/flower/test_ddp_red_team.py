@@ -43,11 +43,12 @@ from protocols.flower.distributed_dp import (
 from protocols.flower.inproc import run_inprocess
 from protocols.flower.secagg import MIN_SURVIVORS_KEY, ROSTER_KEY
 from secagg.params import ThreatModel
+from tests.protocols.flower.ddp_plan import ddp_config as _dp
 from tests.protocols.flower.node_policy import TEST_POLICY
 
 pytestmark = pytest.mark.filterwarnings("ignore::dp.noise.InsecureNoiseWarning")
 
-N, M, SEED, CLIP = 6, 30, 11, 1.0
+N, M, SEED = 6, 30, 11
 SAMPLING = Sampling.poisson(rate=1.0, population=N)
 COLLUDERS = (4, 5)  # partitions that collude with the server: they add no noise share
 
@@ -71,18 +72,6 @@ def _node_noise(ctxt: Any) -> IntegerNoise:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return _NoNoise(seed=1000 + pid) if pid in COLLUDERS else IntegerNoise(seed=1000 + pid)
-
-
-def _dp(**kw: Any) -> DPConfig:
-    base: dict[str, Any] = {
-        "noise": "distributed",
-        "target_epsilon": 8.0,
-        "delta": 1e-5,
-        "clip_norm": CLIP,
-        "bits": 16,
-        "mechanism": "dgauss",
-    }
-    return DPConfig(**{**base, **kw})
 
 
 def _run(

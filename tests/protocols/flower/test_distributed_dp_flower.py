@@ -35,12 +35,13 @@ from protocols.flower.distributed_dp import (
 from protocols.flower.inproc import run_inprocess
 from protocols.flower.secagg import MIN_SURVIVORS_KEY, ROSTER_KEY
 from secagg.params import ThreatModel
+from tests.protocols.flower.ddp_plan import ddp_config as _dp
 from tests.protocols.flower.node_policy import TEST_POLICY
 
 logging.getLogger("flwr").setLevel(logging.WARNING)
 pytestmark = pytest.mark.filterwarnings("ignore::dp.noise.InsecureNoiseWarning")
 
-N, M, SEED, CLIP = 6, 30, 11, 1.0
+N, M, SEED, CLIP = 6, 30, 11, 1.0  # CLIP: ddp_config's clip_norm
 SAMPLING = Sampling.poisson(rate=1.0, population=N)  # FedAvg selects every client: Poisson at rate 1
 
 
@@ -54,18 +55,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _node_noise(ctxt: Any) -> IntegerNoise:
     """Each node's reproducible (insecure) noise and rounding: the test recomputes every vector."""
     return IntegerNoise(seed=1000 + int(ctxt.node_config["partition-id"]))
-
-
-def _dp(**kw: Any) -> DPConfig:
-    base: dict[str, Any] = {
-        "noise": "distributed",
-        "target_epsilon": 8.0,
-        "delta": 1e-5,
-        "clip_norm": CLIP,
-        "bits": 16,
-        "mechanism": "dgauss",
-    }
-    return DPConfig(**{**base, **kw})
 
 
 def _ddp_mod(**kw: Any) -> Any:
