@@ -59,12 +59,14 @@ def _weak_round(
     *,
     node_config: Mapping[str, object] | None = None,
     run_config: Mapping[str, object] | None = None,
+    policy: object = None,
 ) -> tuple[PrivAggSecAggWorkflow, list[KeyAdvertisement]]:
     """The server forces degree 2 / threshold 2 on a cohort of ``nodes`` (the issue's weak graph; with 3
-    nodes also a tiny cohort) on nodes whose mod names no policy."""
+    nodes also a tiny cohort) on nodes whose mod names no policy (or ``policy``)."""
     wf = PrivAggSecAggWorkflow(SecAggWorkflowConfig.manual(degree=2, threshold=2, pki=str(pki)))
     sent, recorder = advert_recorder()
-    capp = vector_client_app(dimension=M, seed=1, mods=[recorder, make_secagg_mod(threat="active", pki=str(pki))])
+    mod = make_secagg_mod(threat="active", pki=str(pki), policy=policy)  # type: ignore[arg-type]
+    capp = vector_client_app(dimension=M, seed=1, mods=[recorder, mod])
     run_inprocess(
         vector_server_app(wf, num_clients=nodes, dimension=M),
         capp,
@@ -90,6 +92,17 @@ def test_an_active_node_without_its_own_policy_refuses_the_servers_setup(
     for why in rec.node_errors.values():
         assert "needs a secure-aggregation policy of its own" in why
         assert MIN_CLIENTS_KEY in why and CORRUPTION_RATE_KEY in why
+
+
+def test_a_node_built_with_the_cores_trust_server_opt_out_refuses_the_weak_round(pki: Path) -> None:
+    """``make_secagg_mod(policy=ClientPolicy.trust_server())``: the core's opt-out (a client that accepts the
+    server's numbers, for attack demonstrations) is not a node's policy. The server's degree-2 round gets no
+    advertisement and every node's error says why; the core client with that opt-out would have run it
+    (``tests/secagg/adversarial/test_no_policy_red_team.py::test_trust_server_opt_out_leaks_the_exact_input``)."""
+    wf, sent = _weak_round(pki, N, policy=ClientPolicy.trust_server())
+    rec = wf.history[0]
+    assert sent == [] and not rec.ok and rec.aggregate is None and len(rec.node_errors) == N
+    assert all("attack demonstrations" in why for why in rec.node_errors.values()), rec.node_errors
 
 
 def test_a_node_that_sets_only_its_minimum_cohort_is_told_the_corruption_rate(pki: Path) -> None:
